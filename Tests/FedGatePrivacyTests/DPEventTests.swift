@@ -1,0 +1,38 @@
+import Foundation
+import Testing
+@testable import FedGatePrivacy
+
+@Suite("DP events")
+struct DPEventTests {
+    @Test("an event round-trips through its stable ledger JSON")
+    func roundTrip() throws {
+        let event = DPEvent.composed([
+            .dpsgd(samplingProbability: 0.01, noiseMultiplier: 1.1, steps: 500),
+            .laplace(noiseMultiplier: 2),
+            .discreteGaussian(sigma: 3, sensitivity: 1),
+            .noOp,
+        ])
+        let json = try event.canonicalJSON()
+        #expect(try DPEvent.fromJSON(json) == event)
+    }
+
+    @Test("the JSON form is fixed: stored ledgers must keep decoding")
+    func stableForm() throws {
+        let json = try DPEvent.dpsgd(samplingProbability: 0.01, noiseMultiplier: 1.1, steps: 500).canonicalJSON()
+        #expect(json == #"{"count":500,"event":{"event":{"noise_multiplier":1.1,"type":"gaussian"},"sampling_probability":0.01,"type":"poisson_sampled"},"type":"self_composed"}"#)
+    }
+
+    @Test("unknown event types and invalid parameters in JSON are refused")
+    func badJSON() {
+        #expect(throws: DecodingError.self) { try DPEvent.fromJSON(#"{"type":"magic"}"#) }
+        #expect(throws: DecodingError.self) { try DPEvent.fromJSON(#"{"type":"gaussian"}"#) }
+        #expect(throws: PrivacyError.self) { try DPEvent.fromJSON(#"{"type":"gaussian","noise_multiplier":-1}"#) }
+    }
+
+    @Test("nested self-compositions multiply their counts")
+    func simplify() {
+        let step = DPEvent.gaussian(noiseMultiplier: 1)
+        #expect(DPEvent.selfComposed(event: .selfComposed(event: step, count: 3), count: 4).simplified == .selfComposed(event: step, count: 12))
+        #expect(DPEvent.composed([.noOp, step]).simplified == step)
+    }
+}
