@@ -9,10 +9,36 @@ struct FFT: Sendable {
     /// A transform of `size` points; `size` must be a power of two.
     init(size: Int) {
         precondition(size > 0 && size & (size - 1) == 0, "FFT size must be a power of two")
+        let (c, s) = Self.twiddles(size)
+        self.init(size: size, cos: c, sin: s, stride: 1)
+    }
+
+    /// A transform whose twiddles cos/sin(2πk/size) are every `stride`-th entry of a larger table.
+    init(size: Int, cos c: [Double], sin s: [Double], stride: Int) {
+        precondition(size > 0 && size & (size - 1) == 0, "FFT size must be a power of two")
         self.size = size
         let half = max(size / 2, 1)
-        cosTable = (0..<half).map { cos(2 * Double.pi * Double($0) / Double(size)) }
-        sinTable = (0..<half).map { sin(2 * Double.pi * Double($0) / Double(size)) }
+        cosTable = (0..<half).map { c[$0 * stride] }
+        sinTable = (0..<half).map { s[$0 * stride] }
+    }
+
+    /// cos and sin of 2πk/n for k = 0 … n/2, from libm on the first quarter turn and by symmetry
+    /// on the second.
+    static func twiddles(_ n: Int) -> (cos: [Double], sin: [Double]) {
+        let half = max(n / 2, 1), quarter = n / 4
+        var c = Array(repeating: 0.0, count: half + 1), s = Array(repeating: 0.0, count: half + 1)
+        for k in 0...max(quarter, 0) where k <= half {
+            let angle = 2 * Double.pi * Double(k) / Double(n)
+            c[k] = cos(angle); s[k] = sin(angle)
+        }
+        if quarter > 0 && quarter < half {
+            for k in (quarter + 1)...half {
+                // 2πk/n = π/2 + δ: cos = −sin δ, sin = cos δ.
+                c[k] = -s[k - quarter]; s[k] = c[k - quarter]
+            }
+        }
+        if n == 2 { c[1] = -1; s[1] = 0 }
+        return (c, s)
     }
 
     /// The smallest power of two ≥ n.
@@ -67,48 +93,109 @@ struct FFT: Sendable {
     }
 }
 
+/// The FFT of a real sequence of even length N through a complex FFT of N/2 points, giving the
+/// N/2 + 1 non-redundant coefficients (the rest are their conjugates).
+struct RealFFT: Sendable {
+    let size: Int
+    private let half: FFT
+    private let twiddleCos: [Double]   // cos(2πk/N), k = 0 … N/2
+    private let twiddleSin: [Double]   // sin(2πk/N)
+
+    init(size: Int) {
+        precondition(size >= 2 && size & (size - 1) == 0, "real FFT size must be a power of two ≥ 2")
+        self.size = size
+        (twiddleCos, twiddleSin) = FFT.twiddles(size)
+        // The half-size transform's twiddles 2πj/(N/2) are the even entries of ours.
+        half = FFT(size: size / 2, cos: twiddleCos, sin: twiddleSin, stride: 2)
+    }
+
+    /// Coefficients X[0 … N/2] of x (zero-padded to N).
+    func forward(_ x: [Double]) -> (re: [Double], im: [Double]) {
+        let m = size / 2
+        var zr = Array(repeating: 0.0, count: m), zi = Array(repeating: 0.0, count: m)
+        for (i, v) in x.enumerated() {
+            let j = i % size  // wrap anything longer cyclically
+            if j & 1 == 0 { zr[j >> 1] += v } else { zi[j >> 1] += v }
+        }
+        half.transform(re: &zr, im: &zi, inverse: false)
+        var xr = Array(repeating: 0.0, count: m + 1), xi = Array(repeating: 0.0, count: m + 1)
+        for k in 0...m {
+            let a = k % m, b = (m - k) % m
+            // E = (Z[k] + conj Z[m−k]) / 2, O = (Z[k] − conj Z[m−k]) / 2i, X = E + W^k·O.
+            let er = (zr[a] + zr[b]) / 2, ei = (zi[a] - zi[b]) / 2
+            let or = (zi[a] + zi[b]) / 2, oi = -(zr[a] - zr[b]) / 2
+            let wr = twiddleCos[k], wi = -twiddleSin[k]
+            xr[k] = er + wr * or - wi * oi
+            xi[k] = ei + wr * oi + wi * or
+        }
+        return (xr, xi)
+    }
+
+    /// The real sequence of length N whose coefficients are X[0 … N/2] (normalised inverse).
+    func inverse(re xr: [Double], im xi: [Double]) -> [Double] {
+        let m = size / 2
+        var zr = Array(repeating: 0.0, count: m), zi = Array(repeating: 0.0, count: m)
+        for k in 0..<m {
+            let j = m - k
+            // E = (X[k] + conj X[m−k]) / 2, O = (X[k] − conj X[m−k])·W^−k / 2, Z = E + i·O.
+            let er = (xr[k] + xr[j]) / 2, ei = (xi[k] - xi[j]) / 2
+            let dr = (xr[k] - xr[j]) / 2, di = (xi[k] + xi[j]) / 2
+            let wr = twiddleCos[k], wi = twiddleSin[k]
+            let or = dr * wr - di * wi, oi = dr * wi + di * wr
+            zr[k] = er - oi
+            zi[k] = ei + or
+        }
+        half.transform(re: &zr, im: &zi, inverse: true)
+        let scale = 1 / Double(m)
+        var out = Array(repeating: 0.0, count: size)
+        for n in 0..<m {
+            out[2 * n] = zr[n] * scale
+            out[2 * n + 1] = zi[n] * scale
+        }
+        return out
+    }
+}
+
 extension FFT {
     /// Linear convolution of two real sequences.
     static func convolve(_ a: [Double], _ b: [Double]) -> [Double] {
         let outLen = a.count + b.count - 1
-        if a.count * b.count <= 4096 {
+        if min(a.count, b.count) <= 64 || a.count * b.count <= 4096 {
             var out = Array(repeating: 0.0, count: outLen)
-            for (i, x) in a.enumerated() where x != 0 { for (j, y) in b.enumerated() { out[i + j] += x * y } }
+            let (short, long) = a.count <= b.count ? (a, b) : (b, a)
+            for (i, x) in short.enumerated() where x != 0 { for (j, y) in long.enumerated() { out[i + j] += x * y } }
             return out
         }
-        let fft = FFT(size: size(atLeast: outLen))
-        var ar = a + Array(repeating: 0, count: fft.size - a.count), ai = Array(repeating: 0.0, count: fft.size)
-        var br = b + Array(repeating: 0, count: fft.size - b.count), bi = Array(repeating: 0.0, count: fft.size)
-        fft.transform(re: &ar, im: &ai, inverse: false)
-        fft.transform(re: &br, im: &bi, inverse: false)
-        for k in 0..<fft.size {
+        let fft = RealFFT(size: max(2, size(atLeast: outLen)))
+        var (ar, ai) = fft.forward(a)
+        let (br, bi) = fft.forward(b)
+        for k in ar.indices {
             let r = ar[k] * br[k] - ai[k] * bi[k]
-            let i = ar[k] * bi[k] + ai[k] * br[k]
-            ar[k] = r; ai[k] = i
+            ai[k] = ar[k] * bi[k] + ai[k] * br[k]
+            ar[k] = r
         }
-        fft.transform(re: &ar, im: &ai, inverse: true)
-        let scale = 1 / Double(fft.size)
-        return (0..<outLen).map { ar[$0] * scale }
+        return Array(fft.inverse(re: ar, im: ai).prefix(outLen))
     }
 
     /// The sequence convolved with itself `times` times, cyclically on `length` points (a power of
-    /// two), by raising its transform to the power `times`.
+    /// two ≥ 2), by raising its transform to the power `times` (by repeated squaring: no libm calls).
     static func selfConvolve(_ a: [Double], times: Int, length: Int) -> [Double] {
-        let fft = FFT(size: length)
-        var re = Array(repeating: 0.0, count: length), im = Array(repeating: 0.0, count: length)
-        for (i, x) in a.enumerated() { re[i % length] += x }
-        fft.transform(re: &re, im: &im, inverse: false)
-        let n = Double(times)
-        for k in 0..<length {
-            let modulus = (re[k] * re[k] + im[k] * im[k]).squareRoot()
-            if modulus == 0 { re[k] = 0; im[k] = 0; continue }
-            let mag = Foundation.exp(n * Foundation.log(modulus))
-            let angle = n * atan2(im[k], re[k])
-            re[k] = mag * cos(angle); im[k] = mag * sin(angle)
+        let fft = RealFFT(size: max(2, length))
+        var (re, im) = fft.forward(a)
+        // |X|^times underflows to 0 below this modulus²; skip those coefficients outright.
+        let negligible = exp(-1490 / Double(times))
+        for k in re.indices {
+            var br = re[k], bi = im[k]      // base
+            if br * br + bi * bi < negligible { re[k] = 0; im[k] = 0; continue }
+            var rr = 1.0, ri = 0.0          // result
+            var e = times
+            while e > 0 {
+                if e & 1 == 1 { (rr, ri) = (rr * br - ri * bi, rr * bi + ri * br) }
+                e >>= 1
+                if e > 0 { (br, bi) = (br * br - bi * bi, 2 * br * bi) }
+            }
+            re[k] = rr; im[k] = ri
         }
-        fft.transform(re: &re, im: &im, inverse: true)
-        let scale = 1 / Double(length)
-        for k in 0..<length { re[k] *= scale }
-        return re
+        return Array(fft.inverse(re: re, im: im).prefix(length))
     }
 }
