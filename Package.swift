@@ -47,13 +47,12 @@ let package = Package(
                 "FedGateTensors",
                 "FedGatePrivacy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .executableTarget(
             name: "fedgate",
-            dependencies: ["FedGateCLI"],
+            dependencies: ["FedGateCLI", .product(name: "Logging", package: "swift-log")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(
