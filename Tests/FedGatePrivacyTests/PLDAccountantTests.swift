@@ -53,6 +53,20 @@ struct PLDAccountantTests {
         if let exact = c.result("own_mpmath") { #expect(eps >= exact["epsilon"]! - 1e-9, "pessimistic: never below the exact ε") }
     }
 
+    @Test("the Laplace mechanism never costs more than its pure ε = 1/b, and RDP is never tighter than PLD")
+    func laplace() throws {
+        for b in [0.5, 2.0] {
+            let pld = try epsilon(of: .laplace(noiseMultiplier: b), delta: 1e-6, accountant: .pld)
+            let rdp = try epsilon(of: .laplace(noiseMultiplier: b), delta: 1e-6, accountant: .rdp)
+            #expect(pld <= 1 / b + 1e-3, "b = \(b): \(pld)")
+            #expect(pld > 0.9 / b, "b = \(b): \(pld)")
+            #expect(rdp >= pld - 1e-3, "b = \(b): RDP \(rdp) vs PLD \(pld)")
+        }
+        // Sampled Laplace is cheaper than the full mechanism.
+        let sampled = try epsilon(of: .poissonSampled(samplingProbability: 0.1, event: .laplace(noiseMultiplier: 1)), delta: 1e-6, accountant: .pld)
+        #expect(sampled < log(1 + 0.1 * (exp(1) - 1)) + 1e-3)
+    }
+
     @Test("bad δ or ε is refused")
     func badInput() throws {
         let accountant = PLDAccountant()
