@@ -111,6 +111,7 @@ enum CommandErrors {
     static let flagForField = [
         "sampling_probability": "--sampling-rate", "noise_multiplier": "--noise-multiplier",
         "count": "--steps", "steps": "--steps", "delta": "--delta", "target_epsilon": "--target-epsilon",
+        "event": "--accountant pld",
     ]
 
     static func translating<T>(_ body: () throws -> T) throws -> T {

@@ -67,6 +67,16 @@ struct PLDAccountantTests {
         #expect(sampled < log(1 + 0.1 * (exp(1) - 1)) + 1e-3)
     }
 
+    @Test("an event whose loss grid would exhaust memory is refused with advice, and the accountant is unchanged")
+    func tooLarge() throws {
+        var accountant = PLDAccountant()
+        try accountant.compose(.gaussian(noiseMultiplier: 2))
+        let before = try accountant.epsilon(delta: 1e-5)
+        let error = #expect(throws: PrivacyError.self) { try accountant.compose(.gaussian(noiseMultiplier: 0.01)) }
+        #expect(error?.reason.contains("RDP accountant") == true)
+        #expect(try accountant.epsilon(delta: 1e-5) == before)
+    }
+
     @Test("bad δ or ε is refused")
     func badInput() throws {
         let accountant = PLDAccountant()

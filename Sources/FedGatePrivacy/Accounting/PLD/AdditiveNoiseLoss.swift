@@ -134,10 +134,11 @@ struct AdditiveNoiseLoss: Sendable {
 
     /// The pessimistic connect-the-dots discretisation (Doroshenko et al. 2022, Alg. 1) on the grid
     /// of multiples of `interval`.
-    func connectDotsPmf(interval: Double) -> PLDPmf {
+    func connectDotsPmf(interval: Double) throws -> PLDPmf {
         let bounds = connectDotsBounds()
-        let lo = Int((bounds.lower / interval).rounded(.down))
-        let hi = Int((bounds.upper / interval).rounded(.up))
+        let loScaled = (bounds.lower / interval).rounded(.down), hiScaled = (bounds.upper / interval).rounded(.up)
+        try PLDPmf.checkSize(hiScaled - loScaled + 1)
+        let lo = Int(loScaled), hi = Int(hiScaled)
         var deltas = (lo...hi).map { delta(epsilon: Double($0) * interval) }
         for k in 1..<max(deltas.count, 1) { deltas[k] = min(deltas[k], deltas[k - 1]) }
         let n = deltas.count

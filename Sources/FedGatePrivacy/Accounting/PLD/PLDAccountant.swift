@@ -24,8 +24,11 @@ public struct PLDAccountant: PrivacyAccountant {
     public mutating func compose(_ event: DPEvent) throws {
         try event.validate()
         let (r, a) = try pmfs(of: event.simplified)
-        remove = remove.composed(with: r, tailMassTruncation: tailMassTruncation)
-        add = add.composed(with: a, tailMassTruncation: tailMassTruncation)
+        // Compute both before assigning, so a refused event leaves the accountant unchanged.
+        let newRemove = try remove.composed(with: r, tailMassTruncation: tailMassTruncation)
+        let newAdd = try add.composed(with: a, tailMassTruncation: tailMassTruncation)
+        remove = newRemove
+        add = newAdd
     }
 
     public func epsilon(delta: Double) throws -> Double {
@@ -41,25 +44,25 @@ public struct PLDAccountant: PrivacyAccountant {
     /// The (remove, add) distributions of one event.
     private func pmfs(of event: DPEvent) throws -> (PLDPmf, PLDPmf) {
         let h = valueDiscretizationInterval
-        func mechanism(_ noise: AdditiveNoiseLoss.Noise, q: Double) -> (PLDPmf, PLDPmf) {
-            let r = AdditiveNoiseLoss(noise: noise, q: q, adjacency: .remove).connectDotsPmf(interval: h)
+        func mechanism(_ noise: AdditiveNoiseLoss.Noise, q: Double) throws -> (PLDPmf, PLDPmf) {
+            let r = try AdditiveNoiseLoss(noise: noise, q: q, adjacency: .remove).connectDotsPmf(interval: h)
             if q == 1 { return (r, r) }  // symmetric without subsampling
-            return (r, AdditiveNoiseLoss(noise: noise, q: q, adjacency: .add).connectDotsPmf(interval: h))
+            return (r, try AdditiveNoiseLoss(noise: noise, q: q, adjacency: .add).connectDotsPmf(interval: h))
         }
         switch event {
         case .noOp:
             return (.identity(interval: h), .identity(interval: h))
         case .gaussian(let sigma):
-            return mechanism(.gaussian(sigma: sigma), q: 1)
+            return try mechanism(.gaussian(sigma: sigma), q: 1)
         case .laplace(let b):
-            return mechanism(.laplace(scale: b), q: 1)
+            return try mechanism(.laplace(scale: b), q: 1)
         case .discreteGaussian(let sigma, let sensitivity):
             let pmf = DiscreteGaussianLoss(sigma: sigma, sensitivity: sensitivity).pmf(interval: h)
             return (pmf, pmf)
         case .poissonSampled(let q, let inner):
             switch inner {
-            case .gaussian(let sigma): return mechanism(.gaussian(sigma: sigma), q: q)
-            case .laplace(let b): return mechanism(.laplace(scale: b), q: q)
+            case .gaussian(let sigma): return try mechanism(.gaussian(sigma: sigma), q: q)
+            case .laplace(let b): return try mechanism(.laplace(scale: b), q: q)
             case .noOp: return (.identity(interval: h), .identity(interval: h))
             default:
                 if q == 1 { return try pmfs(of: inner) }
@@ -69,15 +72,15 @@ public struct PLDAccountant: PrivacyAccountant {
         case .selfComposed(let inner, let count):
             if count == 0 { return (.identity(interval: h), .identity(interval: h)) }
             let (r, a) = try pmfs(of: inner)
-            let rc = r.selfComposed(count, tailMassTruncation: tailMassTruncation)
+            let rc = try r.selfComposed(count, tailMassTruncation: tailMassTruncation)
             if r == a { return (rc, rc) }
-            return (rc, a.selfComposed(count, tailMassTruncation: tailMassTruncation))
+            return (rc, try a.selfComposed(count, tailMassTruncation: tailMassTruncation))
         case .composed(let events):
             var r = PLDPmf.identity(interval: h), a = r
             for e in events {
                 let (er, ea) = try pmfs(of: e)
-                r = r.composed(with: er, tailMassTruncation: tailMassTruncation)
-                a = a.composed(with: ea, tailMassTruncation: tailMassTruncation)
+                r = try r.composed(with: er, tailMassTruncation: tailMassTruncation)
+                a = try a.composed(with: ea, tailMassTruncation: tailMassTruncation)
             }
             return (r, a)
         }

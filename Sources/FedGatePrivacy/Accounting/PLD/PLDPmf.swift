@@ -3,6 +3,15 @@ import Foundation
 /// A discretised privacy loss distribution: mass `probs[i]` at loss (lowerLoss + i)·interval, plus
 /// mass at +∞. Pessimistic throughout: every rounding and truncation can only raise δ(ε).
 struct PLDPmf: Sendable, Equatable {
+    /// The most grid points a distribution or an FFT may use (2²⁴: 128 MiB per array), so an
+    /// extreme event is refused with advice instead of exhausting memory.
+    static let maxPoints = 1 << 24
+
+    static func checkSize(_ points: Double) throws {
+        try PrivacyError.require(points <= Double(maxPoints), "event",
+                                 "its privacy loss distribution would need \(points.formatted(.number.notation(.scientific).precision(.significantDigits(2)))) grid points (at most \(maxPoints) are allowed); use the RDP accountant for this event")
+    }
+
     var interval: Double
     var lowerLoss: Int
     var probs: [Double]
@@ -14,7 +23,7 @@ struct PLDPmf: Sendable, Equatable {
     }
 
     /// Composition of two mechanisms: the convolution of their losses, tails truncated.
-    func composed(with other: PLDPmf, tailMassTruncation: Double) -> PLDPmf {
+    func composed(with other: PLDPmf, tailMassTruncation: Double) throws -> PLDPmf {
         precondition(interval == other.interval)
         if other.probs.count == 1 && other.infinityMass == 0 && other.probs[0] == 1 {
             return PLDPmf(interval: interval, lowerLoss: lowerLoss + other.lowerLoss, probs: probs, infinityMass: infinityMass)
@@ -22,6 +31,7 @@ struct PLDPmf: Sendable, Equatable {
         if probs.count == 1 && infinityMass == 0 && probs[0] == 1 {
             return PLDPmf(interval: interval, lowerLoss: lowerLoss + other.lowerLoss, probs: other.probs, infinityMass: other.infinityMass)
         }
+        try Self.checkSize(Double(probs.count + other.probs.count))
         let conv = FFT.convolve(probs, other.probs)
         let inf = infinityMass + other.infinityMass - infinityMass * other.infinityMass
         let (offset, kept, rightMass) = Self.truncateTails(conv, tailMassTruncation)
@@ -31,11 +41,12 @@ struct PLDPmf: Sendable, Equatable {
 
     /// The mechanism run `times` times: one FFT, raised to the power, inverted, on a range chosen by
     /// a Chernoff bound so that at most `tailMassTruncation` falls outside (and is counted at +∞).
-    func selfComposed(_ times: Int, tailMassTruncation: Double) -> PLDPmf {
+    func selfComposed(_ times: Int, tailMassTruncation: Double) throws -> PLDPmf {
         precondition(times >= 1)
         if times == 1 { return self }
         let (lowBound, highBound) = Self.selfConvolveBounds(probs, times: times, tailMassTruncation: tailMassTruncation)
         let outLen = highBound - lowBound + 1
+        try Self.checkSize(Double(max(outLen, probs.count)))
         let length = FFT.size(atLeast: max(outLen, probs.count))
         let cyclic = FFT.selfConvolve(probs, times: times, length: length)
         var out = Array(repeating: 0.0, count: outLen)
