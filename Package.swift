@@ -25,6 +25,7 @@ let package = Package(
         .executable(name: "fedgate", targets: ["fedgate"]),
         .library(name: "FedGateTensors", targets: ["FedGateTensors"]),
         .library(name: "FedGatePrivacy", targets: ["FedGatePrivacy"]),
+        .library(name: "FedGateSecureAggregation", targets: ["FedGateSecureAggregation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -42,10 +43,20 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v6)] + simdSettings
         ),
         .target(
+            name: "FedGateSecureAggregation",
+            dependencies: [
+                "FedGateTensors",
+                "FedGatePrivacy",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)] + simdSettings
+        ),
+        .target(
             name: "FedGateCLI",
             dependencies: [
                 "FedGateTensors",
                 "FedGatePrivacy",
+                "FedGateSecureAggregation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
@@ -68,6 +79,11 @@ let package = Package(
                 .product(name: "CryptoExtras", package: "swift-crypto"),
             ],
             resources: [.copy("Fixtures")],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .testTarget(
+            name: "FedGateSecureAggregationTests",
+            dependencies: ["FedGateSecureAggregation", "FedGatePrivacy", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(

@@ -42,6 +42,9 @@ public struct RDPAccountant: PrivacyAccountant {
             // N_Z(0, σ²) with integer sensitivity Δ is (Δ²/2σ²)-zCDP (Canonne, Kamath, Steinke 2020, Thm 4).
             let rho = sensitivity * sensitivity / (2 * sigma * sigma)
             return orders.map { $0 * rho }
+        case .distributedDiscreteGaussian(let sigma, let silos, let dimension, let sensitivity):
+            let rho = DistributedDiscreteGaussianBound.rho(localSigma: sigma, silos: silos, dimension: dimension, l2Sensitivity: sensitivity)
+            return orders.map { $0 * rho }
         case .laplace(let b):
             // Mironov 2017, Prop. 6.
             return orders.map { a in

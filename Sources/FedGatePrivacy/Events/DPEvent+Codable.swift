@@ -10,6 +10,7 @@ extension DPEvent: Codable {
         case gaussian
         case laplace
         case discreteGaussian = "discrete_gaussian"
+        case distributedDiscreteGaussian = "distributed_discrete_gaussian"
         case poissonSampled = "poisson_sampled"
         case selfComposed = "self_composed"
         case composed
@@ -20,6 +21,10 @@ extension DPEvent: Codable {
         case noiseMultiplier = "noise_multiplier"
         case sigma
         case sensitivity
+        case localSigma = "local_sigma"
+        case silos
+        case dimension
+        case l2Sensitivity = "l2_sensitivity"
         case samplingProbability = "sampling_probability"
         case event
         case count
@@ -32,7 +37,7 @@ extension DPEvent: Codable {
         guard let kind = Kind(rawValue: typeName) else {
             throw DecodingError.dataCorruptedError(
                 forKey: .type, in: c,
-                debugDescription: "unknown DP event type '\(typeName)'; known: no_op, gaussian, laplace, discrete_gaussian, poisson_sampled, self_composed, composed")
+                debugDescription: "unknown DP event type '\(typeName)'; known: no_op, gaussian, laplace, discrete_gaussian, distributed_discrete_gaussian, poisson_sampled, self_composed, composed")
         }
         switch kind {
         case .noOp: self = .noOp
@@ -41,6 +46,11 @@ extension DPEvent: Codable {
         case .discreteGaussian:
             self = .discreteGaussian(sigma: try c.decode(Double.self, forKey: .sigma),
                                      sensitivity: try c.decode(Double.self, forKey: .sensitivity))
+        case .distributedDiscreteGaussian:
+            self = .distributedDiscreteGaussian(localSigma: try c.decode(Double.self, forKey: .localSigma),
+                                                silos: try c.decode(Int.self, forKey: .silos),
+                                                dimension: try c.decode(Int.self, forKey: .dimension),
+                                                l2Sensitivity: try c.decode(Double.self, forKey: .l2Sensitivity))
         case .poissonSampled:
             self = .poissonSampled(samplingProbability: try c.decode(Double.self, forKey: .samplingProbability),
                                    event: try c.decode(DPEvent.self, forKey: .event))
@@ -66,6 +76,12 @@ extension DPEvent: Codable {
             try c.encode(Kind.discreteGaussian, forKey: .type)
             try c.encode(sigma, forKey: .sigma)
             try c.encode(sensitivity, forKey: .sensitivity)
+        case .distributedDiscreteGaussian(let sigma, let silos, let dimension, let sensitivity):
+            try c.encode(Kind.distributedDiscreteGaussian, forKey: .type)
+            try c.encode(sigma, forKey: .localSigma)
+            try c.encode(silos, forKey: .silos)
+            try c.encode(dimension, forKey: .dimension)
+            try c.encode(sensitivity, forKey: .l2Sensitivity)
         case .poissonSampled(let q, let event):
             try c.encode(Kind.poissonSampled, forKey: .type)
             try c.encode(q, forKey: .samplingProbability)

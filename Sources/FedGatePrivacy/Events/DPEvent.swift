@@ -12,6 +12,11 @@ public indirect enum DPEvent: Sendable, Hashable {
     case laplace(noiseMultiplier: Double)
     /// The discrete Gaussian N_Z(0, σ²) on integers, for a query of integer L2 sensitivity.
     case discreteGaussian(sigma: Double, sensitivity: Double)
+    /// The distributed discrete Gaussian (Kairouz, Liu, Steinke 2021): `silos` parties each add
+    /// N_Z(0, localSigma²) to every coordinate of a `dimension`-long integer vector before secure
+    /// aggregation, protecting a contribution of integer L2 norm ≤ `l2Sensitivity`. `silos` is the
+    /// number assumed honest (whose noise is really in the sum).
+    case distributedDiscreteGaussian(localSigma: Double, silos: Int, dimension: Int, l2Sensitivity: Double)
     /// The event applied to a Poisson sample of the records, each kept with probability q.
     case poissonSampled(samplingProbability: Double, event: DPEvent)
     /// The event repeated `count` times.
@@ -41,6 +46,13 @@ extension DPEvent {
             try PrivacyError.require(sigma.isFinite && sigma > 0, "\(path).sigma",
                                      "must be a finite number > 0, got \(sigma)")
             try PrivacyError.require(sensitivity.isFinite && sensitivity > 0, "\(path).sensitivity",
+                                     "must be a finite number > 0, got \(sensitivity)")
+        case .distributedDiscreteGaussian(let sigma, let silos, let dimension, let sensitivity):
+            try PrivacyError.require(sigma.isFinite && sigma >= 0.5, "\(path).local_sigma",
+                                     "must be a finite number ≥ 0.5 (the distributed bound needs it), got \(sigma)")
+            try PrivacyError.require(silos >= 1, "\(path).silos", "must be ≥ 1, got \(silos)")
+            try PrivacyError.require(dimension >= 1, "\(path).dimension", "must be ≥ 1, got \(dimension)")
+            try PrivacyError.require(sensitivity.isFinite && sensitivity > 0, "\(path).l2_sensitivity",
                                      "must be a finite number > 0, got \(sensitivity)")
         case .poissonSampled(let q, let event):
             try PrivacyError.require(q.isFinite && q > 0 && q <= 1, "\(path).sampling_probability",

@@ -22,9 +22,9 @@ public struct ChaCha20Keystream: Sendable {
         counter = 0
     }
 
-    /// A keystream under a chosen key: for known-answer tests and reproducible test fixtures only.
-    /// Production code never reaches this initialiser: no configuration field carries a seed.
-    @_spi(Testing)
+    /// A keystream under a chosen key: for keys derived by a protocol (secure-aggregation masks,
+    /// which both ends must expand identically) and for known-answer tests. The noise generators
+    /// accept such a stream only through test-only initialisers, so noise is never seeded this way.
     public init(key: [UInt32], nonce: (UInt32, UInt32), counter: UInt64 = 0) {
         precondition(key.count == 8, "a ChaCha20 key is eight 32-bit words")
         self.key = InlineArray { key[$0] }
@@ -119,7 +119,8 @@ public struct ChaCha20Random: RandomNumberGenerator, Sendable {
     /// A generator seeded from the operating system's CSPRNG.
     public init() { self.init(stream: ChaCha20Keystream()) }
 
-    /// A generator over a given keystream (tests pass a fixed one).
+    /// A generator over a given keystream: tests only.
+    @_spi(Testing)
     public init(stream: ChaCha20Keystream) {
         self.stream = stream
         buffer = Self.emptyBlocks

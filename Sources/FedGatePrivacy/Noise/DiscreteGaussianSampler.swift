@@ -6,8 +6,8 @@
 /// σ² is held as a rational n/d. 128-bit integer arithmetic bounds the parameters: the
 /// initialiser refuses σ² whose worst-case intermediate values could overflow. Proposals with
 /// |Y| > 100·t are rejected outright (their probability is below e^−100, so the output is within
-/// total variation 2⁻¹⁴⁰ of N_Z(0, σ²)); so are Bernoulli(γ/K) draws at K past 2⁴⁰ (probability
-/// below 1/K!).
+/// total variation 2⁻¹⁴⁰ of N_Z(0, σ²)); the Bernoulli(exp(−γ)) loop stops at K = 64 (reaching it
+/// has probability below 1/64! < 2⁻²⁹⁵).
 public struct DiscreteGaussianSampler: Sendable {
     /// σ² = sigmaSquaredNumerator / sigmaSquaredDenominator, exactly.
     public let sigmaSquaredNumerator: UInt64
@@ -27,14 +27,14 @@ public struct DiscreteGaussianSampler: Sendable {
         while UInt128(f + 1) * UInt128(f + 1) * UInt128(d) <= UInt128(n) { f += 1 }
         let t = f + 1
         // Worst cases: A = |Y|·d·t − n with |Y| ≤ 100t must square within UInt128, and so must
-        // 2·n·d·t²·K for K up to 2⁴⁰.
+        // 2·n·d·t²·K for K up to 64.
         let maxA = UInt128(100 * t) * UInt128(d) * UInt128(t) + UInt128(n)
         let (sq, o1) = maxA.multipliedReportingOverflow(by: maxA)
         let (b0, o2) = (UInt128(2) * UInt128(n) * UInt128(d)).multipliedReportingOverflow(by: UInt128(t) * UInt128(t))
-        let (_, o3) = b0.multipliedReportingOverflow(by: 1 << 40)
+        let (_, o3) = b0.multipliedReportingOverflow(by: Self.maxK)
         _ = sq
         try PrivacyError.require(!(o1 || o2 || o3), "sigma",
-                                 "σ² = \(n)/\(d) is too large for exact 128-bit sampling; use a smaller denominator or σ below about 2^16")
+                                 "σ² = \(n)/\(d) is too large for exact 128-bit sampling; use a smaller denominator or σ below about 2^30")
         sigmaSquaredNumerator = n
         sigmaSquaredDenominator = d
         self.t = t
@@ -56,6 +56,8 @@ public struct DiscreteGaussianSampler: Sendable {
         }
         throw lastError ?? PrivacyError(field: "sigma", reason: "cannot represent σ = \(sigma) exactly")
     }
+
+    static let maxK: UInt128 = 64
 
     /// One draw.
     public func sample(using rng: inout ChaCha20Random) -> Int64 {
@@ -106,7 +108,7 @@ public struct DiscreteGaussianSampler: Sendable {
         }
         // γ ≤ 1: K ← 1; while Bernoulli(γ/K): K += 1; accept iff K is odd.
         var k: UInt128 = 1
-        while k < (1 << 40) {
+        while k < maxK {
             let bound = denominator * k
             if rng.uniform(below: bound) >= num { break }
             k += 1

@@ -59,6 +59,9 @@ public struct PLDAccountant: PrivacyAccountant {
         case .discreteGaussian(let sigma, let sensitivity):
             let pmf = DiscreteGaussianLoss(sigma: sigma, sensitivity: sensitivity).pmf(interval: h)
             return (pmf, pmf)
+        case .distributedDiscreteGaussian:
+            throw PrivacyError(field: "event.distributed_discrete_gaussian",
+                               reason: "the PLD accountant has no bound for the distributed discrete Gaussian; use the RDP accountant (its zCDP bound)")
         case .poissonSampled(let q, let inner):
             switch inner {
             case .gaussian(let sigma): return try mechanism(.gaussian(sigma: sigma), q: q)
