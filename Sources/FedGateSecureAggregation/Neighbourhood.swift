@@ -1,3 +1,6 @@
+import Crypto
+import Foundation
+
 /// Who masks with whom. `complete` is Bonawitz et al. 2017 (every pair); `harary(degree:)` is the
 /// SecAgg+ graph of Bell et al. 2020: silos on a ring in a random order that all parties derive from
 /// the round's public seed, each joined to its `degree/2` nearest on each side, so each silo's work
@@ -13,11 +16,13 @@ public enum Neighbourhood: Sendable, Equatable {
             let all = Set(participants)
             return Dictionary(uniqueKeysWithValues: participants.map { ($0, all.subtracting([$0])) })
         case .harary(let degree):
-            // A permutation every party can recompute: sort by a 64-bit mix of (round, id).
+            // A permutation every party can recompute and nobody can steer: sort by SHA-256 of
+            // (round, id), so similar ids do not cluster on the ring.
             func key(_ s: SiloID) -> UInt64 {
-                var h: UInt64 = 0xcbf2_9ce4_8422_2325 ^ round
-                for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-                return h
+                var input = Data("fedgate-secagg-v1/ring".utf8)
+                input.append(contentsOf: withUnsafeBytes(of: round.littleEndian) { Array($0) })
+                input.append(contentsOf: s.utf8)
+                return SHA256.hash(data: input).prefix(8).reduce(0) { $0 << 8 | UInt64($1) }
             }
             let ring = participants.sorted { key($0) < key($1) }
             let n = ring.count
