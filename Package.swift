@@ -69,6 +69,7 @@ let package = Package(
         .testTarget(
             name: "FedGateTensorsTests",
             dependencies: ["FedGateTensors"],
+            resources: [.copy("Fixtures")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(

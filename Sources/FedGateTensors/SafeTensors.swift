@@ -1,0 +1,220 @@
+import Foundation
+
+/// The safetensors format (what PyTorch and NumPy users exchange weights in): an 8-byte
+/// little-endian header length, a JSON header mapping names to dtype, shape and byte offsets (plus
+/// an optional `__metadata__` of strings), then the raw little-endian bytes.
+///
+/// Reading validates everything before touching the data: header size and JSON, dtype sizes
+/// against shapes, offsets inside the buffer, no overlaps and no holes. A bad file is a
+/// `SafeTensorsError` naming the tensor and the problem — never a crash or an out-of-bounds read.
+public struct SafeTensors: Sendable, Equatable {
+    /// Element types this reader knows. F32 and F64 are read and written; F16 and BF16 are read.
+    public enum DType: String, Sendable, Equatable, CaseIterable {
+        case f64 = "F64", f32 = "F32", f16 = "F16", bf16 = "BF16"
+
+        public var byteSize: Int {
+            switch self {
+            case .f64: 8
+            case .f32: 4
+            case .f16, .bf16: 2
+            }
+        }
+    }
+
+    /// One stored tensor: its type, shape and raw little-endian bytes.
+    public struct Entry: Sendable, Equatable {
+        public let dtype: DType
+        public let shape: [Int]
+        public let bytes: [UInt8]
+
+        /// Values converted to Float.
+        public var floats: [Float] {
+            let n = bytes.count / dtype.byteSize
+            return bytes.withUnsafeBytes { raw in
+                switch dtype {
+                case .f32: return (0..<n).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
+                case .f64: return (0..<n).map { Float(Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self)))) }
+                case .f16: return (0..<n).map { Float(Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)))) }
+                case .bf16: return (0..<n).map { Float(bitPattern: UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self))) << 16) }
+                }
+            }
+        }
+
+        /// Values converted to Double (exact for F64).
+        public var doubles: [Double] {
+            guard dtype == .f64 else { return floats.map(Double.init) }
+            return bytes.withUnsafeBytes { raw in
+                (0..<(bytes.count / 8)).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self))) }
+            }
+        }
+
+        public static func f32(shape: [Int], values: [Float]) -> Entry {
+            var b = [UInt8](); b.reserveCapacity(4 * values.count)
+            for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { b.append(contentsOf: $0) } }
+            return Entry(dtype: .f32, shape: shape, bytes: b)
+        }
+
+        public static func f64(shape: [Int], values: [Double]) -> Entry {
+            var b = [UInt8](); b.reserveCapacity(8 * values.count)
+            for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { b.append(contentsOf: $0) } }
+            return Entry(dtype: .f64, shape: shape, bytes: b)
+        }
+    }
+
+    /// Largest header accepted (the reference implementation's limit).
+    public static let maxHeaderBytes = 100_000_000
+
+    public var entries: [String: Entry]
+    public var metadata: [String: String]
+
+    public init(entries: [String: Entry], metadata: [String: String] = [:]) {
+        self.entries = entries
+        self.metadata = metadata
+    }
+
+    /// Parses a whole file's bytes.
+    public init(bytes: [UInt8]) throws {
+        guard bytes.count >= 8 else { throw SafeTensorsError(tensor: nil, reason: "file is \(bytes.count) bytes, shorter than the 8-byte header length") }
+        let headerLength = bytes.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        guard headerLength <= UInt64(Self.maxHeaderBytes) else {
+            throw SafeTensorsError(tensor: nil, reason: "header length \(headerLength) exceeds the \(Self.maxHeaderBytes)-byte limit")
+        }
+        guard UInt64(bytes.count - 8) >= headerLength else {
+            throw SafeTensorsError(tensor: nil, reason: "truncated: the header claims \(headerLength) bytes but only \(bytes.count - 8) follow")
+        }
+        let headerEnd = 8 + Int(headerLength)
+        guard let header = try? JSONSerialization.jsonObject(with: Data(bytes[8..<headerEnd])) as? [String: Any] else {
+            throw SafeTensorsError(tensor: nil, reason: "the header is not a JSON object")
+        }
+        let dataCount = bytes.count - headerEnd
+        var entries: [String: Entry] = [:]
+        var metadata: [String: String] = [:]
+        var spans: [(start: Int, end: Int, name: String)] = []
+        for (name, value) in header {
+            if name == "__metadata__" {
+                guard let m = value as? [String: Any], let strings = m as? [String: String] else {
+                    throw SafeTensorsError(tensor: name, reason: "__metadata__ must map strings to strings")
+                }
+                metadata = strings
+                continue
+            }
+            guard let info = value as? [String: Any] else { throw SafeTensorsError(tensor: name, reason: "entry is not an object") }
+            guard let dtypeName = info["dtype"] as? String else { throw SafeTensorsError(tensor: name, reason: "missing dtype") }
+            guard let dtype = DType(rawValue: dtypeName) else {
+                throw SafeTensorsError(tensor: name, reason: "unsupported dtype \(dtypeName); supported: \(DType.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            guard let shapeValues = info["shape"] as? [Any],
+                  let shape = Self.nonNegativeInts(shapeValues) else {
+                throw SafeTensorsError(tensor: name, reason: "shape must be a list of non-negative integers")
+            }
+            guard let offsetValues = info["data_offsets"] as? [Any], offsetValues.count == 2,
+                  let offsets = Self.nonNegativeInts(offsetValues), offsets[0] <= offsets[1] else {
+                throw SafeTensorsError(tensor: name, reason: "data_offsets must be two non-negative integers [begin, end] with begin ≤ end")
+            }
+            guard offsets[1] <= dataCount else {
+                throw SafeTensorsError(tensor: name, reason: "data_offsets end \(offsets[1]) lies beyond the \(dataCount) data bytes (truncated file?)")
+            }
+            var elements = 1
+            for d in shape {
+                let (p, overflow) = elements.multipliedReportingOverflow(by: d)
+                guard !overflow else { throw SafeTensorsError(tensor: name, reason: "shape \(shape) overflows") }
+                elements = p
+            }
+            let (expected, overflow) = elements.multipliedReportingOverflow(by: dtype.byteSize)
+            guard !overflow, expected == offsets[1] - offsets[0] else {
+                throw SafeTensorsError(tensor: name, reason: "shape \(shape) of \(dtypeName) needs \(expected) bytes but data_offsets span \(offsets[1] - offsets[0])")
+            }
+            spans.append((offsets[0], offsets[1], name))
+            entries[name] = Entry(dtype: dtype, shape: shape, bytes: Array(bytes[(headerEnd + offsets[0])..<(headerEnd + offsets[1])]))
+        }
+        // The data must be covered exactly: no overlaps, no holes, nothing left over.
+        var cursor = 0
+        for span in spans.sorted(by: { ($0.start, $0.end) < ($1.start, $1.end) }) {
+            guard span.start == cursor else {
+                throw SafeTensorsError(tensor: span.name, reason: span.start < cursor
+                    ? "data_offsets overlap another tensor's bytes" : "a hole of \(span.start - cursor) bytes precedes this tensor's data")
+            }
+            cursor = span.end
+        }
+        guard cursor == dataCount else {
+            throw SafeTensorsError(tensor: nil, reason: "\(dataCount - cursor) trailing data bytes belong to no tensor")
+        }
+        self.entries = entries
+        self.metadata = metadata
+    }
+
+    /// Reads a file.
+    public init(contentsOf url: URL) throws {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw SafeTensorsError(tensor: nil, reason: "cannot read \(url.path): \(error.localizedDescription)")
+        }
+        do { try self.init(bytes: Array(data)) } catch let e as SafeTensorsError {
+            throw SafeTensorsError(tensor: e.tensor, reason: "\(url.path): \(e.reason)")
+        }
+    }
+
+    /// The file's bytes: tensors in name order, header padded with spaces to 8 bytes.
+    public func serialized() throws -> [UInt8] {
+        var header: [String: Any] = [:]
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var offset = 0
+        let names = entries.keys.sorted()
+        for name in names {
+            let e = entries[name]!
+            guard e.bytes.count == e.shape.reduce(1, *) * e.dtype.byteSize else {
+                throw SafeTensorsError(tensor: name, reason: "holds \(e.bytes.count) bytes, its shape \(e.shape) of \(e.dtype.rawValue) needs \(e.shape.reduce(1, *) * e.dtype.byteSize)")
+            }
+            header[name] = ["dtype": e.dtype.rawValue, "shape": e.shape, "data_offsets": [offset, offset + e.bytes.count]]
+            offset += e.bytes.count
+        }
+        var json = Array(try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]))
+        while json.count % 8 != 0 { json.append(0x20) }
+        var out = [UInt8]()
+        out.reserveCapacity(8 + json.count + offset)
+        withUnsafeBytes(of: UInt64(json.count).littleEndian) { out.append(contentsOf: $0) }
+        out.append(contentsOf: json)
+        for name in names { out.append(contentsOf: entries[name]!.bytes) }
+        return out
+    }
+
+    /// Writes the file atomically (a partial file never replaces a good one).
+    public func write(to url: URL) throws {
+        try Data(try serialized()).write(to: url, options: .atomic)
+    }
+
+    private static func nonNegativeInts(_ values: [Any]) -> [Int]? {
+        var out: [Int] = []
+        for v in values {
+            guard let n = v as? NSNumber else { return nil }
+            let d = n.doubleValue
+            guard d.rounded() == d, d >= 0, d <= 0x1p40 else { return nil }
+            out.append(Int(d))
+        }
+        return out
+    }
+}
+
+extension SafeTensors {
+    /// A model as F32 tensors, with metadata.
+    public init(_ set: TensorSet, metadata: [String: String] = [:]) {
+        self.init(entries: Dictionary(uniqueKeysWithValues: set.tensors.map { ($0.name, .f32(shape: $0.shape, values: $0.values)) }),
+                  metadata: metadata)
+    }
+
+    /// The tensors as Float tensors, in the order given (or name order).
+    public func tensorSet(order: [String]? = nil) throws -> TensorSet {
+        let names = order ?? entries.keys.sorted()
+        return try TensorSet(try names.map { name in
+            guard let e = entries[name] else { throw SafeTensorsError(tensor: name, reason: "not in the file") }
+            return try Tensor(name: name, shape: e.shape, values: e.floats)
+        })
+    }
+}
+
+/// A safetensors file or value was refused; names the tensor when one is at fault.
+public struct SafeTensorsError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let tensor: String?
+    public let reason: String
+    public var description: String { tensor.map { "safetensors tensor '\($0)': \(reason)" } ?? "safetensors: \(reason)" }
+}
