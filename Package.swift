@@ -26,6 +26,7 @@ let package = Package(
         .library(name: "FedGateTensors", targets: ["FedGateTensors"]),
         .library(name: "FedGatePrivacy", targets: ["FedGatePrivacy"]),
         .library(name: "FedGateSecureAggregation", targets: ["FedGateSecureAggregation"]),
+        .library(name: "FedGateLearning", targets: ["FedGateLearning"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -52,11 +53,17 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v6)] + simdSettings
         ),
         .target(
+            name: "FedGateLearning",
+            dependencies: ["FedGateTensors", "FedGatePrivacy"],
+            swiftSettings: [.swiftLanguageMode(.v6)] + simdSettings
+        ),
+        .target(
             name: "FedGateCLI",
             dependencies: [
                 "FedGateTensors",
                 "FedGatePrivacy",
                 "FedGateSecureAggregation",
+                "FedGateLearning",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
@@ -85,6 +92,11 @@ let package = Package(
         .testTarget(
             name: "FedGateSecureAggregationTests",
             dependencies: ["FedGateSecureAggregation", "FedGatePrivacy", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .testTarget(
+            name: "FedGateLearningTests",
+            dependencies: ["FedGateLearning", "FedGatePrivacy"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(

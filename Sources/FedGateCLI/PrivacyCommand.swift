@@ -112,6 +112,7 @@ enum CommandErrors {
         "sampling_probability": "--sampling-rate", "noise_multiplier": "--noise-multiplier",
         "count": "--steps", "steps": "--steps", "delta": "--delta", "target_epsilon": "--target-epsilon",
         "event": "--accountant pld",
+        "dp_noise_multiplier": "--dp-noise-multiplier", "dp_clip": "--dp-clip", "dp_sampling_rate": "--dp-sampling-rate",
     ]
 
     static func translating<T>(_ body: () throws -> T) throws -> T {

@@ -14,7 +14,8 @@ public struct PrivacyError: Error, Sendable, Equatable, CustomStringConvertible 
 }
 
 extension PrivacyError {
-    static func require(_ condition: Bool, _ field: String, _ reason: @autoclosure () -> String) throws {
+    /// Throws a `PrivacyError` for `field` unless `condition` holds.
+    public static func require(_ condition: Bool, _ field: String, _ reason: @autoclosure () -> String) throws {
         if !condition { throw PrivacyError(field: field, reason: reason()) }
     }
 

@@ -34,5 +34,9 @@ struct DPEventTests {
         let step = DPEvent.gaussian(noiseMultiplier: 1)
         #expect(DPEvent.selfComposed(event: .selfComposed(event: step, count: 3), count: 4).simplified == .selfComposed(event: step, count: 12))
         #expect(DPEvent.composed([.noOp, step]).simplified == step)
+        // Rounds of the same DP-SGD run merge into one self-composition, as the ledger will show them.
+        let round = DPEvent.dpsgd(samplingProbability: 0.1, noiseMultiplier: 2, steps: 10)
+        #expect(DPEvent.composed(Array(repeating: round, count: 20)).simplified == .dpsgd(samplingProbability: 0.1, noiseMultiplier: 2, steps: 200))
+        #expect(DPEvent.composed([step, step, .laplace(noiseMultiplier: 1)]).simplified == .composed([.selfComposed(event: step, count: 2), .laplace(noiseMultiplier: 1)]))
     }
 }

@@ -66,8 +66,8 @@ extension DPEvent {
         }
     }
 
-    /// The same spend with self-compositions flattened where it helps accountants: nested counts
-    /// multiply, compositions of one event unwrap.
+    /// The same spend in a canonical, smaller form: nested counts multiply, repeats of the same
+    /// event in a composition merge into one self-composition, compositions of one event unwrap.
     public var simplified: DPEvent {
         switch self {
         case .selfComposed(let inner, let count):
@@ -79,9 +79,15 @@ extension DPEvent {
             if s == .noOp { return .noOp }
             return count == 1 ? s : .selfComposed(event: s, count: count)
         case .composed(let events):
-            let parts = events.map(\.simplified).filter { $0 != .noOp }
-            if parts.isEmpty { return .noOp }
-            return parts.count == 1 ? parts[0] : .composed(parts)
+            var parts: [(event: DPEvent, count: Int)] = []
+            for e in events.map(\.simplified) where e != .noOp {
+                let (base, count): (DPEvent, Int)
+                if case .selfComposed(let inner, let n) = e { (base, count) = (inner, n) } else { (base, count) = (e, 1) }
+                if let last = parts.last, last.event == base { parts[parts.count - 1].count += count } else { parts.append((base, count)) }
+            }
+            let merged = parts.map { $0.count == 1 ? $0.event : .selfComposed(event: $0.event, count: $0.count) }
+            if merged.isEmpty { return .noOp }
+            return merged.count == 1 ? merged[0] : .composed(merged)
         case .poissonSampled(let q, let inner):
             return .poissonSampled(samplingProbability: q, event: inner.simplified)
         default:

@@ -1,0 +1,145 @@
+import Foundation
+
+/// A tabular data set: rows of float features and an integer class label.
+public struct Dataset: Sendable, Equatable {
+    public let featureNames: [String]
+    public let labelName: String
+    /// Row-major, `count × featureCount`.
+    public private(set) var features: [Float]
+    public let labels: [Int]
+    /// Number of classes (labels are 0 ..< classCount).
+    public let classCount: Int
+
+    public var count: Int { labels.count }
+    public var featureCount: Int { featureNames.count }
+
+    public init(featureNames: [String], labelName: String, features: [Float], labels: [Int], classCount: Int? = nil) throws {
+        guard features.count == featureNames.count * labels.count else {
+            throw DatasetError(file: nil, line: nil, reason: "\(features.count) feature values for \(labels.count) rows of \(featureNames.count) features")
+        }
+        self.featureNames = featureNames
+        self.labelName = labelName
+        self.features = features
+        self.labels = labels
+        self.classCount = classCount ?? ((labels.max() ?? 0) + 1)
+    }
+
+    /// Row i's features.
+    @inline(__always)
+    public func row(_ i: Int) -> ArraySlice<Float> { features[(i * featureCount)..<((i + 1) * featureCount)] }
+
+    /// The rows at the given indices.
+    public func subset(_ indices: [Int]) -> Dataset {
+        var f = [Float](); f.reserveCapacity(indices.count * featureCount)
+        for i in indices { f.append(contentsOf: row(i)) }
+        return try! Dataset(featureNames: featureNames, labelName: labelName, features: f, labels: indices.map { labels[$0] }, classCount: classCount)
+    }
+
+    /// Loads a CSV file with a header row; `label` names the class column (integer labels from 0),
+    /// `featureColumns` the features (default: every other column). Errors name the file, line and column.
+    public static func load(csv url: URL, label: String, featureColumns: [String]? = nil) throws -> Dataset {
+        let text: String
+        do { text = try String(contentsOf: url, encoding: .utf8) } catch {
+            throw DatasetError(file: url.path, line: nil, reason: "cannot read: \(error.localizedDescription)")
+        }
+        var lines = text.split(whereSeparator: \.isNewline).map(String.init)
+        guard !lines.isEmpty else { throw DatasetError(file: url.path, line: nil, reason: "the file is empty") }
+        let header = lines.removeFirst().split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard let labelIndex = header.firstIndex(of: label) else {
+            throw DatasetError(file: url.path, line: 1, reason: "no label column '\(label)'; columns are \(header.joined(separator: ", "))")
+        }
+        let names = featureColumns ?? header.filter { $0 != label }
+        let indices = try names.map { name -> Int in
+            guard let i = header.firstIndex(of: name) else {
+                throw DatasetError(file: url.path, line: 1, reason: "no feature column '\(name)'")
+            }
+            return i
+        }
+        var features = [Float](); features.reserveCapacity(lines.count * names.count)
+        var labels = [Int](); labels.reserveCapacity(lines.count)
+        for (k, line) in lines.enumerated() {
+            let cells = line.split(separator: ",", omittingEmptySubsequences: false)
+            let lineNumber = k + 2
+            guard cells.count == header.count else {
+                throw DatasetError(file: url.path, line: lineNumber, reason: "\(cells.count) cells, the header has \(header.count)")
+            }
+            guard let y = Int(cells[labelIndex].trimmingCharacters(in: .whitespaces)), y >= 0 else {
+                throw DatasetError(file: url.path, line: lineNumber, reason: "label '\(cells[labelIndex])' in column '\(label)' is not a non-negative integer")
+            }
+            labels.append(y)
+            for (j, i) in indices.enumerated() {
+                guard let v = Float(cells[i].trimmingCharacters(in: .whitespaces)), v.isFinite else {
+                    throw DatasetError(file: url.path, line: lineNumber, reason: "column '\(names[j])' holds '\(cells[i])', not a finite number")
+                }
+                features.append(v)
+            }
+        }
+        guard !labels.isEmpty else { throw DatasetError(file: url.path, line: nil, reason: "no data rows") }
+        return try Dataset(featureNames: names, labelName: label, features: features, labels: labels)
+    }
+
+    /// Standardises features in place with the given statistics.
+    public mutating func standardise(_ s: Standardisation) {
+        precondition(s.means.count == featureCount)
+        for i in 0..<count {
+            for j in 0..<featureCount {
+                features[i * featureCount + j] = (features[i * featureCount + j] - s.means[j]) / s.scales[j]
+            }
+        }
+    }
+}
+
+/// Per-feature mean and standard deviation used to standardise features.
+public struct Standardisation: Sendable, Equatable {
+    public let means: [Float]
+    public let scales: [Float]
+
+    /// Per-feature count, sum and sum of squares: what a silo computes locally and shares (never
+    /// rows), so the consortium can standardise every silo's features the same way.
+    public struct Moments: Sendable, Equatable {
+        public let count: Int
+        public let sums: [Double]
+        public let squares: [Double]
+
+        public init(of data: Dataset) {
+            let d = data.featureCount
+            var s = [Double](repeating: 0, count: d), q = [Double](repeating: 0, count: d)
+            for i in 0..<data.count {
+                for j in 0..<d { let v = Double(data.features[i * d + j]); s[j] += v; q[j] += v * v }
+            }
+            count = data.count
+            sums = s
+            squares = q
+        }
+    }
+
+    /// Statistics of one data set.
+    public init(of data: Dataset) { self.init(combining: [Moments(of: data)]) }
+
+    /// Statistics of the union of several silos' data, from their moments alone.
+    public init(combining parts: [Moments]) {
+        let n = Double(max(parts.reduce(0) { $0 + $1.count }, 1))
+        let d = parts.first?.sums.count ?? 0
+        var mean = [Double](repeating: 0, count: d), sq = [Double](repeating: 0, count: d)
+        for p in parts { for j in 0..<d { mean[j] += p.sums[j]; sq[j] += p.squares[j] } }
+        means = mean.map { Float($0 / n) }
+        scales = (0..<d).map { j in
+            let variance = max(0, sq[j] / n - (mean[j] / n) * (mean[j] / n))
+            return variance > 1e-12 ? Float(variance.squareRoot()) : 1  // constant columns stay as they are
+        }
+    }
+}
+
+/// A data file or value was refused; names the file and line when they are known.
+public struct DatasetError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let file: String?
+    public let line: Int?
+    public let reason: String
+    public var description: String {
+        switch (file, line) {
+        case let (f?, l?): return "\(f):\(l): \(reason)"
+        case let (f?, nil): return "\(f): \(reason)"
+        default: return reason
+        }
+    }
+}

@@ -1,0 +1,170 @@
+import FedGatePrivacy
+import FedGateTensors
+
+/// DP-SGD settings: Poisson sampling at `samplingRate`, per-example clipping to `clipNorm`, noise
+/// σ·C on the summed gradient.
+public struct DPSGDSettings: Sendable, Equatable {
+    public let noiseMultiplier: Double
+    public let clipNorm: Double
+    public let samplingRate: Double
+
+    public init(noiseMultiplier: Double, clipNorm: Double, samplingRate: Double) throws {
+        try PrivacyError.require(noiseMultiplier.isFinite && noiseMultiplier > 0, "dp_noise_multiplier", "must be > 0, got \(noiseMultiplier)")
+        try PrivacyError.require(clipNorm.isFinite && clipNorm > 0, "dp_clip", "must be > 0, got \(clipNorm)")
+        try PrivacyError.require(samplingRate.isFinite && samplingRate > 0 && samplingRate <= 1, "dp_sampling_rate", "must be in (0, 1], got \(samplingRate)")
+        self.noiseMultiplier = noiseMultiplier
+        self.clipNorm = clipNorm
+        self.samplingRate = samplingRate
+    }
+
+    /// Steps in one epoch: one Poisson batch per 1/q of the data in expectation.
+    public var stepsPerEpoch: Int { max(1, Int((1 / samplingRate).rounded())) }
+}
+
+/// How a silo trains locally in one round.
+public struct LocalTrainingSettings: Sendable, Equatable {
+    public enum Optimizer: Sendable, Equatable { case sgd, adam }
+
+    public var epochs = 1
+    public var batchSize = 32
+    public var learningRate: Float = 0.1
+    public var optimizer: Optimizer = .sgd
+    /// FedProx proximal coefficient μ (0: plain local SGD).
+    public var proxMu: Float = 0
+    /// DP-SGD; nil trains without DP.
+    public var dp: DPSGDSettings?
+
+    public init() {}
+}
+
+/// What a silo sends back after local training.
+public struct LocalUpdate: Sendable {
+    public let parameters: [Float]
+    public let examples: Int
+    /// The privacy spent, for the ledger (`.noOp` without DP). ε is never computed here.
+    public let event: DPEvent
+    public let steps: Int
+    public let meanLoss: Float
+    /// SCAFFOLD: the change in this silo's control variate.
+    public let controlDelta: [Float]?
+}
+
+/// Trains a copy of the global network on a silo's data.
+public struct LocalTrainer: Sendable {
+    public let settings: LocalTrainingSettings
+
+    public init(settings: LocalTrainingSettings) { self.settings = settings }
+
+    /// SCAFFOLD control variates: the server's `c` and this silo's `cᵢ` (updated in place).
+    public struct Scaffold: Sendable {
+        public let server: [Float]
+        public var client: [Float]
+        public init(server: [Float], client: [Float]) { self.server = server; self.client = client }
+    }
+
+    public func train(_ global: Network, on data: Dataset, scaffold: inout Scaffold?, shuffle rng: inout SimulationRandom) throws -> LocalUpdate {
+        guard data.count > 0 else { throw DatasetError(file: nil, line: nil, reason: "a silo with no training rows cannot train") }
+        guard data.featureCount == global.layerSizes[0] else {
+            throw DatasetError(file: nil, line: nil, reason: "data has \(data.featureCount) features, the model expects \(global.layerSizes[0])")
+        }
+        var net = global
+        let p = net.parameters.count
+        var ws = Network.Workspace(net)
+        var batchGradient = [Float](repeating: 0, count: p)
+        var exampleGradient = [Float](repeating: 0, count: p)
+        var adamM = [Float](repeating: 0, count: p), adamV = [Float](repeating: 0, count: p)
+        var steps = 0
+        var lossSum: Float = 0, lossCount = 0
+
+        func applyStep(scale: Float) {
+            // Terms that do not touch data cost no privacy: FedProx and SCAFFOLD corrections.
+            for k in 0..<p {
+                var g = batchGradient[k] * scale
+                if settings.proxMu > 0 { g += settings.proxMu * (net.parameters[k] - global.parameters[k]) }
+                if let s = scaffold { g += s.server[k] - s.client[k] }
+                batchGradient[k] = g
+            }
+            steps += 1
+            switch settings.optimizer {
+            case .sgd:
+                VectorMath.axpy(-settings.learningRate, batchGradient, &net.parameters)
+            case .adam:
+                let b1: Float = 0.9, b2: Float = 0.999, eps: Float = 1e-8
+                let c1 = 1 - powf(b1, Float(steps)), c2 = 1 - powf(b2, Float(steps))
+                for k in 0..<p {
+                    let g = batchGradient[k]
+                    adamM[k] = b1 * adamM[k] + (1 - b1) * g
+                    adamV[k] = b2 * adamV[k] + (1 - b2) * g * g
+                    net.parameters[k] -= settings.learningRate * (adamM[k] / c1) / ((adamV[k] / c2).squareRoot() + eps)
+                }
+            }
+        }
+
+        if let dp = settings.dp {
+            var sampler = ChaCha20Random()            // Poisson sampling must be secret: CSPRNG
+            var noise = GaussianNoiseGenerator()
+            let c = Float(dp.clipNorm)
+            // Poisson sampling by geometric gaps: the gap to the next sampled row is
+            // ⌊ln U / ln(1 − q)⌋, so a step costs O(q·n) draws instead of n.
+            let logKeep = log1p(-dp.samplingRate)
+            func nextGap() -> Int {
+                if dp.samplingRate >= 1 { return 0 }
+                let u = (Double(sampler.next() >> 11) + 0.5) * 0x1p-53
+                return Int(min(log(u) / logKeep, Double(data.count)))
+            }
+            for _ in 0..<(settings.epochs * dp.stepsPerEpoch) {
+                for k in 0..<p { batchGradient[k] = 0 }
+                var i = nextGap()
+                while i < data.count {
+                    defer { i += 1 + nextGap() }
+                    for k in 0..<p { exampleGradient[k] = 0 }
+                    lossSum += net.lossAndGradient(data.row(i), label: data.labels[i], &ws, into: &exampleGradient)
+                    lossCount += 1
+                    let norm = Float(VectorMath.l2Norm(exampleGradient))
+                    let factor = norm > c ? c / norm : 1
+                    VectorMath.axpy(factor, exampleGradient, &batchGradient)
+                }
+                batchGradient.withUnsafeMutableBufferPointer {
+                    noise.scaleAndAddNoise($0, scale: 1, noiseStandardDeviation: Float(dp.noiseMultiplier * dp.clipNorm))
+                }
+                // Divide by the expected batch size, which is public (the actual size is not).
+                applyStep(scale: 1 / Float(dp.samplingRate * Double(data.count)))
+            }
+        } else {
+            var order = Array(0..<data.count)
+            for _ in 0..<settings.epochs {
+                order.shuffle(using: &rng)
+                var start = 0
+                while start < order.count {
+                    let end = min(start + settings.batchSize, order.count)
+                    for k in 0..<p { batchGradient[k] = 0 }
+                    for i in order[start..<end] {
+                        lossSum += net.lossAndGradient(data.row(i), label: data.labels[i], &ws, into: &batchGradient)
+                        lossCount += 1
+                    }
+                    applyStep(scale: 1 / Float(end - start))
+                    start = end
+                }
+            }
+        }
+
+        var controlDelta: [Float]?
+        if var s = scaffold {
+            // Option II of Karimireddy et al.: cᵢ⁺ = cᵢ − c + (x − yᵢ)/(K·η).
+            let k = Float(steps) * settings.learningRate
+            var delta = [Float](repeating: 0, count: p)
+            for j in 0..<p {
+                let updated = s.client[j] - s.server[j] + (global.parameters[j] - net.parameters[j]) / k
+                delta[j] = updated - s.client[j]
+                s.client[j] = updated
+            }
+            scaffold = s
+            controlDelta = delta
+        }
+        let event: DPEvent = settings.dp.map { .dpsgd(samplingProbability: $0.samplingRate, noiseMultiplier: $0.noiseMultiplier, steps: steps) } ?? .noOp
+        return LocalUpdate(parameters: net.parameters, examples: data.count, event: event, steps: steps,
+                           meanLoss: lossCount > 0 ? lossSum / Float(lossCount) : 0, controlDelta: controlDelta)
+    }
+}
+
+import Foundation

@@ -1,0 +1,176 @@
+import FedGateTensors
+
+/// What a silo trains: logistic regression, multinomial (softmax) regression, or an MLP with one or
+/// two ReLU hidden layers. All three are one dense network: no hidden layer and one sigmoid output is
+/// logistic regression; no hidden layer and k softmax outputs is softmax regression.
+public enum ModelKind: Sendable, Equatable, CustomStringConvertible {
+    case logistic
+    case softmax
+    case mlp(hidden: [Int])
+
+    /// Parses `logistic`, `softmax`, `mlp:64` or `mlp:64,32`.
+    public init(parsing text: String) throws {
+        if text == "logistic" { self = .logistic; return }
+        if text == "softmax" { self = .softmax; return }
+        if text.hasPrefix("mlp:") {
+            let sizes = text.dropFirst(4).split(separator: ",").compactMap { Int($0) }
+            if (1...2).contains(sizes.count), sizes.allSatisfy({ $0 >= 1 && $0 <= 4096 }),
+               sizes.count == text.dropFirst(4).split(separator: ",").count {
+                self = .mlp(hidden: sizes); return
+            }
+        }
+        throw DatasetError(file: nil, line: nil, reason: "model '\(text)' is not logistic, softmax, mlp:H or mlp:H1,H2 (1 to 4096 units)")
+    }
+
+    public var description: String {
+        switch self {
+        case .logistic: "logistic"
+        case .softmax: "softmax"
+        case .mlp(let h): "mlp:" + h.map(String.init).joined(separator: ",")
+        }
+    }
+}
+
+/// A dense network with parameters in one flat vector (layer by layer: weights row-major, then
+/// biases), so clipping, noise and aggregation see one vector.
+public struct Network: Sendable, Equatable {
+    public let kind: ModelKind
+    /// Units per layer, inputs first, outputs last.
+    public let layerSizes: [Int]
+    public let classCount: Int
+    public var parameters: [Float]
+
+    /// Offsets of each layer's weights and biases in `parameters`.
+    let weightOffsets: [Int]
+    let biasOffsets: [Int]
+
+    var binary: Bool { layerSizes.last == 1 }
+
+    public init(kind: ModelKind, inputs: Int, classes: Int, seed: UInt64) throws {
+        guard inputs >= 1, classes >= 2 else {
+            throw DatasetError(file: nil, line: nil, reason: "a model needs at least one feature and two classes (got \(inputs), \(classes))")
+        }
+        if kind == .logistic && classes != 2 {
+            throw DatasetError(file: nil, line: nil, reason: "logistic regression needs two classes, the data has \(classes); use softmax")
+        }
+        var sizes = [inputs]
+        if case .mlp(let hidden) = kind { sizes += hidden }
+        sizes.append(kind == .logistic || (classes == 2 && kind != .softmax) ? 1 : classes)
+        self.kind = kind
+        self.classCount = classes
+        self.layerSizes = sizes
+        var w: [Int] = [], b: [Int] = [], offset = 0
+        for l in 1..<sizes.count {
+            w.append(offset); offset += sizes[l] * sizes[l - 1]
+            b.append(offset); offset += sizes[l]
+        }
+        weightOffsets = w
+        biasOffsets = b
+        var rng = SimulationRandom(seed: seed)
+        var p = [Float](repeating: 0, count: offset)
+        if sizes.count > 2 {
+            // He initialisation for ReLU layers; linear models start at zero.
+            for l in 1..<sizes.count {
+                let scale = (2 / Double(sizes[l - 1])).squareRoot()
+                for k in 0..<(sizes[l] * sizes[l - 1]) { p[w[l - 1] + k] = Float(rng.normal() * scale) }
+            }
+        }
+        parameters = p
+    }
+
+    /// Scratch space for one example's forward and backward pass, reused across examples.
+    public struct Workspace: Sendable {
+        var activations: [[Float]]
+        var deltas: [[Float]]
+        public init(_ network: Network) {
+            activations = network.layerSizes.map { [Float](repeating: 0, count: $0) }
+            deltas = network.layerSizes.map { [Float](repeating: 0, count: $0) }
+        }
+    }
+
+    /// Forward pass; leaves each layer's activations in the workspace and returns the class
+    /// probabilities (two entries for a binary model).
+    @discardableResult
+    public func forward(_ x: ArraySlice<Float>, _ ws: inout Workspace) -> [Float] {
+        for (j, v) in x.enumerated() { ws.activations[0][j] = v }
+        parameters.withUnsafeBufferPointer { p in
+            for l in 1..<layerSizes.count {
+                let inCount = layerSizes[l - 1], outCount = layerSizes[l]
+                let last = l == layerSizes.count - 1
+                ws.activations[l - 1].withUnsafeBufferPointer { a in
+                    for o in 0..<outCount {
+                        let row = UnsafeBufferPointer(rebasing: p[(weightOffsets[l - 1] + o * inCount)..<(weightOffsets[l - 1] + (o + 1) * inCount)])
+                        let z = Float(VectorMath.dot(row, a)) + p[biasOffsets[l - 1] + o]
+                        ws.activations[l][o] = last ? z : max(0, z)
+                    }
+                }
+            }
+        }
+        let z = ws.activations[layerSizes.count - 1]
+        if binary {
+            let p1 = 1 / (1 + expf(-z[0]))
+            return [1 - p1, p1]
+        }
+        let m = z.max() ?? 0
+        let e = z.map { expf($0 - m) }
+        let s = e.reduce(0, +)
+        return e.map { $0 / s }
+    }
+
+    /// Cross-entropy of one example; adds its gradient into `gradient` (same layout as parameters).
+    @discardableResult
+    public func lossAndGradient(_ x: ArraySlice<Float>, label y: Int, _ ws: inout Workspace, into gradient: inout [Float]) -> Float {
+        let probs = forward(x, &ws)
+        let L = layerSizes.count - 1
+        if binary {
+            ws.deltas[L][0] = probs[1] - Float(y)
+        } else {
+            for o in 0..<layerSizes[L] { ws.deltas[L][o] = probs[o] - (o == y ? 1 : 0) }
+        }
+        parameters.withUnsafeBufferPointer { p in
+            gradient.withUnsafeMutableBufferPointer { g in
+                for l in stride(from: L, through: 1, by: -1) {
+                    let inCount = layerSizes[l - 1]
+                    ws.activations[l - 1].withUnsafeBufferPointer { a in
+                        for o in 0..<layerSizes[l] {
+                            let d = ws.deltas[l][o]
+                            if d == 0 { continue }
+                            let row = UnsafeMutableBufferPointer(rebasing: g[(weightOffsets[l - 1] + o * inCount)..<(weightOffsets[l - 1] + (o + 1) * inCount)])
+                            VectorMath.axpy(d, a, row)
+                            g[biasOffsets[l - 1] + o] += d
+                        }
+                    }
+                    if l > 1 {
+                        // δ_{l−1} = Wᵀ δ_l ⊙ ReLU′(a_{l−1}).
+                        for j in 0..<inCount { ws.deltas[l - 1][j] = 0 }
+                        let current = ws.deltas[l]
+                        ws.deltas[l - 1].withUnsafeMutableBufferPointer { prev in
+                            for o in 0..<layerSizes[l] {
+                                let d = current[o]
+                                if d == 0 { continue }
+                                let row = UnsafeBufferPointer(rebasing: p[(weightOffsets[l - 1] + o * inCount)..<(weightOffsets[l - 1] + (o + 1) * inCount)])
+                                VectorMath.axpy(d, row, prev)
+                            }
+                        }
+                        for j in 0..<inCount where ws.activations[l - 1][j] <= 0 { ws.deltas[l - 1][j] = 0 }
+                    }
+                }
+            }
+        }
+        let py = binary ? probs[y] : probs[y]
+        return -logf(max(py, 1e-12))
+    }
+
+    /// Named tensors for export: `layerN.weight` ([out, in]) and `layerN.bias` ([out]).
+    public var tensorSet: TensorSet {
+        var tensors: [Tensor] = []
+        for l in 1..<layerSizes.count {
+            let (i, o) = (layerSizes[l - 1], layerSizes[l])
+            tensors.append(try! Tensor(name: "layer\(l - 1).weight", shape: [o, i], values: Array(parameters[weightOffsets[l - 1]..<(weightOffsets[l - 1] + o * i)])))
+            tensors.append(try! Tensor(name: "layer\(l - 1).bias", shape: [o], values: Array(parameters[biasOffsets[l - 1]..<(biasOffsets[l - 1] + o)])))
+        }
+        return try! TensorSet(tensors)
+    }
+}
+
+import Foundation
