@@ -20,6 +20,13 @@ struct SafeTensorsTests {
         #expect(file.entries["scalar"]?.floats == [7])
     }
 
+    @Test("BF16 values read as the Float whose top 16 bits they are")
+    func bfloat16() throws {
+        // 1.0 = 0x3F80, −2.5 = 0xC020, 3.140625 = 0x4049 (little-endian bytes).
+        let bytes = Self.file(header: #"{"b":{"dtype":"BF16","shape":[3],"data_offsets":[0,6]}}"#, data: [0x80, 0x3F, 0x20, 0xC0, 0x49, 0x40])
+        #expect(try SafeTensors(bytes: bytes).entries["b"]?.floats == [1, -2.5, 3.140625])
+    }
+
     @Test("what we write reads back identically, and a model round-trips as tensors")
     func roundTrip() throws {
         let model = try TensorSet([
