@@ -27,6 +27,7 @@ let package = Package(
         .library(name: "FedGatePrivacy", targets: ["FedGatePrivacy"]),
         .library(name: "FedGateSecureAggregation", targets: ["FedGateSecureAggregation"]),
         .library(name: "FedGateLearning", targets: ["FedGateLearning"]),
+        .library(name: "FedGateAggregation", targets: ["FedGateAggregation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -53,9 +54,19 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v6)] + simdSettings
         ),
         .target(
+            name: "FedGateAggregation",
+            dependencies: ["FedGateTensors", "FedGatePrivacy"],
+            swiftSettings: [.swiftLanguageMode(.v6)] + simdSettings
+        ),
+        .target(
             name: "FedGateLearning",
             dependencies: ["FedGateTensors", "FedGatePrivacy"],
             swiftSettings: [.swiftLanguageMode(.v6)] + simdSettings
+        ),
+        .target(
+            name: "FedGateSimulation",
+            dependencies: ["FedGateLearning", "FedGateAggregation", "FedGatePrivacy", "FedGateTensors"],
+            swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .target(
             name: "FedGateCLI",
@@ -64,6 +75,8 @@ let package = Package(
                 "FedGatePrivacy",
                 "FedGateSecureAggregation",
                 "FedGateLearning",
+                "FedGateAggregation",
+                "FedGateSimulation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
@@ -95,8 +108,18 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(
+            name: "FedGateAggregationTests",
+            dependencies: ["FedGateAggregation", "FedGatePrivacy"],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .testTarget(
             name: "FedGateLearningTests",
             dependencies: ["FedGateLearning", "FedGatePrivacy"],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .testTarget(
+            name: "FedGateSimulationTests",
+            dependencies: ["FedGateSimulation", "FedGateLearning", "FedGateAggregation", "FedGatePrivacy"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(

@@ -1,5 +1,7 @@
 import ArgumentParser
+import FedGateAggregation
 import FedGateLearning
+import FedGateSimulation
 import FedGatePrivacy
 import Foundation
 
@@ -20,7 +22,12 @@ struct SimulateCommand: ParsableCommand {
     @Option(name: .customLong("batch-size"), help: "Minibatch size without DP.") var batchSize = 32
     @Option(name: .customLong("learning-rate"), help: "Local learning rate.") var learningRate: Float = 0.1
     @Flag(help: "Use Adam locally instead of SGD.") var adam = false
-    @Option(help: "Server strategy.") var strategy = "fedavg"
+    @Option(help: "Server strategy: fedavg, fedavgm, fedadam, fedyogi, fedadagrad, median, trimmed-mean[:β], krum[:f], multi-krum[:f], bulyan[:f].")
+    var strategy = "fedavg"
+    @Option(name: .customLong("norm-bound"), help: "Scale every update down to this L2 norm before aggregating.") var normBound: Double?
+    @Option(name: .customLong("max-update-norm"), help: "Refuse updates with a larger L2 norm (validation).") var maxUpdateNorm: Double?
+    @Option(help: "K silos attack: K:sign-flip[:X], K:scale:X, K:gaussian:S, K:label-flip or K:backdoor.") var byzantine: String?
+    @Option(help: "Compress updates: fp16, q8 or topk:FRACTION.") var compression: String?
     @Option(help: "FedProx proximal term μ.") var fedprox: Float?
     @Flag(help: "SCAFFOLD control variates.") var scaffold = false
     @Option(name: .customLong("dp-noise-multiplier"), help: "DP-SGD noise multiplier σ.") var dpNoiseMultiplier: Double?
@@ -36,7 +43,6 @@ struct SimulateCommand: ParsableCommand {
         guard localEpochs >= 1 else { throw ValidationError("--local-epochs must be ≥ 1, got \(localEpochs)") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be ≥ 1, got \(batchSize)") }
         guard learningRate.isFinite, learningRate > 0 else { throw ValidationError("--learning-rate must be > 0, got \(learningRate)") }
-        guard strategy == "fedavg" else { throw ValidationError("--strategy \(strategy) is not available yet; use fedavg") }
         if let mu = fedprox { guard mu.isFinite, mu >= 0 else { throw ValidationError("--fedprox must be ≥ 0, got \(mu)") } }
         let dpFlags = [dpNoiseMultiplier == nil, dpClip == nil, dpSamplingRate == nil]
         guard dpFlags.allSatisfy({ $0 }) || dpFlags.allSatisfy({ !$0 }) else {
@@ -60,6 +66,21 @@ struct SimulateCommand: ParsableCommand {
             s.local.dp = try CommandErrors.translating { try DPSGDSettings(noiseMultiplier: z, clipNorm: c, samplingRate: q) }
         }
         s.scaffold = scaffold
+        if let b = byzantine {
+            let (count, attack) = try translating("--byzantine") { try ByzantineAttack.parse(b) }
+            s.byzantineCount = count
+            s.attack = attack
+        }
+        do {
+            var chosen = try makeStrategy(strategy, byzantine: s.byzantineCount)
+            if let bound = normBound { chosen = AnyAggregationStrategy(try NormBounded(chosen, bound: bound)) }
+            s.strategy = chosen
+            if let c = compression { _ = try makeCodec(c) }
+        } catch let e as AggregationError {
+            throw ValidationError("\(e.reason.hasPrefix("compression") ? "--compression" : (e.reason.hasPrefix("norm") ? "--norm-bound" : "--strategy")): \(e.reason)")
+        }
+        s.compression = compression
+        s.maximumUpdateNorm = maxUpdateNorm
         s.seed = seed
         s.delta = delta
         return s
@@ -83,9 +104,12 @@ struct SimulateCommand: ParsableCommand {
             result = try simulation.run { r in
                 var line = String(format: "round %3d  accuracy %.4f  log-loss %.4f  AUC %.4f  train loss %.4f", r.round, r.accuracy, r.logLoss, r.auc, r.trainLoss)
                 if !r.epsilonPerSilo.isEmpty { line += "  ε " + r.epsilonPerSilo.map { String(format: "%.3f", $0) }.joined(separator: " ") }
+                if !r.excluded.isEmpty { line += "  excluded " + r.excluded.joined(separator: ",") }
+                if !r.rejected.isEmpty { line += "  refused " + r.rejected.map(\.silo).joined(separator: ",") }
+                if compression != nil { line += "  \(r.bytesPerSilo) B/silo" }
                 if json { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
             }
-        } catch let e as DatasetError { throw ValidationError(e.reason) }
+        } catch let e as DatasetError { throw ValidationError(e.reason) } catch let e as AggregationError { throw ValidationError(e.reason) }
         if json {
             try JSONOutput.print(try Self.report(result, self))
         } else {
@@ -93,6 +117,13 @@ struct SimulateCommand: ParsableCommand {
             print(String(format: "final: accuracy %.4f, AUC %.4f, log-loss %.4f over %d held-out rows", f.accuracy, f.auc, f.logLoss, f.examples))
             if dpNoiseMultiplier != nil {
                 print("ε per silo at δ = \(delta): " + result.epsilonPerSilo.map { String(format: "%.4f", $0) }.joined(separator: ", "))
+            }
+            if let rate = result.detectionRate {
+                print(String(format: "attackers %@ excluded in %.0f %% of their rounds", result.attackers.joined(separator: ","), rate * 100))
+            }
+            if compression != nil, let last = result.history.last {
+                print(String(format: "compression: %d bytes per silo per round, %.1f× smaller than float32", last.bytesPerSilo,
+                             Double(result.uncompressedBytesPerSilo) / Double(max(last.bytesPerSilo, 1))))
             }
         }
     }
@@ -107,6 +138,9 @@ struct SimulateCommand: ParsableCommand {
         return [
             "data": c.data, "label": c.label, "silos": c.silos, "partition": c.partition, "model": c.model,
             "rounds": c.rounds, "local_epochs": c.localEpochs, "strategy": c.strategy, "fedprox": c.fedprox ?? 0,
+            "byzantine": c.byzantine ?? NSNull(), "attackers": r.attackers, "detection_rate": r.detectionRate ?? NSNull(),
+            "compression": c.compression ?? NSNull(), "uncompressed_bytes_per_silo": r.uncompressedBytesPerSilo,
+            "compression_ratio": Double(r.uncompressedBytesPerSilo) / Double(max(r.history.last?.bytesPerSilo ?? 1, 1)),
             "scaffold": c.scaffold, "seed": c.seed, "delta": c.delta,
             "dp": c.dpNoiseMultiplier.map { ["noise_multiplier": $0, "clip": c.dpClip!, "sampling_rate": c.dpSamplingRate!] as [String: Any] } ?? NSNull(),
             "history": history,

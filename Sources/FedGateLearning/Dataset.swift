@@ -135,6 +135,13 @@ public struct DatasetError: Error, Sendable, Equatable, CustomStringConvertible 
     public let file: String?
     public let line: Int?
     public let reason: String
+
+    public init(file: String?, line: Int?, reason: String) {
+        self.file = file
+        self.line = line
+        self.reason = reason
+    }
+
     public var description: String {
         switch (file, line) {
         case let (f?, l?): return "\(f):\(l): \(reason)"

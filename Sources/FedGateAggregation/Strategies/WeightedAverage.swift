@@ -1,0 +1,27 @@
+import FedGateTensors
+
+/// A running example-weighted average of updates: fold one in, read the mean. Memory O(model)
+/// whatever the number of silos; the sum is kept in Float with SIMD axpy.
+public struct WeightedAverage: Sendable {
+    private(set) var sum: [Float]
+    private(set) var weight: Double = 0
+    public private(set) var count = 0
+
+    public init(dimension: Int) { sum = [Float](repeating: 0, count: dimension) }
+
+    /// Adds `weight`·update.
+    public mutating func fold(_ delta: [Float], weight w: Double) {
+        precondition(delta.count == sum.count, "update length \(delta.count) differs from the model's \(sum.count)")
+        VectorMath.axpy(Float(w), delta, &sum)
+        weight += w
+        count += 1
+    }
+
+    /// The weighted mean so far.
+    public var mean: [Float] {
+        guard weight > 0 else { return sum }
+        var m = sum
+        VectorMath.scale(&m, by: Float(1 / weight))
+        return m
+    }
+}

@@ -1,0 +1,81 @@
+import FedGateTensors
+
+/// Why an update was refused before it could touch the accumulator.
+public struct UpdateRejection: Sendable, Equatable, Codable, CustomStringConvertible {
+    public enum Check: String, Sendable, Codable { case shape, nonFinite = "non_finite", norm, examples, duplicate }
+    public let silo: String
+    public let check: Check
+    /// The offending value, in words (a length, a norm, a count).
+    public let value: String
+
+    public var description: String { "update from '\(silo)' refused by the \(check.rawValue) check: \(value)" }
+}
+
+/// Checks every incoming update: its length matches the model, it has no NaN or infinity, its norm
+/// is within the plan's bound, its example count is plausible, and no silo sends twice.
+public struct UpdateValidator: Sendable {
+    public let dimension: Int
+    /// L2 bound on an update (nil: no bound).
+    public let maximumNorm: Double?
+    /// Largest example count a silo may claim (its registered data-set size).
+    public let maximumExamples: Int
+
+    public init(dimension: Int, maximumNorm: Double? = nil, maximumExamples: Int = 1 << 40) {
+        self.dimension = dimension
+        self.maximumNorm = maximumNorm
+        self.maximumExamples = maximumExamples
+    }
+
+    /// Splits updates into the accepted ones and explained rejections.
+    public func validate(_ updates: [ClientUpdate]) -> (accepted: [ClientUpdate], rejected: [UpdateRejection]) {
+        var accepted: [ClientUpdate] = [], rejected: [UpdateRejection] = []
+        var seen = Set<String>()
+        for u in updates {
+            if !seen.insert(u.silo).inserted { rejected.append(.init(silo: u.silo, check: .duplicate, value: "a second update this round")); continue }
+            if let r = check(u) { rejected.append(r) } else { accepted.append(u) }
+        }
+        return (accepted, rejected)
+    }
+
+    /// The first failed check of one update, or nil.
+    public func check(_ u: ClientUpdate) -> UpdateRejection? {
+        guard u.delta.count == dimension else {
+            return .init(silo: u.silo, check: .shape, value: "\(u.delta.count) values, the model has \(dimension)")
+        }
+        guard u.examples >= 1, u.examples <= maximumExamples else {
+            return .init(silo: u.silo, check: .examples, value: "\(u.examples) examples (allowed 1…\(maximumExamples))")
+        }
+        let norm = VectorMath.l2Norm(u.delta)
+        guard norm.isFinite else {
+            let bad = u.delta.firstIndex { !$0.isFinite } ?? 0
+            return .init(silo: u.silo, check: .nonFinite, value: "value \(u.delta[bad]) at index \(bad)")
+        }
+        if let bound = maximumNorm, norm > bound {
+            return .init(silo: u.silo, check: .norm, value: "L2 norm \(norm) exceeds the bound \(bound)")
+        }
+        return nil
+    }
+}
+
+/// Any strategy behind validation: refused updates never reach it and are reported.
+public struct Validated<Inner: AggregationStrategy>: AggregationStrategy {
+    public var inner: Inner
+    public let validator: UpdateValidator
+    public var name: String { inner.name }
+    public var maximumHeldUpdates: Int? { inner.maximumHeldUpdates }
+
+    public init(_ inner: Inner, validator: UpdateValidator) {
+        self.inner = inner
+        self.validator = validator
+    }
+
+    public mutating func aggregate(global: [Float], updates: [ClientUpdate]) throws -> AggregationOutcome {
+        let (accepted, rejected) = validator.validate(updates)
+        guard !accepted.isEmpty else {
+            return AggregationOutcome(parameters: global, rejected: rejected)  // nothing usable: the model stays
+        }
+        var outcome = try inner.aggregate(global: global, updates: accepted)
+        outcome.rejected += rejected
+        return outcome
+    }
+}
