@@ -11,7 +11,8 @@ public struct CoordinateMedian: AggregationStrategy {
         try AggregationChecks.nonEmpty(updates, name)
         try AggregationChecks.held(updates, limit: maximumHeldUpdates, name)
         let n = updates.count
-        let median = CoordinateStatistics.apply(updates.map(\.delta), dimension: global.count) { s in
+        let middle = n % 2 == 1 ? [n / 2] : [n / 2 - 1, n / 2]
+        let median = CoordinateStatistics.apply(updates.map(\.delta), dimension: global.count, needed: middle) { s in
             n % 2 == 1 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) * 0.5
         }
         var next = global
@@ -38,7 +39,7 @@ public struct TrimmedMean: AggregationStrategy {
         try AggregationChecks.held(updates, limit: maximumHeldUpdates, name)
         let n = updates.count
         let trim = Int(beta * Double(n))
-        let mean = CoordinateStatistics.apply(updates.map(\.delta), dimension: global.count) { s in
+        let mean = CoordinateStatistics.apply(updates.map(\.delta), dimension: global.count, needed: trim..<(n - trim)) { s in
             CoordinateStatistics.meanOfRange(s, trim, n - trim)
         }
         var next = global

@@ -1,14 +1,48 @@
 import Dispatch
 
 /// Coordinate-wise order statistics over n updates with SIMD across coordinates: eight coordinates
-/// at a time, the n values of each lane are sorted by an odd–even transposition network of
-/// min/max operations (no branches), then reduced. Both cores share the coordinates.
+/// at a time, the n values of each lane are ordered by Batcher's odd–even merge network of min/max
+/// operations (no branches), pruned to the comparators that decide the positions the reduction
+/// reads, then reduced. Both cores share the coordinates.
 enum CoordinateStatistics {
     typealias V = SIMD8<Float>
 
-    /// out[k] = reduce(sorted values of coordinate k), where `reduce` sees the sorted lanes.
-    static func apply(_ updates: [[Float]], dimension: Int, reduce: @escaping @Sendable (UnsafeMutableBufferPointer<V>) -> V) -> [Float] {
+    /// Batcher's odd–even merge sort on the next power of two ≥ n, restricted to wires < n (the
+    /// missing wires act as +∞, so their comparators are no-ops) and pruned backwards to those that
+    /// can affect the `needed` output positions.
+    static func network(_ n: Int, needed: some Sequence<Int>) -> [(Int, Int)] {
+        var size = 1
+        while size < n { size <<= 1 }
+        var all: [(Int, Int)] = []
+        var p = 1
+        while p < size {
+            var k = p
+            while k >= 1 {
+                var j = k % p
+                while j + k < size {
+                    for i in 0..<min(k, size - j - k) where (i + j) / (2 * p) == (i + j + k) / (2 * p) {
+                        if i + j + k < n { all.append((i + j, i + j + k)) }
+                    }
+                    j += 2 * k
+                }
+                k /= 2
+            }
+            p *= 2
+        }
+        var live = Set(needed)
+        var kept: [(Int, Int)] = []
+        for c in all.reversed() where live.contains(c.0) || live.contains(c.1) {
+            kept.append(c)
+            live.insert(c.0); live.insert(c.1)
+        }
+        return kept.reversed()
+    }
+
+    /// out[k] = reduce(ordered values of coordinate k); `needed` lists the positions `reduce` reads.
+    static func apply(_ updates: [[Float]], dimension: Int, needed: some Sequence<Int>,
+                      reduce: @escaping @Sendable (UnsafeMutableBufferPointer<V>) -> V) -> [Float] {
         let n = updates.count
+        let comparators = network(n, needed: needed)
         var out = [Float](repeating: 0, count: dimension)
         let blocks = (dimension + 7) / 8
         let workers = blocks >= 4096 ? 2 : 1
@@ -35,7 +69,12 @@ enum CoordinateStatistics {
                                 scratch[i] = v
                             }
                         }
-                        sort(scratch)
+                        for (i, j) in comparators {
+                            // Compare-and-select lowers to vminps/vmaxps; `pointwiseMin` is a per-lane loop.
+                            let a = scratch[i], b = scratch[j]
+                            scratch[i] = a.replacing(with: b, where: b .< a)
+                            scratch[j] = a.replacing(with: b, where: b .> a)
+                        }
                         let r = reduce(scratch)
                         for l in 0..<lanes { output.base[base + l] = r[l] }
                     }
@@ -43,21 +82,6 @@ enum CoordinateStatistics {
             }
         }
         return out
-    }
-
-    /// Odd–even transposition sort of each lane across the n vectors.
-    @inline(__always)
-    static func sort(_ v: UnsafeMutableBufferPointer<V>) {
-        let n = v.count
-        for round in 0..<n {
-            var i = round & 1
-            while i + 1 < n {
-                let a = v[i], b = v[i + 1]
-                v[i] = pointwiseMin(a, b)
-                v[i + 1] = pointwiseMax(a, b)
-                i += 2
-            }
-        }
     }
 
     /// The mean of sorted lanes from `low` to `high` (exclusive).

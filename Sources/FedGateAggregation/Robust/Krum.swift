@@ -96,7 +96,7 @@ public struct Bulyan: AggregationStrategy {
             remaining.removeAll { $0 == pick }
         }
         let beta = theta - 2 * f
-        let trimmed = CoordinateStatistics.apply(chosen.map { updates[$0].delta }, dimension: global.count) { s in
+        let trimmed = CoordinateStatistics.apply(chosen.map { updates[$0].delta }, dimension: global.count, needed: f..<(f + beta)) { s in
             CoordinateStatistics.meanOfRange(s, f, f + beta)
         }
         var next = global
