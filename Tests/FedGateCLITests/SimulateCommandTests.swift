@@ -24,7 +24,10 @@ struct SimulateCommandTests {
         (["--model", "transformer"], "--model"),
         (["--dp-noise-multiplier", "1"], "--dp-clip"),
         (["--silos", "0"], "--silos"),
-        (["--strategy", "krum"], "--strategy"),
+        (["--strategy", "zeno"], "--strategy"),
+        (["--strategy", "trimmed-mean:0.7"], "--strategy"),
+        (["--byzantine", "2:poison"], "--byzantine"),
+        (["--compression", "zip"], "--compression"),
         (["--dp-noise-multiplier", "1", "--dp-clip", "1", "--dp-sampling-rate", "2"], "--dp-sampling-rate"),
     ])
     func badOptions(_ extra: [String], _ flag: String) {

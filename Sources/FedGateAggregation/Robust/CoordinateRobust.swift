@@ -39,7 +39,10 @@ public struct TrimmedMean: AggregationStrategy {
         try AggregationChecks.held(updates, limit: maximumHeldUpdates, name)
         let n = updates.count
         let trim = Int(beta * Double(n))
-        let mean = CoordinateStatistics.apply(updates.map(\.delta), dimension: global.count, needed: trim..<(n - trim)) { s in
+        // The middle values' order does not matter, only which they are: the network need only
+        // settle the trimmed positions at both ends.
+        let ends = Array(0..<trim) + Array((n - trim)..<n)
+        let mean = CoordinateStatistics.apply(updates.map(\.delta), dimension: global.count, needed: ends) { s in
             CoordinateStatistics.meanOfRange(s, trim, n - trim)
         }
         var next = global

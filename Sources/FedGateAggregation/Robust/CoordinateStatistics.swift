@@ -53,30 +53,43 @@ enum CoordinateStatistics {
             // The arrays outlive the concurrent loop below; their storage is not moved while we read.
             withExtendedLifetime(updates) {
                 DispatchQueue.concurrentPerform(iterations: workers) { w in
+                    // Tiles of 512 coordinates are first copied from each update in turn (one
+                    // sequential stream at a time, which the prefetcher follows; n interleaved
+                    // streams it does not), then ordered from cache.
+                    let tileBlocks = 64
+                    let tile = UnsafeMutablePointer<Float>.allocate(capacity: n * tileBlocks * 8)
                     let scratch = UnsafeMutableBufferPointer<V>.allocate(capacity: n)
-                    defer { scratch.deallocate() }
+                    defer { tile.deallocate(); scratch.deallocate() }
                     let first = w * chunk, last = min(blocks, first + chunk)
-                    if first >= last { return }
-                    for b in first..<last {
-                        let base = b * 8
-                        let lanes = min(8, dimension - base)
+                    var t = first
+                    while t < last {
+                        let tileEnd = min(last, t + tileBlocks)
+                        let start = t * 8, width = min(dimension, tileEnd * 8) - start
+                        let stride = tileBlocks * 8
                         for i in 0..<n {
+                            (tile + i * stride).update(from: inputs[i].base + start, count: width)
+                            if width < stride { (tile + i * stride + width).update(repeating: 0, count: stride - width) }
+                        }
+                        for b in 0..<(tileEnd - t) {
+                            for i in 0..<n {
+                                scratch[i] = UnsafeRawPointer(tile + i * stride + b * 8).loadUnaligned(as: V.self)
+                            }
+                            for (i, j) in comparators {
+                                // Compare-and-select lowers to vminps/vmaxps; `pointwiseMin` is a per-lane loop.
+                                let a = scratch[i], c = scratch[j]
+                                scratch[i] = a.replacing(with: c, where: c .< a)
+                                scratch[j] = a.replacing(with: c, where: c .> a)
+                            }
+                            let r = reduce(scratch)
+                            let base = start + b * 8
+                            let lanes = min(8, dimension - base)
                             if lanes == 8 {
-                                scratch[i] = UnsafeRawPointer(inputs[i].base + base).loadUnaligned(as: V.self)
+                                UnsafeMutableRawPointer(output.base + base).storeBytes(of: r, as: V.self)
                             } else {
-                                var v = V()
-                                for l in 0..<lanes { v[l] = inputs[i].base[base + l] }
-                                scratch[i] = v
+                                for l in 0..<lanes { output.base[base + l] = r[l] }
                             }
                         }
-                        for (i, j) in comparators {
-                            // Compare-and-select lowers to vminps/vmaxps; `pointwiseMin` is a per-lane loop.
-                            let a = scratch[i], b = scratch[j]
-                            scratch[i] = a.replacing(with: b, where: b .< a)
-                            scratch[j] = a.replacing(with: b, where: b .> a)
-                        }
-                        let r = reduce(scratch)
-                        for l in 0..<lanes { output.base[base + l] = r[l] }
+                        t = tileEnd
                     }
                 }
             }

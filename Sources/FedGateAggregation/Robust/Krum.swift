@@ -96,7 +96,8 @@ public struct Bulyan: AggregationStrategy {
             remaining.removeAll { $0 == pick }
         }
         let beta = theta - 2 * f
-        let trimmed = CoordinateStatistics.apply(chosen.map { updates[$0].delta }, dimension: global.count, needed: f..<(f + beta)) { s in
+        let ends = Array(0..<f) + Array((f + beta)..<theta)
+        let trimmed = CoordinateStatistics.apply(chosen.map { updates[$0].delta }, dimension: global.count, needed: ends) { s in
             CoordinateStatistics.meanOfRange(s, f, f + beta)
         }
         var next = global
