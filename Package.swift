@@ -28,11 +28,13 @@ let package = Package(
         .library(name: "FedGateSecureAggregation", targets: ["FedGateSecureAggregation"]),
         .library(name: "FedGateLearning", targets: ["FedGateLearning"]),
         .library(name: "FedGateAggregation", targets: ["FedGateAggregation"]),
+        .library(name: "FedGatePolicy", targets: ["FedGatePolicy"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
         .target(
@@ -64,6 +66,15 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v6)] + simdSettings
         ),
         .target(
+            name: "FedGatePolicy",
+            dependencies: [
+                "FedGatePrivacy",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .target(
             name: "FedGateSimulation",
             dependencies: ["FedGateLearning", "FedGateAggregation", "FedGatePrivacy", "FedGateTensors"],
             swiftSettings: [.swiftLanguageMode(.v6)]
@@ -77,6 +88,7 @@ let package = Package(
                 "FedGateLearning",
                 "FedGateAggregation",
                 "FedGateSimulation",
+                "FedGatePolicy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
@@ -115,6 +127,11 @@ let package = Package(
         .testTarget(
             name: "FedGateLearningTests",
             dependencies: ["FedGateLearning", "FedGatePrivacy"],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .testTarget(
+            name: "FedGatePolicyTests",
+            dependencies: ["FedGatePolicy", "FedGatePrivacy"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(

@@ -1,0 +1,136 @@
+import FedGatePrivacy
+import Foundation
+
+struct KnownDatasets: PlanRule {
+    let name = "datasets"
+    func check(_ c: DecisionContext) -> [String] {
+        c.plan.datasets.filter { c.policy.datasets[$0] == nil }.map {
+            "data set '\($0)' is not offered by silo '\(c.policy.silo)' (it offers: \(c.policy.datasets.keys.sorted().joined(separator: ", ")))"
+        }
+    }
+}
+
+struct PurposeAllowed: PlanRule {
+    let name = "purpose"
+    func check(_ c: DecisionContext) -> [String] {
+        c.plan.datasets.compactMap { d in
+            guard let rule = c.policy.datasets[d], !rule.purposes.contains(c.plan.purpose) else { return nil }
+            return "purpose '\(c.plan.purpose)' is not allowed for data set '\(d)' (allowed: \(rule.purposes.joined(separator: ", ")))"
+        }
+    }
+}
+
+struct ColumnsAllowed: PlanRule {
+    let name = "columns"
+    func check(_ c: DecisionContext) -> [String] {
+        c.plan.datasets.compactMap { d in
+            guard let rule = c.policy.datasets[d] else { return nil }
+            let extra = c.plan.columns.filter { !rule.columns.contains($0) }
+            return extra.isEmpty ? nil : "columns \(extra.joined(separator: ", ")) of data set '\(d)' may not be read"
+        }
+    }
+}
+
+struct ResidencyAllowed: PlanRule {
+    let name = "residency"
+    func check(_ c: DecisionContext) -> [String] {
+        var r: [String] = []
+        if !c.policy.allowedRegions.contains(c.plan.brokerRegion) {
+            r.append("updates may not go to region '\(c.plan.brokerRegion)' (allowed: \(c.policy.allowedRegions.joined(separator: ", ")))")
+        }
+        if !c.policy.allowedJurisdictions.contains(c.plan.brokerJurisdiction) {
+            r.append("updates may not go to jurisdiction '\(c.plan.brokerJurisdiction)' (allowed: \(c.policy.allowedJurisdictions.joined(separator: ", ")))")
+        }
+        return r
+    }
+}
+
+struct NoiseAtLeast: PlanRule {
+    let name = "noise"
+    func check(_ c: DecisionContext) -> [String] {
+        guard let z = try? c.plan.noiseMultiplier() else {
+            return ["the plan's DP settings give no usable noise multiplier (target ε unreachable?)"]
+        }
+        return z >= c.policy.minNoiseMultiplier ? [] : [String(format: "noise multiplier %.4g is below the least accepted, %.4g", z, c.policy.minNoiseMultiplier)]
+    }
+}
+
+struct ClipAtMost: PlanRule {
+    let name = "clipping"
+    func check(_ c: DecisionContext) -> [String] {
+        c.plan.dp.clipNorm <= c.policy.maxClipNorm ? [] : ["clipping norm \(c.plan.dp.clipNorm) exceeds the largest accepted, \(c.policy.maxClipNorm)"]
+    }
+}
+
+struct DeltaAtMost: PlanRule {
+    let name = "delta"
+    func check(_ c: DecisionContext) -> [String] {
+        c.plan.datasets.compactMap { d in
+            guard let rule = c.policy.datasets[d], c.plan.dp.delta > rule.caps.deltaMax else { return nil }
+            return "δ = \(c.plan.dp.delta) exceeds data set '\(d)''s δ at most \(rule.caps.deltaMax)"
+        }
+    }
+}
+
+struct EpsilonCaps: PlanRule {
+    let name = "budget"
+    func check(_ c: DecisionContext) -> [String] {
+        var r: [String] = []
+        for d in c.plan.datasets {
+            guard let caps = c.policy.datasets[d]?.caps else { continue }
+            let own = c.epsilon(with: [])
+            if own > caps.perPlan { r.append(String(format: "the plan would spend ε = %.4g of data set '%@', above its per-plan cap %.4g", own, d, caps.perPlan)) }
+            let prior = c.priorEvents[d]
+            if let w = caps.window {
+                let e = c.epsilon(with: prior?.window ?? [])
+                if e > w.epsilon { r.append(String(format: "ε in the last %d days would reach %.4g for data set '%@', above its cap %.4g", w.days, e, d, w.epsilon)) }
+            }
+            if let life = caps.lifetime {
+                let e = c.epsilon(with: prior?.lifetime ?? [])
+                if e > life { r.append(String(format: "lifetime ε would reach %.4g for data set '%@', above its cap %.4g", e, d, life)) }
+            }
+        }
+        return r
+    }
+}
+
+struct SecureAggregationRequired: PlanRule {
+    let name = "secure-aggregation"
+    func check(_ c: DecisionContext) -> [String] {
+        c.policy.requireSecureAggregation && !c.plan.secureAggregation ? ["secure aggregation is required by silo '\(c.policy.silo)' but the plan does not use it"] : []
+    }
+}
+
+struct QuorumAtLeast: PlanRule {
+    let name = "quorum"
+    func check(_ c: DecisionContext) -> [String] {
+        c.plan.quorum >= c.policy.minSilosPerRound ? [] : ["rounds may have \(c.plan.quorum) silos, the policy needs at least \(c.policy.minSilosPerRound)"]
+    }
+}
+
+struct ModelAllowed: PlanRule {
+    let name = "model"
+    func check(_ c: DecisionContext) -> [String] {
+        let kind = String(c.plan.model.split(separator: ":").first ?? "")
+        return c.policy.models.contains(kind) ? [] : ["model kind '\(kind)' is not allowed (allowed: \(c.policy.models.joined(separator: ", ")))"]
+    }
+}
+
+struct ExecutorAllowed: PlanRule {
+    let name = "executor"
+    func check(_ c: DecisionContext) -> [String] {
+        c.policy.executors.contains(c.plan.executor) ? [] : ["executor '\(c.plan.executor)' is not allowed (allowed: \(c.policy.executors.joined(separator: ", ")))"]
+    }
+}
+
+struct HoursAllowed: PlanRule {
+    let name = "hours"
+    func check(_ c: DecisionContext) -> [String] {
+        guard let h = c.policy.hours else { return [] }
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let hour = calendar.component(.hour, from: c.now)
+        let inside = h.from < h.to ? (hour >= h.from && hour < h.to) : (hour >= h.from || hour < h.to)
+        return inside ? [] : ["training may run only between \(h.from):00 and \(h.to):00 UTC (it is \(hour):00 UTC)"]
+    }
+}

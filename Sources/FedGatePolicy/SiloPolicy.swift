@@ -1,0 +1,121 @@
+import Crypto
+import Foundation
+
+/// A silo's policy: what its data sets may be used for, where results may go, how much privacy
+/// may be spent, the least protection it accepts. Deny by default: whatever it does not allow is refused.
+public struct SiloPolicy: Sendable, Equatable {
+    /// Privacy-budget caps of one data set, at δ ≤ `deltaMax`.
+    public struct Caps: Sendable, Equatable {
+        public let perPlan: Double
+        public let window: (days: Int, epsilon: Double)?
+        public let lifetime: Double?
+        public let deltaMax: Double
+
+        public static func == (a: Caps, b: Caps) -> Bool {
+            a.perPlan == b.perPlan && a.window?.days == b.window?.days && a.window?.epsilon == b.window?.epsilon
+                && a.lifetime == b.lifetime && a.deltaMax == b.deltaMax
+        }
+    }
+
+    public struct DatasetRule: Sendable, Equatable {
+        public let name: String
+        public let purposes: [String]
+        public let columns: [String]
+        public let caps: Caps
+    }
+
+    public let silo: String
+    public let datasets: [String: DatasetRule]
+    public let allowedRegions: [String]
+    public let allowedJurisdictions: [String]
+    public let minNoiseMultiplier: Double
+    public let maxClipNorm: Double
+    public let requireSecureAggregation: Bool
+    public let minSilosPerRound: Int
+    public let models: [String]
+    public let executors: [String]
+    /// Allowed hours in UTC, [from, to) in hours of the day; nil = any time.
+    public let hours: (from: Int, to: Int)?
+    /// Plans wait for a person's approval, which expires after this many hours; nil = no approval.
+    public let approvalExpiryHours: Int?
+    /// SHA-256 of the file's bytes, recorded with every decision.
+    public let sha256: String
+
+    public static func == (a: SiloPolicy, b: SiloPolicy) -> Bool { a.sha256 == b.sha256 }
+
+    /// Reads a policy file.
+    public static func load(_ url: URL) throws -> SiloPolicy {
+        let text: String
+        do { text = try String(contentsOf: url, encoding: .utf8) } catch {
+            throw PolicyFileError(file: url.path, line: 1, column: 1, field: "(file)", expected: "a readable UTF-8 file: \(error.localizedDescription)")
+        }
+        return try parse(text, file: url.path)
+    }
+
+    /// Parses policy YAML; errors name file:line:column and the field.
+    public static func parse(_ text: String, file: String) throws -> SiloPolicy {
+        let r = YAMLReader(file: file)
+        let root = try r.root(text)
+        try root.only(["silo", "datasets", "residency", "privacy", "models", "executors", "hours", "approval"])
+        let silo = try r.string(try root.require("silo", "the silo id"), "silo")
+
+        let datasetsMap = try r.map(try root.require("datasets", "a mapping from data-set name to its rules"), "datasets")
+        guard !datasetsMap.entries.isEmpty else { throw r.error(datasetsMap.node, "datasets", "must name at least one data set") }
+        var datasets: [String: DatasetRule] = [:]
+        for e in datasetsMap.entries {
+            let path = "datasets.\(e.key)"
+            let d = try r.map(e.value, path)
+            try d.only(["purposes", "columns", "epsilon", "delta_max"])
+            let eps = try r.map(try d.require("epsilon", "caps: per_plan, and optionally window and lifetime"), "\(path).epsilon")
+            try eps.only(["per_plan", "window", "lifetime"])
+            let perPlan = try r.double(try eps.require("per_plan", "the most ε one plan may spend"), "\(path).epsilon.per_plan", 0.0001...1000, "a number of ε between 0.0001 and 1000")
+            var window: (Int, Double)?
+            if let w = eps.optional("window") {
+                let wm = try r.map(w, "\(path).epsilon.window")
+                try wm.only(["days", "epsilon"])
+                window = (try r.int(try wm.require("days", "the window length in days"), "\(path).epsilon.window.days", 1...3650, "a whole number of days from 1 to 3650"),
+                          try r.double(try wm.require("epsilon", "the cap within the window"), "\(path).epsilon.window.epsilon", 0.0001...1000, "a number of ε between 0.0001 and 1000"))
+            }
+            let lifetime = try eps.optional("lifetime").map { try r.double($0, "\(path).epsilon.lifetime", 0.0001...10000, "a number of ε between 0.0001 and 10000") }
+            let deltaMax = try r.double(try d.require("delta_max", "the largest δ accepted, e.g. 1e-5"), "\(path).delta_max", 1e-300...0.5, "a δ in (0, 0.5], e.g. 1e-5")
+            datasets[e.key] = DatasetRule(
+                name: e.key,
+                purposes: try r.strings(try d.require("purposes", "the purposes this data set may serve"), "\(path).purposes"),
+                columns: try r.strings(try d.require("columns", "the columns a plan may read"), "\(path).columns"),
+                caps: Caps(perPlan: perPlan, window: window.map { (days: $0.0, epsilon: $0.1) }, lifetime: lifetime, deltaMax: deltaMax))
+        }
+
+        let residency = try r.map(try root.require("residency", "allowed_regions and allowed_jurisdictions"), "residency")
+        try residency.only(["allowed_regions", "allowed_jurisdictions"])
+        let privacy = try r.map(try root.require("privacy", "the least protection accepted"), "privacy")
+        try privacy.only(["min_noise_multiplier", "max_clip_norm", "require_secure_aggregation", "min_silos_per_round"])
+
+        var hours: (Int, Int)?
+        if let h = root.optional("hours") {
+            let hm = try r.map(h, "hours")
+            try hm.only(["from", "to"])
+            hours = (try r.int(try hm.require("from", "an hour 0–23 (UTC)"), "hours.from", 0...23, "an hour from 0 to 23 (UTC)"),
+                     try r.int(try hm.require("to", "an hour 1–24 (UTC)"), "hours.to", 1...24, "an hour from 1 to 24 (UTC)"))
+        }
+        var approval: Int?
+        if let a = root.optional("approval") {
+            let am = try r.map(a, "approval")
+            try am.only(["required", "expires_after_hours"])
+            if try r.bool(try am.require("required", "true or false"), "approval.required") {
+                approval = try r.int(try am.require("expires_after_hours", "how long an approval stays valid"), "approval.expires_after_hours", 1...8760, "a whole number of hours from 1 to 8760")
+            }
+        }
+        let digest = SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
+        return SiloPolicy(
+            silo: silo, datasets: datasets,
+            allowedRegions: try r.strings(try residency.require("allowed_regions", "a list of regions"), "residency.allowed_regions"),
+            allowedJurisdictions: try r.strings(try residency.require("allowed_jurisdictions", "a list of jurisdictions"), "residency.allowed_jurisdictions"),
+            minNoiseMultiplier: try r.double(try privacy.require("min_noise_multiplier", "the least σ accepted"), "privacy.min_noise_multiplier", 0...1000, "a number ≥ 0"),
+            maxClipNorm: try r.double(try privacy.require("max_clip_norm", "the largest clipping norm accepted"), "privacy.max_clip_norm", 1e-9...1e9, "a number > 0"),
+            requireSecureAggregation: try r.bool(try privacy.require("require_secure_aggregation", "true or false"), "privacy.require_secure_aggregation"),
+            minSilosPerRound: try r.int(try privacy.require("min_silos_per_round", "the fewest silos a round may have"), "privacy.min_silos_per_round", 1...10000, "a whole number ≥ 1"),
+            models: try r.strings(try root.require("models", "the model kinds allowed"), "models"),
+            executors: try r.strings(try root.require("executors", "the executors allowed, e.g. [builtin]"), "executors"),
+            hours: hours.map { (from: $0.0, to: $0.1) }, approvalExpiryHours: approval, sha256: digest)
+    }
+}

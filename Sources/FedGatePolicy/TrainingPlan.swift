@@ -1,0 +1,108 @@
+import Crypto
+import FedGatePrivacy
+import Foundation
+
+/// A data scientist's request: what to train, on which data, for what purpose, with what privacy.
+public struct TrainingPlan: Sendable, Equatable, Codable {
+    public struct DP: Sendable, Equatable, Codable {
+        public var noiseMultiplier: Double?
+        public var targetEpsilon: Double?
+        public var clipNorm: Double
+        public var samplingRate: Double
+        public var delta: Double
+    }
+
+    public var purpose: String
+    public var datasets: [String]
+    public var columns: [String]
+    public var model: String
+    public var executor: String
+    public var rounds: Int
+    public var localSteps: Int
+    public var strategy: String
+    public var dp: DP
+    public var secureAggregation: Bool
+    public var quorum: Int
+    public var brokerRegion: String
+    public var brokerJurisdiction: String
+    public var roundDeadlineSeconds: Int
+    public var minAccuracy: Double?
+
+    /// SHA-256 of the plan's canonical JSON form (sorted keys), so equal plans hash equally
+    /// whatever their YAML layout or comments.
+    public var contentHash: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = (try? encoder.encode(self)) ?? Data()
+        return SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Total DP-SGD steps a silo runs under this plan.
+    public var totalSteps: Int { rounds * localSteps }
+
+    /// The noise multiplier the plan will use: given, or calibrated from its target ε.
+    public func noiseMultiplier() throws -> Double {
+        if let z = dp.noiseMultiplier { return z }
+        return try NoiseCalibration.noiseMultiplier(targetEpsilon: dp.targetEpsilon!, delta: dp.delta,
+                                                    samplingProbability: dp.samplingRate, steps: totalSteps)
+    }
+
+    /// The privacy a silo will spend, as DP events, before any training.
+    public func projectedEvent() throws -> DPEvent {
+        .dpsgd(samplingProbability: dp.samplingRate, noiseMultiplier: try noiseMultiplier(), steps: totalSteps)
+    }
+
+    public static func load(_ url: URL) throws -> TrainingPlan {
+        let text: String
+        do { text = try String(contentsOf: url, encoding: .utf8) } catch {
+            throw PolicyFileError(file: url.path, line: 1, column: 1, field: "(file)", expected: "a readable UTF-8 file: \(error.localizedDescription)")
+        }
+        return try parse(text, file: url.path)
+    }
+
+    /// Parses plan YAML; errors name file:line:column and the field.
+    public static func parse(_ text: String, file: String) throws -> TrainingPlan {
+        let r = YAMLReader(file: file)
+        let root = try r.root(text)
+        try root.only(["purpose", "datasets", "columns", "model", "executor", "rounds", "local_steps", "strategy",
+                       "dp", "secure_aggregation", "quorum", "broker", "deadlines", "evaluation"])
+        let dpMap = try r.map(try root.require("dp", "noise_multiplier or target_epsilon, clip_norm, sampling_rate, delta"), "dp")
+        try dpMap.only(["noise_multiplier", "target_epsilon", "clip_norm", "sampling_rate", "delta"])
+        let z = try dpMap.optional("noise_multiplier").map { try r.double($0, "dp.noise_multiplier", 0.01...1000, "a noise multiplier between 0.01 and 1000") }
+        let target = try dpMap.optional("target_epsilon").map { try r.double($0, "dp.target_epsilon", 0.001...1000, "a target ε between 0.001 and 1000") }
+        guard (z == nil) != (target == nil) else {
+            throw r.error(dpMap.node, "dp", "give exactly one of noise_multiplier and target_epsilon")
+        }
+        let broker = try r.map(try root.require("broker", "region and jurisdiction of the broker"), "broker")
+        try broker.only(["region", "jurisdiction"])
+        let deadlines = try r.map(try root.require("deadlines", "round_seconds"), "deadlines")
+        try deadlines.only(["round_seconds"])
+        var minAccuracy: Double?
+        if let e = root.optional("evaluation") {
+            let em = try r.map(e, "evaluation")
+            try em.only(["min_accuracy"])
+            minAccuracy = try em.optional("min_accuracy").map { try r.double($0, "evaluation.min_accuracy", 0...1, "an accuracy between 0 and 1") }
+        }
+        let datasets = try r.strings(try root.require("datasets", "the logical names of the data sets"), "datasets")
+        guard !datasets.isEmpty else { throw r.error(root.optional("datasets"), "datasets", "must name at least one data set") }
+        return TrainingPlan(
+            purpose: try r.string(try root.require("purpose", "why the model is trained, e.g. research"), "purpose"),
+            datasets: datasets,
+            columns: try r.strings(try root.require("columns", "the columns the plan reads"), "columns"),
+            model: try r.string(try root.require("model", "logistic, softmax or mlp:H"), "model"),
+            executor: try root.optional("executor").map { try r.string($0, "executor") } ?? "builtin",
+            rounds: try r.int(try root.require("rounds", "the number of rounds"), "rounds", 1...100_000, "a whole number from 1 to 100000"),
+            localSteps: try r.int(try root.require("local_steps", "DP-SGD steps per silo per round"), "local_steps", 1...10_000_000, "a whole number ≥ 1"),
+            strategy: try root.optional("strategy").map { try r.string($0, "strategy") } ?? "fedavg",
+            dp: DP(noiseMultiplier: z, targetEpsilon: target,
+                   clipNorm: try r.double(try dpMap.require("clip_norm", "the per-example clipping norm"), "dp.clip_norm", 1e-9...1e9, "a number > 0"),
+                   samplingRate: try r.double(try dpMap.require("sampling_rate", "the Poisson sampling rate q"), "dp.sampling_rate", 1e-9...1, "a rate in (0, 1]"),
+                   delta: try r.double(try dpMap.require("delta", "δ, e.g. 1e-5"), "dp.delta", 1e-300...0.5, "a δ in (0, 0.5]")),
+            secureAggregation: try r.bool(try root.require("secure_aggregation", "true or false"), "secure_aggregation"),
+            quorum: try r.int(try root.require("quorum", "the fewest silos a round needs"), "quorum", 1...100_000, "a whole number ≥ 1"),
+            brokerRegion: try r.string(try broker.require("region", "the broker's region"), "broker.region"),
+            brokerJurisdiction: try r.string(try broker.require("jurisdiction", "the broker's jurisdiction"), "broker.jurisdiction"),
+            roundDeadlineSeconds: try r.int(try deadlines.require("round_seconds", "seconds a round may take"), "deadlines.round_seconds", 1...86_400 * 7, "seconds from 1 to 604800"),
+            minAccuracy: minAccuracy)
+    }
+}
