@@ -45,11 +45,7 @@ public struct SiloPolicy: Sendable, Equatable {
 
     /// Reads a policy file.
     public static func load(_ url: URL) throws -> SiloPolicy {
-        let text: String
-        do { text = try String(contentsOf: url, encoding: .utf8) } catch {
-            throw PolicyFileError(file: url.path, line: 1, column: 1, field: "(file)", expected: "a readable UTF-8 file: \(error.localizedDescription)")
-        }
-        return try parse(text, file: url.path)
+        try parse(try readPolicyText(url), file: url.path)
     }
 
     /// Parses policy YAML; errors name file:line:column and the field.

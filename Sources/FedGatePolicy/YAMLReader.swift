@@ -12,6 +12,13 @@ public struct PolicyFileError: Error, Sendable, Equatable, CustomStringConvertib
     public var description: String { "\(file):\(line):\(column): \(field): \(expected)" }
 }
 
+/// Reads a policy or plan file's text; an unreadable file is a positioned error like any other.
+func readPolicyText(_ url: URL) throws -> String {
+    do { return try String(contentsOf: url, encoding: .utf8) } catch {
+        throw PolicyFileError(file: url.path, line: 1, column: 1, field: "(file)", expected: "a readable UTF-8 file: \(error.localizedDescription)")
+    }
+}
+
 /// Typed access to a composed YAML document that keeps every value's position, so each error
 /// names the file, line, column and field.
 struct YAMLReader {

@@ -8,10 +8,8 @@ public struct FedAvg: AggregationStrategy {
 
     public mutating func aggregate(global: [Float], updates: [ClientUpdate]) throws -> AggregationOutcome {
         try AggregationChecks.nonEmpty(updates, name)
-        var acc = WeightedAverage(dimension: global.count)
-        for u in updates { acc.fold(u.delta, weight: Double(u.examples)) }
         var next = global
-        VectorMath.axpy(1, acc.mean, &next)
+        VectorMath.axpy(1, WeightedAverage.meanUpdate(updates, dimension: global.count), &next)
         return AggregationOutcome(parameters: next)
     }
 }
@@ -30,11 +28,9 @@ public struct FedAvgM: AggregationStrategy {
 
     public mutating func aggregate(global: [Float], updates: [ClientUpdate]) throws -> AggregationOutcome {
         try AggregationChecks.nonEmpty(updates, name)
-        var acc = WeightedAverage(dimension: global.count)
-        for u in updates { acc.fold(u.delta, weight: Double(u.examples)) }
         if velocity.count != global.count { velocity = [Float](repeating: 0, count: global.count) }
         VectorMath.scale(&velocity, by: momentum)
-        VectorMath.axpy(1, acc.mean, &velocity)
+        VectorMath.axpy(1, WeightedAverage.meanUpdate(updates, dimension: global.count), &velocity)
         var next = global
         VectorMath.axpy(serverLearningRate, velocity, &next)
         return AggregationOutcome(parameters: next)
@@ -62,9 +58,7 @@ public struct FedAdaptive: AggregationStrategy {
 
     public mutating func aggregate(global: [Float], updates: [ClientUpdate]) throws -> AggregationOutcome {
         try AggregationChecks.nonEmpty(updates, name)
-        var acc = WeightedAverage(dimension: global.count)
-        for u in updates { acc.fold(u.delta, weight: Double(u.examples)) }
-        let delta = acc.mean
+        let delta = WeightedAverage.meanUpdate(updates, dimension: global.count)
         if m.count != global.count {
             m = [Float](repeating: 0, count: global.count)
             v = [Float](repeating: tau * tau, count: global.count)

@@ -16,10 +16,8 @@ public struct ScaffoldServer: Sendable {
     /// Applies one round: the parameter updates and the silos' control-variate changes.
     public mutating func aggregate(global: [Float], updates: [ClientUpdate], controlDeltas: [[Float]]) throws -> [Float] {
         try AggregationChecks.nonEmpty(updates, "scaffold")
-        var acc = WeightedAverage(dimension: global.count)
-        for u in updates { acc.fold(u.delta, weight: Double(u.examples)) }
         var next = global
-        VectorMath.axpy(globalLearningRate, acc.mean, &next)
+        VectorMath.axpy(globalLearningRate, WeightedAverage.meanUpdate(updates, dimension: global.count), &next)
         for d in controlDeltas { VectorMath.axpy(1 / Float(totalSilos), d, &control) }
         return next
     }

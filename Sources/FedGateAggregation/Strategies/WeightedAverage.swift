@@ -25,3 +25,12 @@ public struct WeightedAverage: Sendable {
         return m
     }
 }
+
+extension WeightedAverage {
+    /// The example-weighted mean update of a round, folded in one pass.
+    static func meanUpdate(_ updates: [ClientUpdate], dimension: Int) -> [Float] {
+        var acc = WeightedAverage(dimension: dimension)
+        for u in updates { acc.fold(u.delta, weight: Double(u.examples)) }
+        return acc.mean
+    }
+}
