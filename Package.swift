@@ -35,6 +35,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         .target(
@@ -70,6 +72,17 @@ let package = Package(
             dependencies: [
                 "FedGatePrivacy",
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .target(
+            name: "FedGateStore",
+            dependencies: [
+                "FedGatePrivacy",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
@@ -132,6 +145,11 @@ let package = Package(
         .testTarget(
             name: "FedGatePolicyTests",
             dependencies: ["FedGatePolicy", "FedGatePrivacy"],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .testTarget(
+            name: "FedGateStoreTests",
+            dependencies: ["FedGateStore", "FedGatePrivacy"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(

@@ -1,0 +1,117 @@
+import FedGatePrivacy
+import Foundation
+
+/// Where a ledger entry stands: reserved before training, then committed or released.
+public enum LedgerState: String, Sendable, Codable { case reserved, committed, released }
+
+/// One privacy spend of one data set, as DP events — never as a bare ε.
+public struct LedgerEntry: Sendable, Equatable {
+    public let id: String
+    public let dataset: String
+    public let planHash: String
+    public let round: Int
+    public let event: DPEvent
+    public var state: LedgerState
+    public let createdAt: Date
+    public var settledAt: Date?
+}
+
+/// A data set's privacy-budget caps, all at δ = `delta`.
+public struct DatasetBudget: Sendable, Equatable {
+    public let name: String
+    public let delta: Double
+    public let perPlanCap: Double
+    public let windowDays: Int?
+    public let windowCap: Double?
+    public let lifetimeCap: Double?
+
+    public init(name: String, delta: Double, perPlanCap: Double, windowDays: Int? = nil, windowCap: Double? = nil, lifetimeCap: Double? = nil) {
+        self.name = name
+        self.delta = delta
+        self.perPlanCap = perPlanCap
+        self.windowDays = windowDays
+        self.windowCap = windowCap
+        self.lifetimeCap = lifetimeCap
+    }
+}
+
+/// Why the ledger refused or failed; names the data set, reservation or cap.
+public enum LedgerError: Error, Sendable, Equatable, CustomStringConvertible {
+    case budgetExceeded(dataset: String, cap: String, epsilon: Double, limit: Double)
+    case unknownDataset(String)
+    case unknownReservation(String)
+    case alreadySettled(id: String, state: LedgerState)
+    case migration(String)
+    case storage(String)
+
+    public var description: String {
+        switch self {
+        case .budgetExceeded(let d, let cap, let e, let limit):
+            return String(format: "reservation refused: the %@ ε of data set '%@' would reach %.4f, above its cap %.4f", cap, d, e, limit)
+        case .unknownDataset(let d): return "data set '\(d)' has no budget in the ledger; register its caps first"
+        case .unknownReservation(let id): return "no reservation '\(id)' in the ledger"
+        case .alreadySettled(let id, let s): return "reservation '\(id)' is already \(s.rawValue); it can be settled only once"
+        case .migration(let m): return "migration: \(m)"
+        case .storage(let m): return "storage: \(m)"
+        }
+    }
+}
+
+/// The cap check, shared by every backend and run inside their serialised transaction: ε of the
+/// active (reserved and committed) events plus the new one, per plan, in the window and ever.
+public enum BudgetCheck {
+    public static func check(_ budget: DatasetBudget, active: [LedgerEntry], adding new: LedgerEntry, now: Date) throws {
+        func eps(_ entries: [LedgerEntry]) throws -> Double {
+            try epsilon(of: .composed(entries.map(\.event) + [new.event]), delta: budget.delta)
+        }
+        let samePlan = try eps(active.filter { $0.planHash == new.planHash })
+        if samePlan > budget.perPlanCap {
+            throw LedgerError.budgetExceeded(dataset: budget.name, cap: "per-plan", epsilon: samePlan, limit: budget.perPlanCap)
+        }
+        if let days = budget.windowDays, let cap = budget.windowCap {
+            let since = now.addingTimeInterval(-Double(days) * 86_400)
+            let inWindow = try eps(active.filter { $0.createdAt >= since })
+            if inWindow > cap { throw LedgerError.budgetExceeded(dataset: budget.name, cap: "\(days)-day", epsilon: inWindow, limit: cap) }
+        }
+        if let cap = budget.lifetimeCap {
+            let ever = try eps(active)
+            if ever > cap { throw LedgerError.budgetExceeded(dataset: budget.name, cap: "lifetime", epsilon: ever, limit: cap) }
+        }
+    }
+}
+
+/// A storage backend for the ledger. `reserve` must run the cap check and the insert in one
+/// transaction that no other reservation of the same data set can interleave with.
+public protocol LedgerBackend: Sendable {
+    func applyMigrations(_ migrations: [Migration]) async throws -> [String]
+    func save(_ budget: DatasetBudget) async throws
+    func reserve(_ entry: LedgerEntry, now: Date) async throws
+    func settle(id: String, to state: LedgerState, at: Date) async throws
+    func entries(dataset: String) async throws -> [LedgerEntry]
+}
+
+/// The two-phase privacy-budget ledger: reserve before training, commit or release after.
+public struct PrivacyLedger: Sendable {
+    public let backend: any LedgerBackend
+
+    public init(backend: any LedgerBackend) { self.backend = backend }
+
+    /// Reserves `event` for a plan's round; refused if any cap would be exceeded.
+    public func reserve(_ event: DPEvent, dataset: String, plan: String, round: Int, now: Date = Date()) async throws -> String {
+        try event.validate()
+        let entry = LedgerEntry(id: UUID().uuidString.lowercased(), dataset: dataset, planHash: plan, round: round,
+                                event: event, state: .reserved, createdAt: now, settledAt: nil)
+        try await backend.reserve(entry, now: now)
+        return entry.id
+    }
+
+    public func commit(_ id: String, at: Date = Date()) async throws { try await backend.settle(id: id, to: .committed, at: at) }
+    public func release(_ id: String, at: Date = Date()) async throws { try await backend.settle(id: id, to: .released, at: at) }
+
+    /// ε committed, ε committed + reserved, at the data set's δ.
+    public func spent(dataset: String, delta: Double) async throws -> (committed: Double, withReserved: Double) {
+        let all = try await backend.entries(dataset: dataset)
+        func eps(_ e: [LedgerEntry]) throws -> Double { e.isEmpty ? 0 : try epsilon(of: .composed(e.map(\.event)), delta: delta) }
+        return (try eps(all.filter { $0.state == .committed }), try eps(all.filter { $0.state != .released }))
+    }
+}

@@ -1,0 +1,109 @@
+import FedGatePrivacy
+import Foundation
+import GRDB
+
+/// The embedded ledger: SQLite through GRDB. GRDB serialises writes, so a reservation's cap check
+/// and insert run in one transaction no other writer interleaves with.
+public final class SQLiteLedger: LedgerBackend {
+    private let pool: DatabasePool
+
+    /// Opens (or creates) the database file.
+    public init(path: String) throws {
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        do { pool = try DatabasePool(path: path, configuration: config) } catch {
+            throw LedgerError.storage("cannot open SQLite database \(path): \(error)")
+        }
+    }
+
+    public func applyMigrations(_ migrations: [Migration]) async throws -> [String] {
+        try await wrap {
+            try await pool.write { db in
+                try db.execute(sql: """
+                    CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                    checksum TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)
+                    """)
+                var applied: [Int: String] = [:]
+                for row in try Row.fetchAll(db, sql: "SELECT version, checksum FROM schema_migrations") {
+                    applied[row["version"]] = row["checksum"]
+                }
+                let todo = try Migration.pending(migrations, applied: applied)
+                for m in todo {
+                    try db.execute(sql: m.sql)
+                    try db.execute(sql: "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
+                                   arguments: [m.version, m.name, m.checksum, Date().timeIntervalSince1970])
+                }
+                return todo.map(\.name)
+            }
+        }
+    }
+
+    public func save(_ b: DatasetBudget) async throws {
+        try await wrap {
+            try await pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO datasets (name, delta, per_plan_cap, window_days, window_cap, lifetime_cap) VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(name) DO UPDATE SET delta = excluded.delta, per_plan_cap = excluded.per_plan_cap,
+                    window_days = excluded.window_days, window_cap = excluded.window_cap, lifetime_cap = excluded.lifetime_cap
+                    """, arguments: [b.name, b.delta, b.perPlanCap, b.windowDays, b.windowCap, b.lifetimeCap])
+            }
+        }
+    }
+
+    public func reserve(_ entry: LedgerEntry, now: Date) async throws {
+        try await wrap {
+            try await pool.write { db in
+                guard let row = try Row.fetchOne(db, sql: "SELECT * FROM datasets WHERE name = ?", arguments: [entry.dataset]) else {
+                    throw LedgerError.unknownDataset(entry.dataset)
+                }
+                let budget = DatasetBudget(name: row["name"], delta: row["delta"], perPlanCap: row["per_plan_cap"],
+                                           windowDays: row["window_days"], windowCap: row["window_cap"], lifetimeCap: row["lifetime_cap"])
+                let active = try Self.entries(db, dataset: entry.dataset).filter { $0.state != .released }
+                try BudgetCheck.check(budget, active: active, adding: entry, now: now)
+                try db.execute(sql: """
+                    INSERT INTO ledger_entries (id, dataset, plan_hash, round, event, state, created_at, settled_at)
+                    VALUES (?, ?, ?, ?, ?, 'reserved', ?, NULL)
+                    """, arguments: [entry.id, entry.dataset, entry.planHash, entry.round, try entry.event.canonicalJSON(),
+                                     entry.createdAt.timeIntervalSince1970])
+            }
+        }
+    }
+
+    public func settle(id: String, to state: LedgerState, at: Date) async throws {
+        try await wrap {
+            try await pool.write { db in
+                guard let current = try String.fetchOne(db, sql: "SELECT state FROM ledger_entries WHERE id = ?", arguments: [id]) else {
+                    throw LedgerError.unknownReservation(id)
+                }
+                guard current == LedgerState.reserved.rawValue else {
+                    throw LedgerError.alreadySettled(id: id, state: LedgerState(rawValue: current) ?? .released)
+                }
+                try db.execute(sql: "UPDATE ledger_entries SET state = ?, settled_at = ? WHERE id = ? AND state = 'reserved'",
+                               arguments: [state.rawValue, at.timeIntervalSince1970, id])
+            }
+        }
+    }
+
+    public func entries(dataset: String) async throws -> [LedgerEntry] {
+        try await wrap { try await pool.read { db in try Self.entries(db, dataset: dataset) } }
+    }
+
+    private static func entries(_ db: Database, dataset: String) throws -> [LedgerEntry] {
+        try Row.fetchAll(db, sql: "SELECT * FROM ledger_entries WHERE dataset = ? ORDER BY created_at, id", arguments: [dataset]).map { row in
+            let settled: Double? = row["settled_at"]
+            return LedgerEntry(id: row["id"], dataset: row["dataset"], planHash: row["plan_hash"], round: row["round"],
+                               event: try DPEvent.fromJSON(row["event"]),
+                               state: LedgerState(rawValue: row["state"]) ?? .released,
+                               createdAt: Date(timeIntervalSince1970: row["created_at"]),
+                               settledAt: settled.map(Date.init(timeIntervalSince1970:)))
+        }
+    }
+
+    /// Ledger errors pass through; database errors become `LedgerError.storage`.
+    @discardableResult
+    private func wrap<T>(_ body: () async throws -> T) async throws -> T {
+        do { return try await body() } catch let e as LedgerError { throw e } catch let e as PrivacyError {
+            throw LedgerError.storage("a stored DP event is invalid: \(e)")
+        } catch { throw LedgerError.storage("\(error)") }
+    }
+}

@@ -1,0 +1,129 @@
+import Foundation
+import Testing
+import FedGatePrivacy
+@testable import FedGateStore
+
+/// The two backends; every ledger test runs on both.
+enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case sqlite, postgres
+    var testDescription: String { rawValue }
+
+    static let migrations = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("migrations")
+
+    /// A migrated ledger, or nil when PostgreSQL is not available outside CI. In CI a missing
+    /// PostgreSQL is a failure, never a silent skip.
+    func ledger() async throws -> PrivacyLedger? {
+        let backend: any LedgerBackend
+        switch self {
+        case .sqlite:
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("fedgate-ledger-\(UUID().uuidString).sqlite").path
+            backend = try SQLiteLedger(path: path)
+        case .postgres:
+            guard let url = ProcessInfo.processInfo.environment["FEDGATE_TEST_POSTGRES_URL"] else {
+                if ProcessInfo.processInfo.environment["CI"] != nil {
+                    Issue.record("CI must run the PostgreSQL ledger tests: FEDGATE_TEST_POSTGRES_URL is not set (see scripts/pg-test-cluster.sh)")
+                }
+                return nil
+            }
+            backend = try PostgresLedger(url: url)
+        }
+        _ = try await backend.applyMigrations(try Migration.load(from: Self.migrations))
+        return PrivacyLedger(backend: backend)
+    }
+}
+
+func unique(_ prefix: String) -> String { "\(prefix)-\(UUID().uuidString.prefix(8))" }
+
+@Suite("Privacy-budget ledger on SQLite and PostgreSQL")
+struct LedgerTests {
+    @Test("migrations apply once, record their checksums, and an edited migration is refused", arguments: Backend.allCases)
+    func migrations(_ backend: Backend) async throws {
+        guard let ledger = try await backend.ledger() else { return }
+        let all = try Migration.load(from: Backend.migrations)
+        #expect(try await ledger.backend.applyMigrations(all).isEmpty, "already applied")
+        var edited = all
+        edited[0] = Migration(version: all[0].version, name: all[0].name, sql: all[0].sql + "\n-- edited")
+        await #expect(throws: LedgerError.self) { try await ledger.backend.applyMigrations(edited) }
+    }
+
+    @Test("reserve within the caps, refuse beyond them naming the cap; commit and release settle once", arguments: Backend.allCases)
+    func twoPhase(_ backend: Backend) async throws {
+        guard let ledger = try await backend.ledger() else { return }
+        let ds = unique("icu")
+        try await ledger.backend.save(DatasetBudget(name: ds, delta: 1e-5, perPlanCap: 3, windowDays: 30, windowCap: 5, lifetimeCap: 10))
+        let run = DPEvent.dpsgd(samplingProbability: 0.1, noiseMultiplier: 2.34, steps: 200)   // ε ≈ 2.99
+        let a = try await ledger.reserve(run, dataset: ds, plan: "plan-a", round: 1)
+        // The same plan may not spend more than 3.
+        await #expect(throws: LedgerError.budgetExceeded(dataset: ds, cap: "per-plan", epsilon: try epsilon(of: .composed([run, run]), delta: 1e-5), limit: 3)) {
+            _ = try await ledger.reserve(run, dataset: ds, plan: "plan-a", round: 2)
+        }
+        try await ledger.commit(a)
+        await #expect(throws: LedgerError.alreadySettled(id: a, state: .committed)) { try await ledger.release(a) }
+        let b = try await ledger.reserve(run, dataset: ds, plan: "plan-b", round: 1)
+        // A third run in the window breaks the 30-day cap of 5.
+        do {
+            _ = try await ledger.reserve(run, dataset: ds, plan: "plan-c", round: 1)
+            Issue.record("the window cap was not enforced")
+        } catch let LedgerError.budgetExceeded(_, cap, _, limit) {
+            #expect(cap == "30-day" && limit == 5)
+        }
+        // Released reservations stop counting.
+        try await ledger.release(b)
+        let c = try await ledger.reserve(run, dataset: ds, plan: "plan-c", round: 1)
+        let spent = try await ledger.spent(dataset: ds, delta: 1e-5)
+        #expect(abs(spent.committed - (try epsilon(of: run, delta: 1e-5))) < 1e-12)
+        #expect(spent.withReserved > spent.committed)
+        let states = try await ledger.backend.entries(dataset: ds).map(\.state)
+        #expect(states == [.committed, .released, .reserved])
+        await #expect(throws: LedgerError.unknownReservation("nope")) { try await ledger.commit("nope") }
+        await #expect(throws: LedgerError.unknownDataset("missing")) { _ = try await ledger.reserve(run, dataset: "missing", plan: "p", round: 1) }
+        _ = c
+    }
+
+    @Test("a reservation left by a crash stays visible and can be released", arguments: Backend.allCases)
+    func crashedReservation(_ backend: Backend) async throws {
+        guard let first = try await backend.ledger() else { return }
+        let ds = unique("bank")
+        try await first.backend.save(DatasetBudget(name: ds, delta: 1e-5, perPlanCap: 5, lifetimeCap: 5))
+        let id = try await first.reserve(.gaussian(noiseMultiplier: 2), dataset: ds, plan: "p", round: 1)
+        // A new process (a new ledger object on the same store) finds it.
+        let entries = try await first.backend.entries(dataset: ds)
+        #expect(entries.map(\.id) == [id] && entries[0].state == .reserved)
+        try await first.release(id)
+        #expect(try await first.backend.entries(dataset: ds)[0].state == .released)
+    }
+
+    @Test("200 concurrent reservations never overspend the cap, and none is lost or counted twice", arguments: Backend.allCases)
+    func concurrency(_ backend: Backend) async throws {
+        guard let ledger = try await backend.ledger() else { return }
+        let ds = unique("concurrent")
+        let cap = 2.0
+        try await ledger.backend.save(DatasetBudget(name: ds, delta: 1e-5, perPlanCap: 100, lifetimeCap: cap))
+        let event = DPEvent.gaussian(noiseMultiplier: 16)
+        // The most that fit, one after another.
+        var fit = 0
+        while try epsilon(of: .selfComposed(event: event, count: fit + 1), delta: 1e-5) <= cap { fit += 1 }
+        let outcomes = await withTaskGroup(of: Bool.self) { group in
+            for k in 0..<200 {
+                group.addTask {
+                    do { _ = try await ledger.reserve(event, dataset: ds, plan: "plan-\(k)", round: 1); return true } catch { return false }
+                }
+            }
+            var results: [Bool] = []
+            for await r in group { results.append(r) }
+            return results
+        }
+        let entries = try await ledger.backend.entries(dataset: ds)
+        #expect(outcomes.filter { $0 }.count == entries.count, "every success is recorded exactly once")
+        #expect(entries.count == fit, "\(entries.count) reservations stored, \(fit) fit")
+        #expect(Set(entries.map(\.id)).count == entries.count)
+        #expect(try await ledger.spent(dataset: ds, delta: 1e-5).withReserved <= cap)
+    }
+
+    @Test("migration files split into statements outside quotes and comments")
+    func statements() {
+        let m = Migration(version: 1, name: "x.sql", sql: "-- a; comment\nCREATE TABLE a (x TEXT DEFAULT 'a;b');\n\nINSERT INTO a VALUES ('c');\n")
+        #expect(m.statements == ["CREATE TABLE a (x TEXT DEFAULT 'a;b')", "INSERT INTO a VALUES ('c')"])
+    }
+}
