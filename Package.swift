@@ -102,6 +102,7 @@ let package = Package(
                 "FedGateAggregation",
                 "FedGateSimulation",
                 "FedGatePolicy",
+                "FedGateStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]

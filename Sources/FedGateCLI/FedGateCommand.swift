@@ -1,11 +1,13 @@
 import ArgumentParser
 
 /// `fedgate`: the one command-line program of FedGate.
-public struct FedGateCommand: ParsableCommand {
+@available(macOS 10.15, macCatalyst 13, iOS 13, tvOS 13, watchOS 6, *)
+public struct FedGateCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "fedgate",
         abstract: "FedGate: a cross-silo federated-learning gateway with differential privacy.",
-        subcommands: [PrivacyCommand.self, PolicyCommand.self, SimulateCommand.self, BenchCommand.self]
+        subcommands: [PrivacyCommand.self, PolicyCommand.self, ConsentCommand.self, LedgerCommand.self, AuditCommand.self,
+                      DBCommand.self, SimulateCommand.self, BenchCommand.self]
     )
 
     public init() {}

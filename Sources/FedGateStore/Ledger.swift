@@ -80,14 +80,45 @@ public enum BudgetCheck {
     }
 }
 
-/// A storage backend for the ledger. `reserve` must run the cap check and the insert in one
-/// transaction that no other reservation of the same data set can interleave with.
+/// A storage backend. `reserve` must run the cap check and the insert in one transaction that no
+/// other reservation of the same data set can interleave with; every change appends its audit record
+/// in the same transaction (no change without its record, no record without its change), and audit
+/// appends are serialised so the chain never forks.
 public protocol LedgerBackend: Sendable {
     func applyMigrations(_ migrations: [Migration]) async throws -> [String]
-    func save(_ budget: DatasetBudget) async throws
-    func reserve(_ entry: LedgerEntry, now: Date) async throws
-    func settle(id: String, to state: LedgerState, at: Date) async throws
+    func save(_ budget: DatasetBudget, actor: String) async throws
+    func reserve(_ entry: LedgerEntry, now: Date, actor: String) async throws
+    func settle(id: String, to state: LedgerState, at: Date, actor: String) async throws
     func entries(dataset: String) async throws -> [LedgerEntry]
+    func budget(_ dataset: String) async throws -> DatasetBudget?
+
+    /// Appends one audit record (for decisions that change nothing else in the store).
+    func audit(actor: String, action: String, subject: String, payload: String, at: Date) async throws
+    func auditRecords() async throws -> [AuditRecord]
+
+    func addConsent(_ consent: ConsentRecord, actor: String) async throws
+    func withdrawConsent(id: String, at: Date, actor: String) async throws
+    func consents(dataset: String) async throws -> [ConsentRecord]
+}
+
+extension LedgerBackend {
+    public func save(_ budget: DatasetBudget) async throws { try await save(budget, actor: "system") }
+}
+
+/// The audit payloads of store changes, shared by the backends.
+enum AuditPayload {
+    static func budget(_ b: DatasetBudget) -> String {
+        canonicalPayload(["dataset": b.name, "delta": b.delta, "per_plan_cap": b.perPlanCap, "window_days": b.windowDays ?? NSNull(),
+                          "window_cap": b.windowCap ?? NSNull(), "lifetime_cap": b.lifetimeCap ?? NSNull()])
+    }
+    static func reservation(_ e: LedgerEntry, event json: String) -> String {
+        canonicalPayload(["id": e.id, "dataset": e.dataset, "plan": e.planHash, "round": e.round, "event": json])
+    }
+    static func settlement(id: String, state: LedgerState) -> String { canonicalPayload(["id": id, "state": state.rawValue]) }
+    static func consent(_ c: ConsentRecord) -> String {
+        canonicalPayload(["id": c.id, "dataset": c.dataset, "purpose": c.purpose, "legal_basis": c.legalBasis, "scope": c.scope,
+                          "valid_from": c.validFrom.timeIntervalSince1970, "valid_until": c.validUntil?.timeIntervalSince1970 ?? NSNull()])
+    }
 }
 
 /// The two-phase privacy-budget ledger: reserve before training, commit or release after.
@@ -97,16 +128,21 @@ public struct PrivacyLedger: Sendable {
     public init(backend: any LedgerBackend) { self.backend = backend }
 
     /// Reserves `event` for a plan's round; refused if any cap would be exceeded.
-    public func reserve(_ event: DPEvent, dataset: String, plan: String, round: Int, now: Date = Date()) async throws -> String {
+    public func reserve(_ event: DPEvent, dataset: String, plan: String, round: Int, now: Date = Date(), actor: String = "system") async throws -> String {
         try event.validate()
         let entry = LedgerEntry(id: UUID().uuidString.lowercased(), dataset: dataset, planHash: plan, round: round,
                                 event: event, state: .reserved, createdAt: now, settledAt: nil)
-        try await backend.reserve(entry, now: now)
+        try await backend.reserve(entry, now: now, actor: actor)
         return entry.id
     }
 
-    public func commit(_ id: String, at: Date = Date()) async throws { try await backend.settle(id: id, to: .committed, at: at) }
-    public func release(_ id: String, at: Date = Date()) async throws { try await backend.settle(id: id, to: .released, at: at) }
+    public func commit(_ id: String, at: Date = Date(), actor: String = "system") async throws {
+        try await backend.settle(id: id, to: .committed, at: at, actor: actor)
+    }
+
+    public func release(_ id: String, at: Date = Date(), actor: String = "system") async throws {
+        try await backend.settle(id: id, to: .released, at: at, actor: actor)
+    }
 
     /// ε committed, ε committed + reserved, at the data set's δ.
     public func spent(dataset: String, delta: Double) async throws -> (committed: Double, withReserved: Double) {

@@ -54,18 +54,21 @@ public final class PostgresLedger: LedgerBackend {
         }
     }
 
-    public func save(_ b: DatasetBudget) async throws {
+    public func save(_ b: DatasetBudget, actor: String) async throws {
         try await wrap {
-            try await client.query("""
-                INSERT INTO datasets (name, delta, per_plan_cap, window_days, window_cap, lifetime_cap)
-                VALUES (\(b.name), \(b.delta), \(b.perPlanCap), \(b.windowDays), \(b.windowCap), \(b.lifetimeCap))
-                ON CONFLICT (name) DO UPDATE SET delta = excluded.delta, per_plan_cap = excluded.per_plan_cap,
-                window_days = excluded.window_days, window_cap = excluded.window_cap, lifetime_cap = excluded.lifetime_cap
-                """, logger: logger)
+            try await client.withTransaction(logger: logger) { conn in
+                try await conn.query("""
+                    INSERT INTO datasets (name, delta, per_plan_cap, window_days, window_cap, lifetime_cap)
+                    VALUES (\(b.name), \(b.delta), \(b.perPlanCap), \(b.windowDays), \(b.windowCap), \(b.lifetimeCap))
+                    ON CONFLICT (name) DO UPDATE SET delta = excluded.delta, per_plan_cap = excluded.per_plan_cap,
+                    window_days = excluded.window_days, window_cap = excluded.window_cap, lifetime_cap = excluded.lifetime_cap
+                    """, logger: logger)
+                try await Self.append(conn, actor: actor, action: "ledger.budget", subject: b.name, payload: AuditPayload.budget(b), at: Date(), logger: logger)
+            }
         }
     }
 
-    public func reserve(_ entry: LedgerEntry, now: Date) async throws {
+    public func reserve(_ entry: LedgerEntry, now: Date, actor: String) async throws {
         let json = try entry.event.canonicalJSON()
         try await wrap {
             try await client.withTransaction(logger: logger) { conn in
@@ -82,24 +85,122 @@ public final class PostgresLedger: LedgerBackend {
                     INSERT INTO ledger_entries (id, dataset, plan_hash, round, event, state, created_at, settled_at)
                     VALUES (\(entry.id), \(entry.dataset), \(entry.planHash), \(entry.round), \(json), 'reserved', \(entry.createdAt.timeIntervalSince1970), NULL)
                     """, logger: logger)
+                try await Self.append(conn, actor: actor, action: "ledger.reserve", subject: entry.dataset,
+                                      payload: AuditPayload.reservation(entry, event: json), at: now, logger: logger)
             }
         }
     }
 
-    public func settle(id: String, to state: LedgerState, at: Date) async throws {
+    public func settle(id: String, to state: LedgerState, at: Date, actor: String) async throws {
         try await wrap {
             try await client.withTransaction(logger: logger) { conn in
-                var current: String?
-                for try await s in try await conn.query("SELECT state FROM ledger_entries WHERE id = \(id) FOR UPDATE", logger: logger).decode(String.self) {
+                var current: String?, dataset = ""
+                for try await (s, d) in try await conn.query("SELECT state, dataset FROM ledger_entries WHERE id = \(id) FOR UPDATE", logger: logger).decode((String, String).self) {
                     current = s
+                    dataset = d
                 }
                 guard let current else { throw LedgerError.unknownReservation(id) }
                 guard current == LedgerState.reserved.rawValue else {
                     throw LedgerError.alreadySettled(id: id, state: LedgerState(rawValue: current) ?? .released)
                 }
                 try await conn.query("UPDATE ledger_entries SET state = \(state.rawValue), settled_at = \(at.timeIntervalSince1970) WHERE id = \(id)", logger: logger)
+                try await Self.append(conn, actor: actor, action: state == .committed ? "ledger.commit" : "ledger.release", subject: dataset,
+                                      payload: AuditPayload.settlement(id: id, state: state), at: at, logger: logger)
             }
         }
+    }
+
+    public func budget(_ dataset: String) async throws -> DatasetBudget? {
+        try await wrap {
+            var budget: DatasetBudget?
+            for try await (name, delta, perPlan, days, windowCap, lifetime) in try await client.query(
+                "SELECT name, delta, per_plan_cap, window_days, window_cap, lifetime_cap FROM datasets WHERE name = \(dataset)",
+                logger: logger).decode((String, Double, Double, Int?, Double?, Double?).self) {
+                budget = DatasetBudget(name: name, delta: delta, perPlanCap: perPlan, windowDays: days, windowCap: windowCap, lifetimeCap: lifetime)
+            }
+            return budget
+        }
+    }
+
+    public func audit(actor: String, action: String, subject: String, payload: String, at: Date) async throws {
+        try await wrap {
+            try await client.withTransaction(logger: logger) { conn in
+                try await Self.append(conn, actor: actor, action: action, subject: subject, payload: payload, at: at, logger: logger)
+            }
+        }
+    }
+
+    public func auditRecords() async throws -> [AuditRecord] {
+        try await wrap {
+            var out: [AuditRecord] = []
+            for try await (seq, at, actor, action, subject, payload, prev, hash) in try await client.query(
+                "SELECT seq, at, actor, action, subject, payload, previous_hash, hash FROM audit_records ORDER BY seq", logger: logger)
+                .decode((Int, Double, String, String, String, String, String, String).self) {
+                out.append(AuditRecord(seq: seq, at: Date(timeIntervalSince1970: at), actor: actor, action: action, subject: subject,
+                                       payload: payload, previousHash: prev, hash: hash))
+            }
+            return out
+        }
+    }
+
+    public func addConsent(_ c: ConsentRecord, actor: String) async throws {
+        try await wrap {
+            try await client.withTransaction(logger: logger) { conn in
+                try await conn.query("""
+                    INSERT INTO consents (id, dataset, purpose, legal_basis, scope, valid_from, valid_until, withdrawn_at)
+                    VALUES (\(c.id), \(c.dataset), \(c.purpose), \(c.legalBasis), \(c.scope), \(c.validFrom.timeIntervalSince1970), \(c.validUntil?.timeIntervalSince1970), NULL)
+                    """, logger: logger)
+                try await Self.append(conn, actor: actor, action: "consent.add", subject: c.dataset, payload: AuditPayload.consent(c), at: Date(), logger: logger)
+            }
+        }
+    }
+
+    public func withdrawConsent(id: String, at: Date, actor: String) async throws {
+        try await wrap {
+            try await client.withTransaction(logger: logger) { conn in
+                var dataset: String?
+                for try await d in try await conn.query("SELECT dataset FROM consents WHERE id = \(id) AND withdrawn_at IS NULL FOR UPDATE", logger: logger).decode(String.self) {
+                    dataset = d
+                }
+                guard let dataset else { throw LedgerError.storage("no active consent '\(id)' to withdraw") }
+                try await conn.query("UPDATE consents SET withdrawn_at = \(at.timeIntervalSince1970) WHERE id = \(id)", logger: logger)
+                try await Self.append(conn, actor: actor, action: "consent.withdraw", subject: dataset, payload: canonicalPayload(["id": id]), at: at, logger: logger)
+            }
+        }
+    }
+
+    public func consents(dataset: String) async throws -> [ConsentRecord] {
+        try await wrap {
+            var out: [ConsentRecord] = []
+            for try await (id, ds, purpose, basis, scope, from, until, withdrawn) in try await client.query(
+                "SELECT id, dataset, purpose, legal_basis, scope, valid_from, valid_until, withdrawn_at FROM consents WHERE dataset = \(dataset) ORDER BY valid_from, id",
+                logger: logger).decode((String, String, String, String, String, Double, Double?, Double?).self) {
+                out.append(ConsentRecord(id: id, dataset: ds, purpose: purpose, legalBasis: basis, scope: scope,
+                                         validFrom: Date(timeIntervalSince1970: from), validUntil: until.map(Date.init(timeIntervalSince1970:)),
+                                         withdrawnAt: withdrawn.map(Date.init(timeIntervalSince1970:))))
+            }
+            return out
+        }
+    }
+
+    /// Appends the next audit record inside the caller's transaction; a transaction-scoped advisory
+    /// lock serialises appends across connections and processes, so the chain cannot fork.
+    private static func append(_ conn: PostgresConnection, actor: String, action: String, subject: String, payload: String, at: Date, logger: Logger) async throws {
+        try await conn.query("SELECT pg_advisory_xact_lock(7412)", logger: logger)
+        var last: (seq: Int, hash: String)?
+        for try await (seq, hash) in try await conn.query("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1", logger: logger).decode((Int, String).self) {
+            last = (seq, hash)
+        }
+        let r = AuditRecord.next(after: last, at: at, actor: actor, action: action, subject: subject, payload: payload)
+        try await conn.query("""
+            INSERT INTO audit_records (seq, at, actor, action, subject, payload, previous_hash, hash)
+            VALUES (\(r.seq), \(r.at.timeIntervalSince1970), \(r.actor), \(r.action), \(r.subject), \(r.payload), \(r.previousHash), \(r.hash))
+            """, logger: logger)
+    }
+
+    /// Runs raw SQL: for tests that tamper with the store behind the ledger's back.
+    func executeForTesting(_ sql: String) async throws {
+        try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger)
     }
 
     public func entries(dataset: String) async throws -> [LedgerEntry] {

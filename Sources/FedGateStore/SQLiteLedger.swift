@@ -38,9 +38,10 @@ public final class SQLiteLedger: LedgerBackend {
         }
     }
 
-    public func save(_ b: DatasetBudget) async throws {
+    public func save(_ b: DatasetBudget, actor: String) async throws {
         try await wrap {
             try await pool.write { db in
+                try Self.append(db, actor: actor, action: "ledger.budget", subject: b.name, payload: AuditPayload.budget(b), at: Date())
                 try db.execute(sql: """
                     INSERT INTO datasets (name, delta, per_plan_cap, window_days, window_cap, lifetime_cap) VALUES (?, ?, ?, ?, ?, ?)
                     ON CONFLICT(name) DO UPDATE SET delta = excluded.delta, per_plan_cap = excluded.per_plan_cap,
@@ -50,7 +51,7 @@ public final class SQLiteLedger: LedgerBackend {
         }
     }
 
-    public func reserve(_ entry: LedgerEntry, now: Date) async throws {
+    public func reserve(_ entry: LedgerEntry, now: Date, actor: String) async throws {
         try await wrap {
             try await pool.write { db in
                 guard let row = try Row.fetchOne(db, sql: "SELECT * FROM datasets WHERE name = ?", arguments: [entry.dataset]) else {
@@ -60,16 +61,18 @@ public final class SQLiteLedger: LedgerBackend {
                                            windowDays: row["window_days"], windowCap: row["window_cap"], lifetimeCap: row["lifetime_cap"])
                 let active = try Self.entries(db, dataset: entry.dataset).filter { $0.state != .released }
                 try BudgetCheck.check(budget, active: active, adding: entry, now: now)
+                let json = try entry.event.canonicalJSON()
                 try db.execute(sql: """
                     INSERT INTO ledger_entries (id, dataset, plan_hash, round, event, state, created_at, settled_at)
                     VALUES (?, ?, ?, ?, ?, 'reserved', ?, NULL)
-                    """, arguments: [entry.id, entry.dataset, entry.planHash, entry.round, try entry.event.canonicalJSON(),
-                                     entry.createdAt.timeIntervalSince1970])
+                    """, arguments: [entry.id, entry.dataset, entry.planHash, entry.round, json, entry.createdAt.timeIntervalSince1970])
+                try Self.append(db, actor: actor, action: "ledger.reserve", subject: entry.dataset,
+                                payload: AuditPayload.reservation(entry, event: json), at: now)
             }
         }
     }
 
-    public func settle(id: String, to state: LedgerState, at: Date) async throws {
+    public func settle(id: String, to state: LedgerState, at: Date, actor: String) async throws {
         try await wrap {
             try await pool.write { db in
                 guard let current = try String.fetchOne(db, sql: "SELECT state FROM ledger_entries WHERE id = ?", arguments: [id]) else {
@@ -80,12 +83,95 @@ public final class SQLiteLedger: LedgerBackend {
                 }
                 try db.execute(sql: "UPDATE ledger_entries SET state = ?, settled_at = ? WHERE id = ? AND state = 'reserved'",
                                arguments: [state.rawValue, at.timeIntervalSince1970, id])
+                let dataset = try String.fetchOne(db, sql: "SELECT dataset FROM ledger_entries WHERE id = ?", arguments: [id]) ?? ""
+                try Self.append(db, actor: actor, action: state == .committed ? "ledger.commit" : "ledger.release", subject: dataset,
+                                payload: AuditPayload.settlement(id: id, state: state), at: at)
             }
         }
     }
 
     public func entries(dataset: String) async throws -> [LedgerEntry] {
         try await wrap { try await pool.read { db in try Self.entries(db, dataset: dataset) } }
+    }
+
+    public func budget(_ dataset: String) async throws -> DatasetBudget? {
+        try await wrap {
+            try await pool.read { db in
+                try Row.fetchOne(db, sql: "SELECT * FROM datasets WHERE name = ?", arguments: [dataset]).map { row in
+                    DatasetBudget(name: row["name"], delta: row["delta"], perPlanCap: row["per_plan_cap"],
+                                  windowDays: row["window_days"], windowCap: row["window_cap"], lifetimeCap: row["lifetime_cap"])
+                }
+            }
+        }
+    }
+
+    public func audit(actor: String, action: String, subject: String, payload: String, at: Date) async throws {
+        try await wrap { try await pool.write { db in try Self.append(db, actor: actor, action: action, subject: subject, payload: payload, at: at) } }
+    }
+
+    public func auditRecords() async throws -> [AuditRecord] {
+        try await wrap {
+            try await pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM audit_records ORDER BY rowid").map { r in
+                    AuditRecord(seq: r["seq"], at: Date(timeIntervalSince1970: r["at"]), actor: r["actor"], action: r["action"],
+                                subject: r["subject"], payload: r["payload"], previousHash: r["previous_hash"], hash: r["hash"])
+                }
+            }
+        }
+    }
+
+    public func addConsent(_ c: ConsentRecord, actor: String) async throws {
+        try await wrap {
+            try await pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO consents (id, dataset, purpose, legal_basis, scope, valid_from, valid_until, withdrawn_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, NULL)
+                    """, arguments: [c.id, c.dataset, c.purpose, c.legalBasis, c.scope, c.validFrom.timeIntervalSince1970,
+                                     c.validUntil?.timeIntervalSince1970])
+                try Self.append(db, actor: actor, action: "consent.add", subject: c.dataset, payload: AuditPayload.consent(c), at: Date())
+            }
+        }
+    }
+
+    public func withdrawConsent(id: String, at: Date, actor: String) async throws {
+        try await wrap {
+            try await pool.write { db in
+                guard let dataset = try String.fetchOne(db, sql: "SELECT dataset FROM consents WHERE id = ? AND withdrawn_at IS NULL", arguments: [id]) else {
+                    throw LedgerError.storage("no active consent '\(id)' to withdraw")
+                }
+                try db.execute(sql: "UPDATE consents SET withdrawn_at = ? WHERE id = ?", arguments: [at.timeIntervalSince1970, id])
+                try Self.append(db, actor: actor, action: "consent.withdraw", subject: dataset, payload: canonicalPayload(["id": id]), at: at)
+            }
+        }
+    }
+
+    public func consents(dataset: String) async throws -> [ConsentRecord] {
+        try await wrap {
+            try await pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM consents WHERE dataset = ? ORDER BY valid_from, id", arguments: [dataset]).map { r in
+                    let until: Double? = r["valid_until"], withdrawn: Double? = r["withdrawn_at"]
+                    return ConsentRecord(id: r["id"], dataset: r["dataset"], purpose: r["purpose"], legalBasis: r["legal_basis"],
+                                         scope: r["scope"], validFrom: Date(timeIntervalSince1970: r["valid_from"]),
+                                         validUntil: until.map(Date.init(timeIntervalSince1970:)),
+                                         withdrawnAt: withdrawn.map(Date.init(timeIntervalSince1970:)))
+                }
+            }
+        }
+    }
+
+    /// Appends the next audit record inside the caller's write transaction (GRDB has one writer,
+    /// so appends are serialised and the chain cannot fork).
+    private static func append(_ db: Database, actor: String, action: String, subject: String, payload: String, at: Date) throws {
+        let last = try Row.fetchOne(db, sql: "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1")
+        let r = AuditRecord.next(after: last.map { (seq: $0["seq"], hash: $0["hash"]) }, at: at, actor: actor,
+                                 action: action, subject: subject, payload: payload)
+        try db.execute(sql: "INSERT INTO audit_records (seq, at, actor, action, subject, payload, previous_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       arguments: [r.seq, r.at.timeIntervalSince1970, r.actor, r.action, r.subject, r.payload, r.previousHash, r.hash])
+    }
+
+    /// Runs raw SQL: for tests that tamper with the store behind the ledger's back.
+    func executeForTesting(_ sql: String) async throws {
+        try await pool.write { db in try db.execute(sql: sql) }
     }
 
     private static func entries(_ db: Database, dataset: String) throws -> [LedgerEntry] {

@@ -3,4 +3,4 @@ import Logging
 
 // Logs go to standard error so that `--json` output on standard out stays one clean object.
 LoggingSystem.bootstrap(StreamLogHandler.standardError)
-FedGateCommand.main()
+await runFedGate()

@@ -26,7 +26,14 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
                 }
                 return nil
             }
-            backend = try PostgresLedger(url: url)
+            // Each test gets its own database, so audit chains and tampering do not cross tests.
+            let name = "fedgate_t_" + UUID().uuidString.prefix(12).lowercased().replacingOccurrences(of: "-", with: "")
+            let admin = try PostgresLedger(url: url)
+            try await admin.executeForTesting("CREATE DATABASE \(name)")
+            admin.shutdown()
+            var parts = URLComponents(string: url)!
+            parts.path = "/" + name
+            backend = try PostgresLedger(url: parts.string!)
         }
         _ = try await backend.applyMigrations(try Migration.load(from: Self.migrations))
         return PrivacyLedger(backend: backend)
@@ -34,6 +41,12 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
 }
 
 func unique(_ prefix: String) -> String { "\(prefix)-\(UUID().uuidString.prefix(8))" }
+
+/// Raw SQL against whichever backend, to tamper behind the ledger's back.
+func tamper(_ ledger: PrivacyLedger, _ sql: String) async throws {
+    if let s = ledger.backend as? SQLiteLedger { try await s.executeForTesting(sql) }
+    if let p = ledger.backend as? PostgresLedger { try await p.executeForTesting(sql) }
+}
 
 @Suite("Privacy-budget ledger on SQLite and PostgreSQL")
 struct LedgerTests {
@@ -125,5 +138,68 @@ struct LedgerTests {
     func statements() {
         let m = Migration(version: 1, name: "x.sql", sql: "-- a; comment\nCREATE TABLE a (x TEXT DEFAULT 'a;b');\n\nINSERT INTO a VALUES ('c');\n")
         #expect(m.statements == ["CREATE TABLE a (x TEXT DEFAULT 'a;b')", "INSERT INTO a VALUES ('c')"])
+    }
+
+    @Test("every budget, reservation, settlement and consent change is audited in order, and the chain verifies", arguments: Backend.allCases)
+    func audited(_ backend: Backend) async throws {
+        guard let ledger = try await backend.ledger() else { return }
+        try await ledger.backend.save(DatasetBudget(name: "icu", delta: 1e-5, perPlanCap: 3, lifetimeCap: 3), actor: "admin:alice")
+        let id = try await ledger.reserve(.gaussian(noiseMultiplier: 3), dataset: "icu", plan: "p1", round: 1, actor: "silo:hospital-a")
+        try await ledger.commit(id, actor: "silo:hospital-a")
+        // A refused reservation changes nothing and leaves no record.
+        await #expect(throws: LedgerError.self) {
+            _ = try await ledger.reserve(.gaussian(noiseMultiplier: 0.5), dataset: "icu", plan: "p2", round: 1)
+        }
+        let consent = ConsentRecord(dataset: "icu", purpose: "research", legalBasis: "GDPR 9(2)(j)", scope: "ICU admissions 2024",
+                                    validFrom: Date(timeIntervalSince1970: 0))
+        try await ledger.backend.addConsent(consent, actor: "admin:alice")
+        try await ledger.backend.withdrawConsent(id: consent.id, at: Date(), actor: "admin:alice")
+        let records = try await ledger.backend.auditRecords()
+        #expect(records.map(\.action) == ["ledger.budget", "ledger.reserve", "ledger.commit", "consent.add", "consent.withdraw"])
+        #expect(records.map(\.actor) == ["admin:alice", "silo:hospital-a", "silo:hospital-a", "admin:alice", "admin:alice"])
+        #expect(AuditVerification.verify(records) == .intact(records: 5))
+        #expect(try await ledger.backend.entries(dataset: "icu").count == 1)
+    }
+
+    @Test("audit verify names the first record edited, removed or reordered in the database", arguments: Backend.allCases)
+    func tampering(_ backend: Backend) async throws {
+        for attack in ["edit", "delete", "swap"] {
+            guard let ledger = try await backend.ledger() else { return }
+            for k in 1...4 { try await ledger.backend.audit(actor: "admin", action: "note", subject: "s\(k)", payload: "{\"k\":\(k)}", at: Date()) }
+            #expect(AuditVerification.verify(try await ledger.backend.auditRecords()) == .intact(records: 4))
+            switch attack {
+            case "edit": try await tamper(ledger, "UPDATE audit_records SET payload = '{\"k\":99}' WHERE seq = 2")
+            case "delete": try await tamper(ledger, "DELETE FROM audit_records WHERE seq = 2")
+            default:
+                // Swap the contents of records 2 and 3 (keeping their positions).
+                try await tamper(ledger, "UPDATE audit_records SET seq = -2 WHERE seq = 2")
+                try await tamper(ledger, "UPDATE audit_records SET seq = 2 WHERE seq = 3")
+                try await tamper(ledger, "UPDATE audit_records SET seq = 3 WHERE seq = -2")
+            }
+            let result = AuditVerification.verify(try await ledger.backend.auditRecords())
+            switch (attack, result) {
+            case ("edit", .broken(2, let reason)): #expect(reason.contains("edited"))
+            case ("delete", .broken(3, let reason)): #expect(reason.contains("missing"))
+            case ("swap", .broken(2, _)): break
+            default: Issue.record("\(attack): \(result)")
+            }
+        }
+    }
+
+    @Test("a withdrawn or expired consent stops covering its purpose at once", arguments: Backend.allCases)
+    func consent(_ backend: Backend) async throws {
+        guard let ledger = try await backend.ledger() else { return }
+        let t0 = Date(timeIntervalSince1970: 1_700_000_000)
+        let research = ConsentRecord(dataset: "icu", purpose: "research", legalBasis: "consent", scope: "all",
+                                     validFrom: t0, validUntil: t0.addingTimeInterval(86_400 * 365))
+        let audit = ConsentRecord(dataset: "icu", purpose: "quality", legalBasis: "public interest", scope: "all", validFrom: t0)
+        try await ledger.backend.addConsent(research, actor: "admin")
+        try await ledger.backend.addConsent(audit, actor: "admin")
+        let later = t0.addingTimeInterval(86_400)
+        #expect(consentedPurposes(try await ledger.backend.consents(dataset: "icu"), at: later) == ["research", "quality"])
+        #expect(consentedPurposes(try await ledger.backend.consents(dataset: "icu"), at: t0.addingTimeInterval(86_400 * 400)) == ["quality"])
+        try await ledger.backend.withdrawConsent(id: audit.id, at: later, actor: "admin")
+        #expect(consentedPurposes(try await ledger.backend.consents(dataset: "icu"), at: later.addingTimeInterval(1)) == ["research"])
+        await #expect(throws: LedgerError.self) { try await ledger.backend.withdrawConsent(id: audit.id, at: later, actor: "admin") }
     }
 }
