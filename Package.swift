@@ -160,7 +160,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FedGateCLITests",
-            dependencies: ["FedGateCLI"],
+            dependencies: ["FedGateCLI", "FedGateStore", "FedGatePolicy"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
     ]

@@ -6,7 +6,7 @@ import PostgresNIO
 /// The production ledger: PostgreSQL through PostgresNIO. A reservation locks its data set's row
 /// (`SELECT … FOR UPDATE`) so concurrent reservations of the same data set queue, then checks the
 /// caps and inserts in the same transaction; other data sets proceed in parallel.
-public final class PostgresLedger: LedgerBackend {
+public final class PostgresLedger: LedgerBackend, GovernanceBackend {
     private let client: PostgresClient
     private let runner: Task<Void, Never>
     private let logger: Logger
@@ -196,6 +196,54 @@ public final class PostgresLedger: LedgerBackend {
             INSERT INTO audit_records (seq, at, actor, action, subject, payload, previous_hash, hash)
             VALUES (\(r.seq), \(r.at.timeIntervalSince1970), \(r.actor), \(r.action), \(r.subject), \(r.payload), \(r.previousHash), \(r.hash))
             """, logger: logger)
+    }
+
+    public func record(_ d: RecordedDecision, actor: String, at: Date) async throws {
+        try await wrap {
+            try await client.withTransaction(logger: logger) { conn in
+                let t = at.timeIntervalSince1970
+                try await conn.query("INSERT INTO policy_versions (hash, silo, content, recorded_at) VALUES (\(d.policyHash), \(d.silo), \(d.policyContent), \(t)) ON CONFLICT (hash) DO NOTHING", logger: logger)
+                try await conn.query("INSERT INTO plans (hash, content, recorded_at) VALUES (\(d.planHash), \(d.planContent), \(t)) ON CONFLICT (hash) DO NOTHING", logger: logger)
+                if d.outcome == "needs_approval", let hours = d.approvalValidHours {
+                    try await conn.query("""
+                        INSERT INTO approvals (plan_hash, silo, policy_hash, state, requested_at, valid_hours)
+                        VALUES (\(d.planHash), \(d.silo), \(d.policyHash), 'pending', \(t), \(hours)) ON CONFLICT (plan_hash, silo) DO NOTHING
+                        """, logger: logger)
+                }
+                try await Self.append(conn, actor: actor, action: "policy.decision", subject: d.planHash, payload: d.auditPayload, at: at, logger: logger)
+            }
+        }
+    }
+
+    public func decideApproval(planHash: String, silo: String, approve: Bool, actor: String, at: Date) async throws {
+        try await wrap {
+            try await client.withTransaction(logger: logger) { conn in
+                var state: String?
+                for try await s in try await conn.query("SELECT state FROM approvals WHERE plan_hash = \(planHash) AND silo = \(silo) FOR UPDATE", logger: logger).decode(String.self) {
+                    state = s
+                }
+                guard let state else { throw LedgerError.storage("no approval request for plan \(planHash) at silo '\(silo)'") }
+                guard state == "pending" else { throw LedgerError.storage("plan \(planHash) was already \(state) at silo '\(silo)'") }
+                let newState = approve ? "approved" : "rejected"
+                try await conn.query("UPDATE approvals SET state = \(newState), decided_by = \(actor), decided_at = \(at.timeIntervalSince1970) WHERE plan_hash = \(planHash) AND silo = \(silo)", logger: logger)
+                try await Self.append(conn, actor: actor, action: approve ? "plan.approve" : "plan.reject", subject: planHash,
+                                      payload: canonicalPayload(["plan": planHash, "silo": silo]), at: at, logger: logger)
+            }
+        }
+    }
+
+    public func approval(planHash: String, silo: String) async throws -> Approval? {
+        try await wrap {
+            var out: Approval?
+            for try await (plan, s, policy, state, requested, hours, by, decided) in try await client.query(
+                "SELECT plan_hash, silo, policy_hash, state, requested_at, valid_hours, decided_by, decided_at FROM approvals WHERE plan_hash = \(planHash) AND silo = \(silo)",
+                logger: logger).decode((String, String, String, String, Double, Int, String?, Double?).self) {
+                out = Approval(planHash: plan, silo: s, policyHash: policy, state: Approval.State(rawValue: state) ?? .rejected,
+                               requestedAt: Date(timeIntervalSince1970: requested), validHours: hours, decidedBy: by,
+                               decidedAt: decided.map(Date.init(timeIntervalSince1970:)))
+            }
+            return out
+        }
     }
 
     /// Runs raw SQL: for tests that tamper with the store behind the ledger's back.

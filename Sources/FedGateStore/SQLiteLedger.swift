@@ -4,7 +4,7 @@ import GRDB
 
 /// The embedded ledger: SQLite through GRDB. GRDB serialises writes, so a reservation's cap check
 /// and insert run in one transaction no other writer interleaves with.
-public final class SQLiteLedger: LedgerBackend {
+public final class SQLiteLedger: LedgerBackend, GovernanceBackend {
     private let pool: DatabasePool
 
     /// Opens (or creates) the database file.
@@ -167,6 +167,53 @@ public final class SQLiteLedger: LedgerBackend {
                                  action: action, subject: subject, payload: payload)
         try db.execute(sql: "INSERT INTO audit_records (seq, at, actor, action, subject, payload, previous_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        arguments: [r.seq, r.at.timeIntervalSince1970, r.actor, r.action, r.subject, r.payload, r.previousHash, r.hash])
+    }
+
+    public func record(_ d: RecordedDecision, actor: String, at: Date) async throws {
+        try await wrap {
+            try await pool.write { db in
+                let t = at.timeIntervalSince1970
+                try db.execute(sql: "INSERT INTO policy_versions (hash, silo, content, recorded_at) VALUES (?, ?, ?, ?) ON CONFLICT(hash) DO NOTHING",
+                               arguments: [d.policyHash, d.silo, d.policyContent, t])
+                try db.execute(sql: "INSERT INTO plans (hash, content, recorded_at) VALUES (?, ?, ?) ON CONFLICT(hash) DO NOTHING",
+                               arguments: [d.planHash, d.planContent, t])
+                if d.outcome == "needs_approval", let hours = d.approvalValidHours {
+                    try db.execute(sql: """
+                        INSERT INTO approvals (plan_hash, silo, policy_hash, state, requested_at, valid_hours) VALUES (?, ?, ?, 'pending', ?, ?)
+                        ON CONFLICT(plan_hash, silo) DO NOTHING
+                        """, arguments: [d.planHash, d.silo, d.policyHash, t, hours])
+                }
+                try Self.append(db, actor: actor, action: "policy.decision", subject: d.planHash, payload: d.auditPayload, at: at)
+            }
+        }
+    }
+
+    public func decideApproval(planHash: String, silo: String, approve: Bool, actor: String, at: Date) async throws {
+        try await wrap {
+            try await pool.write { db in
+                guard let state = try String.fetchOne(db, sql: "SELECT state FROM approvals WHERE plan_hash = ? AND silo = ?", arguments: [planHash, silo]) else {
+                    throw LedgerError.storage("no approval request for plan \(planHash) at silo '\(silo)'")
+                }
+                guard state == "pending" else { throw LedgerError.storage("plan \(planHash) was already \(state) at silo '\(silo)'") }
+                try db.execute(sql: "UPDATE approvals SET state = ?, decided_by = ?, decided_at = ? WHERE plan_hash = ? AND silo = ?",
+                               arguments: [approve ? "approved" : "rejected", actor, at.timeIntervalSince1970, planHash, silo])
+                try Self.append(db, actor: actor, action: approve ? "plan.approve" : "plan.reject", subject: planHash,
+                                payload: canonicalPayload(["plan": planHash, "silo": silo]), at: at)
+            }
+        }
+    }
+
+    public func approval(planHash: String, silo: String) async throws -> Approval? {
+        try await wrap {
+            try await pool.read { db in
+                try Row.fetchOne(db, sql: "SELECT * FROM approvals WHERE plan_hash = ? AND silo = ?", arguments: [planHash, silo]).map { r in
+                    let decided: Double? = r["decided_at"]
+                    return Approval(planHash: r["plan_hash"], silo: r["silo"], policyHash: r["policy_hash"],
+                                    state: Approval.State(rawValue: r["state"]) ?? .rejected, requestedAt: Date(timeIntervalSince1970: r["requested_at"]),
+                                    validHours: r["valid_hours"], decidedBy: r["decided_by"], decidedAt: decided.map(Date.init(timeIntervalSince1970:)))
+                }
+            }
+        }
     }
 
     /// Runs raw SQL: for tests that tamper with the store behind the ledger's back.

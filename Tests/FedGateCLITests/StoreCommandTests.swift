@@ -3,6 +3,7 @@ import Foundation
 import Testing
 @testable import FedGateCLI
 import FedGateStore
+import FedGatePolicy
 
 @Suite("fedgate db, ledger, consent and audit commands on an embedded store")
 struct StoreCommandTests {
@@ -17,8 +18,16 @@ struct StoreCommandTests {
         let budget = try #require(try await ledger.backend.budget("breast-cancer-2024"))
         #expect(budget.perPlanCap == 3 && budget.windowDays == 30 && budget.lifetimeCap == 10)
         #expect(try await ledger.backend.consents(dataset: "breast-cancer-2024").map(\.purpose) == ["research"])
-        let records = try await ledger.backend.auditRecords()
-        #expect(records.map(\.action) == ["ledger.budget", "consent.add"])
+        #expect(try await ledger.backend.auditRecords().map(\.action) == ["ledger.budget", "consent.add"])
+        // A plan that needs approval waits in the queue until an admin approves it, once.
+        try await PlanCommand.Decide.parse(store + ["--policy", "policies/hospital-a.yaml", "examples/plans/breast-cancer-research.yaml"]).execute()
+        let hash = try FedGatePolicy.TrainingPlan.load(URL(fileURLWithPath: "examples/plans/breast-cancer-research.yaml")).contentHash
+        let governance = try #require(ledger.backend as? any GovernanceBackend)
+        #expect(try await governance.approval(planHash: hash, silo: "hospital-a")?.state == .pending)
+        try await PlanCommand.Approve.parse(store + [hash, "--silo", "hospital-a", "--actor", "admin:alice"]).execute()
+        #expect(try await governance.approval(planHash: hash, silo: "hospital-a")?.allows(at: Date()) == true)
+        await #expect(throws: ValidationError.self) { try await PlanCommand.Reject.parse(store + [hash, "--silo", "hospital-a"]).execute() }
+        #expect(try await ledger.backend.auditRecords().map(\.action) == ["ledger.budget", "consent.add", "policy.decision", "plan.approve"])
         try await AuditCommand.Verify.parse(store).execute()
         do {
             try await DBCommand.Migrate.parse(["--store", "mysql://x"]).execute()

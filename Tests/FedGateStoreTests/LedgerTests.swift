@@ -202,4 +202,29 @@ struct LedgerTests {
         #expect(consentedPurposes(try await ledger.backend.consents(dataset: "icu"), at: later.addingTimeInterval(1)) == ["research"])
         await #expect(throws: LedgerError.self) { try await ledger.backend.withdrawConsent(id: audit.id, at: later, actor: "admin") }
     }
+
+    @Test("decisions store the policy version and plan, queue plans needing approval, and approvals expire", arguments: Backend.allCases)
+    func approvals(_ backend: Backend) async throws {
+        guard let ledger = try await backend.ledger(), let governance = ledger.backend as? any GovernanceBackend else { return }
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        let waiting = RecordedDecision(silo: "hospital-a", policyHash: "pol1", policyContent: "silo: hospital-a", planHash: "planA",
+                                       planContent: "{}", outcome: "needs_approval", reasons: [], approvalValidHours: 48)
+        try await governance.record(waiting, actor: "silo:hospital-a", at: t0)
+        let refused = RecordedDecision(silo: "hospital-a", policyHash: "pol1", policyContent: "silo: hospital-a", planHash: "planB",
+                                       planContent: "{}", outcome: "refused", reasons: ["purpose 'x' is not allowed"], approvalValidHours: nil)
+        try await governance.record(refused, actor: "silo:hospital-a", at: t0)
+        #expect(try await governance.approval(planHash: "planB", silo: "hospital-a") == nil, "a refused plan is not queued")
+        let pending = try #require(try await governance.approval(planHash: "planA", silo: "hospital-a"))
+        #expect(pending.state == .pending && !pending.allows(at: t0))
+        try await governance.decideApproval(planHash: "planA", silo: "hospital-a", approve: true, actor: "admin:alice", at: t0)
+        let approved = try #require(try await governance.approval(planHash: "planA", silo: "hospital-a"))
+        #expect(approved.allows(at: t0.addingTimeInterval(3600)))
+        #expect(!approved.allows(at: t0.addingTimeInterval(49 * 3600)), "an approval expires")
+        await #expect(throws: LedgerError.self) {
+            try await governance.decideApproval(planHash: "planA", silo: "hospital-a", approve: false, actor: "admin:bob", at: t0)
+        }
+        let actions = try await ledger.backend.auditRecords().map(\.action)
+        #expect(actions == ["policy.decision", "policy.decision", "plan.approve"])
+        #expect(AuditVerification.verify(try await ledger.backend.auditRecords()) == .intact(records: 3))
+    }
 }

@@ -1,0 +1,74 @@
+import ArgumentParser
+import FedGatePolicy
+import FedGatePrivacy
+import FedGateStore
+import Foundation
+
+/// `fedgate plan decide|approve|reject`: a silo's decisions on plans, recorded in its store.
+struct PlanCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "plan", abstract: "Decide, approve or reject training plans at a silo.",
+                                                    subcommands: [Decide.self, Approve.self, Reject.self])
+
+    struct Decide: AsyncParsableCommand, AsyncExecutable {
+        static let configuration = CommandConfiguration(abstract: "Decide a plan against the silo's policy and record the decision (and an approval request if one is needed).")
+        @OptionGroup var options: StoreOptions
+        @Option(help: "The silo policy file.") var policy: String
+        @Argument(help: "The training plan file.") var plan: String
+        @Option(help: "Who decides (for the audit).") var actor = "silo"
+
+        func execute() async throws {
+            let (p, t): (SiloPolicy, TrainingPlan)
+            do {
+                p = try SiloPolicy.load(URL(fileURLWithPath: policy))
+                t = try TrainingPlan.load(URL(fileURLWithPath: plan))
+            } catch let e as PolicyFileError { throw ValidationError(e.description) }
+            let ledger = try await options.open()
+            guard let governance = ledger.backend as? any GovernanceBackend else { throw ValidationError("--store: this store keeps no decisions") }
+            var prior: [String: (window: [DPEvent], lifetime: [DPEvent])] = [:]
+            let now = Date()
+            for d in t.datasets {
+                let active = try await ledger.backend.entries(dataset: d).filter { $0.state != .released }
+                let days = p.datasets[d]?.caps.window?.days ?? 0
+                prior[d] = (active.filter { $0.createdAt >= now.addingTimeInterval(-Double(days) * 86_400) }.map(\.event), active.map(\.event))
+            }
+            let decision = PolicyEngine.decide(DecisionContext(policy: p, plan: t, now: now, priorEvents: prior))
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            try await governance.record(RecordedDecision(
+                silo: p.silo, policyHash: p.sha256, policyContent: try String(contentsOfFile: policy, encoding: .utf8),
+                planHash: t.contentHash, planContent: String(decoding: try encoder.encode(t), as: UTF8.self),
+                outcome: decision.outcome.rawValue, reasons: decision.refusals.map { "\($0.rule): \($0.reason)" },
+                approvalValidHours: decision.approvalExpiryHours), actor: actor, at: now)
+            print(decision.description)
+        }
+    }
+
+    struct Approve: AsyncParsableCommand, AsyncExecutable {
+        static let configuration = CommandConfiguration(abstract: "Approve a plan waiting at a silo (by its content hash).")
+        @OptionGroup var options: StoreOptions
+        @Argument(help: "The plan's content hash.") var hash: String
+        @Option(help: "The silo whose queue holds it.") var silo: String
+        @Option(help: "Who approves (for the audit).") var actor = "admin"
+
+        func execute() async throws { try await decide(options, hash, silo, true, actor) }
+    }
+
+    struct Reject: AsyncParsableCommand, AsyncExecutable {
+        static let configuration = CommandConfiguration(abstract: "Reject a plan waiting at a silo.")
+        @OptionGroup var options: StoreOptions
+        @Argument(help: "The plan's content hash.") var hash: String
+        @Option(help: "The silo whose queue holds it.") var silo: String
+        @Option(help: "Who rejects (for the audit).") var actor = "admin"
+
+        func execute() async throws { try await decide(options, hash, silo, false, actor) }
+    }
+}
+
+private func decide(_ options: StoreOptions, _ hash: String, _ silo: String, _ approve: Bool, _ actor: String) async throws {
+    let ledger = try await options.open()
+    guard let governance = ledger.backend as? any GovernanceBackend else { throw ValidationError("--store: this store keeps no approvals") }
+    do { try await governance.decideApproval(planHash: hash, silo: silo, approve: approve, actor: actor, at: Date()) } catch let e as LedgerError {
+        throw ValidationError(e.description)
+    }
+    print("plan \(hash) \(approve ? "approved" : "rejected") at silo '\(silo)' by \(actor)")
+}
