@@ -31,7 +31,9 @@ struct PlanCommand: AsyncParsableCommand {
                 let days = p.datasets[d]?.caps.window?.days ?? 0
                 prior[d] = (active.filter { $0.createdAt >= now.addingTimeInterval(-Double(days) * 86_400) }.map(\.event), active.map(\.event))
             }
-            let decision = PolicyEngine.decide(DecisionContext(policy: p, plan: t, now: now, priorEvents: prior))
+            var consented: [String: Set<String>] = [:]
+            for d in t.datasets { consented[d] = consentedPurposes(try await ledger.backend.consents(dataset: d), at: now) }
+            let decision = PolicyEngine.decide(DecisionContext(policy: p, plan: t, now: now, priorEvents: prior, consentedPurposes: consented))
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             try await governance.record(RecordedDecision(

@@ -9,15 +9,20 @@ public struct DecisionContext: Sendable {
     public let now: Date
     /// Events already committed or reserved per data set: inside the policy's rolling window, and ever.
     public let priorEvents: [String: (window: [DPEvent], lifetime: [DPEvent])]
+    /// Purposes the consent registry covers at `now`, per data set; nil when checking offline
+    /// (then only the policy's purposes apply).
+    public let consentedPurposes: [String: Set<String>]?
     /// The plan's projected spend per silo (nil if its DP settings are unusable).
     public let projected: DPEvent?
 
     public init(policy: SiloPolicy, plan: TrainingPlan, now: Date = Date(),
-                priorEvents: [String: (window: [DPEvent], lifetime: [DPEvent])] = [:]) {
+                priorEvents: [String: (window: [DPEvent], lifetime: [DPEvent])] = [:],
+                consentedPurposes: [String: Set<String>]? = nil) {
         self.policy = policy
         self.plan = plan
         self.now = now
         self.priorEvents = priorEvents
+        self.consentedPurposes = consentedPurposes
         projected = try? plan.projectedEvent()
     }
 
@@ -66,7 +71,7 @@ public struct PlanDecision: Sendable, CustomStringConvertible {
 /// Decides a plan against a policy by running every rule (not stopping at the first failure).
 public enum PolicyEngine {
     public static let rules: [any PlanRule] = [
-        KnownDatasets(), PurposeAllowed(), ColumnsAllowed(), ResidencyAllowed(), NoiseAtLeast(), ClipAtMost(),
+        KnownDatasets(), PurposeAllowed(), PurposeConsented(), ColumnsAllowed(), ResidencyAllowed(), NoiseAtLeast(), ClipAtMost(),
         DeltaAtMost(), EpsilonCaps(), SecureAggregationRequired(), QuorumAtLeast(), ModelAllowed(),
         ExecutorAllowed(), HoursAllowed(),
     ]

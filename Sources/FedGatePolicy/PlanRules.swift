@@ -20,6 +20,18 @@ struct PurposeAllowed: PlanRule {
     }
 }
 
+struct PurposeConsented: PlanRule {
+    let name = "consent"
+    func check(_ c: DecisionContext) -> [String] {
+        guard let consents = c.consentedPurposes else { return [] }
+        return c.plan.datasets.compactMap { d in
+            let covered = consents[d] ?? []
+            guard !covered.contains(c.plan.purpose) else { return nil }
+            return "purpose '\(c.plan.purpose)' is not consented for data set '\(d)' (consent covers: \(covered.isEmpty ? "nothing" : covered.sorted().joined(separator: ", ")))"
+        }
+    }
+}
+
 struct ColumnsAllowed: PlanRule {
     let name = "columns"
     func check(_ c: DecisionContext) -> [String] {

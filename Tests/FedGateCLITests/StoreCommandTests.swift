@@ -19,6 +19,8 @@ struct StoreCommandTests {
         #expect(budget.perPlanCap == 3 && budget.windowDays == 30 && budget.lifetimeCap == 10)
         #expect(try await ledger.backend.consents(dataset: "breast-cancer-2024").map(\.purpose) == ["research"])
         #expect(try await ledger.backend.auditRecords().map(\.action) == ["ledger.budget", "consent.add"])
+        // With consent only for research, the research plan is decided (and needs approval); a plan for
+        // another purpose would be refused by the consent rule (tested in the policy tests).
         // A plan that needs approval waits in the queue until an admin approves it, once.
         try await PlanCommand.Decide.parse(store + ["--policy", "policies/hospital-a.yaml", "examples/plans/breast-cancer-research.yaml"]).execute()
         let hash = try FedGatePolicy.TrainingPlan.load(URL(fileURLWithPath: "examples/plans/breast-cancer-research.yaml")).contentHash

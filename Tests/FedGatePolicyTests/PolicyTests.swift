@@ -95,6 +95,16 @@ struct DecisionTests {
         #expect(d.refusals.contains { $0.reason.contains("patient_name") })
     }
 
+    @Test("a purpose the consent registry does not cover is refused, naming what consent covers")
+    func consent() {
+        let covered = PolicyEngine.decide(DecisionContext(policy: Files.hospital, plan: Files.plan, now: noon,
+                                                          consentedPurposes: ["breast-cancer-2024": ["research"]]))
+        #expect(covered.refusals.isEmpty)
+        let d = PolicyEngine.decide(DecisionContext(policy: Files.hospital, plan: Files.plan, now: noon,
+                                                    consentedPurposes: ["breast-cancer-2024": ["quality-improvement"]]))
+        #expect(d.refusals.map(\.reason) == ["purpose 'research' is not consented for data set 'breast-cancer-2024' (consent covers: quality-improvement)"])
+    }
+
     @Test("budget caps count the ledger's prior events: window and lifetime")
     func priorSpend() throws {
         let prior = DPEvent.dpsgd(samplingProbability: 0.1, noiseMultiplier: 2.34, steps: 200)
