@@ -6,7 +6,7 @@ import PostgresNIO
 /// The production ledger: PostgreSQL through PostgresNIO. A reservation locks its data set's row
 /// (`SELECT … FOR UPDATE`) so concurrent reservations of the same data set queue, then checks the
 /// caps and inserts in the same transaction; other data sets proceed in parallel.
-public final class PostgresLedger: LedgerBackend, GovernanceBackend {
+public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBackend {
     private let client: PostgresClient
     private let runner: Task<Void, Never>
     private let logger: Logger
@@ -241,6 +241,129 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend {
                 out = Approval(planHash: plan, silo: s, policyHash: policy, state: Approval.State(rawValue: state) ?? .rejected,
                                requestedAt: Date(timeIntervalSince1970: requested), validHours: hours, decidedBy: by,
                                decidedAt: decided.map(Date.init(timeIntervalSince1970:)))
+            }
+            return out
+        }
+    }
+
+    public func enroll(_ p: Party, actor: String) async throws {
+        try await wrap {
+            try await client.withTransaction(logger: logger) { conn in
+                try await conn.query("""
+                    INSERT INTO parties (id, kind, region, jurisdiction, certificate_sha256, enrolled_at, revoked_at)
+                    VALUES (\(p.id), \(p.kind.rawValue), \(p.region), \(p.jurisdiction), \(p.certificateSHA256), \(p.enrolledAt.timeIntervalSince1970), NULL)
+                    ON CONFLICT (id) DO UPDATE SET region = excluded.region, jurisdiction = excluded.jurisdiction,
+                    certificate_sha256 = excluded.certificate_sha256, enrolled_at = excluded.enrolled_at, revoked_at = NULL
+                    """, logger: logger)
+                try await Self.append(conn, actor: actor, action: "party.enroll", subject: p.id, payload: canonicalPayload(
+                    ["kind": p.kind.rawValue, "region": p.region, "jurisdiction": p.jurisdiction, "certificate_sha256": p.certificateSHA256]),
+                    at: p.enrolledAt, logger: logger)
+            }
+        }
+    }
+
+    public func revoke(party id: String, at: Date, actor: String) async throws {
+        try await wrap {
+            try await client.withTransaction(logger: logger) { conn in
+                var found = false
+                for try await _ in try await conn.query("SELECT id FROM parties WHERE id = \(id) AND revoked_at IS NULL FOR UPDATE", logger: logger).decode(String.self) {
+                    found = true
+                }
+                guard found else { throw LedgerError.storage("no enrolled party '\(id)' to revoke") }
+                try await conn.query("UPDATE parties SET revoked_at = \(at.timeIntervalSince1970) WHERE id = \(id)", logger: logger)
+                try await Self.append(conn, actor: actor, action: "party.revoke", subject: id, payload: "{}", at: at, logger: logger)
+            }
+        }
+    }
+
+    public func party(_ id: String) async throws -> Party? {
+        try await wrap {
+            var out: Party?
+            for try await (pid, kind, region, jurisdiction, cert, enrolled, revoked) in try await client.query(
+                "SELECT id, kind, region, jurisdiction, certificate_sha256, enrolled_at, revoked_at FROM parties WHERE id = \(id)", logger: logger)
+                .decode((String, String, String, String, String, Double, Double?).self) {
+                out = Party(id: pid, kind: Party.Kind(rawValue: kind) ?? .silo, region: region, jurisdiction: jurisdiction, certificateSHA256: cert,
+                            enrolledAt: Date(timeIntervalSince1970: enrolled), revokedAt: revoked.map(Date.init(timeIntervalSince1970:)))
+            }
+            return out
+        }
+    }
+
+    public func openRound(_ r: RoundRecord, actor: String) async throws {
+        try await wrap {
+            try await client.withTransaction(logger: logger) { conn in
+                try await conn.query("""
+                    INSERT INTO rounds (plan_hash, number, state, sampled, survivors, deadline, updated_at)
+                    VALUES (\(r.planHash), \(r.number), 'planned', \(RegistryJSON.encode(r.sampled)), \(RegistryJSON.encode(r.survivors)),
+                    \(r.deadline.timeIntervalSince1970), \(r.updatedAt.timeIntervalSince1970))
+                    """, logger: logger)
+                try await Self.append(conn, actor: actor, action: "round.planned", subject: r.planHash,
+                                      payload: canonicalPayload(["round": r.number, "sampled": r.sampled]), at: r.updatedAt, logger: logger)
+            }
+        }
+    }
+
+    public func advanceRound(planHash: String, number: Int, to state: RoundRecord.State, survivors: [String], at: Date, actor: String) async throws {
+        try await wrap {
+            try await client.withTransaction(logger: logger) { conn in
+                var current: String?
+                for try await s in try await conn.query("SELECT state FROM rounds WHERE plan_hash = \(planHash) AND number = \(number) FOR UPDATE", logger: logger).decode(String.self) {
+                    current = s
+                }
+                try RegistryJSON.transition(from: current, to: state, planHash: planHash, number: number)
+                try await conn.query("""
+                    UPDATE rounds SET state = \(state.rawValue), survivors = \(RegistryJSON.encode(survivors)), updated_at = \(at.timeIntervalSince1970)
+                    WHERE plan_hash = \(planHash) AND number = \(number)
+                    """, logger: logger)
+                try await Self.append(conn, actor: actor, action: "round.\(state.rawValue)", subject: planHash,
+                                      payload: canonicalPayload(["round": number, "survivors": survivors]), at: at, logger: logger)
+            }
+        }
+    }
+
+    public func rounds(planHash: String) async throws -> [RoundRecord] {
+        try await wrap {
+            var out: [RoundRecord] = []
+            for try await (plan, number, state, sampled, survivors, deadline, updated) in try await client.query(
+                "SELECT plan_hash, number, state, sampled, survivors, deadline, updated_at FROM rounds WHERE plan_hash = \(planHash) ORDER BY number",
+                logger: logger).decode((String, Int, String, String, String, Double, Double).self) {
+                out.append(RoundRecord(planHash: plan, number: number, state: RoundRecord.State(rawValue: state) ?? .aborted,
+                                       sampled: RegistryJSON.strings(sampled), survivors: RegistryJSON.strings(survivors),
+                                       deadline: Date(timeIntervalSince1970: deadline), updatedAt: Date(timeIntervalSince1970: updated)))
+            }
+            return out
+        }
+    }
+
+    public func addModelVersion(_ m: ModelVersion, actor: String) async throws -> Int {
+        try await wrap {
+            try await client.withTransaction(logger: logger) { conn in
+                // Serialise version numbering with the audit appends' lock.
+                try await conn.query("SELECT pg_advisory_xact_lock(7413)", logger: logger)
+                var version = 1
+                for try await v in try await conn.query("SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions", logger: logger).decode(Int.self) { version = v }
+                try await conn.query("""
+                    INSERT INTO model_versions (version, plan_hash, round, content_sha256, participants, epsilon_per_silo, metrics, parent, created_at)
+                    VALUES (\(version), \(m.planHash), \(m.round), \(m.contentSHA256), \(RegistryJSON.encode(m.participants)),
+                    \(RegistryJSON.encode(m.epsilonPerSilo)), \(RegistryJSON.encode(m.metrics)), \(m.parent), \(m.createdAt.timeIntervalSince1970))
+                    """, logger: logger)
+                try await Self.append(conn, actor: actor, action: "model.version", subject: m.planHash, payload: canonicalPayload(
+                    ["version": version, "round": m.round, "content_sha256": m.contentSHA256, "epsilon_per_silo": m.epsilonPerSilo]),
+                    at: m.createdAt, logger: logger)
+                return version
+            }
+        }
+    }
+
+    public func modelVersions() async throws -> [ModelVersion] {
+        try await wrap {
+            var out: [ModelVersion] = []
+            for try await (version, plan, round, content, participants, eps, metrics, parent, created) in try await client.query(
+                "SELECT version, plan_hash, round, content_sha256, participants, epsilon_per_silo, metrics, parent, created_at FROM model_versions ORDER BY version",
+                logger: logger).decode((Int, String, Int, String, String, String, String, Int?, Double).self) {
+                out.append(ModelVersion(version: version, planHash: plan, round: round, contentSHA256: content,
+                                        participants: RegistryJSON.strings(participants), epsilonPerSilo: RegistryJSON.numbers(eps),
+                                        metrics: RegistryJSON.numbers(metrics), parent: parent, createdAt: Date(timeIntervalSince1970: created)))
             }
             return out
         }

@@ -4,7 +4,7 @@ import GRDB
 
 /// The embedded ledger: SQLite through GRDB. GRDB serialises writes, so a reservation's cap check
 /// and insert run in one transaction no other writer interleaves with.
-public final class SQLiteLedger: LedgerBackend, GovernanceBackend {
+public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBackend {
     private let pool: DatabasePool
 
     /// Opens (or creates) the database file.
@@ -211,6 +211,110 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend {
                     return Approval(planHash: r["plan_hash"], silo: r["silo"], policyHash: r["policy_hash"],
                                     state: Approval.State(rawValue: r["state"]) ?? .rejected, requestedAt: Date(timeIntervalSince1970: r["requested_at"]),
                                     validHours: r["valid_hours"], decidedBy: r["decided_by"], decidedAt: decided.map(Date.init(timeIntervalSince1970:)))
+                }
+            }
+        }
+    }
+
+    public func enroll(_ p: Party, actor: String) async throws {
+        try await wrap {
+            try await pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO parties (id, kind, region, jurisdiction, certificate_sha256, enrolled_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, NULL)
+                    ON CONFLICT(id) DO UPDATE SET region = excluded.region, jurisdiction = excluded.jurisdiction,
+                    certificate_sha256 = excluded.certificate_sha256, enrolled_at = excluded.enrolled_at, revoked_at = NULL
+                    """, arguments: [p.id, p.kind.rawValue, p.region, p.jurisdiction, p.certificateSHA256, p.enrolledAt.timeIntervalSince1970])
+                try Self.append(db, actor: actor, action: "party.enroll", subject: p.id, payload: canonicalPayload(
+                    ["kind": p.kind.rawValue, "region": p.region, "jurisdiction": p.jurisdiction, "certificate_sha256": p.certificateSHA256]), at: p.enrolledAt)
+            }
+        }
+    }
+
+    public func revoke(party id: String, at: Date, actor: String) async throws {
+        try await wrap {
+            try await pool.write { db in
+                guard try String.fetchOne(db, sql: "SELECT id FROM parties WHERE id = ? AND revoked_at IS NULL", arguments: [id]) != nil else {
+                    throw LedgerError.storage("no enrolled party '\(id)' to revoke")
+                }
+                try db.execute(sql: "UPDATE parties SET revoked_at = ? WHERE id = ?", arguments: [at.timeIntervalSince1970, id])
+                try Self.append(db, actor: actor, action: "party.revoke", subject: id, payload: "{}", at: at)
+            }
+        }
+    }
+
+    public func party(_ id: String) async throws -> Party? {
+        try await wrap {
+            try await pool.read { db in
+                try Row.fetchOne(db, sql: "SELECT * FROM parties WHERE id = ?", arguments: [id]).map { r in
+                    let revoked: Double? = r["revoked_at"]
+                    return Party(id: r["id"], kind: Party.Kind(rawValue: r["kind"]) ?? .silo, region: r["region"], jurisdiction: r["jurisdiction"],
+                                 certificateSHA256: r["certificate_sha256"], enrolledAt: Date(timeIntervalSince1970: r["enrolled_at"]),
+                                 revokedAt: revoked.map(Date.init(timeIntervalSince1970:)))
+                }
+            }
+        }
+    }
+
+    public func openRound(_ r: RoundRecord, actor: String) async throws {
+        try await wrap {
+            try await pool.write { db in
+                try db.execute(sql: "INSERT INTO rounds (plan_hash, number, state, sampled, survivors, deadline, updated_at) VALUES (?, ?, 'planned', ?, ?, ?, ?)",
+                               arguments: [r.planHash, r.number, RegistryJSON.encode(r.sampled), RegistryJSON.encode(r.survivors),
+                                           r.deadline.timeIntervalSince1970, r.updatedAt.timeIntervalSince1970])
+                try Self.append(db, actor: actor, action: "round.planned", subject: r.planHash,
+                                payload: canonicalPayload(["round": r.number, "sampled": r.sampled]), at: r.updatedAt)
+            }
+        }
+    }
+
+    public func advanceRound(planHash: String, number: Int, to state: RoundRecord.State, survivors: [String], at: Date, actor: String) async throws {
+        try await wrap {
+            try await pool.write { db in
+                let current = try String.fetchOne(db, sql: "SELECT state FROM rounds WHERE plan_hash = ? AND number = ?", arguments: [planHash, number])
+                try RegistryJSON.transition(from: current, to: state, planHash: planHash, number: number)
+                try db.execute(sql: "UPDATE rounds SET state = ?, survivors = ?, updated_at = ? WHERE plan_hash = ? AND number = ?",
+                               arguments: [state.rawValue, RegistryJSON.encode(survivors), at.timeIntervalSince1970, planHash, number])
+                try Self.append(db, actor: actor, action: "round.\(state.rawValue)", subject: planHash,
+                                payload: canonicalPayload(["round": number, "survivors": survivors]), at: at)
+            }
+        }
+    }
+
+    public func rounds(planHash: String) async throws -> [RoundRecord] {
+        try await wrap {
+            try await pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM rounds WHERE plan_hash = ? ORDER BY number", arguments: [planHash]).map { r in
+                    RoundRecord(planHash: r["plan_hash"], number: r["number"], state: RoundRecord.State(rawValue: r["state"]) ?? .aborted,
+                                sampled: RegistryJSON.strings(r["sampled"]), survivors: RegistryJSON.strings(r["survivors"]),
+                                deadline: Date(timeIntervalSince1970: r["deadline"]), updatedAt: Date(timeIntervalSince1970: r["updated_at"]))
+                }
+            }
+        }
+    }
+
+    public func addModelVersion(_ m: ModelVersion, actor: String) async throws -> Int {
+        try await wrap {
+            try await pool.write { db in
+                let version = (try Int.fetchOne(db, sql: "SELECT MAX(version) FROM model_versions") ?? 0) + 1
+                try db.execute(sql: """
+                    INSERT INTO model_versions (version, plan_hash, round, content_sha256, participants, epsilon_per_silo, metrics, parent, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [version, m.planHash, m.round, m.contentSHA256, RegistryJSON.encode(m.participants),
+                                     RegistryJSON.encode(m.epsilonPerSilo), RegistryJSON.encode(m.metrics), m.parent, m.createdAt.timeIntervalSince1970])
+                try Self.append(db, actor: actor, action: "model.version", subject: m.planHash, payload: canonicalPayload(
+                    ["version": version, "round": m.round, "content_sha256": m.contentSHA256, "epsilon_per_silo": m.epsilonPerSilo]), at: m.createdAt)
+                return version
+            }
+        }
+    }
+
+    public func modelVersions() async throws -> [ModelVersion] {
+        try await wrap {
+            try await pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM model_versions ORDER BY version").map { r in
+                    ModelVersion(version: r["version"], planHash: r["plan_hash"], round: r["round"], contentSHA256: r["content_sha256"],
+                                 participants: RegistryJSON.strings(r["participants"]), epsilonPerSilo: RegistryJSON.numbers(r["epsilon_per_silo"]),
+                                 metrics: RegistryJSON.numbers(r["metrics"]), parent: r["parent"], createdAt: Date(timeIntervalSince1970: r["created_at"]))
                 }
             }
         }

@@ -227,4 +227,40 @@ struct LedgerTests {
         #expect(actions == ["policy.decision", "policy.decision", "plan.approve"])
         #expect(AuditVerification.verify(try await ledger.backend.auditRecords()) == .intact(records: 3))
     }
+
+    @Test("silos and brokers, rounds along their state machine, and model versions with lineage are stored and audited", arguments: Backend.allCases)
+    func registry(_ backend: Backend) async throws {
+        guard let ledger = try await backend.ledger(), let registry = ledger.backend as? any RegistryBackend else { return }
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        try await registry.enroll(Party(id: "hospital-a", kind: .silo, region: "eu-west", jurisdiction: "EU", certificateSHA256: "ab12", enrolledAt: t0), actor: "admin")
+        try await registry.enroll(Party(id: "broker-1", kind: .broker, region: "eu-central", jurisdiction: "EU", certificateSHA256: "cd34", enrolledAt: t0), actor: "admin")
+        #expect(try await registry.party("hospital-a")?.region == "eu-west")
+        try await registry.revoke(party: "hospital-a", at: t0.addingTimeInterval(60), actor: "admin")
+        #expect(try await registry.party("hospital-a")?.revokedAt != nil)
+        await #expect(throws: LedgerError.self) { try await registry.revoke(party: "hospital-a", at: t0, actor: "admin") }
+
+        try await registry.openRound(RoundRecord(planHash: "plan", number: 1, state: .planned, sampled: ["a", "b", "c"], survivors: [],
+                                                 deadline: t0.addingTimeInterval(600), updatedAt: t0), actor: "broker-1")
+        for state in [RoundRecord.State.offered, .training, .aggregating] {
+            try await registry.advanceRound(planHash: "plan", number: 1, to: state, survivors: ["a", "b"], at: t0, actor: "broker-1")
+        }
+        await #expect(throws: LedgerError.self) {
+            try await registry.advanceRound(planHash: "plan", number: 1, to: .committed, survivors: [], at: t0, actor: "broker-1")
+        }
+        try await registry.advanceRound(planHash: "plan", number: 1, to: .aborted, survivors: ["a", "b"], at: t0, actor: "broker-1")
+        let rounds = try await registry.rounds(planHash: "plan")
+        #expect(rounds.map(\.state) == [.aborted] && rounds[0].sampled == ["a", "b", "c"] && rounds[0].survivors == ["a", "b"])
+
+        let v1 = try await registry.addModelVersion(ModelVersion(version: 0, planHash: "plan", round: 1, contentSHA256: "ee", participants: ["a", "b"],
+                                                                 epsilonPerSilo: ["a": 1.5, "b": 1.5], metrics: ["accuracy": 0.95], parent: nil, createdAt: t0), actor: "broker-1")
+        let v2 = try await registry.addModelVersion(ModelVersion(version: 0, planHash: "plan", round: 2, contentSHA256: "ff", participants: ["a"],
+                                                                 epsilonPerSilo: ["a": 2.0], metrics: ["accuracy": 0.96], parent: v1, createdAt: t0), actor: "broker-1")
+        #expect((v1, v2) == (1, 2))
+        let versions = try await registry.modelVersions()
+        #expect(versions.map(\.parent) == [nil, 1] && versions[0].epsilonPerSilo == ["a": 1.5, "b": 1.5] && versions[1].metrics == ["accuracy": 0.96])
+        let actions = try await ledger.backend.auditRecords().map(\.action)
+        #expect(actions == ["party.enroll", "party.enroll", "party.revoke", "round.planned", "round.offered", "round.training",
+                            "round.aggregating", "round.aborted", "model.version", "model.version"])
+        #expect(AuditVerification.verify(try await ledger.backend.auditRecords()) == .intact(records: 10))
+    }
 }

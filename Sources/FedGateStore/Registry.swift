@@ -1,0 +1,119 @@
+import Foundation
+
+/// A silo or broker of the consortium: where it is (for residency) and which certificate it holds.
+public struct Party: Sendable, Equatable {
+    public enum Kind: String, Sendable { case silo, broker }
+    public let id: String
+    public let kind: Kind
+    public let region: String
+    public let jurisdiction: String
+    public let certificateSHA256: String
+    public let enrolledAt: Date
+    public var revokedAt: Date?
+
+    public init(id: String, kind: Kind, region: String, jurisdiction: String, certificateSHA256: String, enrolledAt: Date, revokedAt: Date? = nil) {
+        self.id = id
+        self.kind = kind
+        self.region = region
+        self.jurisdiction = jurisdiction
+        self.certificateSHA256 = certificateSHA256
+        self.enrolledAt = enrolledAt
+        self.revokedAt = revokedAt
+    }
+}
+
+/// A round of a plan and where it stands. Every transition is written before its effects.
+public struct RoundRecord: Sendable, Equatable {
+    public enum State: String, Sendable, CaseIterable {
+        case planned, offered, training, aggregating, evaluating, committed, aborted
+
+        /// The states a round may move to from this one (any live state may abort).
+        public var next: Set<State> {
+            switch self {
+            case .planned: [.offered, .aborted]
+            case .offered: [.training, .aborted]
+            case .training: [.aggregating, .aborted]
+            case .aggregating: [.evaluating, .aborted]
+            case .evaluating: [.committed, .aborted]
+            case .committed, .aborted: []
+            }
+        }
+    }
+
+    public let planHash: String
+    public let number: Int
+    public var state: State
+    public var sampled: [String]
+    public var survivors: [String]
+    public let deadline: Date
+    public var updatedAt: Date
+
+    public init(planHash: String, number: Int, state: State, sampled: [String], survivors: [String], deadline: Date, updatedAt: Date) {
+        self.planHash = planHash
+        self.number = number
+        self.state = state
+        self.sampled = sampled
+        self.survivors = survivors
+        self.deadline = deadline
+        self.updatedAt = updatedAt
+    }
+}
+
+/// A model version with its lineage: plan, round, participants, ε spent per silo, metrics, content hash.
+public struct ModelVersion: Sendable, Equatable {
+    public let version: Int
+    public let planHash: String
+    public let round: Int
+    public let contentSHA256: String
+    public let participants: [String]
+    public let epsilonPerSilo: [String: Double]
+    public let metrics: [String: Double]
+    public let parent: Int?
+    public let createdAt: Date
+
+    public init(version: Int, planHash: String, round: Int, contentSHA256: String, participants: [String],
+                epsilonPerSilo: [String: Double], metrics: [String: Double], parent: Int?, createdAt: Date) {
+        self.version = version
+        self.planHash = planHash
+        self.round = round
+        self.contentSHA256 = contentSHA256
+        self.participants = participants
+        self.epsilonPerSilo = epsilonPerSilo
+        self.metrics = metrics
+        self.parent = parent
+        self.createdAt = createdAt
+    }
+}
+
+/// Storage of parties, rounds and model versions; every change audited in its transaction.
+public protocol RegistryBackend: Sendable {
+    func enroll(_ party: Party, actor: String) async throws
+    func revoke(party id: String, at: Date, actor: String) async throws
+    func party(_ id: String) async throws -> Party?
+    /// Creates a round in `planned`.
+    func openRound(_ round: RoundRecord, actor: String) async throws
+    /// Moves a round to `state` (only along `State.next`), recording who survived.
+    func advanceRound(planHash: String, number: Int, to state: RoundRecord.State, survivors: [String], at: Date, actor: String) async throws
+    func rounds(planHash: String) async throws -> [RoundRecord]
+    /// Adds the next version number (returned) with its lineage.
+    func addModelVersion(_ draft: ModelVersion, actor: String) async throws -> Int
+    func modelVersions() async throws -> [ModelVersion]
+}
+
+enum RegistryJSON {
+    static func encode(_ value: Any) -> String {
+        let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])) ?? Data("null".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+    static func strings(_ text: String) -> [String] { (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String] ?? [] }
+    static func numbers(_ text: String) -> [String: Double] { (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Double] ?? [:] }
+
+    static func transition(from current: String?, to next: RoundRecord.State, planHash: String, number: Int) throws {
+        guard let current, let state = RoundRecord.State(rawValue: current) else {
+            throw LedgerError.storage("no round \(number) of plan \(planHash)")
+        }
+        guard state.next.contains(next) else {
+            throw LedgerError.storage("round \(number) of plan \(planHash) cannot go from \(state.rawValue) to \(next.rawValue)")
+        }
+    }
+}
