@@ -6,7 +6,7 @@ public struct FedGateCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "fedgate",
         abstract: "FedGate: a cross-silo federated-learning gateway with differential privacy.",
-        subcommands: [PrivacyCommand.self, PolicyCommand.self, PlanCommand.self, ConsentCommand.self, LedgerCommand.self, AuditCommand.self,
+        subcommands: [PrivacyCommand.self, CACommand.self, EnrollCommand.self, PolicyCommand.self, PlanCommand.self, ConsentCommand.self, LedgerCommand.self, AuditCommand.self,
                       DBCommand.self, SimulateCommand.self, BenchCommand.self]
     )
 

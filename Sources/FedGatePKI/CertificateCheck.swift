@@ -1,0 +1,18 @@
+import Foundation
+@_spi(FixedExpiryValidationTime) import X509
+
+extension ConsortiumCA {
+    /// The identity of a certificate that chains to this CA and is valid at `time`; anything else
+    /// (another CA, expired, not yet valid, altered) is refused with the verifier's reasons.
+    public func identity(of certificate: Certificate, at time: Date = Date()) async throws -> Identity {
+        var verifier = Verifier(rootCertificates: CertificateStore([self.certificate])) {
+            RFC5280Policy(fixedExpiryValidationTime: time)
+        }
+        switch await verifier.validate(leaf: certificate, intermediates: CertificateStore()) {
+        case .validCertificate:
+            return try Identity(subject: certificate.subject)
+        case .couldNotValidate(let failures):
+            throw PKIError("certificate of '\(certificate.subject)' refused: " + failures.map { "\($0.policyFailureReason)" }.joined(separator: "; "))
+        }
+    }
+}
