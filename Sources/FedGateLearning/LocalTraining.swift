@@ -1,3 +1,4 @@
+import Foundation
 import FedGatePrivacy
 import FedGateTensors
 
@@ -166,5 +167,3 @@ public struct LocalTrainer: Sendable {
                            meanLoss: lossCount > 0 ? lossSum / Float(lossCount) : 0, controlDelta: controlDelta)
     }
 }
-
-import Foundation

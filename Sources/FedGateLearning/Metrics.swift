@@ -1,3 +1,4 @@
+import Foundation
 /// Classification metrics of a model on labelled rows.
 public struct ClassificationMetrics: Sendable, Equatable, Codable {
     public let examples: Int
@@ -58,5 +59,3 @@ extension Network {
 private extension Double {
     var logValue: Double { log(self) }
 }
-
-import Foundation

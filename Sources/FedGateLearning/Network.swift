@@ -1,3 +1,4 @@
+import Foundation
 import FedGateTensors
 
 /// What a silo trains: logistic regression, multinomial (softmax) regression, or an MLP with one or
@@ -172,5 +173,3 @@ public struct Network: Sendable, Equatable {
         return try! TensorSet(tensors)
     }
 }
-
-import Foundation

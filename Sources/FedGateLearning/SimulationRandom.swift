@@ -1,3 +1,4 @@
+import Foundation
 /// A seeded, reproducible generator (xoshiro256**) for simulation choices — partitions, shuffles,
 /// initial weights. It is NOT a CSPRNG: DP noise and DP sampling never use it.
 public struct SimulationRandom: RandomNumberGenerator, Sendable {
@@ -52,5 +53,3 @@ public struct SimulationRandom: RandomNumberGenerator, Sendable {
         return s > 0 ? g.map { $0 / s } : Array(repeating: 1 / Double(k), count: k)
     }
 }
-
-import Foundation

@@ -7,7 +7,6 @@ import FedGateTensors
 
 @Suite("Gaussian noise from a ChaCha20 keystream")
 struct GaussianNoiseTests {
-    static let key: [UInt32] = (0..<8).map { UInt32($0) &* 0x0101_0101 &+ 0x0302_0100 &* 0 }
 
     static func fixedStream(_ seed: UInt32 = 1) -> ChaCha20Keystream {
         ChaCha20Keystream(key: (0..<8).map { UInt32($0) &* 0x9E37_79B9 &+ seed }, nonce: (seed, ~seed))

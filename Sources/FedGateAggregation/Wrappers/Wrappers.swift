@@ -1,3 +1,4 @@
+import Foundation
 import FedGatePrivacy
 import FedGateTensors
 
@@ -107,5 +108,3 @@ public struct CentralDPAdaptiveClipping<Inner: AggregationStrategy>: Aggregation
         return outcome
     }
 }
-
-import Foundation
