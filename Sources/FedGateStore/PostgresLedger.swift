@@ -55,58 +55,50 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     }
 
     public func save(_ b: DatasetBudget, actor: String) async throws {
-        try await wrap {
-            try await client.withTransaction(logger: logger) { conn in
-                try await conn.query("""
-                    INSERT INTO datasets (name, delta, per_plan_cap, window_days, window_cap, lifetime_cap)
-                    VALUES (\(b.name), \(b.delta), \(b.perPlanCap), \(b.windowDays), \(b.windowCap), \(b.lifetimeCap))
-                    ON CONFLICT (name) DO UPDATE SET delta = excluded.delta, per_plan_cap = excluded.per_plan_cap,
-                    window_days = excluded.window_days, window_cap = excluded.window_cap, lifetime_cap = excluded.lifetime_cap
-                    """, logger: logger)
-                try await Self.append(conn, actor: actor, action: "ledger.budget", subject: b.name, payload: AuditPayload.budget(b), at: Date(), logger: logger)
-            }
+        try await audited(actor: actor, action: "ledger.budget", at: Date()) { conn in
+            try await conn.query("""
+                INSERT INTO datasets (name, delta, per_plan_cap, window_days, window_cap, lifetime_cap)
+                VALUES (\(b.name), \(b.delta), \(b.perPlanCap), \(b.windowDays), \(b.windowCap), \(b.lifetimeCap))
+                ON CONFLICT (name) DO UPDATE SET delta = excluded.delta, per_plan_cap = excluded.per_plan_cap,
+                window_days = excluded.window_days, window_cap = excluded.window_cap, lifetime_cap = excluded.lifetime_cap
+                """, logger: logger)
+            return (b.name, AuditPayload.budget(b))
         }
     }
 
     public func reserve(_ entry: LedgerEntry, now: Date, actor: String) async throws {
         let json = try entry.event.canonicalJSON()
-        try await wrap {
-            try await client.withTransaction(logger: logger) { conn in
-                var budget: DatasetBudget?
-                for try await (name, delta, perPlan, days, windowCap, lifetime) in try await conn.query(
-                    "SELECT name, delta, per_plan_cap, window_days, window_cap, lifetime_cap FROM datasets WHERE name = \(entry.dataset) FOR UPDATE",
-                    logger: logger).decode((String, Double, Double, Int?, Double?, Double?).self) {
-                    budget = DatasetBudget(name: name, delta: delta, perPlanCap: perPlan, windowDays: days, windowCap: windowCap, lifetimeCap: lifetime)
-                }
-                guard let budget else { throw LedgerError.unknownDataset(entry.dataset) }
-                let active = try await Self.entries(conn, dataset: entry.dataset, logger: logger).filter { $0.state != .released }
-                try BudgetCheck.check(budget, active: active, adding: entry, now: now)
-                try await conn.query("""
-                    INSERT INTO ledger_entries (id, dataset, plan_hash, round, event, state, created_at, settled_at)
-                    VALUES (\(entry.id), \(entry.dataset), \(entry.planHash), \(entry.round), \(json), 'reserved', \(entry.createdAt.timeIntervalSince1970), NULL)
-                    """, logger: logger)
-                try await Self.append(conn, actor: actor, action: "ledger.reserve", subject: entry.dataset,
-                                      payload: AuditPayload.reservation(entry, event: json), at: now, logger: logger)
+        try await audited(actor: actor, action: "ledger.reserve", at: now) { conn in
+            var budget: DatasetBudget?
+            for try await (name, delta, perPlan, days, windowCap, lifetime) in try await conn.query(
+                "SELECT name, delta, per_plan_cap, window_days, window_cap, lifetime_cap FROM datasets WHERE name = \(entry.dataset) FOR UPDATE",
+                logger: logger).decode((String, Double, Double, Int?, Double?, Double?).self) {
+                budget = DatasetBudget(name: name, delta: delta, perPlanCap: perPlan, windowDays: days, windowCap: windowCap, lifetimeCap: lifetime)
             }
+            guard let budget else { throw LedgerError.unknownDataset(entry.dataset) }
+            let active = try await Self.entries(conn, dataset: entry.dataset, logger: logger).filter { $0.state != .released }
+            try BudgetCheck.check(budget, active: active, adding: entry, now: now)
+            try await conn.query("""
+                INSERT INTO ledger_entries (id, dataset, plan_hash, round, event, state, created_at, settled_at)
+                VALUES (\(entry.id), \(entry.dataset), \(entry.planHash), \(entry.round), \(json), 'reserved', \(entry.createdAt.timeIntervalSince1970), NULL)
+                """, logger: logger)
+            return (entry.dataset, AuditPayload.reservation(entry, event: json))
         }
     }
 
     public func settle(id: String, to state: LedgerState, at: Date, actor: String) async throws {
-        try await wrap {
-            try await client.withTransaction(logger: logger) { conn in
-                var current: String?, dataset = ""
-                for try await (s, d) in try await conn.query("SELECT state, dataset FROM ledger_entries WHERE id = \(id) FOR UPDATE", logger: logger).decode((String, String).self) {
-                    current = s
-                    dataset = d
-                }
-                guard let current else { throw LedgerError.unknownReservation(id) }
-                guard current == LedgerState.reserved.rawValue else {
-                    throw LedgerError.alreadySettled(id: id, state: LedgerState(rawValue: current) ?? .released)
-                }
-                try await conn.query("UPDATE ledger_entries SET state = \(state.rawValue), settled_at = \(at.timeIntervalSince1970) WHERE id = \(id)", logger: logger)
-                try await Self.append(conn, actor: actor, action: state == .committed ? "ledger.commit" : "ledger.release", subject: dataset,
-                                      payload: AuditPayload.settlement(id: id, state: state), at: at, logger: logger)
+        try await audited(actor: actor, action: state == .committed ? "ledger.commit" : "ledger.release", at: at) { conn in
+            var current: String?, dataset = ""
+            for try await (s, d) in try await conn.query("SELECT state, dataset FROM ledger_entries WHERE id = \(id) FOR UPDATE", logger: logger).decode((String, String).self) {
+                current = s
+                dataset = d
             }
+            guard let current else { throw LedgerError.unknownReservation(id) }
+            guard current == LedgerState.reserved.rawValue else {
+                throw LedgerError.alreadySettled(id: id, state: LedgerState(rawValue: current) ?? .released)
+            }
+            try await conn.query("UPDATE ledger_entries SET state = \(state.rawValue), settled_at = \(at.timeIntervalSince1970) WHERE id = \(id)", logger: logger)
+            return (dataset, AuditPayload.settlement(id: id, state: state))
         }
     }
 
@@ -123,11 +115,7 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     }
 
     public func audit(actor: String, action: String, subject: String, payload: String, at: Date) async throws {
-        try await wrap {
-            try await client.withTransaction(logger: logger) { conn in
-                try await Self.append(conn, actor: actor, action: action, subject: subject, payload: payload, at: at, logger: logger)
-            }
-        }
+        try await audited(actor: actor, action: action, at: at) { _ in (subject, payload) }
     }
 
     public func auditRecords() async throws -> [AuditRecord] {
@@ -144,28 +132,24 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     }
 
     public func addConsent(_ c: ConsentRecord, actor: String) async throws {
-        try await wrap {
-            try await client.withTransaction(logger: logger) { conn in
-                try await conn.query("""
-                    INSERT INTO consents (id, dataset, purpose, legal_basis, scope, valid_from, valid_until, withdrawn_at)
-                    VALUES (\(c.id), \(c.dataset), \(c.purpose), \(c.legalBasis), \(c.scope), \(c.validFrom.timeIntervalSince1970), \(c.validUntil?.timeIntervalSince1970), NULL)
-                    """, logger: logger)
-                try await Self.append(conn, actor: actor, action: "consent.add", subject: c.dataset, payload: AuditPayload.consent(c), at: Date(), logger: logger)
-            }
+        try await audited(actor: actor, action: "consent.add", at: Date()) { conn in
+            try await conn.query("""
+                INSERT INTO consents (id, dataset, purpose, legal_basis, scope, valid_from, valid_until, withdrawn_at)
+                VALUES (\(c.id), \(c.dataset), \(c.purpose), \(c.legalBasis), \(c.scope), \(c.validFrom.timeIntervalSince1970), \(c.validUntil?.timeIntervalSince1970), NULL)
+                """, logger: logger)
+            return (c.dataset, AuditPayload.consent(c))
         }
     }
 
     public func withdrawConsent(id: String, at: Date, actor: String) async throws {
-        try await wrap {
-            try await client.withTransaction(logger: logger) { conn in
-                var dataset: String?
-                for try await d in try await conn.query("SELECT dataset FROM consents WHERE id = \(id) AND withdrawn_at IS NULL FOR UPDATE", logger: logger).decode(String.self) {
-                    dataset = d
-                }
-                guard let dataset else { throw LedgerError.storage("no active consent '\(id)' to withdraw") }
-                try await conn.query("UPDATE consents SET withdrawn_at = \(at.timeIntervalSince1970) WHERE id = \(id)", logger: logger)
-                try await Self.append(conn, actor: actor, action: "consent.withdraw", subject: dataset, payload: canonicalPayload(["id": id]), at: at, logger: logger)
+        try await audited(actor: actor, action: "consent.withdraw", at: at) { conn in
+            var dataset: String?
+            for try await d in try await conn.query("SELECT dataset FROM consents WHERE id = \(id) AND withdrawn_at IS NULL FOR UPDATE", logger: logger).decode(String.self) {
+                dataset = d
             }
+            guard let dataset else { throw LedgerError.storage("no active consent '\(id)' to withdraw") }
+            try await conn.query("UPDATE consents SET withdrawn_at = \(at.timeIntervalSince1970) WHERE id = \(id)", logger: logger)
+            return (dataset, canonicalPayload(["id": id]))
         }
     }
 
@@ -199,36 +183,31 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     }
 
     public func record(_ d: RecordedDecision, actor: String, at: Date) async throws {
-        try await wrap {
-            try await client.withTransaction(logger: logger) { conn in
-                let t = at.timeIntervalSince1970
-                try await conn.query("INSERT INTO policy_versions (hash, silo, content, recorded_at) VALUES (\(d.policyHash), \(d.silo), \(d.policyContent), \(t)) ON CONFLICT (hash) DO NOTHING", logger: logger)
-                try await conn.query("INSERT INTO plans (hash, content, recorded_at) VALUES (\(d.planHash), \(d.planContent), \(t)) ON CONFLICT (hash) DO NOTHING", logger: logger)
-                if d.outcome == "needs_approval", let hours = d.approvalValidHours {
-                    try await conn.query("""
-                        INSERT INTO approvals (plan_hash, silo, policy_hash, state, requested_at, valid_hours)
-                        VALUES (\(d.planHash), \(d.silo), \(d.policyHash), 'pending', \(t), \(hours)) ON CONFLICT (plan_hash, silo) DO NOTHING
-                        """, logger: logger)
-                }
-                try await Self.append(conn, actor: actor, action: "policy.decision", subject: d.planHash, payload: d.auditPayload, at: at, logger: logger)
+        try await audited(actor: actor, action: "policy.decision", at: at) { conn in
+            let t = at.timeIntervalSince1970
+            try await conn.query("INSERT INTO policy_versions (hash, silo, content, recorded_at) VALUES (\(d.policyHash), \(d.silo), \(d.policyContent), \(t)) ON CONFLICT (hash) DO NOTHING", logger: logger)
+            try await conn.query("INSERT INTO plans (hash, content, recorded_at) VALUES (\(d.planHash), \(d.planContent), \(t)) ON CONFLICT (hash) DO NOTHING", logger: logger)
+            if d.outcome == "needs_approval", let hours = d.approvalValidHours {
+                try await conn.query("""
+                    INSERT INTO approvals (plan_hash, silo, policy_hash, state, requested_at, valid_hours)
+                    VALUES (\(d.planHash), \(d.silo), \(d.policyHash), 'pending', \(t), \(hours)) ON CONFLICT (plan_hash, silo) DO NOTHING
+                    """, logger: logger)
             }
+            return (d.planHash, d.auditPayload)
         }
     }
 
     public func decideApproval(planHash: String, silo: String, approve: Bool, actor: String, at: Date) async throws {
-        try await wrap {
-            try await client.withTransaction(logger: logger) { conn in
-                var state: String?
-                for try await s in try await conn.query("SELECT state FROM approvals WHERE plan_hash = \(planHash) AND silo = \(silo) FOR UPDATE", logger: logger).decode(String.self) {
-                    state = s
-                }
-                guard let state else { throw LedgerError.storage("no approval request for plan \(planHash) at silo '\(silo)'") }
-                guard state == "pending" else { throw LedgerError.storage("plan \(planHash) was already \(state) at silo '\(silo)'") }
-                let newState = approve ? "approved" : "rejected"
-                try await conn.query("UPDATE approvals SET state = \(newState), decided_by = \(actor), decided_at = \(at.timeIntervalSince1970) WHERE plan_hash = \(planHash) AND silo = \(silo)", logger: logger)
-                try await Self.append(conn, actor: actor, action: approve ? "plan.approve" : "plan.reject", subject: planHash,
-                                      payload: canonicalPayload(["plan": planHash, "silo": silo]), at: at, logger: logger)
+        try await audited(actor: actor, action: approve ? "plan.approve" : "plan.reject", at: at) { conn in
+            var state: String?
+            for try await s in try await conn.query("SELECT state FROM approvals WHERE plan_hash = \(planHash) AND silo = \(silo) FOR UPDATE", logger: logger).decode(String.self) {
+                state = s
             }
+            guard let state else { throw LedgerError.storage("no approval request for plan \(planHash) at silo '\(silo)'") }
+            guard state == "pending" else { throw LedgerError.storage("plan \(planHash) was already \(state) at silo '\(silo)'") }
+            let newState = approve ? "approved" : "rejected"
+            try await conn.query("UPDATE approvals SET state = \(newState), decided_by = \(actor), decided_at = \(at.timeIntervalSince1970) WHERE plan_hash = \(planHash) AND silo = \(silo)", logger: logger)
+            return (planHash, canonicalPayload(["plan": planHash, "silo": silo]))
         }
     }
 
@@ -247,32 +226,27 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     }
 
     public func enroll(_ p: Party, actor: String) async throws {
-        try await wrap {
-            try await client.withTransaction(logger: logger) { conn in
-                try await conn.query("""
-                    INSERT INTO parties (id, kind, region, jurisdiction, certificate_sha256, enrolled_at, revoked_at)
-                    VALUES (\(p.id), \(p.kind.rawValue), \(p.region), \(p.jurisdiction), \(p.certificateSHA256), \(p.enrolledAt.timeIntervalSince1970), NULL)
-                    ON CONFLICT (id) DO UPDATE SET region = excluded.region, jurisdiction = excluded.jurisdiction,
-                    certificate_sha256 = excluded.certificate_sha256, enrolled_at = excluded.enrolled_at, revoked_at = NULL
-                    """, logger: logger)
-                try await Self.append(conn, actor: actor, action: "party.enroll", subject: p.id, payload: canonicalPayload(
-                    ["kind": p.kind.rawValue, "region": p.region, "jurisdiction": p.jurisdiction, "certificate_sha256": p.certificateSHA256]),
-                    at: p.enrolledAt, logger: logger)
-            }
+        try await audited(actor: actor, action: "party.enroll", at: p.enrolledAt) { conn in
+            try await conn.query("""
+                INSERT INTO parties (id, kind, region, jurisdiction, certificate_sha256, enrolled_at, revoked_at)
+                VALUES (\(p.id), \(p.kind.rawValue), \(p.region), \(p.jurisdiction), \(p.certificateSHA256), \(p.enrolledAt.timeIntervalSince1970), NULL)
+                ON CONFLICT (id) DO UPDATE SET region = excluded.region, jurisdiction = excluded.jurisdiction,
+                certificate_sha256 = excluded.certificate_sha256, enrolled_at = excluded.enrolled_at, revoked_at = NULL
+                """, logger: logger)
+            return (p.id, canonicalPayload(
+                ["kind": p.kind.rawValue, "region": p.region, "jurisdiction": p.jurisdiction, "certificate_sha256": p.certificateSHA256]))
         }
     }
 
     public func revoke(party id: String, at: Date, actor: String) async throws {
-        try await wrap {
-            try await client.withTransaction(logger: logger) { conn in
-                var found = false
-                for try await _ in try await conn.query("SELECT id FROM parties WHERE id = \(id) AND revoked_at IS NULL FOR UPDATE", logger: logger).decode(String.self) {
-                    found = true
-                }
-                guard found else { throw LedgerError.storage("no enrolled party '\(id)' to revoke") }
-                try await conn.query("UPDATE parties SET revoked_at = \(at.timeIntervalSince1970) WHERE id = \(id)", logger: logger)
-                try await Self.append(conn, actor: actor, action: "party.revoke", subject: id, payload: "{}", at: at, logger: logger)
+        try await audited(actor: actor, action: "party.revoke", at: at) { conn in
+            var found = false
+            for try await _ in try await conn.query("SELECT id FROM parties WHERE id = \(id) AND revoked_at IS NULL FOR UPDATE", logger: logger).decode(String.self) {
+                found = true
             }
+            guard found else { throw LedgerError.storage("no enrolled party '\(id)' to revoke") }
+            try await conn.query("UPDATE parties SET revoked_at = \(at.timeIntervalSince1970) WHERE id = \(id)", logger: logger)
+            return (id, "{}")
         }
     }
 
@@ -290,34 +264,28 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     }
 
     public func openRound(_ r: RoundRecord, actor: String) async throws {
-        try await wrap {
-            try await client.withTransaction(logger: logger) { conn in
-                try await conn.query("""
-                    INSERT INTO rounds (plan_hash, number, state, sampled, survivors, deadline, updated_at)
-                    VALUES (\(r.planHash), \(r.number), 'planned', \(RegistryJSON.encode(r.sampled)), \(RegistryJSON.encode(r.survivors)),
-                    \(r.deadline.timeIntervalSince1970), \(r.updatedAt.timeIntervalSince1970))
-                    """, logger: logger)
-                try await Self.append(conn, actor: actor, action: "round.planned", subject: r.planHash,
-                                      payload: canonicalPayload(["round": r.number, "sampled": r.sampled]), at: r.updatedAt, logger: logger)
-            }
+        try await audited(actor: actor, action: "round.planned", at: r.updatedAt) { conn in
+            try await conn.query("""
+                INSERT INTO rounds (plan_hash, number, state, sampled, survivors, deadline, updated_at)
+                VALUES (\(r.planHash), \(r.number), 'planned', \(RegistryJSON.encode(r.sampled)), \(RegistryJSON.encode(r.survivors)),
+                \(r.deadline.timeIntervalSince1970), \(r.updatedAt.timeIntervalSince1970))
+                """, logger: logger)
+            return (r.planHash, canonicalPayload(["round": r.number, "sampled": r.sampled]))
         }
     }
 
     public func advanceRound(planHash: String, number: Int, to state: RoundRecord.State, survivors: [String], at: Date, actor: String) async throws {
-        try await wrap {
-            try await client.withTransaction(logger: logger) { conn in
-                var current: String?
-                for try await s in try await conn.query("SELECT state FROM rounds WHERE plan_hash = \(planHash) AND number = \(number) FOR UPDATE", logger: logger).decode(String.self) {
-                    current = s
-                }
-                try RegistryJSON.transition(from: current, to: state, planHash: planHash, number: number)
-                try await conn.query("""
-                    UPDATE rounds SET state = \(state.rawValue), survivors = \(RegistryJSON.encode(survivors)), updated_at = \(at.timeIntervalSince1970)
-                    WHERE plan_hash = \(planHash) AND number = \(number)
-                    """, logger: logger)
-                try await Self.append(conn, actor: actor, action: "round.\(state.rawValue)", subject: planHash,
-                                      payload: canonicalPayload(["round": number, "survivors": survivors]), at: at, logger: logger)
+        try await audited(actor: actor, action: "round.\(state.rawValue)", at: at) { conn in
+            var current: String?
+            for try await s in try await conn.query("SELECT state FROM rounds WHERE plan_hash = \(planHash) AND number = \(number) FOR UPDATE", logger: logger).decode(String.self) {
+                current = s
             }
+            try RegistryJSON.transition(from: current, to: state, planHash: planHash, number: number)
+            try await conn.query("""
+                UPDATE rounds SET state = \(state.rawValue), survivors = \(RegistryJSON.encode(survivors)), updated_at = \(at.timeIntervalSince1970)
+                WHERE plan_hash = \(planHash) AND number = \(number)
+                """, logger: logger)
+            return (planHash, canonicalPayload(["round": number, "survivors": survivors]))
         }
     }
 
@@ -390,6 +358,18 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
                                    settledAt: settled.map(Date.init(timeIntervalSince1970:))))
         }
         return out
+    }
+
+    /// Runs `change` and appends its audit record in one transaction: either both land or neither.
+    /// `change` returns the record's subject and payload.
+    private func audited(actor: String, action: String, at: Date,
+                         _ change: (PostgresConnection) async throws -> (subject: String, payload: String)) async throws {
+        try await wrap {
+            try await client.withTransaction(logger: logger) { conn in
+                let (subject, payload) = try await change(conn)
+                try await Self.append(conn, actor: actor, action: action, subject: subject, payload: payload, at: at, logger: logger)
+            }
+        }
     }
 
     @discardableResult

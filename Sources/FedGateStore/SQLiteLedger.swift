@@ -39,54 +39,46 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
     }
 
     public func save(_ b: DatasetBudget, actor: String) async throws {
-        try await wrap {
-            try await pool.write { db in
-                try Self.append(db, actor: actor, action: "ledger.budget", subject: b.name, payload: AuditPayload.budget(b), at: Date())
-                try db.execute(sql: """
-                    INSERT INTO datasets (name, delta, per_plan_cap, window_days, window_cap, lifetime_cap) VALUES (?, ?, ?, ?, ?, ?)
-                    ON CONFLICT(name) DO UPDATE SET delta = excluded.delta, per_plan_cap = excluded.per_plan_cap,
-                    window_days = excluded.window_days, window_cap = excluded.window_cap, lifetime_cap = excluded.lifetime_cap
-                    """, arguments: [b.name, b.delta, b.perPlanCap, b.windowDays, b.windowCap, b.lifetimeCap])
-            }
+        try await audited(actor: actor, action: "ledger.budget", at: Date()) { db in
+            try db.execute(sql: """
+                INSERT INTO datasets (name, delta, per_plan_cap, window_days, window_cap, lifetime_cap) VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT(name) DO UPDATE SET delta = excluded.delta, per_plan_cap = excluded.per_plan_cap,
+                window_days = excluded.window_days, window_cap = excluded.window_cap, lifetime_cap = excluded.lifetime_cap
+                """, arguments: [b.name, b.delta, b.perPlanCap, b.windowDays, b.windowCap, b.lifetimeCap])
+            return (b.name, AuditPayload.budget(b))
         }
     }
 
     public func reserve(_ entry: LedgerEntry, now: Date, actor: String) async throws {
-        try await wrap {
-            try await pool.write { db in
-                guard let row = try Row.fetchOne(db, sql: "SELECT * FROM datasets WHERE name = ?", arguments: [entry.dataset]) else {
-                    throw LedgerError.unknownDataset(entry.dataset)
-                }
-                let budget = DatasetBudget(name: row["name"], delta: row["delta"], perPlanCap: row["per_plan_cap"],
-                                           windowDays: row["window_days"], windowCap: row["window_cap"], lifetimeCap: row["lifetime_cap"])
-                let active = try Self.entries(db, dataset: entry.dataset).filter { $0.state != .released }
-                try BudgetCheck.check(budget, active: active, adding: entry, now: now)
-                let json = try entry.event.canonicalJSON()
-                try db.execute(sql: """
-                    INSERT INTO ledger_entries (id, dataset, plan_hash, round, event, state, created_at, settled_at)
-                    VALUES (?, ?, ?, ?, ?, 'reserved', ?, NULL)
-                    """, arguments: [entry.id, entry.dataset, entry.planHash, entry.round, json, entry.createdAt.timeIntervalSince1970])
-                try Self.append(db, actor: actor, action: "ledger.reserve", subject: entry.dataset,
-                                payload: AuditPayload.reservation(entry, event: json), at: now)
+        try await audited(actor: actor, action: "ledger.reserve", at: now) { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM datasets WHERE name = ?", arguments: [entry.dataset]) else {
+                throw LedgerError.unknownDataset(entry.dataset)
             }
+            let budget = DatasetBudget(name: row["name"], delta: row["delta"], perPlanCap: row["per_plan_cap"],
+                                       windowDays: row["window_days"], windowCap: row["window_cap"], lifetimeCap: row["lifetime_cap"])
+            let active = try Self.entries(db, dataset: entry.dataset).filter { $0.state != .released }
+            try BudgetCheck.check(budget, active: active, adding: entry, now: now)
+            let json = try entry.event.canonicalJSON()
+            try db.execute(sql: """
+                INSERT INTO ledger_entries (id, dataset, plan_hash, round, event, state, created_at, settled_at)
+                VALUES (?, ?, ?, ?, ?, 'reserved', ?, NULL)
+                """, arguments: [entry.id, entry.dataset, entry.planHash, entry.round, json, entry.createdAt.timeIntervalSince1970])
+            return (entry.dataset, AuditPayload.reservation(entry, event: json))
         }
     }
 
     public func settle(id: String, to state: LedgerState, at: Date, actor: String) async throws {
-        try await wrap {
-            try await pool.write { db in
-                guard let current = try String.fetchOne(db, sql: "SELECT state FROM ledger_entries WHERE id = ?", arguments: [id]) else {
-                    throw LedgerError.unknownReservation(id)
-                }
-                guard current == LedgerState.reserved.rawValue else {
-                    throw LedgerError.alreadySettled(id: id, state: LedgerState(rawValue: current) ?? .released)
-                }
-                try db.execute(sql: "UPDATE ledger_entries SET state = ?, settled_at = ? WHERE id = ? AND state = 'reserved'",
-                               arguments: [state.rawValue, at.timeIntervalSince1970, id])
-                let dataset = try String.fetchOne(db, sql: "SELECT dataset FROM ledger_entries WHERE id = ?", arguments: [id]) ?? ""
-                try Self.append(db, actor: actor, action: state == .committed ? "ledger.commit" : "ledger.release", subject: dataset,
-                                payload: AuditPayload.settlement(id: id, state: state), at: at)
+        try await audited(actor: actor, action: state == .committed ? "ledger.commit" : "ledger.release", at: at) { db in
+            guard let current = try String.fetchOne(db, sql: "SELECT state FROM ledger_entries WHERE id = ?", arguments: [id]) else {
+                throw LedgerError.unknownReservation(id)
             }
+            guard current == LedgerState.reserved.rawValue else {
+                throw LedgerError.alreadySettled(id: id, state: LedgerState(rawValue: current) ?? .released)
+            }
+            try db.execute(sql: "UPDATE ledger_entries SET state = ?, settled_at = ? WHERE id = ? AND state = 'reserved'",
+                           arguments: [state.rawValue, at.timeIntervalSince1970, id])
+            let dataset = try String.fetchOne(db, sql: "SELECT dataset FROM ledger_entries WHERE id = ?", arguments: [id]) ?? ""
+            return (dataset, AuditPayload.settlement(id: id, state: state))
         }
     }
 
@@ -106,7 +98,7 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
     }
 
     public func audit(actor: String, action: String, subject: String, payload: String, at: Date) async throws {
-        try await wrap { try await pool.write { db in try Self.append(db, actor: actor, action: action, subject: subject, payload: payload, at: at) } }
+        try await audited(actor: actor, action: action, at: at) { _ in (subject, payload) }
     }
 
     public func auditRecords() async throws -> [AuditRecord] {
@@ -121,27 +113,23 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
     }
 
     public func addConsent(_ c: ConsentRecord, actor: String) async throws {
-        try await wrap {
-            try await pool.write { db in
-                try db.execute(sql: """
-                    INSERT INTO consents (id, dataset, purpose, legal_basis, scope, valid_from, valid_until, withdrawn_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, NULL)
-                    """, arguments: [c.id, c.dataset, c.purpose, c.legalBasis, c.scope, c.validFrom.timeIntervalSince1970,
-                                     c.validUntil?.timeIntervalSince1970])
-                try Self.append(db, actor: actor, action: "consent.add", subject: c.dataset, payload: AuditPayload.consent(c), at: Date())
-            }
+        try await audited(actor: actor, action: "consent.add", at: Date()) { db in
+            try db.execute(sql: """
+                INSERT INTO consents (id, dataset, purpose, legal_basis, scope, valid_from, valid_until, withdrawn_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, NULL)
+                """, arguments: [c.id, c.dataset, c.purpose, c.legalBasis, c.scope, c.validFrom.timeIntervalSince1970,
+                                 c.validUntil?.timeIntervalSince1970])
+            return (c.dataset, AuditPayload.consent(c))
         }
     }
 
     public func withdrawConsent(id: String, at: Date, actor: String) async throws {
-        try await wrap {
-            try await pool.write { db in
-                guard let dataset = try String.fetchOne(db, sql: "SELECT dataset FROM consents WHERE id = ? AND withdrawn_at IS NULL", arguments: [id]) else {
-                    throw LedgerError.storage("no active consent '\(id)' to withdraw")
-                }
-                try db.execute(sql: "UPDATE consents SET withdrawn_at = ? WHERE id = ?", arguments: [at.timeIntervalSince1970, id])
-                try Self.append(db, actor: actor, action: "consent.withdraw", subject: dataset, payload: canonicalPayload(["id": id]), at: at)
+        try await audited(actor: actor, action: "consent.withdraw", at: at) { db in
+            guard let dataset = try String.fetchOne(db, sql: "SELECT dataset FROM consents WHERE id = ? AND withdrawn_at IS NULL", arguments: [id]) else {
+                throw LedgerError.storage("no active consent '\(id)' to withdraw")
             }
+            try db.execute(sql: "UPDATE consents SET withdrawn_at = ? WHERE id = ?", arguments: [at.timeIntervalSince1970, id])
+            return (dataset, canonicalPayload(["id": id]))
         }
     }
 
@@ -170,36 +158,31 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
     }
 
     public func record(_ d: RecordedDecision, actor: String, at: Date) async throws {
-        try await wrap {
-            try await pool.write { db in
-                let t = at.timeIntervalSince1970
-                try db.execute(sql: "INSERT INTO policy_versions (hash, silo, content, recorded_at) VALUES (?, ?, ?, ?) ON CONFLICT(hash) DO NOTHING",
-                               arguments: [d.policyHash, d.silo, d.policyContent, t])
-                try db.execute(sql: "INSERT INTO plans (hash, content, recorded_at) VALUES (?, ?, ?) ON CONFLICT(hash) DO NOTHING",
-                               arguments: [d.planHash, d.planContent, t])
-                if d.outcome == "needs_approval", let hours = d.approvalValidHours {
-                    try db.execute(sql: """
-                        INSERT INTO approvals (plan_hash, silo, policy_hash, state, requested_at, valid_hours) VALUES (?, ?, ?, 'pending', ?, ?)
-                        ON CONFLICT(plan_hash, silo) DO NOTHING
-                        """, arguments: [d.planHash, d.silo, d.policyHash, t, hours])
-                }
-                try Self.append(db, actor: actor, action: "policy.decision", subject: d.planHash, payload: d.auditPayload, at: at)
+        try await audited(actor: actor, action: "policy.decision", at: at) { db in
+            let t = at.timeIntervalSince1970
+            try db.execute(sql: "INSERT INTO policy_versions (hash, silo, content, recorded_at) VALUES (?, ?, ?, ?) ON CONFLICT(hash) DO NOTHING",
+                           arguments: [d.policyHash, d.silo, d.policyContent, t])
+            try db.execute(sql: "INSERT INTO plans (hash, content, recorded_at) VALUES (?, ?, ?) ON CONFLICT(hash) DO NOTHING",
+                           arguments: [d.planHash, d.planContent, t])
+            if d.outcome == "needs_approval", let hours = d.approvalValidHours {
+                try db.execute(sql: """
+                    INSERT INTO approvals (plan_hash, silo, policy_hash, state, requested_at, valid_hours) VALUES (?, ?, ?, 'pending', ?, ?)
+                    ON CONFLICT(plan_hash, silo) DO NOTHING
+                    """, arguments: [d.planHash, d.silo, d.policyHash, t, hours])
             }
+            return (d.planHash, d.auditPayload)
         }
     }
 
     public func decideApproval(planHash: String, silo: String, approve: Bool, actor: String, at: Date) async throws {
-        try await wrap {
-            try await pool.write { db in
-                guard let state = try String.fetchOne(db, sql: "SELECT state FROM approvals WHERE plan_hash = ? AND silo = ?", arguments: [planHash, silo]) else {
-                    throw LedgerError.storage("no approval request for plan \(planHash) at silo '\(silo)'")
-                }
-                guard state == "pending" else { throw LedgerError.storage("plan \(planHash) was already \(state) at silo '\(silo)'") }
-                try db.execute(sql: "UPDATE approvals SET state = ?, decided_by = ?, decided_at = ? WHERE plan_hash = ? AND silo = ?",
-                               arguments: [approve ? "approved" : "rejected", actor, at.timeIntervalSince1970, planHash, silo])
-                try Self.append(db, actor: actor, action: approve ? "plan.approve" : "plan.reject", subject: planHash,
-                                payload: canonicalPayload(["plan": planHash, "silo": silo]), at: at)
+        try await audited(actor: actor, action: approve ? "plan.approve" : "plan.reject", at: at) { db in
+            guard let state = try String.fetchOne(db, sql: "SELECT state FROM approvals WHERE plan_hash = ? AND silo = ?", arguments: [planHash, silo]) else {
+                throw LedgerError.storage("no approval request for plan \(planHash) at silo '\(silo)'")
             }
+            guard state == "pending" else { throw LedgerError.storage("plan \(planHash) was already \(state) at silo '\(silo)'") }
+            try db.execute(sql: "UPDATE approvals SET state = ?, decided_by = ?, decided_at = ? WHERE plan_hash = ? AND silo = ?",
+                           arguments: [approve ? "approved" : "rejected", actor, at.timeIntervalSince1970, planHash, silo])
+            return (planHash, canonicalPayload(["plan": planHash, "silo": silo]))
         }
     }
 
@@ -217,28 +200,24 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
     }
 
     public func enroll(_ p: Party, actor: String) async throws {
-        try await wrap {
-            try await pool.write { db in
-                try db.execute(sql: """
-                    INSERT INTO parties (id, kind, region, jurisdiction, certificate_sha256, enrolled_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, NULL)
-                    ON CONFLICT(id) DO UPDATE SET region = excluded.region, jurisdiction = excluded.jurisdiction,
-                    certificate_sha256 = excluded.certificate_sha256, enrolled_at = excluded.enrolled_at, revoked_at = NULL
-                    """, arguments: [p.id, p.kind.rawValue, p.region, p.jurisdiction, p.certificateSHA256, p.enrolledAt.timeIntervalSince1970])
-                try Self.append(db, actor: actor, action: "party.enroll", subject: p.id, payload: canonicalPayload(
-                    ["kind": p.kind.rawValue, "region": p.region, "jurisdiction": p.jurisdiction, "certificate_sha256": p.certificateSHA256]), at: p.enrolledAt)
-            }
+        try await audited(actor: actor, action: "party.enroll", at: p.enrolledAt) { db in
+            try db.execute(sql: """
+                INSERT INTO parties (id, kind, region, jurisdiction, certificate_sha256, enrolled_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, NULL)
+                ON CONFLICT(id) DO UPDATE SET region = excluded.region, jurisdiction = excluded.jurisdiction,
+                certificate_sha256 = excluded.certificate_sha256, enrolled_at = excluded.enrolled_at, revoked_at = NULL
+                """, arguments: [p.id, p.kind.rawValue, p.region, p.jurisdiction, p.certificateSHA256, p.enrolledAt.timeIntervalSince1970])
+            return (p.id, canonicalPayload(
+                ["kind": p.kind.rawValue, "region": p.region, "jurisdiction": p.jurisdiction, "certificate_sha256": p.certificateSHA256]))
         }
     }
 
     public func revoke(party id: String, at: Date, actor: String) async throws {
-        try await wrap {
-            try await pool.write { db in
-                guard try String.fetchOne(db, sql: "SELECT id FROM parties WHERE id = ? AND revoked_at IS NULL", arguments: [id]) != nil else {
-                    throw LedgerError.storage("no enrolled party '\(id)' to revoke")
-                }
-                try db.execute(sql: "UPDATE parties SET revoked_at = ? WHERE id = ?", arguments: [at.timeIntervalSince1970, id])
-                try Self.append(db, actor: actor, action: "party.revoke", subject: id, payload: "{}", at: at)
+        try await audited(actor: actor, action: "party.revoke", at: at) { db in
+            guard try String.fetchOne(db, sql: "SELECT id FROM parties WHERE id = ? AND revoked_at IS NULL", arguments: [id]) != nil else {
+                throw LedgerError.storage("no enrolled party '\(id)' to revoke")
             }
+            try db.execute(sql: "UPDATE parties SET revoked_at = ? WHERE id = ?", arguments: [at.timeIntervalSince1970, id])
+            return (id, "{}")
         }
     }
 
@@ -256,27 +235,21 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
     }
 
     public func openRound(_ r: RoundRecord, actor: String) async throws {
-        try await wrap {
-            try await pool.write { db in
-                try db.execute(sql: "INSERT INTO rounds (plan_hash, number, state, sampled, survivors, deadline, updated_at) VALUES (?, ?, 'planned', ?, ?, ?, ?)",
-                               arguments: [r.planHash, r.number, RegistryJSON.encode(r.sampled), RegistryJSON.encode(r.survivors),
-                                           r.deadline.timeIntervalSince1970, r.updatedAt.timeIntervalSince1970])
-                try Self.append(db, actor: actor, action: "round.planned", subject: r.planHash,
-                                payload: canonicalPayload(["round": r.number, "sampled": r.sampled]), at: r.updatedAt)
-            }
+        try await audited(actor: actor, action: "round.planned", at: r.updatedAt) { db in
+            try db.execute(sql: "INSERT INTO rounds (plan_hash, number, state, sampled, survivors, deadline, updated_at) VALUES (?, ?, 'planned', ?, ?, ?, ?)",
+                           arguments: [r.planHash, r.number, RegistryJSON.encode(r.sampled), RegistryJSON.encode(r.survivors),
+                                       r.deadline.timeIntervalSince1970, r.updatedAt.timeIntervalSince1970])
+            return (r.planHash, canonicalPayload(["round": r.number, "sampled": r.sampled]))
         }
     }
 
     public func advanceRound(planHash: String, number: Int, to state: RoundRecord.State, survivors: [String], at: Date, actor: String) async throws {
-        try await wrap {
-            try await pool.write { db in
-                let current = try String.fetchOne(db, sql: "SELECT state FROM rounds WHERE plan_hash = ? AND number = ?", arguments: [planHash, number])
-                try RegistryJSON.transition(from: current, to: state, planHash: planHash, number: number)
-                try db.execute(sql: "UPDATE rounds SET state = ?, survivors = ?, updated_at = ? WHERE plan_hash = ? AND number = ?",
-                               arguments: [state.rawValue, RegistryJSON.encode(survivors), at.timeIntervalSince1970, planHash, number])
-                try Self.append(db, actor: actor, action: "round.\(state.rawValue)", subject: planHash,
-                                payload: canonicalPayload(["round": number, "survivors": survivors]), at: at)
-            }
+        try await audited(actor: actor, action: "round.\(state.rawValue)", at: at) { db in
+            let current = try String.fetchOne(db, sql: "SELECT state FROM rounds WHERE plan_hash = ? AND number = ?", arguments: [planHash, number])
+            try RegistryJSON.transition(from: current, to: state, planHash: planHash, number: number)
+            try db.execute(sql: "UPDATE rounds SET state = ?, survivors = ?, updated_at = ? WHERE plan_hash = ? AND number = ?",
+                           arguments: [state.rawValue, RegistryJSON.encode(survivors), at.timeIntervalSince1970, planHash, number])
+            return (planHash, canonicalPayload(["round": number, "survivors": survivors]))
         }
     }
 
@@ -333,6 +306,18 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
                                state: LedgerState(rawValue: row["state"]) ?? .released,
                                createdAt: Date(timeIntervalSince1970: row["created_at"]),
                                settledAt: settled.map(Date.init(timeIntervalSince1970:)))
+        }
+    }
+
+    /// Runs `change` and appends its audit record in one write transaction: either both land or neither.
+    /// `change` returns the record's subject and payload.
+    private func audited(actor: String, action: String, at: Date,
+                         _ change: @escaping @Sendable (Database) throws -> (subject: String, payload: String)) async throws {
+        try await wrap {
+            try await pool.write { db in
+                let (subject, payload) = try change(db)
+                try Self.append(db, actor: actor, action: action, subject: subject, payload: payload, at: at)
+            }
         }
     }
 
