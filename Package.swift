@@ -38,6 +38,14 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
     ],
     targets: [
         .target(
@@ -96,6 +104,57 @@ let package = Package(
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // The wire contract: code generated from Protos/ by scripts/gen-proto.sh, committed.
+        .target(
+            name: "FedGateProto",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        // gRPC over mutual TLS: identities from certificates, per-RPC authorisation, chunked transfer.
+        .target(
+            name: "FedGateTransport",
+            dependencies: [
+                "FedGateProto",
+                "FedGatePKI",
+                "FedGateTensors",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        // The broker and gateway: state and I/O around the maths, over the transport.
+        .target(
+            name: "FedGateServices",
+            dependencies: [
+                "FedGateTransport",
+                "FedGateProto",
+                "FedGatePKI",
+                "FedGateTensors",
+                "FedGatePrivacy",
+                "FedGateLearning",
+                "FedGateAggregation",
+                "FedGatePolicy",
+                "FedGateStore",
+                "FedGateSimulation",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         .target(
             name: "FedGateSimulation",
             dependencies: ["FedGateLearning", "FedGateAggregation", "FedGatePrivacy", "FedGateTensors"],
@@ -113,6 +172,8 @@ let package = Package(
                 "FedGatePolicy",
                 "FedGateStore",
                 "FedGatePKI",
+                "FedGateServices",
+                "FedGateTransport",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -167,6 +228,18 @@ let package = Package(
         .testTarget(
             name: "FedGatePKITests",
             dependencies: ["FedGatePKI", .product(name: "X509", package: "swift-certificates")],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .testTarget(
+            name: "FedGateServicesTests",
+            dependencies: [
+                "FedGateServices", "FedGateTransport", "FedGateProto", "FedGatePKI", "FedGateStore", "FedGatePolicy",
+                "FedGateLearning", "FedGateSimulation", "FedGatePrivacy",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "X509", package: "swift-certificates"),
+            ],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(

@@ -1,0 +1,111 @@
+import FedGatePKI
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import X509
+
+/// What a party presents and trusts on every connection: its certificate and key, and the
+/// consortium CA. Read from PEM files; errors name the file and what to do.
+public struct TLSCredentials: Sendable {
+    public let certificatePEM: String
+    public let keyPEM: String
+    public let caPEM: String
+    /// The identity in our own certificate.
+    public let identity: Identity
+    public let notAfter: Date
+
+    public init(certificatePEM: String, keyPEM: String, caPEM: String) throws {
+        let certificate: Certificate
+        do { certificate = try Certificate(pemEncoded: certificatePEM) } catch {
+            throw PKIError("cannot read the certificate: \(error)")
+        }
+        do { _ = try Certificate(pemEncoded: caPEM) } catch { throw PKIError("cannot read the CA certificate: \(error)") }
+        identity = try Identity(subject: certificate.subject)
+        notAfter = certificate.notValidAfter
+        self.certificatePEM = certificatePEM
+        self.keyPEM = keyPEM
+        self.caPEM = caPEM
+    }
+
+    /// Loads the three PEM files.
+    public init(certificate: URL, key: URL, ca: URL) throws {
+        func read(_ url: URL, _ what: String) throws -> String {
+            do { return try String(contentsOf: url, encoding: .utf8) } catch {
+                throw PKIError("cannot read the \(what) at \(url.path): \(error.localizedDescription); check the path in the config")
+            }
+        }
+        try self.init(certificatePEM: read(certificate, "certificate"), keyPEM: read(key, "private key"), caPEM: read(ca, "CA certificate"))
+    }
+}
+
+/// Limits shared by both ends.
+public struct TransportLimits: Sendable {
+    /// Largest single gRPC message (a chunk, an offer): 4 MiB.
+    public var maximumMessageBytes = 4 << 20
+    /// Chunk size for models and updates: 1 MiB.
+    public var chunkBytes = 1 << 20
+    /// Largest model or update payload: 256 MiB.
+    public var maximumPayloadBytes = 256 << 20
+    public init() {}
+}
+
+public enum FedGateTransports {
+    /// The broker's listener: TLS with a client certificate from the consortium CA required and
+    /// verified, the connection guard behind it, HTTP/2 windows sized for model transfers.
+    public static func server(host: String, port: Int, credentials: TLSCredentials, guard connectionGuard: ConnectionGuard,
+                              limits: TransportLimits = .init()) throws -> HTTP2ServerTransport.Posix {
+        let verify = try connectionGuard.verificationCallback(trusting: credentials.caPEM)
+        return HTTP2ServerTransport.Posix(
+            address: .ipv4(host: host, port: port),
+            transportSecurity: .mTLS(
+                certificateChain: [.bytes(Array(credentials.certificatePEM.utf8), format: .pem)],
+                privateKey: .bytes(Array(credentials.keyPEM.utf8), format: .pem)
+            ) {
+                $0.trustRoots = .certificates([.bytes(Array(credentials.caPEM.utf8), format: .pem)])
+                $0.clientCertificateVerification = .noHostnameVerification
+                $0.customVerificationCallback = verify
+            },
+            config: .defaults {
+                $0.http2.targetWindowSize = 8 << 20
+                $0.http2.maxFrameSize = 1 << 20
+                $0.rpc.maxRequestPayloadSize = limits.maximumMessageBytes
+                $0.channelDebuggingCallbacks.onAcceptTCPConnection = connectionGuard.acceptCallback
+            })
+    }
+
+    /// A client connection to the broker, presenting our certificate and trusting only the
+    /// consortium CA. The broker's certificate must name `serverName` (its id).
+    public static func client(host: String, port: Int, serverName: String, credentials: TLSCredentials,
+                              limits: TransportLimits = .init()) throws -> HTTP2ClientTransport.Posix {
+        try HTTP2ClientTransport.Posix(
+            target: .ipv4(address: host, port: port),
+            transportSecurity: .mTLS(
+                certificateChain: [.bytes(Array(credentials.certificatePEM.utf8), format: .pem)],
+                privateKey: .bytes(Array(credentials.keyPEM.utf8), format: .pem)
+            ) {
+                $0.trustRoots = .certificates([.bytes(Array(credentials.caPEM.utf8), format: .pem)])
+                $0.serverCertificateVerification = .fullVerification
+            },
+            config: .defaults {
+                // SNI and the name checked in the broker's certificate.
+                $0.http2.authority = serverName
+                $0.http2.targetWindowSize = 8 << 20
+                $0.http2.maxFrameSize = 1 << 20
+                $0.backoff = .init(initial: .milliseconds(200), max: .seconds(10), multiplier: 1.6, jitter: 0.2)
+            })
+    }
+}
+
+extension ServerContext {
+    /// The identity in the verified client certificate of this call; the only source of identity.
+    public var callerIdentity: Identity {
+        get throws {
+            guard let posix = transportSpecific as? HTTP2ServerTransport.Posix.Context, let certificate = posix.peerCertificate else {
+                throw RPCError(code: .unauthenticated, message: "no verified client certificate on this connection")
+            }
+            do { return try Identity(subject: certificate.subject) } catch {
+                throw RPCError(code: .unauthenticated, message: "the client certificate carries no FedGate identity: \(error)")
+            }
+        }
+    }
+}
