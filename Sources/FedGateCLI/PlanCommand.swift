@@ -1,6 +1,6 @@
 import ArgumentParser
 import FedGatePolicy
-import FedGatePrivacy
+import FedGateServices
 import FedGateStore
 import Foundation
 
@@ -23,24 +23,9 @@ struct PlanCommand: AsyncParsableCommand {
                 t = try TrainingPlan.load(URL(fileURLWithPath: plan))
             } catch let e as PolicyFileError { throw ValidationError(e.description) }
             let ledger = try await options.open()
-            guard let governance = ledger.backend as? any GovernanceBackend else { throw ValidationError("--store: this store keeps no decisions") }
-            var prior: [String: (window: [DPEvent], lifetime: [DPEvent])] = [:]
-            let now = Date()
-            for d in t.datasets {
-                let active = try await ledger.backend.entries(dataset: d).filter { $0.state != .released }
-                let days = p.datasets[d]?.caps.window?.days ?? 0
-                prior[d] = (active.filter { $0.createdAt >= now.addingTimeInterval(-Double(days) * 86_400) }.map(\.event), active.map(\.event))
-            }
-            var consented: [String: Set<String>] = [:]
-            for d in t.datasets { consented[d] = consentedPurposes(try await ledger.backend.consents(dataset: d), at: now) }
-            let decision = PolicyEngine.decide(DecisionContext(policy: p, plan: t, now: now, priorEvents: prior, consentedPurposes: consented))
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            try await governance.record(RecordedDecision(
-                silo: p.silo, policyHash: p.sha256, policyContent: try String(contentsOfFile: policy, encoding: .utf8),
-                planHash: t.contentHash, planContent: String(decoding: try encoder.encode(t), as: UTF8.self),
-                outcome: decision.outcome.rawValue, reasons: decision.refusals.map { "\($0.rule): \($0.reason)" },
-                approvalValidHours: decision.approvalExpiryHours), actor: actor, at: now)
+            guard ledger.backend is any GovernanceBackend else { throw ValidationError("--store: this store keeps no decisions") }
+            let governor = SiloGovernor(policy: p, policyText: try String(contentsOfFile: policy, encoding: .utf8), ledger: ledger)
+            let decision = try await governor.decide(t, actor: actor)
             print(decision.description)
         }
     }

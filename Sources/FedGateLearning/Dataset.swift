@@ -26,6 +26,20 @@ public struct Dataset: Sendable, Equatable {
 
     /// Row i's features.
     @inline(__always)
+    /// Only the named feature columns, in the given order; a name that is not a feature is refused.
+    public func selecting(features names: [String]) throws -> Dataset {
+        let indices = try names.map { name in
+            guard let j = featureNames.firstIndex(of: name) else {
+                throw DatasetError(file: nil, line: nil, reason: "column '\(name)' is not a feature of this data set (features: \(featureNames.joined(separator: ", ")))")
+            }
+            return j
+        }
+        var selected = [Float]()
+        selected.reserveCapacity(count * indices.count)
+        for i in 0..<count { for j in indices { selected.append(features[i * featureCount + j]) } }
+        return try Dataset(featureNames: names, labelName: labelName, features: selected, labels: labels, classCount: classCount)
+    }
+
     public func row(_ i: Int) -> ArraySlice<Float> { features[(i * featureCount)..<((i + 1) * featureCount)] }
 
     /// The rows at the given indices.
@@ -100,6 +114,15 @@ public struct Standardisation: Sendable, Equatable {
         public let count: Int
         public let sums: [Double]
         public let squares: [Double]
+        /// Classes of the label (so the consortium agrees on the output layer).
+        public let classes: Int
+
+        public init(count: Int, sums: [Double], squares: [Double], classes: Int) {
+            self.count = count
+            self.sums = sums
+            self.squares = squares
+            self.classes = classes
+        }
 
         public init(of data: Dataset) {
             let d = data.featureCount
@@ -110,7 +133,14 @@ public struct Standardisation: Sendable, Equatable {
             count = data.count
             sums = s
             squares = q
+            classes = data.classCount
         }
+    }
+
+    /// Statistics agreed elsewhere (the broker sends the consortium's).
+    public init(means: [Float], scales: [Float]) {
+        self.means = means
+        self.scales = scales
     }
 
     /// Statistics of one data set.

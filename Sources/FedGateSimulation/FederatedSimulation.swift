@@ -1,5 +1,5 @@
 import FedGateAggregation
-import FedGateLearning
+@_spi(Testing) import FedGateLearning
 import FedGatePrivacy
 import FedGateTensors
 
@@ -28,6 +28,8 @@ public struct FederatedSimulation: Sendable {
         public var delta = 1e-5
         /// Share of each silo's rows held out for evaluation.
         public var testFraction = 0.2
+        /// Tests only: repeatable DP noise (see `LocalTrainingSettings.fixedNoiseSeed`).
+        @_spi(Testing) public var fixedNoiseSeed: UInt64?
         public init() {}
     }
 
@@ -86,16 +88,25 @@ public struct FederatedSimulation: Sendable {
         self.settings = settings
     }
 
-    public func run(onRound: (RoundRecord) -> Void = { _ in }) throws -> Result {
-        let parts = try settings.partitioning.split(data, silos: settings.silos, seed: settings.seed)
+    /// Each silo's training and held-out rows, raw (before standardisation): what a networked
+    /// run gives its gateways to compare with this simulation.
+    public func shards() throws -> [(train: Dataset, test: Dataset)] {
         var rng = SimulationRandom(seed: settings.seed ^ 0x5eed)
-        var trains: [Dataset] = [], tests: [Dataset] = []
-        for rows in parts {
+        return try shards(rng: &rng)
+    }
+
+    private func shards(rng: inout SimulationRandom) throws -> [(train: Dataset, test: Dataset)] {
+        try settings.partitioning.split(data, silos: settings.silos, seed: settings.seed).map { rows in
             let shuffled = rows.shuffled(using: &rng)
             let testCount = max(1, Int(Double(rows.count) * settings.testFraction))
-            trains.append(data.subset(Array(shuffled.dropFirst(testCount))))
-            tests.append(data.subset(Array(shuffled.prefix(testCount))))
+            return (data.subset(Array(shuffled.dropFirst(testCount))), data.subset(Array(shuffled.prefix(testCount))))
         }
+    }
+
+    public func run(onRound: (RoundRecord) -> Void = { _ in }) throws -> Result {
+        var rng = SimulationRandom(seed: settings.seed ^ 0x5eed)
+        let shards = try shards(rng: &rng)
+        var trains = shards.map(\.train), tests = shards.map(\.test)
         // Each silo computes the moments of its training rows; the consortium combines them so every
         // silo standardises the same way (per-silo statistics would shift features with the label
         // skew). Only these aggregates leave a silo; they are not DP-accounted.
@@ -122,7 +133,11 @@ public struct FederatedSimulation: Sendable {
             var bytes = 0
             for s in 0..<settings.silos {
                 var scaffold: LocalTrainer.Scaffold? = settings.scaffold ? .init(server: scaffoldServer.control, client: clientControls[s]) : nil
-                let local = try trainer.train(global, on: trains[s], scaffold: &scaffold, shuffle: &rng)
+                var siloTrainer = trainer
+                if let run = settings.fixedNoiseSeed {
+                    siloTrainer = LocalTrainer(settings: { var l = settings.local; l.fixedNoiseSeed = FedGateLearning.fixedNoiseSeed(run: run, silo: s, round: round); return l }())
+                }
+                let local = try siloTrainer.train(global, on: trains[s], scaffold: &scaffold, shuffle: &rng)
                 if let sc = scaffold { clientControls[s] = sc.client }
                 if let d = local.controlDelta { controlDeltas.append(d) }
                 if local.event != .noOp { events[s].append(local.event) }

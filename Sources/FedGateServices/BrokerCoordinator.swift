@@ -1,0 +1,414 @@
+import FedGateAggregation
+import FedGateLearning
+import FedGatePolicy
+import FedGateProto
+import FedGateSimulation
+import FedGateStore
+import FedGateTransport
+import Foundation
+import Logging
+
+/// The broker's state: connected gateways, the plans it runs and the round each is in. Handlers
+/// feed it what arrives; each plan's rounds run as one task that writes every round transition
+/// to the store before acting on it.
+public actor BrokerCoordinator {
+    public struct Settings: Sendable {
+        public var brokerID = "broker"
+        public var heartbeatInterval: Duration = .seconds(2)
+        /// A gateway silent this long is disconnected (and dropped from the round it is in).
+        public var silentAfter: Duration = .seconds(10)
+        /// How long silos have to answer an offer, at most (and at most a third of the round deadline).
+        public var offerWindow: Duration = .seconds(30)
+        /// How long a plan waits for enough silos to connect before a round is attempted anyway.
+        public var connectWait: Duration = .seconds(30)
+        /// Seed of the initial model.
+        public var modelSeed: UInt64 = 0
+        public init() {}
+    }
+
+    /// Where a plan stands.
+    public struct PlanStatus: Sendable {
+        public enum State: String, Sendable { case running, finished, failed, cancelled }
+        public struct Round: Sendable {
+            public let number: Int
+            public let state: String
+            public let participants: [String]
+            public let refused: [String: [String]]
+            /// Accuracy of the previous global model on the participants' held-out rows (their reports, weighted).
+            public let reportedAccuracy: Double?
+            public let reason: String?
+        }
+        public var state: State
+        public var rounds: [Round] = []
+        public var reason: String?
+        /// The current global model's parameters and layer sizes.
+        public var parameters: [Float] = []
+        public var layerSizes: [Int] = []
+        public var bytesIn = 0
+        public var bytesOut = 0
+    }
+
+    private struct Session {
+        let token: UInt64
+        let outbox: AsyncStream<Fedgate_V1_BrokerMessage>.Continuation
+        let datasets: Set<String>
+        var lastSeen: ContinuousClock.Instant
+    }
+
+    private struct ActiveRound {
+        let number: Int
+        var progress: RoundProgress
+        var model: [UInt8] = []
+        var modelSHA = ""
+        var dimension = 0
+    }
+
+    private struct Waiter {
+        let continuation: CheckedContinuation<Void, Never>
+        let timer: Task<Void, Never>
+    }
+
+    public let settings: Settings
+    private let store: any RegistryBackend & LedgerBackend
+    private let logger: Logger
+    private var sessions: [String: Session] = [:]
+    private var nextToken: UInt64 = 0
+    private var active: [String: ActiveRound] = [:]
+    private var waiters: [String: Waiter] = [:]
+    private var plans: [String: PlanStatus] = [:]
+    private var runs: [String: Task<Void, Never>] = [:]
+    private var monitor: Task<Void, Never>?
+
+    public init(settings: Settings = .init(), store: any RegistryBackend & LedgerBackend, logger: Logger) {
+        self.settings = settings
+        self.store = store
+        self.logger = logger
+    }
+
+    // MARK: Gateways
+
+    /// A gateway opened its task stream. A second stream from the same silo replaces the first.
+    public func open(silo: String, datasets: [String], outbox: AsyncStream<Fedgate_V1_BrokerMessage>.Continuation) -> UInt64 {
+        startMonitorIfNeeded()
+        nextToken += 1
+        if let old = sessions[silo] {
+            old.outbox.finish()
+            logger.notice("gateway reconnected; earlier stream closed", metadata: ["silo": "\(silo)"])
+        }
+        sessions[silo] = Session(token: nextToken, outbox: outbox, datasets: Set(datasets), lastSeen: .now)
+        var welcome = Fedgate_V1_Welcome()
+        welcome.brokerID = settings.brokerID
+        welcome.heartbeatIntervalMs = UInt32(settings.heartbeatInterval.milliseconds)
+        var message = Fedgate_V1_BrokerMessage()
+        message.welcome = welcome
+        outbox.yield(message)
+        logger.info("gateway connected", metadata: ["silo": "\(silo)", "datasets": "\(datasets.sorted())"])
+        return nextToken
+    }
+
+    /// A gateway's stream ended (or was closed): it no longer counts on any round it is in.
+    public func close(silo: String, token: UInt64) {
+        guard let s = sessions[silo], s.token == token else { return }
+        s.outbox.finish()
+        sessions.removeValue(forKey: silo)
+        logger.notice("gateway disconnected", metadata: ["silo": "\(silo)"])
+        for plan in active.keys {
+            active[plan]!.progress.drop(silo)
+            wakeIfDone(plan)
+        }
+    }
+
+    public func heartbeat(silo: String, token: UInt64) {
+        if sessions[silo]?.token == token { sessions[silo]!.lastSeen = .now }
+    }
+
+    public var connectedSilos: [String] { sessions.keys.sorted() }
+
+    /// A gateway's answer to an offer.
+    public func reply(_ reply: Fedgate_V1_OfferReply, from silo: String, token: UInt64) {
+        heartbeat(silo: silo, token: token)
+        guard var round = active[reply.planHash], round.number == Int(reply.round) else {
+            logger.warning("answer to an offer that is not open", metadata: ["silo": "\(silo)", "plan": "\(reply.planHash.prefix(12))", "round": "\(reply.round)"])
+            return
+        }
+        let moments = reply.hasMoments ? Standardisation.Moments(count: Int(reply.moments.count), sums: reply.moments.sums,
+                                                                   squares: reply.moments.squares, classes: Int(reply.moments.classes)) : nil
+        do {
+            try round.progress.reply(from: silo, accepted: reply.accepted, reasons: reply.reasons, moments: moments)
+            active[reply.planHash] = round
+            logger.info(reply.accepted ? "offer accepted" : "offer refused",
+                        metadata: ["silo": "\(silo)", "round": "\(reply.round)", "reasons": "\(reply.reasons)"])
+            wakeIfDone(reply.planHash)
+        } catch {
+            logger.warning("answer refused", metadata: ["silo": "\(silo)", "reason": "\(error)"])
+        }
+    }
+
+    /// The model a participant downloads, with its checksum.
+    public func model(for silo: String, plan: String, round: Int) throws -> (payload: [UInt8], sha256: String) {
+        guard let r = active[plan], r.number == round else { throw RoundError("round \(round) of plan \(plan.prefix(12))… is not training") }
+        guard r.progress.isParticipant(silo) else { throw RoundError("\(silo) is not a participant of round \(round)") }
+        plans[plan]?.bytesOut += r.model.count
+        return (r.model, r.modelSHA)
+    }
+
+    /// A participant's update, already reassembled and checksummed by the transport.
+    public func upload(from silo: String, header: TransferHeader, payload: [UInt8]) throws {
+        guard var r = active[header.planHash], r.number == header.round else {
+            throw RoundError("round \(header.round) of plan \(header.planHash.prefix(12))… is not taking updates")
+        }
+        guard r.progress.isParticipant(silo) else { throw RoundError("\(silo) is not a participant of round \(header.round)") }
+        let delta = try ModelPayload.parameters(payload, tensor: "delta", dimension: r.dimension)
+        try r.progress.upload(ClientUpdate(silo: silo, delta: delta, examples: header.examples), metrics: header.metrics)
+        active[header.planHash] = r
+        plans[header.planHash]?.bytesIn += payload.count
+        logger.info("update received", metadata: ["silo": "\(silo)", "round": "\(header.round)", "bytes": "\(payload.count)"])
+        wakeIfDone(header.planHash)
+    }
+
+    // MARK: Plans
+
+    /// Starts running `plan`'s rounds; returns its hash. Submitting a running plan again is refused.
+    public func submit(_ plan: TrainingPlan, text: String, by submitter: String) async throws -> String {
+        let hash = plan.contentHash
+        if let p = plans[hash], p.state == .running { throw RoundError("plan \(hash.prefix(12))… is already running") }
+        _ = try makeStrategy(plan.strategy, byzantine: 0)
+        _ = try ModelKind(parsing: plan.model)
+        try await store.audit(actor: submitter, action: "plan.submit", subject: hash,
+                              payload: canonicalJSON(["purpose": plan.purpose, "rounds": plan.rounds, "strategy": plan.strategy]), at: Date())
+        plans[hash] = PlanStatus(state: .running)
+        runs[hash] = Task { await self.run(plan, text: text, hash: hash) }
+        logger.info("plan submitted", metadata: ["plan": "\(hash.prefix(12))", "by": "\(submitter)", "rounds": "\(plan.rounds)"])
+        return hash
+    }
+
+    public func status(_ hash: String) -> PlanStatus? { plans[hash] }
+
+    /// Waits until the plan stops running.
+    public func finished(_ hash: String) async -> PlanStatus? {
+        if let task = runs[hash] { await task.value }
+        return plans[hash]
+    }
+
+    /// Stops every plan and closes every stream (graceful shutdown).
+    public func shutdown() {
+        for task in runs.values { task.cancel() }
+        for plan in Array(waiters.keys) { wake(plan) }
+        for s in sessions.values { s.outbox.finish() }
+        sessions.removeAll()
+        monitor?.cancel()
+    }
+
+    private func run(_ plan: TrainingPlan, text: String, hash: String) async {
+        do {
+            var global: Network?
+            var standardisation: Standardisation?
+            var strategy = try makeStrategy(plan.strategy, byzantine: 0)
+            let kind = try ModelKind(parsing: plan.model)
+            for number in 1...plan.rounds {
+                try Task.checkCancellation()
+                let roundDeadline = ContinuousClock.now + .seconds(plan.roundDeadlineSeconds)
+                let eligible = await eligibleSilos(for: plan)
+                var progress = RoundProgress(sampled: Set(eligible), quorum: plan.quorum)
+                let wallDeadline = Date().addingTimeInterval(Double(plan.roundDeadlineSeconds))
+                try await store.openRound(RoundRecord(planHash: hash, number: number, state: .planned, sampled: eligible, survivors: [],
+                                                      deadline: wallDeadline, updatedAt: Date()), actor: settings.brokerID)
+                guard eligible.count >= plan.quorum else {
+                    try await abort(hash, number, progress, reason: "only \(eligible.count) silos connected serve \(plan.datasets), quorum is \(plan.quorum)")
+                    continue
+                }
+                try await advance(hash, number, .offered, [])
+                active[hash] = ActiveRound(number: number, progress: progress)
+                var offer = Fedgate_V1_RoundOffer()
+                offer.planHash = hash
+                offer.round = UInt32(number)
+                offer.planYaml = text
+                offer.deadlineMs = Int64(wallDeadline.timeIntervalSince1970 * 1000)
+                send(.offer(offer), to: eligible)
+
+                let offerDeadline = min(ContinuousClock.now + settings.offerWindow, ContinuousClock.now + .seconds(plan.roundDeadlineSeconds) / 3)
+                await waitForRound(hash, until: offerDeadline)
+                try Task.checkCancellation()
+                progress = active[hash]!.progress
+                guard progress.closeOffer() else {
+                    active[hash]!.progress = progress
+                    try await abort(hash, number, progress, reason: "\(progress.accepted.count) accepted, quorum is \(plan.quorum)")
+                    continue
+                }
+                if global == nil {
+                    let parts = progress.accepted.sorted().compactMap { progress.moments[$0] }
+                    guard parts.count == progress.accepted.count, let first = parts.first,
+                          parts.allSatisfy({ $0.sums.count == first.sums.count }) else {
+                        try await abort(hash, number, progress, reason: "the accepting silos did not send consistent feature moments")
+                        continue
+                    }
+                    standardisation = Standardisation(combining: parts)
+                    let classes = max(2, parts.map(\.classes).max() ?? 2)
+                    global = try Network(kind: kind, inputs: first.sums.count, classes: classes, seed: settings.modelSeed)
+                    plans[hash]?.layerSizes = global!.layerSizes
+                }
+                var round = active[hash]!
+                round.progress = progress
+                round.model = try ModelPayload.model(global!)
+                round.modelSHA = TransferDigest.hex(round.model)
+                round.dimension = global!.parameters.count
+                active[hash] = round
+                try await advance(hash, number, .training, progress.accepted)
+                var task = Fedgate_V1_RoundTask()
+                task.planHash = hash
+                task.round = UInt32(number)
+                task.modelSha256 = round.modelSHA
+                task.modelBytes = UInt64(round.model.count)
+                task.deadlineMs = offer.deadlineMs
+                task.featureMeans = standardisation!.means
+                task.featureScales = standardisation!.scales
+                task.classes = UInt32(global!.classCount)
+                send(.task(task), to: progress.accepted)
+
+                await waitForRound(hash, until: roundDeadline)
+                try Task.checkCancellation()
+                progress = active[hash]!.progress
+                guard let updates = progress.closeTraining() else {
+                    active[hash]!.progress = progress
+                    try await abort(hash, number, progress, reason: "\(progress.updates.count) updates by the deadline, quorum is \(plan.quorum)")
+                    continue
+                }
+                active[hash]!.progress = progress
+                let survivors = updates.map(\.silo)
+                try await advance(hash, number, .aggregating, survivors)
+                var validated = Validated(strategy, validator: UpdateValidator(dimension: global!.parameters.count))
+                let outcome = try validated.aggregate(global: global!.parameters, updates: updates)
+                strategy = validated.inner
+                for r in outcome.rejected {
+                    try await store.audit(actor: settings.brokerID, action: "update.reject", subject: r.silo,
+                                          payload: canonicalJSON(["plan": hash, "round": number, "reason": r.description]), at: Date())
+                }
+                global!.parameters = outcome.parameters
+                plans[hash]?.parameters = outcome.parameters
+                try await advance(hash, number, .evaluating, survivors)
+                let reported = weightedAccuracy(progress)
+                try await advance(hash, number, .committed, survivors)
+                active.removeValue(forKey: hash)
+                plans[hash]?.rounds.append(.init(number: number, state: "committed", participants: survivors, refused: progress.refused,
+                                                 reportedAccuracy: reported, reason: nil))
+                sendOutcome(hash, number, "committed", survivors, "", to: progress.sampled.sorted())
+                logger.info("round committed", metadata: ["plan": "\(hash.prefix(12))", "round": "\(number)", "participants": "\(survivors)"])
+            }
+            plans[hash]?.state = .finished
+        } catch is CancellationError {
+            plans[hash]?.state = .cancelled
+        } catch {
+            plans[hash]?.state = .failed
+            plans[hash]?.reason = "\(error)"
+            logger.error("plan failed", metadata: ["plan": "\(hash.prefix(12))", "error": "\(error)"])
+        }
+        active.removeValue(forKey: hash)
+        runs.removeValue(forKey: hash)
+    }
+
+    private func weightedAccuracy(_ progress: RoundProgress) -> Double? {
+        var sum = 0.0, weight = 0.0
+        for (_, m) in progress.metrics {
+            if let a = m["accuracy"], let n = m["eval_examples"], n > 0 { sum += a * n; weight += n }
+        }
+        return weight > 0 ? sum / weight : nil
+    }
+
+    private func abort(_ hash: String, _ number: Int, _ progress: RoundProgress, reason: String) async throws {
+        try await store.advanceRound(planHash: hash, number: number, to: .aborted, survivors: [], at: Date(), actor: settings.brokerID)
+        try await store.audit(actor: settings.brokerID, action: "round.abort", subject: hash,
+                              payload: canonicalJSON(["round": number, "reason": reason]), at: Date())
+        active.removeValue(forKey: hash)
+        plans[hash]?.rounds.append(.init(number: number, state: "aborted", participants: [], refused: progress.refused,
+                                         reportedAccuracy: nil, reason: reason))
+        sendOutcome(hash, number, "aborted", [], reason, to: progress.sampled.sorted())
+        logger.warning("round aborted", metadata: ["plan": "\(hash.prefix(12))", "round": "\(number)", "reason": "\(reason)"])
+    }
+
+    private func advance(_ hash: String, _ number: Int, _ state: RoundRecord.State, _ survivors: [String]) async throws {
+        try await store.advanceRound(planHash: hash, number: number, to: state, survivors: survivors, at: Date(), actor: settings.brokerID)
+    }
+
+    private func eligibleSilos(for plan: TrainingPlan) async -> [String] {
+        let needed = Set(plan.datasets)
+        func serving() -> [String] { sessions.filter { needed.isSubset(of: $0.value.datasets) }.keys.sorted() }
+        let until = ContinuousClock.now + settings.connectWait
+        while serving().count < plan.quorum, ContinuousClock.now < until, !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return serving()
+    }
+
+    private func send(_ kind: Fedgate_V1_BrokerMessage.OneOf_Kind, to silos: [String]) {
+        var message = Fedgate_V1_BrokerMessage()
+        message.kind = kind
+        for silo in silos { sessions[silo]?.outbox.yield(message) }
+    }
+
+    private func sendOutcome(_ hash: String, _ number: Int, _ state: String, _ participants: [String], _ reason: String, to silos: [String]) {
+        var outcome = Fedgate_V1_RoundOutcome()
+        outcome.planHash = hash
+        outcome.round = UInt32(number)
+        outcome.state = state
+        outcome.participants = participants
+        outcome.reason = reason
+        send(.outcome(outcome), to: silos)
+    }
+
+    // MARK: Waiting for a round's silos
+
+    private func waitForRound(_ hash: String, until deadline: ContinuousClock.Instant) async {
+        if roundIsDone(hash) { return }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let timer = Task { [weak self] in
+                try? await Task.sleep(until: deadline)
+                await self?.wake(hash)
+            }
+            waiters[hash] = Waiter(continuation: c, timer: timer)
+        }
+    }
+
+    private func roundIsDone(_ hash: String) -> Bool {
+        guard let r = active[hash] else { return true }
+        switch r.progress.phase {
+        case .offering: return r.progress.everyoneAnswered
+        case .training: return r.progress.everyoneUploaded
+        case .closed: return true
+        }
+    }
+
+    private func wakeIfDone(_ hash: String) { if roundIsDone(hash) { wake(hash) } }
+
+    private func wake(_ hash: String) {
+        guard let w = waiters.removeValue(forKey: hash) else { return }
+        w.timer.cancel()
+        w.continuation.resume()
+    }
+
+    private func startMonitorIfNeeded() {
+        guard monitor == nil else { return }
+        monitor = Task { [weak self, interval = settings.heartbeatInterval] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                await self?.closeSilentGateways()
+            }
+        }
+    }
+
+    private func closeSilentGateways() {
+        let now = ContinuousClock.now
+        for (silo, s) in sessions where now - s.lastSeen > settings.silentAfter {
+            logger.warning("gateway silent; closing its stream", metadata: ["silo": "\(silo)"])
+            close(silo: silo, token: s.token)
+        }
+    }
+}
+
+func canonicalJSON(_ object: [String: Any]) -> String {
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+    return String(decoding: data, as: UTF8.self)
+}
+
+extension Duration {
+    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+}

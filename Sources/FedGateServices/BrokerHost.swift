@@ -1,0 +1,59 @@
+import FedGatePKI
+import FedGateStore
+import FedGateTransport
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Logging
+
+/// A running broker: its listener, coordinator and connection guard.
+public struct BrokerHandle: Sendable {
+    public let port: Int
+    public let coordinator: BrokerCoordinator
+    public let connectionGuard: ConnectionGuard
+
+    /// Revokes an identity: recorded in the store, refused from the next handshake on, and its
+    /// open connections closed now.
+    public func revoke(_ id: String, store: any RegistryBackend, actor: String) async throws {
+        if try await store.party(id) != nil { try await store.revoke(party: id, at: Date(), actor: actor) }
+        connectionGuard.revoke(id)
+    }
+}
+
+public enum BrokerHost {
+    /// Serves the broker on `host:port` (0: any free port) while `body` runs, then shuts down
+    /// gracefully: plans stop, gateway streams close, in-flight calls finish.
+    public static func serve<R: Sendable>(
+        host: String = "127.0.0.1", port: Int, credentials: TLSCredentials, store: any RegistryBackend & LedgerBackend,
+        settings: BrokerCoordinator.Settings = .init(), revoked: Set<String> = [], limits: TransportLimits = .init(), logger: Logger,
+        body: (BrokerHandle) async throws -> R
+    ) async throws -> R {
+        let audit: @Sendable (String, String, String) -> Void = { action, subject, payload in
+            Task { try? await store.audit(actor: settings.brokerID, action: action, subject: subject, payload: payload, at: Date()) }
+        }
+        let connectionGuard = ConnectionGuard(revoked: revoked, logger: logger) { refusal in
+            audit("connection.refuse", refusal.identity ?? refusal.peer, canonicalJSON(["peer": refusal.peer, "reason": refusal.reason]))
+        }
+        let interceptor = AuthorizationInterceptor(guard: connectionGuard, logger: logger) { refusal in
+            audit("call.refuse", refusal.identity ?? "-", canonicalJSON(["method": refusal.method, "reason": refusal.reason]))
+        }
+        let coordinator = BrokerCoordinator(settings: settings, store: store, logger: logger)
+        let service = BrokerService(coordinator: coordinator, store: store, limits: limits, logger: logger)
+        let transport = try FedGateTransports.server(host: host, port: port, credentials: credentials, guard: connectionGuard, limits: limits)
+        return try await withGRPCServer(transport: transport, services: [service], interceptors: [interceptor]) { _ in
+            guard let bound = try await transport.listeningAddress.ipv4?.port else {
+                throw RoundError("the broker's listener has no IPv4 address")
+            }
+            logger.info("broker listening", metadata: ["address": "\(host):\(bound)", "id": "\(credentials.identity.id)"])
+            let handle = BrokerHandle(port: bound, coordinator: coordinator, connectionGuard: connectionGuard)
+            do {
+                let result = try await body(handle)
+                await coordinator.shutdown()
+                return result
+            } catch {
+                await coordinator.shutdown()
+                throw error
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+import FedGatePKI
+import FedGatePolicy
+import FedGateProto
+import FedGateStore
+import FedGateTensors
+import FedGateTransport
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Logging
+
+/// The broker's RPCs: thin handlers that take the caller's identity from its certificate (the
+/// interceptor has already checked its role) and hand over to the coordinator.
+public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
+    let coordinator: BrokerCoordinator
+    let store: any LedgerBackend
+    let limits: TransportLimits
+    let logger: Logger
+
+    public init(coordinator: BrokerCoordinator, store: any LedgerBackend, limits: TransportLimits = .init(), logger: Logger) {
+        self.coordinator = coordinator
+        self.store = store
+        self.limits = limits
+        self.logger = logger
+    }
+
+    public func whoAmI(request: Fedgate_V1_WhoAmIRequest, context: ServerContext) async throws -> Fedgate_V1_WhoAmIResponse {
+        let identity = try context.callerIdentity
+        var response = Fedgate_V1_WhoAmIResponse()
+        response.id = identity.id
+        response.role = identity.role.rawValue
+        response.region = identity.region ?? ""
+        if let posix = context.transportSpecific as? HTTP2ServerTransport.Posix.Context, let cert = posix.peerCertificate {
+            response.certificateNotAfterMs = Int64(cert.notValidAfter.timeIntervalSince1970 * 1000)
+        }
+        return response
+    }
+
+    public func connect(request: RPCAsyncSequence<Fedgate_V1_GatewayMessage, any Error>,
+                        response: RPCWriter<Fedgate_V1_BrokerMessage>, context: ServerContext) async throws {
+        let silo = try context.callerIdentity.id
+        let (outbox, continuation) = AsyncStream.makeStream(of: Fedgate_V1_BrokerMessage.self)
+        let coordinator = self.coordinator
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await message in outbox { try await response.write(message) }
+            }
+            group.addTask {
+                var token: UInt64?
+                do {
+                    for try await message in request {
+                        guard let t = token else {
+                            guard case .hello(let hello)? = message.kind else {
+                                throw RPCError(code: .failedPrecondition, message: "open the Connect stream with a Hello")
+                            }
+                            token = await coordinator.open(silo: silo, datasets: hello.datasets, outbox: continuation)
+                            continue
+                        }
+                        switch message.kind {
+                        case .heartbeat: await coordinator.heartbeat(silo: silo, token: t)
+                        case .offerReply(let reply): await coordinator.reply(reply, from: silo, token: t)
+                        case .hello, nil: throw RPCError(code: .invalidArgument, message: "only one Hello per stream")
+                        }
+                    }
+                } catch {
+                    if let token { await coordinator.close(silo: silo, token: token) }
+                    continuation.finish()
+                    throw error
+                }
+                if let token { await coordinator.close(silo: silo, token: token) }
+                continuation.finish()
+            }
+            // Either side ending ends the stream.
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    public func downloadModel(request: Fedgate_V1_ModelRequest, response: RPCWriter<Fedgate_V1_TransferChunk>,
+                              context: ServerContext) async throws {
+        let silo = try context.callerIdentity.id
+        let model: (payload: [UInt8], sha256: String)
+        do { model = try await coordinator.model(for: silo, plan: request.planHash, round: Int(request.round)) } catch {
+            throw RPCError(code: .permissionDenied, message: "\(error)")
+        }
+        let ranges = chunkRanges(total: model.payload.count, chunkBytes: limits.chunkBytes)
+        for (i, range) in ranges.enumerated() {
+            var chunk = Fedgate_V1_TransferChunk()
+            if i == 0 {
+                chunk.header.planHash = request.planHash
+                chunk.header.round = request.round
+                chunk.header.totalBytes = UInt64(model.payload.count)
+            }
+            chunk.data = Data(model.payload[range])
+            if i == ranges.count - 1 { chunk.sha256 = model.sha256 }
+            try await response.write(chunk)
+        }
+    }
+
+    public func uploadUpdate(request: RPCAsyncSequence<Fedgate_V1_TransferChunk, any Error>,
+                             context: ServerContext) async throws -> Fedgate_V1_UploadReceipt {
+        let silo = try context.callerIdentity.id
+        var assembler = TransferAssembler(maximumBytes: limits.maximumPayloadBytes, what: "update from \(silo)")
+        var receipt = Fedgate_V1_UploadReceipt()
+        do {
+            for try await chunk in request {
+                try assembler.add(header: chunk.hasHeader ? chunk.header.transferHeader : nil, data: [UInt8](chunk.data), sha256: chunk.sha256)
+            }
+            let (header, payload) = try assembler.finish()
+            try await coordinator.upload(from: silo, header: header, payload: payload)
+            receipt.accepted = true
+        } catch let error as TransferError {
+            receipt.reason = error.description
+        } catch let error as RoundError {
+            receipt.reason = error.description
+        } catch let error as SafeTensorsError {
+            receipt.reason = "\(error)"
+        }
+        if !receipt.accepted {
+            logger.warning("update refused", metadata: ["silo": "\(silo)", "reason": "\(receipt.reason)"])
+            try await store.audit(actor: "broker", action: "update.refuse", subject: silo,
+                                  payload: canonicalJSON(["reason": receipt.reason]), at: Date())
+        }
+        return receipt
+    }
+
+    public func submitPlan(request: Fedgate_V1_SubmitPlanRequest, context: ServerContext) async throws -> Fedgate_V1_SubmitPlanResponse {
+        let identity = try context.callerIdentity
+        let plan: TrainingPlan
+        do { plan = try TrainingPlan.parse(request.planYaml, file: "submitted plan") } catch {
+            throw RPCError(code: .invalidArgument, message: "\(error)")
+        }
+        do {
+            var response = Fedgate_V1_SubmitPlanResponse()
+            response.planHash = try await coordinator.submit(plan, text: request.planYaml, by: identity.id)
+            return response
+        } catch let error as RoundError {
+            throw RPCError(code: .alreadyExists, message: error.description)
+        }
+    }
+
+    public func planStatus(request: Fedgate_V1_PlanStatusRequest, context: ServerContext) async throws -> Fedgate_V1_PlanStatusResponse {
+        guard let status = await coordinator.status(request.planHash) else {
+            throw RPCError(code: .notFound, message: "no plan \(request.planHash) at this broker")
+        }
+        var response = Fedgate_V1_PlanStatusResponse()
+        response.planHash = request.planHash
+        response.state = status.state.rawValue
+        response.reason = status.reason ?? ""
+        response.rounds = status.rounds.map { r in
+            var s = Fedgate_V1_RoundStatus()
+            s.round = UInt32(r.number)
+            s.state = r.state
+            s.participants = r.participants
+            s.accuracy = r.reportedAccuracy ?? 0
+            return s
+        }
+        return response
+    }
+
+    public func readAudit(request: Fedgate_V1_ReadAuditRequest, response: RPCWriter<Fedgate_V1_AuditRecord>,
+                          context: ServerContext) async throws {
+        let limit = request.limit == 0 ? 1000 : Int(min(request.limit, 10_000))
+        let records = try await store.auditRecords().filter { $0.seq > Int(request.afterSequence) }.prefix(limit)
+        for r in records {
+            var out = Fedgate_V1_AuditRecord()
+            out.sequence = UInt64(r.seq)
+            out.atMs = Int64(r.at.timeIntervalSince1970 * 1000)
+            out.actor = r.actor
+            out.action = r.action
+            out.detailJson = r.payload
+            out.hash = r.hash
+            try await response.write(out)
+        }
+    }
+}
+
+extension Fedgate_V1_TransferHeader {
+    var transferHeader: TransferHeader {
+        TransferHeader(planHash: planHash, round: Int(round), totalBytes: Int(clamping: totalBytes), examples: Int(clamping: examples), metrics: metrics)
+    }
+}

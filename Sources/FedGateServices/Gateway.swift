@@ -1,0 +1,347 @@
+@_spi(Testing) import FedGateLearning
+import FedGatePolicy
+import FedGatePrivacy
+import FedGateProto
+import FedGateStore
+import FedGateTransport
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Logging
+
+/// A silo's gateway: connects out to the broker (no inbound port), keeps one task stream open with
+/// heartbeats, reconnects with backoff and jitter, judges every offer against its own policy and
+/// ledger, trains locally with DP-SGD and uploads its update. Its data never leaves it.
+public actor Gateway {
+    public struct Settings: Sendable {
+        public var brokerHost = "127.0.0.1"
+        public var brokerPort = 7443
+        /// The broker's id, checked against its certificate.
+        public var brokerName = "broker"
+        public var credentials: TLSCredentials
+        /// The logical data set this gateway serves, and its rows (raw, before standardisation).
+        public var dataset: String
+        public var train: Dataset
+        public var test: Dataset
+        public var learningRate: Float = 0.1
+        public var limits = TransportLimits()
+        public var reconnectInitial: Duration = .milliseconds(200)
+        public var reconnectMaximum: Duration = .seconds(10)
+        /// Tests only: repeatable DP noise for this silo (run seed, silo index), to compare with the simulator.
+        @_spi(Testing) public var fixedNoise: (run: UInt64, silo: Int)?
+
+        public init(credentials: TLSCredentials, dataset: String, train: Dataset, test: Dataset) {
+            self.credentials = credentials
+            self.dataset = dataset
+            self.train = train
+            self.test = test
+        }
+    }
+
+    /// What the gateway did, for tests and the operator.
+    public struct Activity: Sendable {
+        public var sessions = 0
+        public var offersAccepted = 0
+        public var offersRefused: [String] = []
+        public var updatesSent = 0
+        public var bytesSent = 0
+        public var bytesReceived = 0
+    }
+
+    public let settings: Settings
+    private let governor: SiloGovernor
+    private let logger: Logger
+    /// Each offered plan's verdict at this silo: the plan, and why it is refused (empty: accepted).
+    private var decisions: [String: (plan: TrainingPlan, refusals: [String])] = [:]
+    /// Ledger reservation per "plan/round" not yet settled.
+    private var reservations: [String: [String]] = [:]
+    private var training: [String: Task<Void, Never>] = [:]
+    public private(set) var activity = Activity()
+    private var jitter = SystemRandomNumberGenerator()
+
+    public init(settings: Settings, governor: SiloGovernor, logger: Logger) {
+        self.settings = settings
+        self.governor = governor
+        self.logger = logger
+    }
+
+    public var siloID: String { settings.credentials.identity.id }
+
+    /// Runs until cancelled: one session after another, with backoff between failures.
+    public func run() async {
+        await releaseUnsentReservations()
+        var delay = settings.reconnectInitial
+        while !Task.isCancelled {
+            let started = ContinuousClock.now
+            do {
+                try await session()
+                logger.notice("broker closed the task stream; reconnecting", metadata: ["silo": "\(siloID)"])
+            } catch {
+                if Task.isCancelled { break }
+                logger.warning("session with the broker failed", metadata: ["silo": "\(siloID)", "error": "\(error)"])
+            }
+            if ContinuousClock.now - started > .seconds(30) { delay = settings.reconnectInitial }
+            let spread = Double.random(in: 0.8...1.2, using: &jitter)
+            try? await Task.sleep(for: delay * spread)
+            delay = min(delay * 2, settings.reconnectMaximum)
+        }
+        for task in training.values { task.cancel() }
+    }
+
+    /// A reservation still open when the gateway (re)starts belongs to a round whose update never
+    /// left (updates are committed before they are sent): nothing was spent, so it is released.
+    private func releaseUnsentReservations() async {
+        reservations.removeAll()
+        do {
+            for entry in try await governor.ledger.backend.entries(dataset: settings.dataset) where entry.state == .reserved {
+                try await governor.ledger.release(entry.id, actor: siloID)
+                logger.notice("released a reservation left by an earlier run", metadata: [
+                    "silo": "\(siloID)", "plan": "\(entry.planHash.prefix(12))", "round": "\(entry.round)"])
+            }
+        } catch {
+            logger.error("could not release leftover reservations", metadata: ["silo": "\(siloID)", "error": "\(error)"])
+        }
+    }
+
+    private func session() async throws {
+        let transport = try FedGateTransports.client(host: settings.brokerHost, port: settings.brokerPort, serverName: settings.brokerName,
+                                                     credentials: settings.credentials, limits: settings.limits)
+        try await withGRPCClient(transport: transport) { client in
+            let broker = Fedgate_V1_Broker.Client(wrapping: client)
+            let (outbox, continuation) = AsyncStream.makeStream(of: Fedgate_V1_GatewayMessage.self)
+            var hello = Fedgate_V1_GatewayMessage()
+            hello.hello.datasets = [settings.dataset]
+            hello.hello.softwareVersion = "fedgate 0.1"
+            continuation.yield(hello)
+            defer { continuation.finish() }
+            let request = StreamingClientRequest<Fedgate_V1_GatewayMessage> { writer in
+                for await message in outbox { try await writer.write(message) }
+            }
+            try await broker.connect(request: request) { response in
+                var heartbeat: Task<Void, Never>?
+                defer { heartbeat?.cancel() }
+                for try await message in response.messages {
+                    switch message.kind {
+                    case .welcome(let welcome):
+                        await self.connected()
+                        let interval = Duration.milliseconds(max(100, Int(welcome.heartbeatIntervalMs)))
+                        heartbeat = Task {
+                            while !Task.isCancelled {
+                                try? await Task.sleep(for: interval)
+                                var beat = Fedgate_V1_GatewayMessage()
+                                beat.heartbeat.sentAtMs = Int64(Date().timeIntervalSince1970 * 1000)
+                                continuation.yield(beat)
+                            }
+                        }
+                    case .offer(let offer):
+                        var reply = Fedgate_V1_GatewayMessage()
+                        reply.offerReply = await self.answer(offer)
+                        continuation.yield(reply)
+                    case .task(let task):
+                        await self.startTraining(task, broker: broker)
+                    case .outcome(let outcome):
+                        await self.settle(outcome)
+                    case nil:
+                        continue
+                    }
+                }
+            }
+        }
+    }
+
+    private func connected() {
+        activity.sessions += 1
+        logger.info("connected to the broker", metadata: ["silo": "\(siloID)", "broker": "\(settings.brokerName)"])
+    }
+
+    // MARK: Offers
+
+    /// Judges an offer: the policy decides the plan once, the ledger reserves every round.
+    func answer(_ offer: Fedgate_V1_RoundOffer) async -> Fedgate_V1_OfferReply {
+        var reply = Fedgate_V1_OfferReply()
+        reply.planHash = offer.planHash
+        reply.round = offer.round
+        do {
+            let plan = try await decide(offer)
+            let key = "\(offer.planHash)/\(offer.round)"
+            if reservations[key] == nil {
+                let event = DPEvent.dpsgd(samplingProbability: plan.dp.samplingRate, noiseMultiplier: try plan.noiseMultiplier(),
+                                          steps: plan.localSteps)
+                var ids: [String] = []
+                do {
+                    for d in plan.datasets {
+                        ids.append(try await governor.ledger.reserve(event, dataset: d, plan: offer.planHash, round: Int(offer.round), actor: siloID))
+                    }
+                } catch {
+                    for id in ids { try? await governor.ledger.release(id, actor: siloID) }
+                    throw error
+                }
+                reservations[key] = ids
+            }
+            let m = Standardisation.Moments(of: try features(plan).train)
+            reply.accepted = true
+            reply.moments.count = UInt64(m.count)
+            reply.moments.sums = m.sums
+            reply.moments.squares = m.squares
+            reply.moments.classes = UInt32(m.classes)
+            activity.offersAccepted += 1
+        } catch {
+            reply.accepted = false
+            reply.reasons = (error as? OfferRefusal)?.reasons ?? ["\(error)"]
+            activity.offersRefused.append(contentsOf: reply.reasons)
+            logger.notice("offer refused", metadata: ["silo": "\(siloID)", "round": "\(offer.round)", "reasons": "\(reply.reasons)"])
+        }
+        return reply
+    }
+
+    private struct OfferRefusal: Error { let reasons: [String] }
+
+    private func decide(_ offer: Fedgate_V1_RoundOffer) async throws -> TrainingPlan {
+        if let cached = decisions[offer.planHash] {
+            guard cached.refusals.isEmpty else { throw OfferRefusal(reasons: cached.refusals) }
+            return cached.plan
+        }
+        let plan: TrainingPlan
+        do { plan = try TrainingPlan.parse(offer.planYaml, file: "plan \(offer.planHash.prefix(12))") } catch {
+            throw OfferRefusal(reasons: ["plan: \(error)"])
+        }
+        guard plan.contentHash == offer.planHash else {
+            throw OfferRefusal(reasons: ["plan: its content hashes to \(plan.contentHash.prefix(12))…, not the offered \(offer.planHash.prefix(12))…"])
+        }
+        guard plan.datasets.contains(settings.dataset) else {
+            throw OfferRefusal(reasons: ["datasets: this gateway serves '\(settings.dataset)', the plan asks for \(plan.datasets)"])
+        }
+        do { _ = try features(plan) } catch { throw OfferRefusal(reasons: ["columns: \(error)"]) }
+        let decision = try await governor.decide(plan, actor: siloID)
+        var refusals: [String]
+        switch decision.outcome {
+        case .accepted: refusals = []
+        case .refused: refusals = decision.refusals.map { "\($0.rule): \($0.reason)" }
+        case .needsApproval:
+            refusals = ["approval: the plan waits for a person's approval at this silo"]
+            if let governance = governor.ledger.backend as? any GovernanceBackend,
+               let approval = try await governance.approval(planHash: plan.contentHash, silo: governor.policy.silo), approval.allows(at: Date()) {
+                refusals = []
+            }
+        }
+        decisions[offer.planHash] = (plan, refusals)
+        guard refusals.isEmpty else { throw OfferRefusal(reasons: refusals) }
+        return plan
+    }
+
+    // MARK: Training
+
+    private func startTraining(_ task: Fedgate_V1_RoundTask, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) {
+        let key = "\(task.planHash)/\(task.round)"
+        training[key] = Task {
+            do {
+                try await self.train(task, broker: broker)
+            } catch {
+                self.trainingFailed(key, error)
+            }
+            self.trainingEnded(key)
+        }
+    }
+
+    private func trainingEnded(_ key: String) { training.removeValue(forKey: key) }
+
+    private func trainingFailed(_ key: String, _ error: any Error) {
+        logger.error("round task failed", metadata: ["silo": "\(siloID)", "task": "\(key)", "error": "\(error)"])
+    }
+
+    private func train(_ task: Fedgate_V1_RoundTask, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async throws {
+        guard let plan = decisions[task.planHash]?.plan else { throw RoundError("a task for plan \(task.planHash.prefix(12))… this gateway never accepted") }
+        var request = Fedgate_V1_ModelRequest()
+        request.planHash = task.planHash
+        request.round = task.round
+        let limit = settings.limits.maximumPayloadBytes
+        let payload = try await broker.downloadModel(request) { response in
+            var assembler = TransferAssembler(maximumBytes: limit, what: "model for round \(task.round)")
+            for try await chunk in response.messages {
+                try assembler.add(header: chunk.hasHeader ? chunk.header.transferHeader : nil, data: [UInt8](chunk.data), sha256: chunk.sha256)
+            }
+            return try assembler.finish().payload
+        }
+        activity.bytesReceived += payload.count
+        guard TransferDigest.hex(payload) == task.modelSha256 else { throw RoundError("the model's SHA-256 differs from the task's") }
+
+        var (train, test) = try features(plan)
+        guard task.featureMeans.count == train.featureCount, task.featureScales.count == train.featureCount else {
+            throw RoundError("the consortium standardisation has \(task.featureMeans.count) features, this silo \(train.featureCount)")
+        }
+        let standardisation = Standardisation(means: task.featureMeans, scales: task.featureScales)
+        train.standardise(standardisation)
+        test.standardise(standardisation)
+        var global = try Network(kind: try ModelKind(parsing: plan.model), inputs: train.featureCount, classes: Int(task.classes), seed: 0)
+        global.parameters = try ModelPayload.parameters(payload, tensor: "parameters", dimension: global.parameters.count)
+        let before = global.evaluate(test)
+
+        var local = LocalTrainingSettings()
+        local.learningRate = settings.learningRate
+        local.dp = try DPSGDSettings(noiseMultiplier: try plan.noiseMultiplier(), clipNorm: plan.dp.clipNorm, samplingRate: plan.dp.samplingRate)
+        local.dpSteps = plan.localSteps
+        if let fixed = settings.fixedNoise { local.fixedNoiseSeed = fixedNoiseSeed(run: fixed.run, silo: fixed.silo, round: Int(task.round)) }
+        var scaffold: LocalTrainer.Scaffold?
+        var shuffle = SimulationRandom(seed: UInt64(task.round))
+        let update = try LocalTrainer(settings: local).train(global, on: train, scaffold: &scaffold, shuffle: &shuffle)
+        var delta = update.parameters
+        for k in delta.indices { delta[k] -= global.parameters[k] }
+        let bytes = try ModelPayload.update(delta)
+
+        let key = "\(task.planHash)/\(task.round)"
+        // The update is about to leave the silo: its privacy is spent, whatever the broker does with it.
+        try await commit(key)
+        let header = TransferHeader(planHash: task.planHash, round: Int(task.round), totalBytes: bytes.count, examples: update.examples,
+                                    metrics: ["accuracy": before.accuracy, "eval_examples": Double(test.count), "train_loss": Double(update.meanLoss)])
+        let chunkBytes = settings.limits.chunkBytes
+        let receipt = try await broker.uploadUpdate(request: StreamingClientRequest { writer in
+            let ranges = chunkRanges(total: bytes.count, chunkBytes: chunkBytes)
+            let digest = TransferDigest.hex(bytes)
+            for (i, range) in ranges.enumerated() {
+                var chunk = Fedgate_V1_TransferChunk()
+                if i == 0 { chunk.header = Fedgate_V1_TransferHeader(header) }
+                chunk.data = Data(bytes[range])
+                if i == ranges.count - 1 { chunk.sha256 = digest }
+                try await writer.write(chunk)
+            }
+        })
+        activity.bytesSent += bytes.count
+        guard receipt.accepted else { throw RoundError("the broker refused the update: \(receipt.reason)") }
+        activity.updatesSent += 1
+        logger.info("update sent", metadata: ["silo": "\(siloID)", "round": "\(task.round)", "bytes": "\(bytes.count)"])
+    }
+
+    /// The silo's rows restricted to the plan's columns (the label is read separately): training
+    /// never sees a column the plan did not name.
+    private func features(_ plan: TrainingPlan) throws -> (train: Dataset, test: Dataset) {
+        let names = plan.columns.filter { $0 != settings.train.labelName }
+        return (try settings.train.selecting(features: names), try settings.test.selecting(features: names))
+    }
+
+    private func commit(_ key: String) async throws {
+        for id in reservations.removeValue(forKey: key) ?? [] { try await governor.ledger.commit(id, actor: siloID) }
+    }
+
+    /// The round is over: a reservation still open was never spent (no update left), so it is released.
+    private func settle(_ outcome: Fedgate_V1_RoundOutcome) async {
+        let key = "\(outcome.planHash)/\(outcome.round)"
+        if let task = training[key] { await task.value }
+        for id in reservations.removeValue(forKey: key) ?? [] {
+            do { try await governor.ledger.release(id, actor: siloID) } catch {
+                logger.error("could not release a reservation", metadata: ["silo": "\(siloID)", "id": "\(id)", "error": "\(error)"])
+            }
+        }
+        logger.info("round over", metadata: ["silo": "\(siloID)", "round": "\(outcome.round)", "state": "\(outcome.state)"])
+    }
+}
+
+extension Fedgate_V1_TransferHeader {
+    init(_ header: TransferHeader) {
+        self.init()
+        planHash = header.planHash
+        round = UInt32(header.round)
+        totalBytes = UInt64(header.totalBytes)
+        examples = UInt64(header.examples)
+        metrics = header.metrics
+    }
+}

@@ -1,0 +1,85 @@
+import FedGatePKI
+import FedGateStore
+import FedGateTransport
+import Foundation
+import Logging
+import Synchronization
+import X509
+
+/// A consortium made for one test: a CA, certificates for a broker, silos and people (each with
+/// its key kept beside it), a store for each party, and files for tools such as `openssl`.
+struct Consortium {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let migrations = root.appendingPathComponent("migrations")
+
+    let ca: ConsortiumCA
+    let folder: URL
+    let logger: Logger
+
+    init() throws {
+        ca = try ConsortiumCA.create()
+        folder = FileManager.default.temporaryDirectory.appendingPathComponent("fedgate-net-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try ca.certificatePEM.write(to: folder.appendingPathComponent("ca.pem"), atomically: true, encoding: .utf8)
+        var logger = Logger(label: "fedgate.test")
+        logger.logLevel = ProcessInfo.processInfo.environment["FEDGATE_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
+        self.logger = logger
+    }
+
+    /// Credentials for `id` in `role`, issued by `issuer` (default: this consortium's CA) at `now`.
+    func credentials(_ id: String, _ role: Identity.Role, region: String? = "eu-west", issuer: ConsortiumCA? = nil,
+                     days: Int = 7, now: Date = Date()) throws -> TLSCredentials {
+        let identity = try Identity(id: id, role: role, region: role.isService ? region : nil)
+        let request = try EnrollmentRequest(identity: identity)
+        let certificate = try (issuer ?? ca).issue(request.csr, days: days, now: now)
+        let credentials = try TLSCredentials(certificatePEM: try certificate.serializeAsPEM().pemString, keyPEM: request.keyPEM,
+                                             caPEM: try ca.certificatePEM)
+        try credentials.certificatePEM.write(to: file("\(id).pem"), atomically: true, encoding: .utf8)
+        try credentials.keyPEM.write(to: file("\(id).key"), atomically: true, encoding: .utf8)
+        return credentials
+    }
+
+    func file(_ name: String) -> URL { folder.appendingPathComponent(name) }
+
+    /// A migrated SQLite store in the test folder.
+    func store(_ name: String) async throws -> SQLiteLedger {
+        let store = try SQLiteLedger(path: file("\(name).sqlite").path)
+        _ = try await store.applyMigrations(try Migration.load(from: Self.migrations))
+        return store
+    }
+}
+
+/// Collects values from callbacks (refusals, log lines) for assertions.
+final class Recorder<T: Sendable>: Sendable {
+    private let values = Mutex<[T]>([])
+    func add(_ value: T) { values.withLock { $0.append(value) } }
+    var all: [T] { values.withLock { $0 } }
+
+    /// Waits up to `seconds` for a value satisfying `match`.
+    func wait(seconds: Double = 5, for match: (T) -> Bool) async -> T? {
+        let until = Date().addingTimeInterval(seconds)
+        while Date() < until {
+            if let v = all.first(where: match) { return v }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return all.first(where: match)
+    }
+}
+
+/// Runs `openssl s_client` against the broker as a real, independent TLS peer; returns its output.
+func opensslClient(port: Int, arguments: [String]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+    process.arguments = ["s_client", "-connect", "127.0.0.1:\(port)", "-servername", "broker", "-brief"] + arguments
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    let input = Pipe()
+    process.standardInput = input
+    try process.run()
+    // Say nothing and hang up once the handshake had time to finish.
+    Thread.sleep(forTimeInterval: 0.5)
+    try input.fileHandleForWriting.close()
+    process.waitUntilExit()
+    return String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+}

@@ -1,0 +1,243 @@
+@_spi(Testing) import FedGateLearning
+import FedGatePKI
+import FedGatePolicy
+import FedGatePrivacy
+import FedGateProto
+@_spi(Testing) import FedGateServices
+@_spi(Testing) import FedGateSimulation
+import FedGateStore
+import FedGateTransport
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Testing
+
+/// Rounds over the network: a broker and gateways on loopback over mutual TLS, each gateway with
+/// its own policy, ledger and shard of the breast-cancer data.
+@Suite("Networked federated rounds")
+struct NetworkedRoundTests {
+    static let data = try! Dataset.load(csv: Consortium.root.appendingPathComponent("examples/data/breast_cancer_wisconsin.csv"), label: "malignant")
+
+    static func policy(silo: String, purposes: [String] = ["research"]) -> String {
+        """
+        silo: \(silo)
+        datasets:
+          breast-cancer-2024:
+            purposes: [\(purposes.joined(separator: ", "))]
+            columns: [\(data.featureNames.joined(separator: ", "))]
+            epsilon:
+              per_plan: 5.0
+              lifetime: 20.0
+            delta_max: 1.0e-5
+        residency:
+          allowed_regions: [eu-west]
+          allowed_jurisdictions: [EU]
+        privacy:
+          min_noise_multiplier: 1.0
+          max_clip_norm: 1.0
+          require_secure_aggregation: false
+          min_silos_per_round: 2
+        models: [logistic]
+        executors: [builtin]
+        """
+    }
+
+    static func plan(rounds: Int, quorum: Int, deadline: Int = 60, purpose: String = "research") -> String {
+        """
+        purpose: \(purpose)
+        datasets: [breast-cancer-2024]
+        columns: [\(data.featureNames.joined(separator: ", "))]
+        model: logistic
+        rounds: \(rounds)
+        local_steps: 10
+        strategy: fedavg
+        dp: { noise_multiplier: 2.34, clip_norm: 1.0, sampling_rate: 0.1, delta: 1.0e-5 }
+        secure_aggregation: false
+        quorum: \(quorum)
+        broker: { region: eu-west, jurisdiction: EU }
+        deadlines: { round_seconds: \(deadline) }
+        """
+    }
+
+    /// The simulator's settings that the networked runs mirror.
+    static func simulation(seed: UInt64) throws -> FederatedSimulation {
+        var s = FederatedSimulation.Settings()
+        s.silos = 3
+        s.partitioning = .dirichlet(alpha: 0.5)
+        s.model = .logistic
+        s.rounds = 10
+        s.seed = seed
+        s.local.learningRate = 0.5
+        s.local.dp = try DPSGDSettings(noiseMultiplier: 2.34, clipNorm: 1, samplingRate: 0.1)
+        s.fixedNoiseSeed = seed
+        return try FederatedSimulation(data: data, settings: s)
+    }
+
+    struct Silo {
+        let gateway: Gateway
+        let ledger: PrivacyLedger
+    }
+
+    func makeSilo(_ consortium: Consortium, _ id: String, train: Dataset, test: Dataset, policy: String? = nil,
+                  port: Int, fixedNoise: (run: UInt64, silo: Int)? = nil) async throws -> Silo {
+        let store = try await consortium.store(id)
+        try await store.save(DatasetBudget(name: "breast-cancer-2024", delta: 1e-5, perPlanCap: 5, lifetimeCap: 20), actor: "admin")
+        try await store.addConsent(ConsentRecord(dataset: "breast-cancer-2024", purpose: "research", legalBasis: "consent",
+                                                 scope: "all patients", validFrom: Date().addingTimeInterval(-86_400)), actor: "admin")
+        let text = policy ?? Self.policy(silo: id)
+        let ledger = PrivacyLedger(backend: store)
+        let governor = SiloGovernor(policy: try SiloPolicy.parse(text, file: "\(id).yaml"), policyText: text, ledger: ledger)
+        var settings = Gateway.Settings(credentials: try consortium.credentials(id, .silo), dataset: "breast-cancer-2024", train: train, test: test)
+        settings.brokerPort = port
+        settings.learningRate = 0.5
+        settings.fixedNoise = fixedNoise
+        return Silo(gateway: Gateway(settings: settings, governor: governor, logger: consortium.logger), ledger: ledger)
+    }
+
+    func waitForGateways(_ broker: BrokerHandle, _ count: Int) async throws {
+        let until = ContinuousClock.now + .seconds(10)
+        while await broker.coordinator.connectedSilos.count < count, ContinuousClock.now < until { try await Task.sleep(for: .milliseconds(10)) }
+    }
+
+    /// Pooled accuracy of `parameters` on every silo's held-out rows, standardised as the consortium agreed.
+    static func pooledAccuracy(_ parameters: [Float], shards: [(train: Dataset, test: Dataset)]) throws -> Double {
+        let stats = Standardisation(combining: shards.map { Standardisation.Moments(of: $0.train) })
+        var net = try Network(kind: .logistic, inputs: data.featureCount, classes: 2, seed: 0)
+        net.parameters = parameters
+        var correct = 0.0, total = 0.0
+        for shard in shards {
+            var test = shard.test
+            test.standardise(stats)
+            let m = net.evaluate(test)
+            correct += m.accuracy * Double(test.count)
+            total += Double(test.count)
+        }
+        return correct / total
+    }
+
+    @Test("three gateways, ten FedAvg rounds with DP-SGD over mTLS: the simulator's accuracy for the same seed, ε as accounted, every round in the store")
+    func endToEnd() async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        let simulation = try Self.simulation(seed: 1)
+        let shards = try simulation.shards()
+        let reference = try simulation.run()
+        let simulated = reference.final.accuracy
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
+                                   logger: consortium.logger) { broker in
+            var silos: [Silo] = []
+            for (i, shard) in shards.enumerated() {
+                silos.append(try await makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, port: broker.port,
+                                                fixedNoise: (1, i)))
+            }
+            let running = silos.map { silo in Task { await silo.gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            try await waitForGateways(broker, 3)
+
+            let scientist = try consortium.credentials("dana", .dataScientist)
+            let transport = try FedGateTransports.client(host: "127.0.0.1", port: broker.port, serverName: "broker", credentials: scientist)
+            let hash = try await withGRPCClient(transport: transport) { grpc in
+                var request = Fedgate_V1_SubmitPlanRequest()
+                request.planYaml = Self.plan(rounds: 10, quorum: 3)
+                return try await Fedgate_V1_Broker.Client(wrapping: grpc).submitPlan(request).planHash
+            }
+            let status = try #require(await broker.coordinator.finished(hash))
+            #expect(status.state == .finished, "\(status.reason ?? "")")
+            #expect(status.rounds.count == 10)
+            #expect(status.rounds.allSatisfy { $0.state == "committed" && $0.participants.count == 3 }, "\(status.rounds.map { ($0.state, $0.reason) })")
+
+            let networked = try Self.pooledAccuracy(status.parameters, shards: shards)
+            #expect(networked >= 0.9)
+            #expect(abs(networked - simulated) <= 0.01 + 1e-9, "networked \(networked) vs simulated \(simulated)")
+            // Same shards, same noise seeds, same order of sums: the networked model is the simulator's.
+            let gap = zip(status.parameters, reference.model.parameters).map { abs($0 - $1) }.max() ?? .infinity
+            #expect(status.parameters.count == reference.model.parameters.count && gap <= 1e-5, "largest parameter gap \(gap)")
+
+            // Every round went planned → offered → training → aggregating → evaluating → committed in the store.
+            let rounds = try await brokerStore.rounds(planHash: hash)
+            #expect(rounds.count == 10 && rounds.allSatisfy { $0.state == .committed && $0.survivors.count == 3 })
+            let transitions = try await brokerStore.auditRecords().filter { $0.action.hasPrefix("round.") }.count
+            #expect(transitions >= 60, "\(transitions) round records")
+
+            // Each silo's ledger committed exactly its ten rounds of DP-SGD, and ε is the accountant's.
+            let expected = try epsilon(of: .dpsgd(samplingProbability: 0.1, noiseMultiplier: 2.34, steps: 100), delta: 1e-5)
+            for silo in silos {
+                let entries = try await silo.ledger.backend.entries(dataset: "breast-cancer-2024")
+                #expect(entries.count == 10 && entries.allSatisfy { $0.state == .committed })
+                let spent = try await silo.ledger.spent(dataset: "breast-cancer-2024", delta: 1e-5)
+                #expect(abs(spent.committed - expected) < 1e-9)
+                #expect(await silo.gateway.activity.updatesSent == 10)
+            }
+        }
+    }
+
+    @Test("a silo whose policy refuses the plan's purpose answers with its reason; the round runs on the quorum of the others")
+    func refusalWithReason() async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        let shards = try Self.simulation(seed: 2).shards()
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
+                                   logger: consortium.logger) { broker in
+            var silos: [Silo] = []
+            for (i, shard) in shards.enumerated() {
+                let policy = i == 2 ? Self.policy(silo: "clinic-2", purposes: ["quality-improvement"]) : nil
+                silos.append(try await makeSilo(consortium, i == 2 ? "clinic-2" : "hospital-\(i)", train: shard.train, test: shard.test,
+                                                policy: policy, port: broker.port))
+            }
+            let running = silos.map { silo in Task { await silo.gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            try await waitForGateways(broker, 3)
+            let hash = try await broker.coordinator.submit(try TrainingPlan.parse(Self.plan(rounds: 2, quorum: 2), file: "plan"),
+                                                           text: Self.plan(rounds: 2, quorum: 2), by: "dana")
+            let status = try #require(await broker.coordinator.finished(hash))
+            #expect(status.rounds.map(\.state) == ["committed", "committed"])
+            #expect(status.rounds.allSatisfy { $0.participants == ["hospital-0", "hospital-1"] })
+            let reasons = status.rounds[0].refused["clinic-2"] ?? []
+            #expect(reasons.contains { $0.contains("purpose") && $0.contains("research") }, "\(reasons)")
+            // The clinic reserved nothing; the hospitals committed two rounds each.
+            #expect(try await silos[2].ledger.backend.entries(dataset: "breast-cancer-2024").isEmpty)
+            #expect(try await silos[0].ledger.backend.entries(dataset: "breast-cancer-2024").filter { $0.state == .committed }.count == 2)
+        }
+    }
+
+    @Test("a gateway that vanishes mid-round is dropped at the deadline; the round commits on quorum and the silo rejoins the next")
+    func gatewayLostMidRound() async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        let shards = try Self.simulation(seed: 3).shards()
+        var settings = BrokerCoordinator.Settings()
+        settings.heartbeatInterval = .milliseconds(200)
+        settings.silentAfter = .seconds(1)
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
+                                   settings: settings, logger: consortium.logger) { broker in
+            var silos: [Silo] = []
+            for (i, shard) in shards.enumerated() {
+                silos.append(try await makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, port: broker.port))
+            }
+            var running = silos.map { silo in Task { await silo.gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            try await waitForGateways(broker, 3)
+            let text = Self.plan(rounds: 3, quorum: 2, deadline: 6)
+            let hash = try await broker.coordinator.submit(try TrainingPlan.parse(text, file: "plan"), text: text, by: "dana")
+            // Kill hospital-2 once round 1 is training: its stream and any upload stop.
+            while await broker.coordinator.status(hash)?.rounds.isEmpty ?? true {
+                if let round = try await brokerStore.rounds(planHash: hash).first, round.state == .training { break }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            running[2].cancel()
+            _ = await running[2].value
+            // …and bring it back once round 1 is over.
+            while (await broker.coordinator.status(hash)?.rounds.count ?? 0) < 1 { try await Task.sleep(for: .milliseconds(20)) }
+            let returning = silos[2].gateway
+            running[2] = Task { await returning.run() }
+            let status = try #require(await broker.coordinator.finished(hash))
+            #expect(status.rounds.allSatisfy { $0.state == "committed" }, "\(status.rounds.map { ($0.state, $0.reason) })")
+            #expect(status.rounds.count == 3)
+            let last = status.rounds.last!.participants
+            #expect(last.contains("hospital-2"), "rejoined: \(last)")
+            // Whatever hospital-2 had reserved for a round it did not finish was released, not left reserved.
+            let entries = try await silos[2].ledger.backend.entries(dataset: "breast-cancer-2024")
+            #expect(!entries.contains { $0.state == .reserved }, "\(entries.map(\.state))")
+        }
+    }
+}

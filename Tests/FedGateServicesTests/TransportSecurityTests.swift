@@ -1,0 +1,188 @@
+import FedGatePKI
+import FedGateProto
+import FedGateServices
+import FedGateStore
+import FedGateTransport
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Testing
+
+/// Who gets in, over real TLS on loopback: the broker's listener with its connection guard and
+/// per-call authorisation, against gRPC clients and `openssl s_client` as independent peers.
+@Suite("Broker transport security over mutual TLS")
+struct TransportSecurityTests {
+    /// Runs a broker with a fresh consortium and store; `body` gets both, and the refusals audited.
+    func withBroker(_ body: (Consortium, BrokerHandle, SQLiteLedger) async throws -> Void) async throws {
+        let consortium = try Consortium()
+        let store = try await consortium.store("broker")
+        let credentials = try consortium.credentials("broker", .broker)
+        try await BrokerHost.serve(port: 0, credentials: credentials, store: store, logger: consortium.logger) { broker in
+            try await body(consortium, broker, store)
+        }
+    }
+
+    func call<R: Sendable>(_ broker: BrokerHandle, as credentials: TLSCredentials,
+                           _ body: @Sendable (Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
+        let transport = try FedGateTransports.client(host: "127.0.0.1", port: broker.port, serverName: "broker", credentials: credentials)
+        return try await withGRPCClient(transport: transport) { client in try await body(Fedgate_V1_Broker.Client(wrapping: client)) }
+    }
+
+    func rpcCode(_ body: () async throws -> Void) async -> RPCError.Code? {
+        do { try await body(); return nil } catch let error as RPCError { return error.code } catch { return .unknown }
+    }
+
+    @Test("identity comes from the certificate: WhoAmI names the silo, its role and region")
+    func whoAmI() async throws {
+        try await withBroker { consortium, broker, _ in
+            let silo = try consortium.credentials("hospital-a", .silo, region: "eu-west")
+            let me = try await call(broker, as: silo) { try await $0.whoAmI(Fedgate_V1_WhoAmIRequest()) }
+            #expect(me.id == "hospital-a" && me.role == "silo" && me.region == "eu-west")
+            #expect(abs(Double(me.certificateNotAfterMs) / 1000 - silo.notAfter.timeIntervalSince1970) < 1)
+            let person = try consortium.credentials("dana", .dataScientist)
+            let who = try await call(broker, as: person) { try await $0.whoAmI(Fedgate_V1_WhoAmIRequest()) }
+            #expect(who.id == "dana" && who.role == "data-scientist" && who.region.isEmpty)
+        }
+    }
+
+    @Test("no client certificate, another CA's certificate, an expired one: refused at the handshake and audited")
+    func handshakeRefusals() async throws {
+        try await withBroker { consortium, broker, store in
+            // No certificate at all.
+            let bare = try HTTP2ClientTransport.Posix(
+                target: .ipv4(address: "127.0.0.1", port: broker.port),
+                transportSecurity: .tls { $0.trustRoots = .certificates([.bytes(Array(try! consortium.ca.certificatePEM.utf8), format: .pem)]) },
+                config: .defaults { $0.http2.authority = "broker"; $0.backoff.initial = .milliseconds(50) })
+            let noCert = await rpcCode {
+                _ = try await withGRPCClient(transport: bare) { try await Fedgate_V1_Broker.Client(wrapping: $0).whoAmI(Fedgate_V1_WhoAmIRequest()) }
+            }
+            #expect(noCert == .unavailable)
+
+            let otherCA = try ConsortiumCA.create(name: "Some other CA")
+            let foreign = try consortium.credentials("mallory", .silo, issuer: otherCA)
+            #expect(await rpcCode { _ = try await call(broker, as: foreign) { try await $0.whoAmI(Fedgate_V1_WhoAmIRequest()) } } == .unavailable)
+
+            let expired = try consortium.credentials("hospital-old", .silo, days: 1, now: Date().addingTimeInterval(-3 * 86_400))
+            #expect(await rpcCode { _ = try await call(broker, as: expired) { try await $0.whoAmI(Fedgate_V1_WhoAmIRequest()) } } == .unavailable)
+
+            // Each attempt left an audit record naming why.
+            try await Task.sleep(for: .milliseconds(300))
+            let refusals = try await store.auditRecords().filter { $0.action == "connection.refuse" }.map(\.payload)
+            #expect(refusals.contains { $0.contains("PEER_DID_NOT_RETURN_A_CERTIFICATE") }, "\(refusals)")
+            #expect(refusals.contains { $0.contains("claiming 'mallory'") }, "\(refusals)")
+            #expect(refusals.contains { $0.contains("claiming 'hospital-old'") && $0.lowercased().contains("expired") }, "\(refusals)")
+            #expect(refusals.count == 3, "one record per attempt: \(refusals)")
+        }
+    }
+
+    @Test("openssl s_client: TLS 1.2 is refused, TLS 1.3 with a silo certificate is admitted, no certificate is refused")
+    func opensslPeers() async throws {
+        try await withBroker { consortium, broker, store in
+            _ = try consortium.credentials("hospital-a", .silo)
+            let cert = ["-cert", consortium.file("hospital-a.pem").path, "-key", consortium.file("hospital-a.key").path,
+                        "-CAfile", consortium.file("ca.pem").path]
+            let old = try opensslClient(port: broker.port, arguments: ["-tls1_2"] + cert)
+            #expect(old.contains("TLSv1.2"), "\(old)")
+            let modern = try opensslClient(port: broker.port, arguments: ["-tls1_3"] + cert)
+            #expect(modern.contains("TLSv1.3"), "\(modern)")
+            _ = try opensslClient(port: broker.port, arguments: ["-tls1_3", "-CAfile", consortium.file("ca.pem").path])
+            try await Task.sleep(for: .milliseconds(300))
+            let refusals = try await store.auditRecords().filter { $0.action == "connection.refuse" }
+            #expect(refusals.contains { $0.payload.contains("TLS 1.3 is required") && $0.subject == "hospital-a" } == false,
+                    "a TLS 1.2 refusal is decided before the identity is read")
+            #expect(refusals.contains { $0.payload.contains("TLS 1.3 is required") }, "\(refusals.map(\.payload))")
+            #expect(refusals.contains { $0.payload.contains("PEER_DID_NOT_RETURN_A_CERTIFICATE") }, "\(refusals.map(\.payload))")
+            #expect(refusals.count == 2, "the TLS 1.3 peer with a good certificate was admitted: \(refusals.map(\.payload))")
+        }
+    }
+
+    @Test("each role calls only what it may: silos cannot submit plans or read the audit; people cannot open task streams")
+    func authorisation() async throws {
+        try await withBroker { consortium, broker, store in
+            let silo = try consortium.credentials("hospital-a", .silo)
+            let scientist = try consortium.credentials("dana", .dataScientist)
+            let officer = try consortium.credentials("olga", .complianceOfficer)
+            let plan = { var p = Fedgate_V1_SubmitPlanRequest(); p.planYaml = "purpose: research"; return p }()
+            #expect(await rpcCode { _ = try await call(broker, as: silo) { try await $0.submitPlan(plan) } } == .permissionDenied)
+            #expect(await rpcCode {
+                try await call(broker, as: silo) { try await $0.readAudit(Fedgate_V1_ReadAuditRequest()) { for try await _ in $0.messages {} } }
+            } == .permissionDenied)
+            #expect(await rpcCode {
+                try await call(broker, as: scientist) { client in
+                    try await client.connect(request: StreamingClientRequest { _ in }) { for try await _ in $0.messages {} }
+                }
+            } == .permissionDenied)
+            #expect(await rpcCode {
+                try await call(broker, as: scientist) { client in
+                    _ = try await client.uploadUpdate(request: StreamingClientRequest { _ in })
+                }
+            } == .permissionDenied)
+            // A data scientist may submit: a malformed plan is refused for its content, not its sender.
+            #expect(await rpcCode { _ = try await call(broker, as: scientist) { try await $0.submitPlan(plan) } } == .invalidArgument)
+            // The compliance officer reads the audit, which holds the refusals above.
+            let actions = try await call(broker, as: officer) { client in
+                try await client.readAudit(Fedgate_V1_ReadAuditRequest()) { response in
+                    var seen: [String] = []
+                    for try await record in response.messages { seen.append(record.action + " " + record.detailJson) }
+                    return seen
+                }
+            }
+            #expect(actions.filter { $0.hasPrefix("call.refuse") }.count == 4, "\(actions)")
+            #expect(actions.contains { $0.contains("SubmitPlan") && $0.contains("only data-scientist may") })
+            _ = store
+        }
+    }
+
+    @Test("a silo uploads only to a round it joined: an update with no open round is refused and audited")
+    func uploadOutsideRound() async throws {
+        try await withBroker { consortium, broker, store in
+            let silo = try consortium.credentials("hospital-b", .silo)
+            let receipt = try await call(broker, as: silo) { client in
+                try await client.uploadUpdate(request: StreamingClientRequest { writer in
+                    var chunk = Fedgate_V1_TransferChunk()
+                    chunk.header.planHash = "someone-elses-plan"
+                    chunk.header.round = 1
+                    chunk.header.totalBytes = 4
+                    chunk.data = Data([1, 2, 3, 4])
+                    chunk.sha256 = TransferDigest.hex([UInt8]([1, 2, 3, 4]))
+                    try await writer.write(chunk)
+                })
+            }
+            #expect(!receipt.accepted)
+            #expect(receipt.reason.contains("not taking updates"))
+            let audit = try await store.auditRecords().filter { $0.action == "update.refuse" }
+            #expect(audit.count == 1 && audit[0].subject == "hospital-b")
+        }
+    }
+
+    @Test("revoking a silo closes its open connections at once and refuses its next handshake")
+    func revocation() async throws {
+        try await withBroker { consortium, broker, store in
+            let silo = try consortium.credentials("hospital-c", .silo)
+            let transport = try FedGateTransports.client(host: "127.0.0.1", port: broker.port, serverName: "broker", credentials: silo)
+            let code = await rpcCode {
+                try await withGRPCClient(transport: transport) { grpc in
+                    let client = Fedgate_V1_Broker.Client(wrapping: grpc)
+                    try await client.connect(request: StreamingClientRequest { writer in
+                        var hello = Fedgate_V1_GatewayMessage()
+                        hello.hello.datasets = ["breast-cancer-2024"]
+                        try await writer.write(hello)
+                        try await Task.sleep(for: .seconds(30))
+                    }) { response in
+                        for try await message in response.messages {
+                            if case .welcome? = message.kind {
+                                #expect(broker.connectionGuard.openConnections(of: "hospital-c") == 1)
+                                try await broker.revoke("hospital-c", store: store, actor: "admin")
+                            }
+                        }
+                    }
+                }
+            }
+            #expect(code == .unavailable || code == .cancelled || code == .unknown, "the stream was cut: \(String(describing: code))")
+            #expect(broker.connectionGuard.openConnections(of: "hospital-c") == 0)
+            #expect(await rpcCode { _ = try await call(broker, as: silo) { try await $0.whoAmI(Fedgate_V1_WhoAmIRequest()) } } == .unavailable)
+            let refused = try await store.auditRecords().filter { $0.action == "connection.refuse" }
+            #expect(refused.contains { $0.payload.contains("revoked") }, "\(refused.map(\.payload))")
+        }
+    }
+}
