@@ -87,7 +87,7 @@ struct EnrollCommand: ParsableCommand {
     }
 }
 
-private func loadCA(_ folder: String) throws -> ConsortiumCA {
+func loadCA(_ folder: String) throws -> ConsortiumCA {
     let dir = URL(fileURLWithPath: folder)
     do {
         return try ConsortiumCA(certificatePEM: try String(contentsOf: dir.appendingPathComponent("ca.pem"), encoding: .utf8),

@@ -25,13 +25,13 @@ public enum BrokerHost {
     /// gracefully: plans stop, gateway streams close, in-flight calls finish.
     public static func serve<R: Sendable>(
         host: String = "127.0.0.1", port: Int, credentials: TLSCredentials, store: any RegistryBackend & LedgerBackend,
-        settings: BrokerCoordinator.Settings = .init(), revoked: Set<String> = [], limits: TransportLimits = .init(), logger: Logger,
+        settings: BrokerCoordinator.Settings = .init(), revocationPoll: Duration = .seconds(1), limits: TransportLimits = .init(), logger: Logger,
         body: (BrokerHandle) async throws -> R
     ) async throws -> R {
         let audit: @Sendable (String, String, String) -> Void = { action, subject, payload in
             Task { try? await store.audit(actor: settings.brokerID, action: action, subject: subject, payload: payload, at: Date()) }
         }
-        let connectionGuard = ConnectionGuard(revoked: revoked, logger: logger) { refusal in
+        let connectionGuard = ConnectionGuard(revoked: try await store.revokedParties(), logger: logger) { refusal in
             audit("connection.refuse", refusal.identity ?? refusal.peer, canonicalJSON(["peer": refusal.peer, "reason": refusal.reason]))
         }
         let interceptor = AuthorizationInterceptor(guard: connectionGuard, logger: logger) { refusal in
@@ -46,6 +46,15 @@ public enum BrokerHost {
             }
             logger.info("broker listening", metadata: ["address": "\(host):\(bound)", "id": "\(credentials.identity.id)"])
             let handle = BrokerHandle(port: bound, coordinator: coordinator, connectionGuard: connectionGuard)
+            // Revocations recorded in the store (`fedgate silo revoke`) reach the running broker within a poll.
+            let watcher = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: revocationPoll)
+                    guard let revoked = try? await store.revokedParties() else { continue }
+                    for id in revoked where !connectionGuard.isRevoked(id) { connectionGuard.revoke(id) }
+                }
+            }
+            defer { watcher.cancel() }
             do {
                 let result = try await body(handle)
                 await coordinator.shutdown()

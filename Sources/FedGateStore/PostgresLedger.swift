@@ -263,6 +263,16 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
         }
     }
 
+    public func revokedParties() async throws -> Set<String> {
+        try await wrap {
+            var out = Set<String>()
+            for try await id in try await client.query("SELECT id FROM parties WHERE revoked_at IS NOT NULL", logger: logger).decode(String.self) {
+                out.insert(id)
+            }
+            return out
+        }
+    }
+
     public func openRound(_ r: RoundRecord, actor: String) async throws {
         try await audited(actor: actor, action: "round.planned", at: r.updatedAt) { conn in
             try await conn.query("""

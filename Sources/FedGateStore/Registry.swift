@@ -90,6 +90,8 @@ public protocol RegistryBackend: Sendable {
     func enroll(_ party: Party, actor: String) async throws
     func revoke(party id: String, at: Date, actor: String) async throws
     func party(_ id: String) async throws -> Party?
+    /// Ids of every revoked party (the broker refuses them at the handshake).
+    func revokedParties() async throws -> Set<String>
     /// Creates a round in `planned`.
     func openRound(_ round: RoundRecord, actor: String) async throws
     /// Moves a round to `state` (only along `State.next`), recording who survived.

@@ -221,6 +221,10 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         }
     }
 
+    public func revokedParties() async throws -> Set<String> {
+        try await wrap { try await pool.read { db in Set(try String.fetchAll(db, sql: "SELECT id FROM parties WHERE revoked_at IS NOT NULL")) } }
+    }
+
     public func party(_ id: String) async throws -> Party? {
         try await wrap {
             try await pool.read { db in

@@ -200,44 +200,46 @@ struct NetworkedRoundTests {
         }
     }
 
-    @Test("a gateway that vanishes mid-round is dropped at the deadline; the round commits on quorum and the silo rejoins the next")
-    func gatewayLostMidRound() async throws {
+    @Test("the broker notices a silent gateway: no heartbeats, its stream is closed and the round goes on without it")
+    func silentGateway() async throws {
         let consortium = try Consortium()
         let brokerStore = try await consortium.store("broker")
         let shards = try Self.simulation(seed: 3).shards()
         var settings = BrokerCoordinator.Settings()
-        settings.heartbeatInterval = .milliseconds(200)
-        settings.silentAfter = .seconds(1)
+        settings.heartbeatInterval = .milliseconds(100)
+        settings.silentAfter = .milliseconds(500)
         try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
                                    settings: settings, logger: consortium.logger) { broker in
             var silos: [Silo] = []
-            for (i, shard) in shards.enumerated() {
+            for (i, shard) in shards.prefix(2).enumerated() {
                 silos.append(try await makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, port: broker.port))
             }
-            var running = silos.map { silo in Task { await silo.gateway.run() } }
+            let running = silos.map { silo in Task { await silo.gateway.run() } }
             defer { running.forEach { $0.cancel() } }
-            try await waitForGateways(broker, 3)
-            let text = Self.plan(rounds: 3, quorum: 2, deadline: 6)
-            let hash = try await broker.coordinator.submit(try TrainingPlan.parse(text, file: "plan"), text: text, by: "dana")
-            // Kill hospital-2 once round 1 is training: its stream and any upload stop.
-            while await broker.coordinator.status(hash)?.rounds.isEmpty ?? true {
-                if let round = try await brokerStore.rounds(planHash: hash).first, round.state == .training { break }
-                try await Task.sleep(for: .milliseconds(5))
+            // A third silo opens its task stream, says hello, then never speaks again.
+            let mute = try consortium.credentials("hospital-mute", .silo)
+            let transport = try FedGateTransports.client(host: "127.0.0.1", port: broker.port, serverName: "broker", credentials: mute)
+            let closedAfter = Task {
+                try await withGRPCClient(transport: transport) { grpc in
+                    let start = ContinuousClock.now
+                    try await Fedgate_V1_Broker.Client(wrapping: grpc).connect(request: StreamingClientRequest { writer in
+                        var hello = Fedgate_V1_GatewayMessage()
+                        hello.hello.datasets = ["breast-cancer-2024"]
+                        try await writer.write(hello)
+                        try await Task.sleep(for: .seconds(20))
+                    }) { response in for try await _ in response.messages {} }
+                    return ContinuousClock.now - start
+                }
             }
-            running[2].cancel()
-            _ = await running[2].value
-            // …and bring it back once round 1 is over.
-            while (await broker.coordinator.status(hash)?.rounds.count ?? 0) < 1 { try await Task.sleep(for: .milliseconds(20)) }
-            let returning = silos[2].gateway
-            running[2] = Task { await returning.run() }
+            try await waitForGateways(broker, 3)
+            let text = Self.plan(rounds: 1, quorum: 2, deadline: 60)
+            let hash = try await broker.coordinator.submit(try TrainingPlan.parse(text, file: "plan"), text: text, by: "dana")
             let status = try #require(await broker.coordinator.finished(hash))
-            #expect(status.rounds.allSatisfy { $0.state == "committed" }, "\(status.rounds.map { ($0.state, $0.reason) })")
-            #expect(status.rounds.count == 3)
-            let last = status.rounds.last!.participants
-            #expect(last.contains("hospital-2"), "rejoined: \(last)")
-            // Whatever hospital-2 had reserved for a round it did not finish was released, not left reserved.
-            let entries = try await silos[2].ledger.backend.entries(dataset: "breast-cancer-2024")
-            #expect(!entries.contains { $0.state == .reserved }, "\(entries.map(\.state))")
+            #expect(status.rounds.map(\.state) == ["committed"])
+            #expect(status.rounds.first?.participants == ["hospital-0", "hospital-1"])
+            let closed = try await closedAfter.value
+            #expect(closed >= .milliseconds(400) && closed < .seconds(5), "the broker closed the silent stream after \(closed)")
+            #expect(await broker.coordinator.connectedSilos == ["hospital-0", "hospital-1"])
         }
     }
 }

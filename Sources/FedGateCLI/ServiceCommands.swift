@@ -1,0 +1,185 @@
+import ArgumentParser
+import FedGateLearning
+import FedGatePKI
+import FedGatePolicy
+import FedGateServices
+import FedGateSimulation
+import FedGateStore
+import FedGateTransport
+import Foundation
+import Logging
+import ServiceLifecycle
+import X509
+
+/// The whole store a service needs: ledger, governance and registry in one backend, migrated.
+func openServiceStore(_ url: String, migrations: URL) async throws -> any LedgerBackend & GovernanceBackend & RegistryBackend {
+    let backend: any LedgerBackend & GovernanceBackend & RegistryBackend
+    do {
+        if url.hasPrefix("sqlite:") { backend = try SQLiteLedger(path: String(url.dropFirst("sqlite:".count))) }
+        else { backend = try PostgresLedger(url: url) }
+        _ = try await backend.applyMigrations(try Migration.load(from: migrations))
+    } catch let e as LedgerError { throw ValidationError("store \(url): \(e)") }
+    return backend
+}
+
+func loadCredentials(_ tls: TLSPaths, expecting id: String, file: String) throws -> TLSCredentials {
+    let credentials: TLSCredentials
+    do { credentials = try TLSCredentials(certificate: tls.certificate, key: tls.key, ca: tls.ca) } catch let e as PKIError {
+        throw ValidationError("\(file): tls: \(e)")
+    }
+    guard credentials.identity.id == id else {
+        throw ValidationError("\(file): the certificate \(tls.certificate.path) is for '\(credentials.identity.id)', not '\(id)'")
+    }
+    return credentials
+}
+
+/// Runs `body` as a service under SIGTERM/SIGINT handling: the body either watches for the
+/// graceful shutdown itself (`cancelOnShutdown` false) or is cancelled when it starts.
+struct ClosureService: Service {
+    let cancelOnShutdown: Bool
+    let body: @Sendable () async throws -> Void
+    func run() async throws {
+        if cancelOnShutdown { try await cancelWhenGracefulShutdown { try await body() } } else { try await body() }
+    }
+}
+
+func runUntilSignalled(_ logger: Logger, cancelOnShutdown: Bool = true, _ body: @escaping @Sendable () async throws -> Void) async throws {
+    let service = ClosureService(cancelOnShutdown: cancelOnShutdown, body: body)
+    let group = ServiceGroup(configuration: .init(services: [.init(service: service)],
+                                                  gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    try await group.run()
+}
+
+/// `fedgate broker serve`: the consortium's broker.
+struct BrokerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "broker", abstract: "Run the consortium's broker.", subcommands: [Serve.self])
+
+    struct Serve: AsyncParsableCommand, AsyncExecutable {
+        static let configuration = CommandConfiguration(abstract: "Serve gateways and people over mutual TLS until SIGTERM.")
+        @Option(help: "The broker's config file (YAML).") var config: String
+
+        func execute() async throws {
+            let c: BrokerConfig
+            do { c = try BrokerConfig.load(URL(fileURLWithPath: config)) } catch let e as PolicyFileError { throw ValidationError(e.description) }
+            var logger = Logger(label: "fedgate.broker")
+            logger.logLevel = .info
+            let credentials = try loadCredentials(c.tls, expecting: c.id, file: config)
+            guard credentials.identity.role == .broker else { throw ValidationError("\(config): the certificate is a \(credentials.identity.role.rawValue)'s, not a broker's") }
+            let store = try await openServiceStore(c.store, migrations: c.migrations)
+            var settings = BrokerCoordinator.Settings()
+            settings.brokerID = c.id
+            settings.heartbeatInterval = .milliseconds(Int(c.heartbeatSeconds * 1000))
+            settings.silentAfter = .milliseconds(Int(c.silentAfterSeconds * 1000))
+            var limits = TransportLimits()
+            limits.maximumMessageBytes = c.maximumMessageBytes
+            limits.maximumPayloadBytes = c.maximumPayloadBytes
+            limits.chunkBytes = min(limits.chunkBytes, c.maximumMessageBytes / 2)
+            let host = c.host, port = c.port
+            let (brokerSettings, brokerLimits, brokerLogger) = (settings, limits, logger)
+            // On SIGTERM the body returns: plans stop, gateway streams close, the listener drains.
+            try await runUntilSignalled(logger, cancelOnShutdown: false) {
+                try await BrokerHost.serve(host: host, port: port, credentials: credentials, store: store, settings: brokerSettings,
+                                           limits: brokerLimits, logger: brokerLogger) { broker in
+                    // Scripts wait for this line to know the port (useful with port 0).
+                    FileHandle.standardOutput.write(Data("broker \(c.id) listening on \(host):\(broker.port)\n".utf8))
+                    try? await gracefulShutdown()
+                }
+            }
+            logger.info("broker stopped")
+        }
+    }
+}
+
+/// `fedgate gateway run`: a silo's gateway.
+struct GatewayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "gateway", abstract: "Run a silo's gateway.", subcommands: [Run.self])
+
+    struct Run: AsyncParsableCommand, AsyncExecutable {
+        static let configuration = CommandConfiguration(abstract: "Connect out to the broker and take part in rounds until SIGTERM.")
+        @Option(help: "The gateway's config file (YAML).") var config: String
+
+        func execute() async throws {
+            let c: GatewayConfig
+            let policy: SiloPolicy
+            do {
+                c = try GatewayConfig.load(URL(fileURLWithPath: config))
+                policy = try SiloPolicy.load(c.policy)
+            } catch let e as PolicyFileError { throw ValidationError(e.description) }
+            guard policy.silo == c.silo else { throw ValidationError("\(c.policy.path): the policy is silo '\(policy.silo)''s, the gateway is '\(c.silo)'") }
+            var logger = Logger(label: "fedgate.gateway")
+            logger.logLevel = .info
+            let credentials = try loadCredentials(c.tls, expecting: c.silo, file: config)
+            let data: Dataset
+            do { data = try Dataset.load(csv: c.csv, label: c.label) } catch let e as DatasetError { throw ValidationError("\(config): dataset: \(e)") }
+            // A fixed held-out split, so restarts evaluate on the same rows.
+            var rng = SimulationRandom(seed: 0x5ee0)
+            let order = Array(0..<data.count).shuffled(using: &rng)
+            let held = max(1, Int(Double(data.count) * c.testFraction))
+            let store = try await openServiceStore(c.store, migrations: c.migrations)
+            let ledger = PrivacyLedger(backend: store)
+            let governor = SiloGovernor(policy: policy, policyText: try String(contentsOf: c.policy, encoding: .utf8), ledger: ledger)
+            var settings = Gateway.Settings(credentials: credentials, dataset: c.dataset,
+                                            train: data.subset(Array(order.dropFirst(held))), test: data.subset(Array(order.prefix(held))))
+            settings.brokerHost = c.brokerHost
+            settings.brokerPort = c.brokerPort
+            settings.brokerName = c.brokerName
+            settings.learningRate = Float(c.learningRate)
+            let gateway = Gateway(settings: settings, governor: governor, logger: logger)
+            try await runUntilSignalled(logger) { await gateway.run() }
+            logger.info("gateway stopped", metadata: ["silo": "\(c.silo)"])
+        }
+    }
+}
+
+/// `fedgate silo approve|revoke`: the consortium operator's enrolment and revocation of silos.
+struct SiloCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "silo", abstract: "Approve or revoke silos at the broker.",
+                                                    subcommands: [Approve.self, Revoke.self])
+
+    struct Approve: AsyncParsableCommand, AsyncExecutable {
+        static let configuration = CommandConfiguration(abstract: "Sign a silo's CSR with the consortium CA and enrol it in the broker's store.")
+        @Argument(help: "The silo id the CSR must carry.") var id: String
+        @Option(help: "The silo's CSR (PEM).") var csr: String
+        @Option(help: "The CA folder (ca.pem, ca-key.pem).") var ca: String
+        @Option(help: "The broker's store: sqlite:PATH or postgres://….") var store: String
+        @Option(help: "Folder of numbered SQL migrations.") var migrations = "migrations"
+        @Option(help: "The silo's jurisdiction (residency).") var jurisdiction: String
+        @Option(help: "Validity in days (1–90).") var days = 7
+        @Option(help: "Where to write the certificate (PEM).") var out: String
+        @Option(help: "Who approves (for the audit).") var actor = "admin"
+
+        func execute() async throws {
+            let authority = try loadCA(ca)
+            let request: CertificateSigningRequest
+            do { request = try CertificateSigningRequest(pemEncoded: try String(contentsOfFile: csr, encoding: .utf8)) } catch {
+                throw ValidationError("--csr: \(csr) is not a readable PEM CSR: \(error)")
+            }
+            let identity: Identity
+            do { identity = try Identity(subject: request.subject) } catch let e as PKIError { throw ValidationError("--csr: \(e)") }
+            guard identity.id == id else { throw ValidationError("--csr: the CSR asks for '\(identity.id)', not '\(id)'") }
+            guard identity.role == .silo else { throw ValidationError("--csr: the CSR is for a \(identity.role.rawValue), not a silo") }
+            let certificate: Certificate
+            do { certificate = try authority.issue(request, days: days) } catch let e as PKIError { throw ValidationError(e.description) }
+            let backend = try await openServiceStore(store, migrations: URL(fileURLWithPath: migrations))
+            try await backend.enroll(Party(id: id, kind: .silo, region: identity.region ?? "", jurisdiction: jurisdiction,
+                                           certificateSHA256: try certificate.sha256Fingerprint, enrolledAt: Date()), actor: actor)
+            try certificate.serializeAsPEM().pemString.write(toFile: out, atomically: true, encoding: .utf8)
+            print("silo \(id) approved: certificate valid until \(certificate.notValidAfter) written to \(out)")
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand, AsyncExecutable {
+        static let configuration = CommandConfiguration(
+            abstract: "Revoke a silo: a running broker refuses its next handshake and closes its open connections within a second.")
+        @Argument(help: "The silo id.") var id: String
+        @Option(help: "The broker's store: sqlite:PATH or postgres://….") var store: String
+        @Option(help: "Folder of numbered SQL migrations.") var migrations = "migrations"
+        @Option(help: "Who revokes (for the audit).") var actor = "admin"
+
+        func execute() async throws {
+            let backend = try await openServiceStore(store, migrations: URL(fileURLWithPath: migrations))
+            do { try await backend.revoke(party: id, at: Date(), actor: actor) } catch let e as LedgerError { throw ValidationError(e.description) }
+            print("silo \(id) revoked")
+        }
+    }
+}

@@ -1,0 +1,116 @@
+import Foundation
+
+/// Paths to a party's TLS material, resolved against the config file's folder.
+public struct TLSPaths: Sendable, Equatable {
+    public var certificate: URL
+    public var key: URL
+    public var ca: URL
+}
+
+/// `broker.yaml`: where the broker listens, what it presents, where it keeps its state.
+public struct BrokerConfig: Sendable, Equatable {
+    public var id: String
+    public var host: String
+    public var port: Int
+    public var tls: TLSPaths
+    /// `sqlite:PATH` or `postgres://…`.
+    public var store: String
+    public var migrations: URL
+    public var heartbeatSeconds: Double
+    public var silentAfterSeconds: Double
+    public var maximumMessageBytes: Int
+    public var maximumPayloadBytes: Int
+
+    public static func load(_ url: URL) throws -> BrokerConfig { try parse(try readPolicyText(url), file: url.path) }
+
+    public static func parse(_ text: String, file: String) throws -> BrokerConfig {
+        let r = YAMLReader(file: file)
+        let root = try r.root(text)
+        try root.only(["id", "listen", "tls", "store", "migrations", "heartbeat_seconds", "silent_after_seconds", "limits"])
+        let listen = try r.map(try root.require("listen", "{host, port}"), "listen")
+        try listen.only(["host", "port"])
+        let folder = URL(fileURLWithPath: file).deletingLastPathComponent()
+        var maxMessage = 4, maxPayload = 256
+        if let l = root.optional("limits") {
+            let limits = try r.map(l, "limits")
+            try limits.only(["max_message_mb", "max_payload_mb"])
+            maxMessage = try limits.optional("max_message_mb").map { try r.int($0, "limits.max_message_mb", 1...64, "MiB from 1 to 64") } ?? 4
+            maxPayload = try limits.optional("max_payload_mb").map { try r.int($0, "limits.max_payload_mb", 1...4096, "MiB from 1 to 4096") } ?? 256
+        }
+        return BrokerConfig(
+            id: try r.string(try root.require("id", "the broker's id, as in its certificate"), "id"),
+            host: try listen.optional("host").map { try r.string($0, "listen.host") } ?? "0.0.0.0",
+            port: try r.int(try listen.require("port", "the TCP port"), "listen.port", 0...65_535, "a port from 0 to 65535"),
+            tls: try tlsPaths(r, root, folder),
+            store: try storeURL(r, root, folder),
+            migrations: resolve(try root.optional("migrations").map { try r.string($0, "migrations") } ?? "migrations", folder),
+            heartbeatSeconds: try root.optional("heartbeat_seconds").map { try r.double($0, "heartbeat_seconds", 0.05...3600, "seconds from 0.05 to 3600") } ?? 2,
+            silentAfterSeconds: try root.optional("silent_after_seconds").map { try r.double($0, "silent_after_seconds", 0.1...86_400, "seconds from 0.1 to 86400") } ?? 10,
+            maximumMessageBytes: maxMessage << 20, maximumPayloadBytes: maxPayload << 20)
+    }
+}
+
+/// `gateway.yaml`: the silo's broker, its TLS material, store, policy and data.
+public struct GatewayConfig: Sendable, Equatable {
+    public var silo: String
+    public var brokerHost: String
+    public var brokerPort: Int
+    public var brokerName: String
+    public var tls: TLSPaths
+    public var store: String
+    public var migrations: URL
+    public var policy: URL
+    public var dataset: String
+    public var csv: URL
+    public var label: String
+    public var testFraction: Double
+    public var learningRate: Double
+
+    public static func load(_ url: URL) throws -> GatewayConfig { try parse(try readPolicyText(url), file: url.path) }
+
+    public static func parse(_ text: String, file: String) throws -> GatewayConfig {
+        let r = YAMLReader(file: file)
+        let root = try r.root(text)
+        try root.only(["silo", "broker", "tls", "store", "migrations", "policy", "dataset", "learning_rate"])
+        let broker = try r.map(try root.require("broker", "{host, port, name}"), "broker")
+        try broker.only(["host", "port", "name"])
+        let data = try r.map(try root.require("dataset", "{name, csv, label, test_fraction}"), "dataset")
+        try data.only(["name", "csv", "label", "test_fraction"])
+        let folder = URL(fileURLWithPath: file).deletingLastPathComponent()
+        return GatewayConfig(
+            silo: try r.string(try root.require("silo", "the silo's id, as in its certificate"), "silo"),
+            brokerHost: try r.string(try broker.require("host", "the broker's host"), "broker.host"),
+            brokerPort: try r.int(try broker.require("port", "the broker's port"), "broker.port", 1...65_535, "a port from 1 to 65535"),
+            brokerName: try broker.optional("name").map { try r.string($0, "broker.name") } ?? "broker",
+            tls: try tlsPaths(r, root, folder),
+            store: try storeURL(r, root, folder),
+            migrations: resolve(try root.optional("migrations").map { try r.string($0, "migrations") } ?? "migrations", folder),
+            policy: resolve(try r.string(try root.require("policy", "the silo's policy file"), "policy"), folder),
+            dataset: try r.string(try data.require("name", "the logical data set name plans use"), "dataset.name"),
+            csv: resolve(try r.string(try data.require("csv", "the CSV file of the data set"), "dataset.csv"), folder),
+            label: try r.string(try data.require("label", "the label column"), "dataset.label"),
+            testFraction: try data.optional("test_fraction").map { try r.double($0, "dataset.test_fraction", 0.05...0.5, "a share from 0.05 to 0.5") } ?? 0.2,
+            learningRate: try root.optional("learning_rate").map { try r.double($0, "learning_rate", 1e-6...100, "a rate from 1e-6 to 100") } ?? 0.5)
+    }
+}
+
+private func resolve(_ path: String, _ folder: URL) -> URL {
+    path.hasPrefix("/") ? URL(fileURLWithPath: path) : folder.appendingPathComponent(path)
+}
+
+private func tlsPaths(_ r: YAMLReader, _ root: YAMLReader.Map, _ folder: URL) throws -> TLSPaths {
+    let tls = try r.map(try root.require("tls", "{certificate, key, ca}: PEM files"), "tls")
+    try tls.only(["certificate", "key", "ca"])
+    return TLSPaths(certificate: resolve(try r.string(try tls.require("certificate", "our certificate (PEM)"), "tls.certificate"), folder),
+                    key: resolve(try r.string(try tls.require("key", "our private key (PEM)"), "tls.key"), folder),
+                    ca: resolve(try r.string(try tls.require("ca", "the consortium CA certificate (PEM)"), "tls.ca"), folder))
+}
+
+private func storeURL(_ r: YAMLReader, _ root: YAMLReader.Map, _ folder: URL) throws -> String {
+    let store = try r.string(try root.require("store", "sqlite:PATH or postgres://user@host:port/database"), "store")
+    if store.hasPrefix("sqlite:") { return "sqlite:" + resolve(String(store.dropFirst(7)), folder).path }
+    guard store.hasPrefix("postgres://") || store.hasPrefix("postgresql://") else {
+        throw r.error(root.optional("store"), "store", "must be sqlite:PATH or postgres://user@host:port/database")
+    }
+    return store
+}

@@ -1,0 +1,168 @@
+import FedGateLearning
+import FedGatePKI
+import FedGateProto
+import FedGateStore
+import FedGateTransport
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Testing
+
+/// The `fedgate` program as real processes: a broker and three gateways started from their YAML
+/// configs, a gateway killed with SIGKILL mid-round, everything stopped with SIGTERM.
+@Suite("fedgate broker serve and gateway run as processes")
+struct ProcessRoundTests {
+    static var fedgate: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("fedgate")
+    }
+
+    /// A running `fedgate` process with its output in a file.
+    final class Running: @unchecked Sendable {
+        let process = Process()
+        let log: URL
+
+        init(_ arguments: [String], log: URL) throws {
+            self.log = log
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+            process.executableURL = ProcessRoundTests.fedgate
+            process.arguments = arguments
+            process.currentDirectoryURL = Consortium.root
+            let handle = try FileHandle(forWritingTo: log)
+            process.standardOutput = handle
+            process.standardError = handle
+            try process.run()
+        }
+
+        var output: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+
+        func signal(_ s: Int32) { kill(process.processIdentifier, s) }
+
+        /// Waits for the process to exit, up to `seconds`; its status, or nil if it is still running.
+        func exit(within seconds: Double) async -> Int32? {
+            let until = Date().addingTimeInterval(seconds)
+            while process.isRunning, Date() < until { try? await Task.sleep(for: .milliseconds(20)) }
+            return process.isRunning ? nil : process.terminationStatus
+        }
+    }
+
+    static func writeCSV(_ data: Dataset, to url: URL) throws {
+        var text = (data.featureNames + [data.labelName]).joined(separator: ",") + "\n"
+        for i in 0..<data.count {
+            text += data.row(i).map { "\($0)" }.joined(separator: ",") + ",\(data.labels[i])\n"
+        }
+        try text.write(to: url, atomically: true, encoding: .utf8)
+    }
+
+    func gatewayConfig(_ consortium: Consortium, _ id: String, shard: Dataset, port: Int) async throws -> URL {
+        try Self.writeCSV(shard, to: consortium.file("\(id).csv"))
+        try NetworkedRoundTests.policy(silo: id).write(to: consortium.file("\(id)-policy.yaml"), atomically: true, encoding: .utf8)
+        let store = try await consortium.store(id)
+        try await store.save(DatasetBudget(name: "breast-cancer-2024", delta: 1e-5, perPlanCap: 5, lifetimeCap: 20), actor: "admin")
+        try await store.addConsent(ConsentRecord(dataset: "breast-cancer-2024", purpose: "research", legalBasis: "consent",
+                                                 scope: "all patients", validFrom: Date().addingTimeInterval(-86_400)), actor: "admin")
+        _ = try consortium.credentials(id, .silo)
+        let config = consortium.file("\(id).yaml")
+        try """
+        silo: \(id)
+        broker: { host: 127.0.0.1, port: \(port), name: broker }
+        tls: { certificate: \(id).pem, key: \(id).key, ca: ca.pem }
+        store: sqlite:\(id).sqlite
+        migrations: \(Consortium.migrations.path)
+        policy: \(id)-policy.yaml
+        dataset: { name: breast-cancer-2024, csv: \(id).csv, label: malignant, test_fraction: 0.2 }
+        learning_rate: 0.5
+        """.write(to: config, atomically: true, encoding: .utf8)
+        return config
+    }
+
+    @Test("broker and three gateway processes: a gateway killed mid-round is dropped, the round commits on quorum, the silo rejoins the next; SIGTERM stops everyone cleanly")
+    func killedGatewayRejoins() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.fedgate.path), "build the fedgate product first (swift build)")
+        let consortium = try Consortium()
+        _ = try consortium.credentials("broker", .broker)
+        try """
+        id: broker
+        listen: { host: 127.0.0.1, port: 0 }
+        tls: { certificate: broker.pem, key: broker.key, ca: ca.pem }
+        store: sqlite:broker.sqlite
+        migrations: \(Consortium.migrations.path)
+        heartbeat_seconds: 0.2
+        silent_after_seconds: 2
+        """.write(to: consortium.file("broker.yaml"), atomically: true, encoding: .utf8)
+        let broker = try Running(["broker", "serve", "--config", consortium.file("broker.yaml").path], log: consortium.file("broker.log"))
+        defer { broker.signal(SIGKILL) }
+        var port = 0
+        for _ in 0..<500 where port == 0 {
+            if let line = broker.output.split(separator: "\n").first(where: { $0.contains("listening on") }),
+               let p = line.split(separator: ":").last.flatMap({ Int($0) }) { port = p }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try #require(port > 0, "the broker did not start: \(broker.output)")
+
+        let shards = try NetworkedRoundTests.simulation(seed: 4).shards()
+        var configs: [URL] = []
+        for (i, shard) in shards.enumerated() { configs.append(try await gatewayConfig(consortium, "hospital-\(i)", shard: shard.train, port: port)) }
+        var gateways = try configs.enumerated().map { i, c in
+            try Running(["gateway", "run", "--config", c.path], log: consortium.file("hospital-\(i).log"))
+        }
+        defer { gateways.forEach { $0.signal(SIGKILL) } }
+
+        let scientist = try consortium.credentials("dana", .dataScientist)
+        let transport = { try FedGateTransports.client(host: "127.0.0.1", port: port, serverName: "broker", credentials: scientist) }
+        func connections() -> Int { broker.output.components(separatedBy: "gateway connected").count - 1 }
+        for _ in 0..<500 where connections() < 3 { try await Task.sleep(for: .milliseconds(20)) }
+        try #require(connections() == 3, "\(broker.output)")
+        func run(_ plan: String) async throws -> Fedgate_V1_PlanStatusResponse {
+            try await withGRPCClient(transport: try transport()) { grpc in
+                let client = Fedgate_V1_Broker.Client(wrapping: grpc)
+                var submit = Fedgate_V1_SubmitPlanRequest()
+                submit.planYaml = plan
+                var request = Fedgate_V1_PlanStatusRequest()
+                request.planHash = try await client.submitPlan(submit).planHash
+                for _ in 0..<1500 {
+                    let s = try await client.planStatus(request)
+                    if s.state != "running" { return s }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                return try await client.planStatus(request)
+            }
+        }
+
+        // Freeze hospital-2 so it cannot answer, let the broker offer it round 1, then SIGKILL it mid-round.
+        let frozen = gateways[2]
+        frozen.signal(SIGSTOP)
+        let brokerStore = try SQLiteLedger(path: consortium.file("broker.sqlite").path)
+        let killer = Task {
+            for _ in 0..<2500 {
+                if let hash = try? await brokerStore.auditRecords().last(where: { $0.action == "round.offered" })?.subject, !hash.isEmpty { break }
+                try? await Task.sleep(for: .milliseconds(2))
+            }
+            frozen.signal(SIGKILL)
+        }
+        let first = try await run(NetworkedRoundTests.plan(rounds: 1, quorum: 2, deadline: 30))
+        await killer.value
+        #expect(await gateways[2].exit(within: 5) != nil)
+        #expect(first.state == "finished" && first.rounds.map(\.state) == ["committed"], "\(first)")
+        #expect(first.rounds.first?.participants == ["hospital-0", "hospital-1"], "the killed silo was dropped: \(first.rounds)")
+
+        // hospital-2 comes back and takes part in the next plan, which needs all three.
+        gateways[2] = try Running(["gateway", "run", "--config", configs[2].path], log: consortium.file("hospital-2-again.log"))
+        for _ in 0..<500 where connections() < 4 { try await Task.sleep(for: .milliseconds(20)) }
+        let second = try await run(NetworkedRoundTests.plan(rounds: 2, quorum: 3, deadline: 30))
+        #expect(second.state == "finished" && second.rounds.allSatisfy { $0.state == "committed" && $0.participants.count == 3 },
+                "\(second.rounds.map { ($0.round, $0.state, $0.participants) }) \(second.reason)")
+
+        // hospital-2's ledger: nothing left reserved; exactly the two rounds it took part in committed.
+        let ledger = try SQLiteLedger(path: consortium.file("hospital-2.sqlite").path)
+        let entries = try await ledger.entries(dataset: "breast-cancer-2024")
+        #expect(!entries.contains { $0.state == .reserved }, "\(entries.map { ($0.round, $0.state) })")
+        #expect(entries.filter { $0.state == .committed }.count == 2)
+
+        // SIGTERM: graceful shutdown, exit status 0.
+        for g in gateways { g.signal(SIGTERM) }
+        broker.signal(SIGTERM)
+        for g in gateways { #expect(await g.exit(within: 10) == 0, "\(g.output.suffix(1500))") }
+        #expect(await broker.exit(within: 10) == 0, "\(broker.output.suffix(1500))")
+        #expect(broker.output.contains("broker stopped"))
+    }
+}
