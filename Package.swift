@@ -148,6 +148,7 @@ let package = Package(
                 "FedGatePolicy",
                 "FedGateStore",
                 "FedGateSimulation",
+                .product(name: "X509", package: "swift-certificates"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

@@ -8,7 +8,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure FedGate's kernels on this machine (run from a release build).",
-        subcommands: [DP.self, SecAgg.self, Train.self, Aggregate.self]
+        subcommands: [DP.self, SecAgg.self, Train.self, Aggregate.self, BenchRoundCommand.self]
     )
 
     struct DP: ParsableCommand {

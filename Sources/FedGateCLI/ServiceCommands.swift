@@ -74,12 +74,13 @@ struct BrokerCommand: AsyncParsableCommand {
             limits.maximumMessageBytes = c.maximumMessageBytes
             limits.maximumPayloadBytes = c.maximumPayloadBytes
             limits.chunkBytes = min(limits.chunkBytes, c.maximumMessageBytes / 2)
+            let issuer = try c.issuingCA.map { CertificateIssuer(authority: try loadCA($0.path), days: c.certificateDays) }
             let host = c.host, port = c.port
             let (brokerSettings, brokerLimits, brokerLogger) = (settings, limits, logger)
             // On SIGTERM the body returns: plans stop, gateway streams close, the listener drains.
             try await runUntilSignalled(logger, cancelOnShutdown: false) {
                 try await BrokerHost.serve(host: host, port: port, credentials: credentials, store: store, settings: brokerSettings,
-                                           limits: brokerLimits, logger: brokerLogger) { broker in
+                                           limits: brokerLimits, issuer: issuer, logger: brokerLogger) { broker in
                     // Scripts wait for this line to know the port (useful with port 0).
                     FileHandle.standardOutput.write(Data("broker \(c.id) listening on \(host):\(broker.port)\n".utf8))
                     try? await gracefulShutdown()
@@ -124,6 +125,9 @@ struct GatewayCommand: AsyncParsableCommand {
             settings.brokerPort = c.brokerPort
             settings.brokerName = c.brokerName
             settings.learningRate = Float(c.learningRate)
+            settings.renewBefore = .seconds(Int64(c.renewBeforeDays * 86_400))
+            settings.certificateFile = c.tls.certificate
+            settings.keyFile = c.tls.key
             let gateway = Gateway(settings: settings, governor: governor, logger: logger)
             try await runUntilSignalled(logger) { await gateway.run() }
             logger.info("gateway stopped", metadata: ["silo": "\(c.silo)"])

@@ -15,12 +15,12 @@ public enum ModelKind: Sendable, Equatable, CustomStringConvertible {
         if text == "softmax" { self = .softmax; return }
         if text.hasPrefix("mlp:") {
             let sizes = text.dropFirst(4).split(separator: ",").compactMap { Int($0) }
-            if (1...2).contains(sizes.count), sizes.allSatisfy({ $0 >= 1 && $0 <= 4096 }),
+            if (1...2).contains(sizes.count), sizes.allSatisfy({ $0 >= 1 && $0 <= 8192 }),
                sizes.count == text.dropFirst(4).split(separator: ",").count {
                 self = .mlp(hidden: sizes); return
             }
         }
-        throw DatasetError(file: nil, line: nil, reason: "model '\(text)' is not logistic, softmax, mlp:H or mlp:H1,H2 (1 to 4096 units)")
+        throw DatasetError(file: nil, line: nil, reason: "model '\(text)' is not logistic, softmax, mlp:H or mlp:H1,H2 (1 to 8192 units)")
     }
 
     public var description: String {

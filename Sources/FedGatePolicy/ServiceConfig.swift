@@ -20,13 +20,16 @@ public struct BrokerConfig: Sendable, Equatable {
     public var silentAfterSeconds: Double
     public var maximumMessageBytes: Int
     public var maximumPayloadBytes: Int
+    /// The consortium CA folder (ca.pem, ca-key.pem) when this broker renews certificates, and their lifetime.
+    public var issuingCA: URL?
+    public var certificateDays: Int
 
     public static func load(_ url: URL) throws -> BrokerConfig { try parse(try readPolicyText(url), file: url.path) }
 
     public static func parse(_ text: String, file: String) throws -> BrokerConfig {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
-        try root.only(["id", "listen", "tls", "store", "migrations", "heartbeat_seconds", "silent_after_seconds", "limits"])
+        try root.only(["id", "listen", "tls", "store", "migrations", "heartbeat_seconds", "silent_after_seconds", "limits", "issuing"])
         let listen = try r.map(try root.require("listen", "{host, port}"), "listen")
         try listen.only(["host", "port"])
         let folder = URL(fileURLWithPath: file).deletingLastPathComponent()
@@ -37,6 +40,13 @@ public struct BrokerConfig: Sendable, Equatable {
             maxMessage = try limits.optional("max_message_mb").map { try r.int($0, "limits.max_message_mb", 1...64, "MiB from 1 to 64") } ?? 4
             maxPayload = try limits.optional("max_payload_mb").map { try r.int($0, "limits.max_payload_mb", 1...4096, "MiB from 1 to 4096") } ?? 256
         }
+        var issuingCA: URL?, days = 7
+        if let i = root.optional("issuing") {
+            let issuing = try r.map(i, "issuing")
+            try issuing.only(["ca", "days"])
+            issuingCA = resolve(try r.string(try issuing.require("ca", "the CA folder (ca.pem, ca-key.pem)"), "issuing.ca"), folder)
+            days = try issuing.optional("days").map { try r.int($0, "issuing.days", 1...90, "days from 1 to 90") } ?? 7
+        }
         return BrokerConfig(
             id: try r.string(try root.require("id", "the broker's id, as in its certificate"), "id"),
             host: try listen.optional("host").map { try r.string($0, "listen.host") } ?? "0.0.0.0",
@@ -46,7 +56,7 @@ public struct BrokerConfig: Sendable, Equatable {
             migrations: resolve(try root.optional("migrations").map { try r.string($0, "migrations") } ?? "migrations", folder),
             heartbeatSeconds: try root.optional("heartbeat_seconds").map { try r.double($0, "heartbeat_seconds", 0.05...3600, "seconds from 0.05 to 3600") } ?? 2,
             silentAfterSeconds: try root.optional("silent_after_seconds").map { try r.double($0, "silent_after_seconds", 0.1...86_400, "seconds from 0.1 to 86400") } ?? 10,
-            maximumMessageBytes: maxMessage << 20, maximumPayloadBytes: maxPayload << 20)
+            maximumMessageBytes: maxMessage << 20, maximumPayloadBytes: maxPayload << 20, issuingCA: issuingCA, certificateDays: days)
     }
 }
 
@@ -65,13 +75,15 @@ public struct GatewayConfig: Sendable, Equatable {
     public var label: String
     public var testFraction: Double
     public var learningRate: Double
+    /// Renew the certificate from the broker when fewer than this many days are left.
+    public var renewBeforeDays: Double
 
     public static func load(_ url: URL) throws -> GatewayConfig { try parse(try readPolicyText(url), file: url.path) }
 
     public static func parse(_ text: String, file: String) throws -> GatewayConfig {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
-        try root.only(["silo", "broker", "tls", "store", "migrations", "policy", "dataset", "learning_rate"])
+        try root.only(["silo", "broker", "tls", "store", "migrations", "policy", "dataset", "learning_rate", "renew_before_days"])
         let broker = try r.map(try root.require("broker", "{host, port, name}"), "broker")
         try broker.only(["host", "port", "name"])
         let data = try r.map(try root.require("dataset", "{name, csv, label, test_fraction}"), "dataset")
@@ -90,7 +102,8 @@ public struct GatewayConfig: Sendable, Equatable {
             csv: resolve(try r.string(try data.require("csv", "the CSV file of the data set"), "dataset.csv"), folder),
             label: try r.string(try data.require("label", "the label column"), "dataset.label"),
             testFraction: try data.optional("test_fraction").map { try r.double($0, "dataset.test_fraction", 0.05...0.5, "a share from 0.05 to 0.5") } ?? 0.2,
-            learningRate: try root.optional("learning_rate").map { try r.double($0, "learning_rate", 1e-6...100, "a rate from 1e-6 to 100") } ?? 0.5)
+            learningRate: try root.optional("learning_rate").map { try r.double($0, "learning_rate", 1e-6...100, "a rate from 1e-6 to 100") } ?? 0.5,
+            renewBeforeDays: try root.optional("renew_before_days").map { try r.double($0, "renew_before_days", 0...89, "days from 0 to 89") } ?? 2)
     }
 }
 

@@ -52,6 +52,7 @@ public actor BrokerCoordinator {
         let token: UInt64
         let outbox: AsyncStream<Fedgate_V1_BrokerMessage>.Continuation
         let datasets: Set<String>
+        let certificateNotAfter: Date?
         var lastSeen: ContinuousClock.Instant
     }
 
@@ -88,14 +89,15 @@ public actor BrokerCoordinator {
     // MARK: Gateways
 
     /// A gateway opened its task stream. A second stream from the same silo replaces the first.
-    public func open(silo: String, datasets: [String], outbox: AsyncStream<Fedgate_V1_BrokerMessage>.Continuation) -> UInt64 {
+    public func open(silo: String, datasets: [String], certificateNotAfter: Date? = nil,
+                     outbox: AsyncStream<Fedgate_V1_BrokerMessage>.Continuation) -> UInt64 {
         startMonitorIfNeeded()
         nextToken += 1
         if let old = sessions[silo] {
             old.outbox.finish()
             logger.notice("gateway reconnected; earlier stream closed", metadata: ["silo": "\(silo)"])
         }
-        sessions[silo] = Session(token: nextToken, outbox: outbox, datasets: Set(datasets), lastSeen: .now)
+        sessions[silo] = Session(token: nextToken, outbox: outbox, datasets: Set(datasets), certificateNotAfter: certificateNotAfter, lastSeen: .now)
         var welcome = Fedgate_V1_Welcome()
         welcome.brokerID = settings.brokerID
         welcome.heartbeatIntervalMs = UInt32(settings.heartbeatInterval.milliseconds)
@@ -123,6 +125,9 @@ public actor BrokerCoordinator {
     }
 
     public var connectedSilos: [String] { sessions.keys.sorted() }
+
+    /// The expiry of the certificate a connected silo's stream was opened with.
+    public func certificateNotAfter(of silo: String) -> Date? { sessions[silo]?.certificateNotAfter }
 
     /// A gateway's answer to an offer.
     public func reply(_ reply: Fedgate_V1_OfferReply, from silo: String, token: UInt64) {

@@ -25,7 +25,8 @@ public enum BrokerHost {
     /// gracefully: plans stop, gateway streams close, in-flight calls finish.
     public static func serve<R: Sendable>(
         host: String = "127.0.0.1", port: Int, credentials: TLSCredentials, store: any RegistryBackend & LedgerBackend,
-        settings: BrokerCoordinator.Settings = .init(), revocationPoll: Duration = .seconds(1), limits: TransportLimits = .init(), logger: Logger,
+        settings: BrokerCoordinator.Settings = .init(), revocationPoll: Duration = .seconds(1), limits: TransportLimits = .init(),
+        issuer: CertificateIssuer? = nil, logger: Logger,
         body: (BrokerHandle) async throws -> R
     ) async throws -> R {
         let audit: @Sendable (String, String, String) -> Void = { action, subject, payload in
@@ -38,7 +39,7 @@ public enum BrokerHost {
             audit("call.refuse", refusal.identity ?? "-", canonicalJSON(["method": refusal.method, "reason": refusal.reason]))
         }
         let coordinator = BrokerCoordinator(settings: settings, store: store, logger: logger)
-        let service = BrokerService(coordinator: coordinator, store: store, limits: limits, logger: logger)
+        let service = BrokerService(coordinator: coordinator, store: store, limits: limits, issuer: issuer, logger: logger)
         let transport = try FedGateTransports.server(host: host, port: port, credentials: credentials, guard: connectionGuard, limits: limits)
         return try await withGRPCServer(transport: transport, services: [service], interceptors: [interceptor]) { _ in
             guard let bound = try await transport.listeningAddress.ipv4?.port else {

@@ -8,6 +8,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Logging
+import X509
 
 /// The broker's RPCs: thin handlers that take the caller's identity from its certificate (the
 /// interceptor has already checked its role) and hand over to the coordinator.
@@ -15,13 +16,42 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
     let coordinator: BrokerCoordinator
     let store: any LedgerBackend
     let limits: TransportLimits
+    let issuer: CertificateIssuer?
     let logger: Logger
 
-    public init(coordinator: BrokerCoordinator, store: any LedgerBackend, limits: TransportLimits = .init(), logger: Logger) {
+    public init(coordinator: BrokerCoordinator, store: any LedgerBackend, limits: TransportLimits = .init(), issuer: CertificateIssuer? = nil,
+                logger: Logger) {
         self.coordinator = coordinator
         self.store = store
         self.limits = limits
+        self.issuer = issuer
         self.logger = logger
+    }
+
+    public func renew(request: Fedgate_V1_RenewRequest, context: ServerContext) async throws -> Fedgate_V1_RenewResponse {
+        let identity = try context.callerIdentity
+        guard let issuer else {
+            throw RPCError(code: .unimplemented, message: "this broker issues no certificates; ask the consortium operator to renew yours")
+        }
+        let csr: CertificateSigningRequest
+        do { csr = try CertificateSigningRequest(pemEncoded: request.csrPem) } catch {
+            throw RPCError(code: .invalidArgument, message: "csr_pem is not a PEM certificate signing request: \(error)")
+        }
+        let asked: Identity
+        do { asked = try Identity(subject: csr.subject) } catch { throw RPCError(code: .invalidArgument, message: "the CSR: \(error)") }
+        guard asked == identity else {
+            throw RPCError(code: .permissionDenied, message: "\(identity) asked for a certificate as \(asked): a party renews only its own identity")
+        }
+        let certificate: Certificate
+        do { certificate = try issuer.authority.issue(csr, days: issuer.days) } catch let e as PKIError {
+            throw RPCError(code: .invalidArgument, message: e.description)
+        }
+        try await store.audit(actor: identity.id, action: "certificate.renew", subject: identity.id, payload: canonicalJSON([
+            "not_after": certificate.notValidAfter.timeIntervalSince1970, "sha256": try certificate.sha256Fingerprint]), at: Date())
+        logger.info("certificate renewed", metadata: ["identity": "\(identity)", "not_after": "\(certificate.notValidAfter)"])
+        var response = Fedgate_V1_RenewResponse()
+        response.certificatePem = try certificate.serializeAsPEM().pemString
+        return response
     }
 
     public func whoAmI(request: Fedgate_V1_WhoAmIRequest, context: ServerContext) async throws -> Fedgate_V1_WhoAmIResponse {
@@ -39,6 +69,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
     public func connect(request: RPCAsyncSequence<Fedgate_V1_GatewayMessage, any Error>,
                         response: RPCWriter<Fedgate_V1_BrokerMessage>, context: ServerContext) async throws {
         let silo = try context.callerIdentity.id
+        let notAfter = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate?.notValidAfter
         let (outbox, continuation) = AsyncStream.makeStream(of: Fedgate_V1_BrokerMessage.self)
         let coordinator = self.coordinator
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -53,7 +84,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
                             guard case .hello(let hello)? = message.kind else {
                                 throw RPCError(code: .failedPrecondition, message: "open the Connect stream with a Hello")
                             }
-                            token = await coordinator.open(silo: silo, datasets: hello.datasets, outbox: continuation)
+                            token = await coordinator.open(silo: silo, datasets: hello.datasets, certificateNotAfter: notAfter, outbox: continuation)
                             continue
                         }
                         switch message.kind {
@@ -178,5 +209,15 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
 extension Fedgate_V1_TransferHeader {
     var transferHeader: TransferHeader {
         TransferHeader(planHash: planHash, round: Int(round), totalBytes: Int(clamping: totalBytes), examples: Int(clamping: examples), metrics: metrics)
+    }
+}
+
+/// The consortium CA, when the broker signs certificates itself, and how long they live.
+public struct CertificateIssuer: Sendable {
+    public let authority: ConsortiumCA
+    public let days: Int
+    public init(authority: ConsortiumCA, days: Int) {
+        self.authority = authority
+        self.days = days
     }
 }

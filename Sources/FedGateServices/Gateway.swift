@@ -1,4 +1,5 @@
 @_spi(Testing) import FedGateLearning
+import FedGatePKI
 import FedGatePolicy
 import FedGatePrivacy
 import FedGateProto
@@ -27,6 +28,11 @@ public actor Gateway {
         public var limits = TransportLimits()
         public var reconnectInitial: Duration = .milliseconds(200)
         public var reconnectMaximum: Duration = .seconds(10)
+        /// Renew the certificate from the broker when less than this is left of it (nil: never).
+        public var renewBefore: Duration?
+        /// Where the renewed certificate and key are written (mode 0600 for the key), if anywhere.
+        public var certificateFile: URL?
+        public var keyFile: URL?
         /// Tests only: repeatable DP noise for this silo (run seed, silo index), to compare with the simulator.
         @_spi(Testing) public var fixedNoise: (run: UInt64, silo: Int)?
 
@@ -57,12 +63,15 @@ public actor Gateway {
     private var reservations: [String: [String]] = [:]
     private var training: [String: Task<Void, Never>] = [:]
     public private(set) var activity = Activity()
+    /// The certificate and key in use: the configured ones, then each renewal's.
+    public private(set) var credentials: TLSCredentials
     private var jitter = SystemRandomNumberGenerator()
 
     public init(settings: Settings, governor: SiloGovernor, logger: Logger) {
         self.settings = settings
         self.governor = governor
         self.logger = logger
+        credentials = settings.credentials
     }
 
     public var siloID: String { settings.credentials.identity.id }
@@ -80,7 +89,8 @@ public actor Gateway {
                 if Task.isCancelled { break }
                 logger.warning("session with the broker failed", metadata: ["silo": "\(siloID)", "error": "\(error)"])
             }
-            if ContinuousClock.now - started > .seconds(30) { delay = settings.reconnectInitial }
+            if ContinuousClock.now - started > .seconds(30) || renewedJustNow { delay = settings.reconnectInitial }
+            if renewedJustNow { renewedJustNow = false; continue }
             let spread = Double.random(in: 0.8...1.2, using: &jitter)
             try? await Task.sleep(for: delay * spread)
             delay = min(delay * 2, settings.reconnectMaximum)
@@ -103,9 +113,11 @@ public actor Gateway {
         }
     }
 
+    private var renewedJustNow = false
+
     private func session() async throws {
         let transport = try FedGateTransports.client(host: settings.brokerHost, port: settings.brokerPort, serverName: settings.brokerName,
-                                                     credentials: settings.credentials, limits: settings.limits)
+                                                     credentials: credentials, limits: settings.limits)
         try await withGRPCClient(transport: transport) { client in
             let broker = Fedgate_V1_Broker.Client(wrapping: client)
             let (outbox, continuation) = AsyncStream.makeStream(of: Fedgate_V1_GatewayMessage.self)
@@ -124,6 +136,13 @@ public actor Gateway {
                     switch message.kind {
                     case .welcome(let welcome):
                         await self.connected()
+                        // A renewed certificate takes effect on the next connection: end this stream
+                        // (no round of ours is in flight right after the welcome) and reconnect at once.
+                        do {
+                            if try await self.renewIfDue(broker) { await self.markRenewed(); return }
+                        } catch {
+                            await self.renewalFailed(error)
+                        }
                         let interval = Duration.milliseconds(max(100, Int(welcome.heartbeatIntervalMs)))
                         heartbeat = Task {
                             while !Task.isCancelled {
@@ -147,6 +166,37 @@ public actor Gateway {
                 }
             }
         }
+    }
+
+    /// Renews the certificate when it is close to expiry: a fresh key and CSR, signed by the broker
+    /// over the current mutual-TLS connection; the new pair is written to disk key first.
+    func renewIfDue(_ broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async throws -> Bool {
+        guard let renewBefore = settings.renewBefore else { return false }
+        let left = credentials.notAfter.timeIntervalSinceNow
+        guard left < Double(renewBefore.components.seconds) else { return false }
+        let request = try EnrollmentRequest(identity: credentials.identity)
+        var renew = Fedgate_V1_RenewRequest()
+        renew.csrPem = try request.csrPEM
+        let response = try await broker.renew(renew)
+        let renewed = try TLSCredentials(certificatePEM: response.certificatePem, keyPEM: request.keyPEM, caPEM: credentials.caPEM)
+        guard renewed.identity == credentials.identity, renewed.notAfter > credentials.notAfter else {
+            throw RoundError("the broker returned a certificate for \(renewed.identity) until \(renewed.notAfter); keeping the current one")
+        }
+        if let keyFile = settings.keyFile, let certificateFile = settings.certificateFile {
+            try writePrivately(renewed.keyPEM, to: keyFile)
+            try renewed.certificatePEM.write(to: certificateFile, atomically: true, encoding: .utf8)
+        }
+        logger.notice("certificate renewed; reconnecting with it", metadata: [
+            "silo": "\(siloID)", "old_not_after": "\(credentials.notAfter)", "new_not_after": "\(renewed.notAfter)"])
+        credentials = renewed
+        return true
+    }
+
+    private func markRenewed() { renewedJustNow = true }
+
+    private func renewalFailed(_ error: any Error) {
+        logger.warning("certificate renewal failed; the current certificate stays in use", metadata: [
+            "silo": "\(siloID)", "not_after": "\(credentials.notAfter)", "error": "\(error)"])
     }
 
     private func connected() {
@@ -343,5 +393,18 @@ extension Fedgate_V1_TransferHeader {
         totalBytes = UInt64(header.totalBytes)
         examples = UInt64(header.examples)
         metrics = header.metrics
+    }
+}
+
+/// Writes a secret (a private key) readable by its owner only, atomically.
+func writePrivately(_ text: String, to url: URL) throws {
+    let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString.prefix(8))")
+    guard FileManager.default.createFile(atPath: temporary.path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
+        throw RoundError("cannot write \(temporary.path)")
+    }
+    if FileManager.default.fileExists(atPath: url.path) {
+        _ = try FileManager.default.replaceItemAt(url, withItemAt: temporary)
+    } else {
+        try FileManager.default.moveItem(at: temporary, to: url)
     }
 }

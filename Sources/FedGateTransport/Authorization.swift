@@ -6,6 +6,7 @@ public enum BrokerAuthorization {
     /// The broker's RPCs by their gRPC method name.
     public static let allowedRoles: [String: Set<Identity.Role>] = [
         "WhoAmI": Set(Identity.Role.allCases),
+        "Renew": Set(Identity.Role.allCases),
         "Connect": [.silo],
         "DownloadModel": [.silo],
         "UploadUpdate": [.silo],

@@ -79,7 +79,8 @@ struct NetworkedRoundTests {
     }
 
     func makeSilo(_ consortium: Consortium, _ id: String, train: Dataset, test: Dataset, policy: String? = nil,
-                  port: Int, fixedNoise: (run: UInt64, silo: Int)? = nil) async throws -> Silo {
+                  port: Int, fixedNoise: (run: UInt64, silo: Int)? = nil,
+                  configure: (inout Gateway.Settings) -> Void = { _ in }) async throws -> Silo {
         let store = try await consortium.store(id)
         try await store.save(DatasetBudget(name: "breast-cancer-2024", delta: 1e-5, perPlanCap: 5, lifetimeCap: 20), actor: "admin")
         try await store.addConsent(ConsentRecord(dataset: "breast-cancer-2024", purpose: "research", legalBasis: "consent",
@@ -91,6 +92,7 @@ struct NetworkedRoundTests {
         settings.brokerPort = port
         settings.learningRate = 0.5
         settings.fixedNoise = fixedNoise
+        configure(&settings)
         return Silo(gateway: Gateway(settings: settings, governor: governor, logger: consortium.logger), ledger: ledger)
     }
 

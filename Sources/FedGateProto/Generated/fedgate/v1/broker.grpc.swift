@@ -81,6 +81,19 @@ public enum Fedgate_V1_Broker: Sendable {
                 type: .clientStreaming
             )
         }
+        /// Namespace for "Renew" metadata.
+        public enum Renew: Sendable {
+            /// Request type for "Renew".
+            public typealias Input = Fedgate_V1_RenewRequest
+            /// Response type for "Renew".
+            public typealias Output = Fedgate_V1_RenewResponse
+            /// Descriptor for "Renew".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "fedgate.v1.Broker"),
+                method: "Renew",
+                type: .unary
+            )
+        }
         /// Namespace for "SubmitPlan" metadata.
         public enum SubmitPlan: Sendable {
             /// Request type for "SubmitPlan".
@@ -126,6 +139,7 @@ public enum Fedgate_V1_Broker: Sendable {
             Connect.descriptor,
             DownloadModel.descriptor,
             UploadUpdate.descriptor,
+            Renew.descriptor,
             SubmitPlan.descriptor,
             PlanStatus.descriptor,
             ReadAudit.descriptor
@@ -227,6 +241,25 @@ extension Fedgate_V1_Broker {
             request: GRPCCore.StreamingServerRequest<Fedgate_V1_TransferChunk>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_UploadReceipt>
+
+        /// Handle the "Renew" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A new certificate for the caller's own identity from a CSR made with a fresh key (any enrolled
+        /// > identity, while its current certificate is valid). The CSR's subject must be the caller's.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Fedgate_V1_RenewRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Fedgate_V1_RenewResponse` messages.
+        func renew(
+            request: GRPCCore.StreamingServerRequest<Fedgate_V1_RenewRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_RenewResponse>
 
         /// Handle the "SubmitPlan" method.
         ///
@@ -364,6 +397,25 @@ extension Fedgate_V1_Broker {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Fedgate_V1_UploadReceipt>
 
+        /// Handle the "Renew" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A new certificate for the caller's own identity from a CSR made with a fresh key (any enrolled
+        /// > identity, while its current certificate is valid). The CSR's subject must be the caller's.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_RenewRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Fedgate_V1_RenewResponse` message.
+        func renew(
+            request: GRPCCore.ServerRequest<Fedgate_V1_RenewRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Fedgate_V1_RenewResponse>
+
         /// Handle the "SubmitPlan" method.
         ///
         /// > Source IDL Documentation:
@@ -500,6 +552,25 @@ extension Fedgate_V1_Broker {
             context: GRPCCore.ServerContext
         ) async throws -> Fedgate_V1_UploadReceipt
 
+        /// Handle the "Renew" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A new certificate for the caller's own identity from a CSR made with a fresh key (any enrolled
+        /// > identity, while its current certificate is valid). The CSR's subject must be the caller's.
+        ///
+        /// - Parameters:
+        ///   - request: A `Fedgate_V1_RenewRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Fedgate_V1_RenewResponse` to respond with.
+        func renew(
+            request: Fedgate_V1_RenewRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Fedgate_V1_RenewResponse
+
         /// Handle the "SubmitPlan" method.
         ///
         /// > Source IDL Documentation:
@@ -606,6 +677,17 @@ extension Fedgate_V1_Broker.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Fedgate_V1_Broker.Method.Renew.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_RenewRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_RenewResponse>(),
+            handler: { request, context in
+                try await self.renew(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Fedgate_V1_Broker.Method.SubmitPlan.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_SubmitPlanRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_SubmitPlanResponse>(),
@@ -672,6 +754,17 @@ extension Fedgate_V1_Broker.ServiceProtocol {
     ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_UploadReceipt> {
         let response = try await self.uploadUpdate(
             request: request,
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func renew(
+        request: GRPCCore.StreamingServerRequest<Fedgate_V1_RenewRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_RenewResponse> {
+        let response = try await self.renew(
+            request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
         return GRPCCore.StreamingServerResponse(single: response)
@@ -768,6 +861,19 @@ extension Fedgate_V1_Broker.SimpleServiceProtocol {
         return GRPCCore.ServerResponse<Fedgate_V1_UploadReceipt>(
             message: try await self.uploadUpdate(
                 request: request.messages,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func renew(
+        request: GRPCCore.ServerRequest<Fedgate_V1_RenewRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Fedgate_V1_RenewResponse> {
+        return GRPCCore.ServerResponse<Fedgate_V1_RenewResponse>(
+            message: try await self.renew(
+                request: request.message,
                 context: context
             ),
             metadata: [:]
@@ -918,6 +1024,30 @@ extension Fedgate_V1_Broker {
             deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_UploadReceipt>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_UploadReceipt>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Renew" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A new certificate for the caller's own identity from a CSR made with a fresh key (any enrolled
+        /// > identity, while its current certificate is valid). The CSR's subject must be the caller's.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_RenewRequest` message.
+        ///   - serializer: A serializer for `Fedgate_V1_RenewRequest` messages.
+        ///   - deserializer: A deserializer for `Fedgate_V1_RenewResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func renew<Result>(
+            request: GRPCCore.ClientRequest<Fedgate_V1_RenewRequest>,
+            serializer: some GRPCCore.MessageSerializer<Fedgate_V1_RenewRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_RenewResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_RenewResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "SubmitPlan" method.
@@ -1132,6 +1262,41 @@ extension Fedgate_V1_Broker {
             try await self.client.clientStreaming(
                 request: request,
                 descriptor: Fedgate_V1_Broker.Method.UploadUpdate.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Renew" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A new certificate for the caller's own identity from a CSR made with a fresh key (any enrolled
+        /// > identity, while its current certificate is valid). The CSR's subject must be the caller's.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_RenewRequest` message.
+        ///   - serializer: A serializer for `Fedgate_V1_RenewRequest` messages.
+        ///   - deserializer: A deserializer for `Fedgate_V1_RenewResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func renew<Result>(
+            request: GRPCCore.ClientRequest<Fedgate_V1_RenewRequest>,
+            serializer: some GRPCCore.MessageSerializer<Fedgate_V1_RenewRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_RenewResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_RenewResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Fedgate_V1_Broker.Method.Renew.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -1357,6 +1522,36 @@ extension Fedgate_V1_Broker.ClientProtocol {
         )
     }
 
+    /// Call the "Renew" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A new certificate for the caller's own identity from a CSR made with a fresh key (any enrolled
+    /// > identity, while its current certificate is valid). The CSR's subject must be the caller's.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Fedgate_V1_RenewRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func renew<Result>(
+        request: GRPCCore.ClientRequest<Fedgate_V1_RenewRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_RenewResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.renew(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_RenewRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_RenewResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "SubmitPlan" method.
     ///
     /// > Source IDL Documentation:
@@ -1571,6 +1766,40 @@ extension Fedgate_V1_Broker.ClientProtocol {
             producer: producer
         )
         return try await self.uploadUpdate(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Renew" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A new certificate for the caller's own identity from a CSR made with a fresh key (any enrolled
+    /// > identity, while its current certificate is valid). The CSR's subject must be the caller's.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func renew<Result>(
+        _ message: Fedgate_V1_RenewRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_RenewResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Fedgate_V1_RenewRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.renew(
             request: request,
             options: options,
             onResponse: handleResponse
