@@ -46,6 +46,15 @@ struct BenchRoundCommand: AsyncParsableCommand, AsyncExecutable {
         }
         var output: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
         func stop() { if process.isRunning { kill(process.processIdentifier, SIGTERM); process.waitUntilExit() } }
+        /// CPU seconds (user + system) used so far.
+        var cpuSeconds: Double {
+            guard let stat = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return 0 }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            // After the command name: state is field 3, utime 14 and stime 15 (1-based, whole line).
+            guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+            return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        }
         /// Peak resident memory (VmHWM) in MB.
         var peakMB: Double {
             let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
@@ -64,6 +73,9 @@ struct BenchRoundCommand: AsyncParsableCommand, AsyncExecutable {
         let megabytesMoved: Double
         let megabytesPerSecond: Double
         let brokerPeakMB: Double
+        /// CPU seconds per round: the broker's, and all gateways' together.
+        let brokerCPUPerRound: Double
+        let gatewaysCPUPerRound: Double
         let flowerSecondsPerRound: Double?
     }
 
@@ -173,12 +185,14 @@ struct BenchRoundCommand: AsyncParsableCommand, AsyncExecutable {
                 """
                 var submit = Fedgate_V1_SubmitPlanRequest()
                 submit.planYaml = plan
+                let live = Array(gateways.prefix(n))
+                let brokerCPU = broker.cpuSeconds, gatewaysCPU = live.map(\.cpuSeconds).reduce(0, +)
                 let start = ContinuousClock.now
                 var status = Fedgate_V1_PlanStatusRequest()
                 status.planHash = try await client.submitPlan(submit).planHash
                 var state = try await client.planStatus(status)
                 while state.state == "running" {
-                    try await Task.sleep(for: .milliseconds(2))
+                    try await Task.sleep(for: .milliseconds(20))
                     state = try await client.planStatus(status)
                 }
                 let elapsed = ContinuousClock.now - start
@@ -191,7 +205,9 @@ struct BenchRoundCommand: AsyncParsableCommand, AsyncExecutable {
                 let megabytes = Double(2 * n * rounds * (parameters * 4)) / 1e6
                 results.append(Run(shape: shape, silos: n, model: model, parameters: parameters, rounds: rounds,
                                    secondsPerRound: seconds / Double(rounds), megabytesMoved: megabytes, megabytesPerSecond: megabytes / seconds,
-                                   brokerPeakMB: broker.peakMB, flowerSecondsPerRound: flower))
+                                   brokerPeakMB: broker.peakMB, brokerCPUPerRound: (broker.cpuSeconds - brokerCPU) / Double(rounds),
+                                   gatewaysCPUPerRound: (live.map(\.cpuSeconds).reduce(0, +) - gatewaysCPU) / Double(rounds),
+                                   flowerSecondsPerRound: flower))
             }
             try await run("tiny", model: "logistic", silos: silos, rounds: rounds, samplingRate: 0.1, flower: nil)
             try await run("flower-shape", model: "mlp:4096,240", silos: silos, rounds: rounds, samplingRate: 0.1,
@@ -212,8 +228,8 @@ struct BenchRoundCommand: AsyncParsableCommand, AsyncExecutable {
         for r in results {
             var line = r.shape.padding(toLength: 13, withPad: " ", startingAt: 0)
                 + String(format: " %2d silos  ", r.silos) + r.model.padding(toLength: 14, withPad: " ", startingAt: 0)
-                + String(format: " %10d params  %7.3f s/round  %8.1f MB/s  broker peak %6.0f MB",
-                         r.parameters, r.secondsPerRound, r.megabytesPerSecond, r.brokerPeakMB)
+                + String(format: " %10d params  %7.3f s/round  %8.1f MB/s  broker peak %6.0f MB  CPU/round broker %.3f s, gateways %.3f s",
+                         r.parameters, r.secondsPerRound, r.megabytesPerSecond, r.brokerPeakMB, r.brokerCPUPerRound, r.gatewaysCPUPerRound)
             if let f = r.flowerSecondsPerRound { line += String(format: "  (Flower %.1f s/round: %.0f× faster; target ≥ 50×)", f, f / r.secondsPerRound) }
             print(line)
         }

@@ -85,17 +85,23 @@ public struct LocalTrainer: Sendable {
         var ws = Network.Workspace(net)
         var batchGradient = [Float](repeating: 0, count: p)
         var exampleGradient = [Float](repeating: 0, count: p)
-        var adamM = [Float](repeating: 0, count: p), adamV = [Float](repeating: 0, count: p)
+        // Adam's moments only when Adam is used (a large model's zeroed pages are not free).
+        let adamSize = settings.optimizer == .adam ? p : 0
+        var adamM = [Float](repeating: 0, count: adamSize), adamV = [Float](repeating: 0, count: adamSize)
         var steps = 0
         var lossSum: Float = 0, lossCount = 0
 
         func applyStep(scale: Float) {
             // Terms that do not touch data cost no privacy: FedProx and SCAFFOLD corrections.
-            for k in 0..<p {
-                var g = batchGradient[k] * scale
-                if settings.proxMu > 0 { g += settings.proxMu * (net.parameters[k] - global.parameters[k]) }
-                if let s = scaffold { g += s.server[k] - s.client[k] }
-                batchGradient[k] = g
+            if settings.proxMu == 0 && scaffold == nil {
+                batchGradient.withUnsafeMutableBufferPointer { VectorMath.scale($0, by: scale) }
+            } else {
+                for k in 0..<p {
+                    var g = batchGradient[k] * scale
+                    if settings.proxMu > 0 { g += settings.proxMu * (net.parameters[k] - global.parameters[k]) }
+                    if let s = scaffold { g += s.server[k] - s.client[k] }
+                    batchGradient[k] = g
+                }
             }
             steps += 1
             switch settings.optimizer {

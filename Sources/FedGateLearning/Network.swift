@@ -47,7 +47,25 @@ public struct Network: Sendable, Equatable {
 
     var binary: Bool { layerSizes.last == 1 }
 
+    /// A network of this shape with given parameters (a received global model): no initialisation.
+    public init(kind: ModelKind, inputs: Int, classes: Int, parameters: [Float]) throws {
+        try self.init(kind: kind, inputs: inputs, classes: classes, seed: nil)
+        guard parameters.count == self.parameters.count else {
+            throw DatasetError(file: nil, line: nil, reason: "\(kind) with \(inputs) inputs has \(self.parameters.count) parameters, not \(parameters.count)")
+        }
+        self.parameters = parameters
+    }
+
+    /// Parameters of a network of this shape.
+    public static func parameterCount(kind: ModelKind, inputs: Int, classes: Int) throws -> Int {
+        try Network(kind: kind, inputs: inputs, classes: classes, seed: nil).parameters.count
+    }
+
     public init(kind: ModelKind, inputs: Int, classes: Int, seed: UInt64) throws {
+        try self.init(kind: kind, inputs: inputs, classes: classes, seed: Optional(seed))
+    }
+
+    private init(kind: ModelKind, inputs: Int, classes: Int, seed: UInt64?) throws {
         guard inputs >= 1, classes >= 2 else {
             throw DatasetError(file: nil, line: nil, reason: "a model needs at least one feature and two classes (got \(inputs), \(classes))")
         }
@@ -67,9 +85,9 @@ public struct Network: Sendable, Equatable {
         }
         weightOffsets = w
         biasOffsets = b
-        var rng = SimulationRandom(seed: seed)
         var p = [Float](repeating: 0, count: offset)
-        if sizes.count > 2 {
+        if let seed, sizes.count > 2 {
+            var rng = SimulationRandom(seed: seed)
             // He initialisation for ReLU layers; linear models start at zero.
             for l in 1..<sizes.count {
                 let scale = (2 / Double(sizes[l - 1])).squareRoot()

@@ -60,6 +60,8 @@ public actor BrokerCoordinator {
         let number: Int
         var progress: RoundProgress
         var model: [UInt8] = []
+        /// The model cut into transfer chunks once per round, shared by every download.
+        var modelChunks: [Data] = []
         var modelSHA = ""
         var dimension = 0
     }
@@ -70,6 +72,7 @@ public actor BrokerCoordinator {
     }
 
     public let settings: Settings
+    private let chunkBytes: Int
     private let store: any RegistryBackend & LedgerBackend
     private let logger: Logger
     private var sessions: [String: Session] = [:]
@@ -80,8 +83,10 @@ public actor BrokerCoordinator {
     private var runs: [String: Task<Void, Never>] = [:]
     private var monitor: Task<Void, Never>?
 
-    public init(settings: Settings = .init(), store: any RegistryBackend & LedgerBackend, logger: Logger) {
+    public init(settings: Settings = .init(), store: any RegistryBackend & LedgerBackend, chunkBytes: Int = TransportLimits().chunkBytes,
+                logger: Logger) {
         self.settings = settings
+        self.chunkBytes = chunkBytes
         self.store = store
         self.logger = logger
     }
@@ -150,11 +155,11 @@ public actor BrokerCoordinator {
     }
 
     /// The model a participant downloads, with its checksum.
-    public func model(for silo: String, plan: String, round: Int) throws -> (payload: [UInt8], sha256: String) {
+    public func model(for silo: String, plan: String, round: Int) throws -> (chunks: [Data], bytes: Int, sha256: String) {
         guard let r = active[plan], r.number == round else { throw RoundError("round \(round) of plan \(plan.prefix(12))… is not training") }
         guard r.progress.isParticipant(silo) else { throw RoundError("\(silo) is not a participant of round \(round)") }
         plans[plan]?.bytesOut += r.model.count
-        return (r.model, r.modelSHA)
+        return (r.modelChunks, r.model.count, r.modelSHA)
     }
 
     /// A participant's update, already reassembled and checksummed by the transport.
@@ -256,6 +261,7 @@ public actor BrokerCoordinator {
                 round.progress = progress
                 round.model = try ModelPayload.model(global!)
                 round.modelSHA = TransferDigest.hex(round.model)
+                round.modelChunks = chunkRanges(total: round.model.count, chunkBytes: chunkBytes).map { Data(round.model[$0]) }
                 round.dimension = global!.parameters.count
                 active[hash] = round
                 try await advance(hash, number, .training, progress.accepted)

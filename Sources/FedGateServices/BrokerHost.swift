@@ -38,7 +38,7 @@ public enum BrokerHost {
         let interceptor = AuthorizationInterceptor(guard: connectionGuard, logger: logger) { refusal in
             audit("call.refuse", refusal.identity ?? "-", canonicalJSON(["method": refusal.method, "reason": refusal.reason]))
         }
-        let coordinator = BrokerCoordinator(settings: settings, store: store, logger: logger)
+        let coordinator = BrokerCoordinator(settings: settings, store: store, chunkBytes: limits.chunkBytes, logger: logger)
         let service = BrokerService(coordinator: coordinator, store: store, limits: limits, issuer: issuer, logger: logger)
         let transport = try FedGateTransports.server(host: host, port: port, credentials: credentials, guard: connectionGuard, limits: limits)
         return try await withGRPCServer(transport: transport, services: [service], interceptors: [interceptor]) { _ in

@@ -110,20 +110,19 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
     public func downloadModel(request: Fedgate_V1_ModelRequest, response: RPCWriter<Fedgate_V1_TransferChunk>,
                               context: ServerContext) async throws {
         let silo = try context.callerIdentity.id
-        let model: (payload: [UInt8], sha256: String)
+        let model: (chunks: [Data], bytes: Int, sha256: String)
         do { model = try await coordinator.model(for: silo, plan: request.planHash, round: Int(request.round)) } catch {
             throw RPCError(code: .permissionDenied, message: "\(error)")
         }
-        let ranges = chunkRanges(total: model.payload.count, chunkBytes: limits.chunkBytes)
-        for (i, range) in ranges.enumerated() {
+        for (i, data) in model.chunks.enumerated() {
             var chunk = Fedgate_V1_TransferChunk()
             if i == 0 {
                 chunk.header.planHash = request.planHash
                 chunk.header.round = request.round
-                chunk.header.totalBytes = UInt64(model.payload.count)
+                chunk.header.totalBytes = UInt64(model.bytes)
             }
-            chunk.data = Data(model.payload[range])
-            if i == ranges.count - 1 { chunk.sha256 = model.sha256 }
+            chunk.data = data
+            if i == model.chunks.count - 1 { chunk.sha256 = model.sha256 }
             try await response.write(chunk)
         }
     }
@@ -135,7 +134,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
         var receipt = Fedgate_V1_UploadReceipt()
         do {
             for try await chunk in request {
-                try assembler.add(header: chunk.hasHeader ? chunk.header.transferHeader : nil, data: [UInt8](chunk.data), sha256: chunk.sha256)
+                try assembler.add(header: chunk.hasHeader ? chunk.header.transferHeader : nil, data: chunk.data, sha256: chunk.sha256)
             }
             let (header, payload) = try assembler.finish()
             try await coordinator.upload(from: silo, header: header, payload: payload)

@@ -305,15 +305,17 @@ public actor Gateway {
         request.planHash = task.planHash
         request.round = task.round
         let limit = settings.limits.maximumPayloadBytes
-        let payload = try await broker.downloadModel(request) { response in
+        let (payload, digest) = try await broker.downloadModel(request) { response in
             var assembler = TransferAssembler(maximumBytes: limit, what: "model for round \(task.round)")
             for try await chunk in response.messages {
-                try assembler.add(header: chunk.hasHeader ? chunk.header.transferHeader : nil, data: [UInt8](chunk.data), sha256: chunk.sha256)
+                try assembler.add(header: chunk.hasHeader ? chunk.header.transferHeader : nil, data: chunk.data, sha256: chunk.sha256)
             }
-            return try assembler.finish().payload
+            let done = try assembler.finishWithDigest()
+            return (done.payload, done.sha256)
         }
         activity.bytesReceived += payload.count
-        guard TransferDigest.hex(payload) == task.modelSha256 else { throw RoundError("the model's SHA-256 differs from the task's") }
+        // The bytes hash to what the stream declared (checked by the assembler); that must be the task's model.
+        guard digest == task.modelSha256.lowercased() else { throw RoundError("the model's SHA-256 differs from the task's") }
 
         var (train, test) = try features(plan)
         guard task.featureMeans.count == train.featureCount, task.featureScales.count == train.featureCount else {
@@ -322,8 +324,10 @@ public actor Gateway {
         let standardisation = Standardisation(means: task.featureMeans, scales: task.featureScales)
         train.standardise(standardisation)
         test.standardise(standardisation)
-        var global = try Network(kind: try ModelKind(parsing: plan.model), inputs: train.featureCount, classes: Int(task.classes), seed: 0)
-        global.parameters = try ModelPayload.parameters(payload, tensor: "parameters", dimension: global.parameters.count)
+        let kind = try ModelKind(parsing: plan.model)
+        let dimension = try Network.parameterCount(kind: kind, inputs: train.featureCount, classes: Int(task.classes))
+        let global = try Network(kind: kind, inputs: train.featureCount, classes: Int(task.classes),
+                                 parameters: try ModelPayload.parameters(payload, tensor: "parameters", dimension: dimension))
         let before = global.evaluate(test)
 
         var local = LocalTrainingSettings()

@@ -25,17 +25,40 @@ public struct SafeTensors: Sendable, Equatable {
     public struct Entry: Sendable, Equatable {
         public let dtype: DType
         public let shape: [Int]
-        public let bytes: [UInt8]
+        /// The file's bytes (shared by every entry read from one file, not copied) and this tensor's span.
+        private let storage: [UInt8]
+        private let span: Range<Int>
+
+        public init(dtype: DType, shape: [Int], bytes: [UInt8]) {
+            self.init(dtype: dtype, shape: shape, storage: bytes, span: bytes.indices)
+        }
+
+        init(dtype: DType, shape: [Int], storage: [UInt8], span: Range<Int>) {
+            self.dtype = dtype
+            self.shape = shape
+            self.storage = storage
+            self.span = span
+        }
+
+        /// The tensor's raw little-endian bytes.
+        public var bytes: [UInt8] { span == storage.indices ? storage : Array(storage[span]) }
+        public var byteCount: Int { span.count }
+        var byteSlice: ArraySlice<UInt8> { storage[span] }
+
+        public static func == (a: Entry, b: Entry) -> Bool {
+            a.dtype == b.dtype && a.shape == b.shape && a.storage[a.span] == b.storage[b.span]
+        }
 
         /// Values converted to Float.
         public var floats: [Float] {
-            let n = bytes.count / dtype.byteSize
-            return bytes.withUnsafeBytes { raw in
+            let n = span.count / dtype.byteSize
+            let base = span.lowerBound
+            return storage.withUnsafeBytes { raw in
                 switch dtype {
-                case .f32: return (0..<n).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
-                case .f64: return (0..<n).map { Float(Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self)))) }
-                case .f16: return (0..<n).map { Float(Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)))) }
-                case .bf16: return (0..<n).map { Float(bitPattern: UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self))) << 16) }
+                case .f32: return (0..<n).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: base + 4 * $0, as: UInt32.self))) }
+                case .f64: return (0..<n).map { Float(Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: base + 8 * $0, as: UInt64.self)))) }
+                case .f16: return (0..<n).map { Float(Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: base + 2 * $0, as: UInt16.self)))) }
+                case .bf16: return (0..<n).map { Float(bitPattern: UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: base + 2 * $0, as: UInt16.self))) << 16) }
                 }
             }
         }
@@ -43,8 +66,9 @@ public struct SafeTensors: Sendable, Equatable {
         /// Values converted to Double (exact for F64).
         public var doubles: [Double] {
             guard dtype == .f64 else { return floats.map(Double.init) }
-            return bytes.withUnsafeBytes { raw in
-                (0..<(bytes.count / 8)).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self))) }
+            let base = span.lowerBound
+            return storage.withUnsafeBytes { raw in
+                (0..<(span.count / 8)).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: base + 8 * $0, as: UInt64.self))) }
             }
         }
 
@@ -125,7 +149,7 @@ public struct SafeTensors: Sendable, Equatable {
                 throw SafeTensorsError(tensor: name, reason: "shape \(shape) of \(dtypeName) needs \(expected) bytes but data_offsets span \(offsets[1] - offsets[0])")
             }
             spans.append((offsets[0], offsets[1], name))
-            entries[name] = Entry(dtype: dtype, shape: shape, bytes: Array(bytes[(headerEnd + offsets[0])..<(headerEnd + offsets[1])]))
+            entries[name] = Entry(dtype: dtype, shape: shape, storage: bytes, span: (headerEnd + offsets[0])..<(headerEnd + offsets[1]))
         }
         // The data must be covered exactly: no overlaps, no holes, nothing left over.
         var cursor = 0
@@ -162,11 +186,11 @@ public struct SafeTensors: Sendable, Equatable {
         let names = entries.keys.sorted()
         for name in names {
             let e = entries[name]!
-            guard e.bytes.count == e.shape.reduce(1, *) * e.dtype.byteSize else {
-                throw SafeTensorsError(tensor: name, reason: "holds \(e.bytes.count) bytes, its shape \(e.shape) of \(e.dtype.rawValue) needs \(e.shape.reduce(1, *) * e.dtype.byteSize)")
+            guard e.byteCount == e.shape.reduce(1, *) * e.dtype.byteSize else {
+                throw SafeTensorsError(tensor: name, reason: "holds \(e.byteCount) bytes, its shape \(e.shape) of \(e.dtype.rawValue) needs \(e.shape.reduce(1, *) * e.dtype.byteSize)")
             }
-            header[name] = ["dtype": e.dtype.rawValue, "shape": e.shape, "data_offsets": [offset, offset + e.bytes.count]]
-            offset += e.bytes.count
+            header[name] = ["dtype": e.dtype.rawValue, "shape": e.shape, "data_offsets": [offset, offset + e.byteCount]]
+            offset += e.byteCount
         }
         var json = Array(try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]))
         while json.count % 8 != 0 { json.append(0x20) }
@@ -174,7 +198,7 @@ public struct SafeTensors: Sendable, Equatable {
         out.reserveCapacity(8 + json.count + offset)
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { out.append(contentsOf: $0) }
         out.append(contentsOf: json)
-        for name in names { out.append(contentsOf: entries[name]!.bytes) }
+        for name in names { out.append(contentsOf: entries[name]!.byteSlice) }
         return out
     }
 

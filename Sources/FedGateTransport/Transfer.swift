@@ -54,7 +54,7 @@ public struct TransferAssembler: Sendable {
     }
 
     /// Adds one chunk. The header must come first and only once; the digest only on the last chunk.
-    public mutating func add(header newHeader: TransferHeader?, data: [UInt8], sha256: String) throws {
+    public mutating func add<Bytes: ContiguousBytes & Collection>(header newHeader: TransferHeader?, data: Bytes, sha256: String) throws {
         if let newHeader {
             guard header == nil else { throw TransferError("\(what): a second header arrived mid-transfer") }
             guard newHeader.totalBytes >= 0, newHeader.totalBytes <= maximumBytes else {
@@ -68,13 +68,20 @@ public struct TransferAssembler: Sendable {
         guard payload.count + data.count <= header.totalBytes else {
             throw TransferError("\(what): more bytes than the \(header.totalBytes) declared")
         }
-        payload.append(contentsOf: data)
-        hasher.update(data: data)
+        data.withUnsafeBytes { raw in
+            payload.append(contentsOf: raw)
+            hasher.update(bufferPointer: raw)
+        }
         if !sha256.isEmpty { declaredDigest = sha256.lowercased() }
     }
 
-    /// The payload once the stream has ended: complete and matching its checksum.
+    /// The payload once the stream has ended: complete and matching its checksum (returned, hex).
     public func finish() throws -> (header: TransferHeader, payload: [UInt8]) {
+        let (header, payload, _) = try finishWithDigest()
+        return (header, payload)
+    }
+
+    public func finishWithDigest() throws -> (header: TransferHeader, payload: [UInt8], sha256: String) {
         guard let header else { throw TransferError("\(what): the stream ended before any chunk") }
         guard payload.count == header.totalBytes else {
             throw TransferError("\(what): \(payload.count) of \(header.totalBytes) bytes arrived; the transfer was cut short")
@@ -84,6 +91,6 @@ public struct TransferAssembler: Sendable {
         guard actual == declaredDigest else {
             throw TransferError("\(what): SHA-256 mismatch (declared \(declaredDigest.prefix(12))…, received \(actual.prefix(12))…); the bytes were altered or lost")
         }
-        return (header, payload)
+        return (header, payload, actual)
     }
 }
