@@ -406,9 +406,10 @@ func writePrivately(_ text: String, to url: URL) throws {
     guard FileManager.default.createFile(atPath: temporary.path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
         throw RoundError("cannot write \(temporary.path)")
     }
-    if FileManager.default.fileExists(atPath: url.path) {
-        _ = try FileManager.default.replaceItemAt(url, withItemAt: temporary)
-    } else {
-        try FileManager.default.moveItem(at: temporary, to: url)
+    // rename(2) replaces the old file atomically: a reader sees the old key or the new one, never none.
+    guard rename(temporary.path, url.path) == 0 else {
+        let reason = String(cString: strerror(errno))
+        try? FileManager.default.removeItem(at: temporary)
+        throw RoundError("cannot move the new key into \(url.path): \(reason)")
     }
 }

@@ -1,9 +1,10 @@
 import FedGatePKI
-import FedGateStore
+@testable import FedGateStore
 import FedGateTransport
 import Foundation
 import Logging
 import Synchronization
+import Testing
 import X509
 
 /// A consortium made for one test: a CA, certificates for a broker, silos and people (each with
@@ -40,6 +41,26 @@ struct Consortium {
     }
 
     func file(_ name: String) -> URL { folder.appendingPathComponent(name) }
+
+    /// A migrated store in a fresh PostgreSQL database, or nil when no server is configured outside
+    /// CI (under CI a missing server is a failure, never a silent skip).
+    func postgresStore() async throws -> PostgresLedger? {
+        guard let url = ProcessInfo.processInfo.environment["FEDGATE_TEST_POSTGRES_URL"] else {
+            if ProcessInfo.processInfo.environment["CI"] != nil {
+                Issue.record("CI must run the PostgreSQL service tests: FEDGATE_TEST_POSTGRES_URL is not set (see scripts/pg-test-cluster.sh)")
+            }
+            return nil
+        }
+        let name = "fedgate_s_" + UUID().uuidString.prefix(12).lowercased().replacingOccurrences(of: "-", with: "")
+        let admin = try PostgresLedger(url: url)
+        try await admin.executeForTesting("CREATE DATABASE \(name)")
+        admin.shutdown()
+        var parts = URLComponents(string: url)!
+        parts.path = "/" + name
+        let store = try PostgresLedger(url: parts.string!)
+        _ = try await store.applyMigrations(try Migration.load(from: Self.migrations))
+        return store
+    }
 
     /// A migrated SQLite store in the test folder.
     func store(_ name: String) async throws -> SQLiteLedger {
@@ -82,4 +103,16 @@ func opensslClient(port: Int, arguments: [String]) throws -> String {
     try input.fileHandleForWriting.close()
     process.waitUntilExit()
     return String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+}
+
+/// Polls `condition` until it holds or `seconds` pass (generous: the whole suite shares two cores,
+/// and CPU-bound tests can hold the cooperative threads for a while); whether it held.
+@discardableResult
+func eventually(seconds: Double = 60, every interval: Duration = .milliseconds(10), _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let until = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    while ContinuousClock.now < until {
+        if try await condition() { return true }
+        try? await Task.sleep(for: interval)
+    }
+    return try await condition()
 }

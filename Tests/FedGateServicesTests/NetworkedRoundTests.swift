@@ -97,8 +97,7 @@ struct NetworkedRoundTests {
     }
 
     func waitForGateways(_ broker: BrokerHandle, _ count: Int) async throws {
-        let until = ContinuousClock.now + .seconds(10)
-        while await broker.coordinator.connectedSilos.count < count, ContinuousClock.now < until { try await Task.sleep(for: .milliseconds(10)) }
+        await eventually { await broker.coordinator.connectedSilos.count >= count }
     }
 
     /// Pooled accuracy of `parameters` on every silo's held-out rows, standardised as the consortium agreed.
@@ -199,6 +198,33 @@ struct NetworkedRoundTests {
             // The clinic reserved nothing; the hospitals committed two rounds each.
             #expect(try await silos[2].ledger.backend.entries(dataset: "breast-cancer-2024").isEmpty)
             #expect(try await silos[0].ledger.backend.entries(dataset: "breast-cancer-2024").filter { $0.state == .committed }.count == 2)
+        }
+    }
+
+    @Test("the broker keeps its rounds and audit on PostgreSQL: every transition stored, the chain verifies")
+    func brokerOnPostgres() async throws {
+        let consortium = try Consortium()
+        guard let brokerStore = try await consortium.postgresStore() else { return }
+        defer { brokerStore.shutdown() }
+        let shards = try Self.simulation(seed: 6).shards()
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
+                                   logger: consortium.logger) { broker in
+            var silos: [Silo] = []
+            for (i, shard) in shards.enumerated() {
+                silos.append(try await makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, port: broker.port))
+            }
+            let running = silos.map { silo in Task { await silo.gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            try await waitForGateways(broker, 3)
+            let text = Self.plan(rounds: 3, quorum: 3)
+            let hash = try await broker.coordinator.submit(try TrainingPlan.parse(text, file: "plan"), text: text, by: "dana")
+            let status = try #require(await broker.coordinator.finished(hash))
+            #expect(status.rounds.map(\.state) == ["committed", "committed", "committed"], "\(status.reason ?? "")")
+            let rounds = try await brokerStore.rounds(planHash: hash)
+            #expect(rounds.count == 3 && rounds.allSatisfy { $0.state == .committed && $0.survivors.count == 3 })
+            let records = try await brokerStore.auditRecords()
+            #expect(records.filter { $0.action.hasPrefix("round.") }.count == 18)
+            #expect(AuditVerification.verify(records) == .intact(records: records.count))
         }
     }
 

@@ -92,7 +92,7 @@ struct ProcessRoundTests {
         let broker = try Running(["broker", "serve", "--config", consortium.file("broker.yaml").path], log: consortium.file("broker.log"))
         defer { broker.signal(SIGKILL) }
         var port = 0
-        for _ in 0..<500 where port == 0 {
+        for _ in 0..<3000 where port == 0 {
             if let line = broker.output.split(separator: "\n").first(where: { $0.contains("listening on") }),
                let p = line.split(separator: ":").last.flatMap({ Int($0) }) { port = p }
             try await Task.sleep(for: .milliseconds(20))
@@ -110,7 +110,7 @@ struct ProcessRoundTests {
         let scientist = try consortium.credentials("dana", .dataScientist)
         let transport = { try FedGateTransports.client(host: "127.0.0.1", port: port, serverName: "broker", credentials: scientist) }
         func connections() -> Int { broker.output.components(separatedBy: "gateway connected").count - 1 }
-        for _ in 0..<500 where connections() < 3 { try await Task.sleep(for: .milliseconds(20)) }
+        await eventually { connections() >= 3 }
         try #require(connections() == 3, "\(broker.output)")
         func run(_ plan: String) async throws -> Fedgate_V1_PlanStatusResponse {
             try await withGRPCClient(transport: try transport()) { grpc in
@@ -119,7 +119,7 @@ struct ProcessRoundTests {
                 submit.planYaml = plan
                 var request = Fedgate_V1_PlanStatusRequest()
                 request.planHash = try await client.submitPlan(submit).planHash
-                for _ in 0..<1500 {
+                for _ in 0..<6000 {
                     let s = try await client.planStatus(request)
                     if s.state != "running" { return s }
                     try await Task.sleep(for: .milliseconds(20))
@@ -133,9 +133,8 @@ struct ProcessRoundTests {
         frozen.signal(SIGSTOP)
         let brokerStore = try SQLiteLedger(path: consortium.file("broker.sqlite").path)
         let killer = Task {
-            for _ in 0..<2500 {
-                if let hash = try? await brokerStore.auditRecords().last(where: { $0.action == "round.offered" })?.subject, !hash.isEmpty { break }
-                try? await Task.sleep(for: .milliseconds(2))
+            await eventually(every: .milliseconds(2)) {
+                (try? await brokerStore.auditRecords().contains { $0.action == "round.offered" }) ?? false
             }
             frozen.signal(SIGKILL)
         }
@@ -147,7 +146,7 @@ struct ProcessRoundTests {
 
         // hospital-2 comes back and takes part in the next plan, which needs all three.
         gateways[2] = try Running(["gateway", "run", "--config", configs[2].path], log: consortium.file("hospital-2-again.log"))
-        for _ in 0..<500 where connections() < 4 { try await Task.sleep(for: .milliseconds(20)) }
+        await eventually { connections() >= 4 }
         let second = try await run(NetworkedRoundTests.plan(rounds: 2, quorum: 3, deadline: 30))
         #expect(second.state == "finished" && second.rounds.allSatisfy { $0.state == "committed" && $0.participants.count == 3 },
                 "\(second.rounds.map { ($0.round, $0.state, $0.participants) }) \(second.reason)")

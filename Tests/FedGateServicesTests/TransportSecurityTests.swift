@@ -65,8 +65,8 @@ struct TransportSecurityTests {
             let expired = try consortium.credentials("hospital-old", .silo, days: 1, now: Date().addingTimeInterval(-3 * 86_400))
             #expect(await rpcCode { _ = try await call(broker, as: expired) { try await $0.whoAmI(Fedgate_V1_WhoAmIRequest()) } } == .unavailable)
 
-            // Each attempt left an audit record naming why.
-            try await Task.sleep(for: .milliseconds(300))
+            // Each attempt left an audit record naming why (written asynchronously).
+            try await eventually { try await store.auditRecords().filter { $0.action == "connection.refuse" }.count >= 3 }
             let refusals = try await store.auditRecords().filter { $0.action == "connection.refuse" }.map(\.payload)
             #expect(refusals.contains { $0.contains("PEER_DID_NOT_RETURN_A_CERTIFICATE") }, "\(refusals)")
             #expect(refusals.contains { $0.contains("claiming 'mallory'") }, "\(refusals)")
@@ -86,7 +86,8 @@ struct TransportSecurityTests {
             let modern = try opensslClient(port: broker.port, arguments: ["-tls1_3"] + cert)
             #expect(modern.contains("TLSv1.3"), "\(modern)")
             _ = try opensslClient(port: broker.port, arguments: ["-tls1_3", "-CAfile", consortium.file("ca.pem").path])
-            try await Task.sleep(for: .milliseconds(300))
+            try await eventually { try await store.auditRecords().filter { $0.action == "connection.refuse" }.count >= 2 }
+            try await Task.sleep(for: .milliseconds(200))  // a wrongly refused third peer would show up too
             let refusals = try await store.auditRecords().filter { $0.action == "connection.refuse" }
             #expect(refusals.contains { $0.payload.contains("TLS 1.3 is required") && $0.subject == "hospital-a" } == false,
                     "a TLS 1.2 refusal is decided before the identity is read")
