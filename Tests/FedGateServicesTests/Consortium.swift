@@ -1,5 +1,5 @@
 import FedGatePKI
-@testable import FedGateStore
+@_spi(Testing) import FedGateStore
 import FedGateTransport
 import Foundation
 import Logging
@@ -51,13 +51,7 @@ struct Consortium {
             }
             return nil
         }
-        let name = "fedgate_s_" + UUID().uuidString.prefix(12).lowercased().replacingOccurrences(of: "-", with: "")
-        let admin = try PostgresLedger(url: url)
-        try await admin.executeForTesting("CREATE DATABASE \(name)")
-        admin.shutdown()
-        var parts = URLComponents(string: url)!
-        parts.path = "/" + name
-        let store = try PostgresLedger(url: parts.string!)
+        let store = try await PostgresLedger.scratch(on: url, prefix: "fedgate_s_")
         _ = try await store.applyMigrations(try Migration.load(from: Self.migrations))
         return store
     }

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import FedGatePrivacy
-@testable import FedGateStore
+@_spi(Testing) @testable import FedGateStore
 
 /// The two backends; every ledger test runs on both.
 enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
@@ -27,13 +27,7 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
                 return nil
             }
             // Each test gets its own database, so audit chains and tampering do not cross tests.
-            let name = "fedgate_t_" + UUID().uuidString.prefix(12).lowercased().replacingOccurrences(of: "-", with: "")
-            let admin = try PostgresLedger(url: url)
-            try await admin.executeForTesting("CREATE DATABASE \(name)")
-            admin.shutdown()
-            var parts = URLComponents(string: url)!
-            parts.path = "/" + name
-            backend = try PostgresLedger(url: parts.string!)
+            backend = try await PostgresLedger.scratch(on: url, prefix: "fedgate_t_")
         }
         _ = try await backend.applyMigrations(try Migration.load(from: Self.migrations))
         return PrivacyLedger(backend: backend)

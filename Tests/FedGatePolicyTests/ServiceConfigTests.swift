@@ -1,0 +1,50 @@
+import FedGatePolicy
+import Foundation
+import Testing
+
+@Suite("Broker and gateway config files")
+struct ServiceConfigTests {
+    @Test("a gateway config resolves its paths against its own folder and fills defaults")
+    func gateway() throws {
+        let c = try GatewayConfig.parse("""
+            silo: hospital-a
+            broker: { host: broker.example, port: 7443 }
+            tls: { certificate: silo/cert.pem, key: /secure/key.pem, ca: ca.pem }
+            store: sqlite:hospital-a.sqlite
+            policy: policies/hospital-a.yaml
+            dataset: { name: breast-cancer-2024, csv: data/b.csv, label: malignant }
+            """, file: "/etc/fedgate/gateway.yaml")
+        #expect(c.brokerName == "broker" && c.brokerPort == 7443)
+        #expect(c.tls.certificate.path == "/etc/fedgate/silo/cert.pem" && c.tls.key.path == "/secure/key.pem")
+        #expect(c.store == "sqlite:/etc/fedgate/hospital-a.sqlite")
+        #expect(c.testFraction == 0.2 && c.renewBeforeDays == 2)
+    }
+
+    @Test("a broker config with limits and an issuing CA")
+    func broker() throws {
+        let c = try BrokerConfig.parse("""
+            id: broker
+            listen: { port: 7443 }
+            tls: { certificate: cert.pem, key: key.pem, ca: ca.pem }
+            store: postgres://fedgate@db:5432/broker
+            limits: { max_message_mb: 8, max_payload_mb: 512 }
+            issuing: { ca: ca, days: 14 }
+            """, file: "/srv/broker.yaml")
+        #expect(c.host == "0.0.0.0" && c.port == 7443 && c.maximumMessageBytes == 8 << 20 && c.maximumPayloadBytes == 512 << 20)
+        #expect(c.issuingCA?.path == "/srv/ca" && c.certificateDays == 14)
+        #expect(c.store == "postgres://fedgate@db:5432/broker")
+    }
+
+    @Test("mistakes are refused with the file, line and field: unknown fields, missing TLS, a bad store, a bad port")
+    func refusals() {
+        func error(_ text: String) -> String {
+            do { _ = try BrokerConfig.parse(text, file: "broker.yaml"); return "accepted" } catch { return "\(error)" }
+        }
+        let base = "id: broker\nlisten: { port: 7443 }\ntls: { certificate: c, key: k, ca: a }\nstore: sqlite:b.sqlite\n"
+        #expect(error(base + "heartbeat: 2\n").hasPrefix("broker.yaml:5:1: heartbeat: is not a known field"))
+        #expect(error("id: broker\nlisten: { port: 7443 }\nstore: sqlite:b.sqlite\n").contains("tls: is required"))
+        #expect(error(base.replacingOccurrences(of: "sqlite:b.sqlite", with: "mysql://x")).contains("store: must be sqlite:PATH or postgres://"))
+        #expect(error(base.replacingOccurrences(of: "7443", with: "70000")).contains("listen.port: must be a port from 0 to 65535"))
+        #expect(error(base + "issuing: { ca: ca, days: 365 }\n").contains("issuing.days: must be days from 1 to 90"))
+    }
+}
