@@ -80,8 +80,11 @@ struct BrokerCommand: AsyncParsableCommand {
             // On SIGTERM the body returns: plans stop, gateway streams close, the listener drains.
             try await runUntilSignalled(logger, cancelOnShutdown: false) {
                 try await BrokerHost.serve(host: host, port: port, credentials: credentials, store: store, settings: brokerSettings,
-                                           limits: brokerLimits, issuer: issuer, logger: brokerLogger) { broker in
-                    // Scripts wait for this line to know the port (useful with port 0).
+                                           limits: brokerLimits, issuer: issuer, enrolmentPort: c.enrolmentPort, logger: brokerLogger) { broker in
+                    // Scripts wait for these lines to know the ports (useful with port 0).
+                    if let enrolment = broker.enrolmentPort {
+                        FileHandle.standardOutput.write(Data("broker \(c.id) enrolling on \(host):\(enrolment)\n".utf8))
+                    }
                     FileHandle.standardOutput.write(Data("broker \(c.id) listening on \(host):\(broker.port)\n".utf8))
                     try? await gracefulShutdown()
                 }
@@ -93,7 +96,37 @@ struct BrokerCommand: AsyncParsableCommand {
 
 /// `fedgate gateway run`: a silo's gateway.
 struct GatewayCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "gateway", abstract: "Run a silo's gateway.", subcommands: [Run.self])
+    static let configuration = CommandConfiguration(commandName: "gateway", abstract: "Enrol and run a silo's gateway.",
+                                                    subcommands: [Enroll.self, Run.self])
+
+    struct Enroll: AsyncParsableCommand, AsyncExecutable {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a key here and get its certificate from the broker's enrolment port with a one-time token.")
+        @Option(help: "The silo id (as invited).") var id: String
+        @Option(help: "The silo's region (as invited).") var region: String
+        @Option(help: "The one-time token from the consortium operator.") var token: String
+        @Option(help: "The broker's enrolment address, host:port.") var broker: String
+        @Option(help: "The broker's id, as in its certificate.") var brokerName = "broker"
+        @Option(help: "The consortium CA certificate (PEM), obtained out of band.") var ca: String
+        @Option(help: "Folder to write key.pem (0600) and cert.pem into.") var out: String
+
+        func execute() async throws {
+            let parts = broker.split(separator: ":")
+            guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--broker: '\(broker)' is not host:port") }
+            let identity: Identity
+            do { identity = try Identity(id: id, role: .silo, region: region) } catch let e as PKIError { throw ValidationError(e.description) }
+            let caPEM: String
+            do { caPEM = try String(contentsOfFile: ca, encoding: .utf8) } catch { throw ValidationError("--ca: cannot read \(ca)") }
+            let credentials = try await Enrolment.enroll(identity: identity, token: token, host: String(parts[0]), port: port,
+                                                         brokerName: brokerName, caPEM: caPEM)
+            let dir = URL(fileURLWithPath: out)
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            guard FileManager.default.createFile(atPath: dir.appendingPathComponent("key.pem").path, contents: Data(credentials.keyPEM.utf8),
+                                                 attributes: [.posixPermissions: 0o600]) else { throw ValidationError("--out: cannot write key.pem") }
+            try credentials.certificatePEM.write(to: dir.appendingPathComponent("cert.pem"), atomically: true, encoding: .utf8)
+            print("\(identity) enrolled: certificate valid until \(credentials.notAfter), written with its key to \(out)")
+        }
+    }
 
     struct Run: AsyncParsableCommand, AsyncExecutable {
         static let configuration = CommandConfiguration(abstract: "Connect out to the broker and take part in rounds until SIGTERM.")
@@ -138,7 +171,31 @@ struct GatewayCommand: AsyncParsableCommand {
 /// `fedgate silo approve|revoke`: the consortium operator's enrolment and revocation of silos.
 struct SiloCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "silo", abstract: "Approve or revoke silos at the broker.",
-                                                    subcommands: [Approve.self, Revoke.self])
+                                                    subcommands: [Invite.self, Approve.self, Revoke.self])
+
+    struct Invite: AsyncParsableCommand, AsyncExecutable {
+        static let configuration = CommandConfiguration(
+            abstract: "Issue a one-time enrolment token for a silo (shown once; the store keeps only its hash).")
+        @Argument(help: "The silo id.") var id: String
+        @Option(help: "The silo's region (bound into its certificate).") var region: String
+        @Option(help: "The silo's jurisdiction (residency).") var jurisdiction: String
+        @Option(help: "Hours the token stays valid.") var hours = 24
+        @Option(help: "The broker's store: sqlite:PATH or postgres://….") var store: String
+        @Option(help: "Folder of numbered SQL migrations.") var migrations = "migrations"
+        @Option(help: "Who invites (for the audit).") var actor = "admin"
+
+        func execute() async throws {
+            guard (1...720).contains(hours) else { throw ValidationError("--hours must be 1 to 720") }
+            do { _ = try Identity(id: id, role: .silo, region: region) } catch let e as PKIError { throw ValidationError(e.description) }
+            let backend = try await openServiceStore(store, migrations: URL(fileURLWithPath: migrations))
+            let token = Enrolment.newToken()
+            let now = Date()
+            try await backend.invite(EnrolmentInvitation(silo: id, region: region, jurisdiction: jurisdiction, tokenSHA256: Enrolment.hash(token),
+                                                         createdAt: now, expiresAt: now.addingTimeInterval(Double(hours) * 3600)), actor: actor)
+            print(token)
+            FileHandle.standardError.write(Data("one-time token for silo \(id), valid \(hours) h: give it to the silo's admin over a trusted channel\n".utf8))
+        }
+    }
 
     struct Approve: AsyncParsableCommand, AsyncExecutable {
         static let configuration = CommandConfiguration(abstract: "Sign a silo's CSR with the consortium CA and enrol it in the broker's store.")

@@ -23,13 +23,15 @@ public struct BrokerConfig: Sendable, Equatable {
     /// The consortium CA folder (ca.pem, ca-key.pem) when this broker renews certificates, and their lifetime.
     public var issuingCA: URL?
     public var certificateDays: Int
+    /// The port of the enrolment listener (silos without a certificate, with a one-time token).
+    public var enrolmentPort: Int?
 
     public static func load(_ url: URL) throws -> BrokerConfig { try parse(try readPolicyText(url), file: url.path) }
 
     public static func parse(_ text: String, file: String) throws -> BrokerConfig {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
-        try root.only(["id", "listen", "tls", "store", "migrations", "heartbeat_seconds", "silent_after_seconds", "limits", "issuing"])
+        try root.only(["id", "listen", "tls", "store", "migrations", "heartbeat_seconds", "silent_after_seconds", "limits", "issuing", "enrolment_port"])
         let listen = try r.map(try root.require("listen", "{host, port}"), "listen")
         try listen.only(["host", "port"])
         let folder = URL(fileURLWithPath: file).deletingLastPathComponent()
@@ -47,6 +49,10 @@ public struct BrokerConfig: Sendable, Equatable {
             issuingCA = resolve(try r.string(try issuing.require("ca", "the CA folder (ca.pem, ca-key.pem)"), "issuing.ca"), folder)
             days = try issuing.optional("days").map { try r.int($0, "issuing.days", 1...90, "days from 1 to 90") } ?? 7
         }
+        let enrolmentPort = try root.optional("enrolment_port").map { try r.int($0, "enrolment_port", 0...65_535, "a port from 0 to 65535") }
+        if enrolmentPort != nil && issuingCA == nil {
+            throw r.error(root.optional("enrolment_port"), "enrolment_port", "needs `issuing` (the broker signs enrolled silos' certificates)")
+        }
         return BrokerConfig(
             id: try r.string(try root.require("id", "the broker's id, as in its certificate"), "id"),
             host: try listen.optional("host").map { try r.string($0, "listen.host") } ?? "0.0.0.0",
@@ -56,7 +62,7 @@ public struct BrokerConfig: Sendable, Equatable {
             migrations: resolve(try root.optional("migrations").map { try r.string($0, "migrations") } ?? "migrations", folder),
             heartbeatSeconds: try root.optional("heartbeat_seconds").map { try r.double($0, "heartbeat_seconds", 0.05...3600, "seconds from 0.05 to 3600") } ?? 2,
             silentAfterSeconds: try root.optional("silent_after_seconds").map { try r.double($0, "silent_after_seconds", 0.1...86_400, "seconds from 0.1 to 86400") } ?? 10,
-            maximumMessageBytes: maxMessage << 20, maximumPayloadBytes: maxPayload << 20, issuingCA: issuingCA, certificateDays: days)
+            maximumMessageBytes: maxMessage << 20, maximumPayloadBytes: maxPayload << 20, issuingCA: issuingCA, certificateDays: days, enrolmentPort: enrolmentPort)
     }
 }
 

@@ -263,6 +263,52 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
         }
     }
 
+    public func invite(_ i: EnrolmentInvitation, actor: String) async throws {
+        try await audited(actor: actor, action: "enrolment.invite", at: i.createdAt) { conn in
+            try await conn.query("""
+                INSERT INTO enrolment_invitations (token_sha256, silo, region, jurisdiction, created_at, expires_at, used_at)
+                VALUES (\(i.tokenSHA256), \(i.silo), \(i.region), \(i.jurisdiction), \(i.createdAt.timeIntervalSince1970), \(i.expiresAt.timeIntervalSince1970), NULL)
+                """, logger: logger)
+            return (i.silo, InvitationSQL.payload(i))
+        }
+    }
+
+    public func invitation(tokenSHA256: String) async throws -> EnrolmentInvitation? {
+        try await wrap { try await client.withConnection { conn in try await Self.invitation(conn, tokenSHA256, lock: false, logger: logger) } }
+    }
+
+    private static func invitation(_ conn: PostgresConnection, _ hash: String, lock: Bool, logger: Logger) async throws -> EnrolmentInvitation? {
+        var out: EnrolmentInvitation?
+        let query: PostgresQuery = lock
+            ? "SELECT silo, region, jurisdiction, token_sha256, created_at, expires_at, used_at FROM enrolment_invitations WHERE token_sha256 = \(hash) FOR UPDATE"
+            : "SELECT silo, region, jurisdiction, token_sha256, created_at, expires_at, used_at FROM enrolment_invitations WHERE token_sha256 = \(hash)"
+        for try await (silo, region, jurisdiction, token, created, expires, used) in try await conn.query(query, logger: logger)
+            .decode((String, String, String, String, Double, Double, Double?).self) {
+            out = EnrolmentInvitation(silo: silo, region: region, jurisdiction: jurisdiction, tokenSHA256: token,
+                                      createdAt: Date(timeIntervalSince1970: created), expiresAt: Date(timeIntervalSince1970: expires),
+                                      usedAt: used.map(Date.init(timeIntervalSince1970:)))
+        }
+        return out
+    }
+
+    public func redeem(tokenSHA256: String, enrolling p: Party, at: Date) async throws {
+        try await audited(actor: p.id, action: "enrolment.redeem", at: at) { conn in
+            guard let invitation = try await Self.invitation(conn, tokenSHA256, lock: true, logger: logger) else {
+                throw LedgerError.storage("unknown enrolment token")
+            }
+            if let refusal = invitation.refusal(for: p.id, region: p.region, at: at) { throw LedgerError.storage(refusal) }
+            try await conn.query("UPDATE enrolment_invitations SET used_at = \(at.timeIntervalSince1970) WHERE token_sha256 = \(tokenSHA256)",
+                                 logger: logger)
+            try await conn.query("""
+                INSERT INTO parties (id, kind, region, jurisdiction, certificate_sha256, enrolled_at, revoked_at)
+                VALUES (\(p.id), \(p.kind.rawValue), \(p.region), \(invitation.jurisdiction), \(p.certificateSHA256), \(at.timeIntervalSince1970), NULL)
+                ON CONFLICT (id) DO UPDATE SET region = excluded.region, jurisdiction = excluded.jurisdiction,
+                certificate_sha256 = excluded.certificate_sha256, enrolled_at = excluded.enrolled_at, revoked_at = NULL
+                """, logger: logger)
+            return (p.id, InvitationSQL.redeemed(p))
+        }
+    }
+
     public func revokedParties() async throws -> Set<String> {
         try await wrap {
             var out = Set<String>()

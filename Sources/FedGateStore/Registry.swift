@@ -22,6 +22,37 @@ public struct Party: Sendable, Equatable {
     }
 }
 
+/// A one-time invitation for a silo to enrol: the token itself is shown once to the operator and
+/// stored only as its SHA-256.
+public struct EnrolmentInvitation: Sendable, Equatable {
+    public let silo: String
+    public let region: String
+    public let jurisdiction: String
+    public let tokenSHA256: String
+    public let createdAt: Date
+    public let expiresAt: Date
+    public var usedAt: Date?
+
+    public init(silo: String, region: String, jurisdiction: String, tokenSHA256: String, createdAt: Date, expiresAt: Date, usedAt: Date? = nil) {
+        self.silo = silo
+        self.region = region
+        self.jurisdiction = jurisdiction
+        self.tokenSHA256 = tokenSHA256
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+        self.usedAt = usedAt
+    }
+
+    /// Why this invitation cannot enrol `silo` at `time`, or nil if it can.
+    public func refusal(for silo: String, region: String?, at time: Date) -> String? {
+        if usedAt != nil { return "the enrolment token was already used" }
+        if time >= expiresAt { return "the enrolment token expired at \(expiresAt)" }
+        if silo != self.silo { return "the enrolment token is for silo '\(self.silo)', not '\(silo)'" }
+        if let region, region != self.region { return "the enrolment token is for region '\(self.region)', not '\(region)'" }
+        return nil
+    }
+}
+
 /// A round of a plan and where it stands. Every transition is written before its effects.
 public struct RoundRecord: Sendable, Equatable {
     public enum State: String, Sendable, CaseIterable {
@@ -90,6 +121,12 @@ public protocol RegistryBackend: Sendable {
     func enroll(_ party: Party, actor: String) async throws
     func revoke(party id: String, at: Date, actor: String) async throws
     func party(_ id: String) async throws -> Party?
+    /// Records an invitation (audited without the token).
+    func invite(_ invitation: EnrolmentInvitation, actor: String) async throws
+    func invitation(tokenSHA256: String) async throws -> EnrolmentInvitation?
+    /// Uses the invitation and enrols the party in one transaction; refused (nothing changed) if the
+    /// token is unknown, used, expired or for another silo or region.
+    func redeem(tokenSHA256: String, enrolling party: Party, at: Date) async throws
     /// Ids of every revoked party (the broker refuses them at the handshake).
     func revokedParties() async throws -> Set<String>
     /// Creates a round in `planned`.
@@ -100,6 +137,15 @@ public protocol RegistryBackend: Sendable {
     /// Adds the next version number (returned) with its lineage.
     func addModelVersion(_ draft: ModelVersion, actor: String) async throws -> Int
     func modelVersions() async throws -> [ModelVersion]
+}
+
+enum InvitationSQL {
+    static func payload(_ i: EnrolmentInvitation) -> String {
+        canonicalPayload(["region": i.region, "jurisdiction": i.jurisdiction, "expires_at": i.expiresAt.timeIntervalSince1970])
+    }
+    static func redeemed(_ p: Party) -> String {
+        canonicalPayload(["region": p.region, "jurisdiction": p.jurisdiction, "certificate_sha256": p.certificateSHA256])
+    }
 }
 
 enum RegistryJSON {

@@ -221,6 +221,44 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         }
     }
 
+    public func invite(_ i: EnrolmentInvitation, actor: String) async throws {
+        try await audited(actor: actor, action: "enrolment.invite", at: i.createdAt) { db in
+            try db.execute(sql: """
+                INSERT INTO enrolment_invitations (token_sha256, silo, region, jurisdiction, created_at, expires_at, used_at)
+                VALUES (?, ?, ?, ?, ?, ?, NULL)
+                """, arguments: [i.tokenSHA256, i.silo, i.region, i.jurisdiction, i.createdAt.timeIntervalSince1970, i.expiresAt.timeIntervalSince1970])
+            return (i.silo, InvitationSQL.payload(i))
+        }
+    }
+
+    public func invitation(tokenSHA256: String) async throws -> EnrolmentInvitation? {
+        try await wrap { try await pool.read { db in try Self.invitation(db, tokenSHA256) } }
+    }
+
+    private static func invitation(_ db: Database, _ hash: String) throws -> EnrolmentInvitation? {
+        try Row.fetchOne(db, sql: "SELECT * FROM enrolment_invitations WHERE token_sha256 = ?", arguments: [hash]).map { r in
+            let used: Double? = r["used_at"]
+            return EnrolmentInvitation(silo: r["silo"], region: r["region"], jurisdiction: r["jurisdiction"], tokenSHA256: r["token_sha256"],
+                                       createdAt: Date(timeIntervalSince1970: r["created_at"]), expiresAt: Date(timeIntervalSince1970: r["expires_at"]),
+                                       usedAt: used.map(Date.init(timeIntervalSince1970:)))
+        }
+    }
+
+    public func redeem(tokenSHA256: String, enrolling p: Party, at: Date) async throws {
+        try await audited(actor: p.id, action: "enrolment.redeem", at: at) { db in
+            guard let invitation = try Self.invitation(db, tokenSHA256) else { throw LedgerError.storage("unknown enrolment token") }
+            if let refusal = invitation.refusal(for: p.id, region: p.region, at: at) { throw LedgerError.storage(refusal) }
+            try db.execute(sql: "UPDATE enrolment_invitations SET used_at = ? WHERE token_sha256 = ? AND used_at IS NULL",
+                           arguments: [at.timeIntervalSince1970, tokenSHA256])
+            try db.execute(sql: """
+                INSERT INTO parties (id, kind, region, jurisdiction, certificate_sha256, enrolled_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, NULL)
+                ON CONFLICT(id) DO UPDATE SET region = excluded.region, jurisdiction = excluded.jurisdiction,
+                certificate_sha256 = excluded.certificate_sha256, enrolled_at = excluded.enrolled_at, revoked_at = NULL
+                """, arguments: [p.id, p.kind.rawValue, p.region, invitation.jurisdiction, p.certificateSHA256, at.timeIntervalSince1970])
+            return (p.id, InvitationSQL.redeemed(p))
+        }
+    }
+
     public func revokedParties() async throws -> Set<String> {
         try await wrap { try await pool.read { db in Set(try String.fetchAll(db, sql: "SELECT id FROM parties WHERE revoked_at IS NOT NULL")) } }
     }

@@ -26,12 +26,16 @@ public final class ConnectionGuard: Sendable {
     }
 
     private let state = Mutex(State())
+    /// False on the enrolment listener, where peers have no certificate yet: only TLS 1.3 is checked.
+    private let clientCertificates: Bool
     private let logger: Logger
     private let onRefusal: @Sendable (Refusal) -> Void
 
     /// `onRefusal` is called (on an event loop: keep it short) for every refused connection, for auditing.
-    public init(revoked: Set<String> = [], logger: Logger, onRefusal: @escaping @Sendable (Refusal) -> Void = { _ in }) {
+    public init(revoked: Set<String> = [], clientCertificates: Bool = true, logger: Logger,
+                onRefusal: @escaping @Sendable (Refusal) -> Void = { _ in }) {
         state.withLock { $0.revoked = revoked }
+        self.clientCertificates = clientCertificates
         self.logger = logger
         self.onRefusal = onRefusal
     }
@@ -105,6 +109,7 @@ public final class ConnectionGuard: Sendable {
         guard tlsVersion == .tlsv13 else {
             return Refusal(peer: address, identity: nil, reason: "TLS 1.3 is required; the peer negotiated \(tlsVersion.map { "\($0)" } ?? "no version")")
         }
+        guard clientCertificates else { return nil }
         guard let peer else { return Refusal(peer: address, identity: nil, reason: "no client certificate") }
         let identity: Identity
         do {

@@ -73,6 +73,33 @@ public enum FedGateTransports {
             })
     }
 
+    /// The broker's enrolment listener: TLS 1.3 (the guard cuts older peers) without client
+    /// certificates, for silos that have none yet; small messages only.
+    public static func enrolmentServer(host: String, port: Int, credentials: TLSCredentials, guard connectionGuard: ConnectionGuard)
+        -> HTTP2ServerTransport.Posix {
+        HTTP2ServerTransport.Posix(
+            address: .ipv4(host: host, port: port),
+            transportSecurity: .tls(
+                certificateChain: [.bytes(Array(credentials.certificatePEM.utf8), format: .pem)],
+                privateKey: .bytes(Array(credentials.keyPEM.utf8), format: .pem)),
+            config: .defaults {
+                $0.rpc.maxRequestPayloadSize = 64 << 10
+                $0.channelDebuggingCallbacks.onAcceptTCPConnection = connectionGuard.acceptCallback
+            })
+    }
+
+    /// A connection to the enrolment listener: we verify the broker against the consortium CA
+    /// (its certificate, obtained out of band), but have no certificate to present yet.
+    public static func enrolmentClient(host: String, port: Int, serverName: String, caPEM: String) throws -> HTTP2ClientTransport.Posix {
+        try HTTP2ClientTransport.Posix(
+            target: .ipv4(address: host, port: port),
+            transportSecurity: .tls {
+                $0.trustRoots = .certificates([.bytes(Array(caPEM.utf8), format: .pem)])
+                $0.serverCertificateVerification = .fullVerification
+            },
+            config: .defaults { $0.http2.authority = serverName })
+    }
+
     /// A client connection to the broker, presenting our certificate and trusting only the
     /// consortium CA. The broker's certificate must name `serverName` (its id).
     public static func client(host: String, port: Int, serverName: String, credentials: TLSCredentials,

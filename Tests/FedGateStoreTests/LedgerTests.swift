@@ -222,6 +222,33 @@ struct LedgerTests {
         #expect(AuditVerification.verify(try await ledger.backend.auditRecords()) == .intact(records: 3))
     }
 
+    @Test("an enrolment invitation enrols its silo once, before it expires, and nobody else", arguments: Backend.allCases)
+    func invitations(_ backend: Backend) async throws {
+        guard let ledger = try await backend.ledger(), let registry = ledger.backend as? any RegistryBackend else { return }
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        try await registry.invite(EnrolmentInvitation(silo: "clinic-c", region: "eu-west", jurisdiction: "EU", tokenSHA256: "t1",
+                                                      createdAt: t0, expiresAt: t0.addingTimeInterval(3600)), actor: "admin")
+        try await registry.invite(EnrolmentInvitation(silo: "clinic-d", region: "eu-west", jurisdiction: "EU", tokenSHA256: "t2",
+                                                      createdAt: t0, expiresAt: t0.addingTimeInterval(60)), actor: "admin")
+        func party(_ id: String, _ region: String = "eu-west") -> Party {
+            Party(id: id, kind: .silo, region: region, jurisdiction: "", certificateSHA256: "ff", enrolledAt: t0)
+        }
+        func refusal(_ body: () async throws -> Void) async -> String {
+            do { try await body(); return "accepted" } catch { return "\(error)" }
+        }
+        #expect(await refusal { try await registry.redeem(tokenSHA256: "t1", enrolling: party("mallory"), at: t0) }.contains("for silo 'clinic-c'"))
+        #expect(await refusal { try await registry.redeem(tokenSHA256: "t1", enrolling: party("clinic-c", "us-east"), at: t0) }.contains("region"))
+        #expect(await refusal { try await registry.redeem(tokenSHA256: "nope", enrolling: party("clinic-c"), at: t0) }.contains("unknown"))
+        #expect(await refusal { try await registry.redeem(tokenSHA256: "t2", enrolling: party("clinic-d"), at: t0.addingTimeInterval(61)) }.contains("expired"))
+        try await registry.redeem(tokenSHA256: "t1", enrolling: party("clinic-c"), at: t0.addingTimeInterval(10))
+        #expect(try await registry.party("clinic-c")?.jurisdiction == "EU")
+        #expect(try await registry.invitation(tokenSHA256: "t1")?.usedAt != nil)
+        #expect(await refusal { try await registry.redeem(tokenSHA256: "t1", enrolling: party("clinic-c"), at: t0.addingTimeInterval(20)) }.contains("already used"))
+        let actions = try await ledger.backend.auditRecords().map(\.action)
+        #expect(actions == ["enrolment.invite", "enrolment.invite", "enrolment.redeem"], "refusals change nothing: \(actions)")
+        #expect(try await ledger.backend.auditRecords().allSatisfy { !$0.payload.contains("t1") })
+    }
+
     @Test("silos and brokers, rounds along their state machine, and model versions with lineage are stored and audited", arguments: Backend.allCases)
     func registry(_ backend: Backend) async throws {
         guard let ledger = try await backend.ledger(), let registry = ledger.backend as? any RegistryBackend else { return }

@@ -1903,3 +1903,333 @@ extension Fedgate_V1_Broker.ClientProtocol {
         )
     }
 }
+
+// MARK: - fedgate.v1.Enrollment
+
+/// Namespace containing generated types for the "fedgate.v1.Enrollment" service.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+public enum Fedgate_V1_Enrollment: Sendable {
+    /// Service descriptor for the "fedgate.v1.Enrollment" service.
+    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "fedgate.v1.Enrollment")
+    /// Namespace for method metadata.
+    public enum Method: Sendable {
+        /// Namespace for "Enroll" metadata.
+        public enum Enroll: Sendable {
+            /// Request type for "Enroll".
+            public typealias Input = Fedgate_V1_EnrollRequest
+            /// Response type for "Enroll".
+            public typealias Output = Fedgate_V1_EnrollResponse
+            /// Descriptor for "Enroll".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "fedgate.v1.Enrollment"),
+                method: "Enroll",
+                type: .unary
+            )
+        }
+        /// Descriptors for all methods in the "fedgate.v1.Enrollment" service.
+        public static let descriptors: [GRPCCore.MethodDescriptor] = [
+            Enroll.descriptor
+        ]
+    }
+}
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension GRPCCore.ServiceDescriptor {
+    /// Service descriptor for the "fedgate.v1.Enrollment" service.
+    public static let fedgate_v1_Enrollment = GRPCCore.ServiceDescriptor(fullyQualifiedService: "fedgate.v1.Enrollment")
+}
+
+// MARK: fedgate.v1.Enrollment (server)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Fedgate_V1_Enrollment {
+    /// Streaming variant of the service protocol for the "fedgate.v1.Enrollment" service.
+    ///
+    /// This protocol is the lowest-level of the service protocols generated for this service
+    /// giving you the most flexibility over the implementation of your service. This comes at
+    /// the cost of more verbose and less strict APIs. Each RPC requires you to implement it in
+    /// terms of a request stream and response stream. Where the RPC expects only a single
+    /// request or response message, you are responsible for ensuring your implementation
+    /// maintains this invariant.
+    ///
+    /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
+    /// or ``SimpleServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Enrolment of a silo that has no certificate yet. Served on its own port, over TLS 1.3 without a
+    /// > client certificate, with this one call only: the one-time token the consortium operator issued
+    /// > for the silo authorises signing its CSR (whose key never leaves the silo).
+    public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
+        /// Handle the "Enroll" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Fedgate_V1_EnrollRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Fedgate_V1_EnrollResponse` messages.
+        func enroll(
+            request: GRPCCore.StreamingServerRequest<Fedgate_V1_EnrollRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_EnrollResponse>
+    }
+
+    /// Service protocol for the "fedgate.v1.Enrollment" service.
+    ///
+    /// This protocol is higher level than ``StreamingServiceProtocol`` but lower level than
+    /// the ``SimpleServiceProtocol``, it provides access to request and response metadata and
+    /// trailing response metadata. If you don't need these then consider using
+    /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
+    /// use ``StreamingServiceProtocol``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Enrolment of a silo that has no certificate yet. Served on its own port, over TLS 1.3 without a
+    /// > client certificate, with this one call only: the one-time token the consortium operator issued
+    /// > for the silo authorises signing its CSR (whose key never leaves the silo).
+    public protocol ServiceProtocol: Fedgate_V1_Enrollment.StreamingServiceProtocol {
+        /// Handle the "Enroll" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_EnrollRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Fedgate_V1_EnrollResponse` message.
+        func enroll(
+            request: GRPCCore.ServerRequest<Fedgate_V1_EnrollRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Fedgate_V1_EnrollResponse>
+    }
+
+    /// Simple service protocol for the "fedgate.v1.Enrollment" service.
+    ///
+    /// This is the highest level protocol for the service. The API is the easiest to use but
+    /// doesn't provide access to request or response metadata. If you need access to these
+    /// then use ``ServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Enrolment of a silo that has no certificate yet. Served on its own port, over TLS 1.3 without a
+    /// > client certificate, with this one call only: the one-time token the consortium operator issued
+    /// > for the silo authorises signing its CSR (whose key never leaves the silo).
+    public protocol SimpleServiceProtocol: Fedgate_V1_Enrollment.ServiceProtocol {
+        /// Handle the "Enroll" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Fedgate_V1_EnrollRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Fedgate_V1_EnrollResponse` to respond with.
+        func enroll(
+            request: Fedgate_V1_EnrollRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Fedgate_V1_EnrollResponse
+    }
+}
+
+// Default implementation of 'registerMethods(with:)'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Fedgate_V1_Enrollment.StreamingServiceProtocol {
+    public func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
+        router.registerHandler(
+            forMethod: Fedgate_V1_Enrollment.Method.Enroll.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_EnrollRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_EnrollResponse>(),
+            handler: { request, context in
+                try await self.enroll(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+    }
+}
+
+// Default implementation of streaming methods from 'StreamingServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Fedgate_V1_Enrollment.ServiceProtocol {
+    public func enroll(
+        request: GRPCCore.StreamingServerRequest<Fedgate_V1_EnrollRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_EnrollResponse> {
+        let response = try await self.enroll(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+}
+
+// Default implementation of methods from 'ServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Fedgate_V1_Enrollment.SimpleServiceProtocol {
+    public func enroll(
+        request: GRPCCore.ServerRequest<Fedgate_V1_EnrollRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Fedgate_V1_EnrollResponse> {
+        return GRPCCore.ServerResponse<Fedgate_V1_EnrollResponse>(
+            message: try await self.enroll(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+}
+
+// MARK: fedgate.v1.Enrollment (client)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Fedgate_V1_Enrollment {
+    /// Generated client protocol for the "fedgate.v1.Enrollment" service.
+    ///
+    /// You don't need to implement this protocol directly, use the generated
+    /// implementation, ``Client``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Enrolment of a silo that has no certificate yet. Served on its own port, over TLS 1.3 without a
+    /// > client certificate, with this one call only: the one-time token the consortium operator issued
+    /// > for the silo authorises signing its CSR (whose key never leaves the silo).
+    public protocol ClientProtocol: Sendable {
+        /// Call the "Enroll" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_EnrollRequest` message.
+        ///   - serializer: A serializer for `Fedgate_V1_EnrollRequest` messages.
+        ///   - deserializer: A deserializer for `Fedgate_V1_EnrollResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func enroll<Result>(
+            request: GRPCCore.ClientRequest<Fedgate_V1_EnrollRequest>,
+            serializer: some GRPCCore.MessageSerializer<Fedgate_V1_EnrollRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_EnrollResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_EnrollResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+    }
+
+    /// Generated client for the "fedgate.v1.Enrollment" service.
+    ///
+    /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
+    /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
+    /// means of communication with the remote peer.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Enrolment of a silo that has no certificate yet. Served on its own port, over TLS 1.3 without a
+    /// > client certificate, with this one call only: the one-time token the consortium operator issued
+    /// > for the silo authorises signing its CSR (whose key never leaves the silo).
+    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+        private let client: GRPCCore.GRPCClient<Transport>
+
+        /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
+        ///
+        /// - Parameters:
+        ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
+        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+            self.client = client
+        }
+
+        /// Call the "Enroll" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_EnrollRequest` message.
+        ///   - serializer: A serializer for `Fedgate_V1_EnrollRequest` messages.
+        ///   - deserializer: A deserializer for `Fedgate_V1_EnrollResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func enroll<Result>(
+            request: GRPCCore.ClientRequest<Fedgate_V1_EnrollRequest>,
+            serializer: some GRPCCore.MessageSerializer<Fedgate_V1_EnrollRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_EnrollResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_EnrollResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Fedgate_V1_Enrollment.Method.Enroll.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+    }
+}
+
+// Helpers providing default arguments to 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Fedgate_V1_Enrollment.ClientProtocol {
+    /// Call the "Enroll" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Fedgate_V1_EnrollRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func enroll<Result>(
+        request: GRPCCore.ClientRequest<Fedgate_V1_EnrollRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_EnrollResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.enroll(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_EnrollRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_EnrollResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// Helpers providing sugared APIs for 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Fedgate_V1_Enrollment.ClientProtocol {
+    /// Call the "Enroll" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func enroll<Result>(
+        _ message: Fedgate_V1_EnrollRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_EnrollResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Fedgate_V1_EnrollRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.enroll(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
