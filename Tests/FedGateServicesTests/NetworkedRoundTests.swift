@@ -234,8 +234,10 @@ struct NetworkedRoundTests {
         let brokerStore = try await consortium.store("broker")
         let shards = try Self.simulation(seed: 3).shards()
         var settings = BrokerCoordinator.Settings()
-        settings.heartbeatInterval = .milliseconds(100)
-        settings.silentAfter = .milliseconds(500)
+        // Generous: the suite's CPU-bound tests can hold the cooperative threads (and so the real
+        // gateways' heartbeats) for a second or two on a two-core machine.
+        settings.heartbeatInterval = .milliseconds(250)
+        settings.silentAfter = .seconds(5)
         try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
                                    settings: settings, logger: consortium.logger) { broker in
             var silos: [Silo] = []
@@ -266,7 +268,7 @@ struct NetworkedRoundTests {
             #expect(status.rounds.map(\.state) == ["committed"])
             #expect(status.rounds.first?.participants == ["hospital-0", "hospital-1"])
             let closed = try await closedAfter.value
-            #expect(closed >= .milliseconds(400) && closed < .seconds(5), "the broker closed the silent stream after \(closed)")
+            #expect(closed >= .milliseconds(4500) && closed < .seconds(60), "the broker closed the silent stream after \(closed)")
             #expect(await broker.coordinator.connectedSilos == ["hospital-0", "hospital-1"])
         }
     }
