@@ -39,19 +39,24 @@ public struct UpdateValidator: Sendable {
 
     /// The first failed check of one update, or nil.
     public func check(_ u: ClientUpdate) -> UpdateRejection? {
-        guard u.delta.count == dimension else {
-            return .init(silo: u.silo, check: .shape, value: "\(u.delta.count) values, the model has \(dimension)")
+        u.delta.withUnsafeBufferPointer { check(silo: u.silo, examples: u.examples, delta: $0) }
+    }
+
+    /// The same checks on an update still in its received buffer (no copy).
+    public func check(silo: String, examples: Int, delta: UnsafeBufferPointer<Float>) -> UpdateRejection? {
+        guard delta.count == dimension else {
+            return .init(silo: silo, check: .shape, value: "\(delta.count) values, the model has \(dimension)")
         }
-        guard u.examples >= 1, u.examples <= maximumExamples else {
-            return .init(silo: u.silo, check: .examples, value: "\(u.examples) examples (allowed 1…\(maximumExamples))")
+        guard examples >= 1, examples <= maximumExamples else {
+            return .init(silo: silo, check: .examples, value: "\(examples) examples (allowed 1…\(maximumExamples))")
         }
-        let norm = VectorMath.l2Norm(u.delta)
+        let norm = VectorMath.sumOfSquares(delta).squareRoot()
         guard norm.isFinite else {
-            let bad = u.delta.firstIndex { !$0.isFinite } ?? 0
-            return .init(silo: u.silo, check: .nonFinite, value: "value \(u.delta[bad]) at index \(bad)")
+            let bad = delta.firstIndex { !$0.isFinite } ?? 0
+            return .init(silo: silo, check: .nonFinite, value: "value \(delta[bad]) at index \(bad)")
         }
         if let bound = maximumNorm, norm > bound {
-            return .init(silo: u.silo, check: .norm, value: "L2 norm \(norm) exceeds the bound \(bound)")
+            return .init(silo: silo, check: .norm, value: "L2 norm \(norm) exceeds the bound \(bound)")
         }
         return nil
     }

@@ -4,6 +4,7 @@ import FedGatePolicy
 import FedGateProto
 import FedGateSimulation
 import FedGateStore
+import FedGateTensors
 import FedGateTransport
 import Foundation
 import Logging
@@ -59,11 +60,15 @@ public actor BrokerCoordinator {
     private struct ActiveRound {
         let number: Int
         var progress: RoundProgress
-        var model: [UInt8] = []
         /// The model cut into transfer chunks once per round, shared by every download.
         var modelChunks: [Data] = []
         var modelSHA = ""
+        var modelBytes = 0
         var dimension = 0
+        /// FedAvg folds each valid update in as it arrives: one accumulator, whatever the number of
+        /// silos. Other strategies (robust ones need every update) keep the updates in `progress`.
+        var folded: WeightedAverage?
+        var rejected: [UpdateRejection] = []
     }
 
     private struct Waiter {
@@ -158,22 +163,36 @@ public actor BrokerCoordinator {
     public func model(for silo: String, plan: String, round: Int) throws -> (chunks: [Data], bytes: Int, sha256: String) {
         guard let r = active[plan], r.number == round else { throw RoundError("round \(round) of plan \(plan.prefix(12))… is not training") }
         guard r.progress.isParticipant(silo) else { throw RoundError("\(silo) is not a participant of round \(round)") }
-        plans[plan]?.bytesOut += r.model.count
-        return (r.modelChunks, r.model.count, r.modelSHA)
+        plans[plan]?.bytesOut += r.modelBytes
+        return (r.modelChunks, r.modelBytes, r.modelSHA)
     }
 
     /// A participant's update, already reassembled and checksummed by the transport.
     public func upload(from silo: String, header: TransferHeader, payload: [UInt8]) throws {
-        guard var r = active[header.planHash], r.number == header.round else {
-            throw RoundError("round \(header.round) of plan \(header.planHash.prefix(12))… is not taking updates")
+        let hash = header.planHash
+        guard let r = active[hash], r.number == header.round else {
+            throw RoundError("round \(header.round) of plan \(hash.prefix(12))… is not taking updates")
         }
         guard r.progress.isParticipant(silo) else { throw RoundError("\(silo) is not a participant of round \(header.round)") }
-        let delta = try ModelPayload.parameters(payload, tensor: "delta", dimension: r.dimension)
-        try r.progress.upload(ClientUpdate(silo: silo, delta: delta, examples: header.examples), metrics: header.metrics)
-        active[header.planHash] = r
-        plans[header.planHash]?.bytesIn += payload.count
+        let entry = try ModelPayload.entry(payload, tensor: "delta", dimension: r.dimension)
+        if r.folded != nil {
+            // Mutated in place: the accumulator is as large as the model and must not be copied.
+            try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: header.metrics)
+            let validator = UpdateValidator(dimension: r.dimension)
+            func fold(_ delta: UnsafeBufferPointer<Float>) {
+                if let rejection = validator.check(silo: silo, examples: header.examples, delta: delta) {
+                    active[hash]!.rejected.append(rejection)
+                } else {
+                    active[hash]!.folded!.fold(delta, weight: Double(header.examples))
+                }
+            }
+            if entry.withFloat32Buffer(fold) == nil { entry.floats.withUnsafeBufferPointer(fold) }
+        } else {
+            try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: entry.floats, examples: header.examples), metrics: header.metrics)
+        }
+        plans[hash]?.bytesIn += payload.count
         logger.info("update received", metadata: ["silo": "\(silo)", "round": "\(header.round)", "bytes": "\(payload.count)"])
-        wakeIfDone(header.planHash)
+        wakeIfDone(hash)
     }
 
     // MARK: Plans
@@ -259,17 +278,16 @@ public actor BrokerCoordinator {
                 }
                 var round = active[hash]!
                 round.progress = progress
-                round.model = try ModelPayload.model(global!)
-                round.modelSHA = TransferDigest.hex(round.model)
-                round.modelChunks = chunkRanges(total: round.model.count, chunkBytes: chunkBytes).map { Data(round.model[$0]) }
+                (round.modelChunks, round.modelBytes, round.modelSHA) = try ModelPayload.modelChunks(global!, chunkBytes: chunkBytes)
                 round.dimension = global!.parameters.count
+                if plan.strategy == "fedavg" { round.folded = WeightedAverage(dimension: round.dimension) }
                 active[hash] = round
                 try await advance(hash, number, .training, progress.accepted)
                 var task = Fedgate_V1_RoundTask()
                 task.planHash = hash
                 task.round = UInt32(number)
                 task.modelSha256 = round.modelSHA
-                task.modelBytes = UInt64(round.model.count)
+                task.modelBytes = UInt64(round.modelBytes)
                 task.deadlineMs = offer.deadlineMs
                 task.featureMeans = standardisation!.means
                 task.featureScales = standardisation!.scales
@@ -287,9 +305,18 @@ public actor BrokerCoordinator {
                 active[hash]!.progress = progress
                 let survivors = updates.map(\.silo)
                 try await advance(hash, number, .aggregating, survivors)
-                var validated = Validated(strategy, validator: UpdateValidator(dimension: global!.parameters.count))
-                let outcome = try validated.aggregate(global: global!.parameters, updates: updates)
-                strategy = validated.inner
+                let outcome: AggregationOutcome
+                if let folded = active[hash]!.folded {
+                    // FedAvg, folded as the updates arrived: the global model plus their weighted mean.
+                    var next = global!.parameters
+                    if folded.count > 0 { VectorMath.axpy(1, folded.mean, &next) }
+                    outcome = AggregationOutcome(parameters: next, rejected: active[hash]!.rejected)
+                    active[hash]!.folded = nil
+                } else {
+                    var validated = Validated(strategy, validator: UpdateValidator(dimension: global!.parameters.count))
+                    outcome = try validated.aggregate(global: global!.parameters, updates: updates)
+                    strategy = validated.inner
+                }
                 for r in outcome.rejected {
                     try await store.audit(actor: settings.brokerID, action: "update.reject", subject: r.silo,
                                           payload: canonicalJSON(["plan": hash, "round": number, "reason": r.description]), at: Date())

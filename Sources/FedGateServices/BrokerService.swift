@@ -17,6 +17,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
     let store: any LedgerBackend
     let limits: TransportLimits
     let issuer: CertificateIssuer?
+    let uploads: AsyncGate
     let logger: Logger
 
     public init(coordinator: BrokerCoordinator, store: any LedgerBackend, limits: TransportLimits = .init(), issuer: CertificateIssuer? = nil,
@@ -26,6 +27,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
         self.limits = limits
         self.issuer = issuer
         self.logger = logger
+        uploads = AsyncGate(limit: limits.concurrentUploads)
     }
 
     public func renew(request: Fedgate_V1_RenewRequest, context: ServerContext) async throws -> Fedgate_V1_RenewResponse {
@@ -130,13 +132,31 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
     public func uploadUpdate(request: RPCAsyncSequence<Fedgate_V1_TransferChunk, any Error>,
                              context: ServerContext) async throws -> Fedgate_V1_UploadReceipt {
         let silo = try context.callerIdentity.id
-        var assembler = TransferAssembler(maximumBytes: limits.maximumPayloadBytes, what: "update from \(silo)")
         var receipt = Fedgate_V1_UploadReceipt()
+        await uploads.enter()
+        defer { Task { await uploads.leave() } }
+        let (maximum, timeout) = (limits.maximumPayloadBytes, limits.uploadTimeout)
         do {
-            for try await chunk in request {
-                try assembler.add(header: chunk.hasHeader ? chunk.header.transferHeader : nil, data: chunk.data, sha256: chunk.sha256)
+            // A silo that starts an upload and stalls must not hold a slot: the whole upload has a time limit.
+            let received = try await withThrowingTaskGroup(of: (header: TransferHeader, payload: [UInt8])?.self) { group in
+                group.addTask {
+                    var assembler = TransferAssembler(maximumBytes: maximum, what: "update from \(silo)")
+                    for try await chunk in request {
+                        try assembler.add(header: chunk.hasHeader ? chunk.header.transferHeader : nil, data: chunk.data, sha256: chunk.sha256)
+                    }
+                    return try assembler.finish()
+                }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    return nil
+                }
+                let first = try await group.next() ?? nil
+                group.cancelAll()
+                return first
             }
-            let (header, payload) = try assembler.finish()
+            guard let (header, payload) = received else {
+                throw TransferError("update from \(silo): not complete within \(timeout); the upload was cut off")
+            }
             try await coordinator.upload(from: silo, header: header, payload: payload)
             receipt.accepted = true
         } catch let error as TransferError {
@@ -218,5 +238,23 @@ public struct CertificateIssuer: Sendable {
     public init(authority: ConsortiumCA, days: Int) {
         self.authority = authority
         self.days = days
+    }
+}
+
+/// At most `limit` holders at once; the others wait in order.
+actor AsyncGate {
+    private let limit: Int
+    private var holders = 0
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    init(limit: Int) { self.limit = max(1, limit) }
+
+    func enter() async {
+        if holders < limit { holders += 1; return }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    func leave() {
+        if waiting.isEmpty { holders -= 1 } else { waiting.removeFirst().resume() }
     }
 }

@@ -49,6 +49,17 @@ public struct SafeTensors: Sendable, Equatable {
             a.dtype == b.dtype && a.shape == b.shape && a.storage[a.span] == b.storage[b.span]
         }
 
+        /// Calls `body` with the values in place when they are little-endian float32 on a
+        /// little-endian machine and suitably aligned (no copy); nil otherwise (use `floats`).
+        public func withFloat32Buffer<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R? {
+            guard dtype == .f32, 1.littleEndian == 1 else { return nil }
+            return try storage.withUnsafeBytes { raw -> R? in
+                let bytes = UnsafeRawBufferPointer(rebasing: raw[span])
+                guard span.count % 4 == 0, let base = bytes.baseAddress, Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 else { return nil }
+                return try bytes.withMemoryRebound(to: Float.self) { try body($0) }
+            }
+        }
+
         /// Values converted to Float.
         public var floats: [Float] {
             let n = span.count / dtype.byteSize
@@ -176,6 +187,16 @@ public struct SafeTensors: Sendable, Equatable {
         do { try self.init(bytes: Array(data)) } catch let e as SafeTensorsError {
             throw SafeTensorsError(tensor: e.tensor, reason: "\(url.path): \(e.reason)")
         }
+    }
+
+    /// The first bytes of a file holding one float32 tensor `name` of `count` values (length,
+    /// header padded to 8 bytes): write the values after it, little-endian, to complete the file.
+    public static func singleFloat32Header(name: String, count: Int, metadata: [String: String]) throws -> [UInt8] {
+        var header: [String: Any] = [name: ["dtype": DType.f32.rawValue, "shape": [count], "data_offsets": [0, 4 * count]]]
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var json = Array(try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]))
+        while json.count % 8 != 0 { json.append(0x20) }
+        return withUnsafeBytes(of: UInt64(json.count).littleEndian) { Array($0) } + json
     }
 
     /// The file's bytes: tensors in name order, header padded with spaces to 8 bytes.

@@ -46,6 +46,11 @@ public struct TransportLimits: Sendable {
     public var chunkBytes = 1 << 20
     /// Largest model or update payload: 256 MiB.
     public var maximumPayloadBytes = 256 << 20
+    /// Updates the broker reassembles at once; further uploads wait (HTTP/2 flow control holds
+    /// their senders), so a large model's round holds this many payloads, not one per silo.
+    public var concurrentUploads = 2
+    /// The longest one upload may take from its first byte to its last.
+    public var uploadTimeout: Duration = .seconds(600)
     public init() {}
 }
 

@@ -17,6 +17,14 @@ public struct WeightedAverage: Sendable {
         count += 1
     }
 
+    /// Adds `weight`·update from a buffer (an update still in its received bytes).
+    public mutating func fold(_ delta: UnsafeBufferPointer<Float>, weight w: Double) {
+        precondition(delta.count == sum.count, "update length \(delta.count) differs from the model's \(sum.count)")
+        sum.withUnsafeMutableBufferPointer { VectorMath.axpy(Float(w), delta, $0) }
+        weight += w
+        count += 1
+    }
+
     /// The weighted mean so far.
     public var mean: [Float] {
         guard weight > 0 else { return sum }

@@ -1,0 +1,33 @@
+import FedGateLearning
+import FedGateServices
+import FedGateTensors
+import FedGateTransport
+import Foundation
+import Testing
+
+@Suite("Models and updates on the wire")
+struct ModelPayloadTests {
+    @Test("a model cut straight into chunks is the same safetensors file, with the same SHA-256, for any chunk size")
+    func chunksAreTheFile() throws {
+        var net = try Network(kind: .mlp(hidden: [7]), inputs: 5, classes: 3, seed: 1)
+        for k in net.parameters.indices { net.parameters[k] = Float(k) * 0.25 - 3 }
+        let whole = try ModelPayload.model(net)
+        for chunkBytes in [1, 7, 8, 64, 1000, whole.count, whole.count + 5] {
+            let cut = try ModelPayload.modelChunks(net, chunkBytes: chunkBytes)
+            #expect(cut.bytes == whole.count && cut.chunks.allSatisfy { $0.count <= chunkBytes })
+            #expect(cut.chunks.reduce(into: [UInt8]()) { $0.append(contentsOf: $1) } == whole, "chunk size \(chunkBytes)")
+            #expect(cut.sha256 == TransferDigest.hex(whole))
+        }
+        #expect(try ModelPayload.parameters(whole, tensor: "parameters", dimension: net.parameters.count) == net.parameters)
+    }
+
+    @Test("an update is refused if it is not one float32 tensor of the model's size")
+    func wrongUpdates() throws {
+        let good = try ModelPayload.update([1, 2, 3])
+        #expect(throws: RoundError.self) { try ModelPayload.parameters(good, tensor: "delta", dimension: 4) }
+        #expect(throws: RoundError.self) { try ModelPayload.parameters(good, tensor: "parameters", dimension: 3) }
+        let f64 = try SafeTensors(entries: ["delta": .f64(shape: [3], values: [1, 2, 3])]).serialized()
+        #expect(throws: RoundError.self) { try ModelPayload.parameters(f64, tensor: "delta", dimension: 3) }
+        #expect(try ModelPayload.parameters(good, tensor: "delta", dimension: 3) == [1, 2, 3])
+    }
+}
