@@ -307,11 +307,12 @@ public actor BrokerCoordinator {
                 try await advance(hash, number, .aggregating, survivors)
                 let outcome: AggregationOutcome
                 if let folded = active[hash]!.folded {
-                    // FedAvg, folded as the updates arrived: the global model plus their weighted mean.
-                    var next = global!.parameters
-                    if folded.count > 0 { VectorMath.axpy(1, folded.mean, &next) }
-                    outcome = AggregationOutcome(parameters: next, rejected: active[hash]!.rejected)
+                    // FedAvg, folded as the updates arrived: the global model plus their weighted mean,
+                    // added in place (the status's copy is let go first so nothing model-sized is copied).
                     active[hash]!.folded = nil
+                    plans[hash]?.parameters = []
+                    if folded.count > 0 { VectorMath.axpy(1, folded.takeMean(), &global!.parameters) }
+                    outcome = AggregationOutcome(parameters: global!.parameters, rejected: active[hash]!.rejected)
                 } else {
                     var validated = Validated(strategy, validator: UpdateValidator(dimension: global!.parameters.count))
                     outcome = try validated.aggregate(global: global!.parameters, updates: updates)

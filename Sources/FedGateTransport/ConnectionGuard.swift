@@ -21,6 +21,7 @@ public final class ConnectionGuard: Sendable {
     }
 
     private struct State {
+        var admitted = 0
         var revoked: Set<String> = []
         var open: [String: [ObjectIdentifier: any Channel]] = [:]
     }
@@ -53,6 +54,9 @@ public final class ConnectionGuard: Sendable {
     }
 
     public func isRevoked(_ id: String) -> Bool { state.withLock { $0.revoked.contains(id) } }
+
+    /// Connections admitted since start.
+    public var admittedTotal: Int { state.withLock { $0.admitted } }
 
     /// Admitted connections per identity.
     public func openConnections(of id: String) -> Int { state.withLock { $0.open[id]?.count ?? 0 } }
@@ -119,6 +123,7 @@ public final class ConnectionGuard: Sendable {
         }
         let admitted = state.withLock { s -> Bool in
             guard !s.revoked.contains(identity.id) else { return false }
+            s.admitted += 1
             s.open[identity.id, default: [:]][ObjectIdentifier(channel)] = channel
             return true
         }
@@ -173,8 +178,14 @@ private final class HandshakeGate: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // A chain the verification callback refused was already reported, with its reason.
-        if !refused, error is NIOSSLError || error is BoringSSLError, !"\(error)".contains("CERTIFICATE_VERIFY_FAILED") {
+        // A chain the verification callback refused was already reported, with its reason; a peer
+        // that hangs up mid-handshake was not refused, it left (logged, not audited).
+        let text = "\(error)"
+        if text.contains("EOF during handshake") || error as? NIOSSLError == .uncleanShutdown {
+            context.fireErrorCaught(error)
+            return
+        }
+        if !refused, error is NIOSSLError || error is BoringSSLError, !text.contains("CERTIFICATE_VERIFY_FAILED") {
             refused = true
             let address = context.channel.remoteAddress.map { "\($0)" } ?? "unknown peer"
             guardian.refused(.init(peer: address, identity: nil, reason: "TLS handshake failed: \(error)"))

@@ -81,8 +81,9 @@ final class Recorder<T: Sendable>: Sendable {
     }
 }
 
-/// Runs `openssl s_client` against the broker as a real, independent TLS peer; returns its output.
-func opensslClient(port: Int, arguments: [String]) throws -> String {
+/// Runs `openssl s_client` against the broker as a real, independent TLS peer; it says nothing and
+/// hangs up once `done` holds (or after 10 s); returns its output.
+func opensslClient(port: Int, arguments: [String], until done: @escaping @Sendable () -> Bool = { false }) throws -> String {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
     process.arguments = ["s_client", "-connect", "127.0.0.1:\(port)", "-servername", "broker", "-brief"] + arguments
@@ -92,8 +93,9 @@ func opensslClient(port: Int, arguments: [String]) throws -> String {
     let input = Pipe()
     process.standardInput = input
     try process.run()
-    // Say nothing and hang up once the handshake had time to finish.
-    Thread.sleep(forTimeInterval: 0.5)
+    let until = Date().addingTimeInterval(10)
+    Thread.sleep(forTimeInterval: 0.2)
+    while !done(), process.isRunning, Date() < until { Thread.sleep(forTimeInterval: 0.05) }
     try input.fileHandleForWriting.close()
     process.waitUntilExit()
     return String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)

@@ -83,8 +83,11 @@ struct TransportSecurityTests {
                         "-CAfile", consortium.file("ca.pem").path]
             let old = try opensslClient(port: broker.port, arguments: ["-tls1_2"] + cert)
             #expect(old.contains("TLSv1.2"), "\(old)")
-            let modern = try opensslClient(port: broker.port, arguments: ["-tls1_3"] + cert)
+            let admittedBefore = broker.connectionGuard.admittedTotal
+            let guardian = broker.connectionGuard
+            let modern = try opensslClient(port: broker.port, arguments: ["-tls1_3"] + cert) { guardian.admittedTotal > admittedBefore }
             #expect(modern.contains("TLSv1.3"), "\(modern)")
+            #expect(broker.connectionGuard.admittedTotal == admittedBefore + 1, "the TLS 1.3 peer with a good certificate was admitted")
             _ = try opensslClient(port: broker.port, arguments: ["-tls1_3", "-CAfile", consortium.file("ca.pem").path])
             try await eventually { try await store.auditRecords().filter { $0.action == "connection.refuse" }.count >= 2 }
             try await Task.sleep(for: .milliseconds(200))  // a wrongly refused third peer would show up too

@@ -25,6 +25,13 @@ public struct WeightedAverage: Sendable {
         count += 1
     }
 
+    /// The weighted mean, computed in the accumulator's own storage (no copy of a model-sized
+    /// array); the accumulator is spent.
+    public consuming func takeMean() -> [Float] {
+        if weight > 0 { VectorMath.scale(&sum, by: Float(1 / weight)) }
+        return sum
+    }
+
     /// The weighted mean so far.
     public var mean: [Float] {
         guard weight > 0 else { return sum }
