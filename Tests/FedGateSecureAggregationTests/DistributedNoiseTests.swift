@@ -44,7 +44,9 @@ struct DistributedNoiseTests {
 
     @Test("a noised secure round sums to the true sum plus noise of the promised size, and its ε is finite")
     func noisedRound() throws {
-        let n = 5, d = 2000
+        // 10 000 coordinates: the variance estimate's standard deviation is √(2/d) ≈ 0.014, so the
+        // bound below is five of them (with 2 000 coordinates and 0.1 it was three, and it failed once).
+        let n = 5, d = 10_000
         let noise = try DistributedNoise(clipNorm: 1, silos: n, honestSilos: n, noiseMultiplier: 1.0)
         let ids = silos(n)
         let config = try SecureAggregationConfiguration(round: 3, participants: ids, threshold: 3, dimension: d)
@@ -62,7 +64,7 @@ struct DistributedNoiseTests {
         for i in 0..<d { residual.append(Double(decoded[i]) - Double(ids.reduce(Float(0)) { $0 + updates[$1]![i] })) }
         let variance = residual.reduce(0) { $0 + $1 * $1 } / Double(d)
         // The honest noise in the sum has standard deviation z·C = 1.
-        #expect(abs(variance - 1) < 0.1, "noise variance \(variance)")
+        #expect(abs(variance - 1) < 0.07, "noise variance \(variance)")
         let eps = try epsilon(of: noise.event(dimension: d), delta: 1e-5)
         #expect(eps.isFinite && eps > 0 && eps < 10)
     }
