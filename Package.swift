@@ -162,6 +162,8 @@ let package = Package(
             dependencies: ["FedGateLearning", "FedGateAggregation", "FedGatePrivacy", "FedGateTensors"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // One C call the Glibc module does not export (mallopt), for the services' allocator.
+        .target(name: "CFedGateSystem"),
         .target(
             name: "FedGateCLI",
             dependencies: [
@@ -176,6 +178,7 @@ let package = Package(
                 "FedGatePKI",
                 "FedGateServices",
                 "FedGateTransport",
+                "CFedGateSystem",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,0 +1,1 @@
+#include "fedgate_system.h"

@@ -1,0 +1,20 @@
+#ifndef FEDGATE_SYSTEM_H
+#define FEDGATE_SYSTEM_H
+
+#if defined(__linux__)
+#include <malloc.h>
+#endif
+
+/// glibc's malloc raises its mmap threshold each time a large block is freed (up to 32 MiB), after
+/// which model-sized arrays (a few MB each round) come from the heap and are trimmed back and
+/// faulted in again round after round. A fixed threshold of 4 MiB keeps transfer chunks (1 MiB) in
+/// the heap and maps model-sized arrays directly. Returns 1 when applied, 0 where it does not apply.
+static inline int fedgate_tune_allocator(void) {
+#if defined(M_MMAP_THRESHOLD) && defined(M_TRIM_THRESHOLD)
+    return mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024) && mallopt(M_TRIM_THRESHOLD, 32 * 1024 * 1024);
+#else
+    return 0;
+#endif
+}
+
+#endif
