@@ -96,10 +96,3 @@ func loadCA(_ folder: String) throws -> ConsortiumCA {
         throw ValidationError("--ca: cannot read ca.pem and ca-key.pem in \(folder)")
     }
 }
-
-/// Writes a private key readable by its owner only.
-private func writeSecret(_ text: String, to url: URL) throws {
-    guard FileManager.default.createFile(atPath: url.path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
-        throw ValidationError("cannot write \(url.path)")
-    }
-}

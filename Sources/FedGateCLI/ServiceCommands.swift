@@ -12,15 +12,13 @@ import Logging
 import ServiceLifecycle
 import X509
 
-/// The whole store a service needs: ledger, governance and registry in one backend, migrated.
-func openServiceStore(_ url: String, migrations: URL) async throws -> any LedgerBackend & GovernanceBackend & RegistryBackend {
-    let backend: any LedgerBackend & GovernanceBackend & RegistryBackend
+/// The store a config file names, migrated.
+func openServiceStore(_ url: String, migrations: URL) async throws -> any ConsortiumStore {
     do {
-        if url.hasPrefix("sqlite:") { backend = try SQLiteLedger(path: String(url.dropFirst("sqlite:".count))) }
-        else { backend = try PostgresLedger(url: url) }
+        let backend = try openStore(url)
         _ = try await backend.applyMigrations(try Migration.load(from: migrations))
+        return backend
     } catch let e as LedgerError { throw ValidationError("store \(url): \(e)") }
-    return backend
 }
 
 func loadCredentials(_ tls: TLSPaths, expecting id: String, file: String) throws -> TLSCredentials {
@@ -126,8 +124,7 @@ struct GatewayCommand: AsyncParsableCommand {
                                                          brokerName: brokerName, caPEM: caPEM)
             let dir = URL(fileURLWithPath: out)
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            guard FileManager.default.createFile(atPath: dir.appendingPathComponent("key.pem").path, contents: Data(credentials.keyPEM.utf8),
-                                                 attributes: [.posixPermissions: 0o600]) else { throw ValidationError("--out: cannot write key.pem") }
+            try writeSecret(credentials.keyPEM, to: dir.appendingPathComponent("key.pem"))
             try credentials.certificatePEM.write(to: dir.appendingPathComponent("cert.pem"), atomically: true, encoding: .utf8)
             print("\(identity) enrolled: certificate valid until \(credentials.notAfter), written with its key to \(out)")
         }
@@ -185,14 +182,13 @@ struct SiloCommand: AsyncParsableCommand {
         @Option(help: "The silo's region (bound into its certificate).") var region: String
         @Option(help: "The silo's jurisdiction (residency).") var jurisdiction: String
         @Option(help: "Hours the token stays valid.") var hours = 24
-        @Option(help: "The broker's store: sqlite:PATH or postgres://….") var store: String
-        @Option(help: "Folder of numbered SQL migrations.") var migrations = "migrations"
+        @OptionGroup var options: StoreOptions
         @Option(help: "Who invites (for the audit).") var actor = "admin"
 
         func execute() async throws {
             guard (1...720).contains(hours) else { throw ValidationError("--hours must be 1 to 720") }
             do { _ = try Identity(id: id, role: .silo, region: region) } catch let e as PKIError { throw ValidationError(e.description) }
-            let backend = try await openServiceStore(store, migrations: URL(fileURLWithPath: migrations))
+            let backend = try await options.service()
             let token = Enrolment.newToken()
             let now = Date()
             try await backend.invite(EnrolmentInvitation(silo: id, region: region, jurisdiction: jurisdiction, tokenSHA256: Enrolment.hash(token),
@@ -207,8 +203,7 @@ struct SiloCommand: AsyncParsableCommand {
         @Argument(help: "The silo id the CSR must carry.") var id: String
         @Option(help: "The silo's CSR (PEM).") var csr: String
         @Option(help: "The CA folder (ca.pem, ca-key.pem).") var ca: String
-        @Option(help: "The broker's store: sqlite:PATH or postgres://….") var store: String
-        @Option(help: "Folder of numbered SQL migrations.") var migrations = "migrations"
+        @OptionGroup var options: StoreOptions
         @Option(help: "The silo's jurisdiction (residency).") var jurisdiction: String
         @Option(help: "Validity in days (1–90).") var days = 7
         @Option(help: "Where to write the certificate (PEM).") var out: String
@@ -226,7 +221,7 @@ struct SiloCommand: AsyncParsableCommand {
             guard identity.role == .silo else { throw ValidationError("--csr: the CSR is for a \(identity.role.rawValue), not a silo") }
             let certificate: Certificate
             do { certificate = try authority.issue(request, days: days) } catch let e as PKIError { throw ValidationError(e.description) }
-            let backend = try await openServiceStore(store, migrations: URL(fileURLWithPath: migrations))
+            let backend = try await options.service()
             try await backend.enroll(Party(id: id, kind: .silo, region: identity.region ?? "", jurisdiction: jurisdiction,
                                            certificateSHA256: try certificate.sha256Fingerprint, enrolledAt: Date()), actor: actor)
             try certificate.serializeAsPEM().pemString.write(toFile: out, atomically: true, encoding: .utf8)
@@ -238,12 +233,11 @@ struct SiloCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Revoke a silo: a running broker refuses its next handshake and closes its open connections within a second.")
         @Argument(help: "The silo id.") var id: String
-        @Option(help: "The broker's store: sqlite:PATH or postgres://….") var store: String
-        @Option(help: "Folder of numbered SQL migrations.") var migrations = "migrations"
+        @OptionGroup var options: StoreOptions
         @Option(help: "Who revokes (for the audit).") var actor = "admin"
 
         func execute() async throws {
-            let backend = try await openServiceStore(store, migrations: URL(fileURLWithPath: migrations))
+            let backend = try await options.service()
             do { try await backend.revoke(party: id, at: Date(), actor: actor) } catch let e as LedgerError { throw ValidationError(e.description) }
             print("silo \(id) revoked")
         }

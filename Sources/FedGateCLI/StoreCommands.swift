@@ -10,12 +10,8 @@ struct StoreOptions: ParsableArguments {
     @Option(help: "Folder of numbered SQL migrations.") var migrations = "migrations"
 
     /// The backend named by `--store`.
-    func backend() throws -> any LedgerBackend {
-        do {
-            if store.hasPrefix("sqlite:") { return try SQLiteLedger(path: String(store.dropFirst("sqlite:".count))) }
-            if store.hasPrefix("postgres://") || store.hasPrefix("postgresql://") { return try PostgresLedger(url: store) }
-        } catch let e as LedgerError { throw ValidationError("--store: \(e)") }
-        throw ValidationError("--store: '\(store)' is neither sqlite:PATH nor postgres://user@host:port/database")
+    func backend() throws -> any ConsortiumStore {
+        do { return try openStore(store) } catch let e as LedgerError { throw ValidationError("--store: \(e)") }
     }
 
     /// Applies pending migrations and returns their names.
@@ -25,12 +21,15 @@ struct StoreOptions: ParsableArguments {
         }
     }
 
-    /// The ledger, migrated (services and commands migrate at start).
-    func open() async throws -> PrivacyLedger {
+    /// The whole store, migrated (services and commands migrate at start).
+    func service() async throws -> any ConsortiumStore {
         let b = try backend()
         _ = try await migrate(b)
-        return PrivacyLedger(backend: b)
+        return b
     }
+
+    /// The ledger, migrated.
+    func open() async throws -> PrivacyLedger { PrivacyLedger(backend: try await service()) }
 }
 
 /// `fedgate db migrate`: apply pending migrations.

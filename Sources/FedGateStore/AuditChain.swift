@@ -70,8 +70,8 @@ public enum AuditVerification: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// Canonical JSON of a flat payload.
-func canonicalPayload(_ fields: [String: Any]) -> String {
+/// Canonical JSON of a flat payload (sorted keys): what every audit record carries.
+public func canonicalPayload(_ fields: [String: Any]) -> String {
     let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
     return String(decoding: data, as: UTF8.self)
 }

@@ -227,15 +227,19 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
 
     public func enroll(_ p: Party, actor: String) async throws {
         try await audited(actor: actor, action: "party.enroll", at: p.enrolledAt) { conn in
-            try await conn.query("""
-                INSERT INTO parties (id, kind, region, jurisdiction, certificate_sha256, enrolled_at, revoked_at)
-                VALUES (\(p.id), \(p.kind.rawValue), \(p.region), \(p.jurisdiction), \(p.certificateSHA256), \(p.enrolledAt.timeIntervalSince1970), NULL)
-                ON CONFLICT (id) DO UPDATE SET region = excluded.region, jurisdiction = excluded.jurisdiction,
-                certificate_sha256 = excluded.certificate_sha256, enrolled_at = excluded.enrolled_at, revoked_at = NULL
-                """, logger: logger)
-            return (p.id, canonicalPayload(
-                ["kind": p.kind.rawValue, "region": p.region, "jurisdiction": p.jurisdiction, "certificate_sha256": p.certificateSHA256]))
+            try await Self.upsert(conn, p, logger: logger)
+            return (p.id, RegistryPayload.party(p))
         }
+    }
+
+    /// Enrols or re-enrols a party (a re-enrolled party is no longer revoked).
+    private static func upsert(_ conn: PostgresConnection, _ p: Party, logger: Logger) async throws {
+        try await conn.query("""
+            INSERT INTO parties (id, kind, region, jurisdiction, certificate_sha256, enrolled_at, revoked_at)
+            VALUES (\(p.id), \(p.kind.rawValue), \(p.region), \(p.jurisdiction), \(p.certificateSHA256), \(p.enrolledAt.timeIntervalSince1970), NULL)
+            ON CONFLICT (id) DO UPDATE SET region = excluded.region, jurisdiction = excluded.jurisdiction,
+            certificate_sha256 = excluded.certificate_sha256, enrolled_at = excluded.enrolled_at, revoked_at = NULL
+            """, logger: logger)
     }
 
     public func revoke(party id: String, at: Date, actor: String) async throws {
@@ -269,7 +273,7 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
                 INSERT INTO enrolment_invitations (token_sha256, silo, region, jurisdiction, created_at, expires_at, used_at)
                 VALUES (\(i.tokenSHA256), \(i.silo), \(i.region), \(i.jurisdiction), \(i.createdAt.timeIntervalSince1970), \(i.expiresAt.timeIntervalSince1970), NULL)
                 """, logger: logger)
-            return (i.silo, InvitationSQL.payload(i))
+            return (i.silo, RegistryPayload.invitation(i))
         }
     }
 
@@ -299,13 +303,9 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
             if let refusal = invitation.refusal(for: p.id, region: p.region, at: at) { throw LedgerError.storage(refusal) }
             try await conn.query("UPDATE enrolment_invitations SET used_at = \(at.timeIntervalSince1970) WHERE token_sha256 = \(tokenSHA256)",
                                  logger: logger)
-            try await conn.query("""
-                INSERT INTO parties (id, kind, region, jurisdiction, certificate_sha256, enrolled_at, revoked_at)
-                VALUES (\(p.id), \(p.kind.rawValue), \(p.region), \(invitation.jurisdiction), \(p.certificateSHA256), \(at.timeIntervalSince1970), NULL)
-                ON CONFLICT (id) DO UPDATE SET region = excluded.region, jurisdiction = excluded.jurisdiction,
-                certificate_sha256 = excluded.certificate_sha256, enrolled_at = excluded.enrolled_at, revoked_at = NULL
-                """, logger: logger)
-            return (p.id, InvitationSQL.redeemed(p))
+            let enrolled = invitation.party(p, at: at)
+            try await Self.upsert(conn, enrolled, logger: logger)
+            return (p.id, RegistryPayload.party(enrolled))
         }
     }
 

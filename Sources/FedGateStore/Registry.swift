@@ -43,6 +43,11 @@ public struct EnrolmentInvitation: Sendable, Equatable {
         self.usedAt = usedAt
     }
 
+    /// The party as enrolled by this invitation at `time`: its jurisdiction is the invitation's.
+    func party(_ p: Party, at time: Date) -> Party {
+        Party(id: p.id, kind: p.kind, region: p.region, jurisdiction: jurisdiction, certificateSHA256: p.certificateSHA256, enrolledAt: time)
+    }
+
     /// Why this invitation cannot enrol `silo` at `time`, or nil if it can.
     public func refusal(for silo: String, region: String?, at time: Date) -> String? {
         if usedAt != nil { return "the enrolment token was already used" }
@@ -139,12 +144,13 @@ public protocol RegistryBackend: Sendable {
     func modelVersions() async throws -> [ModelVersion]
 }
 
-enum InvitationSQL {
-    static func payload(_ i: EnrolmentInvitation) -> String {
-        canonicalPayload(["region": i.region, "jurisdiction": i.jurisdiction, "expires_at": i.expiresAt.timeIntervalSince1970])
+/// The audit payloads of registry changes, shared by the backends.
+enum RegistryPayload {
+    static func party(_ p: Party) -> String {
+        canonicalPayload(["kind": p.kind.rawValue, "region": p.region, "jurisdiction": p.jurisdiction, "certificate_sha256": p.certificateSHA256])
     }
-    static func redeemed(_ p: Party) -> String {
-        canonicalPayload(["region": p.region, "jurisdiction": p.jurisdiction, "certificate_sha256": p.certificateSHA256])
+    static func invitation(_ i: EnrolmentInvitation) -> String {
+        canonicalPayload(["region": i.region, "jurisdiction": i.jurisdiction, "expires_at": i.expiresAt.timeIntervalSince1970])
     }
 }
 
@@ -164,4 +170,14 @@ enum RegistryJSON {
             throw LedgerError.storage("round \(number) of plan \(planHash) cannot go from \(state.rawValue) to \(next.rawValue)")
         }
     }
+}
+
+/// Everything a broker or gateway keeps: ledger, governance and registry, in one backend.
+public typealias ConsortiumStore = LedgerBackend & GovernanceBackend & RegistryBackend
+
+/// The backend a store URL names: `sqlite:PATH` (embedded) or `postgres://user@host:port/database`.
+public func openStore(_ url: String) throws -> any ConsortiumStore {
+    if url.hasPrefix("sqlite:") { return try SQLiteLedger(path: String(url.dropFirst("sqlite:".count))) }
+    if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") { return try PostgresLedger(url: url) }
+    throw LedgerError.storage("'\(url)' is neither sqlite:PATH nor postgres://user@host:port/database")
 }

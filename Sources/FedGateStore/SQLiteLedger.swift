@@ -201,14 +201,18 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
 
     public func enroll(_ p: Party, actor: String) async throws {
         try await audited(actor: actor, action: "party.enroll", at: p.enrolledAt) { db in
-            try db.execute(sql: """
-                INSERT INTO parties (id, kind, region, jurisdiction, certificate_sha256, enrolled_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, NULL)
-                ON CONFLICT(id) DO UPDATE SET region = excluded.region, jurisdiction = excluded.jurisdiction,
-                certificate_sha256 = excluded.certificate_sha256, enrolled_at = excluded.enrolled_at, revoked_at = NULL
-                """, arguments: [p.id, p.kind.rawValue, p.region, p.jurisdiction, p.certificateSHA256, p.enrolledAt.timeIntervalSince1970])
-            return (p.id, canonicalPayload(
-                ["kind": p.kind.rawValue, "region": p.region, "jurisdiction": p.jurisdiction, "certificate_sha256": p.certificateSHA256]))
+            try Self.upsert(db, p)
+            return (p.id, RegistryPayload.party(p))
         }
+    }
+
+    /// Enrols or re-enrols a party (a re-enrolled party is no longer revoked).
+    private static func upsert(_ db: Database, _ p: Party) throws {
+        try db.execute(sql: """
+            INSERT INTO parties (id, kind, region, jurisdiction, certificate_sha256, enrolled_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, NULL)
+            ON CONFLICT(id) DO UPDATE SET region = excluded.region, jurisdiction = excluded.jurisdiction,
+            certificate_sha256 = excluded.certificate_sha256, enrolled_at = excluded.enrolled_at, revoked_at = NULL
+            """, arguments: [p.id, p.kind.rawValue, p.region, p.jurisdiction, p.certificateSHA256, p.enrolledAt.timeIntervalSince1970])
     }
 
     public func revoke(party id: String, at: Date, actor: String) async throws {
@@ -227,7 +231,7 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
                 INSERT INTO enrolment_invitations (token_sha256, silo, region, jurisdiction, created_at, expires_at, used_at)
                 VALUES (?, ?, ?, ?, ?, ?, NULL)
                 """, arguments: [i.tokenSHA256, i.silo, i.region, i.jurisdiction, i.createdAt.timeIntervalSince1970, i.expiresAt.timeIntervalSince1970])
-            return (i.silo, InvitationSQL.payload(i))
+            return (i.silo, RegistryPayload.invitation(i))
         }
     }
 
@@ -250,12 +254,9 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
             if let refusal = invitation.refusal(for: p.id, region: p.region, at: at) { throw LedgerError.storage(refusal) }
             try db.execute(sql: "UPDATE enrolment_invitations SET used_at = ? WHERE token_sha256 = ? AND used_at IS NULL",
                            arguments: [at.timeIntervalSince1970, tokenSHA256])
-            try db.execute(sql: """
-                INSERT INTO parties (id, kind, region, jurisdiction, certificate_sha256, enrolled_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, NULL)
-                ON CONFLICT(id) DO UPDATE SET region = excluded.region, jurisdiction = excluded.jurisdiction,
-                certificate_sha256 = excluded.certificate_sha256, enrolled_at = excluded.enrolled_at, revoked_at = NULL
-                """, arguments: [p.id, p.kind.rawValue, p.region, invitation.jurisdiction, p.certificateSHA256, at.timeIntervalSince1970])
-            return (p.id, InvitationSQL.redeemed(p))
+            let enrolled = invitation.party(p, at: at)
+            try Self.upsert(db, enrolled)
+            return (p.id, RegistryPayload.party(enrolled))
         }
     }
 
