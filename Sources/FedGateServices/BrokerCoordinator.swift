@@ -170,15 +170,17 @@ public actor BrokerCoordinator {
     /// A participant's update, already reassembled and checksummed by the transport.
     public func upload(from silo: String, header: TransferHeader, payload: [UInt8]) throws {
         let hash = header.planHash
-        guard let r = active[hash], r.number == header.round else {
+        // Read what is needed without holding a copy of the round: a copy alive while the
+        // accumulator is folded in place below would make that fold copy a model-sized array.
+        guard active[hash]?.number == header.round else {
             throw RoundError("round \(header.round) of plan \(hash.prefix(12))… is not taking updates")
         }
-        guard r.progress.isParticipant(silo) else { throw RoundError("\(silo) is not a participant of round \(header.round)") }
-        let entry = try ModelPayload.entry(payload, tensor: "delta", dimension: r.dimension)
-        if r.folded != nil {
-            // Mutated in place: the accumulator is as large as the model and must not be copied.
+        guard active[hash]!.progress.isParticipant(silo) else { throw RoundError("\(silo) is not a participant of round \(header.round)") }
+        let dimension = active[hash]!.dimension
+        let entry = try ModelPayload.entry(payload, tensor: "delta", dimension: dimension)
+        if active[hash]!.folded != nil {
             try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: header.metrics)
-            let validator = UpdateValidator(dimension: r.dimension)
+            let validator = UpdateValidator(dimension: dimension)
             func fold(_ delta: UnsafeBufferPointer<Float>) {
                 if let rejection = validator.check(silo: silo, examples: header.examples, delta: delta) {
                     active[hash]!.rejected.append(rejection)
@@ -204,7 +206,7 @@ public actor BrokerCoordinator {
         _ = try makeStrategy(plan.strategy, byzantine: 0)
         _ = try ModelKind(parsing: plan.model)
         try await store.audit(actor: submitter, action: "plan.submit", subject: hash,
-                              payload: canonicalJSON(["purpose": plan.purpose, "rounds": plan.rounds, "strategy": plan.strategy]), at: Date())
+                              payload: canonicalPayload(["purpose": plan.purpose, "rounds": plan.rounds, "strategy": plan.strategy]), at: Date())
         plans[hash] = PlanStatus(state: .running)
         runs[hash] = Task { await self.run(plan, text: text, hash: hash) }
         logger.info("plan submitted", metadata: ["plan": "\(hash.prefix(12))", "by": "\(submitter)", "rounds": "\(plan.rounds)"])
@@ -320,7 +322,7 @@ public actor BrokerCoordinator {
                 }
                 for r in outcome.rejected {
                     try await store.audit(actor: settings.brokerID, action: "update.reject", subject: r.silo,
-                                          payload: canonicalJSON(["plan": hash, "round": number, "reason": r.description]), at: Date())
+                                          payload: canonicalPayload(["plan": hash, "round": number, "reason": r.description]), at: Date())
                 }
                 global!.parameters = outcome.parameters
                 plans[hash]?.parameters = outcome.parameters
@@ -356,7 +358,7 @@ public actor BrokerCoordinator {
     private func abort(_ hash: String, _ number: Int, _ progress: RoundProgress, reason: String) async throws {
         try await store.advanceRound(planHash: hash, number: number, to: .aborted, survivors: [], at: Date(), actor: settings.brokerID)
         try await store.audit(actor: settings.brokerID, action: "round.abort", subject: hash,
-                              payload: canonicalJSON(["round": number, "reason": reason]), at: Date())
+                              payload: canonicalPayload(["round": number, "reason": reason]), at: Date())
         active.removeValue(forKey: hash)
         plans[hash]?.rounds.append(.init(number: number, state: "aborted", participants: [], refused: progress.refused,
                                          reportedAccuracy: nil, reason: reason))
@@ -441,11 +443,6 @@ public actor BrokerCoordinator {
             close(silo: silo, token: s.token)
         }
     }
-}
-
-func canonicalJSON(_ object: [String: Any]) -> String {
-    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-    return String(decoding: data, as: UTF8.self)
 }
 
 extension Duration {

@@ -35,10 +35,10 @@ public enum BrokerHost {
             Task { try? await store.audit(actor: settings.brokerID, action: action, subject: subject, payload: payload, at: Date()) }
         }
         let connectionGuard = ConnectionGuard(revoked: try await store.revokedParties(), logger: logger) { refusal in
-            audit("connection.refuse", refusal.identity ?? refusal.peer, canonicalJSON(["peer": refusal.peer, "reason": refusal.reason]))
+            audit("connection.refuse", refusal.identity ?? refusal.peer, canonicalPayload(["peer": refusal.peer, "reason": refusal.reason]))
         }
         let interceptor = AuthorizationInterceptor(guard: connectionGuard, logger: logger) { refusal in
-            audit("call.refuse", refusal.identity ?? "-", canonicalJSON(["method": refusal.method, "reason": refusal.reason]))
+            audit("call.refuse", refusal.identity ?? "-", canonicalPayload(["method": refusal.method, "reason": refusal.reason]))
         }
         let coordinator = BrokerCoordinator(settings: settings, store: store, chunkBytes: limits.chunkBytes, logger: logger)
         let service = BrokerService(coordinator: coordinator, store: store, limits: limits, issuer: issuer, logger: logger)
@@ -48,7 +48,7 @@ public enum BrokerHost {
         if let enrolmentPort {
             guard let issuer else { throw RoundError("enrolment by token needs the broker to hold the CA (issuing)") }
             let openGuard = ConnectionGuard(clientCertificates: false, logger: logger) { refusal in
-                audit("connection.refuse", refusal.peer, canonicalJSON(["peer": refusal.peer, "reason": refusal.reason, "listener": "enrolment"]))
+                audit("connection.refuse", refusal.peer, canonicalPayload(["peer": refusal.peer, "reason": refusal.reason, "listener": "enrolment"]))
             }
             enrolment = (FedGateTransports.enrolmentServer(host: host, port: enrolmentPort, credentials: credentials, guard: openGuard),
                          EnrollmentService(issuer: issuer, store: store, logger: logger))

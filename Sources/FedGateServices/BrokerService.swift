@@ -48,7 +48,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
         do { certificate = try issuer.authority.issue(csr, days: issuer.days) } catch let e as PKIError {
             throw RPCError(code: .invalidArgument, message: e.description)
         }
-        try await store.audit(actor: identity.id, action: "certificate.renew", subject: identity.id, payload: canonicalJSON([
+        try await store.audit(actor: identity.id, action: "certificate.renew", subject: identity.id, payload: canonicalPayload([
             "not_after": certificate.notValidAfter.timeIntervalSince1970, "sha256": try certificate.sha256Fingerprint]), at: Date())
         logger.info("certificate renewed", metadata: ["identity": "\(identity)", "not_after": "\(certificate.notValidAfter)"])
         var response = Fedgate_V1_RenewResponse()
@@ -116,17 +116,8 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
         do { model = try await coordinator.model(for: silo, plan: request.planHash, round: Int(request.round)) } catch {
             throw RPCError(code: .permissionDenied, message: "\(error)")
         }
-        for (i, data) in model.chunks.enumerated() {
-            var chunk = Fedgate_V1_TransferChunk()
-            if i == 0 {
-                chunk.header.planHash = request.planHash
-                chunk.header.round = request.round
-                chunk.header.totalBytes = UInt64(model.bytes)
-            }
-            chunk.data = data
-            if i == model.chunks.count - 1 { chunk.sha256 = model.sha256 }
-            try await response.write(chunk)
-        }
+        let header = TransferHeader(planHash: request.planHash, round: Int(request.round), totalBytes: model.bytes)
+        for chunk in transferMessages(header, chunks: model.chunks, sha256: model.sha256) { try await response.write(chunk) }
     }
 
     public func uploadUpdate(request: RPCAsyncSequence<Fedgate_V1_TransferChunk, any Error>,
@@ -142,7 +133,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
                 group.addTask {
                     var assembler = TransferAssembler(maximumBytes: maximum, what: "update from \(silo)")
                     for try await chunk in request {
-                        try assembler.add(header: chunk.hasHeader ? chunk.header.transferHeader : nil, data: chunk.data, sha256: chunk.sha256)
+                        try assembler.add(chunk)
                     }
                     return try assembler.finish()
                 }
@@ -169,7 +160,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
         if !receipt.accepted {
             logger.warning("update refused", metadata: ["silo": "\(silo)", "reason": "\(receipt.reason)"])
             try await store.audit(actor: "broker", action: "update.refuse", subject: silo,
-                                  payload: canonicalJSON(["reason": receipt.reason]), at: Date())
+                                  payload: canonicalPayload(["reason": receipt.reason]), at: Date())
         }
         return receipt
     }
@@ -222,12 +213,6 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
             out.hash = r.hash
             try await response.write(out)
         }
-    }
-}
-
-extension Fedgate_V1_TransferHeader {
-    var transferHeader: TransferHeader {
-        TransferHeader(planHash: planHash, round: Int(round), totalBytes: Int(clamping: totalBytes), examples: Int(clamping: examples), metrics: metrics)
     }
 }
 

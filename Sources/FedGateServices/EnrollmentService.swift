@@ -54,7 +54,7 @@ public struct EnrollmentService: Fedgate_V1_Enrollment.SimpleServiceProtocol {
         } catch let error as RPCError {
             logger.warning("enrolment refused", metadata: ["reason": "\(error.message)"])
             try? await store.audit(actor: "enrolment", action: "enrolment.refuse", subject: "-",
-                                   payload: canonicalJSON(["reason": error.message]), at: Date())
+                                   payload: canonicalPayload(["reason": error.message]), at: Date())
             throw error
         }
     }

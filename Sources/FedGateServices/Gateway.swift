@@ -57,8 +57,23 @@ public actor Gateway {
     public let settings: Settings
     private let governor: SiloGovernor
     private let logger: Logger
-    /// Each offered plan's verdict at this silo: the plan, and why it is refused (empty: accepted).
-    private var decisions: [String: (plan: TrainingPlan, refusals: [String])] = [:]
+    /// A plan this silo accepted, with its rows restricted to the plan's columns (the label is read
+    /// separately: training never sees a column the plan did not name) and their moments, both
+    /// computed once per plan.
+    private struct AcceptedPlan {
+        let plan: TrainingPlan
+        let train: Dataset
+        let test: Dataset
+        let moments: Standardisation.Moments
+    }
+
+    private enum Verdict {
+        case accepted(AcceptedPlan)
+        case refused([String])
+    }
+
+    /// Each offered plan's verdict at this silo, by plan hash.
+    private var decisions: [String: Verdict] = [:]
     /// Ledger reservation per "plan/round" not yet settled.
     private var reservations: [String: [String]] = [:]
     private var training: [String: Task<Void, Never>] = [:]
@@ -183,7 +198,7 @@ public actor Gateway {
             throw RoundError("the broker returned a certificate for \(renewed.identity) until \(renewed.notAfter); keeping the current one")
         }
         if let keyFile = settings.keyFile, let certificateFile = settings.certificateFile {
-            try writePrivately(renewed.keyPEM, to: keyFile)
+            try writeSecret(renewed.keyPEM, to: keyFile)
             try renewed.certificatePEM.write(to: certificateFile, atomically: true, encoding: .utf8)
         }
         logger.notice("certificate renewed; reconnecting with it", metadata: [
@@ -212,7 +227,8 @@ public actor Gateway {
         reply.planHash = offer.planHash
         reply.round = offer.round
         do {
-            let plan = try await decide(offer)
+            let accepted = try await decide(offer)
+            let plan = accepted.plan
             let key = "\(offer.planHash)/\(offer.round)"
             if reservations[key] == nil {
                 let event = DPEvent.dpsgd(samplingProbability: plan.dp.samplingRate, noiseMultiplier: try plan.noiseMultiplier(),
@@ -228,7 +244,7 @@ public actor Gateway {
                 }
                 reservations[key] = ids
             }
-            let m = Standardisation.Moments(of: try features(plan).train)
+            let m = accepted.moments
             reply.accepted = true
             reply.moments.count = UInt64(m.count)
             reply.moments.sums = m.sums
@@ -246,10 +262,11 @@ public actor Gateway {
 
     private struct OfferRefusal: Error { let reasons: [String] }
 
-    private func decide(_ offer: Fedgate_V1_RoundOffer) async throws -> TrainingPlan {
-        if let cached = decisions[offer.planHash] {
-            guard cached.refusals.isEmpty else { throw OfferRefusal(reasons: cached.refusals) }
-            return cached.plan
+    private func decide(_ offer: Fedgate_V1_RoundOffer) async throws -> AcceptedPlan {
+        switch decisions[offer.planHash] {
+        case .accepted(let accepted): return accepted
+        case .refused(let reasons): throw OfferRefusal(reasons: reasons)
+        case nil: break
         }
         let plan: TrainingPlan
         do { plan = try TrainingPlan.parse(offer.planYaml, file: "plan \(offer.planHash.prefix(12))") } catch {
@@ -261,7 +278,11 @@ public actor Gateway {
         guard plan.datasets.contains(settings.dataset) else {
             throw OfferRefusal(reasons: ["datasets: this gateway serves '\(settings.dataset)', the plan asks for \(plan.datasets)"])
         }
-        do { _ = try features(plan) } catch { throw OfferRefusal(reasons: ["columns: \(error)"]) }
+        let names = plan.columns.filter { $0 != settings.train.labelName }
+        let train: Dataset, test: Dataset
+        do { (train, test) = (try settings.train.selecting(features: names), try settings.test.selecting(features: names)) } catch {
+            throw OfferRefusal(reasons: ["columns: \(error)"])
+        }
         let decision = try await governor.decide(plan, actor: siloID)
         var refusals: [String]
         switch decision.outcome {
@@ -274,9 +295,13 @@ public actor Gateway {
                 refusals = []
             }
         }
-        decisions[offer.planHash] = (plan, refusals)
-        guard refusals.isEmpty else { throw OfferRefusal(reasons: refusals) }
-        return plan
+        guard refusals.isEmpty else {
+            decisions[offer.planHash] = .refused(refusals)
+            throw OfferRefusal(reasons: refusals)
+        }
+        let accepted = AcceptedPlan(plan: plan, train: train, test: test, moments: Standardisation.Moments(of: train))
+        decisions[offer.planHash] = .accepted(accepted)
+        return accepted
     }
 
     // MARK: Training
@@ -300,7 +325,10 @@ public actor Gateway {
     }
 
     private func train(_ task: Fedgate_V1_RoundTask, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async throws {
-        guard let plan = decisions[task.planHash]?.plan else { throw RoundError("a task for plan \(task.planHash.prefix(12))… this gateway never accepted") }
+        guard case .accepted(let accepted)? = decisions[task.planHash] else {
+            throw RoundError("a task for plan \(task.planHash.prefix(12))… this gateway never accepted")
+        }
+        let plan = accepted.plan
         var request = Fedgate_V1_ModelRequest()
         request.planHash = task.planHash
         request.round = task.round
@@ -308,7 +336,7 @@ public actor Gateway {
         let (payload, digest) = try await broker.downloadModel(request) { response in
             var assembler = TransferAssembler(maximumBytes: limit, what: "model for round \(task.round)")
             for try await chunk in response.messages {
-                try assembler.add(header: chunk.hasHeader ? chunk.header.transferHeader : nil, data: chunk.data, sha256: chunk.sha256)
+                try assembler.add(chunk)
             }
             let done = try assembler.finishWithDigest()
             return (done.payload, done.sha256)
@@ -317,7 +345,7 @@ public actor Gateway {
         // The bytes hash to what the stream declared (checked by the assembler); that must be the task's model.
         guard digest == task.modelSha256.lowercased() else { throw RoundError("the model's SHA-256 differs from the task's") }
 
-        var (train, test) = try features(plan)
+        var (train, test) = (accepted.train, accepted.test)
         guard task.featureMeans.count == train.featureCount, task.featureScales.count == train.featureCount else {
             throw RoundError("the consortium standardisation has \(task.featureMeans.count) features, this silo \(train.featureCount)")
         }
@@ -347,29 +375,14 @@ public actor Gateway {
         try await commit(key)
         let header = TransferHeader(planHash: task.planHash, round: Int(task.round), totalBytes: bytes.count, examples: update.examples,
                                     metrics: ["accuracy": before.accuracy, "eval_examples": Double(test.count), "train_loss": Double(update.meanLoss)])
-        let chunkBytes = settings.limits.chunkBytes
+        let (ranges, updateDigest) = (chunkRanges(total: bytes.count, chunkBytes: settings.limits.chunkBytes), TransferDigest.hex(bytes))
         let receipt = try await broker.uploadUpdate(request: StreamingClientRequest { writer in
-            let ranges = chunkRanges(total: bytes.count, chunkBytes: chunkBytes)
-            let digest = TransferDigest.hex(bytes)
-            for (i, range) in ranges.enumerated() {
-                var chunk = Fedgate_V1_TransferChunk()
-                if i == 0 { chunk.header = Fedgate_V1_TransferHeader(header) }
-                chunk.data = Data(bytes[range])
-                if i == ranges.count - 1 { chunk.sha256 = digest }
-                try await writer.write(chunk)
-            }
+            for chunk in transferMessages(header, chunks: ranges.lazy.map { Data(bytes[$0]) }, sha256: updateDigest) { try await writer.write(chunk) }
         })
         activity.bytesSent += bytes.count
         guard receipt.accepted else { throw RoundError("the broker refused the update: \(receipt.reason)") }
         activity.updatesSent += 1
         logger.info("update sent", metadata: ["silo": "\(siloID)", "round": "\(task.round)", "bytes": "\(bytes.count)"])
-    }
-
-    /// The silo's rows restricted to the plan's columns (the label is read separately): training
-    /// never sees a column the plan did not name.
-    private func features(_ plan: TrainingPlan) throws -> (train: Dataset, test: Dataset) {
-        let names = plan.columns.filter { $0 != settings.train.labelName }
-        return (try settings.train.selecting(features: names), try settings.test.selecting(features: names))
     }
 
     private func commit(_ key: String) async throws {
@@ -386,30 +399,5 @@ public actor Gateway {
             }
         }
         logger.info("round over", metadata: ["silo": "\(siloID)", "round": "\(outcome.round)", "state": "\(outcome.state)"])
-    }
-}
-
-extension Fedgate_V1_TransferHeader {
-    init(_ header: TransferHeader) {
-        self.init()
-        planHash = header.planHash
-        round = UInt32(header.round)
-        totalBytes = UInt64(header.totalBytes)
-        examples = UInt64(header.examples)
-        metrics = header.metrics
-    }
-}
-
-/// Writes a secret (a private key) readable by its owner only, atomically.
-func writePrivately(_ text: String, to url: URL) throws {
-    let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString.prefix(8))")
-    guard FileManager.default.createFile(atPath: temporary.path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
-        throw RoundError("cannot write \(temporary.path)")
-    }
-    // rename(2) replaces the old file atomically: a reader sees the old key or the new one, never none.
-    guard rename(temporary.path, url.path) == 0 else {
-        let reason = String(cString: strerror(errno))
-        try? FileManager.default.removeItem(at: temporary)
-        throw RoundError("cannot move the new key into \(url.path): \(reason)")
     }
 }
