@@ -76,6 +76,7 @@ struct BrokerCommand: AsyncParsableCommand {
             var limits = TransportLimits()
             limits.maximumMessageBytes = c.maximumMessageBytes
             limits.maximumPayloadBytes = c.maximumPayloadBytes
+            limits.concurrentUploads = c.concurrentUploads
             limits.chunkBytes = min(limits.chunkBytes, c.maximumMessageBytes / 2)
             let issuer = try c.issuingCA.map { CertificateIssuer(authority: try loadCA($0.path), days: c.certificateDays) }
             let host = c.host, port = c.port

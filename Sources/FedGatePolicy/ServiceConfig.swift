@@ -20,6 +20,9 @@ public struct BrokerConfig: Sendable, Equatable {
     public var silentAfterSeconds: Double
     public var maximumMessageBytes: Int
     public var maximumPayloadBytes: Int
+    /// Updates reassembled at once; the broker's memory for a large model is about
+    /// (2 + this) × the model's size (the model, the FedAvg accumulator, the updates in flight).
+    public var concurrentUploads: Int
     /// The consortium CA folder (ca.pem, ca-key.pem) when this broker renews certificates, and their lifetime.
     public var issuingCA: URL?
     public var certificateDays: Int
@@ -35,10 +38,11 @@ public struct BrokerConfig: Sendable, Equatable {
         let listen = try r.map(try root.require("listen", "{host, port}"), "listen")
         try listen.only(["host", "port"])
         let folder = URL(fileURLWithPath: file).deletingLastPathComponent()
-        var maxMessage = 4, maxPayload = 256
+        var maxMessage = 4, maxPayload = 256, uploads = 2
         if let l = root.optional("limits") {
             let limits = try r.map(l, "limits")
-            try limits.only(["max_message_mb", "max_payload_mb"])
+            try limits.only(["max_message_mb", "max_payload_mb", "concurrent_uploads"])
+            uploads = try limits.optional("concurrent_uploads").map { try r.int($0, "limits.concurrent_uploads", 1...64, "a count from 1 to 64") } ?? 2
             maxMessage = try limits.optional("max_message_mb").map { try r.int($0, "limits.max_message_mb", 1...64, "MiB from 1 to 64") } ?? 4
             maxPayload = try limits.optional("max_payload_mb").map { try r.int($0, "limits.max_payload_mb", 1...4096, "MiB from 1 to 4096") } ?? 256
         }
@@ -62,7 +66,7 @@ public struct BrokerConfig: Sendable, Equatable {
             migrations: resolve(try root.optional("migrations").map { try r.string($0, "migrations") } ?? "migrations", folder),
             heartbeatSeconds: try root.optional("heartbeat_seconds").map { try r.double($0, "heartbeat_seconds", 0.05...3600, "seconds from 0.05 to 3600") } ?? 2,
             silentAfterSeconds: try root.optional("silent_after_seconds").map { try r.double($0, "silent_after_seconds", 0.1...86_400, "seconds from 0.1 to 86400") } ?? 10,
-            maximumMessageBytes: maxMessage << 20, maximumPayloadBytes: maxPayload << 20, issuingCA: issuingCA, certificateDays: days, enrolmentPort: enrolmentPort)
+            maximumMessageBytes: maxMessage << 20, maximumPayloadBytes: maxPayload << 20, concurrentUploads: uploads, issuingCA: issuingCA, certificateDays: days, enrolmentPort: enrolmentPort)
     }
 }
 

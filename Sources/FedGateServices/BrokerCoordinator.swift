@@ -60,10 +60,9 @@ public actor BrokerCoordinator {
     private struct ActiveRound {
         let number: Int
         var progress: RoundProgress
-        /// The model cut into transfer chunks once per round, shared by every download.
-        var modelChunks: [Data] = []
-        var modelSHA = ""
-        var modelBytes = 0
+        /// The round's model file, cut into chunks as each download reads it (it shares the
+        /// global model's storage; let go before the model is updated in place).
+        var model: ModelFile?
         var dimension = 0
         /// FedAvg folds each valid update in as it arrives: one accumulator, whatever the number of
         /// silos. Other strategies (robust ones need every update) keep the updates in `progress`.
@@ -160,11 +159,13 @@ public actor BrokerCoordinator {
     }
 
     /// The model a participant downloads, with its checksum.
-    public func model(for silo: String, plan: String, round: Int) throws -> (chunks: [Data], bytes: Int, sha256: String) {
-        guard let r = active[plan], r.number == round else { throw RoundError("round \(round) of plan \(plan.prefix(12))… is not training") }
+    public func model(for silo: String, plan: String, round: Int) throws -> ModelFile {
+        guard let r = active[plan], r.number == round, let model = r.model else {
+            throw RoundError("round \(round) of plan \(plan.prefix(12))… is not training")
+        }
         guard r.progress.isParticipant(silo) else { throw RoundError("\(silo) is not a participant of round \(round)") }
-        plans[plan]?.bytesOut += r.modelBytes
-        return (r.modelChunks, r.modelBytes, r.modelSHA)
+        plans[plan]?.bytesOut += model.bytes
+        return model
     }
 
     /// A participant's update, already reassembled and checksummed by the transport.
@@ -278,18 +279,21 @@ public actor BrokerCoordinator {
                     global = try Network(kind: kind, inputs: first.sums.count, classes: classes, seed: settings.modelSeed)
                     plans[hash]?.layerSizes = global!.layerSizes
                 }
-                var round = active[hash]!
-                round.progress = progress
-                (round.modelChunks, round.modelBytes, round.modelSHA) = try ModelPayload.modelChunks(global!, chunkBytes: chunkBytes)
-                round.dimension = global!.parameters.count
-                if plan.strategy == "fedavg" { round.folded = WeightedAverage(dimension: round.dimension) }
-                active[hash] = round
+                // Set in place, not through a local copy of the round: a copy alive at aggregation
+                // would share the model file, and so the global model's storage, and make the
+                // in-place update below copy 100 MB (measured with heaptrack).
+                let file = try ModelPayload.modelFile(global!, chunkBytes: chunkBytes)
+                let (modelSHA, modelBytes) = (file.sha256, file.bytes)
+                active[hash]!.progress = progress
+                active[hash]!.model = consume file
+                active[hash]!.dimension = global!.parameters.count
+                if plan.strategy == "fedavg" { active[hash]!.folded = WeightedAverage(dimension: global!.parameters.count) }
                 try await advance(hash, number, .training, progress.accepted)
                 var task = Fedgate_V1_RoundTask()
                 task.planHash = hash
                 task.round = UInt32(number)
-                task.modelSha256 = round.modelSHA
-                task.modelBytes = UInt64(round.modelBytes)
+                task.modelSha256 = modelSHA
+                task.modelBytes = UInt64(modelBytes)
                 task.deadlineMs = offer.deadlineMs
                 task.featureMeans = standardisation!.means
                 task.featureScales = standardisation!.scales
@@ -305,6 +309,7 @@ public actor BrokerCoordinator {
                     continue
                 }
                 active[hash]!.progress = progress
+                active[hash]!.model = nil
                 let survivors = updates.map(\.silo)
                 try await advance(hash, number, .aggregating, survivors)
                 let outcome: AggregationOutcome

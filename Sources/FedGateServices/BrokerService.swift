@@ -112,12 +112,23 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
     public func downloadModel(request: Fedgate_V1_ModelRequest, response: RPCWriter<Fedgate_V1_TransferChunk>,
                               context: ServerContext) async throws {
         let silo = try context.callerIdentity.id
-        let model: (chunks: [Data], bytes: Int, sha256: String)
+        let model: ModelFile
         do { model = try await coordinator.model(for: silo, plan: request.planHash, round: Int(request.round)) } catch {
             throw RPCError(code: .permissionDenied, message: "\(error)")
         }
+        let offset = Int(clamping: request.offset)
+        guard offset < model.bytes || (offset == 0 && model.bytes == 0) else {
+            throw RPCError(code: .outOfRange, message: "offset \(request.offset) is past the model's \(model.bytes) bytes")
+        }
+        let end = request.length == 0 ? model.bytes : min(model.bytes, offset + Int(clamping: min(request.length, UInt64(Int.max / 2))))
+        let range = model.chunks(in: offset..<end)
         let header = TransferHeader(planHash: request.planHash, round: Int(request.round), totalBytes: model.bytes)
-        for chunk in transferMessages(header, chunks: model.chunks, sha256: model.sha256) { try await response.write(chunk) }
+        // Each chunk is cut from the model's floats as it is written: the broker keeps no second
+        // copy of the model for downloads, and a silo that asks for ranges has at most one queued.
+        for chunk in transferMessages(offset == 0 ? header : nil, chunks: range, sha256: end == model.bytes ? model.sha256 : nil) {
+            try await response.write(chunk)
+        }
+        HeapRelease.after(transferOf: end - offset)
     }
 
     public func uploadUpdate(request: RPCAsyncSequence<Fedgate_V1_TransferChunk, any Error>,
@@ -150,6 +161,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
             }
             try await coordinator.upload(from: silo, header: header, payload: payload)
             receipt.accepted = true
+            HeapRelease.after(transferOf: header.totalBytes)
         } catch let error as TransferError {
             receipt.reason = error.description
         } catch let error as RoundError {

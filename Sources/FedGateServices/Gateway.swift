@@ -333,14 +333,29 @@ public actor Gateway {
         request.planHash = task.planHash
         request.round = task.round
         let limit = settings.limits.maximumPayloadBytes
-        let (payload, digest) = try await broker.downloadModel(request) { response in
-            var assembler = TransferAssembler(maximumBytes: limit, what: "model for round \(task.round)")
-            for try await chunk in response.messages {
-                try assembler.add(chunk)
+        // Range after range into one assembler: the broker never has more than one range of this
+        // silo's download queued in its send buffers.
+        var assembler = TransferAssembler(maximumBytes: limit, what: "model for round \(task.round)")
+        let (total, step) = (Int(clamping: task.modelBytes), settings.limits.downloadRangeBytes)
+        var offset = 0
+        repeat {
+            request.offset = UInt64(offset)
+            request.length = UInt64(step)
+            // The range's chunks are gathered (at most `step` bytes) and then added, so the growing
+            // payload is never captured by the response closure (that would copy it each range).
+            let chunks = try await broker.downloadModel(request) { response in
+                var (chunks, bytes) = ([Fedgate_V1_TransferChunk](), 0)
+                for try await chunk in response.messages {
+                    bytes += chunk.data.count
+                    guard bytes <= step else { throw RoundError("the broker sent more than the \(step) bytes asked for") }
+                    chunks.append(chunk)
+                }
+                return chunks
             }
-            let done = try assembler.finishWithDigest()
-            return (done.payload, done.sha256)
-        }
+            for chunk in chunks { try assembler.add(chunk) }
+            offset += step
+        } while offset < total
+        let (_, payload, digest) = try assembler.finishWithDigest()
         activity.bytesReceived += payload.count
         // The bytes hash to what the stream declared (checked by the assembler); that must be the task's model.
         guard digest == task.modelSha256.lowercased() else { throw RoundError("the model's SHA-256 differs from the task's") }

@@ -12,29 +12,12 @@ public enum ModelPayload {
                         metadata: ["fedgate.kind": "model", "fedgate.layers": net.layerSizes.map(String.init).joined(separator: ",")]).serialized()
     }
 
-    /// The model's file cut straight into transfer chunks, with its size and SHA-256, without
-    /// building the whole file first (a large model exists once as floats and once as chunks).
-    public static func modelChunks(_ net: Network, chunkBytes: Int) throws -> (chunks: [Data], bytes: Int, sha256: String) {
+    /// The model's file as transfer chunks made on demand from the parameters themselves, with its
+    /// size and SHA-256: a large model exists once, as floats, however many silos download it.
+    public static func modelFile(_ net: Network, chunkBytes: Int) throws -> ModelFile {
         let head = try SafeTensors.singleFloat32Header(name: "parameters", count: net.parameters.count, metadata: [
             "fedgate.kind": "model", "fedgate.layers": net.layerSizes.map(String.init).joined(separator: ",")])
-        let total = head.count + 4 * net.parameters.count
-        var hasher = SHA256()
-        var chunks: [Data] = []
-        net.parameters.withUnsafeBytes { values in
-            precondition(1.littleEndian == 1, "safetensors are little-endian")
-            for range in chunkRanges(total: total, chunkBytes: chunkBytes) {
-                var chunk = Data(capacity: range.count)
-                let headPart = range.clamped(to: 0..<head.count)
-                if !headPart.isEmpty { chunk.append(contentsOf: head[headPart]) }
-                let valuePart = range.clamped(to: head.count..<total)
-                if !valuePart.isEmpty {
-                    chunk.append(contentsOf: UnsafeRawBufferPointer(rebasing: values[(valuePart.lowerBound - head.count)..<(valuePart.upperBound - head.count)]))
-                }
-                hasher.update(data: chunk)
-                chunks.append(chunk)
-            }
-        }
-        return (chunks, total, hasher.finalize().map { String(format: "%02x", $0) }.joined())
+        return ModelFile(head: head, parameters: net.parameters, chunkBytes: chunkBytes)
     }
 
     public static func update(_ delta: [Float]) throws -> [UInt8] {
@@ -56,5 +39,64 @@ public enum ModelPayload {
             throw RoundError("'\(tensor)' is \(entry.dtype.rawValue) \(entry.shape), expected F32 [\(dimension)]")
         }
         return entry
+    }
+}
+
+/// A model's safetensors file that is never built whole: its header bytes and the parameters (shared
+/// copy-on-write with the model they came from), cut into chunks when a chunk is sent.
+public struct ModelFile: Sendable {
+    private let head: [UInt8]
+    private let parameters: [Float]
+    private let chunkBytes: Int
+    /// The file's size in bytes.
+    public let bytes: Int
+    /// The SHA-256 of the whole file, in hex.
+    public let sha256: String
+
+    init(head: [UInt8], parameters: [Float], chunkBytes: Int) {
+        precondition(1.littleEndian == 1, "safetensors are little-endian")
+        precondition(chunkBytes > 0)
+        self.head = head
+        self.parameters = parameters
+        self.chunkBytes = chunkBytes
+        bytes = head.count + 4 * parameters.count
+        var hasher = SHA256()
+        hasher.update(data: head)
+        parameters.withUnsafeBytes { hasher.update(bufferPointer: $0) }
+        sha256 = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// The whole file's chunks in order; each is made (one copy of its bytes) only when it is read.
+    public var chunks: Chunks { chunks(in: 0..<bytes) }
+
+    /// The chunks of one byte range of the file (clamped to the file).
+    public func chunks(in range: Range<Int>) -> Chunks { Chunks(file: self, range: range.clamped(to: 0..<bytes)) }
+
+    /// A lazy collection of chunks. (A `lazy.map` behind an opaque `Sendable` result type resolved
+    /// to the eager `map`: every download built the whole file again. Measured with heaptrack: 300 MB
+    /// of chunks alive during three concurrent downloads of a 101 MB model.)
+    public struct Chunks: RandomAccessCollection, Sendable {
+        let file: ModelFile
+        /// The bytes these chunks cover.
+        public let range: Range<Int>
+        public var startIndex: Int { 0 }
+        public var endIndex: Int { (range.count + file.chunkBytes - 1) / file.chunkBytes }
+        public subscript(position: Int) -> Data {
+            let lower = range.lowerBound + position * file.chunkBytes
+            return file.cut(lower..<Swift.min(lower + file.chunkBytes, range.upperBound))
+        }
+    }
+
+    private func cut(_ range: Range<Int>) -> Data {
+        var chunk = Data(capacity: range.count)
+        let headPart = range.clamped(to: 0..<head.count)
+        if !headPart.isEmpty { chunk.append(contentsOf: head[headPart]) }
+        let valuePart = range.clamped(to: head.count..<bytes)
+        if !valuePart.isEmpty {
+            parameters.withUnsafeBytes { values in
+                chunk.append(contentsOf: UnsafeRawBufferPointer(rebasing: values[(valuePart.lowerBound - head.count)..<(valuePart.upperBound - head.count)]))
+            }
+        }
+        return chunk
     }
 }

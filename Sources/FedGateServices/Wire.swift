@@ -4,14 +4,15 @@ import Foundation
 
 /// Models and updates as protobuf transfer chunks: the header on the first message, the SHA-256 of
 /// the whole payload on the last (see `TransferAssembler`). Lazy: a chunk is made when it is sent.
-func transferMessages<Chunks: Collection<Data>>(_ header: TransferHeader, chunks: Chunks, sha256: String)
+/// A range in the middle of a payload passes nil for what its ends do not carry.
+func transferMessages<Chunks: Collection<Data>>(_ header: TransferHeader?, chunks: Chunks, sha256: String?)
     -> some Sequence<Fedgate_V1_TransferChunk> {
     let last = chunks.count - 1
     return chunks.enumerated().lazy.map { i, data in
         var chunk = Fedgate_V1_TransferChunk()
-        if i == 0 { chunk.header = Fedgate_V1_TransferHeader(header) }
+        if i == 0, let header { chunk.header = Fedgate_V1_TransferHeader(header) }
         chunk.data = data
-        if i == last { chunk.sha256 = sha256 }
+        if i == last, let sha256 { chunk.sha256 = sha256 }
         return chunk
     }
 }

@@ -49,6 +49,9 @@ public struct TransportLimits: Sendable {
     /// Updates the broker reassembles at once; further uploads wait (HTTP/2 flow control holds
     /// their senders), so a large model's round holds this many payloads, not one per silo.
     public var concurrentUploads = 2
+    /// A model is downloaded in ranges of this size, one request after another: the broker holds at
+    /// most one range per downloading silo in its send buffers.
+    public var downloadRangeBytes = 16 << 20
     /// The longest one upload may take from its first byte to its last.
     public var uploadTimeout: Duration = .seconds(600)
     public init() {}

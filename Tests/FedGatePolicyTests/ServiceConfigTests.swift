@@ -27,10 +27,11 @@ struct ServiceConfigTests {
             listen: { port: 7443 }
             tls: { certificate: cert.pem, key: key.pem, ca: ca.pem }
             store: postgres://fedgate@db:5432/broker
-            limits: { max_message_mb: 8, max_payload_mb: 512 }
+            limits: { max_message_mb: 8, max_payload_mb: 512, concurrent_uploads: 1 }
             issuing: { ca: ca, days: 14 }
             """, file: "/srv/broker.yaml")
         #expect(c.host == "0.0.0.0" && c.port == 7443 && c.maximumMessageBytes == 8 << 20 && c.maximumPayloadBytes == 512 << 20)
+        #expect(c.concurrentUploads == 1)
         #expect(c.issuingCA?.path == "/srv/ca" && c.certificateDays == 14)
         #expect(c.store == "postgres://fedgate@db:5432/broker")
     }
@@ -46,5 +47,6 @@ struct ServiceConfigTests {
         #expect(error(base.replacingOccurrences(of: "sqlite:b.sqlite", with: "mysql://x")).contains("store: must be sqlite:PATH or postgres://"))
         #expect(error(base.replacingOccurrences(of: "7443", with: "70000")).contains("listen.port: must be a port from 0 to 65535"))
         #expect(error(base + "issuing: { ca: ca, days: 365 }\n").contains("issuing.days: must be days from 1 to 90"))
+        #expect(error(base + "limits: { concurrent_uploads: 0 }\n").contains("limits.concurrent_uploads: must be a count from 1 to 64"))
     }
 }

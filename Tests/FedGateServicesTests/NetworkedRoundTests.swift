@@ -124,12 +124,16 @@ struct NetworkedRoundTests {
         let shards = try simulation.shards()
         let reference = try simulation.run()
         let simulated = reference.final.accuracy
+        // Tiny chunks, and one silo that downloads in ranges smaller than the model file and not a
+        // multiple of the chunk size: the model must still arrive bit for bit.
+        var limits = TransportLimits()
+        limits.chunkBytes = 48
         try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
-                                   logger: consortium.logger) { broker in
+                                   limits: limits, logger: consortium.logger) { broker in
             var silos: [Silo] = []
             for (i, shard) in shards.enumerated() {
                 silos.append(try await makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, port: broker.port,
-                                                fixedNoise: (1, i)))
+                                                fixedNoise: (1, i)) { if i == 1 { $0.limits.downloadRangeBytes = 100; $0.limits.chunkBytes = 40 } })
             }
             let running = silos.map { silo in Task { await silo.gateway.run() } }
             defer { running.forEach { $0.cancel() } }

@@ -17,4 +17,15 @@ static inline int fedgate_tune_allocator(void) {
 #endif
 }
 
+/// Gives the heap's free pages back to the system (glibc's malloc_trim walks every arena): freed
+/// transfer chunks otherwise stay resident in the arenas that served them. Returns 1 when memory
+/// was released, 0 otherwise or where it does not apply.
+static inline int fedgate_release_free_memory(void) {
+#if defined(__GLIBC__)
+    return malloc_trim(0);
+#else
+    return 0;
+#endif
+}
+
 #endif

@@ -210,7 +210,7 @@ extension Fedgate_V1_Broker {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The global model of a round the calling silo accepted, as chunks (silos only).
+        /// > The global model of a round the calling silo accepted, or a byte range of it, as chunks (silos only).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Fedgate_V1_ModelRequest` messages.
@@ -365,7 +365,7 @@ extension Fedgate_V1_Broker {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The global model of a round the calling silo accepted, as chunks (silos only).
+        /// > The global model of a round the calling silo accepted, or a byte range of it, as chunks (silos only).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Fedgate_V1_ModelRequest` message.
@@ -519,7 +519,7 @@ extension Fedgate_V1_Broker {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The global model of a round the calling silo accepted, as chunks (silos only).
+        /// > The global model of a round the calling silo accepted, or a byte range of it, as chunks (silos only).
         ///
         /// - Parameters:
         ///   - request: A `Fedgate_V1_ModelRequest` message.
@@ -984,7 +984,7 @@ extension Fedgate_V1_Broker {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The global model of a round the calling silo accepted, as chunks (silos only).
+        /// > The global model of a round the calling silo accepted, or a byte range of it, as chunks (silos only).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Fedgate_V1_ModelRequest` message.
@@ -1207,7 +1207,7 @@ extension Fedgate_V1_Broker {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > The global model of a round the calling silo accepted, as chunks (silos only).
+        /// > The global model of a round the calling silo accepted, or a byte range of it, as chunks (silos only).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Fedgate_V1_ModelRequest` message.
@@ -1470,7 +1470,7 @@ extension Fedgate_V1_Broker.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The global model of a round the calling silo accepted, as chunks (silos only).
+    /// > The global model of a round the calling silo accepted, or a byte range of it, as chunks (silos only).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Fedgate_V1_ModelRequest` message.
@@ -1711,7 +1711,7 @@ extension Fedgate_V1_Broker.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > The global model of a round the calling silo accepted, as chunks (silos only).
+    /// > The global model of a round the calling silo accepted, or a byte range of it, as chunks (silos only).
     ///
     /// - Parameters:
     ///   - message: request message to send.

@@ -373,6 +373,9 @@ public nonisolated struct Fedgate_V1_RoundOutcome: Sendable {
   public init() {}
 }
 
+/// A model is fetched as byte ranges, one request after another, so the broker never queues more
+/// than one range per silo (a whole-model stream ran ahead of the network by hundreds of MB). The
+/// chunk that starts at byte 0 carries the header; the one that ends the file carries the SHA-256.
 public nonisolated struct Fedgate_V1_ModelRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -381,6 +384,12 @@ public nonisolated struct Fedgate_V1_ModelRequest: Sendable {
   public var planHash: String = String()
 
   public var round: UInt32 = 0
+
+  /// first byte wanted (0: the start)
+  public var offset: UInt64 = 0
+
+  /// bytes wanted (0: to the end)
+  public var length: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1298,7 +1307,7 @@ nonisolated extension Fedgate_V1_RoundOutcome: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Fedgate_V1_ModelRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ModelRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{1}offset\0\u{1}length\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1308,6 +1317,8 @@ nonisolated extension Fedgate_V1_ModelRequest: SwiftProtobuf.Message, SwiftProto
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.planHash) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.round) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.length) }()
       default: break
       }
     }
@@ -1320,12 +1331,20 @@ nonisolated extension Fedgate_V1_ModelRequest: SwiftProtobuf.Message, SwiftProto
     if self.round != 0 {
       try visitor.visitSingularUInt32Field(value: self.round, fieldNumber: 2)
     }
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 3)
+    }
+    if self.length != 0 {
+      try visitor.visitSingularUInt64Field(value: self.length, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Fedgate_V1_ModelRequest, rhs: Fedgate_V1_ModelRequest) -> Bool {
     if lhs.planHash != rhs.planHash {return false}
     if lhs.round != rhs.round {return false}
+    if lhs.offset != rhs.offset {return false}
+    if lhs.length != rhs.length {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
