@@ -230,7 +230,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FedGateStoreTests",
-            dependencies: ["FedGateStore", "FedGatePrivacy"],
+            dependencies: ["FedGateStore", "FedGatePrivacy", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(

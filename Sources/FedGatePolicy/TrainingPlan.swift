@@ -27,6 +27,8 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     public var brokerJurisdiction: String
     public var roundDeadlineSeconds: Int
     public var minAccuracy: Double?
+    /// How far (accuracy, 0.01 = one point) the final model may fall below the current version.
+    public var maxAccuracyDrop: Double? = nil
 
     /// SHA-256 of the plan's canonical JSON form (sorted keys), so equal plans hash equally
     /// whatever their YAML layout or comments.
@@ -73,11 +75,12 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         try broker.only(["region", "jurisdiction"])
         let deadlines = try r.map(try root.require("deadlines", "round_seconds"), "deadlines")
         try deadlines.only(["round_seconds"])
-        var minAccuracy: Double?
+        var minAccuracy: Double?, maxDrop: Double?
         if let e = root.optional("evaluation") {
             let em = try r.map(e, "evaluation")
-            try em.only(["min_accuracy"])
+            try em.only(["min_accuracy", "max_drop"])
             minAccuracy = try em.optional("min_accuracy").map { try r.double($0, "evaluation.min_accuracy", 0...1, "an accuracy between 0 and 1") }
+            maxDrop = try em.optional("max_drop").map { try r.double($0, "evaluation.max_drop", 0...1, "an accuracy drop between 0 and 1 (0.01 is one point)") }
         }
         let datasets = try r.strings(try root.require("datasets", "the logical names of the data sets"), "datasets")
         guard !datasets.isEmpty else { throw r.error(root.optional("datasets"), "datasets", "must name at least one data set") }
@@ -99,6 +102,6 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
             brokerRegion: try r.string(try broker.require("region", "the broker's region"), "broker.region"),
             brokerJurisdiction: try r.string(try broker.require("jurisdiction", "the broker's jurisdiction"), "broker.jurisdiction"),
             roundDeadlineSeconds: try r.int(try deadlines.require("round_seconds", "seconds a round may take"), "deadlines.round_seconds", 1...86_400 * 7, "seconds from 1 to 604800"),
-            minAccuracy: minAccuracy)
+            minAccuracy: minAccuracy, maxAccuracyDrop: maxDrop)
     }
 }

@@ -47,6 +47,24 @@ public actor BrokerCoordinator {
         public var layerSizes: [Int] = []
         public var bytesIn = 0
         public var bytesOut = 0
+        /// The final model's federated evaluation, the plan's gate on it, and the version it became.
+        public var evaluation: EvaluationSummary?
+        public var gate: GateDecision?
+        public var modelVersion: Int?
+        /// Silos that refused the plan, with their reasons (first refusal per silo).
+        public var refusals: [String: [String]] {
+            var out: [String: [String]] = [:]
+            for r in rounds { for (silo, reasons) in r.refused where out[silo] == nil { out[silo] = reasons } }
+            return out
+        }
+    }
+
+    /// The final evaluation of a plan's model: who was asked and what they answered.
+    private struct FinalEvaluation {
+        let round: Int
+        let model: ModelFile
+        let expected: Set<String>
+        var reports: [String: Fedgate_V1_EvaluationReport] = [:]
     }
 
     private struct Session {
@@ -82,6 +100,7 @@ public actor BrokerCoordinator {
     private var sessions: [String: Session] = [:]
     private var nextToken: UInt64 = 0
     private var active: [String: ActiveRound] = [:]
+    private var evaluations: [String: FinalEvaluation] = [:]
     private var waiters: [String: Waiter] = [:]
     private var plans: [String: PlanStatus] = [:]
     private var runs: [String: Task<Void, Never>] = [:]
@@ -158,8 +177,24 @@ public actor BrokerCoordinator {
         }
     }
 
+    /// A silo's evaluation of a plan's final model.
+    public func evaluation(_ report: Fedgate_V1_EvaluationReport, from silo: String, token: UInt64) {
+        heartbeat(silo: silo, token: token)
+        guard let e = evaluations[report.planHash], e.round == Int(report.round), e.expected.contains(silo), e.reports[silo] == nil else {
+            logger.warning("evaluation report not asked for", metadata: ["silo": "\(silo)", "plan": "\(report.planHash.prefix(12))"])
+            return
+        }
+        evaluations[report.planHash]!.reports[silo] = report
+        wakeIfDone(report.planHash)
+    }
+
     /// The model a participant downloads, with its checksum.
     public func model(for silo: String, plan: String, round: Int) throws -> ModelFile {
+        if let e = evaluations[plan], e.round == round {
+            guard e.expected.contains(silo) else { throw RoundError("\(silo) is not asked to evaluate plan \(plan.prefix(12))…") }
+            plans[plan]?.bytesOut += e.model.bytes
+            return e.model
+        }
         guard let r = active[plan], r.number == round, let model = r.model else {
             throw RoundError("round \(round) of plan \(plan.prefix(12))… is not training")
         }
@@ -216,6 +251,17 @@ public actor BrokerCoordinator {
 
     public func status(_ hash: String) -> PlanStatus? { plans[hash] }
 
+    /// Stops a running plan: the round in flight is aborted (its silos release their reservations).
+    public func cancel(_ hash: String, by person: String) async throws -> PlanStatus {
+        guard let status = plans[hash] else { throw RoundError("no plan \(hash.prefix(12))… at this broker") }
+        guard status.state == .running, let run = runs[hash] else { return status }
+        try await store.audit(actor: person, action: "plan.cancel", subject: hash, payload: canonicalPayload(["state": status.state.rawValue]), at: Date())
+        run.cancel()
+        wake(hash)
+        await run.value
+        return plans[hash] ?? status
+    }
+
     /// Waits until the plan stops running.
     public func finished(_ hash: String) async -> PlanStatus? {
         if let task = runs[hash] { await task.value }
@@ -237,6 +283,8 @@ public actor BrokerCoordinator {
             var standardisation: Standardisation?
             var strategy = try makeStrategy(plan.strategy, byzantine: 0)
             let kind = try ModelKind(parsing: plan.model)
+            var participants = Set<String>()
+            var lastCommitted: Int?
             for number in 1...plan.rounds {
                 try Task.checkCancellation()
                 let roundDeadline = ContinuousClock.now + .seconds(plan.roundDeadlineSeconds)
@@ -339,10 +387,21 @@ public actor BrokerCoordinator {
                                                  reportedAccuracy: reported, reason: nil))
                 sendOutcome(hash, number, "committed", survivors, "", to: progress.sampled.sorted())
                 logger.info("round committed", metadata: ["plan": "\(hash.prefix(12))", "round": "\(number)", "participants": "\(survivors)"])
+                participants.formUnion(survivors)
+                lastCommitted = number
+            }
+            if let round = lastCommitted, let model = global, let standardisation {
+                try await evaluateFinal(plan, hash: hash, round: round, model: model, standardisation: standardisation, participants: participants)
             }
             plans[hash]?.state = .finished
         } catch is CancellationError {
             plans[hash]?.state = .cancelled
+            evaluations.removeValue(forKey: hash)
+            if let r = active[hash] {
+                // The run is cancelled, so its own store calls would be too: settle the round in flight from a fresh task.
+                let progress = r.progress
+                _ = await Task { try? await self.abort(hash, r.number, progress, reason: "the plan was cancelled") }.value
+            }
         } catch {
             plans[hash]?.state = .failed
             plans[hash]?.reason = "\(error)"
@@ -350,6 +409,63 @@ public actor BrokerCoordinator {
         }
         active.removeValue(forKey: hash)
         runs.removeValue(forKey: hash)
+    }
+
+    /// Sends the final model to every silo that took part, waits for their evaluations (at most a
+    /// round's deadline), applies the plan's gate and, if it passes, records a registry version with
+    /// its lineage and file. The gate's decision is audited either way.
+    private func evaluateFinal(_ plan: TrainingPlan, hash: String, round: Int, model: Network, standardisation: Standardisation,
+                               participants: Set<String>) async throws {
+        let file = try ModelPayload.modelFile(model, chunkBytes: chunkBytes)
+        let asked = participants.filter { sessions[$0] != nil }.sorted()
+        evaluations[hash] = FinalEvaluation(round: round, model: file, expected: Set(asked))
+        var task = Fedgate_V1_EvaluateTask()
+        task.planHash = hash
+        task.round = UInt32(round)
+        task.modelSha256 = file.sha256
+        task.modelBytes = UInt64(file.bytes)
+        task.deadlineMs = Int64(Date().addingTimeInterval(Double(plan.roundDeadlineSeconds)).timeIntervalSince1970 * 1000)
+        task.featureMeans = standardisation.means
+        task.featureScales = standardisation.scales
+        task.classes = UInt32(model.classCount)
+        send(.evaluate(task), to: asked)
+        await waitForRound(hash, until: .now + .seconds(plan.roundDeadlineSeconds))
+        try Task.checkCancellation()
+        let reports = evaluations.removeValue(forKey: hash)?.reports ?? [:]
+        var silos: [SiloEvaluation] = [], failures: [String: String] = [:]
+        for (silo, r) in reports {
+            if r.error.isEmpty {
+                silos.append(SiloEvaluation(silo: silo, accuracy: r.accuracy, examples: Int(r.examples), epsilonSpent: r.epsilonSpent, epsilonCap: r.epsilonCap))
+            } else {
+                failures[silo] = r.error
+            }
+        }
+        for silo in asked where reports[silo] == nil { failures[silo] = "no evaluation by the deadline" }
+        let summary = EvaluationSummary(silos)
+        let versions = try await store.modelVersions()
+        let gate = ModelGate.decide(summary, minAccuracy: plan.minAccuracy, maxDrop: plan.maxAccuracyDrop,
+                                    currentAccuracy: versions.last?.metrics["accuracy"])
+        var perSilo: [String: Any] = [:]
+        for s in summary.silos { perSilo[s.silo] = ["accuracy": s.accuracy, "examples": s.examples, "epsilon": s.epsilonSpent, "epsilon_cap": s.epsilonCap] }
+        try await store.audit(actor: settings.brokerID, action: "model.gate", subject: hash, payload: canonicalPayload([
+            "round": round, "passed": gate.passed, "reasons": gate.reasons, "accuracy": summary.pooledAccuracy ?? NSNull(),
+            "fairness_delta": summary.fairnessDelta ?? NSNull(), "silos": perSilo, "failures": failures,
+            "min_accuracy": plan.minAccuracy ?? NSNull(), "max_drop": plan.maxAccuracyDrop ?? NSNull()]), at: Date())
+        plans[hash]?.evaluation = summary
+        plans[hash]?.gate = gate
+        guard gate.passed, let accuracy = summary.pooledAccuracy else {
+            logger.notice("final model held back by the gate", metadata: ["plan": "\(hash.prefix(12))", "reasons": "\(gate.reasons)"])
+            return
+        }
+        var metrics = ["accuracy": accuracy, "fairness_delta": summary.fairnessDelta ?? 0]
+        for s in summary.silos { metrics["accuracy.\(s.silo)"] = s.accuracy }
+        let version = try await store.addModelVersion(
+            ModelVersion(version: 0, planHash: hash, round: round, contentSHA256: file.sha256, participants: participants.sorted(),
+                         epsilonPerSilo: Dictionary(uniqueKeysWithValues: summary.silos.map { ($0.silo, $0.epsilonSpent) }),
+                         metrics: metrics, parent: versions.last?.version, createdAt: Date()),
+            content: try ModelPayload.model(model), actor: settings.brokerID)
+        plans[hash]?.modelVersion = version
+        logger.info("model version recorded", metadata: ["plan": "\(hash.prefix(12))", "version": "\(version)", "accuracy": "\(accuracy)"])
     }
 
     private func weightedAccuracy(_ progress: RoundProgress) -> Double? {
@@ -415,6 +531,7 @@ public actor BrokerCoordinator {
     }
 
     private func roundIsDone(_ hash: String) -> Bool {
+        if let e = evaluations[hash] { return e.reports.count == e.expected.count }
         guard let r = active[hash] else { return true }
         switch r.progress.phase {
         case .offering: return r.progress.everyoneAnswered

@@ -14,13 +14,14 @@ import X509
 /// interceptor has already checked its role) and hand over to the coordinator.
 public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
     let coordinator: BrokerCoordinator
-    let store: any LedgerBackend
+    let store: any LedgerBackend & RegistryBackend
     let limits: TransportLimits
     let issuer: CertificateIssuer?
     let uploads: AsyncGate
+    let pulled = PulledModelCache()
     let logger: Logger
 
-    public init(coordinator: BrokerCoordinator, store: any LedgerBackend, limits: TransportLimits = .init(), issuer: CertificateIssuer? = nil,
+    public init(coordinator: BrokerCoordinator, store: any LedgerBackend & RegistryBackend, limits: TransportLimits = .init(), issuer: CertificateIssuer? = nil,
                 logger: Logger) {
         self.coordinator = coordinator
         self.store = store
@@ -92,6 +93,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
                         switch message.kind {
                         case .heartbeat: await coordinator.heartbeat(silo: silo, token: t)
                         case .offerReply(let reply): await coordinator.reply(reply, from: silo, token: t)
+                        case .evaluation(let report): await coordinator.evaluation(report, from: silo, token: t)
                         case .hello, nil: throw RPCError(code: .invalidArgument, message: "only one Hello per stream")
                         }
                     }
@@ -196,8 +198,21 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
         guard let status = await coordinator.status(request.planHash) else {
             throw RPCError(code: .notFound, message: "no plan \(request.planHash) at this broker")
         }
+        return Self.response(request.planHash, status)
+    }
+
+    public func cancelPlan(request: Fedgate_V1_CancelPlanRequest, context: ServerContext) async throws -> Fedgate_V1_PlanStatusResponse {
+        let person = try context.callerIdentity.id
+        do {
+            return Self.response(request.planHash, try await coordinator.cancel(request.planHash, by: person))
+        } catch let error as RoundError {
+            throw RPCError(code: .notFound, message: error.description)
+        }
+    }
+
+    static func response(_ hash: String, _ status: BrokerCoordinator.PlanStatus) -> Fedgate_V1_PlanStatusResponse {
         var response = Fedgate_V1_PlanStatusResponse()
-        response.planHash = request.planHash
+        response.planHash = hash
         response.state = status.state.rawValue
         response.reason = status.reason ?? ""
         response.rounds = status.rounds.map { r in
@@ -208,7 +223,91 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
             s.accuracy = r.reportedAccuracy ?? 0
             return s
         }
+        if let e = status.evaluation {
+            response.evaluations = e.silos.map { s in
+                var out = Fedgate_V1_SiloEvaluation()
+                out.silo = s.silo
+                out.accuracy = s.accuracy
+                out.examples = UInt64(s.examples)
+                out.epsilonSpent = s.epsilonSpent
+                out.epsilonCap = s.epsilonCap
+                return out
+            }
+            response.accuracy = e.pooledAccuracy ?? 0
+            response.fairnessDelta = e.fairnessDelta ?? 0
+        }
+        response.gatePassed = status.gate?.passed ?? false
+        response.gateReasons = status.gate?.reasons ?? []
+        response.modelVersion = UInt32(status.modelVersion ?? 0)
+        response.bytesIn = UInt64(status.bytesIn)
+        response.bytesOut = UInt64(status.bytesOut)
+        response.refusals = status.refusals.sorted { $0.key < $1.key }.flatMap { silo, reasons in reasons.map { "\(silo): \($0)" } }
         return response
+    }
+
+    // MARK: Model registry
+
+    public func listModels(request: Fedgate_V1_ListModelsRequest, context: ServerContext) async throws -> Fedgate_V1_ListModelsResponse {
+        var response = Fedgate_V1_ListModelsResponse()
+        response.versions = try await store.modelVersions().map(Self.info)
+        return response
+    }
+
+    public func pullModel(request: Fedgate_V1_PullModelRequest, response: RPCWriter<Fedgate_V1_TransferChunk>,
+                          context: ServerContext) async throws {
+        guard let version = try await store.modelVersions().first(where: { $0.version == Int(request.version) }) else {
+            throw RPCError(code: .notFound, message: "no model version \(request.version) in the registry")
+        }
+        guard let content = try await pulled.content(version.contentSHA256, from: store) else {
+            throw RPCError(code: .dataLoss, message: "version \(request.version)'s file (SHA-256 \(version.contentSHA256.prefix(12))…) is missing from the store")
+        }
+        let offset = Int(clamping: request.offset)
+        guard offset < content.count || offset == 0 else {
+            throw RPCError(code: .outOfRange, message: "offset \(request.offset) is past the file's \(content.count) bytes")
+        }
+        let end = request.length == 0 ? content.count : min(content.count, offset + Int(clamping: min(request.length, UInt64(Int.max / 2))))
+        let header = TransferHeader(planHash: version.planHash, round: version.round, totalBytes: content.count)
+        let chunks = chunkRanges(total: end - offset, chunkBytes: limits.chunkBytes).lazy.map { Data(content[(offset + $0.lowerBound)..<(offset + $0.upperBound)]) }
+        for chunk in transferMessages(offset == 0 ? header : nil, chunks: chunks, sha256: end == content.count ? version.contentSHA256 : nil) {
+            try await response.write(chunk)
+        }
+        try await store.audit(actor: try context.callerIdentity.id, action: "model.pull", subject: "\(version.version)",
+                              payload: canonicalPayload(["offset": offset, "bytes": end - offset]), at: Date())
+    }
+
+    public func rollbackModel(request: Fedgate_V1_RollbackModelRequest, context: ServerContext) async throws -> Fedgate_V1_ModelVersionInfo {
+        let admin = try context.callerIdentity.id
+        let versions = try await store.modelVersions()
+        guard let target = versions.first(where: { $0.version == Int(request.version) }) else {
+            throw RPCError(code: .notFound, message: "no model version \(request.version) in the registry")
+        }
+        guard target.version != versions.last?.version else {
+            throw RPCError(code: .failedPrecondition, message: "version \(request.version) is already the current one")
+        }
+        try await store.audit(actor: admin, action: "model.rollback", subject: "\(target.version)",
+                              payload: canonicalPayload(["from": versions.last?.version ?? 0, "to": target.version]), at: Date())
+        let version = try await store.addModelVersion(
+            ModelVersion(version: 0, planHash: target.planHash, round: target.round, contentSHA256: target.contentSHA256,
+                         participants: target.participants, epsilonPerSilo: target.epsilonPerSilo, metrics: target.metrics,
+                         parent: target.version, createdAt: Date()), actor: admin)
+        guard let made = try await store.modelVersions().first(where: { $0.version == version }) else {
+            throw RPCError(code: .internalError, message: "version \(version) was recorded but cannot be read back")
+        }
+        return Self.info(made)
+    }
+
+    static func info(_ v: ModelVersion) -> Fedgate_V1_ModelVersionInfo {
+        var out = Fedgate_V1_ModelVersionInfo()
+        out.version = UInt32(v.version)
+        out.planHash = v.planHash
+        out.round = UInt32(v.round)
+        out.contentSha256 = v.contentSHA256
+        out.participants = v.participants
+        out.epsilonPerSilo = v.epsilonPerSilo
+        out.metrics = v.metrics
+        out.parent = UInt32(v.parent ?? 0)
+        out.createdAtMs = Int64(v.createdAt.timeIntervalSince1970 * 1000)
+        return out
     }
 
     public func readAudit(request: Fedgate_V1_ReadAuditRequest, response: RPCWriter<Fedgate_V1_AuditRecord>,
@@ -235,6 +334,19 @@ public struct CertificateIssuer: Sendable {
     public init(authority: ConsortiumCA, days: Int) {
         self.authority = authority
         self.days = days
+    }
+}
+
+/// The last model file pulled from the registry, so a client pulling it range by range does not
+/// make the store read the whole file again for every range.
+actor PulledModelCache {
+    private var last: (sha256: String, bytes: [UInt8])?
+
+    func content(_ sha256: String, from store: any RegistryBackend) async throws -> [UInt8]? {
+        if let last, last.sha256 == sha256 { return last.bytes }
+        guard let bytes = try await store.modelContent(sha256: sha256) else { return nil }
+        last = (sha256, bytes)
+        return bytes
     }
 }
 

@@ -175,6 +175,8 @@ public actor Gateway {
                         await self.startTraining(task, broker: broker)
                     case .outcome(let outcome):
                         await self.settle(outcome)
+                    case .evaluate(let task):
+                        await self.startEvaluation(task, broker: broker, reply: continuation)
                     case nil:
                         continue
                     }
@@ -329,36 +331,7 @@ public actor Gateway {
             throw RoundError("a task for plan \(task.planHash.prefix(12))… this gateway never accepted")
         }
         let plan = accepted.plan
-        var request = Fedgate_V1_ModelRequest()
-        request.planHash = task.planHash
-        request.round = task.round
-        let limit = settings.limits.maximumPayloadBytes
-        // Range after range into one assembler: the broker never has more than one range of this
-        // silo's download queued in its send buffers.
-        var assembler = TransferAssembler(maximumBytes: limit, what: "model for round \(task.round)")
-        let (total, step) = (Int(clamping: task.modelBytes), settings.limits.downloadRangeBytes)
-        var offset = 0
-        repeat {
-            request.offset = UInt64(offset)
-            request.length = UInt64(step)
-            // The range's chunks are gathered (at most `step` bytes) and then added, so the growing
-            // payload is never captured by the response closure (that would copy it each range).
-            let chunks = try await broker.downloadModel(request) { response in
-                var (chunks, bytes) = ([Fedgate_V1_TransferChunk](), 0)
-                for try await chunk in response.messages {
-                    bytes += chunk.data.count
-                    guard bytes <= step else { throw RoundError("the broker sent more than the \(step) bytes asked for") }
-                    chunks.append(chunk)
-                }
-                return chunks
-            }
-            for chunk in chunks { try assembler.add(chunk) }
-            offset += step
-        } while offset < total
-        let (_, payload, digest) = try assembler.finishWithDigest()
-        activity.bytesReceived += payload.count
-        // The bytes hash to what the stream declared (checked by the assembler); that must be the task's model.
-        guard digest == task.modelSha256.lowercased() else { throw RoundError("the model's SHA-256 differs from the task's") }
+        let payload = try await fetchModel(broker, plan: task.planHash, round: task.round, sha256: task.modelSha256, bytes: task.modelBytes)
 
         var (train, test) = (accepted.train, accepted.test)
         guard task.featureMeans.count == train.featureCount, task.featureScales.count == train.featureCount else {
@@ -398,6 +371,88 @@ public actor Gateway {
         guard receipt.accepted else { throw RoundError("the broker refused the update: \(receipt.reason)") }
         activity.updatesSent += 1
         logger.info("update sent", metadata: ["silo": "\(siloID)", "round": "\(task.round)", "bytes": "\(bytes.count)"])
+    }
+
+    /// A round's model from the broker, range after range into one assembler (the broker never has
+    /// more than one range of this silo's download queued), checked against the SHA-256 announced.
+    private func fetchModel(_ broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>, plan: String, round: UInt32,
+                            sha256: String, bytes: UInt64) async throws -> [UInt8] {
+        var request = Fedgate_V1_ModelRequest()
+        request.planHash = plan
+        request.round = round
+        var assembler = TransferAssembler(maximumBytes: settings.limits.maximumPayloadBytes, what: "model for round \(round)")
+        let (total, step) = (Int(clamping: bytes), settings.limits.downloadRangeBytes)
+        var offset = 0
+        repeat {
+            request.offset = UInt64(offset)
+            request.length = UInt64(step)
+            // The range's chunks are gathered (at most `step` bytes) and then added, so the growing
+            // payload is never captured by the response closure (that would copy it each range).
+            let chunks = try await broker.downloadModel(request) { response in
+                var (chunks, bytes) = ([Fedgate_V1_TransferChunk](), 0)
+                for try await chunk in response.messages {
+                    bytes += chunk.data.count
+                    guard bytes <= step else { throw RoundError("the broker sent more than the \(step) bytes asked for") }
+                    chunks.append(chunk)
+                }
+                return chunks
+            }
+            for chunk in chunks { try assembler.add(chunk) }
+            offset += step
+        } while offset < total
+        let (_, payload, digest) = try assembler.finishWithDigest()
+        activity.bytesReceived += payload.count
+        // The bytes hash to what the stream declared (checked by the assembler); that must be the announced model.
+        guard digest == sha256.lowercased() else { throw RoundError("the model's SHA-256 differs from the one announced for round \(round)") }
+        return payload
+    }
+
+    // MARK: Evaluation
+
+    private func startEvaluation(_ task: Fedgate_V1_EvaluateTask, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>,
+                                 reply: AsyncStream<Fedgate_V1_GatewayMessage>.Continuation) {
+        Task {
+            var report = Fedgate_V1_EvaluationReport()
+            report.planHash = task.planHash
+            report.round = task.round
+            do {
+                try await self.evaluate(task, broker: broker, into: &report)
+            } catch {
+                report.error = "\(error)"
+                self.logger.error("evaluation failed", metadata: ["silo": "\(self.siloID)", "plan": "\(task.planHash.prefix(12))", "error": "\(error)"])
+            }
+            var message = Fedgate_V1_GatewayMessage()
+            message.evaluation = report
+            reply.yield(message)
+        }
+    }
+
+    /// The plan's final model on this silo's held-out rows, and the ε this silo's ledger committed for the plan.
+    private func evaluate(_ task: Fedgate_V1_EvaluateTask, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>,
+                          into report: inout Fedgate_V1_EvaluationReport) async throws {
+        guard case .accepted(let accepted)? = decisions[task.planHash] else {
+            throw RoundError("an evaluation for plan \(task.planHash.prefix(12))… this gateway never accepted")
+        }
+        let payload = try await fetchModel(broker, plan: task.planHash, round: task.round, sha256: task.modelSha256, bytes: task.modelBytes)
+        var test = accepted.test
+        guard task.featureMeans.count == test.featureCount, task.featureScales.count == test.featureCount else {
+            throw RoundError("the consortium standardisation has \(task.featureMeans.count) features, this silo \(test.featureCount)")
+        }
+        test.standardise(Standardisation(means: task.featureMeans, scales: task.featureScales))
+        let kind = try ModelKind(parsing: accepted.plan.model)
+        let dimension = try Network.parameterCount(kind: kind, inputs: test.featureCount, classes: Int(task.classes))
+        let model = try Network(kind: kind, inputs: test.featureCount, classes: Int(task.classes),
+                                parameters: try ModelPayload.parameters(payload, tensor: "parameters", dimension: dimension))
+        let result = model.evaluate(test)
+        report.accuracy = result.accuracy
+        report.loss = result.logLoss
+        report.examples = UInt64(test.count)
+        let spent = try await governor.ledger.backend.entries(dataset: settings.dataset)
+            .filter { $0.planHash == task.planHash && $0.state == .committed }.map(\.event)
+        report.epsilonSpent = spent.isEmpty ? 0 : try epsilon(of: .composed(spent), delta: accepted.plan.dp.delta)
+        report.epsilonCap = governor.policy.datasets[settings.dataset]?.caps.perPlan ?? 0
+        logger.info("model evaluated", metadata: ["silo": "\(siloID)", "plan": "\(task.planHash.prefix(12))",
+                                                  "accuracy": "\(result.accuracy)", "epsilon": "\(report.epsilonSpent)"])
     }
 
     private func commit(_ key: String) async throws {

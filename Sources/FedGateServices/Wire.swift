@@ -18,7 +18,7 @@ func transferMessages<Chunks: Collection<Data>>(_ header: TransferHeader?, chunk
 }
 
 extension TransferAssembler {
-    mutating func add(_ chunk: Fedgate_V1_TransferChunk) throws {
+    public mutating func add(_ chunk: Fedgate_V1_TransferChunk) throws {
         try add(header: chunk.hasHeader ? chunk.header.transferHeader : nil, data: chunk.data, sha256: chunk.sha256)
     }
 }

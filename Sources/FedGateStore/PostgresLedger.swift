@@ -359,16 +359,26 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
         }
     }
 
-    public func addModelVersion(_ m: ModelVersion, actor: String) async throws -> Int {
-        try await wrap {
+    public func addModelVersion(_ m: ModelVersion, content: [UInt8]?, actor: String) async throws -> Int {
+        if let content { try ModelContent.check(content, m.contentSHA256) }
+        let sha = m.contentSHA256.lowercased()
+        return try await wrap {
             try await client.withTransaction(logger: logger) { conn in
                 // Serialise version numbering with the audit appends' lock.
                 try await conn.query("SELECT pg_advisory_xact_lock(7413)", logger: logger)
+                if let content {
+                    try await conn.query("INSERT INTO model_content (content_sha256, bytes) VALUES (\(sha), \(ByteBuffer(bytes: content))) ON CONFLICT (content_sha256) DO NOTHING",
+                                         logger: logger)
+                } else {
+                    var stored = 0
+                    for try await n in try await conn.query("SELECT COUNT(*) FROM model_content WHERE content_sha256 = \(sha)", logger: logger).decode(Int.self) { stored = n }
+                    guard stored > 0 else { throw LedgerError.storage("no model file with SHA-256 \(sha.prefix(12))… is stored; pass the file") }
+                }
                 var version = 1
                 for try await v in try await conn.query("SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions", logger: logger).decode(Int.self) { version = v }
                 try await conn.query("""
                     INSERT INTO model_versions (version, plan_hash, round, content_sha256, participants, epsilon_per_silo, metrics, parent, created_at)
-                    VALUES (\(version), \(m.planHash), \(m.round), \(m.contentSHA256), \(RegistryJSON.encode(m.participants)),
+                    VALUES (\(version), \(m.planHash), \(m.round), \(sha), \(RegistryJSON.encode(m.participants)),
                     \(RegistryJSON.encode(m.epsilonPerSilo)), \(RegistryJSON.encode(m.metrics)), \(m.parent), \(m.createdAt.timeIntervalSince1970))
                     """, logger: logger)
                 try await Self.append(conn, actor: actor, action: "model.version", subject: m.planHash, payload: canonicalPayload(
@@ -388,6 +398,17 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
                 out.append(ModelVersion(version: version, planHash: plan, round: round, contentSHA256: content,
                                         participants: RegistryJSON.strings(participants), epsilonPerSilo: RegistryJSON.numbers(eps),
                                         metrics: RegistryJSON.numbers(metrics), parent: parent, createdAt: Date(timeIntervalSince1970: created)))
+            }
+            return out
+        }
+    }
+
+    public func modelContent(sha256: String) async throws -> [UInt8]? {
+        try await wrap {
+            var out: [UInt8]?
+            for try await bytes in try await client.query("SELECT bytes FROM model_content WHERE content_sha256 = \(sha256.lowercased())",
+                                                          logger: logger).decode(ByteBuffer.self) {
+                out = Array(bytes.readableBytesView)
             }
             return out
         }

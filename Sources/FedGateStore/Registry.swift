@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// A silo or broker of the consortium: where it is (for residency) and which certificate it holds.
@@ -140,8 +141,12 @@ public protocol RegistryBackend: Sendable {
     func advanceRound(planHash: String, number: Int, to state: RoundRecord.State, survivors: [String], at: Date, actor: String) async throws
     func rounds(planHash: String) async throws -> [RoundRecord]
     /// Adds the next version number (returned) with its lineage.
-    func addModelVersion(_ draft: ModelVersion, actor: String) async throws -> Int
+    /// Adds a version (its number is the next one) with its file, stored once per content hash
+    /// (nil: a file already stored, as in a rollback). The file must hash to `contentSHA256`.
+    func addModelVersion(_ draft: ModelVersion, content: [UInt8]?, actor: String) async throws -> Int
     func modelVersions() async throws -> [ModelVersion]
+    /// A version's file by its content hash.
+    func modelContent(sha256: String) async throws -> [UInt8]?
 }
 
 /// The audit payloads of registry changes, shared by the backends.
@@ -180,4 +185,20 @@ public func openStore(_ url: String) throws -> any ConsortiumStore {
     if url.hasPrefix("sqlite:") { return try SQLiteLedger(path: String(url.dropFirst("sqlite:".count))) }
     if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") { return try PostgresLedger(url: url) }
     throw LedgerError.storage("'\(url)' is neither sqlite:PATH nor postgres://user@host:port/database")
+}
+
+extension RegistryBackend {
+    public func addModelVersion(_ draft: ModelVersion, actor: String) async throws -> Int {
+        try await addModelVersion(draft, content: nil, actor: actor)
+    }
+}
+
+enum ModelContent {
+    /// Refuses a file whose bytes do not hash to the version's content hash.
+    static func check(_ content: [UInt8], _ sha256: String) throws {
+        let actual = SHA256.hash(data: content).map { String(format: "%02x", $0) }.joined()
+        guard actual == sha256.lowercased() else {
+            throw LedgerError.storage("the model file hashes to \(actual.prefix(12))…, not the version's \(sha256.prefix(12))…; nothing stored")
+        }
+    }
 }

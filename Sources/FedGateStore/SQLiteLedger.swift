@@ -308,14 +308,21 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         }
     }
 
-    public func addModelVersion(_ m: ModelVersion, actor: String) async throws -> Int {
-        try await wrap {
+    public func addModelVersion(_ m: ModelVersion, content: [UInt8]?, actor: String) async throws -> Int {
+        if let content { try ModelContent.check(content, m.contentSHA256) }
+        return try await wrap {
             try await pool.write { db in
+                if let content {
+                    try db.execute(sql: "INSERT INTO model_content (content_sha256, bytes) VALUES (?, ?) ON CONFLICT (content_sha256) DO NOTHING",
+                                   arguments: [m.contentSHA256.lowercased(), Data(content)])
+                } else if try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM model_content WHERE content_sha256 = ?", arguments: [m.contentSHA256.lowercased()]) == 0 {
+                    throw LedgerError.storage("no model file with SHA-256 \(m.contentSHA256.prefix(12))… is stored; pass the file")
+                }
                 let version = (try Int.fetchOne(db, sql: "SELECT MAX(version) FROM model_versions") ?? 0) + 1
                 try db.execute(sql: """
                     INSERT INTO model_versions (version, plan_hash, round, content_sha256, participants, epsilon_per_silo, metrics, parent, created_at)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [version, m.planHash, m.round, m.contentSHA256, RegistryJSON.encode(m.participants),
+                    """, arguments: [version, m.planHash, m.round, m.contentSHA256.lowercased(), RegistryJSON.encode(m.participants),
                                      RegistryJSON.encode(m.epsilonPerSilo), RegistryJSON.encode(m.metrics), m.parent, m.createdAt.timeIntervalSince1970])
                 try Self.append(db, actor: actor, action: "model.version", subject: m.planHash, payload: canonicalPayload(
                     ["version": version, "round": m.round, "content_sha256": m.contentSHA256, "epsilon_per_silo": m.epsilonPerSilo]), at: m.createdAt)
@@ -332,6 +339,14 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
                                  participants: RegistryJSON.strings(r["participants"]), epsilonPerSilo: RegistryJSON.numbers(r["epsilon_per_silo"]),
                                  metrics: RegistryJSON.numbers(r["metrics"]), parent: r["parent"], createdAt: Date(timeIntervalSince1970: r["created_at"]))
                 }
+            }
+        }
+    }
+
+    public func modelContent(sha256: String) async throws -> [UInt8]? {
+        try await wrap {
+            try await pool.read { db in
+                try Data.fetchOne(db, sql: "SELECT bytes FROM model_content WHERE content_sha256 = ?", arguments: [sha256.lowercased()]).map { [UInt8]($0) }
             }
         }
     }

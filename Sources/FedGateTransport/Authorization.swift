@@ -12,7 +12,11 @@ public enum BrokerAuthorization {
         "UploadUpdate": [.silo],
         "SubmitPlan": [.dataScientist],
         "PlanStatus": [.dataScientist, .complianceOfficer, .admin],
+        "CancelPlan": [.dataScientist, .admin],
         "ReadAudit": [.complianceOfficer, .admin],
+        "ListModels": [.dataScientist, .complianceOfficer, .admin],
+        "PullModel": [.dataScientist, .admin],
+        "RollbackModel": [.admin],
     ]
 
     /// nil when `identity` may call `method`, else the reason it may not.

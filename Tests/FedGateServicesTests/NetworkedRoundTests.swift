@@ -42,8 +42,9 @@ struct NetworkedRoundTests {
         """
     }
 
-    static func plan(rounds: Int, quorum: Int, deadline: Int = 60, purpose: String = "research") -> String {
+    static func plan(rounds: Int, quorum: Int, deadline: Int = 60, purpose: String = "research", evaluation: String? = nil) -> String {
         """
+        \(evaluation.map { "evaluation: \($0)" } ?? "")
         purpose: \(purpose)
         datasets: [breast-cancer-2024]
         columns: [\(data.featureNames.joined(separator: ", "))]
@@ -172,6 +173,116 @@ struct NetworkedRoundTests {
                 let spent = try await silo.ledger.spent(dataset: "breast-cancer-2024", delta: 1e-5)
                 #expect(abs(spent.committed - expected) < 1e-9)
                 #expect(await silo.gateway.activity.updatesSent == 10)
+            }
+
+            // The final model was evaluated at every silo: pooled, that is the simulator's accuracy on
+            // the same held-out rows; each silo reported the ε its own ledger committed.
+            let evaluation = try #require(status.evaluation)
+            #expect(evaluation.silos.map(\.silo) == ["hospital-0", "hospital-1", "hospital-2"])
+            #expect(abs(evaluation.pooledAccuracy! - simulated) < 1e-9, "evaluated \(evaluation.pooledAccuracy!) vs simulated \(simulated)")
+            #expect(evaluation.silos.allSatisfy { abs($0.epsilonSpent - expected) < 1e-9 && $0.epsilonCap == 5 })
+            #expect(status.gate == GateDecision(passed: true, reasons: []) && status.modelVersion == 1)
+
+            // It became version 1, with its lineage, and pulls back as the very file, range by range.
+            try await withGRPCClient(transport: try FedGateTransports.client(host: "127.0.0.1", port: broker.port, serverName: "broker",
+                                                                             credentials: scientist)) { grpc in
+                let client = Fedgate_V1_Broker.Client(wrapping: grpc)
+                let versions = try await client.listModels(Fedgate_V1_ListModelsRequest()).versions
+                #expect(versions.count == 1)
+                let v = try #require(versions.first)
+                #expect(v.version == 1 && v.planHash == hash && v.round == 10 && v.participants == ["hospital-0", "hospital-1", "hospital-2"])
+                #expect(v.epsilonPerSilo.values.allSatisfy { abs($0 - expected) < 1e-9 } && abs((v.metrics["accuracy"] ?? 0) - evaluation.pooledAccuracy!) < 1e-12)
+                var assembler = TransferAssembler(maximumBytes: 1 << 20, what: "version 1")
+                var pull = Fedgate_V1_PullModelRequest()
+                pull.version = 1
+                pull.length = 100
+                while true {
+                    let chunks = try await client.pullModel(pull) { response in try await Array(response.messages) }
+                    for c in chunks { try assembler.add(c) }
+                    pull.offset += 100
+                    if chunks.last?.sha256.isEmpty == false { break }
+                }
+                let (_, file, sha) = try assembler.finishWithDigest()
+                #expect(sha == v.contentSha256)
+                #expect(try ModelPayload.parameters(file, tensor: "parameters", dimension: status.parameters.count) == status.parameters)
+            }
+        }
+    }
+
+    @Test("the plan's gate holds back a model below its bar, with the reason; an admin rolls back to an earlier version; a cancelled plan stops")
+    func gateRollbackCancel() async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        let simulation = try Self.simulation(seed: 1)
+        let shards = try simulation.shards()
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
+                                   logger: consortium.logger) { broker in
+            var silos: [Silo] = []
+            for (i, shard) in shards.enumerated() {
+                silos.append(try await makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, port: broker.port))
+            }
+            let running = silos.map { silo in Task { await silo.gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            try await waitForGateways(broker, 3)
+            let scientist = try FedGateTransports.client(host: "127.0.0.1", port: broker.port, serverName: "broker",
+                                                         credentials: try consortium.credentials("dana", .dataScientist))
+            let admin = try FedGateTransports.client(host: "127.0.0.1", port: broker.port, serverName: "broker",
+                                                     credentials: try consortium.credentials("alex", .admin))
+            func submit(_ yaml: String) async throws -> String {
+                try await withGRPCClient(transport: try FedGateTransports.client(host: "127.0.0.1", port: broker.port, serverName: "broker",
+                                                                                 credentials: try consortium.credentials("dana", .dataScientist))) { grpc in
+                    var request = Fedgate_V1_SubmitPlanRequest()
+                    request.planYaml = yaml
+                    return try await Fedgate_V1_Broker.Client(wrapping: grpc).submitPlan(request).planHash
+                }
+            }
+            // Two plans that pass: versions 1 and 2 (the second's parent is the first).
+            for rounds in [2, 3] {
+                let hash = try await submit(Self.plan(rounds: rounds, quorum: 3, evaluation: "{ min_accuracy: 0.5, max_drop: 0.5 }"))
+                let status = try #require(await broker.coordinator.finished(hash))
+                #expect(status.gate?.passed == true && status.modelVersion != nil, "\(status.gate?.reasons ?? [])")
+            }
+            // A bar no model reaches: no version, and the reason says why.
+            let strict = try await submit(Self.plan(rounds: 1, quorum: 3, evaluation: "{ min_accuracy: 1.0 }"))
+            let held = try #require(await broker.coordinator.finished(strict))
+            #expect(held.state == .finished && held.modelVersion == nil)
+            #expect(held.gate?.passed == false && held.gate?.reasons.first?.hasPrefix("accuracy ") == true
+                    && held.gate?.reasons.first?.hasSuffix("is below the plan's minimum 1.0") == true, "\(held.gate?.reasons ?? [])")
+            let gates = try await brokerStore.auditRecords().filter { $0.action == "model.gate" }
+            #expect(gates.count == 3 && gates.last!.payload.contains("\"passed\":false"))
+            #expect(try await brokerStore.modelVersions().map(\.version) == [1, 2])
+
+            // Rollback: only an admin; recorded as version 3 with version 1's file and parent 1.
+            await #expect(throws: RPCError.self) {
+                try await withGRPCClient(transport: scientist) { grpc in
+                    var r = Fedgate_V1_RollbackModelRequest()
+                    r.version = 1
+                    _ = try await Fedgate_V1_Broker.Client(wrapping: grpc).rollbackModel(r)
+                }
+            }
+            let rolled = try await withGRPCClient(transport: admin) { grpc in
+                var r = Fedgate_V1_RollbackModelRequest()
+                r.version = 1
+                return try await Fedgate_V1_Broker.Client(wrapping: grpc).rollbackModel(r)
+            }
+            let versions = try await brokerStore.modelVersions()
+            #expect(rolled.version == 3 && rolled.parent == 1 && versions.count == 3 && versions[2].contentSHA256 == versions[0].contentSHA256)
+
+            // Cancelling a long plan stops it; the round in flight is aborted and every reservation is settled.
+            let long = try await submit(Self.plan(rounds: 1000, quorum: 3))
+            await eventually { (await broker.coordinator.status(long)?.rounds.count ?? 0) >= 2 }
+            let cancelled = try await withGRPCClient(transport: try FedGateTransports.client(
+                host: "127.0.0.1", port: broker.port, serverName: "broker", credentials: try consortium.credentials("dana", .dataScientist))) { grpc in
+                var r = Fedgate_V1_CancelPlanRequest()
+                r.planHash = long
+                return try await Fedgate_V1_Broker.Client(wrapping: grpc).cancelPlan(r)
+            }
+            #expect(cancelled.state == "cancelled")
+            for silo in silos {
+                await eventually {
+                    (try? await silo.ledger.backend.entries(dataset: "breast-cancer-2024").allSatisfy { $0.state != .reserved }) == true
+                }
+                #expect(try await silo.ledger.backend.entries(dataset: "breast-cancer-2024").allSatisfy { $0.state != .reserved })
             }
         }
     }

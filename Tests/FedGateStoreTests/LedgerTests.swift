@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Testing
 import FedGatePrivacy
@@ -273,11 +274,26 @@ struct LedgerTests {
         let rounds = try await registry.rounds(planHash: "plan")
         #expect(rounds.map(\.state) == [.aborted] && rounds[0].sampled == ["a", "b", "c"] && rounds[0].survivors == ["a", "b"])
 
-        let v1 = try await registry.addModelVersion(ModelVersion(version: 0, planHash: "plan", round: 1, contentSHA256: "ee", participants: ["a", "b"],
-                                                                 epsilonPerSilo: ["a": 1.5, "b": 1.5], metrics: ["accuracy": 0.95], parent: nil, createdAt: t0), actor: "broker-1")
-        let v2 = try await registry.addModelVersion(ModelVersion(version: 0, planHash: "plan", round: 2, contentSHA256: "ff", participants: ["a"],
+        // A version's file is stored by its hash, once; a file that does not hash to the version's
+        // content hash, or a version whose file was never stored, is refused and leaves no trace.
+        let file: [UInt8] = Array("a model file".utf8) + [0, 255, 7]
+        let sha = SHA256.hash(data: file).map { String(format: "%02x", $0) }.joined()
+        await #expect(throws: LedgerError.self) {
+            _ = try await registry.addModelVersion(ModelVersion(version: 0, planHash: "plan", round: 1, contentSHA256: "ee", participants: [],
+                                                                epsilonPerSilo: [:], metrics: [:], parent: nil, createdAt: t0), content: file, actor: "broker-1")
+        }
+        await #expect(throws: LedgerError.self) {
+            _ = try await registry.addModelVersion(ModelVersion(version: 0, planHash: "plan", round: 1, contentSHA256: "ee", participants: [],
+                                                                epsilonPerSilo: [:], metrics: [:], parent: nil, createdAt: t0), actor: "broker-1")
+        }
+        let v1 = try await registry.addModelVersion(ModelVersion(version: 0, planHash: "plan", round: 1, contentSHA256: sha, participants: ["a", "b"],
+                                                                 epsilonPerSilo: ["a": 1.5, "b": 1.5], metrics: ["accuracy": 0.95], parent: nil, createdAt: t0),
+                                                    content: file, actor: "broker-1")
+        let v2 = try await registry.addModelVersion(ModelVersion(version: 0, planHash: "plan", round: 2, contentSHA256: sha, participants: ["a"],
                                                                  epsilonPerSilo: ["a": 2.0], metrics: ["accuracy": 0.96], parent: v1, createdAt: t0), actor: "broker-1")
         #expect((v1, v2) == (1, 2))
+        #expect(try await registry.modelContent(sha256: sha) == file)
+        #expect(try await registry.modelContent(sha256: "ee") == nil)
         let versions = try await registry.modelVersions()
         #expect(versions.map(\.parent) == [nil, 1] && versions[0].epsilonPerSilo == ["a": 1.5, "b": 1.5] && versions[1].metrics == ["accuracy": 0.96])
         let actions = try await ledger.backend.auditRecords().map(\.action)

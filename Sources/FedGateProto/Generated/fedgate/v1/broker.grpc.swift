@@ -120,6 +120,19 @@ public enum Fedgate_V1_Broker: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "CancelPlan" metadata.
+        public enum CancelPlan: Sendable {
+            /// Request type for "CancelPlan".
+            public typealias Input = Fedgate_V1_CancelPlanRequest
+            /// Response type for "CancelPlan".
+            public typealias Output = Fedgate_V1_PlanStatusResponse
+            /// Descriptor for "CancelPlan".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "fedgate.v1.Broker"),
+                method: "CancelPlan",
+                type: .unary
+            )
+        }
         /// Namespace for "ReadAudit" metadata.
         public enum ReadAudit: Sendable {
             /// Request type for "ReadAudit".
@@ -133,6 +146,45 @@ public enum Fedgate_V1_Broker: Sendable {
                 type: .serverStreaming
             )
         }
+        /// Namespace for "ListModels" metadata.
+        public enum ListModels: Sendable {
+            /// Request type for "ListModels".
+            public typealias Input = Fedgate_V1_ListModelsRequest
+            /// Response type for "ListModels".
+            public typealias Output = Fedgate_V1_ListModelsResponse
+            /// Descriptor for "ListModels".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "fedgate.v1.Broker"),
+                method: "ListModels",
+                type: .unary
+            )
+        }
+        /// Namespace for "PullModel" metadata.
+        public enum PullModel: Sendable {
+            /// Request type for "PullModel".
+            public typealias Input = Fedgate_V1_PullModelRequest
+            /// Response type for "PullModel".
+            public typealias Output = Fedgate_V1_TransferChunk
+            /// Descriptor for "PullModel".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "fedgate.v1.Broker"),
+                method: "PullModel",
+                type: .serverStreaming
+            )
+        }
+        /// Namespace for "RollbackModel" metadata.
+        public enum RollbackModel: Sendable {
+            /// Request type for "RollbackModel".
+            public typealias Input = Fedgate_V1_RollbackModelRequest
+            /// Response type for "RollbackModel".
+            public typealias Output = Fedgate_V1_ModelVersionInfo
+            /// Descriptor for "RollbackModel".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "fedgate.v1.Broker"),
+                method: "RollbackModel",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "fedgate.v1.Broker" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             WhoAmI.descriptor,
@@ -142,7 +194,11 @@ public enum Fedgate_V1_Broker: Sendable {
             Renew.descriptor,
             SubmitPlan.descriptor,
             PlanStatus.descriptor,
-            ReadAudit.descriptor
+            CancelPlan.descriptor,
+            ReadAudit.descriptor,
+            ListModels.descriptor,
+            PullModel.descriptor,
+            RollbackModel.descriptor
         ]
     }
 }
@@ -297,6 +353,24 @@ extension Fedgate_V1_Broker {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_PlanStatusResponse>
 
+        /// Handle the "CancelPlan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stop a running plan (data scientists and admins). Rounds in flight are aborted and settled.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Fedgate_V1_CancelPlanRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Fedgate_V1_PlanStatusResponse` messages.
+        func cancelPlan(
+            request: GRPCCore.StreamingServerRequest<Fedgate_V1_CancelPlanRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_PlanStatusResponse>
+
         /// Handle the "ReadAudit" method.
         ///
         /// > Source IDL Documentation:
@@ -314,6 +388,61 @@ extension Fedgate_V1_Broker {
             request: GRPCCore.StreamingServerRequest<Fedgate_V1_ReadAuditRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_AuditRecord>
+
+        /// Handle the "ListModels" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The model registry, oldest version first (data scientists, compliance officers, admins).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Fedgate_V1_ListModelsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Fedgate_V1_ListModelsResponse` messages.
+        func listModels(
+            request: GRPCCore.StreamingServerRequest<Fedgate_V1_ListModelsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_ListModelsResponse>
+
+        /// Handle the "PullModel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One version's safetensors file, or a byte range of it, as chunks (data scientists, admins).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Fedgate_V1_PullModelRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Fedgate_V1_TransferChunk` messages.
+        func pullModel(
+            request: GRPCCore.StreamingServerRequest<Fedgate_V1_PullModelRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_TransferChunk>
+
+        /// Handle the "RollbackModel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Make an earlier version current again (admins only). Recorded as a new version whose parent
+        /// > is the one rolled back to: the registry's history is never rewritten.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Fedgate_V1_RollbackModelRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Fedgate_V1_ModelVersionInfo` messages.
+        func rollbackModel(
+            request: GRPCCore.StreamingServerRequest<Fedgate_V1_RollbackModelRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_ModelVersionInfo>
     }
 
     /// Service protocol for the "fedgate.v1.Broker" service.
@@ -452,6 +581,24 @@ extension Fedgate_V1_Broker {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Fedgate_V1_PlanStatusResponse>
 
+        /// Handle the "CancelPlan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stop a running plan (data scientists and admins). Rounds in flight are aborted and settled.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_CancelPlanRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Fedgate_V1_PlanStatusResponse` message.
+        func cancelPlan(
+            request: GRPCCore.ServerRequest<Fedgate_V1_CancelPlanRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Fedgate_V1_PlanStatusResponse>
+
         /// Handle the "ReadAudit" method.
         ///
         /// > Source IDL Documentation:
@@ -469,6 +616,61 @@ extension Fedgate_V1_Broker {
             request: GRPCCore.ServerRequest<Fedgate_V1_ReadAuditRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_AuditRecord>
+
+        /// Handle the "ListModels" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The model registry, oldest version first (data scientists, compliance officers, admins).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_ListModelsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Fedgate_V1_ListModelsResponse` message.
+        func listModels(
+            request: GRPCCore.ServerRequest<Fedgate_V1_ListModelsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Fedgate_V1_ListModelsResponse>
+
+        /// Handle the "PullModel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One version's safetensors file, or a byte range of it, as chunks (data scientists, admins).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_PullModelRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Fedgate_V1_TransferChunk` messages.
+        func pullModel(
+            request: GRPCCore.ServerRequest<Fedgate_V1_PullModelRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_TransferChunk>
+
+        /// Handle the "RollbackModel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Make an earlier version current again (admins only). Recorded as a new version whose parent
+        /// > is the one rolled back to: the registry's history is never rewritten.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_RollbackModelRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Fedgate_V1_ModelVersionInfo` message.
+        func rollbackModel(
+            request: GRPCCore.ServerRequest<Fedgate_V1_RollbackModelRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Fedgate_V1_ModelVersionInfo>
     }
 
     /// Simple service protocol for the "fedgate.v1.Broker" service.
@@ -607,6 +809,24 @@ extension Fedgate_V1_Broker {
             context: GRPCCore.ServerContext
         ) async throws -> Fedgate_V1_PlanStatusResponse
 
+        /// Handle the "CancelPlan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stop a running plan (data scientists and admins). Rounds in flight are aborted and settled.
+        ///
+        /// - Parameters:
+        ///   - request: A `Fedgate_V1_CancelPlanRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Fedgate_V1_PlanStatusResponse` to respond with.
+        func cancelPlan(
+            request: Fedgate_V1_CancelPlanRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Fedgate_V1_PlanStatusResponse
+
         /// Handle the "ReadAudit" method.
         ///
         /// > Source IDL Documentation:
@@ -625,6 +845,62 @@ extension Fedgate_V1_Broker {
             response: GRPCCore.RPCWriter<Fedgate_V1_AuditRecord>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "ListModels" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The model registry, oldest version first (data scientists, compliance officers, admins).
+        ///
+        /// - Parameters:
+        ///   - request: A `Fedgate_V1_ListModelsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Fedgate_V1_ListModelsResponse` to respond with.
+        func listModels(
+            request: Fedgate_V1_ListModelsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Fedgate_V1_ListModelsResponse
+
+        /// Handle the "PullModel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One version's safetensors file, or a byte range of it, as chunks (data scientists, admins).
+        ///
+        /// - Parameters:
+        ///   - request: A `Fedgate_V1_PullModelRequest` message.
+        ///   - response: A response stream of `Fedgate_V1_TransferChunk` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func pullModel(
+            request: Fedgate_V1_PullModelRequest,
+            response: GRPCCore.RPCWriter<Fedgate_V1_TransferChunk>,
+            context: GRPCCore.ServerContext
+        ) async throws
+
+        /// Handle the "RollbackModel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Make an earlier version current again (admins only). Recorded as a new version whose parent
+        /// > is the one rolled back to: the registry's history is never rewritten.
+        ///
+        /// - Parameters:
+        ///   - request: A `Fedgate_V1_RollbackModelRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Fedgate_V1_ModelVersionInfo` to respond with.
+        func rollbackModel(
+            request: Fedgate_V1_RollbackModelRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Fedgate_V1_ModelVersionInfo
     }
 }
 
@@ -710,11 +986,55 @@ extension Fedgate_V1_Broker.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Fedgate_V1_Broker.Method.CancelPlan.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_CancelPlanRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_PlanStatusResponse>(),
+            handler: { request, context in
+                try await self.cancelPlan(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Fedgate_V1_Broker.Method.ReadAudit.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_ReadAuditRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_AuditRecord>(),
             handler: { request, context in
                 try await self.readAudit(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Fedgate_V1_Broker.Method.ListModels.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_ListModelsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_ListModelsResponse>(),
+            handler: { request, context in
+                try await self.listModels(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Fedgate_V1_Broker.Method.PullModel.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_PullModelRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_TransferChunk>(),
+            handler: { request, context in
+                try await self.pullModel(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Fedgate_V1_Broker.Method.RollbackModel.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_RollbackModelRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_ModelVersionInfo>(),
+            handler: { request, context in
+                try await self.rollbackModel(
                     request: request,
                     context: context
                 )
@@ -792,6 +1112,17 @@ extension Fedgate_V1_Broker.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
+    public func cancelPlan(
+        request: GRPCCore.StreamingServerRequest<Fedgate_V1_CancelPlanRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_PlanStatusResponse> {
+        let response = try await self.cancelPlan(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
     public func readAudit(
         request: GRPCCore.StreamingServerRequest<Fedgate_V1_ReadAuditRequest>,
         context: GRPCCore.ServerContext
@@ -801,6 +1132,39 @@ extension Fedgate_V1_Broker.ServiceProtocol {
             context: context
         )
         return response
+    }
+
+    public func listModels(
+        request: GRPCCore.StreamingServerRequest<Fedgate_V1_ListModelsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_ListModelsResponse> {
+        let response = try await self.listModels(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func pullModel(
+        request: GRPCCore.StreamingServerRequest<Fedgate_V1_PullModelRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_TransferChunk> {
+        let response = try await self.pullModel(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
+    }
+
+    public func rollbackModel(
+        request: GRPCCore.StreamingServerRequest<Fedgate_V1_RollbackModelRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_ModelVersionInfo> {
+        let response = try await self.rollbackModel(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
     }
 }
 
@@ -906,6 +1270,19 @@ extension Fedgate_V1_Broker.SimpleServiceProtocol {
         )
     }
 
+    public func cancelPlan(
+        request: GRPCCore.ServerRequest<Fedgate_V1_CancelPlanRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Fedgate_V1_PlanStatusResponse> {
+        return GRPCCore.ServerResponse<Fedgate_V1_PlanStatusResponse>(
+            message: try await self.cancelPlan(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
     public func readAudit(
         request: GRPCCore.ServerRequest<Fedgate_V1_ReadAuditRequest>,
         context: GRPCCore.ServerContext
@@ -920,6 +1297,49 @@ extension Fedgate_V1_Broker.SimpleServiceProtocol {
                 )
                 return [:]
             }
+        )
+    }
+
+    public func listModels(
+        request: GRPCCore.ServerRequest<Fedgate_V1_ListModelsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Fedgate_V1_ListModelsResponse> {
+        return GRPCCore.ServerResponse<Fedgate_V1_ListModelsResponse>(
+            message: try await self.listModels(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func pullModel(
+        request: GRPCCore.ServerRequest<Fedgate_V1_PullModelRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_TransferChunk> {
+        return GRPCCore.StreamingServerResponse<Fedgate_V1_TransferChunk>(
+            metadata: [:],
+            producer: { writer in
+                try await self.pullModel(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
+    public func rollbackModel(
+        request: GRPCCore.ServerRequest<Fedgate_V1_RollbackModelRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Fedgate_V1_ModelVersionInfo> {
+        return GRPCCore.ServerResponse<Fedgate_V1_ModelVersionInfo>(
+            message: try await self.rollbackModel(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
         )
     }
 }
@@ -1096,6 +1516,29 @@ extension Fedgate_V1_Broker {
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_PlanStatusResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
+        /// Call the "CancelPlan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stop a running plan (data scientists and admins). Rounds in flight are aborted and settled.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_CancelPlanRequest` message.
+        ///   - serializer: A serializer for `Fedgate_V1_CancelPlanRequest` messages.
+        ///   - deserializer: A deserializer for `Fedgate_V1_PlanStatusResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func cancelPlan<Result>(
+            request: GRPCCore.ClientRequest<Fedgate_V1_CancelPlanRequest>,
+            serializer: some GRPCCore.MessageSerializer<Fedgate_V1_CancelPlanRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_PlanStatusResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_PlanStatusResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
         /// Call the "ReadAudit" method.
         ///
         /// > Source IDL Documentation:
@@ -1117,6 +1560,76 @@ extension Fedgate_V1_Broker {
             deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_AuditRecord>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Fedgate_V1_AuditRecord>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListModels" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The model registry, oldest version first (data scientists, compliance officers, admins).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_ListModelsRequest` message.
+        ///   - serializer: A serializer for `Fedgate_V1_ListModelsRequest` messages.
+        ///   - deserializer: A deserializer for `Fedgate_V1_ListModelsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listModels<Result>(
+            request: GRPCCore.ClientRequest<Fedgate_V1_ListModelsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Fedgate_V1_ListModelsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_ListModelsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_ListModelsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "PullModel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One version's safetensors file, or a byte range of it, as chunks (data scientists, admins).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_PullModelRequest` message.
+        ///   - serializer: A serializer for `Fedgate_V1_PullModelRequest` messages.
+        ///   - deserializer: A deserializer for `Fedgate_V1_TransferChunk` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func pullModel<Result>(
+            request: GRPCCore.ClientRequest<Fedgate_V1_PullModelRequest>,
+            serializer: some GRPCCore.MessageSerializer<Fedgate_V1_PullModelRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_TransferChunk>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Fedgate_V1_TransferChunk>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RollbackModel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Make an earlier version current again (admins only). Recorded as a new version whose parent
+        /// > is the one rolled back to: the registry's history is never rewritten.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_RollbackModelRequest` message.
+        ///   - serializer: A serializer for `Fedgate_V1_RollbackModelRequest` messages.
+        ///   - deserializer: A deserializer for `Fedgate_V1_ModelVersionInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func rollbackModel<Result>(
+            request: GRPCCore.ClientRequest<Fedgate_V1_RollbackModelRequest>,
+            serializer: some GRPCCore.MessageSerializer<Fedgate_V1_RollbackModelRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_ModelVersionInfo>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_ModelVersionInfo>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1372,6 +1885,40 @@ extension Fedgate_V1_Broker {
             )
         }
 
+        /// Call the "CancelPlan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stop a running plan (data scientists and admins). Rounds in flight are aborted and settled.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_CancelPlanRequest` message.
+        ///   - serializer: A serializer for `Fedgate_V1_CancelPlanRequest` messages.
+        ///   - deserializer: A deserializer for `Fedgate_V1_PlanStatusResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func cancelPlan<Result>(
+            request: GRPCCore.ClientRequest<Fedgate_V1_CancelPlanRequest>,
+            serializer: some GRPCCore.MessageSerializer<Fedgate_V1_CancelPlanRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_PlanStatusResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_PlanStatusResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Fedgate_V1_Broker.Method.CancelPlan.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "ReadAudit" method.
         ///
         /// > Source IDL Documentation:
@@ -1397,6 +1944,107 @@ extension Fedgate_V1_Broker {
             try await self.client.serverStreaming(
                 request: request,
                 descriptor: Fedgate_V1_Broker.Method.ReadAudit.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListModels" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The model registry, oldest version first (data scientists, compliance officers, admins).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_ListModelsRequest` message.
+        ///   - serializer: A serializer for `Fedgate_V1_ListModelsRequest` messages.
+        ///   - deserializer: A deserializer for `Fedgate_V1_ListModelsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listModels<Result>(
+            request: GRPCCore.ClientRequest<Fedgate_V1_ListModelsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Fedgate_V1_ListModelsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_ListModelsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_ListModelsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Fedgate_V1_Broker.Method.ListModels.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "PullModel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One version's safetensors file, or a byte range of it, as chunks (data scientists, admins).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_PullModelRequest` message.
+        ///   - serializer: A serializer for `Fedgate_V1_PullModelRequest` messages.
+        ///   - deserializer: A deserializer for `Fedgate_V1_TransferChunk` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func pullModel<Result>(
+            request: GRPCCore.ClientRequest<Fedgate_V1_PullModelRequest>,
+            serializer: some GRPCCore.MessageSerializer<Fedgate_V1_PullModelRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_TransferChunk>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Fedgate_V1_TransferChunk>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Fedgate_V1_Broker.Method.PullModel.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RollbackModel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Make an earlier version current again (admins only). Recorded as a new version whose parent
+        /// > is the one rolled back to: the registry's history is never rewritten.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_RollbackModelRequest` message.
+        ///   - serializer: A serializer for `Fedgate_V1_RollbackModelRequest` messages.
+        ///   - deserializer: A deserializer for `Fedgate_V1_ModelVersionInfo` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func rollbackModel<Result>(
+            request: GRPCCore.ClientRequest<Fedgate_V1_RollbackModelRequest>,
+            serializer: some GRPCCore.MessageSerializer<Fedgate_V1_RollbackModelRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_ModelVersionInfo>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_ModelVersionInfo>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Fedgate_V1_Broker.Method.RollbackModel.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -1610,6 +2258,35 @@ extension Fedgate_V1_Broker.ClientProtocol {
         )
     }
 
+    /// Call the "CancelPlan" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Stop a running plan (data scientists and admins). Rounds in flight are aborted and settled.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Fedgate_V1_CancelPlanRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func cancelPlan<Result>(
+        request: GRPCCore.ClientRequest<Fedgate_V1_CancelPlanRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_PlanStatusResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.cancelPlan(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_CancelPlanRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_PlanStatusResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "ReadAudit" method.
     ///
     /// > Source IDL Documentation:
@@ -1632,6 +2309,92 @@ extension Fedgate_V1_Broker.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_ReadAuditRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_AuditRecord>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListModels" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The model registry, oldest version first (data scientists, compliance officers, admins).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Fedgate_V1_ListModelsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listModels<Result>(
+        request: GRPCCore.ClientRequest<Fedgate_V1_ListModelsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_ListModelsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listModels(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_ListModelsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_ListModelsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PullModel" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > One version's safetensors file, or a byte range of it, as chunks (data scientists, admins).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Fedgate_V1_PullModelRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func pullModel<Result>(
+        request: GRPCCore.ClientRequest<Fedgate_V1_PullModelRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Fedgate_V1_TransferChunk>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.pullModel(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_PullModelRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_TransferChunk>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RollbackModel" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Make an earlier version current again (admins only). Recorded as a new version whose parent
+    /// > is the one rolled back to: the registry's history is never rewritten.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Fedgate_V1_RollbackModelRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func rollbackModel<Result>(
+        request: GRPCCore.ClientRequest<Fedgate_V1_RollbackModelRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_ModelVersionInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.rollbackModel(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_RollbackModelRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_ModelVersionInfo>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1872,6 +2635,39 @@ extension Fedgate_V1_Broker.ClientProtocol {
         )
     }
 
+    /// Call the "CancelPlan" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Stop a running plan (data scientists and admins). Rounds in flight are aborted and settled.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func cancelPlan<Result>(
+        _ message: Fedgate_V1_CancelPlanRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_PlanStatusResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Fedgate_V1_CancelPlanRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.cancelPlan(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "ReadAudit" method.
     ///
     /// > Source IDL Documentation:
@@ -1897,6 +2693,104 @@ extension Fedgate_V1_Broker.ClientProtocol {
             metadata: metadata
         )
         return try await self.readAudit(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListModels" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The model registry, oldest version first (data scientists, compliance officers, admins).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listModels<Result>(
+        _ message: Fedgate_V1_ListModelsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_ListModelsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Fedgate_V1_ListModelsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listModels(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PullModel" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > One version's safetensors file, or a byte range of it, as chunks (data scientists, admins).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func pullModel<Result>(
+        _ message: Fedgate_V1_PullModelRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Fedgate_V1_TransferChunk>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Fedgate_V1_PullModelRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.pullModel(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RollbackModel" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Make an earlier version current again (admins only). Recorded as a new version whose parent
+    /// > is the one rolled back to: the registry's history is never rewritten.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func rollbackModel<Result>(
+        _ message: Fedgate_V1_RollbackModelRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_ModelVersionInfo>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Fedgate_V1_RollbackModelRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.rollbackModel(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -146,12 +146,21 @@ public nonisolated struct Fedgate_V1_GatewayMessage: Sendable {
     set {kind = .offerReply(newValue)}
   }
 
+  public var evaluation: Fedgate_V1_EvaluationReport {
+    get {
+      if case .evaluation(let v)? = kind {return v}
+      return Fedgate_V1_EvaluationReport()
+    }
+    set {kind = .evaluation(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
     case hello(Fedgate_V1_Hello)
     case heartbeat(Fedgate_V1_Heartbeat)
     case offerReply(Fedgate_V1_OfferReply)
+    case evaluation(Fedgate_V1_EvaluationReport)
 
   }
 
@@ -274,6 +283,14 @@ public nonisolated struct Fedgate_V1_BrokerMessage: Sendable {
     set {kind = .outcome(newValue)}
   }
 
+  public var evaluate: Fedgate_V1_EvaluateTask {
+    get {
+      if case .evaluate(let v)? = kind {return v}
+      return Fedgate_V1_EvaluateTask()
+    }
+    set {kind = .evaluate(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -281,6 +298,7 @@ public nonisolated struct Fedgate_V1_BrokerMessage: Sendable {
     case offer(Fedgate_V1_RoundOffer)
     case task(Fedgate_V1_RoundTask)
     case outcome(Fedgate_V1_RoundOutcome)
+    case evaluate(Fedgate_V1_EvaluateTask)
 
   }
 
@@ -346,6 +364,64 @@ public nonisolated struct Fedgate_V1_RoundTask: Sendable {
 
   /// Classes of the label, as the consortium agreed (the model's output follows from it).
   public var classes: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// "Evaluate this model on your held-out rows": the plan's final model, before its gate decides
+/// whether it becomes a version. Sent to every silo that took part in the plan.
+public nonisolated struct Fedgate_V1_EvaluateTask: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var planHash: String = String()
+
+  /// The last round; the model is fetched with DownloadModel for this plan and round.
+  public var round: UInt32 = 0
+
+  public var modelSha256: String = String()
+
+  public var modelBytes: UInt64 = 0
+
+  public var deadlineMs: Int64 = 0
+
+  public var featureMeans: [Float] = []
+
+  public var featureScales: [Float] = []
+
+  public var classes: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A silo's evaluation of an EvaluateTask's model, and the ε its own ledger committed for the plan.
+public nonisolated struct Fedgate_V1_EvaluationReport: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var planHash: String = String()
+
+  public var round: UInt32 = 0
+
+  public var accuracy: Double = 0
+
+  public var examples: UInt64 = 0
+
+  public var loss: Double = 0
+
+  public var epsilonSpent: Double = 0
+
+  /// The silo's ε cap for the plan (its policy's per-plan cap), for reports against the cap.
+  public var epsilonCap: Double = 0
+
+  /// Why the silo could not evaluate (then the numbers above are unset).
+  public var error: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -520,12 +596,149 @@ public nonisolated struct Fedgate_V1_PlanStatusResponse: Sendable {
 
   public var planHash: String = String()
 
-  /// running, finished or failed
+  /// running, finished, failed or cancelled
   public var state: String = String()
 
   public var rounds: [Fedgate_V1_RoundStatus] = []
 
   public var reason: String = String()
+
+  /// The final model's federated evaluation, per silo and pooled (examples-weighted).
+  public var evaluations: [Fedgate_V1_SiloEvaluation] = []
+
+  public var accuracy: Double = 0
+
+  /// Best minus worst silo accuracy.
+  public var fairnessDelta: Double = 0
+
+  /// The plan's gate: passed, and why not when it did not.
+  public var gatePassed: Bool = false
+
+  public var gateReasons: [String] = []
+
+  /// The registry version the final model became (0: none).
+  public var modelVersion: UInt32 = 0
+
+  public var bytesIn: UInt64 = 0
+
+  public var bytesOut: UInt64 = 0
+
+  /// Silos that refused the plan, with their reasons ("silo: rule: reason").
+  public var refusals: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Fedgate_V1_SiloEvaluation: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var silo: String = String()
+
+  public var accuracy: Double = 0
+
+  public var examples: UInt64 = 0
+
+  public var epsilonSpent: Double = 0
+
+  public var epsilonCap: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Fedgate_V1_CancelPlanRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var planHash: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Fedgate_V1_ListModelsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Fedgate_V1_ListModelsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var versions: [Fedgate_V1_ModelVersionInfo] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A registry version with its lineage.
+public nonisolated struct Fedgate_V1_ModelVersionInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var version: UInt32 = 0
+
+  public var planHash: String = String()
+
+  public var round: UInt32 = 0
+
+  public var contentSha256: String = String()
+
+  public var participants: [String] = []
+
+  public var epsilonPerSilo: Dictionary<String,Double> = [:]
+
+  public var metrics: Dictionary<String,Double> = [:]
+
+  /// The version this one came from (0: none).
+  public var parent: UInt32 = 0
+
+  public var createdAtMs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Fedgate_V1_PullModelRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var version: UInt32 = 0
+
+  /// first byte wanted (0: the start)
+  public var offset: UInt64 = 0
+
+  /// bytes wanted (0: to the end)
+  public var length: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Fedgate_V1_RollbackModelRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var version: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -763,7 +976,7 @@ nonisolated extension Fedgate_V1_RenewResponse: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Fedgate_V1_GatewayMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GatewayMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}heartbeat\0\u{3}offer_reply\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}heartbeat\0\u{3}offer_reply\0\u{1}evaluation\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -810,6 +1023,19 @@ nonisolated extension Fedgate_V1_GatewayMessage: SwiftProtobuf.Message, SwiftPro
           self.kind = .offerReply(v)
         }
       }()
+      case 4: try {
+        var v: Fedgate_V1_EvaluationReport?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .evaluation(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .evaluation(v)
+        }
+      }()
       default: break
       }
     }
@@ -832,6 +1058,10 @@ nonisolated extension Fedgate_V1_GatewayMessage: SwiftProtobuf.Message, SwiftPro
     case .offerReply?: try {
       guard case .offerReply(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case .evaluation?: try {
+      guard case .evaluation(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     }()
     case nil: break
     }
@@ -1011,7 +1241,7 @@ nonisolated extension Fedgate_V1_FeatureMoments: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Fedgate_V1_BrokerMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".BrokerMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}welcome\0\u{1}offer\0\u{1}task\0\u{1}outcome\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}welcome\0\u{1}offer\0\u{1}task\0\u{1}outcome\0\u{1}evaluate\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1071,6 +1301,19 @@ nonisolated extension Fedgate_V1_BrokerMessage: SwiftProtobuf.Message, SwiftProt
           self.kind = .outcome(v)
         }
       }()
+      case 5: try {
+        var v: Fedgate_V1_EvaluateTask?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .evaluate(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .evaluate(v)
+        }
+      }()
       default: break
       }
     }
@@ -1097,6 +1340,10 @@ nonisolated extension Fedgate_V1_BrokerMessage: SwiftProtobuf.Message, SwiftProt
     case .outcome?: try {
       guard case .outcome(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .evaluate?: try {
+      guard case .evaluate(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     }()
     case nil: break
     }
@@ -1250,6 +1497,136 @@ nonisolated extension Fedgate_V1_RoundTask: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.featureMeans != rhs.featureMeans {return false}
     if lhs.featureScales != rhs.featureScales {return false}
     if lhs.classes != rhs.classes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_EvaluateTask: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EvaluateTask"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{3}model_sha256\0\u{3}model_bytes\0\u{3}deadline_ms\0\u{3}feature_means\0\u{3}feature_scales\0\u{1}classes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.planHash) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.round) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.modelSha256) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.modelBytes) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.deadlineMs) }()
+      case 6: try { try decoder.decodeRepeatedFloatField(value: &self.featureMeans) }()
+      case 7: try { try decoder.decodeRepeatedFloatField(value: &self.featureScales) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.classes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.planHash.isEmpty {
+      try visitor.visitSingularStringField(value: self.planHash, fieldNumber: 1)
+    }
+    if self.round != 0 {
+      try visitor.visitSingularUInt32Field(value: self.round, fieldNumber: 2)
+    }
+    if !self.modelSha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.modelSha256, fieldNumber: 3)
+    }
+    if self.modelBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.modelBytes, fieldNumber: 4)
+    }
+    if self.deadlineMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.deadlineMs, fieldNumber: 5)
+    }
+    if !self.featureMeans.isEmpty {
+      try visitor.visitPackedFloatField(value: self.featureMeans, fieldNumber: 6)
+    }
+    if !self.featureScales.isEmpty {
+      try visitor.visitPackedFloatField(value: self.featureScales, fieldNumber: 7)
+    }
+    if self.classes != 0 {
+      try visitor.visitSingularUInt32Field(value: self.classes, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_EvaluateTask, rhs: Fedgate_V1_EvaluateTask) -> Bool {
+    if lhs.planHash != rhs.planHash {return false}
+    if lhs.round != rhs.round {return false}
+    if lhs.modelSha256 != rhs.modelSha256 {return false}
+    if lhs.modelBytes != rhs.modelBytes {return false}
+    if lhs.deadlineMs != rhs.deadlineMs {return false}
+    if lhs.featureMeans != rhs.featureMeans {return false}
+    if lhs.featureScales != rhs.featureScales {return false}
+    if lhs.classes != rhs.classes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_EvaluationReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EvaluationReport"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{1}accuracy\0\u{1}examples\0\u{1}loss\0\u{3}epsilon_spent\0\u{3}epsilon_cap\0\u{1}error\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.planHash) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.round) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.accuracy) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.examples) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.loss) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.epsilonSpent) }()
+      case 7: try { try decoder.decodeSingularDoubleField(value: &self.epsilonCap) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.planHash.isEmpty {
+      try visitor.visitSingularStringField(value: self.planHash, fieldNumber: 1)
+    }
+    if self.round != 0 {
+      try visitor.visitSingularUInt32Field(value: self.round, fieldNumber: 2)
+    }
+    if self.accuracy.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.accuracy, fieldNumber: 3)
+    }
+    if self.examples != 0 {
+      try visitor.visitSingularUInt64Field(value: self.examples, fieldNumber: 4)
+    }
+    if self.loss.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.loss, fieldNumber: 5)
+    }
+    if self.epsilonSpent.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.epsilonSpent, fieldNumber: 6)
+    }
+    if self.epsilonCap.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.epsilonCap, fieldNumber: 7)
+    }
+    if !self.error.isEmpty {
+      try visitor.visitSingularStringField(value: self.error, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_EvaluationReport, rhs: Fedgate_V1_EvaluationReport) -> Bool {
+    if lhs.planHash != rhs.planHash {return false}
+    if lhs.round != rhs.round {return false}
+    if lhs.accuracy != rhs.accuracy {return false}
+    if lhs.examples != rhs.examples {return false}
+    if lhs.loss != rhs.loss {return false}
+    if lhs.epsilonSpent != rhs.epsilonSpent {return false}
+    if lhs.epsilonCap != rhs.epsilonCap {return false}
+    if lhs.error != rhs.error {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1616,7 +1993,7 @@ nonisolated extension Fedgate_V1_RoundStatus: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}state\0\u{1}rounds\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}state\0\u{1}rounds\0\u{1}reason\0\u{1}evaluations\0\u{1}accuracy\0\u{3}fairness_delta\0\u{3}gate_passed\0\u{3}gate_reasons\0\u{3}model_version\0\u{3}bytes_in\0\u{3}bytes_out\0\u{1}refusals\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1628,6 +2005,15 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
       case 2: try { try decoder.decodeSingularStringField(value: &self.state) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.rounds) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.evaluations) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.accuracy) }()
+      case 7: try { try decoder.decodeSingularDoubleField(value: &self.fairnessDelta) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.gatePassed) }()
+      case 9: try { try decoder.decodeRepeatedStringField(value: &self.gateReasons) }()
+      case 10: try { try decoder.decodeSingularUInt32Field(value: &self.modelVersion) }()
+      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.bytesIn) }()
+      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.bytesOut) }()
+      case 13: try { try decoder.decodeRepeatedStringField(value: &self.refusals) }()
       default: break
       }
     }
@@ -1646,6 +2032,33 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
     if !self.reason.isEmpty {
       try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
     }
+    if !self.evaluations.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.evaluations, fieldNumber: 5)
+    }
+    if self.accuracy.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.accuracy, fieldNumber: 6)
+    }
+    if self.fairnessDelta.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.fairnessDelta, fieldNumber: 7)
+    }
+    if self.gatePassed != false {
+      try visitor.visitSingularBoolField(value: self.gatePassed, fieldNumber: 8)
+    }
+    if !self.gateReasons.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.gateReasons, fieldNumber: 9)
+    }
+    if self.modelVersion != 0 {
+      try visitor.visitSingularUInt32Field(value: self.modelVersion, fieldNumber: 10)
+    }
+    if self.bytesIn != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytesIn, fieldNumber: 11)
+    }
+    if self.bytesOut != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytesOut, fieldNumber: 12)
+    }
+    if !self.refusals.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.refusals, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1654,6 +2067,284 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
     if lhs.state != rhs.state {return false}
     if lhs.rounds != rhs.rounds {return false}
     if lhs.reason != rhs.reason {return false}
+    if lhs.evaluations != rhs.evaluations {return false}
+    if lhs.accuracy != rhs.accuracy {return false}
+    if lhs.fairnessDelta != rhs.fairnessDelta {return false}
+    if lhs.gatePassed != rhs.gatePassed {return false}
+    if lhs.gateReasons != rhs.gateReasons {return false}
+    if lhs.modelVersion != rhs.modelVersion {return false}
+    if lhs.bytesIn != rhs.bytesIn {return false}
+    if lhs.bytesOut != rhs.bytesOut {return false}
+    if lhs.refusals != rhs.refusals {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_SiloEvaluation: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SiloEvaluation"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}silo\0\u{1}accuracy\0\u{1}examples\0\u{3}epsilon_spent\0\u{3}epsilon_cap\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.silo) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.accuracy) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.examples) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.epsilonSpent) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.epsilonCap) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.silo.isEmpty {
+      try visitor.visitSingularStringField(value: self.silo, fieldNumber: 1)
+    }
+    if self.accuracy.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.accuracy, fieldNumber: 2)
+    }
+    if self.examples != 0 {
+      try visitor.visitSingularUInt64Field(value: self.examples, fieldNumber: 3)
+    }
+    if self.epsilonSpent.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.epsilonSpent, fieldNumber: 4)
+    }
+    if self.epsilonCap.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.epsilonCap, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_SiloEvaluation, rhs: Fedgate_V1_SiloEvaluation) -> Bool {
+    if lhs.silo != rhs.silo {return false}
+    if lhs.accuracy != rhs.accuracy {return false}
+    if lhs.examples != rhs.examples {return false}
+    if lhs.epsilonSpent != rhs.epsilonSpent {return false}
+    if lhs.epsilonCap != rhs.epsilonCap {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_CancelPlanRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CancelPlanRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.planHash) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.planHash.isEmpty {
+      try visitor.visitSingularStringField(value: self.planHash, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_CancelPlanRequest, rhs: Fedgate_V1_CancelPlanRequest) -> Bool {
+    if lhs.planHash != rhs.planHash {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_ListModelsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListModelsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_ListModelsRequest, rhs: Fedgate_V1_ListModelsRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_ListModelsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListModelsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}versions\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.versions) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.versions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.versions, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_ListModelsResponse, rhs: Fedgate_V1_ListModelsResponse) -> Bool {
+    if lhs.versions != rhs.versions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_ModelVersionInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ModelVersionInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}plan_hash\0\u{1}round\0\u{3}content_sha256\0\u{1}participants\0\u{3}epsilon_per_silo\0\u{1}metrics\0\u{1}parent\0\u{3}created_at_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.version) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.planHash) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.round) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.contentSha256) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.participants) }()
+      case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: &self.epsilonPerSilo) }()
+      case 7: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: &self.metrics) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.parent) }()
+      case 9: try { try decoder.decodeSingularInt64Field(value: &self.createdAtMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.version != 0 {
+      try visitor.visitSingularUInt32Field(value: self.version, fieldNumber: 1)
+    }
+    if !self.planHash.isEmpty {
+      try visitor.visitSingularStringField(value: self.planHash, fieldNumber: 2)
+    }
+    if self.round != 0 {
+      try visitor.visitSingularUInt32Field(value: self.round, fieldNumber: 3)
+    }
+    if !self.contentSha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.contentSha256, fieldNumber: 4)
+    }
+    if !self.participants.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.participants, fieldNumber: 5)
+    }
+    if !self.epsilonPerSilo.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: self.epsilonPerSilo, fieldNumber: 6)
+    }
+    if !self.metrics.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: self.metrics, fieldNumber: 7)
+    }
+    if self.parent != 0 {
+      try visitor.visitSingularUInt32Field(value: self.parent, fieldNumber: 8)
+    }
+    if self.createdAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.createdAtMs, fieldNumber: 9)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_ModelVersionInfo, rhs: Fedgate_V1_ModelVersionInfo) -> Bool {
+    if lhs.version != rhs.version {return false}
+    if lhs.planHash != rhs.planHash {return false}
+    if lhs.round != rhs.round {return false}
+    if lhs.contentSha256 != rhs.contentSha256 {return false}
+    if lhs.participants != rhs.participants {return false}
+    if lhs.epsilonPerSilo != rhs.epsilonPerSilo {return false}
+    if lhs.metrics != rhs.metrics {return false}
+    if lhs.parent != rhs.parent {return false}
+    if lhs.createdAtMs != rhs.createdAtMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_PullModelRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PullModelRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}offset\0\u{1}length\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.version) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.length) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.version != 0 {
+      try visitor.visitSingularUInt32Field(value: self.version, fieldNumber: 1)
+    }
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 2)
+    }
+    if self.length != 0 {
+      try visitor.visitSingularUInt64Field(value: self.length, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_PullModelRequest, rhs: Fedgate_V1_PullModelRequest) -> Bool {
+    if lhs.version != rhs.version {return false}
+    if lhs.offset != rhs.offset {return false}
+    if lhs.length != rhs.length {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_RollbackModelRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RollbackModelRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.version) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.version != 0 {
+      try visitor.visitSingularUInt32Field(value: self.version, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_RollbackModelRequest, rhs: Fedgate_V1_RollbackModelRequest) -> Bool {
+    if lhs.version != rhs.version {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

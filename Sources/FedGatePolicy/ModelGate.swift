@@ -1,0 +1,78 @@
+/// One silo's evaluation of a candidate model on its held-out rows, with the privacy it spent.
+public struct SiloEvaluation: Sendable, Equatable, Codable {
+    public var silo: String
+    public var accuracy: Double
+    public var examples: Int
+    /// ε the silo's ledger committed for the plan, and its per-plan cap.
+    public var epsilonSpent: Double
+    public var epsilonCap: Double
+
+    public init(silo: String, accuracy: Double, examples: Int, epsilonSpent: Double, epsilonCap: Double) {
+        self.silo = silo
+        self.accuracy = accuracy
+        self.examples = examples
+        self.epsilonSpent = epsilonSpent
+        self.epsilonCap = epsilonCap
+    }
+}
+
+/// A federated evaluation: per silo, pooled over silos (weighted by their held-out examples), and
+/// its spread between silos as a fairness delta.
+public struct EvaluationSummary: Sendable, Equatable {
+    /// By silo id.
+    public let silos: [SiloEvaluation]
+
+    public init(_ silos: [SiloEvaluation]) { self.silos = silos.sorted { $0.silo < $1.silo } }
+
+    /// Accuracy over all silos' held-out rows together; nil when no silo evaluated any row.
+    public var pooledAccuracy: Double? {
+        let n = silos.reduce(0) { $0 + $1.examples }
+        guard n > 0 else { return nil }
+        return silos.reduce(0.0) { $0 + $1.accuracy * Double($1.examples) } / Double(n)
+    }
+
+    /// Best silo's accuracy minus the worst's (0 with one silo); nil with none.
+    public var fairnessDelta: Double? {
+        let accuracies = silos.filter { $0.examples > 0 }.map(\.accuracy)
+        guard let best = accuracies.max(), let worst = accuracies.min() else { return nil }
+        return best - worst
+    }
+}
+
+/// The plan's gate on its final model: whether it becomes a registry version.
+public struct GateDecision: Sendable, Equatable {
+    public let passed: Bool
+    /// Why it did not pass (empty when it did).
+    public let reasons: [String]
+
+    public init(passed: Bool, reasons: [String]) {
+        self.passed = passed
+        self.reasons = reasons
+    }
+}
+
+public enum ModelGate {
+    /// Passes when silos evaluated the model, its pooled accuracy reaches `minAccuracy`, and it is
+    /// not more than `maxDrop` below the current version's accuracy. Every failed rule is reported.
+    public static func decide(_ summary: EvaluationSummary, minAccuracy: Double?, maxDrop: Double?, currentAccuracy: Double?) -> GateDecision {
+        guard let accuracy = summary.pooledAccuracy else {
+            return GateDecision(passed: false, reasons: ["no silo evaluated the model on held-out rows"])
+        }
+        var reasons: [String] = []
+        if let minimum = minAccuracy, accuracy < minimum {
+            reasons.append("accuracy \(format(accuracy)) is below the plan's minimum \(format(minimum))")
+        }
+        if let drop = maxDrop, let current = currentAccuracy, accuracy < current - drop {
+            reasons.append("accuracy \(format(accuracy)) is \(format((current - accuracy) * 100, digits: 1)) points below the current version's "
+                           + "\(format(current)); the plan allows \(format(drop * 100, digits: 1))")
+        }
+        return GateDecision(passed: reasons.isEmpty, reasons: reasons)
+    }
+
+    private static func format(_ x: Double, digits: Int = 4) -> String {
+        let scale = pow10(digits)
+        return "\((x * scale).rounded() / scale)"
+    }
+
+    private static func pow10(_ n: Int) -> Double { (0..<n).reduce(1.0) { x, _ in x * 10 } }
+}
