@@ -4,10 +4,11 @@ import FedGateServices
 import FedGateStore
 import Foundation
 
-/// `fedgate plan decide|approve|reject`: a silo's decisions on plans, recorded in its store.
+/// `fedgate plan submit|status|watch|cancel` (a data scientist at the broker, over mutual TLS) and
+/// `fedgate plan decide|approve|reject` (a silo's decisions, recorded in its store).
 struct PlanCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "plan", abstract: "Decide, approve or reject training plans at a silo.",
-                                                    subcommands: [Decide.self, Approve.self, Reject.self])
+    static let configuration = CommandConfiguration(commandName: "plan", abstract: "Submit and follow training plans at the broker; decide, approve or reject them at a silo.",
+                                                    subcommands: [Submit.self, Status.self, Watch.self, Cancel.self, Decide.self, Approve.self, Reject.self])
 
     struct Decide: AsyncParsableCommand, AsyncExecutable {
         static let configuration = CommandConfiguration(abstract: "Decide a plan against the silo's policy and record the decision (and an approval request if one is needed).")

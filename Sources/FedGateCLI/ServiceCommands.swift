@@ -2,7 +2,7 @@ import ArgumentParser
 import FedGateLearning
 import FedGatePKI
 import FedGatePolicy
-import FedGateServices
+@_spi(Testing) import FedGateServices
 import FedGateSimulation
 import FedGateStore
 import FedGateTransport
@@ -146,17 +146,35 @@ struct GatewayCommand: AsyncParsableCommand {
             var logger = Logger(label: "fedgate.gateway")
             logger.logLevel = .info
             let credentials = try loadCredentials(c.tls, expecting: c.silo, file: config)
-            let data: Dataset
-            do { data = try Dataset.load(csv: c.csv, label: c.label) } catch let e as DatasetError { throw ValidationError("\(config): dataset: \(e)") }
-            // A fixed held-out split, so restarts evaluate on the same rows.
-            var rng = SimulationRandom(seed: 0x5ee0)
-            let order = Array(0..<data.count).shuffled(using: &rng)
-            let held = max(1, Int(Double(data.count) * c.testFraction))
+            let train: Dataset, test: Dataset
+            do {
+                let data = try Dataset.load(csv: c.csv, label: c.label)
+                if let testCSV = c.testCSV {
+                    (train, test) = (data, try Dataset.load(csv: testCSV, label: c.label))
+                    guard test.featureNames == train.featureNames else {
+                        throw ValidationError("\(config): dataset.test_csv: its columns differ from dataset.csv's")
+                    }
+                } else {
+                    // A fixed held-out split, so restarts evaluate on the same rows.
+                    var rng = SimulationRandom(seed: 0x5ee0)
+                    let order = Array(0..<data.count).shuffled(using: &rng)
+                    let held = max(1, Int(Double(data.count) * c.testFraction))
+                    (train, test) = (data.subset(Array(order.dropFirst(held))), data.subset(Array(order.prefix(held))))
+                }
+            } catch let e as DatasetError { throw ValidationError("\(config): dataset: \(e)") }
             let store = try await openServiceStore(c.store, migrations: c.migrations)
             let ledger = PrivacyLedger(backend: store)
             let governor = SiloGovernor(policy: policy, policyText: try String(contentsOf: c.policy, encoding: .utf8), ledger: ledger)
-            var settings = Gateway.Settings(credentials: credentials, dataset: c.dataset,
-                                            train: data.subset(Array(order.dropFirst(held))), test: data.subset(Array(order.prefix(held))))
+            var settings = Gateway.Settings(credentials: credentials, dataset: c.dataset, train: train, test: test)
+            #if DEBUG
+            // Tests only, and only in debug builds: draw the simulator's DP noise ("RUN:SILO") so a run
+            // across processes can be compared bit for bit. A release build never reads this.
+            if let fixed = ProcessInfo.processInfo.environment["FEDGATE_TESTING_FIXED_NOISE"]?.split(separator: ":"),
+               fixed.count == 2, let run = UInt64(fixed[0]), let silo = Int(fixed[1]) {
+                settings.fixedNoise = (run, silo)
+                logger.warning("TESTING: DP noise drawn from a fixed seed; never use this build for real data", metadata: ["silo": "\(c.silo)"])
+            }
+            #endif
             settings.brokerHost = c.brokerHost
             settings.brokerPort = c.brokerPort
             settings.brokerName = c.brokerName

@@ -84,6 +84,8 @@ public struct GatewayConfig: Sendable, Equatable {
     public var csv: URL
     public var label: String
     public var testFraction: Double
+    /// A separate held-out file (same columns); when given, `csv` is all training rows.
+    public var testCSV: URL? = nil
     public var learningRate: Double
     /// Renew the certificate from the broker when fewer than this many days are left.
     public var renewBeforeDays: Double
@@ -97,7 +99,10 @@ public struct GatewayConfig: Sendable, Equatable {
         let broker = try r.map(try root.require("broker", "{host, port, name}"), "broker")
         try broker.only(["host", "port", "name"])
         let data = try r.map(try root.require("dataset", "{name, csv, label, test_fraction}"), "dataset")
-        try data.only(["name", "csv", "label", "test_fraction"])
+        try data.only(["name", "csv", "label", "test_fraction", "test_csv"])
+        if data.optional("test_csv") != nil && data.optional("test_fraction") != nil {
+            throw r.error(data.optional("test_csv"), "dataset.test_csv", "give test_csv or test_fraction, not both")
+        }
         let folder = URL(fileURLWithPath: file).deletingLastPathComponent()
         return GatewayConfig(
             silo: try r.string(try root.require("silo", "the silo's id, as in its certificate"), "silo"),
@@ -112,6 +117,7 @@ public struct GatewayConfig: Sendable, Equatable {
             csv: resolve(try r.string(try data.require("csv", "the CSV file of the data set"), "dataset.csv"), folder),
             label: try r.string(try data.require("label", "the label column"), "dataset.label"),
             testFraction: try data.optional("test_fraction").map { try r.double($0, "dataset.test_fraction", 0.05...0.5, "a share from 0.05 to 0.5") } ?? 0.2,
+            testCSV: try data.optional("test_csv").map { resolve(try r.string($0, "dataset.test_csv"), folder) },
             learningRate: try root.optional("learning_rate").map { try r.double($0, "learning_rate", 1e-6...100, "a rate from 1e-6 to 100") } ?? 0.5,
             renewBeforeDays: try root.optional("renew_before_days").map { try r.double($0, "renew_before_days", 0...89, "days from 0 to 89") } ?? 2)
     }

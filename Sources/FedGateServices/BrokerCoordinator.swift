@@ -51,9 +51,12 @@ public actor BrokerCoordinator {
         public var evaluation: EvaluationSummary?
         public var gate: GateDecision?
         public var modelVersion: Int?
+        /// The round in flight: its number, phase, who accepted and who refused it so far.
+        public var current: (round: Int, phase: String, accepted: [String], refused: [String: [String]])?
         /// Silos that refused the plan, with their reasons (first refusal per silo).
         public var refusals: [String: [String]] {
             var out: [String: [String]] = [:]
+            for (silo, reasons) in current?.refused ?? [:] { out[silo] = reasons }
             for r in rounds { for (silo, reasons) in r.refused where out[silo] == nil { out[silo] = reasons } }
             return out
         }
@@ -249,7 +252,16 @@ public actor BrokerCoordinator {
         return hash
     }
 
-    public func status(_ hash: String) -> PlanStatus? { plans[hash] }
+    public func status(_ hash: String) -> PlanStatus? {
+        guard var status = plans[hash] else { return nil }
+        if let e = evaluations[hash] {
+            status.current = (e.round, "evaluating", e.expected.sorted(), [:])
+        } else if let r = active[hash] {
+            let phase = switch r.progress.phase { case .offering: "offering"; case .training: "training"; case .closed: "aggregating" }
+            status.current = (r.number, phase, r.progress.accepted.sorted(), r.progress.refused)
+        }
+        return status
+    }
 
     /// Stops a running plan: the round in flight is aborted (its silos release their reservations).
     public func cancel(_ hash: String, by person: String) async throws -> PlanStatus {
@@ -394,18 +406,21 @@ public actor BrokerCoordinator {
                 try await evaluateFinal(plan, hash: hash, round: round, model: model, standardisation: standardisation, participants: participants)
             }
             plans[hash]?.state = .finished
-        } catch is CancellationError {
-            plans[hash]?.state = .cancelled
-            evaluations.removeValue(forKey: hash)
-            if let r = active[hash] {
-                // The run is cancelled, so its own store calls would be too: settle the round in flight from a fresh task.
-                let progress = r.progress
-                _ = await Task { try? await self.abort(hash, r.number, progress, reason: "the plan was cancelled") }.value
-            }
         } catch {
-            plans[hash]?.state = .failed
-            plans[hash]?.reason = "\(error)"
-            logger.error("plan failed", metadata: ["plan": "\(hash.prefix(12))", "error": "\(error)"])
+            // A cancelled run may surface as the store's own error for the call it interrupted.
+            if error is CancellationError || Task.isCancelled {
+                plans[hash]?.state = .cancelled
+                evaluations.removeValue(forKey: hash)
+                if let r = active[hash] {
+                    // The run is cancelled, so its own store calls would be too: settle the round in flight from a fresh task.
+                    let progress = r.progress
+                    _ = await Task { try? await self.abort(hash, r.number, progress, reason: "the plan was cancelled") }.value
+                }
+            } else {
+                plans[hash]?.state = .failed
+                plans[hash]?.reason = "\(error)"
+                logger.error("plan failed", metadata: ["plan": "\(hash.prefix(12))", "error": "\(error)"])
+            }
         }
         active.removeValue(forKey: hash)
         runs.removeValue(forKey: hash)

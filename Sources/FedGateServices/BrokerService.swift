@@ -242,6 +242,11 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
         response.bytesIn = UInt64(status.bytesIn)
         response.bytesOut = UInt64(status.bytesOut)
         response.refusals = status.refusals.sorted { $0.key < $1.key }.flatMap { silo, reasons in reasons.map { "\(silo): \($0)" } }
+        if let c = status.current {
+            response.currentRound = UInt32(c.round)
+            response.currentPhase = c.phase
+            response.accepted = c.accepted
+        }
         return response
     }
 

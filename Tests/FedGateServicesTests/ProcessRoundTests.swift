@@ -1,6 +1,7 @@
 import FedGateLearning
 import FedGatePKI
 import FedGateProto
+import FedGateServices
 import FedGateStore
 import FedGateTransport
 import Foundation
@@ -21,11 +22,12 @@ struct ProcessRoundTests {
         let process = Process()
         let log: URL
 
-        init(_ arguments: [String], log: URL) throws {
+        init(_ arguments: [String], log: URL, environment: [String: String] = [:]) throws {
             self.log = log
             _ = FileManager.default.createFile(atPath: log.path, contents: nil)
             process.executableURL = ProcessRoundTests.fedgate
             process.arguments = arguments
+            if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
             process.currentDirectoryURL = Consortium.root
             let handle = try FileHandle(forWritingTo: log)
             process.standardOutput = handle
@@ -53,8 +55,9 @@ struct ProcessRoundTests {
         try text.write(to: url, atomically: true, encoding: .utf8)
     }
 
-    func gatewayConfig(_ consortium: Consortium, _ id: String, shard: Dataset, port: Int) async throws -> URL {
+    func gatewayConfig(_ consortium: Consortium, _ id: String, shard: Dataset, test: Dataset? = nil, port: Int) async throws -> URL {
         try Self.writeCSV(shard, to: consortium.file("\(id).csv"))
+        if let test { try Self.writeCSV(test, to: consortium.file("\(id)-test.csv")) }
         try NetworkedRoundTests.policy(silo: id).write(to: consortium.file("\(id)-policy.yaml"), atomically: true, encoding: .utf8)
         let store = try await consortium.store(id)
         try await store.save(DatasetBudget(name: "breast-cancer-2024", delta: 1e-5, perPlanCap: 5, lifetimeCap: 20), actor: "admin")
@@ -69,10 +72,94 @@ struct ProcessRoundTests {
         store: sqlite:\(id).sqlite
         migrations: \(Consortium.migrations.path)
         policy: \(id)-policy.yaml
-        dataset: { name: breast-cancer-2024, csv: \(id).csv, label: malignant, test_fraction: 0.2 }
+        dataset: { name: breast-cancer-2024, csv: \(id).csv, label: malignant, \(test == nil ? "test_fraction: 0.2" : "test_csv: \(id)-test.csv") }
         learning_rate: 0.5
         """.write(to: config, atomically: true, encoding: .utf8)
         return config
+    }
+
+    /// Starts `fedgate broker serve` from a config in the consortium folder; its port once it listens.
+    func startBroker(_ consortium: Consortium) async throws -> (Running, Int) {
+        _ = try consortium.credentials("broker", .broker)
+        try """
+        id: broker
+        listen: { host: 127.0.0.1, port: 0 }
+        tls: { certificate: broker.pem, key: broker.key, ca: ca.pem }
+        store: sqlite:broker.sqlite
+        migrations: \(Consortium.migrations.path)
+        heartbeat_seconds: 0.2
+        silent_after_seconds: 2
+        """.write(to: consortium.file("broker.yaml"), atomically: true, encoding: .utf8)
+        let broker = try Running(["broker", "serve", "--config", consortium.file("broker.yaml").path], log: consortium.file("broker.log"))
+        var port = 0
+        for _ in 0..<3000 where port == 0 {
+            if let line = broker.output.split(separator: "\n").first(where: { $0.contains("listening on") }),
+               let p = line.split(separator: ":").last.flatMap({ Int($0) }) { port = p }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return (broker, port)
+    }
+
+    /// Runs one `fedgate` command to its end: its exit status and output.
+    func fedgate(_ arguments: [String], _ consortium: Consortium, log: String, within seconds: Double = 120) async throws -> (status: Int32?, output: String) {
+        let run = try Running(arguments, log: consortium.file(log))
+        let status = await run.exit(within: seconds)
+        if status == nil { run.signal(SIGKILL) }
+        return (status, run.output)
+    }
+
+    @Test("broker and three gateway processes, ten FedAvg rounds driven by `fedgate plan submit` and `plan watch`: the model from `fedgate model pull` scores the simulator's accuracy for the same seed")
+    func tenRoundsAcrossProcesses() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.fedgate.path), "build the fedgate product first (swift build)")
+        let consortium = try Consortium()
+        let (broker, port) = try await startBroker(consortium)
+        defer { broker.signal(SIGKILL) }
+        try #require(port > 0, "the broker did not start: \(broker.output)")
+        let simulation = try NetworkedRoundTests.simulation(seed: 1)
+        let shards = try simulation.shards()
+        let simulated = try simulation.run().final.accuracy
+        var gateways: [Running] = []
+        defer { gateways.forEach { $0.signal(SIGKILL) } }
+        for (i, shard) in shards.enumerated() {
+            let config = try await gatewayConfig(consortium, "hospital-\(i)", shard: shard.train, test: shard.test, port: port)
+            gateways.append(try Running(["gateway", "run", "--config", config.path], log: consortium.file("hospital-\(i).log"),
+                                        environment: ["FEDGATE_TESTING_FIXED_NOISE": "1:\(i)"]))
+        }
+        await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
+
+        _ = try consortium.credentials("dana", .dataScientist)
+        let client = ["--broker", "127.0.0.1:\(port)", "--cert", consortium.file("dana.pem").path, "--key", consortium.file("dana.key").path,
+                      "--ca", consortium.file("ca.pem").path]
+        try NetworkedRoundTests.plan(rounds: 10, quorum: 3, evaluation: "{ min_accuracy: 0.9 }")
+            .write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
+        let submitted = try await fedgate(["plan", "submit", consortium.file("plan.yaml").path] + client, consortium, log: "submit.log")
+        #expect(submitted.status == 0, "\(submitted.output)")
+        let hash = try #require(submitted.output.split(separator: "\n").first { $0.hasPrefix("plan ") }?.split(separator: " ")[1]).description
+        for i in 0..<3 { #expect(submitted.output.contains("hospital-\(i): accepted"), "\(submitted.output)") }
+
+        let watched = try await fedgate(["plan", "watch", hash] + client, consortium, log: "watch.log")
+        #expect(watched.status == 0 && watched.output.contains("round  10 committed"), "\(watched.output)")
+        #expect(watched.output.contains("gate passed: model version 1"), "\(watched.output)")
+
+        let status = try await fedgate(["plan", "status", hash, "--json"] + client, consortium, log: "status.log")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any], "\(status.output)")
+        #expect(json["state"] as? String == "finished" && (json["rounds"] as? [Any])?.count == 10)
+        let evaluated = try #require(json["accuracy"] as? Double)
+
+        let pulled = try await fedgate(["model", "pull", "1", "--out", consortium.file("model.safetensors").path] + client, consortium, log: "pull.log")
+        #expect(pulled.status == 0, "\(pulled.output)")
+        let file = try [UInt8](Data(contentsOf: consortium.file("model.safetensors")))
+        let parameters = try ModelPayload.parameters(file, tensor: "parameters", dimension: NetworkedRoundTests.data.featureCount + 1)
+        let accuracy = try NetworkedRoundTests.pooledAccuracy(parameters, shards: shards)
+        #expect(abs(accuracy - simulated) <= 0.01, "pulled model \(accuracy) vs simulator \(simulated)")
+        #expect(abs(evaluated - accuracy) < 1e-9, "the silos' evaluation \(evaluated) is the pulled model's accuracy \(accuracy)")
+
+        let listed = try await fedgate(["model", "list"] + client, consortium, log: "list.log")
+        #expect(listed.output.contains("v1   plan \(hash.prefix(12))… round 10"), "\(listed.output)")
+        for g in gateways { g.signal(SIGTERM) }
+        broker.signal(SIGTERM)
+        for g in gateways { #expect(await g.exit(within: 10) == 0) }
+        #expect(await broker.exit(within: 10) == 0)
     }
 
     @Test("broker and three gateway processes: a gateway killed mid-round is dropped, the round commits on quorum, the silo rejoins the next; SIGTERM stops everyone cleanly")

@@ -626,6 +626,14 @@ public nonisolated struct Fedgate_V1_PlanStatusResponse: Sendable {
   /// Silos that refused the plan, with their reasons ("silo: rule: reason").
   public var refusals: [String] = []
 
+  /// The round in flight (0: none): its number, phase (offering, training, evaluating) and the
+  /// silos that accepted it so far.
+  public var currentRound: UInt32 = 0
+
+  public var currentPhase: String = String()
+
+  public var accepted: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1993,7 +2001,7 @@ nonisolated extension Fedgate_V1_RoundStatus: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}state\0\u{1}rounds\0\u{1}reason\0\u{1}evaluations\0\u{1}accuracy\0\u{3}fairness_delta\0\u{3}gate_passed\0\u{3}gate_reasons\0\u{3}model_version\0\u{3}bytes_in\0\u{3}bytes_out\0\u{1}refusals\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}state\0\u{1}rounds\0\u{1}reason\0\u{1}evaluations\0\u{1}accuracy\0\u{3}fairness_delta\0\u{3}gate_passed\0\u{3}gate_reasons\0\u{3}model_version\0\u{3}bytes_in\0\u{3}bytes_out\0\u{1}refusals\0\u{3}current_round\0\u{3}current_phase\0\u{1}accepted\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2014,6 +2022,9 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
       case 11: try { try decoder.decodeSingularUInt64Field(value: &self.bytesIn) }()
       case 12: try { try decoder.decodeSingularUInt64Field(value: &self.bytesOut) }()
       case 13: try { try decoder.decodeRepeatedStringField(value: &self.refusals) }()
+      case 14: try { try decoder.decodeSingularUInt32Field(value: &self.currentRound) }()
+      case 15: try { try decoder.decodeSingularStringField(value: &self.currentPhase) }()
+      case 16: try { try decoder.decodeRepeatedStringField(value: &self.accepted) }()
       default: break
       }
     }
@@ -2059,6 +2070,15 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
     if !self.refusals.isEmpty {
       try visitor.visitRepeatedStringField(value: self.refusals, fieldNumber: 13)
     }
+    if self.currentRound != 0 {
+      try visitor.visitSingularUInt32Field(value: self.currentRound, fieldNumber: 14)
+    }
+    if !self.currentPhase.isEmpty {
+      try visitor.visitSingularStringField(value: self.currentPhase, fieldNumber: 15)
+    }
+    if !self.accepted.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.accepted, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2076,6 +2096,9 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
     if lhs.bytesIn != rhs.bytesIn {return false}
     if lhs.bytesOut != rhs.bytesOut {return false}
     if lhs.refusals != rhs.refusals {return false}
+    if lhs.currentRound != rhs.currentRound {return false}
+    if lhs.currentPhase != rhs.currentPhase {return false}
+    if lhs.accepted != rhs.accepted {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,256 @@
+import ArgumentParser
+import FedGatePKI
+import FedGatePolicy
+import FedGateProto
+import FedGateServices
+import FedGateTransport
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+
+/// How a person's tool reaches the broker: mutual TLS with their own certificate.
+struct BrokerClientOptions: ParsableArguments {
+    @Option(help: "The broker, host:port.") var broker = "127.0.0.1:7443"
+    @Option(help: "The broker's name in its certificate.") var serverName = "broker"
+    @Option(help: "Your certificate (PEM), from the consortium CA.") var cert: String
+    @Option(help: "Your private key (PEM).") var key: String
+    @Option(help: "The consortium CA's certificate (PEM).") var ca: String
+
+    func call<R: Sendable>(_ body: (Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
+        let parts = broker.split(separator: ":")
+        guard parts.count == 2, let port = Int(parts[1]), (1...65_535).contains(port) else {
+            throw ValidationError("--broker: '\(broker)' is not host:port")
+        }
+        let credentials: TLSCredentials
+        do {
+            credentials = try TLSCredentials(certificate: URL(fileURLWithPath: cert), key: URL(fileURLWithPath: key), ca: URL(fileURLWithPath: ca))
+        } catch let e as PKIError { throw ValidationError("--cert/--key/--ca: \(e)") }
+        let transport = try FedGateTransports.client(host: String(parts[0]), port: port, serverName: serverName, credentials: credentials)
+        do {
+            return try await withGRPCClient(transport: transport) { grpc in try await body(Fedgate_V1_Broker.Client(wrapping: grpc)) }
+        } catch let error as RPCError {
+            throw RemoteFailure("the broker at \(broker) answered \(error.code): \(error.message)")
+        }
+    }
+}
+
+/// A refusal or failure from the broker, said plainly.
+struct RemoteFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Plain-text and JSON views of a plan's status, shared by submit, status, watch and cancel.
+enum PlanView {
+    static func json(_ s: Fedgate_V1_PlanStatusResponse) throws -> String {
+        let object: [String: Any] = [
+            "plan": s.planHash, "state": s.state, "reason": s.reason,
+            "current_round": s.currentRound, "current_phase": s.currentPhase, "accepted": s.accepted, "refusals": s.refusals,
+            "rounds": s.rounds.map { ["round": $0.round, "state": $0.state, "participants": $0.participants, "accuracy": $0.accuracy] as [String: Any] },
+            "evaluation": s.evaluations.map { ["silo": $0.silo, "accuracy": $0.accuracy, "examples": $0.examples,
+                                               "epsilon": $0.epsilonSpent, "epsilon_cap": $0.epsilonCap] as [String: Any] },
+            "accuracy": s.accuracy, "fairness_delta": s.fairnessDelta, "gate_passed": s.gatePassed, "gate_reasons": s.gateReasons,
+            "model_version": s.modelVersion, "bytes_in": s.bytesIn, "bytes_out": s.bytesOut,
+        ]
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func bytes(_ n: UInt64) -> String {
+        n >= 1_000_000 ? String(format: "%.1f MB", Double(n) / 1e6) : String(format: "%.1f kB", Double(n) / 1e3)
+    }
+
+    static func summary(_ s: Fedgate_V1_PlanStatusResponse) -> String {
+        var lines = ["plan \(s.planHash): \(s.state)\(s.reason.isEmpty ? "" : " (\(s.reason))")"]
+        if s.currentRound > 0 { lines.append("  now: round \(s.currentRound), \(s.currentPhase), accepted by \(s.accepted.joined(separator: ", "))") }
+        for r in s.rounds {
+            lines.append(String(format: "  round %3d  %-9@  %@%@", r.round, r.state as NSString, r.participants.joined(separator: ", ") as NSString,
+                                r.accuracy > 0 ? String(format: "  reported accuracy %.4f", r.accuracy) as NSString : "" as NSString))
+        }
+        for refusal in s.refusals { lines.append("  refused by \(refusal)") }
+        if !s.evaluations.isEmpty {
+            lines.append(String(format: "  final model: accuracy %.4f over all silos, fairness delta %.4f", s.accuracy, s.fairnessDelta))
+            for e in s.evaluations {
+                lines.append(String(format: "    %-16@ accuracy %.4f on %4d held-out rows   ε %.3f of %.3f", e.silo as NSString, e.accuracy,
+                                    Int(e.examples), e.epsilonSpent, e.epsilonCap))
+            }
+            lines.append(s.gatePassed ? "  gate passed: model version \(s.modelVersion)" : "  gate held the model back: \(s.gateReasons.joined(separator: "; "))")
+        }
+        lines.append("  bytes: \(bytes(s.bytesOut)) to silos, \(bytes(s.bytesIn)) from silos")
+        return lines.joined(separator: "\n")
+    }
+}
+
+extension PlanCommand {
+    struct Submit: AsyncParsableCommand, AsyncExecutable {
+        static let configuration = CommandConfiguration(
+            abstract: "Submit a training plan to the broker (data scientists); prints its hash and each silo's answer to the first offer.")
+        @OptionGroup var client: BrokerClientOptions
+        @Argument(help: "The training plan file (YAML).") var plan: String
+        @Option(help: "Seconds to wait for the silos' answers to the first offer.") var answerWait = 60.0
+
+        func execute() async throws {
+            let text: String
+            do { text = try String(contentsOfFile: plan, encoding: .utf8) } catch { throw ValidationError("\(plan): cannot be read: \(error.localizedDescription)") }
+            do { _ = try TrainingPlan.parse(text, file: plan) } catch { throw ValidationError("\(error)") }
+            let status = try await client.call { broker in
+                var request = Fedgate_V1_SubmitPlanRequest()
+                request.planYaml = text
+                let hash = try await broker.submitPlan(request).planHash
+                print("plan \(hash) submitted")
+                var status = Fedgate_V1_PlanStatusRequest()
+                status.planHash = hash
+                let until = Date().addingTimeInterval(answerWait)
+                while true {
+                    let s = try await broker.planStatus(status)
+                    // The first offer is answered once round 1 trains, ends, or the plan stops.
+                    if s.state != "running" || !s.rounds.isEmpty || (s.currentRound >= 1 && s.currentPhase != "offering") || Date() > until { return s }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+            }
+            let accepted = status.currentRound == 1 ? status.accepted : (status.rounds.first?.participants ?? [])
+            for silo in accepted { print("  \(silo): accepted") }
+            for refusal in status.refusals {
+                print(refusal.contains("approval:") ? "  \(refusal) (waiting for approval)" : "  \(refusal)")
+            }
+            if accepted.isEmpty && status.refusals.isEmpty { print("  no silo has answered yet") }
+        }
+    }
+
+    struct Status: AsyncParsableCommand, AsyncExecutable {
+        static let configuration = CommandConfiguration(abstract: "Where a plan stands at the broker.")
+        @OptionGroup var client: BrokerClientOptions
+        @Argument(help: "The plan's hash.") var hash: String
+        @Flag(help: "Print JSON.") var json = false
+
+        func execute() async throws {
+            let s = try await client.call { broker in
+                var request = Fedgate_V1_PlanStatusRequest()
+                request.planHash = hash
+                return try await broker.planStatus(request)
+            }
+            print(json ? try PlanView.json(s) : PlanView.summary(s))
+        }
+    }
+
+    struct Watch: AsyncParsableCommand, AsyncExecutable {
+        static let configuration = CommandConfiguration(abstract: "Follow a plan live until it stops: rounds, participants, accuracy, ε, bytes.")
+        @OptionGroup var client: BrokerClientOptions
+        @Argument(help: "The plan's hash.") var hash: String
+        @Option(help: "Seconds between polls.") var every = 0.5
+
+        func execute() async throws {
+            let final = try await client.call { broker in
+                var request = Fedgate_V1_PlanStatusRequest()
+                request.planHash = hash
+                var (seenRounds, seenPhase) = (0, "")
+                while true {
+                    let s = try await broker.planStatus(request)
+                    for r in s.rounds.dropFirst(seenRounds) {
+                        print(String(format: "round %3d %@  participants %@%@", r.round, r.state, r.participants.joined(separator: ", "),
+                                     r.accuracy > 0 ? String(format: "  accuracy %.4f", r.accuracy) : ""))
+                    }
+                    seenRounds = s.rounds.count
+                    let phase = "\(s.currentRound) \(s.currentPhase)"
+                    if s.currentRound > 0 && phase != seenPhase {
+                        print("round \(s.currentRound) \(s.currentPhase)\(s.accepted.isEmpty ? "" : ", accepted by \(s.accepted.joined(separator: ", "))")")
+                    }
+                    seenPhase = phase
+                    if s.state != "running" { return s }
+                    try await Task.sleep(for: .milliseconds(Int(every * 1000)))
+                }
+            }
+            print(PlanView.summary(final))
+        }
+    }
+
+    struct Cancel: AsyncParsableCommand, AsyncExecutable {
+        static let configuration = CommandConfiguration(abstract: "Stop a running plan; the round in flight is aborted and settled.")
+        @OptionGroup var client: BrokerClientOptions
+        @Argument(help: "The plan's hash.") var hash: String
+
+        func execute() async throws {
+            let s = try await client.call { broker in
+                var request = Fedgate_V1_CancelPlanRequest()
+                request.planHash = hash
+                return try await broker.cancelPlan(request)
+            }
+            print(PlanView.summary(s))
+        }
+    }
+}
+
+/// `fedgate model list|pull|rollback`: the broker's model registry.
+struct ModelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "model", abstract: "List, pull or roll back model versions in the broker's registry.",
+                                                    subcommands: [List.self, Pull.self, Rollback.self])
+
+    struct List: AsyncParsableCommand, AsyncExecutable {
+        static let configuration = CommandConfiguration(abstract: "Model versions with their lineage, oldest first.")
+        @OptionGroup var client: BrokerClientOptions
+        @Flag(help: "Print JSON.") var json = false
+
+        func execute() async throws {
+            let versions = try await client.call { try await $0.listModels(Fedgate_V1_ListModelsRequest()).versions }
+            if json {
+                let rows: [[String: Any]] = versions.map { v in
+                    ["version": v.version, "plan": v.planHash, "round": v.round, "content_sha256": v.contentSha256, "participants": v.participants,
+                     "epsilon_per_silo": v.epsilonPerSilo, "metrics": v.metrics, "parent": v.parent,
+                     "created_at": ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(v.createdAtMs) / 1000))]
+                }
+                print(String(decoding: try JSONSerialization.data(withJSONObject: rows, options: [.sortedKeys, .prettyPrinted]), as: UTF8.self))
+                return
+            }
+            if versions.isEmpty { print("no model versions yet"); return }
+            for v in versions {
+                let eps = v.epsilonPerSilo.sorted { $0.key < $1.key }.map { String(format: "%@ %.3f", $0.key, $0.value) }.joined(separator: ", ")
+                print(String(format: "v%-3d plan %@… round %d  accuracy %.4f  parent %@  sha256 %@…", v.version, String(v.planHash.prefix(12)), v.round,
+                             v.metrics["accuracy"] ?? .nan, v.parent == 0 ? "-" : "v\(v.parent)", String(v.contentSha256.prefix(12))))
+                print("     participants \(v.participants.joined(separator: ", "))  ε \(eps)")
+            }
+        }
+    }
+
+    struct Pull: AsyncParsableCommand, AsyncExecutable {
+        static let configuration = CommandConfiguration(abstract: "Download a version's safetensors file, checked against its content hash.")
+        @OptionGroup var client: BrokerClientOptions
+        @Argument(help: "The version number.") var version: Int
+        @Option(help: "Where to write the file.") var out: String
+
+        func execute() async throws {
+            guard version >= 1 else { throw ValidationError("VERSION: versions start at 1") }
+            let (bytes, sha) = try await client.call { broker in
+                var assembler = TransferAssembler(maximumBytes: TransportLimits().maximumPayloadBytes, what: "model version \(version)")
+                var request = Fedgate_V1_PullModelRequest()
+                request.version = UInt32(version)
+                request.length = UInt64(TransportLimits().downloadRangeBytes)
+                while true {
+                    let chunks = try await broker.pullModel(request) { response in try await Array(response.messages) }
+                    for c in chunks { try assembler.add(c) }
+                    if chunks.isEmpty || chunks.last?.sha256.isEmpty == false { break }
+                    request.offset += request.length
+                }
+                let (_, payload, digest) = try assembler.finishWithDigest()
+                return (payload, digest)
+            }
+            try Data(bytes).write(to: URL(fileURLWithPath: out), options: .atomic)
+            print("version \(version): \(bytes.count) bytes, SHA-256 \(sha), written to \(out)")
+        }
+    }
+
+    struct Rollback: AsyncParsableCommand, AsyncExecutable {
+        static let configuration = CommandConfiguration(abstract: "Make an earlier version current again (admins); recorded as a new version.")
+        @OptionGroup var client: BrokerClientOptions
+        @Argument(help: "The version to return to.") var version: Int
+
+        func execute() async throws {
+            guard version >= 1 else { throw ValidationError("VERSION: versions start at 1") }
+            let made = try await client.call { broker in
+                var request = Fedgate_V1_RollbackModelRequest()
+                request.version = UInt32(version)
+                return try await broker.rollbackModel(request)
+            }
+            print("version \(made.version) is now current: the file of version \(made.parent) (sha256 \(made.contentSha256.prefix(12))…)")
+        }
+    }
+}
