@@ -257,7 +257,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FedGateCLITests",
-            dependencies: ["FedGateCLI", "FedGateStore", "FedGatePolicy"],
+            dependencies: ["FedGateCLI", "FedGateStore", "FedGatePolicy", "FedGatePrivacy"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
     ]

@@ -1,0 +1,183 @@
+import FedGateStore
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+
+/// The audit trail as XML, built with Foundation's XML support (libxml2 on Linux): one <chain> per
+/// source with its verification, one <record> per kept record, the payload as its canonical JSON.
+enum AuditXML {
+    static func document(_ trails: [AuditTrail], filter: AuditFilter) -> String {
+        let root = XMLElement(name: "audit")
+        root.addAttribute(XMLNode.attribute(withName: "exported", stringValue: AuditExport.timestamp(Date())) as! XMLNode)
+        for t in trails {
+            let chain = XMLElement(name: "chain")
+            chain.addAttribute(XMLNode.attribute(withName: "source", stringValue: t.source) as! XMLNode)
+            chain.addAttribute(XMLNode.attribute(withName: "intact", stringValue: t.intact ? "true" : "false") as! XMLNode)
+            chain.addAttribute(XMLNode.attribute(withName: "records", stringValue: String(t.records.count)) as! XMLNode)
+            chain.addChild(XMLElement(name: "verification", stringValue: t.verification.description))
+            for r in t.records where filter.keeps(r) {
+                let e = XMLElement(name: "record")
+                for (name, value) in [("seq", String(r.seq)), ("at", AuditExport.timestamp(r.at)), ("actor", r.actor), ("action", r.action),
+                                      ("subject", r.subject), ("previous_hash", r.previousHash), ("hash", r.hash)] {
+                    e.addAttribute(XMLNode.attribute(withName: name, stringValue: value) as! XMLNode)
+                }
+                e.addChild(XMLElement(name: "payload", stringValue: r.payload))
+                chain.addChild(e)
+            }
+            root.addChild(chain)
+        }
+        let document = XMLDocument(rootElement: root)
+        document.version = "1.0"
+        document.characterEncoding = "UTF-8"
+        return document.xmlString(options: [.nodePrettyPrint]) + "\n"
+    }
+}
+
+/// A self-contained HTML report for compliance officers: no scripts, no external files.
+enum ComplianceHTML {
+    static func document(_ report: ComplianceReport, filter: AuditFilter, title: String = "FedGate compliance report") -> String {
+        var body = ""
+        body += "<h1>\(e(title))</h1>\n<p class=meta>Exported \(e(AuditExport.timestamp(Date())))\(scope(filter))</p>\n"
+
+        body += "<h2>Audit chain verification</h2>\n"
+        body += table(["Source", "Records", "Result"], report.chains.map { c in
+            let ok: Bool = { if case .intact = c.verification { return true } else { return false } }()
+            return [e(c.source), "\(c.records)", "<span class=\(ok ? "ok" : "bad")>\(e(c.verification.description))</span>"]
+        })
+
+        body += "<h2>Plans</h2>\n"
+        body += table(["Plan", "Purpose", "Rounds", "Strategy", "Submitted by", "At"], report.plans.map {
+            [code($0.hash), e($0.purpose), "\($0.rounds)", e($0.strategy), e($0.submittedBy), e(AuditExport.timestamp($0.at))]
+        }, empty: "No plan was submitted in this trail.")
+
+        body += "<h2>Consent basis</h2>\n"
+        body += table(["Source", "Data set", "Purpose", "Legal basis", "Scope"], report.consents.map {
+            [e($0.source), e($0.dataset), e($0.purpose), e($0.basis), e($0.scope)]
+        }, empty: "No consent records in this trail (they are kept in each silo's store).")
+
+        body += "<h2>Policy decisions</h2>\n"
+        body += table(["Silo", "Plan", "Outcome", "Reasons", "At"], report.decisions.map {
+            [e($0.silo), code($0.plan), "<span class=\($0.outcome == "accepted" ? "ok" : ($0.outcome == "refused" ? "bad" : "mid"))>\(e($0.outcome))</span>",
+             e($0.reasons.joined(separator: "; ")), e(AuditExport.timestamp($0.at))]
+        }, empty: "No policy decisions in this trail (each silo records its own).")
+
+        body += "<h2>Privacy spent per silo over time</h2>\n"
+        if report.epsilonSeries.isEmpty {
+            body += "<p class=empty>No ledger commits in this trail.</p>\n"
+        } else {
+            for s in report.epsilonSeries { body += chart(s) }
+        }
+        if !report.gates.isEmpty {
+            var rows: [[String]] = []
+            for g in report.gates { for (silo, acc) in g.silos.sorted(by: { $0.key < $1.key }) { rows.append([code(g.plan), e(silo), fmt(acc)]) } }
+            body += "<h3>Final-model accuracy per silo</h3>\n" + table(["Plan", "Silo", "Accuracy"], rows)
+        }
+
+        body += "<h2>Participation per round</h2>\n"
+        body += table(["Plan", "Round", "State", "Participants"], report.rounds.map {
+            [code($0.plan), "\($0.number)", "<span class=\($0.state == "committed" ? "ok" : ($0.state == "aborted" ? "bad" : "mid"))>\(e($0.state))</span>",
+             e($0.participants.joined(separator: ", "))]
+        }, empty: "No rounds in this trail.")
+
+        body += "<h2>Model versions and their gates</h2>\n"
+        body += table(["Plan", "Round", "Gate", "Accuracy", "Reasons", "At"], report.gates.map {
+            [code($0.plan), "\($0.round)", "<span class=\($0.passed ? "ok" : "bad")>\($0.passed ? "passed" : "held back")</span>",
+             $0.accuracy.map(fmt) ?? "–", e($0.reasons.joined(separator: "; ")), e(AuditExport.timestamp($0.at))]
+        }, empty: "No model was evaluated in this trail.")
+        body += table(["Version", "Event", "Plan", "Round", "Content SHA-256", "By", "At"], report.versions.map {
+            ["v\($0.version)", e($0.action), $0.plan.isEmpty ? "" : code($0.plan), $0.round == 0 ? "" : "\($0.round)",
+             $0.contentSHA256.isEmpty ? "" : code($0.contentSHA256), e($0.actor), e(AuditExport.timestamp($0.at))]
+        }, empty: "No model versions.")
+
+        body += "<h2>Refusals</h2>\n"
+        body += table(["At", "What", "Who", "Reason"], report.refusals.map {
+            [e(AuditExport.timestamp($0.at)), e($0.action), e($0.subject), e($0.reason)]
+        }, empty: "Nothing was refused.")
+
+        return """
+        <!DOCTYPE html>
+        <html lang="en"><head><meta charset="utf-8"><title>\(e(title))</title>
+        <style>
+        body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:72rem;color:#1d2430;padding:0 1rem}
+        h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d6dbe3;padding-bottom:.2rem}
+        table{border-collapse:collapse;width:100%;font-size:.85rem;margin:.5rem 0}th,td{border:1px solid #d6dbe3;padding:.3rem .5rem;text-align:left;vertical-align:top}
+        th{background:#f1f4f8}code{font-size:.8rem}.ok{color:#17743a;font-weight:600}.bad{color:#b42318;font-weight:600}.mid{color:#8a6100}
+        .meta,.empty{color:#5b6677}svg{background:#fbfcfe;border:1px solid #d6dbe3;margin:.5rem 0}
+        </style></head><body>
+        \(body)</body></html>
+
+        """
+    }
+
+    /// ε against time for one silo's data set, with its cap as a dashed line (inline SVG).
+    static func chart(_ s: ComplianceReport.EpsilonSeries) -> String {
+        let (w, h, left, bottom, top, right) = (640.0, 220.0, 56.0, 30.0, 16.0, 16.0)
+        let top_ = max(s.points.map(\.epsilon).max() ?? 1, s.cap ?? 0) * 1.1
+        let t0 = s.points.first!.at.timeIntervalSince1970, t1 = max(s.points.last!.at.timeIntervalSince1970, t0 + 0.001)
+        func x(_ t: Date) -> Double { left + (t.timeIntervalSince1970 - t0) / (t1 - t0) * (w - left - right) }
+        func y(_ v: Double) -> Double { h - bottom - v / top_ * (h - bottom - top) }
+        var svg = "<h3>\(e(s.silo)) · \(e(s.dataset))\(s.cap.map { " · cap ε \(fmt($0, digits: 2))" } ?? "")\(s.perPlanCap.map { ", per plan ε \(fmt($0, digits: 2))" } ?? "")</h3>\n"
+        svg += "<svg width=\"\(Int(w))\" height=\"\(Int(h))\" viewBox=\"0 0 \(Int(w)) \(Int(h))\" role=\"img\" aria-label=\"epsilon over time\">"
+        svg += "<line x1=\"\(left)\" y1=\"\(h - bottom)\" x2=\"\(w - right)\" y2=\"\(h - bottom)\" stroke=\"#5b6677\"/>"
+        svg += "<line x1=\"\(left)\" y1=\"\(top)\" x2=\"\(left)\" y2=\"\(h - bottom)\" stroke=\"#5b6677\"/>"
+        for k in 0...4 {
+            let v = top_ * Double(k) / 4
+            svg += "<text x=\"\(left - 6)\" y=\"\(y(v) + 4)\" font-size=\"10\" text-anchor=\"end\" fill=\"#5b6677\">\(fmt(v, digits: 2))</text>"
+        }
+        if let cap = s.cap {
+            svg += "<line x1=\"\(left)\" y1=\"\(y(cap))\" x2=\"\(w - right)\" y2=\"\(y(cap))\" stroke=\"#b42318\" stroke-dasharray=\"6 4\"/>"
+            svg += "<text x=\"\(w - right)\" y=\"\(y(cap) - 4)\" font-size=\"10\" text-anchor=\"end\" fill=\"#b42318\">cap \(fmt(cap, digits: 2))</text>"
+        }
+        if let plan = s.perPlanCap, plan != s.cap {
+            svg += "<line x1=\"\(left)\" y1=\"\(y(plan))\" x2=\"\(w - right)\" y2=\"\(y(plan))\" stroke=\"#8a6100\" stroke-dasharray=\"2 3\"/>"
+            svg += "<text x=\"\(w - right)\" y=\"\(y(plan) - 4)\" font-size=\"10\" text-anchor=\"end\" fill=\"#8a6100\">per-plan cap \(fmt(plan, digits: 2))</text>"
+        }
+        // A step line: ε holds between commits.
+        var path = "M\(x(s.points[0].at)),\(y(0)) L\(x(s.points[0].at)),\(y(s.points[0].epsilon))"
+        for (a, b) in zip(s.points, s.points.dropFirst()) { path += " L\(x(b.at)),\(y(a.epsilon)) L\(x(b.at)),\(y(b.epsilon))" }
+        svg += "<path d=\"\(path)\" fill=\"none\" stroke=\"#1f5fbf\" stroke-width=\"2\"/>"
+        for p in s.points { svg += "<circle cx=\"\(x(p.at))\" cy=\"\(y(p.epsilon))\" r=\"2.5\" fill=\"#1f5fbf\"/>" }
+        svg += "<text x=\"\(left)\" y=\"\(h - 8)\" font-size=\"10\" fill=\"#5b6677\">\(e(AuditExport.timestamp(s.points.first!.at)))</text>"
+        svg += "<text x=\"\(w - right)\" y=\"\(h - 8)\" font-size=\"10\" text-anchor=\"end\" fill=\"#5b6677\">\(e(AuditExport.timestamp(s.points.last!.at)))</text>"
+        svg += "</svg>\n<p class=meta>ε committed: \(fmt(s.points.last!.epsilon)) after \(s.points.count) commits</p>\n"
+        return svg
+    }
+
+    static func table(_ header: [String], _ rows: [[String]], empty: String? = nil) -> String {
+        if rows.isEmpty, let empty { return "<p class=empty>\(e(empty))</p>\n" }
+        var out = "<table><thead><tr>" + header.map { "<th>\(e($0))</th>" }.joined() + "</tr></thead><tbody>\n"
+        for r in rows { out += "<tr>" + r.map { "<td>\($0)</td>" }.joined() + "</tr>\n" }
+        return out + "</tbody></table>\n"
+    }
+
+    static func scope(_ f: AuditFilter) -> String {
+        var parts: [String] = []
+        if let from = f.from { parts.append("from \(AuditExport.timestamp(from))") }
+        if let to = f.to { parts.append("to \(AuditExport.timestamp(to))") }
+        if let silo = f.silo { parts.append("silo \(silo)") }
+        if let plan = f.plan { parts.append("plan \(plan)") }
+        return parts.isEmpty ? "" : " · " + e(parts.joined(separator: ", "))
+    }
+
+    static func code(_ hash: String) -> String { "<code title=\"\(e(hash))\">\(e(String(hash.prefix(12))))…</code>" }
+    static func fmt(_ x: Double) -> String { fmt(x, digits: 4) }
+    static func fmt(_ x: Double, digits: Int) -> String { String(format: "%.\(digits)f", x) }
+
+    /// HTML-escapes text and attribute values.
+    static func e(_ s: String) -> String {
+        var out = ""
+        out.reserveCapacity(s.count)
+        for c in s {
+            switch c {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.append(c)
+            }
+        }
+        return out
+    }
+}
