@@ -244,6 +244,12 @@ public actor BrokerCoordinator {
         if let p = plans[hash], p.state == .running { throw RoundError("plan \(hash.prefix(12))… is already running") }
         _ = try makeStrategy(plan.strategy, byzantine: 0)
         _ = try ModelKind(parsing: plan.model)
+        // Never run a plan in a weaker mode than it asks for: silos accept it believing the broker
+        // sees only the masked sum.
+        guard !plan.secureAggregation else {
+            throw PlanUnsupported("secure_aggregation: this broker does not yet run secure aggregation over the network; "
+                                  + "submit the plan with secure_aggregation: false, or wait for a broker that does")
+        }
         try await store.audit(actor: submitter, action: "plan.submit", subject: hash,
                               payload: canonicalPayload(["purpose": plan.purpose, "rounds": plan.rounds, "strategy": plan.strategy]), at: Date())
         plans[hash] = PlanStatus(state: .running)
@@ -580,6 +586,12 @@ public actor BrokerCoordinator {
             close(silo: silo, token: s.token)
         }
     }
+}
+
+/// A plan this broker cannot run as written (refused at submission, before any silo is asked).
+public struct PlanUnsupported: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }
 
 extension Duration {

@@ -191,6 +191,8 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
             return response
         } catch let error as RoundError {
             throw RPCError(code: .alreadyExists, message: error.description)
+        } catch let error as PlanUnsupported {
+            throw RPCError(code: .unimplemented, message: error.description)
         }
     }
 

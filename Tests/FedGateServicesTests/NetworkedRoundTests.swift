@@ -236,6 +236,13 @@ struct NetworkedRoundTests {
                     return try await Fedgate_V1_Broker.Client(wrapping: grpc).submitPlan(request).planHash
                 }
             }
+            // A plan asking for secure aggregation is refused at submission, not run without it.
+            do {
+                _ = try await submit(Self.plan(rounds: 1, quorum: 3).replacingOccurrences(of: "secure_aggregation: false", with: "secure_aggregation: true"))
+                Issue.record("a secure-aggregation plan was accepted by a broker that cannot run it")
+            } catch let error as RPCError {
+                #expect(error.code == .unimplemented && error.message.contains("secure_aggregation"), "\(error)")
+            }
             // Two plans that pass: versions 1 and 2 (the second's parent is the first).
             for rounds in [2, 3] {
                 let hash = try await submit(Self.plan(rounds: rounds, quorum: 3, evaluation: "{ min_accuracy: 0.5, max_drop: 0.5 }"))
