@@ -162,6 +162,38 @@ struct ProcessRoundTests {
         #expect(await broker.exit(within: 10) == 0)
     }
 
+    @Test("fedgate demo: a refusal with its reason, then the example plan to the end: accuracy ≥ 0.93, and each silo's ε is what `fedgate privacy epsilon` computes for its ledger's events")
+    func demo() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.fedgate.path), "build the fedgate product first (swift build)")
+        let consortium = try Consortium()
+        let folder = consortium.file("demo")
+        let run = try await fedgate(["demo", "--json", "--folder", folder.path], consortium, log: "demo.log", within: 300)
+        #expect(run.status == 0, "\(run.output.suffix(3000))")
+        // The JSON summary is the last thing printed (progress lines go to stderr, in the same log here).
+        let start = try #require(run.output.range(of: "{\n  \"accuracy\"").map { run.output[$0.lowerBound...] }, "\(run.output.suffix(2000))")
+        let summary = try #require(try JSONSerialization.jsonObject(with: Data(start.utf8)) as? [String: Any])
+        let accuracy = try #require(summary["accuracy"] as? Double)
+        #expect(accuracy >= 0.93 && summary["gate_passed"] as? Bool == true && summary["rounds"] as? Int == 10, "\(summary)")
+        #expect((summary["refusal"] as? String)?.hasPrefix("clinic-east: purpose:") == true, "\(summary["refusal"] ?? "")")
+        #expect(summary["audit_chains_intact"] as? Bool == true)
+        let report = try String(contentsOfFile: try #require(summary["audit_report"] as? String), encoding: .utf8)
+        #expect(report.contains("<svg") && report.contains("clinic-east"))
+        let file = try [UInt8](Data(contentsOf: URL(fileURLWithPath: try #require(summary["model"] as? String))))
+        #expect(try ModelPayload.parameters(file, tensor: "parameters", dimension: 31).count == 31)
+
+        let silos = try #require(summary["silos"] as? [[String: Any]])
+        #expect(silos.compactMap { $0["silo"] as? String } == ["clinic-east", "hospital-north", "hospital-south"])
+        for silo in silos {
+            let spent = try #require(silo["epsilon"] as? Double)
+            let command = try #require(silo["privacy_command"] as? String).split(separator: " ").dropFirst().map(String.init) + ["--json"]
+            let computed = try await fedgate(command, consortium, log: "privacy.log")
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(computed.output.utf8)) as? [String: Any], "\(computed.output)")
+            let epsilon = try #require(json["epsilon"] as? Double, "\(json)")
+            #expect(abs(spent - epsilon) < 1e-9 && abs((silo["epsilon_from_ledger"] as? Double ?? -1) - epsilon) < 1e-9, "\(silo) vs \(epsilon)")
+            #expect(spent <= (silo["epsilon_cap"] as? Double ?? 0))
+        }
+    }
+
     @Test("broker and three gateway processes: a gateway killed mid-round is dropped, the round commits on quorum, the silo rejoins the next; SIGTERM stops everyone cleanly")
     func killedGatewayRejoins() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: Self.fedgate.path), "build the fedgate product first (swift build)")
