@@ -156,9 +156,9 @@ public struct ComplianceReport: Sendable {
                 let people = (p["survivors"] as? [String]) ?? (p["sampled"] as? [String]) ?? []
                 let round = Round(plan: r.subject, number: number, state: state == "abort" ? "aborted" : state, participants: people, at: r.at)
                 if let i = roundIndex[key] {
-                    // Keep the latest state; the participants of the furthest state that named any.
-                    rounds[i] = Round(plan: round.plan, number: number, state: round.state,
-                                      participants: people.isEmpty ? rounds[i].participants : people, at: r.at)
+                    // Keep the latest state and who took part in it (an aborted round: nobody).
+                    let kept = round.state == "aborted" ? people : (people.isEmpty ? rounds[i].participants : people)
+                    rounds[i] = Round(plan: round.plan, number: number, state: round.state, participants: kept, at: r.at)
                 } else {
                     roundIndex[key] = rounds.count
                     rounds.append(round)
