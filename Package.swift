@@ -148,6 +148,7 @@ let package = Package(
                 "FedGatePolicy",
                 "FedGateStore",
                 "FedGateSimulation",
+                "FedGateSecureAggregation",
                 "CFedGateSystem",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),

@@ -5,7 +5,12 @@ extension ConsortiumCA {
     /// The identity of a certificate that chains to this CA and is valid at `time`; anything else
     /// (another CA, expired, not yet valid, altered) is refused with the verifier's reasons.
     public func identity(of certificate: Certificate, at time: Date = Date()) async throws -> Identity {
-        var verifier = Verifier(rootCertificates: CertificateStore([self.certificate])) {
+        try await Self.identity(of: certificate, trusting: self.certificate, at: time)
+    }
+
+    /// The same check with only the CA's certificate (a silo checking a peer's certificate).
+    public static func identity(of certificate: Certificate, trusting ca: Certificate, at time: Date = Date()) async throws -> Identity {
+        var verifier = Verifier(rootCertificates: CertificateStore([ca])) {
             RFC5280Policy(fixedExpiryValidationTime: time)
         }
         switch await verifier.validate(leaf: certificate, intermediates: CertificateStore()) {

@@ -10,6 +10,9 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         public var clipNorm: Double
         public var samplingRate: Double
         public var delta: Double
+        /// With secure aggregation: the discrete Gaussian noise the silos add together before
+        /// masking, as a multiple of the update clip norm (default 1.0).
+        public var distributedNoiseMultiplier: Double? = nil
     }
 
     public var purpose: String
@@ -65,7 +68,7 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         try root.only(["purpose", "datasets", "columns", "model", "executor", "rounds", "local_steps", "strategy",
                        "dp", "secure_aggregation", "quorum", "broker", "deadlines", "evaluation"])
         let dpMap = try r.map(try root.require("dp", "noise_multiplier or target_epsilon, clip_norm, sampling_rate, delta"), "dp")
-        try dpMap.only(["noise_multiplier", "target_epsilon", "clip_norm", "sampling_rate", "delta"])
+        try dpMap.only(["noise_multiplier", "target_epsilon", "clip_norm", "sampling_rate", "delta", "distributed_noise_multiplier"])
         let z = try dpMap.optional("noise_multiplier").map { try r.double($0, "dp.noise_multiplier", 0.01...1000, "a noise multiplier between 0.01 and 1000") }
         let target = try dpMap.optional("target_epsilon").map { try r.double($0, "dp.target_epsilon", 0.001...1000, "a target ε between 0.001 and 1000") }
         guard (z == nil) != (target == nil) else {
@@ -96,7 +99,9 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
             dp: DP(noiseMultiplier: z, targetEpsilon: target,
                    clipNorm: try r.double(try dpMap.require("clip_norm", "the per-example clipping norm"), "dp.clip_norm", 1e-9...1e9, "a number > 0"),
                    samplingRate: try r.double(try dpMap.require("sampling_rate", "the Poisson sampling rate q"), "dp.sampling_rate", 1e-9...1, "a rate in (0, 1]"),
-                   delta: try r.double(try dpMap.require("delta", "δ, e.g. 1e-5"), "dp.delta", 1e-300...0.5, "a δ in (0, 0.5]")),
+                   delta: try r.double(try dpMap.require("delta", "δ, e.g. 1e-5"), "dp.delta", 1e-300...0.5, "a δ in (0, 0.5]"),
+                   distributedNoiseMultiplier: try dpMap.optional("distributed_noise_multiplier").map {
+                       try r.double($0, "dp.distributed_noise_multiplier", 0.01...1000, "a noise multiplier between 0.01 and 1000") }),
             secureAggregation: try r.bool(try root.require("secure_aggregation", "true or false"), "secure_aggregation"),
             quorum: try r.int(try root.require("quorum", "the fewest silos a round needs"), "quorum", 1...100_000, "a whole number ≥ 1"),
             brokerRegion: try r.string(try broker.require("region", "the broker's region"), "broker.region"),

@@ -6,7 +6,7 @@ public typealias SiloID = String
 
 /// Phase 0, silo → broker → every neighbour: the silo's two fresh public keys, signed with its
 /// long-term identity key so the broker cannot substitute them.
-public struct KeyAdvertisement: Sendable, Equatable {
+public struct KeyAdvertisement: Sendable, Equatable, Codable {
     public let round: UInt64
     public let silo: SiloID
     /// X25519 key for encrypting shares to this silo.
@@ -30,7 +30,7 @@ public struct KeyAdvertisement: Sendable, Equatable {
 
 /// Phase 1, silo → broker → one recipient: the sender's Shamir shares of its self-mask seed and of
 /// its masking private key, encrypted for the recipient (ChaCha20-Poly1305).
-public struct EncryptedShare: Sendable, Equatable {
+public struct EncryptedShare: Sendable, Equatable, Codable {
     public let round: UInt64
     public let from: SiloID
     public let to: SiloID
@@ -40,16 +40,22 @@ public struct EncryptedShare: Sendable, Equatable {
 }
 
 /// Phase 2, silo → broker: the masked, encoded update.
-public struct MaskedInput: Sendable, Equatable {
+public struct MaskedInput: Sendable, Equatable, Codable {
     public let round: UInt64
     public let silo: SiloID
     public let values: [UInt32]
+
+    public init(round: UInt64, silo: SiloID, values: [UInt32]) {
+        self.round = round
+        self.silo = silo
+        self.values = values
+    }
 
     public var wireSize: Int { 8 + silo.utf8.count + 4 * values.count }
 }
 
 /// Phase 3, broker → each survivor: who sent a masked input. Everyone else who shared keys dropped.
-public struct UnmaskingRequest: Sendable, Equatable {
+public struct UnmaskingRequest: Sendable, Equatable, Codable {
     public let round: UInt64
     public let survivors: [SiloID]
 
@@ -58,7 +64,7 @@ public struct UnmaskingRequest: Sendable, Equatable {
 
 /// Phase 3, survivor → broker: shares of survivors' self-mask seeds and of dropped silos' masking
 /// keys — never both for the same silo.
-public struct UnmaskingResponse: Sendable, Equatable {
+public struct UnmaskingResponse: Sendable, Equatable, Codable {
     public let round: UInt64
     public let silo: SiloID
     public let selfMaskShares: [SiloID: ShamirSecretSharing.Share]

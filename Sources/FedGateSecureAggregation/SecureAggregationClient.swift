@@ -11,7 +11,7 @@ public struct SecureAggregationClient: Sendable {
 
     private let identityKey: Curve25519.Signing.PrivateKey
     /// Long-term identity public keys of every participant (from the consortium PKI).
-    private let directory: [SiloID: Curve25519.Signing.PublicKey]
+    private var directory: [SiloID: Curve25519.Signing.PublicKey]
     private let encryptionKey = Curve25519.KeyAgreement.PrivateKey()
     private let maskingKey = Curve25519.KeyAgreement.PrivateKey()
     private let selfMaskSeed: [UInt8]
@@ -51,6 +51,21 @@ public struct SecureAggregationClient: Sendable {
         let e = encryptionKey.publicKey.rawRepresentation, m = maskingKey.publicKey.rawRepresentation
         let signature = try identityKey.signature(for: KeyAdvertisement.signedBytes(round: configuration.round, silo: silo, encryptionKey: e, maskingKey: m))
         return KeyAdvertisement(round: configuration.round, silo: silo, encryptionKey: e, maskingKey: m, signature: signature)
+    }
+
+    /// The participants' identity keys, when they are learnt after this silo advertised (over a
+    /// network, from bindings each peer signed with its certificate). Only before key sharing, and
+    /// only a directory that has every participant and this silo's own key.
+    public mutating func learnIdentities(_ directory: [SiloID: Curve25519.Signing.PublicKey]) throws {
+        guard phase <= 1 else { throw SecureAggregationError.replay(silo: silo, detail: "identities offered after key sharing began") }
+        guard Set(directory.keys).isSuperset(of: configuration.participants) else {
+            let missing = configuration.participants.filter { directory[$0] == nil }
+            throw SecureAggregationError.malformed("the identity directory lacks \(missing.joined(separator: ", "))")
+        }
+        guard directory[silo]?.rawRepresentation == identityKey.publicKey.rawRepresentation else {
+            throw SecureAggregationError.malformed("the identity directory names another key for '\(silo)' itself")
+        }
+        self.directory = directory
     }
 
     // MARK: phase 1

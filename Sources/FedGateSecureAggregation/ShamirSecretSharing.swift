@@ -2,7 +2,7 @@
 /// 56-bit chunks, each the constant term of its own random polynomial of degree t − 1.
 public struct ShamirSecretSharing: Sendable {
     /// One party's share: the evaluation point and the five chunk values.
-    public struct Share: Sendable, Equatable {
+    public struct Share: Sendable, Equatable, Codable {
         public let x: UInt64
         public let values: [UInt64]
     }

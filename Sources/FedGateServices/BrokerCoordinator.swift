@@ -1,7 +1,10 @@
+import Crypto
 import FedGateAggregation
 import FedGateLearning
 import FedGatePolicy
+import FedGatePrivacy
 import FedGateProto
+import FedGateSecureAggregation
 import FedGateSimulation
 import FedGateStore
 import FedGateTensors
@@ -89,6 +92,23 @@ public actor BrokerCoordinator {
         /// silos. Other strategies (robust ones need every update) keep the updates in `progress`.
         var folded: WeightedAverage?
         var rejected: [UpdateRejection] = []
+        /// A secure-aggregation round: the protocol's broker side and where it stands.
+        var secagg: SecureRound?
+    }
+
+    /// The broker's side of one secure-aggregation round. It relays keys and shares and folds masked
+    /// inputs; it never holds a single silo's update in the clear.
+    private struct SecureRound {
+        enum Phase { case advertising, sharing, masking, unmasking }
+        let setup: Fedgate_V1_SecAggSetup
+        var server: SecureAggregationServer
+        var phase = Phase.advertising
+        var bindings: [String: SecAggBinding] = [:]
+        var shared: Set<String> = []
+        var request: UnmaskingRequest?
+        var responses: [String: UnmaskingResponse] = [:]
+        var gone: Set<String> = []
+        var alive: Set<String> { Set(setup.participants).subtracting(gone) }
     }
 
     private struct Waiter {
@@ -147,6 +167,7 @@ public actor BrokerCoordinator {
         logger.notice("gateway disconnected", metadata: ["silo": "\(silo)"])
         for plan in active.keys {
             active[plan]!.progress.drop(silo)
+            active[plan]!.secagg?.gone.insert(silo)
             wakeIfDone(plan)
         }
     }
@@ -191,6 +212,42 @@ public actor BrokerCoordinator {
         wakeIfDone(report.planHash)
     }
 
+    /// A silo's step of a secure-aggregation round (what it says it is must match who sent it).
+    public func secagg(_ step: Fedgate_V1_SecAggStep, from silo: String, token: UInt64) {
+        heartbeat(silo: silo, token: token)
+        let hash = step.planHash
+        guard var sa = active[hash]?.secagg, active[hash]?.number == Int(step.round), sa.alive.contains(silo) else {
+            logger.warning("secure-aggregation step not expected", metadata: ["silo": "\(silo)", "step": "\(step.step)"])
+            return
+        }
+        do {
+            switch (step.step, sa.phase) {
+            case ("advertise", .advertising):
+                let body = try SecAggJSON.decode(SecAggAdvertise.self, step.body, step: step.step)
+                guard body.advertisement.silo == silo, body.binding.silo == silo else {
+                    throw SecureAggregationError.malformed("\(silo) advertised keys as '\(body.advertisement.silo)'")
+                }
+                try sa.server.receive(body.advertisement)
+                sa.bindings[silo] = body.binding
+            case ("shares", .sharing):
+                let shares = try SecAggJSON.decode([EncryptedShare].self, step.body, step: step.step)
+                guard shares.allSatisfy({ $0.from == silo }) else { throw SecureAggregationError.malformed("\(silo) sent shares as another silo") }
+                try sa.server.receive(shares: shares, from: silo)
+                sa.shared.insert(silo)
+            case ("unmasked", .unmasking):
+                let response = try SecAggJSON.decode(UnmaskingResponse.self, step.body, step: step.step)
+                guard response.silo == silo else { throw SecureAggregationError.malformed("\(silo) answered the unmasking as '\(response.silo)'") }
+                sa.responses[silo] = response
+            default:
+                throw SecureAggregationError.malformed("a '\(step.step)' step out of order")
+            }
+            active[hash]!.secagg = sa
+            wakeIfDone(hash)
+        } catch {
+            logger.warning("secure-aggregation step refused", metadata: ["silo": "\(silo)", "step": "\(step.step)", "reason": "\(error)"])
+        }
+    }
+
     /// The model a participant downloads, with its checksum.
     public func model(for silo: String, plan: String, round: Int) throws -> ModelFile {
         if let e = evaluations[plan], e.round == round {
@@ -216,6 +273,21 @@ public actor BrokerCoordinator {
         }
         guard active[hash]!.progress.isParticipant(silo) else { throw RoundError("\(silo) is not a participant of round \(header.round)") }
         let dimension = active[hash]!.dimension
+        if let id = active[hash]!.secagg?.setup.id {
+            // A masked input: `dimension` little-endian uint32 values, folded into the masked sum.
+            guard payload.count == 4 * dimension else {
+                throw RoundError("a masked input of \(payload.count) bytes; this round's is \(4 * dimension)")
+            }
+            let values = payload.withUnsafeBytes { raw in (0..<dimension).map { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) } }
+            do { try active[hash]!.secagg!.server.receive(MaskedInput(round: id, silo: silo, values: values)) } catch {
+                throw RoundError("\(error)")
+            }
+            try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: header.metrics)
+            plans[hash]?.bytesIn += payload.count
+            logger.info("masked input received", metadata: ["silo": "\(silo)", "round": "\(header.round)", "bytes": "\(payload.count)"])
+            wakeIfDone(hash)
+            return
+        }
         let entry = try ModelPayload.entry(payload, tensor: "delta", dimension: dimension)
         if active[hash]!.folded != nil {
             try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: header.metrics)
@@ -244,11 +316,10 @@ public actor BrokerCoordinator {
         if let p = plans[hash], p.state == .running { throw RoundError("plan \(hash.prefix(12))… is already running") }
         _ = try makeStrategy(plan.strategy, byzantine: 0)
         _ = try ModelKind(parsing: plan.model)
-        // Never run a plan in a weaker mode than it asks for: silos accept it believing the broker
-        // sees only the masked sum.
-        guard !plan.secureAggregation else {
-            throw PlanUnsupported("secure_aggregation: this broker does not yet run secure aggregation over the network; "
-                                  + "submit the plan with secure_aggregation: false, or wait for a broker that does")
+        // Secure aggregation needs the mean of equal weights and FedAvg's sum: robust strategies
+        // need every update in the clear, which secure aggregation exists to prevent.
+        guard !plan.secureAggregation || plan.strategy == "fedavg" else {
+            throw PlanUnsupported("secure_aggregation: only with strategy fedavg (\(plan.strategy) needs every update in the clear)")
         }
         try await store.audit(actor: submitter, action: "plan.submit", subject: hash,
                               payload: canonicalPayload(["purpose": plan.purpose, "rounds": plan.rounds, "strategy": plan.strategy]), at: Date())
@@ -353,7 +424,20 @@ public actor BrokerCoordinator {
                 active[hash]!.progress = progress
                 active[hash]!.model = consume file
                 active[hash]!.dimension = global!.parameters.count
-                if plan.strategy == "fedavg" { active[hash]!.folded = WeightedAverage(dimension: global!.parameters.count) }
+                var setup: Fedgate_V1_SecAggSetup?
+                if plan.secureAggregation {
+                    do {
+                        let made = try secureSetup(plan, hash: hash, number: number, participants: progress.accepted.sorted(),
+                                                   dimension: global!.parameters.count)
+                        active[hash]!.secagg = SecureRound(setup: made.setup, server: SecureAggregationServer(configuration: made.configuration))
+                        setup = made.setup
+                    } catch {
+                        try await abort(hash, number, progress, reason: "secure aggregation cannot run: \(error)")
+                        continue
+                    }
+                } else if plan.strategy == "fedavg" {
+                    active[hash]!.folded = WeightedAverage(dimension: global!.parameters.count)
+                }
                 try await advance(hash, number, .training, progress.accepted)
                 var task = Fedgate_V1_RoundTask()
                 task.planHash = hash
@@ -364,12 +448,30 @@ public actor BrokerCoordinator {
                 task.featureMeans = standardisation!.means
                 task.featureScales = standardisation!.scales
                 task.classes = UInt32(global!.classCount)
+                if let setup { task.secagg = setup }
                 send(.task(task), to: progress.accepted)
 
-                await waitForRound(hash, until: roundDeadline)
+                var secureMean: [Float]?
+                if setup != nil {
+                    switch try await secureExchange(hash, until: roundDeadline) {
+                    case .failure(let reason):
+                        try await abort(hash, number, active[hash]!.progress, reason: reason.description)
+                        continue
+                    case .success(let mean):
+                        secureMean = mean
+                    }
+                } else {
+                    await waitForRound(hash, until: roundDeadline)
+                }
                 try Task.checkCancellation()
                 progress = active[hash]!.progress
-                guard let updates = progress.closeTraining() else {
+                let updates: [ClientUpdate]
+                if secureMean != nil {
+                    // Training was closed by the secure exchange, before unmasking.
+                    updates = progress.updates.keys.sorted().map { progress.updates[$0]! }
+                } else if let closed = progress.closeTraining() {
+                    updates = closed
+                } else {
                     active[hash]!.progress = progress
                     try await abort(hash, number, progress, reason: "\(progress.updates.count) updates by the deadline, quorum is \(plan.quorum)")
                     continue
@@ -379,7 +481,12 @@ public actor BrokerCoordinator {
                 let survivors = updates.map(\.silo)
                 try await advance(hash, number, .aggregating, survivors)
                 let outcome: AggregationOutcome
-                if let folded = active[hash]!.folded {
+                if let mean = secureMean {
+                    // The unmasked sum's mean (each silo counted once): the broker never saw an update.
+                    plans[hash]?.parameters = []
+                    VectorMath.axpy(1, mean, &global!.parameters)
+                    outcome = AggregationOutcome(parameters: global!.parameters, rejected: [])
+                } else if let folded = active[hash]!.folded {
                     // FedAvg, folded as the updates arrived: the global model plus their weighted mean,
                     // added in place (the status's copy is let go first so nothing model-sized is copied).
                     active[hash]!.folded = nil
@@ -489,6 +596,85 @@ public actor BrokerCoordinator {
         logger.info("model version recorded", metadata: ["plan": "\(hash.prefix(12))", "version": "\(version)", "accuracy": "\(accuracy)"])
     }
 
+    struct SecureAbort: Error, CustomStringConvertible { let description: String }
+
+    /// The protocol's parameters for a round: its id (from the plan and round), the participants,
+    /// a threshold above half of them, and the encoding and distributed noise every silo applies.
+    private func secureSetup(_ plan: TrainingPlan, hash: String, number: Int, participants: [String], dimension: Int) throws
+        -> (setup: Fedgate_V1_SecAggSetup, configuration: SecureAggregationConfiguration) {
+        let digest = Array(SHA256.hash(data: Data("fedgate-secagg-round/\(hash)/\(number)".utf8)))
+        let id = digest.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let threshold = max(2, participants.count / 2 + 1)
+        let configuration = try SecureAggregationConfiguration(round: id, participants: participants, threshold: threshold, dimension: dimension)
+        var setup = Fedgate_V1_SecAggSetup()
+        setup.id = id
+        setup.participants = participants
+        setup.threshold = UInt32(threshold)
+        setup.clipNorm = plan.dp.clipNorm
+        setup.noiseMultiplier = plan.dp.distributedNoiseMultiplier ?? 1.0
+        setup.honestSilos = UInt32(threshold)
+        _ = try DistributedNoise(clipNorm: setup.clipNorm, silos: participants.count, honestSilos: threshold, noiseMultiplier: setup.noiseMultiplier)
+        return (setup, configuration)
+    }
+
+    /// Runs the secure-aggregation exchange of a round whose task was sent: keys, shares, masked
+    /// inputs (uploads), unmasking. The mean of the survivors' updates, or why the round cannot go on.
+    private func secureExchange(_ hash: String, until deadline: ContinuousClock.Instant) async throws -> Result<[Float], SecureAbort> {
+        func step(_ name: String, _ body: Data) -> Fedgate_V1_BrokerMessage.OneOf_Kind {
+            var s = Fedgate_V1_SecAggStep()
+            s.planHash = hash
+            s.round = UInt32(active[hash]!.number)
+            s.step = name
+            s.body = body
+            return .secagg(s)
+        }
+        do {
+            // Keys: each silo gets its neighbours' advertisements and every participant's binding.
+            await waitForRound(hash, until: deadline)
+            try Task.checkCancellation()
+            var sa = active[hash]!.secagg!
+            let bindings = sa.bindings.values.sorted { $0.silo < $1.silo }
+            for silo in sa.bindings.keys.sorted() where sa.alive.contains(silo) {
+                send(step("keys", try SecAggJSON.encode(SecAggKeys(advertisements: try sa.server.advertisements(for: silo), bindings: bindings))), to: [silo])
+            }
+            active[hash]!.secagg!.phase = .sharing
+            // Shares: relayed to each silo that shared.
+            await waitForRound(hash, until: deadline)
+            try Task.checkCancellation()
+            sa = active[hash]!.secagg!
+            for silo in sa.shared.sorted() where sa.alive.contains(silo) {
+                let relay = try sa.server.shares(for: silo)
+                send(step("relay", try SecAggJSON.encode(SecAggRelay(shares: relay.shares, sharers: relay.sharers))), to: [silo])
+            }
+            active[hash]!.secagg!.phase = .masking
+            // Masked inputs arrive as uploads; then unmasking by the survivors.
+            await waitForRound(hash, until: deadline)
+            try Task.checkCancellation()
+            var progress = active[hash]!.progress
+            guard progress.closeTraining() != nil else {
+                active[hash]!.progress = progress
+                return .failure(SecureAbort(description: "\(progress.updates.count) masked inputs by the deadline, quorum is \(progress.quorum)"))
+            }
+            active[hash]!.progress = progress
+            let request = try active[hash]!.secagg!.server.unmaskingRequest()
+            active[hash]!.secagg!.request = request
+            active[hash]!.secagg!.phase = .unmasking
+            send(step("unmask", try SecAggJSON.encode(request)), to: request.survivors.filter { active[hash]!.secagg!.alive.contains($0) })
+            await waitForRound(hash, until: deadline)
+            try Task.checkCancellation()
+            sa = active[hash]!.secagg!
+            let (sum, survivors) = try sa.server.unmask(Array(sa.responses.values))
+            let noise = try DistributedNoise(clipNorm: sa.setup.clipNorm, silos: sa.setup.participants.count,
+                                             honestSilos: Int(sa.setup.honestSilos), noiseMultiplier: sa.setup.noiseMultiplier)
+            var mean = noise.codec.decode(sum)
+            VectorMath.scale(&mean, by: 1 / Float(survivors.count))
+            logger.info("masked sum unmasked", metadata: ["plan": "\(hash.prefix(12))", "survivors": "\(survivors)"])
+            return .success(mean)
+        } catch let error as SecureAggregationError {
+            return .failure(SecureAbort(description: "secure aggregation: \(error)"))
+        }
+    }
+
     private func weightedAccuracy(_ progress: RoundProgress) -> Double? {
         var sum = 0.0, weight = 0.0
         for (_, m) in progress.metrics {
@@ -554,6 +740,15 @@ public actor BrokerCoordinator {
     private func roundIsDone(_ hash: String) -> Bool {
         if let e = evaluations[hash] { return e.reports.count == e.expected.count }
         guard let r = active[hash] else { return true }
+        if let sa = r.secagg {
+            let alive = sa.alive
+            switch sa.phase {
+            case .advertising: return alive.isSubset(of: Set(sa.bindings.keys))
+            case .sharing: return alive.intersection(sa.bindings.keys).isSubset(of: sa.shared)
+            case .masking: return r.progress.everyoneUploaded
+            case .unmasking: return alive.intersection(sa.request?.survivors ?? []).isSubset(of: Set(sa.responses.keys))
+            }
+        }
         switch r.progress.phase {
         case .offering: return r.progress.everyoneAnswered
         case .training: return r.progress.everyoneUploaded

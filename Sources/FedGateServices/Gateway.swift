@@ -3,6 +3,9 @@ import FedGatePKI
 import FedGatePolicy
 import FedGatePrivacy
 import FedGateProto
+import FedGateSecureAggregation
+import X509
+import Crypto
 import FedGateStore
 import FedGateTransport
 import Foundation
@@ -50,6 +53,9 @@ public actor Gateway {
         public var offersAccepted = 0
         public var offersRefused: [String] = []
         public var updatesSent = 0
+        /// The last update this silo computed, before any clipping or masking (tests compare it
+        /// with what the broker saw).
+        @_spi(Testing) public var lastDelta: [Float] = []
         public var bytesSent = 0
         public var bytesReceived = 0
     }
@@ -77,6 +83,18 @@ public actor Gateway {
     /// Ledger reservation per "plan/round" not yet settled.
     private var reservations: [String: [String]] = [:]
     private var training: [String: Task<Void, Never>] = [:]
+    /// Secure-aggregation rounds in flight, by "plan/round".
+    private var secure: [String: SecureSession] = [:]
+
+    /// This silo's side of one secure-aggregation round: the protocol's client, and the update and
+    /// the broker's relay, whichever comes first waiting for the other before masking.
+    private struct SecureSession {
+        var client: SecureAggregationClient
+        let setup: Fedgate_V1_SecAggSetup
+        var update: (delta: [Float], header: TransferHeader)?
+        var relay: SecAggRelay?
+        var masked = false
+    }
     public private(set) var activity = Activity()
     /// The certificate and key in use: the configured ones, then each renewal's.
     public private(set) var credentials: TLSCredentials
@@ -172,11 +190,13 @@ public actor Gateway {
                         reply.offerReply = await self.answer(offer)
                         continuation.yield(reply)
                     case .task(let task):
-                        await self.startTraining(task, broker: broker)
+                        await self.startTraining(task, broker: broker, reply: continuation)
                     case .outcome(let outcome):
                         await self.settle(outcome)
                     case .evaluate(let task):
                         await self.startEvaluation(task, broker: broker, reply: continuation)
+                    case .secagg(let step):
+                        await self.secureStep(step, broker: broker, reply: continuation)
                     case nil:
                         continue
                     }
@@ -308,10 +328,12 @@ public actor Gateway {
 
     // MARK: Training
 
-    private func startTraining(_ task: Fedgate_V1_RoundTask, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) {
+    private func startTraining(_ task: Fedgate_V1_RoundTask, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>,
+                               reply: AsyncStream<Fedgate_V1_GatewayMessage>.Continuation) {
         let key = "\(task.planHash)/\(task.round)"
         training[key] = Task {
             do {
+                if task.hasSecagg { try self.advertise(task, reply: reply) }
                 try await self.train(task, broker: broker)
             } catch {
                 self.trainingFailed(key, error)
@@ -356,13 +378,22 @@ public actor Gateway {
         let update = try LocalTrainer(settings: local).train(global, on: train, scaffold: &scaffold, shuffle: &shuffle)
         var delta = update.parameters
         for k in delta.indices { delta[k] -= global.parameters[k] }
-        let bytes = try ModelPayload.update(delta)
+        let bytes = task.hasSecagg ? [] : try ModelPayload.update(delta)
 
         let key = "\(task.planHash)/\(task.round)"
+        let metrics = ["accuracy": before.accuracy, "eval_examples": Double(test.count), "train_loss": Double(update.meanLoss)]
+        activity.lastDelta = delta
+        if task.hasSecagg {
+            // Under secure aggregation the update leaves only masked, once the broker relayed the shares.
+            secure[key]?.update = (delta, TransferHeader(planHash: task.planHash, round: Int(task.round), totalBytes: 4 * delta.count,
+                                                         examples: update.examples, metrics: metrics))
+            try await maskAndUploadIfReady(key, broker: broker)
+            return
+        }
         // The update is about to leave the silo: its privacy is spent, whatever the broker does with it.
         try await commit(key)
         let header = TransferHeader(planHash: task.planHash, round: Int(task.round), totalBytes: bytes.count, examples: update.examples,
-                                    metrics: ["accuracy": before.accuracy, "eval_examples": Double(test.count), "train_loss": Double(update.meanLoss)])
+                                    metrics: metrics)
         let (ranges, updateDigest) = (chunkRanges(total: bytes.count, chunkBytes: settings.limits.chunkBytes), TransferDigest.hex(bytes))
         let receipt = try await broker.uploadUpdate(request: StreamingClientRequest { writer in
             for chunk in transferMessages(header, chunks: ranges.lazy.map { Data(bytes[$0]) }, sha256: updateDigest) { try await writer.write(chunk) }
@@ -455,6 +486,117 @@ public actor Gateway {
                                                   "accuracy": "\(result.accuracy)", "epsilon": "\(report.epsilonSpent)"])
     }
 
+    // MARK: Secure aggregation
+
+    /// Fresh keys for the round, advertised with this silo's certificate binding its identity key.
+    private func advertise(_ task: Fedgate_V1_RoundTask, reply: AsyncStream<Fedgate_V1_GatewayMessage>.Continuation) throws {
+        let setup = task.secagg
+        let configuration = try SecureAggregationConfiguration(round: setup.id, participants: setup.participants, threshold: Int(setup.threshold),
+                                                               dimension: try dimension(of: task))
+        let identityKey = Curve25519.Signing.PrivateKey()
+        var client = try SecureAggregationClient(configuration: configuration, silo: siloID, identityKey: identityKey,
+                                                 directory: [siloID: identityKey.publicKey])
+        let advertisement = try client.advertiseKeys()
+        let binding = try SecAggBinding(id: setup.id, identityKey: identityKey, credentials: credentials)
+        secure["\(task.planHash)/\(task.round)"] = SecureSession(client: client, setup: setup)
+        reply.yield(secureMessage(task.planHash, task.round, "advertise", try SecAggJSON.encode(SecAggAdvertise(advertisement: advertisement, binding: binding))))
+    }
+
+    private func dimension(of task: Fedgate_V1_RoundTask) throws -> Int {
+        guard case .accepted(let accepted)? = decisions[task.planHash] else { throw RoundError("a task for a plan this gateway never accepted") }
+        return try Network.parameterCount(kind: try ModelKind(parsing: accepted.plan.model), inputs: accepted.train.featureCount, classes: Int(task.classes))
+    }
+
+    private func secureMessage(_ plan: String, _ round: UInt32, _ step: String, _ body: Data) -> Fedgate_V1_GatewayMessage {
+        var message = Fedgate_V1_GatewayMessage()
+        message.secagg.planHash = plan
+        message.secagg.round = round
+        message.secagg.step = step
+        message.secagg.body = body
+        return message
+    }
+
+    /// The broker's relays: every peer's keys (each binding checked against the CA), the shares
+    /// held for this silo, and the unmasking request.
+    private func secureStep(_ step: Fedgate_V1_SecAggStep, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>,
+                            reply: AsyncStream<Fedgate_V1_GatewayMessage>.Continuation) async {
+        let key = "\(step.planHash)/\(step.round)"
+        guard var session = secure[key] else {
+            logger.warning("secure-aggregation step for a round not in progress", metadata: ["silo": "\(siloID)", "step": "\(step.step)"])
+            return
+        }
+        do {
+            switch step.step {
+            case "keys":
+                let keys = try SecAggJSON.decode(SecAggKeys.self, step.body, step: step.step)
+                let ca = try Certificate(pemEncoded: credentials.caPEM)
+                var directory: [SiloID: Curve25519.Signing.PublicKey] = [:]
+                for binding in keys.bindings where session.setup.participants.contains(binding.silo) {
+                    directory[binding.silo] = try await binding.verified(id: session.setup.id, ca: ca)
+                }
+                for silo in session.setup.participants where directory[silo] == nil {
+                    // A participant that did not advertise: the protocol treats it as dropped; it has no key to check.
+                    directory[silo] = Curve25519.Signing.PrivateKey().publicKey
+                }
+                try session.client.learnIdentities(directory)
+                let shares = try session.client.shareKeys(keys.advertisements)
+                secure[key] = session
+                reply.yield(secureMessage(step.planHash, step.round, "shares", try SecAggJSON.encode(shares)))
+            case "relay":
+                session.relay = try SecAggJSON.decode(SecAggRelay.self, step.body, step: step.step)
+                secure[key] = session
+                // Not on the task stream's loop: the upload may be long and the stream must keep flowing.
+                Task {
+                    do { try await self.maskAndUploadIfReady(key, broker: broker) } catch { self.maskingFailed(key, error) }
+                }
+            case "unmask":
+                let request = try SecAggJSON.decode(UnmaskingRequest.self, step.body, step: step.step)
+                let response = try session.client.unmask(request)
+                secure[key] = session
+                reply.yield(secureMessage(step.planHash, step.round, "unmasked", try SecAggJSON.encode(response)))
+            default:
+                throw SecureAggregationError.malformed("unknown step '\(step.step)'")
+            }
+        } catch {
+            logger.error("secure aggregation step refused; this silo leaves the round", metadata: [
+                "silo": "\(siloID)", "step": "\(step.step)", "reason": "\(error)"])
+            secure.removeValue(forKey: key)
+        }
+    }
+
+    /// Once both the local update and the broker's relay are here: clip and encode the update, add
+    /// this silo's share of the distributed noise, mask it, commit the privacy spent, upload it.
+    private func maskAndUploadIfReady(_ key: String, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async throws {
+        guard var session = secure[key], let (delta, header) = session.update, let relay = session.relay, !session.masked else { return }
+        session.masked = true
+        let setup = session.setup
+        let noise = try DistributedNoise(clipNorm: setup.clipNorm, silos: setup.participants.count, honestSilos: Int(setup.honestSilos),
+                                         noiseMultiplier: setup.noiseMultiplier)
+        var rng = ChaCha20Random()
+        var encoded = try noise.codec.encode(delta, using: &rng)
+        noise.addNoise(to: &encoded, using: &rng)
+        let input = try session.client.maskedInput(encoded: encoded, shares: relay.shares, sharedKeys: relay.sharers)
+        secure[key] = session
+        var littleEndian = [UInt8]()
+        littleEndian.reserveCapacity(4 * input.values.count)
+        for v in input.values { withUnsafeBytes(of: v.littleEndian) { littleEndian.append(contentsOf: $0) } }
+        let bytes = littleEndian
+        // The masked update is about to leave the silo: its privacy is spent.
+        try await commit(key)
+        let (ranges, digest) = (chunkRanges(total: bytes.count, chunkBytes: settings.limits.chunkBytes), TransferDigest.hex(bytes))
+        let receipt = try await broker.uploadUpdate(request: StreamingClientRequest { writer in
+            for chunk in transferMessages(header, chunks: ranges.lazy.map { Data(bytes[$0]) }, sha256: digest) { try await writer.write(chunk) }
+        })
+        activity.bytesSent += bytes.count
+        guard receipt.accepted else { throw RoundError("the broker refused the masked update: \(receipt.reason)") }
+        activity.updatesSent += 1
+        logger.info("masked update sent", metadata: ["silo": "\(siloID)", "round": "\(header.round)", "bytes": "\(bytes.count)"])
+    }
+
+    private func maskingFailed(_ key: String, _ error: any Error) {
+        logger.error("masked update not sent", metadata: ["silo": "\(siloID)", "task": "\(key)", "error": "\(error)"])
+    }
+
     private func commit(_ key: String) async throws {
         for id in reservations.removeValue(forKey: key) ?? [] { try await governor.ledger.commit(id, actor: siloID) }
     }
@@ -463,6 +605,7 @@ public actor Gateway {
     private func settle(_ outcome: Fedgate_V1_RoundOutcome) async {
         let key = "\(outcome.planHash)/\(outcome.round)"
         if let task = training[key] { await task.value }
+        secure.removeValue(forKey: key)
         for id in reservations.removeValue(forKey: key) ?? [] {
             do { try await governor.ledger.release(id, actor: siloID) } catch {
                 logger.error("could not release a reservation", metadata: ["silo": "\(siloID)", "id": "\(id)", "error": "\(error)"])

@@ -154,6 +154,14 @@ public nonisolated struct Fedgate_V1_GatewayMessage: Sendable {
     set {kind = .evaluation(newValue)}
   }
 
+  public var secagg: Fedgate_V1_SecAggStep {
+    get {
+      if case .secagg(let v)? = kind {return v}
+      return Fedgate_V1_SecAggStep()
+    }
+    set {kind = .secagg(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -161,6 +169,7 @@ public nonisolated struct Fedgate_V1_GatewayMessage: Sendable {
     case heartbeat(Fedgate_V1_Heartbeat)
     case offerReply(Fedgate_V1_OfferReply)
     case evaluation(Fedgate_V1_EvaluationReport)
+    case secagg(Fedgate_V1_SecAggStep)
 
   }
 
@@ -291,6 +300,14 @@ public nonisolated struct Fedgate_V1_BrokerMessage: Sendable {
     set {kind = .evaluate(newValue)}
   }
 
+  public var secagg: Fedgate_V1_SecAggStep {
+    get {
+      if case .secagg(let v)? = kind {return v}
+      return Fedgate_V1_SecAggStep()
+    }
+    set {kind = .secagg(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -299,6 +316,7 @@ public nonisolated struct Fedgate_V1_BrokerMessage: Sendable {
     case task(Fedgate_V1_RoundTask)
     case outcome(Fedgate_V1_RoundOutcome)
     case evaluate(Fedgate_V1_EvaluateTask)
+    case secagg(Fedgate_V1_SecAggStep)
 
   }
 
@@ -364,6 +382,73 @@ public nonisolated struct Fedgate_V1_RoundTask: Sendable {
 
   /// Classes of the label, as the consortium agreed (the model's output follows from it).
   public var classes: UInt32 = 0
+
+  /// Set when the plan asks for secure aggregation: the update then travels masked (see SecAggStep).
+  public var secagg: Fedgate_V1_SecAggSetup {
+    get {_secagg ?? Fedgate_V1_SecAggSetup()}
+    set {_secagg = newValue}
+  }
+  /// Returns true if `secagg` has been explicitly set.
+  public var hasSecagg: Bool {self._secagg != nil}
+  /// Clears the value of `secagg`. Subsequent reads from it will return its default value.
+  public mutating func clearSecagg() {self._secagg = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _secagg: Fedgate_V1_SecAggSetup? = nil
+}
+
+/// How a secure-aggregation round is run (Bonawitz et al. 2017 with distributed DP): who takes part,
+/// how many must survive to unmask, and the encoding and noise every silo applies before masking.
+public nonisolated struct Fedgate_V1_SecAggSetup: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// the protocol's round id (messages of other rounds are refused)
+  public var id: UInt64 = 0
+
+  public var participants: [String] = []
+
+  public var threshold: UInt32 = 0
+
+  /// each update is clipped to this L2 norm before encoding
+  public var clipNorm: Double = 0
+
+  /// distributed discrete Gaussian noise, as a multiple of clip_norm
+  public var noiseMultiplier: Double = 0
+
+  /// the noise is calibrated so that this many silos' shares suffice
+  public var honestSilos: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One step of a secure-aggregation round, relayed by the broker; the silos check every step.
+///   silo → broker: advertise  (body: {advertisement, identity_key, certificate_pem, binding})
+///   broker → silo: keys       (body: {advertisements, bindings of every participant})
+///   silo → broker: shares     (body: [encrypted share])
+///   broker → silo: relay      (body: {shares, sharers})
+///   silo → broker: the masked input, as an UploadUpdate of dimension little-endian uint32 values
+///   broker → silo: unmask     (body: unmasking request)
+///   silo → broker: unmasked   (body: unmasking response)
+/// Bodies are the JSON forms of FedGateSecureAggregation's messages.
+public nonisolated struct Fedgate_V1_SecAggStep: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var planHash: String = String()
+
+  public var round: UInt32 = 0
+
+  public var step: String = String()
+
+  public var body: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -984,7 +1069,7 @@ nonisolated extension Fedgate_V1_RenewResponse: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Fedgate_V1_GatewayMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GatewayMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}heartbeat\0\u{3}offer_reply\0\u{1}evaluation\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}heartbeat\0\u{3}offer_reply\0\u{1}evaluation\0\u{1}secagg\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1044,6 +1129,19 @@ nonisolated extension Fedgate_V1_GatewayMessage: SwiftProtobuf.Message, SwiftPro
           self.kind = .evaluation(v)
         }
       }()
+      case 5: try {
+        var v: Fedgate_V1_SecAggStep?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .secagg(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .secagg(v)
+        }
+      }()
       default: break
       }
     }
@@ -1070,6 +1168,10 @@ nonisolated extension Fedgate_V1_GatewayMessage: SwiftProtobuf.Message, SwiftPro
     case .evaluation?: try {
       guard case .evaluation(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .secagg?: try {
+      guard case .secagg(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     }()
     case nil: break
     }
@@ -1249,7 +1351,7 @@ nonisolated extension Fedgate_V1_FeatureMoments: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Fedgate_V1_BrokerMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".BrokerMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}welcome\0\u{1}offer\0\u{1}task\0\u{1}outcome\0\u{1}evaluate\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}welcome\0\u{1}offer\0\u{1}task\0\u{1}outcome\0\u{1}evaluate\0\u{1}secagg\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1322,6 +1424,19 @@ nonisolated extension Fedgate_V1_BrokerMessage: SwiftProtobuf.Message, SwiftProt
           self.kind = .evaluate(v)
         }
       }()
+      case 6: try {
+        var v: Fedgate_V1_SecAggStep?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .secagg(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .secagg(v)
+        }
+      }()
       default: break
       }
     }
@@ -1352,6 +1467,10 @@ nonisolated extension Fedgate_V1_BrokerMessage: SwiftProtobuf.Message, SwiftProt
     case .evaluate?: try {
       guard case .evaluate(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
+    case .secagg?: try {
+      guard case .secagg(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
     }()
     case nil: break
     }
@@ -1447,7 +1566,7 @@ nonisolated extension Fedgate_V1_RoundOffer: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Fedgate_V1_RoundTask: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RoundTask"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{3}model_sha256\0\u{3}model_bytes\0\u{3}deadline_ms\0\u{3}feature_means\0\u{3}feature_scales\0\u{1}classes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{3}model_sha256\0\u{3}model_bytes\0\u{3}deadline_ms\0\u{3}feature_means\0\u{3}feature_scales\0\u{1}classes\0\u{1}secagg\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1463,12 +1582,17 @@ nonisolated extension Fedgate_V1_RoundTask: SwiftProtobuf.Message, SwiftProtobuf
       case 6: try { try decoder.decodeRepeatedFloatField(value: &self.featureMeans) }()
       case 7: try { try decoder.decodeRepeatedFloatField(value: &self.featureScales) }()
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.classes) }()
+      case 9: try { try decoder.decodeSingularMessageField(value: &self._secagg) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.planHash.isEmpty {
       try visitor.visitSingularStringField(value: self.planHash, fieldNumber: 1)
     }
@@ -1493,6 +1617,9 @@ nonisolated extension Fedgate_V1_RoundTask: SwiftProtobuf.Message, SwiftProtobuf
     if self.classes != 0 {
       try visitor.visitSingularUInt32Field(value: self.classes, fieldNumber: 8)
     }
+    try { if let v = self._secagg {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1505,6 +1632,107 @@ nonisolated extension Fedgate_V1_RoundTask: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.featureMeans != rhs.featureMeans {return false}
     if lhs.featureScales != rhs.featureScales {return false}
     if lhs.classes != rhs.classes {return false}
+    if lhs._secagg != rhs._secagg {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_SecAggSetup: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SecAggSetup"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}participants\0\u{1}threshold\0\u{3}clip_norm\0\u{3}noise_multiplier\0\u{3}honest_silos\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.id) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.participants) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.threshold) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.clipNorm) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.noiseMultiplier) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.honestSilos) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.id != 0 {
+      try visitor.visitSingularUInt64Field(value: self.id, fieldNumber: 1)
+    }
+    if !self.participants.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.participants, fieldNumber: 2)
+    }
+    if self.threshold != 0 {
+      try visitor.visitSingularUInt32Field(value: self.threshold, fieldNumber: 3)
+    }
+    if self.clipNorm.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.clipNorm, fieldNumber: 4)
+    }
+    if self.noiseMultiplier.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.noiseMultiplier, fieldNumber: 5)
+    }
+    if self.honestSilos != 0 {
+      try visitor.visitSingularUInt32Field(value: self.honestSilos, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_SecAggSetup, rhs: Fedgate_V1_SecAggSetup) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.participants != rhs.participants {return false}
+    if lhs.threshold != rhs.threshold {return false}
+    if lhs.clipNorm != rhs.clipNorm {return false}
+    if lhs.noiseMultiplier != rhs.noiseMultiplier {return false}
+    if lhs.honestSilos != rhs.honestSilos {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_SecAggStep: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SecAggStep"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{1}step\0\u{1}body\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.planHash) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.round) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.step) }()
+      case 4: try { try decoder.decodeSingularBytesField(value: &self.body) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.planHash.isEmpty {
+      try visitor.visitSingularStringField(value: self.planHash, fieldNumber: 1)
+    }
+    if self.round != 0 {
+      try visitor.visitSingularUInt32Field(value: self.round, fieldNumber: 2)
+    }
+    if !self.step.isEmpty {
+      try visitor.visitSingularStringField(value: self.step, fieldNumber: 3)
+    }
+    if !self.body.isEmpty {
+      try visitor.visitSingularBytesField(value: self.body, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_SecAggStep, rhs: Fedgate_V1_SecAggStep) -> Bool {
+    if lhs.planHash != rhs.planHash {return false}
+    if lhs.round != rhs.round {return false}
+    if lhs.step != rhs.step {return false}
+    if lhs.body != rhs.body {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,90 @@
+@_spi(Testing) import FedGateLearning
+import FedGatePKI
+import FedGatePolicy
+import FedGateProto
+@_spi(Testing) import FedGateServices
+import FedGateStore
+import FedGateTensors
+import FedGateTransport
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Logging
+import Synchronization
+import Testing
+
+/// Every log line a broker writes, message and metadata, for checking what it ever said.
+final class RecordingLogHandler: LogHandler, @unchecked Sendable {
+    static let lines = Mutex<[String]>([])
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(event: LogEvent) {
+        let text = "\(event.level) \(event.message) \(event.metadata ?? [:]) \(metadata)"
+        Self.lines.withLock { $0.append(text) }
+    }
+}
+
+@Suite("Secure aggregation over the network")
+struct SecureRoundTests {
+    @Test("three gateways mask their updates: the broker unmasks only their sum (equal to the plain mean within the noise), and its store and logs hold no silo's update")
+    func maskedRound() async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        let shards = try NetworkedRoundTests.simulation(seed: 3).shards()
+        let logger = Logger(label: "fedgate.broker.secagg") { _ in RecordingLogHandler() }
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, logger: logger) { broker in
+            var silos: [NetworkedRoundTests.Silo] = []
+            for (i, shard) in shards.enumerated() {
+                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, port: broker.port))
+            }
+            let running = silos.map { silo in Task { await silo.gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            await eventually { await broker.coordinator.connectedSilos.count >= 3 }
+
+            // Almost no distributed noise, so the unmasked mean can be compared with the plain one.
+            let plan = NetworkedRoundTests.plan(rounds: 1, quorum: 3)
+                .replacingOccurrences(of: "secure_aggregation: false", with: "secure_aggregation: true")
+                .replacingOccurrences(of: "delta: 1.0e-5 }", with: "delta: 1.0e-5, distributed_noise_multiplier: 0.01 }")
+            let hash = try await withGRPCClient(transport: try FedGateTransports.client(
+                host: "127.0.0.1", port: broker.port, serverName: "broker", credentials: try consortium.credentials("dana", .dataScientist))) { grpc in
+                var request = Fedgate_V1_SubmitPlanRequest()
+                request.planYaml = plan
+                return try await Fedgate_V1_Broker.Client(wrapping: grpc).submitPlan(request).planHash
+            }
+            let status = try #require(await broker.coordinator.finished(hash))
+            #expect(status.state == .finished && status.rounds.map(\.state) == ["committed"], "\(status.rounds.map { ($0.state, $0.reason) }) \(status.reason ?? "")")
+            #expect(status.rounds.first?.participants.count == 3)
+
+            // The new model is the initial one plus the mean of the silos' clipped updates.
+            let initial = try Network(kind: .logistic, inputs: NetworkedRoundTests.data.featureCount, classes: 2, seed: 0).parameters
+            var deltas: [[Float]] = []
+            for silo in silos { deltas.append(await silo.gateway.activity.lastDelta) }
+            #expect(deltas.allSatisfy { $0.count == initial.count })
+            var mean = [Float](repeating: 0, count: initial.count)
+            for d in deltas {
+                let norm = Float(VectorMath.l2Norm(d))
+                let factor: Float = norm > 1 ? 1 / norm : 1
+                for k in mean.indices { mean[k] += d[k] * factor / Float(deltas.count) }
+            }
+            let gap = zip(status.parameters, zip(initial, mean)).map { abs($0 - ($1.0 + $1.1)) }.max() ?? .infinity
+            #expect(status.parameters.count == initial.count && gap < 0.02, "largest gap from the plain mean: \(gap)")
+
+            // Nothing the broker stored or logged holds a silo's update: not its float32 bytes, not its values in text.
+            var database = try Data(contentsOf: consortium.file("broker.sqlite"))
+            database.append((try? Data(contentsOf: consortium.file("broker.sqlite-wal"))) ?? Data())
+            let logs = RecordingLogHandler.lines.withLock { $0.joined(separator: "\n") }
+            #expect(logs.contains("masked sum unmasked"), "the broker's log was captured")
+            for d in deltas {
+                for start in stride(from: 0, to: d.count - 4, by: 4) {
+                    let window = d[start..<(start + 4)].withUnsafeBytes { Data($0) }
+                    #expect(database.range(of: window) == nil, "a silo's update bytes are in the broker's store")
+                }
+                for v in d.sorted(by: { abs($0) > abs($1) }).prefix(5) { #expect(!logs.contains("\(v)"), "the value \(v) of an update is in the broker's log") }
+            }
+        }
+    }
+}
