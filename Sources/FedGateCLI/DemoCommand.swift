@@ -111,6 +111,19 @@ struct DemoCommand: AsyncParsableCommand, AsyncExecutable {
             gateways.forEach { $0.stop() }
             broker.stop()
         }
+        // Interrupted (Ctrl-C, SIGTERM): stop the processes this demo started, then leave.
+        let children = ChildGroup(broker)
+        let signals = [SIGINT, SIGTERM].map { number -> DispatchSourceSignal in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number)
+            source.setEventHandler {
+                children.stopAll()
+                Foundation.exit(128 + number)
+            }
+            source.resume()
+            return source
+        }
+        defer { signals.forEach { $0.cancel() } }
         var port = 0
         for _ in 0..<1500 where port == 0 {
             if let line = broker.output.split(separator: "\n").first(where: { $0.contains("listening on") }) { port = Int(line.split(separator: ":").last ?? "") ?? 0 }
@@ -155,6 +168,7 @@ struct DemoCommand: AsyncParsableCommand, AsyncExecutable {
             """.write(to: work.appendingPathComponent("\(id).yaml"), atomically: true, encoding: .utf8)
             gateways.append(try BenchRoundCommand.Child(["gateway", "run", "--config", work.appendingPathComponent("\(id).yaml").path],
                                                         log: work.appendingPathComponent("\(id).log"), cwd: work))
+            children.add(gateways.last!)
             say("  \(id): \(shards[i].train.count) training rows, \(shards[i].test.count) held out, purposes \(rule.purposes.joined(separator: ", ")), "
                 + "ε cap \(rule.caps.perPlan) per plan")
         }
@@ -194,7 +208,8 @@ struct DemoCommand: AsyncParsableCommand, AsyncExecutable {
 
             // 5. The example plan, as written, followed live.
             let hash = try await submit(planText)
-            say("\nplan \(hash.prefix(12))… (\(example.purpose), \(example.model), DP-SGD z = \(example.dp.noiseMultiplier ?? 0), \(example.rounds) rounds) submitted by dana")
+            say("\nplan \(hash.prefix(12))… (\(example.purpose), \(example.model), DP-SGD z = \(example.dp.noiseMultiplier ?? 0), "
+                + (example.secureAggregation ? "secure aggregation with distributed DP, " : "") + "\(example.rounds) rounds) submitted by dana")
             var seen = 0
             var s = try await status(hash)
             func show(_ s: Fedgate_V1_PlanStatusResponse) {
@@ -289,6 +304,20 @@ struct DemoCommand: AsyncParsableCommand, AsyncExecutable {
         try fm.createDirectory(at: url, withIntermediateDirectories: true)
         try "made by fedgate demo; removed and recreated on the next run\n".write(to: marker, atomically: true, encoding: .utf8)
         return url
+    }
+}
+
+/// The processes a demo started, for stopping them from a signal handler.
+final class ChildGroup: @unchecked Sendable {
+    private let lock = NSLock()
+    private var children: [BenchRoundCommand.Child]
+
+    init(_ first: BenchRoundCommand.Child) { children = [first] }
+
+    func add(_ child: BenchRoundCommand.Child) { lock.withLock { children.append(child) } }
+
+    func stopAll() {
+        for child in lock.withLock({ children }) where child.process.isRunning { kill(child.process.processIdentifier, SIGTERM) }
     }
 }
 

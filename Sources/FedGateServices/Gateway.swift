@@ -38,6 +38,9 @@ public actor Gateway {
         public var keyFile: URL?
         /// Tests only: repeatable DP noise for this silo (run seed, silo index), to compare with the simulator.
         @_spi(Testing) public var fixedNoise: (run: UInt64, silo: Int)?
+        /// Tests only: drop out of a secure-aggregation round right after sharing keys (the stream
+        /// is closed when the broker relays the shares), as a silo that dies mid-round would.
+        @_spi(Testing) public var dropOutBeforeMasking = false
 
         public init(credentials: TLSCredentials, dataset: String, train: Dataset, test: Dataset) {
             self.credentials = credentials
@@ -122,6 +125,7 @@ public actor Gateway {
                 if Task.isCancelled { break }
                 logger.warning("session with the broker failed", metadata: ["silo": "\(siloID)", "error": "\(error)"])
             }
+            await abandonRoundsInFlight()
             if ContinuousClock.now - started > .seconds(30) || renewedJustNow { delay = settings.reconnectInitial }
             if renewedJustNow { renewedJustNow = false; continue }
             let spread = Double.random(in: 0.8...1.2, using: &jitter)
@@ -129,6 +133,25 @@ public actor Gateway {
             delay = min(delay * 2, settings.reconnectMaximum)
         }
         for task in training.values { task.cancel() }
+    }
+
+    /// The task stream ended: the broker has dropped this silo from any round in flight, and the
+    /// connection its uploads would use is gone. Training still running is stopped, and every
+    /// reservation whose update never left is released (updates are committed before they leave).
+    private func abandonRoundsInFlight() async {
+        let running = Array(training.values)
+        for task in running { task.cancel() }
+        for task in running { await task.value }
+        secure.removeAll()
+        for (key, ids) in reservations {
+            for id in ids {
+                do { try await governor.ledger.release(id, actor: siloID) } catch {
+                    logger.error("could not release a reservation", metadata: ["silo": "\(siloID)", "id": "\(id)", "error": "\(error)"])
+                }
+            }
+            logger.notice("released the reservation of a round left when the stream ended", metadata: ["silo": "\(siloID)", "round": "\(key)"])
+        }
+        reservations.removeAll()
     }
 
     /// A reservation still open when the gateway (re)starts belongs to a round whose update never
@@ -521,38 +544,43 @@ public actor Gateway {
     private func secureStep(_ step: Fedgate_V1_SecAggStep, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>,
                             reply: AsyncStream<Fedgate_V1_GatewayMessage>.Continuation) async {
         let key = "\(step.planHash)/\(step.round)"
-        guard var session = secure[key] else {
+        guard let setup = secure[key]?.setup else {
             logger.warning("secure-aggregation step for a round not in progress", metadata: ["silo": "\(siloID)", "step": "\(step.step)"])
             return
         }
+        // The session is changed in place, never through a copy held across an await: training
+        // sets the update concurrently (actor reentrancy), and a stale copy written back would lose it.
         do {
             switch step.step {
             case "keys":
                 let keys = try SecAggJSON.decode(SecAggKeys.self, step.body, step: step.step)
                 let ca = try Certificate(pemEncoded: credentials.caPEM)
                 var directory: [SiloID: Curve25519.Signing.PublicKey] = [:]
-                for binding in keys.bindings where session.setup.participants.contains(binding.silo) {
-                    directory[binding.silo] = try await binding.verified(id: session.setup.id, ca: ca)
+                for binding in keys.bindings where setup.participants.contains(binding.silo) {
+                    directory[binding.silo] = try await binding.verified(id: setup.id, ca: ca)
                 }
-                for silo in session.setup.participants where directory[silo] == nil {
+                for silo in setup.participants where directory[silo] == nil {
                     // A participant that did not advertise: the protocol treats it as dropped; it has no key to check.
                     directory[silo] = Curve25519.Signing.PrivateKey().publicKey
                 }
-                try session.client.learnIdentities(directory)
-                let shares = try session.client.shareKeys(keys.advertisements)
-                secure[key] = session
+                guard secure[key] != nil else { return }
+                try secure[key]!.client.learnIdentities(directory)
+                let shares = try secure[key]!.client.shareKeys(keys.advertisements)
                 reply.yield(secureMessage(step.planHash, step.round, "shares", try SecAggJSON.encode(shares)))
             case "relay":
-                session.relay = try SecAggJSON.decode(SecAggRelay.self, step.body, step: step.step)
-                secure[key] = session
+                if settings.dropOutBeforeMasking {
+                    secure.removeValue(forKey: key)
+                    reply.finish()
+                    return
+                }
+                secure[key]!.relay = try SecAggJSON.decode(SecAggRelay.self, step.body, step: step.step)
                 // Not on the task stream's loop: the upload may be long and the stream must keep flowing.
                 Task {
                     do { try await self.maskAndUploadIfReady(key, broker: broker) } catch { self.maskingFailed(key, error) }
                 }
             case "unmask":
                 let request = try SecAggJSON.decode(UnmaskingRequest.self, step.body, step: step.step)
-                let response = try session.client.unmask(request)
-                secure[key] = session
+                let response = try secure[key]!.client.unmask(request)
                 reply.yield(secureMessage(step.planHash, step.round, "unmasked", try SecAggJSON.encode(response)))
             default:
                 throw SecureAggregationError.malformed("unknown step '\(step.step)'")
@@ -567,16 +595,15 @@ public actor Gateway {
     /// Once both the local update and the broker's relay are here: clip and encode the update, add
     /// this silo's share of the distributed noise, mask it, commit the privacy spent, upload it.
     private func maskAndUploadIfReady(_ key: String, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async throws {
-        guard var session = secure[key], let (delta, header) = session.update, let relay = session.relay, !session.masked else { return }
-        session.masked = true
+        guard let session = secure[key], let (delta, header) = session.update, let relay = session.relay, !session.masked else { return }
+        secure[key]!.masked = true
         let setup = session.setup
         let noise = try DistributedNoise(clipNorm: setup.clipNorm, silos: setup.participants.count, honestSilos: Int(setup.honestSilos),
                                          noiseMultiplier: setup.noiseMultiplier)
         var rng = ChaCha20Random()
         var encoded = try noise.codec.encode(delta, using: &rng)
         noise.addNoise(to: &encoded, using: &rng)
-        let input = try session.client.maskedInput(encoded: encoded, shares: relay.shares, sharedKeys: relay.sharers)
-        secure[key] = session
+        let input = try secure[key]!.client.maskedInput(encoded: encoded, shares: relay.shares, sharedKeys: relay.sharers)
         var littleEndian = [UInt8]()
         littleEndian.reserveCapacity(4 * input.values.count)
         for v in input.values { withUnsafeBytes(of: v.littleEndian) { littleEndian.append(contentsOf: $0) } }

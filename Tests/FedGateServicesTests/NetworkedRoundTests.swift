@@ -236,10 +236,11 @@ struct NetworkedRoundTests {
                     return try await Fedgate_V1_Broker.Client(wrapping: grpc).submitPlan(request).planHash
                 }
             }
-            // A plan asking for secure aggregation is refused at submission, not run without it.
+            // Secure aggregation with a strategy that needs every update in the clear is refused at submission.
             do {
-                _ = try await submit(Self.plan(rounds: 1, quorum: 3).replacingOccurrences(of: "secure_aggregation: false", with: "secure_aggregation: true"))
-                Issue.record("a secure-aggregation plan was accepted by a broker that cannot run it")
+                _ = try await submit(Self.plan(rounds: 1, quorum: 3).replacingOccurrences(of: "secure_aggregation: false", with: "secure_aggregation: true")
+                    .replacingOccurrences(of: "strategy: fedavg", with: "strategy: median"))
+                Issue.record("a secure-aggregation plan with a median was accepted")
             } catch let error as RPCError {
                 #expect(error.code == .unimplemented && error.message.contains("secure_aggregation"), "\(error)")
             }

@@ -87,4 +87,48 @@ struct SecureRoundTests {
             }
         }
     }
+
+    @Test("a silo that drops out after sharing its keys: the others' masks are recovered, the round commits on quorum with their mean, and the silo spends nothing")
+    func dropoutRecovered() async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        let shards = try NetworkedRoundTests.simulation(seed: 5).shards()
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
+                                   logger: consortium.logger) { broker in
+            var silos: [NetworkedRoundTests.Silo] = []
+            for (i, shard) in shards.enumerated() {
+                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test,
+                                                                      port: broker.port) { if i == 2 { $0.dropOutBeforeMasking = true } })
+            }
+            let running = silos.map { silo in Task { await silo.gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            await eventually { await broker.coordinator.connectedSilos.count >= 3 }
+            let plan = NetworkedRoundTests.plan(rounds: 1, quorum: 2, deadline: 30)
+                .replacingOccurrences(of: "secure_aggregation: false", with: "secure_aggregation: true")
+                .replacingOccurrences(of: "delta: 1.0e-5 }", with: "delta: 1.0e-5, distributed_noise_multiplier: 0.01 }")
+            let hash = try await withGRPCClient(transport: try FedGateTransports.client(
+                host: "127.0.0.1", port: broker.port, serverName: "broker", credentials: try consortium.credentials("dana", .dataScientist))) { grpc in
+                var request = Fedgate_V1_SubmitPlanRequest()
+                request.planYaml = plan
+                return try await Fedgate_V1_Broker.Client(wrapping: grpc).submitPlan(request).planHash
+            }
+            let status = try #require(await broker.coordinator.finished(hash))
+            #expect(status.rounds.map(\.state) == ["committed"] && status.rounds.first?.participants == ["hospital-0", "hospital-1"],
+                    "\(status.rounds.map { ($0.state, $0.participants, $0.reason) })")
+            let initial = try Network(kind: .logistic, inputs: NetworkedRoundTests.data.featureCount, classes: 2, seed: 0).parameters
+            var mean = [Float](repeating: 0, count: initial.count)
+            for silo in silos.prefix(2) {
+                let d = await silo.gateway.activity.lastDelta
+                let norm = Float(VectorMath.l2Norm(d))
+                let factor: Float = norm > 1 ? 1 / norm : 1
+                for k in mean.indices { mean[k] += d[k] * factor / 2 }
+            }
+            let gap = zip(status.parameters, zip(initial, mean)).map { abs($0 - ($1.0 + $1.1)) }.max() ?? .infinity
+            #expect(status.parameters.count == initial.count && gap < 0.02, "largest gap from the survivors' plain mean: \(gap)")
+            // The silo that left never sent its update: nothing committed, nothing left reserved.
+            await eventually { (try? await silos[2].ledger.backend.entries(dataset: "breast-cancer-2024").allSatisfy { $0.state == .released }) == true }
+            let entries = try await silos[2].ledger.backend.entries(dataset: "breast-cancer-2024")
+            #expect(!entries.isEmpty && entries.allSatisfy { $0.state == .released }, "\(entries.map(\.state))")
+        }
+    }
 }
