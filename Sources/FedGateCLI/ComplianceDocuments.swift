@@ -70,8 +70,10 @@ enum ComplianceHTML {
         }
         if !report.gates.isEmpty {
             var rows: [[String]] = []
-            for g in report.gates { for (silo, acc) in g.silos.sorted(by: { $0.key < $1.key }) { rows.append([code(g.plan), e(silo), fmt(acc)]) } }
-            body += "<h3>Final-model accuracy per silo</h3>\n" + table(["Plan", "Silo", "Accuracy"], rows)
+            for g in report.gates {
+                for (silo, acc) in g.silos.sorted(by: { $0.key < $1.key }) { rows.append([code(g.plan), e(silo), fmt(acc), g.personalised[silo].map(fmt) ?? "–"]) }
+            }
+            body += "<h3>Final-model accuracy per silo</h3>\n" + table(["Plan", "Silo", "Global model", "Personalised"], rows)
         }
 
         body += "<h2>Participation per round</h2>\n"

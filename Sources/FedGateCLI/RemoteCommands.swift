@@ -47,8 +47,11 @@ enum PlanView {
             "plan": s.planHash, "state": s.state, "reason": s.reason,
             "current_round": s.currentRound, "current_phase": s.currentPhase, "accepted": s.accepted, "refusals": s.refusals,
             "rounds": s.rounds.map { ["round": $0.round, "state": $0.state, "participants": $0.participants, "accuracy": $0.accuracy] as [String: Any] },
-            "evaluation": s.evaluations.map { ["silo": $0.silo, "accuracy": $0.accuracy, "examples": $0.examples,
-                                               "epsilon": $0.epsilonSpent, "epsilon_cap": $0.epsilonCap] as [String: Any] },
+            "evaluation": s.evaluations.map { e -> [String: Any] in
+                var row: [String: Any] = ["silo": e.silo, "accuracy": e.accuracy, "examples": e.examples, "epsilon": e.epsilonSpent, "epsilon_cap": e.epsilonCap]
+                if e.personalised { row["personalised_accuracy"] = e.personalisedAccuracy }
+                return row
+            },
             "accuracy": s.accuracy, "fairness_delta": s.fairnessDelta, "gate_passed": s.gatePassed, "gate_reasons": s.gateReasons,
             "model_version": s.modelVersion, "bytes_in": s.bytesIn, "bytes_out": s.bytesOut,
         ]
@@ -71,8 +74,9 @@ enum PlanView {
         if !s.evaluations.isEmpty {
             lines.append(String(format: "  final model: accuracy %.4f over all silos, fairness delta %.4f", s.accuracy, s.fairnessDelta))
             for e in s.evaluations {
-                lines.append(String(format: "    %-16@ accuracy %.4f on %4d held-out rows   ε %.3f of %.3f", e.silo as NSString, e.accuracy,
-                                    Int(e.examples), e.epsilonSpent, e.epsilonCap))
+                lines.append(String(format: "    %-16@ accuracy %.4f on %4d held-out rows   ε %.3f of %.3f%@", e.silo as NSString, e.accuracy,
+                                    Int(e.examples), e.epsilonSpent, e.epsilonCap,
+                                    e.personalised ? String(format: "   personalised %.4f", e.personalisedAccuracy) as NSString : "" as NSString))
             }
             lines.append(s.gatePassed ? "  gate passed: model version \(s.modelVersion)" : "  gate held the model back: \(s.gateReasons.joined(separator: "; "))")
         }

@@ -47,6 +47,18 @@ public struct Network: Sendable, Equatable {
 
     var binary: Bool { layerSizes.last == 1 }
 
+    /// Where each weight layer (0: the first, next to the inputs) keeps its weights and biases in
+    /// `parameters`: what FedPer keeps local when a plan names the layer.
+    public var layerRanges: [Range<Int>] {
+        weightOffsets.indices.map { weightOffsets[$0]..<(biasOffsets[$0] + layerSizes[$0 + 1]) }
+    }
+
+    /// Weight layers of a model kind: 1 for logistic and softmax, hidden layers + 1 for an MLP.
+    public static func layerCount(_ kind: ModelKind) -> Int {
+        if case .mlp(let hidden) = kind { return hidden.count + 1 }
+        return 1
+    }
+
     /// A network of this shape with given parameters (a received global model): no initialisation.
     public init(kind: ModelKind, inputs: Int, classes: Int, parameters: [Float]) throws {
         try self.init(kind: kind, inputs: inputs, classes: classes, seed: nil)

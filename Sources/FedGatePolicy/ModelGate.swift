@@ -6,13 +6,16 @@ public struct SiloEvaluation: Sendable, Equatable, Codable {
     /// ε the silo's ledger committed for the plan, and its per-plan cap.
     public var epsilonSpent: Double
     public var epsilonCap: Double
+    /// With personalisation: the accuracy of the silo's own model (its local layers, fine-tuned) on the same rows.
+    public var personalisedAccuracy: Double?
 
-    public init(silo: String, accuracy: Double, examples: Int, epsilonSpent: Double, epsilonCap: Double) {
+    public init(silo: String, accuracy: Double, examples: Int, epsilonSpent: Double, epsilonCap: Double, personalisedAccuracy: Double? = nil) {
         self.silo = silo
         self.accuracy = accuracy
         self.examples = examples
         self.epsilonSpent = epsilonSpent
         self.epsilonCap = epsilonCap
+        self.personalisedAccuracy = personalisedAccuracy
     }
 }
 

@@ -32,6 +32,11 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     public var minAccuracy: Double?
     /// How far (accuracy, 0.01 = one point) the final model may fall below the current version.
     public var maxAccuracyDrop: Double? = nil
+    /// FedPer: weight layers (0 = next to the inputs) that stay at each silo, never aggregated.
+    public var localLayers: [Int]? = nil
+    /// Epochs of local fine-tuning (plain SGD; the model stays at the silo) before the personalised
+    /// evaluation after the last round.
+    public var fineTuneEpochs: Int? = nil
 
     /// SHA-256 of the plan's canonical JSON form (sorted keys), so equal plans hash equally
     /// whatever their YAML layout or comments.
@@ -66,7 +71,7 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
         try root.only(["purpose", "datasets", "columns", "model", "executor", "rounds", "local_steps", "strategy",
-                       "dp", "secure_aggregation", "quorum", "broker", "deadlines", "evaluation"])
+                       "dp", "secure_aggregation", "quorum", "broker", "deadlines", "evaluation", "personalisation"])
         let dpMap = try r.map(try root.require("dp", "noise_multiplier or target_epsilon, clip_norm, sampling_rate, delta"), "dp")
         try dpMap.only(["noise_multiplier", "target_epsilon", "clip_norm", "sampling_rate", "delta", "distributed_noise_multiplier"])
         let z = try dpMap.optional("noise_multiplier").map { try r.double($0, "dp.noise_multiplier", 0.01...1000, "a noise multiplier between 0.01 and 1000") }
@@ -84,6 +89,19 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
             try em.only(["min_accuracy", "max_drop"])
             minAccuracy = try em.optional("min_accuracy").map { try r.double($0, "evaluation.min_accuracy", 0...1, "an accuracy between 0 and 1") }
             maxDrop = try em.optional("max_drop").map { try r.double($0, "evaluation.max_drop", 0...1, "an accuracy drop between 0 and 1 (0.01 is one point)") }
+        }
+        var localLayers: [Int]?, fineTune: Int?
+        if let p = root.optional("personalisation") {
+            let pm = try r.map(p, "personalisation")
+            try pm.only(["local_layers", "fine_tune_epochs"])
+            if let l = pm.optional("local_layers") {
+                let text = try r.strings(l, "personalisation.local_layers")
+                localLayers = try text.map { t in
+                    guard let n = Int(t), n >= 0 else { throw r.error(l, "personalisation.local_layers", "must list layer numbers ≥ 0 (0: the layer next to the inputs)") }
+                    return n
+                }
+            }
+            fineTune = try pm.optional("fine_tune_epochs").map { try r.int($0, "personalisation.fine_tune_epochs", 0...1000, "a number of epochs from 0 to 1000") }
         }
         let datasets = try r.strings(try root.require("datasets", "the logical names of the data sets"), "datasets")
         guard !datasets.isEmpty else { throw r.error(root.optional("datasets"), "datasets", "must name at least one data set") }
@@ -107,6 +125,6 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
             brokerRegion: try r.string(try broker.require("region", "the broker's region"), "broker.region"),
             brokerJurisdiction: try r.string(try broker.require("jurisdiction", "the broker's jurisdiction"), "broker.jurisdiction"),
             roundDeadlineSeconds: try r.int(try deadlines.require("round_seconds", "seconds a round may take"), "deadlines.round_seconds", 1...86_400 * 7, "seconds from 1 to 604800"),
-            minAccuracy: minAccuracy, maxAccuracyDrop: maxDrop)
+            minAccuracy: minAccuracy, maxAccuracyDrop: maxDrop, localLayers: localLayers, fineTuneEpochs: fineTune)
     }
 }

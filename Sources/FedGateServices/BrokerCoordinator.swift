@@ -318,6 +318,13 @@ public actor BrokerCoordinator {
         _ = try ModelKind(parsing: plan.model)
         // Secure aggregation needs the mean of equal weights and FedAvg's sum: robust strategies
         // need every update in the clear, which secure aggregation exists to prevent.
+        if let local = plan.localLayers, !local.isEmpty {
+            let layers = Network.layerCount(try ModelKind(parsing: plan.model))
+            guard local.allSatisfy({ $0 < layers }), Set(local).count < layers else {
+                throw PlanUnsupported("personalisation.local_layers: \(plan.model) has layers 0…\(layers - 1); name some of them, not all "
+                                      + "(at least one layer must be shared)")
+            }
+        }
         guard !plan.secureAggregation || plan.strategy == "fedavg" else {
             throw PlanUnsupported("secure_aggregation: only with strategy fedavg (\(plan.strategy) needs every update in the clear)")
         }
@@ -563,7 +570,8 @@ public actor BrokerCoordinator {
         var silos: [SiloEvaluation] = [], failures: [String: String] = [:]
         for (silo, r) in reports {
             if r.error.isEmpty {
-                silos.append(SiloEvaluation(silo: silo, accuracy: r.accuracy, examples: Int(r.examples), epsilonSpent: r.epsilonSpent, epsilonCap: r.epsilonCap))
+                silos.append(SiloEvaluation(silo: silo, accuracy: r.accuracy, examples: Int(r.examples), epsilonSpent: r.epsilonSpent, epsilonCap: r.epsilonCap,
+                                            personalisedAccuracy: r.personalised ? r.personalisedAccuracy : nil))
             } else {
                 failures[silo] = r.error
             }
@@ -574,7 +582,11 @@ public actor BrokerCoordinator {
         let gate = ModelGate.decide(summary, minAccuracy: plan.minAccuracy, maxDrop: plan.maxAccuracyDrop,
                                     currentAccuracy: versions.last?.metrics["accuracy"])
         var perSilo: [String: Any] = [:]
-        for s in summary.silos { perSilo[s.silo] = ["accuracy": s.accuracy, "examples": s.examples, "epsilon": s.epsilonSpent, "epsilon_cap": s.epsilonCap] }
+        for s in summary.silos {
+            let personalised: Any = s.personalisedAccuracy.map { $0 as Any } ?? NSNull()
+            perSilo[s.silo] = ["accuracy": s.accuracy, "examples": s.examples, "epsilon": s.epsilonSpent, "epsilon_cap": s.epsilonCap,
+                               "personalised_accuracy": personalised] as [String: Any]
+        }
         try await store.audit(actor: settings.brokerID, action: "model.gate", subject: hash, payload: canonicalPayload([
             "round": round, "passed": gate.passed, "reasons": gate.reasons, "accuracy": summary.pooledAccuracy ?? NSNull(),
             "fairness_delta": summary.fairnessDelta ?? NSNull(), "silos": perSilo, "failures": failures,

@@ -234,6 +234,10 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
                 out.examples = UInt64(s.examples)
                 out.epsilonSpent = s.epsilonSpent
                 out.epsilonCap = s.epsilonCap
+                if let p = s.personalisedAccuracy {
+                    out.personalised = true
+                    out.personalisedAccuracy = p
+                }
                 return out
             }
             response.accuracy = e.pooledAccuracy ?? 0

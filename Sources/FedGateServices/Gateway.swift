@@ -86,6 +86,8 @@ public actor Gateway {
     /// Ledger reservation per "plan/round" not yet settled.
     private var reservations: [String: [String]] = [:]
     private var training: [String: Task<Void, Never>] = [:]
+    /// FedPer: each plan's model as this silo last trained it (its local layers are used), by plan hash.
+    private var personal: [String: [Float]] = [:]
     /// Secure-aggregation rounds in flight, by "plan/round".
     private var secure: [String: SecureSession] = [:]
 
@@ -387,8 +389,13 @@ public actor Gateway {
         test.standardise(standardisation)
         let kind = try ModelKind(parsing: plan.model)
         let dimension = try Network.parameterCount(kind: kind, inputs: train.featureCount, classes: Int(task.classes))
-        let global = try Network(kind: kind, inputs: train.featureCount, classes: Int(task.classes),
+        var global = try Network(kind: kind, inputs: train.featureCount, classes: Int(task.classes),
                                  parameters: try ModelPayload.parameters(payload, tensor: "parameters", dimension: dimension))
+        // FedPer: this silo's own layers replace the broker's (which never change for them).
+        let localRanges = (plan.localLayers ?? []).compactMap { global.layerRanges.indices.contains($0) ? global.layerRanges[$0] : nil }
+        if let own = personal[task.planHash], own.count == global.parameters.count {
+            for r in localRanges { global.parameters.replaceSubrange(r, with: own[r]) }
+        }
         let before = global.evaluate(test)
 
         var local = LocalTrainingSettings()
@@ -401,6 +408,11 @@ public actor Gateway {
         let update = try LocalTrainer(settings: local).train(global, on: train, scaffold: &scaffold, shuffle: &shuffle)
         var delta = update.parameters
         for k in delta.indices { delta[k] -= global.parameters[k] }
+        if !localRanges.isEmpty {
+            // The local layers stay here: kept for the next round, and nothing of them is sent.
+            personal[task.planHash] = update.parameters
+            for r in localRanges { for k in r { delta[k] = 0 } }
+        }
         let bytes = task.hasSecagg ? [] : try ModelPayload.update(delta)
 
         let key = "\(task.planHash)/\(task.round)"
@@ -498,6 +510,29 @@ public actor Gateway {
         let model = try Network(kind: kind, inputs: test.featureCount, classes: Int(task.classes),
                                 parameters: try ModelPayload.parameters(payload, tensor: "parameters", dimension: dimension))
         let result = model.evaluate(test)
+        let plan = accepted.plan
+        if !(plan.localLayers ?? []).isEmpty || (plan.fineTuneEpochs ?? 0) > 0 {
+            // The silo's own model: the shared layers, its local layers, fine-tuned on its rows. It
+            // never leaves the silo; only its accuracy does.
+            var own = model
+            if let mine = personal[task.planHash], mine.count == own.parameters.count {
+                for i in plan.localLayers ?? [] where own.layerRanges.indices.contains(i) {
+                    own.parameters.replaceSubrange(own.layerRanges[i], with: mine[own.layerRanges[i]])
+                }
+            }
+            if let epochs = plan.fineTuneEpochs, epochs > 0 {
+                var train = accepted.train
+                train.standardise(Standardisation(means: task.featureMeans, scales: task.featureScales))
+                var settings = LocalTrainingSettings()
+                settings.epochs = epochs
+                settings.learningRate = self.settings.learningRate
+                var scaffold: LocalTrainer.Scaffold?
+                var shuffle = SimulationRandom(seed: 0xf17e)
+                own.parameters = try LocalTrainer(settings: settings).train(own, on: train, scaffold: &scaffold, shuffle: &shuffle).parameters
+            }
+            report.personalised = true
+            report.personalisedAccuracy = own.evaluate(test).accuracy
+        }
         report.accuracy = result.accuracy
         report.loss = result.logLoss
         report.examples = UInt64(test.count)

@@ -108,6 +108,8 @@ public struct ComplianceReport: Sendable {
     public struct Gate: Sendable, Equatable {
         public let plan: String, round: Int, passed: Bool, reasons: [String], accuracy: Double?, at: Date
         public let silos: [String: Double]
+        /// With personalisation: each silo's own model's accuracy.
+        public let personalised: [String: Double]
     }
     public struct Version: Sendable, Equatable { public let version: Int, plan: String, round: Int, contentSHA256: String, at: Date, actor: String, action: String }
 
@@ -164,10 +166,14 @@ public struct ComplianceReport: Sendable {
                     rounds.append(round)
                 }
             case "model.gate":
-                var silos: [String: Double] = [:]
-                for (silo, v) in p["silos"] as? [String: Any] ?? [:] { silos[silo] = (v as? [String: Any])?["accuracy"] as? Double }
+                var silos: [String: Double] = [:], personalised: [String: Double] = [:]
+                for (silo, v) in p["silos"] as? [String: Any] ?? [:] {
+                    silos[silo] = (v as? [String: Any])?["accuracy"] as? Double
+                    personalised[silo] = (v as? [String: Any])?["personalised_accuracy"] as? Double
+                }
                 gates.append(Gate(plan: r.subject, round: p["round"] as? Int ?? 0, passed: p["passed"] as? Bool ?? false,
-                                  reasons: p["reasons"] as? [String] ?? [], accuracy: p["accuracy"] as? Double, at: r.at, silos: silos))
+                                  reasons: p["reasons"] as? [String] ?? [], accuracy: p["accuracy"] as? Double, at: r.at, silos: silos,
+                                  personalised: personalised))
             case "model.version":
                 versions.append(Version(version: p["version"] as? Int ?? 0, plan: r.subject, round: p["round"] as? Int ?? 0,
                                         contentSHA256: p["content_sha256"] as? String ?? "", at: r.at, actor: r.actor, action: "recorded"))

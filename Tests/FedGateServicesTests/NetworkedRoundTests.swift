@@ -209,6 +209,52 @@ struct NetworkedRoundTests {
         }
     }
 
+    @Test("FedPer: the layer a plan keeps local never reaches the broker; each silo reports its personalised, fine-tuned model against the global one")
+    func personalisation() async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        let shards = try Self.simulation(seed: 2).shards()
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
+                                   logger: consortium.logger) { broker in
+            var silos: [Silo] = []
+            for (i, shard) in shards.enumerated() {
+                let id = "hospital-\(i)"
+                silos.append(try await makeSilo(consortium, id, train: shard.train, test: shard.test,
+                                                policy: Self.policy(silo: id).replacingOccurrences(of: "models: [logistic]", with: "models: [logistic, mlp]"),
+                                                port: broker.port))
+            }
+            let running = silos.map { silo in Task { await silo.gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            try await waitForGateways(broker, 3)
+            let plan = Self.plan(rounds: 5, quorum: 3).replacingOccurrences(of: "model: logistic", with: "model: mlp:8")
+                + "\npersonalisation: { local_layers: [1], fine_tune_epochs: 3 }\n"
+            let hash = try await withGRPCClient(transport: try FedGateTransports.client(
+                host: "127.0.0.1", port: broker.port, serverName: "broker", credentials: try consortium.credentials("dana", .dataScientist))) { grpc in
+                let client = Fedgate_V1_Broker.Client(wrapping: grpc)
+                // All layers local would leave nothing to share: refused.
+                var bad = Fedgate_V1_SubmitPlanRequest()
+                bad.planYaml = plan.replacingOccurrences(of: "local_layers: [1]", with: "local_layers: [0, 1]")
+                await #expect(throws: RPCError.self) { _ = try await client.submitPlan(bad) }
+                var request = Fedgate_V1_SubmitPlanRequest()
+                request.planYaml = plan
+                return try await client.submitPlan(request).planHash
+            }
+            let status = try #require(await broker.coordinator.finished(hash))
+            #expect(status.state == .finished && status.rounds.allSatisfy { $0.state == "committed" }, "\(status.rounds.map { ($0.state, $0.reason) })")
+            // The broker's model: layer 0 learnt from the silos; layer 1 exactly as it started (no silo sent any of it).
+            let initial = try Network(kind: .mlp(hidden: [8]), inputs: Self.data.featureCount, classes: 2, seed: 0)
+            let head = initial.layerRanges[1], body = initial.layerRanges[0]
+            #expect(Array(status.parameters[head]) == Array(initial.parameters[head]))
+            #expect(Array(status.parameters[body]) != Array(initial.parameters[body]))
+            let evaluation = try #require(status.evaluation)
+            #expect(evaluation.silos.count == 3 && evaluation.silos.allSatisfy { $0.personalisedAccuracy != nil })
+            let rows = Double(evaluation.silos.reduce(0) { $0 + $1.examples })
+            let personalised = evaluation.silos.reduce(0.0) { $0 + ($1.personalisedAccuracy ?? 0) * Double($1.examples) } / rows
+            #expect(personalised >= 0.85, "pooled personalised accuracy \(personalised)")
+            #expect(personalised > (evaluation.pooledAccuracy ?? 1), "personalised \(personalised) against the global model's \(evaluation.pooledAccuracy ?? 0)")
+        }
+    }
+
     @Test("the plan's gate holds back a model below its bar, with the reason; an admin rolls back to an earlier version; a cancelled plan stops")
     func gateRollbackCancel() async throws {
         let consortium = try Consortium()

@@ -508,6 +508,12 @@ public nonisolated struct Fedgate_V1_EvaluationReport: Sendable {
   /// Why the silo could not evaluate (then the numbers above are unset).
   public var error: String = String()
 
+  /// With personalisation (FedPer layers kept local and/or local fine-tuning): the accuracy of the
+  /// silo's own model on the same rows.
+  public var personalised: Bool = false
+
+  public var personalisedAccuracy: Double = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -738,6 +744,10 @@ public nonisolated struct Fedgate_V1_SiloEvaluation: Sendable {
   public var epsilonSpent: Double = 0
 
   public var epsilonCap: Double = 0
+
+  public var personalised: Bool = false
+
+  public var personalisedAccuracy: Double = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1805,7 +1815,7 @@ nonisolated extension Fedgate_V1_EvaluateTask: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Fedgate_V1_EvaluationReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EvaluationReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{1}accuracy\0\u{1}examples\0\u{1}loss\0\u{3}epsilon_spent\0\u{3}epsilon_cap\0\u{1}error\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{1}accuracy\0\u{1}examples\0\u{1}loss\0\u{3}epsilon_spent\0\u{3}epsilon_cap\0\u{1}error\0\u{1}personalised\0\u{3}personalised_accuracy\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1821,6 +1831,8 @@ nonisolated extension Fedgate_V1_EvaluationReport: SwiftProtobuf.Message, SwiftP
       case 6: try { try decoder.decodeSingularDoubleField(value: &self.epsilonSpent) }()
       case 7: try { try decoder.decodeSingularDoubleField(value: &self.epsilonCap) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      case 9: try { try decoder.decodeSingularBoolField(value: &self.personalised) }()
+      case 10: try { try decoder.decodeSingularDoubleField(value: &self.personalisedAccuracy) }()
       default: break
       }
     }
@@ -1851,6 +1863,12 @@ nonisolated extension Fedgate_V1_EvaluationReport: SwiftProtobuf.Message, SwiftP
     if !self.error.isEmpty {
       try visitor.visitSingularStringField(value: self.error, fieldNumber: 8)
     }
+    if self.personalised != false {
+      try visitor.visitSingularBoolField(value: self.personalised, fieldNumber: 9)
+    }
+    if self.personalisedAccuracy.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.personalisedAccuracy, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1863,6 +1881,8 @@ nonisolated extension Fedgate_V1_EvaluationReport: SwiftProtobuf.Message, SwiftP
     if lhs.epsilonSpent != rhs.epsilonSpent {return false}
     if lhs.epsilonCap != rhs.epsilonCap {return false}
     if lhs.error != rhs.error {return false}
+    if lhs.personalised != rhs.personalised {return false}
+    if lhs.personalisedAccuracy != rhs.personalisedAccuracy {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2334,7 +2354,7 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
 
 nonisolated extension Fedgate_V1_SiloEvaluation: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SiloEvaluation"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}silo\0\u{1}accuracy\0\u{1}examples\0\u{3}epsilon_spent\0\u{3}epsilon_cap\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}silo\0\u{1}accuracy\0\u{1}examples\0\u{3}epsilon_spent\0\u{3}epsilon_cap\0\u{1}personalised\0\u{3}personalised_accuracy\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2347,6 +2367,8 @@ nonisolated extension Fedgate_V1_SiloEvaluation: SwiftProtobuf.Message, SwiftPro
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.examples) }()
       case 4: try { try decoder.decodeSingularDoubleField(value: &self.epsilonSpent) }()
       case 5: try { try decoder.decodeSingularDoubleField(value: &self.epsilonCap) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.personalised) }()
+      case 7: try { try decoder.decodeSingularDoubleField(value: &self.personalisedAccuracy) }()
       default: break
       }
     }
@@ -2368,6 +2390,12 @@ nonisolated extension Fedgate_V1_SiloEvaluation: SwiftProtobuf.Message, SwiftPro
     if self.epsilonCap.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.epsilonCap, fieldNumber: 5)
     }
+    if self.personalised != false {
+      try visitor.visitSingularBoolField(value: self.personalised, fieldNumber: 6)
+    }
+    if self.personalisedAccuracy.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.personalisedAccuracy, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2377,6 +2405,8 @@ nonisolated extension Fedgate_V1_SiloEvaluation: SwiftProtobuf.Message, SwiftPro
     if lhs.examples != rhs.examples {return false}
     if lhs.epsilonSpent != rhs.epsilonSpent {return false}
     if lhs.epsilonCap != rhs.epsilonCap {return false}
+    if lhs.personalised != rhs.personalised {return false}
+    if lhs.personalisedAccuracy != rhs.personalisedAccuracy {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
