@@ -53,7 +53,7 @@ enum PlanView {
                 return row
             },
             "accuracy": s.accuracy, "fairness_delta": s.fairnessDelta, "gate_passed": s.gatePassed, "gate_reasons": s.gateReasons,
-            "model_version": s.modelVersion, "bytes_in": s.bytesIn, "bytes_out": s.bytesOut,
+            "model_version": s.modelVersion, "bytes_in": s.bytesIn, "bytes_out": s.bytesOut, "epsilon_mirror": s.epsilonMirror,
         ]
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])
         return String(decoding: data, as: UTF8.self)
@@ -153,6 +153,10 @@ extension PlanCommand {
                     for r in s.rounds.dropFirst(seenRounds) {
                         print(String(format: "round %3d %@  participants %@%@", r.round, r.state, r.participants.joined(separator: ", "),
                                      r.accuracy > 0 ? String(format: "  accuracy %.4f", r.accuracy) : ""))
+                        if r.state == "committed", !s.epsilonMirror.isEmpty {
+                            print("          ε so far: " + s.epsilonMirror.sorted { $0.key < $1.key }.map { String(format: "%@ %.3f", $0.key, $0.value) }
+                                .joined(separator: ", ") + "   bytes \(PlanView.bytes(s.bytesOut)) out, \(PlanView.bytes(s.bytesIn)) in")
+                        }
                     }
                     seenRounds = s.rounds.count
                     let phase = "\(s.currentRound) \(s.currentPhase)"

@@ -45,6 +45,10 @@ public actor BrokerCoordinator {
         public var state: State
         public var rounds: [Round] = []
         public var reason: String?
+        /// The broker's mirror of each silo's privacy spent on this plan: the plan's DP-SGD event for
+        /// every committed round the silo took part in, composed (each silo's ledger is the truth;
+        /// the mirror is for following a plan live and for planning).
+        public var epsilonMirror: [String: Double] = [:]
         /// The current global model's parameters and layer sizes.
         public var parameters: [Float] = []
         public var layerSizes: [Int] = []
@@ -124,6 +128,8 @@ public actor BrokerCoordinator {
     private var nextToken: UInt64 = 0
     private var active: [String: ActiveRound] = [:]
     private var evaluations: [String: FinalEvaluation] = [:]
+    /// Per plan: the DP event a silo spends in one round, and δ, for the ε mirror.
+    private var mirrorEvent: [String: (event: DPEvent, delta: Double)] = [:]
     private var waiters: [String: Waiter] = [:]
     private var plans: [String: PlanStatus] = [:]
     private var runs: [String: Task<Void, Never>] = [:]
@@ -331,6 +337,9 @@ public actor BrokerCoordinator {
         try await store.audit(actor: submitter, action: "plan.submit", subject: hash,
                               payload: canonicalPayload(["purpose": plan.purpose, "rounds": plan.rounds, "strategy": plan.strategy]), at: Date())
         plans[hash] = PlanStatus(state: .running)
+        mirrorEvent[hash] = (try? plan.noiseMultiplier()).map {
+            (DPEvent.dpsgd(samplingProbability: plan.dp.samplingRate, noiseMultiplier: $0, steps: plan.localSteps), plan.dp.delta)
+        }
         runs[hash] = Task { await self.run(plan, text: text, hash: hash) }
         logger.info("plan submitted", metadata: ["plan": "\(hash.prefix(12))", "by": "\(submitter)", "rounds": "\(plan.rounds)"])
         return hash
@@ -517,6 +526,12 @@ public actor BrokerCoordinator {
                 active.removeValue(forKey: hash)
                 plans[hash]?.rounds.append(.init(number: number, state: "committed", participants: survivors, refused: progress.refused,
                                                  reportedAccuracy: reported, reason: nil))
+                if let (event, delta) = mirrorEvent[hash] {
+                    for silo in survivors {
+                        let rounds = plans[hash]?.rounds.filter { $0.state == "committed" && $0.participants.contains(silo) }.count ?? 0
+                        plans[hash]?.epsilonMirror[silo] = try? epsilon(of: .composed(Array(repeating: event, count: rounds)), delta: delta)
+                    }
+                }
                 sendOutcome(hash, number, "committed", survivors, "", to: progress.sampled.sorted())
                 logger.info("round committed", metadata: ["plan": "\(hash.prefix(12))", "round": "\(number)", "participants": "\(survivors)"])
                 participants.formUnion(survivors)

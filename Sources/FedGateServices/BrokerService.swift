@@ -246,6 +246,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
         response.gatePassed = status.gate?.passed ?? false
         response.gateReasons = status.gate?.reasons ?? []
         response.modelVersion = UInt32(status.modelVersion ?? 0)
+        response.epsilonMirror = status.epsilonMirror
         response.bytesIn = UInt64(status.bytesIn)
         response.bytesOut = UInt64(status.bytesOut)
         response.refusals = status.refusals.sorted { $0.key < $1.key }.flatMap { silo, reasons in reasons.map { "\(silo): \($0)" } }

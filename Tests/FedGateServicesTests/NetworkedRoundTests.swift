@@ -181,6 +181,8 @@ struct NetworkedRoundTests {
             #expect(evaluation.silos.map(\.silo) == ["hospital-0", "hospital-1", "hospital-2"])
             #expect(abs(evaluation.pooledAccuracy! - simulated) < 1e-9, "evaluated \(evaluation.pooledAccuracy!) vs simulated \(simulated)")
             #expect(evaluation.silos.allSatisfy { abs($0.epsilonSpent - expected) < 1e-9 && $0.epsilonCap == 5 })
+            // The broker's mirror, followed live, agrees with each silo's ledger.
+            #expect(status.epsilonMirror.count == 3 && status.epsilonMirror.values.allSatisfy { abs($0 - expected) < 1e-9 }, "\(status.epsilonMirror)")
             #expect(status.gate == GateDecision(passed: true, reasons: []) && status.modelVersion == 1)
 
             // It became version 1, with its lineage, and pulls back as the very file, range by range.

@@ -140,6 +140,7 @@ struct ProcessRoundTests {
         let watched = try await fedgate(["plan", "watch", hash] + client, consortium, log: "watch.log")
         #expect(watched.status == 0 && watched.output.contains("round  10 committed"), "\(watched.output)")
         #expect(watched.output.contains("gate passed: model version 1"), "\(watched.output)")
+        #expect(watched.output.contains("ε so far: hospital-0 "), "the live view shows ε per silo: \(watched.output)")
 
         let status = try await fedgate(["plan", "status", hash, "--json"] + client, consortium, log: "status.log")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any], "\(status.output)")

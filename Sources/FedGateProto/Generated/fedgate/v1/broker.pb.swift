@@ -680,54 +680,111 @@ public nonisolated struct Fedgate_V1_RoundStatus: Sendable {
   public init() {}
 }
 
-public nonisolated struct Fedgate_V1_PlanStatusResponse: Sendable {
+public nonisolated struct Fedgate_V1_PlanStatusResponse: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var planHash: String = String()
+  public var planHash: String {
+    get {_storage._planHash}
+    set {_uniqueStorage()._planHash = newValue}
+  }
 
   /// running, finished, failed or cancelled
-  public var state: String = String()
+  public var state: String {
+    get {_storage._state}
+    set {_uniqueStorage()._state = newValue}
+  }
 
-  public var rounds: [Fedgate_V1_RoundStatus] = []
+  public var rounds: [Fedgate_V1_RoundStatus] {
+    get {_storage._rounds}
+    set {_uniqueStorage()._rounds = newValue}
+  }
 
-  public var reason: String = String()
+  public var reason: String {
+    get {_storage._reason}
+    set {_uniqueStorage()._reason = newValue}
+  }
 
   /// The final model's federated evaluation, per silo and pooled (examples-weighted).
-  public var evaluations: [Fedgate_V1_SiloEvaluation] = []
+  public var evaluations: [Fedgate_V1_SiloEvaluation] {
+    get {_storage._evaluations}
+    set {_uniqueStorage()._evaluations = newValue}
+  }
 
-  public var accuracy: Double = 0
+  public var accuracy: Double {
+    get {_storage._accuracy}
+    set {_uniqueStorage()._accuracy = newValue}
+  }
 
   /// Best minus worst silo accuracy.
-  public var fairnessDelta: Double = 0
+  public var fairnessDelta: Double {
+    get {_storage._fairnessDelta}
+    set {_uniqueStorage()._fairnessDelta = newValue}
+  }
 
   /// The plan's gate: passed, and why not when it did not.
-  public var gatePassed: Bool = false
+  public var gatePassed: Bool {
+    get {_storage._gatePassed}
+    set {_uniqueStorage()._gatePassed = newValue}
+  }
 
-  public var gateReasons: [String] = []
+  public var gateReasons: [String] {
+    get {_storage._gateReasons}
+    set {_uniqueStorage()._gateReasons = newValue}
+  }
 
   /// The registry version the final model became (0: none).
-  public var modelVersion: UInt32 = 0
+  public var modelVersion: UInt32 {
+    get {_storage._modelVersion}
+    set {_uniqueStorage()._modelVersion = newValue}
+  }
 
-  public var bytesIn: UInt64 = 0
+  public var bytesIn: UInt64 {
+    get {_storage._bytesIn}
+    set {_uniqueStorage()._bytesIn = newValue}
+  }
 
-  public var bytesOut: UInt64 = 0
+  public var bytesOut: UInt64 {
+    get {_storage._bytesOut}
+    set {_uniqueStorage()._bytesOut = newValue}
+  }
 
   /// Silos that refused the plan, with their reasons ("silo: rule: reason").
-  public var refusals: [String] = []
+  public var refusals: [String] {
+    get {_storage._refusals}
+    set {_uniqueStorage()._refusals = newValue}
+  }
 
   /// The round in flight (0: none): its number, phase (offering, training, evaluating) and the
   /// silos that accepted it so far.
-  public var currentRound: UInt32 = 0
+  public var currentRound: UInt32 {
+    get {_storage._currentRound}
+    set {_uniqueStorage()._currentRound = newValue}
+  }
 
-  public var currentPhase: String = String()
+  public var currentPhase: String {
+    get {_storage._currentPhase}
+    set {_uniqueStorage()._currentPhase = newValue}
+  }
 
-  public var accepted: [String] = []
+  public var accepted: [String] {
+    get {_storage._accepted}
+    set {_uniqueStorage()._accepted = newValue}
+  }
+
+  /// The broker's mirror of each silo's ε on this plan so far (the plan's DP-SGD event per committed
+  /// round it took part in); each silo's own ledger is the truth, reported at the final evaluation.
+  public var epsilonMirror: Dictionary<String,Double> {
+    get {_storage._epsilonMirror}
+    set {_uniqueStorage()._epsilonMirror = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Fedgate_V1_SiloEvaluation: Sendable {
@@ -2249,104 +2306,177 @@ nonisolated extension Fedgate_V1_RoundStatus: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}state\0\u{1}rounds\0\u{1}reason\0\u{1}evaluations\0\u{1}accuracy\0\u{3}fairness_delta\0\u{3}gate_passed\0\u{3}gate_reasons\0\u{3}model_version\0\u{3}bytes_in\0\u{3}bytes_out\0\u{1}refusals\0\u{3}current_round\0\u{3}current_phase\0\u{1}accepted\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}state\0\u{1}rounds\0\u{1}reason\0\u{1}evaluations\0\u{1}accuracy\0\u{3}fairness_delta\0\u{3}gate_passed\0\u{3}gate_reasons\0\u{3}model_version\0\u{3}bytes_in\0\u{3}bytes_out\0\u{1}refusals\0\u{3}current_round\0\u{3}current_phase\0\u{1}accepted\0\u{3}epsilon_mirror\0")
+
+  fileprivate class _StorageClass {
+    var _planHash: String = String()
+    var _state: String = String()
+    var _rounds: [Fedgate_V1_RoundStatus] = []
+    var _reason: String = String()
+    var _evaluations: [Fedgate_V1_SiloEvaluation] = []
+    var _accuracy: Double = 0
+    var _fairnessDelta: Double = 0
+    var _gatePassed: Bool = false
+    var _gateReasons: [String] = []
+    var _modelVersion: UInt32 = 0
+    var _bytesIn: UInt64 = 0
+    var _bytesOut: UInt64 = 0
+    var _refusals: [String] = []
+    var _currentRound: UInt32 = 0
+    var _currentPhase: String = String()
+    var _accepted: [String] = []
+    var _epsilonMirror: Dictionary<String,Double> = [:]
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _planHash = source._planHash
+      _state = source._state
+      _rounds = source._rounds
+      _reason = source._reason
+      _evaluations = source._evaluations
+      _accuracy = source._accuracy
+      _fairnessDelta = source._fairnessDelta
+      _gatePassed = source._gatePassed
+      _gateReasons = source._gateReasons
+      _modelVersion = source._modelVersion
+      _bytesIn = source._bytesIn
+      _bytesOut = source._bytesOut
+      _refusals = source._refusals
+      _currentRound = source._currentRound
+      _currentPhase = source._currentPhase
+      _accepted = source._accepted
+      _epsilonMirror = source._epsilonMirror
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.planHash) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.state) }()
-      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.rounds) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
-      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.evaluations) }()
-      case 6: try { try decoder.decodeSingularDoubleField(value: &self.accuracy) }()
-      case 7: try { try decoder.decodeSingularDoubleField(value: &self.fairnessDelta) }()
-      case 8: try { try decoder.decodeSingularBoolField(value: &self.gatePassed) }()
-      case 9: try { try decoder.decodeRepeatedStringField(value: &self.gateReasons) }()
-      case 10: try { try decoder.decodeSingularUInt32Field(value: &self.modelVersion) }()
-      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.bytesIn) }()
-      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.bytesOut) }()
-      case 13: try { try decoder.decodeRepeatedStringField(value: &self.refusals) }()
-      case 14: try { try decoder.decodeSingularUInt32Field(value: &self.currentRound) }()
-      case 15: try { try decoder.decodeSingularStringField(value: &self.currentPhase) }()
-      case 16: try { try decoder.decodeRepeatedStringField(value: &self.accepted) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._planHash) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._state) }()
+        case 3: try { try decoder.decodeRepeatedMessageField(value: &_storage._rounds) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._reason) }()
+        case 5: try { try decoder.decodeRepeatedMessageField(value: &_storage._evaluations) }()
+        case 6: try { try decoder.decodeSingularDoubleField(value: &_storage._accuracy) }()
+        case 7: try { try decoder.decodeSingularDoubleField(value: &_storage._fairnessDelta) }()
+        case 8: try { try decoder.decodeSingularBoolField(value: &_storage._gatePassed) }()
+        case 9: try { try decoder.decodeRepeatedStringField(value: &_storage._gateReasons) }()
+        case 10: try { try decoder.decodeSingularUInt32Field(value: &_storage._modelVersion) }()
+        case 11: try { try decoder.decodeSingularUInt64Field(value: &_storage._bytesIn) }()
+        case 12: try { try decoder.decodeSingularUInt64Field(value: &_storage._bytesOut) }()
+        case 13: try { try decoder.decodeRepeatedStringField(value: &_storage._refusals) }()
+        case 14: try { try decoder.decodeSingularUInt32Field(value: &_storage._currentRound) }()
+        case 15: try { try decoder.decodeSingularStringField(value: &_storage._currentPhase) }()
+        case 16: try { try decoder.decodeRepeatedStringField(value: &_storage._accepted) }()
+        case 17: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: &_storage._epsilonMirror) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.planHash.isEmpty {
-      try visitor.visitSingularStringField(value: self.planHash, fieldNumber: 1)
-    }
-    if !self.state.isEmpty {
-      try visitor.visitSingularStringField(value: self.state, fieldNumber: 2)
-    }
-    if !self.rounds.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.rounds, fieldNumber: 3)
-    }
-    if !self.reason.isEmpty {
-      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
-    }
-    if !self.evaluations.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.evaluations, fieldNumber: 5)
-    }
-    if self.accuracy.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.accuracy, fieldNumber: 6)
-    }
-    if self.fairnessDelta.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.fairnessDelta, fieldNumber: 7)
-    }
-    if self.gatePassed != false {
-      try visitor.visitSingularBoolField(value: self.gatePassed, fieldNumber: 8)
-    }
-    if !self.gateReasons.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.gateReasons, fieldNumber: 9)
-    }
-    if self.modelVersion != 0 {
-      try visitor.visitSingularUInt32Field(value: self.modelVersion, fieldNumber: 10)
-    }
-    if self.bytesIn != 0 {
-      try visitor.visitSingularUInt64Field(value: self.bytesIn, fieldNumber: 11)
-    }
-    if self.bytesOut != 0 {
-      try visitor.visitSingularUInt64Field(value: self.bytesOut, fieldNumber: 12)
-    }
-    if !self.refusals.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.refusals, fieldNumber: 13)
-    }
-    if self.currentRound != 0 {
-      try visitor.visitSingularUInt32Field(value: self.currentRound, fieldNumber: 14)
-    }
-    if !self.currentPhase.isEmpty {
-      try visitor.visitSingularStringField(value: self.currentPhase, fieldNumber: 15)
-    }
-    if !self.accepted.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.accepted, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._planHash.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._planHash, fieldNumber: 1)
+      }
+      if !_storage._state.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._state, fieldNumber: 2)
+      }
+      if !_storage._rounds.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._rounds, fieldNumber: 3)
+      }
+      if !_storage._reason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._reason, fieldNumber: 4)
+      }
+      if !_storage._evaluations.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._evaluations, fieldNumber: 5)
+      }
+      if _storage._accuracy.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._accuracy, fieldNumber: 6)
+      }
+      if _storage._fairnessDelta.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._fairnessDelta, fieldNumber: 7)
+      }
+      if _storage._gatePassed != false {
+        try visitor.visitSingularBoolField(value: _storage._gatePassed, fieldNumber: 8)
+      }
+      if !_storage._gateReasons.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._gateReasons, fieldNumber: 9)
+      }
+      if _storage._modelVersion != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._modelVersion, fieldNumber: 10)
+      }
+      if _storage._bytesIn != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._bytesIn, fieldNumber: 11)
+      }
+      if _storage._bytesOut != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._bytesOut, fieldNumber: 12)
+      }
+      if !_storage._refusals.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._refusals, fieldNumber: 13)
+      }
+      if _storage._currentRound != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._currentRound, fieldNumber: 14)
+      }
+      if !_storage._currentPhase.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._currentPhase, fieldNumber: 15)
+      }
+      if !_storage._accepted.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._accepted, fieldNumber: 16)
+      }
+      if !_storage._epsilonMirror.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: _storage._epsilonMirror, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Fedgate_V1_PlanStatusResponse, rhs: Fedgate_V1_PlanStatusResponse) -> Bool {
-    if lhs.planHash != rhs.planHash {return false}
-    if lhs.state != rhs.state {return false}
-    if lhs.rounds != rhs.rounds {return false}
-    if lhs.reason != rhs.reason {return false}
-    if lhs.evaluations != rhs.evaluations {return false}
-    if lhs.accuracy != rhs.accuracy {return false}
-    if lhs.fairnessDelta != rhs.fairnessDelta {return false}
-    if lhs.gatePassed != rhs.gatePassed {return false}
-    if lhs.gateReasons != rhs.gateReasons {return false}
-    if lhs.modelVersion != rhs.modelVersion {return false}
-    if lhs.bytesIn != rhs.bytesIn {return false}
-    if lhs.bytesOut != rhs.bytesOut {return false}
-    if lhs.refusals != rhs.refusals {return false}
-    if lhs.currentRound != rhs.currentRound {return false}
-    if lhs.currentPhase != rhs.currentPhase {return false}
-    if lhs.accepted != rhs.accepted {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._planHash != rhs_storage._planHash {return false}
+        if _storage._state != rhs_storage._state {return false}
+        if _storage._rounds != rhs_storage._rounds {return false}
+        if _storage._reason != rhs_storage._reason {return false}
+        if _storage._evaluations != rhs_storage._evaluations {return false}
+        if _storage._accuracy != rhs_storage._accuracy {return false}
+        if _storage._fairnessDelta != rhs_storage._fairnessDelta {return false}
+        if _storage._gatePassed != rhs_storage._gatePassed {return false}
+        if _storage._gateReasons != rhs_storage._gateReasons {return false}
+        if _storage._modelVersion != rhs_storage._modelVersion {return false}
+        if _storage._bytesIn != rhs_storage._bytesIn {return false}
+        if _storage._bytesOut != rhs_storage._bytesOut {return false}
+        if _storage._refusals != rhs_storage._refusals {return false}
+        if _storage._currentRound != rhs_storage._currentRound {return false}
+        if _storage._currentPhase != rhs_storage._currentPhase {return false}
+        if _storage._accepted != rhs_storage._accepted {return false}
+        if _storage._epsilonMirror != rhs_storage._epsilonMirror {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
