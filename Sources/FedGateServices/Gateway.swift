@@ -425,18 +425,24 @@ public actor Gateway {
             try await maskAndUploadIfReady(key, broker: broker)
             return
         }
-        // The update is about to leave the silo: its privacy is spent, whatever the broker does with it.
-        try await commit(key)
         let header = TransferHeader(planHash: task.planHash, round: Int(task.round), totalBytes: bytes.count, examples: update.examples,
                                     metrics: metrics)
-        let (ranges, updateDigest) = (chunkRanges(total: bytes.count, chunkBytes: settings.limits.chunkBytes), TransferDigest.hex(bytes))
+        try await send(bytes, header, key: key, what: "update", broker: broker)
+    }
+
+    /// Commits the round's reservation (the update is about to leave the silo: its privacy is spent,
+    /// whatever the broker does with it), then uploads the payload in chunks with its SHA-256.
+    private func send(_ bytes: [UInt8], _ header: TransferHeader, key: String, what: String,
+                      broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async throws {
+        try await commit(key)
+        let (ranges, digest) = (chunkRanges(total: bytes.count, chunkBytes: settings.limits.chunkBytes), TransferDigest.hex(bytes))
         let receipt = try await broker.uploadUpdate(request: StreamingClientRequest { writer in
-            for chunk in transferMessages(header, chunks: ranges.lazy.map { Data(bytes[$0]) }, sha256: updateDigest) { try await writer.write(chunk) }
+            for chunk in transferMessages(header, chunks: ranges.lazy.map { Data(bytes[$0]) }, sha256: digest) { try await writer.write(chunk) }
         })
         activity.bytesSent += bytes.count
-        guard receipt.accepted else { throw RoundError("the broker refused the update: \(receipt.reason)") }
+        guard receipt.accepted else { throw RoundError("the broker refused the \(what): \(receipt.reason)") }
         activity.updatesSent += 1
-        logger.info("update sent", metadata: ["silo": "\(siloID)", "round": "\(task.round)", "bytes": "\(bytes.count)"])
+        logger.info("\(what) sent", metadata: ["silo": "\(siloID)", "round": "\(header.round)", "bytes": "\(bytes.count)"])
     }
 
     /// A round's model from the broker, range after range into one assembler (the broker never has
@@ -642,17 +648,7 @@ public actor Gateway {
         var littleEndian = [UInt8]()
         littleEndian.reserveCapacity(4 * input.values.count)
         for v in input.values { withUnsafeBytes(of: v.littleEndian) { littleEndian.append(contentsOf: $0) } }
-        let bytes = littleEndian
-        // The masked update is about to leave the silo: its privacy is spent.
-        try await commit(key)
-        let (ranges, digest) = (chunkRanges(total: bytes.count, chunkBytes: settings.limits.chunkBytes), TransferDigest.hex(bytes))
-        let receipt = try await broker.uploadUpdate(request: StreamingClientRequest { writer in
-            for chunk in transferMessages(header, chunks: ranges.lazy.map { Data(bytes[$0]) }, sha256: digest) { try await writer.write(chunk) }
-        })
-        activity.bytesSent += bytes.count
-        guard receipt.accepted else { throw RoundError("the broker refused the masked update: \(receipt.reason)") }
-        activity.updatesSent += 1
-        logger.info("masked update sent", metadata: ["silo": "\(siloID)", "round": "\(header.round)", "bytes": "\(bytes.count)"])
+        try await send(littleEndian, header, key: key, what: "masked update", broker: broker)
     }
 
     private func maskingFailed(_ key: String, _ error: any Error) {

@@ -97,6 +97,16 @@ struct NetworkedRoundTests {
         return Silo(gateway: Gateway(settings: settings, governor: governor, logger: consortium.logger), ledger: ledger)
     }
 
+    /// Submits a plan as the data scientist "dana"; its hash.
+    static func submit(_ yaml: String, _ consortium: Consortium, port: Int) async throws -> String {
+        try await withGRPCClient(transport: try FedGateTransports.client(host: "127.0.0.1", port: port, serverName: "broker",
+                                                                         credentials: try consortium.credentials("dana", .dataScientist))) { grpc in
+            var request = Fedgate_V1_SubmitPlanRequest()
+            request.planYaml = yaml
+            return try await Fedgate_V1_Broker.Client(wrapping: grpc).submitPlan(request).planHash
+        }
+    }
+
     func waitForGateways(_ broker: BrokerHandle, _ count: Int) async throws {
         await eventually { await broker.coordinator.connectedSilos.count >= count }
     }
@@ -276,14 +286,7 @@ struct NetworkedRoundTests {
                                                          credentials: try consortium.credentials("dana", .dataScientist))
             let admin = try FedGateTransports.client(host: "127.0.0.1", port: broker.port, serverName: "broker",
                                                      credentials: try consortium.credentials("alex", .admin))
-            func submit(_ yaml: String) async throws -> String {
-                try await withGRPCClient(transport: try FedGateTransports.client(host: "127.0.0.1", port: broker.port, serverName: "broker",
-                                                                                 credentials: try consortium.credentials("dana", .dataScientist))) { grpc in
-                    var request = Fedgate_V1_SubmitPlanRequest()
-                    request.planYaml = yaml
-                    return try await Fedgate_V1_Broker.Client(wrapping: grpc).submitPlan(request).planHash
-                }
-            }
+            func submit(_ yaml: String) async throws -> String { try await Self.submit(yaml, consortium, port: broker.port) }
             // Secure aggregation with a strategy that needs every update in the clear is refused at submission.
             do {
                 _ = try await submit(Self.plan(rounds: 1, quorum: 3).replacingOccurrences(of: "secure_aggregation: false", with: "secure_aggregation: true")

@@ -199,24 +199,8 @@ struct ProcessRoundTests {
     func killedGatewayRejoins() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: Self.fedgate.path), "build the fedgate product first (swift build)")
         let consortium = try Consortium()
-        _ = try consortium.credentials("broker", .broker)
-        try """
-        id: broker
-        listen: { host: 127.0.0.1, port: 0 }
-        tls: { certificate: broker.pem, key: broker.key, ca: ca.pem }
-        store: sqlite:broker.sqlite
-        migrations: \(Consortium.migrations.path)
-        heartbeat_seconds: 0.2
-        silent_after_seconds: 2
-        """.write(to: consortium.file("broker.yaml"), atomically: true, encoding: .utf8)
-        let broker = try Running(["broker", "serve", "--config", consortium.file("broker.yaml").path], log: consortium.file("broker.log"))
+        let (broker, port) = try await startBroker(consortium)
         defer { broker.signal(SIGKILL) }
-        var port = 0
-        for _ in 0..<3000 where port == 0 {
-            if let line = broker.output.split(separator: "\n").first(where: { $0.contains("listening on") }),
-               let p = line.split(separator: ":").last.flatMap({ Int($0) }) { port = p }
-            try await Task.sleep(for: .milliseconds(20))
-        }
         try #require(port > 0, "the broker did not start: \(broker.output)")
 
         let shards = try NetworkedRoundTests.simulation(seed: 4).shards()

@@ -49,12 +49,7 @@ struct SecureRoundTests {
             let plan = NetworkedRoundTests.plan(rounds: 1, quorum: 3)
                 .replacingOccurrences(of: "secure_aggregation: false", with: "secure_aggregation: true")
                 .replacingOccurrences(of: "delta: 1.0e-5 }", with: "delta: 1.0e-5, distributed_noise_multiplier: 0.01 }")
-            let hash = try await withGRPCClient(transport: try FedGateTransports.client(
-                host: "127.0.0.1", port: broker.port, serverName: "broker", credentials: try consortium.credentials("dana", .dataScientist))) { grpc in
-                var request = Fedgate_V1_SubmitPlanRequest()
-                request.planYaml = plan
-                return try await Fedgate_V1_Broker.Client(wrapping: grpc).submitPlan(request).planHash
-            }
+            let hash = try await NetworkedRoundTests.submit(plan, consortium, port: broker.port)
             let status = try #require(await broker.coordinator.finished(hash))
             #expect(status.state == .finished && status.rounds.map(\.state) == ["committed"], "\(status.rounds.map { ($0.state, $0.reason) }) \(status.reason ?? "")")
             #expect(status.rounds.first?.participants.count == 3)
@@ -106,12 +101,7 @@ struct SecureRoundTests {
             let plan = NetworkedRoundTests.plan(rounds: 1, quorum: 2, deadline: 30)
                 .replacingOccurrences(of: "secure_aggregation: false", with: "secure_aggregation: true")
                 .replacingOccurrences(of: "delta: 1.0e-5 }", with: "delta: 1.0e-5, distributed_noise_multiplier: 0.01 }")
-            let hash = try await withGRPCClient(transport: try FedGateTransports.client(
-                host: "127.0.0.1", port: broker.port, serverName: "broker", credentials: try consortium.credentials("dana", .dataScientist))) { grpc in
-                var request = Fedgate_V1_SubmitPlanRequest()
-                request.planYaml = plan
-                return try await Fedgate_V1_Broker.Client(wrapping: grpc).submitPlan(request).planHash
-            }
+            let hash = try await NetworkedRoundTests.submit(plan, consortium, port: broker.port)
             let status = try #require(await broker.coordinator.finished(hash))
             #expect(status.rounds.map(\.state) == ["committed"] && status.rounds.first?.participants == ["hospital-0", "hospital-1"],
                     "\(status.rounds.map { ($0.state, $0.participants, $0.reason) })")
