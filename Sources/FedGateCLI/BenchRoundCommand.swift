@@ -77,6 +77,8 @@ struct BenchRoundCommand: AsyncParsableCommand, AsyncExecutable {
         let brokerCPUPerRound: Double
         let gatewaysCPUPerRound: Double
         let flowerSecondsPerRound: Double?
+        /// After the last round: the final model sent to every silo, evaluated, gated and recorded (in the time per round too).
+        let finalEvaluationSeconds: Double
     }
 
     func execute() async throws {
@@ -191,23 +193,29 @@ struct BenchRoundCommand: AsyncParsableCommand, AsyncExecutable {
                 var status = Fedgate_V1_PlanStatusRequest()
                 status.planHash = try await client.submitPlan(submit).planHash
                 var state = try await client.planStatus(status)
+                var lastRound: ContinuousClock.Instant?
                 while state.state == "running" {
                     try await Task.sleep(for: .milliseconds(20))
                     state = try await client.planStatus(status)
+                    if lastRound == nil, state.rounds.count >= rounds { lastRound = .now }
                 }
-                let elapsed = ContinuousClock.now - start
+                let end = ContinuousClock.now
+                let evaluation = end - (lastRound ?? end)
+                let elapsed = end - start
                 let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
                 guard state.state == "finished", state.rounds.allSatisfy({ $0.state == "committed" && $0.participants.count == n }) else {
                     throw ValidationError("\(shape): plan \(state.state) \(state.reason) \(state.rounds.map(\.state))")
                 }
                 let parameters = try Network(kind: try ModelKind(parsing: model), inputs: data.featureCount, classes: 2, seed: 0).parameters.count
-                // Each round: every silo downloads the model and uploads an update of the same size.
-                let megabytes = Double(2 * n * rounds * (parameters * 4)) / 1e6
+                // Each round: every silo downloads the model and uploads an update of the same size; at
+                // the end every silo downloads the final model to evaluate it.
+                let megabytes = Double((2 * rounds + 1) * n * (parameters * 4)) / 1e6
                 results.append(Run(shape: shape, silos: n, model: model, parameters: parameters, rounds: rounds,
                                    secondsPerRound: seconds / Double(rounds), megabytesMoved: megabytes, megabytesPerSecond: megabytes / seconds,
                                    brokerPeakMB: broker.peakMB, brokerCPUPerRound: (broker.cpuSeconds - brokerCPU) / Double(rounds),
                                    gatewaysCPUPerRound: (live.map(\.cpuSeconds).reduce(0, +) - gatewaysCPU) / Double(rounds),
-                                   flowerSecondsPerRound: flower))
+                                   flowerSecondsPerRound: flower,
+                                   finalEvaluationSeconds: Double(evaluation.components.seconds) + Double(evaluation.components.attoseconds) * 1e-18))
             }
             try await run("tiny", model: "logistic", silos: silos, rounds: rounds, samplingRate: 0.1, flower: nil)
             try await run("flower-shape", model: "mlp:4096,240", silos: silos, rounds: rounds, samplingRate: 0.1,
@@ -230,6 +238,7 @@ struct BenchRoundCommand: AsyncParsableCommand, AsyncExecutable {
                 + String(format: " %2d silos  ", r.silos) + r.model.padding(toLength: 14, withPad: " ", startingAt: 0)
                 + String(format: " %10d params  %7.3f s/round  %8.1f MB/s  broker peak %6.0f MB  CPU/round broker %.3f s, gateways %.3f s",
                          r.parameters, r.secondsPerRound, r.megabytesPerSecond, r.brokerPeakMB, r.brokerCPUPerRound, r.gatewaysCPUPerRound)
+            line += String(format: "  final evaluation %.3f s", r.finalEvaluationSeconds)
             if let f = r.flowerSecondsPerRound { line += String(format: "  (Flower %.1f s/round: %.0f× faster; target ≥ 50×)", f, f / r.secondsPerRound) }
             print(line)
         }

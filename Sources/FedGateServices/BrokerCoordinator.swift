@@ -128,8 +128,8 @@ public actor BrokerCoordinator {
     private var nextToken: UInt64 = 0
     private var active: [String: ActiveRound] = [:]
     private var evaluations: [String: FinalEvaluation] = [:]
-    /// Per plan: the DP event a silo spends in one round, and δ, for the ε mirror.
-    private var mirrorEvent: [String: (event: DPEvent, delta: Double)] = [:]
+    /// Per plan: the DP-SGD a silo runs in one round (q, z, steps) and δ, for the ε mirror.
+    private var mirrorEvent: [String: (q: Double, z: Double, steps: Int, delta: Double)] = [:]
     private var waiters: [String: Waiter] = [:]
     private var plans: [String: PlanStatus] = [:]
     private var runs: [String: Task<Void, Never>] = [:]
@@ -337,9 +337,7 @@ public actor BrokerCoordinator {
         try await store.audit(actor: submitter, action: "plan.submit", subject: hash,
                               payload: canonicalPayload(["purpose": plan.purpose, "rounds": plan.rounds, "strategy": plan.strategy]), at: Date())
         plans[hash] = PlanStatus(state: .running)
-        mirrorEvent[hash] = (try? plan.noiseMultiplier()).map {
-            (DPEvent.dpsgd(samplingProbability: plan.dp.samplingRate, noiseMultiplier: $0, steps: plan.localSteps), plan.dp.delta)
-        }
+        mirrorEvent[hash] = (try? plan.noiseMultiplier()).map { (plan.dp.samplingRate, $0, plan.localSteps, plan.dp.delta) }
         runs[hash] = Task { await self.run(plan, text: text, hash: hash) }
         logger.info("plan submitted", metadata: ["plan": "\(hash.prefix(12))", "by": "\(submitter)", "rounds": "\(plan.rounds)"])
         return hash
@@ -526,10 +524,16 @@ public actor BrokerCoordinator {
                 active.removeValue(forKey: hash)
                 plans[hash]?.rounds.append(.init(number: number, state: "committed", participants: survivors, refused: progress.refused,
                                                  reportedAccuracy: reported, reason: nil))
-                if let (event, delta) = mirrorEvent[hash] {
+                if let m = mirrorEvent[hash] {
+                    // k rounds of the same DP-SGD compose to one run of k × steps: one accountant call per
+                    // distinct count (silos that took part in the same number of rounds share it).
+                    var byCount: [Int: Double] = [:]
                     for silo in survivors {
                         let rounds = plans[hash]?.rounds.filter { $0.state == "committed" && $0.participants.contains(silo) }.count ?? 0
-                        plans[hash]?.epsilonMirror[silo] = try? epsilon(of: .composed(Array(repeating: event, count: rounds)), delta: delta)
+                        if byCount[rounds] == nil {
+                            byCount[rounds] = try? epsilon(of: .dpsgd(samplingProbability: m.q, noiseMultiplier: m.z, steps: rounds * m.steps), delta: m.delta)
+                        }
+                        plans[hash]?.epsilonMirror[silo] = byCount[rounds]
                     }
                 }
                 sendOutcome(hash, number, "committed", survivors, "", to: progress.sampled.sorted())
