@@ -645,9 +645,8 @@ public actor Gateway {
         var encoded = try noise.codec.encode(delta, using: &rng)
         noise.addNoise(to: &encoded, using: &rng)
         let input = try secure[key]!.client.maskedInput(encoded: encoded, shares: relay.shares, sharedKeys: relay.sharers)
-        var littleEndian = [UInt8]()
-        littleEndian.reserveCapacity(4 * input.values.count)
-        for v in input.values { withUnsafeBytes(of: v.littleEndian) { littleEndian.append(contentsOf: $0) } }
+        precondition(1.littleEndian == 1, "the wire format is little-endian")
+        let littleEndian = input.values.withUnsafeBytes { Array(UnsafeBufferPointer(start: $0.baseAddress?.assumingMemoryBound(to: UInt8.self), count: $0.count)) }
         try await send(littleEndian, header, key: key, what: "masked update", broker: broker)
     }
 

@@ -94,7 +94,8 @@ public struct ModelFile: Sendable {
         let valuePart = range.clamped(to: head.count..<bytes)
         if !valuePart.isEmpty {
             parameters.withUnsafeBytes { values in
-                chunk.append(contentsOf: UnsafeRawBufferPointer(rebasing: values[(valuePart.lowerBound - head.count)..<(valuePart.upperBound - head.count)]))
+                let bytes = UnsafeRawBufferPointer(rebasing: values[(valuePart.lowerBound - head.count)..<(valuePart.upperBound - head.count)])
+                chunk.append(UnsafeBufferPointer(start: bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), count: bytes.count))
             }
         }
         return chunk

@@ -84,15 +84,22 @@ public struct SafeTensors: Sendable, Equatable {
         }
 
         public static func f32(shape: [Int], values: [Float]) -> Entry {
-            var b = [UInt8](); b.reserveCapacity(4 * values.count)
-            for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { b.append(contentsOf: $0) } }
-            return Entry(dtype: .f32, shape: shape, bytes: b)
+            Entry(dtype: .f32, shape: shape, bytes: littleEndianBytes(values))
         }
 
         public static func f64(shape: [Int], values: [Double]) -> Entry {
-            var b = [UInt8](); b.reserveCapacity(8 * values.count)
-            for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { b.append(contentsOf: $0) } }
-            return Entry(dtype: .f64, shape: shape, bytes: b)
+            Entry(dtype: .f64, shape: shape, bytes: littleEndianBytes(values))
+        }
+
+        /// The values' bytes, little-endian: one copy on a little-endian host (value by value, four
+        /// or eight bytes at a time, was 3 % of a Flower-shaped round's CPU, measured with perf).
+        static func littleEndianBytes<T: BinaryFloatingPoint>(_ values: [T]) -> [UInt8] {
+            if 1.littleEndian == 1 {
+                return values.withUnsafeBytes { Array(UnsafeBufferPointer(start: $0.baseAddress?.assumingMemoryBound(to: UInt8.self), count: $0.count)) }
+            }
+            var b = [UInt8](); b.reserveCapacity(MemoryLayout<T>.size * values.count)
+            for v in values { withUnsafeBytes(of: v) { b.append(contentsOf: $0.reversed()) } }
+            return b
         }
     }
 
