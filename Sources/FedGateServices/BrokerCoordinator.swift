@@ -116,9 +116,11 @@ public actor BrokerCoordinator {
     }
 
     private struct Waiter {
+        let id: UInt64
         let continuation: CheckedContinuation<Void, Never>
         let timer: Task<Void, Never>
     }
+    private var nextWaiter: UInt64 = 0
 
     public let settings: Settings
     private let chunkBytes: Int
@@ -759,12 +761,16 @@ public actor BrokerCoordinator {
 
     private func waitForRound(_ hash: String, until deadline: ContinuousClock.Instant) async {
         if roundIsDone(hash) { return }
+        nextWaiter += 1
+        let id = nextWaiter
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            // The deadline wakes this wait only: a timer cancelled because its wait ended early must
+            // not wake the next wait on the same plan (it did: a secure round's phases skipped ahead).
             let timer = Task { [weak self] in
-                try? await Task.sleep(until: deadline)
-                await self?.wake(hash)
+                guard (try? await Task.sleep(until: deadline)) != nil else { return }
+                await self?.wakeAtDeadline(hash, id)
             }
-            waiters[hash] = Waiter(continuation: c, timer: timer)
+            waiters[hash] = Waiter(id: id, continuation: c, timer: timer)
         }
     }
 
@@ -793,6 +799,10 @@ public actor BrokerCoordinator {
         guard let w = waiters.removeValue(forKey: hash) else { return }
         w.timer.cancel()
         w.continuation.resume()
+    }
+
+    private func wakeAtDeadline(_ hash: String, _ id: UInt64) {
+        if waiters[hash]?.id == id { wake(hash) }
     }
 
     private func startMonitorIfNeeded() {

@@ -145,15 +145,21 @@ public actor Gateway {
         for task in running { task.cancel() }
         for task in running { await task.value }
         secure.removeAll()
-        for (key, ids) in reservations {
-            for id in ids {
-                do { try await governor.ledger.release(id, actor: siloID) } catch {
-                    logger.error("could not release a reservation", metadata: ["silo": "\(siloID)", "id": "\(id)", "error": "\(error)"])
-                }
-            }
-            logger.notice("released the reservation of a round left when the stream ended", metadata: ["silo": "\(siloID)", "round": "\(key)"])
-        }
+        let held = reservations
         reservations.removeAll()
+        // In a task of its own: when the gateway is stopping, this one is cancelled, and the store
+        // calls would be too (the release would then wait for the next start).
+        let (ledger, silo, logger) = (governor.ledger, siloID, logger)
+        await Task {
+            for (key, ids) in held {
+                for id in ids {
+                    do { try await ledger.release(id, actor: silo) } catch {
+                        logger.error("could not release a reservation", metadata: ["silo": "\(silo)", "id": "\(id)", "error": "\(error)"])
+                    }
+                }
+                logger.notice("released the reservation of a round left when the stream ended", metadata: ["silo": "\(silo)", "round": "\(key)"])
+            }
+        }.value
     }
 
     /// A reservation still open when the gateway (re)starts belongs to a round whose update never
