@@ -125,10 +125,7 @@ struct BenchRoundCommand: AsyncParsableCommand, AsyncExecutable {
         for i in 0..<silos {
             let id = "silo-\(i)"
             _ = try issue(id, .silo)
-            let rows = Array(stride(from: i, to: data.count, by: silos))
-            var csv = (data.featureNames + [data.labelName]).joined(separator: ",") + "\n"
-            for r in rows { csv += data.row(r).map { "\($0)" }.joined(separator: ",") + ",\(data.labels[r])\n" }
-            try csv.write(to: folder.appendingPathComponent("\(id).csv"), atomically: true, encoding: .utf8)
+            try data.subset(Array(stride(from: i, to: data.count, by: silos))).csv.write(to: folder.appendingPathComponent("\(id).csv"), atomically: true, encoding: .utf8)
             try """
             silo: \(id)
             datasets:

@@ -143,8 +143,8 @@ struct DemoCommand: AsyncParsableCommand, AsyncExecutable {
             _ = try issue(id, .silo)
             let policyURL = policies.appendingPathComponent("\(id).yaml")
             let policy = try SiloPolicy.load(policyURL)
-            try ProcessRoundFiles.writeCSV(shards[i].train, to: work.appendingPathComponent("\(id)-train.csv"))
-            try ProcessRoundFiles.writeCSV(shards[i].test, to: work.appendingPathComponent("\(id)-test.csv"))
+            try shards[i].train.csv.write(to: work.appendingPathComponent("\(id)-train.csv"), atomically: true, encoding: .utf8)
+            try shards[i].test.csv.write(to: work.appendingPathComponent("\(id)-test.csv"), atomically: true, encoding: .utf8)
             let store = try SQLiteLedger(path: work.appendingPathComponent("\(id).sqlite").path)
             _ = try await store.applyMigrations(try Migration.load(from: migrations))
             guard let rule = policy.datasets[Self.dataset] else { throw ValidationError("\(policyURL.path): no rule for \(Self.dataset)") }
@@ -230,12 +230,14 @@ struct DemoCommand: AsyncParsableCommand, AsyncExecutable {
             // 6. The model, pulled from the registry as a data scientist would.
             var file: [UInt8] = []
             if s.modelVersion > 0 {
-                var assembler = TransferAssembler(maximumBytes: TransportLimits().maximumPayloadBytes, what: "model version \(s.modelVersion)")
                 var pull = Fedgate_V1_PullModelRequest()
                 pull.version = s.modelVersion
-                let chunks = try await client.pullModel(pull) { try await Array($0.messages) }
-                for c in chunks { try assembler.add(c) }
-                file = try assembler.finish().payload
+                file = try await RangedFetch.file(maximumBytes: TransportLimits().maximumPayloadBytes, what: "model version \(s.modelVersion)",
+                                                  rangeBytes: TransportLimits().downloadRangeBytes) { offset, length in
+                    pull.offset = offset
+                    pull.length = length
+                    return try await client.pullModel(pull) { try await RangedFetch.gather($0.messages, limit: length) }
+                }.payload
             }
             return (s, refusal, file)
         }
@@ -318,14 +320,5 @@ final class ChildGroup: @unchecked Sendable {
 
     func stopAll() {
         for child in lock.withLock({ children }) where child.process.isRunning { kill(child.process.processIdentifier, SIGTERM) }
-    }
-}
-
-/// CSV files of a data set (header, then rows with the label last).
-enum ProcessRoundFiles {
-    static func writeCSV(_ data: Dataset, to url: URL) throws {
-        var text = (data.featureNames + [data.labelName]).joined(separator: ",") + "\n"
-        for i in 0..<data.count { text += data.row(i).map { "\($0)" }.joined(separator: ",") + ",\(data.labels[i])\n" }
-        try text.write(to: url, atomically: true, encoding: .utf8)
     }
 }

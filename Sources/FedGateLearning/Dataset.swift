@@ -49,6 +49,14 @@ public struct Dataset: Sendable, Equatable {
         return try! Dataset(featureNames: featureNames, labelName: labelName, features: f, labels: indices.map { labels[$0] }, classCount: classCount)
     }
 
+    /// The rows as CSV text that `load(csv:label:)` reads back: a header, then the features and the
+    /// label last (a silo's data file for a gateway, written by the demo, the bench and tests).
+    public var csv: String {
+        var text = (featureNames + [labelName]).joined(separator: ",") + "\n"
+        for i in 0..<count { text += row(i).map { "\($0)" }.joined(separator: ",") + ",\(labels[i])\n" }
+        return text
+    }
+
     /// Loads a CSV file with a header row; `label` names the class column (integer labels from 0),
     /// `featureColumns` the features (default: every other column). Errors name the file, line and column.
     public static func load(csv url: URL, label: String, featureColumns: [String]? = nil) throws -> Dataset {

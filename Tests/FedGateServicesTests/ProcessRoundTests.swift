@@ -47,17 +47,9 @@ struct ProcessRoundTests {
         }
     }
 
-    static func writeCSV(_ data: Dataset, to url: URL) throws {
-        var text = (data.featureNames + [data.labelName]).joined(separator: ",") + "\n"
-        for i in 0..<data.count {
-            text += data.row(i).map { "\($0)" }.joined(separator: ",") + ",\(data.labels[i])\n"
-        }
-        try text.write(to: url, atomically: true, encoding: .utf8)
-    }
-
     func gatewayConfig(_ consortium: Consortium, _ id: String, shard: Dataset, test: Dataset? = nil, port: Int) async throws -> URL {
-        try Self.writeCSV(shard, to: consortium.file("\(id).csv"))
-        if let test { try Self.writeCSV(test, to: consortium.file("\(id)-test.csv")) }
+        try shard.csv.write(to: consortium.file("\(id).csv"), atomically: true, encoding: .utf8)
+        if let test { try test.csv.write(to: consortium.file("\(id)-test.csv"), atomically: true, encoding: .utf8) }
         try NetworkedRoundTests.policy(silo: id).write(to: consortium.file("\(id)-policy.yaml"), atomically: true, encoding: .utf8)
         let store = try await consortium.store(id)
         try await store.save(DatasetBudget(name: "breast-cancer-2024", delta: 1e-5, perPlanCap: 5, lifetimeCap: 20), actor: "admin")
