@@ -195,7 +195,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FedGateTensorsTests",
-            dependencies: ["FedGateTensors"],
+            dependencies: ["FedGateTensors", "FedGateLearning"],
             resources: [.copy("Fixtures")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
@@ -226,7 +226,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FedGatePolicyTests",
-            dependencies: ["FedGatePolicy", "FedGatePrivacy"],
+            dependencies: ["FedGatePolicy", "FedGatePrivacy", "FedGateLearning"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(

@@ -1,22 +1,12 @@
+import FedGateLearning
 import FedGatePolicy
 import Foundation
 import Testing
 
 @Suite("policy and plan parsers under mutated input")
 struct ParserFuzzTests {
-    struct Rng: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     /// Deletes, duplicates and swaps characters, or splices in YAML's own punctuation and odd values.
-    static func mutate(_ text: String, _ rng: inout Rng) -> String {
+    static func mutate(_ text: String, _ rng: inout SimulationRandom) -> String {
         var chars = Array(text)
         let pieces = [":", "- ", "[", "]", "{", "}", "\n", "  ", "'", "\"", "&a", "*a", "!!binary", "~", "1e400", "-1", "nan", "0x7fffffffffffffff", "é", "\u{0}"]
         for _ in 0..<Int.random(in: 1...3, using: &rng) where !chars.isEmpty {
@@ -35,7 +25,7 @@ struct ParserFuzzTests {
     func mutations() throws {
         let policy = try String(contentsOf: Files.root.appendingPathComponent("policies/hospital-a.yaml"), encoding: .utf8)
         let plan = Files.planText
-        var rng = Rng(state: 0x5EED)
+        var rng = SimulationRandom(seed: 0x5EED)
         var outcomes = (parsed: 0, refused: 0)
         for i in 0..<10_000 {
             let text = Self.mutate(i % 2 == 0 ? policy : plan, &rng)

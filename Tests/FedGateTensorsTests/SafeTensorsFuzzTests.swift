@@ -1,17 +1,6 @@
+import FedGateLearning
 import FedGateTensors
 import Testing
-
-/// A small seeded generator, so a failing input can be found again from the seed and index.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite("safetensors reader under mutated input")
 struct SafeTensorsFuzzTests {
@@ -20,7 +9,7 @@ struct SafeTensorsFuzzTests {
         let valid = try SafeTensors(entries: ["w": .f32(shape: [3, 4], values: (0..<12).map { Float($0) / 7 }),
                                               "b": .f64(shape: [4], values: [1, -2, 3.5, 1e-300])],
                                     metadata: ["fedgate.kind": "model"]).serialized()
-        var rng = SplitMix64(state: 0xFED6A7E)
+        var rng = SimulationRandom(seed: 0xFED6A7E)  // seeded: a failing input can be found again
         var (read, refused) = (0, 0)
         for _ in 0..<20_000 {
             var bytes = valid
