@@ -228,18 +228,14 @@ struct ModelCommand: AsyncParsableCommand {
         func execute() async throws {
             guard version >= 1 else { throw ValidationError("VERSION: versions start at 1") }
             let (bytes, sha) = try await client.call { broker in
-                var assembler = TransferAssembler(maximumBytes: TransportLimits().maximumPayloadBytes, what: "model version \(version)")
                 var request = Fedgate_V1_PullModelRequest()
                 request.version = UInt32(version)
-                request.length = UInt64(TransportLimits().downloadRangeBytes)
-                while true {
-                    let chunks = try await broker.pullModel(request) { response in try await Array(response.messages) }
-                    for c in chunks { try assembler.add(c) }
-                    if chunks.isEmpty || chunks.last?.sha256.isEmpty == false { break }
-                    request.offset += request.length
+                return try await RangedFetch.file(maximumBytes: TransportLimits().maximumPayloadBytes, what: "model version \(version)",
+                                                  rangeBytes: TransportLimits().downloadRangeBytes) { offset, length in
+                    request.offset = offset
+                    request.length = length
+                    return try await broker.pullModel(request) { try await RangedFetch.gather($0.messages, limit: length) }
                 }
-                let (_, payload, digest) = try assembler.finishWithDigest()
-                return (payload, digest)
             }
             try Data(bytes).write(to: URL(fileURLWithPath: out), options: .atomic)
             print("version \(version): \(bytes.count) bytes, SHA-256 \(sha), written to \(out)")

@@ -119,19 +119,28 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
         do { model = try await coordinator.model(for: silo, plan: request.planHash, round: Int(request.round)) } catch {
             throw RPCError(code: .permissionDenied, message: "\(error)")
         }
-        let offset = Int(clamping: request.offset)
-        guard offset < model.bytes || (offset == 0 && model.bytes == 0) else {
-            throw RPCError(code: .outOfRange, message: "offset \(request.offset) is past the model's \(model.bytes) bytes")
-        }
-        let end = request.length == 0 ? model.bytes : min(model.bytes, offset + Int(clamping: min(request.length, UInt64(Int.max / 2))))
-        let range = model.chunks(in: offset..<end)
-        let header = TransferHeader(planHash: request.planHash, round: Int(request.round), totalBytes: model.bytes)
+        let range = try Self.requested(offset: request.offset, length: request.length, of: model.bytes, what: "the model")
         // Each chunk is cut from the model's floats as it is written: the broker keeps no second
         // copy of the model for downloads, and a silo that asks for ranges has at most one queued.
-        for chunk in transferMessages(offset == 0 ? header : nil, chunks: range, sha256: end == model.bytes ? model.sha256 : nil) {
+        try await Self.write(range, of: model.bytes, chunks: model.chunks(in: range), sha256: model.sha256,
+                             header: TransferHeader(planHash: request.planHash, round: Int(request.round), totalBytes: model.bytes), to: response)
+        HeapRelease.after(transferOf: range.count)
+    }
+
+    /// The bytes a ranged request asks for (length 0: to the end), or why it is out of range.
+    static func requested(offset: UInt64, length: UInt64, of total: Int, what: String) throws -> Range<Int> {
+        let start = Int(clamping: offset)
+        guard start < total || start == 0 else { throw RPCError(code: .outOfRange, message: "offset \(offset) is past \(what)'s \(total) bytes") }
+        return start..<(length == 0 ? total : min(total, start + Int(clamping: min(length, UInt64(Int.max / 2)))))
+    }
+
+    /// A range of a file as transfer chunks: the header on the chunk that starts the file, its SHA-256
+    /// on the one that ends it, so a client joins ranges with one assembler.
+    static func write(_ range: Range<Int>, of total: Int, chunks: some Collection<Data>, sha256: String, header: TransferHeader,
+                      to response: RPCWriter<Fedgate_V1_TransferChunk>) async throws {
+        for chunk in transferMessages(range.lowerBound == 0 ? header : nil, chunks: chunks, sha256: range.upperBound == total ? sha256 : nil) {
             try await response.write(chunk)
         }
-        HeapRelease.after(transferOf: end - offset)
     }
 
     public func uploadUpdate(request: RPCAsyncSequence<Fedgate_V1_TransferChunk, any Error>,
@@ -274,18 +283,14 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
         guard let content = try await pulled.content(version.contentSHA256, from: store) else {
             throw RPCError(code: .dataLoss, message: "version \(request.version)'s file (SHA-256 \(version.contentSHA256.prefix(12))…) is missing from the store")
         }
-        let offset = Int(clamping: request.offset)
-        guard offset < content.count || offset == 0 else {
-            throw RPCError(code: .outOfRange, message: "offset \(request.offset) is past the file's \(content.count) bytes")
+        let range = try Self.requested(offset: request.offset, length: request.length, of: content.count, what: "the file")
+        let chunks = chunkRanges(total: range.count, chunkBytes: limits.chunkBytes).lazy.map {
+            Data(content[(range.lowerBound + $0.lowerBound)..<(range.lowerBound + $0.upperBound)])
         }
-        let end = request.length == 0 ? content.count : min(content.count, offset + Int(clamping: min(request.length, UInt64(Int.max / 2))))
-        let header = TransferHeader(planHash: version.planHash, round: version.round, totalBytes: content.count)
-        let chunks = chunkRanges(total: end - offset, chunkBytes: limits.chunkBytes).lazy.map { Data(content[(offset + $0.lowerBound)..<(offset + $0.upperBound)]) }
-        for chunk in transferMessages(offset == 0 ? header : nil, chunks: chunks, sha256: end == content.count ? version.contentSHA256 : nil) {
-            try await response.write(chunk)
-        }
+        try await Self.write(range, of: content.count, chunks: chunks, sha256: version.contentSHA256,
+                             header: TransferHeader(planHash: version.planHash, round: version.round, totalBytes: content.count), to: response)
         try await store.audit(actor: try context.callerIdentity.id, action: "model.pull", subject: "\(version.version)",
-                              payload: canonicalPayload(["offset": offset, "bytes": end - offset]), at: Date())
+                              payload: canonicalPayload(["offset": range.lowerBound, "bytes": range.count]), at: Date())
     }
 
     public func rollbackModel(request: Fedgate_V1_RollbackModelRequest, context: ServerContext) async throws -> Fedgate_V1_ModelVersionInfo {

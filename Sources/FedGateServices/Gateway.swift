@@ -384,7 +384,7 @@ public actor Gateway {
             throw RoundError("a task for plan \(task.planHash.prefix(12))… this gateway never accepted")
         }
         let plan = accepted.plan
-        let payload = try await fetchModel(broker, plan: task.planHash, round: task.round, sha256: task.modelSha256, bytes: task.modelBytes)
+        let payload = try await fetchModel(broker, plan: task.planHash, round: task.round, sha256: task.modelSha256)
 
         var (train, test) = (accepted.train, accepted.test)
         guard task.featureMeans.count == train.featureCount, task.featureScales.count == train.featureCount else {
@@ -454,31 +454,16 @@ public actor Gateway {
     /// A round's model from the broker, range after range into one assembler (the broker never has
     /// more than one range of this silo's download queued), checked against the SHA-256 announced.
     private func fetchModel(_ broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>, plan: String, round: UInt32,
-                            sha256: String, bytes: UInt64) async throws -> [UInt8] {
+                            sha256: String) async throws -> [UInt8] {
         var request = Fedgate_V1_ModelRequest()
         request.planHash = plan
         request.round = round
-        var assembler = TransferAssembler(maximumBytes: settings.limits.maximumPayloadBytes, what: "model for round \(round)")
-        let (total, step) = (Int(clamping: bytes), settings.limits.downloadRangeBytes)
-        var offset = 0
-        repeat {
-            request.offset = UInt64(offset)
-            request.length = UInt64(step)
-            // The range's chunks are gathered (at most `step` bytes) and then added, so the growing
-            // payload is never captured by the response closure (that would copy it each range).
-            let chunks = try await broker.downloadModel(request) { response in
-                var (chunks, bytes) = ([Fedgate_V1_TransferChunk](), 0)
-                for try await chunk in response.messages {
-                    bytes += chunk.data.count
-                    guard bytes <= step else { throw RoundError("the broker sent more than the \(step) bytes asked for") }
-                    chunks.append(chunk)
-                }
-                return chunks
-            }
-            for chunk in chunks { try assembler.add(chunk) }
-            offset += step
-        } while offset < total
-        let (_, payload, digest) = try assembler.finishWithDigest()
+        let (payload, digest) = try await RangedFetch.file(maximumBytes: settings.limits.maximumPayloadBytes, what: "model for round \(round)",
+                                                           rangeBytes: settings.limits.downloadRangeBytes) { offset, length in
+            request.offset = offset
+            request.length = length
+            return try await broker.downloadModel(request) { try await RangedFetch.gather($0.messages, limit: length) }
+        }
         activity.bytesReceived += payload.count
         // The bytes hash to what the stream declared (checked by the assembler); that must be the announced model.
         guard digest == sha256.lowercased() else { throw RoundError("the model's SHA-256 differs from the one announced for round \(round)") }
@@ -511,7 +496,7 @@ public actor Gateway {
         guard case .accepted(let accepted)? = decisions[task.planHash] else {
             throw RoundError("an evaluation for plan \(task.planHash.prefix(12))… this gateway never accepted")
         }
-        let payload = try await fetchModel(broker, plan: task.planHash, round: task.round, sha256: task.modelSha256, bytes: task.modelBytes)
+        let payload = try await fetchModel(broker, plan: task.planHash, round: task.round, sha256: task.modelSha256)
         var test = accepted.test
         guard task.featureMeans.count == test.featureCount, task.featureScales.count == test.featureCount else {
             throw RoundError("the consortium standardisation has \(task.featureMeans.count) features, this silo \(test.featureCount)")

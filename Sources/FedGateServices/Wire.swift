@@ -1,4 +1,5 @@
 import FedGateProto
+import GRPCCore
 import FedGateTransport
 import Foundation
 
@@ -14,6 +15,38 @@ func transferMessages<Chunks: Collection<Data>>(_ header: TransferHeader?, chunk
         chunk.data = data
         if i == last, let sha256 { chunk.sha256 = sha256 }
         return chunk
+    }
+}
+
+/// A file fetched range after range (models, registry versions) into one assembler, until the
+/// chunk that ends it (the one carrying the SHA-256). Each range is at most `rangeBytes`: the server
+/// never has more than one range of this client queued, and a server that sends more is refused.
+public enum RangedFetch {
+    public static func file(maximumBytes: Int, what: String, rangeBytes: Int,
+                            range: (_ offset: UInt64, _ length: UInt64) async throws -> [Fedgate_V1_TransferChunk]) async throws
+        -> (payload: [UInt8], sha256: String) {
+        var assembler = TransferAssembler(maximumBytes: maximumBytes, what: what)
+        var offset: UInt64 = 0
+        while true {
+            let chunks = try await range(offset, UInt64(rangeBytes))
+            for chunk in chunks { try assembler.add(chunk) }
+            if chunks.isEmpty || chunks.last?.sha256.isEmpty == false { break }
+            offset += UInt64(rangeBytes)
+        }
+        let (_, payload, sha256) = try assembler.finishWithDigest()
+        return (payload, sha256)
+    }
+
+    /// One range's chunks as they arrive, refused as soon as they pass `limit` bytes (the range asked
+    /// for), so the growing file is never captured by the response closure.
+    public static func gather(_ messages: RPCAsyncSequence<Fedgate_V1_TransferChunk, any Error>, limit: UInt64) async throws -> [Fedgate_V1_TransferChunk] {
+        var (chunks, bytes) = ([Fedgate_V1_TransferChunk](), 0)
+        for try await chunk in messages {
+            bytes += chunk.data.count
+            guard bytes <= limit else { throw TransferError("the server sent more than the \(limit) bytes asked for") }
+            chunks.append(chunk)
+        }
+        return chunks
     }
 }
 
