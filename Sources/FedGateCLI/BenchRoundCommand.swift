@@ -45,6 +45,17 @@ struct BenchRoundCommand: AsyncParsableCommand, AsyncExecutable {
             try process.run()
         }
         var output: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+        /// The port a `broker serve` child reports it listens on, once it does (nil after `seconds`).
+        func listeningPort(within seconds: Double) async throws -> Int? {
+            let until = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+            while ContinuousClock.now < until {
+                if let line = output.split(separator: "\n").first(where: { $0.contains("listening on") }), let port = Int(line.split(separator: ":").last ?? "") {
+                    return port
+                }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            return nil
+        }
         func stop() { if process.isRunning { kill(process.processIdentifier, SIGTERM); process.waitUntilExit() } }
         /// CPU seconds (user + system) used so far.
         var cpuSeconds: Double {
@@ -92,13 +103,7 @@ struct BenchRoundCommand: AsyncParsableCommand, AsyncExecutable {
 
         let ca = try ConsortiumCA.create()
         try ca.certificatePEM.write(to: folder.appendingPathComponent("ca.pem"), atomically: true, encoding: .utf8)
-        func issue(_ id: String, _ role: Identity.Role) throws -> TLSCredentials {
-            let request = try EnrollmentRequest(identity: try Identity(id: id, role: role, region: role.isService ? "eu-west" : nil))
-            let cert = try ca.issue(request.csr, days: 2).serializeAsPEM().pemString
-            try cert.write(to: folder.appendingPathComponent("\(id).pem"), atomically: true, encoding: .utf8)
-            try request.keyPEM.write(to: folder.appendingPathComponent("\(id).key"), atomically: true, encoding: .utf8)
-            return try TLSCredentials(certificatePEM: cert, keyPEM: request.keyPEM, caPEM: try ca.certificatePEM)
-        }
+        func issue(_ id: String, _ role: Identity.Role) throws -> TLSCredentials { try ca.issueLocally(id, role, days: 2, into: folder) }
         _ = try issue("broker", .broker)
         let scientist = try issue("bench", .dataScientist)
         try """
@@ -112,12 +117,7 @@ struct BenchRoundCommand: AsyncParsableCommand, AsyncExecutable {
         let broker = try Child(["broker", "serve", "--config", folder.appendingPathComponent("broker.yaml").path],
                                log: folder.appendingPathComponent("broker.log"), cwd: cwd)
         defer { broker.stop() }
-        var port = 0
-        for _ in 0..<1000 where port == 0 {
-            if let line = broker.output.split(separator: "\n").first(where: { $0.contains("listening on") }) { port = Int(line.split(separator: ":").last ?? "") ?? 0 }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        guard port > 0 else { throw ValidationError("the broker did not start:\n\(broker.output)") }
+        guard let port = try await broker.listeningPort(within: 20) else { throw ValidationError("the broker did not start:\n\(broker.output)") }
 
         var gateways: [Child] = []
         defer { gateways.forEach { $0.stop() } }
@@ -239,5 +239,17 @@ struct BenchRoundCommand: AsyncParsableCommand, AsyncExecutable {
             if let f = r.flowerSecondsPerRound { line += String(format: "  (Flower %.1f s/round: %.0f× faster; target ≥ 50×)", f, f / r.secondsPerRound) }
             print(line)
         }
+    }
+}
+
+extension ConsortiumCA {
+    /// A fresh key and a certificate for a party of a consortium run on this machine (the bench, the
+    /// demo), written beside each other in `folder` as ID.pem and ID.key (0600).
+    func issueLocally(_ id: String, _ role: Identity.Role, days: Int, into folder: URL) throws -> TLSCredentials {
+        let request = try EnrollmentRequest(identity: try Identity(id: id, role: role, region: role.isService ? "eu-west" : nil))
+        let pem = try issue(request.csr, days: days).serializeAsPEM()
+        try pem.pemString.write(to: folder.appendingPathComponent("\(id).pem"), atomically: true, encoding: .utf8)
+        try writeSecret(request.keyPEM, to: folder.appendingPathComponent("\(id).key"))
+        return try TLSCredentials(certificatePEM: pem.pemString, keyPEM: request.keyPEM, caPEM: certificatePEM)
     }
 }

@@ -81,15 +81,7 @@ struct DemoCommand: AsyncParsableCommand, AsyncExecutable {
         // 1. The consortium's PKI: a CA, and a certificate for every party (keys made here stand in for enrolment).
         let ca = try ConsortiumCA.create()
         try ca.certificatePEM.write(to: work.appendingPathComponent("ca.pem"), atomically: true, encoding: .utf8)
-        func issue(_ id: String, _ role: Identity.Role) throws -> TLSCredentials {
-            let request = try EnrollmentRequest(identity: try Identity(id: id, role: role, region: role.isService ? "eu-west" : nil))
-            let certificate = try ca.issue(request.csr, days: 7)
-            let pem = try certificate.serializeAsPEM()
-            let cert = pem.pemString
-            try cert.write(to: work.appendingPathComponent("\(id).pem"), atomically: true, encoding: .utf8)
-            try writeSecret(request.keyPEM, to: work.appendingPathComponent("\(id).key"))
-            return try TLSCredentials(certificatePEM: cert, keyPEM: request.keyPEM, caPEM: try ca.certificatePEM)
-        }
+        func issue(_ id: String, _ role: Identity.Role) throws -> TLSCredentials { try ca.issueLocally(id, role, days: 7, into: work) }
         _ = try issue("broker", .broker)
         let scientist = try issue("dana", .dataScientist)
         say("  CA and certificates: broker, \(Self.silos.joined(separator: ", ")), dana (data scientist)")
@@ -124,12 +116,7 @@ struct DemoCommand: AsyncParsableCommand, AsyncExecutable {
             return source
         }
         defer { signals.forEach { $0.cancel() } }
-        var port = 0
-        for _ in 0..<1500 where port == 0 {
-            if let line = broker.output.split(separator: "\n").first(where: { $0.contains("listening on") }) { port = Int(line.split(separator: ":").last ?? "") ?? 0 }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        guard port > 0 else { throw RemoteFailure("the broker did not start:\n\(broker.output.suffix(2000))") }
+        guard let port = try await broker.listeningPort(within: 30) else { throw RemoteFailure("the broker did not start:\n\(broker.output.suffix(2000))") }
         say("  broker listening on 127.0.0.1:\(port) (mutual TLS 1.3)")
 
         // 3. Three silos: a non-IID shard each, their policy, budget and consent in their own store, a gateway process.
