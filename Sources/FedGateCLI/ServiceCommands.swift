@@ -80,11 +80,16 @@ struct BrokerCommand: AsyncParsableCommand {
             limits.chunkBytes = min(limits.chunkBytes, c.maximumMessageBytes / 2)
             let issuer = try c.issuingCA.map { CertificateIssuer(authority: try loadCA($0.path), days: c.certificateDays) }
             let host = c.host, port = c.port
+            // Always under the lease: one broker on a store leads; a second one stands by until it lapses.
+            var leaseSettings = BrokerLeaseSettings(holder: c.instance ?? "\(c.id)@\(host):\(port)")
+            leaseSettings.duration = .milliseconds(Int(c.leaseSeconds * 1000))
+            let lease = leaseSettings
             let (brokerSettings, brokerLimits, brokerLogger) = (settings, limits, logger)
             // On SIGTERM the body returns: plans stop, gateway streams close, the listener drains.
             try await runUntilSignalled(logger, cancelOnShutdown: false) {
                 try await BrokerHost.serve(host: host, port: port, credentials: credentials, store: store, settings: brokerSettings,
-                                           limits: brokerLimits, issuer: issuer, enrolmentPort: c.enrolmentPort, logger: brokerLogger) { broker in
+                                           limits: brokerLimits, issuer: issuer, enrolmentPort: c.enrolmentPort, lease: lease,
+                                           logger: brokerLogger) { broker in
                     // Scripts wait for these lines to know the ports (useful with port 0).
                     if let enrolment = broker.enrolmentPort {
                         FileHandle.standardOutput.write(Data("broker \(c.id) enrolling on \(host):\(enrolment)\n".utf8))
@@ -177,6 +182,7 @@ struct GatewayCommand: AsyncParsableCommand {
             #endif
             settings.brokerHost = c.brokerHost
             settings.brokerPort = c.brokerPort
+            settings.standbyBrokers = c.standbyBrokers.map { ($0.host, $0.port) }
             settings.brokerName = c.brokerName
             settings.learningRate = Float(c.learningRate)
             settings.renewBefore = .seconds(Int64(c.renewBeforeDays * 86_400))

@@ -28,13 +28,18 @@ public struct BrokerConfig: Sendable, Equatable {
     public var certificateDays: Int
     /// The port of the enrolment listener (silos without a certificate, with a one-time token).
     public var enrolmentPort: Int?
+    /// This broker's name in the leader lease (default `id@host:port`) and the lease's length.
+    /// Brokers sharing a store with different instance names are leader and standby.
+    public var instance: String?
+    public var leaseSeconds: Double = 10
 
     public static func load(_ url: URL) throws -> BrokerConfig { try parse(try readPolicyText(url), file: url.path) }
 
     public static func parse(_ text: String, file: String) throws -> BrokerConfig {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
-        try root.only(["id", "listen", "tls", "store", "migrations", "heartbeat_seconds", "silent_after_seconds", "limits", "issuing", "enrolment_port"])
+        try root.only(["id", "listen", "tls", "store", "migrations", "heartbeat_seconds", "silent_after_seconds", "limits", "issuing", "enrolment_port",
+                       "high_availability"])
         let listen = try r.map(try root.require("listen", "{host, port}"), "listen")
         try listen.only(["host", "port"])
         let folder = URL(fileURLWithPath: file).deletingLastPathComponent()
@@ -57,7 +62,14 @@ public struct BrokerConfig: Sendable, Equatable {
         if enrolmentPort != nil && issuingCA == nil {
             throw r.error(root.optional("enrolment_port"), "enrolment_port", "needs `issuing` (the broker signs enrolled silos' certificates)")
         }
-        return BrokerConfig(
+        var instance: String?, leaseSeconds = 10.0
+        if let h = root.optional("high_availability") {
+            let ha = try r.map(h, "high_availability")
+            try ha.only(["instance", "lease_seconds"])
+            instance = try ha.optional("instance").map { try r.string($0, "high_availability.instance") }
+            leaseSeconds = try ha.optional("lease_seconds").map { try r.double($0, "high_availability.lease_seconds", 1...600, "seconds from 1 to 600") } ?? 10
+        }
+        var config = BrokerConfig(
             id: try r.string(try root.require("id", "the broker's id, as in its certificate"), "id"),
             host: try listen.optional("host").map { try r.string($0, "listen.host") } ?? "0.0.0.0",
             port: try r.int(try listen.require("port", "the TCP port"), "listen.port", 0...65_535, "a port from 0 to 65535"),
@@ -67,6 +79,9 @@ public struct BrokerConfig: Sendable, Equatable {
             heartbeatSeconds: try root.optional("heartbeat_seconds").map { try r.double($0, "heartbeat_seconds", 0.05...3600, "seconds from 0.05 to 3600") } ?? 2,
             silentAfterSeconds: try root.optional("silent_after_seconds").map { try r.double($0, "silent_after_seconds", 0.1...86_400, "seconds from 0.1 to 86400") } ?? 10,
             maximumMessageBytes: maxMessage << 20, maximumPayloadBytes: maxPayload << 20, concurrentUploads: uploads, issuingCA: issuingCA, certificateDays: days, enrolmentPort: enrolmentPort)
+        config.instance = instance
+        config.leaseSeconds = leaseSeconds
+        return config
     }
 }
 
@@ -76,6 +91,13 @@ public struct GatewayConfig: Sendable, Equatable {
     public var brokerHost: String
     public var brokerPort: Int
     public var brokerName: String
+    /// Further brokers on the same store (a standby takes over when the leader's lease lapses):
+    /// the gateway tries them in turn when the one it talks to stops answering.
+    public var standbyBrokers: [Endpoint] = []
+    public struct Endpoint: Sendable, Equatable {
+        public let host: String
+        public let port: Int
+    }
     public var tls: TLSPaths
     public var store: String
     public var migrations: URL
@@ -97,14 +119,23 @@ public struct GatewayConfig: Sendable, Equatable {
         let root = try r.root(text)
         try root.only(["silo", "broker", "tls", "store", "migrations", "policy", "dataset", "learning_rate", "renew_before_days"])
         let broker = try r.map(try root.require("broker", "{host, port, name}"), "broker")
-        try broker.only(["host", "port", "name"])
+        try broker.only(["host", "port", "name", "standbys"])
+        let standbys: [Endpoint] = try broker.optional("standbys").map { node in
+            try r.strings(node, "broker.standbys").map { text in
+                guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65_535).contains(port),
+                      colon > text.startIndex else {
+                    throw r.error(node, "broker.standbys", "'\(text)' is not host:port (a port from 1 to 65535)")
+                }
+                return Endpoint(host: String(text[..<colon]), port: port)
+            }
+        } ?? []
         let data = try r.map(try root.require("dataset", "{name, csv, label, test_fraction}"), "dataset")
         try data.only(["name", "csv", "label", "test_fraction", "test_csv"])
         if data.optional("test_csv") != nil && data.optional("test_fraction") != nil {
             throw r.error(data.optional("test_csv"), "dataset.test_csv", "give test_csv or test_fraction, not both")
         }
         let folder = URL(fileURLWithPath: file).deletingLastPathComponent()
-        return GatewayConfig(
+        var config = GatewayConfig(
             silo: try r.string(try root.require("silo", "the silo's id, as in its certificate"), "silo"),
             brokerHost: try r.string(try broker.require("host", "the broker's host"), "broker.host"),
             brokerPort: try r.int(try broker.require("port", "the broker's port"), "broker.port", 1...65_535, "a port from 1 to 65535"),
@@ -120,6 +151,8 @@ public struct GatewayConfig: Sendable, Equatable {
             testCSV: try data.optional("test_csv").map { resolve(try r.string($0, "dataset.test_csv"), folder) },
             learningRate: try root.optional("learning_rate").map { try r.double($0, "learning_rate", 1e-6...100, "a rate from 1e-6 to 100") } ?? 0.5,
             renewBeforeDays: try root.optional("renew_before_days").map { try r.double($0, "renew_before_days", 0...89, "days from 0 to 89") } ?? 2)
+        config.standbyBrokers = standbys
+        return config
     }
 }
 

@@ -124,7 +124,7 @@ public actor BrokerCoordinator {
 
     public let settings: Settings
     private let chunkBytes: Int
-    private let store: any RegistryBackend & LedgerBackend
+    private let store: any BrokerStore
     private let logger: Logger
     private var sessions: [String: Session] = [:]
     private var nextToken: UInt64 = 0
@@ -136,8 +136,12 @@ public actor BrokerCoordinator {
     private var plans: [String: PlanStatus] = [:]
     private var runs: [String: Task<Void, Never>] = [:]
     private var monitor: Task<Void, Never>?
+    /// Set by `shutdown`: plans stopped then stay running in the store, for the next broker.
+    private var stopping = false
+    /// The leader lease this broker holds, checked by every round commit (nil: no lease).
+    private var fence: LeaseFence?
 
-    public init(settings: Settings = .init(), store: any RegistryBackend & LedgerBackend, chunkBytes: Int = TransportLimits().chunkBytes,
+    public init(settings: Settings = .init(), store: any BrokerStore, chunkBytes: Int = TransportLimits().chunkBytes,
                 logger: Logger) {
         self.settings = settings
         self.chunkBytes = chunkBytes
@@ -336,11 +340,13 @@ public actor BrokerCoordinator {
         guard !plan.secureAggregation || plan.strategy == "fedavg" else {
             throw PlanUnsupported("secure_aggregation: only with strategy fedavg (\(plan.strategy) needs every update in the clear)")
         }
-        try await store.audit(actor: submitter, action: "plan.submit", subject: hash,
-                              payload: canonicalPayload(["purpose": plan.purpose, "rounds": plan.rounds, "strategy": plan.strategy]), at: Date())
+        let now = Date()
+        try await store.startPlanRun(PlanRun(planHash: hash, planYAML: text, submitter: submitter, state: .running, submittedAt: now, updatedAt: now),
+                                     payload: canonicalPayload(["purpose": plan.purpose, "rounds": plan.rounds, "strategy": plan.strategy]),
+                                     actor: submitter)
         plans[hash] = PlanStatus(state: .running)
         mirrorEvent[hash] = (try? plan.noiseMultiplier()).map { (plan.dp.samplingRate, $0, plan.localSteps, plan.dp.delta) }
-        runs[hash] = Task { await self.run(plan, text: text, hash: hash) }
+        runs[hash] = Task { await self.run(plan, text: text, hash: hash, from: .start) }
         logger.info("plan submitted", metadata: ["plan": "\(hash.prefix(12))", "by": "\(submitter)", "rounds": "\(plan.rounds)"])
         return hash
     }
@@ -367,14 +373,126 @@ public actor BrokerCoordinator {
         return plans[hash] ?? status
     }
 
+    /// Where a plan's run starts: from round 1, or after a restart from the store's checkpoint.
+    struct Resume {
+        var global: Network?
+        var standardisation: Standardisation?
+        var participants = Set<String>()
+        var lastCommitted: Int?
+        var nextRound = 1
+        static let start = Resume()
+
+        static func encode(_ s: Standardisation, classes: Int) throws -> String {
+            let data = try JSONSerialization.data(withJSONObject: ["means": s.means.map(Double.init), "scales": s.scales.map(Double.init), "classes": classes],
+                                                  options: [.sortedKeys])
+            return String(decoding: data, as: UTF8.self)
+        }
+
+        /// The checkpoint's model and standardisation, checked against the plan's model kind.
+        static func checkpoint(_ c: PlanRun.Checkpoint, content: [UInt8], kind: ModelKind) throws -> (Network, Standardisation) {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(c.standardisation.utf8)) as? [String: Any],
+                  let means = object["means"] as? [Double], let scales = object["scales"] as? [Double], let classes = object["classes"] as? Int,
+                  means.count == scales.count else {
+                throw RoundError("the checkpoint of round \(c.round) has no readable standardisation")
+            }
+            let file = try SafeTensors(bytes: content)
+            guard let entry = file.entries["parameters"], entry.dtype == .f32 else {
+                throw RoundError("the checkpoint of round \(c.round) has no float32 'parameters' tensor")
+            }
+            let network = try Network(kind: kind, inputs: means.count, classes: classes, parameters: entry.floats)
+            return (network, Standardisation(means: means.map(Float.init), scales: scales.map(Float.init)))
+        }
+    }
+
+    /// Picks up the plans the store says are running (after a restart, or on taking the lead from
+    /// another broker): a round left in flight is aborted (its silos released their reservations
+    /// when their streams ended), and each plan goes on from its last committed round's checkpoint.
+    /// Returns the plans resumed.
+    @discardableResult
+    public func recover(fence: LeaseFence? = nil) async throws -> [String] {
+        self.fence = fence
+        var resumed: [String] = []
+        for run in try await store.planRuns() where run.state == .running && plans[run.planHash]?.state != .running {
+            let hash = run.planHash
+            let plan: TrainingPlan
+            do { plan = try TrainingPlan.parse(run.planYAML, file: "plan \(hash.prefix(12))… in the store") } catch {
+                try await store.finishPlanRun(planHash: hash, state: .failed, reason: "the stored plan no longer parses: \(error)", at: Date(), actor: settings.brokerID)
+                continue
+            }
+            var status = PlanStatus(state: .running)
+            var resume = Resume()
+            for record in try await store.rounds(planHash: hash) {
+                var state = record.state
+                var reason: String?
+                if state != .committed && state != .aborted {
+                    reason = "the broker stopped while the round was \(state.rawValue)"
+                    try await store.advanceRound(planHash: hash, number: record.number, to: .aborted, survivors: [], at: Date(), actor: settings.brokerID)
+                    try await store.audit(actor: settings.brokerID, action: "round.abort", subject: hash,
+                                          payload: canonicalPayload(["round": record.number, "reason": reason!]), at: Date())
+                    state = .aborted
+                }
+                status.rounds.append(.init(number: record.number, state: state.rawValue, participants: state == .committed ? record.survivors : [],
+                                           refused: [:], reportedAccuracy: nil, reason: reason))
+                if state == .committed { resume.participants.formUnion(record.survivors) }
+                resume.nextRound = record.number + 1
+            }
+            if let c = run.checkpoint {
+                guard let content = try await store.modelContent(sha256: c.contentSHA256) else {
+                    throw RoundError("plan \(hash.prefix(12))…: the checkpoint of round \(c.round) is missing from the store")
+                }
+                (resume.global, resume.standardisation) = try Resume.checkpoint(c, content: content, kind: try ModelKind(parsing: plan.model))
+                resume.lastCommitted = c.round
+                status.parameters = resume.global!.parameters
+                status.layerSizes = resume.global!.layerSizes
+            }
+            plans[hash] = status
+            mirrorEvent[hash] = (try? plan.noiseMultiplier()).map { (plan.dp.samplingRate, $0, plan.localSteps, plan.dp.delta) }
+            updateMirror(hash, for: Array(resume.participants))
+            try await store.audit(actor: settings.brokerID, action: "plan.resume", subject: hash,
+                                  payload: canonicalPayload(["next_round": resume.nextRound, "checkpoint_round": resume.lastCommitted ?? NSNull()]), at: Date())
+            logger.notice("plan resumed from the store", metadata: ["plan": "\(hash.prefix(12))", "next round": "\(resume.nextRound)",
+                                                                    "checkpoint": "\(resume.lastCommitted.map(String.init) ?? "none")"])
+            runs[hash] = Task { [resume] in await self.run(plan, text: run.planYAML, hash: hash, from: resume) }
+            resumed.append(hash)
+        }
+        return resumed
+    }
+
+    /// The ε mirror of `silos` after a committed round: k rounds of the same DP-SGD compose to one
+    /// run of k × steps, one accountant call per distinct count.
+    private func updateMirror(_ hash: String, for silos: [String]) {
+        guard let m = mirrorEvent[hash] else { return }
+        var byCount: [Int: Double] = [:]
+        for silo in silos {
+            let rounds = plans[hash]?.rounds.filter { $0.state == "committed" && $0.participants.contains(silo) }.count ?? 0
+            if byCount[rounds] == nil {
+                byCount[rounds] = try? epsilon(of: .dpsgd(samplingProbability: m.q, noiseMultiplier: m.z, steps: rounds * m.steps), delta: m.delta)
+            }
+            plans[hash]?.epsilonMirror[silo] = byCount[rounds]
+        }
+    }
+
+    /// Tests of crash recovery (debug builds only): `FEDGATE_TESTING_CRASH_AT=phase:round` kills this
+    /// process with SIGKILL right after the round reaches that phase, as a power cut would.
+    private func crashPoint(_ phase: String, _ round: Int) {
+        #if DEBUG
+        if ProcessInfo.processInfo.environment["FEDGATE_TESTING_CRASH_AT"] == "\(phase):\(round)" {
+            logger.critical("test crash point reached; killing this process", metadata: ["phase": "\(phase)", "round": "\(round)"])
+            kill(getpid(), SIGKILL)
+        }
+        #endif
+    }
+
     /// Waits until the plan stops running.
     public func finished(_ hash: String) async -> PlanStatus? {
         if let task = runs[hash] { await task.value }
         return plans[hash]
     }
 
-    /// Stops every plan and closes every stream (graceful shutdown).
+    /// Stops every plan and closes every stream (graceful shutdown). Plans stay running in the
+    /// store: the next broker to start on it resumes them.
     public func shutdown() {
+        stopping = true
         for task in runs.values { task.cancel() }
         for plan in Array(waiters.keys) { wake(plan) }
         for s in sessions.values { s.outbox.finish() }
@@ -382,15 +500,15 @@ public actor BrokerCoordinator {
         monitor?.cancel()
     }
 
-    private func run(_ plan: TrainingPlan, text: String, hash: String) async {
+    private func run(_ plan: TrainingPlan, text: String, hash: String, from resume: Resume) async {
         do {
-            var global: Network?
-            var standardisation: Standardisation?
+            var global = resume.global
+            var standardisation = resume.standardisation
             var strategy = try makeStrategy(plan.strategy, byzantine: 0)
             let kind = try ModelKind(parsing: plan.model)
-            var participants = Set<String>()
-            var lastCommitted: Int?
-            for number in 1...plan.rounds {
+            var participants = resume.participants
+            var lastCommitted = resume.lastCommitted
+            for number in stride(from: resume.nextRound, through: plan.rounds, by: 1) {
                 try Task.checkCancellation()
                 let roundDeadline = ContinuousClock.now + .seconds(plan.roundDeadlineSeconds)
                 let eligible = await eligibleSilos(for: plan)
@@ -403,6 +521,7 @@ public actor BrokerCoordinator {
                     continue
                 }
                 try await advance(hash, number, .offered, [])
+                crashPoint("offered", number)
                 active[hash] = ActiveRound(number: number, progress: progress)
                 var offer = Fedgate_V1_RoundOffer()
                 offer.planHash = hash
@@ -455,6 +574,7 @@ public actor BrokerCoordinator {
                     active[hash]!.folded = WeightedAverage(dimension: global!.parameters.count)
                 }
                 try await advance(hash, number, .training, progress.accepted)
+                crashPoint("training", number)
                 var task = Fedgate_V1_RoundTask()
                 task.planHash = hash
                 task.round = UInt32(number)
@@ -466,6 +586,7 @@ public actor BrokerCoordinator {
                 task.classes = UInt32(global!.classCount)
                 if let setup { task.secagg = setup }
                 send(.task(task), to: progress.accepted)
+                if setup != nil { crashPoint("advertising", number) }
 
                 var secureMean: [Float]?
                 if setup != nil {
@@ -496,6 +617,7 @@ public actor BrokerCoordinator {
                 active[hash]!.model = nil
                 let survivors = updates.map(\.silo)
                 try await advance(hash, number, .aggregating, survivors)
+                crashPoint("aggregating", number)
                 let outcome: AggregationOutcome
                 if let mean = secureMean {
                     // The unmasked sum's mean (each silo counted once): the broker never saw an update.
@@ -521,23 +643,19 @@ public actor BrokerCoordinator {
                 global!.parameters = outcome.parameters
                 plans[hash]?.parameters = outcome.parameters
                 try await advance(hash, number, .evaluating, survivors)
+                crashPoint("evaluating", number)
                 let reported = weightedAccuracy(progress)
-                try await advance(hash, number, .committed, survivors)
+                // The round commits with the checkpoint a restarted broker (or the standby) resumes from.
+                let checkpoint = try ModelPayload.model(global!)
+                try await store.commitRound(planHash: hash, number: number, survivors: survivors,
+                                            checkpoint: PlanRun.Checkpoint(round: number, contentSHA256: TransferDigest.hex(checkpoint),
+                                                                           standardisation: try Resume.encode(standardisation!, classes: global!.classCount)),
+                                            content: checkpoint, fence: fence, at: Date(), actor: settings.brokerID)
+                crashPoint("committed", number)
                 active.removeValue(forKey: hash)
                 plans[hash]?.rounds.append(.init(number: number, state: "committed", participants: survivors, refused: progress.refused,
                                                  reportedAccuracy: reported, reason: nil))
-                if let m = mirrorEvent[hash] {
-                    // k rounds of the same DP-SGD compose to one run of k × steps: one accountant call per
-                    // distinct count (silos that took part in the same number of rounds share it).
-                    var byCount: [Int: Double] = [:]
-                    for silo in survivors {
-                        let rounds = plans[hash]?.rounds.filter { $0.state == "committed" && $0.participants.contains(silo) }.count ?? 0
-                        if byCount[rounds] == nil {
-                            byCount[rounds] = try? epsilon(of: .dpsgd(samplingProbability: m.q, noiseMultiplier: m.z, steps: rounds * m.steps), delta: m.delta)
-                        }
-                        plans[hash]?.epsilonMirror[silo] = byCount[rounds]
-                    }
-                }
+                updateMirror(hash, for: survivors)
                 sendOutcome(hash, number, "committed", survivors, "", to: progress.sampled.sorted())
                 logger.info("round committed", metadata: ["plan": "\(hash.prefix(12))", "round": "\(number)", "participants": "\(survivors)"])
                 participants.formUnion(survivors)
@@ -546,21 +664,32 @@ public actor BrokerCoordinator {
             if let round = lastCommitted, let model = global, let standardisation {
                 try await evaluateFinal(plan, hash: hash, round: round, model: model, standardisation: standardisation, participants: participants)
             }
+            try await store.finishPlanRun(planHash: hash, state: .finished, reason: nil, at: Date(), actor: settings.brokerID)
             plans[hash]?.state = .finished
         } catch {
             // A cancelled run may surface as the store's own error for the call it interrupted.
             if error is CancellationError || Task.isCancelled {
-                plans[hash]?.state = .cancelled
                 evaluations.removeValue(forKey: hash)
-                if let r = active[hash] {
-                    // The run is cancelled, so its own store calls would be too: settle the round in flight from a fresh task.
-                    let progress = r.progress
-                    _ = await Task { try? await self.abort(hash, r.number, progress, reason: "the plan was cancelled") }.value
-                }
+                // The run is cancelled, so its own store calls would be too: settle from a fresh task.
+                // A broker shutting down leaves the plan running in the store, for the next start.
+                let round = active[hash].map { ($0.number, $0.progress) }
+                let stopping = stopping
+                if !stopping { plans[hash]?.state = .cancelled }
+                _ = await Task {
+                    if let (number, progress) = round {
+                        try? await self.abort(hash, number, progress, reason: stopping ? "the broker stopped" : "the plan was cancelled")
+                    }
+                    if !stopping {
+                        try? await self.store.finishPlanRun(planHash: hash, state: .cancelled, reason: "cancelled", at: Date(), actor: self.settings.brokerID)
+                    }
+                }.value
             } else {
                 plans[hash]?.state = .failed
                 plans[hash]?.reason = "\(error)"
                 logger.error("plan failed", metadata: ["plan": "\(hash.prefix(12))", "error": "\(error)"])
+                _ = await Task { [reason = "\(error)"] in
+                    try? await self.store.finishPlanRun(planHash: hash, state: .failed, reason: reason, at: Date(), actor: self.settings.brokerID)
+                }.value
             }
         }
         active.removeValue(forKey: hash)
@@ -573,6 +702,11 @@ public actor BrokerCoordinator {
     private func evaluateFinal(_ plan: TrainingPlan, hash: String, round: Int, model: Network, standardisation: Standardisation,
                                participants: Set<String>) async throws {
         let file = try ModelPayload.modelFile(model, chunkBytes: chunkBytes)
+        // After a restart the participants are still reconnecting: give them the connect wait.
+        let until = ContinuousClock.now + settings.connectWait
+        while !participants.allSatisfy({ sessions[$0] != nil }), ContinuousClock.now < until, !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
         let asked = participants.filter { sessions[$0] != nil }.sorted()
         evaluations[hash] = FinalEvaluation(round: round, model: file, expected: Set(asked))
         var task = Fedgate_V1_EvaluateTask()
@@ -585,6 +719,7 @@ public actor BrokerCoordinator {
         task.featureScales = standardisation.scales
         task.classes = UInt32(model.classCount)
         send(.evaluate(task), to: asked)
+        crashPoint("final-evaluation", round)
         await waitForRound(hash, until: .now + .seconds(plan.roundDeadlineSeconds))
         try Task.checkCancellation()
         let reports = evaluations.removeValue(forKey: hash)?.reports ?? [:]
@@ -671,6 +806,7 @@ public actor BrokerCoordinator {
                 send(step("keys", try SecAggJSON.encode(SecAggKeys(advertisements: try sa.server.advertisements(for: silo), bindings: bindings))), to: [silo])
             }
             active[hash]!.secagg!.phase = .sharing
+            crashPoint("sharing", active[hash]!.number)
             // Shares: relayed to each silo that shared.
             await waitForRound(hash, until: deadline)
             try Task.checkCancellation()
@@ -680,6 +816,7 @@ public actor BrokerCoordinator {
                 send(step("relay", try SecAggJSON.encode(SecAggRelay(shares: relay.shares, sharers: relay.sharers))), to: [silo])
             }
             active[hash]!.secagg!.phase = .masking
+            crashPoint("masking", active[hash]!.number)
             // Masked inputs arrive as uploads; then unmasking by the survivors.
             await waitForRound(hash, until: deadline)
             try Task.checkCancellation()
@@ -693,6 +830,7 @@ public actor BrokerCoordinator {
             active[hash]!.secagg!.request = request
             active[hash]!.secagg!.phase = .unmasking
             send(step("unmask", try SecAggJSON.encode(request)), to: request.survivors.filter { active[hash]!.secagg!.alive.contains($0) })
+            crashPoint("unmasking", active[hash]!.number)
             await waitForRound(hash, until: deadline)
             try Task.checkCancellation()
             sa = active[hash]!.secagg!

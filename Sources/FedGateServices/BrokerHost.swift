@@ -22,15 +22,74 @@ public struct BrokerHandle: Sendable {
     }
 }
 
+/// Leadership among brokers that share one store: only the holder of the lease listens and runs
+/// plans; the others stand by and take over when it lapses.
+public struct BrokerLeaseSettings: Sendable {
+    public var name = "broker"
+    /// This broker process's name in the lease: a restart under the same name takes its lease back
+    /// at once; another name waits for it to lapse.
+    public var holder: String
+    /// How long a lease lasts without renewal (renewed every third of it).
+    public var duration: Duration = .seconds(10)
+    public init(holder: String) { self.holder = holder }
+}
+
+/// This broker's lease was taken by another or could not be renewed in time: it stops serving.
+public struct LeaseLost: Error, CustomStringConvertible {
+    public let description: String
+}
+
 public enum BrokerHost {
+    /// Waits until this broker holds the lease (at once when it is free, expired or already ours).
+    static func lead(_ lease: BrokerLeaseSettings, store: any BrokerStore, logger: Logger) async throws -> BrokerLease {
+        var said = false
+        while true {
+            try Task.checkCancellation()
+            do {
+                if let held = try await store.claimLease(lease.name, holder: lease.holder, duration: lease.duration.seconds, now: Date()) {
+                    logger.notice("holding the broker lease", metadata: ["holder": "\(held.holder)", "term": "\(held.term)"])
+                    return held
+                }
+                if !said { logger.notice("another broker holds the lease; standing by", metadata: ["holder": "\(lease.holder)"]); said = true }
+            } catch {
+                logger.warning("cannot reach the store to claim the lease", metadata: ["error": "\(error)"])
+            }
+            try await Task.sleep(for: lease.duration / 4)
+        }
+    }
+
+    /// Renews the lease every third of its duration; throws `LeaseLost` when another broker has it
+    /// or when it could not be renewed before it lapsed.
+    static func keep(_ lease: BrokerLeaseSettings, _ held: BrokerLease, store: any BrokerStore, logger: Logger) async throws {
+        var expires = held.expiresAt
+        while true {
+            try await Task.sleep(for: lease.duration / 3)
+            do {
+                guard let renewed = try await store.claimLease(lease.name, holder: lease.holder, duration: lease.duration.seconds, now: Date()),
+                      renewed.term == held.term else {
+                    throw LeaseLost(description: "another broker took the '\(lease.name)' lease; this one stops serving")
+                }
+                expires = renewed.expiresAt
+            } catch let lost as LeaseLost {
+                throw lost
+            } catch {
+                logger.warning("could not renew the broker lease", metadata: ["error": "\(error)"])
+                if Date() >= expires { throw LeaseLost(description: "the '\(lease.name)' lease lapsed while the store was unreachable; this one stops serving") }
+            }
+        }
+    }
+
     /// Serves the broker on `host:port` (0: any free port) while `body` runs, then shuts down
     /// gracefully: plans stop, gateway streams close, in-flight calls finish.
     public static func serve<R: Sendable>(
-        host: String = "127.0.0.1", port: Int, credentials: TLSCredentials, store: any RegistryBackend & LedgerBackend,
+        host: String = "127.0.0.1", port: Int, credentials: TLSCredentials, store: any BrokerStore,
         settings: BrokerCoordinator.Settings = .init(), revocationPoll: Duration = .seconds(1), limits: TransportLimits = .init(),
-        issuer: CertificateIssuer? = nil, enrolmentPort: Int? = nil, logger: Logger,
-        body: (BrokerHandle) async throws -> R
+        issuer: CertificateIssuer? = nil, enrolmentPort: Int? = nil, lease: BrokerLeaseSettings? = nil, logger: Logger,
+        body: @escaping @Sendable (BrokerHandle) async throws -> R
     ) async throws -> R {
+        // A standby waits here, not listening: gateways find the leader among the brokers they know.
+        var held: BrokerLease?
+        if let lease { held = try await lead(lease, store: store, logger: logger) }
         let audit: @Sendable (String, String, String) -> Void = { action, subject, payload in
             Task { try? await store.audit(actor: settings.brokerID, action: action, subject: subject, payload: payload, at: Date()) }
         }
@@ -72,7 +131,22 @@ public enum BrokerHost {
                 }
                 defer { watcher.cancel() }
                 do {
-                    let result = try await body(handle)
+                    // Plans the store says are running (a restart, or the lead taken over) go on.
+                    try await coordinator.recover(fence: zip(lease, held).map { LeaseFence(name: $0.name, holder: $0.holder, term: $1.term) })
+                    let result = try await withThrowingTaskGroup(of: R?.self) { group in
+                        group.addTask { try await body(handle) }
+                        if let lease, let held {
+                            group.addTask {
+                                try await keep(lease, held, store: store, logger: logger)
+                                return nil
+                            }
+                        }
+                        defer { group.cancelAll() }
+                        while let next = try await group.next() {
+                            if let result = next { return result }
+                        }
+                        throw CancellationError()
+                    }
                     await coordinator.shutdown()
                     return result
                 } catch {
@@ -91,4 +165,13 @@ public enum BrokerHost {
             try await body(try await enrolment.transport.listeningAddress.ipv4?.port)
         }
     }
+}
+
+private func zip<A, B>(_ a: A?, _ b: B?) -> (A, B)? {
+    guard let a, let b else { return nil }
+    return (a, b)
+}
+
+extension Duration {
+    var seconds: TimeInterval { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

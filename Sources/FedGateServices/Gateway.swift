@@ -22,6 +22,8 @@ public actor Gateway {
         public var brokerPort = 7443
         /// The broker's id, checked against its certificate.
         public var brokerName = "broker"
+        /// Standby brokers on the same store (same id): tried in turn after the one above stops answering.
+        public var standbyBrokers: [(host: String, port: Int)] = []
         public var credentials: TLSCredentials
         /// The logical data set this gateway serves, and its rows (raw, before standardisation).
         public var dataset: String
@@ -118,10 +120,13 @@ public actor Gateway {
     public func run() async {
         await releaseUnsentReservations()
         var delay = settings.reconnectInitial
+        let endpoints = [(settings.brokerHost, settings.brokerPort)] + settings.standbyBrokers
+        var next = 0
         while !Task.isCancelled {
             let started = ContinuousClock.now
+            let (host, port) = endpoints[next]
             do {
-                try await session()
+                try await session(host: host, port: port)
                 logger.notice("broker closed the task stream; reconnecting", metadata: ["silo": "\(siloID)"])
             } catch {
                 if Task.isCancelled { break }
@@ -130,6 +135,9 @@ public actor Gateway {
             await abandonRoundsInFlight()
             if ContinuousClock.now - started > .seconds(30) || renewedJustNow { delay = settings.reconnectInitial }
             if renewedJustNow { renewedJustNow = false; continue }
+            // The next broker in the list; the backoff applies once the whole list was tried.
+            next = (next + 1) % endpoints.count
+            if next != 0 { continue }
             let spread = Double.random(in: 0.8...1.2, using: &jitter)
             try? await Task.sleep(for: delay * spread)
             delay = min(delay * 2, settings.reconnectMaximum)
@@ -179,8 +187,8 @@ public actor Gateway {
 
     private var renewedJustNow = false
 
-    private func session() async throws {
-        let transport = try FedGateTransports.client(host: settings.brokerHost, port: settings.brokerPort, serverName: settings.brokerName,
+    private func session(host: String, port: Int) async throws {
+        let transport = try FedGateTransports.client(host: host, port: port, serverName: settings.brokerName,
                                                      credentials: credentials, limits: settings.limits)
         try await withGRPCClient(transport: transport) { client in
             let broker = Fedgate_V1_Broker.Client(wrapping: client)

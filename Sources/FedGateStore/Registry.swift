@@ -178,7 +178,10 @@ enum RegistryJSON {
 }
 
 /// Everything a broker or gateway keeps: ledger, governance and registry, in one backend.
-public typealias ConsortiumStore = LedgerBackend & GovernanceBackend & RegistryBackend
+public typealias ConsortiumStore = LedgerBackend & GovernanceBackend & RegistryBackend & PlanRunBackend
+
+/// What a broker keeps: rounds, versions and the audit chain, and the plans it runs.
+public typealias BrokerStore = LedgerBackend & RegistryBackend & PlanRunBackend
 
 /// The backend a store URL names: `sqlite:PATH` (embedded) or `postgres://user@host:port/database`.
 public func openStore(_ url: String) throws -> any ConsortiumStore {

@@ -387,3 +387,97 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         } catch { throw LedgerError.storage("\(error)") }
     }
 }
+
+extension SQLiteLedger: PlanRunBackend {
+    public func startPlanRun(_ run: PlanRun, payload: String, actor: String) async throws {
+        try await audited(actor: actor, action: "plan.submit", at: run.submittedAt) { db in
+            if let state = try String.fetchOne(db, sql: "SELECT state FROM plan_runs WHERE plan_hash = ?", arguments: [run.planHash]), state == "running" {
+                throw LedgerError.storage("plan \(run.planHash.prefix(12))… is already running")
+            }
+            try db.execute(sql: """
+                INSERT INTO plan_runs (plan_hash, plan_yaml, submitter, state, reason, checkpoint_round, checkpoint_sha256, standardisation, submitted_at, updated_at)
+                VALUES (?, ?, ?, 'running', NULL, NULL, NULL, NULL, ?, ?)
+                ON CONFLICT (plan_hash) DO UPDATE SET plan_yaml = excluded.plan_yaml, submitter = excluded.submitter, state = 'running',
+                reason = NULL, checkpoint_round = NULL, checkpoint_sha256 = NULL, standardisation = NULL,
+                submitted_at = excluded.submitted_at, updated_at = excluded.updated_at
+                """, arguments: [run.planHash, run.planYAML, run.submitter, run.submittedAt.timeIntervalSince1970, run.submittedAt.timeIntervalSince1970])
+            return (run.planHash, payload)
+        }
+    }
+
+    public func commitRound(planHash: String, number: Int, survivors: [String], checkpoint: PlanRun.Checkpoint, content: [UInt8],
+                            fence: LeaseFence?, at: Date, actor: String) async throws {
+        try ModelContent.check(content, checkpoint.contentSHA256)
+        let bytes = Data(content)
+        try await audited(actor: actor, action: "round.committed", at: at) { db in
+            try PlanRunJSON.fenceRefusal(fence, try Self.lease(db, fence?.name ?? ""), now: at)
+            let current = try String.fetchOne(db, sql: "SELECT state FROM rounds WHERE plan_hash = ? AND number = ?", arguments: [planHash, number])
+            try RegistryJSON.transition(from: current, to: .committed, planHash: planHash, number: number)
+            try db.execute(sql: "UPDATE rounds SET state = 'committed', survivors = ?, updated_at = ? WHERE plan_hash = ? AND number = ?",
+                           arguments: [RegistryJSON.encode(survivors), at.timeIntervalSince1970, planHash, number])
+            let sha = checkpoint.contentSHA256.lowercased()
+            try db.execute(sql: "INSERT INTO model_content (content_sha256, bytes) VALUES (?, ?) ON CONFLICT (content_sha256) DO NOTHING",
+                           arguments: [sha, bytes])
+            try db.execute(sql: """
+                UPDATE plan_runs SET checkpoint_round = ?, checkpoint_sha256 = ?, standardisation = ?, updated_at = ? WHERE plan_hash = ? AND state = 'running'
+                """, arguments: [checkpoint.round, sha, checkpoint.standardisation, at.timeIntervalSince1970, planHash])
+            guard db.changesCount == 1 else { throw LedgerError.storage("plan \(planHash.prefix(12))… is not running here; round \(number) not committed") }
+            return (planHash, canonicalPayload(["round": number, "survivors": survivors, "checkpoint_sha256": sha]))
+        }
+    }
+
+    public func finishPlanRun(planHash: String, state: PlanRun.State, reason: String?, at: Date, actor: String) async throws {
+        try await audited(actor: actor, action: "plan.\(state.rawValue)", at: at) { db in
+            try db.execute(sql: "UPDATE plan_runs SET state = ?, reason = ?, updated_at = ? WHERE plan_hash = ? AND state = 'running'",
+                           arguments: [state.rawValue, reason, at.timeIntervalSince1970, planHash])
+            guard db.changesCount == 1 else { throw LedgerError.storage("plan \(planHash.prefix(12))… is not running here") }
+            return (planHash, canonicalPayload(["reason": reason ?? NSNull()]))
+        }
+    }
+
+    public func planRuns() async throws -> [PlanRun] {
+        try await wrap {
+            try await pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM plan_runs ORDER BY submitted_at, plan_hash").map { r in
+                    let round: Int? = r["checkpoint_round"], sha: String? = r["checkpoint_sha256"], std: String? = r["standardisation"]
+                    let checkpoint = round.flatMap { n in sha.flatMap { s in std.map { PlanRun.Checkpoint(round: n, contentSHA256: s, standardisation: $0) } } }
+                    return PlanRun(planHash: r["plan_hash"], planYAML: r["plan_yaml"], submitter: r["submitter"],
+                                   state: PlanRun.State(rawValue: r["state"]) ?? .failed, reason: r["reason"], checkpoint: checkpoint,
+                                   submittedAt: Date(timeIntervalSince1970: r["submitted_at"]), updatedAt: Date(timeIntervalSince1970: r["updated_at"]))
+                }
+            }
+        }
+    }
+
+    public func claimLease(_ name: String, holder: String, duration: TimeInterval, now: Date) async throws -> BrokerLease? {
+        try await wrap {
+            try await pool.write { db in
+                let current = try Self.lease(db, name)
+                guard let next = BrokerLease.claim(current: current, holder: holder, now: now, duration: duration) else { return nil }
+                try db.execute(sql: """
+                    INSERT INTO broker_lease (name, holder, term, expires_at) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, term = excluded.term, expires_at = excluded.expires_at
+                    """, arguments: [name, next.holder, next.term, next.expiresAt.timeIntervalSince1970])
+                if next.term != current?.term {
+                    try Self.append(db, actor: holder, action: "broker.lease", subject: name, payload: PlanRunJSON.leasePayload(next), at: now)
+                }
+                return next
+            }
+        }
+    }
+
+    public func releaseLease(_ name: String, holder: String, now: Date) async throws {
+        try await wrap {
+            try await pool.write { db in
+                try db.execute(sql: "UPDATE broker_lease SET expires_at = ? WHERE name = ? AND holder = ?",
+                               arguments: [now.timeIntervalSince1970, name, holder])
+            }
+        }
+    }
+
+    private static func lease(_ db: Database, _ name: String) throws -> BrokerLease? {
+        try Row.fetchOne(db, sql: "SELECT holder, term, expires_at FROM broker_lease WHERE name = ?", arguments: [name]).map {
+            BrokerLease(holder: $0["holder"], term: $0["term"], expiresAt: Date(timeIntervalSince1970: $0["expires_at"]))
+        }
+    }
+}

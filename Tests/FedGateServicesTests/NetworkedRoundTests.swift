@@ -42,7 +42,8 @@ struct NetworkedRoundTests {
         """
     }
 
-    static func plan(rounds: Int, quorum: Int, deadline: Int = 60, purpose: String = "research", evaluation: String? = nil) -> String {
+    static func plan(rounds: Int, quorum: Int, deadline: Int = 60, purpose: String = "research", evaluation: String? = nil,
+                     secure: Bool = false) -> String {
         """
         \(evaluation.map { "evaluation: \($0)" } ?? "")
         purpose: \(purpose)
@@ -53,7 +54,7 @@ struct NetworkedRoundTests {
         local_steps: 10
         strategy: fedavg
         dp: { noise_multiplier: 2.34, clip_norm: 1.0, sampling_rate: 0.1, delta: 1.0e-5 }
-        secure_aggregation: false
+        secure_aggregation: \(secure)
         quorum: \(quorum)
         broker: { region: eu-west, jurisdiction: EU }
         deadlines: { round_seconds: \(deadline) }

@@ -70,27 +70,43 @@ struct ProcessRoundTests {
         return config
     }
 
-    /// Starts `fedgate broker serve` from a config in the consortium folder; its port once it listens.
-    func startBroker(_ consortium: Consortium) async throws -> (Running, Int) {
+    /// Starts `fedgate broker serve` from a config in the consortium folder; its port once it listens
+    /// (0 if it did not within `seconds`: a standby waits for the lease before it listens).
+    func startBroker(_ consortium: Consortium, port: Int = 0, instance: String = "broker-a", store: String = "sqlite:broker.sqlite",
+                     leaseSeconds: Double = 10, environment: [String: String] = [:], log: String = "broker.log",
+                     within seconds: Double = 180) async throws -> (Running, Int) {
         _ = try consortium.credentials("broker", .broker)
+        let config = consortium.file("\(instance).yaml")
         try """
         id: broker
-        listen: { host: 127.0.0.1, port: 0 }
+        listen: { host: 127.0.0.1, port: \(port) }
         tls: { certificate: broker.pem, key: broker.key, ca: ca.pem }
-        store: sqlite:broker.sqlite
+        store: \(store)
         migrations: \(Consortium.migrations.path)
         heartbeat_seconds: 0.2
         silent_after_seconds: 2
-        """.write(to: consortium.file("broker.yaml"), atomically: true, encoding: .utf8)
-        let broker = try Running(["broker", "serve", "--config", consortium.file("broker.yaml").path], log: consortium.file("broker.log"))
-        var port = 0
-        for _ in 0..<3000 where port == 0 {
-            if let line = broker.output.split(separator: "\n").first(where: { $0.contains("listening on") }),
-               let p = line.split(separator: ":").last.flatMap({ Int($0) }) { port = p }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        return (broker, port)
+        high_availability: { instance: \(instance), lease_seconds: \(leaseSeconds) }
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let broker = try Running(["broker", "serve", "--config", config.path], log: consortium.file(log), environment: environment)
+        return (broker, await broker.listeningPort(within: seconds))
     }
+}
+
+extension ProcessRoundTests.Running {
+    /// The port of a `fedgate broker serve` once it says it listens; 0 if not within `seconds`.
+    func listeningPort(within seconds: Double) async -> Int {
+        var port = 0
+        let until = Date().addingTimeInterval(seconds)
+        while port == 0, Date() < until, process.isRunning {
+            if let line = output.split(separator: "\n").first(where: { $0.contains("listening on") }),
+               let p = line.split(separator: ":").last.flatMap({ Int($0) }) { port = p }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return port
+    }
+}
+
+extension ProcessRoundTests {
 
     /// Runs one `fedgate` command to its end: its exit status and output.
     func fedgate(_ arguments: [String], _ consortium: Consortium, log: String, within seconds: Double = 120) async throws -> (status: Int32?, output: String) {

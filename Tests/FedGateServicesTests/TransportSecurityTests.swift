@@ -13,7 +13,7 @@ import Testing
 @Suite("Broker transport security over mutual TLS")
 struct TransportSecurityTests {
     /// Runs a broker with a fresh consortium and store; `body` gets both, and the refusals audited.
-    func withBroker(_ body: (Consortium, BrokerHandle, SQLiteLedger) async throws -> Void) async throws {
+    func withBroker(_ body: @escaping @Sendable (Consortium, BrokerHandle, SQLiteLedger) async throws -> Void) async throws {
         let consortium = try Consortium()
         let store = try await consortium.store("broker")
         let credentials = try consortium.credentials("broker", .broker)

@@ -1,0 +1,113 @@
+import Foundation
+
+/// A plan a broker runs, as kept in the store so that a restarted broker, or the standby that
+/// takes over, picks it up: the plan's text, where it stands, and the checkpoint of its last
+/// committed round.
+public struct PlanRun: Sendable, Equatable {
+    public enum State: String, Sendable { case running, finished, failed, cancelled }
+
+    /// The global model after a committed round: its safetensors file (a `model_content` row) and
+    /// the feature standardisation the silos' moments gave (JSON: means, scales, classes).
+    public struct Checkpoint: Sendable, Equatable {
+        public let round: Int
+        public let contentSHA256: String
+        public let standardisation: String
+        public init(round: Int, contentSHA256: String, standardisation: String) {
+            self.round = round
+            self.contentSHA256 = contentSHA256
+            self.standardisation = standardisation
+        }
+    }
+
+    public let planHash: String
+    public let planYAML: String
+    public let submitter: String
+    public var state: State
+    public var reason: String?
+    public var checkpoint: Checkpoint?
+    public let submittedAt: Date
+    public var updatedAt: Date
+
+    public init(planHash: String, planYAML: String, submitter: String, state: State, reason: String? = nil, checkpoint: Checkpoint? = nil,
+                submittedAt: Date, updatedAt: Date) {
+        self.planHash = planHash
+        self.planYAML = planYAML
+        self.submitter = submitter
+        self.state = state
+        self.reason = reason
+        self.checkpoint = checkpoint
+        self.submittedAt = submittedAt
+        self.updatedAt = updatedAt
+    }
+}
+
+/// Who leads among brokers sharing one store: a row with a holder, a term that grows each time the
+/// holder changes, and an expiry the holder keeps pushing forward.
+public struct BrokerLease: Sendable, Equatable {
+    public let holder: String
+    public let term: Int
+    public let expiresAt: Date
+    public init(holder: String, term: Int, expiresAt: Date) {
+        self.holder = holder
+        self.term = term
+        self.expiresAt = expiresAt
+    }
+
+    /// What `holder` asking for the lease at `now` for `duration` gets, given the current row: the
+    /// lease renewed (same holder, same term), taken over (expired or absent: next term), or nil
+    /// while another holder's lease runs.
+    public static func claim(current: BrokerLease?, holder: String, now: Date, duration: TimeInterval) -> BrokerLease? {
+        let expiry = now.addingTimeInterval(duration)
+        guard let current else { return BrokerLease(holder: holder, term: 1, expiresAt: expiry) }
+        if current.holder == holder, current.expiresAt > now { return BrokerLease(holder: holder, term: current.term, expiresAt: expiry) }
+        if current.expiresAt <= now { return BrokerLease(holder: holder, term: current.term + 1, expiresAt: expiry) }
+        return nil
+    }
+}
+
+/// The lease a write is made under: refused unless `holder` still holds term `term`.
+public struct LeaseFence: Sendable, Equatable {
+    public let name: String
+    public let holder: String
+    public let term: Int
+    public init(name: String, holder: String, term: Int) {
+        self.name = name
+        self.holder = holder
+        self.term = term
+    }
+
+    func check(_ current: BrokerLease?, now: Date) throws {
+        guard let current, current.holder == holder, current.term == term, current.expiresAt > now else {
+            let who = current.map { "\($0.holder) (term \($0.term))" } ?? "nobody"
+            throw LedgerError.storage("the '\(name)' lease of term \(term) is no longer \(holder)'s (now held by \(who)); nothing written")
+        }
+    }
+}
+
+/// Storage of the plans a broker runs and of the brokers' lease; every change audited in its transaction.
+public protocol PlanRunBackend: Sendable {
+    /// Records a plan as running (a finished, failed or cancelled run of the same plan is replaced),
+    /// audited as `plan.submit` with `payload`.
+    func startPlanRun(_ run: PlanRun, payload: String, actor: String) async throws
+    /// Moves a round to committed and records the plan's checkpoint (its model file stored by
+    /// content hash, which it must match) in one transaction, under `fence` when given.
+    func commitRound(planHash: String, number: Int, survivors: [String], checkpoint: PlanRun.Checkpoint, content: [UInt8],
+                     fence: LeaseFence?, at: Date, actor: String) async throws
+    /// Ends a running plan (audited as `plan.<state>`).
+    func finishPlanRun(planHash: String, state: PlanRun.State, reason: String?, at: Date, actor: String) async throws
+    func planRuns() async throws -> [PlanRun]
+    /// Takes or renews the named lease (see `BrokerLease.claim`); nil while another holder's runs.
+    /// A change of holder is audited (`broker.lease`).
+    func claimLease(_ name: String, holder: String, duration: TimeInterval, now: Date) async throws -> BrokerLease?
+    /// Gives the lease up (it expires at once) if `holder` has it.
+    func releaseLease(_ name: String, holder: String, now: Date) async throws
+}
+
+enum PlanRunJSON {
+    static func fenceRefusal(_ fence: LeaseFence?, _ row: BrokerLease?, now: Date) throws {
+        if let fence { try fence.check(row, now: now) }
+    }
+    static func leasePayload(_ l: BrokerLease) -> String {
+        canonicalPayload(["holder": l.holder, "term": l.term, "expires_at": l.expiresAt.timeIntervalSince1970])
+    }
+}
