@@ -84,12 +84,15 @@ struct BrokerCommand: AsyncParsableCommand {
             var leaseSettings = BrokerLeaseSettings(holder: c.instance ?? "\(c.id)@\(host):\(port)")
             leaseSettings.duration = .milliseconds(Int(c.leaseSeconds * 1000))
             let lease = leaseSettings
+            let metrics = FedGateMetrics()
+            let endpoint = try await serveMetrics(c.metrics, credentials: credentials, metrics: metrics, logger: logger)
+            defer { Task { await endpoint?.close() } }
             let (brokerSettings, brokerLimits, brokerLogger) = (settings, limits, logger)
             // On SIGTERM the body returns: plans stop, gateway streams close, the listener drains.
             try await runUntilSignalled(logger, cancelOnShutdown: false) {
                 try await BrokerHost.serve(host: host, port: port, credentials: credentials, store: store, settings: brokerSettings,
                                            limits: brokerLimits, issuer: issuer, enrolmentPort: c.enrolmentPort, lease: lease,
-                                           logger: brokerLogger) { broker in
+                                           metrics: metrics, logger: brokerLogger) { broker in
                     // Scripts wait for these lines to know the ports (useful with port 0).
                     if let enrolment = broker.enrolmentPort {
                         FileHandle.standardOutput.write(Data("broker \(c.id) enrolling on \(host):\(enrolment)\n".utf8))
@@ -188,8 +191,11 @@ struct GatewayCommand: AsyncParsableCommand {
             settings.renewBefore = .seconds(Int64(c.renewBeforeDays * 86_400))
             settings.certificateFile = c.tls.certificate
             settings.keyFile = c.tls.key
-            let gateway = Gateway(settings: settings, governor: governor, logger: logger)
+            let metrics = FedGateMetrics()
+            let endpoint = try await serveMetrics(c.metrics, credentials: credentials, metrics: metrics, logger: logger)
+            let gateway = Gateway(settings: settings, governor: governor, metrics: metrics, logger: logger)
             try await runUntilSignalled(logger) { await gateway.run() }
+            await endpoint?.close()
             logger.info("gateway stopped", metadata: ["silo": "\(c.silo)"])
         }
     }
@@ -267,4 +273,12 @@ struct SiloCommand: AsyncParsableCommand {
             print("silo \(id) revoked")
         }
     }
+}
+
+/// Starts the `/metrics` listener a config asks for; scripts wait for the line it prints.
+func serveMetrics(_ listen: MetricsListen?, credentials: TLSCredentials, metrics: FedGateMetrics, logger: Logger) async throws -> MetricsEndpoint.Handle? {
+    guard let listen else { return nil }
+    let handle = try await MetricsEndpoint.serve(host: listen.host, port: listen.port, credentials: credentials, metrics: metrics, logger: logger)
+    FileHandle.standardOutput.write(Data("metrics on https://\(listen.host):\(handle.port)/metrics\n".utf8))
+    return handle
 }

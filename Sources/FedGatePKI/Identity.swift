@@ -6,6 +6,8 @@ import X509
 public struct Identity: Sendable, Equatable, CustomStringConvertible {
     public enum Role: String, Sendable, CaseIterable {
         case silo, broker, admin
+        /// Reads `/metrics` and nothing else (a Prometheus server).
+        case monitor
         case dataScientist = "data-scientist"
         case complianceOfficer = "compliance-officer"
 

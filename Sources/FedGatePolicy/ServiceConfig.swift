@@ -32,6 +32,8 @@ public struct BrokerConfig: Sendable, Equatable {
     /// Brokers sharing a store with different instance names are leader and standby.
     public var instance: String?
     public var leaseSeconds: Double = 10
+    /// Where `/metrics` is served (HTTPS, monitor or admin certificates), if anywhere.
+    public var metrics: MetricsListen?
 
     public static func load(_ url: URL) throws -> BrokerConfig { try parse(try readPolicyText(url), file: url.path) }
 
@@ -39,7 +41,7 @@ public struct BrokerConfig: Sendable, Equatable {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
         try root.only(["id", "listen", "tls", "store", "migrations", "heartbeat_seconds", "silent_after_seconds", "limits", "issuing", "enrolment_port",
-                       "high_availability"])
+                       "high_availability", "metrics"])
         let listen = try r.map(try root.require("listen", "{host, port}"), "listen")
         try listen.only(["host", "port"])
         let folder = URL(fileURLWithPath: file).deletingLastPathComponent()
@@ -81,6 +83,7 @@ public struct BrokerConfig: Sendable, Equatable {
             maximumMessageBytes: maxMessage << 20, maximumPayloadBytes: maxPayload << 20, concurrentUploads: uploads, issuingCA: issuingCA, certificateDays: days, enrolmentPort: enrolmentPort)
         config.instance = instance
         config.leaseSeconds = leaseSeconds
+        config.metrics = try MetricsListen.parse(r, root)
         return config
     }
 }
@@ -111,13 +114,15 @@ public struct GatewayConfig: Sendable, Equatable {
     public var learningRate: Double
     /// Renew the certificate from the broker when fewer than this many days are left.
     public var renewBeforeDays: Double
+    /// Where `/metrics` is served (HTTPS, monitor or admin certificates), if anywhere.
+    public var metrics: MetricsListen?
 
     public static func load(_ url: URL) throws -> GatewayConfig { try parse(try readPolicyText(url), file: url.path) }
 
     public static func parse(_ text: String, file: String) throws -> GatewayConfig {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
-        try root.only(["silo", "broker", "tls", "store", "migrations", "policy", "dataset", "learning_rate", "renew_before_days"])
+        try root.only(["silo", "broker", "tls", "store", "migrations", "policy", "dataset", "learning_rate", "renew_before_days", "metrics"])
         let broker = try r.map(try root.require("broker", "{host, port, name}"), "broker")
         try broker.only(["host", "port", "name", "standbys"])
         let standbys: [Endpoint] = try broker.optional("standbys").map { node in
@@ -152,6 +157,7 @@ public struct GatewayConfig: Sendable, Equatable {
             learningRate: try root.optional("learning_rate").map { try r.double($0, "learning_rate", 1e-6...100, "a rate from 1e-6 to 100") } ?? 0.5,
             renewBeforeDays: try root.optional("renew_before_days").map { try r.double($0, "renew_before_days", 0...89, "days from 0 to 89") } ?? 2)
         config.standbyBrokers = standbys
+        config.metrics = try MetricsListen.parse(r, root)
         return config
     }
 }
@@ -175,4 +181,18 @@ private func storeURL(_ r: YAMLReader, _ root: YAMLReader.Map, _ folder: URL) th
         throw r.error(root.optional("store"), "store", "must be sqlite:PATH or postgres://user@host:port/database")
     }
     return store
+}
+
+/// `metrics: { host, port }`: the `/metrics` listener of a broker or gateway.
+public struct MetricsListen: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+
+    static func parse(_ r: YAMLReader, _ root: YAMLReader.Map) throws -> MetricsListen? {
+        guard let node = root.optional("metrics") else { return nil }
+        let m = try r.map(node, "metrics")
+        try m.only(["host", "port"])
+        return MetricsListen(host: try m.optional("host").map { try r.string($0, "metrics.host") } ?? "127.0.0.1",
+                             port: try r.int(try m.require("port", "the TCP port of /metrics"), "metrics.port", 0...65_535, "a port from 0 to 65535"))
+    }
 }

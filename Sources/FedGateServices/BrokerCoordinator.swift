@@ -27,6 +27,8 @@ public actor BrokerCoordinator {
         public var connectWait: Duration = .seconds(30)
         /// Seed of the initial model.
         public var modelSeed: UInt64 = 0
+        /// Updates with a larger L2 norm are refused (and audited): no honest DP-SGD update comes near it.
+        public var maximumUpdateNorm = 1e4
         public init() {}
     }
 
@@ -141,9 +143,14 @@ public actor BrokerCoordinator {
     /// The leader lease this broker holds, checked by every round commit (nil: no lease).
     private var fence: LeaseFence?
 
+    public let metrics: FedGateMetrics
+    /// When each plan's round in flight was opened (for the round-duration metric).
+    private var roundStarted: [String: ContinuousClock.Instant] = [:]
+
     public init(settings: Settings = .init(), store: any BrokerStore, chunkBytes: Int = TransportLimits().chunkBytes,
-                logger: Logger) {
+                metrics: FedGateMetrics = FedGateMetrics(), logger: Logger) {
         self.settings = settings
+        self.metrics = metrics
         self.chunkBytes = chunkBytes
         self.store = store
         self.logger = logger
@@ -161,6 +168,7 @@ public actor BrokerCoordinator {
             logger.notice("gateway reconnected; earlier stream closed", metadata: ["silo": "\(silo)"])
         }
         sessions[silo] = Session(token: nextToken, outbox: outbox, datasets: Set(datasets), certificateNotAfter: certificateNotAfter, lastSeen: .now)
+        metrics.set("fedgate_connected_gateways", Double(sessions.count))
         var welcome = Fedgate_V1_Welcome()
         welcome.brokerID = settings.brokerID
         welcome.heartbeatIntervalMs = UInt32(settings.heartbeatInterval.milliseconds)
@@ -176,6 +184,7 @@ public actor BrokerCoordinator {
         guard let s = sessions[silo], s.token == token else { return }
         s.outbox.finish()
         sessions.removeValue(forKey: silo)
+        metrics.set("fedgate_connected_gateways", Double(sessions.count))
         logger.notice("gateway disconnected", metadata: ["silo": "\(silo)"])
         for plan in active.keys {
             active[plan]!.progress.drop(silo)
@@ -205,6 +214,10 @@ public actor BrokerCoordinator {
         do {
             try round.progress.reply(from: silo, accepted: reply.accepted, reasons: reply.reasons, moments: moments)
             active[reply.planHash] = round
+            metrics.count("fedgate_offer_answers_total", [("answer", reply.accepted ? "accepted" : "refused")])
+            for reason in reply.reasons where !reply.accepted {
+                metrics.count("fedgate_offer_refusals_total", [("rule", FedGateMetrics.rule(of: reason))])
+            }
             logger.info(reply.accepted ? "offer accepted" : "offer refused",
                         metadata: ["silo": "\(silo)", "round": "\(reply.round)", "reasons": "\(reply.reasons)"])
             wakeIfDone(reply.planHash)
@@ -265,6 +278,7 @@ public actor BrokerCoordinator {
         if let e = evaluations[plan], e.round == round {
             guard e.expected.contains(silo) else { throw RoundError("\(silo) is not asked to evaluate plan \(plan.prefix(12))…") }
             plans[plan]?.bytesOut += e.model.bytes
+            metrics.count("fedgate_bytes_total", [("direction", "out")], by: e.model.bytes)
             return e.model
         }
         guard let r = active[plan], r.number == round, let model = r.model else {
@@ -272,11 +286,36 @@ public actor BrokerCoordinator {
         }
         guard r.progress.isParticipant(silo) else { throw RoundError("\(silo) is not a participant of round \(round)") }
         plans[plan]?.bytesOut += model.bytes
+        metrics.count("fedgate_bytes_total", [("direction", "out")], by: model.bytes)
         return model
     }
 
-    /// A participant's update, already reassembled and checksummed by the transport.
-    public func upload(from silo: String, header: TransferHeader, payload: [UInt8]) throws {
+    /// A participant's update, already reassembled and checksummed by the transport. One that is
+    /// refused (not a participant of a round taking updates, wrong shape, not float32, unreadable)
+    /// is audited as `update.reject` with the reason, and the reason goes back to the silo.
+    public func upload(from silo: String, header: TransferHeader, payload: [UInt8]) async throws {
+        do {
+            try accept(from: silo, header: header, payload: payload)
+            metrics.count("fedgate_bytes_total", [("direction", "in")], by: payload.count)
+        } catch {
+            metrics.count("fedgate_updates_rejected_total", [("reason", Self.rejectionReason(error))])
+            logger.warning("update refused", metadata: ["silo": "\(silo)", "round": "\(header.round)", "reason": "\(error)"])
+            try await store.audit(actor: settings.brokerID, action: "update.reject", subject: silo, payload: canonicalPayload([
+                "plan": header.planHash, "round": header.round, "bytes": payload.count, "reason": "\(error)"]), at: Date())
+            throw error
+        }
+    }
+
+    private static func rejectionReason(_ error: any Error) -> String {
+        let text = "\(error)"
+        if text.contains("not a participant") { return "not_participant" }
+        if text.contains("not taking updates") { return "round_closed" }
+        if text.contains("expected F32") || text.contains("masked input of") { return "shape" }
+        if text.contains("already") { return "duplicate" }
+        return "unreadable"
+    }
+
+    private func accept(from silo: String, header: TransferHeader, payload: [UInt8]) throws {
         let hash = header.planHash
         // Read what is needed without holding a copy of the round: a copy alive while the
         // accumulator is folded in place below would make that fold copy a model-sized array.
@@ -303,7 +342,7 @@ public actor BrokerCoordinator {
         let entry = try ModelPayload.entry(payload, tensor: "delta", dimension: dimension)
         if active[hash]!.folded != nil {
             try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: header.metrics)
-            let validator = UpdateValidator(dimension: dimension)
+            let validator = UpdateValidator(dimension: dimension, maximumNorm: settings.maximumUpdateNorm)
             func fold(_ delta: UnsafeBufferPointer<Float>) {
                 if let rejection = validator.check(silo: silo, examples: header.examples, delta: delta) {
                     active[hash]!.rejected.append(rejection)
@@ -469,6 +508,15 @@ public actor BrokerCoordinator {
                 byCount[rounds] = try? epsilon(of: .dpsgd(samplingProbability: m.q, noiseMultiplier: m.z, steps: rounds * m.steps), delta: m.delta)
             }
             plans[hash]?.epsilonMirror[silo] = byCount[rounds]
+            if let e = byCount[rounds] { metrics.set("fedgate_epsilon_mirror", [("silo", silo)], e) }
+        }
+    }
+
+    private func roundEnded(_ hash: String, _ outcome: String, participants: Int) {
+        metrics.count("fedgate_rounds_total", [("outcome", outcome)])
+        if outcome == "committed" { metrics.set("fedgate_round_participants", Double(participants)) }
+        if let started = roundStarted.removeValue(forKey: hash) {
+            metrics.time("fedgate_round_duration_seconds", [("outcome", outcome)], ContinuousClock.now - started)
         }
     }
 
@@ -516,6 +564,7 @@ public actor BrokerCoordinator {
                 let wallDeadline = Date().addingTimeInterval(Double(plan.roundDeadlineSeconds))
                 try await store.openRound(RoundRecord(planHash: hash, number: number, state: .planned, sampled: eligible, survivors: [],
                                                       deadline: wallDeadline, updatedAt: Date()), actor: settings.brokerID)
+                roundStarted[hash] = .now
                 guard eligible.count >= plan.quorum else {
                     try await abort(hash, number, progress, reason: "only \(eligible.count) silos connected serve \(plan.datasets), quorum is \(plan.quorum)")
                     continue
@@ -632,11 +681,13 @@ public actor BrokerCoordinator {
                     if folded.count > 0 { VectorMath.axpy(1, folded.takeMean(), &global!.parameters) }
                     outcome = AggregationOutcome(parameters: global!.parameters, rejected: active[hash]!.rejected)
                 } else {
-                    var validated = Validated(strategy, validator: UpdateValidator(dimension: global!.parameters.count))
+                    var validated = Validated(strategy, validator: UpdateValidator(dimension: global!.parameters.count,
+                                                                                   maximumNorm: settings.maximumUpdateNorm))
                     outcome = try validated.aggregate(global: global!.parameters, updates: updates)
                     strategy = validated.inner
                 }
                 for r in outcome.rejected {
+                    metrics.count("fedgate_updates_rejected_total", [("reason", r.check.rawValue)])
                     try await store.audit(actor: settings.brokerID, action: "update.reject", subject: r.silo,
                                           payload: canonicalPayload(["plan": hash, "round": number, "reason": r.description]), at: Date())
                 }
@@ -652,6 +703,7 @@ public actor BrokerCoordinator {
                                                                            standardisation: try Resume.encode(standardisation!, classes: global!.classCount)),
                                             content: checkpoint, fence: fence, at: Date(), actor: settings.brokerID)
                 crashPoint("committed", number)
+                roundEnded(hash, "committed", participants: survivors.count)
                 active.removeValue(forKey: hash)
                 plans[hash]?.rounds.append(.init(number: number, state: "committed", participants: survivors, refused: progress.refused,
                                                  reportedAccuracy: reported, reason: nil))
@@ -859,6 +911,7 @@ public actor BrokerCoordinator {
         try await store.audit(actor: settings.brokerID, action: "round.abort", subject: hash,
                               payload: canonicalPayload(["round": number, "reason": reason]), at: Date())
         active.removeValue(forKey: hash)
+        roundEnded(hash, "aborted", participants: 0)
         plans[hash]?.rounds.append(.init(number: number, state: "aborted", participants: [], refused: progress.refused,
                                          reportedAccuracy: nil, reason: reason))
         sendOutcome(hash, number, "aborted", [], reason, to: progress.sampled.sorted())

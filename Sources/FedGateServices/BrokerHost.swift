@@ -84,7 +84,8 @@ public enum BrokerHost {
     public static func serve<R: Sendable>(
         host: String = "127.0.0.1", port: Int, credentials: TLSCredentials, store: any BrokerStore,
         settings: BrokerCoordinator.Settings = .init(), revocationPoll: Duration = .seconds(1), limits: TransportLimits = .init(),
-        issuer: CertificateIssuer? = nil, enrolmentPort: Int? = nil, lease: BrokerLeaseSettings? = nil, logger: Logger,
+        issuer: CertificateIssuer? = nil, enrolmentPort: Int? = nil, lease: BrokerLeaseSettings? = nil,
+        metrics: FedGateMetrics = FedGateMetrics(), logger: Logger,
         body: @escaping @Sendable (BrokerHandle) async throws -> R
     ) async throws -> R {
         // A standby waits here, not listening: gateways find the leader among the brokers they know.
@@ -99,7 +100,7 @@ public enum BrokerHost {
         let interceptor = AuthorizationInterceptor(guard: connectionGuard, logger: logger) { refusal in
             audit("call.refuse", refusal.identity ?? "-", canonicalPayload(["method": refusal.method, "reason": refusal.reason]))
         }
-        let coordinator = BrokerCoordinator(settings: settings, store: store, chunkBytes: limits.chunkBytes, logger: logger)
+        let coordinator = BrokerCoordinator(settings: settings, store: store, chunkBytes: limits.chunkBytes, metrics: metrics, logger: logger)
         let service = BrokerService(coordinator: coordinator, store: store, limits: limits, issuer: issuer, logger: logger)
         let transport = try FedGateTransports.server(host: host, port: port, credentials: credentials, guard: connectionGuard, limits: limits)
         // Enrolment by token needs the CA; it gets its own listener without client certificates.

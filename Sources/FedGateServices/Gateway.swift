@@ -107,11 +107,25 @@ public actor Gateway {
     public private(set) var credentials: TLSCredentials
     private var jitter = SystemRandomNumberGenerator()
 
-    public init(settings: Settings, governor: SiloGovernor, logger: Logger) {
+    public let metrics: FedGateMetrics
+
+    public init(settings: Settings, governor: SiloGovernor, metrics: FedGateMetrics = FedGateMetrics(), logger: Logger) {
         self.settings = settings
         self.governor = governor
+        self.metrics = metrics
         self.logger = logger
         credentials = settings.credentials
+    }
+
+    /// ε committed on this silo's data set, and what is left of its tightest lifetime or window cap.
+    private func refreshBudgetMetrics() async {
+        let dataset = settings.dataset
+        guard let budget = try? await governor.ledger.backend.budget(dataset),
+              let spent = try? await governor.ledger.spent(dataset: dataset, delta: budget.delta) else { return }
+        metrics.set("fedgate_epsilon_spent", [("dataset", dataset)], spent.committed)
+        if let cap = [budget.lifetimeCap, budget.windowCap].compactMap({ $0 }).min() {
+            metrics.set("fedgate_epsilon_remaining", [("dataset", dataset)], max(0, cap - spent.withReserved))
+        }
     }
 
     public var siloID: String { settings.credentials.identity.id }
@@ -119,6 +133,7 @@ public actor Gateway {
     /// Runs until cancelled: one session after another, with backoff between failures.
     public func run() async {
         await releaseUnsentReservations()
+        await refreshBudgetMetrics()
         var delay = settings.reconnectInitial
         let endpoints = [(settings.brokerHost, settings.brokerPort)] + settings.standbyBrokers
         var next = 0
@@ -312,10 +327,13 @@ public actor Gateway {
             reply.moments.squares = m.squares
             reply.moments.classes = UInt32(m.classes)
             activity.offersAccepted += 1
+            metrics.count("fedgate_offers_total", [("decision", "accepted")])
         } catch {
             reply.accepted = false
             reply.reasons = (error as? OfferRefusal)?.reasons ?? ["\(error)"]
             activity.offersRefused.append(contentsOf: reply.reasons)
+            metrics.count("fedgate_offers_total", [("decision", "refused")])
+            for reason in reply.reasons { metrics.count("fedgate_policy_refusals_total", [("rule", FedGateMetrics.rule(of: reason))]) }
             logger.notice("offer refused", metadata: ["silo": "\(siloID)", "round": "\(offer.round)", "reasons": "\(reply.reasons)"])
         }
         return reply
@@ -454,6 +472,7 @@ public actor Gateway {
             for chunk in transferMessages(header, chunks: ranges.lazy.map { Data(bytes[$0]) }, sha256: digest) { try await writer.write(chunk) }
         })
         activity.bytesSent += bytes.count
+        metrics.count("fedgate_bytes_total", [("direction", "out")], by: bytes.count)
         guard receipt.accepted else { throw RoundError("the broker refused the \(what): \(receipt.reason)") }
         activity.updatesSent += 1
         logger.info("\(what) sent", metadata: ["silo": "\(siloID)", "round": "\(header.round)", "bytes": "\(bytes.count)"])
@@ -473,6 +492,7 @@ public actor Gateway {
             return try await broker.downloadModel(request) { try await RangedFetch.gather($0.messages, limit: length) }
         }
         activity.bytesReceived += payload.count
+        metrics.count("fedgate_bytes_total", [("direction", "in")], by: payload.count)
         // The bytes hash to what the stream declared (checked by the assembler); that must be the announced model.
         guard digest == sha256.lowercased() else { throw RoundError("the model's SHA-256 differs from the one announced for round \(round)") }
         return payload
@@ -655,6 +675,7 @@ public actor Gateway {
 
     private func commit(_ key: String) async throws {
         for id in reservations.removeValue(forKey: key) ?? [] { try await governor.ledger.commit(id, actor: siloID) }
+        await refreshBudgetMetrics()
     }
 
     /// The round is over: a reservation still open was never spent (no update left), so it is released.
@@ -667,6 +688,8 @@ public actor Gateway {
                 logger.error("could not release a reservation", metadata: ["silo": "\(siloID)", "id": "\(id)", "error": "\(error)"])
             }
         }
+        metrics.count("fedgate_rounds_total", [("outcome", ["committed", "aborted"].contains(outcome.state) ? outcome.state : "other")])
+        await refreshBudgetMetrics()
         logger.info("round over", metadata: ["silo": "\(siloID)", "round": "\(outcome.round)", "state": "\(outcome.state)"])
     }
 }
