@@ -143,7 +143,7 @@ public actor BrokerCoordinator {
     /// The leader lease this broker holds, checked by every round commit (nil: no lease).
     private var fence: LeaseFence?
 
-    public let metrics: FedGateMetrics
+    public nonisolated let metrics: FedGateMetrics
     /// When each plan's round in flight was opened (for the round-duration metric).
     private var roundStarted: [String: ContinuousClock.Instant] = [:]
 
