@@ -417,13 +417,18 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     /// Tests only: a store in a new, empty database on the server at `url` (each test its own, so
     /// audit chains do not cross tests), not yet migrated.
     @_spi(Testing) public static func scratch(on url: String, prefix: String) async throws -> PostgresLedger {
+        try PostgresLedger(url: try await scratchURL(on: url, prefix: prefix))
+    }
+
+    /// Tests only: the URL of a new, empty database on the server at `url` (for processes to open).
+    @_spi(Testing) public static func scratchURL(on url: String, prefix: String) async throws -> String {
         let name = prefix + UUID().uuidString.prefix(12).lowercased().replacingOccurrences(of: "-", with: "")
         let admin = try PostgresLedger(url: url)
         try await admin.executeForTesting("CREATE DATABASE \(name)")
         admin.shutdown()
         guard var parts = URLComponents(string: url) else { throw LedgerError.storage("'\(url)' is not a postgres:// URL") }
         parts.path = "/" + name
-        return try PostgresLedger(url: parts.string ?? url)
+        return parts.string ?? url
     }
 
     /// Runs raw SQL: for tests that tamper with the store behind the ledger's back.

@@ -56,6 +56,17 @@ struct Consortium {
         return store
     }
 
+    /// The URL of a fresh, empty PostgreSQL database for a process to open, or nil as `postgresStore`.
+    func postgresURL() async throws -> String? {
+        guard let url = ProcessInfo.processInfo.environment["FEDGATE_TEST_POSTGRES_URL"] else {
+            if ProcessInfo.processInfo.environment["CI"] != nil {
+                Issue.record("CI must run the PostgreSQL service tests: FEDGATE_TEST_POSTGRES_URL is not set (see scripts/pg-test-cluster.sh)")
+            }
+            return nil
+        }
+        return try await PostgresLedger.scratchURL(on: url, prefix: "fedgate_p_")
+    }
+
     /// A migrated SQLite store in the test folder.
     func store(_ name: String) async throws -> SQLiteLedger {
         let store = try SQLiteLedger(path: file("\(name).sqlite").path)
