@@ -455,7 +455,7 @@ public actor BrokerCoordinator {
             let hash = run.planHash
             let plan: TrainingPlan
             do { plan = try TrainingPlan.parse(run.planYAML, file: "plan \(hash.prefix(12))… in the store") } catch {
-                try await store.finishPlanRun(planHash: hash, state: .failed, reason: "the stored plan no longer parses: \(error)", at: Date(), actor: settings.brokerID)
+                try await store.finishPlanRun(planHash: hash, state: .failed, reason: "the stored plan no longer parses: \(error)", fence: fence, at: Date(), actor: settings.brokerID)
                 continue
             }
             var status = PlanStatus(state: .running)
@@ -716,7 +716,7 @@ public actor BrokerCoordinator {
             if let round = lastCommitted, let model = global, let standardisation {
                 try await evaluateFinal(plan, hash: hash, round: round, model: model, standardisation: standardisation, participants: participants)
             }
-            try await store.finishPlanRun(planHash: hash, state: .finished, reason: nil, at: Date(), actor: settings.brokerID)
+            try await store.finishPlanRun(planHash: hash, state: .finished, reason: nil, fence: fence, at: Date(), actor: settings.brokerID)
             plans[hash]?.state = .finished
         } catch {
             // A cancelled run may surface as the store's own error for the call it interrupted.
@@ -732,7 +732,7 @@ public actor BrokerCoordinator {
                         try? await self.abort(hash, number, progress, reason: stopping ? "the broker stopped" : "the plan was cancelled")
                     }
                     if !stopping {
-                        try? await self.store.finishPlanRun(planHash: hash, state: .cancelled, reason: "cancelled", at: Date(), actor: self.settings.brokerID)
+                        try? await self.store.finishPlanRun(planHash: hash, state: .cancelled, reason: "cancelled", fence: self.fence, at: Date(), actor: self.settings.brokerID)
                     }
                 }.value
             } else {
@@ -740,7 +740,7 @@ public actor BrokerCoordinator {
                 plans[hash]?.reason = "\(error)"
                 logger.error("plan failed", metadata: ["plan": "\(hash.prefix(12))", "error": "\(error)"])
                 _ = await Task { [reason = "\(error)"] in
-                    try? await self.store.finishPlanRun(planHash: hash, state: .failed, reason: reason, at: Date(), actor: self.settings.brokerID)
+                    try? await self.store.finishPlanRun(planHash: hash, state: .failed, reason: reason, fence: self.fence, at: Date(), actor: self.settings.brokerID)
                 }.value
             }
         }

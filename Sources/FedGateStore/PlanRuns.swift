@@ -93,8 +93,8 @@ public protocol PlanRunBackend: Sendable {
     /// content hash, which it must match) in one transaction, under `fence` when given.
     func commitRound(planHash: String, number: Int, survivors: [String], checkpoint: PlanRun.Checkpoint, content: [UInt8],
                      fence: LeaseFence?, at: Date, actor: String) async throws
-    /// Ends a running plan (audited as `plan.<state>`).
-    func finishPlanRun(planHash: String, state: PlanRun.State, reason: String?, at: Date, actor: String) async throws
+    /// Ends a running plan (audited as `plan.<state>`), under `fence` when given.
+    func finishPlanRun(planHash: String, state: PlanRun.State, reason: String?, fence: LeaseFence?, at: Date, actor: String) async throws
     func planRuns() async throws -> [PlanRun]
     /// Takes or renews the named lease (see `BrokerLease.claim`); nil while another holder's runs.
     /// A change of holder is audited (`broker.lease`).

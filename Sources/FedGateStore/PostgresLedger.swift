@@ -522,8 +522,9 @@ extension PostgresLedger: PlanRunBackend {
         }
     }
 
-    public func finishPlanRun(planHash: String, state: PlanRun.State, reason: String?, at: Date, actor: String) async throws {
+    public func finishPlanRun(planHash: String, state: PlanRun.State, reason: String?, fence: LeaseFence?, at: Date, actor: String) async throws {
         try await audited(actor: actor, action: "plan.\(state.rawValue)", at: at) { conn in
+            if let fence { try fence.check(try await Self.lease(conn, fence.name, logger: logger), now: at) }
             var updated = 0
             for try await n in try await conn.query("""
                 UPDATE plan_runs SET state = \(state.rawValue), reason = \(reason), updated_at = \(at.timeIntervalSince1970)

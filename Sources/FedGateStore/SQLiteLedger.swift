@@ -426,8 +426,9 @@ extension SQLiteLedger: PlanRunBackend {
         }
     }
 
-    public func finishPlanRun(planHash: String, state: PlanRun.State, reason: String?, at: Date, actor: String) async throws {
+    public func finishPlanRun(planHash: String, state: PlanRun.State, reason: String?, fence: LeaseFence?, at: Date, actor: String) async throws {
         try await audited(actor: actor, action: "plan.\(state.rawValue)", at: at) { db in
+            try PlanRunJSON.fenceRefusal(fence, try Self.lease(db, fence?.name ?? ""), now: at)
             try db.execute(sql: "UPDATE plan_runs SET state = ?, reason = ?, updated_at = ? WHERE plan_hash = ? AND state = 'running'",
                            arguments: [state.rawValue, reason, at.timeIntervalSince1970, planHash])
             guard db.changesCount == 1 else { throw LedgerError.storage("plan \(planHash.prefix(12))… is not running here") }

@@ -54,6 +54,11 @@ public struct TransportLimits: Sendable {
     public var downloadRangeBytes = 16 << 20
     /// The longest one upload may take from its first byte to its last.
     public var uploadTimeout: Duration = .seconds(600)
+    /// HTTP/2 pings on an idle connection after this long, and the connection is closed when one
+    /// goes unanswered for `keepaliveTimeout`: a peer that froze or a network that went silent is
+    /// noticed within their sum, not when TCP gives up hours later.
+    public var keepalive: Duration = .seconds(5)
+    public var keepaliveTimeout: Duration = .seconds(5)
     public init() {}
 }
 
@@ -77,6 +82,8 @@ public enum FedGateTransports {
                 $0.http2.targetWindowSize = 8 << 20
                 $0.http2.maxFrameSize = 1 << 20
                 $0.rpc.maxRequestPayloadSize = limits.maximumMessageBytes
+                $0.connection.keepalive = .init(time: limits.keepalive, timeout: limits.keepaliveTimeout,
+                                                clientBehavior: .init(minPingIntervalWithoutCalls: limits.keepalive, allowWithoutCalls: true))
                 $0.channelDebuggingCallbacks.onAcceptTCPConnection = connectionGuard.acceptCallback
             })
     }
@@ -127,6 +134,7 @@ public enum FedGateTransports {
                 $0.http2.targetWindowSize = 8 << 20
                 $0.http2.maxFrameSize = 1 << 20
                 $0.backoff = .init(initial: .milliseconds(200), max: .seconds(10), multiplier: 1.6, jitter: 0.2)
+                $0.connection.keepalive = .init(time: limits.keepalive, timeout: limits.keepaliveTimeout, allowWithoutCalls: true)
             })
     }
 }

@@ -27,23 +27,33 @@ struct HighAvailabilityTests {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
-    @Test("the leader is killed in round 3 of 6: the standby leads within the lease time (3 s), aborts the round in flight and finishes the plan; the gateways reconnect to it; the old leader comes back as a standby")
-    func standbyTakesOver() async throws {
+    /// Leader, standby and three gateways that know both; a six-round plan submitted to the leader
+    /// and followed until round 3 trains.
+    struct Pair {
+        let consortium: Consortium
+        var leader: ProcessRoundTests.Running
+        let port: Int
+        let standby: ProcessRoundTests.Running
+        let standbyPort: Int
+        let gateways: [ProcessRoundTests.Running]
+        let hash: String
+        let store: PostgresLedger
+        let url: String
+        func stop() { ([leader, standby] + gateways).forEach { $0.signal(SIGCONT); $0.signal(SIGKILL) }; store.shutdown() }
+    }
+
+    func pairInRoundThree(lease: Double) async throws -> Pair? {
         try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
         let consortium = try Consortium()
-        guard let url = try await consortium.postgresURL() else { return }
-        let lease = 3.0
-        var (leader, port) = try await processes.startBroker(consortium, instance: "broker-a", store: url, leaseSeconds: lease, log: "broker-a.log")
-        defer { leader.signal(SIGKILL) }
+        guard let url = try await consortium.postgresURL() else { return nil }
+        let (leader, port) = try await processes.startBroker(consortium, instance: "broker-a", store: url, leaseSeconds: lease, log: "broker-a.log")
         try #require(port > 0, "\(leader.output)")
         let standbyPort = try Self.freePort()
         let (standby, notYet) = try await processes.startBroker(consortium, port: standbyPort, instance: "broker-b", store: url, leaseSeconds: lease,
                                                                  log: "broker-b.log", within: 2 * lease)
-        defer { standby.signal(SIGKILL) }
         #expect(notYet == 0 && standby.output.contains("standing by"), "the standby must wait, not listen: \(standby.output)")
 
         var gateways: [ProcessRoundTests.Running] = []
-        defer { gateways.forEach { $0.signal(SIGKILL) } }
         for (i, shard) in try NetworkedRoundTests.simulation(seed: 6).shards().enumerated() {
             let config = try await processes.gatewayConfig(consortium, "hospital-\(i)", shard: shard.train, port: port)
             let text = try String(contentsOf: config, encoding: .utf8)
@@ -51,53 +61,89 @@ struct HighAvailabilityTests {
             try text.write(to: config, atomically: true, encoding: .utf8)
             gateways.append(try .init(["gateway", "run", "--config", config.path], log: consortium.file("hospital-\(i).log")))
         }
+        let store = try PostgresLedger(url: url)
+        var pair = Pair(consortium: consortium, leader: leader, port: port, standby: standby, standbyPort: standbyPort, gateways: gateways,
+                        hash: "", store: store, url: url)
         await eventually { leader.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
 
         _ = try consortium.credentials("dana", .dataScientist)
         let text = NetworkedRoundTests.plan(rounds: 6, quorum: 3, deadline: 30)
         try text.write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
         let hash = try TrainingPlan.parse(text, file: "plan.yaml").contentHash
+        pair = Pair(consortium: consortium, leader: leader, port: port, standby: standby, standbyPort: standbyPort, gateways: gateways,
+                    hash: hash, store: store, url: url)
         let submitted = try await processes.fedgate(["plan", "submit", consortium.file("plan.yaml").path, "--broker", "127.0.0.1:\(port)",
                                                      "--cert", consortium.file("dana.pem").path, "--key", consortium.file("dana.key").path,
                                                      "--ca", consortium.file("ca.pem").path], consortium, log: "submit.log")
         #expect(submitted.status == 0, "\(submitted.output)")
-
-        let store = try PostgresLedger(url: url)
-        defer { store.shutdown() }
         let reached = await eventually(seconds: 120, every: .milliseconds(5)) {
             (try? await store.rounds(planHash: hash).contains { $0.number == 3 && $0.state == .training }) ?? false
         }
+        if !reached { pair.stop() }
         try #require(reached, "round 3 never trained: \(leader.output.suffix(2000))")
-        leader.signal(SIGKILL)
-        let killed = Date()
-        _ = await leader.exit(within: 10)
-        let takeover = await standby.listeningPort(within: 4 * lease)
-        let after = Date().timeIntervalSince(killed)
-        #expect(takeover == standbyPort, "the standby did not take over: \(standby.output.suffix(2000))")
-        // Within the lease's lapse, plus the standby's poll (a quarter of the lease) and its start.
-        #expect(after < lease + lease / 4 + 1.5, "took over \(after) s after the kill (lease \(lease) s)")
+        return pair
+    }
 
+    /// The plan finished on the standby from round 2's checkpoint: round 3 aborted, a version, the
+    /// chain intact, the lease's two terms audited, the gateways on the standby, no reservation left.
+    func checkFinishedOnStandby(_ p: Pair) async throws {
         let ended = await eventually(seconds: 120, every: .milliseconds(100)) {
-            (try? await store.planRuns().first { $0.planHash == hash }?.state) == .finished
+            (try? await p.store.planRuns().first { $0.planHash == p.hash }?.state) == .finished
         }
-        try #require(ended, "the plan did not finish on the standby: \(standby.output.suffix(3000))")
-        let rounds = try await store.rounds(planHash: hash)
+        try #require(ended, "the plan did not finish on the standby: \(p.standby.output.suffix(3000))")
+        let rounds = try await p.store.rounds(planHash: p.hash)
         #expect(rounds.map(\.state) == [.committed, .committed, .aborted, .committed, .committed, .committed], "\(rounds.map { ($0.number, $0.state) })")
-        #expect(try await store.modelVersions().contains { $0.planHash == hash && $0.round == 6 })
-        let records = try await store.auditRecords()
+        #expect(try await p.store.modelVersions().contains { $0.planHash == p.hash && $0.round == 6 })
+        let records = try await p.store.auditRecords()
         #expect(AuditVerification.verify(records) == .intact(records: records.count))
         let leases = records.filter { $0.action == "broker.lease" }
         #expect(leases.map(\.actor) == ["broker-a", "broker-b"] && leases.last?.payload.contains("\"term\":2") == true, "\(leases.map(\.payload))")
-        #expect(standby.output.components(separatedBy: "gateway connected").count - 1 >= 3, "the gateways found the new leader")
+        #expect(p.standby.output.components(separatedBy: "gateway connected").count - 1 >= 3, "the gateways found the new leader")
         for i in 0..<3 {
-            let ledger = try SQLiteLedger(path: consortium.file("hospital-\(i).sqlite").path)
+            let ledger = try SQLiteLedger(path: p.consortium.file("hospital-\(i).sqlite").path)
             let entries = try await ledger.entries(dataset: "breast-cancer-2024")
             #expect(!entries.contains { $0.state == .reserved }, "hospital-\(i): \(entries.map { ($0.round, $0.state) })")
         }
+    }
+
+    @Test("the leader is killed in round 3 of 6: the standby leads within the lease time (3 s), aborts the round in flight and finishes the plan; the gateways reconnect to it; the old leader comes back as a standby")
+    func standbyTakesOver() async throws {
+        let lease = 3.0
+        guard var p = try await pairInRoundThree(lease: lease) else { return }
+        defer { p.stop() }
+        p.leader.signal(SIGKILL)
+        let killed = Date()
+        _ = await p.leader.exit(within: 10)
+        let takeover = await p.standby.listeningPort(within: 4 * lease)
+        let after = Date().timeIntervalSince(killed)
+        #expect(takeover == p.standbyPort, "the standby did not take over: \(p.standby.output.suffix(2000))")
+        // Within the lease's lapse, plus the standby's poll (a quarter of the lease) and its start.
+        #expect(after < lease + lease / 4 + 1.5, "took over \(after) s after the kill (lease \(lease) s)")
+        try await checkFinishedOnStandby(p)
 
         // The old leader, restarted, finds the lease taken and stands by.
-        (leader, _) = try await processes.startBroker(consortium, port: port, instance: "broker-a", store: url, leaseSeconds: lease,
-                                                      log: "broker-a-again.log", within: 2 * lease)
-        #expect(leader.output.contains("standing by") && !leader.output.contains("listening on"), "\(leader.output)")
+        (p.leader, _) = try await processes.startBroker(p.consortium, port: p.port, instance: "broker-a", store: p.url, leaseSeconds: lease,
+                                                        log: "broker-a-again.log", within: 2 * lease)
+        #expect(p.leader.output.contains("standing by") && !p.leader.output.contains("listening on"), "\(p.leader.output)")
+    }
+
+    @Test("the leader freezes (SIGSTOP) in round 3: the standby takes over, the gateways leave the frozen broker on keepalive and finish the plan on the standby; thawed, the old leader finds its lease taken and stops, and its stale writes are fenced off")
+    func frozenLeaderIsFenced() async throws {
+        let lease = 3.0
+        guard let p = try await pairInRoundThree(lease: lease) else { return }
+        defer { p.stop() }
+        p.leader.signal(SIGSTOP)
+        #expect(await p.standby.listeningPort(within: 4 * lease) == p.standbyPort, "\(p.standby.output.suffix(2000))")
+        try await checkFinishedOnStandby(p)
+
+        p.leader.signal(SIGCONT)
+        let status = await p.leader.exit(within: 4 * lease)
+        #expect(status != nil && status != 0, "the thawed leader must stop serving: \(p.leader.output.suffix(2000))")
+        #expect(p.leader.output.contains("another broker took the 'broker' lease"), "\(p.leader.output.suffix(2000))")
+        // Whatever the old leader tried on waking, the plan stays finished and the chain intact.
+        #expect(try await p.store.planRuns().first { $0.planHash == p.hash }?.state == .finished)
+        let records = try await p.store.auditRecords()
+        #expect(AuditVerification.verify(records) == .intact(records: records.count))
+        #expect(!records.contains { $0.action == "plan.failed" })
     }
 }
