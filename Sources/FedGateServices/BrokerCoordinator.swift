@@ -714,7 +714,10 @@ public actor BrokerCoordinator {
                 lastCommitted = number
             }
             if let round = lastCommitted, let model = global, let standardisation {
-                try await evaluateFinal(plan, hash: hash, round: round, model: model, standardisation: standardisation, participants: participants)
+                // Resumed with no round left to run: the participants are reconnecting to this broker.
+                let resumed = resume.nextRound > plan.rounds
+                try await evaluateFinal(plan, hash: hash, round: round, model: model, standardisation: standardisation, participants: participants,
+                                        resumed: resumed)
             }
             try await store.finishPlanRun(planHash: hash, state: .finished, reason: nil, fence: fence, at: Date(), actor: settings.brokerID)
             plans[hash]?.state = .finished
@@ -752,10 +755,10 @@ public actor BrokerCoordinator {
     /// round's deadline), applies the plan's gate and, if it passes, records a registry version with
     /// its lineage and file. The gate's decision is audited either way.
     private func evaluateFinal(_ plan: TrainingPlan, hash: String, round: Int, model: Network, standardisation: Standardisation,
-                               participants: Set<String>) async throws {
+                               participants: Set<String>, resumed: Bool) async throws {
         let file = try ModelPayload.modelFile(model, chunkBytes: chunkBytes)
-        // After a restart the participants are still reconnecting: give them the connect wait.
-        let until = ContinuousClock.now + settings.connectWait
+        // Right after a restart the participants are still reconnecting: give them the connect wait.
+        let until = ContinuousClock.now + (resumed ? settings.connectWait : .zero)
         while !participants.allSatisfy({ sessions[$0] != nil }), ContinuousClock.now < until, !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(20))
         }

@@ -320,6 +320,7 @@ public actor Gateway {
                 }
                 reservations[key] = ids
             }
+            await crashPoint("reserved")
             let m = accepted.moments
             reply.accepted = true
             reply.moments.count = UInt64(m.count)
@@ -390,7 +391,10 @@ public actor Gateway {
         let key = "\(task.planHash)/\(task.round)"
         training[key] = Task {
             do {
-                if task.hasSecagg { try self.advertise(task, reply: reply) }
+                if task.hasSecagg {
+                    try self.advertise(task, reply: reply)
+                    await self.crashPoint("advertised", after: .milliseconds(300))
+                }
                 try await self.train(task, broker: broker)
             } catch {
                 self.trainingFailed(key, error)
@@ -411,6 +415,7 @@ public actor Gateway {
         }
         let plan = accepted.plan
         let payload = try await fetchModel(broker, plan: task.planHash, round: task.round, sha256: task.modelSha256)
+        await crashPoint("training")
 
         var (train, test) = (accepted.train, accepted.test)
         guard task.featureMeans.count == train.featureCount, task.featureScales.count == train.featureCount else {
@@ -460,6 +465,7 @@ public actor Gateway {
         let header = TransferHeader(planHash: task.planHash, round: Int(task.round), totalBytes: bytes.count, examples: update.examples,
                                     metrics: metrics)
         try await send(bytes, header, key: key, what: "update", broker: broker)
+        await crashPoint("uploaded")
     }
 
     /// Commits the round's reservation (the update is about to leave the silo: its privacy is spent,
@@ -627,6 +633,7 @@ public actor Gateway {
                 try secure[key]!.client.learnIdentities(directory)
                 let shares = try secure[key]!.client.shareKeys(keys.advertisements)
                 reply.yield(secureMessage(step.planHash, step.round, "shares", try SecAggJSON.encode(shares)))
+                await crashPoint("shared", after: .milliseconds(300))
             case "relay":
                 if settings.dropOutBeforeMasking {
                     secure.removeValue(forKey: key)
@@ -640,6 +647,7 @@ public actor Gateway {
                 }
             case "unmask":
                 let request = try SecAggJSON.decode(UnmaskingRequest.self, step.body, step: step.step)
+                await crashPoint("unmasking")
                 let response = try secure[key]!.client.unmask(request)
                 reply.yield(secureMessage(step.planHash, step.round, "unmasked", try SecAggJSON.encode(response)))
             default:
@@ -667,6 +675,19 @@ public actor Gateway {
         precondition(1.littleEndian == 1, "the wire format is little-endian")
         let littleEndian = input.values.withUnsafeBytes { Array(UnsafeBufferPointer(start: $0.baseAddress?.assumingMemoryBound(to: UInt8.self), count: $0.count)) }
         try await send(littleEndian, header, key: key, what: "masked update", broker: broker)
+        await crashPoint("masked")
+    }
+
+    /// Tests of crash recovery (debug builds only): `FEDGATE_TESTING_GATEWAY_CRASH_AT=phase` kills this
+    /// process with SIGKILL the first time it reaches that phase (after `after`, so what it just sent
+    /// leaves first), as a power cut would.
+    private func crashPoint(_ phase: String, after delay: Duration = .zero) async {
+        #if DEBUG
+        guard ProcessInfo.processInfo.environment["FEDGATE_TESTING_GATEWAY_CRASH_AT"] == phase else { return }
+        if delay > .zero { try? await Task.sleep(for: delay) }
+        logger.critical("test crash point reached; killing this process", metadata: ["silo": "\(siloID)", "phase": "\(phase)"])
+        kill(getpid(), SIGKILL)
+        #endif
     }
 
     private func maskingFailed(_ key: String, _ error: any Error) {

@@ -111,4 +111,84 @@ struct CrashRecoveryTests {
         let a = try await survive(crashes, plan: NetworkedRoundTests.plan(rounds: 5, quorum: 3, deadline: 30, secure: true))
         try await check(a, abortedIn: ["training", "training", "training", "training"], committed: [5])
     }
+
+    /// A gateway (hospital-2) killed at `phases` in turn, one plan each (quorum 2), restarted after
+    /// each: every plan completes on the other two; what the killed silo reserved but never sent is
+    /// released when it restarts, what it sent stays committed once; then it rejoins a plan that
+    /// needs all three.
+    func gatewayCrashes(_ phases: [String], secure: Bool) async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
+        let consortium = try Consortium()
+        let (broker, port) = try await processes.startBroker(consortium)
+        defer { broker.signal(SIGKILL) }
+        try #require(port > 0, "the broker did not start: \(broker.output)")
+        var configs: [URL] = []
+        for (i, shard) in try NetworkedRoundTests.simulation(seed: 7).shards().enumerated() {
+            configs.append(try await processes.gatewayConfig(consortium, "hospital-\(i)", shard: shard.train, port: port))
+        }
+        func start(_ i: Int, crash: String?, log: String) throws -> ProcessRoundTests.Running {
+            try .init(["gateway", "run", "--config", configs[i].path], log: consortium.file(log),
+                      environment: crash.map { ["FEDGATE_TESTING_GATEWAY_CRASH_AT": $0] } ?? [:])
+        }
+        var gateways = [try start(0, crash: nil, log: "hospital-0.log"), try start(1, crash: nil, log: "hospital-1.log"),
+                        try start(2, crash: phases[0], log: "hospital-2.log")]
+        defer { gateways.forEach { $0.signal(SIGKILL) } }
+        func connections() -> Int { broker.output.components(separatedBy: "gateway connected").count - 1 }
+        await eventually { connections() >= 3 }
+        _ = try consortium.credentials("dana", .dataScientist)
+        let client = ["--broker", "127.0.0.1:\(port)", "--cert", consortium.file("dana.pem").path, "--key", consortium.file("dana.key").path,
+                      "--ca", consortium.file("ca.pem").path]
+        let store = try SQLiteLedger(path: consortium.file("broker.sqlite").path)
+        let ledger = try SQLiteLedger(path: consortium.file("hospital-2.sqlite").path)
+        func run(_ text: String, log: String) async throws -> String {
+            try text.write(to: consortium.file("\(log).yaml"), atomically: true, encoding: .utf8)
+            let hash = try TrainingPlan.parse(text, file: log).contentHash
+            _ = try await processes.fedgate(["plan", "submit", consortium.file("\(log).yaml").path] + client, consortium, log: "\(log).log")
+            return hash
+        }
+        func finished(_ hash: String) async -> Bool {
+            await eventually(seconds: 120, every: .milliseconds(50)) { (try? await store.planRuns().first { $0.planHash == hash }?.state) == .finished }
+        }
+
+        for (i, phase) in phases.enumerated() {
+            let hash = try await run(NetworkedRoundTests.plan(rounds: 2 + i, quorum: 2, deadline: 30, secure: secure), log: "plan-\(i)")
+            let status = await gateways[2].exit(within: 120)
+            try #require(status != nil, "hospital-2 never reached \(phase): \(gateways[2].output.suffix(2000))")
+            #expect(status == SIGKILL && gateways[2].output.contains("test crash point reached"), "\(phase)")
+            try #require(await finished(hash), "the plan went on without hospital-2 killed at \(phase)? \(broker.output.suffix(2000))")
+            let rounds = try await store.rounds(planHash: hash)
+            #expect(rounds.count == 2 + i && rounds.allSatisfy { $0.state == .committed }, "\(phase): \(rounds.map { ($0.number, $0.state) })")
+            // Restarted (armed for the next phase): what it reserved and never sent is released at start.
+            let before = connections()
+            gateways[2] = try start(2, crash: i + 1 < phases.count ? phases[i + 1] : nil, log: "hospital-2-\(i + 1).log")
+            #expect(await eventually { connections() > before }, "hospital-2 did not reconnect after \(phase)")
+            let entries = try await ledger.entries(dataset: "breast-cancer-2024").filter { $0.planHash == hash }
+            #expect(!entries.contains { $0.state == .reserved }, "\(phase): \(entries.map { ($0.round, $0.state) })")
+            let paid = entries.filter { $0.state == .committed }.map(\.round)
+            #expect(Set(paid).count == paid.count, "\(phase): paid twice \(paid)")
+            let counted = rounds.filter { $0.survivors.contains("hospital-2") }.map(\.number)
+            for r in counted { #expect(paid.contains(r), "\(phase): counted in round \(r) without paying for it: \(paid)") }
+            if ["reserved", "training", "advertised", "shared"].contains(phase) {
+                #expect(!paid.contains(1) && !counted.contains(1), "\(phase): nothing left the silo in round 1, nothing is spent: \(paid)")
+            }
+        }
+        // It rejoins: a plan that needs all three runs with it.
+        let all = try await run(NetworkedRoundTests.plan(rounds: 1, quorum: 3, deadline: 30, secure: secure), log: "plan-all")
+        #expect(await finished(all))
+        #expect(try await store.rounds(planHash: all).first?.survivors.count == 3)
+        for name in ["broker", "hospital-2"] {
+            let chain = try await SQLiteLedger(path: consortium.file("\(name).sqlite").path).auditRecords()
+            #expect(AuditVerification.verify(chain) == .intact(records: chain.count), "\(name)")
+        }
+    }
+
+    @Test("a gateway killed after reserving its budget, while training and after uploading: each plan completes on quorum, nothing unsent stays reserved, the silo rejoins")
+    func gatewayKilledInEachPhase() async throws {
+        try await gatewayCrashes(["reserved", "training", "uploaded"], secure: false)
+    }
+
+    @Test("under secure aggregation, a gateway killed after advertising keys, after sharing them, after its masked upload and when asked to unmask: masks are recovered from the others' shares and each round commits; the silo rejoins")
+    func gatewayKilledInEachSecurePhase() async throws {
+        try await gatewayCrashes(["advertised", "shared", "masked", "unmasking"], secure: true)
+    }
 }
