@@ -83,6 +83,12 @@ struct BrokerCommand: AsyncParsableCommand {
             // Always under the lease: one broker on a store leads; a second one stands by until it lapses.
             var leaseSettings = BrokerLeaseSettings(holder: c.instance ?? "\(c.id)@\(host):\(port)")
             leaseSettings.duration = .milliseconds(Int(c.leaseSeconds * 1000))
+            leaseSettings.onLost = { [logger] lost in
+                // Fail-stop: another broker leads now; this one must not serve another call.
+                logger.critical("broker lease lost", metadata: ["reason": "\(lost)"])
+                FileHandle.standardError.write(Data("Error: \(lost)\n".utf8))
+                Foundation.exit(3)
+            }
             let lease = leaseSettings
             let metrics = FedGateMetrics()
             let endpoint = try await serveMetrics(c.metrics, credentials: credentials, metrics: metrics, logger: logger)

@@ -29,6 +29,8 @@ public actor BrokerCoordinator {
         public var modelSeed: UInt64 = 0
         /// Updates with a larger L2 norm are refused (and audited): no honest DP-SGD update comes near it.
         public var maximumUpdateNorm = 1e4
+        /// How long a plan's run waits for an unreachable store before its plan fails.
+        public var storePatience: Duration = .seconds(120)
         public init() {}
     }
 
@@ -521,12 +523,17 @@ public actor BrokerCoordinator {
     }
 
     /// Tests of crash recovery (debug builds only): `FEDGATE_TESTING_CRASH_AT=phase:round` kills this
-    /// process with SIGKILL right after the round reaches that phase, as a power cut would.
+    /// process with SIGKILL right after the round reaches that phase, as a power cut would;
+    /// `phase:round:stop` freezes it there with SIGSTOP instead (a hung machine, for fencing tests).
     private func crashPoint(_ phase: String, _ round: Int) {
         #if DEBUG
-        if ProcessInfo.processInfo.environment["FEDGATE_TESTING_CRASH_AT"] == "\(phase):\(round)" {
+        guard let point = ProcessInfo.processInfo.environment["FEDGATE_TESTING_CRASH_AT"] else { return }
+        if point == "\(phase):\(round)" {
             logger.critical("test crash point reached; killing this process", metadata: ["phase": "\(phase)", "round": "\(round)"])
             kill(getpid(), SIGKILL)
+        } else if point == "\(phase):\(round):stop" {
+            logger.critical("test pause point reached; stopping this process", metadata: ["phase": "\(phase)", "round": "\(round)"])
+            kill(getpid(), SIGSTOP)
         }
         #endif
     }
@@ -562,8 +569,8 @@ public actor BrokerCoordinator {
                 let eligible = await eligibleSilos(for: plan)
                 var progress = RoundProgress(sampled: Set(eligible), quorum: plan.quorum)
                 let wallDeadline = Date().addingTimeInterval(Double(plan.roundDeadlineSeconds))
-                try await store.openRound(RoundRecord(planHash: hash, number: number, state: .planned, sampled: eligible, survivors: [],
-                                                      deadline: wallDeadline, updatedAt: Date()), actor: settings.brokerID)
+                try await durable { try await self.store.openRound(RoundRecord(planHash: hash, number: number, state: .planned, sampled: eligible, survivors: [],
+                                                      deadline: wallDeadline, updatedAt: Date()), actor: settings.brokerID) }
                 roundStarted[hash] = .now
                 guard eligible.count >= plan.quorum else {
                     try await abort(hash, number, progress, reason: "only \(eligible.count) silos connected serve \(plan.datasets), quorum is \(plan.quorum)")
@@ -688,8 +695,8 @@ public actor BrokerCoordinator {
                 }
                 for r in outcome.rejected {
                     metrics.count("fedgate_updates_rejected_total", [("reason", r.check.rawValue)])
-                    try await store.audit(actor: settings.brokerID, action: "update.reject", subject: r.silo,
-                                          payload: canonicalPayload(["plan": hash, "round": number, "reason": r.description]), at: Date())
+                    try await durable { try await self.store.audit(actor: settings.brokerID, action: "update.reject", subject: r.silo,
+                                          payload: canonicalPayload(["plan": hash, "round": number, "reason": r.description]), at: Date()) }
                 }
                 global!.parameters = outcome.parameters
                 plans[hash]?.parameters = outcome.parameters
@@ -698,10 +705,10 @@ public actor BrokerCoordinator {
                 let reported = weightedAccuracy(progress)
                 // The round commits with the checkpoint a restarted broker (or the standby) resumes from.
                 let checkpoint = try ModelPayload.model(global!)
-                try await store.commitRound(planHash: hash, number: number, survivors: survivors,
+                try await durable { try await self.store.commitRound(planHash: hash, number: number, survivors: survivors,
                                             checkpoint: PlanRun.Checkpoint(round: number, contentSHA256: TransferDigest.hex(checkpoint),
                                                                            standardisation: try Resume.encode(standardisation!, classes: global!.classCount)),
-                                            content: checkpoint, fence: fence, at: Date(), actor: settings.brokerID)
+                                            content: checkpoint, fence: fence, at: Date(), actor: settings.brokerID) }
                 crashPoint("committed", number)
                 roundEnded(hash, "committed", participants: survivors.count)
                 active.removeValue(forKey: hash)
@@ -719,7 +726,7 @@ public actor BrokerCoordinator {
                 try await evaluateFinal(plan, hash: hash, round: round, model: model, standardisation: standardisation, participants: participants,
                                         resumed: resumed)
             }
-            try await store.finishPlanRun(planHash: hash, state: .finished, reason: nil, fence: fence, at: Date(), actor: settings.brokerID)
+            try await durable { try await self.store.finishPlanRun(planHash: hash, state: .finished, reason: nil, fence: fence, at: Date(), actor: settings.brokerID) }
             plans[hash]?.state = .finished
         } catch {
             // A cancelled run may surface as the store's own error for the call it interrupted.
@@ -789,7 +796,7 @@ public actor BrokerCoordinator {
         }
         for silo in asked where reports[silo] == nil { failures[silo] = "no evaluation by the deadline" }
         let summary = EvaluationSummary(silos)
-        let versions = try await store.modelVersions()
+        let versions = try await durable { try await self.store.modelVersions() }
         let gate = ModelGate.decide(summary, minAccuracy: plan.minAccuracy, maxDrop: plan.maxAccuracyDrop,
                                     currentAccuracy: versions.last?.metrics["accuracy"])
         var perSilo: [String: Any] = [:]
@@ -798,10 +805,10 @@ public actor BrokerCoordinator {
             perSilo[s.silo] = ["accuracy": s.accuracy, "examples": s.examples, "epsilon": s.epsilonSpent, "epsilon_cap": s.epsilonCap,
                                "personalised_accuracy": personalised] as [String: Any]
         }
-        try await store.audit(actor: settings.brokerID, action: "model.gate", subject: hash, payload: canonicalPayload([
+        try await durable { try await self.store.audit(actor: settings.brokerID, action: "model.gate", subject: hash, payload: canonicalPayload([
             "round": round, "passed": gate.passed, "reasons": gate.reasons, "accuracy": summary.pooledAccuracy ?? NSNull(),
             "fairness_delta": summary.fairnessDelta ?? NSNull(), "silos": perSilo, "failures": failures,
-            "min_accuracy": plan.minAccuracy ?? NSNull(), "max_drop": plan.maxAccuracyDrop ?? NSNull()]), at: Date())
+            "min_accuracy": plan.minAccuracy ?? NSNull(), "max_drop": plan.maxAccuracyDrop ?? NSNull()]), at: Date()) }
         plans[hash]?.evaluation = summary
         plans[hash]?.gate = gate
         guard gate.passed, let accuracy = summary.pooledAccuracy else {
@@ -810,11 +817,11 @@ public actor BrokerCoordinator {
         }
         var metrics = ["accuracy": accuracy, "fairness_delta": summary.fairnessDelta ?? 0]
         for s in summary.silos { metrics["accuracy.\(s.silo)"] = s.accuracy }
-        let version = try await store.addModelVersion(
+        let version = try await durable { try await self.store.addModelVersion(
             ModelVersion(version: 0, planHash: hash, round: round, contentSHA256: file.sha256, participants: participants.sorted(),
                          epsilonPerSilo: Dictionary(uniqueKeysWithValues: summary.silos.map { ($0.silo, $0.epsilonSpent) }),
                          metrics: metrics, parent: versions.last?.version, createdAt: Date()),
-            content: try ModelPayload.model(model), actor: settings.brokerID)
+            content: try ModelPayload.model(model), actor: settings.brokerID) }
         plans[hash]?.modelVersion = version
         logger.info("model version recorded", metadata: ["plan": "\(hash.prefix(12))", "version": "\(version)", "accuracy": "\(accuracy)"])
     }
@@ -910,9 +917,9 @@ public actor BrokerCoordinator {
     }
 
     private func abort(_ hash: String, _ number: Int, _ progress: RoundProgress, reason: String) async throws {
-        try await store.advanceRound(planHash: hash, number: number, to: .aborted, survivors: [], at: Date(), actor: settings.brokerID)
-        try await store.audit(actor: settings.brokerID, action: "round.abort", subject: hash,
-                              payload: canonicalPayload(["round": number, "reason": reason]), at: Date())
+        try await durable { try await self.store.advanceRound(planHash: hash, number: number, to: .aborted, survivors: [], at: Date(), actor: settings.brokerID) }
+        try await durable { try await self.store.audit(actor: settings.brokerID, action: "round.abort", subject: hash,
+                              payload: canonicalPayload(["round": number, "reason": reason]), at: Date()) }
         active.removeValue(forKey: hash)
         roundEnded(hash, "aborted", participants: 0)
         plans[hash]?.rounds.append(.init(number: number, state: "aborted", participants: [], refused: progress.refused,
@@ -921,8 +928,24 @@ public actor BrokerCoordinator {
         logger.warning("round aborted", metadata: ["plan": "\(hash.prefix(12))", "round": "\(number)", "reason": "\(reason)"])
     }
 
+    /// Runs a store call of a plan's run, waiting out a database that cannot be reached (restarting,
+    /// connection lost) for up to `storePatience`, so a PostgreSQL restart delays a round instead of
+    /// failing its plan. Other errors pass at once.
+    private func durable<T>(_ body: () async throws -> T) async throws -> T {
+        let until = ContinuousClock.now + settings.storePatience
+        var delay = Duration.milliseconds(100)
+        while true {
+            do { return try await body() } catch LedgerError.unavailable(let reason) where ContinuousClock.now < until {
+                logger.warning("the store cannot be reached; retrying", metadata: ["reason": "\(reason)", "in": "\(delay)"])
+                metrics.count("fedgate_store_retries_total")
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(2))
+            }
+        }
+    }
+
     private func advance(_ hash: String, _ number: Int, _ state: RoundRecord.State, _ survivors: [String]) async throws {
-        try await store.advanceRound(planHash: hash, number: number, to: state, survivors: survivors, at: Date(), actor: settings.brokerID)
+        try await durable { try await self.store.advanceRound(planHash: hash, number: number, to: state, survivors: survivors, at: Date(), actor: settings.brokerID) }
     }
 
     private func eligibleSilos(for plan: TrainingPlan) async -> [String] {

@@ -31,6 +31,9 @@ public struct BrokerLeaseSettings: Sendable {
     public var holder: String
     /// How long a lease lasts without renewal (renewed every third of it).
     public var duration: Duration = .seconds(10)
+    /// Called the moment the lease is found lost, before anything else: a process serving a
+    /// consortium should stop at once here (fail-stop), not drain connections as a stale leader.
+    public var onLost: (@Sendable (LeaseLost) -> Void)?
     public init(holder: String) { self.holder = holder }
 }
 
@@ -71,10 +74,15 @@ public enum BrokerHost {
                 }
                 expires = renewed.expiresAt
             } catch let lost as LeaseLost {
+                lease.onLost?(lost)
                 throw lost
             } catch {
                 logger.warning("could not renew the broker lease", metadata: ["error": "\(error)"])
-                if Date() >= expires { throw LeaseLost(description: "the '\(lease.name)' lease lapsed while the store was unreachable; this one stops serving") }
+                if Date() >= expires {
+                    let lost = LeaseLost(description: "the '\(lease.name)' lease lapsed while the store was unreachable; this one stops serving")
+                    lease.onLost?(lost)
+                    throw lost
+                }
             }
         }
     }

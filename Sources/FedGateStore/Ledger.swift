@@ -43,6 +43,9 @@ public enum LedgerError: Error, Sendable, Equatable, CustomStringConvertible {
     case alreadySettled(id: String, state: LedgerState)
     case migration(String)
     case storage(String)
+    /// The database could not be reached (down, restarting, connection lost): nothing was written,
+    /// and the same call may be tried again.
+    case unavailable(String)
 
     public var description: String {
         switch self {
@@ -53,6 +56,7 @@ public enum LedgerError: Error, Sendable, Equatable, CustomStringConvertible {
         case .alreadySettled(let id, let s): return "reservation '\(id)' is already \(s.rawValue); it can be settled only once"
         case .migration(let m): return "migration: \(m)"
         case .storage(let m): return "storage: \(m)"
+        case .unavailable(let m): return "storage unavailable: \(m)"
         }
     }
 }

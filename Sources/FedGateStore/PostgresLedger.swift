@@ -466,11 +466,27 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
         }
     }
 
+    /// A connection that failed or was lost, or a server shutting down (SQLSTATE classes 08, 57).
+    static func isUnavailable(_ error: any Error) -> Bool {
+        guard let e = error as? PSQLError else { return false }
+        switch e.code {
+        case .connectionError, .serverClosedConnection, .clientClosedConnection, .uncleanShutdown: return true
+        case .server:
+            let state = e.serverInfo?[.sqlState] ?? ""
+            return state.hasPrefix("08") || state.hasPrefix("57")
+        default: return false
+        }
+    }
+
     @discardableResult
     private func wrap<T>(_ body: () async throws -> T) async throws -> T {
         do { return try await body() } catch let e as LedgerError { throw e } catch let e as PostgresTransactionError {
             if let inner = e.closureError as? LedgerError { throw inner }
+            let parts: [(any Error)?] = [e.beginError, e.closureError, e.commitError, e.rollbackError]
+            if let lost = parts.compactMap({ $0 }).first(where: Self.isUnavailable) { throw LedgerError.unavailable(String(describing: lost)) }
             throw LedgerError.storage(String(reflecting: e))
+        } catch let e where Self.isUnavailable(e) {
+            throw LedgerError.unavailable(String(describing: e))
         } catch let e as PrivacyError {
             throw LedgerError.storage("a stored DP event is invalid: \(e)")
         } catch { throw LedgerError.storage(String(reflecting: error)) }

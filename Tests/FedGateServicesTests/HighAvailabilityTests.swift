@@ -42,11 +42,15 @@ struct HighAvailabilityTests {
         func stop() { ([leader, standby] + gateways).forEach { $0.signal(SIGCONT); $0.signal(SIGKILL) }; store.shutdown() }
     }
 
-    func pairInRoundThree(lease: Double) async throws -> Pair? {
+    /// The leader stops itself when round 3 trains (`FEDGATE_TESTING_CRASH_AT`, debug builds):
+    /// `kill` with SIGKILL, `stop` with SIGSTOP.
+    func pairInRoundThree(lease: Double, leader stop: String) async throws -> Pair? {
         try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
         let consortium = try Consortium()
         guard let url = try await consortium.postgresURL() else { return nil }
-        let (leader, port) = try await processes.startBroker(consortium, instance: "broker-a", store: url, leaseSeconds: lease, log: "broker-a.log")
+        let (leader, port) = try await processes.startBroker(consortium, instance: "broker-a", store: url, leaseSeconds: lease,
+                                                             environment: ["FEDGATE_TESTING_CRASH_AT": stop == "stop" ? "training:3:stop" : "training:3"],
+                                                             log: "broker-a.log")
         try #require(port > 0, "\(leader.output)")
         let standbyPort = try Self.freePort()
         let (standby, notYet) = try await processes.startBroker(consortium, port: standbyPort, instance: "broker-b", store: url, leaseSeconds: lease,
@@ -76,9 +80,7 @@ struct HighAvailabilityTests {
                                                      "--cert", consortium.file("dana.pem").path, "--key", consortium.file("dana.key").path,
                                                      "--ca", consortium.file("ca.pem").path], consortium, log: "submit.log")
         #expect(submitted.status == 0, "\(submitted.output)")
-        let reached = await eventually(seconds: 120, every: .milliseconds(5)) {
-            (try? await store.rounds(planHash: hash).contains { $0.number == 3 && $0.state == .training }) ?? false
-        }
+        let reached = await eventually(seconds: 120, every: .milliseconds(5)) { leader.output.contains("test \(stop == "stop" ? "pause" : "crash") point reached") }
         if !reached { pair.stop() }
         try #require(reached, "round 3 never trained: \(leader.output.suffix(2000))")
         return pair
@@ -109,11 +111,10 @@ struct HighAvailabilityTests {
     @Test("the leader is killed in round 3 of 6: the standby leads within the lease time (3 s), aborts the round in flight and finishes the plan; the gateways reconnect to it; the old leader comes back as a standby")
     func standbyTakesOver() async throws {
         let lease = 3.0
-        guard var p = try await pairInRoundThree(lease: lease) else { return }
+        guard var p = try await pairInRoundThree(lease: lease, leader: "kill") else { return }
         defer { p.stop() }
-        p.leader.signal(SIGKILL)
-        let killed = Date()
         _ = await p.leader.exit(within: 10)
+        let killed = Date()
         let takeover = await p.standby.listeningPort(within: 4 * lease)
         let after = Date().timeIntervalSince(killed)
         #expect(takeover == p.standbyPort, "the standby did not take over: \(p.standby.output.suffix(2000))")
@@ -130,9 +131,8 @@ struct HighAvailabilityTests {
     @Test("the leader freezes (SIGSTOP) in round 3: the standby takes over, the gateways leave the frozen broker on keepalive and finish the plan on the standby; thawed, the old leader finds its lease taken and stops, and its stale writes are fenced off")
     func frozenLeaderIsFenced() async throws {
         let lease = 3.0
-        guard let p = try await pairInRoundThree(lease: lease) else { return }
+        guard let p = try await pairInRoundThree(lease: lease, leader: "stop") else { return }
         defer { p.stop() }
-        p.leader.signal(SIGSTOP)
         #expect(await p.standby.listeningPort(within: 4 * lease) == p.standbyPort, "\(p.standby.output.suffix(2000))")
         try await checkFinishedOnStandby(p)
 
@@ -145,5 +145,55 @@ struct HighAvailabilityTests {
         let records = try await p.store.auditRecords()
         #expect(AuditVerification.verify(records) == .intact(records: records.count))
         #expect(!records.contains { $0.action == "plan.failed" })
+    }
+
+    @Test("PostgreSQL restarted (fast shutdown, down 2 s) under a broker in round 3 or later of 10: the broker waits for it and goes on; every round commits, nothing is lost, the chain verifies")
+    func postgresRestartUnderBroker() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
+        guard let pg = try PrivatePostgres.make(port: try Self.freePort()) else { return }
+        defer { pg.remove() }
+        let consortium = try Consortium()
+        let (broker, port) = try await processes.startBroker(consortium, store: pg.url)
+        defer { broker.signal(SIGKILL) }
+        try #require(port > 0, "\(broker.output)")
+        var gateways: [ProcessRoundTests.Running] = []
+        defer { gateways.forEach { $0.signal(SIGKILL) } }
+        for (i, shard) in try NetworkedRoundTests.simulation(seed: 8).shards().enumerated() {
+            let config = try await processes.gatewayConfig(consortium, "hospital-\(i)", shard: shard.train, port: port)
+            gateways.append(try .init(["gateway", "run", "--config", config.path], log: consortium.file("hospital-\(i).log")))
+        }
+        await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
+        _ = try consortium.credentials("dana", .dataScientist)
+        let text = NetworkedRoundTests.plan(rounds: 10, quorum: 3, deadline: 60)
+        try text.write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
+        let hash = try TrainingPlan.parse(text, file: "plan.yaml").contentHash
+        _ = try await processes.fedgate(["plan", "submit", consortium.file("plan.yaml").path, "--broker", "127.0.0.1:\(port)",
+                                         "--cert", consortium.file("dana.pem").path, "--key", consortium.file("dana.key").path,
+                                         "--ca", consortium.file("ca.pem").path], consortium, log: "submit.log")
+        let store = try PostgresLedger(url: pg.url)
+        defer { store.shutdown() }
+        let reached = await eventually(seconds: 120, every: .milliseconds(2)) {
+            (try? await store.rounds(planHash: hash).contains { $0.number >= 3 && $0.state == .training }) ?? false
+        }
+        try #require(reached, "round 3 never trained: \(broker.output.suffix(2000))")
+        try pg.stop()
+        try await Task.sleep(for: .seconds(2))
+        try pg.start()
+        let ended = await eventually(seconds: 120, every: .milliseconds(100)) {
+            (try? await store.planRuns().first { $0.planHash == hash }?.state) != .running
+        }
+        try #require(ended, "\(broker.output.suffix(3000))")
+        #expect(try await store.planRuns().first { $0.planHash == hash }?.state == .finished)
+        // The broker met the outage (its connection pool saw the server go and waited for it, or a
+        // transaction cut short was retried) and rode it out.
+        #expect(broker.output.contains("57P0") || broker.output.contains("connectionError") || broker.output.contains("the store cannot be reached"),
+                "the broker never met the outage: \(broker.output.suffix(2000))")
+        let rounds = try await store.rounds(planHash: hash)
+        #expect(rounds.map(\.state) == Array(repeating: .committed, count: 10), "\(rounds.map { ($0.number, $0.state) })")
+        let records = try await store.auditRecords()
+        #expect(AuditVerification.verify(records) == .intact(records: records.count))
+        #expect(records.filter { $0.action == "round.committed" && $0.subject == hash }.count == 10)
+        #expect(try await store.modelVersions().contains { $0.planHash == hash && $0.round == 10 })
+        #expect(broker.process.isRunning, "the broker rode out the restart")
     }
 }
