@@ -1,3 +1,4 @@
+import Yams
 import Crypto
 import Foundation
 
@@ -34,6 +35,8 @@ public struct SiloPolicy: Sendable, Equatable {
     public let minSilosPerRound: Int
     public let models: [String]
     public let executors: [String]
+    /// The silo's own training programs, by executor name (every executor but `builtin` names one).
+    public var programs: [String: ExecutorProgram] = [:]
     /// Allowed hours in UTC, [from, to) in hours of the day; nil = any time.
     public let hours: (from: Int, to: Int)?
     /// Plans wait for a person's approval, which expires after this many hours; nil = no approval.
@@ -52,7 +55,7 @@ public struct SiloPolicy: Sendable, Equatable {
     public static func parse(_ text: String, file: String) throws -> SiloPolicy {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
-        try root.only(["silo", "datasets", "residency", "privacy", "models", "executors", "hours", "approval"])
+        try root.only(["silo", "datasets", "residency", "privacy", "models", "executors", "programs", "hours", "approval"])
         let silo = try r.string(try root.require("silo", "the silo id"), "silo")
 
         let datasetsMap = try r.map(try root.require("datasets", "a mapping from data-set name to its rules"), "datasets")
@@ -102,7 +105,18 @@ public struct SiloPolicy: Sendable, Equatable {
             }
         }
         let digest = SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
-        return SiloPolicy(
+        var programs: [String: ExecutorProgram] = [:]
+        if let node = root.optional("programs") {
+            let folder = URL(fileURLWithPath: file).deletingLastPathComponent()
+            for entry in try r.map(node, "programs").entries {
+                programs[entry.key] = try ExecutorProgram.parse(r, entry.value, field: "programs.\(entry.key)", folder: folder)
+            }
+        }
+        let executorsNode = try root.require("executors", "the executors allowed, e.g. [builtin]")
+        for name in try r.strings(executorsNode, "executors") where name != "builtin" && programs[name] == nil {
+            throw r.error(executorsNode, "executors", "allows '\(name)' but `programs` does not say how to run it (programs: { \(name): { command: [...] } })")
+        }
+        var policy = SiloPolicy(
             silo: silo, datasets: datasets,
             allowedRegions: try r.strings(try residency.require("allowed_regions", "a list of regions"), "residency.allowed_regions"),
             allowedJurisdictions: try r.strings(try residency.require("allowed_jurisdictions", "a list of jurisdictions"), "residency.allowed_jurisdictions"),
@@ -113,5 +127,37 @@ public struct SiloPolicy: Sendable, Equatable {
             models: try r.strings(try root.require("models", "the model kinds allowed"), "models"),
             executors: try r.strings(try root.require("executors", "the executors allowed, e.g. [builtin]"), "executors"),
             hours: hours.map { (from: $0.0, to: $0.1) }, approvalExpiryHours: approval, sha256: digest)
+        policy.programs = programs
+        return policy
+    }
+}
+
+/// A silo's own training program, run by its gateway instead of the built-in trainer: the command
+/// (relative paths with a `/` are taken from the policy file's folder) and its limits.
+public struct ExecutorProgram: Sendable, Equatable {
+    public let command: [String]
+    public let timeLimitSeconds: Double
+    public let memoryLimitMB: Int
+
+    public init(command: [String], timeLimitSeconds: Double, memoryLimitMB: Int) {
+        self.command = command
+        self.timeLimitSeconds = timeLimitSeconds
+        self.memoryLimitMB = memoryLimitMB
+    }
+
+    static func parse(_ r: YAMLReader, _ node: Yams.Node, field: String, folder: URL) throws -> ExecutorProgram {
+        let m = try r.map(node, field)
+        try m.only(["command", "time_limit_seconds", "memory_limit_mb"])
+        let commandNode = try m.require("command", "the program and its arguments, e.g. [python3, executors/numpy_logistic.py]")
+        let command = try r.strings(commandNode, "\(field).command").map { arg in
+            arg.contains("/") && !arg.hasPrefix("/") ? folder.appendingPathComponent(arg).standardizedFileURL.path : arg
+        }
+        guard let program = command.first, !program.isEmpty else { throw r.error(commandNode, "\(field).command", "must name a program") }
+        return ExecutorProgram(
+            command: command,
+            timeLimitSeconds: try r.double(try m.require("time_limit_seconds", "how long one round's run may take"), "\(field).time_limit_seconds",
+                                           1...86_400, "seconds from 1 to 86400"),
+            memoryLimitMB: try r.int(try m.require("memory_limit_mb", "the program's address-space limit"), "\(field).memory_limit_mb",
+                                     64...1_048_576, "MiB from 64 to 1048576"))
     }
 }

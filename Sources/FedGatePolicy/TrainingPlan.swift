@@ -59,7 +59,20 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
 
     /// The privacy a silo will spend, as DP events, before any training.
     public func projectedEvent() throws -> DPEvent {
-        .dpsgd(samplingProbability: dp.samplingRate, noiseMultiplier: try noiseMultiplier(), steps: totalSteps)
+        if executor == "builtin" { return .dpsgd(samplingProbability: dp.samplingRate, noiseMultiplier: try noiseMultiplier(), steps: totalSteps) }
+        return .selfComposed(event: try roundEvent(), count: rounds)
+    }
+
+    /// What one round costs a silo. The built-in trainer runs DP-SGD. A silo's own program returns
+    /// a whole update, which its gateway clips to `dp.clip_norm` and noises once with the Gaussian
+    /// mechanism: adding or removing a record may move a clipped update anywhere in that ball, a
+    /// change of up to twice the clip norm, so the mechanism counts at half the plan's multiplier.
+    public func roundEvent() throws -> DPEvent {
+        if executor == "builtin" { return .dpsgd(samplingProbability: dp.samplingRate, noiseMultiplier: try noiseMultiplier(), steps: localSteps) }
+        guard let z = dp.noiseMultiplier else {
+            throw PlanUnsupportedByExecutor("dp.noise_multiplier: a plan for executor '\(executor)' must give it (target_epsilon calibrates DP-SGD only)")
+        }
+        return .gaussian(noiseMultiplier: z / 2)
     }
 
     public static func load(_ url: URL) throws -> TrainingPlan {
@@ -127,4 +140,10 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
             roundDeadlineSeconds: try r.int(try deadlines.require("round_seconds", "seconds a round may take"), "deadlines.round_seconds", 1...86_400 * 7, "seconds from 1 to 604800"),
             minAccuracy: minAccuracy, maxAccuracyDrop: maxDrop, localLayers: localLayers, fineTuneEpochs: fineTune)
     }
+}
+
+/// A plan whose DP settings do not fit the executor it names.
+public struct PlanUnsupportedByExecutor: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }

@@ -135,7 +135,23 @@ public actor BrokerCoordinator {
     private var active: [String: ActiveRound] = [:]
     private var evaluations: [String: FinalEvaluation] = [:]
     /// Per plan: the DP-SGD a silo runs in one round (q, z, steps) and δ, for the ε mirror.
-    private var mirrorEvent: [String: (q: Double, z: Double, steps: Int, delta: Double)] = [:]
+    private var mirrorEvent: [String: MirrorEvent] = [:]
+
+    /// What one round costs a silo under a plan, for the ε mirror: k rounds of the built-in DP-SGD
+    /// are one run of k × steps; k rounds of an executor's Gaussian mechanism compose k times.
+    private struct MirrorEvent {
+        let plan: TrainingPlan
+        init?(_ plan: TrainingPlan) {
+            guard (try? plan.roundEvent()) != nil else { return nil }
+            self.plan = plan
+        }
+        func rounds(_ k: Int) throws -> DPEvent {
+            if plan.executor == "builtin" {
+                return .dpsgd(samplingProbability: plan.dp.samplingRate, noiseMultiplier: try plan.noiseMultiplier(), steps: k * plan.localSteps)
+            }
+            return .selfComposed(event: try plan.roundEvent(), count: k)
+        }
+    }
     private var waiters: [String: Waiter] = [:]
     private var plans: [String: PlanStatus] = [:]
     private var runs: [String: Task<Void, Never>] = [:]
@@ -386,7 +402,7 @@ public actor BrokerCoordinator {
                                      payload: canonicalPayload(["purpose": plan.purpose, "rounds": plan.rounds, "strategy": plan.strategy]),
                                      actor: submitter)
         plans[hash] = PlanStatus(state: .running)
-        mirrorEvent[hash] = (try? plan.noiseMultiplier()).map { (plan.dp.samplingRate, $0, plan.localSteps, plan.dp.delta) }
+        mirrorEvent[hash] = MirrorEvent(plan)
         runs[hash] = Task { await self.run(plan, text: text, hash: hash, from: .start) }
         logger.info("plan submitted", metadata: ["plan": "\(hash.prefix(12))", "by": "\(submitter)", "rounds": "\(plan.rounds)"])
         return hash
@@ -487,7 +503,7 @@ public actor BrokerCoordinator {
                 status.layerSizes = resume.global!.layerSizes
             }
             plans[hash] = status
-            mirrorEvent[hash] = (try? plan.noiseMultiplier()).map { (plan.dp.samplingRate, $0, plan.localSteps, plan.dp.delta) }
+            mirrorEvent[hash] = MirrorEvent(plan)
             updateMirror(hash, for: Array(resume.participants))
             try await store.audit(actor: settings.brokerID, action: "plan.resume", subject: hash,
                                   payload: canonicalPayload(["next_round": resume.nextRound, "checkpoint_round": resume.lastCommitted ?? NSNull()]), at: Date())
@@ -507,7 +523,7 @@ public actor BrokerCoordinator {
         for silo in silos {
             let rounds = plans[hash]?.rounds.filter { $0.state == "committed" && $0.participants.contains(silo) }.count ?? 0
             if byCount[rounds] == nil {
-                byCount[rounds] = try? epsilon(of: .dpsgd(samplingProbability: m.q, noiseMultiplier: m.z, steps: rounds * m.steps), delta: m.delta)
+                byCount[rounds] = try? epsilon(of: try m.rounds(rounds), delta: m.plan.dp.delta)
             }
             plans[hash]?.epsilonMirror[silo] = byCount[rounds]
             if let e = byCount[rounds] { metrics.set("fedgate_epsilon_mirror", [("silo", silo)], e) }

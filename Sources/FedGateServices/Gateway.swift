@@ -307,8 +307,7 @@ public actor Gateway {
             let plan = accepted.plan
             let key = "\(offer.planHash)/\(offer.round)"
             if reservations[key] == nil {
-                let event = DPEvent.dpsgd(samplingProbability: plan.dp.samplingRate, noiseMultiplier: try plan.noiseMultiplier(),
-                                          steps: plan.localSteps)
+                let event = try plan.roundEvent()
                 var ids: [String] = []
                 do {
                     for d in plan.datasets {
@@ -435,37 +434,64 @@ public actor Gateway {
         }
         let before = global.evaluate(test)
 
-        var local = LocalTrainingSettings()
-        local.learningRate = settings.learningRate
-        local.dp = try DPSGDSettings(noiseMultiplier: try plan.noiseMultiplier(), clipNorm: plan.dp.clipNorm, samplingRate: plan.dp.samplingRate)
-        local.dpSteps = plan.localSteps
-        if let fixed = settings.fixedNoise { local.fixedNoiseSeed = fixedNoiseSeed(run: fixed.run, silo: fixed.silo, round: Int(task.round)) }
-        var scaffold: LocalTrainer.Scaffold?
-        var shuffle = SimulationRandom(seed: UInt64(task.round))
-        let update = try LocalTrainer(settings: local).train(global, on: train, scaffold: &scaffold, shuffle: &shuffle)
-        var delta = update.parameters
-        for k in delta.indices { delta[k] -= global.parameters[k] }
+        var delta: [Float], examples: Int, trained: [String: Double]
+        if plan.executor == "builtin" {
+            var local = LocalTrainingSettings()
+            local.learningRate = settings.learningRate
+            local.dp = try DPSGDSettings(noiseMultiplier: try plan.noiseMultiplier(), clipNorm: plan.dp.clipNorm, samplingRate: plan.dp.samplingRate)
+            local.dpSteps = plan.localSteps
+            if let fixed = settings.fixedNoise { local.fixedNoiseSeed = fixedNoiseSeed(run: fixed.run, silo: fixed.silo, round: Int(task.round)) }
+            var scaffold: LocalTrainer.Scaffold?
+            var shuffle = SimulationRandom(seed: UInt64(task.round))
+            let update = try LocalTrainer(settings: local).train(global, on: train, scaffold: &scaffold, shuffle: &shuffle)
+            delta = update.parameters
+            for k in delta.indices { delta[k] -= global.parameters[k] }
+            (examples, trained) = (update.examples, ["train_loss": Double(update.meanLoss)])
+        } else {
+            // The silo's own program trains; this gateway clips its update and adds the Gaussian
+            // noise the plan names (what the ledger reserved: `TrainingPlan.roundEvent`).
+            guard let program = governor.policy.programs[plan.executor] else {
+                throw RoundError("the policy names no program for executor '\(plan.executor)'")
+            }
+            let output = try await ExternalExecutor(name: plan.executor, program: program).run(
+                model: try ModelPayload.model(global), task: executorTask(task, plan: plan, layers: global.layerSizes, label: train.labelName), train: train,
+                dimension: dimension, logger: logger)
+            delta = output.delta
+            var noise = GaussianNoiseGenerator()
+            let mechanism = try GaussianMechanism(clipNorm: plan.dp.clipNorm, noiseMultiplier: try plan.dp.noiseMultiplier ?? plan.noiseMultiplier())
+            _ = try mechanism.apply(to: &delta, noise: &noise)
+            (examples, trained) = (output.examples, output.metrics.filter { !["accuracy", "eval_examples"].contains($0.key) })
+        }
         if !localRanges.isEmpty {
             // The local layers stay here: kept for the next round, and nothing of them is sent.
-            personal[task.planHash] = update.parameters
+            var mine = global.parameters
+            for k in mine.indices { mine[k] += delta[k] }
+            personal[task.planHash] = mine
             for r in localRanges { for k in r { delta[k] = 0 } }
         }
         let bytes = task.hasSecagg ? [] : try ModelPayload.update(delta)
 
         let key = "\(task.planHash)/\(task.round)"
-        let metrics = ["accuracy": before.accuracy, "eval_examples": Double(test.count), "train_loss": Double(update.meanLoss)]
+        let metrics = trained.merging(["accuracy": before.accuracy, "eval_examples": Double(test.count)]) { $1 }
         activity.lastDelta = delta
         if task.hasSecagg {
             // Under secure aggregation the update leaves only masked, once the broker relayed the shares.
             secure[key]?.update = (delta, TransferHeader(planHash: task.planHash, round: Int(task.round), totalBytes: 4 * delta.count,
-                                                         examples: update.examples, metrics: metrics))
+                                                         examples: examples, metrics: metrics))
             try await maskAndUploadIfReady(key, broker: broker)
             return
         }
-        let header = TransferHeader(planHash: task.planHash, round: Int(task.round), totalBytes: bytes.count, examples: update.examples,
+        let header = TransferHeader(planHash: task.planHash, round: Int(task.round), totalBytes: bytes.count, examples: examples,
                                     metrics: metrics)
         try await send(bytes, header, key: key, what: "update", broker: broker)
         await crashPoint("uploaded")
+    }
+
+    /// What a silo's own program is told about the round (`task.json`).
+    private func executorTask(_ task: Fedgate_V1_RoundTask, plan: TrainingPlan, layers: [Int], label: String) -> [String: any Sendable] {
+        ["plan_hash": task.planHash, "round": Int(task.round), "model": plan.model, "layer_sizes": layers, "classes": Int(task.classes),
+         "label": label, "columns": plan.columns, "learning_rate": Double(settings.learningRate), "local_steps": plan.localSteps,
+         "sampling_rate": plan.dp.samplingRate, "seed": Int(task.round), "standardised": true]
     }
 
     /// Commits the round's reservation (the update is about to leave the silo: its privacy is spent,

@@ -18,7 +18,7 @@ import Testing
 struct NetworkedRoundTests {
     static let data = try! Dataset.load(csv: Consortium.root.appendingPathComponent("examples/data/breast_cancer_wisconsin.csv"), label: "malignant")
 
-    static func policy(silo: String, purposes: [String] = ["research"]) -> String {
+    static func policy(silo: String, purposes: [String] = ["research"], program: String? = nil) -> String {
         """
         silo: \(silo)
         datasets:
@@ -38,18 +38,20 @@ struct NetworkedRoundTests {
           require_secure_aggregation: false
           min_silos_per_round: 2
         models: [logistic]
-        executors: [builtin]
+        executors: [builtin\(program == nil ? "" : ", numpy")]
+        \(program.map { "programs: { numpy: { command: [python3, \($0)], time_limit_seconds: 60, memory_limit_mb: 2048 } }" } ?? "")
         """
     }
 
     static func plan(rounds: Int, quorum: Int, deadline: Int = 60, purpose: String = "research", evaluation: String? = nil,
-                     secure: Bool = false) -> String {
+                     secure: Bool = false, executor: String = "builtin") -> String {
         """
         \(evaluation.map { "evaluation: \($0)" } ?? "")
         purpose: \(purpose)
         datasets: [breast-cancer-2024]
         columns: [\(data.featureNames.joined(separator: ", "))]
         model: logistic
+        executor: \(executor)
         rounds: \(rounds)
         local_steps: 10
         strategy: fedavg

@@ -47,10 +47,11 @@ struct ProcessRoundTests {
         }
     }
 
-    func gatewayConfig(_ consortium: Consortium, _ id: String, shard: Dataset, test: Dataset? = nil, port: Int) async throws -> URL {
+    func gatewayConfig(_ consortium: Consortium, _ id: String, shard: Dataset, test: Dataset? = nil, port: Int,
+                       program: String? = nil) async throws -> URL {
         try shard.csv.write(to: consortium.file("\(id).csv"), atomically: true, encoding: .utf8)
         if let test { try test.csv.write(to: consortium.file("\(id)-test.csv"), atomically: true, encoding: .utf8) }
-        try NetworkedRoundTests.policy(silo: id).write(to: consortium.file("\(id)-policy.yaml"), atomically: true, encoding: .utf8)
+        try NetworkedRoundTests.policy(silo: id, program: program).write(to: consortium.file("\(id)-policy.yaml"), atomically: true, encoding: .utf8)
         let store = try await consortium.store(id)
         try await store.save(DatasetBudget(name: "breast-cancer-2024", delta: 1e-5, perPlanCap: 5, lifetimeCap: 20), actor: "admin")
         try await store.addConsent(ConsentRecord(dataset: "breast-cancer-2024", purpose: "research", legalBasis: "consent",
