@@ -74,7 +74,7 @@ struct ProcessRoundTests {
     /// Starts `fedgate broker serve` from a config in the consortium folder; its port once it listens
     /// (0 if it did not within `seconds`: a standby waits for the lease before it listens).
     func startBroker(_ consortium: Consortium, port: Int = 0, instance: String = "broker-a", store: String = "sqlite:broker.sqlite",
-                     leaseSeconds: Double = 10, environment: [String: String] = [:], log: String = "broker.log",
+                     leaseSeconds: Double = 10, silentAfter: Double = 2, environment: [String: String] = [:], log: String = "broker.log",
                      within seconds: Double = 180) async throws -> (Running, Int) {
         _ = try consortium.credentials("broker", .broker)
         let config = consortium.file("\(instance).yaml")
@@ -85,7 +85,7 @@ struct ProcessRoundTests {
         store: \(store)
         migrations: \(Consortium.migrations.path)
         heartbeat_seconds: 0.2
-        silent_after_seconds: 2
+        silent_after_seconds: \(silentAfter)
         high_availability: { instance: \(instance), lease_seconds: \(leaseSeconds) }
         """.write(to: config, atomically: true, encoding: .utf8)
         let broker = try Running(["broker", "serve", "--config", config.path], log: consortium.file(log), environment: environment)

@@ -1,0 +1,92 @@
+import FedGatePolicy
+import FedGateServices
+import FedGateStore
+import Foundation
+import Testing
+
+/// Broker and gateways as processes with a faulty network between them (`FaultyNetwork`, a proxy
+/// on loopback the test controls): slow links, a network that swallows everything mid-round, and
+/// every connection cut at once. Rounds finish or end at their deadlines; nothing waits past one.
+@Suite("A network that delays, drops and cuts")
+struct NetworkFaultTests {
+    let processes = ProcessRoundTests()
+
+    @Test("links delayed 100 ms each way, then silent (all bytes dropped) in round 2, then every connection cut in a later round: each round commits or ends at its 6 s deadline, the gateways come back, the plan finishes, nothing stays reserved")
+    func delaysDropsAndCuts() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
+        let consortium = try Consortium()
+        // The broker's own silence detector is set far off, so that round deadlines govern.
+        let (broker, port) = try await processes.startBroker(consortium, silentAfter: 60)
+        defer { broker.signal(SIGKILL) }
+        try #require(port > 0, "\(broker.output)")
+        let network = try FaultyNetwork(to: port)
+        defer { network.stop() }
+        network.mode = .delay(milliseconds: 100)
+        var gateways: [ProcessRoundTests.Running] = []
+        defer { gateways.forEach { $0.signal(SIGKILL) } }
+        for (i, shard) in try NetworkedRoundTests.simulation(seed: 10).shards().enumerated() {
+            let config = try await processes.gatewayConfig(consortium, "hospital-\(i)", shard: shard.train, port: network.port)
+            gateways.append(try .init(["gateway", "run", "--config", config.path], log: consortium.file("hospital-\(i).log")))
+        }
+        func connections() -> Int { broker.output.components(separatedBy: "gateway connected").count - 1 }
+        await eventually { connections() >= 3 }
+
+        _ = try consortium.credentials("dana", .dataScientist)
+        let deadline = 6.0
+        let text = NetworkedRoundTests.plan(rounds: 6, quorum: 3, deadline: Int(deadline))
+        try text.write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
+        let hash = try TrainingPlan.parse(text, file: "plan.yaml").contentHash
+        let started = Date()
+        _ = try await processes.fedgate(["plan", "submit", consortium.file("plan.yaml").path, "--broker", "127.0.0.1:\(port)",
+                                         "--cert", consortium.file("dana.pem").path, "--key", consortium.file("dana.key").path,
+                                         "--ca", consortium.file("ca.pem").path], consortium, log: "submit.log")
+        let store = try SQLiteLedger(path: consortium.file("broker.sqlite").path)
+        func round(_ n: Int) async -> RoundRecord? { try? await store.rounds(planHash: hash).first { $0.number == n } }
+
+        // Slow links: round 1 still commits.
+        #expect(await eventually(seconds: 60, every: .milliseconds(20)) { await round(1)?.state == .committed }, "\(broker.output.suffix(2000))")
+        // Silence in round 2's training: the broker ends the round at its deadline, not later.
+        try #require(await eventually(seconds: 60, every: .milliseconds(2)) { await round(2)?.state == .training })
+        network.mode = .blackhole
+        let silenced = Date()
+        let aborted = await eventually(seconds: deadline + 10, every: .milliseconds(50)) { await round(2)?.state == .aborted }
+        let second = await round(2)
+        #expect(aborted, "round 2 outlived its deadline: \(String(describing: second))")
+        let ended = Date().timeIntervalSince(silenced)
+        #expect(ended <= deadline + 1.5, "round 2 ended \(ended) s after the network went silent (deadline \(deadline) s)")
+        if let second {
+            #expect(abs(second.updatedAt.timeIntervalSince(second.deadline)) <= 1.5, "round 2 ended at its deadline, not before or long after: \(second)")
+        }
+        network.mode = .pass
+        // The gateways notice the dead connections (keepalive) and come back through the healed network.
+        #expect(await eventually(seconds: 40) { connections() >= 6 }, "gateways did not reconnect: \(broker.output.suffix(2000))")
+
+        // Every connection cut during a later round's training: that round ends, the next ones go on.
+        try #require(await eventually(seconds: 60, every: .milliseconds(2)) {
+            (try? await store.rounds(planHash: hash).contains { $0.number >= 3 && $0.state == .training }) ?? false
+        })
+        network.cutAll()
+        let finished = await eventually(seconds: 120, every: .milliseconds(100)) {
+            (try? await store.planRuns().first { $0.planHash == hash }?.state) != .running
+        }
+        try #require(finished, "the plan did not finish: \(broker.output.suffix(3000))")
+        let rounds = try await store.rounds(planHash: hash)
+        #expect(rounds.count == 6 && rounds.allSatisfy { $0.state == .committed || $0.state == .aborted }, "\(rounds.map { ($0.number, $0.state) })")
+        #expect(rounds.last?.state == .committed, "the last round, after the faults, commits: \(rounds.map { ($0.number, $0.state) })")
+        for r in rounds where r.state == .aborted {
+            #expect(r.updatedAt.timeIntervalSince(r.deadline) <= 1.5, "round \(r.number) ended \(r.updatedAt.timeIntervalSince(r.deadline)) s past its deadline")
+        }
+        #expect(Date().timeIntervalSince(started) < 6 * deadline + 60, "the plan took \(Date().timeIntervalSince(started)) s")
+        // Settling a round's reservations may lag its end by the gateways' reconnection: wait for it.
+        for i in 0..<3 {
+            let ledger = try SQLiteLedger(path: consortium.file("hospital-\(i).sqlite").path)
+            let settled = await eventually(seconds: 30) {
+                (try? await ledger.entries(dataset: "breast-cancer-2024").contains { $0.state == .reserved }) == false
+            }
+            let held = (try? await ledger.entries(dataset: "breast-cancer-2024").map { ($0.round, $0.state) }) ?? []
+            #expect(settled, "hospital-\(i) holds a reservation: \(held)")
+        }
+        let chain = try await store.auditRecords()
+        #expect(AuditVerification.verify(chain) == .intact(records: chain.count))
+    }
+}
