@@ -541,13 +541,14 @@ public actor BrokerCoordinator {
     /// Tests of crash recovery (debug builds only): `FEDGATE_TESTING_CRASH_AT=phase:round` kills this
     /// process with SIGKILL right after the round reaches that phase, as a power cut would;
     /// `phase:round:stop` freezes it there with SIGSTOP instead (a hung machine, for fencing tests).
+    /// Several points are separated by commas.
     private func crashPoint(_ phase: String, _ round: Int) {
         #if DEBUG
-        guard let point = ProcessInfo.processInfo.environment["FEDGATE_TESTING_CRASH_AT"] else { return }
-        if point == "\(phase):\(round)" {
+        guard let points = ProcessInfo.processInfo.environment["FEDGATE_TESTING_CRASH_AT"]?.split(separator: ",").map(String.init) else { return }
+        if points.contains("\(phase):\(round)") {
             logger.critical("test crash point reached; killing this process", metadata: ["phase": "\(phase)", "round": "\(round)"])
             kill(getpid(), SIGKILL)
-        } else if point == "\(phase):\(round):stop" {
+        } else if points.contains("\(phase):\(round):stop") {
             logger.critical("test pause point reached; stopping this process", metadata: ["phase": "\(phase)", "round": "\(round)"])
             kill(getpid(), SIGSTOP)
         }

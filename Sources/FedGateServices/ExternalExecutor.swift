@@ -3,6 +3,7 @@ import FedGatePolicy
 import FedGateTensors
 import Foundation
 import Logging
+import Synchronization
 
 /// Runs a silo's own training program for one round. The gateway writes the global model
 /// (`model.safetensors`), the task (`task.json`) and the plan's columns of its training rows,
@@ -65,15 +66,19 @@ public struct ExternalExecutor: Sendable {
         do { try process.run() } catch {
             throw Failure(description: "executor '\(name)': cannot start \(program.command.joined(separator: " ")): \(error.localizedDescription)")
         }
-        let deadline = started + .milliseconds(Int(program.timeLimitSeconds * 1000))
+        // The time limit is kept by a timer on a Dispatch queue, not by this task: a busy
+        // cooperative pool must not let a program overrun it.
+        let pid = process.processIdentifier
+        let overran = Overran()
+        let watchdog = DispatchWorkItem { overran.set(); kill(pid, SIGKILL) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + program.timeLimitSeconds, execute: watchdog)
         while process.isRunning {
-            if ContinuousClock.now >= deadline {
-                kill(process.processIdentifier, SIGKILL)
-                while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
-                throw Failure(description: "executor '\(name)' exceeded its time limit of \(program.timeLimitSeconds) s and was killed")
-            }
-            if Task.isCancelled { kill(process.processIdentifier, SIGKILL) }
+            if Task.isCancelled { kill(pid, SIGKILL) }
             try? await Task.sleep(for: .milliseconds(20))
+        }
+        watchdog.cancel()
+        if overran.value {
+            throw Failure(description: "executor '\(name)' exceeded its time limit of \(program.timeLimitSeconds) s and was killed")
         }
         let tail = String(((try? String(contentsOf: log, encoding: .utf8)) ?? "").suffix(1500))
         guard process.terminationReason == .exit, process.terminationStatus == 0 else {
@@ -106,4 +111,11 @@ public struct ExternalExecutor: Sendable {
         }
         return Output(delta: delta, examples: Int(examples), metrics: metrics)
     }
+}
+
+/// Set once by the time-limit timer.
+private final class Overran: Sendable {
+    private let flag = Mutex(false)
+    func set() { flag.withLock { $0 = true } }
+    var value: Bool { flag.withLock { $0 } }
 }
