@@ -526,6 +526,9 @@ extension PostgresLedger: PlanRunBackend {
                 UPDATE rounds SET state = 'committed', survivors = \(RegistryJSON.encode(survivors)), updated_at = \(at.timeIntervalSince1970)
                 WHERE plan_hash = \(planHash) AND number = \(number)
                 """, logger: logger)
+            var previous: String?
+            for try await p in try await conn.query("SELECT checkpoint_sha256 FROM plan_runs WHERE plan_hash = \(planHash) FOR UPDATE", logger: logger)
+                .decode(String?.self) { previous = p }
             try await conn.query("INSERT INTO model_content (content_sha256, bytes) VALUES (\(sha), \(ByteBuffer(bytes: content))) ON CONFLICT (content_sha256) DO NOTHING",
                                  logger: logger)
             var updated = 0
@@ -534,6 +537,14 @@ extension PostgresLedger: PlanRunBackend {
                 updated_at = \(at.timeIntervalSince1970) WHERE plan_hash = \(planHash) AND state = 'running' RETURNING 1
                 """, logger: logger).decode(Int.self) { updated += n }
             guard updated == 1 else { throw LedgerError.storage("plan \(planHash.prefix(12))… is not running here; round \(number) not committed") }
+            // The checkpoint it replaces goes, unless a version or another plan still points to it.
+            if let previous, previous != sha {
+                try await conn.query("""
+                    DELETE FROM model_content WHERE content_sha256 = \(previous)
+                    AND NOT EXISTS (SELECT 1 FROM model_versions WHERE content_sha256 = \(previous))
+                    AND NOT EXISTS (SELECT 1 FROM plan_runs WHERE checkpoint_sha256 = \(previous))
+                    """, logger: logger)
+            }
             return (planHash, canonicalPayload(["round": number, "survivors": survivors, "checkpoint_sha256": sha]))
         }
     }

@@ -416,12 +416,21 @@ extension SQLiteLedger: PlanRunBackend {
             try db.execute(sql: "UPDATE rounds SET state = 'committed', survivors = ?, updated_at = ? WHERE plan_hash = ? AND number = ?",
                            arguments: [RegistryJSON.encode(survivors), at.timeIntervalSince1970, planHash, number])
             let sha = checkpoint.contentSHA256.lowercased()
+            let previous = try String.fetchOne(db, sql: "SELECT checkpoint_sha256 FROM plan_runs WHERE plan_hash = ?", arguments: [planHash])
             try db.execute(sql: "INSERT INTO model_content (content_sha256, bytes) VALUES (?, ?) ON CONFLICT (content_sha256) DO NOTHING",
                            arguments: [sha, bytes])
             try db.execute(sql: """
                 UPDATE plan_runs SET checkpoint_round = ?, checkpoint_sha256 = ?, standardisation = ?, updated_at = ? WHERE plan_hash = ? AND state = 'running'
                 """, arguments: [checkpoint.round, sha, checkpoint.standardisation, at.timeIntervalSince1970, planHash])
             guard db.changesCount == 1 else { throw LedgerError.storage("plan \(planHash.prefix(12))… is not running here; round \(number) not committed") }
+            // The checkpoint it replaces goes, unless a version or another plan still points to it.
+            if let previous, previous != sha {
+                try db.execute(sql: """
+                    DELETE FROM model_content WHERE content_sha256 = ?
+                    AND NOT EXISTS (SELECT 1 FROM model_versions WHERE content_sha256 = ?)
+                    AND NOT EXISTS (SELECT 1 FROM plan_runs WHERE checkpoint_sha256 = ?)
+                    """, arguments: [previous, previous, previous])
+            }
             return (planHash, canonicalPayload(["round": number, "survivors": survivors, "checkpoint_sha256": sha]))
         }
     }

@@ -1,0 +1,108 @@
+import Crypto
+import Foundation
+import Testing
+@_spi(Testing) @testable import FedGateStore
+
+/// What a broker keeps to resume a plan, and the leader lease, on both backends.
+@Suite("Plan runs, checkpoints and the broker lease on SQLite and PostgreSQL")
+struct PlanRunTests {
+    func store(_ backend: Backend) async throws -> (any BrokerStore)? {
+        try await backend.ledger()?.backend as? any BrokerStore
+    }
+
+    func file(_ byte: UInt8) -> ([UInt8], String) {
+        let bytes = [UInt8](repeating: byte, count: 64)
+        return (bytes, SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined())
+    }
+
+    func round(_ s: any BrokerStore, _ plan: String, _ n: Int) async throws {
+        try await s.openRound(RoundRecord(planHash: plan, number: n, state: .planned, sampled: ["a"], survivors: [], deadline: Date(), updatedAt: Date()),
+                              actor: "broker")
+        for state in [RoundRecord.State.offered, .training, .aggregating, .evaluating] {
+            try await s.advanceRound(planHash: plan, number: n, to: state, survivors: ["a"], at: Date(), actor: "broker")
+        }
+    }
+
+    @Test("a plan runs once at a time; each committed round replaces its checkpoint and the replaced file is deleted; a finished plan may run again", arguments: Backend.allCases)
+    func checkpoints(_ backend: Backend) async throws {
+        guard let s = try await store(backend) else { return }
+        let plan = unique("plan"), now = Date()
+        let run = PlanRun(planHash: plan, planYAML: "rounds: 2", submitter: "dana", state: .running, submittedAt: now, updatedAt: now)
+        try await s.startPlanRun(run, payload: "{}", actor: "dana")
+        await #expect(throws: LedgerError.self) { try await s.startPlanRun(run, payload: "{}", actor: "dana") }
+
+        let (one, sha1) = file(1), (two, sha2) = file(2)
+        try await round(s, plan, 1)
+        try await s.commitRound(planHash: plan, number: 1, survivors: ["a"], checkpoint: .init(round: 1, contentSHA256: sha1, standardisation: "{}"),
+                                content: one, fence: nil, at: Date(), actor: "broker")
+        try await round(s, plan, 2)
+        // A file that does not hash to the checkpoint's hash is refused, and nothing moves.
+        await #expect(throws: LedgerError.self) {
+            try await s.commitRound(planHash: plan, number: 2, survivors: ["a"], checkpoint: .init(round: 2, contentSHA256: sha1, standardisation: "{}"),
+                                    content: two, fence: nil, at: Date(), actor: "broker")
+        }
+        #expect(try await s.rounds(planHash: plan).last?.state == .evaluating)
+        try await s.commitRound(planHash: plan, number: 2, survivors: ["a"], checkpoint: .init(round: 2, contentSHA256: sha2, standardisation: "{}"),
+                                content: two, fence: nil, at: Date(), actor: "broker")
+        let stored = try #require(try await s.planRuns().first { $0.planHash == plan })
+        #expect(stored.checkpoint == .init(round: 2, contentSHA256: sha2, standardisation: "{}") && stored.state == .running)
+        #expect(try await s.modelContent(sha256: sha1) == nil, "the replaced checkpoint's file is gone")
+        #expect(try await s.modelContent(sha256: sha2) == two)
+
+        try await s.finishPlanRun(planHash: plan, state: .finished, reason: nil, fence: nil, at: Date(), actor: "broker")
+        await #expect(throws: LedgerError.self) { try await s.finishPlanRun(planHash: plan, state: .failed, reason: "x", fence: nil, at: Date(), actor: "broker") }
+        try await s.startPlanRun(run, payload: "{}", actor: "dana")
+        #expect(try await s.planRuns().first { $0.planHash == plan }?.checkpoint == nil)
+        let records = try await s.auditRecords()
+        #expect(AuditVerification.verify(records) == .intact(records: records.count))
+        #expect(records.filter { $0.action == "plan.submit" }.count == 2 && records.contains { $0.action == "plan.finished" })
+    }
+
+    @Test("the lease: one holder at a time, renewed by its holder, taken over only after it lapses with the next term; writes under a lapsed or taken term are refused", arguments: Backend.allCases)
+    func lease(_ backend: Backend) async throws {
+        guard let s = try await store(backend) else { return }
+        let name = unique("lease"), t0 = Date()
+        let a = try #require(try await s.claimLease(name, holder: "broker-a", duration: 10, now: t0))
+        #expect(a.term == 1 && a.holder == "broker-a")
+        #expect(try await s.claimLease(name, holder: "broker-b", duration: 10, now: t0.addingTimeInterval(5)) == nil)
+        let renewed = try #require(try await s.claimLease(name, holder: "broker-a", duration: 10, now: t0.addingTimeInterval(6)))
+        #expect(renewed.term == 1 && renewed.expiresAt == t0.addingTimeInterval(16))
+        #expect(try await s.claimLease(name, holder: "broker-b", duration: 10, now: t0.addingTimeInterval(15)) == nil)
+        let b = try #require(try await s.claimLease(name, holder: "broker-b", duration: 10, now: t0.addingTimeInterval(16.5)))
+        #expect(b.term == 2 && b.holder == "broker-b")
+
+        // broker-a, term 1, tries to commit and to end a plan after the takeover: refused.
+        let plan = unique("plan")
+        try await s.startPlanRun(PlanRun(planHash: plan, planYAML: "x", submitter: "dana", state: .running, submittedAt: t0, updatedAt: t0),
+                                 payload: "{}", actor: "dana")
+        try await round(s, plan, 1)
+        let (bytes, sha) = file(3)
+        let stale = LeaseFence(name: name, holder: "broker-a", term: 1)
+        await #expect(throws: LedgerError.self) {
+            try await s.commitRound(planHash: plan, number: 1, survivors: ["a"], checkpoint: .init(round: 1, contentSHA256: sha, standardisation: "{}"),
+                                    content: bytes, fence: stale, at: t0.addingTimeInterval(17), actor: "broker")
+        }
+        await #expect(throws: LedgerError.self) {
+            try await s.finishPlanRun(planHash: plan, state: .failed, reason: "stale", fence: stale, at: t0.addingTimeInterval(17), actor: "broker")
+        }
+        #expect(try await s.rounds(planHash: plan).first?.state == .evaluating)
+        try await s.commitRound(planHash: plan, number: 1, survivors: ["a"], checkpoint: .init(round: 1, contentSHA256: sha, standardisation: "{}"),
+                                content: bytes, fence: LeaseFence(name: name, holder: "broker-b", term: 2), at: t0.addingTimeInterval(17), actor: "broker")
+        // Given up, it is free at once.
+        try await s.releaseLease(name, holder: "broker-b", now: t0.addingTimeInterval(18))
+        #expect(try await s.claimLease(name, holder: "broker-a", duration: 10, now: t0.addingTimeInterval(18.1))?.term == 3)
+        let changes = try await s.auditRecords().filter { $0.action == "broker.lease" && $0.subject == name }
+        #expect(changes.map(\.actor) == ["broker-a", "broker-b", "broker-a"], "every change of holder is audited, renewals are not")
+    }
+
+    @Test("the lease rule: absent or lapsed leases are taken with the next term, a running one only renewed by its holder")
+    func claimRule() {
+        let now = Date(timeIntervalSince1970: 1000)
+        #expect(BrokerLease.claim(current: nil, holder: "a", now: now, duration: 5) == BrokerLease(holder: "a", term: 1, expiresAt: now + 5))
+        let held = BrokerLease(holder: "a", term: 4, expiresAt: now + 1)
+        #expect(BrokerLease.claim(current: held, holder: "b", now: now, duration: 5) == nil)
+        #expect(BrokerLease.claim(current: held, holder: "a", now: now, duration: 5)?.term == 4)
+        #expect(BrokerLease.claim(current: held, holder: "b", now: now + 1, duration: 5) == BrokerLease(holder: "b", term: 5, expiresAt: now + 6))
+        #expect(BrokerLease.claim(current: held, holder: "a", now: now + 2, duration: 5)?.term == 5, "a lapsed holder starts a new term too")
+    }
+}
