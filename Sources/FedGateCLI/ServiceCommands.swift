@@ -192,6 +192,7 @@ struct GatewayCommand: AsyncParsableCommand {
             settings.brokerHost = c.brokerHost
             settings.brokerPort = c.brokerPort
             settings.standbyBrokers = c.standbyBrokers.map { ($0.host, $0.port) }
+            settings.budgetMetrics = c.metrics != nil
             settings.brokerName = c.brokerName
             settings.learningRate = Float(c.learningRate)
             settings.renewBefore = .seconds(Int64(c.renewBeforeDays * 86_400))

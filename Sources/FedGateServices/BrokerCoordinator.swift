@@ -530,6 +530,14 @@ public actor BrokerCoordinator {
         }
     }
 
+    /// Records how a plan ended; a refusal (a lease taken by another broker, a store gone) is logged,
+    /// since the run is over either way.
+    private func recordEnd(_ hash: String, _ state: PlanRun.State, reason: String) async {
+        do { try await store.finishPlanRun(planHash: hash, state: state, reason: reason, fence: fence, at: Date(), actor: settings.brokerID) } catch {
+            logger.error("could not record the plan's end", metadata: ["plan": "\(hash.prefix(12))", "state": "\(state.rawValue)", "error": "\(error)"])
+        }
+    }
+
     private func roundEnded(_ hash: String, _ outcome: String, participants: Int) {
         metrics.count("fedgate_rounds_total", [("outcome", outcome)])
         if outcome == "committed" { metrics.set("fedgate_round_participants", Double(participants)) }
@@ -580,6 +588,7 @@ public actor BrokerCoordinator {
             let kind = try ModelKind(parsing: plan.model)
             var participants = resume.participants
             var lastCommitted = resume.lastCommitted
+            var prepared: ModelFile?
             for number in stride(from: resume.nextRound, through: plan.rounds, by: 1) {
                 try Task.checkCancellation()
                 let roundDeadline = ContinuousClock.now + .seconds(plan.roundDeadlineSeconds)
@@ -627,7 +636,9 @@ public actor BrokerCoordinator {
                 // Set in place, not through a local copy of the round: a copy alive at aggregation
                 // would share the model file, and so the global model's storage, and make the
                 // in-place update below copy 100 MB (measured with heaptrack).
-                let file = try ModelPayload.modelFile(global!, chunkBytes: chunkBytes)
+                // The file the last commit checkpointed is this round's model: hashed once, not again.
+                let file = try prepared ?? ModelPayload.modelFile(global!, chunkBytes: chunkBytes)
+                prepared = nil
                 let (modelSHA, modelBytes) = (file.sha256, file.bytes)
                 active[hash]!.progress = progress
                 active[hash]!.model = consume file
@@ -721,11 +732,12 @@ public actor BrokerCoordinator {
                 crashPoint("evaluating", number)
                 let reported = weightedAccuracy(progress)
                 // The round commits with the checkpoint a restarted broker (or the standby) resumes from.
-                let checkpoint = try ModelPayload.model(global!)
-                try await durable { try await self.store.commitRound(planHash: hash, number: number, survivors: survivors,
-                                            checkpoint: PlanRun.Checkpoint(round: number, contentSHA256: TransferDigest.hex(checkpoint),
-                                                                           standardisation: try Resume.encode(standardisation!, classes: global!.classCount)),
-                                            content: checkpoint, fence: fence, at: Date(), actor: settings.brokerID) }
+                let next = try ModelPayload.modelFile(global!, chunkBytes: chunkBytes)
+                let checkpoint = PlanRun.Checkpoint(round: number, contentSHA256: next.sha256,
+                                                    standardisation: try Resume.encode(standardisation!, classes: global!.classCount))
+                try await durable { try await self.store.commitRound(planHash: hash, number: number, survivors: survivors, checkpoint: checkpoint,
+                                                                     content: next.contents, fence: fence, at: Date(), actor: settings.brokerID) }
+                prepared = next
                 crashPoint("committed", number)
                 roundEnded(hash, "committed", participants: survivors.count)
                 active.removeValue(forKey: hash)
@@ -759,7 +771,7 @@ public actor BrokerCoordinator {
                         try? await self.abort(hash, number, progress, reason: stopping ? "the broker stopped" : "the plan was cancelled")
                     }
                     if !stopping {
-                        try? await self.store.finishPlanRun(planHash: hash, state: .cancelled, reason: "cancelled", fence: self.fence, at: Date(), actor: self.settings.brokerID)
+                        await self.recordEnd(hash, .cancelled, reason: "cancelled")
                     }
                 }.value
             } else {
@@ -767,7 +779,7 @@ public actor BrokerCoordinator {
                 plans[hash]?.reason = "\(error)"
                 logger.error("plan failed", metadata: ["plan": "\(hash.prefix(12))", "error": "\(error)"])
                 _ = await Task { [reason = "\(error)"] in
-                    try? await self.store.finishPlanRun(planHash: hash, state: .failed, reason: reason, fence: self.fence, at: Date(), actor: self.settings.brokerID)
+                    await self.recordEnd(hash, .failed, reason: reason)
                 }.value
             }
         }

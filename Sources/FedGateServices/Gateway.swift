@@ -38,6 +38,8 @@ public actor Gateway {
         /// Where the renewed certificate and key are written (mode 0600 for the key), if anywhere.
         public var certificateFile: URL?
         public var keyFile: URL?
+        /// Keep `fedgate_epsilon_spent` and `_remaining` up to date (when `/metrics` is served).
+        public var budgetMetrics = false
         /// Tests only: repeatable DP noise for this silo (run seed, silo index), to compare with the simulator.
         @_spi(Testing) public var fixedNoise: (run: UInt64, silo: Int)?
         /// Tests only: drop out of a secure-aggregation round right after sharing keys (the stream
@@ -117,8 +119,30 @@ public actor Gateway {
         credentials = settings.credentials
     }
 
-    /// ε committed on this silo's data set, and what is left of its tightest lifetime or window cap.
+    private var budgetRefresh: Task<Void, Never>?
+    private var budgetDirty = false
+
+    /// ε committed on this silo's data set, and what is left of its tightest lifetime or window cap:
+    /// only when `/metrics` is served, and off the round's path (composing a long ledger is not free;
+    /// the bench saw a tiny round's gateway CPU double when this ran inline).
     private func refreshBudgetMetrics() async {
+        guard settings.budgetMetrics else { return }
+        guard budgetRefresh == nil else { budgetDirty = true; return }
+        budgetRefresh = Task { [weak self] in
+            await self?.computeBudgetMetrics()
+            await self?.budgetRefreshed()
+        }
+    }
+
+    private func budgetRefreshed() async {
+        budgetRefresh = nil
+        if budgetDirty {
+            budgetDirty = false
+            await refreshBudgetMetrics()
+        }
+    }
+
+    private func computeBudgetMetrics() async {
         let dataset = settings.dataset
         guard let budget = try? await governor.ledger.backend.budget(dataset),
               let spent = try? await governor.ledger.spent(dataset: dataset, delta: budget.delta) else { return }

@@ -66,6 +66,15 @@ public struct ModelFile: Sendable {
         sha256 = hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }
 
+    /// The whole file in one array (one copy: for storing it, not for sending it).
+    public var contents: [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(bytes)
+        out.append(contentsOf: head)
+        parameters.withUnsafeBytes { out.append(contentsOf: $0) }
+        return out
+    }
+
     /// The whole file's chunks in order; each is made (one copy of its bytes) only when it is read.
     public var chunks: Chunks { chunks(in: 0..<bytes) }
 
