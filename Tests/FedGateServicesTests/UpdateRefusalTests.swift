@@ -26,7 +26,8 @@ struct UpdateRefusalTests {
         let listeners: [Task<Void, Never>]
     }
 
-    func start(_ consortium: Consortium) async throws -> Harness {
+    /// `deadline`: the round's, in seconds (long where the test must still be in the round on a loaded machine).
+    func start(_ consortium: Consortium, deadline: Int = 10) async throws -> Harness {
         let store = try await consortium.store("broker")
         var settings = BrokerCoordinator.Settings()
         settings.connectWait = .seconds(5)
@@ -65,7 +66,7 @@ struct UpdateRefusalTests {
                 }
             })
         }
-        let text = NetworkedRoundTests.plan(rounds: 1, quorum: 2, deadline: 10)
+        let text = NetworkedRoundTests.plan(rounds: 1, quorum: 2, deadline: deadline)
         let hash = try await coordinator.submit(try TrainingPlan.parse(text, file: "plan.yaml"), text: text, by: "dana")
         #expect(await eventually { tasked.all.count == 3 })
         return Harness(coordinator: coordinator, store: store, hash: hash, dimension: NetworkedRoundTests.data.featureCount + 1,
@@ -84,7 +85,7 @@ struct UpdateRefusalTests {
     @Test("NaN, infinity, a huge norm, a wrong shape and a silo not in the round: each refused, audited with its reason and counted; the round still commits and its model is unchanged")
     func badUpdatesRefusedAndAudited() async throws {
         let consortium = try Consortium()
-        let h = try await start(consortium)
+        let h = try await start(consortium, deadline: 300)
         defer { h.listeners.forEach { $0.cancel() } }
         let d = h.dimension
         let initial = try Network(kind: .logistic, inputs: d - 1, classes: 2, seed: 0).parameters
