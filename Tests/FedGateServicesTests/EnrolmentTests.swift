@@ -6,11 +6,12 @@ import FedGateTransport
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import Logging
 import Testing
 
 @Suite("Enrolment with a one-time token")
 struct EnrolmentTests {
-    @Test("a silo enrols with its token on the enrolment port, then connects with its new certificate; the token works once")
+    @Test("a silo enrols with its token on the enrolment port, then connects with its new certificate; the token works once and is never logged")
     func enrolOnce() async throws {
         let consortium = try Consortium()
         let store = try await consortium.store("broker")
@@ -19,7 +20,7 @@ struct EnrolmentTests {
                                                    createdAt: Date(), expiresAt: Date().addingTimeInterval(3600)), actor: "admin")
         try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: store,
                                    issuer: CertificateIssuer(authority: consortium.ca, days: 7), enrolmentPort: 0,
-                                   logger: consortium.logger) { broker in
+                                   logger: Logger(label: "fedgate.broker.enrolment") { _ in RecordingLogHandler() }) { broker in
             let port = try #require(broker.enrolmentPort)
             let identity = try Identity(id: "clinic-c", role: .silo, region: "eu-west")
             let ca = try consortium.ca.certificatePEM
@@ -46,6 +47,9 @@ struct EnrolmentTests {
             #expect(actions.filter { $0 == "enrolment.redeem" }.count == 1)
             #expect(actions.filter { $0 == "enrolment.refuse" }.count == 2)
             #expect(try await store.auditRecords().allSatisfy { !$0.payload.contains(token) }, "the token is never stored or audited")
+            let logged = RecordingLogHandler.lines.withLock { $0 }
+            #expect(logged.contains { $0.contains("clinic-c") }, "the broker logged the enrolment (at trace level)")
+            #expect(!logged.contains { $0.contains(token) || $0.contains(String(token.prefix(16))) }, "the token is never logged")
 
             // The enrolment port serves nothing else: the broker's RPCs are not there.
             let open = try FedGateTransports.enrolmentClient(host: "127.0.0.1", port: port, serverName: "broker", caPEM: ca)
