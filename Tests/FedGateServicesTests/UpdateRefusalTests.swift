@@ -31,7 +31,7 @@ struct UpdateRefusalTests {
         let store = try await consortium.store("broker")
         var settings = BrokerCoordinator.Settings()
         settings.connectWait = .seconds(5)
-        let coordinator = BrokerCoordinator(settings: settings, store: store, logger: Logger(label: "test.broker"))
+        let coordinator = BrokerCoordinator(settings: settings, store: store, logger: consortium.logger)
         let silos = ["hospital-0", "hospital-1", "hospital-2"]
         let moments = Standardisation.Moments(of: NetworkedRoundTests.data)
         var tokens: [String: UInt64] = [:]
