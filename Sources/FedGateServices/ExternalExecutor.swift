@@ -27,6 +27,23 @@ public struct ExternalExecutor: Sendable {
         public let description: String
     }
 
+    /// Starts `arguments` with `environment` only, stdin from /dev/null, stdout and stderr to `output`.
+    private static func spawn(_ arguments: [String], environment: [String], output: String) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let argv = arguments.map { strdup($0) } + [nil]
+        let envp = environment.map { strdup($0) } + [nil]
+        defer { (argv + envp).forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, arguments[0], &actions, nil, argv, envp)
+        guard rc == 0 else { throw Failure(description: "cannot start \(arguments.dropFirst(6).joined(separator: " ")): \(String(cString: strerror(rc)))") }
+        return pid
+    }
+
     public init(name: String, program: ExecutorProgram) {
         self.name = name
         self.program = program
@@ -48,41 +65,37 @@ public struct ExternalExecutor: Sendable {
         try write("train.csv", Data(train.csv.utf8))
 
         let log = folder.appendingPathComponent("program.log")
-        _ = FileManager.default.createFile(atPath: log.path, contents: nil, attributes: [.posixPermissions: 0o600])
-        let output = try FileHandle(forWritingTo: log)
-        defer { try? output.close() }
-        let process = Process()
-        // The address-space limit is set by the shell that then becomes the program (`exec`); the
-        // command's words are passed as arguments, never parsed by the shell.
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", "ulimit -v \"$1\" || exit 97; shift; exec \"$@\"", "fedgate-executor", "\(program.memoryLimitMB * 1024)"] + program.command
-        process.currentDirectoryURL = folder
-        process.environment = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin", "HOME": folder.path,
-                               "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "FEDGATE_TASK": folder.appendingPathComponent("task.json").path]
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = output
-        process.standardError = output
+        // The working folder and the address-space limit are set by the shell, which then becomes
+        // the program (`exec`); the command's words are passed as arguments, never parsed by it.
+        let arguments = ["/bin/sh", "-c", "cd \"$1\" || exit 96; ulimit -v \"$2\" || exit 97; shift 2; exec \"$@\"", "fedgate-executor",
+                         folder.path, "\(program.memoryLimitMB * 1024)"] + program.command
+        let environment = ["PATH=\(ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin")", "HOME=\(folder.path)",
+                           "LANG=C.UTF-8", "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1", "FEDGATE_TASK=\(folder.appendingPathComponent("task.json").path)"]
         let started = ContinuousClock.now
-        do { try process.run() } catch {
-            throw Failure(description: "executor '\(name)': cannot start \(program.command.joined(separator: " ")): \(error.localizedDescription)")
-        }
-        // The time limit is kept by a timer on a Dispatch queue, not by this task: a busy
-        // cooperative pool must not let a program overrun it.
-        let pid = process.processIdentifier
+        let pid = try Self.spawn(arguments, environment: environment, output: log.path)
+        // The time limit is kept by a timer on a Dispatch queue, and the child is reaped by a thread
+        // of its own with `waitpid`: neither depends on the task pool or on Foundation's SIGCHLD
+        // handling (which, with other children coming and going, was seen not to notice an exit).
         let overran = Overran()
         let watchdog = DispatchWorkItem { overran.set(); kill(pid, SIGKILL) }
         DispatchQueue.global().asyncAfter(deadline: .now() + program.timeLimitSeconds, execute: watchdog)
-        while process.isRunning {
-            if Task.isCancelled { kill(pid, SIGKILL) }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
+        let status = await withTaskCancellationHandler {
+            await withCheckedContinuation { (done: CheckedContinuation<Int32, Never>) in
+                Thread {
+                    var status: Int32 = 0
+                    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+                    done.resume(returning: status)
+                }.start()
+            }
+        } onCancel: { kill(pid, SIGKILL) }
         watchdog.cancel()
         if overran.value {
             throw Failure(description: "executor '\(name)' exceeded its time limit of \(program.timeLimitSeconds) s and was killed")
         }
         let tail = String(((try? String(contentsOf: log, encoding: .utf8)) ?? "").suffix(1500))
-        guard process.terminationReason == .exit, process.terminationStatus == 0 else {
-            let how = process.terminationReason == .exit ? "exited with status \(process.terminationStatus)" : "was killed by signal \(process.terminationStatus)"
+        let signal = status & 0x7f, code = (status >> 8) & 0xff
+        guard signal == 0, code == 0 else {
+            let how = signal == 0 ? "exited with status \(code)" : "was killed by signal \(signal)"
             throw Failure(description: "executor '\(name)' \(how) (memory limit \(program.memoryLimitMB) MiB): \(tail)")
         }
         logger.info("executor finished", metadata: ["executor": "\(name)", "seconds": "\((ContinuousClock.now - started).components.seconds)"])

@@ -147,7 +147,7 @@ struct HighAvailabilityTests {
         #expect(!records.contains { $0.action == "plan.failed" })
     }
 
-    @Test("PostgreSQL restarted (fast shutdown, down 2 s) under a broker in round 3 of 10: the broker waits for it and goes on; every round commits, nothing is lost, the chain verifies")
+    @Test("PostgreSQL restarted (fast shutdown, down 2 s) under a broker in round 3 of 10: the broker waits for it and goes on; every round but the one in flight commits, nothing is lost, the chain verifies")
     func postgresRestartUnderBroker() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
         guard let pg = try PrivatePostgres.make(port: try Self.freePort()) else { return }
@@ -189,11 +189,14 @@ struct HighAvailabilityTests {
         // transaction cut short was retried) and rode it out.
         #expect(broker.output.contains("57P0") || broker.output.contains("connectionError") || broker.output.contains("the store cannot be reached"),
                 "the broker never met the outage: \(broker.output.suffix(2000))")
+        // Round 3 (in flight during the outage) commits, or, if the broker stayed frozen long enough for
+        // the gateways to leave it (a slow `pg_ctl stop` on a loaded machine), aborts; every other commits.
         let rounds = try await store.rounds(planHash: hash)
-        #expect(rounds.map(\.state) == Array(repeating: .committed, count: 10), "\(rounds.map { ($0.number, $0.state) })")
+        #expect(rounds.count == 10 && rounds.allSatisfy { $0.state == .committed || ($0.number == 3 && $0.state == .aborted) },
+                "\(rounds.map { ($0.number, $0.state) })")
         let records = try await store.auditRecords()
         #expect(AuditVerification.verify(records) == .intact(records: records.count))
-        #expect(records.filter { $0.action == "round.committed" && $0.subject == hash }.count == 10)
+        #expect(records.filter { $0.action == "round.committed" && $0.subject == hash }.count == rounds.filter { $0.state == .committed }.count)
         #expect(try await store.modelVersions().contains { $0.planHash == hash && $0.round == 10 })
         #expect(broker.process.isRunning, "the broker rode out the restart")
     }

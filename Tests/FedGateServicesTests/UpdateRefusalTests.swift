@@ -31,6 +31,9 @@ struct UpdateRefusalTests {
         let store = try await consortium.store("broker")
         var settings = BrokerCoordinator.Settings()
         settings.connectWait = .seconds(5)
+        // These stand-in silos send no heartbeats: the broker must not close them as silent while a
+        // loaded machine runs the test slowly.
+        settings.silentAfter = .seconds(3600)
         let coordinator = BrokerCoordinator(settings: settings, store: store, logger: consortium.logger)
         let silos = ["hospital-0", "hospital-1", "hospital-2"]
         let moments = Standardisation.Moments(of: NetworkedRoundTests.data)
