@@ -96,14 +96,18 @@ struct ProcessRoundTests {
 extension ProcessRoundTests.Running {
     /// The port of a `fedgate broker serve` once it says it listens; 0 if not within `seconds`.
     func listeningPort(within seconds: Double) async -> Int {
-        var port = 0
+        func said() -> Int? {
+            guard let line = output.split(separator: "\n").first(where: { $0.contains("listening on") }) else { return nil }
+            return line.split(separator: ":").last.flatMap { Int($0) }
+        }
         let until = Date().addingTimeInterval(seconds)
-        while port == 0, Date() < until, process.isRunning {
-            if let line = output.split(separator: "\n").first(where: { $0.contains("listening on") }),
-               let p = line.split(separator: ":").last.flatMap({ Int($0) }) { port = p }
+        // Read once more after the process ended: a broker may say it listens and exit (a test's
+        // crash point) between two looks.
+        while Date() < until, process.isRunning {
+            if let port = said() { return port }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        return port
+        return said() ?? 0
     }
 }
 
