@@ -103,11 +103,9 @@ public protocol PlanRunBackend: Sendable {
     func releaseLease(_ name: String, holder: String, now: Date) async throws
 }
 
-enum PlanRunJSON {
-    static func fenceRefusal(_ fence: LeaseFence?, _ row: BrokerLease?, now: Date) throws {
-        if let fence { try fence.check(row, now: now) }
-    }
-    static func leasePayload(_ l: BrokerLease) -> String {
+extension BrokerLease {
+    /// The audit payload of a change of holder.
+    static func auditPayload(_ l: BrokerLease) -> String {
         canonicalPayload(["holder": l.holder, "term": l.term, "expires_at": l.expiresAt.timeIntervalSince1970])
     }
 }

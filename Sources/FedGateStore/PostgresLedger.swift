@@ -590,7 +590,7 @@ extension PostgresLedger: PlanRunBackend {
                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, term = excluded.term, expires_at = excluded.expires_at
                     """, logger: logger)
                 if next.term != current?.term {
-                    try await Self.append(conn, actor: holder, action: "broker.lease", subject: name, payload: PlanRunJSON.leasePayload(next),
+                    try await Self.append(conn, actor: holder, action: "broker.lease", subject: name, payload: BrokerLease.auditPayload(next),
                                           at: now, logger: logger)
                 }
                 return next

@@ -410,7 +410,7 @@ extension SQLiteLedger: PlanRunBackend {
         try ModelContent.check(content, checkpoint.contentSHA256)
         let bytes = Data(content)
         try await audited(actor: actor, action: "round.committed", at: at) { db in
-            try PlanRunJSON.fenceRefusal(fence, try Self.lease(db, fence?.name ?? ""), now: at)
+            if let fence { try fence.check(try Self.lease(db, fence.name), now: at) }
             let current = try String.fetchOne(db, sql: "SELECT state FROM rounds WHERE plan_hash = ? AND number = ?", arguments: [planHash, number])
             try RegistryJSON.transition(from: current, to: .committed, planHash: planHash, number: number)
             try db.execute(sql: "UPDATE rounds SET state = 'committed', survivors = ?, updated_at = ? WHERE plan_hash = ? AND number = ?",
@@ -437,7 +437,7 @@ extension SQLiteLedger: PlanRunBackend {
 
     public func finishPlanRun(planHash: String, state: PlanRun.State, reason: String?, fence: LeaseFence?, at: Date, actor: String) async throws {
         try await audited(actor: actor, action: "plan.\(state.rawValue)", at: at) { db in
-            try PlanRunJSON.fenceRefusal(fence, try Self.lease(db, fence?.name ?? ""), now: at)
+            if let fence { try fence.check(try Self.lease(db, fence.name), now: at) }
             try db.execute(sql: "UPDATE plan_runs SET state = ?, reason = ?, updated_at = ? WHERE plan_hash = ? AND state = 'running'",
                            arguments: [state.rawValue, reason, at.timeIntervalSince1970, planHash])
             guard db.changesCount == 1 else { throw LedgerError.storage("plan \(planHash.prefix(12))… is not running here") }
@@ -469,7 +469,7 @@ extension SQLiteLedger: PlanRunBackend {
                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, term = excluded.term, expires_at = excluded.expires_at
                     """, arguments: [name, next.holder, next.term, next.expiresAt.timeIntervalSince1970])
                 if next.term != current?.term {
-                    try Self.append(db, actor: holder, action: "broker.lease", subject: name, payload: PlanRunJSON.leasePayload(next), at: now)
+                    try Self.append(db, actor: holder, action: "broker.lease", subject: name, payload: BrokerLease.auditPayload(next), at: now)
                 }
                 return next
             }
