@@ -752,8 +752,8 @@ public actor BrokerCoordinator {
             if let round = lastCommitted, let model = global, let standardisation {
                 // Resumed with no round left to run: the participants are reconnecting to this broker.
                 let resumed = resume.nextRound > plan.rounds
-                try await evaluateFinal(plan, hash: hash, round: round, model: model, standardisation: standardisation, participants: participants,
-                                        resumed: resumed)
+                try await evaluateFinal(plan, hash: hash, round: round, model: model, file: prepared, standardisation: standardisation,
+                                        participants: participants, resumed: resumed)
             }
             try await durable { try await self.store.finishPlanRun(planHash: hash, state: .finished, reason: nil, fence: fence, at: Date(), actor: settings.brokerID) }
             plans[hash]?.state = .finished
@@ -790,9 +790,10 @@ public actor BrokerCoordinator {
     /// Sends the final model to every silo that took part, waits for their evaluations (at most a
     /// round's deadline), applies the plan's gate and, if it passes, records a registry version with
     /// its lineage and file. The gate's decision is audited either way.
-    private func evaluateFinal(_ plan: TrainingPlan, hash: String, round: Int, model: Network, standardisation: Standardisation,
+    /// `file`: the model's file when the last commit already made it (it is the checkpoint's).
+    private func evaluateFinal(_ plan: TrainingPlan, hash: String, round: Int, model: Network, file prepared: ModelFile?, standardisation: Standardisation,
                                participants: Set<String>, resumed: Bool) async throws {
-        let file = try ModelPayload.modelFile(model, chunkBytes: chunkBytes)
+        let file = try prepared ?? ModelPayload.modelFile(model, chunkBytes: chunkBytes)
         // Right after a restart the participants are still reconnecting: give them the connect wait.
         let until = ContinuousClock.now + (resumed ? settings.connectWait : .zero)
         while !participants.allSatisfy({ sessions[$0] != nil }), ContinuousClock.now < until, !Task.isCancelled {
@@ -850,7 +851,7 @@ public actor BrokerCoordinator {
             ModelVersion(version: 0, planHash: hash, round: round, contentSHA256: file.sha256, participants: participants.sorted(),
                          epsilonPerSilo: Dictionary(uniqueKeysWithValues: summary.silos.map { ($0.silo, $0.epsilonSpent) }),
                          metrics: metrics, parent: versions.last?.version, createdAt: Date()),
-            content: try ModelPayload.model(model), actor: settings.brokerID) }
+            content: file.contents, actor: settings.brokerID) }
         plans[hash]?.modelVersion = version
         logger.info("model version recorded", metadata: ["plan": "\(hash.prefix(12))", "version": "\(version)", "accuracy": "\(accuracy)"])
     }
