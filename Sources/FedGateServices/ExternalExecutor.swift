@@ -3,7 +3,6 @@ import FedGatePolicy
 import FedGateTensors
 import Foundation
 import Logging
-import Synchronization
 
 /// Runs a silo's own training program for one round. The gateway writes the global model
 /// (`model.safetensors`), the task (`task.json`) and the plan's columns of its training rows,
@@ -73,23 +72,29 @@ public struct ExternalExecutor: Sendable {
                            "LANG=C.UTF-8", "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1", "FEDGATE_TASK=\(folder.appendingPathComponent("task.json").path)"]
         let started = ContinuousClock.now
         let pid = try Self.spawn(arguments, environment: environment, output: log.path)
-        // The time limit is kept by a timer on a Dispatch queue, and the child is reaped by a thread
-        // of its own with `waitpid`: neither depends on the task pool or on Foundation's SIGCHLD
-        // handling (which, with other children coming and going, was seen not to notice an exit).
-        let overran = Overran()
-        let watchdog = DispatchWorkItem { overran.set(); kill(pid, SIGKILL) }
-        DispatchQueue.global().asyncAfter(deadline: .now() + program.timeLimitSeconds, execute: watchdog)
-        let status = await withTaskCancellationHandler {
-            await withCheckedContinuation { (done: CheckedContinuation<Int32, Never>) in
+        // A thread of its own keeps the time limit and reaps the child with `waitpid`: neither the
+        // task pool nor Dispatch nor Foundation's SIGCHLD handling (each seen stalled for a minute
+        // under a loaded test run) decides when a program is killed or whether it overran.
+        let limit = program.timeLimitSeconds
+        let (status, overran) = await withTaskCancellationHandler {
+            await withCheckedContinuation { (done: CheckedContinuation<(Int32, Bool), Never>) in
                 Thread {
+                    let deadline = Date().addingTimeInterval(limit)
                     var status: Int32 = 0
-                    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-                    done.resume(returning: status)
+                    while true {
+                        let reaped = waitpid(pid, &status, WNOHANG)
+                        if reaped == pid || (reaped < 0 && errno != EINTR) { return done.resume(returning: (status, false)) }
+                        if Date() >= deadline {
+                            kill(pid, SIGKILL)
+                            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+                            return done.resume(returning: (status, true))
+                        }
+                        usleep(10_000)
+                    }
                 }.start()
             }
         } onCancel: { kill(pid, SIGKILL) }
-        watchdog.cancel()
-        if overran.value {
+        if overran {
             throw Failure(description: "executor '\(name)' exceeded its time limit of \(program.timeLimitSeconds) s and was killed")
         }
         let tail = String(((try? String(contentsOf: log, encoding: .utf8)) ?? "").suffix(1500))
@@ -124,11 +129,4 @@ public struct ExternalExecutor: Sendable {
         }
         return Output(delta: delta, examples: Int(examples), metrics: metrics)
     }
-}
-
-/// Set once by the time-limit timer.
-private final class Overran: Sendable {
-    private let flag = Mutex(false)
-    func set() { flag.withLock { $0 = true } }
-    var value: Bool { flag.withLock { $0 } }
 }
