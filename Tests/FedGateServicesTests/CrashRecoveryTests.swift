@@ -36,14 +36,10 @@ struct CrashRecoveryTests {
             gateways.append(try .init(["gateway", "run", "--config", config.path], log: consortium.file("hospital-\(i).log")))
         }
         await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
-
-        _ = try consortium.credentials("dana", .dataScientist)
         try text.write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
         let hash = try TrainingPlan.parse(text, file: "plan.yaml").contentHash
         // The submitting command may see the broker die under it (the first crash can come before it returns).
-        _ = try await processes.fedgate(["plan", "submit", consortium.file("plan.yaml").path, "--broker", "127.0.0.1:\(port)",
-                                         "--cert", consortium.file("dana.pem").path, "--key", consortium.file("dana.key").path,
-                                         "--ca", consortium.file("ca.pem").path], consortium, log: "submit.log", within: 60)
+        _ = try await processes.fedgate(["plan", "submit", consortium.file("plan.yaml").path] + processes.scientist(consortium, port: port), consortium, log: "submit.log", within: 60)
         for (i, crash) in crashes.enumerated() {
             let status = await broker.exit(within: 90)
             try #require(status != nil, "the broker did not reach \(crash): \(broker.output.suffix(2000))")
@@ -135,9 +131,7 @@ struct CrashRecoveryTests {
         defer { gateways.forEach { $0.signal(SIGKILL) } }
         func connections() -> Int { broker.output.components(separatedBy: "gateway connected").count - 1 }
         await eventually { connections() >= 3 }
-        _ = try consortium.credentials("dana", .dataScientist)
-        let client = ["--broker", "127.0.0.1:\(port)", "--cert", consortium.file("dana.pem").path, "--key", consortium.file("dana.key").path,
-                      "--ca", consortium.file("ca.pem").path]
+        let client = try processes.scientist(consortium, port: port)
         let store = try SQLiteLedger(path: consortium.file("broker.sqlite").path)
         let ledger = try SQLiteLedger(path: consortium.file("hospital-2.sqlite").path)
         func run(_ text: String, log: String) async throws -> String {

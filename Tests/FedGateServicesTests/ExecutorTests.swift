@@ -114,9 +114,7 @@ struct ExecutorTests {
                                       environment: ["TMPDIR": temporary.path]))
         }
         await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
-        _ = try consortium.credentials("dana", .dataScientist)
-        let client = ["--broker", "127.0.0.1:\(port)", "--cert", consortium.file("dana.pem").path, "--key", consortium.file("dana.key").path,
-                      "--ca", consortium.file("ca.pem").path]
+        let client = try processes.scientist(consortium, port: port)
         // Noise on a whole update is costly: σ = 4 (counted as 2) keeps two rounds under the per-plan cap of 5.
         let text = NetworkedRoundTests.plan(rounds: 2, quorum: 3, deadline: 60, executor: "numpy")
             .replacingOccurrences(of: "noise_multiplier: 2.34", with: "noise_multiplier: 4.0")

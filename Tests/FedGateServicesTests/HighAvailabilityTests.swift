@@ -69,16 +69,12 @@ struct HighAvailabilityTests {
         var pair = Pair(consortium: consortium, leader: leader, port: port, standby: standby, standbyPort: standbyPort, gateways: gateways,
                         hash: "", store: store, url: url)
         await eventually { leader.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
-
-        _ = try consortium.credentials("dana", .dataScientist)
         let text = NetworkedRoundTests.plan(rounds: 6, quorum: 3, deadline: 30)
         try text.write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
         let hash = try TrainingPlan.parse(text, file: "plan.yaml").contentHash
         pair = Pair(consortium: consortium, leader: leader, port: port, standby: standby, standbyPort: standbyPort, gateways: gateways,
                     hash: hash, store: store, url: url)
-        let submitted = try await processes.fedgate(["plan", "submit", consortium.file("plan.yaml").path, "--broker", "127.0.0.1:\(port)",
-                                                     "--cert", consortium.file("dana.pem").path, "--key", consortium.file("dana.key").path,
-                                                     "--ca", consortium.file("ca.pem").path], consortium, log: "submit.log")
+        let submitted = try await processes.fedgate(["plan", "submit", consortium.file("plan.yaml").path] + processes.scientist(consortium, port: port), consortium, log: "submit.log")
         #expect(submitted.status == 0, "\(submitted.output)")
         let reached = await eventually(seconds: 120, every: .milliseconds(5)) { leader.output.contains("test \(stop == "stop" ? "pause" : "crash") point reached") }
         if !reached { pair.stop() }
@@ -165,13 +161,10 @@ struct HighAvailabilityTests {
             gateways.append(try .init(["gateway", "run", "--config", config.path], log: consortium.file("hospital-\(i).log")))
         }
         await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
-        _ = try consortium.credentials("dana", .dataScientist)
         let text = NetworkedRoundTests.plan(rounds: 10, quorum: 3, deadline: 60)
         try text.write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
         let hash = try TrainingPlan.parse(text, file: "plan.yaml").contentHash
-        _ = try await processes.fedgate(["plan", "submit", consortium.file("plan.yaml").path, "--broker", "127.0.0.1:\(port)",
-                                         "--cert", consortium.file("dana.pem").path, "--key", consortium.file("dana.key").path,
-                                         "--ca", consortium.file("ca.pem").path], consortium, log: "submit.log")
+        _ = try await processes.fedgate(["plan", "submit", consortium.file("plan.yaml").path] + processes.scientist(consortium, port: port), consortium, log: "submit.log")
         let store = try PostgresLedger(url: pg.url)
         defer { store.shutdown() }
         let reached = await eventually(seconds: 120, every: .milliseconds(5)) { broker.output.contains("test pause point reached") }

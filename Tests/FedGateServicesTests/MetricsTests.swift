@@ -55,8 +55,9 @@ struct MetricsTests {
         process.standardOutput = pipe
         process.standardError = Pipe()
         try process.run()
+        // Everything curl says has arrived at end of file; not waiting for its exit on the test's
+        // thread (Foundation was seen to notice exits late under load, blocking the task pool).
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
         let text = String(decoding: data, as: UTF8.self)
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
@@ -102,11 +103,8 @@ struct MetricsTests {
             gateways.append(try .init(["gateway", "run", "--config", config.path], log: consortium.file("hospital-\(i).log")))
         }
         await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
-
-        _ = try consortium.credentials("dana", .dataScientist)
         _ = try consortium.credentials("prometheus", .monitor)
-        let client = ["--broker", "127.0.0.1:\(port)", "--cert", consortium.file("dana.pem").path, "--key", consortium.file("dana.key").path,
-                      "--ca", consortium.file("ca.pem").path]
+        let client = try processes.scientist(consortium, port: port)
         try NetworkedRoundTests.plan(rounds: 1, quorum: 3, deadline: 20, purpose: "marketing")
             .write(to: consortium.file("refused.yaml"), atomically: true, encoding: .utf8)
         _ = try await processes.fedgate(["plan", "submit", consortium.file("refused.yaml").path] + client, consortium, log: "submit-1.log")

@@ -36,16 +36,12 @@ struct NetworkFaultTests {
         }
         func connections() -> Int { broker.output.components(separatedBy: "gateway connected").count - 1 }
         await eventually { connections() >= 3 }
-
-        _ = try consortium.credentials("dana", .dataScientist)
         let deadline = 6.0
         let text = NetworkedRoundTests.plan(rounds: 6, quorum: 3, deadline: Int(deadline))
         try text.write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
         let hash = try TrainingPlan.parse(text, file: "plan.yaml").contentHash
         let started = Date()
-        _ = try await processes.fedgate(["plan", "submit", consortium.file("plan.yaml").path, "--broker", "127.0.0.1:\(port)",
-                                         "--cert", consortium.file("dana.pem").path, "--key", consortium.file("dana.key").path,
-                                         "--ca", consortium.file("ca.pem").path], consortium, log: "submit.log")
+        _ = try await processes.fedgate(["plan", "submit", consortium.file("plan.yaml").path] + processes.scientist(consortium, port: port), consortium, log: "submit.log")
         let store = try SQLiteLedger(path: consortium.file("broker.sqlite").path)
         func round(_ n: Int) async -> RoundRecord? { try? await store.rounds(planHash: hash).first { $0.number == n } }
 

@@ -113,6 +113,13 @@ extension ProcessRoundTests.Running {
 
 extension ProcessRoundTests {
 
+    /// A data scientist's certificate (dana's, issued here) as the `fedgate` client options for the broker on `port`.
+    func scientist(_ consortium: Consortium, port: Int) throws -> [String] {
+        _ = try consortium.credentials("dana", .dataScientist)
+        return ["--broker", "127.0.0.1:\(port)", "--cert", consortium.file("dana.pem").path, "--key", consortium.file("dana.key").path,
+                "--ca", consortium.file("ca.pem").path]
+    }
+
     /// Runs one `fedgate` command to its end: its exit status and output.
     func fedgate(_ arguments: [String], _ consortium: Consortium, log: String, within seconds: Double = 120) async throws -> (status: Int32?, output: String) {
         let run = try Running(arguments, log: consortium.file(log))
@@ -139,10 +146,7 @@ extension ProcessRoundTests {
                                         environment: ["FEDGATE_TESTING_FIXED_NOISE": "1:\(i)"]))
         }
         await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
-
-        _ = try consortium.credentials("dana", .dataScientist)
-        let client = ["--broker", "127.0.0.1:\(port)", "--cert", consortium.file("dana.pem").path, "--key", consortium.file("dana.key").path,
-                      "--ca", consortium.file("ca.pem").path]
+        let client = try scientist(consortium, port: port)
         try NetworkedRoundTests.plan(rounds: 10, quorum: 3, evaluation: "{ min_accuracy: 0.9 }")
             .write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
         let submitted = try await fedgate(["plan", "submit", consortium.file("plan.yaml").path] + client, consortium, log: "submit.log")
