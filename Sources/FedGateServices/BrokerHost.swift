@@ -27,7 +27,7 @@ public struct BrokerHandle: Sendable {
 public struct BrokerLeaseSettings: Sendable {
     public var name = "broker"
     /// This broker process's name in the lease: a restart under the same name takes its lease back
-    /// at once; another name waits for it to lapse.
+    /// at once (with a new term); another name waits for it to lapse.
     public var holder: String
     /// How long a lease lasts without renewal (renewed every third of it).
     public var duration: Duration = .seconds(10)
@@ -49,7 +49,7 @@ public enum BrokerHost {
         while true {
             try Task.checkCancellation()
             do {
-                if let held = try await store.claimLease(lease.name, holder: lease.holder, duration: lease.duration.seconds, now: Date()) {
+                if let held = try await store.claimLease(lease.name, holder: lease.holder, duration: lease.duration.seconds, now: Date(), renewing: nil) {
                     logger.notice("holding the broker lease", metadata: ["holder": "\(held.holder)", "term": "\(held.term)"])
                     return held
                 }
@@ -61,15 +61,16 @@ public enum BrokerHost {
         }
     }
 
-    /// Renews the lease every third of its duration; throws `LeaseLost` when another broker has it
-    /// or when it could not be renewed before it lapsed.
+    /// Renews the lease every third of its duration; throws `LeaseLost` once another broker took it,
+    /// or when the store stayed unreachable until it lapsed. A lapse nobody used (this process was
+    /// frozen or slow, and no standby claimed the lease) is renewed under the same term.
     static func keep(_ lease: BrokerLeaseSettings, _ held: BrokerLease, store: any BrokerStore, logger: Logger) async throws {
         var expires = held.expiresAt
         while true {
             try await Task.sleep(for: lease.duration / 3)
             do {
-                guard let renewed = try await store.claimLease(lease.name, holder: lease.holder, duration: lease.duration.seconds, now: Date()),
-                      renewed.term == held.term else {
+                guard let renewed = try await store.claimLease(lease.name, holder: lease.holder, duration: lease.duration.seconds, now: Date(),
+                                                               renewing: held.term) else {
                     throw LeaseLost(description: "another broker took the '\(lease.name)' lease; this one stops serving")
                 }
                 expires = renewed.expiresAt

@@ -53,19 +53,30 @@ public struct BrokerLease: Sendable, Equatable {
         self.expiresAt = expiresAt
     }
 
-    /// What `holder` asking for the lease at `now` for `duration` gets, given the current row: the
-    /// lease renewed (same holder, same term), taken over (expired or absent: next term), or nil
-    /// while another holder's lease runs.
-    public static func claim(current: BrokerLease?, holder: String, now: Date, duration: TimeInterval) -> BrokerLease? {
+    /// What `holder` asking for the lease at `now` for `duration` gets, given the current row.
+    ///
+    /// Renewing (`renewing`: the term held): the same term with a new expiry while the row still
+    /// names this holder and term, even when it lapsed meanwhile (a frozen or slow broker nobody
+    /// replaced keeps its lease: a takeover would have moved the term); nil once it moved.
+    ///
+    /// Claiming afresh: absent → term 1; lapsed, or still this holder's (a restart under the same
+    /// name) → the next term, so whatever an earlier process of the same name writes is fenced out;
+    /// nil while another holder's lease runs.
+    public static func claim(current: BrokerLease?, holder: String, now: Date, duration: TimeInterval, renewing term: Int? = nil) -> BrokerLease? {
         let expiry = now.addingTimeInterval(duration)
+        if let term {
+            guard let current, current.holder == holder, current.term == term else { return nil }
+            return BrokerLease(holder: holder, term: term, expiresAt: expiry)
+        }
         guard let current else { return BrokerLease(holder: holder, term: 1, expiresAt: expiry) }
-        if current.holder == holder, current.expiresAt > now { return BrokerLease(holder: holder, term: current.term, expiresAt: expiry) }
-        if current.expiresAt <= now { return BrokerLease(holder: holder, term: current.term + 1, expiresAt: expiry) }
+        if current.holder == holder || current.expiresAt <= now { return BrokerLease(holder: holder, term: current.term + 1, expiresAt: expiry) }
         return nil
     }
 }
 
-/// The lease a write is made under: refused unless `holder` still holds term `term`.
+/// The lease a write is made under: refused once the row names another holder or term. Expiry is
+/// not checked: it only decides who may claim; a term nobody took over is still the only leader
+/// (the check reads the row locked, so it is ordered with every claim).
 public struct LeaseFence: Sendable, Equatable {
     public let name: String
     public let holder: String
@@ -76,8 +87,8 @@ public struct LeaseFence: Sendable, Equatable {
         self.term = term
     }
 
-    func check(_ current: BrokerLease?, now: Date) throws {
-        guard let current, current.holder == holder, current.term == term, current.expiresAt > now else {
+    func check(_ current: BrokerLease?) throws {
+        guard let current, current.holder == holder, current.term == term else {
             let who = current.map { "\($0.holder) (term \($0.term))" } ?? "nobody"
             throw LedgerError.storage("the '\(name)' lease of term \(term) is no longer \(holder)'s (now held by \(who)); nothing written")
         }
@@ -96,9 +107,10 @@ public protocol PlanRunBackend: Sendable {
     /// Ends a running plan (audited as `plan.<state>`), under `fence` when given.
     func finishPlanRun(planHash: String, state: PlanRun.State, reason: String?, fence: LeaseFence?, at: Date, actor: String) async throws
     func planRuns() async throws -> [PlanRun]
-    /// Takes or renews the named lease (see `BrokerLease.claim`); nil while another holder's runs.
-    /// A change of holder is audited (`broker.lease`).
-    func claimLease(_ name: String, holder: String, duration: TimeInterval, now: Date) async throws -> BrokerLease?
+    /// Takes the named lease, or renews term `renewing` of it (see `BrokerLease.claim`); nil while
+    /// another holder's runs or once the renewed term has moved on. Every new term is audited
+    /// (`broker.lease`); renewals are not.
+    func claimLease(_ name: String, holder: String, duration: TimeInterval, now: Date, renewing: Int?) async throws -> BrokerLease?
     /// Gives the lease up (it expires at once) if `holder` has it.
     func releaseLease(_ name: String, holder: String, now: Date) async throws
 }

@@ -517,7 +517,7 @@ extension PostgresLedger: PlanRunBackend {
         try ModelContent.check(content, checkpoint.contentSHA256)
         let sha = checkpoint.contentSHA256.lowercased()
         try await audited(actor: actor, action: "round.committed", at: at) { conn in
-            if let fence { try fence.check(try await Self.lease(conn, fence.name, logger: logger), now: at) }
+            if let fence { try fence.check(try await Self.lease(conn, fence.name, logger: logger)) }
             var current: String?
             for try await s in try await conn.query("SELECT state FROM rounds WHERE plan_hash = \(planHash) AND number = \(number) FOR UPDATE", logger: logger)
                 .decode(String.self) { current = s }
@@ -551,7 +551,7 @@ extension PostgresLedger: PlanRunBackend {
 
     public func finishPlanRun(planHash: String, state: PlanRun.State, reason: String?, fence: LeaseFence?, at: Date, actor: String) async throws {
         try await audited(actor: actor, action: "plan.\(state.rawValue)", at: at) { conn in
-            if let fence { try fence.check(try await Self.lease(conn, fence.name, logger: logger), now: at) }
+            if let fence { try fence.check(try await Self.lease(conn, fence.name, logger: logger)) }
             var updated = 0
             for try await n in try await conn.query("""
                 UPDATE plan_runs SET state = \(state.rawValue), reason = \(reason), updated_at = \(at.timeIntervalSince1970)
@@ -578,13 +578,13 @@ extension PostgresLedger: PlanRunBackend {
         }
     }
 
-    public func claimLease(_ name: String, holder: String, duration: TimeInterval, now: Date) async throws -> BrokerLease? {
+    public func claimLease(_ name: String, holder: String, duration: TimeInterval, now: Date, renewing: Int?) async throws -> BrokerLease? {
         try await wrap {
             try await client.withTransaction(logger: logger) { conn in
                 // Claims of any lease queue here, so two brokers never both see it free.
                 try await conn.query("SELECT pg_advisory_xact_lock(7415)", logger: logger)
                 let current = try await Self.lease(conn, name, logger: logger)
-                guard let next = BrokerLease.claim(current: current, holder: holder, now: now, duration: duration) else { return nil }
+                guard let next = BrokerLease.claim(current: current, holder: holder, now: now, duration: duration, renewing: renewing) else { return nil }
                 try await conn.query("""
                     INSERT INTO broker_lease (name, holder, term, expires_at) VALUES (\(name), \(next.holder), \(next.term), \(next.expiresAt.timeIntervalSince1970))
                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, term = excluded.term, expires_at = excluded.expires_at

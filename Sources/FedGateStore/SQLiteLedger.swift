@@ -410,7 +410,7 @@ extension SQLiteLedger: PlanRunBackend {
         try ModelContent.check(content, checkpoint.contentSHA256)
         let bytes = Data(content)
         try await audited(actor: actor, action: "round.committed", at: at) { db in
-            if let fence { try fence.check(try Self.lease(db, fence.name), now: at) }
+            if let fence { try fence.check(try Self.lease(db, fence.name)) }
             let current = try String.fetchOne(db, sql: "SELECT state FROM rounds WHERE plan_hash = ? AND number = ?", arguments: [planHash, number])
             try RegistryJSON.transition(from: current, to: .committed, planHash: planHash, number: number)
             try db.execute(sql: "UPDATE rounds SET state = 'committed', survivors = ?, updated_at = ? WHERE plan_hash = ? AND number = ?",
@@ -437,7 +437,7 @@ extension SQLiteLedger: PlanRunBackend {
 
     public func finishPlanRun(planHash: String, state: PlanRun.State, reason: String?, fence: LeaseFence?, at: Date, actor: String) async throws {
         try await audited(actor: actor, action: "plan.\(state.rawValue)", at: at) { db in
-            if let fence { try fence.check(try Self.lease(db, fence.name), now: at) }
+            if let fence { try fence.check(try Self.lease(db, fence.name)) }
             try db.execute(sql: "UPDATE plan_runs SET state = ?, reason = ?, updated_at = ? WHERE plan_hash = ? AND state = 'running'",
                            arguments: [state.rawValue, reason, at.timeIntervalSince1970, planHash])
             guard db.changesCount == 1 else { throw LedgerError.storage("plan \(planHash.prefix(12))… is not running here") }
@@ -459,11 +459,11 @@ extension SQLiteLedger: PlanRunBackend {
         }
     }
 
-    public func claimLease(_ name: String, holder: String, duration: TimeInterval, now: Date) async throws -> BrokerLease? {
+    public func claimLease(_ name: String, holder: String, duration: TimeInterval, now: Date, renewing: Int?) async throws -> BrokerLease? {
         try await wrap {
             try await pool.write { db in
                 let current = try Self.lease(db, name)
-                guard let next = BrokerLease.claim(current: current, holder: holder, now: now, duration: duration) else { return nil }
+                guard let next = BrokerLease.claim(current: current, holder: holder, now: now, duration: duration, renewing: renewing) else { return nil }
                 try db.execute(sql: """
                     INSERT INTO broker_lease (name, holder, term, expires_at) VALUES (?, ?, ?, ?)
                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, term = excluded.term, expires_at = excluded.expires_at

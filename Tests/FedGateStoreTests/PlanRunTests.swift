@@ -58,51 +58,69 @@ struct PlanRunTests {
         #expect(records.filter { $0.action == "plan.submit" }.count == 2 && records.contains { $0.action == "plan.finished" })
     }
 
-    @Test("the lease: one holder at a time, renewed by its holder, taken over only after it lapses with the next term; writes under a lapsed or taken term are refused", arguments: Backend.allCases)
+    @Test("the lease: one holder at a time, renewed by its holder (even past a lapse nobody used), taken over only after it lapses with the next term; writes under a taken term are refused, under a lapsed one nobody took are not", arguments: Backend.allCases)
     func lease(_ backend: Backend) async throws {
         guard let s = try await store(backend) else { return }
         let name = unique("lease"), t0 = Date()
-        let a = try #require(try await s.claimLease(name, holder: "broker-a", duration: 10, now: t0))
+        let a = try #require(try await s.claimLease(name, holder: "broker-a", duration: 10, now: t0, renewing: nil))
         #expect(a.term == 1 && a.holder == "broker-a")
-        #expect(try await s.claimLease(name, holder: "broker-b", duration: 10, now: t0.addingTimeInterval(5)) == nil)
-        let renewed = try #require(try await s.claimLease(name, holder: "broker-a", duration: 10, now: t0.addingTimeInterval(6)))
+        #expect(try await s.claimLease(name, holder: "broker-b", duration: 10, now: t0.addingTimeInterval(5), renewing: nil) == nil)
+        let renewed = try #require(try await s.claimLease(name, holder: "broker-a", duration: 10, now: t0.addingTimeInterval(6), renewing: 1))
         #expect(renewed.term == 1 && renewed.expiresAt == t0.addingTimeInterval(16))
-        #expect(try await s.claimLease(name, holder: "broker-b", duration: 10, now: t0.addingTimeInterval(15)) == nil)
-        let b = try #require(try await s.claimLease(name, holder: "broker-b", duration: 10, now: t0.addingTimeInterval(16.5)))
-        #expect(b.term == 2 && b.holder == "broker-b")
-
-        // broker-a, term 1, tries to commit and to end a plan after the takeover: refused.
+        // broker-a was frozen past its expiry, but nobody took the lease: renewing keeps term 1.
+        let late = try #require(try await s.claimLease(name, holder: "broker-a", duration: 10, now: t0.addingTimeInterval(20), renewing: 1))
+        #expect(late.term == 1 && late.expiresAt == t0.addingTimeInterval(30))
+        #expect(try await s.claimLease(name, holder: "broker-b", duration: 10, now: t0.addingTimeInterval(29), renewing: nil) == nil)
+        // Lapsed at 30 and nobody took it yet: broker-a is still the only leader and may write.
         let plan = unique("plan")
         try await s.startPlanRun(PlanRun(planHash: plan, planYAML: "x", submitter: "dana", state: .running, submittedAt: t0, updatedAt: t0),
                                  payload: "{}", actor: "dana")
         try await round(s, plan, 1)
+        let (first, firstSHA) = file(2)
+        try await s.commitRound(planHash: plan, number: 1, survivors: ["a"], checkpoint: .init(round: 1, contentSHA256: firstSHA, standardisation: "{}"),
+                                content: first, fence: LeaseFence(name: name, holder: "broker-a", term: 1), at: t0.addingTimeInterval(30.2), actor: "broker")
+        let b = try #require(try await s.claimLease(name, holder: "broker-b", duration: 10, now: t0.addingTimeInterval(30.5), renewing: nil))
+        #expect(b.term == 2 && b.holder == "broker-b")
+        #expect(try await s.claimLease(name, holder: "broker-a", duration: 10, now: t0.addingTimeInterval(31), renewing: 1) == nil,
+                "a term once taken over cannot be renewed")
+
+        // broker-a, term 1, tries to commit and to end a plan after the takeover: refused.
+        try await round(s, plan, 2)
         let (bytes, sha) = file(3)
         let stale = LeaseFence(name: name, holder: "broker-a", term: 1)
         await #expect(throws: LedgerError.self) {
-            try await s.commitRound(planHash: plan, number: 1, survivors: ["a"], checkpoint: .init(round: 1, contentSHA256: sha, standardisation: "{}"),
-                                    content: bytes, fence: stale, at: t0.addingTimeInterval(17), actor: "broker")
+            try await s.commitRound(planHash: plan, number: 2, survivors: ["a"], checkpoint: .init(round: 2, contentSHA256: sha, standardisation: "{}"),
+                                    content: bytes, fence: stale, at: t0.addingTimeInterval(31), actor: "broker")
         }
         await #expect(throws: LedgerError.self) {
-            try await s.finishPlanRun(planHash: plan, state: .failed, reason: "stale", fence: stale, at: t0.addingTimeInterval(17), actor: "broker")
+            try await s.finishPlanRun(planHash: plan, state: .failed, reason: "stale", fence: stale, at: t0.addingTimeInterval(31), actor: "broker")
         }
-        #expect(try await s.rounds(planHash: plan).first?.state == .evaluating)
-        try await s.commitRound(planHash: plan, number: 1, survivors: ["a"], checkpoint: .init(round: 1, contentSHA256: sha, standardisation: "{}"),
-                                content: bytes, fence: LeaseFence(name: name, holder: "broker-b", term: 2), at: t0.addingTimeInterval(17), actor: "broker")
+        #expect(try await s.rounds(planHash: plan).first { $0.number == 2 }?.state == .evaluating)
+        try await s.commitRound(planHash: plan, number: 2, survivors: ["a"], checkpoint: .init(round: 2, contentSHA256: sha, standardisation: "{}"),
+                                content: bytes, fence: LeaseFence(name: name, holder: "broker-b", term: 2), at: t0.addingTimeInterval(31), actor: "broker")
         // Given up, it is free at once.
-        try await s.releaseLease(name, holder: "broker-b", now: t0.addingTimeInterval(18))
-        #expect(try await s.claimLease(name, holder: "broker-a", duration: 10, now: t0.addingTimeInterval(18.1))?.term == 3)
+        try await s.releaseLease(name, holder: "broker-b", now: t0.addingTimeInterval(32))
+        #expect(try await s.claimLease(name, holder: "broker-a", duration: 10, now: t0.addingTimeInterval(32.1), renewing: nil)?.term == 3)
+        // A restart under the same name takes its running lease at once, with a new term.
+        #expect(try await s.claimLease(name, holder: "broker-a", duration: 10, now: t0.addingTimeInterval(33), renewing: nil)?.term == 4)
         let changes = try await s.auditRecords().filter { $0.action == "broker.lease" && $0.subject == name }
-        #expect(changes.map(\.actor) == ["broker-a", "broker-b", "broker-a"], "every change of holder is audited, renewals are not")
+        #expect(changes.map(\.actor) == ["broker-a", "broker-b", "broker-a", "broker-a"], "every new term is audited, renewals are not")
     }
 
-    @Test("the lease rule: absent or lapsed leases are taken with the next term, a running one only renewed by its holder")
+    @Test("the lease rule: absent or lapsed leases are taken with the next term, a running one only by its holder; renewal holds while the term has not moved")
     func claimRule() {
         let now = Date(timeIntervalSince1970: 1000)
         #expect(BrokerLease.claim(current: nil, holder: "a", now: now, duration: 5) == BrokerLease(holder: "a", term: 1, expiresAt: now + 5))
         let held = BrokerLease(holder: "a", term: 4, expiresAt: now + 1)
         #expect(BrokerLease.claim(current: held, holder: "b", now: now, duration: 5) == nil)
-        #expect(BrokerLease.claim(current: held, holder: "a", now: now, duration: 5)?.term == 4)
+        #expect(BrokerLease.claim(current: held, holder: "a", now: now, duration: 5, renewing: 4) == BrokerLease(holder: "a", term: 4, expiresAt: now + 5))
+        #expect(BrokerLease.claim(current: held, holder: "a", now: now + 60, duration: 5, renewing: 4) == BrokerLease(holder: "a", term: 4, expiresAt: now + 65),
+                "a lapse nobody used does not cost the holder its term")
+        #expect(BrokerLease.claim(current: held, holder: "a", now: now, duration: 5, renewing: 3) == nil, "an older term is not renewed")
+        #expect(BrokerLease.claim(current: held, holder: "b", now: now, duration: 5, renewing: 4) == nil, "nor another holder's")
+        #expect(BrokerLease.claim(current: nil, holder: "a", now: now, duration: 5, renewing: 4) == nil)
+        #expect(BrokerLease.claim(current: held, holder: "a", now: now, duration: 5)?.term == 5, "a restart under the same name starts a new term")
         #expect(BrokerLease.claim(current: held, holder: "b", now: now + 1, duration: 5) == BrokerLease(holder: "b", term: 5, expiresAt: now + 6))
-        #expect(BrokerLease.claim(current: held, holder: "a", now: now + 2, duration: 5)?.term == 5, "a lapsed holder starts a new term too")
+        #expect(BrokerLease.claim(current: held, holder: "a", now: now + 2, duration: 5)?.term == 5, "a lapsed holder claiming afresh starts a new term too")
     }
 }
