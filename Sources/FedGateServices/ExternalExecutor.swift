@@ -70,40 +70,44 @@ public struct ExternalExecutor: Sendable {
                          folder.path, "\(program.memoryLimitMB * 1024)"] + program.command
         let environment = ["PATH=\(ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin")", "HOME=\(folder.path)",
                            "LANG=C.UTF-8", "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1", "FEDGATE_TASK=\(folder.appendingPathComponent("task.json").path)"]
-        let started = ContinuousClock.now
+        let spawned = Date()
         let pid = try Self.spawn(arguments, environment: environment, output: log.path)
-        // A thread of its own keeps the time limit and reaps the child with `waitpid`: neither the
-        // task pool nor Dispatch nor Foundation's SIGCHLD handling (each seen stalled for a minute
-        // under a loaded test run) decides when a program is killed or whether it overran.
+        // A thread of its own keeps the time limit, reaps the child with `waitpid` and times it:
+        // neither the task pool nor Dispatch nor Foundation's SIGCHLD handling (each seen stalled
+        // for a minute under a loaded test run) decides when a program is killed, whether it
+        // overran, or how long it ran.
         let limit = program.timeLimitSeconds
-        let (status, overran) = await withTaskCancellationHandler {
-            await withCheckedContinuation { (done: CheckedContinuation<(Int32, Bool), Never>) in
+        let (status, overran, ran) = await withTaskCancellationHandler {
+            await withCheckedContinuation { (done: CheckedContinuation<(Int32, Bool, TimeInterval), Never>) in
                 Thread {
-                    let deadline = Date().addingTimeInterval(limit)
+                    let deadline = spawned.addingTimeInterval(limit)
                     var status: Int32 = 0
                     while true {
                         let reaped = waitpid(pid, &status, WNOHANG)
-                        if reaped == pid || (reaped < 0 && errno != EINTR) { return done.resume(returning: (status, false)) }
+                        if reaped == pid || (reaped < 0 && errno != EINTR) {
+                            return done.resume(returning: (status, false, Date().timeIntervalSince(spawned)))
+                        }
                         if Date() >= deadline {
                             kill(pid, SIGKILL)
                             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-                            return done.resume(returning: (status, true))
+                            return done.resume(returning: (status, true, Date().timeIntervalSince(spawned)))
                         }
                         usleep(10_000)
                     }
                 }.start()
             }
         } onCancel: { kill(pid, SIGKILL) }
+        let seconds = (ran * 10).rounded() / 10
         if overran {
-            throw Failure(description: "executor '\(name)' exceeded its time limit of \(program.timeLimitSeconds) s and was killed")
+            throw Failure(description: "executor '\(name)' exceeded its time limit of \(program.timeLimitSeconds) s and was killed after \(seconds) s")
         }
         let tail = String(((try? String(contentsOf: log, encoding: .utf8)) ?? "").suffix(1500))
         let signal = status & 0x7f, code = (status >> 8) & 0xff
         guard signal == 0, code == 0 else {
             let how = signal == 0 ? "exited with status \(code)" : "was killed by signal \(signal)"
-            throw Failure(description: "executor '\(name)' \(how) (memory limit \(program.memoryLimitMB) MiB): \(tail)")
+            throw Failure(description: "executor '\(name)' \(how) after \(seconds) s (memory limit \(program.memoryLimitMB) MiB): \(tail)")
         }
-        logger.info("executor finished", metadata: ["executor": "\(name)", "seconds": "\((ContinuousClock.now - started).components.seconds)"])
+        logger.info("executor finished", metadata: ["executor": "\(name)", "seconds": "\(seconds)"])
 
         guard let update = FileManager.default.contents(atPath: folder.appendingPathComponent("update.safetensors").path) else {
             throw Failure(description: "executor '\(name)' wrote no update.safetensors")
