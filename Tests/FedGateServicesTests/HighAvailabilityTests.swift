@@ -2,6 +2,7 @@ import FedGatePolicy
 import FedGateServices
 import FedGateStore
 import Foundation
+import Synchronization
 import Testing
 
 /// Two broker processes on one PostgreSQL database: the leader holds the lease and serves, the
@@ -149,8 +150,9 @@ struct HighAvailabilityTests {
         guard let pg = try PrivatePostgres.make(port: try Self.freePort()) else { return }
         defer { pg.remove() }
         let consortium = try Consortium()
-        // The broker freezes itself when round 3 trains; the database goes down while it is frozen and
-        // it is thawed at once, so the outage lands in the middle of a round whatever the machine's load.
+        // The broker freezes itself when round 3 trains; a watching thread takes the database down
+        // while it is frozen and thaws it at once, so the outage lands in the middle of a round
+        // whatever the machine's load.
         let (broker, port) = try await processes.startBroker(consortium, store: pg.url, environment: ["FEDGATE_TESTING_CRASH_AT": "training:3:stop"])
         defer { broker.signal(SIGCONT); broker.signal(SIGKILL) }
         try #require(port > 0, "\(broker.output)")
@@ -164,13 +166,19 @@ struct HighAvailabilityTests {
         let text = NetworkedRoundTests.plan(rounds: 10, quorum: 3, deadline: 60)
         try text.write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
         let hash = try TrainingPlan.parse(text, file: "plan.yaml").contentHash
-        _ = try await processes.fedgate(["plan", "submit", consortium.file("plan.yaml").path] + processes.scientist(consortium, port: port), consortium, log: "submit.log")
+        // Not waited for: the broker may freeze at its pause point while `plan submit` still talks to
+        // it, and the database must go down at once, not after the client's keepalive gives up.
+        let submit = try ProcessRoundTests.Running(["plan", "submit", consortium.file("plan.yaml").path] + processes.scientist(consortium, port: port),
+                                                   log: consortium.file("submit.log"))
+        defer { submit.signal(SIGKILL) }
         let store = try PostgresLedger(url: pg.url)
         defer { store.shutdown() }
-        let reached = await eventually(seconds: 120, every: .milliseconds(5)) { broker.output.contains("test pause point reached") }
-        try #require(reached, "round 3 never trained: \(broker.output.suffix(2000))")
-        try pg.stop()
-        broker.signal(SIGCONT)
+        let stopping = Mutex<String?>(nil)
+        let outage = broker.onPause(1) {
+            do { try pg.stop() } catch { stopping.withLock { $0 = "\(error)" } }
+        }
+        try #require(await outage.wait() != nil, "round 3 never trained: \(broker.output.suffix(2000))")
+        try #require(stopping.withLock { $0 } == nil, "PostgreSQL did not stop: \(stopping.withLock { $0 ?? "" })")
         try await Task.sleep(for: .seconds(2))
         try pg.start()
         let ended = await eventually(seconds: 120, every: .milliseconds(100)) {

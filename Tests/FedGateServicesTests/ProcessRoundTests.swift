@@ -5,6 +5,7 @@ import FedGateServices
 import FedGateStore
 import FedGateTransport
 import Foundation
+import Synchronization
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Testing
@@ -38,6 +39,47 @@ struct ProcessRoundTests {
         var output: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
 
         func signal(_ s: Int32) { kill(process.processIdentifier, s) }
+
+        /// When the process (started with `FEDGATE_TESTING_CRASH_AT=…:stop`) reaches its `n`th test
+        /// pause point, runs `act` and lets the process go on (SIGCONT). A thread of its own watches
+        /// the log, so a test process whose task pool is busy does not keep the broker frozen.
+        func onPause(_ n: Int, within seconds: Double = 180, _ act: @escaping @Sendable () -> Void) -> PauseWatch {
+            let watch = PauseWatch()
+            let (log, pid) = (self.log, process.processIdentifier)
+            Thread {
+                let until = Date().addingTimeInterval(seconds)
+                let marker = Array("test pause point reached".utf8)
+                guard let file = try? FileHandle(forReadingFrom: log) else { return }
+                defer { try? file.close() }
+                var seen = 0, carry: [UInt8] = []
+                while Date() < until {
+                    // Only what was written since the last look, with a marker's length carried over.
+                    let bytes = carry + [UInt8]((try? file.readToEnd()) ?? Data())
+                    var i = 0
+                    while i + marker.count <= bytes.count {
+                        if bytes[i] == marker[0] && Array(bytes[i..<(i + marker.count)]) == marker { seen += 1; i += marker.count } else { i += 1 }
+                    }
+                    carry = i < bytes.count ? Array(bytes[i...]) : []
+                    if seen >= n {
+                        act()
+                        watch.acted.withLock { $0 = Date() }
+                        kill(pid, SIGCONT)
+                        return
+                    }
+                    usleep(5_000)
+                }
+            }.start()
+            return watch
+        }
+
+        final class PauseWatch: Sendable {
+            let acted = Mutex<Date?>(nil)
+            /// When the action ran, waiting up to `seconds` for it.
+            func wait(within seconds: Double = 180) async -> Date? {
+                await eventually(seconds: seconds, every: .milliseconds(20)) { self.acted.withLock { $0 != nil } }
+                return acted.withLock { $0 }
+            }
+        }
 
         /// Waits for the process to exit, up to `seconds`; its status, or nil if it is still running.
         func exit(within seconds: Double) async -> Int32? {
