@@ -103,7 +103,8 @@ public enum BrokerHost {
         let audit: @Sendable (String, String, String) -> Void = { action, subject, payload in
             Task { try? await store.audit(actor: settings.brokerID, action: action, subject: subject, payload: payload, at: Date()) }
         }
-        let connectionGuard = ConnectionGuard(revoked: try await store.revokedParties(), logger: logger) { refusal in
+        let connectionGuard = ConnectionGuard(revoked: try await store.revokedParties(), handshakeTimeout: limits.handshakeTimeout,
+                                              logger: logger) { refusal in
             audit("connection.refuse", refusal.identity ?? refusal.peer, canonicalPayload(["peer": refusal.peer, "reason": refusal.reason]))
         }
         let interceptor = AuthorizationInterceptor(guard: connectionGuard, logger: logger) { refusal in
@@ -116,7 +117,7 @@ public enum BrokerHost {
         let enrolment: (transport: HTTP2ServerTransport.Posix, service: EnrollmentService)?
         if let enrolmentPort {
             guard let issuer else { throw RoundError("enrolment by token needs the broker to hold the CA (issuing)") }
-            let openGuard = ConnectionGuard(clientCertificates: false, logger: logger) { refusal in
+            let openGuard = ConnectionGuard(clientCertificates: false, handshakeTimeout: limits.handshakeTimeout, logger: logger) { refusal in
                 audit("connection.refuse", refusal.peer, canonicalPayload(["peer": refusal.peer, "reason": refusal.reason, "listener": "enrolment"]))
             }
             enrolment = (FedGateTransports.enrolmentServer(host: host, port: enrolmentPort, credentials: credentials, guard: openGuard),

@@ -29,14 +29,19 @@ public final class ConnectionGuard: Sendable {
     private let state = Mutex(State())
     /// False on the enrolment listener, where peers have no certificate yet: only TLS 1.3 is checked.
     private let clientCertificates: Bool
+    /// A connection whose TLS handshake has not completed by then is closed (and reported): a peer
+    /// that opens connections and never finishes them must not hold the broker's descriptors.
+    let handshakeTimeout: TimeAmount
     private let logger: Logger
     private let onRefusal: @Sendable (Refusal) -> Void
 
     /// `onRefusal` is called (on an event loop: keep it short) for every refused connection, for auditing.
-    public init(revoked: Set<String> = [], clientCertificates: Bool = true, logger: Logger,
+    public init(revoked: Set<String> = [], clientCertificates: Bool = true, handshakeTimeout: Duration = .seconds(10), logger: Logger,
                 onRefusal: @escaping @Sendable (Refusal) -> Void = { _ in }) {
         state.withLock { $0.revoked = revoked }
         self.clientCertificates = clientCertificates
+        let (seconds, attoseconds) = handshakeTimeout.components
+        self.handshakeTimeout = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
         self.logger = logger
         self.onRefusal = onRefusal
     }
@@ -154,8 +159,34 @@ private final class HandshakeGate: ChannelInboundHandler, RemovableChannelHandle
 
     private let guardian: ConnectionGuard
     private var refused = false
+    private var deadline: Scheduled<Void>?
 
     init(guard: ConnectionGuard) { guardian = `guard` }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let timeout = guardian.handshakeTimeout
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+            let context = loopBound.value
+            guard !refused else { return }
+            refused = true
+            let address = context.channel.remoteAddress.map { "\($0)" } ?? "unknown peer"
+            let seconds = Double(timeout.nanoseconds) / 1e9
+            guardian.refused(.init(peer: address, identity: nil, reason: "TLS handshake not completed within \(seconds) s; connection closed"))
+            context.close(promise: nil)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+        context.fireChannelInactive()
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         // Only reached before the verdict (or after a refusal): nothing passes.
@@ -166,6 +197,8 @@ private final class HandshakeGate: ChannelInboundHandler, RemovableChannelHandle
             context.fireUserInboundEventTriggered(event)
             return
         }
+        deadline?.cancel()
+        deadline = nil
         let tls = try? context.pipeline.syncOperations.handler(type: NIOSSLHandler.self)
         if let refusal = guardian.decide(context.channel, tlsVersion: tls?.tlsVersion, peer: tls?.peerCertificate) {
             refused = true

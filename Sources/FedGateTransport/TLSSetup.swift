@@ -59,6 +59,8 @@ public struct TransportLimits: Sendable {
     /// noticed within their sum, not when TCP gives up hours later.
     public var keepalive: Duration = .seconds(5)
     public var keepaliveTimeout: Duration = .seconds(5)
+    /// The broker closes a connection whose TLS handshake is not done within this long.
+    public var handshakeTimeout: Duration = .seconds(10)
     public init() {}
 }
 

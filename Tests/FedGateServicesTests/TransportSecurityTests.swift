@@ -13,11 +13,11 @@ import Testing
 @Suite("Broker transport security over mutual TLS")
 struct TransportSecurityTests {
     /// Runs a broker with a fresh consortium and store; `body` gets both, and the refusals audited.
-    func withBroker(_ body: @escaping @Sendable (Consortium, BrokerHandle, SQLiteLedger) async throws -> Void) async throws {
+    func withBroker(limits: TransportLimits = .init(), _ body: @escaping @Sendable (Consortium, BrokerHandle, SQLiteLedger) async throws -> Void) async throws {
         let consortium = try Consortium()
         let store = try await consortium.store("broker")
         let credentials = try consortium.credentials("broker", .broker)
-        try await BrokerHost.serve(port: 0, credentials: credentials, store: store, logger: consortium.logger) { broker in
+        try await BrokerHost.serve(port: 0, credentials: credentials, store: store, limits: limits, logger: consortium.logger) { broker in
             try await body(consortium, broker, store)
         }
     }
@@ -190,6 +190,47 @@ struct TransportSecurityTests {
             #expect(await rpcCode { _ = try await call(broker, as: silo) { try await $0.whoAmI(Fedgate_V1_WhoAmIRequest()) } } == .unavailable)
             let refused = try await store.auditRecords().filter { $0.action == "connection.refuse" }
             #expect(refused.contains { $0.payload.contains("revoked") }, "\(refused.map(\.payload))")
+        }
+    }
+
+    @Test("a connection that never completes its TLS handshake is closed at the handshake timeout and audited; silent or half a hello alike")
+    func stalledHandshakes() async throws {
+        var limits = TransportLimits()
+        limits.handshakeTimeout = .seconds(1)
+        try await withBroker(limits: limits) { _, broker, store in
+            // One peer says nothing; the other sends the first bytes of a TLS record and stops.
+            for opening in [[UInt8](), [0x16, 0x03, 0x01, 0x02, 0x00, 0x01]] {
+                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                defer { close(fd) }
+                var address = sockaddr_in()
+                address.sin_family = sa_family_t(AF_INET)
+                address.sin_addr.s_addr = inet_addr("127.0.0.1")
+                address.sin_port = UInt16(broker.port).bigEndian
+                let connected = withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+                }
+                try #require(connected)
+                if !opening.isEmpty { _ = opening.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
+                let opened = ContinuousClock.now
+                // The broker closes it: a read returns end-of-file (or a reset), not more waiting.
+                var closedAfter: Duration?
+                while closedAfter == nil, ContinuousClock.now - opened < .seconds(8) {
+                    var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                    if poll(&poller, 1, 0) > 0 {
+                        var byte: UInt8 = 0
+                        if recv(fd, &byte, 1, Int32(MSG_DONTWAIT)) <= 0 { closedAfter = ContinuousClock.now - opened }
+                    } else {
+                        try await Task.sleep(for: .milliseconds(50))
+                    }
+                }
+                let after = try #require(closedAfter, "the broker kept a connection with no finished handshake for 8 s")
+                #expect(after >= .milliseconds(900), "closed before the timeout: \(after)")
+            }
+            try await eventually {
+                try await store.auditRecords().filter { $0.action == "connection.refuse" && $0.payload.contains("handshake not completed within 1.0 s") }.count >= 2
+            }
+            let refused = try await store.auditRecords().filter { $0.action == "connection.refuse" }.map(\.payload)
+            #expect(refused.filter { $0.contains("TLS handshake not completed within 1.0 s") }.count == 2, "\(refused)")
         }
     }
 }
