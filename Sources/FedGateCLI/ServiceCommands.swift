@@ -192,6 +192,7 @@ struct GatewayCommand: AsyncParsableCommand {
             settings.brokerHost = c.brokerHost
             settings.brokerPort = c.brokerPort
             settings.standbyBrokers = c.standbyBrokers.map { ($0.host, $0.port) }
+            settings.welcomeTimeout = .milliseconds(Int64(c.connectTimeoutSeconds * 1000))
             settings.budgetMetrics = c.metrics != nil
             settings.brokerName = c.brokerName
             settings.learningRate = Float(c.learningRate)

@@ -97,6 +97,9 @@ public struct GatewayConfig: Sendable, Equatable {
     /// Further brokers on the same store (a standby takes over when the leader's lease lapses):
     /// the gateway tries them in turn when the one it talks to stops answering.
     public var standbyBrokers: [Endpoint] = []
+    /// Seconds a new connection may take to be welcomed (TCP, TLS, the broker's welcome) before the
+    /// gateway gives up on that broker and tries the next.
+    public var connectTimeoutSeconds: Double = 15
     public struct Endpoint: Sendable, Equatable {
         public let host: String
         public let port: Int
@@ -124,7 +127,7 @@ public struct GatewayConfig: Sendable, Equatable {
         let root = try r.root(text)
         try root.only(["silo", "broker", "tls", "store", "migrations", "policy", "dataset", "learning_rate", "renew_before_days", "metrics"])
         let broker = try r.map(try root.require("broker", "{host, port, name}"), "broker")
-        try broker.only(["host", "port", "name", "standbys"])
+        try broker.only(["host", "port", "name", "standbys", "connect_timeout_seconds"])
         let standbys: [Endpoint] = try broker.optional("standbys").map { node in
             try r.strings(node, "broker.standbys").map { text in
                 guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65_535).contains(port),
@@ -157,6 +160,8 @@ public struct GatewayConfig: Sendable, Equatable {
             learningRate: try root.optional("learning_rate").map { try r.double($0, "learning_rate", 1e-6...100, "a rate from 1e-6 to 100") } ?? 0.5,
             renewBeforeDays: try root.optional("renew_before_days").map { try r.double($0, "renew_before_days", 0...89, "days from 0 to 89") } ?? 2)
         config.standbyBrokers = standbys
+        config.connectTimeoutSeconds = try broker.optional("connect_timeout_seconds")
+            .map { try r.double($0, "broker.connect_timeout_seconds", 1...300, "seconds from 1 to 300") } ?? 15
         config.metrics = try MetricsListen.parse(r, root)
         return config
     }

@@ -33,6 +33,11 @@ public actor Gateway {
         public var limits = TransportLimits()
         public var reconnectInitial: Duration = .milliseconds(200)
         public var reconnectMaximum: Duration = .seconds(10)
+        /// A session gives up on a broker that has not welcomed it within this long (TCP, TLS,
+        /// HTTP/2 and the welcome message): a broker that accepts connections and then hangs —
+        /// frozen, overloaded, or behind a network that swallows the handshake — must not hold the
+        /// gateway, which moves on to the next broker in its list.
+        public var welcomeTimeout: Duration = .seconds(15)
         /// Renew the certificate from the broker when less than this is left of it (nil: never).
         public var renewBefore: Duration?
         /// Where the renewed certificate and key are written (mode 0600 for the key), if anywhere.
@@ -226,7 +231,32 @@ public actor Gateway {
 
     private var renewedJustNow = false
 
+    /// One session with the broker at `host:port`, abandoned if no welcome arrives within
+    /// `settings.welcomeTimeout` (keepalive watches the connection once it is up).
     private func session(host: String, port: Int) async throws {
+        let before = activity.sessions
+        let timeout = settings.welcomeTimeout
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                try await self.openSession(host: host, port: port)
+                return true
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                if await self.activity.sessions == before {
+                    throw RoundError("no welcome from the broker at \(host):\(port) within \(timeout): it accepted the connection but does not answer (frozen, overloaded, or the network drops the handshake); trying the next broker")
+                }
+                return false
+            }
+            // The session's end ends the watch; a watch that finds the session welcomed just ends.
+            for try await sessionEnded in group where sessionEnded {
+                group.cancelAll()
+                return
+            }
+        }
+    }
+
+    private func openSession(host: String, port: Int) async throws {
         let transport = try FedGateTransports.client(host: host, port: port, serverName: settings.brokerName,
                                                      credentials: credentials, limits: settings.limits)
         try await withGRPCClient(transport: transport) { client in

@@ -18,6 +18,32 @@ struct ServiceConfigTests {
         #expect(c.tls.certificate.path == "/etc/fedgate/silo/cert.pem" && c.tls.key.path == "/secure/key.pem")
         #expect(c.store == "sqlite:/etc/fedgate/hospital-a.sqlite")
         #expect(c.testFraction == 0.2 && c.renewBeforeDays == 2)
+        #expect(c.standbyBrokers.isEmpty && c.connectTimeoutSeconds == 15)
+    }
+
+    @Test("a gateway's standby brokers and connect timeout are read; a timeout out of range or a standby that is not host:port is refused with the field")
+    func gatewayBrokers() throws {
+        func parse(_ broker: String) throws -> GatewayConfig {
+            try GatewayConfig.parse("""
+                silo: hospital-a
+                broker: \(broker)
+                tls: { certificate: c.pem, key: k.pem, ca: ca.pem }
+                store: sqlite:h.sqlite
+                policy: p.yaml
+                dataset: { name: d, csv: d.csv, label: y }
+                """, file: "gateway.yaml")
+        }
+        let c = try parse(#"{ host: a, port: 7443, standbys: ["b:7444"], connect_timeout_seconds: 4.5 }"#)
+        #expect(c.standbyBrokers.map { "\($0.host):\($0.port)" } == ["b:7444"] && c.connectTimeoutSeconds == 4.5)
+        func error(_ broker: String) -> String {
+            do { _ = try parse(broker); return "accepted" } catch { return "\(error)" }
+        }
+        for bad in ["0", "900", "soon"] {
+            let text = error("{ host: a, port: 7443, connect_timeout_seconds: \(bad) }")
+            #expect(text.hasPrefix("gateway.yaml:2:") && text.contains("broker.connect_timeout_seconds: must be seconds from 1 to 300"), "\(text)")
+        }
+        let standby = error(#"{ host: a, port: 7443, standbys: ["b"] }"#)
+        #expect(standby.contains("broker.standbys") && standby.contains("'b' is not host:port"), "\(standby)")
     }
 
     @Test("a broker config with limits and an issuing CA")

@@ -100,4 +100,26 @@ struct NetworkFaultTests {
         #expect(AuditVerification.verify(chain) == .intact(records: chain.count))
     }
 
+    @Test("a broker that accepts the connection and never answers (the handshake swallowed): the gateway gives up on it within its connect timeout and connects to the next broker in its list")
+    func silentBrokerIsLeftForTheNext() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
+        let consortium = try Consortium()
+        let (broker, port) = try await processes.startBroker(consortium)
+        defer { broker.signal(SIGKILL) }
+        try #require(port > 0, "\(broker.output)")
+        // In front of the first address: a network that accepts and swallows every byte.
+        let tarpit = try FaultyNetwork(to: port)
+        defer { tarpit.stop() }
+        tarpit.mode = .blackhole
+        let config = try await processes.gatewayConfig(consortium, "hospital-0", shard: try NetworkedRoundTests.simulation(seed: 3).shards()[0].train,
+                                                       port: tarpit.port)
+        let text = try String(contentsOf: config, encoding: .utf8).replacingOccurrences(
+            of: "name: broker }", with: "name: broker, standbys: [\"127.0.0.1:\(port)\"], connect_timeout_seconds: 2 }")
+        try text.write(to: config, atomically: true, encoding: .utf8)
+        let gateway = try ProcessRoundTests.Running(["gateway", "run", "--config", config.path], log: consortium.file("hospital-0.log"))
+        defer { gateway.signal(SIGKILL) }
+        let connected = await eventually(seconds: 30, every: .milliseconds(50)) { broker.output.contains("silo=hospital-0 [FedGateServices] gateway connected") }
+        #expect(connected, "the gateway never reached the answering broker: \(gateway.output.suffix(2000))")
+        #expect(gateway.output.contains("no welcome from the broker at 127.0.0.1:\(tarpit.port) within 2"), "\(gateway.output.suffix(2000))")
+    }
 }
