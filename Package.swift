@@ -201,15 +201,22 @@ let package = Package(
             dependencies: ["FedGateCLI", .product(name: "Logging", package: "swift-log")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // Test helpers shared by the test targets (never linked into the product).
+        .target(
+            name: "FedGateTestSupport",
+            path: "Tests/Support",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         .testTarget(
             name: "FedGateTensorsTests",
-            dependencies: ["FedGateTensors", "FedGateLearning"],
+            dependencies: ["FedGateTestSupport", "FedGateTensors", "FedGateLearning"],
             resources: [.copy("Fixtures")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(
             name: "FedGatePrivacyTests",
             dependencies: [
+                "FedGateTestSupport",
                 "FedGatePrivacy",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
@@ -219,7 +226,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FedGateSecureAggregationTests",
-            dependencies: ["FedGateSecureAggregation", "FedGatePrivacy", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["FedGateTestSupport", "FedGateSecureAggregation", "FedGatePrivacy", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(
@@ -234,7 +241,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FedGatePolicyTests",
-            dependencies: ["FedGatePolicy", "FedGatePrivacy", "FedGateLearning"],
+            dependencies: ["FedGateTestSupport", "FedGatePolicy", "FedGatePrivacy", "FedGateLearning"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(
@@ -261,7 +268,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FedGateSimulationTests",
-            dependencies: ["FedGateSimulation", "FedGateLearning", "FedGateAggregation", "FedGatePrivacy"],
+            dependencies: ["FedGateTestSupport", "FedGateSimulation", "FedGateLearning", "FedGateAggregation", "FedGatePrivacy"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(

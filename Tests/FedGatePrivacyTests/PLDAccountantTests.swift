@@ -1,35 +1,40 @@
 import Foundation
 import Testing
+import FedGateTestSupport
 @testable import FedGatePrivacy
 
 @Suite("PLD accountant against dp-accounting's PLDAccountant")
 struct PLDAccountantTests {
     @Test("ε of a DP-SGD run is within 1e-3 of dp-accounting's PLD ε and never above our RDP ε",
           arguments: ReferenceCases.family("b_pld_epsilon"))
-    func epsilonMatchesReference(_ c: ReferenceCases.Case) throws {
-        let expected = try #require(c.result("dp_accounting"))["epsilon"]!
-        let event = DPEvent.dpsgd(samplingProbability: c.double("q"), noiseMultiplier: c.double("sigma"), steps: c.int("steps"))
-        let pld = try epsilon(of: event, delta: c.double("delta"), accountant: .pld)
-        let rdp = try epsilon(of: event, delta: c.double("delta"), accountant: .rdp)
-        #expect(abs(pld - expected) <= 1e-3, "\(c.id): ours \(pld) vs dp-accounting \(expected)")
-        #expect(pld <= rdp + 1e-3, "\(c.id): PLD \(pld) above RDP \(rdp)")
+    func epsilonMatchesReference(_ c: ReferenceCases.Case) async throws {
+        try await onCPULane {
+            let expected = try #require(c.result("dp_accounting"))["epsilon"]!
+            let event = DPEvent.dpsgd(samplingProbability: c.double("q"), noiseMultiplier: c.double("sigma"), steps: c.int("steps"))
+            let pld = try epsilon(of: event, delta: c.double("delta"), accountant: .pld)
+            let rdp = try epsilon(of: event, delta: c.double("delta"), accountant: .rdp)
+            #expect(abs(pld - expected) <= 1e-3, "\(c.id): ours \(pld) vs dp-accounting \(expected)")
+            #expect(pld <= rdp + 1e-3, "\(c.id): PLD \(pld) above RDP \(rdp)")
+        }
     }
 
     @Test("heterogeneous histories: ε and δ within 1e-3 of dp-accounting")
-    func heterogeneous() throws {
-        for c in ReferenceCases.family("c_heterogeneous") + ReferenceCases.family("c_heterogeneous_delta") {
-            let history = c.parameters["history"] as! [[String: NSNumber]]
-            var accountant = PLDAccountant()
-            try accountant.compose(.composed(history.map {
-                .dpsgd(samplingProbability: $0["q"]!.doubleValue, noiseMultiplier: $0["sigma"]!.doubleValue, steps: $0["steps"]!.intValue)
-            }))
-            let expected = try #require(c.result("dp_accounting", methodContains: "PLD"))
-            if c.family == "c_heterogeneous" {
-                let eps = try accountant.epsilon(delta: c.double("delta"))
-                #expect(abs(eps - expected["epsilon"]!) <= 1e-3, "\(c.id): \(eps) vs \(expected["epsilon"]!)")
-            } else {
-                let delta = try accountant.delta(epsilon: c.double("epsilon"))
-                #expect(abs(delta - expected["delta"]!) <= 1e-3 * expected["delta"]!, "\(c.id): \(delta) vs \(expected["delta"]!)")
+    func heterogeneous() async throws {
+        try await onCPULane {
+            for c in ReferenceCases.family("c_heterogeneous") + ReferenceCases.family("c_heterogeneous_delta") {
+                let history = c.parameters["history"] as! [[String: NSNumber]]
+                var accountant = PLDAccountant()
+                try accountant.compose(.composed(history.map {
+                    .dpsgd(samplingProbability: $0["q"]!.doubleValue, noiseMultiplier: $0["sigma"]!.doubleValue, steps: $0["steps"]!.intValue)
+                }))
+                let expected = try #require(c.result("dp_accounting", methodContains: "PLD"))
+                if c.family == "c_heterogeneous" {
+                    let eps = try accountant.epsilon(delta: c.double("delta"))
+                    #expect(abs(eps - expected["epsilon"]!) <= 1e-3, "\(c.id): \(eps) vs \(expected["epsilon"]!)")
+                } else {
+                    let delta = try accountant.delta(epsilon: c.double("epsilon"))
+                    #expect(abs(delta - expected["delta"]!) <= 1e-3 * expected["delta"]!, "\(c.id): \(delta) vs \(expected["delta"]!)")
+                }
             }
         }
     }

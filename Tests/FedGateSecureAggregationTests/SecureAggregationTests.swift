@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Testing
+import FedGateTestSupport
 @testable import FedGateSecureAggregation
 
 /// A small deterministic generator for property-test parameters (the protocol's own randomness
@@ -44,61 +45,65 @@ struct SecureAggregationTests {
     }
 
     @Test("property: for random n, threshold, sizes and dropouts at every phase, the unmasked sum equals the plain sum of the survivors, or the round aborts below threshold")
-    func unmaskedSumEqualsPlainSum() throws {
-        var g = ParameterGenerator(state: 2026)
-        var completed = 0, aborted = 0
-        for trial in 0..<14 {
-            let n = trial < 2 ? [3, 50][trial] : Int.random(in: 3...24, using: &g)
-            let threshold = Int.random(in: (n / 2 + 1)...n, using: &g)
-            let dimension = Int.random(in: 1...300, using: &g)
-            let ids = silos(n)
-            let config = try SecureAggregationConfiguration(round: UInt64(trial), participants: ids, threshold: threshold, dimension: dimension)
-            var dropouts: [SiloID: InMemoryRound.Phase] = [:]
-            let dropCount = Int.random(in: 0...(n - threshold + (trial % 3 == 0 ? 2 : 0)), using: &g)
-            for id in ids.shuffled(using: &g).prefix(min(dropCount, n)) {
-                dropouts[id] = InMemoryRound.Phase.allCases.randomElement(using: &g)!
+    func unmaskedSumEqualsPlainSum() async throws {
+        try await onCPULane {
+            var g = ParameterGenerator(state: 2026)
+            var completed = 0, aborted = 0
+            for trial in 0..<14 {
+                let n = trial < 2 ? [3, 50][trial] : Int.random(in: 3...24, using: &g)
+                let threshold = Int.random(in: (n / 2 + 1)...n, using: &g)
+                let dimension = Int.random(in: 1...300, using: &g)
+                let ids = silos(n)
+                let config = try SecureAggregationConfiguration(round: UInt64(trial), participants: ids, threshold: threshold, dimension: dimension)
+                var dropouts: [SiloID: InMemoryRound.Phase] = [:]
+                let dropCount = Int.random(in: 0...(n - threshold + (trial % 3 == 0 ? 2 : 0)), using: &g)
+                for id in ids.shuffled(using: &g).prefix(min(dropCount, n)) {
+                    dropouts[id] = InMemoryRound.Phase.allCases.randomElement(using: &g)!
+                }
+                let updates = randomUpdates(ids, dimension: dimension, using: &g)
+                func left(after phase: InMemoryRound.Phase) -> Set<SiloID> {
+                    Set(ids.filter { id in
+                        guard let p = dropouts[id] else { return true }
+                        return InMemoryRound.Phase.allCases.firstIndex(of: p)! > InMemoryRound.Phase.allCases.firstIndex(of: phase)!
+                    })
+                }
+                let counts = InMemoryRound.Phase.allCases.map { left(after: $0).count }
+                let shouldComplete = counts.allSatisfy { $0 >= threshold }
+                do {
+                    let report = try InMemoryRound(configuration: config).run(encoded: updates, dropouts: dropouts)
+                    #expect(shouldComplete, "trial \(trial): completed although a phase fell below threshold \(counts)")
+                    let u3 = left(after: .maskedInput)
+                    #expect(Set(report.survivors) == u3)
+                    #expect(report.sum == plainSum(updates, of: u3, dimension: dimension), "trial \(trial): n=\(n) t=\(threshold) d=\(dimension)")
+                    completed += 1
+                } catch let error as SecureAggregationError {
+                    guard case .belowThreshold = error else { Issue.record("trial \(trial): unexpected \(error)"); continue }
+                    #expect(!shouldComplete, "trial \(trial): aborted (\(error)) with \(counts) ≥ \(threshold)")
+                    aborted += 1
+                }
             }
-            let updates = randomUpdates(ids, dimension: dimension, using: &g)
-            func left(after phase: InMemoryRound.Phase) -> Set<SiloID> {
-                Set(ids.filter { id in
-                    guard let p = dropouts[id] else { return true }
-                    return InMemoryRound.Phase.allCases.firstIndex(of: p)! > InMemoryRound.Phase.allCases.firstIndex(of: phase)!
-                })
-            }
-            let counts = InMemoryRound.Phase.allCases.map { left(after: $0).count }
-            let shouldComplete = counts.allSatisfy { $0 >= threshold }
-            do {
-                let report = try InMemoryRound(configuration: config).run(encoded: updates, dropouts: dropouts)
-                #expect(shouldComplete, "trial \(trial): completed although a phase fell below threshold \(counts)")
-                let u3 = left(after: .maskedInput)
-                #expect(Set(report.survivors) == u3)
-                #expect(report.sum == plainSum(updates, of: u3, dimension: dimension), "trial \(trial): n=\(n) t=\(threshold) d=\(dimension)")
-                completed += 1
-            } catch let error as SecureAggregationError {
-                guard case .belowThreshold = error else { Issue.record("trial \(trial): unexpected \(error)"); continue }
-                #expect(!shouldComplete, "trial \(trial): aborted (\(error)) with \(counts) ≥ \(threshold)")
-                aborted += 1
-            }
+            #expect(completed >= 8)
+            #expect(aborted >= 1)
         }
-        #expect(completed >= 8)
-        #expect(aborted >= 1)
     }
 
     @Test("SecAgg+ neighbourhoods: the sum is exact with dropouts, and each silo shares with only its neighbours")
-    func hararyGraph() throws {
-        var g = ParameterGenerator(state: 7)
-        let ids = silos(30)
-        let config = try SecureAggregationConfiguration(round: 9, participants: ids, threshold: 6, neighbourhood: .harary(degree: 8), dimension: 50)
-        #expect(config.graph.values.allSatisfy { $0.count == 8 })
-        let updates = randomUpdates(ids, dimension: 50, using: &g)
-        let dropouts: [SiloID: InMemoryRound.Phase] = ["silo-03": .maskedInput, "silo-17": .unmasking, "silo-22": .shareKeys]
-        let report = try InMemoryRound(configuration: config).run(encoded: updates, dropouts: dropouts)
-        let u3 = Set(ids).subtracting(["silo-03", "silo-22"])
-        #expect(report.sum == plainSum(updates, of: u3, dimension: 50))
-        // Each silo received 9 advertisements (8 neighbours and its own), not 30.
-        let full = try SecureAggregationConfiguration(round: 9, participants: ids, threshold: 16, dimension: 50)
-        let fullReport = try InMemoryRound(configuration: full).run(encoded: updates)
-        #expect(report.bytesReceived["silo-00"]! * 2 < fullReport.bytesReceived["silo-00"]!)
+    func hararyGraph() async throws {
+        try await onCPULane {
+            var g = ParameterGenerator(state: 7)
+            let ids = silos(30)
+            let config = try SecureAggregationConfiguration(round: 9, participants: ids, threshold: 6, neighbourhood: .harary(degree: 8), dimension: 50)
+            #expect(config.graph.values.allSatisfy { $0.count == 8 })
+            let updates = randomUpdates(ids, dimension: 50, using: &g)
+            let dropouts: [SiloID: InMemoryRound.Phase] = ["silo-03": .maskedInput, "silo-17": .unmasking, "silo-22": .shareKeys]
+            let report = try InMemoryRound(configuration: config).run(encoded: updates, dropouts: dropouts)
+            let u3 = Set(ids).subtracting(["silo-03", "silo-22"])
+            #expect(report.sum == plainSum(updates, of: u3, dimension: 50))
+            // Each silo received 9 advertisements (8 neighbours and its own), not 30.
+            let full = try SecureAggregationConfiguration(round: 9, participants: ids, threshold: 16, dimension: 50)
+            let fullReport = try InMemoryRound(configuration: full).run(encoded: updates)
+            #expect(report.bytesReceived["silo-00"]! * 2 < fullReport.bytesReceived["silo-00"]!)
+        }
     }
 
     @Test("the broker's view of a silo's masked update is uniform and uncorrelated with the update")

@@ -3,6 +3,7 @@ import Testing
 import FedGateAggregation
 import FedGateLearning
 import FedGatePrivacy
+import FedGateTestSupport
 @testable import FedGateSimulation
 
 /// The example data sets shipped in examples/data.
@@ -44,17 +45,19 @@ struct SimulationTests {
     }
 
     @Test("digits, 5 silos, Dirichlet 0.3, softmax: FedAvg, FedProx and SCAFFOLD all learn")
-    func digitsStrategies() throws {
-        var s = FederatedSimulation.Settings()
-        s.silos = 5; s.partitioning = .dirichlet(alpha: 0.3); s.model = .softmax; s.rounds = 10
-        s.local.epochs = 2; s.local.learningRate = 0.05
-        let data = ExampleData.digits
-        let fedavg = try FederatedSimulation(data: data, settings: s).run().final.accuracy
-        var prox = s; prox.local.proxMu = 0.1
-        let fedprox = try FederatedSimulation(data: data, settings: prox).run().final.accuracy
-        var sc = s; sc.scaffold = true
-        let scaffold = try FederatedSimulation(data: data, settings: sc).run().final.accuracy
-        #expect(fedavg > 0.85 && fedprox > 0.85 && scaffold > 0.85, "\(fedavg) \(fedprox) \(scaffold)")
+    func digitsStrategies() async throws {
+        try await onCPULane {
+            var s = FederatedSimulation.Settings()
+            s.silos = 5; s.partitioning = .dirichlet(alpha: 0.3); s.model = .softmax; s.rounds = 10
+            s.local.epochs = 2; s.local.learningRate = 0.05
+            let data = ExampleData.digits
+            let fedavg = try FederatedSimulation(data: data, settings: s).run().final.accuracy
+            var prox = s; prox.local.proxMu = 0.1
+            let fedprox = try FederatedSimulation(data: data, settings: prox).run().final.accuracy
+            var sc = s; sc.scaffold = true
+            let scaffold = try FederatedSimulation(data: data, settings: sc).run().final.accuracy
+            #expect(fedavg > 0.85 && fedprox > 0.85 && scaffold > 0.85, "\(fedavg) \(fedprox) \(scaffold)")
+        }
     }
 
     @Test("the trained model exports as named tensors")
@@ -81,16 +84,18 @@ struct RobustnessTests {
     }
 
     @Test("two sign-flip ×10 attackers wreck FedAvg; median, trimmed mean, Multi-Krum and Bulyan stay within 5 points of clean FedAvg")
-    func signFlip() throws {
-        let clean = try digits(strategy: "fedavg", attack: nil).final.accuracy
-        let broken = try digits(strategy: "fedavg", attack: "2:sign-flip").final.accuracy
-        #expect(broken < clean - 0.20, "FedAvg under attack \(broken) vs clean \(clean)")
-        for strategy in ["median", "trimmed-mean", "multi-krum", "bulyan"] {
-            let r = try digits(strategy: strategy, attack: "2:sign-flip")
-            #expect(r.final.accuracy >= clean - 0.05, "\(strategy): \(r.final.accuracy) vs clean FedAvg \(clean)")
-            if strategy == "multi-krum" || strategy == "bulyan" {
-                #expect(r.detectionRate == 1, "\(strategy) excluded the attackers in \(r.detectionRate ?? 0) of their rounds")
-                #expect(r.history.allSatisfy { $0.excluded.contains("silo-0") && $0.excluded.contains("silo-1") })
+    func signFlip() async throws {
+        try await onCPULane {
+            let clean = try digits(strategy: "fedavg", attack: nil).final.accuracy
+            let broken = try digits(strategy: "fedavg", attack: "2:sign-flip").final.accuracy
+            #expect(broken < clean - 0.20, "FedAvg under attack \(broken) vs clean \(clean)")
+            for strategy in ["median", "trimmed-mean", "multi-krum", "bulyan"] {
+                let r = try digits(strategy: strategy, attack: "2:sign-flip")
+                #expect(r.final.accuracy >= clean - 0.05, "\(strategy): \(r.final.accuracy) vs clean FedAvg \(clean)")
+                if strategy == "multi-krum" || strategy == "bulyan" {
+                    #expect(r.detectionRate == 1, "\(strategy) excluded the attackers in \(r.detectionRate ?? 0) of their rounds")
+                    #expect(r.history.allSatisfy { $0.excluded.contains("silo-0") && $0.excluded.contains("silo-1") })
+                }
             }
         }
     }
