@@ -316,7 +316,8 @@ public actor BrokerCoordinator {
             try accept(from: silo, header: header, payload: payload)
             metrics.count("fedgate_bytes_total", [("direction", "in")], by: payload.count)
         } catch {
-            metrics.count("fedgate_updates_rejected_total", [("reason", Self.rejectionReason(error))])
+            let reason = (error as? UpdateRefused)?.reason ?? .unreadable
+            metrics.count("fedgate_updates_rejected_total", [("reason", reason.rawValue)])
             logger.warning("update refused", metadata: ["silo": "\(silo)", "round": "\(header.round)", "reason": "\(error)"])
             try await store.audit(actor: settings.brokerID, action: "update.reject", subject: silo, payload: canonicalPayload([
                 "plan": header.planHash, "round": header.round, "bytes": payload.count, "reason": "\(error)"]), at: Date())
@@ -324,32 +325,29 @@ public actor BrokerCoordinator {
         }
     }
 
-    private static func rejectionReason(_ error: any Error) -> String {
-        let text = "\(error)"
-        if text.contains("not a participant") { return "not_participant" }
-        if text.contains("not taking updates") { return "round_closed" }
-        if text.contains("expected F32") || text.contains("masked input of") { return "shape" }
-        if text.contains("already") { return "duplicate" }
-        return "unreadable"
-    }
-
     private func accept(from silo: String, header: TransferHeader, payload: [UInt8]) throws {
         let hash = header.planHash
         // Read what is needed without holding a copy of the round: a copy alive while the
         // accumulator is folded in place below would make that fold copy a model-sized array.
         guard active[hash]?.number == header.round else {
-            throw RoundError("round \(header.round) of plan \(hash.prefix(12))… is not taking updates")
+            throw UpdateRefused(.roundClosed, "round \(header.round) of plan \(hash.prefix(12))… is not taking updates")
         }
-        guard active[hash]!.progress.isParticipant(silo) else { throw RoundError("\(silo) is not a participant of round \(header.round)") }
+        guard active[hash]!.progress.isParticipant(silo) else {
+            throw UpdateRefused(.notParticipant, "\(silo) is not a participant of round \(header.round)")
+        }
+        guard !active[hash]!.progress.hasUploaded(silo) else {
+            throw UpdateRefused(.duplicate, "\(silo) already uploaded its update for round \(header.round)")
+        }
         let dimension = active[hash]!.dimension
         if let id = active[hash]!.secagg?.setup.id {
             // A masked input: `dimension` little-endian uint32 values, folded into the masked sum.
             guard payload.count == 4 * dimension else {
-                throw RoundError("a masked input of \(payload.count) bytes; this round's is \(4 * dimension)")
+                throw UpdateRefused(.shape, "a masked input of \(payload.count) bytes; this round's is \(4 * dimension)")
             }
             let values = payload.withUnsafeBytes { raw in (0..<dimension).map { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) } }
-            do { try active[hash]!.secagg!.server.receive(MaskedInput(round: id, silo: silo, values: values)) } catch {
-                throw RoundError("\(error)")
+            do { try active[hash]!.secagg!.server.receive(MaskedInput(round: id, silo: silo, values: values)) } catch let error as SecureAggregationError {
+                if case .replay = error { throw UpdateRefused(.duplicate, "\(error)") }
+                throw UpdateRefused(.unreadable, "\(error)")
             }
             try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: header.metrics)
             plans[hash]?.bytesIn += payload.count
@@ -357,7 +355,12 @@ public actor BrokerCoordinator {
             wakeIfDone(hash)
             return
         }
-        let entry = try ModelPayload.entry(payload, tensor: "delta", dimension: dimension)
+        let entry: SafeTensors.Entry
+        do { entry = try ModelPayload.entry(payload, tensor: "delta", dimension: dimension) } catch let error as ModelPayload.WrongShape {
+            throw UpdateRefused(.shape, "\(error)")
+        } catch {
+            throw UpdateRefused(.unreadable, "\(error)")
+        }
         if active[hash]!.folded != nil {
             try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: header.metrics)
             let validator = UpdateValidator(dimension: dimension, maximumNorm: settings.maximumUpdateNorm)
@@ -1079,4 +1082,18 @@ public struct PlanUnsupported: Error, Sendable, CustomStringConvertible {
 
 extension Duration {
     var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+}
+
+/// Why the broker refused an upload: the metric label (`fedgate_updates_rejected_total{reason}`)
+/// and the text the silo and the audit record get.
+struct UpdateRefused: Error, CustomStringConvertible {
+    enum Reason: String {
+        case roundClosed = "round_closed", notParticipant = "not_participant", duplicate, shape, unreadable
+    }
+    let reason: Reason
+    let description: String
+    init(_ reason: Reason, _ description: String) {
+        self.reason = reason
+        self.description = description
+    }
 }

@@ -176,6 +176,8 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
             HeapRelease.after(transferOf: header.totalBytes)
         } catch let error as TransferError {
             receipt.reason = error.description
+        } catch let error as UpdateRefused {
+            receipt.reason = error.description
         } catch let error as RoundError {
             receipt.reason = error.description
         } catch let error as SafeTensorsError {

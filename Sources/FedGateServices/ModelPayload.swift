@@ -36,9 +36,14 @@ public enum ModelPayload {
             throw RoundError("the payload has no '\(tensor)' tensor (it has \(file.entries.keys.sorted().joined(separator: ", ")))")
         }
         guard entry.dtype == .f32, entry.shape == [dimension] else {
-            throw RoundError("'\(tensor)' is \(entry.dtype.rawValue) \(entry.shape), expected F32 [\(dimension)]")
+            throw WrongShape(description: "'\(tensor)' is \(entry.dtype.rawValue) \(entry.shape), expected F32 [\(dimension)]")
         }
         return entry
+    }
+
+    /// A readable payload whose tensor has another type or shape than the receiver's model.
+    public struct WrongShape: Error, CustomStringConvertible {
+        public let description: String
     }
 }
 

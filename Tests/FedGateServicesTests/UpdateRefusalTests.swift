@@ -85,7 +85,7 @@ struct UpdateRefusalTests {
         } catch { return "\(error)" }
     }
 
-    @Test("NaN, infinity, a huge norm, a wrong shape and a silo not in the round: each refused, audited with its reason and counted; the round still commits and its model is unchanged")
+    @Test("NaN, infinity, a huge norm, a wrong shape, a second upload and a silo not in the round: each refused, audited with its reason and counted; the round still commits and its model is unchanged")
     func badUpdatesRefusedAndAudited() async throws {
         let consortium = try Consortium()
         let h = try await start(consortium, deadline: 300)
@@ -104,6 +104,8 @@ struct UpdateRefusalTests {
         var nan = [Float](repeating: 0.1, count: d); nan[3] = .nan
         var inf = [Float](repeating: 0.1, count: d); inf[0] = -.infinity
         #expect(await upload(h, from: "hospital-0", nan) == nil)
+        let twice = await upload(h, from: "hospital-0", [Float](repeating: 0.1, count: d))
+        #expect(twice?.contains("already uploaded") == true, "\(twice ?? "accepted")")
         #expect(await upload(h, from: "hospital-1", inf) == nil)
         #expect(await upload(h, from: "hospital-2", [Float](repeating: 1e6, count: d)) == nil)
 
@@ -114,15 +116,16 @@ struct UpdateRefusalTests {
         let records = try await h.store.auditRecords().filter { $0.action == "update.reject" }
         let text = records.map { "\($0.subject) \($0.payload)" }
         for (silo, words) in [("hospital-1", "expected F32"), ("mallory", "not a participant"), ("hospital-2", "not taking updates"),
-                              ("hospital-0", "non_finite"), ("hospital-1", "non_finite"), ("hospital-2", "norm check")] {
+                              ("hospital-0", "already uploaded"), ("hospital-0", "non_finite"), ("hospital-1", "non_finite"),
+                              ("hospital-2", "norm check")] {
             #expect(records.contains { $0.subject == silo && $0.payload.contains(words) }, "\(silo): \(words) not audited in \(text)")
         }
-        #expect(records.count == 6, "\(text)")
+        #expect(records.count == 7, "\(text)")
         let metrics = try MetricsTests.parse(h.coordinator.metrics.text)
         func rejected(_ reason: String) -> Double? {
             metrics.first { $0.name == "fedgate_updates_rejected_total" && $0.labels == ["reason": reason] }?.value
         }
-        #expect(rejected("shape") == 1 && rejected("not_participant") == 1 && rejected("round_closed") == 1)
+        #expect(rejected("shape") == 1 && rejected("not_participant") == 1 && rejected("round_closed") == 1 && rejected("duplicate") == 1)
         #expect(rejected("non_finite") == 2 && rejected("norm") == 1)
         let chain = try await h.store.auditRecords()
         #expect(AuditVerification.verify(chain) == .intact(records: chain.count))
