@@ -15,6 +15,8 @@ struct BrokerClientOptions: ParsableArguments {
     @Option(help: "Your certificate (PEM), from the consortium CA.") var cert: String
     @Option(help: "Your private key (PEM).") var key: String
     @Option(help: "The consortium CA's certificate (PEM).") var ca: String
+    @Option(help: "Seconds each request may take, connecting included (model and audit downloads are not limited).")
+    var timeout = 30.0
 
     func call<R: Sendable>(_ body: (Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
         let parts = broker.split(separator: ":")
@@ -25,9 +27,13 @@ struct BrokerClientOptions: ParsableArguments {
         do {
             credentials = try TLSCredentials(certificate: URL(fileURLWithPath: cert), key: URL(fileURLWithPath: key), ca: URL(fileURLWithPath: ca))
         } catch let e as PKIError { throw ValidationError("--cert/--key/--ca: \(e)") }
-        let transport = try FedGateTransports.client(host: String(parts[0]), port: port, serverName: serverName, credentials: credentials)
+        guard timeout > 0, timeout <= 3600 else { throw ValidationError("--timeout: '\(timeout)' is not seconds from 0 to 3600") }
+        let transport = try FedGateTransports.client(host: String(parts[0]), port: port, serverName: serverName, credentials: credentials,
+                                                     requestTimeout: .milliseconds(Int64(timeout * 1000)))
         do {
             return try await withGRPCClient(transport: transport) { grpc in try await body(Fedgate_V1_Broker.Client(wrapping: grpc)) }
+        } catch let error as RPCError where error.code == .deadlineExceeded {
+            throw RemoteFailure("the broker at \(broker) did not answer within \(timeout) s (is it running, reachable and not overloaded? --timeout sets the wait)")
         } catch let error as RPCError {
             throw RemoteFailure("the broker at \(broker) answered \(error.code): \(error.message)")
         }

@@ -119,9 +119,18 @@ public enum FedGateTransports {
 
     /// A client connection to the broker, presenting our certificate and trusting only the
     /// consortium CA. The broker's certificate must name `serverName` (its id).
+    ///
+    /// `requestTimeout` bounds each of the broker's one-answer calls (connecting included: a broker
+    /// that accepts the connection and then hangs fails the call instead of holding it); the
+    /// gateway's task stream and the streams of models, updates and audit records are not bounded
+    /// by it.
     public static func client(host: String, port: Int, serverName: String, credentials: TLSCredentials,
-                              limits: TransportLimits = .init()) throws -> HTTP2ClientTransport.Posix {
-        try HTTP2ClientTransport.Posix(
+                              limits: TransportLimits = .init(), requestTimeout: Duration? = nil) throws -> HTTP2ClientTransport.Posix {
+        let oneAnswer = ["WhoAmI", "Renew", "SubmitPlan", "PlanStatus", "CancelPlan", "ListModels", "RollbackModel"]
+        let serviceConfig = requestTimeout.map { timeout in
+            ServiceConfig(methodConfig: [MethodConfig(names: oneAnswer.map { .init(service: "fedgate.v1.Broker", method: $0) }, timeout: timeout)])
+        } ?? ServiceConfig()
+        return try HTTP2ClientTransport.Posix(
             target: .ipv4(address: host, port: port),
             transportSecurity: .mTLS(
                 certificateChain: [.bytes(Array(credentials.certificatePEM.utf8), format: .pem)],
@@ -137,7 +146,8 @@ public enum FedGateTransports {
                 $0.http2.maxFrameSize = 1 << 20
                 $0.backoff = .init(initial: .milliseconds(200), max: .seconds(10), multiplier: 1.6, jitter: 0.2)
                 $0.connection.keepalive = .init(time: limits.keepalive, timeout: limits.keepaliveTimeout, allowWithoutCalls: true)
-            })
+            },
+            serviceConfig: serviceConfig)
     }
 }
 

@@ -122,4 +122,26 @@ struct NetworkFaultTests {
         #expect(connected, "the gateway never reached the answering broker: \(gateway.output.suffix(2000))")
         #expect(gateway.output.contains("no welcome from the broker at 127.0.0.1:\(tarpit.port) within 2"), "\(gateway.output.suffix(2000))")
     }
+
+    @Test("a person's command against a broker that accepts the connection and never answers fails at its --timeout, saying so, instead of hanging")
+    func commandAgainstSilentBrokerTimesOut() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
+        let consortium = try Consortium()
+        let (broker, port) = try await processes.startBroker(consortium)
+        defer { broker.signal(SIGKILL) }
+        try #require(port > 0, "\(broker.output)")
+        let tarpit = try FaultyNetwork(to: port)
+        defer { tarpit.stop() }
+        tarpit.mode = .blackhole
+        let started = ContinuousClock.now
+        let run = try await processes.fedgate(["plan", "status", String(repeating: "a", count: 64), "--timeout", "2"]
+                                              + processes.scientist(consortium, port: tarpit.port), consortium, log: "status.log", within: 60)
+        #expect(run.status != nil && run.status != 0, "\(run.output)")
+        #expect(run.output.contains("did not answer within 2.0 s"), "\(run.output)")
+        #expect(ContinuousClock.now - started < .seconds(30), "the command took \(ContinuousClock.now - started)")
+        // The same command through an answering path is not held back by the option.
+        let direct = try await processes.fedgate(["plan", "status", String(repeating: "a", count: 64), "--timeout", "2"]
+                                                 + processes.scientist(consortium, port: port), consortium, log: "status-direct.log", within: 60)
+        #expect(direct.output.contains("notFound") || direct.output.contains("no plan"), "\(direct.output)")
+    }
 }
