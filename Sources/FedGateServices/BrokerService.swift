@@ -175,18 +175,18 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
             receipt.accepted = true
             HeapRelease.after(transferOf: header.totalBytes)
         } catch let error as TransferError {
+            // The transfer itself failed (cut off, too large, checksum): audited here as
+            // `update.refuse`. What the coordinator refuses it audits itself (`update.reject`).
             receipt.reason = error.description
+            logger.warning("update refused", metadata: ["silo": "\(silo)", "reason": "\(receipt.reason)"])
+            try await store.audit(actor: "broker", action: "update.refuse", subject: silo,
+                                  payload: canonicalPayload(["reason": receipt.reason]), at: Date())
         } catch let error as UpdateRefused {
             receipt.reason = error.description
         } catch let error as RoundError {
             receipt.reason = error.description
         } catch let error as SafeTensorsError {
             receipt.reason = "\(error)"
-        }
-        if !receipt.accepted {
-            logger.warning("update refused", metadata: ["silo": "\(silo)", "reason": "\(receipt.reason)"])
-            try await store.audit(actor: "broker", action: "update.refuse", subject: silo,
-                                  payload: canonicalPayload(["reason": receipt.reason]), at: Date())
         }
         return receipt
     }

@@ -140,7 +140,7 @@ struct TransportSecurityTests {
         }
     }
 
-    @Test("a silo uploads only to a round it joined: an update with no open round is refused and audited")
+    @Test("a silo uploads only to a round it joined: an update with no open round, or a transfer that fails its checksum, is refused and audited once")
     func uploadOutsideRound() async throws {
         try await withBroker { consortium, broker, store in
             let silo = try consortium.credentials("hospital-b", .silo)
@@ -157,8 +157,23 @@ struct TransportSecurityTests {
             }
             #expect(!receipt.accepted)
             #expect(receipt.reason.contains("not taking updates"))
-            let audit = try await store.auditRecords().filter { $0.action == "update.refuse" }
-            #expect(audit.count == 1 && audit[0].subject == "hospital-b")
+            // A transfer whose bytes do not match its checksum is refused before anyone reads it.
+            let damaged = try await call(broker, as: silo) { client in
+                try await client.uploadUpdate(request: StreamingClientRequest { writer in
+                    var chunk = Fedgate_V1_TransferChunk()
+                    chunk.header.planHash = "someone-elses-plan"
+                    chunk.header.round = 1
+                    chunk.header.totalBytes = 4
+                    chunk.data = Data([1, 2, 3, 4])
+                    chunk.sha256 = TransferDigest.hex([UInt8]([1, 2, 3, 5]))
+                    try await writer.write(chunk)
+                })
+            }
+            #expect(!damaged.accepted && !damaged.reason.isEmpty)
+            // One record for each refusal: what arrived and was refused, and the transfer that failed.
+            let audit = try await store.auditRecords().filter { $0.action == "update.reject" || $0.action == "update.refuse" }
+            #expect(audit.map(\.action) == ["update.reject", "update.refuse"] && audit.allSatisfy { $0.subject == "hospital-b" },
+                    "\(audit.map { "\($0.action) \($0.payload)" })")
         }
     }
 
