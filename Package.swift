@@ -278,3 +278,20 @@ let package = Package(
         ),
     ]
 )
+
+// Coverage-guided fuzz targets, opt-in (`FEDGATE_FUZZ=1`, built by Fuzz/run.sh with
+// -sanitize=fuzzer): each hands libFuzzer's driver its callback, and needs the fuzzer runtime to
+// link, so an ordinary build leaves them out.
+if Context.environment["FEDGATE_FUZZ"] != nil {
+    package.targets += [
+        .target(name: "CFuzzer", path: "Fuzz/CFuzzer"),
+        .executableTarget(name: "SafeTensorsFuzz", dependencies: ["FedGateTensors", "CFuzzer"], path: "Fuzz/SafeTensorsFuzz",
+                          swiftSettings: [.swiftLanguageMode(.v6)]),
+        .executableTarget(name: "PolicyFuzz", dependencies: ["FedGatePolicy", "CFuzzer"], path: "Fuzz/PolicyFuzz",
+                          swiftSettings: [.swiftLanguageMode(.v6)]),
+    ]
+    package.products += [
+        .executable(name: "SafeTensorsFuzz", targets: ["SafeTensorsFuzz"]),
+        .executable(name: "PolicyFuzz", targets: ["PolicyFuzz"]),
+    ]
+}

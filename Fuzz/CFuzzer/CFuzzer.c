@@ -1,0 +1,1 @@
+/* Nothing here: the target exists for CFuzzer.h. */
