@@ -201,4 +201,42 @@ struct HighAvailabilityTests {
         #expect(try await store.modelVersions().contains { $0.planHash == hash && $0.round == 10 })
         #expect(broker.process.isRunning, "the broker rode out the restart")
     }
+
+    @Test("a broker frozen (SIGSTOP) for more than twice its lease, with no standby: on waking it renews the lease under the same term, keeps serving and finishes the plan")
+    func frozenPastLeaseWithoutStandby() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
+        let consortium = try Consortium()
+        // Lease 2 s; frozen 5 s in round 2's training (the watcher thread sleeps, then thaws it). The
+        // silence detector is set far off so that the gateways stay through the freeze.
+        let (broker, port) = try await processes.startBroker(consortium, leaseSeconds: 2, silentAfter: 60,
+                                                             environment: ["FEDGATE_TESTING_CRASH_AT": "training:2:stop"])
+        defer { broker.signal(SIGCONT); broker.signal(SIGKILL) }
+        try #require(port > 0, "\(broker.output)")
+        let frozen = broker.onPause(1) { usleep(5_000_000) }
+        var gateways: [ProcessRoundTests.Running] = []
+        defer { gateways.forEach { $0.signal(SIGKILL) } }
+        for (i, shard) in try NetworkedRoundTests.simulation(seed: 12).shards().enumerated() {
+            let config = try await processes.gatewayConfig(consortium, "hospital-\(i)", shard: shard.train, port: port)
+            gateways.append(try .init(["gateway", "run", "--config", config.path], log: consortium.file("hospital-\(i).log")))
+        }
+        await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
+        let text = NetworkedRoundTests.plan(rounds: 4, quorum: 3, deadline: 30)
+        try text.write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
+        let hash = try TrainingPlan.parse(text, file: "plan.yaml").contentHash
+        let submit = try ProcessRoundTests.Running(["plan", "submit", consortium.file("plan.yaml").path] + processes.scientist(consortium, port: port),
+                                                   log: consortium.file("submit.log"))
+        defer { submit.signal(SIGKILL) }
+        try #require(await frozen.wait() != nil, "round 2 never trained: \(broker.output.suffix(2000))")
+        let store = try SQLiteLedger(path: consortium.file("broker.sqlite").path)
+        let ended = await eventually(seconds: 120, every: .milliseconds(100)) {
+            (try? await store.planRuns().first { $0.planHash == hash }?.state) != .running
+        }
+        try #require(ended, "the plan did not end: \(broker.output.suffix(3000))")
+        #expect(try await store.planRuns().first { $0.planHash == hash }?.state == .finished, "\(broker.output.suffix(2000))")
+        let rounds = try await store.rounds(planHash: hash)
+        #expect(rounds.count == 4 && rounds.allSatisfy { $0.state == .committed }, "\(rounds.map { ($0.number, $0.state) })")
+        #expect(broker.process.isRunning && !broker.output.contains("lease lost"), "\(broker.output.suffix(2000))")
+        let leases = try await store.auditRecords().filter { $0.action == "broker.lease" }
+        #expect(leases.count == 1 && leases[0].payload.contains("\"term\":1"), "one term throughout: \(leases.map(\.payload))")
+    }
 }
