@@ -100,17 +100,24 @@ struct NetworkFaultTests {
         #expect(AuditVerification.verify(chain) == .intact(records: chain.count))
     }
 
-    @Test("a broker that accepts the connection and never answers (the handshake swallowed): the gateway gives up on it within its connect timeout and connects to the next broker in its list")
-    func silentBrokerIsLeftForTheNext() async throws {
+    /// A broker, and in front of it a tarpit: a network that accepts connections and swallows every byte.
+    func brokerBehindTarpit() async throws -> (Consortium, ProcessRoundTests.Running, Int, FaultyNetwork) {
         try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
         let consortium = try Consortium()
         let (broker, port) = try await processes.startBroker(consortium)
-        defer { broker.signal(SIGKILL) }
-        try #require(port > 0, "\(broker.output)")
-        // In front of the first address: a network that accepts and swallows every byte.
+        guard port > 0 else {
+            broker.signal(SIGKILL)
+            throw CocoaError(.featureUnsupported, userInfo: [NSLocalizedDescriptionKey: "the broker did not start: \(broker.output)"])
+        }
         let tarpit = try FaultyNetwork(to: port)
-        defer { tarpit.stop() }
         tarpit.mode = .blackhole
+        return (consortium, broker, port, tarpit)
+    }
+
+    @Test("a broker that accepts the connection and never answers (the handshake swallowed): the gateway gives up on it within its connect timeout and connects to the next broker in its list")
+    func silentBrokerIsLeftForTheNext() async throws {
+        let (consortium, broker, port, tarpit) = try await brokerBehindTarpit()
+        defer { broker.signal(SIGKILL); tarpit.stop() }
         let config = try await processes.gatewayConfig(consortium, "hospital-0", shard: try NetworkedRoundTests.simulation(seed: 3).shards()[0].train,
                                                        port: tarpit.port)
         let text = try String(contentsOf: config, encoding: .utf8).replacingOccurrences(
@@ -125,14 +132,8 @@ struct NetworkFaultTests {
 
     @Test("a person's command against a broker that accepts the connection and never answers fails at its --timeout, saying so, instead of hanging")
     func commandAgainstSilentBrokerTimesOut() async throws {
-        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
-        let consortium = try Consortium()
-        let (broker, port) = try await processes.startBroker(consortium)
-        defer { broker.signal(SIGKILL) }
-        try #require(port > 0, "\(broker.output)")
-        let tarpit = try FaultyNetwork(to: port)
-        defer { tarpit.stop() }
-        tarpit.mode = .blackhole
+        let (consortium, broker, port, tarpit) = try await brokerBehindTarpit()
+        defer { broker.signal(SIGKILL); tarpit.stop() }
         let started = ContinuousClock.now
         let run = try await processes.fedgate(["plan", "status", String(repeating: "a", count: 64), "--timeout", "2"]
                                               + processes.scientist(consortium, port: tarpit.port), consortium, log: "status.log", within: 60)

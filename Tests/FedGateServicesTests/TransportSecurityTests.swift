@@ -144,31 +144,25 @@ struct TransportSecurityTests {
     func uploadOutsideRound() async throws {
         try await withBroker { consortium, broker, store in
             let silo = try consortium.credentials("hospital-b", .silo)
-            let receipt = try await call(broker, as: silo) { client in
-                try await client.uploadUpdate(request: StreamingClientRequest { writer in
-                    var chunk = Fedgate_V1_TransferChunk()
-                    chunk.header.planHash = "someone-elses-plan"
-                    chunk.header.round = 1
-                    chunk.header.totalBytes = 4
-                    chunk.data = Data([1, 2, 3, 4])
-                    chunk.sha256 = TransferDigest.hex([UInt8]([1, 2, 3, 4]))
-                    try await writer.write(chunk)
-                })
+            /// Four bytes for someone else's plan, with the checksum of `claimed`.
+            func upload(checksumOf claimed: [UInt8]) async throws -> Fedgate_V1_UploadReceipt {
+                try await call(broker, as: silo) { client in
+                    try await client.uploadUpdate(request: StreamingClientRequest { writer in
+                        var chunk = Fedgate_V1_TransferChunk()
+                        chunk.header.planHash = "someone-elses-plan"
+                        chunk.header.round = 1
+                        chunk.header.totalBytes = 4
+                        chunk.data = Data([1, 2, 3, 4])
+                        chunk.sha256 = TransferDigest.hex(claimed)
+                        try await writer.write(chunk)
+                    })
+                }
             }
+            let receipt = try await upload(checksumOf: [1, 2, 3, 4])
             #expect(!receipt.accepted)
             #expect(receipt.reason.contains("not taking updates"))
             // A transfer whose bytes do not match its checksum is refused before anyone reads it.
-            let damaged = try await call(broker, as: silo) { client in
-                try await client.uploadUpdate(request: StreamingClientRequest { writer in
-                    var chunk = Fedgate_V1_TransferChunk()
-                    chunk.header.planHash = "someone-elses-plan"
-                    chunk.header.round = 1
-                    chunk.header.totalBytes = 4
-                    chunk.data = Data([1, 2, 3, 4])
-                    chunk.sha256 = TransferDigest.hex([UInt8]([1, 2, 3, 5]))
-                    try await writer.write(chunk)
-                })
-            }
+            let damaged = try await upload(checksumOf: [1, 2, 3, 5])
             #expect(!damaged.accepted && !damaged.reason.isEmpty)
             // One record for each refusal: what arrived and was refused, and the transfer that failed.
             let audit = try await store.auditRecords().filter { $0.action == "update.reject" || $0.action == "update.refuse" }
