@@ -113,7 +113,8 @@ public struct SiloPolicy: Sendable, Equatable {
             }
         }
         let executorsNode = try root.require("executors", "the executors allowed, e.g. [builtin]")
-        for name in try r.strings(executorsNode, "executors") where name != "builtin" && programs[name] == nil {
+        let executors = try r.strings(executorsNode, "executors")
+        for name in executors where name != "builtin" && programs[name] == nil {
             throw r.error(executorsNode, "executors", "allows '\(name)' but `programs` does not say how to run it (programs: { \(name): { command: [...] } })")
         }
         var policy = SiloPolicy(
@@ -125,7 +126,7 @@ public struct SiloPolicy: Sendable, Equatable {
             requireSecureAggregation: try r.bool(try privacy.require("require_secure_aggregation", "true or false"), "privacy.require_secure_aggregation"),
             minSilosPerRound: try r.int(try privacy.require("min_silos_per_round", "the fewest silos a round may have"), "privacy.min_silos_per_round", 1...10000, "a whole number ≥ 1"),
             models: try r.strings(try root.require("models", "the model kinds allowed"), "models"),
-            executors: try r.strings(try root.require("executors", "the executors allowed, e.g. [builtin]"), "executors"),
+            executors: executors,
             hours: hours.map { (from: $0.0, to: $0.1) }, approvalExpiryHours: approval, sha256: digest)
         policy.programs = programs
         return policy

@@ -58,9 +58,13 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     }
 
     /// The privacy a silo will spend, as DP events, before any training.
-    public func projectedEvent() throws -> DPEvent {
-        if executor == "builtin" { return .dpsgd(samplingProbability: dp.samplingRate, noiseMultiplier: try noiseMultiplier(), steps: totalSteps) }
-        return .selfComposed(event: try roundEvent(), count: rounds)
+    public func projectedEvent() throws -> DPEvent { try event(rounds: rounds) }
+
+    /// What `k` rounds cost a silo: one DP-SGD run of k × local steps for the built-in trainer,
+    /// k releases of the Gaussian mechanism for a silo's own program.
+    public func event(rounds k: Int) throws -> DPEvent {
+        if executor == "builtin" { return .dpsgd(samplingProbability: dp.samplingRate, noiseMultiplier: try noiseMultiplier(), steps: k * localSteps) }
+        return .selfComposed(event: try roundEvent(), count: k)
     }
 
     /// What one round costs a silo. The built-in trainer runs DP-SGD. A silo's own program returns

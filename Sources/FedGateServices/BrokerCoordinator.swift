@@ -134,23 +134,15 @@ public actor BrokerCoordinator {
     private var nextToken: UInt64 = 0
     private var active: [String: ActiveRound] = [:]
     private var evaluations: [String: FinalEvaluation] = [:]
-    /// Per plan: the DP-SGD a silo runs in one round (q, z, steps) and δ, for the ε mirror.
-    private var mirrorEvent: [String: MirrorEvent] = [:]
+    /// Per plan, for the ε mirror: the plan with its noise multiplier pinned (a target ε is
+    /// calibrated once here, not again after every round); absent when its events cannot be made.
+    private var mirrorPlans: [String: TrainingPlan] = [:]
 
-    /// What one round costs a silo under a plan, for the ε mirror: k rounds of the built-in DP-SGD
-    /// are one run of k × steps; k rounds of an executor's Gaussian mechanism compose k times.
-    private struct MirrorEvent {
-        let plan: TrainingPlan
-        init?(_ plan: TrainingPlan) {
-            guard (try? plan.roundEvent()) != nil else { return nil }
-            self.plan = plan
-        }
-        func rounds(_ k: Int) throws -> DPEvent {
-            if plan.executor == "builtin" {
-                return .dpsgd(samplingProbability: plan.dp.samplingRate, noiseMultiplier: try plan.noiseMultiplier(), steps: k * plan.localSteps)
-            }
-            return .selfComposed(event: try plan.roundEvent(), count: k)
-        }
+    private static func mirrorPlan(_ plan: TrainingPlan) -> TrainingPlan? {
+        var pinned = plan
+        guard let z = try? plan.noiseMultiplier() else { return nil }
+        pinned.dp.noiseMultiplier = z
+        return (try? pinned.roundEvent()) == nil ? nil : pinned
     }
     private var waiters: [String: Waiter] = [:]
     private var plans: [String: PlanStatus] = [:]
@@ -405,7 +397,7 @@ public actor BrokerCoordinator {
                                      payload: canonicalPayload(["purpose": plan.purpose, "rounds": plan.rounds, "strategy": plan.strategy]),
                                      actor: submitter)
         plans[hash] = PlanStatus(state: .running)
-        mirrorEvent[hash] = MirrorEvent(plan)
+        mirrorPlans[hash] = Self.mirrorPlan(plan)
         runs[hash] = Task { await self.run(plan, text: text, hash: hash, from: .start) }
         logger.info("plan submitted", metadata: ["plan": "\(hash.prefix(12))", "by": "\(submitter)", "rounds": "\(plan.rounds)"])
         return hash
@@ -506,7 +498,7 @@ public actor BrokerCoordinator {
                 status.layerSizes = resume.global!.layerSizes
             }
             plans[hash] = status
-            mirrorEvent[hash] = MirrorEvent(plan)
+            mirrorPlans[hash] = Self.mirrorPlan(plan)
             updateMirror(hash, for: Array(resume.participants))
             try await store.audit(actor: settings.brokerID, action: "plan.resume", subject: hash,
                                   payload: canonicalPayload(["next_round": resume.nextRound, "checkpoint_round": resume.lastCommitted ?? NSNull()]), at: Date())
@@ -518,15 +510,15 @@ public actor BrokerCoordinator {
         return resumed
     }
 
-    /// The ε mirror of `silos` after a committed round: k rounds of the same DP-SGD compose to one
-    /// run of k × steps, one accountant call per distinct count.
+    /// The ε mirror of `silos` after a committed round (`TrainingPlan.event(rounds:)`), one
+    /// accountant call per distinct count.
     private func updateMirror(_ hash: String, for silos: [String]) {
-        guard let m = mirrorEvent[hash] else { return }
+        guard let m = mirrorPlans[hash] else { return }
         var byCount: [Int: Double] = [:]
         for silo in silos {
             let rounds = plans[hash]?.rounds.filter { $0.state == "committed" && $0.participants.contains(silo) }.count ?? 0
             if byCount[rounds] == nil {
-                byCount[rounds] = try? epsilon(of: try m.rounds(rounds), delta: m.plan.dp.delta)
+                byCount[rounds] = try? epsilon(of: try m.event(rounds: rounds), delta: m.dp.delta)
             }
             plans[hash]?.epsilonMirror[silo] = byCount[rounds]
             if let e = byCount[rounds] { metrics.set("fedgate_epsilon_mirror", [("silo", silo)], e) }

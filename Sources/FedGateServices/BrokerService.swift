@@ -2,7 +2,6 @@ import FedGatePKI
 import FedGatePolicy
 import FedGateProto
 import FedGateStore
-import FedGateTensors
 import FedGateTransport
 import Foundation
 import GRPCCore
@@ -185,8 +184,6 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
             receipt.reason = error.description
         } catch let error as RoundError {
             receipt.reason = error.description
-        } catch let error as SafeTensorsError {
-            receipt.reason = "\(error)"
         }
         return receipt
     }

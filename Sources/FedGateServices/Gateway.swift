@@ -512,7 +512,7 @@ public actor Gateway {
                 dimension: dimension, logger: logger)
             delta = output.delta
             var noise = GaussianNoiseGenerator()
-            let mechanism = try GaussianMechanism(clipNorm: plan.dp.clipNorm, noiseMultiplier: try plan.dp.noiseMultiplier ?? plan.noiseMultiplier())
+            let mechanism = try GaussianMechanism(clipNorm: plan.dp.clipNorm, noiseMultiplier: try plan.noiseMultiplier())
             _ = try mechanism.apply(to: &delta, noise: &noise)
             (examples, trained) = (output.examples, output.metrics.filter { !["accuracy", "eval_examples"].contains($0.key) })
         }

@@ -40,8 +40,7 @@ public final class ConnectionGuard: Sendable {
                 onRefusal: @escaping @Sendable (Refusal) -> Void = { _ in }) {
         state.withLock { $0.revoked = revoked }
         self.clientCertificates = clientCertificates
-        let (seconds, attoseconds) = handshakeTimeout.components
-        self.handshakeTimeout = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        self.handshakeTimeout = TimeAmount(handshakeTimeout)
         self.logger = logger
         self.onRefusal = onRefusal
     }
