@@ -28,13 +28,8 @@ struct CrashRecoveryTests {
         var (broker, port) = try await processes.startBroker(consortium, environment: ["FEDGATE_TESTING_CRASH_AT": crashes[0]])
         try #require(port > 0, "the broker did not start: \(broker.output)")
         defer { broker.signal(SIGKILL) }
-        let shards = try NetworkedRoundTests.simulation(seed: 3).shards()
-        var gateways: [ProcessRoundTests.Running] = []
+        let gateways = try await processes.startGateways(consortium, seed: 3, port: port)
         defer { gateways.forEach { $0.signal(SIGKILL) } }
-        for (i, shard) in shards.enumerated() {
-            let config = try await processes.gatewayConfig(consortium, "hospital-\(i)", shard: shard.train, port: port)
-            gateways.append(try .init(["gateway", "run", "--config", config.path], log: consortium.file("hospital-\(i).log")))
-        }
         await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
         try text.write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
         let hash = try TrainingPlan.parse(text, file: "plan.yaml").contentHash

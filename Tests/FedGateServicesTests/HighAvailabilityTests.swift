@@ -58,13 +58,8 @@ struct HighAvailabilityTests {
                                                                  log: "broker-b.log", within: 2 * lease)
         #expect(notYet == 0 && standby.output.contains("standing by"), "the standby must wait, not listen: \(standby.output)")
 
-        var gateways: [ProcessRoundTests.Running] = []
-        for (i, shard) in try NetworkedRoundTests.simulation(seed: 6).shards().enumerated() {
-            let config = try await processes.gatewayConfig(consortium, "hospital-\(i)", shard: shard.train, port: port)
-            let text = try String(contentsOf: config, encoding: .utf8)
-                .replacingOccurrences(of: "name: broker }", with: "name: broker, standbys: [\"127.0.0.1:\(standbyPort)\"] }")
-            try text.write(to: config, atomically: true, encoding: .utf8)
-            gateways.append(try .init(["gateway", "run", "--config", config.path], log: consortium.file("hospital-\(i).log")))
+        let gateways = try await processes.startGateways(consortium, seed: 6, port: port) {
+            $0.replacingOccurrences(of: "name: broker }", with: "name: broker, standbys: [\"127.0.0.1:\(standbyPort)\"] }")
         }
         let store = try PostgresLedger(url: url)
         var pair = Pair(consortium: consortium, leader: leader, port: port, standby: standby, standbyPort: standbyPort, gateways: gateways,
@@ -156,12 +151,8 @@ struct HighAvailabilityTests {
         let (broker, port) = try await processes.startBroker(consortium, store: pg.url, environment: ["FEDGATE_TESTING_CRASH_AT": "training:3:stop"])
         defer { broker.signal(SIGCONT); broker.signal(SIGKILL) }
         try #require(port > 0, "\(broker.output)")
-        var gateways: [ProcessRoundTests.Running] = []
+        let gateways = try await processes.startGateways(consortium, seed: 8, port: port)
         defer { gateways.forEach { $0.signal(SIGKILL) } }
-        for (i, shard) in try NetworkedRoundTests.simulation(seed: 8).shards().enumerated() {
-            let config = try await processes.gatewayConfig(consortium, "hospital-\(i)", shard: shard.train, port: port)
-            gateways.append(try .init(["gateway", "run", "--config", config.path], log: consortium.file("hospital-\(i).log")))
-        }
         await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
         let text = NetworkedRoundTests.plan(rounds: 10, quorum: 3, deadline: 60)
         try text.write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
@@ -213,12 +204,8 @@ struct HighAvailabilityTests {
         defer { broker.signal(SIGCONT); broker.signal(SIGKILL) }
         try #require(port > 0, "\(broker.output)")
         let frozen = broker.onPause(1) { usleep(5_000_000) }
-        var gateways: [ProcessRoundTests.Running] = []
+        let gateways = try await processes.startGateways(consortium, seed: 12, port: port)
         defer { gateways.forEach { $0.signal(SIGKILL) } }
-        for (i, shard) in try NetworkedRoundTests.simulation(seed: 12).shards().enumerated() {
-            let config = try await processes.gatewayConfig(consortium, "hospital-\(i)", shard: shard.train, port: port)
-            gateways.append(try .init(["gateway", "run", "--config", config.path], log: consortium.file("hospital-\(i).log")))
-        }
         await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
         let text = NetworkedRoundTests.plan(rounds: 4, quorum: 3, deadline: 30)
         try text.write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)

@@ -95,13 +95,8 @@ struct MetricsTests {
         let brokerMetrics = await metricsPort(broker)
         try #require(brokerMetrics > 0, "\(broker.output)")
 
-        var gateways: [ProcessRoundTests.Running] = []
+        let gateways = try await processes.startGateways(consortium, seed: 5, port: port) { $0 + "\nmetrics: { port: 0 }\n" }
         defer { gateways.forEach { $0.signal(SIGKILL) } }
-        for (i, shard) in try NetworkedRoundTests.simulation(seed: 5).shards().enumerated() {
-            let config = try await processes.gatewayConfig(consortium, "hospital-\(i)", shard: shard.train, port: port)
-            try (try String(contentsOf: config, encoding: .utf8) + "\nmetrics: { port: 0 }\n").write(to: config, atomically: true, encoding: .utf8)
-            gateways.append(try .init(["gateway", "run", "--config", config.path], log: consortium.file("hospital-\(i).log")))
-        }
         await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
         _ = try consortium.credentials("prometheus", .monitor)
         let client = try processes.scientist(consortium, port: port)

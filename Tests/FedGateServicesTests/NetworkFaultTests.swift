@@ -27,12 +27,8 @@ struct NetworkFaultTests {
         network.mode = .delay(milliseconds: 100)
         let silence = broker.onPause(1) { network.mode = .blackhole }
         let cut = broker.onPause(2) { network.cutAll() }
-        var gateways: [ProcessRoundTests.Running] = []
+        let gateways = try await processes.startGateways(consortium, seed: 10, port: network.port)
         defer { gateways.forEach { $0.signal(SIGKILL) } }
-        for (i, shard) in try NetworkedRoundTests.simulation(seed: 10).shards().enumerated() {
-            let config = try await processes.gatewayConfig(consortium, "hospital-\(i)", shard: shard.train, port: network.port)
-            gateways.append(try .init(["gateway", "run", "--config", config.path], log: consortium.file("hospital-\(i).log")))
-        }
         func connections() -> Int { broker.output.components(separatedBy: "gateway connected").count - 1 }
         /// What the broker and each gateway said last, for a failure's message.
         func logs() -> String {

@@ -89,6 +89,25 @@ struct ProcessRoundTests {
         }
     }
 
+    /// Three gateway processes, one per shard of `NetworkedRoundTests.simulation(seed:)`, each told
+    /// the broker's `port`; `edit` may rewrite each config's text (standbys, metrics). If one cannot
+    /// start, those already started are stopped.
+    func startGateways(_ consortium: Consortium, seed: UInt64, port: Int, edit: (String) -> String = { $0 }) async throws -> [Running] {
+        var started: [Running] = []
+        do {
+            for (i, shard) in try NetworkedRoundTests.simulation(seed: seed).shards().enumerated() {
+                let config = try await gatewayConfig(consortium, "hospital-\(i)", shard: shard.train, port: port)
+                let text = try String(contentsOf: config, encoding: .utf8)
+                if edit(text) != text { try edit(text).write(to: config, atomically: true, encoding: .utf8) }
+                started.append(try Running(["gateway", "run", "--config", config.path], log: consortium.file("hospital-\(i).log")))
+            }
+        } catch {
+            started.forEach { $0.signal(SIGKILL) }
+            throw error
+        }
+        return started
+    }
+
     func gatewayConfig(_ consortium: Consortium, _ id: String, shard: Dataset, test: Dataset? = nil, port: Int,
                        program: String? = nil) async throws -> URL {
         try shard.csv.write(to: consortium.file("\(id).csv"), atomically: true, encoding: .utf8)
