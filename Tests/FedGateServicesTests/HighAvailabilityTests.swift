@@ -154,13 +154,7 @@ struct HighAvailabilityTests {
         let gateways = try await processes.startGateways(consortium, seed: 8, port: port)
         defer { gateways.forEach { $0.signal(SIGKILL) } }
         await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
-        let text = NetworkedRoundTests.plan(rounds: 10, quorum: 3, deadline: 60)
-        try text.write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
-        let hash = try TrainingPlan.parse(text, file: "plan.yaml").contentHash
-        // Not waited for: the broker may freeze at its pause point while `plan submit` still talks to
-        // it, and the database must go down at once, not after the client's keepalive gives up.
-        let submit = try ProcessRoundTests.Running(["plan", "submit", consortium.file("plan.yaml").path] + processes.scientist(consortium, port: port),
-                                                   log: consortium.file("submit.log"))
+        let (hash, submit) = try processes.submitAlongside(consortium, port: port, rounds: 10, deadline: 60)
         defer { submit.signal(SIGKILL) }
         let store = try PostgresLedger(url: pg.url)
         defer { store.shutdown() }
@@ -207,11 +201,7 @@ struct HighAvailabilityTests {
         let gateways = try await processes.startGateways(consortium, seed: 12, port: port)
         defer { gateways.forEach { $0.signal(SIGKILL) } }
         await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
-        let text = NetworkedRoundTests.plan(rounds: 4, quorum: 3, deadline: 30)
-        try text.write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
-        let hash = try TrainingPlan.parse(text, file: "plan.yaml").contentHash
-        let submit = try ProcessRoundTests.Running(["plan", "submit", consortium.file("plan.yaml").path] + processes.scientist(consortium, port: port),
-                                                   log: consortium.file("submit.log"))
+        let (hash, submit) = try processes.submitAlongside(consortium, port: port, rounds: 4, deadline: 30)
         defer { submit.signal(SIGKILL) }
         try #require(await frozen.wait() != nil, "round 2 never trained: \(broker.output.suffix(2000))")
         let store = try SQLiteLedger(path: consortium.file("broker.sqlite").path)

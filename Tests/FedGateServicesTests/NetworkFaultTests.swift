@@ -38,13 +38,7 @@ struct NetworkFaultTests {
         }
         await eventually { connections() >= 3 }
         let deadline = 6.0
-        let text = NetworkedRoundTests.plan(rounds: 6, quorum: 3, deadline: Int(deadline))
-        try text.write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
-        let hash = try TrainingPlan.parse(text, file: "plan.yaml").contentHash
-        // Not waited for: the broker may freeze at its pause point while `plan submit` still talks to
-        // it, and the test must act on the pause at once, not after the client's keepalive gives up.
-        let submit = try ProcessRoundTests.Running(["plan", "submit", consortium.file("plan.yaml").path] + processes.scientist(consortium, port: port),
-                                                   log: consortium.file("submit.log"))
+        let (hash, submit) = try processes.submitAlongside(consortium, port: port, rounds: 6, deadline: Int(deadline))
         defer { submit.signal(SIGKILL) }
         let store = try SQLiteLedger(path: consortium.file("broker.sqlite").path)
         func round(_ n: Int) async -> RoundRecord? { try? await store.rounds(planHash: hash).first { $0.number == n } }

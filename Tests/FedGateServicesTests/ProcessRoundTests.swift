@@ -1,5 +1,6 @@
 import FedGateLearning
 import FedGatePKI
+import FedGatePolicy
 import FedGateProto
 import FedGateServices
 import FedGateStore
@@ -179,6 +180,16 @@ extension ProcessRoundTests {
         _ = try consortium.credentials("dana", .dataScientist)
         return ["--broker", "127.0.0.1:\(port)", "--cert", consortium.file("dana.pem").path, "--key", consortium.file("dana.key").path,
                 "--ca", consortium.file("ca.pem").path]
+    }
+
+    /// Writes a plan of `rounds` to plan.yaml and starts `fedgate plan submit` for it without waiting:
+    /// a broker that freezes at a pause point while the client still talks to it must be acted on at
+    /// once, not after the client's keepalive gives up. The plan's hash, and the running client.
+    func submitAlongside(_ consortium: Consortium, port: Int, rounds: Int, deadline: Int) throws -> (hash: String, client: Running) {
+        let text = NetworkedRoundTests.plan(rounds: rounds, quorum: 3, deadline: deadline)
+        try text.write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
+        let hash = try TrainingPlan.parse(text, file: "plan.yaml").contentHash
+        return (hash, try Running(["plan", "submit", consortium.file("plan.yaml").path] + scientist(consortium, port: port), log: consortium.file("submit.log")))
     }
 
     /// Runs one `fedgate` command to its end: its exit status and output.
