@@ -49,18 +49,15 @@ struct ProcessRoundTests {
             let (log, pid) = (self.log, process.processIdentifier)
             Thread {
                 let until = Date().addingTimeInterval(seconds)
-                let marker = Array("test pause point reached".utf8)
                 guard let file = try? FileHandle(forReadingFrom: log) else { return }
                 defer { try? file.close() }
-                var seen = 0, carry: [UInt8] = []
+                var seen = 0, partial = ""
                 while Date() < until {
-                    // Only what was written since the last look, with a marker's length carried over.
-                    let bytes = carry + [UInt8]((try? file.readToEnd()) ?? Data())
-                    var i = 0
-                    while i + marker.count <= bytes.count {
-                        if bytes[i] == marker[0] && Array(bytes[i..<(i + marker.count)]) == marker { seen += 1; i += marker.count } else { i += 1 }
-                    }
-                    carry = i < bytes.count ? Array(bytes[i...]) : []
+                    // Only what was written since the last look; a line still being written waits.
+                    partial += String(decoding: (try? file.readToEnd()) ?? Data(), as: UTF8.self)
+                    let lines = partial.split(separator: "\n", omittingEmptySubsequences: false)
+                    partial = String(lines.last ?? "")
+                    seen += lines.dropLast().filter { $0.contains("test pause point reached") }.count
                     if seen >= n {
                         act()
                         watch.acted.withLock { $0 = Date() }
