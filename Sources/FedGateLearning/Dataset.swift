@@ -17,11 +17,17 @@ public struct Dataset: Sendable, Equatable {
         guard features.count == featureNames.count * labels.count else {
             throw DatasetError(file: nil, line: nil, reason: "\(features.count) feature values for \(labels.count) rows of \(featureNames.count) features")
         }
+        let classes = classCount ?? ((labels.max() ?? 0) + 1)
+        guard classes <= Network.maximumClasses, labels.allSatisfy({ (0..<classes).contains($0) }) else {
+            let worst = labels.max() ?? 0
+            throw DatasetError(file: nil, line: nil, reason: "label '\(labelName)' holds \(worst): labels must be class numbers 0 to "
+                               + "\(Network.maximumClasses - 1) (at most \(Network.maximumClasses) classes); check that the label column is the class")
+        }
         self.featureNames = featureNames
         self.labelName = labelName
         self.features = features
         self.labels = labels
-        self.classCount = classCount ?? ((labels.max() ?? 0) + 1)
+        self.classCount = classes
     }
 
     /// Row i's features.
@@ -85,8 +91,9 @@ public struct Dataset: Sendable, Equatable {
             guard cells.count == header.count else {
                 throw DatasetError(file: url.path, line: lineNumber, reason: "\(cells.count) cells, the header has \(header.count)")
             }
-            guard let y = Int(cells[labelIndex].trimmingCharacters(in: .whitespaces)), y >= 0 else {
-                throw DatasetError(file: url.path, line: lineNumber, reason: "label '\(cells[labelIndex])' in column '\(label)' is not a non-negative integer")
+            guard let y = Int(cells[labelIndex].trimmingCharacters(in: .whitespaces)), (0..<Network.maximumClasses).contains(y) else {
+                throw DatasetError(file: url.path, line: lineNumber, reason: "label '\(cells[labelIndex])' in column '\(label)' is not a class number "
+                                   + "from 0 to \(Network.maximumClasses - 1)")
             }
             labels.append(y)
             for (j, i) in indices.enumerated() {
@@ -132,6 +139,27 @@ public struct Standardisation: Sendable, Equatable {
             self.classes = classes
         }
 
+        /// Why these moments cannot be a real data set's with `features` columns and `classes`
+        /// classes (nil when they can): every count is checked before it sizes anything, and every
+        /// value is finite and possible (sums of squares not negative, and no mean whose square
+        /// exceeds the mean square).
+        public func problem(features: ClosedRange<Int>, classes allowed: ClosedRange<Int>) -> String? {
+            guard features.contains(sums.count) else {
+                return "\(sums.count) feature sums; the plan's columns make \(features.lowerBound == features.upperBound ? "\(features.lowerBound)" : "\(features.lowerBound) or \(features.upperBound)")"
+            }
+            guard squares.count == sums.count else { return "\(sums.count) feature sums but \(squares.count) sums of squares" }
+            guard count >= 1, count <= 1 << 40 else { return "a row count of \(count)" }
+            guard allowed.contains(classes) else { return "\(classes) classes; expected \(allowed.lowerBound) to \(allowed.upperBound)" }
+            let n = Double(count)
+            for j in 0..<sums.count {
+                let (s, q) = (sums[j], squares[j])
+                guard s.isFinite, q.isFinite, q >= 0 else { return "feature \(j + 1): sum \(s) and sum of squares \(q) are not finite and non-negative" }
+                // Cauchy–Schwarz: (Σx)² ≤ n·Σx², with room for rounding.
+                guard s * s <= n * q * (1 + 1e-9) + 1e-9 else { return "feature \(j + 1): sum \(s) is impossible with sum of squares \(q) over \(count) rows" }
+            }
+            return nil
+        }
+
         public init(of data: Dataset) {
             let d = data.featureCount
             var s = [Double](repeating: 0, count: d), q = [Double](repeating: 0, count: d)
@@ -152,10 +180,22 @@ public struct Standardisation: Sendable, Equatable {
     }
 
     /// Statistics of one data set.
-    public init(of data: Dataset) { self.init(combining: [Moments(of: data)]) }
+    public init(of data: Dataset) { self.init(unchecked: [Moments(of: data)]) }
 
-    /// Statistics of the union of several silos' data, from their moments alone.
-    public init(combining parts: [Moments]) {
+    /// Statistics of the union of several silos' data, from their moments alone. Parts that do not
+    /// agree on the number of features, or that fail `Moments.problem`, are refused.
+    public init(combining parts: [Moments]) throws {
+        let d = parts.first?.sums.count ?? 0
+        for (i, p) in parts.enumerated() {
+            if let problem = p.problem(features: d...d, classes: 1...Network.maximumClasses) {
+                throw DatasetError(file: nil, line: nil, reason: "moments \(i + 1) of \(parts.count): \(problem)")
+            }
+        }
+        self.init(unchecked: parts)
+    }
+
+    /// Parts known to agree in shape (one data set's own).
+    private init(unchecked parts: [Moments]) {
         let n = Double(max(parts.reduce(0) { $0 + $1.count }, 1))
         let d = parts.first?.sums.count ?? 0
         var mean = [Double](repeating: 0, count: d), sq = [Double](repeating: 0, count: d)

@@ -77,9 +77,22 @@ public struct Network: Sendable, Equatable {
         try self.init(kind: kind, inputs: inputs, classes: classes, seed: Optional(seed))
     }
 
+    /// The most classes a built-in model has: a label above this is a data error, not a model.
+    public static let maximumClasses = 1000
+    /// The most features a built-in model reads.
+    public static let maximumInputs = 1 << 20
+    /// The most parameters a built-in model has (256 MiB of float32, the transport's payload cap):
+    /// checked before anything is allocated, so a shape taken from a file or a peer cannot make a
+    /// process allocate what it does not have.
+    public static let maximumParameters = 1 << 26
+
     private init(kind: ModelKind, inputs: Int, classes: Int, seed: UInt64?) throws {
         guard inputs >= 1, classes >= 2 else {
             throw DatasetError(file: nil, line: nil, reason: "a model needs at least one feature and two classes (got \(inputs), \(classes))")
+        }
+        guard inputs <= Self.maximumInputs, classes <= Self.maximumClasses else {
+            throw DatasetError(file: nil, line: nil, reason: "a model of \(inputs) features and \(classes) classes is beyond the built-in models' "
+                               + "\(Self.maximumInputs) features and \(Self.maximumClasses) classes; check the label column and the plan's columns")
         }
         if kind == .logistic && classes != 2 {
             throw DatasetError(file: nil, line: nil, reason: "logistic regression needs two classes, the data has \(classes); use softmax")
@@ -87,14 +100,18 @@ public struct Network: Sendable, Equatable {
         var sizes = [inputs]
         if case .mlp(let hidden) = kind { sizes += hidden }
         sizes.append(kind == .logistic || (classes == 2 && kind != .softmax) ? 1 : classes)
-        self.kind = kind
-        self.classCount = classes
-        self.layerSizes = sizes
         var w: [Int] = [], b: [Int] = [], offset = 0
         for l in 1..<sizes.count {
             w.append(offset); offset += sizes[l] * sizes[l - 1]
             b.append(offset); offset += sizes[l]
+            guard offset <= Self.maximumParameters else {
+                throw DatasetError(file: nil, line: nil, reason: "\(kind) with \(inputs) features and \(classes) classes has more than "
+                                   + "\(Self.maximumParameters) parameters, the most a built-in model may have; use fewer columns or hidden units")
+            }
         }
+        self.kind = kind
+        self.classCount = classes
+        self.layerSizes = sizes
         weightOffsets = w
         biasOffsets = b
         var p = [Float](repeating: 0, count: offset)

@@ -1,6 +1,7 @@
 import Crypto
 import FedGateAggregation
 import FedGateLearning
+import FedGatePKI
 import FedGatePolicy
 import FedGatePrivacy
 import FedGateProto
@@ -92,6 +93,8 @@ public actor BrokerCoordinator {
     private struct ActiveRound {
         let number: Int
         var progress: RoundProgress
+        /// What feature moments from this plan's silos may look like (from its columns and model).
+        let momentsShape: (features: ClosedRange<Int>, classes: ClosedRange<Int>)
         /// The round's model file, cut into chunks as each download reads it (it shares the
         /// global model's storage; let go before the model is updated in place).
         var model: ModelFile?
@@ -212,24 +215,44 @@ public actor BrokerCoordinator {
     /// The expiry of the certificate a connected silo's stream was opened with.
     public func certificateNotAfter(of silo: String) -> Date? { sessions[silo]?.certificateNotAfter }
 
-    /// A gateway's answer to an offer.
-    public func reply(_ reply: Fedgate_V1_OfferReply, from silo: String, token: UInt64) {
+    /// A gateway's answer to an offer. Its feature moments are checked against the plan before
+    /// anything is sized from them: an answer with impossible moments counts as that silo's
+    /// refusal (audited as `reply.reject`), never as an acceptance.
+    public func reply(_ reply: Fedgate_V1_OfferReply, from silo: String, token: UInt64) async {
         heartbeat(silo: silo, token: token)
         guard var round = active[reply.planHash], round.number == Int(reply.round) else {
-            logger.warning("answer to an offer that is not open", metadata: ["silo": "\(silo)", "plan": "\(reply.planHash.prefix(12))", "round": "\(reply.round)"])
+            logger.warning("answer to an offer that is not open", metadata: ["silo": "\(silo)", "plan": "\(PeerText.bounded(reply.planHash.prefix(12)))",
+                                                                           "round": "\(reply.round)"])
             return
         }
-        let moments = reply.hasMoments ? Standardisation.Moments(count: Int(reply.moments.count), sums: reply.moments.sums,
-                                                                   squares: reply.moments.squares, classes: Int(reply.moments.classes)) : nil
+        var accepted = reply.accepted
+        var reasons = PeerText.bounded(reply.reasons)
+        var moments: Standardisation.Moments?
+        if accepted && reply.hasMoments {
+            let m = Standardisation.Moments(count: Int(clamping: reply.moments.count), sums: reply.moments.sums,
+                                            squares: reply.moments.squares, classes: Int(reply.moments.classes))
+            if let problem = m.problem(features: round.momentsShape.features, classes: round.momentsShape.classes) {
+                accepted = false
+                reasons = ["broker: the silo's feature moments were refused: \(problem)"]
+                metrics.count("fedgate_replies_rejected_total")
+                logger.warning("offer answer rejected", metadata: ["silo": "\(silo)", "round": "\(reply.round)", "reason": "\(problem)"])
+                try? await durable { try await self.store.audit(actor: self.settings.brokerID, action: "reply.reject", subject: silo, payload: canonicalPayload([
+                    "plan": reply.planHash, "round": Int(reply.round), "reason": problem]), at: Date()) }
+                // The round may have moved on while the record was written.
+                guard let current = active[reply.planHash], current.number == Int(reply.round) else { return }
+                round = current
+            } else {
+                moments = m
+            }
+        }
         do {
-            try round.progress.reply(from: silo, accepted: reply.accepted, reasons: reply.reasons, moments: moments)
+            try round.progress.reply(from: silo, accepted: accepted, reasons: reasons, moments: moments)
             active[reply.planHash] = round
-            metrics.count("fedgate_offer_answers_total", [("answer", reply.accepted ? "accepted" : "refused")])
-            for reason in reply.reasons where !reply.accepted {
+            metrics.count("fedgate_offer_answers_total", [("answer", accepted ? "accepted" : "refused")])
+            for reason in reasons where !accepted {
                 metrics.count("fedgate_offer_refusals_total", [("rule", FedGateMetrics.rule(of: reason))])
             }
-            logger.info(reply.accepted ? "offer accepted" : "offer refused",
-                        metadata: ["silo": "\(silo)", "round": "\(reply.round)", "reasons": "\(reply.reasons)"])
+            logger.info(accepted ? "offer accepted" : "offer refused", metadata: ["silo": "\(silo)", "round": "\(reply.round)", "reasons": "\(reasons)"])
             wakeIfDone(reply.planHash)
         } catch {
             logger.warning("answer refused", metadata: ["silo": "\(silo)", "reason": "\(error)"])
@@ -240,11 +263,31 @@ public actor BrokerCoordinator {
     public func evaluation(_ report: Fedgate_V1_EvaluationReport, from silo: String, token: UInt64) {
         heartbeat(silo: silo, token: token)
         guard let e = evaluations[report.planHash], e.round == Int(report.round), e.expected.contains(silo), e.reports[silo] == nil else {
-            logger.warning("evaluation report not asked for", metadata: ["silo": "\(silo)", "plan": "\(report.planHash.prefix(12))"])
+            logger.warning("evaluation report not asked for", metadata: ["silo": "\(silo)", "plan": "\(PeerText.bounded(report.planHash.prefix(12)))"])
             return
+        }
+        var report = report
+        report.error = PeerText.bounded(report.error)
+        if report.error.isEmpty, let problem = Self.problem(of: report) {
+            // An impossible figure counts as that silo's failure to evaluate, never as a figure.
+            logger.warning("evaluation report refused", metadata: ["silo": "\(silo)", "reason": "\(problem)"])
+            report.error = "broker: the report was refused: \(problem)"
         }
         evaluations[report.planHash]!.reports[silo] = report
         wakeIfDone(report.planHash)
+    }
+
+    /// Why an evaluation report's figures are impossible, or nil.
+    static func problem(of r: Fedgate_V1_EvaluationReport) -> String? {
+        guard r.accuracy.isFinite, (0...1).contains(r.accuracy) else { return "accuracy \(r.accuracy) is not in 0…1" }
+        guard r.examples >= 1, r.examples <= 1 << 40 else { return "\(r.examples) held-out rows" }
+        guard r.epsilonSpent.isFinite, r.epsilonSpent >= 0, r.epsilonCap.isFinite, r.epsilonCap >= 0 else {
+            return "ε spent \(r.epsilonSpent) and cap \(r.epsilonCap) are not finite and non-negative"
+        }
+        if r.personalised, !(r.personalisedAccuracy.isFinite && (0...1).contains(r.personalisedAccuracy)) {
+            return "personalised accuracy \(r.personalisedAccuracy) is not in 0…1"
+        }
+        return nil
     }
 
     /// A silo's step of a secure-aggregation round (what it says it is must match who sent it).
@@ -341,7 +384,10 @@ public actor BrokerCoordinator {
                 if case .replay = error { throw UpdateRefused(.duplicate, "\(error)") }
                 throw UpdateRefused(.unreadable, "\(error)")
             }
-            try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: header.metrics)
+            guard (1...(1 << 40)).contains(header.examples) else {
+                throw UpdateRefused(.examples, "\(header.examples) examples (allowed 1…\(1 << 40))")
+            }
+            try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: UploadMetrics.checked(header.metrics))
             plans[hash]?.bytesIn += payload.count
             logger.info("masked input received", metadata: ["silo": "\(silo)", "round": "\(header.round)", "bytes": "\(payload.count)"])
             wakeIfDone(hash)
@@ -353,19 +399,20 @@ public actor BrokerCoordinator {
         } catch {
             throw UpdateRefused(.unreadable, "\(error)")
         }
+        // Every update is checked before it counts: a refused one is answered with its reason, is
+        // not a participant's contribution, and does not count towards the quorum.
+        let validator = UpdateValidator(dimension: dimension, maximumNorm: settings.maximumUpdateNorm)
+        let metrics = UploadMetrics.checked(header.metrics)
+        func check(_ delta: UnsafeBufferPointer<Float>) -> UpdateRejection? { validator.check(silo: silo, examples: header.examples, delta: delta) }
+        if let rejection = entry.withFloat32Buffer(check) ?? entry.floats.withUnsafeBufferPointer(check) {
+            throw UpdateRefused(rejection)
+        }
         if active[hash]!.folded != nil {
-            try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: header.metrics)
-            let validator = UpdateValidator(dimension: dimension, maximumNorm: settings.maximumUpdateNorm)
-            func fold(_ delta: UnsafeBufferPointer<Float>) {
-                if let rejection = validator.check(silo: silo, examples: header.examples, delta: delta) {
-                    active[hash]!.rejected.append(rejection)
-                } else {
-                    active[hash]!.folded!.fold(delta, weight: Double(header.examples))
-                }
-            }
+            try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: metrics)
+            func fold(_ delta: UnsafeBufferPointer<Float>) { active[hash]!.folded!.fold(delta, weight: Double(header.examples)) }
             if entry.withFloat32Buffer(fold) == nil { entry.floats.withUnsafeBufferPointer(fold) }
         } else {
-            try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: entry.floats, examples: header.examples), metrics: header.metrics)
+            try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: entry.floats, examples: header.examples), metrics: metrics)
         }
         plans[hash]?.bytesIn += payload.count
         logger.info("update received", metadata: ["silo": "\(silo)", "round": "\(header.round)", "bytes": "\(payload.count)"])
@@ -599,7 +646,7 @@ public actor BrokerCoordinator {
                 }
                 try await advance(hash, number, .offered, [])
                 crashPoint("offered", number)
-                active[hash] = ActiveRound(number: number, progress: progress)
+                active[hash] = ActiveRound(number: number, progress: progress, momentsShape: Self.momentsShape(plan, kind))
                 var offer = Fedgate_V1_RoundOffer()
                 offer.planHash = hash
                 offer.round = UInt32(number)
@@ -617,13 +664,24 @@ public actor BrokerCoordinator {
                     continue
                 }
                 if global == nil {
+                    // The feature count most accepting silos agree on is the model's; a silo that
+                    // sent none or another count is left out of the round, so one silo cannot stop it.
+                    let counts = Dictionary(grouping: progress.accepted.compactMap { progress.moments[$0]?.sums.count }, by: { $0 })
+                    let agreed = counts.max { ($0.value.count, $1.key) < ($1.value.count, $0.key) }?.key
+                    for silo in progress.accepted where progress.moments[silo]?.sums.count != agreed {
+                        let reason = progress.moments[silo].map { "its \($0.sums.count) feature sums disagree with the \(agreed ?? 0) of the other silos" }
+                            ?? "it accepted without feature moments"
+                        try await durable { try await self.store.audit(actor: self.settings.brokerID, action: "reply.reject", subject: silo, payload: canonicalPayload([
+                            "plan": hash, "round": number, "reason": reason]), at: Date()) }
+                        progress.refuse(silo, reason: reason)
+                    }
                     let parts = progress.accepted.sorted().compactMap { progress.moments[$0] }
-                    guard parts.count == progress.accepted.count, let first = parts.first,
-                          parts.allSatisfy({ $0.sums.count == first.sums.count }) else {
-                        try await abort(hash, number, progress, reason: "the accepting silos did not send consistent feature moments")
+                    guard progress.accepted.count >= plan.quorum, let first = parts.first else {
+                        active[hash]!.progress = progress
+                        try await abort(hash, number, progress, reason: "\(progress.accepted.count) accepting silos sent consistent feature moments, quorum is \(plan.quorum)")
                         continue
                     }
-                    standardisation = Standardisation(combining: parts)
+                    standardisation = try Standardisation(combining: parts)
                     let classes = max(2, parts.map(\.classes).max() ?? 2)
                     global = try Network(kind: kind, inputs: first.sums.count, classes: classes, seed: settings.modelSeed)
                     plans[hash]?.layerSizes = global!.layerSizes
@@ -780,6 +838,13 @@ public actor BrokerCoordinator {
         }
         active.removeValue(forKey: hash)
         runs.removeValue(forKey: hash)
+    }
+
+    /// The feature moments a plan's silos can send: one sum per column the plan reads (the silo's
+    /// label among them or not), and the classes the model kind can have.
+    private static func momentsShape(_ plan: TrainingPlan, _ kind: ModelKind) -> (features: ClosedRange<Int>, classes: ClosedRange<Int>) {
+        let columns = plan.columns.count
+        return (max(1, columns - 1)...max(1, columns), 1...(kind == .logistic ? 2 : Network.maximumClasses))
     }
 
     /// Sends the final model to every silo that took part, waits for their evaluations (at most a
@@ -1081,11 +1146,40 @@ extension Duration {
 struct UpdateRefused: Error, CustomStringConvertible {
     enum Reason: String {
         case roundClosed = "round_closed", notParticipant = "not_participant", duplicate, shape, unreadable
+        case nonFinite = "non_finite", norm, examples
     }
     let reason: Reason
     let description: String
     init(_ reason: Reason, _ description: String) {
         self.reason = reason
         self.description = description
+    }
+
+    /// A failed validation check, as the silo and the audit record see it.
+    init(_ rejection: UpdateRejection) {
+        let reason: Reason = switch rejection.check {
+        case .shape: .shape
+        case .nonFinite: .nonFinite
+        case .norm: .norm
+        case .examples: .examples
+        case .duplicate: .duplicate
+        }
+        self.init(reason, rejection.description)
+    }
+}
+
+/// The metrics a silo sends with its update (its held-out accuracy and row count, its training
+/// loss, what its own program reported): finite values only, known ones within their range, at
+/// most 16 short lower-case names, so a peer cannot put NaN or unbounded text into a report.
+enum UploadMetrics {
+    static let ranges: [String: ClosedRange<Double>] = ["accuracy": 0...1, "eval_examples": 0...Double(1 << 40)]
+
+    static func checked(_ metrics: [String: Double]) -> [String: Double] {
+        let kept = metrics.filter { name, value in
+            guard value.isFinite, (1...32).contains(name.utf8.count),
+                  name.utf8.allSatisfy({ (97...122).contains($0) || (48...57).contains($0) || $0 == 95 }) else { return false }
+            return ranges[name]?.contains(value) ?? true
+        }
+        return Dictionary(uniqueKeysWithValues: kept.sorted { $0.key < $1.key }.prefix(16).map { ($0.key, $0.value) })
     }
 }

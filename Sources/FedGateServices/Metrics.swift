@@ -1,4 +1,5 @@
 import FedGatePKI
+import FedGatePolicy
 import FedGateTransport
 import Foundation
 import Logging
@@ -42,10 +43,14 @@ public struct FedGateMetrics: Sendable {
     /// The exposition text (Prometheus format 0.0.4).
     public var text: String { registry.emitToString() }
 
-    /// The rule a refusal reason names (`purpose: …` → `purpose`), for a bounded label.
+    /// The rules a refusal may name: the policy engine's, and the gateway's own checks before it.
+    static let knownRules = Set(PolicyEngine.rules.map(\.name) + ["plan", "datasets", "columns", "approval", "broker"])
+
+    /// The rule a refusal reason names (`purpose: …` → `purpose`), for a bounded label: a reason
+    /// that names no known rule counts as `other`, so a peer's text cannot mint new label values.
     static func rule(of reason: String) -> String {
-        let head = reason.prefix { $0 != ":" && $0 != " " }
-        return head.isEmpty || head.count > 40 ? "other" : String(head)
+        let head = String(reason.prefix { $0 != ":" && $0 != " " })
+        return knownRules.contains(head) ? head : "other"
     }
 }
 
@@ -58,7 +63,10 @@ public enum MetricsEndpoint {
         public func close() async { try? await channel.close() }
     }
 
-    public static func serve(host: String, port: Int, credentials: TLSCredentials, metrics: FedGateMetrics, logger: Logger) async throws -> Handle {
+    /// `revocation`: why a presented certificate is revoked, or nil (the broker passes its store's
+    /// revocations: a revoked monitor or admin certificate reads no metrics).
+    public static func serve(host: String, port: Int, credentials: TLSCredentials, metrics: FedGateMetrics,
+                             revocation: @escaping @Sendable (Certificate) -> String? = { _ in nil }, logger: Logger) async throws -> Handle {
         var tls = TLSConfiguration.makeServerConfiguration(
             certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(credentials.certificatePEM.utf8)).map { .certificate($0) },
             privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(credentials.keyPEM.utf8), format: .pem)))
@@ -72,7 +80,7 @@ public enum MetricsEndpoint {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(metrics: metrics, logger: logger))
+                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(metrics: metrics, revocation: revocation, logger: logger))
                 }
             }
             .bind(host: host, port: port).get()
@@ -86,11 +94,13 @@ private final class MetricsHTTPHandler: ChannelInboundHandler, RemovableChannelH
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
     let metrics: FedGateMetrics
+    let revocation: @Sendable (Certificate) -> String?
     let logger: Logger
     private var head: HTTPRequestHead?
 
-    init(metrics: FedGateMetrics, logger: Logger) {
+    init(metrics: FedGateMetrics, revocation: @escaping @Sendable (Certificate) -> String?, logger: Logger) {
         self.metrics = metrics
+        self.revocation = revocation
         self.logger = logger
     }
 
@@ -140,6 +150,10 @@ private final class MetricsHTTPHandler: ChannelInboundHandler, RemovableChannelH
               let peer = handler.peerCertificate, let der = try? peer.toDERBytes(),
               let certificate = try? Certificate(derEncoded: der) else {
             return .failure(Refusal(description: "no verified client certificate on this connection"))
+        }
+        if let reason = revocation(certificate) {
+            logger.warning("metrics refused", metadata: ["reason": "\(reason)"])
+            return .failure(Refusal(description: reason))
         }
         do { return .success(try Identity(subject: certificate.subject)) } catch {
             return .failure(Refusal(description: "the client certificate carries no FedGate identity"))

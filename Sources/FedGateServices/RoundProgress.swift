@@ -58,6 +58,14 @@ public struct RoundProgress: Sendable {
         metrics[update.silo] = m
     }
 
+    /// The broker refuses a silo's accepted answer once the offer is closed (its moments disagree
+    /// with the others'): it leaves the participants and counts as refused, with the reason.
+    public mutating func refuse(_ silo: String, reason: String) {
+        guard phase == .training, let i = accepted.firstIndex(of: silo), updates[silo] == nil else { return }
+        accepted.remove(at: i)
+        refused[silo] = ["broker: \(reason)"]
+    }
+
     public func isParticipant(_ silo: String) -> Bool { phase == .training && accepted.contains(silo) && !dropped.contains(silo) }
     public func hasUploaded(_ silo: String) -> Bool { updates[silo] != nil }
 

@@ -110,7 +110,7 @@ public struct FederatedSimulation: Sendable {
         // Each silo computes the moments of its training rows; the consortium combines them so every
         // silo standardises the same way (per-silo statistics would shift features with the label
         // skew). Only these aggregates leave a silo; they are not DP-accounted.
-        let stats = Standardisation(combining: trains.map(Standardisation.Moments.init(of:)))
+        let stats = try Standardisation(combining: trains.map(Standardisation.Moments.init(of:)))
         for s in trains.indices { trains[s].standardise(stats); tests[s].standardise(stats) }
         let names = (0..<settings.silos).map { "silo-\($0)" }
         let attackers = Array(names.prefix(settings.byzantineCount))

@@ -83,7 +83,7 @@ struct NetworkedRoundTests {
     }
 
     func makeSilo(_ consortium: Consortium, _ id: String, train: Dataset, test: Dataset, policy: String? = nil,
-                  port: Int, fixedNoise: (run: UInt64, silo: Int)? = nil,
+                  broker: any RegistryBackend, port: Int, fixedNoise: (run: UInt64, silo: Int)? = nil,
                   configure: (inout Gateway.Settings) -> Void = { _ in }) async throws -> Silo {
         let store = try await consortium.store(id)
         try await store.save(DatasetBudget(name: "breast-cancer-2024", delta: 1e-5, perPlanCap: 5, lifetimeCap: 20), actor: "admin")
@@ -92,7 +92,7 @@ struct NetworkedRoundTests {
         let text = policy ?? Self.policy(silo: id)
         let ledger = PrivacyLedger(backend: store)
         let governor = SiloGovernor(policy: try SiloPolicy.parse(text, file: "\(id).yaml"), policyText: text, ledger: ledger)
-        var settings = Gateway.Settings(credentials: try consortium.credentials(id, .silo), dataset: "breast-cancer-2024", train: train, test: test)
+        var settings = Gateway.Settings(credentials: try await consortium.enrolledSilo(id, in: broker), dataset: "breast-cancer-2024", train: train, test: test)
         settings.brokerPort = port
         settings.learningRate = 0.5
         settings.fixedNoise = fixedNoise
@@ -116,7 +116,7 @@ struct NetworkedRoundTests {
 
     /// Pooled accuracy of `parameters` on every silo's held-out rows, standardised as the consortium agreed.
     static func pooledAccuracy(_ parameters: [Float], shards: [(train: Dataset, test: Dataset)]) throws -> Double {
-        let stats = Standardisation(combining: shards.map { Standardisation.Moments(of: $0.train) })
+        let stats = try Standardisation(combining: shards.map { Standardisation.Moments(of: $0.train) })
         var net = try Network(kind: .logistic, inputs: data.featureCount, classes: 2, seed: 0)
         net.parameters = parameters
         var correct = 0.0, total = 0.0
@@ -146,7 +146,7 @@ struct NetworkedRoundTests {
                                    limits: limits, logger: consortium.logger) { broker in
             var silos: [Silo] = []
             for (i, shard) in shards.enumerated() {
-                silos.append(try await makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, port: broker.port,
+                silos.append(try await makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, broker: brokerStore, port: broker.port,
                                                 fixedNoise: (1, i)) { if i == 1 { $0.limits.downloadRangeBytes = 100; $0.limits.chunkBytes = 40 } })
             }
             let running = silos.map { silo in Task { await silo.gateway.run() } }
@@ -236,7 +236,7 @@ struct NetworkedRoundTests {
                 let id = "hospital-\(i)"
                 silos.append(try await makeSilo(consortium, id, train: shard.train, test: shard.test,
                                                 policy: Self.policy(silo: id).replacingOccurrences(of: "models: [logistic]", with: "models: [logistic, mlp]"),
-                                                port: broker.port))
+                                                broker: brokerStore, port: broker.port))
             }
             let running = silos.map { silo in Task { await silo.gateway.run() } }
             defer { running.forEach { $0.cancel() } }
@@ -280,7 +280,7 @@ struct NetworkedRoundTests {
                                    logger: consortium.logger) { broker in
             var silos: [Silo] = []
             for (i, shard) in shards.enumerated() {
-                silos.append(try await makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, port: broker.port))
+                silos.append(try await makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, broker: brokerStore, port: broker.port))
             }
             let running = silos.map { silo in Task { await silo.gateway.run() } }
             defer { running.forEach { $0.cancel() } }
@@ -360,7 +360,7 @@ struct NetworkedRoundTests {
             for (i, shard) in shards.enumerated() {
                 let policy = i == 2 ? Self.policy(silo: "clinic-2", purposes: ["quality-improvement"]) : nil
                 silos.append(try await makeSilo(consortium, i == 2 ? "clinic-2" : "hospital-\(i)", train: shard.train, test: shard.test,
-                                                policy: policy, port: broker.port))
+                                                policy: policy, broker: brokerStore, port: broker.port))
             }
             let running = silos.map { silo in Task { await silo.gateway.run() } }
             defer { running.forEach { $0.cancel() } }
@@ -388,7 +388,7 @@ struct NetworkedRoundTests {
                                    logger: consortium.logger) { broker in
             var silos: [Silo] = []
             for (i, shard) in shards.enumerated() {
-                silos.append(try await makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, port: broker.port))
+                silos.append(try await makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, broker: brokerStore, port: broker.port))
             }
             let running = silos.map { silo in Task { await silo.gateway.run() } }
             defer { running.forEach { $0.cancel() } }
@@ -419,12 +419,12 @@ struct NetworkedRoundTests {
                                    settings: settings, logger: consortium.logger) { broker in
             var silos: [Silo] = []
             for (i, shard) in shards.prefix(2).enumerated() {
-                silos.append(try await makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, port: broker.port))
+                silos.append(try await makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, broker: brokerStore, port: broker.port))
             }
             let running = silos.map { silo in Task { await silo.gateway.run() } }
             defer { running.forEach { $0.cancel() } }
             // A third silo opens its task stream, says hello, then never speaks again.
-            let mute = try consortium.credentials("hospital-mute", .silo)
+            let mute = try await consortium.enrolledSilo("hospital-mute", in: brokerStore)
             let transport = try FedGateTransports.client(host: "127.0.0.1", port: broker.port, serverName: "broker", credentials: mute)
             let closedAfter = Task {
                 try await withGRPCClient(transport: transport) { grpc in

@@ -85,7 +85,7 @@ struct UpdateRefusalTests {
         } catch { return "\(error)" }
     }
 
-    @Test("NaN, infinity, a huge norm, a wrong shape, a second upload and a silo not in the round: each refused, audited with its reason and counted; the round still commits and its model is unchanged")
+    @Test("NaN, infinity, a huge norm, a wrong shape, a second upload and a silo not in the round: each refused with its reason in the answer, audited and counted; refused updates do not count, and the round commits on the valid ones with its model unchanged")
     func badUpdatesRefusedAndAudited() async throws {
         let consortium = try Consortium()
         let h = try await start(consortium, deadline: 300)
@@ -100,17 +100,27 @@ struct UpdateRefusalTests {
         #expect(intruder?.contains("not a participant") == true, "\(intruder ?? "accepted")")
         let lateRound = await upload(h, from: "hospital-2", [Float](repeating: 0.1, count: d), round: 7)
         #expect(lateRound?.contains("not taking updates") == true, "\(lateRound ?? "accepted")")
-        // Taken off the wire, then refused by validation before they touch the model.
+        // Taken off the wire, then refused by validation before they touch the model: the silo is
+        // told why, and the refused update does not make it a contributor.
         var nan = [Float](repeating: 0.1, count: d); nan[3] = .nan
         var inf = [Float](repeating: 0.1, count: d); inf[0] = -.infinity
-        #expect(await upload(h, from: "hospital-0", nan) == nil)
-        let twice = await upload(h, from: "hospital-0", [Float](repeating: 0.1, count: d))
+        let notANumber = await upload(h, from: "hospital-0", nan)
+        #expect(notANumber?.contains("non_finite") == true, "\(notANumber ?? "accepted")")
+        let infinite = await upload(h, from: "hospital-1", inf)
+        #expect(infinite?.contains("non_finite") == true, "\(infinite ?? "accepted")")
+        let huge = await upload(h, from: "hospital-2", [Float](repeating: 1e6, count: d))
+        #expect(huge?.contains("norm check") == true, "\(huge ?? "accepted")")
+        // The same silos' valid updates (zero: the model must not move) are then taken, once each.
+        let zero = [Float](repeating: 0, count: d)
+        #expect(await upload(h, from: "hospital-0", zero) == nil)
+        let twice = await upload(h, from: "hospital-0", zero)
         #expect(twice?.contains("already uploaded") == true, "\(twice ?? "accepted")")
-        #expect(await upload(h, from: "hospital-1", inf) == nil)
-        #expect(await upload(h, from: "hospital-2", [Float](repeating: 1e6, count: d)) == nil)
+        #expect(await upload(h, from: "hospital-1", zero) == nil)
+        #expect(await upload(h, from: "hospital-2", zero) == nil)
 
         let status = await h.coordinator.finished(h.hash)
         #expect(status?.rounds.map(\.state) == ["committed"], "\(String(describing: status?.rounds))")
+        #expect(status?.rounds.first?.participants == h.silos, "only silos whose update was taken are participants")
         #expect(status?.parameters == initial, "no refused update moved the model")
 
         let records = try await h.store.auditRecords().filter { $0.action == "update.reject" }
