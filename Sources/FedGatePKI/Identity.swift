@@ -21,13 +21,21 @@ public struct Identity: Sendable, Equatable, CustomStringConvertible {
     public let region: String?
 
     public init(id: String, role: Role, region: String?) throws {
-        guard !id.isEmpty, id.count <= 64, id.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_" }) else {
-            throw PKIError("identity id '\(id)' must be 1–64 letters, digits, '-', '.' or '_'")
+        guard Self.isName(id) else {
+            throw PKIError("identity id '\(PeerText.bounded(id, limit: 64))' must be 1–64 ASCII letters, digits, '-', '.' or '_'")
         }
         if role.isService && (region ?? "").isEmpty { throw PKIError("a \(role.rawValue) needs a region") }
+        if let region, !Self.isName(region) {
+            throw PKIError("region '\(PeerText.bounded(region, limit: 64))' must be at most 64 ASCII letters, digits, '-', '.' or '_'")
+        }
         self.id = id
         self.role = role
         self.region = role.isService ? region : nil
+    }
+
+    /// 1–64 ASCII letters, digits, '-', '.' or '_': what an id or a region may be.
+    static func isName(_ s: String) -> Bool {
+        (1...64).contains(s.utf8.count) && s.utf8.allSatisfy { (65...90).contains($0) || (97...122).contains($0) || (48...57).contains($0) || $0 == 45 || $0 == 46 || $0 == 95 }
     }
 
     public var description: String { "\(role.rawValue) '\(id)'" + (region.map { " in \($0)" } ?? "") }
@@ -44,23 +52,33 @@ public struct Identity: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// Reads the identity a (verified) certificate or CSR subject carries.
+    /// Reads the identity a (verified) certificate or CSR subject carries. A subject that names
+    /// more than one id, role or region is ambiguous and refused: reading one of them (the last
+    /// organisational unit, say) would let a certificate for two roles act as either.
     public init(subject: DistinguishedName) throws {
-        var cn: String?, ou: String?, l: String?
+        var cn: [String] = [], ou: [String] = [], l: [String] = []
         for rdn in subject {
             for attribute in rdn {
                 let value = String(describing: attribute.value)
                 switch attribute.type {
-                case .RDNAttributeType.commonName: cn = value
-                case .RDNAttributeType.organizationalUnitName: ou = value
-                case .RDNAttributeType.localityName: l = value
+                case .RDNAttributeType.commonName: cn.append(value)
+                case .RDNAttributeType.organizationalUnitName: ou.append(value)
+                case .RDNAttributeType.localityName: l.append(value)
                 default: continue
                 }
             }
         }
+        for (values, what) in [(cn, "common names (ids)"), (ou, "organisational units (roles)"), (l, "localities (regions)")] where values.count > 1 {
+            throw PKIError("the subject is ambiguous: it has \(values.count) \(what), \(values.map { "'\(PeerText.bounded($0, limit: 64))'" }.joined(separator: ", ")); "
+                           + "a FedGate certificate names exactly one")
+        }
+        try self.init(cn: cn.first, ou: ou.first, l: l.first)
+    }
+
+    private init(cn: String?, ou: String?, l: String?) throws {
         guard let cn else { throw PKIError("the subject has no common name (the identity id)") }
         guard let ou, let role = Role(rawValue: ou) else {
-            throw PKIError("the subject's organisational unit '\(ou ?? "")' is not a role (\(Role.allCases.map(\.rawValue).joined(separator: ", ")))")
+            throw PKIError("the subject's organisational unit '\(PeerText.bounded(ou ?? "", limit: 64))' is not a role (\(Role.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         try self.init(id: cn, role: role, region: l)
     }

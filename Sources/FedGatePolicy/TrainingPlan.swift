@@ -1,4 +1,5 @@
 import Crypto
+import FedGateLearning
 import FedGatePrivacy
 import Foundation
 
@@ -120,13 +121,16 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
             }
             fineTune = try pm.optional("fine_tune_epochs").map { try r.int($0, "personalisation.fine_tune_epochs", 0...1000, "a number of epochs from 0 to 1000") }
         }
+        let modelNode = try root.require("model", "logistic, softmax or mlp:H")
+        let model = try r.string(modelNode, "model")
+        do { _ = try ModelKind(parsing: model) } catch let e as DatasetError { throw r.error(modelNode, "model", e.reason) }
         let datasets = try r.strings(try root.require("datasets", "the logical names of the data sets"), "datasets")
         guard !datasets.isEmpty else { throw r.error(root.optional("datasets"), "datasets", "must name at least one data set") }
         return TrainingPlan(
             purpose: try r.string(try root.require("purpose", "why the model is trained, e.g. research"), "purpose"),
             datasets: datasets,
             columns: try r.strings(try root.require("columns", "the columns the plan reads"), "columns"),
-            model: try r.string(try root.require("model", "logistic, softmax or mlp:H"), "model"),
+            model: model,
             executor: try root.optional("executor").map { try r.string($0, "executor") } ?? "builtin",
             rounds: try r.int(try root.require("rounds", "the number of rounds"), "rounds", 1...100_000, "a whole number from 1 to 100000"),
             localSteps: try r.int(try root.require("local_steps", "DP-SGD steps per silo per round"), "local_steps", 1...10_000_000, "a whole number ≥ 1"),

@@ -28,8 +28,17 @@ struct YAMLReader {
         PolicyFileError(file: file, line: node?.mark?.line ?? 1, column: node?.mark?.column ?? 1, field: field, expected: expected)
     }
 
+    /// The largest policy, plan or config file read, in bytes, before and after YAML aliases are
+    /// expanded (a plan goes to every silo and into every content hash: a few aliases of a long
+    /// string must not become gigabytes there).
+    static let maximumBytes = 1 << 20
+
     /// Parses the text into its root mapping.
     func root(_ text: String) throws -> Map {
+        guard text.utf8.count <= Self.maximumBytes else {
+            throw PolicyFileError(file: file, line: 1, column: 1, field: "(document)",
+                                  expected: "at most \(Self.maximumBytes) bytes; this file has \(text.utf8.count)")
+        }
         let node: Node?
         do { node = try Yams.compose(yaml: text) } catch let e as YamlError {
             let message = Self.problem(of: e)
@@ -51,7 +60,31 @@ struct YAMLReader {
             throw PolicyFileError(file: file, line: line, column: column, field: "(document)", expected: "valid YAML: \(Self.problem(of: e))")
         }
         guard let node else { throw PolicyFileError(file: file, line: 1, column: 1, field: "(document)", expected: "a mapping, but the file is empty") }
+        var budget = Self.maximumBytes
+        guard Self.fits(node, within: &budget) else {
+            throw PolicyFileError(file: file, line: 1, column: 1, field: "(document)",
+                                  expected: "at most \(Self.maximumBytes) bytes once its aliases (*name) are expanded; write the values out, or use fewer aliases")
+        }
         return try map(node, "(document)")
+    }
+
+    /// Whether the document, with every alias expanded, stays within `budget` bytes (each node
+    /// counts at least one byte, so the walk stops early however deep the aliases nest).
+    static func fits(_ node: Node, within budget: inout Int) -> Bool {
+        switch node {
+        case .scalar(let s): budget -= max(1, s.string.utf8.count)
+        case .sequence(let seq):
+            budget -= 1
+            for child in seq where budget >= 0 { guard fits(child, within: &budget) else { return false } }
+        case .mapping(let m):
+            budget -= 1
+            for (k, v) in m where budget >= 0 {
+                guard fits(k, within: &budget), fits(v, within: &budget) else { return false }
+            }
+        case .alias:
+            budget -= 1
+        }
+        return budget >= 0
     }
 
     static func position(of e: YamlError) -> (Int, Int) {
