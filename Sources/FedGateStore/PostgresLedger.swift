@@ -254,6 +254,32 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
         }
     }
 
+    public func revoke(_ r: Revocation, actor: String) async throws {
+        try await audited(actor: actor, action: "\(r.kind == .identity ? "identity" : "certificate").revoke", at: r.revokedAt) { conn in
+            try await conn.query("""
+                INSERT INTO revocations (kind, value, reason, revoked_at) VALUES (\(r.kind.rawValue), \(r.value), \(r.reason), \(r.revokedAt.timeIntervalSince1970))
+                ON CONFLICT (kind, value) DO NOTHING
+                """, logger: logger)
+            if r.kind == .identity {
+                try await conn.query("UPDATE parties SET revoked_at = \(r.revokedAt.timeIntervalSince1970) WHERE id = \(r.value) AND revoked_at IS NULL", logger: logger)
+            }
+            return (r.value, RegistryPayload.revocation(r))
+        }
+    }
+
+    public func revocations() async throws -> RevocationList {
+        try await wrap {
+            var list = RevocationList()
+            for try await id in try await client.query("SELECT id FROM parties WHERE revoked_at IS NOT NULL", logger: logger).decode(String.self) {
+                list.identities.insert(id)
+            }
+            for try await (kind, value) in try await client.query("SELECT kind, value FROM revocations", logger: logger).decode((String, String).self) {
+                if let k = Revocation.Kind(rawValue: kind) { list.add(k, value) }
+            }
+            return list
+        }
+    }
+
     public func party(_ id: String) async throws -> Party? {
         try await wrap {
             var out: Party?
@@ -306,16 +332,6 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
             let enrolled = invitation.party(p, at: at)
             try await Self.upsert(conn, enrolled, logger: logger)
             return (p.id, RegistryPayload.party(enrolled))
-        }
-    }
-
-    public func revokedParties() async throws -> Set<String> {
-        try await wrap {
-            var out = Set<String>()
-            for try await id in try await client.query("SELECT id FROM parties WHERE revoked_at IS NOT NULL", logger: logger).decode(String.self) {
-                out.insert(id)
-            }
-            return out
         }
     }
 

@@ -59,6 +59,43 @@ public struct EnrolmentInvitation: Sendable, Equatable {
     }
 }
 
+/// One revocation: a whole identity (every certificate carrying the id), or one certificate by
+/// its SHA-256 fingerprint or serial number (lower-case hex, no separators).
+public struct Revocation: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable { case identity, sha256, serial }
+    public let kind: Kind
+    public let value: String
+    public let reason: String
+    public let revokedAt: Date
+
+    public init(kind: Kind, value: String, reason: String, revokedAt: Date) {
+        self.kind = kind
+        self.value = kind == .identity ? value : value.lowercased().filter { $0 != ":" }
+        self.reason = reason
+        self.revokedAt = revokedAt
+    }
+}
+
+/// Everything revoked: identities (revoked parties among them), fingerprints and serials.
+public struct RevocationList: Sendable, Equatable {
+    public var identities: Set<String> = []
+    public var fingerprints: Set<String> = []
+    public var serials: Set<String> = []
+    public init(identities: Set<String> = [], fingerprints: Set<String> = [], serials: Set<String> = []) {
+        self.identities = identities
+        self.fingerprints = fingerprints
+        self.serials = serials
+    }
+
+    mutating func add(_ kind: Revocation.Kind, _ value: String) {
+        switch kind {
+        case .identity: identities.insert(value)
+        case .sha256: fingerprints.insert(value)
+        case .serial: serials.insert(value)
+        }
+    }
+}
+
 /// A round of a plan and where it stands. Every transition is written before its effects.
 public struct RoundRecord: Sendable, Equatable {
     public enum State: String, Sendable, CaseIterable {
@@ -133,8 +170,11 @@ public protocol RegistryBackend: Sendable {
     /// Uses the invitation and enrols the party in one transaction; refused (nothing changed) if the
     /// token is unknown, used, expired or for another silo or region.
     func redeem(tokenSHA256: String, enrolling party: Party, at: Date) async throws
-    /// Ids of every revoked party (the broker refuses them at the handshake).
-    func revokedParties() async throws -> Set<String>
+    /// Records a revocation (a second one of the same certificate or identity changes nothing); an
+    /// identity revocation of an enrolled party revokes the party too. Audited in the transaction.
+    func revoke(_ revocation: Revocation, actor: String) async throws
+    /// Everything revoked, revoked parties included (the broker refuses them at the handshake).
+    func revocations() async throws -> RevocationList
     /// Creates a round in `planned`.
     func openRound(_ round: RoundRecord, actor: String) async throws
     /// Moves a round to `state` (only along `State.next`), recording who survived.
@@ -153,6 +193,9 @@ public protocol RegistryBackend: Sendable {
 enum RegistryPayload {
     static func party(_ p: Party) -> String {
         canonicalPayload(["kind": p.kind.rawValue, "region": p.region, "jurisdiction": p.jurisdiction, "certificate_sha256": p.certificateSHA256])
+    }
+    static func revocation(_ r: Revocation) -> String {
+        canonicalPayload(["kind": r.kind.rawValue, "value": r.value, "reason": r.reason])
     }
     static func invitation(_ i: EnrolmentInvitation) -> String {
         canonicalPayload(["region": i.region, "jurisdiction": i.jurisdiction, "expires_at": i.expiresAt.timeIntervalSince1970])

@@ -25,7 +25,7 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
                     """)
                 var applied: [Int: String] = [:]
                 for row in try Row.fetchAll(db, sql: "SELECT version, checksum FROM schema_migrations") {
-                    applied[row["version"]] = row["checksum"]
+                    applied[try row.field("version")] = try row.field("checksum")
                 }
                 let todo = try Migration.pending(migrations, applied: applied)
                 for m in todo {
@@ -54,8 +54,8 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM datasets WHERE name = ?", arguments: [entry.dataset]) else {
                 throw LedgerError.unknownDataset(entry.dataset)
             }
-            let budget = DatasetBudget(name: row["name"], delta: row["delta"], perPlanCap: row["per_plan_cap"],
-                                       windowDays: row["window_days"], windowCap: row["window_cap"], lifetimeCap: row["lifetime_cap"])
+            let budget = DatasetBudget(name: try row.field("name"), delta: try row.field("delta"), perPlanCap: try row.field("per_plan_cap"),
+                                       windowDays: try row.field("window_days"), windowCap: try row.field("window_cap"), lifetimeCap: try row.field("lifetime_cap"))
             let active = try Self.entries(db, dataset: entry.dataset).filter { $0.state != .released }
             try BudgetCheck.check(budget, active: active, adding: entry, now: now)
             let json = try entry.event.canonicalJSON()
@@ -90,8 +90,8 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         try await wrap {
             try await pool.read { db in
                 try Row.fetchOne(db, sql: "SELECT * FROM datasets WHERE name = ?", arguments: [dataset]).map { row in
-                    DatasetBudget(name: row["name"], delta: row["delta"], perPlanCap: row["per_plan_cap"],
-                                  windowDays: row["window_days"], windowCap: row["window_cap"], lifetimeCap: row["lifetime_cap"])
+                    DatasetBudget(name: try row.field("name"), delta: try row.field("delta"), perPlanCap: try row.field("per_plan_cap"),
+                                  windowDays: try row.field("window_days"), windowCap: try row.field("window_cap"), lifetimeCap: try row.field("lifetime_cap"))
                 }
             }
         }
@@ -105,8 +105,8 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         try await wrap {
             try await pool.read { db in
                 try Row.fetchAll(db, sql: "SELECT * FROM audit_records ORDER BY rowid").map { r in
-                    AuditRecord(seq: r["seq"], at: Date(timeIntervalSince1970: r["at"]), actor: r["actor"], action: r["action"],
-                                subject: r["subject"], payload: r["payload"], previousHash: r["previous_hash"], hash: r["hash"])
+                    AuditRecord(seq: try r.field("seq"), at: Date(timeIntervalSince1970: try r.field("at")), actor: try r.field("actor"), action: try r.field("action"),
+                                subject: try r.field("subject"), payload: try r.field("payload"), previousHash: try r.field("previous_hash"), hash: try r.field("hash"))
                 }
             }
         }
@@ -137,9 +137,9 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         try await wrap {
             try await pool.read { db in
                 try Row.fetchAll(db, sql: "SELECT * FROM consents WHERE dataset = ? ORDER BY valid_from, id", arguments: [dataset]).map { r in
-                    let until: Double? = r["valid_until"], withdrawn: Double? = r["withdrawn_at"]
-                    return ConsentRecord(id: r["id"], dataset: r["dataset"], purpose: r["purpose"], legalBasis: r["legal_basis"],
-                                         scope: r["scope"], validFrom: Date(timeIntervalSince1970: r["valid_from"]),
+                    let until: Double? = try r.field("valid_until"), withdrawn: Double? = try r.field("withdrawn_at")
+                    return ConsentRecord(id: try r.field("id"), dataset: try r.field("dataset"), purpose: try r.field("purpose"), legalBasis: try r.field("legal_basis"),
+                                         scope: try r.field("scope"), validFrom: Date(timeIntervalSince1970: try r.field("valid_from")),
                                          validUntil: until.map(Date.init(timeIntervalSince1970:)),
                                          withdrawnAt: withdrawn.map(Date.init(timeIntervalSince1970:)))
                 }
@@ -190,10 +190,10 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         try await wrap {
             try await pool.read { db in
                 try Row.fetchOne(db, sql: "SELECT * FROM approvals WHERE plan_hash = ? AND silo = ?", arguments: [planHash, silo]).map { r in
-                    let decided: Double? = r["decided_at"]
-                    return Approval(planHash: r["plan_hash"], silo: r["silo"], policyHash: r["policy_hash"],
-                                    state: Approval.State(rawValue: r["state"]) ?? .rejected, requestedAt: Date(timeIntervalSince1970: r["requested_at"]),
-                                    validHours: r["valid_hours"], decidedBy: r["decided_by"], decidedAt: decided.map(Date.init(timeIntervalSince1970:)))
+                    let decided: Double? = try r.field("decided_at")
+                    return Approval(planHash: try r.field("plan_hash"), silo: try r.field("silo"), policyHash: try r.field("policy_hash"),
+                                    state: Approval.State(rawValue: try r.field("state")) ?? .rejected, requestedAt: Date(timeIntervalSince1970: try r.field("requested_at")),
+                                    validHours: try r.field("valid_hours"), decidedBy: try r.field("decided_by"), decidedAt: decided.map(Date.init(timeIntervalSince1970:)))
                 }
             }
         }
@@ -241,9 +241,9 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
 
     private static func invitation(_ db: Database, _ hash: String) throws -> EnrolmentInvitation? {
         try Row.fetchOne(db, sql: "SELECT * FROM enrolment_invitations WHERE token_sha256 = ?", arguments: [hash]).map { r in
-            let used: Double? = r["used_at"]
-            return EnrolmentInvitation(silo: r["silo"], region: r["region"], jurisdiction: r["jurisdiction"], tokenSHA256: r["token_sha256"],
-                                       createdAt: Date(timeIntervalSince1970: r["created_at"]), expiresAt: Date(timeIntervalSince1970: r["expires_at"]),
+            let used: Double? = try r.field("used_at")
+            return EnrolmentInvitation(silo: try r.field("silo"), region: try r.field("region"), jurisdiction: try r.field("jurisdiction"), tokenSHA256: try r.field("token_sha256"),
+                                       createdAt: Date(timeIntervalSince1970: try r.field("created_at")), expiresAt: Date(timeIntervalSince1970: try r.field("expires_at")),
                                        usedAt: used.map(Date.init(timeIntervalSince1970:)))
         }
     }
@@ -260,17 +260,37 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         }
     }
 
-    public func revokedParties() async throws -> Set<String> {
-        try await wrap { try await pool.read { db in Set(try String.fetchAll(db, sql: "SELECT id FROM parties WHERE revoked_at IS NOT NULL")) } }
+    public func revoke(_ r: Revocation, actor: String) async throws {
+        try await audited(actor: actor, action: "\(r.kind == .identity ? "identity" : "certificate").revoke", at: r.revokedAt) { db in
+            try db.execute(sql: "INSERT INTO revocations (kind, value, reason, revoked_at) VALUES (?, ?, ?, ?) ON CONFLICT (kind, value) DO NOTHING",
+                           arguments: [r.kind.rawValue, r.value, r.reason, r.revokedAt.timeIntervalSince1970])
+            if r.kind == .identity {
+                try db.execute(sql: "UPDATE parties SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", arguments: [r.revokedAt.timeIntervalSince1970, r.value])
+            }
+            return (r.value, RegistryPayload.revocation(r))
+        }
+    }
+
+    public func revocations() async throws -> RevocationList {
+        try await wrap {
+            try await pool.read { db in
+                var list = RevocationList(identities: Set(try String.fetchAll(db, sql: "SELECT id FROM parties WHERE revoked_at IS NOT NULL")))
+                for row in try Row.fetchAll(db, sql: "SELECT kind, value FROM revocations") {
+                    guard let kind = Revocation.Kind(rawValue: try row.field("kind")) else { continue }
+                    list.add(kind, try row.field("value"))
+                }
+                return list
+            }
+        }
     }
 
     public func party(_ id: String) async throws -> Party? {
         try await wrap {
             try await pool.read { db in
                 try Row.fetchOne(db, sql: "SELECT * FROM parties WHERE id = ?", arguments: [id]).map { r in
-                    let revoked: Double? = r["revoked_at"]
-                    return Party(id: r["id"], kind: Party.Kind(rawValue: r["kind"]) ?? .silo, region: r["region"], jurisdiction: r["jurisdiction"],
-                                 certificateSHA256: r["certificate_sha256"], enrolledAt: Date(timeIntervalSince1970: r["enrolled_at"]),
+                    let revoked: Double? = try r.field("revoked_at")
+                    return Party(id: try r.field("id"), kind: Party.Kind(rawValue: try r.field("kind")) ?? .silo, region: try r.field("region"), jurisdiction: try r.field("jurisdiction"),
+                                 certificateSHA256: try r.field("certificate_sha256"), enrolledAt: Date(timeIntervalSince1970: try r.field("enrolled_at")),
                                  revokedAt: revoked.map(Date.init(timeIntervalSince1970:)))
                 }
             }
@@ -300,9 +320,9 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         try await wrap {
             try await pool.read { db in
                 try Row.fetchAll(db, sql: "SELECT * FROM rounds WHERE plan_hash = ? ORDER BY number", arguments: [planHash]).map { r in
-                    RoundRecord(planHash: r["plan_hash"], number: r["number"], state: RoundRecord.State(rawValue: r["state"]) ?? .aborted,
-                                sampled: RegistryJSON.strings(r["sampled"]), survivors: RegistryJSON.strings(r["survivors"]),
-                                deadline: Date(timeIntervalSince1970: r["deadline"]), updatedAt: Date(timeIntervalSince1970: r["updated_at"]))
+                    RoundRecord(planHash: try r.field("plan_hash"), number: try r.field("number"), state: RoundRecord.State(rawValue: try r.field("state")) ?? .aborted,
+                                sampled: RegistryJSON.strings(try r.field("sampled")), survivors: RegistryJSON.strings(try r.field("survivors")),
+                                deadline: Date(timeIntervalSince1970: try r.field("deadline")), updatedAt: Date(timeIntervalSince1970: try r.field("updated_at")))
                 }
             }
         }
@@ -335,9 +355,9 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         try await wrap {
             try await pool.read { db in
                 try Row.fetchAll(db, sql: "SELECT * FROM model_versions ORDER BY version").map { r in
-                    ModelVersion(version: r["version"], planHash: r["plan_hash"], round: r["round"], contentSHA256: r["content_sha256"],
-                                 participants: RegistryJSON.strings(r["participants"]), epsilonPerSilo: RegistryJSON.numbers(r["epsilon_per_silo"]),
-                                 metrics: RegistryJSON.numbers(r["metrics"]), parent: r["parent"], createdAt: Date(timeIntervalSince1970: r["created_at"]))
+                    ModelVersion(version: try r.field("version"), planHash: try r.field("plan_hash"), round: try r.field("round"), contentSHA256: try r.field("content_sha256"),
+                                 participants: RegistryJSON.strings(try r.field("participants")), epsilonPerSilo: RegistryJSON.numbers(try r.field("epsilon_per_silo")),
+                                 metrics: RegistryJSON.numbers(try r.field("metrics")), parent: try r.field("parent"), createdAt: Date(timeIntervalSince1970: try r.field("created_at")))
                 }
             }
         }
@@ -358,11 +378,11 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
 
     private static func entries(_ db: Database, dataset: String) throws -> [LedgerEntry] {
         try Row.fetchAll(db, sql: "SELECT * FROM ledger_entries WHERE dataset = ? ORDER BY created_at, id", arguments: [dataset]).map { row in
-            let settled: Double? = row["settled_at"]
-            return LedgerEntry(id: row["id"], dataset: row["dataset"], planHash: row["plan_hash"], round: row["round"],
-                               event: try DPEvent.fromJSON(row["event"]),
-                               state: LedgerState(rawValue: row["state"]) ?? .released,
-                               createdAt: Date(timeIntervalSince1970: row["created_at"]),
+            let settled: Double? = try row.field("settled_at")
+            return LedgerEntry(id: try row.field("id"), dataset: try row.field("dataset"), planHash: try row.field("plan_hash"), round: try row.field("round"),
+                               event: try DPEvent.fromJSON(try row.field("event")),
+                               state: LedgerState(rawValue: try row.field("state")) ?? .released,
+                               createdAt: Date(timeIntervalSince1970: try row.field("created_at")),
                                settledAt: settled.map(Date.init(timeIntervalSince1970:)))
         }
     }
@@ -449,11 +469,11 @@ extension SQLiteLedger: PlanRunBackend {
         try await wrap {
             try await pool.read { db in
                 try Row.fetchAll(db, sql: "SELECT * FROM plan_runs ORDER BY submitted_at, plan_hash").map { r in
-                    let round: Int? = r["checkpoint_round"], sha: String? = r["checkpoint_sha256"], std: String? = r["standardisation"]
+                    let round: Int? = try r.field("checkpoint_round"), sha: String? = try r.field("checkpoint_sha256"), std: String? = try r.field("standardisation")
                     let checkpoint = round.flatMap { n in sha.flatMap { s in std.map { PlanRun.Checkpoint(round: n, contentSHA256: s, standardisation: $0) } } }
-                    return PlanRun(planHash: r["plan_hash"], planYAML: r["plan_yaml"], submitter: r["submitter"],
-                                   state: PlanRun.State(rawValue: r["state"]) ?? .failed, reason: r["reason"], checkpoint: checkpoint,
-                                   submittedAt: Date(timeIntervalSince1970: r["submitted_at"]), updatedAt: Date(timeIntervalSince1970: r["updated_at"]))
+                    return PlanRun(planHash: try r.field("plan_hash"), planYAML: try r.field("plan_yaml"), submitter: try r.field("submitter"),
+                                   state: PlanRun.State(rawValue: try r.field("state")) ?? .failed, reason: try r.field("reason"), checkpoint: checkpoint,
+                                   submittedAt: Date(timeIntervalSince1970: try r.field("submitted_at")), updatedAt: Date(timeIntervalSince1970: try r.field("updated_at")))
                 }
             }
         }
@@ -488,6 +508,17 @@ extension SQLiteLedger: PlanRunBackend {
     private static func lease(_ db: Database, _ name: String) throws -> BrokerLease? {
         try Row.fetchOne(db, sql: "SELECT holder, term, expires_at FROM broker_lease WHERE name = ?", arguments: [name]).map {
             BrokerLease(holder: $0["holder"], term: $0["term"], expiresAt: Date(timeIntervalSince1970: $0["expires_at"]))
+        }
+    }
+}
+
+extension Row {
+    /// A column's value as `Value`, or a storage error naming the column: a row edited outside
+    /// FedGate (text in a number column, say) is refused with a reason, never a crash.
+    func field<Value: DatabaseValueConvertible>(_ column: String, as type: Value.Type = Value.self) throws -> Value {
+        do { return try decode(Value.self, forColumn: column) } catch {
+            let stored = self[column].map { "\($0)" } ?? "NULL"
+            throw LedgerError.storage("column '\(column)' holds \(stored.prefix(64)), not a \(Value.self): the store was changed outside FedGate; restore it from a backup")
         }
     }
 }

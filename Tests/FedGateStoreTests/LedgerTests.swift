@@ -259,7 +259,7 @@ struct LedgerTests {
         #expect(try await registry.party("hospital-a")?.region == "eu-west")
         try await registry.revoke(party: "hospital-a", at: t0.addingTimeInterval(60), actor: "admin")
         #expect(try await registry.party("hospital-a")?.revokedAt != nil)
-        #expect(try await registry.revokedParties() == ["hospital-a"])
+        #expect(try await registry.revocations().identities == ["hospital-a"])
         await #expect(throws: LedgerError.self) { try await registry.revoke(party: "hospital-a", at: t0, actor: "admin") }
 
         try await registry.openRound(RoundRecord(planHash: "plan", number: 1, state: .planned, sampled: ["a", "b", "c"], survivors: [],
