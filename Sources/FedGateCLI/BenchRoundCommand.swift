@@ -6,6 +6,7 @@ import FedGateServices
 import FedGateStore
 import FedGateTransport
 import Foundation
+import X509
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 
@@ -118,13 +119,15 @@ struct BenchRoundCommand: AsyncParsableCommand, AsyncExecutable {
                                log: folder.appendingPathComponent("broker.log"), cwd: cwd)
         defer { broker.stop() }
         guard let port = try await broker.listeningPort(within: 20) else { throw ValidationError("the broker did not start:\n\(broker.output)") }
+        // The broker migrated its store before it listened: the silos are enrolled in it as they are issued.
+        let registry = try SQLiteLedger(path: folder.appendingPathComponent("broker.sqlite").path)
 
         var gateways: [Child] = []
         defer { gateways.forEach { $0.stop() } }
         let columns = data.featureNames.joined(separator: ", ")
         for i in 0..<silos {
             let id = "silo-\(i)"
-            _ = try issue(id, .silo)
+            try await issue(id, .silo).enrol(in: registry, actor: "bench")
             try data.subset(Array(stride(from: i, to: data.count, by: silos))).csv.write(to: folder.appendingPathComponent("\(id).csv"), atomically: true, encoding: .utf8)
             try """
             silo: \(id)
@@ -251,5 +254,14 @@ extension ConsortiumCA {
         try pem.pemString.write(to: folder.appendingPathComponent("\(id).pem"), atomically: true, encoding: .utf8)
         try writeSecret(request.keyPEM, to: folder.appendingPathComponent("\(id).key"))
         return try TLSCredentials(certificatePEM: pem.pemString, keyPEM: request.keyPEM, caPEM: certificatePEM)
+    }
+}
+
+extension TLSCredentials {
+    /// Enrols the silo these credentials are for in a broker's store, as the consortium operator does
+    /// with `fedgate silo enrol` (a broker serves only enrolled silos).
+    func enrol(in broker: any RegistryBackend, jurisdiction: String = "EU", actor: String) async throws {
+        try await broker.enroll(Party(id: identity.id, kind: .silo, region: identity.region ?? "", jurisdiction: jurisdiction,
+                                      certificateSHA256: try Certificate(pemEncoded: certificatePEM).sha256Fingerprint, enrolledAt: Date()), actor: actor)
     }
 }

@@ -126,8 +126,10 @@ struct DemoCommand: AsyncParsableCommand, AsyncExecutable {
         sim.partitioning = .dirichlet(alpha: alpha)
         sim.seed = seed
         let shards = try FederatedSimulation(data: data, settings: sim).shards()
+        // The operator enrols each silo in the broker's store (migrated before it listened).
+        let registry = try SQLiteLedger(path: work.appendingPathComponent("broker.sqlite").path)
         for (i, id) in Self.silos.enumerated() {
-            _ = try issue(id, .silo)
+            try await issue(id, .silo).enrol(in: registry, actor: "operator")
             let policyURL = policies.appendingPathComponent("\(id).yaml")
             let policy = try SiloPolicy.load(policyURL)
             try shards[i].train.csv.write(to: work.appendingPathComponent("\(id)-train.csv"), atomically: true, encoding: .utf8)

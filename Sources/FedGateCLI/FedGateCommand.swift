@@ -7,7 +7,7 @@ public struct FedGateCommand: AsyncParsableCommand {
         commandName: "fedgate",
         abstract: "FedGate: a cross-silo federated-learning gateway with differential privacy.",
         subcommands: [PrivacyCommand.self, CACommand.self, EnrollCommand.self, PolicyCommand.self, PlanCommand.self, ConsentCommand.self, LedgerCommand.self, AuditCommand.self,
-                      DBCommand.self, SimulateCommand.self, BenchCommand.self, BrokerCommand.self, GatewayCommand.self, SiloCommand.self, ModelCommand.self, DemoCommand.self]
+                      DBCommand.self, SimulateCommand.self, BenchCommand.self, BrokerCommand.self, GatewayCommand.self, SiloCommand.self, RevokeCommand.self, ModelCommand.self, DemoCommand.self]
     )
 
     public init() {}

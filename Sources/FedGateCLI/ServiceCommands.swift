@@ -91,7 +91,10 @@ struct BrokerCommand: AsyncParsableCommand {
             }
             let lease = leaseSettings
             let metrics = FedGateMetrics()
-            let endpoint = try await serveMetrics(c.metrics, credentials: credentials, metrics: metrics, logger: logger)
+            let revocations = try await RevocationWatch(store: store)
+            defer { revocations.stop() }
+            let endpoint = try await serveMetrics(c.metrics, credentials: credentials, metrics: metrics,
+                                                  revocation: { revocations.revocation(of: $0) }, logger: logger)
             defer { Task { await endpoint?.close() } }
             let (brokerSettings, brokerLimits, brokerLogger) = (settings, limits, logger)
             // On SIGTERM the body returns: plans stop, gateway streams close, the listener drains.
@@ -209,84 +212,12 @@ struct GatewayCommand: AsyncParsableCommand {
     }
 }
 
-/// `fedgate silo approve|revoke`: the consortium operator's enrolment and revocation of silos.
-struct SiloCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "silo", abstract: "Approve or revoke silos at the broker.",
-                                                    subcommands: [Invite.self, Approve.self, Revoke.self])
-
-    struct Invite: AsyncParsableCommand, AsyncExecutable {
-        static let configuration = CommandConfiguration(
-            abstract: "Issue a one-time enrolment token for a silo (shown once; the store keeps only its hash).")
-        @Argument(help: "The silo id.") var id: String
-        @Option(help: "The silo's region (bound into its certificate).") var region: String
-        @Option(help: "The silo's jurisdiction (residency).") var jurisdiction: String
-        @Option(help: "Hours the token stays valid.") var hours = 24
-        @OptionGroup var options: StoreOptions
-        @Option(help: "Who invites (for the audit).") var actor = "admin"
-
-        func execute() async throws {
-            guard (1...720).contains(hours) else { throw ValidationError("--hours must be 1 to 720") }
-            do { _ = try Identity(id: id, role: .silo, region: region) } catch let e as PKIError { throw ValidationError(e.description) }
-            let backend = try await options.service()
-            let token = Enrolment.newToken()
-            let now = Date()
-            try await backend.invite(EnrolmentInvitation(silo: id, region: region, jurisdiction: jurisdiction, tokenSHA256: Enrolment.hash(token),
-                                                         createdAt: now, expiresAt: now.addingTimeInterval(Double(hours) * 3600)), actor: actor)
-            print(token)
-            FileHandle.standardError.write(Data("one-time token for silo \(id), valid \(hours) h: give it to the silo's admin over a trusted channel\n".utf8))
-        }
-    }
-
-    struct Approve: AsyncParsableCommand, AsyncExecutable {
-        static let configuration = CommandConfiguration(abstract: "Sign a silo's CSR with the consortium CA and enrol it in the broker's store.")
-        @Argument(help: "The silo id the CSR must carry.") var id: String
-        @Option(help: "The silo's CSR (PEM).") var csr: String
-        @Option(help: "The CA folder (ca.pem, ca-key.pem).") var ca: String
-        @OptionGroup var options: StoreOptions
-        @Option(help: "The silo's jurisdiction (residency).") var jurisdiction: String
-        @Option(help: "Validity in days (1–90).") var days = 7
-        @Option(help: "Where to write the certificate (PEM).") var out: String
-        @Option(help: "Who approves (for the audit).") var actor = "admin"
-
-        func execute() async throws {
-            let authority = try loadCA(ca)
-            let request: CertificateSigningRequest
-            do { request = try CertificateSigningRequest(pemEncoded: try String(contentsOfFile: csr, encoding: .utf8)) } catch {
-                throw ValidationError("--csr: \(csr) is not a readable PEM CSR: \(error)")
-            }
-            let identity: Identity
-            do { identity = try Identity(subject: request.subject) } catch let e as PKIError { throw ValidationError("--csr: \(e)") }
-            guard identity.id == id else { throw ValidationError("--csr: the CSR asks for '\(identity.id)', not '\(id)'") }
-            guard identity.role == .silo else { throw ValidationError("--csr: the CSR is for a \(identity.role.rawValue), not a silo") }
-            let certificate: Certificate
-            do { certificate = try authority.issue(request, days: days) } catch let e as PKIError { throw ValidationError(e.description) }
-            let backend = try await options.service()
-            try await backend.enroll(Party(id: id, kind: .silo, region: identity.region ?? "", jurisdiction: jurisdiction,
-                                           certificateSHA256: try certificate.sha256Fingerprint, enrolledAt: Date()), actor: actor)
-            try certificate.serializeAsPEM().pemString.write(toFile: out, atomically: true, encoding: .utf8)
-            print("silo \(id) approved: certificate valid until \(certificate.notValidAfter) written to \(out)")
-        }
-    }
-
-    struct Revoke: AsyncParsableCommand, AsyncExecutable {
-        static let configuration = CommandConfiguration(
-            abstract: "Revoke a silo: a running broker refuses its next handshake and closes its open connections within a second.")
-        @Argument(help: "The silo id.") var id: String
-        @OptionGroup var options: StoreOptions
-        @Option(help: "Who revokes (for the audit).") var actor = "admin"
-
-        func execute() async throws {
-            let backend = try await options.service()
-            do { try await backend.revoke(party: id, at: Date(), actor: actor) } catch let e as LedgerError { throw ValidationError(e.description) }
-            print("silo \(id) revoked")
-        }
-    }
-}
-
 /// Starts the `/metrics` listener a config asks for; scripts wait for the line it prints.
-func serveMetrics(_ listen: MetricsListen?, credentials: TLSCredentials, metrics: FedGateMetrics, logger: Logger) async throws -> MetricsEndpoint.Handle? {
+func serveMetrics(_ listen: MetricsListen?, credentials: TLSCredentials, metrics: FedGateMetrics,
+                  revocation: @escaping @Sendable (Certificate) -> String? = { _ in nil }, logger: Logger) async throws -> MetricsEndpoint.Handle? {
     guard let listen else { return nil }
-    let handle = try await MetricsEndpoint.serve(host: listen.host, port: listen.port, credentials: credentials, metrics: metrics, logger: logger)
+    let handle = try await MetricsEndpoint.serve(host: listen.host, port: listen.port, credentials: credentials, metrics: metrics,
+                                                 revocation: revocation, logger: logger)
     FileHandle.standardOutput.write(Data("metrics on https://\(listen.host):\(handle.port)/metrics\n".utf8))
     return handle
 }

@@ -14,10 +14,10 @@ public struct BrokerHandle: Sendable {
     public let coordinator: BrokerCoordinator
     public let connectionGuard: ConnectionGuard
 
-    /// Revokes an identity: recorded in the store, refused from the next handshake on, and its
-    /// open connections closed now.
-    public func revoke(_ id: String, store: any RegistryBackend, actor: String) async throws {
-        if try await store.party(id) != nil { try await store.revoke(party: id, at: Date(), actor: actor) }
+    /// Revokes an identity (a silo or a person): recorded in the store, refused from the next
+    /// handshake on, and its open connections closed now.
+    public func revoke(_ id: String, store: any RegistryBackend, actor: String, reason: String = "revoked by the operator") async throws {
+        try await store.revoke(Revocation(kind: .identity, value: id, reason: reason, revokedAt: Date()), actor: actor)
         connectionGuard.revoke(id)
     }
 }
@@ -103,12 +103,16 @@ public enum BrokerHost {
         let audit: @Sendable (String, String, String) -> Void = { action, subject, payload in
             Task { try? await store.audit(actor: settings.brokerID, action: action, subject: subject, payload: payload, at: Date()) }
         }
-        let connectionGuard = ConnectionGuard(revoked: try await store.revokedParties(), handshakeTimeout: limits.handshakeTimeout,
+        let connectionGuard = ConnectionGuard(handshakeTimeout: limits.handshakeTimeout, refusalInterval: limits.refusalInterval,
                                               logger: logger) { refusal in
-            audit("connection.refuse", refusal.identity ?? refusal.peer, canonicalPayload(["peer": refusal.peer, "reason": refusal.reason]))
+            audit("connection.refuse", refusal.identity ?? refusal.peer,
+                  canonicalPayload(["peer": refusal.peer, "reason": refusal.reason, "count": refusal.count]))
         }
-        let interceptor = AuthorizationInterceptor(guard: connectionGuard, logger: logger) { refusal in
-            audit("call.refuse", refusal.identity ?? "-", canonicalPayload(["method": refusal.method, "reason": refusal.reason]))
+        let revoked = try await store.revocations()
+        connectionGuard.revoke(identities: revoked.identities, fingerprints: revoked.fingerprints, serials: revoked.serials)
+        let interceptor = AuthorizationInterceptor(guard: connectionGuard, admission: { identity in await admission(of: identity, store: store) },
+                                                   refusalInterval: limits.refusalInterval, logger: logger) { refusal in
+            audit("call.refuse", refusal.identity ?? "-", canonicalPayload(["method": refusal.method, "reason": refusal.reason, "count": refusal.count]))
         }
         let coordinator = BrokerCoordinator(settings: settings, store: store, chunkBytes: limits.chunkBytes, metrics: metrics, logger: logger)
         let service = BrokerService(coordinator: coordinator, store: store, limits: limits, issuer: issuer, logger: logger)
@@ -125,7 +129,7 @@ public enum BrokerHost {
         } else {
             enrolment = nil
         }
-        return try await withGRPCServer(transport: transport, services: [service], interceptors: [interceptor]) { _ in
+        return try await withGRPCServer(transport: transport, services: [service], interceptors: [interceptor, ErrorStatusInterceptor(logger: logger)]) { _ in
             guard let bound = try await transport.listeningAddress.ipv4?.port else {
                 throw RoundError("the broker's listener has no IPv4 address")
             }
@@ -136,8 +140,10 @@ public enum BrokerHost {
                 let watcher = Task {
                     while !Task.isCancelled {
                         try? await Task.sleep(for: revocationPoll)
-                        guard let revoked = try? await store.revokedParties() else { continue }
-                        for id in revoked where !connectionGuard.isRevoked(id) { connectionGuard.revoke(id) }
+                        connectionGuard.flushRefusals()
+                        interceptor.flushRefusals()
+                        guard let revoked = try? await store.revocations() else { continue }
+                        connectionGuard.revoke(identities: revoked.identities, fingerprints: revoked.fingerprints, serials: revoked.serials)
                     }
                 }
                 defer { watcher.cancel() }
@@ -166,6 +172,26 @@ public enum BrokerHost {
                 }
             }
         }
+    }
+
+    /// Whether an identity with a valid certificate may call this broker at all: a silo must be an
+    /// enrolled party of the consortium (not revoked) in the region its certificate names; nil
+    /// when it may, else why not. A store that cannot be reached refuses (deny by default).
+    static func admission(of identity: Identity, store: any RegistryBackend) async -> String? {
+        guard identity.role == .silo else { return nil }
+        let party: Party?
+        do { party = try await store.party(identity.id) } catch {
+            return "the broker cannot check \(identity)'s enrolment now (its store is unreachable); try again"
+        }
+        guard let party, party.kind == .silo else {
+            return "\(identity) is not enrolled at this broker: the consortium operator enrols it (fedgate silo approve, fedgate silo invite "
+                + "with fedgate gateway enroll, or fedgate silo enrol for a certificate the CA already issued)"
+        }
+        if party.revokedAt != nil { return "\(identity.id) is revoked" }
+        guard party.region == identity.region else {
+            return "\(identity.id) is enrolled in region '\(party.region)', but its certificate names '\(identity.region ?? "")'; ask the operator for a certificate of the enrolled region"
+        }
+        return nil
     }
 
     /// Runs the enrolment listener around `body` when there is one.

@@ -18,6 +18,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
     let issuer: CertificateIssuer?
     let uploads: AsyncGate
     let pulled = PulledModelCache()
+    let refusals = RefusalThrottle<String>()
     let logger: Logger
 
     public init(coordinator: BrokerCoordinator, store: any LedgerBackend & RegistryBackend, limits: TransportLimits = .init(), issuer: CertificateIssuer? = nil,
@@ -30,23 +31,42 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
         uploads = AsyncGate(limit: limits.concurrentUploads)
     }
 
+    /// A handler's refusal of an authenticated caller: logged, audited (at most once per kind and
+    /// caller an interval, with a count) and answered with its reason.
+    func refuse(_ caller: String, _ action: String, _ code: RPCError.Code, _ reason: String, _ fields: [String: Any] = [:]) async -> RPCError {
+        let reason = PeerText.bounded(reason, limit: 400)
+        logger.warning("call refused", metadata: ["identity": "\(caller)", "action": "\(action)", "reason": "\(reason)"])
+        if let report = refusals.admit(reason, source: caller, kind: "\(action)|\(reason.prefix(60))") {
+            var payload = fields
+            payload["reason"] = report.sample
+            payload["count"] = report.count
+            try? await store.audit(actor: caller, action: action, subject: caller, payload: canonicalPayload(payload), at: Date())
+        }
+        return RPCError(code: code, message: reason)
+    }
+
     public func renew(request: Fedgate_V1_RenewRequest, context: ServerContext) async throws -> Fedgate_V1_RenewResponse {
         let identity = try context.callerIdentity
         guard let issuer else {
             throw RPCError(code: .unimplemented, message: "this broker issues no certificates; ask the consortium operator to renew yours")
         }
+        let refused = "certificate.renew.refuse"
+        guard request.csrPem.utf8.count <= 16 << 10 else {
+            throw await refuse(identity.id, refused, .invalidArgument, "csr_pem has \(request.csrPem.utf8.count) bytes; a CSR has a few hundred")
+        }
         let csr: CertificateSigningRequest
         do { csr = try CertificateSigningRequest(pemEncoded: request.csrPem) } catch {
-            throw RPCError(code: .invalidArgument, message: "csr_pem is not a PEM certificate signing request: \(error)")
+            throw await refuse(identity.id, refused, .invalidArgument, "csr_pem is not a PEM certificate signing request: \(error)")
         }
         let asked: Identity
-        do { asked = try Identity(subject: csr.subject) } catch { throw RPCError(code: .invalidArgument, message: "the CSR: \(error)") }
+        do { asked = try Identity(subject: csr.subject) } catch { throw await refuse(identity.id, refused, .invalidArgument, "the CSR: \(error)") }
         guard asked == identity else {
-            throw RPCError(code: .permissionDenied, message: "\(identity) asked for a certificate as \(asked): a party renews only its own identity")
+            throw await refuse(identity.id, refused, .permissionDenied, "\(identity) asked for a certificate as \(asked): a party renews only its own identity",
+                               ["asked": asked.description])
         }
         let certificate: Certificate
         do { certificate = try issuer.authority.issue(csr, days: issuer.days) } catch let e as PKIError {
-            throw RPCError(code: .invalidArgument, message: e.description)
+            throw await refuse(identity.id, refused, .invalidArgument, e.description)
         }
         try await store.audit(actor: identity.id, action: "certificate.renew", subject: identity.id, payload: canonicalPayload([
             "not_after": certificate.notValidAfter.timeIntervalSince1970, "sha256": try certificate.sha256Fingerprint]), at: Date())
@@ -116,7 +136,8 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
         let silo = try context.callerIdentity.id
         let model: ModelFile
         do { model = try await coordinator.model(for: silo, plan: request.planHash, round: Int(request.round)) } catch {
-            throw RPCError(code: .permissionDenied, message: "\(error)")
+            throw await refuse(silo, "model.download.refuse", .permissionDenied, "\(error)",
+                               ["plan": PeerText.bounded(request.planHash, limit: 64), "round": Int(request.round)])
         }
         let range = try Self.requested(offset: request.offset, length: request.length, of: model.bytes, what: "the model")
         // Each chunk is cut from the model's floats as it is written: the broker keeps no second

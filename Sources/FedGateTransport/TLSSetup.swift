@@ -61,6 +61,9 @@ public struct TransportLimits: Sendable {
     public var keepaliveTimeout: Duration = .seconds(5)
     /// The broker closes a connection whose TLS handshake is not done within this long.
     public var handshakeTimeout: Duration = .seconds(10)
+    /// Refused connections and calls of one kind from one source are recorded once per interval,
+    /// with a count (`RefusalThrottle`).
+    public var refusalInterval: Duration = .seconds(60)
     public init() {}
 }
 

@@ -42,6 +42,35 @@ struct Consortium {
 
     func file(_ name: String) -> URL { folder.appendingPathComponent(name) }
 
+    /// Enrols the silo these credentials are for in a broker's registry, as the consortium operator
+    /// does (`fedgate silo approve` or `fedgate silo enrol`): a broker serves only enrolled silos.
+    func enrol(_ silo: TLSCredentials, in broker: any RegistryBackend, jurisdiction: String = "EU") async throws {
+        try await broker.enroll(Party(id: silo.identity.id, kind: .silo, region: silo.identity.region ?? "", jurisdiction: jurisdiction,
+                                      certificateSHA256: try Certificate(pemEncoded: silo.certificatePEM).sha256Fingerprint, enrolledAt: Date()),
+                                actor: "operator")
+    }
+
+    /// Credentials for silo `id`, enrolled in `broker`'s registry.
+    func enrolledSilo(_ id: String, in broker: any RegistryBackend, region: String = "eu-west") async throws -> TLSCredentials {
+        let credentials = try credentials(id, .silo, region: region)
+        try await enrol(credentials, in: broker)
+        return credentials
+    }
+
+    /// The broker store a process config names (`sqlite:NAME` in this folder, or a PostgreSQL URL),
+    /// migrated, for enrolling silos before the broker process serves them.
+    func registry(_ store: String) async throws -> any RegistryBackend {
+        if store.hasPrefix("sqlite:") {
+            let path = String(store.dropFirst("sqlite:".count))
+            let ledger = try SQLiteLedger(path: path.hasPrefix("/") ? path : file(path).path)
+            _ = try await ledger.applyMigrations(try Migration.load(from: Self.migrations))
+            return ledger
+        }
+        let ledger = try PostgresLedger(url: store)
+        _ = try await ledger.applyMigrations(try Migration.load(from: Self.migrations))
+        return ledger
+    }
+
     /// A migrated store in a fresh PostgreSQL database, or nil when no server is configured outside
     /// CI (under CI a missing server is a failure, never a silent skip).
     func postgresStore() async throws -> PostgresLedger? {

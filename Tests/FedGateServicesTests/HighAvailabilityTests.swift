@@ -58,7 +58,7 @@ struct HighAvailabilityTests {
                                                                  log: "broker-b.log", within: 2 * lease)
         #expect(notYet == 0 && standby.output.contains("standing by"), "the standby must wait, not listen: \(standby.output)")
 
-        let gateways = try await processes.startGateways(consortium, seed: 6, port: port) {
+        let gateways = try await processes.startGateways(consortium, seed: 6, port: port, brokerStore: url) {
             $0.replacingOccurrences(of: "name: broker }", with: "name: broker, standbys: [\"127.0.0.1:\(standbyPort)\"] }")
         }
         let store = try PostgresLedger(url: url)
@@ -151,7 +151,7 @@ struct HighAvailabilityTests {
         let (broker, port) = try await processes.startBroker(consortium, store: pg.url, environment: ["FEDGATE_TESTING_CRASH_AT": "training:3:stop"])
         defer { broker.signal(SIGCONT); broker.signal(SIGKILL) }
         try #require(port > 0, "\(broker.output)")
-        let gateways = try await processes.startGateways(consortium, seed: 8, port: port)
+        let gateways = try await processes.startGateways(consortium, seed: 8, port: port, brokerStore: pg.url)
         defer { gateways.forEach { $0.signal(SIGKILL) } }
         await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
         let (hash, submit) = try processes.submitAlongside(consortium, port: port, rounds: 10, deadline: 60)
@@ -191,13 +191,15 @@ struct HighAvailabilityTests {
     func frozenPastLeaseWithoutStandby() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
         let consortium = try Consortium()
-        // Lease 2 s; frozen 5 s in round 2's training (the watcher thread sleeps, then thaws it). The
-        // silence detector is set far off so that the gateways stay through the freeze.
-        let (broker, port) = try await processes.startBroker(consortium, leaseSeconds: 2, silentAfter: 60,
+        // Lease 1.5 s; frozen 3.5 s in round 2's training (the watcher thread sleeps, then thaws it):
+        // more than twice the lease, and well inside the gateways' keepalive (a ping unanswered for
+        // 5 s drops the connection; a 5 s freeze on a loaded machine dropped one and aborted the
+        // round). The silence detector is set far off so that the gateways stay through the freeze.
+        let (broker, port) = try await processes.startBroker(consortium, leaseSeconds: 1.5, silentAfter: 60,
                                                              environment: ["FEDGATE_TESTING_CRASH_AT": "training:2:stop"])
         defer { broker.signal(SIGCONT); broker.signal(SIGKILL) }
         try #require(port > 0, "\(broker.output)")
-        let frozen = broker.onPause(1) { usleep(5_000_000) }
+        let frozen = broker.onPause(1) { usleep(3_500_000) }
         let gateways = try await processes.startGateways(consortium, seed: 12, port: port)
         defer { gateways.forEach { $0.signal(SIGKILL) } }
         await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }

@@ -90,11 +90,12 @@ struct ProcessRoundTests {
     /// Three gateway processes, one per shard of `NetworkedRoundTests.simulation(seed:)`, each told
     /// the broker's `port`; `edit` may rewrite each config's text (standbys, metrics). If one cannot
     /// start, those already started are stopped.
-    func startGateways(_ consortium: Consortium, seed: UInt64, port: Int, edit: (String) -> String = { $0 }) async throws -> [Running] {
+    func startGateways(_ consortium: Consortium, seed: UInt64, port: Int, brokerStore: String = "sqlite:broker.sqlite",
+                       edit: (String) -> String = { $0 }) async throws -> [Running] {
         var started: [Running] = []
         do {
             for (i, shard) in try NetworkedRoundTests.simulation(seed: seed).shards().enumerated() {
-                let config = try await gatewayConfig(consortium, "hospital-\(i)", shard: shard.train, port: port)
+                let config = try await gatewayConfig(consortium, "hospital-\(i)", shard: shard.train, port: port, brokerStore: brokerStore)
                 let text = try String(contentsOf: config, encoding: .utf8)
                 if edit(text) != text { try edit(text).write(to: config, atomically: true, encoding: .utf8) }
                 started.append(try Running(["gateway", "run", "--config", config.path], log: consortium.file("hospital-\(i).log")))
@@ -106,8 +107,10 @@ struct ProcessRoundTests {
         return started
     }
 
+    /// A gateway's config, data and store for silo `id`, its certificate issued and enrolled in the
+    /// broker's store (`brokerStore`, as the broker's config names it).
     func gatewayConfig(_ consortium: Consortium, _ id: String, shard: Dataset, test: Dataset? = nil, port: Int,
-                       program: String? = nil) async throws -> URL {
+                       program: String? = nil, brokerStore: String = "sqlite:broker.sqlite") async throws -> URL {
         try shard.csv.write(to: consortium.file("\(id).csv"), atomically: true, encoding: .utf8)
         if let test { try test.csv.write(to: consortium.file("\(id)-test.csv"), atomically: true, encoding: .utf8) }
         try NetworkedRoundTests.policy(silo: id, program: program).write(to: consortium.file("\(id)-policy.yaml"), atomically: true, encoding: .utf8)
@@ -115,7 +118,7 @@ struct ProcessRoundTests {
         try await store.save(DatasetBudget(name: "breast-cancer-2024", delta: 1e-5, perPlanCap: 5, lifetimeCap: 20), actor: "admin")
         try await store.addConsent(ConsentRecord(dataset: "breast-cancer-2024", purpose: "research", legalBasis: "consent",
                                                  scope: "all patients", validFrom: Date().addingTimeInterval(-86_400)), actor: "admin")
-        _ = try consortium.credentials(id, .silo)
+        _ = try await consortium.enrolledSilo(id, in: try await consortium.registry(brokerStore))
         let config = consortium.file("\(id).yaml")
         try """
         silo: \(id)

@@ -38,7 +38,7 @@ struct PythonClientTests {
             var gateways: [Task<Void, Never>] = []
             for (i, shard) in shards.enumerated() {
                 let silo = try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test,
-                                                                     port: broker.port)
+                                                                     broker: store, port: broker.port)
                 gateways.append(Task { await silo.gateway.run() })
             }
             defer { gateways.forEach { $0.cancel() } }

@@ -22,7 +22,7 @@ struct RenewalTests {
             // A certificate with a day left; the gateway renews when fewer than two remain.
             let short = try consortium.credentials("hospital-0", .silo, days: 1)
             let silo = try await NetworkedRoundTests().makeSilo(consortium, "hospital-0", train: shards[0].train, test: shards[0].test,
-                                                                 port: broker.port) { settings in
+                                                                 broker: store, port: broker.port) { settings in
                 settings.credentials = short
                 settings.renewBefore = .seconds(2 * 86_400)
                 settings.certificateFile = consortium.file("hospital-0.pem")
@@ -54,7 +54,7 @@ struct RenewalTests {
         let store = try await consortium.store("broker")
         try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: store,
                                    issuer: CertificateIssuer(authority: consortium.ca, days: 7), logger: consortium.logger) { broker in
-            let a = try consortium.credentials("hospital-a", .silo)
+            let a = try await consortium.enrolledSilo("hospital-a", in: store)
             let forB = try EnrollmentRequest(identity: try Identity(id: "hospital-b", role: .silo, region: "eu-west"))
             let transport = try FedGateTransports.client(host: "127.0.0.1", port: broker.port, serverName: "broker", credentials: a)
             var request = Fedgate_V1_RenewRequest()

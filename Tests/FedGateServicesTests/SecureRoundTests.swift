@@ -39,7 +39,7 @@ struct SecureRoundTests {
         try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, logger: logger) { broker in
             var silos: [NetworkedRoundTests.Silo] = []
             for (i, shard) in shards.enumerated() {
-                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, port: broker.port))
+                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, broker: brokerStore, port: broker.port))
             }
             let running = silos.map { silo in Task { await silo.gateway.run() } }
             defer { running.forEach { $0.cancel() } }
@@ -93,7 +93,7 @@ struct SecureRoundTests {
             var silos: [NetworkedRoundTests.Silo] = []
             for (i, shard) in shards.enumerated() {
                 silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test,
-                                                                      port: broker.port) { if i == 2 { $0.dropOutBeforeMasking = true } })
+                                                                      broker: brokerStore, port: broker.port) { if i == 2 { $0.dropOutBeforeMasking = true } })
             }
             let running = silos.map { silo in Task { await silo.gateway.run() } }
             defer { running.forEach { $0.cancel() } }

@@ -34,8 +34,8 @@ struct TransportSecurityTests {
 
     @Test("identity comes from the certificate: WhoAmI names the silo, its role and region")
     func whoAmI() async throws {
-        try await withBroker { consortium, broker, _ in
-            let silo = try consortium.credentials("hospital-a", .silo, region: "eu-west")
+        try await withBroker { consortium, broker, store in
+            let silo = try await consortium.enrolledSilo("hospital-a", in: store, region: "eu-west")
             let me = try await call(broker, as: silo) { try await $0.whoAmI(Fedgate_V1_WhoAmIRequest()) }
             #expect(me.id == "hospital-a" && me.role == "silo" && me.region == "eu-west")
             #expect(abs(Double(me.certificateNotAfterMs) / 1000 - silo.notAfter.timeIntervalSince1970) < 1)
@@ -106,7 +106,7 @@ struct TransportSecurityTests {
     @Test("each role calls only what it may: silos cannot submit plans or read the audit; people cannot open task streams")
     func authorisation() async throws {
         try await withBroker { consortium, broker, store in
-            let silo = try consortium.credentials("hospital-a", .silo)
+            let silo = try await consortium.enrolledSilo("hospital-a", in: store)
             let scientist = try consortium.credentials("dana", .dataScientist)
             let officer = try consortium.credentials("olga", .complianceOfficer)
             let plan = { var p = Fedgate_V1_SubmitPlanRequest(); p.planYaml = "purpose: research"; return p }()
@@ -143,7 +143,7 @@ struct TransportSecurityTests {
     @Test("a silo uploads only to a round it joined: an update with no open round, or a transfer that fails its checksum, is refused and audited once")
     func uploadOutsideRound() async throws {
         try await withBroker { consortium, broker, store in
-            let silo = try consortium.credentials("hospital-b", .silo)
+            let silo = try await consortium.enrolledSilo("hospital-b", in: store)
             /// Four bytes for someone else's plan, with the checksum of `claimed`.
             func upload(checksumOf claimed: [UInt8]) async throws -> Fedgate_V1_UploadReceipt {
                 try await call(broker, as: silo) { client in
@@ -174,7 +174,7 @@ struct TransportSecurityTests {
     @Test("revoking a silo closes its open connections at once and refuses its next handshake")
     func revocation() async throws {
         try await withBroker { consortium, broker, store in
-            let silo = try consortium.credentials("hospital-c", .silo)
+            let silo = try await consortium.enrolledSilo("hospital-c", in: store)
             let transport = try FedGateTransports.client(host: "127.0.0.1", port: broker.port, serverName: "broker", credentials: silo)
             let code = await rpcCode {
                 try await withGRPCClient(transport: transport) { grpc in
