@@ -24,10 +24,11 @@ struct ProcessRoundTests {
         let process = Process()
         let log: URL
 
-        init(_ arguments: [String], log: URL, environment: [String: String] = [:]) throws {
+        /// `fedgate` (or another `executable`) with `arguments`.
+        init(_ arguments: [String], log: URL, environment: [String: String] = [:], executable: String? = nil) throws {
             self.log = log
             _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-            process.executableURL = ProcessRoundTests.fedgate
+            process.executableURL = executable.map(URL.init(fileURLWithPath:)) ?? ProcessRoundTests.fedgate
             process.arguments = arguments
             if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
             process.currentDirectoryURL = Consortium.root
@@ -137,7 +138,7 @@ struct ProcessRoundTests {
     /// (0 if it did not within `seconds`: a standby waits for the lease before it listens).
     func startBroker(_ consortium: Consortium, port: Int = 0, instance: String = "broker-a", store: String = "sqlite:broker.sqlite",
                      leaseSeconds: Double = 10, silentAfter: Double = 2, environment: [String: String] = [:], log: String = "broker.log",
-                     within seconds: Double = 180) async throws -> (Running, Int) {
+                     extra: String = "", within seconds: Double = 180) async throws -> (Running, Int) {
         _ = try consortium.credentials("broker", .broker)
         let config = consortium.file("\(instance).yaml")
         try """
@@ -149,6 +150,7 @@ struct ProcessRoundTests {
         heartbeat_seconds: 0.2
         silent_after_seconds: \(silentAfter)
         high_availability: { instance: \(instance), lease_seconds: \(leaseSeconds) }
+        \(extra)
         """.write(to: config, atomically: true, encoding: .utf8)
         let broker = try Running(["broker", "serve", "--config", config.path], log: consortium.file(log), environment: environment)
         return (broker, await broker.listeningPort(within: seconds))
