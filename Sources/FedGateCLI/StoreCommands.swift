@@ -107,7 +107,7 @@ struct LedgerCommand: AsyncParsableCommand {
 /// `fedgate audit verify`: walk the chain and name the first broken record.
 struct AuditCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "audit", abstract: "Verify and export the tamper-evident audit chain.",
-                                                    subcommands: [Verify.self, Export.self])
+                                                    subcommands: [Verify.self, Export.self, Heads.self])
 
     enum Format: String, ExpressibleByArgument, CaseIterable { case jsonl, csv, xml, html }
 
@@ -162,18 +162,6 @@ struct AuditCommand: AsyncParsableCommand {
             if url.hasPrefix("sqlite:") { return URL(fileURLWithPath: String(url.dropFirst("sqlite:".count))).deletingPathExtension().lastPathComponent }
             if let c = URLComponents(string: url) { return "postgres \(c.host ?? "")\(c.path)" }
             return "store"
-        }
-    }
-
-    struct Verify: AsyncParsableCommand, AsyncExecutable {
-        static let configuration = CommandConfiguration(abstract: "Recompute every record's hash and link; name the first record edited, removed or reordered.")
-        @OptionGroup var options: StoreOptions
-
-        func execute() async throws {
-            let ledger = try await options.open()
-            let result = AuditVerification.verify(try await ledger.backend.auditRecords())
-            print(result.description)
-            if case .broken = result { throw ExitCode(2) }
         }
     }
 }

@@ -94,7 +94,7 @@ public enum BrokerHost {
         host: String = "127.0.0.1", port: Int, credentials: TLSCredentials, store: any BrokerStore,
         settings: BrokerCoordinator.Settings = .init(), revocationPoll: Duration = .seconds(1), limits: TransportLimits = .init(),
         issuer: CertificateIssuer? = nil, enrolmentPort: Int? = nil, lease: BrokerLeaseSettings? = nil,
-        metrics: FedGateMetrics = FedGateMetrics(), logger: Logger,
+        metrics: FedGateMetrics = FedGateMetrics(), auditHeadInterval: Duration = .seconds(5), logger: Logger,
         body: @escaping @Sendable (BrokerHandle) async throws -> R
     ) async throws -> R {
         // A standby waits here, not listening: gateways find the leader among the brokers they know.
@@ -146,7 +146,15 @@ public enum BrokerHost {
                         connectionGuard.revoke(identities: revoked.identities, fingerprints: revoked.fingerprints, serials: revoked.serials)
                     }
                 }
+                // The chain's head, signed with the broker's key while the chain grows.
+                let keeper = Task { await AuditHeadKeeper(store: store, credentials: credentials, logger: logger).run(every: auditHeadInterval) }
                 defer { watcher.cancel() }
+                /// Plans stop, then the head of what they recorded is signed before the broker goes.
+                func stop() async {
+                    await coordinator.shutdown()
+                    keeper.cancel()
+                    _ = await keeper.result
+                }
                 do {
                     // Plans the store says are running (a restart, or the lead taken over) go on.
                     try await coordinator.recover(fence: zip(lease, held).map { LeaseFence(name: $0.name, holder: $0.holder, term: $1.term) })
@@ -164,10 +172,10 @@ public enum BrokerHost {
                         }
                         throw CancellationError()
                     }
-                    await coordinator.shutdown()
+                    await stop()
                     return result
                 } catch {
-                    await coordinator.shutdown()
+                    await stop()
                     throw error
                 }
             }

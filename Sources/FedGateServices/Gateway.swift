@@ -163,6 +163,11 @@ public actor Gateway {
     public func run() async {
         await releaseUnsentReservations()
         await refreshBudgetMetrics()
+        // The silo's own audit chain, its head signed with the silo's key while it grows.
+        let keeper = Task { [store = governor.ledger.backend, credentials = settings.credentials, logger] in
+            await AuditHeadKeeper(store: store, credentials: credentials, logger: logger).run()
+        }
+
         var delay = settings.reconnectInitial
         let endpoints = [(settings.brokerHost, settings.brokerPort)] + settings.standbyBrokers
         var next = 0
@@ -187,6 +192,8 @@ public actor Gateway {
             delay = min(delay * 2, settings.reconnectMaximum)
         }
         for task in training.values { task.cancel() }
+        keeper.cancel()
+        await keeper.value
     }
 
     /// The task stream ended: the broker has dropped this silo from any round in flight, and the

@@ -95,10 +95,18 @@ public protocol LedgerBackend: Sendable {
     func settle(id: String, to state: LedgerState, at: Date, actor: String) async throws
     func entries(dataset: String) async throws -> [LedgerEntry]
     func budget(_ dataset: String) async throws -> DatasetBudget?
+    /// Every data set's caps and every ledger entry, as the tables hold them (for `LedgerReplay`).
+    func ledgerTables() async throws -> (budgets: [DatasetBudget], entries: [LedgerEntry])
 
     /// Appends one audit record (for decisions that change nothing else in the store).
     func audit(actor: String, action: String, subject: String, payload: String, at: Date) async throws
     func auditRecords() async throws -> [AuditRecord]
+    /// The sequence and hash of the chain's last record (nil: no record yet).
+    func auditTail() async throws -> (seq: Int, hash: String)?
+    /// Keeps a signed head of a chain (this store's own, or another party's seen as a witness).
+    func record(_ head: AuditHead) async throws
+    /// Every signed head kept, oldest first.
+    func auditHeads() async throws -> [AuditHead]
 
     func addConsent(_ consent: ConsentRecord, actor: String) async throws
     func withdrawConsent(id: String, at: Date, actor: String) async throws

@@ -102,6 +102,51 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
         }
     }
 
+    public func auditTail() async throws -> (seq: Int, hash: String)? {
+        try await wrap {
+            var tail: (seq: Int, hash: String)?
+            for try await (seq, hash) in try await client.query("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1", logger: logger)
+                .decode((Int, String).self) { tail = (seq, hash) }
+            return tail
+        }
+    }
+
+    public func record(_ h: AuditHead) async throws {
+        try await wrap {
+            try await client.query("""
+                INSERT INTO audit_heads (signer, seq, hash, at, certificate, signature)
+                VALUES (\(h.signer), \(h.seq), \(h.hash), \(h.at.timeIntervalSince1970), \(h.certificate), \(h.signature))
+                ON CONFLICT (signer, seq) DO NOTHING
+                """, logger: logger)
+        }
+    }
+
+    public func auditHeads() async throws -> [AuditHead] {
+        try await wrap {
+            var out: [AuditHead] = []
+            for try await (signer, seq, hash, at, certificate, signature) in try await client.query(
+                "SELECT signer, seq, hash, at, certificate, signature FROM audit_heads ORDER BY at, signer, seq", logger: logger)
+                .decode((String, Int, String, Double, String, String).self) {
+                out.append(AuditHead(signer: signer, seq: seq, hash: hash, at: Date(timeIntervalSince1970: at), certificate: certificate, signature: signature))
+            }
+            return out
+        }
+    }
+
+    public func ledgerTables() async throws -> (budgets: [DatasetBudget], entries: [LedgerEntry]) {
+        try await wrap {
+            try await client.withConnection { conn in
+                var budgets: [DatasetBudget] = []
+                for try await (name, delta, perPlan, days, windowCap, lifetime) in try await conn.query(
+                    "SELECT name, delta, per_plan_cap, window_days, window_cap, lifetime_cap FROM datasets ORDER BY name",
+                    logger: logger).decode((String, Double, Double, Int?, Double?, Double?).self) {
+                    budgets.append(DatasetBudget(name: name, delta: delta, perPlanCap: perPlan, windowDays: days, windowCap: windowCap, lifetimeCap: lifetime))
+                }
+                return (budgets, try await Self.entries(conn, dataset: nil, logger: logger))
+            }
+        }
+    }
+
     public func budget(_ dataset: String) async throws -> DatasetBudget? {
         try await wrap {
             var budget: DatasetBudget?
@@ -456,15 +501,16 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
         try await wrap { try await client.withConnection { conn in try await Self.entries(conn, dataset: dataset, logger: logger) } }
     }
 
-    private static func entries(_ conn: PostgresConnection, dataset: String, logger: Logger) async throws -> [LedgerEntry] {
+    /// One data set's entries, or every entry (`dataset` nil).
+    private static func entries(_ conn: PostgresConnection, dataset: String?, logger: Logger) async throws -> [LedgerEntry] {
         var out: [LedgerEntry] = []
-        let rows = try await conn.query("""
-            SELECT id, dataset, plan_hash, round, event, state, created_at, settled_at FROM ledger_entries
-            WHERE dataset = \(dataset) ORDER BY created_at, id
-            """, logger: logger)
+        let query: PostgresQuery = dataset.map {
+            "SELECT id, dataset, plan_hash, round, event, state, created_at, settled_at FROM ledger_entries WHERE dataset = \($0) ORDER BY created_at, id"
+        } ?? "SELECT id, dataset, plan_hash, round, event, state, created_at, settled_at FROM ledger_entries ORDER BY created_at, id"
+        let rows = try await conn.query(query, logger: logger)
         for try await (id, ds, plan, round, event, state, created, settled) in rows.decode((String, String, String, Int, String, String, Double, Double?).self) {
             out.append(LedgerEntry(id: id, dataset: ds, planHash: plan, round: round, event: try DPEvent.fromJSON(event),
-                                   state: LedgerState(rawValue: state) ?? .released, createdAt: Date(timeIntervalSince1970: created),
+                                   state: try LedgerState(stored: state), createdAt: Date(timeIntervalSince1970: created),
                                    settledAt: settled.map(Date.init(timeIntervalSince1970:))))
         }
         return out

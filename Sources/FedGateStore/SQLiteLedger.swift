@@ -86,6 +86,48 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         try await wrap { try await pool.read { db in try Self.entries(db, dataset: dataset) } }
     }
 
+    public func auditTail() async throws -> (seq: Int, hash: String)? {
+        try await wrap {
+            try await pool.read { db in
+                try Row.fetchOne(db, sql: "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").map { (try $0.field("seq"), try $0.field("hash")) }
+            }
+        }
+    }
+
+    public func record(_ h: AuditHead) async throws {
+        try await wrap {
+            try await pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO audit_heads (signer, seq, hash, at, certificate, signature) VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (signer, seq) DO NOTHING
+                    """, arguments: [h.signer, h.seq, h.hash, h.at.timeIntervalSince1970, h.certificate, h.signature])
+            }
+        }
+    }
+
+    public func auditHeads() async throws -> [AuditHead] {
+        try await wrap {
+            try await pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM audit_heads ORDER BY at, signer, seq").map { r in
+                    AuditHead(signer: try r.field("signer"), seq: try r.field("seq"), hash: try r.field("hash"), at: Date(timeIntervalSince1970: try r.field("at")),
+                              certificate: try r.field("certificate"), signature: try r.field("signature"))
+                }
+            }
+        }
+    }
+
+    public func ledgerTables() async throws -> (budgets: [DatasetBudget], entries: [LedgerEntry]) {
+        try await wrap {
+            try await pool.read { db in
+                let budgets = try Row.fetchAll(db, sql: "SELECT * FROM datasets ORDER BY name").map { row in
+                    DatasetBudget(name: try row.field("name"), delta: try row.field("delta"), perPlanCap: try row.field("per_plan_cap"),
+                                  windowDays: try row.field("window_days"), windowCap: try row.field("window_cap"), lifetimeCap: try row.field("lifetime_cap"))
+                }
+                return (budgets, try Self.entries(db, dataset: nil))
+            }
+        }
+    }
+
     public func budget(_ dataset: String) async throws -> DatasetBudget? {
         try await wrap {
             try await pool.read { db in
@@ -376,12 +418,15 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         try await pool.write { db in try db.execute(sql: sql) }
     }
 
-    private static func entries(_ db: Database, dataset: String) throws -> [LedgerEntry] {
-        try Row.fetchAll(db, sql: "SELECT * FROM ledger_entries WHERE dataset = ? ORDER BY created_at, id", arguments: [dataset]).map { row in
+    /// One data set's entries, or every entry (`dataset` nil).
+    private static func entries(_ db: Database, dataset: String?) throws -> [LedgerEntry] {
+        let rows = try dataset.map { try Row.fetchAll(db, sql: "SELECT * FROM ledger_entries WHERE dataset = ? ORDER BY created_at, id", arguments: [$0]) }
+            ?? Row.fetchAll(db, sql: "SELECT * FROM ledger_entries ORDER BY created_at, id")
+        return try rows.map { row in
             let settled: Double? = try row.field("settled_at")
             return LedgerEntry(id: try row.field("id"), dataset: try row.field("dataset"), planHash: try row.field("plan_hash"), round: try row.field("round"),
                                event: try DPEvent.fromJSON(try row.field("event")),
-                               state: LedgerState(rawValue: try row.field("state")) ?? .released,
+                               state: try LedgerState(stored: try row.field("state")),
                                createdAt: Date(timeIntervalSince1970: try row.field("created_at")),
                                settledAt: settled.map(Date.init(timeIntervalSince1970:)))
         }

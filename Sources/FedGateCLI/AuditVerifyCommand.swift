@@ -1,0 +1,97 @@
+import ArgumentParser
+import FedGateServices
+import FedGateStore
+import Foundation
+import X509
+
+extension AuditCommand {
+    /// `fedgate audit verify`: the chain's links, the ledger against the chain, the signed heads.
+    struct Verify: AsyncParsableCommand, AsyncExecutable {
+        static let configuration = CommandConfiguration(
+            abstract: "Check the audit chain: its links, the ledger against it, its signed heads, and heads other parties witnessed.",
+            discussion: """
+                Names the first record edited, removed or reordered; every ledger row that differs from what the chain \
+                recorded; every signed head the chain no longer holds (truncated or rewritten). With --ca the heads' \
+                certificates are checked against the consortium CA; --expected-head and --witness compare the chain with \
+                a head another party kept (from `fedgate audit heads` on this store, taken earlier).
+                """)
+        @OptionGroup var options: StoreOptions
+        @Option(help: "The consortium CA certificate (PEM) that must have issued the heads' signers.") var ca: String?
+        @Option(name: .customLong("expected-head"), help: "SEQ:HASH of a record the chain must still hold.") var expectedHead: [String] = []
+        @Option(help: "A file of signed heads kept by another party (JSON lines, from `fedgate audit heads`), repeatable.") var witness: [String] = []
+
+        func execute() async throws {
+            let backend = try await options.service()
+            let records = try await backend.auditRecords()
+            var problems: [String] = []
+            let chain = AuditVerification.verify(records)
+            print(chain.description)
+            if case .broken = chain { problems.append(chain.description) }
+
+            let (budgets, entries) = try await backend.ledgerTables()
+            let ledger = LedgerReplay.differences(records: records, budgets: budgets, entries: entries)
+            print(ledger.isEmpty ? "ledger agrees with the chain: \(budgets.count) data sets, \(entries.count) entries" : "ledger differs from the chain:")
+            for d in ledger { print("  ✗ \(d)") }
+            problems += ledger
+
+            let own = try await backend.auditHeads()
+            var witnessed: [AuditHead] = []
+            for file in witness { witnessed += try Self.heads(in: file) }
+            for (i, text) in expectedHead.enumerated() {
+                let parts = text.split(separator: ":")
+                guard parts.count == 2, let seq = Int(parts[0]) else {
+                    throw ValidationError("--expected-head \(i + 1): '\(text)' is not SEQ:HASH (as `fedgate audit heads` prints them)")
+                }
+                let head = AuditHead(signer: "the expected head", seq: seq, hash: String(parts[1]), at: Date(), certificate: "", signature: "")
+                if let d = head.disagreement(with: records) { problems.append(d); print("  ✗ \(d)") }
+            }
+            let heads = own + witnessed
+            if !heads.isEmpty {
+                let root: Certificate?
+                if let ca {
+                    do { root = try Certificate(pemEncoded: try String(contentsOfFile: ca, encoding: .utf8)) } catch {
+                        throw ValidationError("--ca: \(ca) is not a readable PEM certificate")
+                    }
+                } else {
+                    root = nil
+                }
+                let found = await AuditHeadCheck.problems(heads: heads, records: records, ca: root)
+                let latest = own.map(\.seq).max()
+                print(found.isEmpty ? "signed heads agree with the chain: \(own.count) own\(witnessed.isEmpty ? "" : ", \(witnessed.count) witnessed")"
+                      + (latest.map { ", the last covering record \($0) of \(records.last?.seq ?? 0)" } ?? "") : "signed heads disagree with the chain:")
+                for p in found { print("  ✗ \(p)") }
+                if root == nil { print("  (the heads' certificates were not checked against a CA: pass --ca ca.pem)") }
+                problems += found
+            } else {
+                print("no signed head to check: this store's party has not signed its chain yet")
+            }
+            if !problems.isEmpty { throw ExitCode(2) }
+        }
+
+        static func heads(in file: String) throws -> [AuditHead] {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw ValidationError("--witness: cannot read \(file)") }
+            let decoder = JSONDecoder()
+            decoder.dateDecodingStrategy = .secondsSince1970
+            return try text.split(separator: "\n").enumerated().map { n, line in
+                do { return try decoder.decode(AuditHead.self, from: Data(line.utf8)) } catch {
+                    throw ValidationError("--witness: \(file):\(n + 1) is not a signed head (a line of `fedgate audit heads`)")
+                }
+            }
+        }
+    }
+
+    /// `fedgate audit heads`: this store's signed heads as JSON lines, for another party to keep as a witness.
+    struct Heads: AsyncParsableCommand, AsyncExecutable {
+        static let configuration = CommandConfiguration(abstract: "Print this store's signed chain heads (JSON lines): give them to another party to keep as a witness.")
+        @OptionGroup var options: StoreOptions
+
+        func execute() async throws {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            encoder.dateEncodingStrategy = .secondsSince1970
+            for head in try await options.service().auditHeads() {
+                print(String(decoding: try encoder.encode(head), as: UTF8.self))
+            }
+        }
+    }
+}
