@@ -159,12 +159,16 @@ struct HostileIdentityTests {
         let name = forgedLine + String(repeating: "A", count: 60_000)
         let (pem, key) = try Self.forged(try DistinguishedName { CommonName(name); OrganizationalUnitName("silo"); LocalityName("eu-west") }, by: other)
         let before = try await store.auditRecords().count
+        let started = ContinuousClock.now
         for _ in 0..<100 {
             _ = await Self.whoAmI(port: port, certificatePEM: pem, keyPEM: key, caPEM: try consortium.ca.certificatePEM)
         }
+        let minutes = Int((ContinuousClock.now - started) / .seconds(60))
         try await eventually { try await store.auditRecords().count > before }
         let added = try await store.auditRecords().dropFirst(before)
-        #expect(added.count <= 2, "one record per source and reason a minute: \(added.count)")
+        // One record when the first refusal comes and one with the count when its minute ends: on a
+        // loaded machine the hundred handshakes may span more than one minute.
+        #expect(added.count <= 2 * (minutes + 1), "one record per source and reason a minute: \(added.count) in \(minutes + 1) minutes")
         #expect(added.allSatisfy { $0.payload.utf8.count < 2_000 && !$0.payload.contains("\n") }, "\(added.map { $0.payload.utf8.count })")
         #expect(!broker.output.split(separator: "\n").contains { $0.hasPrefix("2026-12-02T00:00:00") }, "a peer's newline forged a log line")
         #expect(broker.output.utf8.count < 200_000, "the log grew by \(broker.output.utf8.count) bytes")

@@ -61,7 +61,8 @@ struct HostilePartyTests {
             })
             let running = Task { await hostile.run() }
             defer { running.cancel() }
-            await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 4 }
+            try #require(await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 4 },
+                         "three gateways and the hostile silo connected: \(broker.output.suffix(2000))")
             let (hash, submit) = try processes.submitAlongside(consortium, port: port, rounds: 4, deadline: 60)
             defer { submit.signal(SIGKILL) }
             let store = try await ended(hash, consortium, broker: broker)

@@ -26,6 +26,16 @@ struct HostilePeer {
                 var hello = Fedgate_V1_GatewayMessage()
                 hello.hello.datasets = ["breast-cancer-2024"]
                 continuation.yield(hello)
+                // Heartbeats like an honest gateway's, so the broker does not close it as silent.
+                let heartbeats = Task {
+                    while !Task.isCancelled {
+                        var beat = Fedgate_V1_GatewayMessage()
+                        beat.heartbeat.sentAtMs = Int64(Date().timeIntervalSince1970 * 1000)
+                        continuation.yield(beat)
+                        try? await Task.sleep(for: .milliseconds(200))
+                    }
+                }
+                defer { heartbeats.cancel() }
                 try await client.connect(request: StreamingClientRequest { writer in
                     for await message in outbox { try await writer.write(message) }
                 }) { response in
