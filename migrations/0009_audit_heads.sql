@@ -11,3 +11,16 @@ CREATE TABLE audit_heads (
     signature TEXT NOT NULL,
     PRIMARY KEY (signer, seq)
 );
+
+-- Other parties' signed heads this party received (the broker's at a silo, each silo's at the
+-- broker), kept to check their trails against: `fedgate audit heads --witnessed`.
+CREATE TABLE audit_witnessed (
+    signer TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    certificate TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (signer, seq)
+);

@@ -80,16 +80,24 @@ extension AuditCommand {
         }
     }
 
-    /// `fedgate audit heads`: this store's signed heads as JSON lines, for another party to keep as a witness.
+    /// `fedgate audit heads`: signed heads as JSON lines: this store's own, or those it witnessed.
     struct Heads: AsyncParsableCommand, AsyncExecutable {
-        static let configuration = CommandConfiguration(abstract: "Print this store's signed chain heads (JSON lines): give them to another party to keep as a witness.")
+        static let configuration = CommandConfiguration(
+            abstract: "Print signed chain heads (JSON lines): this store's own, or with --witnessed those other parties sent it.",
+            discussion: """
+                A gateway keeps every head the broker sent it, and the broker every silo's:                 `fedgate audit heads --store SILO --witnessed --signer broker > broker-heads.jsonl`, then                 `fedgate audit verify --store BROKER --ca ca.pem --witness broker-heads.jsonl`.
+                """)
         @OptionGroup var options: StoreOptions
+        @Flag(help: "The heads other parties sent this store, not its own.") var witnessed = false
+        @Option(help: "With --witnessed: only this party's heads.") var signer: String?
 
         func execute() async throws {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             encoder.dateEncodingStrategy = .secondsSince1970
-            for head in try await options.service().auditHeads() {
+            let backend = try await options.service()
+            guard witnessed || signer == nil else { throw ValidationError("--signer goes with --witnessed") }
+            for head in try await witnessed ? backend.witnessedHeads(signer: signer) : backend.auditHeads() {
                 print(String(decoding: try encoder.encode(head), as: UTF8.self))
             }
         }

@@ -131,8 +131,8 @@ public actor BrokerCoordinator {
 
     public let settings: Settings
     private let chunkBytes: Int
-    private let store: any BrokerStore
-    private let logger: Logger
+    let store: any BrokerStore
+    let logger: Logger
     private var sessions: [String: Session] = [:]
     private var nextToken: UInt64 = 0
     private var active: [String: ActiveRound] = [:]
@@ -155,6 +155,11 @@ public actor BrokerCoordinator {
     private var stopping = false
     /// The leader lease this broker holds, checked by every round commit (nil: no lease).
     private var fence: LeaseFence?
+
+    /// Signs the broker's audit head for the silos, and the CA their heads are checked against
+    /// (`exchangeAuditHeads`); when each silo's head last arrived.
+    var auditHeads: (keeper: AuditHeadKeeper, caPEM: String)?
+    var lastWitnessed: [String: ContinuousClock.Instant] = [:]
 
     public nonisolated let metrics: FedGateMetrics
     /// When each plan's round in flight was opened (for the round-duration metric).
@@ -189,6 +194,7 @@ public actor BrokerCoordinator {
         message.welcome = welcome
         outbox.yield(message)
         logger.info("gateway connected", metadata: ["silo": "\(silo)", "datasets": "\(datasets.sorted())"])
+        sendAuditHead(to: [silo])
         return nextToken
     }
 
@@ -205,6 +211,8 @@ public actor BrokerCoordinator {
             wakeIfDone(plan)
         }
     }
+
+    func isSession(_ silo: String, _ token: UInt64) -> Bool { sessions[silo]?.token == token }
 
     public func heartbeat(silo: String, token: UInt64) {
         if sessions[silo]?.token == token { sessions[silo]!.lastSeen = .now }
@@ -1048,7 +1056,7 @@ public actor BrokerCoordinator {
         return serving()
     }
 
-    private func send(_ kind: Fedgate_V1_BrokerMessage.OneOf_Kind, to silos: [String]) {
+    func send(_ kind: Fedgate_V1_BrokerMessage.OneOf_Kind, to silos: [String]) {
         var message = Fedgate_V1_BrokerMessage()
         message.kind = kind
         for silo in silos { sessions[silo]?.outbox.yield(message) }
@@ -1062,6 +1070,7 @@ public actor BrokerCoordinator {
         outcome.participants = participants
         outcome.reason = reason
         send(.outcome(outcome), to: silos)
+        sendAuditHead(to: silos)
     }
 
     // MARK: Waiting for a round's silos

@@ -147,7 +147,9 @@ public enum BrokerHost {
                     }
                 }
                 // The chain's head, signed with the broker's key while the chain grows.
-                let keeper = Task { await AuditHeadKeeper(store: store, credentials: credentials, logger: logger).run(every: auditHeadInterval) }
+                let heads = AuditHeadKeeper(store: store, credentials: credentials, logger: logger)
+                await coordinator.exchangeAuditHeads(heads, caPEM: credentials.caPEM)
+                let keeper = Task { await heads.run(every: auditHeadInterval) }
                 defer { watcher.cancel() }
                 /// Plans stop, then the head of what they recorded is signed before the broker goes.
                 func stop() async {

@@ -114,6 +114,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
                         case .offerReply(let reply): await coordinator.reply(reply, from: silo, token: t)
                         case .evaluation(let report): await coordinator.evaluation(report, from: silo, token: t)
                         case .secagg(let step): await coordinator.secagg(step, from: silo, token: t)
+                        case .auditHead(let head): await coordinator.witness(head, from: silo, token: t)
                         case .hello, nil: throw RPCError(code: .invalidArgument, message: "only one Hello per stream")
                         }
                     }

@@ -164,9 +164,9 @@ public actor Gateway {
         await releaseUnsentReservations()
         await refreshBudgetMetrics()
         // The silo's own audit chain, its head signed with the silo's key while it grows.
-        let keeper = Task { [store = governor.ledger.backend, credentials = settings.credentials, logger] in
-            await AuditHeadKeeper(store: store, credentials: credentials, logger: logger).run()
-        }
+        let heads = AuditHeadKeeper(store: governor.ledger.backend, credentials: settings.credentials, logger: logger)
+        auditHeads = heads
+        let keeper = Task { await heads.run() }
 
         var delay = settings.reconnectInitial
         let endpoints = [(settings.brokerHost, settings.brokerPort)] + settings.standbyBrokers
@@ -237,6 +237,8 @@ public actor Gateway {
     }
 
     private var renewedJustNow = false
+    /// Signs this silo's audit head (set when `run` starts).
+    private var auditHeads: AuditHeadKeeper?
 
     /// One session with the broker at `host:port`, abandoned if no welcome arrives within
     /// `settings.welcomeTimeout` (keepalive watches the connection once it is up).
@@ -312,11 +314,32 @@ public actor Gateway {
                         await self.startEvaluation(task, broker: broker, reply: continuation)
                     case .secagg(let step):
                         await self.secureStep(step, broker: broker, reply: continuation)
+                    case .auditHead(let head):
+                        await self.witnessBroker(head, reply: continuation)
                     case nil:
                         continue
                     }
                 }
             }
+        }
+    }
+
+    /// The broker's signed head: kept as a witness of its trail if it is the broker's and genuine;
+    /// answered with this silo's own signed head (released without DP: a sequence number and the
+    /// hash of the silo's audit chain).
+    private func witnessBroker(_ message: Fedgate_V1_SignedAuditHead, reply: AsyncStream<Fedgate_V1_GatewayMessage>.Continuation) async {
+        if let head = message.auditHead {
+            if let refusal = await AuditHeadCheck.keep(head, from: settings.brokerName, caPEM: credentials.caPEM, in: governor.ledger.backend, logger: logger) {
+                logger.warning("the broker's audit head was refused", metadata: ["silo": "\(siloID)", "reason": "\(refusal)"])
+            }
+        }
+        do {
+            guard let mine = try await auditHeads?.current() else { return }
+            var answer = Fedgate_V1_GatewayMessage()
+            answer.auditHead = Fedgate_V1_SignedAuditHead(mine)
+            reply.yield(answer)
+        } catch {
+            logger.warning("could not sign the audit head for the broker", metadata: ["silo": "\(siloID)", "error": "\(error)"])
         }
     }
 

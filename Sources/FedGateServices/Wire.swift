@@ -1,4 +1,5 @@
 import FedGateProto
+import FedGateStore
 import GRPCCore
 import FedGateTransport
 import Foundation
@@ -68,5 +69,25 @@ extension Fedgate_V1_TransferHeader {
 
     var transferHeader: TransferHeader {
         TransferHeader(planHash: planHash, round: Int(round), totalBytes: Int(clamping: totalBytes), examples: Int(clamping: examples), metrics: metrics)
+    }
+}
+
+extension Fedgate_V1_SignedAuditHead {
+    init(_ head: AuditHead) {
+        self.init()
+        signer = head.signer
+        seq = UInt64(head.seq)
+        hash = head.hash
+        at = head.at.timeIntervalSince1970
+        certificatePem = head.certificate
+        signature = head.signature
+    }
+
+    /// The head a peer sent, or nil when its fields cannot be one (sizes bounded before anything
+    /// is parsed or stored).
+    var auditHead: AuditHead? {
+        guard (1...64).contains(signer.utf8.count), hash.utf8.count == 64, certificatePem.utf8.count <= 16 << 10,
+              signature.utf8.count <= 256, seq >= 1, seq <= UInt64(Int.max), at.isFinite else { return nil }
+        return AuditHead(signer: signer, seq: Int(seq), hash: hash, at: Date(timeIntervalSince1970: at), certificate: certificatePem, signature: signature)
     }
 }

@@ -23,13 +23,18 @@ public struct AuditHead: Sendable, Equatable, Codable {
         self.signature = signature
     }
 
-    /// What the signature covers: a domain label and every field but the certificate.
+    /// What the signature covers: a domain label and every field but the certificate. The time is
+    /// taken in whole milliseconds, so a head read back from a store or a message (where a date
+    /// may come back a rounding step away) still verifies.
     public static func signedBytes(signer: String, seq: Int, hash: String, at: Date) -> Data {
-        Data(["fedgate-audit-head-v1", signer, String(seq), hash, String(at.timeIntervalSince1970.bitPattern)].joined(separator: "\u{0}").utf8)
+        Data(["fedgate-audit-head-v1", signer, String(seq), hash, String(milliseconds(at))].joined(separator: "\u{0}").utf8)
     }
 
+    static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+
     /// The head (`seq`, `hash`), signed now with `key` for `signer`.
-    public static func sign(seq: Int, hash: String, signer: String, certificate: String, key: P256.Signing.PrivateKey, at: Date = Date()) throws -> AuditHead {
+    public static func sign(seq: Int, hash: String, signer: String, certificate: String, key: P256.Signing.PrivateKey, at now: Date = Date()) throws -> AuditHead {
+        let at = Date(timeIntervalSince1970: Double(milliseconds(now)) / 1000)
         let signature = try key.signature(for: signedBytes(signer: signer, seq: seq, hash: hash, at: at))
         return AuditHead(signer: signer, seq: seq, hash: hash, at: at, certificate: certificate, signature: signature.derRepresentation.base64EncodedString())
     }

@@ -103,10 +103,14 @@ public protocol LedgerBackend: Sendable {
     func auditRecords() async throws -> [AuditRecord]
     /// The sequence and hash of the chain's last record (nil: no record yet).
     func auditTail() async throws -> (seq: Int, hash: String)?
-    /// Keeps a signed head of a chain (this store's own, or another party's seen as a witness).
+    /// Keeps a signed head of this store's own chain.
     func record(_ head: AuditHead) async throws
-    /// Every signed head kept, oldest first.
+    /// Every signed head of this store's own chain, oldest first.
     func auditHeads() async throws -> [AuditHead]
+    /// Keeps another party's signed head, received from it (checked by the caller).
+    func witness(_ head: AuditHead, receivedAt: Date) async throws
+    /// Other parties' heads this store witnessed (all, or one signer's), oldest first.
+    func witnessedHeads(signer: String?) async throws -> [AuditHead]
 
     func addConsent(_ consent: ConsentRecord, actor: String) async throws
     func withdrawConsent(id: String, at: Date, actor: String) async throws

@@ -133,6 +133,30 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
         }
     }
 
+    public func witness(_ h: AuditHead, receivedAt: Date) async throws {
+        try await wrap {
+            try await client.query("""
+                INSERT INTO audit_witnessed (signer, seq, hash, at, certificate, signature, received_at)
+                VALUES (\(h.signer), \(h.seq), \(h.hash), \(h.at.timeIntervalSince1970), \(h.certificate), \(h.signature), \(receivedAt.timeIntervalSince1970))
+                ON CONFLICT (signer, seq) DO NOTHING
+                """, logger: logger)
+        }
+    }
+
+    public func witnessedHeads(signer: String?) async throws -> [AuditHead] {
+        try await wrap {
+            let query: PostgresQuery = signer.map {
+                "SELECT signer, seq, hash, at, certificate, signature FROM audit_witnessed WHERE signer = \($0) ORDER BY at, seq"
+            } ?? "SELECT signer, seq, hash, at, certificate, signature FROM audit_witnessed ORDER BY at, signer, seq"
+            var out: [AuditHead] = []
+            for try await (signer, seq, hash, at, certificate, signature) in try await client.query(query, logger: logger)
+                .decode((String, Int, String, Double, String, String).self) {
+                out.append(AuditHead(signer: signer, seq: seq, hash: hash, at: Date(timeIntervalSince1970: at), certificate: certificate, signature: signature))
+            }
+            return out
+        }
+    }
+
     public func ledgerTables() async throws -> (budgets: [DatasetBudget], entries: [LedgerEntry]) {
         try await wrap {
             try await client.withConnection { conn in

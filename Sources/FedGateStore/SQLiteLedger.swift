@@ -116,6 +116,30 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         }
     }
 
+    public func witness(_ h: AuditHead, receivedAt: Date) async throws {
+        try await wrap {
+            try await pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO audit_witnessed (signer, seq, hash, at, certificate, signature, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (signer, seq) DO NOTHING
+                    """, arguments: [h.signer, h.seq, h.hash, h.at.timeIntervalSince1970, h.certificate, h.signature, receivedAt.timeIntervalSince1970])
+            }
+        }
+    }
+
+    public func witnessedHeads(signer: String?) async throws -> [AuditHead] {
+        try await wrap {
+            try await pool.read { db in
+                let rows = try signer.map { try Row.fetchAll(db, sql: "SELECT * FROM audit_witnessed WHERE signer = ? ORDER BY at, seq", arguments: [$0]) }
+                    ?? Row.fetchAll(db, sql: "SELECT * FROM audit_witnessed ORDER BY at, signer, seq")
+                return try rows.map { r in
+                    AuditHead(signer: try r.field("signer"), seq: try r.field("seq"), hash: try r.field("hash"), at: Date(timeIntervalSince1970: try r.field("at")),
+                              certificate: try r.field("certificate"), signature: try r.field("signature"))
+                }
+            }
+        }
+    }
+
     public func ledgerTables() async throws -> (budgets: [DatasetBudget], entries: [LedgerEntry]) {
         try await wrap {
             try await pool.read { db in

@@ -56,11 +56,17 @@ struct AuditTamperingTests {
 
         let intact = try await verify(consortium.file("broker.sqlite").path, consortium)
         #expect(intact.status == 0 && intact.output.contains("signed heads agree"), "\(intact.output)")
-        let witness = try await processes.fedgate(["audit", "heads", "--store", "sqlite:\(consortium.file("broker.sqlite").path)",
-                                                   "--migrations", Consortium.migrations.path], consortium, log: "heads.log")
-        #expect(witness.status == 0)
-        try witness.output.split(separator: "\n").filter { $0.hasPrefix("{") }.joined(separator: "\n")
-            .write(to: consortium.file("witness.jsonl"), atomically: true, encoding: .utf8)
+        // Each side kept the other's heads as they were exchanged during the plan.
+        func witnessed(in store: String, signer: String, file: String) async throws -> Int {
+            let heads = try await processes.fedgate(["audit", "heads", "--witnessed", "--signer", signer, "--store", "sqlite:\(consortium.file(store).path)",
+                                                     "--migrations", Consortium.migrations.path], consortium, log: "heads-\(file).log")
+            #expect(heads.status == 0, "\(heads.output)")
+            let lines = heads.output.split(separator: "\n").filter { $0.hasPrefix("{") }
+            try lines.joined(separator: "\n").write(to: consortium.file(file), atomically: true, encoding: .utf8)
+            return lines.count
+        }
+        #expect(try await witnessed(in: "hospital-0.sqlite", signer: "broker", file: "witness.jsonl") >= 2, "the silo kept the broker's heads")
+        #expect(try await witnessed(in: "broker.sqlite", signer: "hospital-0", file: "silo-witness.jsonl") >= 2, "the broker kept the silo's heads")
 
         // Truncated: the last five records removed.
         let cut = try copy("broker.sqlite", consortium, as: "cut.sqlite")
@@ -86,7 +92,8 @@ struct AuditTamperingTests {
         let forged = try await verify(rewritten, consortium)
         #expect(forged.status == 2 && forged.output.contains("audit chain intact") && forged.output.contains("the chain was rewritten"), "\(forged.output)")
 
-        // Cut back together with its own heads: only another party's copy of a head catches it.
+        // Cut back together with its own heads: only another party's copy of a head catches it (here
+        // the heads the silo received from the broker during the plan).
         let erased = try copy("broker.sqlite", consortium, as: "erased.sqlite")
         #expect(try await edit(erased, "c.execute('DELETE FROM audit_records WHERE seq > 3'); c.execute('DELETE FROM audit_heads')", consortium) == 0)
         let alone = try await verify(erased, consortium)
@@ -121,7 +128,12 @@ struct AuditTamperingTests {
         #expect(ledger.output.contains("state is released in the ledger, committed as record"), "\(ledger.output)")
         #expect(ledger.output.contains("its DP event differs"), "\(ledger.output)")
         #expect(ledger.output.contains("lifetime_cap is 2000.0 in the ledger, 20.0 as record"), "\(ledger.output)")
-        let siloIntact = try await verify(consortium.file("hospital-0.sqlite").path, consortium)
+        let siloIntact = try await verify(consortium.file("hospital-0.sqlite").path, consortium, ["--witness", consortium.file("silo-witness.jsonl").path])
         #expect(siloIntact.status == 0 && siloIntact.output.contains("ledger agrees with the chain"), "\(siloIntact.output)")
+        // The silo's trail cut back with its own heads: the broker's copies of the silo's heads name it.
+        let siloErased = try copy("hospital-0.sqlite", consortium, as: "silo-erased.sqlite")
+        #expect(try await edit(siloErased, "c.execute('DELETE FROM audit_records WHERE seq > 3'); c.execute('DELETE FROM audit_heads')", consortium) == 0)
+        let caught = try await verify(siloErased, consortium, ["--witness", consortium.file("silo-witness.jsonl").path])
+        #expect(caught.status == 2 && caught.output.contains("were removed"), "\(caught.output)")
     }
 }

@@ -162,6 +162,16 @@ public nonisolated struct Fedgate_V1_GatewayMessage: Sendable {
     set {kind = .secagg(newValue)}
   }
 
+  /// The silo's own signed audit-chain head, for the broker to keep as a witness. Released
+  /// without DP: a sequence number and a SHA-256 of the silo's audit chain, no value of its data.
+  public var auditHead: Fedgate_V1_SignedAuditHead {
+    get {
+      if case .auditHead(let v)? = kind {return v}
+      return Fedgate_V1_SignedAuditHead()
+    }
+    set {kind = .auditHead(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -170,8 +180,37 @@ public nonisolated struct Fedgate_V1_GatewayMessage: Sendable {
     case offerReply(Fedgate_V1_OfferReply)
     case evaluation(Fedgate_V1_EvaluationReport)
     case secagg(Fedgate_V1_SecAggStep)
+    /// The silo's own signed audit-chain head, for the broker to keep as a witness. Released
+    /// without DP: a sequence number and a SHA-256 of the silo's audit chain, no value of its data.
+    case auditHead(Fedgate_V1_SignedAuditHead)
 
   }
+
+  public init() {}
+}
+
+/// A party's audit-chain head (its last record's sequence and hash) signed with the key of its
+/// certificate; whoever receives one keeps it to check the signer's trail later (a witness).
+public nonisolated struct Fedgate_V1_SignedAuditHead: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var signer: String = String()
+
+  public var seq: UInt64 = 0
+
+  public var hash: String = String()
+
+  /// Unix seconds, as signed.
+  public var at: Double = 0
+
+  public var certificatePem: String = String()
+
+  /// ECDSA P-256, DER, base64.
+  public var signature: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -308,6 +347,15 @@ public nonisolated struct Fedgate_V1_BrokerMessage: Sendable {
     set {kind = .secagg(newValue)}
   }
 
+  /// The broker's signed audit-chain head: after the welcome and after each round's outcome.
+  public var auditHead: Fedgate_V1_SignedAuditHead {
+    get {
+      if case .auditHead(let v)? = kind {return v}
+      return Fedgate_V1_SignedAuditHead()
+    }
+    set {kind = .auditHead(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -317,6 +365,8 @@ public nonisolated struct Fedgate_V1_BrokerMessage: Sendable {
     case outcome(Fedgate_V1_RoundOutcome)
     case evaluate(Fedgate_V1_EvaluateTask)
     case secagg(Fedgate_V1_SecAggStep)
+    /// The broker's signed audit-chain head: after the welcome and after each round's outcome.
+    case auditHead(Fedgate_V1_SignedAuditHead)
 
   }
 
@@ -1136,7 +1186,7 @@ nonisolated extension Fedgate_V1_RenewResponse: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Fedgate_V1_GatewayMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GatewayMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}heartbeat\0\u{3}offer_reply\0\u{1}evaluation\0\u{1}secagg\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}heartbeat\0\u{3}offer_reply\0\u{1}evaluation\0\u{1}secagg\0\u{3}audit_head\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1209,6 +1259,19 @@ nonisolated extension Fedgate_V1_GatewayMessage: SwiftProtobuf.Message, SwiftPro
           self.kind = .secagg(v)
         }
       }()
+      case 6: try {
+        var v: Fedgate_V1_SignedAuditHead?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .auditHead(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .auditHead(v)
+        }
+      }()
       default: break
       }
     }
@@ -1240,6 +1303,10 @@ nonisolated extension Fedgate_V1_GatewayMessage: SwiftProtobuf.Message, SwiftPro
       guard case .secagg(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     }()
+    case .auditHead?: try {
+      guard case .auditHead(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -1247,6 +1314,61 @@ nonisolated extension Fedgate_V1_GatewayMessage: SwiftProtobuf.Message, SwiftPro
 
   public static func ==(lhs: Fedgate_V1_GatewayMessage, rhs: Fedgate_V1_GatewayMessage) -> Bool {
     if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_SignedAuditHead: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SignedAuditHead"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}signer\0\u{1}seq\0\u{1}hash\0\u{1}at\0\u{3}certificate_pem\0\u{1}signature\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.signer) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.seq) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.hash) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.at) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.certificatePem) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.signature) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.signer.isEmpty {
+      try visitor.visitSingularStringField(value: self.signer, fieldNumber: 1)
+    }
+    if self.seq != 0 {
+      try visitor.visitSingularUInt64Field(value: self.seq, fieldNumber: 2)
+    }
+    if !self.hash.isEmpty {
+      try visitor.visitSingularStringField(value: self.hash, fieldNumber: 3)
+    }
+    if self.at.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.at, fieldNumber: 4)
+    }
+    if !self.certificatePem.isEmpty {
+      try visitor.visitSingularStringField(value: self.certificatePem, fieldNumber: 5)
+    }
+    if !self.signature.isEmpty {
+      try visitor.visitSingularStringField(value: self.signature, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_SignedAuditHead, rhs: Fedgate_V1_SignedAuditHead) -> Bool {
+    if lhs.signer != rhs.signer {return false}
+    if lhs.seq != rhs.seq {return false}
+    if lhs.hash != rhs.hash {return false}
+    if lhs.at != rhs.at {return false}
+    if lhs.certificatePem != rhs.certificatePem {return false}
+    if lhs.signature != rhs.signature {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1418,7 +1540,7 @@ nonisolated extension Fedgate_V1_FeatureMoments: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Fedgate_V1_BrokerMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".BrokerMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}welcome\0\u{1}offer\0\u{1}task\0\u{1}outcome\0\u{1}evaluate\0\u{1}secagg\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}welcome\0\u{1}offer\0\u{1}task\0\u{1}outcome\0\u{1}evaluate\0\u{1}secagg\0\u{3}audit_head\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1504,6 +1626,19 @@ nonisolated extension Fedgate_V1_BrokerMessage: SwiftProtobuf.Message, SwiftProt
           self.kind = .secagg(v)
         }
       }()
+      case 7: try {
+        var v: Fedgate_V1_SignedAuditHead?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .auditHead(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .auditHead(v)
+        }
+      }()
       default: break
       }
     }
@@ -1538,6 +1673,10 @@ nonisolated extension Fedgate_V1_BrokerMessage: SwiftProtobuf.Message, SwiftProt
     case .secagg?: try {
       guard case .secagg(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
+    case .auditHead?: try {
+      guard case .auditHead(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
     }()
     case nil: break
     }
