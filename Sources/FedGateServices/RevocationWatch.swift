@@ -1,4 +1,3 @@
-import FedGatePKI
 import FedGateStore
 import FedGateTransport
 import Foundation
@@ -30,13 +29,7 @@ public final class RevocationWatch: Sendable {
 
     /// Why `certificate` is revoked (its identity, fingerprint or serial), or nil.
     public func revocation(of certificate: Certificate) -> String? {
-        let (fingerprint, serial) = ConnectionGuard.references(certificate)
-        let id = try? Identity(subject: certificate.subject).id
-        return list.withLock { l in
-            if let id, l.identities.contains(id) { return "\(id) is revoked" }
-            if l.fingerprints.contains(fingerprint) { return "the certificate with SHA-256 \(fingerprint.prefix(16))… is revoked" }
-            if l.serials.contains(serial) { return "the certificate with serial \(serial) is revoked" }
-            return nil
-        }
+        let l = list.withLock { $0 }
+        return ConnectionGuard.revocation(of: certificate, identities: l.identities, fingerprints: l.fingerprints, serials: l.serials)
     }
 }

@@ -101,13 +101,16 @@ public final class ConnectionGuard: Sendable {
 
     /// Why a certificate is revoked (its identity, its fingerprint or its serial), or nil.
     public func revocation(of certificate: Certificate) -> String? {
-        let (fingerprint, serial) = Self.references(certificate)
-        return state.withLock { s in
-            if let id = try? Identity(subject: certificate.subject).id, s.revoked.contains(id) { return "\(id) is revoked" }
-            if s.revokedFingerprints.contains(fingerprint) { return "the certificate with SHA-256 \(fingerprint.prefix(16))… is revoked" }
-            if s.revokedSerials.contains(serial) { return "the certificate with serial \(serial) is revoked" }
-            return nil
-        }
+        state.withLock { s in Self.revocation(of: certificate, identities: s.revoked, fingerprints: s.revokedFingerprints, serials: s.revokedSerials) }
+    }
+
+    /// Why a certificate is revoked by these lists, or nil.
+    public static func revocation(of certificate: Certificate, identities: Set<String>, fingerprints: Set<String>, serials: Set<String>) -> String? {
+        let (fingerprint, serial) = references(certificate)
+        if let id = try? Identity(subject: certificate.subject).id, identities.contains(id) { return "\(id) is revoked" }
+        if fingerprints.contains(fingerprint) { return "the certificate with SHA-256 \(fingerprint.prefix(16))… is revoked" }
+        if serials.contains(serial) { return "the certificate with serial \(serial) is revoked" }
+        return nil
     }
 
     /// What a certificate can be revoked by: its SHA-256 fingerprint and its serial, lower-case hex.
