@@ -149,7 +149,7 @@ struct HostileIdentityTests {
         #expect(broker.process.isRunning)
     }
 
-    @Test("finding 7: a hundred refused handshakes with a 60 KB common name holding a forged log line write one bounded record with their count, and no forged line reaches the log")
+    @Test("finding 7: refused handshakes with a 60 KB common name holding a forged log line write one bounded record with their count, and no forged line reaches the log")
     func refusalFlood() async throws {
         let consortium = try Consortium()
         let (broker, port, _, store) = try await startBroker(consortium)
@@ -160,14 +160,16 @@ struct HostileIdentityTests {
         let (pem, key) = try Self.forged(try DistinguishedName { CommonName(name); OrganizationalUnitName("silo"); LocalityName("eu-west") }, by: other)
         let before = try await store.auditRecords().count
         let started = ContinuousClock.now
-        for _ in 0..<100 {
+        // 25 handshakes (the finding used 100): each carries 60 KB through TLS and the verifier, and
+        // more of them starve the suite's other process tests on a two-core machine.
+        for _ in 0..<25 {
             _ = await Self.whoAmI(port: port, certificatePEM: pem, keyPEM: key, caPEM: try consortium.ca.certificatePEM)
         }
         let minutes = Int((ContinuousClock.now - started) / .seconds(60))
         try await eventually { try await store.auditRecords().count > before }
         let added = try await store.auditRecords().dropFirst(before)
         // One record when the first refusal comes and one with the count when its minute ends: on a
-        // loaded machine the hundred handshakes may span more than one minute.
+        // loaded machine the handshakes may span more than one minute.
         #expect(added.count <= 2 * (minutes + 1), "one record per source and reason a minute: \(added.count) in \(minutes + 1) minutes")
         #expect(added.allSatisfy { $0.payload.utf8.count < 2_000 && !$0.payload.contains("\n") }, "\(added.map { $0.payload.utf8.count })")
         #expect(!broker.output.split(separator: "\n").contains { $0.hasPrefix("2026-12-02T00:00:00") }, "a peer's newline forged a log line")
