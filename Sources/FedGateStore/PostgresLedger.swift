@@ -123,13 +123,7 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
 
     public func auditHeads() async throws -> [AuditHead] {
         try await wrap {
-            var out: [AuditHead] = []
-            for try await (signer, seq, hash, at, certificate, signature) in try await client.query(
-                "SELECT signer, seq, hash, at, certificate, signature FROM audit_heads ORDER BY at, signer, seq", logger: logger)
-                .decode((String, Int, String, Double, String, String).self) {
-                out.append(AuditHead(signer: signer, seq: seq, hash: hash, at: Date(timeIntervalSince1970: at), certificate: certificate, signature: signature))
-            }
-            return out
+            try await heads("SELECT signer, seq, hash, at, certificate, signature FROM audit_heads ORDER BY at, signer, seq")
         }
     }
 
@@ -148,13 +142,18 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
             let query: PostgresQuery = signer.map {
                 "SELECT signer, seq, hash, at, certificate, signature FROM audit_witnessed WHERE signer = \($0) ORDER BY at, seq"
             } ?? "SELECT signer, seq, hash, at, certificate, signature FROM audit_witnessed ORDER BY at, signer, seq"
-            var out: [AuditHead] = []
-            for try await (signer, seq, hash, at, certificate, signature) in try await client.query(query, logger: logger)
-                .decode((String, Int, String, Double, String, String).self) {
-                out.append(AuditHead(signer: signer, seq: seq, hash: hash, at: Date(timeIntervalSince1970: at), certificate: certificate, signature: signature))
-            }
-            return out
+            return try await heads(query)
         }
+    }
+
+    /// Signed heads selected as (signer, seq, hash, at, certificate, signature).
+    private func heads(_ query: PostgresQuery) async throws -> [AuditHead] {
+        var out: [AuditHead] = []
+        for try await (signer, seq, hash, at, certificate, signature) in try await client.query(query, logger: logger)
+            .decode((String, Int, String, Double, String, String).self) {
+            out.append(AuditHead(signer: signer, seq: seq, hash: hash, at: Date(timeIntervalSince1970: at), certificate: certificate, signature: signature))
+        }
+        return out
     }
 
     public func ledgerTables() async throws -> (budgets: [DatasetBudget], entries: [LedgerEntry]) {

@@ -54,8 +54,7 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM datasets WHERE name = ?", arguments: [entry.dataset]) else {
                 throw LedgerError.unknownDataset(entry.dataset)
             }
-            let budget = DatasetBudget(name: try row.field("name"), delta: try row.field("delta"), perPlanCap: try row.field("per_plan_cap"),
-                                       windowDays: try row.field("window_days"), windowCap: try row.field("window_cap"), lifetimeCap: try row.field("lifetime_cap"))
+            let budget = try Self.budget(row)
             let active = try Self.entries(db, dataset: entry.dataset).filter { $0.state != .released }
             try BudgetCheck.check(budget, active: active, adding: entry, now: now)
             let json = try entry.event.canonicalJSON()
@@ -109,8 +108,7 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         try await wrap {
             try await pool.read { db in
                 try Row.fetchAll(db, sql: "SELECT * FROM audit_heads ORDER BY at, signer, seq").map { r in
-                    AuditHead(signer: try r.field("signer"), seq: try r.field("seq"), hash: try r.field("hash"), at: Date(timeIntervalSince1970: try r.field("at")),
-                              certificate: try r.field("certificate"), signature: try r.field("signature"))
+                    try Self.head(r)
                 }
             }
         }
@@ -133,8 +131,7 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
                 let rows = try signer.map { try Row.fetchAll(db, sql: "SELECT * FROM audit_witnessed WHERE signer = ? ORDER BY at, seq", arguments: [$0]) }
                     ?? Row.fetchAll(db, sql: "SELECT * FROM audit_witnessed ORDER BY at, signer, seq")
                 return try rows.map { r in
-                    AuditHead(signer: try r.field("signer"), seq: try r.field("seq"), hash: try r.field("hash"), at: Date(timeIntervalSince1970: try r.field("at")),
-                              certificate: try r.field("certificate"), signature: try r.field("signature"))
+                    try Self.head(r)
                 }
             }
         }
@@ -144,8 +141,7 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         try await wrap {
             try await pool.read { db in
                 let budgets = try Row.fetchAll(db, sql: "SELECT * FROM datasets ORDER BY name").map { row in
-                    DatasetBudget(name: try row.field("name"), delta: try row.field("delta"), perPlanCap: try row.field("per_plan_cap"),
-                                  windowDays: try row.field("window_days"), windowCap: try row.field("window_cap"), lifetimeCap: try row.field("lifetime_cap"))
+                    try Self.budget(row)
                 }
                 return (budgets, try Self.entries(db, dataset: nil))
             }
@@ -156,8 +152,7 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         try await wrap {
             try await pool.read { db in
                 try Row.fetchOne(db, sql: "SELECT * FROM datasets WHERE name = ?", arguments: [dataset]).map { row in
-                    DatasetBudget(name: try row.field("name"), delta: try row.field("delta"), perPlanCap: try row.field("per_plan_cap"),
-                                  windowDays: try row.field("window_days"), windowCap: try row.field("window_cap"), lifetimeCap: try row.field("lifetime_cap"))
+                    try Self.budget(row)
                 }
             }
         }
@@ -440,6 +435,18 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
     /// Runs raw SQL: for tests that tamper with the store behind the ledger's back.
     func executeForTesting(_ sql: String) async throws {
         try await pool.write { db in try db.execute(sql: sql) }
+    }
+
+    /// A `datasets` row.
+    private static func budget(_ row: Row) throws -> DatasetBudget {
+        DatasetBudget(name: try row.field("name"), delta: try row.field("delta"), perPlanCap: try row.field("per_plan_cap"),
+                      windowDays: try row.field("window_days"), windowCap: try row.field("window_cap"), lifetimeCap: try row.field("lifetime_cap"))
+    }
+
+    /// An `audit_heads` or `audit_witnessed` row.
+    private static func head(_ r: Row) throws -> AuditHead {
+        AuditHead(signer: try r.field("signer"), seq: try r.field("seq"), hash: try r.field("hash"), at: Date(timeIntervalSince1970: try r.field("at")),
+                  certificate: try r.field("certificate"), signature: try r.field("signature"))
     }
 
     /// One data set's entries, or every entry (`dataset` nil).
