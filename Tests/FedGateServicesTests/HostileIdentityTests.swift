@@ -33,7 +33,8 @@ struct HostileIdentityTests {
     }
 
     /// WhoAmI with any certificate and key (PEM), however malformed its subject: nil when answered,
-    /// else the error's code and message.
+    /// else the error's code and message. The call's 60 s timeout only bounds a hung broker: on a
+    /// loaded CI machine a first call (a handshake, a store read) took over 10 s.
     static func whoAmI(port: Int, certificatePEM: String, keyPEM: String, caPEM: String) async -> (code: RPCError.Code, message: String)? {
         do {
             let transport = try HTTP2ClientTransport.Posix(
@@ -43,7 +44,7 @@ struct HostileIdentityTests {
                     $0.trustRoots = .certificates([.bytes(Array(caPEM.utf8), format: .pem)])
                 },
                 config: .defaults { $0.http2.authority = "broker"; $0.backoff.initial = .milliseconds(50) },
-                serviceConfig: ServiceConfig(methodConfig: [MethodConfig(names: [.init(service: "fedgate.v1.Broker", method: "WhoAmI")], timeout: .seconds(10))]))
+                serviceConfig: ServiceConfig(methodConfig: [MethodConfig(names: [.init(service: "fedgate.v1.Broker", method: "WhoAmI")], timeout: .seconds(60))]))
             _ = try await withGRPCClient(transport: transport) { try await Fedgate_V1_Broker.Client(wrapping: $0).whoAmI(Fedgate_V1_WhoAmIRequest()) }
             return nil
         } catch let e as RPCError { return (e.code, e.message) } catch { return (.unknown, "\(error)") }
