@@ -29,6 +29,7 @@ let package = Package(
         .library(name: "FedGateLearning", targets: ["FedGateLearning"]),
         .library(name: "FedGateAggregation", targets: ["FedGateAggregation"]),
         .library(name: "FedGatePolicy", targets: ["FedGatePolicy"]),
+        .library(name: "FedGateRounds", targets: ["FedGateRounds"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -83,9 +84,17 @@ let package = Package(
             dependencies: [
                 "FedGatePrivacy",
                 "FedGateLearning",
+                "FedGateAggregation",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        // A round at the broker as values: its progress, the secure-aggregation phases and the final
+        // evaluation. No I/O and no clock: the services feed it what arrives and act on its answers.
+        .target(
+            name: "FedGateRounds",
+            dependencies: ["FedGateAggregation", "FedGateLearning", "FedGateSecureAggregation"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .target(
@@ -151,7 +160,7 @@ let package = Package(
                 "FedGateAggregation",
                 "FedGatePolicy",
                 "FedGateStore",
-                "FedGateSimulation",
+                "FedGateRounds",
                 "FedGateSecureAggregation",
                 "CFedGateSystem",
                 .product(name: "X509", package: "swift-certificates"),
@@ -244,6 +253,12 @@ let package = Package(
         .testTarget(
             name: "FedGatePolicyTests",
             dependencies: ["FedGateTestSupport", "FedGatePolicy", "FedGatePrivacy", "FedGateLearning"],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .testTarget(
+            name: "FedGateRoundsTests",
+            dependencies: ["FedGateRounds", "FedGateSecureAggregation", "FedGateAggregation", "FedGateLearning",
+                           .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(

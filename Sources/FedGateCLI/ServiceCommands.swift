@@ -73,6 +73,10 @@ struct BrokerCommand: AsyncParsableCommand {
             settings.brokerID = c.id
             settings.heartbeatInterval = .milliseconds(Int(c.heartbeatSeconds * 1000))
             settings.silentAfter = .milliseconds(Int(c.silentAfterSeconds * 1000))
+            #if DEBUG
+            // Tests of crash recovery only, and only in debug builds: where to stop mid-round.
+            settings.crashPoints = CrashPoints(parsing: ProcessInfo.processInfo.environment["FEDGATE_TESTING_CRASH_AT"] ?? "")
+            #endif
             var limits = TransportLimits()
             limits.maximumMessageBytes = c.maximumMessageBytes
             limits.maximumPayloadBytes = c.maximumPayloadBytes
@@ -191,6 +195,7 @@ struct GatewayCommand: AsyncParsableCommand {
                 settings.fixedNoise = (run, silo)
                 logger.warning("TESTING: DP noise drawn from a fixed seed; never use this build for real data", metadata: ["silo": "\(c.silo)"])
             }
+            settings.crashPoints = CrashPoints(parsing: ProcessInfo.processInfo.environment["FEDGATE_TESTING_GATEWAY_CRASH_AT"] ?? "")
             #endif
             settings.brokerHost = c.brokerHost
             settings.brokerPort = c.brokerPort

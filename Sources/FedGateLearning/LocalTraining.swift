@@ -1,5 +1,5 @@
 import Foundation
-@_spi(Testing) import FedGatePrivacy
+import FedGatePrivacy
 import FedGateTensors
 
 /// DP-SGD settings: Poisson sampling at `samplingRate`, per-example clipping to `clipNorm`, noise
@@ -36,9 +36,9 @@ public struct LocalTrainingSettings: Sendable, Equatable {
     public var dp: DPSGDSettings?
     /// With DP: run exactly this many DP-SGD steps (a plan's `local_steps`) instead of whole epochs.
     public var dpSteps: Int?
-    /// Tests only: draw the DP sampling and noise from keystreams keyed by this seed, so a run can
-    /// be repeated exactly (the networked round against the simulator). Never set in production.
-    @_spi(Testing) public var fixedNoiseSeed: UInt64?
+    /// Draw the DP sampling and noise from keystreams keyed by a known seed, so a run can be
+    /// repeated exactly (the networked round against the simulator): no privacy. Never set in production.
+    public var repeatableNoise: RepeatableNoise?
 
     public init() {}
 }
@@ -56,13 +56,6 @@ public struct LocalUpdate: Sendable {
 }
 
 /// Trains a copy of the global network on a silo's data.
-/// The fixed noise seed of one silo in one round, derived from a run's seed (tests only).
-@_spi(Testing) public func fixedNoiseSeed(run: UInt64, silo: Int, round: Int) -> UInt64 {
-    var x = run ^ (UInt64(silo) &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(round) &* 0xC2B2_AE3D_27D4_EB4F)
-    x = (x ^ (x >> 33)) &* 0xFF51_AFD7_ED55_8CCD
-    return x ^ (x >> 29)
-}
-
 public struct LocalTrainer: Sendable {
     public let settings: LocalTrainingSettings
 
@@ -122,10 +115,8 @@ public struct LocalTrainer: Sendable {
         if let dp = settings.dp {
             var sampler = ChaCha20Random()            // Poisson sampling must be secret: CSPRNG
             var noise = GaussianNoiseGenerator()
-            if let seed = settings.fixedNoiseSeed {
-                let key = [UInt32(truncatingIfNeeded: seed), UInt32(truncatingIfNeeded: seed >> 32), 0, 0, 0, 0, 0, 0]
-                sampler = ChaCha20Random(stream: ChaCha20Keystream(key: key, nonce: (1, 0)))
-                noise = GaussianNoiseGenerator(stream: ChaCha20Keystream(key: key, nonce: (2, 0)))
+            if let repeatable = settings.repeatableNoise {
+                (sampler, noise) = (repeatable.sampler, repeatable.noise)
             }
             let c = Float(dp.clipNorm)
             // Poisson sampling by geometric gaps: the gap to the next sampled row is

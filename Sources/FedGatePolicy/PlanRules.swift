@@ -131,7 +131,7 @@ struct ModelAllowed: PlanRule {
 struct ExecutorAllowed: PlanRule {
     let name = "executor"
     func check(_ c: DecisionContext) -> [String] {
-        c.policy.executors.contains(c.plan.executor) ? [] : ["executor '\(c.plan.executor)' is not allowed (allowed: \(c.policy.executors.joined(separator: ", ")))"]
+        c.policy.executors.contains(c.plan.executor.description) ? [] : ["executor '\(c.plan.executor)' is not allowed (allowed: \(c.policy.executors.joined(separator: ", ")))"]
     }
 }
 

@@ -1,4 +1,5 @@
 import Crypto
+import FedGateAggregation
 import FedGateLearning
 import FedGatePrivacy
 import Foundation
@@ -20,10 +21,10 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     public var datasets: [String]
     public var columns: [String]
     public var model: String
-    public var executor: String
+    public var executor: PlanExecutor
     public var rounds: Int
     public var localSteps: Int
-    public var strategy: String
+    public var strategy: StrategyChoice
     public var dp: DP
     public var secureAggregation: Bool
     public var quorum: Int
@@ -64,7 +65,7 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     /// What `k` rounds cost a silo: one DP-SGD run of k × local steps for the built-in trainer,
     /// k releases of the Gaussian mechanism for a silo's own program.
     public func event(rounds k: Int) throws -> DPEvent {
-        if executor == "builtin" { return .dpsgd(samplingProbability: dp.samplingRate, noiseMultiplier: try noiseMultiplier(), steps: k * localSteps) }
+        if executor == .builtin { return .dpsgd(samplingProbability: dp.samplingRate, noiseMultiplier: try noiseMultiplier(), steps: k * localSteps) }
         return .selfComposed(event: try roundEvent(), count: k)
     }
 
@@ -73,7 +74,7 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     /// mechanism: adding or removing a record may move a clipped update anywhere in that ball, a
     /// change of up to twice the clip norm, so the mechanism counts at half the plan's multiplier.
     public func roundEvent() throws -> DPEvent {
-        if executor == "builtin" { return .dpsgd(samplingProbability: dp.samplingRate, noiseMultiplier: try noiseMultiplier(), steps: localSteps) }
+        if executor == .builtin { return .dpsgd(samplingProbability: dp.samplingRate, noiseMultiplier: try noiseMultiplier(), steps: localSteps) }
         guard let z = dp.noiseMultiplier else {
             throw PlanUnsupportedByExecutor("dp.noise_multiplier: a plan for executor '\(executor)' must give it (target_epsilon calibrates DP-SGD only)")
         }
@@ -124,6 +125,12 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         let modelNode = try root.require("model", "logistic, softmax or mlp:H")
         let model = try r.string(modelNode, "model")
         do { _ = try ModelKind(parsing: model) } catch let e as DatasetError { throw r.error(modelNode, "model", e.reason) }
+        let strategy = try root.optional("strategy").map { node in
+            do { return try StrategyChoice(parsing: try r.string(node, "strategy")) } catch let e as AggregationError { throw r.error(node, "strategy", e.reason) }
+        } ?? .fedavg
+        let executor = try root.optional("executor").map { node in
+            do { return try PlanExecutor(parsing: try r.string(node, "executor")) } catch let e as PlanExecutor.Unusable { throw r.error(node, "executor", e.reason) }
+        } ?? .builtin
         let datasets = try r.strings(try root.require("datasets", "the logical names of the data sets"), "datasets")
         guard !datasets.isEmpty else { throw r.error(root.optional("datasets"), "datasets", "must name at least one data set") }
         return TrainingPlan(
@@ -131,10 +138,10 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
             datasets: datasets,
             columns: try r.strings(try root.require("columns", "the columns the plan reads"), "columns"),
             model: model,
-            executor: try root.optional("executor").map { try r.string($0, "executor") } ?? "builtin",
+            executor: executor,
             rounds: try r.int(try root.require("rounds", "the number of rounds"), "rounds", 1...100_000, "a whole number from 1 to 100000"),
             localSteps: try r.int(try root.require("local_steps", "DP-SGD steps per silo per round"), "local_steps", 1...10_000_000, "a whole number ≥ 1"),
-            strategy: try root.optional("strategy").map { try r.string($0, "strategy") } ?? "fedavg",
+            strategy: strategy,
             dp: DP(noiseMultiplier: z, targetEpsilon: target,
                    clipNorm: try r.double(try dpMap.require("clip_norm", "the per-example clipping norm"), "dp.clip_norm", 1e-9...1e9, "a number > 0"),
                    samplingRate: try r.double(try dpMap.require("sampling_rate", "the Poisson sampling rate q"), "dp.sampling_rate", 1e-9...1, "a rate in (0, 1]"),
@@ -154,4 +161,41 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
 public struct PlanUnsupportedByExecutor: Error, Sendable, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// Who trains a plan at each silo: the gateway's built-in DP-SGD trainer, or a program the silo's
+/// policy names under `programs:` (its own training code). Codes as its name, so a plan's content
+/// hash is that of the words its author wrote.
+public enum PlanExecutor: Sendable, Hashable, Codable, CustomStringConvertible {
+    case builtin
+    case program(String)
+
+    public struct Unusable: Error, Sendable { public let reason: String }
+
+    public init(parsing name: String) throws {
+        if name == "builtin" { self = .builtin; return }
+        guard (1...64).contains(name.utf8.count), name.utf8.allSatisfy({ (33...126).contains($0) }) else {
+            throw Unusable(reason: "'builtin' or the name of a program in the silo's policy (1 to 64 printable characters, no spaces)")
+        }
+        self = .program(name)
+    }
+
+    public var description: String {
+        switch self {
+        case .builtin: "builtin"
+        case .program(let name): name
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let name = try decoder.singleValueContainer().decode(String.self)
+        do { try self.init(parsing: name) } catch let e as Unusable {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "executor: \(e.reason)"))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
 }

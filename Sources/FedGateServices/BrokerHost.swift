@@ -1,6 +1,7 @@
 import FedGatePKI
 import FedGateStore
 import FedGateTransport
+import FedGateRounds
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix

@@ -3,6 +3,7 @@ import FedGatePolicy
 import FedGateProto
 import FedGateStore
 import FedGateTransport
+import FedGateRounds
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix

@@ -1,3 +1,4 @@
+import FedGateRounds
 import FedGateLearning
 import FedGatePKI
 import FedGatePolicy

@@ -1,4 +1,4 @@
-@_spi(Testing) import FedGateLearning
+import FedGateLearning
 import FedGatePKI
 import FedGatePolicy
 import FedGatePrivacy
@@ -8,6 +8,7 @@ import X509
 import Crypto
 import FedGateStore
 import FedGateTransport
+import FedGateRounds
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
@@ -45,8 +46,10 @@ public actor Gateway {
         public var keyFile: URL?
         /// Keep `fedgate_epsilon_spent` and `_remaining` up to date (when `/metrics` is served).
         public var budgetMetrics = false
+        /// Where a test stops this process mid-round (none in production).
+        public var crashPoints = CrashPoints.none
         /// Tests only: repeatable DP noise for this silo (run seed, silo index), to compare with the simulator.
-        @_spi(Testing) public var fixedNoise: (run: UInt64, silo: Int)?
+        public var fixedNoise: (run: UInt64, silo: Int)?
         /// Tests only: drop out of a secure-aggregation round right after sharing keys (the stream
         /// is closed when the broker relays the shares), as a silo that dies mid-round would.
         @_spi(Testing) public var dropOutBeforeMasking = false
@@ -519,25 +522,26 @@ public actor Gateway {
         let before = global.evaluate(test)
 
         var delta: [Float], examples: Int, trained: [String: Double]
-        if plan.executor == "builtin" {
+        switch plan.executor {
+        case .builtin:
             var local = LocalTrainingSettings()
             local.learningRate = settings.learningRate
             local.dp = try DPSGDSettings(noiseMultiplier: try plan.noiseMultiplier(), clipNorm: plan.dp.clipNorm, samplingRate: plan.dp.samplingRate)
             local.dpSteps = plan.localSteps
-            if let fixed = settings.fixedNoise { local.fixedNoiseSeed = fixedNoiseSeed(run: fixed.run, silo: fixed.silo, round: Int(task.round)) }
+            if let fixed = settings.fixedNoise { local.repeatableNoise = RepeatableNoise(run: fixed.run, silo: fixed.silo, round: Int(task.round)) }
             var scaffold: LocalTrainer.Scaffold?
             var shuffle = SimulationRandom(seed: UInt64(task.round))
             let update = try LocalTrainer(settings: local).train(global, on: train, scaffold: &scaffold, shuffle: &shuffle)
             delta = update.parameters
             for k in delta.indices { delta[k] -= global.parameters[k] }
             (examples, trained) = (update.examples, ["train_loss": Double(update.meanLoss)])
-        } else {
+        case .program(let name):
             // The silo's own program trains; this gateway clips its update and adds the Gaussian
             // noise the plan names (what the ledger reserved: `TrainingPlan.roundEvent`).
-            guard let program = governor.policy.programs[plan.executor] else {
-                throw RoundError("the policy names no program for executor '\(plan.executor)'")
+            guard let program = governor.policy.programs[name] else {
+                throw RoundError("the policy names no program for executor '\(name)'")
             }
-            let output = try await ExternalExecutor(name: plan.executor, program: program).run(
+            let output = try await ExternalExecutor(name: name, program: program).run(
                 model: try ModelPayload.model(global), task: executorTask(task, plan: plan, layers: global.layerSizes, label: train.labelName), train: train,
                 dimension: dimension, logger: logger)
             delta = output.delta
@@ -788,16 +792,12 @@ public actor Gateway {
         await crashPoint("masked")
     }
 
-    /// Tests of crash recovery (debug builds only): `FEDGATE_TESTING_GATEWAY_CRASH_AT=phase` kills this
-    /// process with SIGKILL the first time it reaches that phase (after `after`, so what it just sent
-    /// leaves first), as a power cut would.
+    /// A test's crash point (`Settings.crashPoints`): this process stops the first time it reaches
+    /// `phase` (after `after`, so what it just sent leaves first), as a power cut would.
     private func crashPoint(_ phase: String, after delay: Duration = .zero) async {
-        #if DEBUG
-        guard ProcessInfo.processInfo.environment["FEDGATE_TESTING_GATEWAY_CRASH_AT"] == phase else { return }
+        guard settings.crashPoints.effect(at: phase) != nil else { return }
         if delay > .zero { try? await Task.sleep(for: delay) }
-        logger.critical("test crash point reached; killing this process", metadata: ["silo": "\(siloID)", "phase": "\(phase)"])
-        kill(getpid(), SIGKILL)
-        #endif
+        settings.crashPoints.reach(phase, logger: logger)
     }
 
     private func maskingFailed(_ key: String, _ error: any Error) {

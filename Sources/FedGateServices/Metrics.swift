@@ -1,6 +1,7 @@
 import FedGatePKI
 import FedGatePolicy
 import FedGateTransport
+import FedGateRounds
 import Foundation
 import Logging
 import Metrics

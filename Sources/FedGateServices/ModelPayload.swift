@@ -2,6 +2,7 @@ import Crypto
 import FedGateLearning
 import FedGateTensors
 import FedGateTransport
+import FedGateRounds
 import Foundation
 
 /// Models and updates on the wire: safetensors files (readable by any safetensors library) with

@@ -1,5 +1,5 @@
 import FedGateAggregation
-@_spi(Testing) import FedGateLearning
+import FedGateLearning
 import FedGatePrivacy
 import FedGateTensors
 
@@ -28,8 +28,8 @@ public struct FederatedSimulation: Sendable {
         public var delta = 1e-5
         /// Share of each silo's rows held out for evaluation.
         public var testFraction = 0.2
-        /// Tests only: repeatable DP noise (see `LocalTrainingSettings.fixedNoiseSeed`).
-        @_spi(Testing) public var fixedNoiseSeed: UInt64?
+        /// Tests only: repeatable DP noise, no privacy (see `RepeatableNoise`).
+        public var fixedNoiseSeed: UInt64?
         public init() {}
     }
 
@@ -135,7 +135,7 @@ public struct FederatedSimulation: Sendable {
                 var scaffold: LocalTrainer.Scaffold? = settings.scaffold ? .init(server: scaffoldServer.control, client: clientControls[s]) : nil
                 var siloTrainer = trainer
                 if let run = settings.fixedNoiseSeed {
-                    siloTrainer = LocalTrainer(settings: { var l = settings.local; l.fixedNoiseSeed = FedGateLearning.fixedNoiseSeed(run: run, silo: s, round: round); return l }())
+                    siloTrainer = LocalTrainer(settings: { var l = settings.local; l.repeatableNoise = RepeatableNoise(run: run, silo: s, round: round); return l }())
                 }
                 let local = try siloTrainer.train(global, on: trains[s], scaffold: &scaffold, shuffle: &rng)
                 if let sc = scaffold { clientControls[s] = sc.client }

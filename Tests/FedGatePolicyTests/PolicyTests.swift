@@ -86,7 +86,7 @@ struct DecisionTests {
         plan.secureAggregation = false
         plan.quorum = 2
         plan.model = "transformer"
-        plan.executor = "pytorch"
+        plan.executor = .program("pytorch")
         let d = PolicyEngine.decide(DecisionContext(policy: Files.hospital, plan: plan, now: noon))
         #expect(d.outcome == .refused)
         let rules = Set(d.refusals.map(\.rule))

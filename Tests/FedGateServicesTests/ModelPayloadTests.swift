@@ -2,6 +2,7 @@ import FedGateLearning
 import FedGateServices
 import FedGateTensors
 import FedGateTransport
+import FedGateRounds
 import Foundation
 import Testing
 

@@ -1,10 +1,10 @@
-@_spi(Testing) import FedGateLearning
+import FedGateLearning
 import FedGatePKI
 import FedGatePolicy
 import FedGatePrivacy
 import FedGateProto
 @_spi(Testing) import FedGateServices
-@_spi(Testing) import FedGateSimulation
+import FedGateSimulation
 import FedGateStore
 import FedGateTransport
 import Foundation

@@ -1,4 +1,4 @@
-@_spi(Testing) import FedGateLearning
+import FedGateLearning
 import FedGatePKI
 import FedGatePolicy
 import FedGateProto

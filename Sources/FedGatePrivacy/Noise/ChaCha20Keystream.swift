@@ -169,3 +169,27 @@ public struct ChaCha20Random: RandomNumberGenerator, Sendable {
     @inline(__always)
     public mutating func coin() -> Bool { next32() & 1 == 1 }
 }
+
+/// The randomness of one DP-SGD run when it must be repeated exactly (a networked run compared bit
+/// for bit with the simulator): Poisson sampling and Gaussian noise from keystreams keyed by a
+/// known seed. Noise anyone can recompute protects nothing: the simulator and the tests use it, a
+/// gateway only in a debug build told so by its environment, and it says so in its log.
+public struct RepeatableNoise: Sendable, Hashable {
+    public let seed: UInt64
+
+    public init(seed: UInt64) { self.seed = seed }
+
+    /// The seed of one silo in one round of a run.
+    public init(run: UInt64, silo: Int, round: Int) {
+        var x = run ^ (UInt64(silo) &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(round) &* 0xC2B2_AE3D_27D4_EB4F)
+        x = (x ^ (x >> 33)) &* 0xFF51_AFD7_ED55_8CCD
+        self.init(seed: x ^ (x >> 29))
+    }
+
+    private var key: [UInt32] { [UInt32(truncatingIfNeeded: seed), UInt32(truncatingIfNeeded: seed >> 32), 0, 0, 0, 0, 0, 0] }
+
+    /// The generator that picks each step's rows.
+    public var sampler: ChaCha20Random { ChaCha20Random(stream: ChaCha20Keystream(key: key, nonce: (1, 0))) }
+    /// The generator of the noise added to each step's clipped sum.
+    public var noise: GaussianNoiseGenerator { GaussianNoiseGenerator(stream: ChaCha20Keystream(key: key, nonce: (2, 0))) }
+}

@@ -2,7 +2,12 @@ import FedGateAggregation
 import FedGateLearning
 
 /// One round at the broker as a value: who was offered it, who accepted or refused (and why), who
-/// uploaded. No I/O: the coordinator feeds it events and asks it whether to go on.
+/// uploaded. No I/O and no clock: the broker feeds it what arrives (answers, uploads, silos gone)
+/// and the deadlines it keeps, and asks it whether the round goes on. Its phases:
+///
+///     offering ──closeOffer (quorum accepted)──▶ training ──closeTraining (quorum uploaded)──▶ closed
+///         └──────────closeOffer (below quorum)──────────────────────┴──────(below quorum)────▶ closed
+
 public struct RoundProgress: Sendable {
     public enum Phase: String, Sendable { case offering, training, closed }
 
@@ -35,7 +40,8 @@ public struct RoundProgress: Sendable {
         }
     }
 
-    public var everyoneAnswered: Bool { accepted.count + refused.count + dropped.count >= sampled.count }
+    /// Every offered silo answered or left (a silo that accepted and then left counts once).
+    public var everyoneAnswered: Bool { Set(accepted).union(refused.keys).union(dropped).isSuperset(of: sampled) }
 
     /// Closes the offer: training starts if at least `quorum` silos accepted.
     public mutating func closeOffer() -> Bool {
@@ -64,6 +70,41 @@ public struct RoundProgress: Sendable {
         guard phase == .training, let i = accepted.firstIndex(of: silo), updates[silo] == nil else { return }
         accepted.remove(at: i)
         refused[silo] = ["broker: \(reason)"]
+    }
+
+    /// After the offer of a plan's first round: the silos to leave out because their feature count
+    /// is not the one most accepting silos agree on (or they sent none), each with the reason. The
+    /// broker records each refusal, then applies it (`refuse`), so one silo cannot stop a round.
+    public func featureDisagreements() -> [(silo: String, reason: String)] {
+        let counts = Dictionary(grouping: accepted.compactMap { moments[$0]?.sums.count }, by: { $0 })
+        let agreed = counts.max { ($0.value.count, $1.key) < ($1.value.count, $0.key) }?.key
+        return accepted.filter { moments[$0]?.sums.count != agreed }.map { silo in
+            (silo, moments[silo].map { "its \($0.sums.count) feature sums disagree with the \(agreed ?? 0) of the other silos" }
+                ?? "it accepted without feature moments")
+        }
+    }
+
+    /// The accepting silos' moments in silo order (what the consortium's standardisation combines).
+    public var acceptedMoments: [Standardisation.Moments] { accepted.sorted().compactMap { moments[$0] } }
+
+    /// Whether waiting for silos in the current phase can end before its deadline: everyone offered
+    /// answered (or left), or every participant uploaded (or left).
+    public var isWaitOver: Bool {
+        switch phase {
+        case .offering: everyoneAnswered
+        case .training: everyoneUploaded
+        case .closed: true
+        }
+    }
+
+    /// The mean of the `accuracy` the uploading silos reported for the previous model on their
+    /// held-out rows, weighted by their `eval_examples`; nil when none reported both.
+    public var reportedAccuracy: Double? {
+        var sum = 0.0, weight = 0.0
+        for m in metrics.values {
+            if let a = m["accuracy"], let n = m["eval_examples"], n > 0 { sum += a * n; weight += n }
+        }
+        return weight > 0 ? sum / weight : nil
     }
 
     public func isParticipant(_ silo: String) -> Bool { phase == .training && accepted.contains(silo) && !dropped.contains(silo) }

@@ -1,0 +1,201 @@
+import Crypto
+import FedGateAggregation
+import FedGateLearning
+import FedGatePKI
+import FedGatePolicy
+import FedGatePrivacy
+import FedGateProto
+import FedGateSecureAggregation
+import FedGateStore
+import FedGateTensors
+import FedGateTransport
+import Foundation
+import Logging
+import FedGateRounds
+
+/// What gateways send during a round: offer answers, evaluation reports, secure-aggregation steps,
+/// downloads and updates. Each is checked against the round it names before it counts.
+extension BrokerCoordinator {
+    public func reply(_ reply: Fedgate_V1_OfferReply, from silo: String, token: UInt64) async {
+        heartbeat(silo: silo, token: token)
+        guard var round = active[reply.planHash], round.number == Int(reply.round) else {
+            logger.warning("answer to an offer that is not open", metadata: ["silo": "\(silo)", "plan": "\(PeerText.bounded(reply.planHash.prefix(12)))",
+                                                                           "round": "\(reply.round)"])
+            return
+        }
+        var accepted = reply.accepted
+        var reasons = PeerText.bounded(reply.reasons)
+        var moments: Standardisation.Moments?
+        if accepted && reply.hasMoments {
+            let m = Standardisation.Moments(count: Int(clamping: reply.moments.count), sums: reply.moments.sums,
+                                            squares: reply.moments.squares, classes: Int(reply.moments.classes))
+            if let problem = m.problem(features: round.momentsShape.features, classes: round.momentsShape.classes) {
+                accepted = false
+                reasons = ["broker: the silo's feature moments were refused: \(problem)"]
+                metrics.count("fedgate_replies_rejected_total")
+                logger.warning("offer answer rejected", metadata: ["silo": "\(silo)", "round": "\(reply.round)", "reason": "\(problem)"])
+                try? await durable { try await self.store.audit(actor: self.settings.brokerID, action: "reply.reject", subject: silo, payload: canonicalPayload([
+                    "plan": reply.planHash, "round": Int(reply.round), "reason": problem]), at: Date()) }
+                // The round may have moved on while the record was written.
+                guard let current = active[reply.planHash], current.number == Int(reply.round) else { return }
+                round = current
+            } else {
+                moments = m
+            }
+        }
+        do {
+            try round.progress.reply(from: silo, accepted: accepted, reasons: reasons, moments: moments)
+            active[reply.planHash] = round
+            metrics.count("fedgate_offer_answers_total", [("answer", accepted ? "accepted" : "refused")])
+            for reason in reasons where !accepted {
+                metrics.count("fedgate_offer_refusals_total", [("rule", FedGateMetrics.rule(of: reason))])
+            }
+            logger.info(accepted ? "offer accepted" : "offer refused", metadata: ["silo": "\(silo)", "round": "\(reply.round)", "reasons": "\(reasons)"])
+            wakeIfDone(reply.planHash)
+        } catch {
+            logger.warning("answer refused", metadata: ["silo": "\(silo)", "reason": "\(error)"])
+        }
+    }
+
+    /// A silo's evaluation of a plan's final model. An impossible figure counts as that silo's
+    /// failure to evaluate, never as a figure.
+    public func evaluation(_ report: Fedgate_V1_EvaluationReport, from silo: String, token: UInt64) {
+        heartbeat(silo: silo, token: token)
+        var report = report
+        report.error = PeerText.bounded(report.error)
+        let problem = report.error.isEmpty ? Self.figures(of: report).problem : nil
+        if let problem { report.error = "broker: the report was refused: \(problem)" }
+        guard evaluations[report.planHash]?.state.receive(report, from: silo, round: Int(report.round)) == true else {
+            logger.warning("evaluation report not asked for", metadata: ["silo": "\(silo)", "plan": "\(PeerText.bounded(report.planHash.prefix(12)))"])
+            return
+        }
+        if let problem { logger.warning("evaluation report refused", metadata: ["silo": "\(silo)", "reason": "\(problem)"]) }
+        wakeIfDone(report.planHash)
+    }
+
+    /// A report's figures, to be checked before they count.
+    static func figures(of r: Fedgate_V1_EvaluationReport) -> EvaluationFigures {
+        EvaluationFigures(accuracy: r.accuracy, examples: Int(clamping: r.examples), epsilonSpent: r.epsilonSpent, epsilonCap: r.epsilonCap,
+                          personalisedAccuracy: r.personalised ? r.personalisedAccuracy : nil)
+    }
+
+    /// A silo's step of a secure-aggregation round (what it says it is must match who sent it).
+    public func secagg(_ step: Fedgate_V1_SecAggStep, from silo: String, token: UInt64) {
+        heartbeat(silo: silo, token: token)
+        let hash = step.planHash
+        guard var sa = active[hash]?.secagg?.state, active[hash]?.number == Int(step.round), sa.alive.contains(silo) else {
+            logger.warning("secure-aggregation step not expected", metadata: ["silo": "\(silo)", "step": "\(PeerText.bounded(step.step, limit: 32))"])
+            return
+        }
+        do {
+            switch step.step {
+            case "advertise":
+                let body = try SecAggJSON.decode(SecAggAdvertise.self, step.body, step: step.step)
+                try sa.advertise(body.advertisement, binding: body.binding, bindingSilo: body.binding.silo, from: silo)
+            case "shares":
+                try sa.share(try SecAggJSON.decode([EncryptedShare].self, step.body, step: step.step), from: silo)
+            case "unmasked":
+                try sa.answer(try SecAggJSON.decode(UnmaskingResponse.self, step.body, step: step.step), from: silo)
+            default:
+                throw SecureAggregationError.malformed("a '\(PeerText.bounded(step.step, limit: 32))' step, which is not a step of the protocol")
+            }
+            active[hash]!.secagg!.state = sa
+            wakeIfDone(hash)
+        } catch {
+            logger.warning("secure-aggregation step refused", metadata: ["silo": "\(silo)", "step": "\(PeerText.bounded(step.step, limit: 32))", "reason": "\(error)"])
+        }
+    }
+
+    /// The model a participant downloads, with its checksum.
+    public func model(for silo: String, plan: String, round: Int) throws -> ModelFile {
+        if let e = evaluations[plan], e.state.round == round {
+            guard e.state.expected.contains(silo) else { throw RoundError("\(silo) is not asked to evaluate plan \(plan.prefix(12))…") }
+            plans[plan]?.bytesOut += e.model.bytes
+            metrics.count("fedgate_bytes_total", [("direction", "out")], by: e.model.bytes)
+            return e.model
+        }
+        guard let r = active[plan], r.number == round, let model = r.model else {
+            throw RoundError("round \(round) of plan \(plan.prefix(12))… is not training")
+        }
+        guard r.progress.isParticipant(silo) else { throw RoundError("\(silo) is not a participant of round \(round)") }
+        plans[plan]?.bytesOut += model.bytes
+        metrics.count("fedgate_bytes_total", [("direction", "out")], by: model.bytes)
+        return model
+    }
+
+    /// A participant's update, already reassembled and checksummed by the transport. One that is
+    /// refused (not a participant of a round taking updates, wrong shape, not float32, unreadable)
+    /// is audited as `update.reject` with the reason, and the reason goes back to the silo.
+    public func upload(from silo: String, header: TransferHeader, payload: [UInt8]) async throws {
+        do {
+            try accept(from: silo, header: header, payload: payload)
+            metrics.count("fedgate_bytes_total", [("direction", "in")], by: payload.count)
+        } catch {
+            let reason = (error as? UpdateRefused)?.reason ?? .unreadable
+            metrics.count("fedgate_updates_rejected_total", [("reason", reason.rawValue)])
+            logger.warning("update refused", metadata: ["silo": "\(silo)", "round": "\(header.round)", "reason": "\(error)"])
+            try await store.audit(actor: settings.brokerID, action: "update.reject", subject: silo, payload: canonicalPayload([
+                "plan": header.planHash, "round": header.round, "bytes": payload.count, "reason": "\(error)"]), at: Date())
+            throw error
+        }
+    }
+
+    func accept(from silo: String, header: TransferHeader, payload: [UInt8]) throws {
+        let hash = header.planHash
+        // Read what is needed without holding a copy of the round: a copy alive while the
+        // accumulator is folded in place below would make that fold copy a model-sized array.
+        guard active[hash]?.number == header.round else {
+            throw UpdateRefused(.roundClosed, "round \(header.round) of plan \(hash.prefix(12))… is not taking updates")
+        }
+        guard active[hash]!.progress.isParticipant(silo) else {
+            throw UpdateRefused(.notParticipant, "\(silo) is not a participant of round \(header.round)")
+        }
+        guard !active[hash]!.progress.hasUploaded(silo) else {
+            throw UpdateRefused(.duplicate, "\(silo) already uploaded its update for round \(header.round)")
+        }
+        let dimension = active[hash]!.dimension
+        if active[hash]!.secagg != nil {
+            // A masked input: `dimension` little-endian uint32 values, folded into the masked sum.
+            guard payload.count == 4 * dimension else {
+                throw UpdateRefused(.shape, "a masked input of \(payload.count) bytes; this round's is \(4 * dimension)")
+            }
+            guard (1...(1 << 40)).contains(header.examples) else {
+                throw UpdateRefused(.examples, "\(header.examples) examples (allowed 1…\(1 << 40))")
+            }
+            let values = payload.withUnsafeBytes { raw in (0..<dimension).map { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) } }
+            do { try active[hash]!.secagg!.state.receiveMasked(values, from: silo) } catch let error as SecureAggregationError {
+                if case .replay = error { throw UpdateRefused(.duplicate, "\(error)") }
+                throw UpdateRefused(.unreadable, "\(error)")
+            }
+            try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: UploadMetrics.checked(header.metrics))
+            plans[hash]?.bytesIn += payload.count
+            logger.info("masked input received", metadata: ["silo": "\(silo)", "round": "\(header.round)", "bytes": "\(payload.count)"])
+            wakeIfDone(hash)
+            return
+        }
+        let entry: SafeTensors.Entry
+        do { entry = try ModelPayload.entry(payload, tensor: "delta", dimension: dimension) } catch let error as ModelPayload.WrongShape {
+            throw UpdateRefused(.shape, "\(error)")
+        } catch {
+            throw UpdateRefused(.unreadable, "\(error)")
+        }
+        // Every update is checked before it counts: a refused one is answered with its reason, is
+        // not a participant's contribution, and does not count towards the quorum.
+        let validator = UpdateValidator(dimension: dimension, maximumNorm: settings.maximumUpdateNorm)
+        let metrics = UploadMetrics.checked(header.metrics)
+        func check(_ delta: UnsafeBufferPointer<Float>) -> UpdateRejection? { validator.check(silo: silo, examples: header.examples, delta: delta) }
+        if let rejection = entry.withFloat32Buffer(check) ?? entry.floats.withUnsafeBufferPointer(check) {
+            throw UpdateRefused(rejection)
+        }
+        if active[hash]!.folded != nil {
+            try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: metrics)
+            func fold(_ delta: UnsafeBufferPointer<Float>) { active[hash]!.folded!.fold(delta, weight: Double(header.examples)) }
+            if entry.withFloat32Buffer(fold) == nil { entry.floats.withUnsafeBufferPointer(fold) }
+        } else {
+            try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: entry.floats, examples: header.examples), metrics: metrics)
+        }
+        plans[hash]?.bytesIn += payload.count
+        logger.info("update received", metadata: ["silo": "\(silo)", "round": "\(header.round)", "bytes": "\(payload.count)"])
+        wakeIfDone(hash)
+    }
+}
