@@ -13,10 +13,24 @@ import Foundation
 import Logging
 import FedGateRounds
 
+/// After a plan's last round: the final model scored at every silo that took part, the plan's gate,
+/// and a registry version when it passes.
 extension BrokerCoordinator {
+    /// Sends the final model to every silo that took part, waits for their evaluations (at most a
+    /// round's deadline), applies the plan's gate and, if it passes, records a registry version with
+    /// its lineage and file. The gate's decision is audited either way.
+    /// `file`: the model's file when the last commit already made it (it is the checkpoint's).
     func evaluateFinal(_ plan: TrainingPlan, hash: String, round: Int, model: Network, file prepared: ModelFile?, standardisation: Standardisation,
-                               participants: Set<String>, resumed: Bool) async throws {
+                       participants: Set<String>, resumed: Bool) async throws {
         let file = try prepared ?? ModelPayload.modelFile(model, chunkBytes: chunkBytes)
+        let (silos, failures) = try await collectEvaluations(plan, hash: hash, round: round, model: model, file: file,
+                                                             standardisation: standardisation, participants: participants, resumed: resumed)
+        try await gate(plan, hash: hash, round: round, file: file, participants: participants, silos: silos, failures: failures)
+    }
+
+    /// The silos' evaluations of the final model, and why the others gave none.
+    private func collectEvaluations(_ plan: TrainingPlan, hash: String, round: Int, model: Network, file: ModelFile, standardisation: Standardisation,
+                                    participants: Set<String>, resumed: Bool) async throws -> (silos: [SiloEvaluation], failures: [String: String]) {
         // Right after a restart the participants are still reconnecting: give them the connect wait.
         let until = ContinuousClock.now + (resumed ? settings.connectWait : .zero)
         while !participants.allSatisfy({ sessions[$0] != nil }), ContinuousClock.now < until, !Task.isCancelled {
@@ -48,6 +62,12 @@ extension BrokerCoordinator {
             }
         }
         for silo in asked where reports[silo] == nil { failures[silo] = "no evaluation by the deadline" }
+        return (silos, failures)
+    }
+
+    /// The plan's gate on the silos' evaluations, audited either way; a registry version if it passes.
+    private func gate(_ plan: TrainingPlan, hash: String, round: Int, file: ModelFile, participants: Set<String>,
+                      silos: [SiloEvaluation], failures: [String: String]) async throws {
         let summary = EvaluationSummary(silos)
         let versions = try await durable { try await self.store.modelVersions() }
         let gate = ModelGate.decide(summary, minAccuracy: plan.minAccuracy, maxDrop: plan.maxAccuracyDrop,

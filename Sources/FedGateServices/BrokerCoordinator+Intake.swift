@@ -16,6 +16,9 @@ import FedGateRounds
 /// What gateways send during a round: offer answers, evaluation reports, secure-aggregation steps,
 /// downloads and updates. Each is checked against the round it names before it counts.
 extension BrokerCoordinator {
+    /// A gateway's answer to an offer. Its feature moments are checked against the plan before
+    /// anything is sized from them: an answer with impossible moments counts as that silo's
+    /// refusal (audited as `reply.reject`), never as an acceptance.
     public func reply(_ reply: Fedgate_V1_OfferReply, from silo: String, token: UInt64) async {
         heartbeat(silo: silo, token: token)
         guard var round = active[reply.planHash], round.number == Int(reply.round) else {
@@ -108,6 +111,7 @@ extension BrokerCoordinator {
 
     /// The model a participant downloads, with its checksum.
     public func model(for silo: String, plan: String, round: Int) throws -> ModelFile {
+        heardFrom(silo)
         if let e = evaluations[plan], e.state.round == round {
             guard e.state.expected.contains(silo) else { throw RoundError("\(silo) is not asked to evaluate plan \(plan.prefix(12))…") }
             plans[plan]?.bytesOut += e.model.bytes
@@ -127,6 +131,7 @@ extension BrokerCoordinator {
     /// refused (not a participant of a round taking updates, wrong shape, not float32, unreadable)
     /// is audited as `update.reject` with the reason, and the reason goes back to the silo.
     public func upload(from silo: String, header: TransferHeader, payload: [UInt8]) async throws {
+        heardFrom(silo)
         do {
             try accept(from: silo, header: header, payload: payload)
             metrics.count("fedgate_bytes_total", [("direction", "in")], by: payload.count)

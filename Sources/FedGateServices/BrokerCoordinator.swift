@@ -48,7 +48,6 @@ public actor BrokerCoordinator {
         let outbox: AsyncStream<Fedgate_V1_BrokerMessage>.Continuation
         let datasets: Set<String>
         let certificateNotAfter: Date?
-        var lastSeen: ContinuousClock.Instant
     }
 
     struct ActiveRound {
@@ -80,6 +79,8 @@ public actor BrokerCoordinator {
     let store: any BrokerStore
     let logger: Logger
     var sessions: [String: Session] = [:]
+    /// When each connected gateway was last heard from, in the broker's awake time.
+    var liveness: Liveness
     var nextToken: UInt64 = 0
     var active: [String: ActiveRound] = [:]
     var evaluations: [String: Evaluating] = [:]
@@ -114,6 +115,7 @@ public actor BrokerCoordinator {
     public init(settings: Settings = .init(), store: any BrokerStore, chunkBytes: Int = TransportLimits().chunkBytes,
                 metrics: FedGateMetrics = FedGateMetrics(), logger: Logger) {
         self.settings = settings
+        liveness = Liveness(tick: settings.heartbeatInterval, silentAfter: settings.silentAfter, at: .now)
         self.metrics = metrics
         self.chunkBytes = chunkBytes
         self.store = store
@@ -131,7 +133,8 @@ public actor BrokerCoordinator {
             old.outbox.finish()
             logger.notice("gateway reconnected; earlier stream closed", metadata: ["silo": "\(silo)"])
         }
-        sessions[silo] = Session(token: nextToken, outbox: outbox, datasets: Set(datasets), certificateNotAfter: certificateNotAfter, lastSeen: .now)
+        sessions[silo] = Session(token: nextToken, outbox: outbox, datasets: Set(datasets), certificateNotAfter: certificateNotAfter)
+        liveness.heard(from: silo, at: .now)
         metrics.set("fedgate_connected_gateways", Double(sessions.count))
         var welcome = Fedgate_V1_Welcome()
         welcome.brokerID = settings.brokerID
@@ -149,6 +152,7 @@ public actor BrokerCoordinator {
         guard let s = sessions[silo], s.token == token else { return }
         s.outbox.finish()
         sessions.removeValue(forKey: silo)
+        liveness.forget(silo)
         metrics.set("fedgate_connected_gateways", Double(sessions.count))
         logger.notice("gateway disconnected", metadata: ["silo": "\(silo)"])
         for plan in active.keys {
@@ -160,8 +164,15 @@ public actor BrokerCoordinator {
 
     func isSession(_ silo: String, _ token: UInt64) -> Bool { sessions[silo]?.token == token }
 
+    /// Something arrived on a silo's task stream: it is alive.
     public func heartbeat(silo: String, token: UInt64) {
-        if sessions[silo]?.token == token { sessions[silo]!.lastSeen = .now }
+        if sessions[silo]?.token == token { liveness.heard(from: silo, at: .now) }
+    }
+
+    /// A transfer of a silo's (a model range read, an update received) shows it alive too, however
+    /// late its task stream's heartbeats are.
+    func heardFrom(_ silo: String) {
+        if sessions[silo] != nil { liveness.heard(from: silo, at: .now) }
     }
 
     public var connectedSilos: [String] { sessions.keys.sorted() }
@@ -169,9 +180,6 @@ public actor BrokerCoordinator {
     /// The expiry of the certificate a connected silo's stream was opened with.
     public func certificateNotAfter(of silo: String) -> Date? { sessions[silo]?.certificateNotAfter }
 
-    /// A gateway's answer to an offer. Its feature moments are checked against the plan before
-    /// anything is sized from them: an answer with impossible moments counts as that silo's
-    /// refusal (audited as `reply.reject`), never as an acceptance.
     func startMonitorIfNeeded() {
         guard monitor == nil else { return }
         monitor = Task { [weak self, interval = settings.heartbeatInterval] in
@@ -182,9 +190,11 @@ public actor BrokerCoordinator {
         }
     }
 
+    /// Closes the streams of gateways silent for `silentAfter` of the broker's own awake time
+    /// (`Liveness`): a broker starved of CPU does not blame the gateways for its stall.
     func closeSilentGateways() {
-        let now = ContinuousClock.now
-        for (silo, s) in sessions where now - s.lastSeen > settings.silentAfter {
+        for silo in liveness.silent(at: .now) {
+            guard let s = sessions[silo] else { continue }
             logger.warning("gateway silent; closing its stream", metadata: ["silo": "\(silo)"])
             close(silo: silo, token: s.token)
         }

@@ -1,0 +1,87 @@
+import FedGateLearning
+import FedGatePKI
+import FedGatePolicy
+import FedGatePrivacy
+import FedGateProto
+import FedGateSecureAggregation
+import X509
+import Crypto
+import FedGateStore
+import FedGateTransport
+import FedGateRounds
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Logging
+
+/// The final model's evaluation on this silo's held-out rows (and, with personalisation, its own model's).
+extension Gateway {
+    func startEvaluation(_ task: Fedgate_V1_EvaluateTask, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>,
+                                 reply: AsyncStream<Fedgate_V1_GatewayMessage>.Continuation) {
+        Task {
+            var report = Fedgate_V1_EvaluationReport()
+            report.planHash = task.planHash
+            report.round = task.round
+            do {
+                try await self.evaluate(task, broker: broker, into: &report)
+            } catch {
+                report.error = "\(error)"
+                self.logger.error("evaluation failed", metadata: ["silo": "\(self.siloID)", "plan": "\(task.planHash.prefix(12))", "error": "\(error)"])
+            }
+            var message = Fedgate_V1_GatewayMessage()
+            message.evaluation = report
+            reply.yield(message)
+        }
+    }
+
+    /// The plan's final model on this silo's held-out rows, and the ε this silo's ledger committed for the plan.
+    func evaluate(_ task: Fedgate_V1_EvaluateTask, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>,
+                          into report: inout Fedgate_V1_EvaluationReport) async throws {
+        guard case .accepted(let accepted)? = decisions[task.planHash] else {
+            throw RoundError("an evaluation for plan \(task.planHash.prefix(12))… this gateway never accepted")
+        }
+        let payload = try await fetchModel(broker, plan: task.planHash, round: task.round, sha256: task.modelSha256)
+        var test = accepted.test
+        guard task.featureMeans.count == test.featureCount, task.featureScales.count == test.featureCount else {
+            throw RoundError("the consortium standardisation has \(task.featureMeans.count) features, this silo \(test.featureCount)")
+        }
+        test.standardise(Standardisation(means: task.featureMeans, scales: task.featureScales))
+        let kind = try ModelKind(parsing: accepted.plan.model)
+        let dimension = try Network.parameterCount(kind: kind, inputs: test.featureCount, classes: Int(task.classes))
+        let model = try Network(kind: kind, inputs: test.featureCount, classes: Int(task.classes),
+                                parameters: try ModelPayload.parameters(payload, tensor: "parameters", dimension: dimension))
+        let result = model.evaluate(test)
+        let plan = accepted.plan
+        if !(plan.localLayers ?? []).isEmpty || (plan.fineTuneEpochs ?? 0) > 0 {
+            // The silo's own model: the shared layers, its local layers, fine-tuned on its rows. It
+            // never leaves the silo; only its accuracy does.
+            var own = model
+            if let mine = personal[task.planHash], mine.count == own.parameters.count {
+                for i in plan.localLayers ?? [] where own.layerRanges.indices.contains(i) {
+                    own.parameters.replaceSubrange(own.layerRanges[i], with: mine[own.layerRanges[i]])
+                }
+            }
+            if let epochs = plan.fineTuneEpochs, epochs > 0 {
+                var train = accepted.train
+                train.standardise(Standardisation(means: task.featureMeans, scales: task.featureScales))
+                var settings = LocalTrainingSettings()
+                settings.epochs = epochs
+                settings.learningRate = self.settings.learningRate
+                var scaffold: LocalTrainer.Scaffold?
+                var shuffle = SimulationRandom(seed: 0xf17e)
+                own.parameters = try LocalTrainer(settings: settings).train(own, on: train, scaffold: &scaffold, shuffle: &shuffle).parameters
+            }
+            report.personalised = true
+            report.personalisedAccuracy = own.evaluate(test).accuracy
+        }
+        report.accuracy = result.accuracy
+        report.loss = result.logLoss
+        report.examples = UInt64(test.count)
+        let spent = try await governor.ledger.backend.entries(dataset: settings.dataset)
+            .filter { $0.planHash == task.planHash && $0.state == .committed }.map(\.event)
+        report.epsilonSpent = spent.isEmpty ? 0 : try epsilon(of: .composed(spent), delta: accepted.plan.dp.delta)
+        report.epsilonCap = governor.policy.datasets[settings.dataset]?.caps.perPlan ?? 0
+        logger.info("model evaluated", metadata: ["silo": "\(siloID)", "plan": "\(task.planHash.prefix(12))",
+                                                  "accuracy": "\(result.accuracy)", "epsilon": "\(report.epsilonSpent)"])
+    }
+}

@@ -1,0 +1,150 @@
+import FedGateLearning
+import FedGatePKI
+import FedGatePolicy
+import FedGatePrivacy
+import FedGateProto
+import FedGateSecureAggregation
+import X509
+import Crypto
+import FedGateStore
+import FedGateTransport
+import FedGateRounds
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Logging
+
+/// A round's task: the model fetched, the plan's trainer run on the plan's columns, the update
+/// committed in the ledger as it leaves, and uploaded.
+extension Gateway {
+    func startTraining(_ task: Fedgate_V1_RoundTask, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>,
+                               reply: AsyncStream<Fedgate_V1_GatewayMessage>.Continuation) {
+        let key = RoundKey(task.planHash, task.round)
+        training[key] = Task {
+            do {
+                if task.hasSecagg {
+                    try self.advertise(task, reply: reply)
+                    await self.crashPoint("advertised", after: .milliseconds(300))
+                }
+                try await self.train(task, broker: broker)
+            } catch {
+                self.trainingFailed(key, error)
+            }
+            self.trainingEnded(key)
+        }
+    }
+
+    func trainingEnded(_ key: RoundKey) { training.removeValue(forKey: key) }
+
+    func trainingFailed(_ key: RoundKey, _ error: any Error) {
+        logger.error("round task failed", metadata: ["silo": "\(siloID)", "task": "\(key)", "error": "\(error)"])
+    }
+
+    func train(_ task: Fedgate_V1_RoundTask, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async throws {
+        guard case .accepted(let accepted)? = decisions[task.planHash] else {
+            throw RoundError("a task for plan \(task.planHash.prefix(12))… this gateway never accepted")
+        }
+        let plan = accepted.plan
+        let payload = try await fetchModel(broker, plan: task.planHash, round: task.round, sha256: task.modelSha256)
+        await crashPoint("training")
+
+        var (train, test) = (accepted.train, accepted.test)
+        guard task.featureMeans.count == train.featureCount, task.featureScales.count == train.featureCount else {
+            throw RoundError("the consortium standardisation has \(task.featureMeans.count) features, this silo \(train.featureCount)")
+        }
+        let standardisation = Standardisation(means: task.featureMeans, scales: task.featureScales)
+        train.standardise(standardisation)
+        test.standardise(standardisation)
+        let kind = try ModelKind(parsing: plan.model)
+        let dimension = try Network.parameterCount(kind: kind, inputs: train.featureCount, classes: Int(task.classes))
+        var global = try Network(kind: kind, inputs: train.featureCount, classes: Int(task.classes),
+                                 parameters: try ModelPayload.parameters(payload, tensor: "parameters", dimension: dimension))
+        // FedPer: this silo's own layers replace the broker's (which never change for them).
+        let localRanges = (plan.localLayers ?? []).compactMap { global.layerRanges.indices.contains($0) ? global.layerRanges[$0] : nil }
+        if let own = personal[task.planHash], own.count == global.parameters.count {
+            for r in localRanges { global.parameters.replaceSubrange(r, with: own[r]) }
+        }
+        let before = global.evaluate(test)
+
+        let trained = try await trainer(for: plan, task: task, layers: global.layerSizes, label: train.labelName)
+            .train(global, on: train, round: task.round, plan: plan)
+        var delta = trained.delta
+        if !localRanges.isEmpty {
+            // The local layers stay here: kept for the next round, and nothing of them is sent.
+            var mine = global.parameters
+            for k in mine.indices { mine[k] += delta[k] }
+            personal[task.planHash] = mine
+            for r in localRanges { for k in r { delta[k] = 0 } }
+        }
+        let bytes = task.hasSecagg ? [] : try ModelPayload.update(delta)
+
+        let key = RoundKey(task.planHash, task.round)
+        let (examples, metrics) = (trained.examples, trained.metrics.merging(["accuracy": before.accuracy, "eval_examples": Double(test.count)]) { $1 })
+        activity.lastDelta = delta
+        if task.hasSecagg {
+            // Under secure aggregation the update leaves only masked, once the broker relayed the shares.
+            secure[key]?.update = (delta, TransferHeader(planHash: task.planHash, round: Int(task.round), totalBytes: 4 * delta.count,
+                                                         examples: examples, metrics: metrics))
+            try await maskAndUploadIfReady(key, broker: broker)
+            return
+        }
+        let header = TransferHeader(planHash: task.planHash, round: Int(task.round), totalBytes: bytes.count, examples: examples,
+                                    metrics: metrics)
+        try await send(bytes, header, key: key, what: "update", broker: broker)
+        await crashPoint("uploaded")
+    }
+
+    /// The plan's trainer at this silo: the built-in DP-SGD, or the program the policy names.
+    func trainer(for plan: TrainingPlan, task: Fedgate_V1_RoundTask, layers: [Int], label: String) throws -> any Trainer {
+        switch plan.executor {
+        case .builtin:
+            return BuiltInTrainer(learningRate: settings.learningRate, repeatable: settings.fixedNoise)
+        case .program(let name):
+            guard let program = governor.policy.programs[name] else { throw RoundError("the policy names no program for executor '\(name)'") }
+            return ProgramTrainer(name: name, program: program, task: executorTask(task, plan: plan, layers: layers, label: label), logger: logger)
+        }
+    }
+
+    /// What a silo's own program is told about the round (`task.json`).
+    func executorTask(_ task: Fedgate_V1_RoundTask, plan: TrainingPlan, layers: [Int], label: String) -> [String: any Sendable] {
+        ["plan_hash": task.planHash, "round": Int(task.round), "model": plan.model, "layer_sizes": layers, "classes": Int(task.classes),
+         "label": label, "columns": plan.columns, "learning_rate": Double(settings.learningRate), "local_steps": plan.localSteps,
+         "sampling_rate": plan.dp.samplingRate, "seed": Int(task.round), "standardised": true]
+    }
+
+    /// Commits the round's reservation (the update is about to leave the silo: its privacy is spent,
+    /// whatever the broker does with it), then uploads the payload in chunks with its SHA-256.
+    func send(_ bytes: [UInt8], _ header: TransferHeader, key: RoundKey, what: String,
+                      broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async throws {
+        try await commit(key)
+        let (ranges, digest) = (chunkRanges(total: bytes.count, chunkBytes: settings.limits.chunkBytes), TransferDigest.hex(bytes))
+        let receipt = try await broker.uploadUpdate(request: StreamingClientRequest { writer in
+            for chunk in transferMessages(header, chunks: ranges.lazy.map { Data(bytes[$0]) }, sha256: digest) { try await writer.write(chunk) }
+        })
+        activity.bytesSent += bytes.count
+        metrics.count("fedgate_bytes_total", [("direction", "out")], by: bytes.count)
+        guard receipt.accepted else { throw RoundError("the broker refused the \(what): \(receipt.reason)") }
+        activity.updatesSent += 1
+        logger.info("\(what) sent", metadata: ["silo": "\(siloID)", "round": "\(header.round)", "bytes": "\(bytes.count)"])
+    }
+
+    /// A round's model from the broker, range after range into one assembler (the broker never has
+    /// more than one range of this silo's download queued), checked against the SHA-256 announced.
+    func fetchModel(_ broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>, plan: String, round: UInt32,
+                            sha256: String) async throws -> [UInt8] {
+        var request = Fedgate_V1_ModelRequest()
+        request.planHash = plan
+        request.round = round
+        let (payload, digest) = try await RangedFetch.file(maximumBytes: settings.limits.maximumPayloadBytes, what: "model for round \(round)",
+                                                           rangeBytes: settings.limits.downloadRangeBytes) { offset, length in
+            request.offset = offset
+            request.length = length
+            return try await broker.downloadModel(request) { try await RangedFetch.gather($0.messages, limit: length) }
+        }
+        activity.bytesReceived += payload.count
+        metrics.count("fedgate_bytes_total", [("direction", "in")], by: payload.count)
+        // The bytes hash to what the stream declared (checked by the assembler); that must be the announced model.
+        guard digest == sha256.lowercased() else { throw RoundError("the model's SHA-256 differs from the one announced for round \(round)") }
+        return payload
+    }
+}
