@@ -20,8 +20,6 @@ public struct SecureRoundState<Binding: Sendable>: Sendable {
     public private(set) var request: UnmaskingRequest?
     public private(set) var responses: [String: UnmaskingResponse] = [:]
     public private(set) var gone: Set<String> = []
-    /// Participants whose masked input was folded into the sum.
-    public private(set) var masked: Set<String> = []
 
     public init(configuration: SecureAggregationConfiguration) {
         participants = configuration.participants
@@ -53,7 +51,6 @@ public struct SecureRoundState<Binding: Sendable>: Sendable {
     public mutating func receiveMasked(_ values: [UInt32], from silo: String) throws {
         try expect(.masking, "masked input", from: silo)
         try server.receive(MaskedInput(round: round, silo: silo, values: values))
-        masked.insert(silo)
     }
 
     /// A survivor's answer to the unmasking request; it must answer as itself.
