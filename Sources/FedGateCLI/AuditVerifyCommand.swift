@@ -14,13 +14,18 @@ extension AuditCommand {
                 recorded; every signed head the chain no longer holds (truncated or rewritten). With --ca the heads' \
                 certificates are checked against the consortium CA; --expected-head and --witness compare the chain with \
                 a head another party kept (from `fedgate audit heads` on this store, taken earlier).
+
+                Exit status: 0 intact, 2 a record, ledger row or head disagrees, 64 a file or option that cannot be \
+                used, 69 the store cannot be reached, 70 an internal error.
                 """)
         @OptionGroup var options: StoreOptions
         @Option(help: "The consortium CA certificate (PEM) that must have issued the heads' signers.") var ca: String?
         @Option(name: .customLong("expected-head"), help: "SEQ:HASH of a record the chain must still hold.") var expectedHead: [String] = []
         @Option(help: "A file of signed heads kept by another party (JSON lines, from `fedgate audit heads`), repeatable.") var witness: [String] = []
 
-        func execute() async throws {
+        func execute() async throws { try await deciding { try await verify() } }
+
+        func verify() async throws {
             let backend = try await options.service()
             let records = try await backend.auditRecords()
             var problems: [String] = []
@@ -65,7 +70,7 @@ extension AuditCommand {
             } else {
                 print("no signed head to check: this store's party has not signed its chain yet")
             }
-            if !problems.isEmpty { throw ExitCode(2) }
+            if !problems.isEmpty { throw ExitCode(ExitStatus.broken.rawValue) }
         }
 
         static func heads(in file: String) throws -> [AuditHead] {

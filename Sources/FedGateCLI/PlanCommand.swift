@@ -11,23 +11,27 @@ struct PlanCommand: AsyncParsableCommand {
                                                     subcommands: [Submit.self, Status.self, Watch.self, Cancel.self, Decide.self, Approve.self, Reject.self])
 
     struct Decide: AsyncParsableCommand, AsyncExecutable {
-        static let configuration = CommandConfiguration(abstract: "Decide a plan against the silo's policy and record the decision (and an approval request if one is needed).")
+        static let configuration = CommandConfiguration(abstract: "Decide a plan against the silo's policy and record the decision (and an approval request if one is needed).",
+                                                        discussion: "Exit status: 0 accepted, 1 refused, 3 needs approval (the request is recorded), 64 a file or option that cannot be used, 69 the store cannot be reached, 70 an internal error.")
         @OptionGroup var options: StoreOptions
         @Option(help: "The silo policy file.") var policy: String
         @Argument(help: "The training plan file.") var plan: String
         @Option(help: "Who decides (for the audit).") var actor = "silo"
 
         func execute() async throws {
-            let (p, t): (SiloPolicy, TrainingPlan)
-            do {
-                p = try SiloPolicy.load(URL(fileURLWithPath: policy))
-                t = try TrainingPlan.load(URL(fileURLWithPath: plan))
-            } catch let e as PolicyFileError { throw ValidationError(e.description) }
-            let ledger = try await options.open()
-            guard ledger.backend is any GovernanceBackend else { throw ValidationError("--store: this store keeps no decisions") }
-            let governor = SiloGovernor(policy: p, policyText: try String(contentsOfFile: policy, encoding: .utf8), ledger: ledger)
-            let decision = try await governor.decide(t, actor: actor)
-            print(decision.description)
+            try await deciding {
+                // One read of the policy: the text recorded with the decision is the text decided on.
+                let policyText = try loadFile(readPolicyFile, policy)
+                let p: SiloPolicy
+                do { p = try SiloPolicy.parse(policyText, file: policy) } catch let e as PolicyFileError { throw CommandFailure.unusable(e.description) }
+                let t = try loadFile(TrainingPlan.load, plan)
+                let ledger = try await options.open()
+                guard ledger.backend is any GovernanceBackend else { throw CommandFailure.unusable("--store: this store keeps no decisions") }
+                let governor = SiloGovernor(policy: p, policyText: policyText, ledger: ledger)
+                let decision = try await governor.decide(t, actor: actor)
+                print(decision.description)
+                try ExitStatus(decision.outcome).exitIfNotAccepted()
+            }
         }
     }
 

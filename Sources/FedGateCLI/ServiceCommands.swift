@@ -62,7 +62,7 @@ struct BrokerCommand: AsyncParsableCommand {
             // round 0.17 → 0.145 s. Not for gateways: theirs rose (they map model-sized arrays each round).
             let tuned = fedgate_tune_allocator() == 1
             let c: BrokerConfig
-            do { c = try BrokerConfig.load(URL(fileURLWithPath: config)) } catch let e as PolicyFileError { throw ValidationError(e.description) }
+            c = try loadFile(BrokerConfig.load, config)
             var logger = Logger(label: "fedgate.broker")
             logger.logLevel = .info
             logger.debug("allocator", metadata: ["fixed_mmap_threshold": "\(tuned)"])
@@ -162,7 +162,7 @@ struct GatewayCommand: AsyncParsableCommand {
             do {
                 c = try GatewayConfig.load(URL(fileURLWithPath: config))
                 policy = try SiloPolicy.load(c.policy)
-            } catch let e as PolicyFileError { throw ValidationError(e.description) }
+            } catch let e as PolicyFileError { throw CommandFailure.unusable(e.description) }
             guard policy.silo == c.silo else { throw ValidationError("\(c.policy.path): the policy is silo '\(policy.silo)''s, the gateway is '\(c.silo)'") }
             var logger = Logger(label: "fedgate.gateway")
             logger.logLevel = .info

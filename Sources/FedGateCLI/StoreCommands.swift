@@ -59,7 +59,7 @@ struct LedgerCommand: AsyncParsableCommand {
 
         func execute() async throws {
             let p: SiloPolicy
-            do { p = try SiloPolicy.load(URL(fileURLWithPath: policy)) } catch let e as PolicyFileError { throw ValidationError(e.description) }
+            p = try loadFile(SiloPolicy.load, policy)
             let ledger = try await options.open()
             for (name, rule) in p.datasets.sorted(by: { $0.key < $1.key }) {
                 try await ledger.backend.save(DatasetBudget(name: name, delta: rule.caps.deltaMax, perPlanCap: rule.caps.perPlan,
@@ -243,6 +243,9 @@ public func runFedGate() async {
         } else {
             try command.run()
         }
+    } catch let failure as CommandFailure {
+        FileHandle.standardError.write(Data("Error: \(failure.description)\n".utf8))
+        exit(failure.status.rawValue)
     } catch {
         FedGateCommand.exit(withError: error)
     }

@@ -35,7 +35,7 @@ public struct BrokerConfig: Sendable, Equatable {
     /// Where `/metrics` is served (HTTPS, monitor or admin certificates), if anywhere.
     public var metrics: MetricsListen?
 
-    public static func load(_ url: URL) throws -> BrokerConfig { try parse(try readPolicyText(url), file: url.path) }
+    public static func load(_ url: URL) throws -> BrokerConfig { try parse(try readPolicyFile(url), file: url.path) }
 
     public static func parse(_ text: String, file: String) throws -> BrokerConfig {
         let r = YAMLReader(file: file)
@@ -120,7 +120,7 @@ public struct GatewayConfig: Sendable, Equatable {
     /// Where `/metrics` is served (HTTPS, monitor or admin certificates), if anywhere.
     public var metrics: MetricsListen?
 
-    public static func load(_ url: URL) throws -> GatewayConfig { try parse(try readPolicyText(url), file: url.path) }
+    public static func load(_ url: URL) throws -> GatewayConfig { try parse(try readPolicyFile(url), file: url.path) }
 
     public static func parse(_ text: String, file: String) throws -> GatewayConfig {
         let r = YAMLReader(file: file)

@@ -48,7 +48,7 @@ public struct SiloPolicy: Sendable, Equatable {
 
     /// Reads a policy file.
     public static func load(_ url: URL) throws -> SiloPolicy {
-        try parse(try readPolicyText(url), file: url.path)
+        try parse(try readPolicyFile(url), file: url.path)
     }
 
     /// Parses policy YAML; errors name file:line:column and the field.
@@ -79,8 +79,8 @@ public struct SiloPolicy: Sendable, Equatable {
             let deltaMax = try r.double(try d.require("delta_max", "the largest δ accepted, e.g. 1e-5"), "\(path).delta_max", 1e-300...0.5, "a δ in (0, 0.5], e.g. 1e-5")
             datasets[e.key] = DatasetRule(
                 name: e.key,
-                purposes: try r.strings(try d.require("purposes", "the purposes this data set may serve"), "\(path).purposes"),
-                columns: try r.strings(try d.require("columns", "the columns a plan may read"), "\(path).columns"),
+                purposes: try r.distinctStrings(try d.require("purposes", "the purposes this data set may serve"), "\(path).purposes"),
+                columns: try r.distinctStrings(try d.require("columns", "the columns a plan may read"), "\(path).columns"),
                 caps: Caps(perPlan: perPlan, window: window.map { (days: $0.0, epsilon: $0.1) }, lifetime: lifetime, deltaMax: deltaMax))
         }
 
@@ -113,24 +113,34 @@ public struct SiloPolicy: Sendable, Equatable {
             }
         }
         let executorsNode = try root.require("executors", "the executors allowed, e.g. [builtin]")
-        let executors = try r.strings(executorsNode, "executors")
+        let executors = try r.distinctStrings(executorsNode, "executors")
         for name in executors where name != "builtin" && programs[name] == nil {
             throw r.error(executorsNode, "executors", "allows '\(name)' but `programs` does not say how to run it (programs: { \(name): { command: [...] } })")
         }
         var policy = SiloPolicy(
             silo: silo, datasets: datasets,
-            allowedRegions: try r.strings(try residency.require("allowed_regions", "a list of regions"), "residency.allowed_regions"),
-            allowedJurisdictions: try r.strings(try residency.require("allowed_jurisdictions", "a list of jurisdictions"), "residency.allowed_jurisdictions"),
+            allowedRegions: try r.distinctStrings(try residency.require("allowed_regions", "a list of regions"), "residency.allowed_regions"),
+            allowedJurisdictions: try r.distinctStrings(try residency.require("allowed_jurisdictions", "a list of jurisdictions"), "residency.allowed_jurisdictions"),
             minNoiseMultiplier: try r.double(try privacy.require("min_noise_multiplier", "the least σ accepted"), "privacy.min_noise_multiplier", 0...1000, "a number ≥ 0"),
             maxClipNorm: try r.double(try privacy.require("max_clip_norm", "the largest clipping norm accepted"), "privacy.max_clip_norm", 1e-9...1e9, "a number > 0"),
             requireSecureAggregation: try r.bool(try privacy.require("require_secure_aggregation", "true or false"), "privacy.require_secure_aggregation"),
             minSilosPerRound: try r.int(try privacy.require("min_silos_per_round", "the fewest silos a round may have"), "privacy.min_silos_per_round", 1...10000, "a whole number ≥ 1"),
-            models: try r.strings(try root.require("models", "the model kinds allowed"), "models"),
+            models: try modelKinds(r, try root.require("models", "the model kinds allowed, e.g. [logistic, softmax, mlp]")),
             executors: executors,
             hours: hours.map { (from: $0.0, to: $0.1) }, approvalExpiryHours: approval, sha256: digest)
         policy.programs = programs
         return policy
     }
+}
+
+/// The model kinds a policy allows: each one of the kinds there are, once.
+private func modelKinds(_ r: YAMLReader, _ node: Yams.Node) throws -> [String] {
+    let kinds = try r.distinctStrings(node, "models")
+    let known = ["logistic", "softmax", "mlp"]
+    for (i, kind) in kinds.enumerated() where !known.contains(kind) {
+        throw r.error(Array(node.sequence ?? [])[i], "models[\(i)]", "'\(kind)' is not a model kind; expected one of \(known.joined(separator: ", ")) (mlp allows every hidden size)")
+    }
+    return kinds
 }
 
 /// A silo's own training program, run by its gateway instead of the built-in trainer: the command

@@ -82,7 +82,7 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     }
 
     public static func load(_ url: URL) throws -> TrainingPlan {
-        try parse(try readPolicyText(url), file: url.path)
+        try parse(try readPolicyFile(url), file: url.path)
     }
 
     /// Parses plan YAML; errors name file:line:column and the field.
@@ -114,7 +114,7 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
             let pm = try r.map(p, "personalisation")
             try pm.only(["local_layers", "fine_tune_epochs"])
             if let l = pm.optional("local_layers") {
-                let text = try r.strings(l, "personalisation.local_layers")
+                let text = try r.distinctStrings(l, "personalisation.local_layers")
                 localLayers = try text.map { t in
                     guard let n = Int(t), n >= 0 else { throw r.error(l, "personalisation.local_layers", "must list layer numbers ≥ 0 (0: the layer next to the inputs)") }
                     return n
@@ -131,12 +131,12 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         let executor = try root.optional("executor").map { node in
             do { return try PlanExecutor(parsing: try r.string(node, "executor")) } catch let e as PlanExecutor.Unusable { throw r.error(node, "executor", e.reason) }
         } ?? .builtin
-        let datasets = try r.strings(try root.require("datasets", "the logical names of the data sets"), "datasets")
+        let datasets = try r.distinctStrings(try root.require("datasets", "the logical names of the data sets"), "datasets")
         guard !datasets.isEmpty else { throw r.error(root.optional("datasets"), "datasets", "must name at least one data set") }
         return TrainingPlan(
             purpose: try r.string(try root.require("purpose", "why the model is trained, e.g. research"), "purpose"),
             datasets: datasets,
-            columns: try r.strings(try root.require("columns", "the columns the plan reads"), "columns"),
+            columns: try r.distinctStrings(try root.require("columns", "the columns the plan reads"), "columns"),
             model: model,
             executor: executor,
             rounds: try r.int(try root.require("rounds", "the number of rounds"), "rounds", 1...100_000, "a whole number from 1 to 100000"),

@@ -19,8 +19,10 @@ struct AuditExportTests {
         try await LedgerCommand.Register.parse(store + ["--policy", "policies/hospital-a.yaml"]).execute()
         try await ConsentCommand.Add.parse(store + ["--dataset", "breast-cancer-2024", "--purpose", "research", "--legal-basis", "consent, art. 9(2)(a)",
                                                      "--scope", "2024 \"cohort\""]).execute()
-        try await PlanCommand.Decide.parse(store + ["--policy", "policies/hospital-a.yaml", "examples/plans/breast-cancer-research.yaml",
-                                                    "--actor", "hospital-a"]).execute()
+        await #expect(throws: ExitCode(3), "the plan needs approval") {
+            try await PlanCommand.Decide.parse(store + ["--policy", "policies/hospital-a.yaml", "examples/plans/breast-cancer-research.yaml",
+                                                        "--actor", "hospital-a"]).execute()
+        }
         let ledger = PrivacyLedger(backend: try SQLiteLedger(path: path))
         let event = DPEvent.dpsgd(samplingProbability: 0.1, noiseMultiplier: 2.34, steps: 10)
         for round in 1...4 {

@@ -22,7 +22,10 @@ struct StoreCommandTests {
         // With consent only for research, the research plan is decided (and needs approval); a plan for
         // another purpose would be refused by the consent rule (tested in the policy tests).
         // A plan that needs approval waits in the queue until an admin approves it, once.
-        try await PlanCommand.Decide.parse(store + ["--policy", "policies/hospital-a.yaml", "examples/plans/breast-cancer-research.yaml"]).execute()
+        // Exit status 3: the plan needs approval (0 would be accepted, 1 refused).
+        await #expect(throws: ExitCode(3)) {
+            try await PlanCommand.Decide.parse(store + ["--policy", "policies/hospital-a.yaml", "examples/plans/breast-cancer-research.yaml"]).execute()
+        }
         let hash = try FedGatePolicy.TrainingPlan.load(URL(fileURLWithPath: "examples/plans/breast-cancer-research.yaml")).contentHash
         let governance = try #require(ledger.backend as? any GovernanceBackend)
         #expect(try await governance.approval(planHash: hash, silo: "hospital-a")?.state == .pending)
