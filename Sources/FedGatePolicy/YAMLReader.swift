@@ -85,32 +85,36 @@ struct YAMLReader {
         }
         guard let node else { throw PolicyFileError(file: file, line: 1, column: 1, field: "(document)", expected: "a mapping, but the file is empty") }
         var budget = Self.maximumBytes
-        guard try fits(node, at: "(document)", within: &budget) else {
+        var oversized: PolicyFileError?
+        guard fits(node, at: "(document)", within: &budget, oversized: &oversized) else {
             throw PolicyFileError(file: file, line: 1, column: 1, field: "(document)",
                                   expected: "at most \(Self.maximumBytes) bytes once its aliases (*name) are expanded; write the values out, or use fewer aliases")
         }
+        if let oversized { throw oversized }
         return try map(node, "(document)")
     }
 
     /// Whether the document, with every alias expanded, stays within `budget` bytes (each node
-    /// counts at least one byte, so the walk stops early however deep the aliases nest); a single
-    /// value longer than `maximumValueBytes` is refused where it stands.
-    func fits(_ node: Node, at path: String, within budget: inout Int) throws -> Bool {
+    /// counts at least one byte, so the walk stops early however deep the aliases nest); the first
+    /// single value longer than `maximumValueBytes` is kept in `oversized`, named where it stands.
+    func fits(_ node: Node, at path: String, within budget: inout Int, oversized: inout PolicyFileError?) -> Bool {
         switch node {
         case .scalar(let s):
             let size = s.string.utf8.count
-            guard size <= Self.maximumValueBytes else {
-                throw error(node, path, "is \(size) bytes long; one value may have at most \(Self.maximumValueBytes)")
+            if size > Self.maximumValueBytes, oversized == nil {
+                oversized = error(node, path, "is \(size) bytes long; one value may have at most \(Self.maximumValueBytes)")
             }
             budget -= max(1, size)
         case .sequence(let seq):
             budget -= 1
-            for (i, child) in seq.enumerated() where budget >= 0 { guard try fits(child, at: "\(path)[\(i)]", within: &budget) else { return false } }
+            for (i, child) in seq.enumerated() where budget >= 0 {
+                guard fits(child, at: "\(path)[\(i)]", within: &budget, oversized: &oversized) else { return false }
+            }
         case .mapping(let m):
             budget -= 1
             for (k, v) in m where budget >= 0 {
                 let here = path == "(document)" ? (k.string ?? "(key)") : "\(path).\(k.string ?? "(key)")"
-                guard try fits(k, at: here, within: &budget), try fits(v, at: here, within: &budget) else { return false }
+                guard fits(k, at: here, within: &budget, oversized: &oversized), fits(v, at: here, within: &budget, oversized: &oversized) else { return false }
             }
         case .alias:
             budget -= 1
