@@ -3,9 +3,9 @@ import FedGatePolicy
 import FedGateStore
 import Foundation
 
-/// The exit statuses of fedgate's deciding commands (`policy check`, `plan decide`, `audit verify`,
-/// `store verify`), so that a script or CI job can tell an outcome from an error. docs/operations.md
-/// lists them.
+/// The exit statuses of fedgate's deciding commands (`policy check`, `plan decide`, `audit verify`),
+/// so that a script or CI job can tell an outcome from an error. policies/README.md and
+/// docs/deployment.md list them.
 enum ExitStatus: Int32 {
     /// The plan is accepted; the policy is valid; the chain is intact.
     case accepted = 0

@@ -21,10 +21,10 @@ struct PlanCommand: AsyncParsableCommand {
         func execute() async throws {
             try await deciding {
                 // One read of the policy: the text recorded with the decision is the text decided on.
-                let policyText = try loadFile(readPolicyFile, policy)
-                let p: SiloPolicy
-                do { p = try SiloPolicy.parse(policyText, file: policy) } catch let e as PolicyFileError { throw CommandFailure.unusable(e.description) }
-                let t = try loadFile(TrainingPlan.load, plan)
+                // (`deciding` makes a file's error an unusable input.)
+                let policyText = try readPolicyFile(URL(fileURLWithPath: policy))
+                let p = try SiloPolicy.parse(policyText, file: policy)
+                let t = try TrainingPlan.load(URL(fileURLWithPath: plan))
                 let ledger = try await options.open()
                 guard ledger.backend is any GovernanceBackend else { throw CommandFailure.unusable("--store: this store keeps no decisions") }
                 let governor = SiloGovernor(policy: p, policyText: policyText, ledger: ledger)
