@@ -130,8 +130,13 @@ public actor BrokerCoordinator {
         startMonitorIfNeeded()
         nextToken += 1
         if let old = sessions[silo] {
+            // The earlier stream is gone, and with it what the gateway was doing for a round in
+            // flight (it abandons those when a stream ends): the silo is dropped from them now, as
+            // a close would. The earlier stream's own close comes later with its old token and is
+            // ignored, so without this a round waited for the silo until its deadline.
             old.outbox.finish()
             logger.notice("gateway reconnected; earlier stream closed", metadata: ["silo": "\(silo)"])
+            dropFromRoundsInFlight(silo)
         }
         sessions[silo] = Session(token: nextToken, outbox: outbox, datasets: Set(datasets), certificateNotAfter: certificateNotAfter)
         liveness.heard(from: silo, at: .now)
@@ -155,6 +160,11 @@ public actor BrokerCoordinator {
         liveness.forget(silo)
         metrics.set("fedgate_connected_gateways", Double(sessions.count))
         logger.notice("gateway disconnected", metadata: ["silo": "\(silo)"])
+        dropFromRoundsInFlight(silo)
+    }
+
+    /// A silo's stream ended: it no longer counts on any round in flight.
+    func dropFromRoundsInFlight(_ silo: String) {
         for plan in active.keys {
             active[plan]!.progress.drop(silo)
             active[plan]!.secagg?.state.drop(silo)
