@@ -4,31 +4,26 @@
 /// from its own stall, so a monitor tick that comes late counts at most `2 × tick` of the gap.
 /// No clock of its own: the broker passes the instants.
 public struct Liveness: Sendable {
-    public let tick: Duration
+    public var tick: Duration { clock.tick }
     public let silentAfter: Duration
-    private var awake: Duration = .zero
-    private var lastTick: ContinuousClock.Instant
+    private var clock: AwakeClock
     private var lastHeard: [String: Duration] = [:]
 
     public init(tick: Duration, silentAfter: Duration, at now: ContinuousClock.Instant) {
-        self.tick = tick
         self.silentAfter = silentAfter
-        lastTick = now
+        clock = AwakeClock(tick: tick, at: now)
     }
-
-    private func awake(at now: ContinuousClock.Instant) -> Duration { awake + min(max(.zero, now - lastTick), tick * 2) }
 
     /// Something arrived from `silo` (a heartbeat, an answer, a transfer).
     public mutating func heard(from silo: String, at now: ContinuousClock.Instant) {
-        lastHeard[silo] = awake(at: now)
+        lastHeard[silo] = clock.elapsed(at: now)
     }
 
     public mutating func forget(_ silo: String) { lastHeard.removeValue(forKey: silo) }
 
     /// The monitor's tick: the silos silent for longer than `silentAfter` of awake time (forgotten).
     public mutating func silent(at now: ContinuousClock.Instant) -> [String] {
-        awake = awake(at: now)
-        lastTick = now
+        let awake = clock.advance(at: now)
         let gone = lastHeard.filter { awake - $0.value > silentAfter }.keys.sorted()
         for silo in gone { lastHeard.removeValue(forKey: silo) }
         return gone

@@ -18,7 +18,10 @@ import Logging
 /// its heartbeats), certificate renewal, and witnessing the broker's audit heads.
 extension Gateway {
     /// One session with the broker at `host:port`, abandoned if no welcome arrives within
-    /// `settings.welcomeTimeout` (keepalive watches the connection once it is up).
+    /// `settings.welcomeTimeout` of this gateway's own awake time (keepalive watches the connection
+    /// once it is up). In wall time, a gateway starved of CPU woke to its timer and the welcome
+    /// queued behind it at once, and left a broker that had answered (seen on a loaded CI machine:
+    /// every gateway of the process gave up at the same instant, mid-round).
     func session(host: String, port: Int) async throws {
         let before = activity.sessions
         let timeout = settings.welcomeTimeout
@@ -28,7 +31,13 @@ extension Gateway {
                 return true
             }
             group.addTask {
-                try await Task.sleep(for: timeout)
+                let tick = min(.milliseconds(250), timeout / 4)
+                var clock = AwakeClock(tick: tick, at: .now)
+                while clock.advance(at: .now) < timeout {
+                    try await Task.sleep(for: min(tick, timeout - clock.elapsed(at: .now)))
+                }
+                // A welcome that arrived with the last tick is taken in before judging.
+                await Task.yield()
                 if await self.activity.sessions == before {
                     throw RoundError("no welcome from the broker at \(host):\(port) within \(timeout): it accepted the connection but does not answer (frozen, overloaded, or the network drops the handshake); trying the next broker")
                 }

@@ -54,3 +54,39 @@ struct LivenessTests {
         #expect(closed.isEmpty)
     }
 }
+
+/// A process's own running time, for timeouts that must not blame the other side for its stall.
+@Suite("Awake time")
+struct AwakeClockTests {
+    let start = ContinuousClock.now
+
+    func at(_ milliseconds: Int) -> ContinuousClock.Instant { start + .milliseconds(milliseconds) }
+
+    @Test("ticks on time count in full: awake time is wall time")
+    func onTime() {
+        var c = AwakeClock(tick: .milliseconds(250), at: at(0))
+        for t in stride(from: 250, through: 15_000, by: 250) { c.advance(at: at(t)) }
+        #expect(c.elapsed(at: at(15_000)) == .seconds(15))
+    }
+
+    @Test("a stall of 20 s between two ticks counts as two ticks, so a 15 s timeout judged in awake time has not passed")
+    func stall() {
+        var c = AwakeClock(tick: .milliseconds(250), at: at(0))
+        c.advance(at: at(250))
+        #expect(c.advance(at: at(20_250)) == .milliseconds(750))
+        #expect(c.elapsed(at: at(20_250)) < .seconds(15))
+        // Running again, the timeout comes 14.25 s later in wall time, not at once.
+        for t in stride(from: 20_500, through: 34_500, by: 250) { c.advance(at: at(t)) }
+        #expect(c.elapsed(at: at(34_500)) == .seconds(15))
+    }
+
+    @Test("looking does not advance it, and time never runs backwards")
+    func looking() {
+        var c = AwakeClock(tick: .seconds(1), at: at(1000))
+        #expect(c.elapsed(at: at(500)) == .zero)
+        #expect(c.elapsed(at: at(1500)) == .milliseconds(500))
+        #expect(c.elapsed(at: at(1500)) == .milliseconds(500))
+        c.advance(at: at(1500))
+        #expect(c.elapsed(at: at(1200)) == .milliseconds(500))
+    }
+}
