@@ -225,9 +225,29 @@ public actor Gateway {
         logger.error("masked update not sent", metadata: ["silo": "\(siloID)", "task": "\(key)", "error": "\(error)"])
     }
 
+    /// Commits the round's reservations: its update is about to leave. The ledger calls run to their
+    /// end even if the round's task is cancelled meanwhile (its stream ended): a commit cut short by
+    /// cancellation left its reservation neither committed nor held here, so nothing released it
+    /// until the gateway restarted. If a commit fails, the update does not leave, so what was not
+    /// committed is released at once, and the error is the round task's.
     func commit(_ key: RoundKey) async throws {
-        for id in reservations.removeValue(forKey: key) ?? [] { try await governor.ledger.commit(id, actor: siloID) }
+        let ids = reservations.removeValue(forKey: key) ?? []
+        let (ledger, silo, logger) = (governor.ledger, siloID, logger)
+        let failure: (any Error)? = await Task {
+            for (i, id) in ids.enumerated() {
+                do { try await ledger.commit(id, actor: silo) } catch {
+                    for open in ids[i...] {
+                        do { try await ledger.release(open, actor: silo) } catch {
+                            logger.error("could not release a reservation", metadata: ["silo": "\(silo)", "id": "\(open)", "error": "\(error)"])
+                        }
+                    }
+                    return error
+                }
+            }
+            return nil
+        }.value
         await refreshBudgetMetrics()
+        if let failure { throw failure }
     }
 
     /// The round is over: a reservation still open was never spent (no update left), so it is released.
