@@ -58,7 +58,8 @@ struct SecureRoundTests {
             let initial = try Network(kind: .logistic, inputs: NetworkedRoundTests.data.featureCount, classes: 2, seed: 0).parameters
             var deltas: [[Float]] = []
             for silo in silos { deltas.append(await silo.gateway.activity.lastDelta) }
-            #expect(deltas.allSatisfy { $0.count == initial.count })
+            // A silo that never trained has no delta: stop here rather than index past it (and crash the suite).
+            try #require(deltas.allSatisfy { $0.count == initial.count }, "\(deltas.map(\.count)) against \(initial.count) parameters")
             var mean = [Float](repeating: 0, count: initial.count)
             for d in deltas {
                 let norm = Float(VectorMath.l2Norm(d))
@@ -107,8 +108,9 @@ struct SecureRoundTests {
                     "\(status.rounds.map { ($0.state, $0.participants, $0.reason) })")
             let initial = try Network(kind: .logistic, inputs: NetworkedRoundTests.data.featureCount, classes: 2, seed: 0).parameters
             var mean = [Float](repeating: 0, count: initial.count)
-            for silo in silos.prefix(2) {
+            for (i, silo) in silos.prefix(2).enumerated() {
                 let d = await silo.gateway.activity.lastDelta
+                try #require(d.count == initial.count, "hospital-\(i) has no delta of the round: \(d.count) values")
                 let norm = Float(VectorMath.l2Norm(d))
                 let factor: Float = norm > 1 ? 1 / norm : 1
                 for k in mean.indices { mean[k] += d[k] * factor / 2 }
