@@ -2,7 +2,7 @@ import ArgumentParser
 import FedGateLearning
 import FedGatePKI
 import FedGatePolicy
-@_spi(Testing) import FedGateServices
+import FedGateServices
 import FedGateSimulation
 import FedGateStore
 import FedGateTransport
