@@ -57,54 +57,85 @@ public struct SiloPolicy: Sendable, Equatable {
         let root = try r.root(text)
         try root.only(["silo", "datasets", "residency", "privacy", "models", "executors", "programs", "hours", "approval"])
         let silo = try r.string(try root.require("silo", "the silo id"), "silo")
+        let datasets = try datasetRules(r, try root.require("datasets", "a mapping from data-set name to its rules"))
+        let residency = try r.map(try root.require("residency", "allowed_regions and allowed_jurisdictions"), "residency")
+        try residency.only(["allowed_regions", "allowed_jurisdictions"])
+        let privacy = try r.map(try root.require("privacy", "the least protection accepted"), "privacy")
+        try privacy.only(["min_noise_multiplier", "max_clip_norm", "require_secure_aggregation", "min_silos_per_round"])
+        let hours = try root.optional("hours").map { try hoursRule(r, $0) }
+        let approval = try root.optional("approval").flatMap { try approvalExpiry(r, $0) }
+        let digest = SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
+        let (programs, executors) = try executorRules(r, root, file: file)
+        var policy = SiloPolicy(
+            silo: silo, datasets: datasets,
+            allowedRegions: try r.distinctStrings(try residency.require("allowed_regions", "a list of regions"), "residency.allowed_regions"),
+            allowedJurisdictions: try r.distinctStrings(try residency.require("allowed_jurisdictions", "a list of jurisdictions"), "residency.allowed_jurisdictions"),
+            minNoiseMultiplier: try r.double(try privacy.require("min_noise_multiplier", "the least σ accepted"), "privacy.min_noise_multiplier", 0...1000, "a number ≥ 0"),
+            maxClipNorm: try r.double(try privacy.require("max_clip_norm", "the largest clipping norm accepted"), "privacy.max_clip_norm", 1e-9...1e9, "a number > 0"),
+            requireSecureAggregation: try r.bool(try privacy.require("require_secure_aggregation", "true or false"), "privacy.require_secure_aggregation"),
+            minSilosPerRound: try r.int(try privacy.require("min_silos_per_round", "the fewest silos a round may have"), "privacy.min_silos_per_round", 1...10000, "a whole number ≥ 1"),
+            models: try modelKinds(r, try root.require("models", "the model kinds allowed, e.g. [logistic, softmax, mlp]")),
+            executors: executors,
+            hours: hours, approvalExpiryHours: approval, sha256: digest)
+        policy.programs = programs
+        return policy
+    }
 
-        let datasetsMap = try r.map(try root.require("datasets", "a mapping from data-set name to its rules"), "datasets")
+    /// `datasets`: at least one, each with its purposes, columns and caps.
+    private static func datasetRules(_ r: YAMLReader, _ node: Yams.Node) throws -> [String: DatasetRule] {
+        let datasetsMap = try r.map(node, "datasets")
         guard !datasetsMap.entries.isEmpty else { throw r.error(datasetsMap.node, "datasets", "must name at least one data set") }
         var datasets: [String: DatasetRule] = [:]
         for e in datasetsMap.entries {
             let path = "datasets.\(e.key)"
             let d = try r.map(e.value, path)
             try d.only(["purposes", "columns", "epsilon", "delta_max"])
-            let eps = try r.map(try d.require("epsilon", "caps: per_plan, and optionally window and lifetime"), "\(path).epsilon")
-            try eps.only(["per_plan", "window", "lifetime"])
-            let perPlan = try r.double(try eps.require("per_plan", "the most ε one plan may spend"), "\(path).epsilon.per_plan", 0.0001...1000, "a number of ε between 0.0001 and 1000")
-            var window: (Int, Double)?
-            if let w = eps.optional("window") {
-                let wm = try r.map(w, "\(path).epsilon.window")
-                try wm.only(["days", "epsilon"])
-                window = (try r.int(try wm.require("days", "the window length in days"), "\(path).epsilon.window.days", 1...3650, "a whole number of days from 1 to 3650"),
-                          try r.double(try wm.require("epsilon", "the cap within the window"), "\(path).epsilon.window.epsilon", 0.0001...1000, "a number of ε between 0.0001 and 1000"))
-            }
-            let lifetime = try eps.optional("lifetime").map { try r.double($0, "\(path).epsilon.lifetime", 0.0001...10000, "a number of ε between 0.0001 and 10000") }
-            let deltaMax = try r.double(try d.require("delta_max", "the largest δ accepted, e.g. 1e-5"), "\(path).delta_max", 1e-300...0.5, "a δ in (0, 0.5], e.g. 1e-5")
+            let caps = try capsRule(r, d, path)
             datasets[e.key] = DatasetRule(
                 name: e.key,
                 purposes: try r.distinctStrings(try d.require("purposes", "the purposes this data set may serve"), "\(path).purposes"),
                 columns: try r.distinctStrings(try d.require("columns", "the columns a plan may read"), "\(path).columns"),
-                caps: Caps(perPlan: perPlan, window: window.map { (days: $0.0, epsilon: $0.1) }, lifetime: lifetime, deltaMax: deltaMax))
+                caps: caps)
         }
+        return datasets
+    }
 
-        let residency = try r.map(try root.require("residency", "allowed_regions and allowed_jurisdictions"), "residency")
-        try residency.only(["allowed_regions", "allowed_jurisdictions"])
-        let privacy = try r.map(try root.require("privacy", "the least protection accepted"), "privacy")
-        try privacy.only(["min_noise_multiplier", "max_clip_norm", "require_secure_aggregation", "min_silos_per_round"])
+    /// A data set's `epsilon` caps (per plan, window, lifetime) and its `delta_max`.
+    private static func capsRule(_ r: YAMLReader, _ d: YAMLReader.Map, _ path: String) throws -> Caps {
+        let eps = try r.map(try d.require("epsilon", "caps: per_plan, and optionally window and lifetime"), "\(path).epsilon")
+        try eps.only(["per_plan", "window", "lifetime"])
+        let perPlan = try r.double(try eps.require("per_plan", "the most ε one plan may spend"), "\(path).epsilon.per_plan", 0.0001...1000, "a number of ε between 0.0001 and 1000")
+        var window: (days: Int, epsilon: Double)?
+        if let w = eps.optional("window") {
+            let wm = try r.map(w, "\(path).epsilon.window")
+            try wm.only(["days", "epsilon"])
+            window = (try r.int(try wm.require("days", "the window length in days"), "\(path).epsilon.window.days", 1...3650, "a whole number of days from 1 to 3650"),
+                      try r.double(try wm.require("epsilon", "the cap within the window"), "\(path).epsilon.window.epsilon", 0.0001...1000, "a number of ε between 0.0001 and 1000"))
+        }
+        let lifetime = try eps.optional("lifetime").map { try r.double($0, "\(path).epsilon.lifetime", 0.0001...10000, "a number of ε between 0.0001 and 10000") }
+        let deltaMax = try r.double(try d.require("delta_max", "the largest δ accepted, e.g. 1e-5"), "\(path).delta_max", 1e-300...0.5, "a δ in (0, 0.5], e.g. 1e-5")
+        return Caps(perPlan: perPlan, window: window, lifetime: lifetime, deltaMax: deltaMax)
+    }
 
-        var hours: (Int, Int)?
-        if let h = root.optional("hours") {
-            let hm = try r.map(h, "hours")
-            try hm.only(["from", "to"])
-            hours = (try r.int(try hm.require("from", "an hour 0–23 (UTC)"), "hours.from", 0...23, "an hour from 0 to 23 (UTC)"),
-                     try r.int(try hm.require("to", "an hour 1–24 (UTC)"), "hours.to", 1...24, "an hour from 1 to 24 (UTC)"))
-        }
-        var approval: Int?
-        if let a = root.optional("approval") {
-            let am = try r.map(a, "approval")
-            try am.only(["required", "expires_after_hours"])
-            if try r.bool(try am.require("required", "true or false"), "approval.required") {
-                approval = try r.int(try am.require("expires_after_hours", "how long an approval stays valid"), "approval.expires_after_hours", 1...8760, "a whole number of hours from 1 to 8760")
-            }
-        }
-        let digest = SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
+    /// `hours`: from and to, in hours of the day (UTC).
+    private static func hoursRule(_ r: YAMLReader, _ node: Yams.Node) throws -> (from: Int, to: Int) {
+        let hm = try r.map(node, "hours")
+        try hm.only(["from", "to"])
+        return (try r.int(try hm.require("from", "an hour 0–23 (UTC)"), "hours.from", 0...23, "an hour from 0 to 23 (UTC)"),
+                try r.int(try hm.require("to", "an hour 1–24 (UTC)"), "hours.to", 1...24, "an hour from 1 to 24 (UTC)"))
+    }
+
+    /// `approval`: how long an approval stays valid, or nil when none is required.
+    private static func approvalExpiry(_ r: YAMLReader, _ node: Yams.Node) throws -> Int? {
+        let am = try r.map(node, "approval")
+        try am.only(["required", "expires_after_hours"])
+        guard try r.bool(try am.require("required", "true or false"), "approval.required") else { return nil }
+        return try r.int(try am.require("expires_after_hours", "how long an approval stays valid"), "approval.expires_after_hours", 1...8760, "a whole number of hours from 1 to 8760")
+    }
+
+    /// `programs` (how to run each silo program, relative to the policy's folder) and `executors`
+    /// (each one builtin or a program named there).
+    private static func executorRules(_ r: YAMLReader, _ root: YAMLReader.Map, file: String) throws -> ([String: ExecutorProgram], [String]) {
         var programs: [String: ExecutorProgram] = [:]
         if let node = root.optional("programs") {
             let folder = URL(fileURLWithPath: file).deletingLastPathComponent()
@@ -117,19 +148,7 @@ public struct SiloPolicy: Sendable, Equatable {
         for name in executors where name != "builtin" && programs[name] == nil {
             throw r.error(executorsNode, "executors", "allows '\(name)' but `programs` does not say how to run it (programs: { \(name): { command: [...] } })")
         }
-        var policy = SiloPolicy(
-            silo: silo, datasets: datasets,
-            allowedRegions: try r.distinctStrings(try residency.require("allowed_regions", "a list of regions"), "residency.allowed_regions"),
-            allowedJurisdictions: try r.distinctStrings(try residency.require("allowed_jurisdictions", "a list of jurisdictions"), "residency.allowed_jurisdictions"),
-            minNoiseMultiplier: try r.double(try privacy.require("min_noise_multiplier", "the least σ accepted"), "privacy.min_noise_multiplier", 0...1000, "a number ≥ 0"),
-            maxClipNorm: try r.double(try privacy.require("max_clip_norm", "the largest clipping norm accepted"), "privacy.max_clip_norm", 1e-9...1e9, "a number > 0"),
-            requireSecureAggregation: try r.bool(try privacy.require("require_secure_aggregation", "true or false"), "privacy.require_secure_aggregation"),
-            minSilosPerRound: try r.int(try privacy.require("min_silos_per_round", "the fewest silos a round may have"), "privacy.min_silos_per_round", 1...10000, "a whole number ≥ 1"),
-            models: try modelKinds(r, try root.require("models", "the model kinds allowed, e.g. [logistic, softmax, mlp]")),
-            executors: executors,
-            hours: hours.map { (from: $0.0, to: $0.1) }, approvalExpiryHours: approval, sha256: digest)
-        policy.programs = programs
-        return policy
+        return (programs, executors)
     }
 }
 

@@ -3,6 +3,7 @@ import FedGateAggregation
 import FedGateLearning
 import FedGatePrivacy
 import Foundation
+import Yams
 
 /// A data scientist's request: what to train, on which data, for what purpose, with what privacy.
 public struct TrainingPlan: Sendable, Equatable, Codable {
@@ -102,35 +103,9 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         try broker.only(["region", "jurisdiction"])
         let deadlines = try r.map(try root.require("deadlines", "round_seconds"), "deadlines")
         try deadlines.only(["round_seconds"])
-        var minAccuracy: Double?, maxDrop: Double?
-        if let e = root.optional("evaluation") {
-            let em = try r.map(e, "evaluation")
-            try em.only(["min_accuracy", "max_drop"])
-            minAccuracy = try em.optional("min_accuracy").map { try r.double($0, "evaluation.min_accuracy", 0...1, "an accuracy between 0 and 1") }
-            maxDrop = try em.optional("max_drop").map { try r.double($0, "evaluation.max_drop", 0...1, "an accuracy drop between 0 and 1 (0.01 is one point)") }
-        }
-        var localLayers: [Int]?, fineTune: Int?
-        if let p = root.optional("personalisation") {
-            let pm = try r.map(p, "personalisation")
-            try pm.only(["local_layers", "fine_tune_epochs"])
-            if let l = pm.optional("local_layers") {
-                let text = try r.distinctStrings(l, "personalisation.local_layers")
-                localLayers = try text.map { t in
-                    guard let n = Int(t), n >= 0 else { throw r.error(l, "personalisation.local_layers", "must list layer numbers ≥ 0 (0: the layer next to the inputs)") }
-                    return n
-                }
-            }
-            fineTune = try pm.optional("fine_tune_epochs").map { try r.int($0, "personalisation.fine_tune_epochs", 0...1000, "a number of epochs from 0 to 1000") }
-        }
-        let modelNode = try root.require("model", "logistic, softmax or mlp:H")
-        let model = try r.string(modelNode, "model")
-        do { _ = try ModelKind(parsing: model) } catch let e as DatasetError { throw r.error(modelNode, "model", e.reason) }
-        let strategy = try root.optional("strategy").map { node in
-            do { return try StrategyChoice(parsing: try r.string(node, "strategy")) } catch let e as AggregationError { throw r.error(node, "strategy", e.reason) }
-        } ?? .fedavg
-        let executor = try root.optional("executor").map { node in
-            do { return try PlanExecutor(parsing: try r.string(node, "executor")) } catch let e as PlanExecutor.Unusable { throw r.error(node, "executor", e.reason) }
-        } ?? .builtin
+        let (minAccuracy, maxDrop) = try root.optional("evaluation").map { try evaluationGate(r, $0) } ?? (nil, nil)
+        let (localLayers, fineTune) = try root.optional("personalisation").map { try personalisation(r, $0) } ?? (nil, nil)
+        let (model, strategy, executor) = try choices(r, root)
         let datasets = try r.distinctStrings(try root.require("datasets", "the logical names of the data sets"), "datasets")
         guard !datasets.isEmpty else { throw r.error(root.optional("datasets"), "datasets", "must name at least one data set") }
         return TrainingPlan(
@@ -154,6 +129,44 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
             brokerJurisdiction: try r.string(try broker.require("jurisdiction", "the broker's jurisdiction"), "broker.jurisdiction"),
             roundDeadlineSeconds: try r.int(try deadlines.require("round_seconds", "seconds a round may take"), "deadlines.round_seconds", 1...86_400 * 7, "seconds from 1 to 604800"),
             minAccuracy: minAccuracy, maxAccuracyDrop: maxDrop, localLayers: localLayers, fineTuneEpochs: fineTune)
+    }
+    /// `evaluation`: the gate's least accuracy and largest drop.
+    private static func evaluationGate(_ r: YAMLReader, _ node: Yams.Node) throws -> (Double?, Double?) {
+        let em = try r.map(node, "evaluation")
+        try em.only(["min_accuracy", "max_drop"])
+        return (try em.optional("min_accuracy").map { try r.double($0, "evaluation.min_accuracy", 0...1, "an accuracy between 0 and 1") },
+                try em.optional("max_drop").map { try r.double($0, "evaluation.max_drop", 0...1, "an accuracy drop between 0 and 1 (0.01 is one point)") })
+    }
+
+    /// `personalisation`: the layers kept at each silo, and the fine-tuning epochs.
+    private static func personalisation(_ r: YAMLReader, _ node: Yams.Node) throws -> ([Int]?, Int?) {
+        let pm = try r.map(node, "personalisation")
+        try pm.only(["local_layers", "fine_tune_epochs"])
+        var localLayers: [Int]?
+        if let l = pm.optional("local_layers") {
+            let text = try r.distinctStrings(l, "personalisation.local_layers")
+            localLayers = try text.map { t in
+                guard let n = Int(t), n >= 0 else { throw r.error(l, "personalisation.local_layers", "must list layer numbers ≥ 0 (0: the layer next to the inputs)") }
+                return n
+            }
+        }
+        let fineTune = try pm.optional("fine_tune_epochs").map { try r.int($0, "personalisation.fine_tune_epochs", 0...1000, "a number of epochs from 0 to 1000") }
+        return (localLayers, fineTune)
+    }
+
+    /// The enumerated choices, each refused where it is read with the ones there are: the model
+    /// kind, the strategy (FedAvg when absent) and the executor (built-in when absent).
+    private static func choices(_ r: YAMLReader, _ root: YAMLReader.Map) throws -> (String, StrategyChoice, PlanExecutor) {
+        let modelNode = try root.require("model", "logistic, softmax or mlp:H")
+        let model = try r.string(modelNode, "model")
+        do { _ = try ModelKind(parsing: model) } catch let e as DatasetError { throw r.error(modelNode, "model", e.reason) }
+        let strategy = try root.optional("strategy").map { node in
+            do { return try StrategyChoice(parsing: try r.string(node, "strategy")) } catch let e as AggregationError { throw r.error(node, "strategy", e.reason) }
+        } ?? .fedavg
+        let executor = try root.optional("executor").map { node in
+            do { return try PlanExecutor(parsing: try r.string(node, "executor")) } catch let e as PlanExecutor.Unusable { throw r.error(node, "executor", e.reason) }
+        } ?? .builtin
+        return (model, strategy, executor)
     }
 }
 
