@@ -116,15 +116,7 @@ public struct SafeTensors: Sendable, Equatable {
 
     /// Parses a whole file's bytes.
     public init(bytes: [UInt8]) throws {
-        guard bytes.count >= 8 else { throw SafeTensorsError(tensor: nil, reason: "file is \(bytes.count) bytes, shorter than the 8-byte header length") }
-        let headerLength = bytes.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
-        guard headerLength <= UInt64(Self.maxHeaderBytes) else {
-            throw SafeTensorsError(tensor: nil, reason: "header length \(headerLength) exceeds the \(Self.maxHeaderBytes)-byte limit")
-        }
-        guard UInt64(bytes.count - 8) >= headerLength else {
-            throw SafeTensorsError(tensor: nil, reason: "truncated: the header claims \(headerLength) bytes but only \(bytes.count - 8) follow")
-        }
-        let headerEnd = 8 + Int(headerLength)
+        let headerEnd = try Self.headerEnd(bytes)
         guard let header = try? JSONSerialization.jsonObject(with: Data(bytes[8..<headerEnd])) as? [String: Any] else {
             throw SafeTensorsError(tensor: nil, reason: "the header is not a JSON object")
         }
@@ -140,36 +132,63 @@ public struct SafeTensors: Sendable, Equatable {
                 metadata = strings
                 continue
             }
-            guard let info = value as? [String: Any] else { throw SafeTensorsError(tensor: name, reason: "entry is not an object") }
-            guard let dtypeName = info["dtype"] as? String else { throw SafeTensorsError(tensor: name, reason: "missing dtype") }
-            guard let dtype = DType(rawValue: dtypeName) else {
-                throw SafeTensorsError(tensor: name, reason: "unsupported dtype \(dtypeName); supported: \(DType.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            guard let shapeValues = info["shape"] as? [Any],
-                  let shape = Self.nonNegativeInts(shapeValues) else {
-                throw SafeTensorsError(tensor: name, reason: "shape must be a list of non-negative integers")
-            }
-            guard let offsetValues = info["data_offsets"] as? [Any], offsetValues.count == 2,
-                  let offsets = Self.nonNegativeInts(offsetValues), offsets[0] <= offsets[1] else {
-                throw SafeTensorsError(tensor: name, reason: "data_offsets must be two non-negative integers [begin, end] with begin ≤ end")
-            }
-            guard offsets[1] <= dataCount else {
-                throw SafeTensorsError(tensor: name, reason: "data_offsets end \(offsets[1]) lies beyond the \(dataCount) data bytes (truncated file?)")
-            }
-            var elements = 1
-            for d in shape {
-                let (p, overflow) = elements.multipliedReportingOverflow(by: d)
-                guard !overflow else { throw SafeTensorsError(tensor: name, reason: "shape \(shape) overflows") }
-                elements = p
-            }
-            let (expected, overflow) = elements.multipliedReportingOverflow(by: dtype.byteSize)
-            guard !overflow, expected == offsets[1] - offsets[0] else {
-                throw SafeTensorsError(tensor: name, reason: "shape \(shape) of \(dtypeName) needs \(expected) bytes but data_offsets span \(offsets[1] - offsets[0])")
-            }
-            spans.append((offsets[0], offsets[1], name))
-            entries[name] = Entry(dtype: dtype, shape: shape, storage: bytes, span: (headerEnd + offsets[0])..<(headerEnd + offsets[1]))
+            let (dtype, shape, offsets) = try Self.entry(name, value, dataCount: dataCount)
+            spans.append((offsets.begin, offsets.end, name))
+            entries[name] = Entry(dtype: dtype, shape: shape, storage: bytes, span: (headerEnd + offsets.begin)..<(headerEnd + offsets.end))
         }
-        // The data must be covered exactly: no overlaps, no holes, nothing left over.
+        try Self.checkCoverage(spans, dataCount: dataCount)
+        self.entries = entries
+        self.metadata = metadata
+    }
+
+    /// Where the header ends (8 bytes of little-endian length, then the header), checked against
+    /// the file's length and the header limit.
+    private static func headerEnd(_ bytes: [UInt8]) throws -> Int {
+        guard bytes.count >= 8 else { throw SafeTensorsError(tensor: nil, reason: "file is \(bytes.count) bytes, shorter than the 8-byte header length") }
+        let headerLength = bytes.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        guard headerLength <= UInt64(Self.maxHeaderBytes) else {
+            throw SafeTensorsError(tensor: nil, reason: "header length \(headerLength) exceeds the \(Self.maxHeaderBytes)-byte limit")
+        }
+        guard UInt64(bytes.count - 8) >= headerLength else {
+            throw SafeTensorsError(tensor: nil, reason: "truncated: the header claims \(headerLength) bytes but only \(bytes.count - 8) follow")
+        }
+        return 8 + Int(headerLength)
+    }
+
+    /// One tensor's header entry: its dtype, shape and data offsets, the offsets within the data
+    /// and spanning exactly the bytes the shape needs.
+    private static func entry(_ name: String, _ value: Any, dataCount: Int) throws -> (DType, [Int], (begin: Int, end: Int)) {
+        guard let info = value as? [String: Any] else { throw SafeTensorsError(tensor: name, reason: "entry is not an object") }
+        guard let dtypeName = info["dtype"] as? String else { throw SafeTensorsError(tensor: name, reason: "missing dtype") }
+        guard let dtype = DType(rawValue: dtypeName) else {
+            throw SafeTensorsError(tensor: name, reason: "unsupported dtype \(dtypeName); supported: \(DType.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard let shapeValues = info["shape"] as? [Any],
+              let shape = Self.nonNegativeInts(shapeValues) else {
+            throw SafeTensorsError(tensor: name, reason: "shape must be a list of non-negative integers")
+        }
+        guard let offsetValues = info["data_offsets"] as? [Any], offsetValues.count == 2,
+              let offsets = Self.nonNegativeInts(offsetValues), offsets[0] <= offsets[1] else {
+            throw SafeTensorsError(tensor: name, reason: "data_offsets must be two non-negative integers [begin, end] with begin ≤ end")
+        }
+        guard offsets[1] <= dataCount else {
+            throw SafeTensorsError(tensor: name, reason: "data_offsets end \(offsets[1]) lies beyond the \(dataCount) data bytes (truncated file?)")
+        }
+        var elements = 1
+        for d in shape {
+            let (p, overflow) = elements.multipliedReportingOverflow(by: d)
+            guard !overflow else { throw SafeTensorsError(tensor: name, reason: "shape \(shape) overflows") }
+            elements = p
+        }
+        let (expected, overflow) = elements.multipliedReportingOverflow(by: dtype.byteSize)
+        guard !overflow, expected == offsets[1] - offsets[0] else {
+            throw SafeTensorsError(tensor: name, reason: "shape \(shape) of \(dtypeName) needs \(expected) bytes but data_offsets span \(offsets[1] - offsets[0])")
+        }
+        return (dtype, shape, (offsets[0], offsets[1]))
+    }
+
+    /// The data must be covered exactly: no overlaps, no holes, nothing left over.
+    private static func checkCoverage(_ spans: [(start: Int, end: Int, name: String)], dataCount: Int) throws {
         var cursor = 0
         for span in spans.sorted(by: { ($0.start, $0.end) < ($1.start, $1.end) }) {
             guard span.start == cursor else {
@@ -181,8 +200,6 @@ public struct SafeTensors: Sendable, Equatable {
         guard cursor == dataCount else {
             throw SafeTensorsError(tensor: nil, reason: "\(dataCount - cursor) trailing data bytes belong to no tensor")
         }
-        self.entries = entries
-        self.metadata = metadata
     }
 
     /// Reads a file.

@@ -55,62 +55,80 @@ struct FFT: Sendable {
         if n == 1 { return }
         re.withUnsafeMutableBufferPointer { r in
             im.withUnsafeMutableBufferPointer { m in
-                // Bit-reversal permutation.
-                var j = 0
-                for i in 1..<n {
-                    var bit = n >> 1
-                    while j & bit != 0 { j ^= bit; bit >>= 1 }
-                    j |= bit
-                    if i < j { r.swapAt(i, j); m.swapAt(i, j) }
-                }
+                Self.bitReverse(r, m)
                 let sign: Double = inverse ? 1 : -1
                 cosTable.withUnsafeBufferPointer { ct in
                     sinTable.withUnsafeBufferPointer { st in
                         var h = 1
                         if n.trailingZeroBitCount % 2 == 1 {
-                            // An odd number of stages: one radix-2 stage (twiddle 1) first.
-                            var p = 0
-                            while p < n {
-                                let xr = r[p + 1], xi = m[p + 1]
-                                r[p + 1] = r[p] - xr; m[p + 1] = m[p] - xi
-                                r[p] += xr; m[p] += xi
-                                p += 2
-                            }
+                            Self.radix2Stage(r, m)
                             h = 2
                         }
-                        // Two radix-2 stages (spans h and 2h) per sweep over memory.
                         while h < n {
-                            let step = n / (4 * h)
-                            var start = 0
-                            while start < n {
-                                for k in 0..<h {
-                                    let i1 = 2 * k * step, i2 = k * step, i3 = (k + h) * step
-                                    let w1r = ct[i1], w1i = sign * st[i1]
-                                    let w2r = ct[i2], w2i = sign * st[i2]
-                                    let w3r = ct[i3], w3i = sign * st[i3]
-                                    let p0 = start + k, p1 = p0 + h, p2 = p1 + h, p3 = p2 + h
-                                    // Stage of span h: (p0, p1) and (p2, p3), twiddle W_2h^k.
-                                    var tr = r[p1] * w1r - m[p1] * w1i, ti = r[p1] * w1i + m[p1] * w1r
-                                    let a1r = r[p0] - tr, a1i = m[p0] - ti
-                                    let a0r = r[p0] + tr, a0i = m[p0] + ti
-                                    tr = r[p3] * w1r - m[p3] * w1i; ti = r[p3] * w1i + m[p3] * w1r
-                                    let a3r = r[p2] - tr, a3i = m[p2] - ti
-                                    let a2r = r[p2] + tr, a2i = m[p2] + ti
-                                    // Stage of span 2h: (p0, p2) twiddle W_4h^k, (p1, p3) twiddle W_4h^(k+h).
-                                    tr = a2r * w2r - a2i * w2i; ti = a2r * w2i + a2i * w2r
-                                    r[p0] = a0r + tr; m[p0] = a0i + ti
-                                    r[p2] = a0r - tr; m[p2] = a0i - ti
-                                    tr = a3r * w3r - a3i * w3i; ti = a3r * w3i + a3i * w3r
-                                    r[p1] = a1r + tr; m[p1] = a1i + ti
-                                    r[p3] = a1r - tr; m[p3] = a1i - ti
-                                }
-                                start += 4 * h
-                            }
+                            Self.twoStages(r, m, span: h, cos: ct, sin: st, sign: sign)
                             h *= 4
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// The bit-reversal permutation.
+    @inline(__always)
+    private static func bitReverse(_ r: UnsafeMutableBufferPointer<Double>, _ m: UnsafeMutableBufferPointer<Double>) {
+        let n = r.count
+        var j = 0
+        for i in 1..<n {
+            var bit = n >> 1
+            while j & bit != 0 { j ^= bit; bit >>= 1 }
+            j |= bit
+            if i < j { r.swapAt(i, j); m.swapAt(i, j) }
+        }
+    }
+
+    /// With an odd number of stages: one radix-2 stage (twiddle 1) first.
+    @inline(__always)
+    private static func radix2Stage(_ r: UnsafeMutableBufferPointer<Double>, _ m: UnsafeMutableBufferPointer<Double>) {
+        var p = 0
+        while p < r.count {
+            let xr = r[p + 1], xi = m[p + 1]
+            r[p + 1] = r[p] - xr; m[p + 1] = m[p] - xi
+            r[p] += xr; m[p] += xi
+            p += 2
+        }
+    }
+
+    /// Two radix-2 stages (spans h and 2h) in one sweep over memory.
+    @inline(__always)
+    private static func twoStages(_ r: UnsafeMutableBufferPointer<Double>, _ m: UnsafeMutableBufferPointer<Double>, span h: Int,
+                                  cos ct: UnsafeBufferPointer<Double>, sin st: UnsafeBufferPointer<Double>, sign: Double) {
+        let n = r.count
+        let step = n / (4 * h)
+        var start = 0
+        while start < n {
+            for k in 0..<h {
+                let i1 = 2 * k * step, i2 = k * step, i3 = (k + h) * step
+                let w1r = ct[i1], w1i = sign * st[i1]
+                let w2r = ct[i2], w2i = sign * st[i2]
+                let w3r = ct[i3], w3i = sign * st[i3]
+                let p0 = start + k, p1 = p0 + h, p2 = p1 + h, p3 = p2 + h
+                // Stage of span h: (p0, p1) and (p2, p3), twiddle W_2h^k.
+                var tr = r[p1] * w1r - m[p1] * w1i, ti = r[p1] * w1i + m[p1] * w1r
+                let a1r = r[p0] - tr, a1i = m[p0] - ti
+                let a0r = r[p0] + tr, a0i = m[p0] + ti
+                tr = r[p3] * w1r - m[p3] * w1i; ti = r[p3] * w1i + m[p3] * w1r
+                let a3r = r[p2] - tr, a3i = m[p2] - ti
+                let a2r = r[p2] + tr, a2i = m[p2] + ti
+                // Stage of span 2h: (p0, p2) twiddle W_4h^k, (p1, p3) twiddle W_4h^(k+h).
+                tr = a2r * w2r - a2i * w2i; ti = a2r * w2i + a2i * w2r
+                r[p0] = a0r + tr; m[p0] = a0i + ti
+                r[p2] = a0r - tr; m[p2] = a0i - ti
+                tr = a3r * w3r - a3i * w3i; ti = a3r * w3i + a3i * w3r
+                r[p1] = a1r + tr; m[p1] = a1i + ti
+                r[p3] = a1r - tr; m[p3] = a1i - ti
+            }
+            start += 4 * h
         }
     }
 }
