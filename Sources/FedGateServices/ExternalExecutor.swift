@@ -52,16 +52,7 @@ public struct ExternalExecutor: Sendable {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fedgate-executor-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
         defer { try? FileManager.default.removeItem(at: folder) }
-        func write(_ name: String, _ data: Data) throws {
-            guard FileManager.default.createFile(atPath: folder.appendingPathComponent(name).path, contents: data, attributes: [.posixPermissions: 0o600]) else {
-                throw Failure(description: "executor '\(self.name)': cannot write \(name) in its working folder")
-            }
-        }
-        var described = task
-        described["files"] = ["model": "model.safetensors", "train": "train.csv", "update": "update.safetensors", "metrics": "metrics.json"]
-        try write("model.safetensors", Data(model))
-        try write("task.json", try JSONSerialization.data(withJSONObject: described, options: [.sortedKeys, .prettyPrinted]))
-        try write("train.csv", Data(train.csv.utf8))
+        try prepare(folder, model: model, task: task, train: train)
 
         let log = folder.appendingPathComponent("program.log")
         // The working folder and the address-space limit are set by the shell, which then becomes
@@ -72,12 +63,42 @@ public struct ExternalExecutor: Sendable {
                            "LANG=C.UTF-8", "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1", "FEDGATE_TASK=\(folder.appendingPathComponent("task.json").path)"]
         let spawned = Date()
         let pid = try Self.spawn(arguments, environment: environment, output: log.path)
-        // A thread of its own keeps the time limit, reaps the child with `waitpid` and times it:
-        // neither the task pool nor Dispatch nor Foundation's SIGCHLD handling (each seen stalled
-        // for a minute under a loaded test run) decides when a program is killed, whether it
-        // overran, or how long it ran.
-        let limit = program.timeLimitSeconds
-        let (status, overran, ran) = await withTaskCancellationHandler {
+        let (status, overran, ran) = await Self.reap(pid, spawned: spawned, limit: program.timeLimitSeconds)
+        let seconds = (ran * 10).rounded() / 10
+        if overran {
+            throw Failure(description: "executor '\(name)' exceeded its time limit of \(program.timeLimitSeconds) s and was killed after \(seconds) s")
+        }
+        let tail = String(((try? String(contentsOf: log, encoding: .utf8)) ?? "").suffix(1500))
+        let signal = status & 0x7f, code = (status >> 8) & 0xff
+        guard signal == 0, code == 0 else {
+            let how = signal == 0 ? "exited with status \(code)" : "was killed by signal \(signal)"
+            throw Failure(description: "executor '\(name)' \(how) after \(seconds) s (memory limit \(program.memoryLimitMB) MiB): \(tail)")
+        }
+        logger.info("executor finished", metadata: ["executor": "\(name)", "seconds": "\(seconds)"])
+        return try output(in: folder, train: train, dimension: dimension)
+    }
+
+    /// The working folder's inputs: the model, `task.json` (the task with the files' names) and the rows.
+    private func prepare(_ folder: URL, model: [UInt8], task: [String: any Sendable], train: Dataset) throws {
+        func write(_ name: String, _ data: Data) throws {
+            guard FileManager.default.createFile(atPath: folder.appendingPathComponent(name).path, contents: data, attributes: [.posixPermissions: 0o600]) else {
+                throw Failure(description: "executor '\(self.name)': cannot write \(name) in its working folder")
+            }
+        }
+        var described = task
+        described["files"] = ["model": "model.safetensors", "train": "train.csv", "update": "update.safetensors", "metrics": "metrics.json"]
+        try write("model.safetensors", Data(model))
+        try write("task.json", try JSONSerialization.data(withJSONObject: described, options: [.sortedKeys, .prettyPrinted]))
+        try write("train.csv", Data(train.csv.utf8))
+    }
+
+    /// Waits for the program: its wait status, whether it overran `limit` (and was killed), and how
+    /// long it ran. A thread of its own keeps the time limit, reaps the child with `waitpid` and
+    /// times it: neither the task pool nor Dispatch nor Foundation's SIGCHLD handling (each seen
+    /// stalled for a minute under a loaded test run) decides when a program is killed, whether it
+    /// overran, or how long it ran. Cancelling the task kills the program.
+    private static func reap(_ pid: pid_t, spawned: Date, limit: Double) async -> (Int32, Bool, TimeInterval) {
+        await withTaskCancellationHandler {
             await withCheckedContinuation { (done: CheckedContinuation<(Int32, Bool, TimeInterval), Never>) in
                 Thread {
                     let deadline = spawned.addingTimeInterval(limit)
@@ -97,18 +118,11 @@ public struct ExternalExecutor: Sendable {
                 }.start()
             }
         } onCancel: { kill(pid, SIGKILL) }
-        let seconds = (ran * 10).rounded() / 10
-        if overran {
-            throw Failure(description: "executor '\(name)' exceeded its time limit of \(program.timeLimitSeconds) s and was killed after \(seconds) s")
-        }
-        let tail = String(((try? String(contentsOf: log, encoding: .utf8)) ?? "").suffix(1500))
-        let signal = status & 0x7f, code = (status >> 8) & 0xff
-        guard signal == 0, code == 0 else {
-            let how = signal == 0 ? "exited with status \(code)" : "was killed by signal \(signal)"
-            throw Failure(description: "executor '\(name)' \(how) after \(seconds) s (memory limit \(program.memoryLimitMB) MiB): \(tail)")
-        }
-        logger.info("executor finished", metadata: ["executor": "\(name)", "seconds": "\(seconds)"])
+    }
 
+    /// What the program wrote back, checked: a finite update of the model's shape, and metrics
+    /// that are finite numbers, with `examples` a whole number of at most the training rows.
+    private func output(in folder: URL, train: Dataset, dimension: Int) throws -> Output {
         guard let update = FileManager.default.contents(atPath: folder.appendingPathComponent("update.safetensors").path) else {
             throw Failure(description: "executor '\(name)' wrote no update.safetensors")
         }
