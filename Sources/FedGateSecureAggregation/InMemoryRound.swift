@@ -48,33 +48,66 @@ public struct InMemoryRound: Sendable {
     /// rewriting what is relayed to a silo.
     public func run(encoded: [SiloID: [UInt32]], dropouts: [SiloID: Phase] = [:],
                     tamper: Tampering = Tampering()) throws -> Report {
-        var report = Report()
-        let clock = ContinuousClock()
-        func timed<T>(_ body: () throws -> T) rethrows -> (T, Double) {
-            let start = clock.now
-            let value = try body()
-            let d = clock.now - start
-            return (value, Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18)
-        }
-        func alive(_ s: SiloID, at phase: Phase) -> Bool {
-            guard let p = dropouts[s] else { return true }
-            return Phase.allCases.firstIndex(of: p)! > Phase.allCases.firstIndex(of: phase)!
-        }
         var clients: [SiloID: SecureAggregationClient] = [:]
         for s in configuration.participants {
             clients[s] = try SecureAggregationClient(configuration: configuration, silo: s, identityKey: identities[s]!, directory: directory)
         }
-        var server = SecureAggregationServer(configuration: configuration)
+        var round = Playing(participants: configuration.participants, clients: clients, server: SecureAggregationServer(configuration: configuration),
+                            dropouts: dropouts, tamper: tamper)
+        try round.advertise()
+        try round.share()
+        try round.mask(encoded)
+        return try round.unmask()
+    }
+}
 
-        // Phase 0: advertise keys.
-        for s in configuration.participants where alive(s, at: .advertiseKeys) {
+/// One in-memory round in play: the silos' clients, the broker's server, and the report of what
+/// each phase cost and sent.
+private struct Playing {
+    typealias Phase = InMemoryRound.Phase
+    let participants: [SiloID]
+    var clients: [SiloID: SecureAggregationClient]
+    var server: SecureAggregationServer
+    let dropouts: [SiloID: Phase]
+    let tamper: Tampering
+    var report = InMemoryRound.Report()
+    let clock = ContinuousClock()
+
+    init(participants: [SiloID], clients: [SiloID: SecureAggregationClient], server: SecureAggregationServer,
+         dropouts: [SiloID: Phase], tamper: Tampering) {
+        self.participants = participants
+        self.clients = clients
+        self.server = server
+        self.dropouts = dropouts
+        self.tamper = tamper
+    }
+
+    func timed<T>(_ body: () throws -> T) rethrows -> (T, Double) {
+        let start = clock.now
+        let value = try body()
+        let d = clock.now - start
+        return (value, Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18)
+    }
+
+    /// Whether silo `s` is still in the round at `phase` (it drops out at the phase `dropouts` names).
+    func alive(_ s: SiloID, at phase: Phase) -> Bool {
+        guard let p = dropouts[s] else { return true }
+        return Phase.allCases.firstIndex(of: p)! > Phase.allCases.firstIndex(of: phase)!
+    }
+
+    /// Phase 0: advertise keys.
+    mutating func advertise() throws {
+        for s in participants where alive(s, at: .advertiseKeys) {
             let (ad, t) = try timed { try clients[s]!.advertiseKeys() }
             report.clientSeconds[.advertiseKeys, default: 0] += t
             report.bytesSent[s, default: 0] += ad.wireSize
             report.brokerSeconds += try timed { try server.receive(ad) }.1
         }
-        // Phase 1: share keys.
-        for s in configuration.participants where alive(s, at: .shareKeys) {
+    }
+
+    /// Phase 1: share keys.
+    mutating func share() throws {
+        for s in participants where alive(s, at: .shareKeys) {
             var (ads, tb) = try timed { try server.advertisements(for: s) }
             report.brokerSeconds += tb
             ads = tamper.advertisements(ads, s)
@@ -84,8 +117,11 @@ public struct InMemoryRound: Sendable {
             report.bytesSent[s, default: 0] += shares.reduce(0) { $0 + $1.wireSize }
             report.brokerSeconds += try timed { try server.receive(shares: shares, from: s) }.1
         }
-        // Phase 2: masked inputs, folded into the broker's sum as they arrive.
-        for s in configuration.participants where alive(s, at: .maskedInput) {
+    }
+
+    /// Phase 2: masked inputs, folded into the broker's sum as they arrive.
+    mutating func mask(_ encoded: [SiloID: [UInt32]]) throws {
+        for s in participants where alive(s, at: .maskedInput) {
             guard let update = encoded[s] else { throw SecureAggregationError.malformed("no update for silo '\(s)'") }
             var (relay, tb) = try timed { try server.shares(for: s) }
             report.brokerSeconds += tb
@@ -96,13 +132,15 @@ public struct InMemoryRound: Sendable {
             report.bytesSent[s, default: 0] += input.wireSize
             report.brokerSeconds += try timed { try server.receive(input) }.1
         }
-        // Phase 3: unmasking.
+    }
+
+    /// Phase 3: unmasking; the report with the sum and the survivors.
+    mutating func unmask() throws -> InMemoryRound.Report {
         let (request, tr) = try timed { try server.unmaskingRequest() }
         report.brokerSeconds += tr
         var responses: [UnmaskingResponse] = []
         for s in request.survivors where alive(s, at: .unmasking) {
-            let delivered = tamper.unmaskingRequests(request, s)
-            for r in delivered {
+            for r in tamper.unmaskingRequests(request, s) {
                 report.bytesReceived[s, default: 0] += r.wireSize
                 let (response, t) = try timed { try clients[s]!.unmask(r) }
                 report.clientSeconds[.unmasking, default: 0] += t
