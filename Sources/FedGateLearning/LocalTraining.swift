@@ -73,111 +73,147 @@ public struct LocalTrainer: Sendable {
         guard data.featureCount == global.layerSizes[0] else {
             throw DatasetError(file: nil, line: nil, reason: "data has \(data.featureCount) features, the model expects \(global.layerSizes[0])")
         }
-        var net = global
-        let p = net.parameters.count
-        var ws = Network.Workspace(net)
-        var batchGradient = [Float](repeating: 0, count: p)
-        var exampleGradient = [Float](repeating: 0, count: p)
+        var run = TrainingRun(global: global, settings: settings, scaffold: scaffold)
+        if let dp = settings.dp {
+            run.dpSGD(dp, on: data)
+        } else {
+            run.minibatches(on: data, shuffle: &rng)
+        }
+        let controlDelta = run.updateControlVariates(&scaffold)
+        let steps = run.steps
+        let event: DPEvent = settings.dp.map { .dpsgd(samplingProbability: $0.samplingRate, noiseMultiplier: $0.noiseMultiplier, steps: steps) } ?? .noOp
+        return LocalUpdate(parameters: run.net.parameters, examples: data.count, event: event, steps: steps,
+                           meanLoss: run.lossCount > 0 ? run.lossSum / Float(run.lossCount) : 0, controlDelta: controlDelta)
+    }
+}
+
+/// One silo's local training in progress: the model, its gradients and optimiser state, and the
+/// steps and loss so far.
+private struct TrainingRun {
+    let global: Network
+    let settings: LocalTrainingSettings
+    let scaffold: LocalTrainer.Scaffold?
+    var net: Network
+    var ws: Network.Workspace
+    var batchGradient: [Float]
+    var exampleGradient: [Float]
+    var adamM: [Float], adamV: [Float]
+    var steps = 0
+    var lossSum: Float = 0, lossCount = 0
+
+    init(global: Network, settings: LocalTrainingSettings, scaffold: LocalTrainer.Scaffold?) {
+        self.global = global
+        self.settings = settings
+        self.scaffold = scaffold
+        net = global
+        let p = global.parameters.count
+        ws = Network.Workspace(global)
+        batchGradient = [Float](repeating: 0, count: p)
+        exampleGradient = [Float](repeating: 0, count: p)
         // Adam's moments only when Adam is used (a large model's zeroed pages are not free).
         let adamSize = settings.optimizer == .adam ? p : 0
-        var adamM = [Float](repeating: 0, count: adamSize), adamV = [Float](repeating: 0, count: adamSize)
-        var steps = 0
-        var lossSum: Float = 0, lossCount = 0
+        adamM = [Float](repeating: 0, count: adamSize)
+        adamV = [Float](repeating: 0, count: adamSize)
+    }
 
-        func applyStep(scale: Float) {
-            // Terms that do not touch data cost no privacy: FedProx and SCAFFOLD corrections.
-            if settings.proxMu == 0 && scaffold == nil {
-                batchGradient.withUnsafeMutableBufferPointer { VectorMath.scale($0, by: scale) }
-            } else {
-                for k in 0..<p {
-                    var g = batchGradient[k] * scale
-                    if settings.proxMu > 0 { g += settings.proxMu * (net.parameters[k] - global.parameters[k]) }
-                    if let s = scaffold { g += s.server[k] - s.client[k] }
-                    batchGradient[k] = g
-                }
-            }
-            steps += 1
-            switch settings.optimizer {
-            case .sgd:
-                VectorMath.axpy(-settings.learningRate, batchGradient, &net.parameters)
-            case .adam:
-                let b1: Float = 0.9, b2: Float = 0.999, eps: Float = 1e-8
-                let c1 = 1 - powf(b1, Float(steps)), c2 = 1 - powf(b2, Float(steps))
-                for k in 0..<p {
-                    let g = batchGradient[k]
-                    adamM[k] = b1 * adamM[k] + (1 - b1) * g
-                    adamV[k] = b2 * adamV[k] + (1 - b2) * g * g
-                    net.parameters[k] -= settings.learningRate * (adamM[k] / c1) / ((adamV[k] / c2).squareRoot() + eps)
-                }
-            }
+    var p: Int { batchGradient.count }
+
+    /// DP-SGD: Poisson-sampled batches, each example's gradient clipped, Gaussian noise on their sum.
+    mutating func dpSGD(_ dp: DPSGDSettings, on data: Dataset) {
+        var sampler = ChaCha20Random()            // Poisson sampling must be secret: CSPRNG
+        var noise = GaussianNoiseGenerator()
+        if let repeatable = settings.repeatableNoise {
+            (sampler, noise) = (repeatable.sampler, repeatable.noise)
         }
+        let c = Float(dp.clipNorm)
+        // Poisson sampling by geometric gaps: the gap to the next sampled row is
+        // ⌊ln U / ln(1 − q)⌋, so a step costs O(q·n) draws instead of n.
+        let logKeep = log1p(-dp.samplingRate)
+        func nextGap() -> Int {
+            if dp.samplingRate >= 1 { return 0 }
+            let u = (Double(sampler.next() >> 11) + 0.5) * 0x1p-53
+            return Int(min(log(u) / logKeep, Double(data.count)))
+        }
+        for _ in 0..<(settings.dpSteps ?? settings.epochs * dp.stepsPerEpoch) {
+            for k in 0..<p { batchGradient[k] = 0 }
+            var i = nextGap()
+            while i < data.count {
+                defer { i += 1 + nextGap() }
+                for k in 0..<p { exampleGradient[k] = 0 }
+                lossSum += net.lossAndGradient(data.row(i), label: data.labels[i], &ws, into: &exampleGradient)
+                lossCount += 1
+                let norm = Float(VectorMath.l2Norm(exampleGradient))
+                let factor = norm > c ? c / norm : 1
+                VectorMath.axpy(factor, exampleGradient, &batchGradient)
+            }
+            batchGradient.withUnsafeMutableBufferPointer {
+                noise.scaleAndAddNoise($0, scale: 1, noiseStandardDeviation: Float(dp.noiseMultiplier * dp.clipNorm))
+            }
+            // Divide by the expected batch size, which is public (the actual size is not).
+            applyStep(scale: 1 / Float(dp.samplingRate * Double(data.count)))
+        }
+    }
 
-        if let dp = settings.dp {
-            var sampler = ChaCha20Random()            // Poisson sampling must be secret: CSPRNG
-            var noise = GaussianNoiseGenerator()
-            if let repeatable = settings.repeatableNoise {
-                (sampler, noise) = (repeatable.sampler, repeatable.noise)
-            }
-            let c = Float(dp.clipNorm)
-            // Poisson sampling by geometric gaps: the gap to the next sampled row is
-            // ⌊ln U / ln(1 − q)⌋, so a step costs O(q·n) draws instead of n.
-            let logKeep = log1p(-dp.samplingRate)
-            func nextGap() -> Int {
-                if dp.samplingRate >= 1 { return 0 }
-                let u = (Double(sampler.next() >> 11) + 0.5) * 0x1p-53
-                return Int(min(log(u) / logKeep, Double(data.count)))
-            }
-            for _ in 0..<(settings.dpSteps ?? settings.epochs * dp.stepsPerEpoch) {
+    /// Without DP: shuffled minibatches, `epochs` times over the rows.
+    mutating func minibatches(on data: Dataset, shuffle rng: inout SimulationRandom) {
+        var order = Array(0..<data.count)
+        for _ in 0..<settings.epochs {
+            order.shuffle(using: &rng)
+            var start = 0
+            while start < order.count {
+                let end = min(start + settings.batchSize, order.count)
                 for k in 0..<p { batchGradient[k] = 0 }
-                var i = nextGap()
-                while i < data.count {
-                    defer { i += 1 + nextGap() }
-                    for k in 0..<p { exampleGradient[k] = 0 }
-                    lossSum += net.lossAndGradient(data.row(i), label: data.labels[i], &ws, into: &exampleGradient)
+                for i in order[start..<end] {
+                    lossSum += net.lossAndGradient(data.row(i), label: data.labels[i], &ws, into: &batchGradient)
                     lossCount += 1
-                    let norm = Float(VectorMath.l2Norm(exampleGradient))
-                    let factor = norm > c ? c / norm : 1
-                    VectorMath.axpy(factor, exampleGradient, &batchGradient)
                 }
-                batchGradient.withUnsafeMutableBufferPointer {
-                    noise.scaleAndAddNoise($0, scale: 1, noiseStandardDeviation: Float(dp.noiseMultiplier * dp.clipNorm))
-                }
-                // Divide by the expected batch size, which is public (the actual size is not).
-                applyStep(scale: 1 / Float(dp.samplingRate * Double(data.count)))
-            }
-        } else {
-            var order = Array(0..<data.count)
-            for _ in 0..<settings.epochs {
-                order.shuffle(using: &rng)
-                var start = 0
-                while start < order.count {
-                    let end = min(start + settings.batchSize, order.count)
-                    for k in 0..<p { batchGradient[k] = 0 }
-                    for i in order[start..<end] {
-                        lossSum += net.lossAndGradient(data.row(i), label: data.labels[i], &ws, into: &batchGradient)
-                        lossCount += 1
-                    }
-                    applyStep(scale: 1 / Float(end - start))
-                    start = end
-                }
+                applyStep(scale: 1 / Float(end - start))
+                start = end
             }
         }
+    }
 
-        var controlDelta: [Float]?
-        if var s = scaffold {
-            // Option II of Karimireddy et al.: cᵢ⁺ = cᵢ − c + (x − yᵢ)/(K·η).
-            let k = Float(steps) * settings.learningRate
-            var delta = [Float](repeating: 0, count: p)
-            for j in 0..<p {
-                let updated = s.client[j] - s.server[j] + (global.parameters[j] - net.parameters[j]) / k
-                delta[j] = updated - s.client[j]
-                s.client[j] = updated
+    /// One optimiser step with the batch gradient scaled by `scale`.
+    mutating func applyStep(scale: Float) {
+        // Terms that do not touch data cost no privacy: FedProx and SCAFFOLD corrections.
+        if settings.proxMu == 0 && scaffold == nil {
+            batchGradient.withUnsafeMutableBufferPointer { VectorMath.scale($0, by: scale) }
+        } else {
+            for k in 0..<p {
+                var g = batchGradient[k] * scale
+                if settings.proxMu > 0 { g += settings.proxMu * (net.parameters[k] - global.parameters[k]) }
+                if let s = scaffold { g += s.server[k] - s.client[k] }
+                batchGradient[k] = g
             }
-            scaffold = s
-            controlDelta = delta
         }
-        let event: DPEvent = settings.dp.map { .dpsgd(samplingProbability: $0.samplingRate, noiseMultiplier: $0.noiseMultiplier, steps: steps) } ?? .noOp
-        return LocalUpdate(parameters: net.parameters, examples: data.count, event: event, steps: steps,
-                           meanLoss: lossCount > 0 ? lossSum / Float(lossCount) : 0, controlDelta: controlDelta)
+        steps += 1
+        switch settings.optimizer {
+        case .sgd:
+            VectorMath.axpy(-settings.learningRate, batchGradient, &net.parameters)
+        case .adam:
+            let b1: Float = 0.9, b2: Float = 0.999, eps: Float = 1e-8
+            let c1 = 1 - powf(b1, Float(steps)), c2 = 1 - powf(b2, Float(steps))
+            for k in 0..<p {
+                let g = batchGradient[k]
+                adamM[k] = b1 * adamM[k] + (1 - b1) * g
+                adamV[k] = b2 * adamV[k] + (1 - b2) * g * g
+                net.parameters[k] -= settings.learningRate * (adamM[k] / c1) / ((adamV[k] / c2).squareRoot() + eps)
+            }
+        }
+    }
+
+    /// SCAFFOLD's new client control variate (option II of Karimireddy et al.:
+    /// cᵢ⁺ = cᵢ − c + (x − yᵢ)/(K·η)), set in `scaffold`; the change in it, or nil without SCAFFOLD.
+    func updateControlVariates(_ scaffold: inout LocalTrainer.Scaffold?) -> [Float]? {
+        guard var s = scaffold else { return nil }
+        let k = Float(steps) * settings.learningRate
+        var delta = [Float](repeating: 0, count: p)
+        for j in 0..<p {
+            let updated = s.client[j] - s.server[j] + (global.parameters[j] - net.parameters[j]) / k
+            delta[j] = updated - s.client[j]
+            s.client[j] = updated
+        }
+        scaffold = s
+        return delta
     }
 }
