@@ -132,36 +132,16 @@ public struct FederatedSimulation: Sendable {
             var updates: [ClientUpdate] = [], controlDeltas: [[Float]] = [], losses: [Float] = []
             var bytes = 0
             for s in 0..<settings.silos {
-                var scaffold: LocalTrainer.Scaffold? = settings.scaffold ? .init(server: scaffoldServer.control, client: clientControls[s]) : nil
-                var siloTrainer = trainer
-                if let run = settings.fixedNoiseSeed {
-                    siloTrainer = LocalTrainer(settings: { var l = settings.local; l.repeatableNoise = RepeatableNoise(run: run, silo: s, round: round); return l }())
-                }
-                let local = try siloTrainer.train(global, on: trains[s], scaffold: &scaffold, shuffle: &rng)
-                if let sc = scaffold { clientControls[s] = sc.client }
+                let (update, local, wire) = try siloUpdate(s, name: names[s], round: round, global: global, train: trains[s], trainer: trainer,
+                                                           scaffoldControl: scaffoldServer.control, clientControl: &clientControls[s],
+                                                           codec: &codecs[s], rng: &rng)
                 if let d = local.controlDelta { controlDeltas.append(d) }
                 if local.event != .noOp { events[s].append(local.event) }
                 losses.append(local.meanLoss)
-                var delta = local.parameters
-                for k in 0..<dimension { delta[k] -= global.parameters[k] }
-                if s < settings.byzantineCount { delta = settings.attack.corrupt(delta, rng: &rng) }
-                if codecs[s] != nil {
-                    let wire = codecs[s]!.encode(delta)
-                    bytes = max(bytes, wire.count)
-                    delta = try codecs[s]!.decode(wire, dimension: dimension)
-                } else {
-                    bytes = 4 * dimension
-                }
-                updates.append(ClientUpdate(silo: names[s], delta: delta, examples: local.examples))
+                bytes = max(bytes, wire)
+                updates.append(update)
             }
-            let outcome: AggregationOutcome
-            if settings.scaffold {
-                let (accepted, rejected) = strategy.validator.validate(updates)
-                outcome = AggregationOutcome(parameters: try scaffoldServer.aggregate(global: global.parameters, updates: accepted,
-                                                                                      controlDeltas: controlDeltas), rejected: rejected)
-            } else {
-                outcome = try strategy.aggregate(global: global.parameters, updates: updates)
-            }
+            let outcome = try aggregate(updates, controlDeltas: controlDeltas, global: global, strategy: &strategy, scaffold: &scaffoldServer)
             global.parameters = outcome.parameters
             detections += attackers.filter { a in outcome.excluded.contains(a) || outcome.rejected.contains { $0.silo == a } }.count
             let pooled = evaluate(global, tests)
@@ -181,6 +161,41 @@ public struct FederatedSimulation: Sendable {
                       model: global, attackers: attackers,
                       detectionRate: attackers.isEmpty || !excludes ? nil : Double(detections) / Double(attackers.count * settings.rounds),
                       uncompressedBytesPerSilo: 4 * dimension)
+    }
+
+    /// One silo's update in a round: trained locally (with its SCAFFOLD control and the run's fixed
+    /// noise if asked), corrupted if the silo is Byzantine, and sent through its codec; the bytes it
+    /// would send.
+    private func siloUpdate(_ s: Int, name: String, round: Int, global: Network, train: Dataset, trainer: LocalTrainer,
+                            scaffoldControl: [Float], clientControl: inout [Float], codec: inout (any UpdateCodec)?,
+                            rng: inout SimulationRandom) throws -> (ClientUpdate, LocalUpdate, Int) {
+        var scaffold: LocalTrainer.Scaffold? = settings.scaffold ? .init(server: scaffoldControl, client: clientControl) : nil
+        var siloTrainer = trainer
+        if let run = settings.fixedNoiseSeed {
+            siloTrainer = LocalTrainer(settings: { var l = settings.local; l.repeatableNoise = RepeatableNoise(run: run, silo: s, round: round); return l }())
+        }
+        let local = try siloTrainer.train(global, on: train, scaffold: &scaffold, shuffle: &rng)
+        if let sc = scaffold { clientControl = sc.client }
+        let dimension = global.parameters.count
+        var delta = local.parameters
+        for k in 0..<dimension { delta[k] -= global.parameters[k] }
+        if s < settings.byzantineCount { delta = settings.attack.corrupt(delta, rng: &rng) }
+        var bytes = 4 * dimension
+        if codec != nil {
+            let wire = codec!.encode(delta)
+            bytes = wire.count
+            delta = try codec!.decode(wire, dimension: dimension)
+        }
+        return (ClientUpdate(silo: name, delta: delta, examples: local.examples), local, bytes)
+    }
+
+    /// The round's aggregate: SCAFFOLD's server step over the validated updates, or the strategy's.
+    private func aggregate(_ updates: [ClientUpdate], controlDeltas: [[Float]], global: Network,
+                           strategy: inout Validated<AnyAggregationStrategy>, scaffold: inout ScaffoldServer) throws -> AggregationOutcome {
+        guard settings.scaffold else { return try strategy.aggregate(global: global.parameters, updates: updates) }
+        let (accepted, rejected) = strategy.validator.validate(updates)
+        return AggregationOutcome(parameters: try scaffold.aggregate(global: global.parameters, updates: accepted, controlDeltas: controlDeltas),
+                                  rejected: rejected)
     }
 
     private func evaluate(_ net: Network, _ tests: [Dataset]) -> ClassificationMetrics {
