@@ -101,35 +101,13 @@ public enum BrokerHost {
         // A standby waits here, not listening: gateways find the leader among the brokers they know.
         var held: BrokerLease?
         if let lease { held = try await lead(lease, store: store, logger: logger) }
-        let audit: @Sendable (String, String, String) -> Void = { action, subject, payload in
-            Task { try? await store.audit(actor: settings.brokerID, action: action, subject: subject, payload: payload, at: Date()) }
-        }
-        let connectionGuard = ConnectionGuard(handshakeTimeout: limits.handshakeTimeout, refusalInterval: limits.refusalInterval,
-                                              logger: logger) { refusal in
-            audit("connection.refuse", refusal.identity ?? refusal.peer,
-                  canonicalPayload(["peer": refusal.peer, "reason": refusal.reason, "count": refusal.count]))
-        }
-        let revoked = try await store.revocations()
-        connectionGuard.revoke(identities: revoked.identities, fingerprints: revoked.fingerprints, serials: revoked.serials)
-        let interceptor = AuthorizationInterceptor(guard: connectionGuard, admission: { identity in await admission(of: identity, store: store) },
-                                                   refusalInterval: limits.refusalInterval, logger: logger) { refusal in
-            audit("call.refuse", refusal.identity ?? "-", canonicalPayload(["method": refusal.method, "reason": refusal.reason, "count": refusal.count]))
-        }
+        let audit = auditor(store, settings.brokerID)
+        let (connectionGuard, interceptor) = try await gatekeepers(store: store, limits: limits, audit: audit, logger: logger)
         let coordinator = BrokerCoordinator(settings: settings, store: store, chunkBytes: limits.chunkBytes, metrics: metrics, logger: logger)
         let service = BrokerService(coordinator: coordinator, store: store, limits: limits, issuer: issuer, logger: logger)
         let transport = try FedGateTransports.server(host: host, port: port, credentials: credentials, guard: connectionGuard, limits: limits)
-        // Enrolment by token needs the CA; it gets its own listener without client certificates.
-        let enrolment: (transport: HTTP2ServerTransport.Posix, service: EnrollmentService)?
-        if let enrolmentPort {
-            guard let issuer else { throw RoundError("enrolment by token needs the broker to hold the CA (issuing)") }
-            let openGuard = ConnectionGuard(clientCertificates: false, handshakeTimeout: limits.handshakeTimeout, logger: logger) { refusal in
-                audit("connection.refuse", refusal.peer, canonicalPayload(["peer": refusal.peer, "reason": refusal.reason, "listener": "enrolment"]))
-            }
-            enrolment = (FedGateTransports.enrolmentServer(host: host, port: enrolmentPort, credentials: credentials, guard: openGuard),
-                         EnrollmentService(issuer: issuer, store: store, logger: logger))
-        } else {
-            enrolment = nil
-        }
+        let enrolment = try enrolmentListener(host: host, port: enrolmentPort, issuer: issuer, credentials: credentials, store: store,
+                                              limits: limits, audit: audit, logger: logger)
         return try await withGRPCServer(transport: transport, services: [service], interceptors: [interceptor, ErrorStatusInterceptor(logger: logger)]) { _ in
             guard let bound = try await transport.listeningAddress.ipv4?.port else {
                 throw RoundError("the broker's listener has no IPv4 address")
@@ -138,15 +116,7 @@ public enum BrokerHost {
             return try await withOptionalServer(enrolment) { enrolmentBound in
                 let handle = BrokerHandle(port: bound, enrolmentPort: enrolmentBound, coordinator: coordinator, connectionGuard: connectionGuard)
                 // Revocations recorded in the store (`fedgate silo revoke`) reach the running broker within a poll.
-                let watcher = Task {
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: revocationPoll)
-                        connectionGuard.flushRefusals()
-                        interceptor.flushRefusals()
-                        guard let revoked = try? await store.revocations() else { continue }
-                        connectionGuard.revoke(identities: revoked.identities, fingerprints: revoked.fingerprints, serials: revoked.serials)
-                    }
-                }
+                let watcher = Task { await watchRevocations(store, every: revocationPoll, connectionGuard, interceptor) }
                 // The chain's head, signed with the broker's key while the chain grows.
                 let heads = AuditHeadKeeper(store: store, credentials: credentials, logger: logger)
                 await coordinator.exchangeAuditHeads(heads, caPEM: credentials.caPEM)
@@ -161,20 +131,7 @@ public enum BrokerHost {
                 do {
                     // Plans the store says are running (a restart, or the lead taken over) go on.
                     try await coordinator.recover(fence: zip(lease, held).map { LeaseFence(name: $0.name, holder: $0.holder, term: $1.term) })
-                    let result = try await withThrowingTaskGroup(of: R?.self) { group in
-                        group.addTask { try await body(handle) }
-                        if let lease, let held {
-                            group.addTask {
-                                try await keep(lease, held, store: store, logger: logger)
-                                return nil
-                            }
-                        }
-                        defer { group.cancelAll() }
-                        while let next = try await group.next() {
-                            if let result = next { return result }
-                        }
-                        throw CancellationError()
-                    }
+                    let result = try await whileLeading(lease, held, store: store, logger: logger) { try await body(handle) }
                     await stop()
                     return result
                 } catch {
@@ -182,6 +139,76 @@ public enum BrokerHost {
                     throw error
                 }
             }
+        }
+    }
+
+    /// Records a refusal in the audit trail without holding up the connection that caused it.
+    private static func auditor(_ store: any BrokerStore, _ brokerID: String) -> @Sendable (String, String, String) -> Void {
+        { action, subject, payload in
+            Task { try? await store.audit(actor: brokerID, action: action, subject: subject, payload: payload, at: Date()) }
+        }
+    }
+
+    /// The connection guard (handshakes, revocations, loaded from the store) and the per-call
+    /// authorisation, each auditing what it refuses.
+    private static func gatekeepers(store: any BrokerStore, limits: TransportLimits, audit: @escaping @Sendable (String, String, String) -> Void,
+                                    logger: Logger) async throws -> (ConnectionGuard, AuthorizationInterceptor) {
+        let connectionGuard = ConnectionGuard(handshakeTimeout: limits.handshakeTimeout, refusalInterval: limits.refusalInterval,
+                                              logger: logger) { refusal in
+            audit("connection.refuse", refusal.identity ?? refusal.peer,
+                  canonicalPayload(["peer": refusal.peer, "reason": refusal.reason, "count": refusal.count]))
+        }
+        let revoked = try await store.revocations()
+        connectionGuard.revoke(identities: revoked.identities, fingerprints: revoked.fingerprints, serials: revoked.serials)
+        let interceptor = AuthorizationInterceptor(guard: connectionGuard, admission: { identity in await admission(of: identity, store: store) },
+                                                   refusalInterval: limits.refusalInterval, logger: logger) { refusal in
+            audit("call.refuse", refusal.identity ?? "-", canonicalPayload(["method": refusal.method, "reason": refusal.reason, "count": refusal.count]))
+        }
+        return (connectionGuard, interceptor)
+    }
+
+    /// Enrolment by token needs the CA; it gets its own listener without client certificates.
+    private static func enrolmentListener(host: String, port: Int?, issuer: CertificateIssuer?, credentials: TLSCredentials, store: any BrokerStore,
+                                          limits: TransportLimits, audit: @escaping @Sendable (String, String, String) -> Void,
+                                          logger: Logger) throws -> (transport: HTTP2ServerTransport.Posix, service: EnrollmentService)? {
+        guard let port else { return nil }
+        guard let issuer else { throw RoundError("enrolment by token needs the broker to hold the CA (issuing)") }
+        let openGuard = ConnectionGuard(clientCertificates: false, handshakeTimeout: limits.handshakeTimeout, logger: logger) { refusal in
+            audit("connection.refuse", refusal.peer, canonicalPayload(["peer": refusal.peer, "reason": refusal.reason, "listener": "enrolment"]))
+        }
+        return (FedGateTransports.enrolmentServer(host: host, port: port, credentials: credentials, guard: openGuard),
+                EnrollmentService(issuer: issuer, store: store, logger: logger))
+    }
+
+    /// Revocations recorded in the store (`fedgate silo revoke`) reach the running broker within a
+    /// poll; refusals counted since the last poll are written out.
+    private static func watchRevocations(_ store: any BrokerStore, every poll: Duration, _ connectionGuard: ConnectionGuard,
+                                         _ interceptor: AuthorizationInterceptor) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: poll)
+            connectionGuard.flushRefusals()
+            interceptor.flushRefusals()
+            guard let revoked = try? await store.revocations() else { continue }
+            connectionGuard.revoke(identities: revoked.identities, fingerprints: revoked.fingerprints, serials: revoked.serials)
+        }
+    }
+
+    /// Runs `body` while the lease (if any) is kept: a lease lost ends it with the loss.
+    private static func whileLeading<R: Sendable>(_ lease: BrokerLeaseSettings?, _ held: BrokerLease?, store: any BrokerStore, logger: Logger,
+                                                  _ body: @escaping @Sendable () async throws -> R) async throws -> R {
+        try await withThrowingTaskGroup(of: R?.self) { group in
+            group.addTask { try await body() }
+            if let lease, let held {
+                group.addTask {
+                    try await keep(lease, held, store: store, logger: logger)
+                    return nil
+                }
+            }
+            defer { group.cancelAll() }
+            while let next = try await group.next() {
+                if let result = next { return result }
+            }
+            throw CancellationError()
         }
     }
 
