@@ -37,9 +37,26 @@ enum AuditXML {
 /// A self-contained HTML report for compliance officers: no scripts, no external files.
 enum ComplianceHTML {
     static func document(_ report: ComplianceReport, filter: AuditFilter, title: String = "FedGate compliance report") -> String {
-        var body = ""
-        body += "<h1>\(e(title))</h1>\n<p class=meta>Exported \(e(AuditExport.timestamp(Date())))\(scope(filter))</p>\n"
+        let body = "<h1>\(e(title))</h1>\n<p class=meta>Exported \(e(AuditExport.timestamp(Date())))\(scope(filter))</p>\n"
+            + governance(report) + privacySpent(report) + outcomes(report)
+        return """
+        <!DOCTYPE html>
+        <html lang="en"><head><meta charset="utf-8"><title>\(e(title))</title>
+        <style>
+        body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:72rem;color:#1d2430;padding:0 1rem}
+        h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d6dbe3;padding-bottom:.2rem}
+        table{border-collapse:collapse;width:100%;font-size:.85rem;margin:.5rem 0}th,td{border:1px solid #d6dbe3;padding:.3rem .5rem;text-align:left;vertical-align:top}
+        th{background:#f1f4f8}code{font-size:.8rem}.ok{color:#17743a;font-weight:600}.bad{color:#b42318;font-weight:600}.mid{color:#8a6100}
+        .meta,.empty{color:#5b6677}svg{background:#fbfcfe;border:1px solid #d6dbe3;margin:.5rem 0}
+        </style></head><body>
+        \(body)</body></html>
 
+        """
+    }
+
+    /// The chains' verification, the plans, the consent basis and the policy decisions.
+    static func governance(_ report: ComplianceReport) -> String {
+        var body = ""
         body += "<h2>Audit chain verification</h2>\n"
         body += table(["Source", "Records", "Result"], report.chains.map { c in
             let ok: Bool = { if case .intact = c.verification { return true } else { return false } }()
@@ -61,7 +78,12 @@ enum ComplianceHTML {
             [e($0.silo), code($0.plan), "<span class=\($0.outcome == "accepted" ? "ok" : ($0.outcome == "refused" ? "bad" : "mid"))>\(e($0.outcome))</span>",
              e($0.reasons.joined(separator: "; ")), e(AuditExport.timestamp($0.at))]
         }, empty: "No policy decisions in this trail (each silo records its own).")
+        return body
+    }
 
+    /// ε over time per silo, and the final model's accuracy at each.
+    static func privacySpent(_ report: ComplianceReport) -> String {
+        var body = ""
         body += "<h2>Privacy spent per silo over time</h2>\n"
         if report.epsilonSeries.isEmpty {
             body += "<p class=empty>No ledger commits in this trail.</p>\n"
@@ -75,7 +97,12 @@ enum ComplianceHTML {
             }
             body += "<h3>Final-model accuracy per silo</h3>\n" + table(["Plan", "Silo", "Global model", "Personalised"], rows)
         }
+        return body
+    }
 
+    /// Participation per round, the model versions with their gates, and what was refused.
+    static func outcomes(_ report: ComplianceReport) -> String {
+        var body = ""
         body += "<h2>Participation per round</h2>\n"
         body += table(["Plan", "Round", "State", "Participants"], report.rounds.map {
             [code($0.plan), "\($0.number)", "<span class=\($0.state == "committed" ? "ok" : ($0.state == "aborted" ? "bad" : "mid"))>\(e($0.state))</span>",
@@ -96,20 +123,7 @@ enum ComplianceHTML {
         body += table(["At", "What", "Who", "Reason"], report.refusals.map {
             [e(AuditExport.timestamp($0.at)), e($0.action), e($0.subject), e($0.reason)]
         }, empty: "Nothing was refused.")
-
-        return """
-        <!DOCTYPE html>
-        <html lang="en"><head><meta charset="utf-8"><title>\(e(title))</title>
-        <style>
-        body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:72rem;color:#1d2430;padding:0 1rem}
-        h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d6dbe3;padding-bottom:.2rem}
-        table{border-collapse:collapse;width:100%;font-size:.85rem;margin:.5rem 0}th,td{border:1px solid #d6dbe3;padding:.3rem .5rem;text-align:left;vertical-align:top}
-        th{background:#f1f4f8}code{font-size:.8rem}.ok{color:#17743a;font-weight:600}.bad{color:#b42318;font-weight:600}.mid{color:#8a6100}
-        .meta,.empty{color:#5b6677}svg{background:#fbfcfe;border:1px solid #d6dbe3;margin:.5rem 0}
-        </style></head><body>
-        \(body)</body></html>
-
-        """
+        return body
     }
 
     /// ε against time for one silo's data set, with its cap as a dashed line (inline SVG).
