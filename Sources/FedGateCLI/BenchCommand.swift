@@ -30,6 +30,20 @@ struct BenchCommand: ParsableCommand {
         }
 
         func run() throws {
+            let m = try measure()
+            try report(m)
+        }
+
+        /// What the bench times: seconds for each kernel (best of the repetitions) and the accountants' figures.
+        struct Measured {
+            let clipNoise, noiseOnly, norm, keystream, discreteTime: Double
+            let batches, discreteCount: Int
+            let rdp4, rdp5, pld4, pld5: (ms: Double, epsilon: Double)
+        }
+
+        static let (q, sigma, delta) = (0.01, 1.1, 1e-5)
+
+        func measure() throws -> Measured {
             var update = (0..<elements).map { Float(($0 % 1000) - 500) * 1e-3 }
             var noise = GaussianNoiseGenerator()
             let mechanism = try GaussianMechanism(clipNorm: 1, noiseMultiplier: 1.1)
@@ -47,7 +61,7 @@ struct BenchCommand: ParsableCommand {
             var discreteSink: Int64 = 0
             let discreteTime = best(repetitions: 1) { for _ in 0..<discreteCount { discreteSink &+= discrete.sample(using: &rng) } }
 
-            let q = 0.01, sigma = 1.1, delta = 1e-5
+            let (q, sigma, delta) = (Self.q, Self.sigma, Self.delta)
             func accountantTime(_ steps: Int, _ kind: AccountantKind) throws -> (ms: Double, epsilon: Double) {
                 var eps = 0.0
                 let t = try bestThrowing(repetitions: kind == .pld ? 2 : repetitions) {
@@ -58,6 +72,16 @@ struct BenchCommand: ParsableCommand {
             let rdp4 = try accountantTime(10_000, .rdp), rdp5 = try accountantTime(100_000, .rdp)
             let pld4 = try accountantTime(10_000, .pld), pld5 = try accountantTime(100_000, .pld)
 
+            if sink == SIMD8(repeating: 1) && discreteSink == 42 { print("") }  // keep the work observable
+            return Measured(clipNoise: clipNoise, noiseOnly: noiseOnly, norm: norm, keystream: keystream, discreteTime: discreteTime,
+                            batches: batches, discreteCount: discreteCount, rdp4: rdp4, rdp5: rdp5, pld4: pld4, pld5: pld5)
+        }
+
+        /// The figures: one JSON object with `--json`, else lines with the targets to compare.
+        func report(_ m: Measured) throws {
+            let (clipNoise, noiseOnly, norm, keystream, discreteTime) = (m.clipNoise, m.noiseOnly, m.norm, m.keystream, m.discreteTime)
+            let (batches, discreteCount, rdp4, rdp5, pld4, pld5) = (m.batches, m.discreteCount, m.rdp4, m.rdp5, m.pld4, m.pld5)
+            let (q, sigma, delta) = (Self.q, Self.sigma, Self.delta)
             let n = Double(elements)
             let result: [String: Any] = [
                 "elements": elements,
@@ -74,7 +98,6 @@ struct BenchCommand: ParsableCommand {
                 "pld_epsilon_1e4_steps_ms": pld4.ms, "pld_epsilon_1e5_steps_ms": pld5.ms,
                 "rdp_epsilon_1e5_steps": rdp5.epsilon, "pld_epsilon_1e5_steps": pld5.epsilon,
             ]
-            if sink == SIMD8(repeating: 1) && discreteSink == 42 { print("") }  // keep the work observable
             if json {
                 try JSONOutput.print(result)
                 return
