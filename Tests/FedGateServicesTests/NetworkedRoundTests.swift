@@ -405,15 +405,12 @@ struct NetworkedRoundTests {
         }
     }
 
-    @Test("a gateway that reconnects while a round is offered to it is dropped from that round at once: the round goes on without it, not held to its offer window")
-    func reconnectDropsFromRound() async throws {
+    /// A broker with `settings` and two live gateways (hospital-0 and -1, shards of seed 3) while `body` runs.
+    func withTwoLiveSilos(_ settings: BrokerCoordinator.Settings,
+                          _ body: @escaping @Sendable (Consortium, SQLiteLedger, BrokerHandle) async throws -> Void) async throws {
         let consortium = try Consortium()
         let brokerStore = try await consortium.store("broker")
         let shards = try Self.simulation(seed: 3).shards()
-        var settings = BrokerCoordinator.Settings()
-        // An offer window of minutes: before the fix, the round waited all of it for the silo
-        // whose earlier stream was replaced (that stream's own close carries an old token).
-        settings.offerWindow = .seconds(300)
         try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
                                    settings: settings, logger: consortium.logger) { broker in
             var silos: [Silo] = []
@@ -422,6 +419,17 @@ struct NetworkedRoundTests {
             }
             let running = silos.map { silo in Task { await silo.gateway.run() } }
             defer { running.forEach { $0.cancel() } }
+            try await body(consortium, brokerStore, broker)
+        }
+    }
+
+    @Test("a gateway that reconnects while a round is offered to it is dropped from that round at once: the round goes on without it, not held to its offer window")
+    func reconnectDropsFromRound() async throws {
+        var settings = BrokerCoordinator.Settings()
+        // An offer window of minutes: before the fix, the round waited all of it for the silo
+        // whose earlier stream was replaced (that stream's own close carries an old token).
+        settings.offerWindow = .seconds(300)
+        try await withTwoLiveSilos(settings) { consortium, brokerStore, broker in
             // A third silo takes the offer on its first stream, then opens a second one (as a gateway
             // does after a failed session) and never answers the offer on either.
             let flaky = try await consortium.enrolledSilo("hospital-flaky", in: brokerStore)
@@ -470,22 +478,12 @@ struct NetworkedRoundTests {
 
     @Test("the broker notices a silent gateway: no heartbeats, its stream is closed and the round goes on without it")
     func silentGateway() async throws {
-        let consortium = try Consortium()
-        let brokerStore = try await consortium.store("broker")
-        let shards = try Self.simulation(seed: 3).shards()
         var settings = BrokerCoordinator.Settings()
         // Generous: the suite's CPU-bound tests can hold the cooperative threads (and so the real
         // gateways' heartbeats) for a second or two on a two-core machine.
         settings.heartbeatInterval = .milliseconds(250)
         settings.silentAfter = .seconds(5)
-        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
-                                   settings: settings, logger: consortium.logger) { broker in
-            var silos: [Silo] = []
-            for (i, shard) in shards.prefix(2).enumerated() {
-                silos.append(try await makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, broker: brokerStore, port: broker.port))
-            }
-            let running = silos.map { silo in Task { await silo.gateway.run() } }
-            defer { running.forEach { $0.cancel() } }
+        try await withTwoLiveSilos(settings) { consortium, brokerStore, broker in
             // A third silo opens its task stream, says hello, then never speaks again.
             let mute = try await consortium.enrolledSilo("hospital-mute", in: brokerStore)
             let transport = try FedGateTransports.client(host: "127.0.0.1", port: broker.port, serverName: "broker", credentials: mute)
