@@ -236,7 +236,7 @@ struct NetworkedRoundTests {
                 let id = "hospital-\(i)"
                 silos.append(try await makeSilo(consortium, id, train: shard.train, test: shard.test,
                                                 policy: Self.policy(silo: id).replacingOccurrences(of: "models: [logistic]", with: "models: [logistic, mlp]"),
-                                                broker: brokerStore, port: broker.port))
+                                                broker: brokerStore, port: broker.port, fixedNoise: (2, i)))
             }
             let running = silos.map { silo in Task { await silo.gateway.run() } }
             defer { running.forEach { $0.cancel() } }
