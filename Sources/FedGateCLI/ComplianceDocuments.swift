@@ -62,6 +62,13 @@ enum ComplianceHTML {
             let ok: Bool = { if case .intact = c.verification { return true } else { return false } }()
             return [e(c.source), "\(c.records)", "<span class=\(ok ? "ok" : "bad")>\(e(c.verification.description))</span>"]
         })
+        if !report.unreadable.isEmpty {
+            // Records in an intact chain whose payload does not fit their action: not in the tables below.
+            body += "<h2 class=bad>Records this report could not read</h2>\n"
+            body += table(["Source", "Record", "Action", "Problem"], report.unreadable.map {
+                [e($0.source), "\($0.seq)", e($0.action), e($0.problem)]
+            })
+        }
 
         body += "<h2>Plans</h2>\n"
         body += table(["Plan", "Purpose", "Rounds", "Strategy", "Submitted by", "At"], report.plans.map {

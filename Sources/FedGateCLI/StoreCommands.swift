@@ -146,7 +146,12 @@ struct AuditCommand: AsyncParsableCommand {
             case .jsonl: text = try AuditExport.jsonl(trails, filter: filter)
             case .csv: text = AuditExport.csv(trails, filter: filter)
             case .xml: text = AuditXML.document(trails, filter: filter)
-            case .html: text = ComplianceHTML.document(ComplianceReport(trails, filter: filter), filter: filter)
+            case .html:
+                let report = ComplianceReport(trails, filter: filter)
+                for u in report.unreadable {
+                    FileHandle.standardError.write(Data("\(u.source): record \(u.seq) (\(u.action)) is left out of the report: \(u.problem)\n".utf8))
+                }
+                text = ComplianceHTML.document(report, filter: filter)
             }
             do { try text.write(to: URL(fileURLWithPath: out), atomically: true, encoding: .utf8) } catch {
                 throw ValidationError("--out: cannot write \(out): \(error.localizedDescription)")

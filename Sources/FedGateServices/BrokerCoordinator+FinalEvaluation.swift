@@ -72,16 +72,15 @@ extension BrokerCoordinator {
         let versions = try await durable { try await self.store.modelVersions() }
         let gate = ModelGate.decide(summary, minAccuracy: plan.minAccuracy, maxDrop: plan.maxAccuracyDrop,
                                     currentAccuracy: versions.last?.metrics["accuracy"])
-        var perSilo: [String: Any] = [:]
+        var perSilo: [String: AuditEvent.Gate.Silo] = [:]
         for s in summary.silos {
-            let personalised: Any = s.personalisedAccuracy.map { $0 as Any } ?? NSNull()
-            perSilo[s.silo] = ["accuracy": s.accuracy, "examples": s.examples, "epsilon": s.epsilonSpent, "epsilon_cap": s.epsilonCap,
-                               "personalised_accuracy": personalised] as [String: Any]
+            perSilo[s.silo] = .init(accuracy: s.accuracy, examples: s.examples, epsilon: s.epsilonSpent, epsilonCap: s.epsilonCap,
+                                    personalisedAccuracy: s.personalisedAccuracy)
         }
-        try await durable { try await self.store.audit(actor: settings.brokerID, action: "model.gate", subject: hash, payload: canonicalPayload([
-            "round": round, "passed": gate.passed, "reasons": gate.reasons, "accuracy": summary.pooledAccuracy ?? NSNull(),
-            "fairness_delta": summary.fairnessDelta ?? NSNull(), "silos": perSilo, "failures": failures,
-            "min_accuracy": plan.minAccuracy ?? NSNull(), "max_drop": plan.maxAccuracyDrop ?? NSNull()]), at: Date()) }
+        let record = AuditEvent.Gate(round: round, passed: gate.passed, reasons: gate.reasons, accuracy: summary.pooledAccuracy,
+                                     fairnessDelta: summary.fairnessDelta, silos: perSilo, failures: failures,
+                                     minAccuracy: plan.minAccuracy, maxDrop: plan.maxAccuracyDrop)
+        try await durable { try await self.store.audit(.modelGated(record), actor: settings.brokerID, subject: hash, at: Date()) }
         plans[hash]?.evaluation = summary
         plans[hash]?.gate = gate
         guard gate.passed, let accuracy = summary.pooledAccuracy else {

@@ -37,8 +37,8 @@ extension BrokerCoordinator {
                 reasons = ["broker: the silo's feature moments were refused: \(problem)"]
                 metrics.count("fedgate_replies_rejected_total")
                 logger.warning("offer answer rejected", metadata: ["silo": "\(silo)", "round": "\(reply.round)", "reason": "\(problem)"])
-                try? await durable { try await self.store.audit(actor: self.settings.brokerID, action: "reply.reject", subject: silo, payload: canonicalPayload([
-                    "plan": reply.planHash, "round": Int(reply.round), "reason": problem]), at: Date()) }
+                try? await durable { try await self.store.audit(.refused(.reply, .init(reason: problem, plan: reply.planHash, round: Int(reply.round))),
+                                                               actor: self.settings.brokerID, subject: silo, at: Date()) }
                 // The round may have moved on while the record was written.
                 guard let current = active[reply.planHash], current.number == Int(reply.round) else { return }
                 round = current
@@ -139,8 +139,8 @@ extension BrokerCoordinator {
             let reason = (error as? UpdateRefused)?.reason ?? .unreadable
             metrics.count("fedgate_updates_rejected_total", [("reason", reason.rawValue)])
             logger.warning("update refused", metadata: ["silo": "\(silo)", "round": "\(header.round)", "reason": "\(error)"])
-            try await store.audit(actor: settings.brokerID, action: "update.reject", subject: silo, payload: canonicalPayload([
-                "plan": header.planHash, "round": header.round, "bytes": payload.count, "reason": "\(error)"]), at: Date())
+            try await store.audit(.refused(.update, .init(reason: "\(error)", plan: header.planHash, round: header.round, bytes: payload.count)),
+                                  actor: settings.brokerID, subject: silo, at: Date())
             throw error
         }
     }

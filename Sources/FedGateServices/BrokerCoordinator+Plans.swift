@@ -34,7 +34,7 @@ extension BrokerCoordinator {
         }
         let now = Date()
         try await store.startPlanRun(PlanRun(planHash: hash, planYAML: text, submitter: submitter, state: .running, submittedAt: now, updatedAt: now),
-                                     payload: canonicalPayload(["purpose": plan.purpose, "rounds": plan.rounds, "strategy": plan.strategy.description]),
+                                     submission: .init(purpose: plan.purpose, rounds: plan.rounds, strategy: plan.strategy.description),
                                      actor: submitter)
         plans[hash] = PlanStatus(state: .running)
         mirrorPlans[hash] = Self.mirrorPlan(plan)
@@ -47,7 +47,7 @@ extension BrokerCoordinator {
     public func cancel(_ hash: String, by person: String) async throws -> PlanStatus {
         guard let status = plans[hash] else { throw RoundError("no plan \(hash.prefix(12))… at this broker") }
         guard status.state == .running, let run = runs[hash] else { return status }
-        try await store.audit(actor: person, action: "plan.cancel", subject: hash, payload: canonicalPayload(["state": status.state.rawValue]), at: Date())
+        try await store.audit(.planCancelled(.init(state: status.state.rawValue)), actor: person, subject: hash, at: Date())
         run.cancel()
         wake(hash)
         await run.value
@@ -108,8 +108,8 @@ extension BrokerCoordinator {
                 if state != .committed && state != .aborted {
                     reason = "the broker stopped while the round was \(state.rawValue)"
                     try await store.advanceRound(planHash: hash, number: record.number, to: .aborted, survivors: [], at: Date(), actor: settings.brokerID)
-                    try await store.audit(actor: settings.brokerID, action: "round.abort", subject: hash,
-                                          payload: canonicalPayload(["round": record.number, "reason": reason!]), at: Date())
+                    try await store.audit(.roundAbandoned(.init(round: record.number, reason: reason!)), actor: settings.brokerID,
+                                          subject: hash, at: Date())
                     state = .aborted
                 }
                 status.rounds.append(.init(number: record.number, state: state.rawValue, participants: state == .committed ? record.survivors : [],
@@ -129,8 +129,8 @@ extension BrokerCoordinator {
             plans[hash] = status
             mirrorPlans[hash] = Self.mirrorPlan(plan)
             updateMirror(hash, for: Array(resume.participants))
-            try await store.audit(actor: settings.brokerID, action: "plan.resume", subject: hash,
-                                  payload: canonicalPayload(["next_round": resume.nextRound, "checkpoint_round": resume.lastCommitted ?? NSNull()]), at: Date())
+            try await store.audit(.planResumed(.init(nextRound: resume.nextRound, checkpointRound: resume.lastCommitted)), actor: settings.brokerID,
+                                  subject: hash, at: Date())
             logger.notice("plan resumed from the store", metadata: ["plan": "\(hash.prefix(12))", "next round": "\(resume.nextRound)",
                                                                     "checkpoint": "\(resume.lastCommitted.map(String.init) ?? "none")"])
             runs[hash] = Task { [resume] in await self.run(plan, text: run.planYAML, hash: hash, from: resume) }

@@ -152,8 +152,8 @@ extension BrokerCoordinator {
     private func agreeOnModel(_ round: RoundContext, _ progress: inout RoundProgress, _ state: inout PlanRunState) async throws -> Bool {
         let (plan, hash, number) = (round.plan, round.hash, round.number)
         for (silo, reason) in progress.featureDisagreements() {
-            try await durable { try await self.store.audit(actor: self.settings.brokerID, action: "reply.reject", subject: silo, payload: canonicalPayload([
-                "plan": hash, "round": number, "reason": reason]), at: Date()) }
+            try await durable { try await self.store.audit(.refused(.reply, .init(reason: reason, plan: hash, round: number)),
+                                                           actor: self.settings.brokerID, subject: silo, at: Date()) }
             progress.refuse(silo, reason: reason)
         }
         let parts = progress.acceptedMoments
@@ -260,8 +260,8 @@ extension BrokerCoordinator {
         let outcome = try aggregate(hash, updates: updates, secureMean: secureMean, &state)
         for r in outcome.rejected {
             metrics.count("fedgate_updates_rejected_total", [("reason", r.check.rawValue)])
-            try await durable { try await self.store.audit(actor: settings.brokerID, action: "update.reject", subject: r.silo,
-                                                           payload: canonicalPayload(["plan": hash, "round": number, "reason": r.description]), at: Date()) }
+            try await durable { try await self.store.audit(.refused(.update, .init(reason: r.description, plan: hash, round: number)),
+                                                           actor: settings.brokerID, subject: r.silo, at: Date()) }
         }
         state.global!.parameters = outcome.parameters
         plans[hash]?.parameters = outcome.parameters

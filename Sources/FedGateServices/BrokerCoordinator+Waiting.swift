@@ -18,8 +18,8 @@ import FedGateRounds
 extension BrokerCoordinator {
     func abort(_ hash: String, _ number: Int, _ progress: RoundProgress, reason: String) async throws {
         try await durable { try await self.store.advanceRound(planHash: hash, number: number, to: .aborted, survivors: [], at: Date(), actor: settings.brokerID) }
-        try await durable { try await self.store.audit(actor: settings.brokerID, action: "round.abort", subject: hash,
-                              payload: canonicalPayload(["round": number, "reason": reason]), at: Date()) }
+        try await durable { try await self.store.audit(.roundAbandoned(.init(round: number, reason: reason)), actor: settings.brokerID,
+                                                       subject: hash, at: Date()) }
         active.removeValue(forKey: hash)
         roundEnded(hash, "aborted", participants: 0)
         plans[hash]?.rounds.append(.init(number: number, state: "aborted", participants: [], refused: progress.refused,

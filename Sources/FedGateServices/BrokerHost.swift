@@ -143,38 +143,37 @@ public enum BrokerHost {
     }
 
     /// Records a refusal in the audit trail without holding up the connection that caused it.
-    private static func auditor(_ store: any BrokerStore, _ brokerID: String) -> @Sendable (String, String, String) -> Void {
-        { action, subject, payload in
-            Task { try? await store.audit(actor: brokerID, action: action, subject: subject, payload: payload, at: Date()) }
+    private static func auditor(_ store: any BrokerStore, _ brokerID: String) -> @Sendable (AuditEvent, String) -> Void {
+        { event, subject in
+            Task { try? await store.audit(event, actor: brokerID, subject: subject, at: Date()) }
         }
     }
 
     /// The connection guard (handshakes, revocations, loaded from the store) and the per-call
     /// authorisation, each auditing what it refuses.
-    private static func gatekeepers(store: any BrokerStore, limits: TransportLimits, audit: @escaping @Sendable (String, String, String) -> Void,
+    private static func gatekeepers(store: any BrokerStore, limits: TransportLimits, audit: @escaping @Sendable (AuditEvent, String) -> Void,
                                     logger: Logger) async throws -> (ConnectionGuard, AuthorizationInterceptor) {
         let connectionGuard = ConnectionGuard(handshakeTimeout: limits.handshakeTimeout, refusalInterval: limits.refusalInterval,
                                               logger: logger) { refusal in
-            audit("connection.refuse", refusal.identity ?? refusal.peer,
-                  canonicalPayload(["peer": refusal.peer, "reason": refusal.reason, "count": refusal.count]))
+            audit(.refused(.connection, .init(reason: refusal.reason, count: refusal.count, peer: refusal.peer)), refusal.identity ?? refusal.peer)
         }
         let revoked = try await store.revocations()
         connectionGuard.revoke(identities: revoked.identities, fingerprints: revoked.fingerprints, serials: revoked.serials)
         let interceptor = AuthorizationInterceptor(guard: connectionGuard, admission: { identity in await admission(of: identity, store: store) },
                                                    refusalInterval: limits.refusalInterval, logger: logger) { refusal in
-            audit("call.refuse", refusal.identity ?? "-", canonicalPayload(["method": refusal.method, "reason": refusal.reason, "count": refusal.count]))
+            audit(.refused(.call, .init(reason: refusal.reason, count: refusal.count, method: refusal.method)), refusal.identity ?? "-")
         }
         return (connectionGuard, interceptor)
     }
 
     /// Enrolment by token needs the CA; it gets its own listener without client certificates.
     private static func enrolmentListener(host: String, port: Int?, issuer: CertificateIssuer?, credentials: TLSCredentials, store: any BrokerStore,
-                                          limits: TransportLimits, audit: @escaping @Sendable (String, String, String) -> Void,
+                                          limits: TransportLimits, audit: @escaping @Sendable (AuditEvent, String) -> Void,
                                           logger: Logger) throws -> (transport: HTTP2ServerTransport.Posix, service: EnrollmentService)? {
         guard let port else { return nil }
         guard let issuer else { throw RoundError("enrolment by token needs the broker to hold the CA (issuing)") }
         let openGuard = ConnectionGuard(clientCertificates: false, handshakeTimeout: limits.handshakeTimeout, logger: logger) { refusal in
-            audit("connection.refuse", refusal.peer, canonicalPayload(["peer": refusal.peer, "reason": refusal.reason, "listener": "enrolment"]))
+            audit(.refused(.connection, .init(reason: refusal.reason, peer: refusal.peer, listener: "enrolment")), refusal.peer)
         }
         return (FedGateTransports.enrolmentServer(host: host, port: port, credentials: credentials, guard: openGuard),
                 EnrollmentService(issuer: issuer, store: store, logger: logger))

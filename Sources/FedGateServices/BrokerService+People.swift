@@ -113,8 +113,8 @@ extension BrokerService {
         }
         try await Self.write(range, of: content.count, chunks: chunks, sha256: version.contentSHA256,
                              header: TransferHeader(planHash: version.planHash, round: version.round, totalBytes: content.count), to: response)
-        try await store.audit(actor: try context.callerIdentity.id, action: "model.pull", subject: "\(version.version)",
-                              payload: canonicalPayload(["offset": range.lowerBound, "bytes": range.count]), at: Date())
+        try await store.audit(.modelPulled(.init(offset: range.lowerBound, bytes: range.count)), actor: try context.callerIdentity.id,
+                              subject: "\(version.version)", at: Date())
     }
 
     public func rollbackModel(request: Fedgate_V1_RollbackModelRequest, context: ServerContext) async throws -> Fedgate_V1_ModelVersionInfo {
@@ -126,8 +126,8 @@ extension BrokerService {
         guard target.version != versions.last?.version else {
             throw RPCError(code: .failedPrecondition, message: "version \(request.version) is already the current one")
         }
-        try await store.audit(actor: admin, action: "model.rollback", subject: "\(target.version)",
-                              payload: canonicalPayload(["from": versions.last?.version ?? 0, "to": target.version]), at: Date())
+        try await store.audit(.modelRolledBack(.init(from: versions.last?.version ?? 0, to: target.version)), actor: admin,
+                              subject: "\(target.version)", at: Date())
         let version = try await store.addModelVersion(
             ModelVersion(version: 0, planHash: target.planHash, round: target.round, contentSHA256: target.contentSHA256,
                          participants: target.participants, epsilonPerSilo: target.epsilonPerSilo, metrics: target.metrics,

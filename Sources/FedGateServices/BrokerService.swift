@@ -34,14 +34,15 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
 
     /// A handler's refusal of an authenticated caller: logged, audited (at most once per kind and
     /// caller an interval, with a count) and answered with its reason.
-    func refuse(_ caller: String, _ action: String, _ code: RPCError.Code, _ reason: String, _ fields: [String: Any] = [:]) async -> RPCError {
+    func refuse(_ caller: String, _ kind: AuditEvent.Refusal.Kind, _ code: RPCError.Code, _ reason: String,
+                _ details: AuditEvent.Refusal = .init(reason: "")) async -> RPCError {
         let reason = PeerText.bounded(reason, limit: 400)
-        logger.warning("call refused", metadata: ["identity": "\(caller)", "action": "\(action)", "reason": "\(reason)"])
-        if let report = refusals.admit(reason, source: caller, kind: "\(action)|\(reason.prefix(60))") {
-            var payload = fields
-            payload["reason"] = report.sample
-            payload["count"] = report.count
-            try? await store.audit(actor: caller, action: action, subject: caller, payload: canonicalPayload(payload), at: Date())
+        logger.warning("call refused", metadata: ["identity": "\(caller)", "action": "\(kind.rawValue)", "reason": "\(reason)"])
+        if let report = refusals.admit(reason, source: caller, kind: "\(kind.rawValue)|\(reason.prefix(60))") {
+            var refusal = details
+            refusal.reason = report.sample
+            refusal.count = report.count
+            try? await store.audit(.refused(kind, refusal), actor: caller, subject: caller, at: Date())
         }
         return RPCError(code: code, message: reason)
     }
@@ -51,7 +52,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
         guard let issuer else {
             throw RPCError(code: .unimplemented, message: "this broker issues no certificates; ask the consortium operator to renew yours")
         }
-        let refused = "certificate.renew.refuse"
+        let refused = AuditEvent.Refusal.Kind.renewal
         guard request.csrPem.utf8.count <= 16 << 10 else {
             throw await refuse(identity.id, refused, .invalidArgument, "csr_pem has \(request.csrPem.utf8.count) bytes; a CSR has a few hundred")
         }
@@ -63,14 +64,14 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
         do { asked = try Identity(subject: csr.subject) } catch { throw await refuse(identity.id, refused, .invalidArgument, "the CSR: \(error)") }
         guard asked == identity else {
             throw await refuse(identity.id, refused, .permissionDenied, "\(identity) asked for a certificate as \(asked): a party renews only its own identity",
-                               ["asked": asked.description])
+                               .init(reason: "", asked: asked.description))
         }
         let certificate: Certificate
         do { certificate = try issuer.authority.issue(csr, days: issuer.days) } catch let e as PKIError {
             throw await refuse(identity.id, refused, .invalidArgument, e.description)
         }
-        try await store.audit(actor: identity.id, action: "certificate.renew", subject: identity.id, payload: canonicalPayload([
-            "not_after": certificate.notValidAfter.timeIntervalSince1970, "sha256": try certificate.sha256Fingerprint]), at: Date())
+        try await store.audit(.certificateRenewed(.init(notAfter: certificate.notValidAfter, sha256: try certificate.sha256Fingerprint)),
+                              actor: identity.id, subject: identity.id, at: Date())
         logger.info("certificate renewed", metadata: ["identity": "\(identity)", "not_after": "\(certificate.notValidAfter)"])
         var response = Fedgate_V1_RenewResponse()
         response.certificatePem = try certificate.serializeAsPEM().pemString
@@ -138,8 +139,8 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
         let silo = try context.callerIdentity.id
         let model: ModelFile
         do { model = try await coordinator.model(for: silo, plan: request.planHash, round: Int(request.round)) } catch {
-            throw await refuse(silo, "model.download.refuse", .permissionDenied, "\(error)",
-                               ["plan": PeerText.bounded(request.planHash, limit: 64), "round": Int(request.round)])
+            throw await refuse(silo, .modelDownload, .permissionDenied, "\(error)",
+                               .init(reason: "", plan: PeerText.bounded(request.planHash, limit: 64), round: Int(request.round)))
         }
         let range = try Self.requested(offset: request.offset, length: request.length, of: model.bytes, what: "the model")
         // Each chunk is cut from the model's floats as it is written: the broker keeps no second
@@ -201,8 +202,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
             // `update.refuse`. What the coordinator refuses it audits itself (`update.reject`).
             receipt.reason = error.description
             logger.warning("update refused", metadata: ["silo": "\(silo)", "reason": "\(receipt.reason)"])
-            try await store.audit(actor: "broker", action: "update.refuse", subject: silo,
-                                  payload: canonicalPayload(["reason": receipt.reason]), at: Date())
+            try await store.audit(.refused(.upload, .init(reason: receipt.reason)), actor: "broker", subject: silo, at: Date())
         } catch let error as UpdateRefused {
             receipt.reason = error.description
         } catch let error as RoundError {

@@ -53,8 +53,7 @@ public struct EnrollmentService: Fedgate_V1_Enrollment.SimpleServiceProtocol {
             return response
         } catch let error as RPCError {
             logger.warning("enrolment refused", metadata: ["reason": "\(error.message)"])
-            try? await store.audit(actor: "enrolment", action: "enrolment.refuse", subject: "-",
-                                   payload: canonicalPayload(["reason": error.message]), at: Date())
+            try? await store.audit(.refused(.enrolment, .init(reason: error.message)), actor: "enrolment", subject: "-", at: Date())
             throw error
         }
     }

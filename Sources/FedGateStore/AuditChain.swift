@@ -69,9 +69,3 @@ public enum AuditVerification: Sendable, Equatable, CustomStringConvertible {
         return .intact(records: records.count)
     }
 }
-
-/// Canonical JSON of a flat payload (sorted keys): what every audit record carries.
-public func canonicalPayload(_ fields: [String: Any]) -> String {
-    let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
-    return String(decoding: data, as: UTF8.self)
-}

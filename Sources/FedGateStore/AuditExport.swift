@@ -112,6 +112,7 @@ public struct ComplianceReport: Sendable {
         public let personalised: [String: Double]
     }
     public struct Version: Sendable, Equatable { public let version: Int, plan: String, round: Int, contentSHA256: String, at: Date, actor: String, action: String }
+    public struct Unreadable: Sendable, Equatable { public let source: String, seq: Int, action: String, problem: String }
 
     public var chains: [(source: String, verification: AuditVerification, records: Int)] = []
     public var plans: [Plan] = []
@@ -122,6 +123,8 @@ public struct ComplianceReport: Sendable {
     public var gates: [Gate] = []
     public var versions: [Version] = []
     public var refusals: [(at: Date, action: String, subject: String, reason: String)] = []
+    /// Records whose payload does not read as the event their action names: shown, never read as zeros.
+    public var unreadable: [Unreadable] = []
 
     public init(_ trails: [AuditTrail], filter: AuditFilter) {
         for t in trails {
@@ -133,58 +136,58 @@ public struct ComplianceReport: Sendable {
         rounds.sort { ($0.plan, $0.number) < ($1.plan, $1.number) }
     }
 
-    private static func object(_ payload: String) -> [String: Any] {
-        (try? JSONSerialization.jsonObject(with: Data(payload.utf8))) as? [String: Any] ?? [:]
-    }
-
     private mutating func read(_ records: [AuditRecord], source: String) {
         var roundIndex: [String: Int] = [:]
         for r in records {
-            let p = Self.object(r.payload)
-            switch r.action {
-            case "plan.submit":
-                plans.append(Plan(hash: r.subject, purpose: p["purpose"] as? String ?? "", rounds: p["rounds"] as? Int ?? 0,
-                                  strategy: p["strategy"] as? String ?? "", submittedBy: r.actor, at: r.at))
-            case "consent.add":
-                consents.append(Consent(source: source, dataset: p["dataset"] as? String ?? r.subject, purpose: p["purpose"] as? String ?? "",
-                                        basis: p["legal_basis"] as? String ?? "", scope: p["scope"] as? String ?? "", withdrawn: false))
-            case "policy.decision":
-                decisions.append(Decision(silo: p["silo"] as? String ?? r.actor, plan: r.subject, outcome: p["outcome"] as? String ?? "",
-                                          reasons: p["reasons"] as? [String] ?? [], at: r.at))
-            case let a where a.hasPrefix("round."):
-                let number = p["round"] as? Int ?? 0
-                let key = "\(r.subject)/\(number)"
-                let state = String(a.dropFirst("round.".count))
-                let people = (p["survivors"] as? [String]) ?? (p["sampled"] as? [String]) ?? []
-                let round = Round(plan: r.subject, number: number, state: state == "abort" ? "aborted" : state, participants: people, at: r.at)
-                if let i = roundIndex[key] {
-                    // Keep the latest state and who took part in it (an aborted round: nobody).
-                    let kept = round.state == "aborted" ? people : (people.isEmpty ? rounds[i].participants : people)
-                    rounds[i] = Round(plan: round.plan, number: number, state: round.state, participants: kept, at: r.at)
-                } else {
-                    roundIndex[key] = rounds.count
-                    rounds.append(round)
-                }
-            case "model.gate":
-                var silos: [String: Double] = [:], personalised: [String: Double] = [:]
-                for (silo, v) in p["silos"] as? [String: Any] ?? [:] {
-                    silos[silo] = (v as? [String: Any])?["accuracy"] as? Double
-                    personalised[silo] = (v as? [String: Any])?["personalised_accuracy"] as? Double
-                }
-                gates.append(Gate(plan: r.subject, round: p["round"] as? Int ?? 0, passed: p["passed"] as? Bool ?? false,
-                                  reasons: p["reasons"] as? [String] ?? [], accuracy: p["accuracy"] as? Double, at: r.at, silos: silos,
-                                  personalised: personalised))
-            case "model.version":
-                versions.append(Version(version: p["version"] as? Int ?? 0, plan: r.subject, round: p["round"] as? Int ?? 0,
-                                        contentSHA256: p["content_sha256"] as? String ?? "", at: r.at, actor: r.actor, action: "recorded"))
-            case "model.rollback":
-                versions.append(Version(version: p["to"] as? Int ?? 0, plan: "", round: 0, contentSHA256: "", at: r.at, actor: r.actor, action: "rolled back to"))
-            case "connection.refuse", "call.refuse", "update.refuse", "update.reject", "enrolment.refuse":
-                refusals.append((r.at, r.action, r.subject, p["reason"] as? String ?? r.payload))
+            let event: AuditEvent
+            switch AuditEvent.of(r) {
+            case .success(let e): event = e
+            case .failure(let error):
+                unreadable.append(Unreadable(source: source, seq: r.seq, action: r.action, problem: error.problem))
+                continue
+            }
+            switch event {
+            case .planSubmitted(let p):
+                plans.append(Plan(hash: r.subject, purpose: p.purpose, rounds: p.rounds, strategy: p.strategy, submittedBy: r.actor, at: r.at))
+            case .consentAdded(let c):
+                consents.append(Consent(source: source, dataset: c.dataset, purpose: c.purpose, basis: c.legalBasis, scope: c.scope, withdrawn: false))
+            case .policyDecision(let d):
+                decisions.append(Decision(silo: d.silo, plan: r.subject, outcome: d.outcome, reasons: d.reasons, at: r.at))
+            case .roundPlanned(let o):
+                note(Round(plan: r.subject, number: o.round, state: "planned", participants: o.sampled, at: r.at), &roundIndex)
+            case .roundAdvanced(let state, let t):
+                note(Round(plan: r.subject, number: t.round, state: state.rawValue, participants: t.survivors, at: r.at), &roundIndex)
+            case .roundAbandoned(let a):
+                note(Round(plan: r.subject, number: a.round, state: "aborted", participants: [], at: r.at), &roundIndex)
+            case .modelGated(let g):
+                gates.append(Gate(plan: r.subject, round: g.round, passed: g.passed, reasons: g.reasons, accuracy: g.accuracy, at: r.at,
+                                  silos: g.silos.mapValues(\.accuracy), personalised: g.silos.compactMapValues(\.personalisedAccuracy)))
+            case .modelVersioned(let v):
+                versions.append(Version(version: v.version, plan: r.subject, round: v.round, contentSHA256: v.contentSHA256, at: r.at,
+                                        actor: r.actor, action: "recorded"))
+            case .modelRolledBack(let b):
+                versions.append(Version(version: b.to, plan: "", round: 0, contentSHA256: "", at: r.at, actor: r.actor, action: "rolled back to"))
+            case .refused(let kind, let refusal) where Self.reportedRefusals.contains(kind):
+                refusals.append((r.at, r.action, r.subject, refusal.reason))
             default:
                 break
             }
         }
+    }
+
+    /// The refusals the report lists (the others are answers to a party's own malformed call).
+    static let reportedRefusals: Set<AuditEvent.Refusal.Kind> = [.connection, .call, .upload, .update, .enrolment]
+
+    /// Keeps the latest state of a round and who took part in it (an aborted round: nobody).
+    private mutating func note(_ round: Round, _ index: inout [String: Int]) {
+        let key = "\(round.plan)/\(round.number)"
+        guard let i = index[key] else {
+            index[key] = rounds.count
+            rounds.append(round)
+            return
+        }
+        let kept = round.state == "aborted" ? round.participants : (round.participants.isEmpty ? rounds[i].participants : round.participants)
+        rounds[i] = Round(plan: round.plan, number: round.number, state: round.state, participants: kept, at: round.at)
     }
 
     /// Cumulative committed ε per data set at a silo, from its ledger's records: the reservation
@@ -196,18 +199,16 @@ public struct ComplianceReport: Sendable {
         var committed: [String: [DPEvent]] = [:], points: [String: [EpsilonPoint]] = [:]
         var silo: [String: String] = [:]
         for r in records {
-            let p = object(r.payload)
-            switch r.action {
-            case "ledger.budget":
-                let name = p["dataset"] as? String ?? r.subject
-                delta[name] = p["delta"] as? Double
-                cap[name] = (p["lifetime_cap"] as? Double) ?? (p["per_plan_cap"] as? Double)
-                perPlan[name] = p["per_plan_cap"] as? Double
-            case "ledger.reserve":
-                if let id = p["id"] as? String, let dataset = p["dataset"] as? String, let json = p["event"] as? String,
-                   let event = try? DPEvent.fromJSON(json) { events[id] = (dataset, event) }
-            case "ledger.commit":
-                guard let id = p["id"] as? String, let (dataset, event) = events[id], let d = delta[dataset] else { continue }
+            guard case .success(let event) = AuditEvent.of(r) else { continue }
+            switch event {
+            case .budgetSet(let b):
+                delta[b.dataset] = b.delta
+                cap[b.dataset] = b.lifetimeCap ?? b.perPlanCap
+                perPlan[b.dataset] = b.perPlanCap
+            case .budgetReserved(let e):
+                if let dp = try? DPEvent.fromJSON(e.event) { events[e.id] = (e.dataset, dp) }
+            case .budgetSettled(let s) where s.state == .committed:
+                guard let (dataset, event) = events[s.id], let d = delta[dataset] else { continue }
                 committed[dataset, default: []].append(event)
                 silo[dataset] = r.actor
                 guard filter.keeps(r) else { continue }

@@ -25,8 +25,8 @@ public struct RecordedDecision: Sendable, Equatable {
         self.approvalValidHours = approvalValidHours
     }
 
-    var auditPayload: String {
-        canonicalPayload(["silo": silo, "policy": policyHash, "plan": planHash, "outcome": outcome, "reasons": reasons])
+    var auditEvent: AuditEvent.Decision {
+        AuditEvent.Decision(silo: silo, policy: policyHash, plan: planHash, outcome: outcome, reasons: reasons)
     }
 }
 

@@ -99,7 +99,7 @@ public protocol LedgerBackend: Sendable {
     func ledgerTables() async throws -> (budgets: [DatasetBudget], entries: [LedgerEntry])
 
     /// Appends one audit record (for decisions that change nothing else in the store).
-    func audit(actor: String, action: String, subject: String, payload: String, at: Date) async throws
+    func audit(_ event: AuditEvent, actor: String, subject: String, at: Date) async throws
     func auditRecords() async throws -> [AuditRecord]
     /// The sequence and hash of the chain's last record (nil: no record yet).
     func auditTail() async throws -> (seq: Int, hash: String)?
@@ -119,22 +119,6 @@ public protocol LedgerBackend: Sendable {
 
 extension LedgerBackend {
     public func save(_ budget: DatasetBudget) async throws { try await save(budget, actor: "system") }
-}
-
-/// The audit payloads of store changes, shared by the backends.
-enum AuditPayload {
-    static func budget(_ b: DatasetBudget) -> String {
-        canonicalPayload(["dataset": b.name, "delta": b.delta, "per_plan_cap": b.perPlanCap, "window_days": b.windowDays ?? NSNull(),
-                          "window_cap": b.windowCap ?? NSNull(), "lifetime_cap": b.lifetimeCap ?? NSNull()])
-    }
-    static func reservation(_ e: LedgerEntry, event json: String) -> String {
-        canonicalPayload(["id": e.id, "dataset": e.dataset, "plan": e.planHash, "round": e.round, "event": json])
-    }
-    static func settlement(id: String, state: LedgerState) -> String { canonicalPayload(["id": id, "state": state.rawValue]) }
-    static func consent(_ c: ConsentRecord) -> String {
-        canonicalPayload(["id": c.id, "dataset": c.dataset, "purpose": c.purpose, "legal_basis": c.legalBasis, "scope": c.scope,
-                          "valid_from": c.validFrom.timeIntervalSince1970, "valid_until": c.validUntil?.timeIntervalSince1970 ?? NSNull()])
-    }
 }
 
 /// The two-phase privacy-budget ledger: reserve before training, commit or release after.

@@ -27,36 +27,25 @@ public enum LedgerReplay {
         var expected: [String: Entry] = [:]
         var out: [String] = []
         for r in records where r.action.hasPrefix("ledger.") {
-            guard let fields = try? JSONSerialization.jsonObject(with: Data(r.payload.utf8)) as? [String: Any] else {
-                out.append("record \(r.seq) (\(r.action)) has no readable payload")
+            let event: AuditEvent
+            switch AuditEvent.of(r) {
+            case .success(let e): event = e
+            case .failure(let error):
+                out.append("record \(r.seq) (\(r.action)) does not read back: \(error.problem)")
                 continue
             }
-            switch r.action {
-            case "ledger.budget":
-                guard let name = fields["dataset"] as? String, let delta = fields["delta"] as? Double, let perPlan = fields["per_plan_cap"] as? Double else {
-                    out.append("record \(r.seq) (ledger.budget) does not name a data set's caps")
+            switch event {
+            case .budgetSet(let b):
+                caps[b.dataset] = (b.caps, r.seq)
+            case .budgetReserved(let e):
+                expected[e.id] = Entry(dataset: e.dataset, plan: e.plan, round: e.round, event: e.event, state: .reserved, seq: r.seq)
+            case .budgetSettled(let s):
+                guard expected[s.id] != nil else {
+                    out.append("record \(r.seq) settles entry \(s.id), which no record reserved")
                     continue
                 }
-                caps[name] = (DatasetBudget(name: name, delta: delta, perPlanCap: perPlan, windowDays: fields["window_days"] as? Int,
-                                            windowCap: fields["window_cap"] as? Double, lifetimeCap: fields["lifetime_cap"] as? Double), r.seq)
-            case "ledger.reserve":
-                guard let id = fields["id"] as? String, let dataset = fields["dataset"] as? String, let plan = fields["plan"] as? String,
-                      let round = fields["round"] as? Int, let event = fields["event"] as? String else {
-                    out.append("record \(r.seq) (ledger.reserve) does not name an entry")
-                    continue
-                }
-                expected[id] = Entry(dataset: dataset, plan: plan, round: round, event: event, state: .reserved, seq: r.seq)
-            case "ledger.commit", "ledger.release":
-                guard let id = fields["id"] as? String, let state = (fields["state"] as? String).flatMap(LedgerState.init(rawValue:)) else {
-                    out.append("record \(r.seq) (\(r.action)) does not name an entry and its state")
-                    continue
-                }
-                guard expected[id] != nil else {
-                    out.append("record \(r.seq) settles entry \(id), which no record reserved")
-                    continue
-                }
-                expected[id]!.state = state
-                expected[id]!.seq = r.seq
+                expected[s.id]!.state = s.state
+                expected[s.id]!.seq = r.seq
             default:
                 continue
             }

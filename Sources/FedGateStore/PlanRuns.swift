@@ -98,8 +98,8 @@ public struct LeaseFence: Sendable, Equatable {
 /// Storage of the plans a broker runs and of the brokers' lease; every change audited in its transaction.
 public protocol PlanRunBackend: Sendable {
     /// Records a plan as running (a finished, failed or cancelled run of the same plan is replaced),
-    /// audited as `plan.submit` with `payload`.
-    func startPlanRun(_ run: PlanRun, payload: String, actor: String) async throws
+    /// audited as `plan.submit` with `submission`.
+    func startPlanRun(_ run: PlanRun, submission: AuditEvent.PlanSubmission, actor: String) async throws
     /// Moves a round to committed and records the plan's checkpoint (its model file stored by
     /// content hash, which it must match) in one transaction, under `fence` when given.
     func commitRound(planHash: String, number: Int, survivors: [String], checkpoint: PlanRun.Checkpoint, content: [UInt8],
@@ -115,9 +115,3 @@ public protocol PlanRunBackend: Sendable {
     func releaseLease(_ name: String, holder: String, now: Date) async throws
 }
 
-extension BrokerLease {
-    /// The audit payload of a change of holder.
-    static func auditPayload(_ l: BrokerLease) -> String {
-        canonicalPayload(["holder": l.holder, "term": l.term, "expires_at": l.expiresAt.timeIntervalSince1970])
-    }
-}

@@ -55,20 +55,20 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     }
 
     public func save(_ b: DatasetBudget, actor: String) async throws {
-        try await audited(actor: actor, action: "ledger.budget", at: Date()) { conn in
+        try await audited(actor: actor, at: Date()) { conn in
             try await conn.query("""
                 INSERT INTO datasets (name, delta, per_plan_cap, window_days, window_cap, lifetime_cap)
                 VALUES (\(b.name), \(b.delta), \(b.perPlanCap), \(b.windowDays), \(b.windowCap), \(b.lifetimeCap))
                 ON CONFLICT (name) DO UPDATE SET delta = excluded.delta, per_plan_cap = excluded.per_plan_cap,
                 window_days = excluded.window_days, window_cap = excluded.window_cap, lifetime_cap = excluded.lifetime_cap
                 """, logger: logger)
-            return (b.name, AuditPayload.budget(b))
+            return (b.name, .budgetSet(.init(b)))
         }
     }
 
     public func reserve(_ entry: LedgerEntry, now: Date, actor: String) async throws {
         let json = try entry.event.canonicalJSON()
-        try await audited(actor: actor, action: "ledger.reserve", at: now) { conn in
+        try await audited(actor: actor, at: now) { conn in
             var budget: DatasetBudget?
             for try await (name, delta, perPlan, days, windowCap, lifetime) in try await conn.query(
                 "SELECT name, delta, per_plan_cap, window_days, window_cap, lifetime_cap FROM datasets WHERE name = \(entry.dataset) FOR UPDATE",
@@ -82,12 +82,12 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
                 INSERT INTO ledger_entries (id, dataset, plan_hash, round, event, state, created_at, settled_at)
                 VALUES (\(entry.id), \(entry.dataset), \(entry.planHash), \(entry.round), \(json), 'reserved', \(entry.createdAt.timeIntervalSince1970), NULL)
                 """, logger: logger)
-            return (entry.dataset, AuditPayload.reservation(entry, event: json))
+            return (entry.dataset, .budgetReserved(.init(id: entry.id, dataset: entry.dataset, plan: entry.planHash, round: entry.round, event: json)))
         }
     }
 
     public func settle(id: String, to state: LedgerState, at: Date, actor: String) async throws {
-        try await audited(actor: actor, action: state == .committed ? "ledger.commit" : "ledger.release", at: at) { conn in
+        try await audited(actor: actor, at: at) { conn in
             var current: String?, dataset = ""
             for try await (s, d) in try await conn.query("SELECT state, dataset FROM ledger_entries WHERE id = \(id) FOR UPDATE", logger: logger).decode((String, String).self) {
                 current = s
@@ -98,7 +98,7 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
                 throw LedgerError.alreadySettled(id: id, state: LedgerState(rawValue: current) ?? .released)
             }
             try await conn.query("UPDATE ledger_entries SET state = \(state.rawValue), settled_at = \(at.timeIntervalSince1970) WHERE id = \(id)", logger: logger)
-            return (dataset, AuditPayload.settlement(id: id, state: state))
+            return (dataset, .budgetSettled(.init(id: id, state: state)))
         }
     }
 
@@ -182,8 +182,8 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
         }
     }
 
-    public func audit(actor: String, action: String, subject: String, payload: String, at: Date) async throws {
-        try await audited(actor: actor, action: action, at: at) { _ in (subject, payload) }
+    public func audit(_ event: AuditEvent, actor: String, subject: String, at: Date) async throws {
+        try await audited(actor: actor, at: at) { _ in (subject, event) }
     }
 
     public func auditRecords() async throws -> [AuditRecord] {
@@ -200,24 +200,24 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     }
 
     public func addConsent(_ c: ConsentRecord, actor: String) async throws {
-        try await audited(actor: actor, action: "consent.add", at: Date()) { conn in
+        try await audited(actor: actor, at: Date()) { conn in
             try await conn.query("""
                 INSERT INTO consents (id, dataset, purpose, legal_basis, scope, valid_from, valid_until, withdrawn_at)
                 VALUES (\(c.id), \(c.dataset), \(c.purpose), \(c.legalBasis), \(c.scope), \(c.validFrom.timeIntervalSince1970), \(c.validUntil?.timeIntervalSince1970), NULL)
                 """, logger: logger)
-            return (c.dataset, AuditPayload.consent(c))
+            return (c.dataset, .consentAdded(.init(c)))
         }
     }
 
     public func withdrawConsent(id: String, at: Date, actor: String) async throws {
-        try await audited(actor: actor, action: "consent.withdraw", at: at) { conn in
+        try await audited(actor: actor, at: at) { conn in
             var dataset: String?
             for try await d in try await conn.query("SELECT dataset FROM consents WHERE id = \(id) AND withdrawn_at IS NULL FOR UPDATE", logger: logger).decode(String.self) {
                 dataset = d
             }
             guard let dataset else { throw LedgerError.storage("no active consent '\(id)' to withdraw") }
             try await conn.query("UPDATE consents SET withdrawn_at = \(at.timeIntervalSince1970) WHERE id = \(id)", logger: logger)
-            return (dataset, canonicalPayload(["id": id]))
+            return (dataset, .consentWithdrawn(.init(id: id)))
         }
     }
 
@@ -237,13 +237,13 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
 
     /// Appends the next audit record inside the caller's transaction; a transaction-scoped advisory
     /// lock serialises appends across connections and processes, so the chain cannot fork.
-    private static func append(_ conn: PostgresConnection, actor: String, action: String, subject: String, payload: String, at: Date, logger: Logger) async throws {
+    private static func append(_ conn: PostgresConnection, actor: String, subject: String, event: AuditEvent, at: Date, logger: Logger) async throws {
         try await conn.query("SELECT pg_advisory_xact_lock(7412)", logger: logger)
         var last: (seq: Int, hash: String)?
         for try await (seq, hash) in try await conn.query("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1", logger: logger).decode((Int, String).self) {
             last = (seq, hash)
         }
-        let r = AuditRecord.next(after: last, at: at, actor: actor, action: action, subject: subject, payload: payload)
+        let r = AuditRecord.next(after: last, at: at, actor: actor, action: event.action, subject: subject, payload: event.payload)
         try await conn.query("""
             INSERT INTO audit_records (seq, at, actor, action, subject, payload, previous_hash, hash)
             VALUES (\(r.seq), \(r.at.timeIntervalSince1970), \(r.actor), \(r.action), \(r.subject), \(r.payload), \(r.previousHash), \(r.hash))
@@ -251,7 +251,7 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     }
 
     public func record(_ d: RecordedDecision, actor: String, at: Date) async throws {
-        try await audited(actor: actor, action: "policy.decision", at: at) { conn in
+        try await audited(actor: actor, at: at) { conn in
             let t = at.timeIntervalSince1970
             try await conn.query("INSERT INTO policy_versions (hash, silo, content, recorded_at) VALUES (\(d.policyHash), \(d.silo), \(d.policyContent), \(t)) ON CONFLICT (hash) DO NOTHING", logger: logger)
             try await conn.query("INSERT INTO plans (hash, content, recorded_at) VALUES (\(d.planHash), \(d.planContent), \(t)) ON CONFLICT (hash) DO NOTHING", logger: logger)
@@ -261,12 +261,12 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
                     VALUES (\(d.planHash), \(d.silo), \(d.policyHash), 'pending', \(t), \(hours)) ON CONFLICT (plan_hash, silo) DO NOTHING
                     """, logger: logger)
             }
-            return (d.planHash, d.auditPayload)
+            return (d.planHash, .policyDecision(d.auditEvent))
         }
     }
 
     public func decideApproval(planHash: String, silo: String, approve: Bool, actor: String, at: Date) async throws {
-        try await audited(actor: actor, action: approve ? "plan.approve" : "plan.reject", at: at) { conn in
+        try await audited(actor: actor, at: at) { conn in
             var state: String?
             for try await s in try await conn.query("SELECT state FROM approvals WHERE plan_hash = \(planHash) AND silo = \(silo) FOR UPDATE", logger: logger).decode(String.self) {
                 state = s
@@ -275,7 +275,7 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
             guard state == "pending" else { throw LedgerError.storage("plan \(planHash) was already \(state) at silo '\(silo)'") }
             let newState = approve ? "approved" : "rejected"
             try await conn.query("UPDATE approvals SET state = \(newState), decided_by = \(actor), decided_at = \(at.timeIntervalSince1970) WHERE plan_hash = \(planHash) AND silo = \(silo)", logger: logger)
-            return (planHash, canonicalPayload(["plan": planHash, "silo": silo]))
+            return (planHash, .planApproval(approved: approve, .init(plan: planHash, silo: silo)))
         }
     }
 
@@ -294,9 +294,9 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     }
 
     public func enroll(_ p: Party, actor: String) async throws {
-        try await audited(actor: actor, action: "party.enroll", at: p.enrolledAt) { conn in
+        try await audited(actor: actor, at: p.enrolledAt) { conn in
             try await Self.upsert(conn, p, logger: logger)
-            return (p.id, RegistryPayload.party(p))
+            return (p.id, .partyEnrolled(.init(p)))
         }
     }
 
@@ -311,19 +311,19 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     }
 
     public func revoke(party id: String, at: Date, actor: String) async throws {
-        try await audited(actor: actor, action: "party.revoke", at: at) { conn in
+        try await audited(actor: actor, at: at) { conn in
             var found = false
             for try await _ in try await conn.query("SELECT id FROM parties WHERE id = \(id) AND revoked_at IS NULL FOR UPDATE", logger: logger).decode(String.self) {
                 found = true
             }
             guard found else { throw LedgerError.storage("no enrolled party '\(id)' to revoke") }
             try await conn.query("UPDATE parties SET revoked_at = \(at.timeIntervalSince1970) WHERE id = \(id)", logger: logger)
-            return (id, "{}")
+            return (id, .partyRevoked)
         }
     }
 
     public func revoke(_ r: Revocation, actor: String) async throws {
-        try await audited(actor: actor, action: "\(r.kind == .identity ? "identity" : "certificate").revoke", at: r.revokedAt) { conn in
+        try await audited(actor: actor, at: r.revokedAt) { conn in
             try await conn.query("""
                 INSERT INTO revocations (kind, value, reason, revoked_at) VALUES (\(r.kind.rawValue), \(r.value), \(r.reason), \(r.revokedAt.timeIntervalSince1970))
                 ON CONFLICT (kind, value) DO NOTHING
@@ -331,7 +331,7 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
             if r.kind == .identity {
                 try await conn.query("UPDATE parties SET revoked_at = \(r.revokedAt.timeIntervalSince1970) WHERE id = \(r.value) AND revoked_at IS NULL", logger: logger)
             }
-            return (r.value, RegistryPayload.revocation(r))
+            return (r.value, .revoked(.init(kind: r.kind.rawValue, value: r.value, reason: r.reason)))
         }
     }
 
@@ -362,12 +362,12 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     }
 
     public func invite(_ i: EnrolmentInvitation, actor: String) async throws {
-        try await audited(actor: actor, action: "enrolment.invite", at: i.createdAt) { conn in
+        try await audited(actor: actor, at: i.createdAt) { conn in
             try await conn.query("""
                 INSERT INTO enrolment_invitations (token_sha256, silo, region, jurisdiction, created_at, expires_at, used_at)
                 VALUES (\(i.tokenSHA256), \(i.silo), \(i.region), \(i.jurisdiction), \(i.createdAt.timeIntervalSince1970), \(i.expiresAt.timeIntervalSince1970), NULL)
                 """, logger: logger)
-            return (i.silo, RegistryPayload.invitation(i))
+            return (i.silo, .enrolmentInvited(.init(region: i.region, jurisdiction: i.jurisdiction, expiresAt: i.expiresAt.timeIntervalSince1970)))
         }
     }
 
@@ -390,7 +390,7 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     }
 
     public func redeem(tokenSHA256: String, enrolling p: Party, at: Date) async throws {
-        try await audited(actor: p.id, action: "enrolment.redeem", at: at) { conn in
+        try await audited(actor: p.id, at: at) { conn in
             guard let invitation = try await Self.invitation(conn, tokenSHA256, lock: true, logger: logger) else {
                 throw LedgerError.storage("unknown enrolment token")
             }
@@ -399,23 +399,23 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
                                  logger: logger)
             let enrolled = invitation.party(p, at: at)
             try await Self.upsert(conn, enrolled, logger: logger)
-            return (p.id, RegistryPayload.party(enrolled))
+            return (p.id, .enrolmentRedeemed(.init(enrolled)))
         }
     }
 
     public func openRound(_ r: RoundRecord, actor: String) async throws {
-        try await audited(actor: actor, action: "round.planned", at: r.updatedAt) { conn in
+        try await audited(actor: actor, at: r.updatedAt) { conn in
             try await conn.query("""
                 INSERT INTO rounds (plan_hash, number, state, sampled, survivors, deadline, updated_at)
                 VALUES (\(r.planHash), \(r.number), 'planned', \(RegistryJSON.encode(r.sampled)), \(RegistryJSON.encode(r.survivors)),
                 \(r.deadline.timeIntervalSince1970), \(r.updatedAt.timeIntervalSince1970))
                 """, logger: logger)
-            return (r.planHash, canonicalPayload(["round": r.number, "sampled": r.sampled]))
+            return (r.planHash, .roundPlanned(.init(round: r.number, sampled: r.sampled)))
         }
     }
 
     public func advanceRound(planHash: String, number: Int, to state: RoundRecord.State, survivors: [String], at: Date, actor: String) async throws {
-        try await audited(actor: actor, action: "round.\(state.rawValue)", at: at) { conn in
+        try await audited(actor: actor, at: at) { conn in
             var current: String?
             for try await s in try await conn.query("SELECT state FROM rounds WHERE plan_hash = \(planHash) AND number = \(number) FOR UPDATE", logger: logger).decode(String.self) {
                 current = s
@@ -425,7 +425,7 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
                 UPDATE rounds SET state = \(state.rawValue), survivors = \(RegistryJSON.encode(survivors)), updated_at = \(at.timeIntervalSince1970)
                 WHERE plan_hash = \(planHash) AND number = \(number)
                 """, logger: logger)
-            return (planHash, canonicalPayload(["round": number, "survivors": survivors]))
+            return (planHash, .roundAdvanced(state, .init(round: number, survivors: survivors, checkpointSHA256: nil)))
         }
     }
 
@@ -465,8 +465,8 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
                     VALUES (\(version), \(m.planHash), \(m.round), \(sha), \(RegistryJSON.encode(m.participants)),
                     \(RegistryJSON.encode(m.epsilonPerSilo)), \(RegistryJSON.encode(m.metrics)), \(m.parent), \(m.createdAt.timeIntervalSince1970))
                     """, logger: logger)
-                try await Self.append(conn, actor: actor, action: "model.version", subject: m.planHash, payload: canonicalPayload(
-                    ["version": version, "round": m.round, "content_sha256": m.contentSHA256, "epsilon_per_silo": m.epsilonPerSilo]),
+                try await Self.append(conn, actor: actor, subject: m.planHash, event: .modelVersioned(.init(
+                    version: version, round: m.round, contentSHA256: m.contentSHA256, epsilonPerSilo: m.epsilonPerSilo)),
                     at: m.createdAt, logger: logger)
                 return version
             }
@@ -540,13 +540,13 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     }
 
     /// Runs `change` and appends its audit record in one transaction: either both land or neither.
-    /// `change` returns the record's subject and payload.
-    private func audited(actor: String, action: String, at: Date,
-                         _ change: (PostgresConnection) async throws -> (subject: String, payload: String)) async throws {
+    /// `change` returns the record's subject and event.
+    private func audited(actor: String, at: Date,
+                         _ change: (PostgresConnection) async throws -> (subject: String, event: AuditEvent)) async throws {
         try await wrap {
             try await client.withTransaction(logger: logger) { conn in
-                let (subject, payload) = try await change(conn)
-                try await Self.append(conn, actor: actor, action: action, subject: subject, payload: payload, at: at, logger: logger)
+                let (subject, event) = try await change(conn)
+                try await Self.append(conn, actor: actor, subject: subject, event: event, at: at, logger: logger)
             }
         }
     }
@@ -579,8 +579,8 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
 }
 
 extension PostgresLedger: PlanRunBackend {
-    public func startPlanRun(_ run: PlanRun, payload: String, actor: String) async throws {
-        try await audited(actor: actor, action: "plan.submit", at: run.submittedAt) { conn in
+    public func startPlanRun(_ run: PlanRun, submission: AuditEvent.PlanSubmission, actor: String) async throws {
+        try await audited(actor: actor, at: run.submittedAt) { conn in
             var state: String?
             for try await s in try await conn.query("SELECT state FROM plan_runs WHERE plan_hash = \(run.planHash) FOR UPDATE", logger: logger)
                 .decode(String.self) { state = s }
@@ -593,7 +593,7 @@ extension PostgresLedger: PlanRunBackend {
                 reason = NULL, checkpoint_round = NULL, checkpoint_sha256 = NULL, standardisation = NULL,
                 submitted_at = excluded.submitted_at, updated_at = excluded.updated_at
                 """, logger: logger)
-            return (run.planHash, payload)
+            return (run.planHash, .planSubmitted(submission))
         }
     }
 
@@ -601,7 +601,7 @@ extension PostgresLedger: PlanRunBackend {
                             fence: LeaseFence?, at: Date, actor: String) async throws {
         try ModelContent.check(content, checkpoint.contentSHA256)
         let sha = checkpoint.contentSHA256.lowercased()
-        try await audited(actor: actor, action: "round.committed", at: at) { conn in
+        try await audited(actor: actor, at: at) { conn in
             if let fence { try fence.check(try await Self.lease(conn, fence.name, logger: logger)) }
             var current: String?
             for try await s in try await conn.query("SELECT state FROM rounds WHERE plan_hash = \(planHash) AND number = \(number) FOR UPDATE", logger: logger)
@@ -630,12 +630,12 @@ extension PostgresLedger: PlanRunBackend {
                     AND NOT EXISTS (SELECT 1 FROM plan_runs WHERE checkpoint_sha256 = \(previous))
                     """, logger: logger)
             }
-            return (planHash, canonicalPayload(["round": number, "survivors": survivors, "checkpoint_sha256": sha]))
+            return (planHash, .roundAdvanced(.committed, .init(round: number, survivors: survivors, checkpointSHA256: sha)))
         }
     }
 
     public func finishPlanRun(planHash: String, state: PlanRun.State, reason: String?, fence: LeaseFence?, at: Date, actor: String) async throws {
-        try await audited(actor: actor, action: "plan.\(state.rawValue)", at: at) { conn in
+        try await audited(actor: actor, at: at) { conn in
             if let fence { try fence.check(try await Self.lease(conn, fence.name, logger: logger)) }
             var updated = 0
             for try await n in try await conn.query("""
@@ -643,7 +643,7 @@ extension PostgresLedger: PlanRunBackend {
                 WHERE plan_hash = \(planHash) AND state = 'running' RETURNING 1
                 """, logger: logger).decode(Int.self) { updated += n }
             guard updated == 1 else { throw LedgerError.storage("plan \(planHash.prefix(12))… is not running here") }
-            return (planHash, canonicalPayload(["reason": reason ?? NSNull()]))
+            return (planHash, .planEnded(state, .init(reason: reason)))
         }
     }
 
@@ -675,7 +675,7 @@ extension PostgresLedger: PlanRunBackend {
                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, term = excluded.term, expires_at = excluded.expires_at
                     """, logger: logger)
                 if next.term != current?.term {
-                    try await Self.append(conn, actor: holder, action: "broker.lease", subject: name, payload: BrokerLease.auditPayload(next),
+                    try await Self.append(conn, actor: holder, subject: name, event: .leaseTaken(.init(next)),
                                           at: now, logger: logger)
                 }
                 return next

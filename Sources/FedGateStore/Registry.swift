@@ -189,19 +189,6 @@ public protocol RegistryBackend: Sendable {
     func modelContent(sha256: String) async throws -> [UInt8]?
 }
 
-/// The audit payloads of registry changes, shared by the backends.
-enum RegistryPayload {
-    static func party(_ p: Party) -> String {
-        canonicalPayload(["kind": p.kind.rawValue, "region": p.region, "jurisdiction": p.jurisdiction, "certificate_sha256": p.certificateSHA256])
-    }
-    static func revocation(_ r: Revocation) -> String {
-        canonicalPayload(["kind": r.kind.rawValue, "value": r.value, "reason": r.reason])
-    }
-    static func invitation(_ i: EnrolmentInvitation) -> String {
-        canonicalPayload(["region": i.region, "jurisdiction": i.jurisdiction, "expires_at": i.expiresAt.timeIntervalSince1970])
-    }
-}
-
 enum RegistryJSON {
     static func encode(_ value: Any) -> String {
         let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])) ?? Data("null".utf8)

@@ -39,18 +39,18 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
     }
 
     public func save(_ b: DatasetBudget, actor: String) async throws {
-        try await audited(actor: actor, action: "ledger.budget", at: Date()) { db in
+        try await audited(actor: actor, at: Date()) { db in
             try db.execute(sql: """
                 INSERT INTO datasets (name, delta, per_plan_cap, window_days, window_cap, lifetime_cap) VALUES (?, ?, ?, ?, ?, ?)
                 ON CONFLICT(name) DO UPDATE SET delta = excluded.delta, per_plan_cap = excluded.per_plan_cap,
                 window_days = excluded.window_days, window_cap = excluded.window_cap, lifetime_cap = excluded.lifetime_cap
                 """, arguments: [b.name, b.delta, b.perPlanCap, b.windowDays, b.windowCap, b.lifetimeCap])
-            return (b.name, AuditPayload.budget(b))
+            return (b.name, .budgetSet(.init(b)))
         }
     }
 
     public func reserve(_ entry: LedgerEntry, now: Date, actor: String) async throws {
-        try await audited(actor: actor, action: "ledger.reserve", at: now) { db in
+        try await audited(actor: actor, at: now) { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM datasets WHERE name = ?", arguments: [entry.dataset]) else {
                 throw LedgerError.unknownDataset(entry.dataset)
             }
@@ -62,12 +62,12 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
                 INSERT INTO ledger_entries (id, dataset, plan_hash, round, event, state, created_at, settled_at)
                 VALUES (?, ?, ?, ?, ?, 'reserved', ?, NULL)
                 """, arguments: [entry.id, entry.dataset, entry.planHash, entry.round, json, entry.createdAt.timeIntervalSince1970])
-            return (entry.dataset, AuditPayload.reservation(entry, event: json))
+            return (entry.dataset, .budgetReserved(.init(id: entry.id, dataset: entry.dataset, plan: entry.planHash, round: entry.round, event: json)))
         }
     }
 
     public func settle(id: String, to state: LedgerState, at: Date, actor: String) async throws {
-        try await audited(actor: actor, action: state == .committed ? "ledger.commit" : "ledger.release", at: at) { db in
+        try await audited(actor: actor, at: at) { db in
             guard let current = try String.fetchOne(db, sql: "SELECT state FROM ledger_entries WHERE id = ?", arguments: [id]) else {
                 throw LedgerError.unknownReservation(id)
             }
@@ -77,7 +77,7 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
             try db.execute(sql: "UPDATE ledger_entries SET state = ?, settled_at = ? WHERE id = ? AND state = 'reserved'",
                            arguments: [state.rawValue, at.timeIntervalSince1970, id])
             let dataset = try String.fetchOne(db, sql: "SELECT dataset FROM ledger_entries WHERE id = ?", arguments: [id]) ?? ""
-            return (dataset, AuditPayload.settlement(id: id, state: state))
+            return (dataset, .budgetSettled(.init(id: id, state: state)))
         }
     }
 
@@ -158,8 +158,8 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         }
     }
 
-    public func audit(actor: String, action: String, subject: String, payload: String, at: Date) async throws {
-        try await audited(actor: actor, action: action, at: at) { _ in (subject, payload) }
+    public func audit(_ event: AuditEvent, actor: String, subject: String, at: Date) async throws {
+        try await audited(actor: actor, at: at) { _ in (subject, event) }
     }
 
     public func auditRecords() async throws -> [AuditRecord] {
@@ -174,23 +174,23 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
     }
 
     public func addConsent(_ c: ConsentRecord, actor: String) async throws {
-        try await audited(actor: actor, action: "consent.add", at: Date()) { db in
+        try await audited(actor: actor, at: Date()) { db in
             try db.execute(sql: """
                 INSERT INTO consents (id, dataset, purpose, legal_basis, scope, valid_from, valid_until, withdrawn_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, NULL)
                 """, arguments: [c.id, c.dataset, c.purpose, c.legalBasis, c.scope, c.validFrom.timeIntervalSince1970,
                                  c.validUntil?.timeIntervalSince1970])
-            return (c.dataset, AuditPayload.consent(c))
+            return (c.dataset, .consentAdded(.init(c)))
         }
     }
 
     public func withdrawConsent(id: String, at: Date, actor: String) async throws {
-        try await audited(actor: actor, action: "consent.withdraw", at: at) { db in
+        try await audited(actor: actor, at: at) { db in
             guard let dataset = try String.fetchOne(db, sql: "SELECT dataset FROM consents WHERE id = ? AND withdrawn_at IS NULL", arguments: [id]) else {
                 throw LedgerError.storage("no active consent '\(id)' to withdraw")
             }
             try db.execute(sql: "UPDATE consents SET withdrawn_at = ? WHERE id = ?", arguments: [at.timeIntervalSince1970, id])
-            return (dataset, canonicalPayload(["id": id]))
+            return (dataset, .consentWithdrawn(.init(id: id)))
         }
     }
 
@@ -210,16 +210,16 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
 
     /// Appends the next audit record inside the caller's write transaction (GRDB has one writer,
     /// so appends are serialised and the chain cannot fork).
-    private static func append(_ db: Database, actor: String, action: String, subject: String, payload: String, at: Date) throws {
+    private static func append(_ db: Database, actor: String, subject: String, event: AuditEvent, at: Date) throws {
         let last = try Row.fetchOne(db, sql: "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1")
         let r = AuditRecord.next(after: last.map { (seq: $0["seq"], hash: $0["hash"]) }, at: at, actor: actor,
-                                 action: action, subject: subject, payload: payload)
+                                 action: event.action, subject: subject, payload: event.payload)
         try db.execute(sql: "INSERT INTO audit_records (seq, at, actor, action, subject, payload, previous_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        arguments: [r.seq, r.at.timeIntervalSince1970, r.actor, r.action, r.subject, r.payload, r.previousHash, r.hash])
     }
 
     public func record(_ d: RecordedDecision, actor: String, at: Date) async throws {
-        try await audited(actor: actor, action: "policy.decision", at: at) { db in
+        try await audited(actor: actor, at: at) { db in
             let t = at.timeIntervalSince1970
             try db.execute(sql: "INSERT INTO policy_versions (hash, silo, content, recorded_at) VALUES (?, ?, ?, ?) ON CONFLICT(hash) DO NOTHING",
                            arguments: [d.policyHash, d.silo, d.policyContent, t])
@@ -231,19 +231,19 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
                     ON CONFLICT(plan_hash, silo) DO NOTHING
                     """, arguments: [d.planHash, d.silo, d.policyHash, t, hours])
             }
-            return (d.planHash, d.auditPayload)
+            return (d.planHash, .policyDecision(d.auditEvent))
         }
     }
 
     public func decideApproval(planHash: String, silo: String, approve: Bool, actor: String, at: Date) async throws {
-        try await audited(actor: actor, action: approve ? "plan.approve" : "plan.reject", at: at) { db in
+        try await audited(actor: actor, at: at) { db in
             guard let state = try String.fetchOne(db, sql: "SELECT state FROM approvals WHERE plan_hash = ? AND silo = ?", arguments: [planHash, silo]) else {
                 throw LedgerError.storage("no approval request for plan \(planHash) at silo '\(silo)'")
             }
             guard state == "pending" else { throw LedgerError.storage("plan \(planHash) was already \(state) at silo '\(silo)'") }
             try db.execute(sql: "UPDATE approvals SET state = ?, decided_by = ?, decided_at = ? WHERE plan_hash = ? AND silo = ?",
                            arguments: [approve ? "approved" : "rejected", actor, at.timeIntervalSince1970, planHash, silo])
-            return (planHash, canonicalPayload(["plan": planHash, "silo": silo]))
+            return (planHash, .planApproval(approved: approve, .init(plan: planHash, silo: silo)))
         }
     }
 
@@ -261,9 +261,9 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
     }
 
     public func enroll(_ p: Party, actor: String) async throws {
-        try await audited(actor: actor, action: "party.enroll", at: p.enrolledAt) { db in
+        try await audited(actor: actor, at: p.enrolledAt) { db in
             try Self.upsert(db, p)
-            return (p.id, RegistryPayload.party(p))
+            return (p.id, .partyEnrolled(.init(p)))
         }
     }
 
@@ -277,22 +277,22 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
     }
 
     public func revoke(party id: String, at: Date, actor: String) async throws {
-        try await audited(actor: actor, action: "party.revoke", at: at) { db in
+        try await audited(actor: actor, at: at) { db in
             guard try String.fetchOne(db, sql: "SELECT id FROM parties WHERE id = ? AND revoked_at IS NULL", arguments: [id]) != nil else {
                 throw LedgerError.storage("no enrolled party '\(id)' to revoke")
             }
             try db.execute(sql: "UPDATE parties SET revoked_at = ? WHERE id = ?", arguments: [at.timeIntervalSince1970, id])
-            return (id, "{}")
+            return (id, .partyRevoked)
         }
     }
 
     public func invite(_ i: EnrolmentInvitation, actor: String) async throws {
-        try await audited(actor: actor, action: "enrolment.invite", at: i.createdAt) { db in
+        try await audited(actor: actor, at: i.createdAt) { db in
             try db.execute(sql: """
                 INSERT INTO enrolment_invitations (token_sha256, silo, region, jurisdiction, created_at, expires_at, used_at)
                 VALUES (?, ?, ?, ?, ?, ?, NULL)
                 """, arguments: [i.tokenSHA256, i.silo, i.region, i.jurisdiction, i.createdAt.timeIntervalSince1970, i.expiresAt.timeIntervalSince1970])
-            return (i.silo, RegistryPayload.invitation(i))
+            return (i.silo, .enrolmentInvited(.init(region: i.region, jurisdiction: i.jurisdiction, expiresAt: i.expiresAt.timeIntervalSince1970)))
         }
     }
 
@@ -310,25 +310,25 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
     }
 
     public func redeem(tokenSHA256: String, enrolling p: Party, at: Date) async throws {
-        try await audited(actor: p.id, action: "enrolment.redeem", at: at) { db in
+        try await audited(actor: p.id, at: at) { db in
             guard let invitation = try Self.invitation(db, tokenSHA256) else { throw LedgerError.storage("unknown enrolment token") }
             if let refusal = invitation.refusal(for: p.id, region: p.region, at: at) { throw LedgerError.storage(refusal) }
             try db.execute(sql: "UPDATE enrolment_invitations SET used_at = ? WHERE token_sha256 = ? AND used_at IS NULL",
                            arguments: [at.timeIntervalSince1970, tokenSHA256])
             let enrolled = invitation.party(p, at: at)
             try Self.upsert(db, enrolled)
-            return (p.id, RegistryPayload.party(enrolled))
+            return (p.id, .enrolmentRedeemed(.init(enrolled)))
         }
     }
 
     public func revoke(_ r: Revocation, actor: String) async throws {
-        try await audited(actor: actor, action: "\(r.kind == .identity ? "identity" : "certificate").revoke", at: r.revokedAt) { db in
+        try await audited(actor: actor, at: r.revokedAt) { db in
             try db.execute(sql: "INSERT INTO revocations (kind, value, reason, revoked_at) VALUES (?, ?, ?, ?) ON CONFLICT (kind, value) DO NOTHING",
                            arguments: [r.kind.rawValue, r.value, r.reason, r.revokedAt.timeIntervalSince1970])
             if r.kind == .identity {
                 try db.execute(sql: "UPDATE parties SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", arguments: [r.revokedAt.timeIntervalSince1970, r.value])
             }
-            return (r.value, RegistryPayload.revocation(r))
+            return (r.value, .revoked(.init(kind: r.kind.rawValue, value: r.value, reason: r.reason)))
         }
     }
 
@@ -359,21 +359,21 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
     }
 
     public func openRound(_ r: RoundRecord, actor: String) async throws {
-        try await audited(actor: actor, action: "round.planned", at: r.updatedAt) { db in
+        try await audited(actor: actor, at: r.updatedAt) { db in
             try db.execute(sql: "INSERT INTO rounds (plan_hash, number, state, sampled, survivors, deadline, updated_at) VALUES (?, ?, 'planned', ?, ?, ?, ?)",
                            arguments: [r.planHash, r.number, RegistryJSON.encode(r.sampled), RegistryJSON.encode(r.survivors),
                                        r.deadline.timeIntervalSince1970, r.updatedAt.timeIntervalSince1970])
-            return (r.planHash, canonicalPayload(["round": r.number, "sampled": r.sampled]))
+            return (r.planHash, .roundPlanned(.init(round: r.number, sampled: r.sampled)))
         }
     }
 
     public func advanceRound(planHash: String, number: Int, to state: RoundRecord.State, survivors: [String], at: Date, actor: String) async throws {
-        try await audited(actor: actor, action: "round.\(state.rawValue)", at: at) { db in
+        try await audited(actor: actor, at: at) { db in
             let current = try String.fetchOne(db, sql: "SELECT state FROM rounds WHERE plan_hash = ? AND number = ?", arguments: [planHash, number])
             try RegistryJSON.transition(from: current, to: state, planHash: planHash, number: number)
             try db.execute(sql: "UPDATE rounds SET state = ?, survivors = ?, updated_at = ? WHERE plan_hash = ? AND number = ?",
                            arguments: [state.rawValue, RegistryJSON.encode(survivors), at.timeIntervalSince1970, planHash, number])
-            return (planHash, canonicalPayload(["round": number, "survivors": survivors]))
+            return (planHash, .roundAdvanced(state, .init(round: number, survivors: survivors, checkpointSHA256: nil)))
         }
     }
 
@@ -405,8 +405,8 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """, arguments: [version, m.planHash, m.round, m.contentSHA256.lowercased(), RegistryJSON.encode(m.participants),
                                      RegistryJSON.encode(m.epsilonPerSilo), RegistryJSON.encode(m.metrics), m.parent, m.createdAt.timeIntervalSince1970])
-                try Self.append(db, actor: actor, action: "model.version", subject: m.planHash, payload: canonicalPayload(
-                    ["version": version, "round": m.round, "content_sha256": m.contentSHA256, "epsilon_per_silo": m.epsilonPerSilo]), at: m.createdAt)
+                try Self.append(db, actor: actor, subject: m.planHash, event: .modelVersioned(.init(
+                    version: version, round: m.round, contentSHA256: m.contentSHA256, epsilonPerSilo: m.epsilonPerSilo)), at: m.createdAt)
                 return version
             }
         }
@@ -464,13 +464,13 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
     }
 
     /// Runs `change` and appends its audit record in one write transaction: either both land or neither.
-    /// `change` returns the record's subject and payload.
-    private func audited(actor: String, action: String, at: Date,
-                         _ change: @escaping @Sendable (Database) throws -> (subject: String, payload: String)) async throws {
+    /// `change` returns the record's subject and event.
+    private func audited(actor: String, at: Date,
+                         _ change: @escaping @Sendable (Database) throws -> (subject: String, event: AuditEvent)) async throws {
         try await wrap {
             try await pool.write { db in
-                let (subject, payload) = try change(db)
-                try Self.append(db, actor: actor, action: action, subject: subject, payload: payload, at: at)
+                let (subject, event) = try change(db)
+                try Self.append(db, actor: actor, subject: subject, event: event, at: at)
             }
         }
     }
@@ -485,8 +485,8 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
 }
 
 extension SQLiteLedger: PlanRunBackend {
-    public func startPlanRun(_ run: PlanRun, payload: String, actor: String) async throws {
-        try await audited(actor: actor, action: "plan.submit", at: run.submittedAt) { db in
+    public func startPlanRun(_ run: PlanRun, submission: AuditEvent.PlanSubmission, actor: String) async throws {
+        try await audited(actor: actor, at: run.submittedAt) { db in
             if let state = try String.fetchOne(db, sql: "SELECT state FROM plan_runs WHERE plan_hash = ?", arguments: [run.planHash]), state == "running" {
                 throw LedgerError.storage("plan \(run.planHash.prefix(12))… is already running")
             }
@@ -497,7 +497,7 @@ extension SQLiteLedger: PlanRunBackend {
                 reason = NULL, checkpoint_round = NULL, checkpoint_sha256 = NULL, standardisation = NULL,
                 submitted_at = excluded.submitted_at, updated_at = excluded.updated_at
                 """, arguments: [run.planHash, run.planYAML, run.submitter, run.submittedAt.timeIntervalSince1970, run.submittedAt.timeIntervalSince1970])
-            return (run.planHash, payload)
+            return (run.planHash, .planSubmitted(submission))
         }
     }
 
@@ -505,7 +505,7 @@ extension SQLiteLedger: PlanRunBackend {
                             fence: LeaseFence?, at: Date, actor: String) async throws {
         try ModelContent.check(content, checkpoint.contentSHA256)
         let bytes = Data(content)
-        try await audited(actor: actor, action: "round.committed", at: at) { db in
+        try await audited(actor: actor, at: at) { db in
             if let fence { try fence.check(try Self.lease(db, fence.name)) }
             let current = try String.fetchOne(db, sql: "SELECT state FROM rounds WHERE plan_hash = ? AND number = ?", arguments: [planHash, number])
             try RegistryJSON.transition(from: current, to: .committed, planHash: planHash, number: number)
@@ -527,17 +527,17 @@ extension SQLiteLedger: PlanRunBackend {
                     AND NOT EXISTS (SELECT 1 FROM plan_runs WHERE checkpoint_sha256 = ?)
                     """, arguments: [previous, previous, previous])
             }
-            return (planHash, canonicalPayload(["round": number, "survivors": survivors, "checkpoint_sha256": sha]))
+            return (planHash, .roundAdvanced(.committed, .init(round: number, survivors: survivors, checkpointSHA256: sha)))
         }
     }
 
     public func finishPlanRun(planHash: String, state: PlanRun.State, reason: String?, fence: LeaseFence?, at: Date, actor: String) async throws {
-        try await audited(actor: actor, action: "plan.\(state.rawValue)", at: at) { db in
+        try await audited(actor: actor, at: at) { db in
             if let fence { try fence.check(try Self.lease(db, fence.name)) }
             try db.execute(sql: "UPDATE plan_runs SET state = ?, reason = ?, updated_at = ? WHERE plan_hash = ? AND state = 'running'",
                            arguments: [state.rawValue, reason, at.timeIntervalSince1970, planHash])
             guard db.changesCount == 1 else { throw LedgerError.storage("plan \(planHash.prefix(12))… is not running here") }
-            return (planHash, canonicalPayload(["reason": reason ?? NSNull()]))
+            return (planHash, .planEnded(state, .init(reason: reason)))
         }
     }
 
@@ -565,7 +565,7 @@ extension SQLiteLedger: PlanRunBackend {
                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, term = excluded.term, expires_at = excluded.expires_at
                     """, arguments: [name, next.holder, next.term, next.expiresAt.timeIntervalSince1970])
                 if next.term != current?.term {
-                    try Self.append(db, actor: holder, action: "broker.lease", subject: name, payload: BrokerLease.auditPayload(next), at: now)
+                    try Self.append(db, actor: holder, subject: name, event: .leaseTaken(.init(next)), at: now)
                 }
                 return next
             }

@@ -160,7 +160,7 @@ struct LedgerTests {
     func tampering(_ backend: Backend) async throws {
         for attack in ["edit", "delete", "swap"] {
             guard let ledger = try await backend.ledger() else { return }
-            for k in 1...4 { try await ledger.backend.audit(actor: "admin", action: "note", subject: "s\(k)", payload: "{\"k\":\(k)}", at: Date()) }
+            for k in 1...4 { try await ledger.backend.audit(.other(action: "note", payload: "{\"k\":\(k)}"), actor: "admin", subject: "s\(k)", at: Date()) }
             #expect(AuditVerification.verify(try await ledger.backend.auditRecords()) == .intact(records: 4))
             switch attack {
             case "edit": try await tamper(ledger, "UPDATE audit_records SET payload = '{\"k\":99}' WHERE seq = 2")

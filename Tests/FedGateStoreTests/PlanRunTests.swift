@@ -28,8 +28,8 @@ struct PlanRunTests {
         guard let s = try await store(backend) else { return }
         let plan = unique("plan"), now = Date()
         let run = PlanRun(planHash: plan, planYAML: "rounds: 2", submitter: "dana", state: .running, submittedAt: now, updatedAt: now)
-        try await s.startPlanRun(run, payload: "{}", actor: "dana")
-        await #expect(throws: LedgerError.self) { try await s.startPlanRun(run, payload: "{}", actor: "dana") }
+        try await s.startPlanRun(run, submission: .init(purpose: "research", rounds: 3, strategy: "fedavg"), actor: "dana")
+        await #expect(throws: LedgerError.self) { try await s.startPlanRun(run, submission: .init(purpose: "research", rounds: 3, strategy: "fedavg"), actor: "dana") }
 
         let (one, sha1) = file(1), (two, sha2) = file(2)
         try await round(s, plan, 1)
@@ -51,7 +51,7 @@ struct PlanRunTests {
 
         try await s.finishPlanRun(planHash: plan, state: .finished, reason: nil, fence: nil, at: Date(), actor: "broker")
         await #expect(throws: LedgerError.self) { try await s.finishPlanRun(planHash: plan, state: .failed, reason: "x", fence: nil, at: Date(), actor: "broker") }
-        try await s.startPlanRun(run, payload: "{}", actor: "dana")
+        try await s.startPlanRun(run, submission: .init(purpose: "research", rounds: 3, strategy: "fedavg"), actor: "dana")
         #expect(try await s.planRuns().first { $0.planHash == plan }?.checkpoint == nil)
         let records = try await s.auditRecords()
         #expect(AuditVerification.verify(records) == .intact(records: records.count))
@@ -74,7 +74,7 @@ struct PlanRunTests {
         // Lapsed at 30 and nobody took it yet: broker-a is still the only leader and may write.
         let plan = unique("plan")
         try await s.startPlanRun(PlanRun(planHash: plan, planYAML: "x", submitter: "dana", state: .running, submittedAt: t0, updatedAt: t0),
-                                 payload: "{}", actor: "dana")
+                                 submission: .init(purpose: "research", rounds: 3, strategy: "fedavg"), actor: "dana")
         try await round(s, plan, 1)
         let (first, firstSHA) = file(2)
         try await s.commitRound(planHash: plan, number: 1, survivors: ["a"], checkpoint: .init(round: 1, contentSHA256: firstSHA, standardisation: "{}"),

@@ -1,0 +1,206 @@
+import Foundation
+
+// The fields of each audit event, under the snake_case names the stored JSON has always used.
+// Optional fields are left out of the JSON when absent (older records wrote them as null; both
+// read back as absent). Times are seconds since 1970, as the tables store them.
+
+extension AuditEvent {
+    /// `ledger.budget`: a data set's caps.
+    public struct Budget: Codable, Sendable, Equatable {
+        public var dataset: String, delta: Double, perPlanCap: Double
+        public var windowDays: Int?, windowCap: Double?, lifetimeCap: Double?
+        enum CodingKeys: String, CodingKey {
+            case dataset, delta, perPlanCap = "per_plan_cap", windowDays = "window_days", windowCap = "window_cap", lifetimeCap = "lifetime_cap"
+        }
+        public var caps: DatasetBudget {
+            DatasetBudget(name: dataset, delta: delta, perPlanCap: perPlanCap, windowDays: windowDays, windowCap: windowCap, lifetimeCap: lifetimeCap)
+        }
+    }
+
+    /// `ledger.reserve`: an entry and its DP event (the event's own canonical JSON).
+    public struct Reservation: Codable, Sendable, Equatable {
+        public var id: String, dataset: String, plan: String, round: Int, event: String
+    }
+
+    /// `ledger.commit` / `ledger.release`.
+    public struct Settlement: Codable, Sendable, Equatable {
+        public var id: String, state: LedgerState
+    }
+
+    /// `consent.add`.
+    public struct Consent: Codable, Sendable, Equatable {
+        public var id: String, dataset: String, purpose: String, legalBasis: String, scope: String
+        public var validFrom: Double, validUntil: Double?
+        enum CodingKeys: String, CodingKey {
+            case id, dataset, purpose, legalBasis = "legal_basis", scope, validFrom = "valid_from", validUntil = "valid_until"
+        }
+    }
+
+    /// `consent.withdraw`.
+    public struct ConsentWithdrawal: Codable, Sendable, Equatable { public var id: String }
+
+    /// `policy.decision`: a silo's judgement of a plan under its policy.
+    public struct Decision: Codable, Sendable, Equatable {
+        public var silo: String, policy: String, plan: String, outcome: String, reasons: [String]
+    }
+
+    /// `plan.approve` / `plan.reject`: a person at the silo.
+    public struct Approval: Codable, Sendable, Equatable { public var plan: String, silo: String }
+
+    /// `party.enroll` / `enrolment.redeem`.
+    public struct Enrolment: Codable, Sendable, Equatable {
+        public var kind: String, region: String, jurisdiction: String, certificateSHA256: String
+        enum CodingKeys: String, CodingKey { case kind, region, jurisdiction, certificateSHA256 = "certificate_sha256" }
+    }
+
+    /// `enrolment.invite`.
+    public struct Invitation: Codable, Sendable, Equatable {
+        public var region: String, jurisdiction: String, expiresAt: Double
+        enum CodingKeys: String, CodingKey { case region, jurisdiction, expiresAt = "expires_at" }
+    }
+
+    /// `identity.revoke` / `certificate.revoke`.
+    public struct Revocation: Codable, Sendable, Equatable { public var kind: String, value: String, reason: String }
+
+    /// `certificate.renew`.
+    public struct Renewal: Codable, Sendable, Equatable {
+        public var notAfter: Double, sha256: String
+        enum CodingKeys: String, CodingKey { case notAfter = "not_after", sha256 }
+        public init(notAfter: Date, sha256: String) { (self.notAfter, self.sha256) = (notAfter.timeIntervalSince1970, sha256) }
+    }
+
+    /// `plan.submit`.
+    public struct PlanSubmission: Codable, Sendable, Equatable {
+        public var purpose: String, rounds: Int, strategy: String
+        public init(purpose: String, rounds: Int, strategy: String) { (self.purpose, self.rounds, self.strategy) = (purpose, rounds, strategy) }
+    }
+
+    /// `plan.finished` / `plan.failed` / `plan.cancelled`.
+    public struct PlanEnd: Codable, Sendable, Equatable { public var reason: String? }
+
+    /// `plan.cancel`: who cancelled it and in which state it was.
+    public struct PlanCancellation: Codable, Sendable, Equatable {
+        public var state: String
+        public init(state: String) { self.state = state }
+    }
+
+    /// `plan.resume`: a broker took a running plan up from its store.
+    public struct PlanResumption: Codable, Sendable, Equatable {
+        public var nextRound: Int, checkpointRound: Int?
+        enum CodingKeys: String, CodingKey { case nextRound = "next_round", checkpointRound = "checkpoint_round" }
+        public init(nextRound: Int, checkpointRound: Int?) { (self.nextRound, self.checkpointRound) = (nextRound, checkpointRound) }
+    }
+
+    /// `round.planned`: the silos a round was offered to.
+    public struct RoundOpening: Codable, Sendable, Equatable { public var round: Int, sampled: [String] }
+
+    /// `round.<state>`: a transition of the round record; a commit names its checkpoint.
+    public struct RoundTransition: Codable, Sendable, Equatable {
+        public var round: Int, survivors: [String], checkpointSHA256: String?
+        enum CodingKeys: String, CodingKey { case round, survivors, checkpointSHA256 = "checkpoint_sha256" }
+    }
+
+    /// `round.abort`: why the broker gave a round up.
+    public struct RoundAbandonment: Codable, Sendable, Equatable {
+        public var round: Int, reason: String
+        public init(round: Int, reason: String) { (self.round, self.reason) = (round, reason) }
+    }
+
+    /// `broker.lease`: a change of the leading broker.
+    public struct Lease: Codable, Sendable, Equatable {
+        public var holder: String, term: Int, expiresAt: Double
+        enum CodingKeys: String, CodingKey { case holder, term, expiresAt = "expires_at" }
+    }
+
+    /// `model.version`: a registry version.
+    public struct Version: Codable, Sendable, Equatable {
+        public var version: Int, round: Int, contentSHA256: String, epsilonPerSilo: [String: Double]
+        enum CodingKeys: String, CodingKey { case version, round, contentSHA256 = "content_sha256", epsilonPerSilo = "epsilon_per_silo" }
+    }
+
+    /// `model.gate`: the plan's gate on the silos' final evaluations, passed or not.
+    public struct Gate: Codable, Sendable, Equatable {
+        public struct Silo: Codable, Sendable, Equatable {
+            public var accuracy: Double, examples: Int, epsilon: Double, epsilonCap: Double, personalisedAccuracy: Double?
+            enum CodingKeys: String, CodingKey {
+                case accuracy, examples, epsilon, epsilonCap = "epsilon_cap", personalisedAccuracy = "personalised_accuracy"
+            }
+            public init(accuracy: Double, examples: Int, epsilon: Double, epsilonCap: Double, personalisedAccuracy: Double?) {
+                (self.accuracy, self.examples, self.epsilon, self.epsilonCap, self.personalisedAccuracy) = (accuracy, examples, epsilon, epsilonCap, personalisedAccuracy)
+            }
+        }
+        public var round: Int, passed: Bool, reasons: [String], accuracy: Double?, fairnessDelta: Double?
+        public var silos: [String: Silo], failures: [String: String], minAccuracy: Double?, maxDrop: Double?
+        enum CodingKeys: String, CodingKey {
+            case round, passed, reasons, accuracy, fairnessDelta = "fairness_delta", silos, failures, minAccuracy = "min_accuracy", maxDrop = "max_drop"
+        }
+        public init(round: Int, passed: Bool, reasons: [String], accuracy: Double?, fairnessDelta: Double?, silos: [String: Silo],
+                    failures: [String: String], minAccuracy: Double?, maxDrop: Double?) {
+            (self.round, self.passed, self.reasons, self.accuracy, self.fairnessDelta) = (round, passed, reasons, accuracy, fairnessDelta)
+            (self.silos, self.failures, self.minAccuracy, self.maxDrop) = (silos, failures, minAccuracy, maxDrop)
+        }
+    }
+
+    /// `model.pull`: a range of a version's file sent to a person.
+    public struct Pull: Codable, Sendable, Equatable {
+        public var offset: Int, bytes: Int
+        public init(offset: Int, bytes: Int) { (self.offset, self.bytes) = (offset, bytes) }
+    }
+
+    /// `model.rollback`.
+    public struct Rollback: Codable, Sendable, Equatable {
+        public var from: Int, to: Int
+        public init(from: Int, to: Int) { (self.from, self.to) = (from, to) }
+    }
+
+    /// A refusal, with what the refusing part knew about it.
+    public struct Refusal: Codable, Sendable, Equatable {
+        public enum Kind: String, Sendable, CaseIterable {
+            /// A TLS connection refused (handshake, revocation, timeout).
+            case connection = "connection.refuse"
+            /// A call refused by the authorisation interceptor.
+            case call = "call.refuse"
+            /// An upload refused by the transfer before the coordinator saw it.
+            case upload = "update.refuse"
+            /// An update the coordinator refused (validation, round, size).
+            case update = "update.reject"
+            /// An offer answer the coordinator refused (its feature moments).
+            case reply = "reply.reject"
+            case enrolment = "enrolment.refuse"
+            case modelDownload = "model.download.refuse"
+            case renewal = "certificate.renew.refuse"
+        }
+        public var reason: String
+        /// How many refusals of this kind and source the record stands for (rate-limited audit).
+        public var count: Int?
+        public var peer: String?, method: String?, listener: String?, plan: String?, round: Int?, bytes: Int?, asked: String?
+
+        public init(reason: String, count: Int? = nil, peer: String? = nil, method: String? = nil, listener: String? = nil,
+                    plan: String? = nil, round: Int? = nil, bytes: Int? = nil, asked: String? = nil) {
+            (self.reason, self.count, self.peer, self.method, self.listener) = (reason, count, peer, method, listener)
+            (self.plan, self.round, self.bytes, self.asked) = (plan, round, bytes, asked)
+        }
+    }
+}
+
+// Built from the store's own records (extensions, so each payload keeps its memberwise init).
+extension AuditEvent.Budget {
+    init(_ b: DatasetBudget) {
+        (dataset, delta, perPlanCap, windowDays, windowCap, lifetimeCap) = (b.name, b.delta, b.perPlanCap, b.windowDays, b.windowCap, b.lifetimeCap)
+    }
+}
+
+extension AuditEvent.Consent {
+    init(_ c: ConsentRecord) {
+        (id, dataset, purpose, legalBasis, scope) = (c.id, c.dataset, c.purpose, c.legalBasis, c.scope)
+        (validFrom, validUntil) = (c.validFrom.timeIntervalSince1970, c.validUntil?.timeIntervalSince1970)
+    }
+}
+
+extension AuditEvent.Enrolment {
+    init(_ p: Party) { (kind, region, jurisdiction, certificateSHA256) = (p.kind.rawValue, p.region, p.jurisdiction, p.certificateSHA256) }
+}
+
+extension AuditEvent.Lease {
+    init(_ l: BrokerLease) { (holder, term, expiresAt) = (l.holder, l.term, l.expiresAt.timeIntervalSince1970) }
+}
