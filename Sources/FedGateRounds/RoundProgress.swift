@@ -29,9 +29,9 @@ public struct RoundProgress: Sendable {
 
     /// A silo's answer to the offer. Only sampled silos answer, once, while the round is offered.
     public mutating func reply(from silo: String, accepted yes: Bool, reasons: [String], moments m: Standardisation.Moments?) throws {
-        guard sampled.contains(silo) else { throw RoundError("\(silo) was not offered this round") }
-        guard phase == .offering else { throw RoundError("\(silo) answered after the offer closed") }
-        guard !accepted.contains(silo), refused[silo] == nil else { throw RoundError("\(silo) already answered this offer") }
+        guard sampled.contains(silo) else { throw RoundRefusal.notOffered(silo) }
+        guard phase == .offering else { throw RoundRefusal.offerClosed(silo) }
+        guard !accepted.contains(silo), refused[silo] == nil else { throw RoundRefusal.alreadyAnswered(silo) }
         if yes {
             accepted.append(silo)
             if let m { moments[silo] = m }
@@ -55,11 +55,11 @@ public struct RoundProgress: Sendable {
 
     /// A silo's update. Only silos that accepted upload, once, while the round trains.
     public mutating func upload(_ update: ClientUpdate, metrics m: [String: Double]) throws {
-        guard phase == .training else { throw RoundError("\(update.silo)'s update arrived while the round was \(phase.rawValue)") }
+        guard phase == .training else { throw RoundRefusal.outOfPhase(update.silo, phase: phase.rawValue) }
         guard accepted.contains(update.silo), !dropped.contains(update.silo) else {
-            throw RoundError("\(update.silo) is not a participant of this round")
+            throw RoundRefusal.notParticipant(update.silo, round: nil)
         }
-        guard updates[update.silo] == nil else { throw RoundError("\(update.silo) already uploaded its update for this round") }
+        guard updates[update.silo] == nil else { throw RoundRefusal.alreadyUploaded(update.silo) }
         updates[update.silo] = update
         metrics[update.silo] = m
     }
@@ -129,7 +129,26 @@ public struct RoundProgress: Sendable {
     }
 }
 
-public struct RoundError: Error, Sendable, Equatable, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
+/// A silo's message that does not fit the round: answered twice, out of turn, or not its round.
+/// The round is unchanged; the broker answers the silo with the reason.
+public enum RoundRefusal: Error, Sendable, Equatable, CustomStringConvertible {
+    case notOffered(String)
+    case offerClosed(String)
+    case alreadyAnswered(String)
+    /// An update while the round was not training (`phase`: what it was doing).
+    case outOfPhase(String, phase: String)
+    /// The silo did not accept this round, or left it (`round`: its number, when the caller knows it).
+    case notParticipant(String, round: Int?)
+    case alreadyUploaded(String)
+
+    public var description: String {
+        switch self {
+        case .notOffered(let silo): "\(silo) was not offered this round"
+        case .offerClosed(let silo): "\(silo) answered after the offer closed"
+        case .alreadyAnswered(let silo): "\(silo) already answered this offer"
+        case .outOfPhase(let silo, let phase): "\(silo)'s update arrived while the round was \(phase)"
+        case .notParticipant(let silo, let round): "\(silo) is not a participant of \(round.map { "round \($0)" } ?? "this round")"
+        case .alreadyUploaded(let silo): "\(silo) already uploaded its update for this round"
+        }
+    }
 }

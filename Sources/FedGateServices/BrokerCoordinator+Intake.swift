@@ -113,15 +113,15 @@ extension BrokerCoordinator {
     public func model(for silo: String, plan: String, round: Int) throws -> ModelFile {
         heardFrom(silo)
         if let e = evaluations[plan], e.state.round == round {
-            guard e.state.expected.contains(silo) else { throw RoundError("\(silo) is not asked to evaluate plan \(plan.prefix(12))…") }
+            guard e.state.expected.contains(silo) else { throw BrokerError.notAskedToEvaluate(silo: silo, plan: plan) }
             plans[plan]?.bytesOut += e.model.bytes
             metrics.count("fedgate_bytes_total", [("direction", "out")], by: e.model.bytes)
             return e.model
         }
         guard let r = active[plan], r.number == round, let model = r.model else {
-            throw RoundError("round \(round) of plan \(plan.prefix(12))… is not training")
+            throw BrokerError.roundNotTraining(plan: plan, round: round)
         }
-        guard r.progress.isParticipant(silo) else { throw RoundError("\(silo) is not a participant of round \(round)") }
+        guard r.progress.isParticipant(silo) else { throw RoundRefusal.notParticipant(silo, round: round) }
         plans[plan]?.bytesOut += model.bytes
         metrics.count("fedgate_bytes_total", [("direction", "out")], by: model.bytes)
         return model

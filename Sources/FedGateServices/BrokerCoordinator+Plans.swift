@@ -18,7 +18,7 @@ extension BrokerCoordinator {
     /// Starts running `plan`'s rounds; returns its hash. Submitting a running plan again is refused.
     public func submit(_ plan: TrainingPlan, text: String, by submitter: String) async throws -> String {
         let hash = plan.contentHash
-        if let p = plans[hash], p.state == .running { throw RoundError("plan \(hash.prefix(12))… is already running") }
+        if let p = plans[hash], p.state == .running { throw BrokerError.planAlreadyRunning(plan: hash) }
         _ = try ModelKind(parsing: plan.model)
         // Secure aggregation needs the mean of equal weights and FedAvg's sum: robust strategies
         // need every update in the clear, which secure aggregation exists to prevent.
@@ -45,7 +45,7 @@ extension BrokerCoordinator {
 
     /// Stops a running plan: the round in flight is aborted (its silos release their reservations).
     public func cancel(_ hash: String, by person: String) async throws -> PlanStatus {
-        guard let status = plans[hash] else { throw RoundError("no plan \(hash.prefix(12))… at this broker") }
+        guard let status = plans[hash] else { throw BrokerError.unknownPlan(plan: hash) }
         guard status.state == .running, let run = runs[hash] else { return status }
         try await store.audit(.planCancelled(.init(state: status.state.rawValue)), actor: person, subject: hash, at: Date())
         run.cancel()
@@ -70,15 +70,15 @@ extension BrokerCoordinator {
         }
 
         /// The checkpoint's model and standardisation, checked against the plan's model kind.
-        static func checkpoint(_ c: PlanRun.Checkpoint, content: [UInt8], kind: ModelKind) throws -> (Network, Standardisation) {
+        static func checkpoint(_ c: PlanRun.Checkpoint, of plan: String, content: [UInt8], kind: ModelKind) throws -> (Network, Standardisation) {
             guard let object = try? JSONSerialization.jsonObject(with: Data(c.standardisation.utf8)) as? [String: Any],
                   let means = object["means"] as? [Double], let scales = object["scales"] as? [Double], let classes = object["classes"] as? Int,
                   means.count == scales.count else {
-                throw RoundError("the checkpoint of round \(c.round) has no readable standardisation")
+                throw BrokerError.checkpointUnusable(plan: plan, round: c.round, problem: "has no readable standardisation")
             }
             let file = try SafeTensors(bytes: content)
             guard let entry = file.entries["parameters"], entry.dtype == .f32 else {
-                throw RoundError("the checkpoint of round \(c.round) has no float32 'parameters' tensor")
+                throw BrokerError.checkpointUnusable(plan: plan, round: c.round, problem: "has no float32 'parameters' tensor")
             }
             let network = try Network(kind: kind, inputs: means.count, classes: classes, parameters: entry.floats)
             return (network, Standardisation(means: means.map(Float.init), scales: scales.map(Float.init)))
@@ -119,9 +119,9 @@ extension BrokerCoordinator {
             }
             if let c = run.checkpoint {
                 guard let content = try await store.modelContent(sha256: c.contentSHA256) else {
-                    throw RoundError("plan \(hash.prefix(12))…: the checkpoint of round \(c.round) is missing from the store")
+                    throw BrokerError.checkpointUnusable(plan: hash, round: c.round, problem: "is missing from the store")
                 }
-                (resume.global, resume.standardisation) = try Resume.checkpoint(c, content: content, kind: try ModelKind(parsing: plan.model))
+                (resume.global, resume.standardisation) = try Resume.checkpoint(c, of: hash, content: content, kind: try ModelKind(parsing: plan.model))
                 resume.lastCommitted = c.round
                 status.parameters = resume.global!.parameters
                 status.layerSizes = resume.global!.layerSizes

@@ -110,7 +110,7 @@ public enum BrokerHost {
                                               limits: limits, audit: audit, logger: logger)
         return try await withGRPCServer(transport: transport, services: [service], interceptors: [interceptor, ErrorStatusInterceptor(logger: logger)]) { _ in
             guard let bound = try await transport.listeningAddress.ipv4?.port else {
-                throw RoundError("the broker's listener has no IPv4 address")
+                throw ServiceSetupError.noListeningPort(listener: "broker's IPv4")
             }
             logger.info("broker listening", metadata: ["address": "\(host):\(bound)", "id": "\(credentials.identity.id)"])
             return try await withOptionalServer(enrolment) { enrolmentBound in
@@ -171,7 +171,7 @@ public enum BrokerHost {
                                           limits: TransportLimits, audit: @escaping @Sendable (AuditEvent, String) -> Void,
                                           logger: Logger) throws -> (transport: HTTP2ServerTransport.Posix, service: EnrollmentService)? {
         guard let port else { return nil }
-        guard let issuer else { throw RoundError("enrolment by token needs the broker to hold the CA (issuing)") }
+        guard let issuer else { throw ServiceSetupError.enrolmentNeedsCA }
         let openGuard = ConnectionGuard(clientCertificates: false, handshakeTimeout: limits.handshakeTimeout, logger: logger) { refusal in
             audit(.refused(.connection, .init(reason: refusal.reason, peer: refusal.peer, listener: "enrolment")), refusal.peer)
         }

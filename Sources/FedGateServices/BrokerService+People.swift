@@ -23,10 +23,8 @@ extension BrokerService {
             var response = Fedgate_V1_SubmitPlanResponse()
             response.planHash = try await coordinator.submit(plan, text: request.planYaml, by: identity.id)
             return response
-        } catch let error as RoundError {
-            throw RPCError(code: .alreadyExists, message: error.description)
-        } catch let error as PlanUnsupported {
-            throw RPCError(code: .unimplemented, message: error.description)
+        } catch {
+            throw ErrorStatus.rpcError(for: error)
         }
     }
 
@@ -41,8 +39,8 @@ extension BrokerService {
         let person = try context.callerIdentity.id
         do {
             return Self.response(request.planHash, try await coordinator.cancel(request.planHash, by: person))
-        } catch let error as RoundError {
-            throw RPCError(code: .notFound, message: error.description)
+        } catch {
+            throw ErrorStatus.rpcError(for: error)
         }
     }
 

@@ -205,7 +205,9 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
             try await store.audit(.refused(.upload, .init(reason: receipt.reason)), actor: "broker", subject: silo, at: Date())
         } catch let error as UpdateRefused {
             receipt.reason = error.description
-        } catch let error as RoundError {
+        } catch let error as RoundRefusal {
+            receipt.reason = error.description
+        } catch let error as BrokerError {
             receipt.reason = error.description
         }
         return receipt

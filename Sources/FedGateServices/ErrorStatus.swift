@@ -25,8 +25,15 @@ enum ErrorStatus {
             return RPCError(code: .permissionDenied, message: message)
         case is TransferError:
             return RPCError(code: .invalidArgument, message: message)
-        case is RoundError, is UpdateRefused:
+        case is ModelPayload.WrongShape, is ModelPayload.MissingTensor:
+            return RPCError(code: .invalidArgument, message: message)
+        case is RoundRefusal, is UpdateRefused:
             return RPCError(code: .failedPrecondition, message: message)
+        case let e as BrokerError:
+            return RPCError(code: e.code, message: message)
+        case is GatewayError, is ServiceSetupError:
+            // Raised at a gateway or while a service starts; never a handler's answer.
+            return RPCError(code: .internalError, message: message)
         case is CancellationError:
             return RPCError(code: .cancelled, message: "the call was cancelled")
         case let e as LedgerError:
@@ -52,6 +59,18 @@ struct ErrorStatusInterceptor: ServerInterceptor {
             let mapped = ErrorStatus.rpcError(for: error)
             logger.warning("call failed", metadata: ["method": "\(context.descriptor.method)", "code": "\(mapped.code)", "reason": "\(mapped.message)"])
             throw mapped
+        }
+    }
+}
+
+extension BrokerError {
+    /// Each case's status, in the one place statuses are chosen.
+    var code: RPCError.Code {
+        switch self {
+        case .planAlreadyRunning: .alreadyExists
+        case .unknownPlan: .notFound
+        case .notAskedToEvaluate, .roundNotTraining: .failedPrecondition
+        case .checkpointUnusable: .dataLoss
         }
     }
 }

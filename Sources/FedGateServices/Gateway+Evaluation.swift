@@ -38,12 +38,12 @@ extension Gateway {
     func evaluate(_ task: Fedgate_V1_EvaluateTask, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>,
                           into report: inout Fedgate_V1_EvaluationReport) async throws {
         guard case .accepted(let accepted)? = decisions[task.planHash] else {
-            throw RoundError("an evaluation for plan \(task.planHash.prefix(12))… this gateway never accepted")
+            throw GatewayError.unacceptedPlan(plan: task.planHash, asked: "an evaluation")
         }
         let payload = try await fetchModel(broker, plan: task.planHash, round: task.round, sha256: task.modelSha256)
         var test = accepted.test
         guard task.featureMeans.count == test.featureCount, task.featureScales.count == test.featureCount else {
-            throw RoundError("the consortium standardisation has \(task.featureMeans.count) features, this silo \(test.featureCount)")
+            throw GatewayError.standardisationMismatch(consortium: task.featureMeans.count, silo: test.featureCount)
         }
         test.standardise(Standardisation(means: task.featureMeans, scales: task.featureScales))
         let kind = try ModelKind(parsing: accepted.plan.model)

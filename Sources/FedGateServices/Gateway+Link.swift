@@ -39,7 +39,7 @@ extension Gateway {
                 // A welcome that arrived with the last tick is taken in before judging.
                 await Task.yield()
                 if await self.activity.sessions == before {
-                    throw RoundError("no welcome from the broker at \(host):\(port) within \(timeout): it accepted the connection but does not answer (frozen, overloaded, or the network drops the handshake); trying the next broker")
+                    throw GatewayError.noWelcome(broker: "\(host):\(port)", within: timeout)
                 }
                 return false
             }
@@ -141,7 +141,7 @@ extension Gateway {
         let response = try await broker.renew(renew)
         let renewed = try TLSCredentials(certificatePEM: response.certificatePem, keyPEM: request.keyPEM, caPEM: credentials.caPEM)
         guard renewed.identity == credentials.identity, renewed.notAfter > credentials.notAfter else {
-            throw RoundError("the broker returned a certificate for \(renewed.identity) until \(renewed.notAfter); keeping the current one")
+            throw GatewayError.renewalMismatch(identity: "\(renewed.identity)", notAfter: renewed.notAfter)
         }
         if let keyFile = settings.keyFile, let certificateFile = settings.certificateFile {
             try writeSecret(renewed.keyPEM, to: keyFile)

@@ -42,7 +42,7 @@ extension Gateway {
 
     func train(_ task: Fedgate_V1_RoundTask, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async throws {
         guard case .accepted(let accepted)? = decisions[task.planHash] else {
-            throw RoundError("a task for plan \(task.planHash.prefix(12))… this gateway never accepted")
+            throw GatewayError.unacceptedPlan(plan: task.planHash, asked: "a task")
         }
         let plan = accepted.plan
         let payload = try await fetchModel(broker, plan: task.planHash, round: task.round, sha256: task.modelSha256)
@@ -50,7 +50,7 @@ extension Gateway {
 
         var (train, test) = (accepted.train, accepted.test)
         guard task.featureMeans.count == train.featureCount, task.featureScales.count == train.featureCount else {
-            throw RoundError("the consortium standardisation has \(task.featureMeans.count) features, this silo \(train.featureCount)")
+            throw GatewayError.standardisationMismatch(consortium: task.featureMeans.count, silo: train.featureCount)
         }
         let standardisation = Standardisation(means: task.featureMeans, scales: task.featureScales)
         train.standardise(standardisation)
@@ -100,7 +100,7 @@ extension Gateway {
         case .builtin:
             return BuiltInTrainer(learningRate: settings.learningRate, repeatable: settings.fixedNoise)
         case .program(let name):
-            guard let program = governor.policy.programs[name] else { throw RoundError("the policy names no program for executor '\(name)'") }
+            guard let program = governor.policy.programs[name] else { throw GatewayError.noProgram(executor: name) }
             return ProgramTrainer(name: name, program: program, task: executorTask(task, plan: plan, layers: layers, label: label), logger: logger)
         }
     }
@@ -123,7 +123,7 @@ extension Gateway {
         })
         activity.bytesSent += bytes.count
         metrics.count("fedgate_bytes_total", [("direction", "out")], by: bytes.count)
-        guard receipt.accepted else { throw RoundError("the broker refused the \(what): \(receipt.reason)") }
+        guard receipt.accepted else { throw GatewayError.brokerRefused(what: what, reason: receipt.reason) }
         activity.updatesSent += 1
         logger.info("\(what) sent", metadata: ["silo": "\(siloID)", "round": "\(header.round)", "bytes": "\(bytes.count)"])
     }
@@ -144,7 +144,7 @@ extension Gateway {
         activity.bytesReceived += payload.count
         metrics.count("fedgate_bytes_total", [("direction", "in")], by: payload.count)
         // The bytes hash to what the stream declared (checked by the assembler); that must be the announced model.
-        guard digest == sha256.lowercased() else { throw RoundError("the model's SHA-256 differs from the one announced for round \(round)") }
+        guard digest == sha256.lowercased() else { throw GatewayError.modelDigestMismatch(round: round) }
         return payload
     }
 }

@@ -85,7 +85,7 @@ public enum MetricsEndpoint {
                 }
             }
             .bind(host: host, port: port).get()
-        guard let bound = channel.localAddress?.port else { throw RoundError("the metrics listener has no port") }
+        guard let bound = channel.localAddress?.port else { throw ServiceSetupError.noListeningPort(listener: "metrics") }
         logger.info("metrics listening", metadata: ["address": "\(host):\(bound)"])
         return Handle(port: bound, channel: channel)
     }

@@ -34,7 +34,7 @@ public enum ModelPayload {
     public static func entry(_ bytes: [UInt8], tensor: String, dimension: Int) throws -> SafeTensors.Entry {
         let file = try SafeTensors(bytes: bytes)
         guard let entry = file.entries[tensor] else {
-            throw RoundError("the payload has no '\(tensor)' tensor (it has \(file.entries.keys.sorted().joined(separator: ", ")))")
+            throw MissingTensor(tensor: tensor, present: file.entries.keys.sorted())
         }
         guard entry.dtype == .f32, entry.shape == [dimension] else {
             throw WrongShape(description: "'\(tensor)' is \(entry.dtype.rawValue) \(entry.shape), expected F32 [\(dimension)]")
@@ -45,6 +45,14 @@ public enum ModelPayload {
     /// A readable payload whose tensor has another type or shape than the receiver's model.
     public struct WrongShape: Error, CustomStringConvertible {
         public let description: String
+    }
+
+    /// A readable payload without the tensor the receiver asked for.
+    public struct MissingTensor: Error, Equatable, CustomStringConvertible {
+        public let tensor: String
+        public let present: [String]
+        public init(tensor: String, present: [String]) { (self.tensor, self.present) = (tensor, present) }
+        public var description: String { "the payload has no '\(tensor)' tensor (it has \(present.joined(separator: ", ")))" }
     }
 }
 

@@ -32,8 +32,8 @@ struct RoundProgressTests {
         #expect(p.phase == .offering && !p.everyoneAnswered && !p.isWaitOver)
         try p.reply(from: "a", accepted: true, reasons: [], moments: Self.moments(3))
         #expect(p.accepted == ["a"] && p.moments["a"] == Self.moments(3))
-        #expect(throws: RoundError.self) { try p.reply(from: "a", accepted: false, reasons: [], moments: nil) }
-        #expect(throws: RoundError.self) { try p.reply(from: "z", accepted: true, reasons: [], moments: nil) }
+        #expect(throws: RoundRefusal.alreadyAnswered("a")) { try p.reply(from: "a", accepted: false, reasons: [], moments: nil) }
+        #expect(throws: RoundRefusal.notOffered("z")) { try p.reply(from: "z", accepted: true, reasons: [], moments: nil) }
         try p.reply(from: "b", accepted: false, reasons: [], moments: Self.moments(3))
         #expect(p.refused["b"] == ["refused without a reason"] && p.moments["b"] == nil, "a refusal's moments are not kept")
         try p.reply(from: "c", accepted: false, reasons: ["purpose: not allowed"], moments: nil)
@@ -42,7 +42,7 @@ struct RoundProgressTests {
         let trains = p.closeOffer()
         #expect(!trains, "one acceptance is below the quorum of two")
         #expect(p.phase == .closed)
-        #expect(throws: RoundError.self) { try p.reply(from: "c", accepted: true, reasons: [], moments: nil) }
+        #expect(throws: RoundRefusal.offerClosed("c")) { try p.reply(from: "c", accepted: true, reasons: [], moments: nil) }
     }
 
     @Test("a silo that leaves while the offer is open counts as answered and is not a participant")
@@ -73,14 +73,14 @@ struct RoundProgressTests {
     @Test("only participants upload, once each, while the round trains")
     func uploads() throws {
         var early = offered()
-        #expect(throws: RoundError.self) { try early.upload(Self.update("a"), metrics: [:]) }
+        #expect(throws: RoundRefusal.outOfPhase("a", phase: "offering")) { try early.upload(Self.update("a"), metrics: [:]) }
         var p = try training(["a", "b"])
-        #expect(throws: RoundError.self) { try p.upload(Self.update("c"), metrics: [:]) }
+        #expect(throws: RoundRefusal.notParticipant("c", round: nil)) { try p.upload(Self.update("c"), metrics: [:]) }
         try p.upload(Self.update("a"), metrics: ["accuracy": 0.5, "eval_examples": 10])
         #expect(p.hasUploaded("a") && !p.everyoneUploaded && !p.isWaitOver)
-        #expect(throws: RoundError.self) { try p.upload(Self.update("a"), metrics: [:]) }
+        #expect(throws: RoundRefusal.alreadyUploaded("a")) { try p.upload(Self.update("a"), metrics: [:]) }
         p.drop("b")
-        #expect(throws: RoundError.self) { try p.upload(Self.update("b"), metrics: [:]) }
+        #expect(throws: RoundRefusal.notParticipant("b", round: nil)) { try p.upload(Self.update("b"), metrics: [:]) }
         #expect(p.everyoneUploaded && p.isWaitOver)
     }
 
@@ -115,7 +115,7 @@ struct RoundProgressTests {
         let none = short.closeTraining()
         #expect(none == nil)
         #expect(short.dropped == ["a", "c"] && short.phase == .closed)
-        #expect(throws: RoundError.self) { try short.upload(Self.update("a"), metrics: [:]) }
+        #expect(throws: RoundRefusal.outOfPhase("a", phase: "closed")) { try short.upload(Self.update("a"), metrics: [:]) }
     }
 
     @Test("the broker refuses an accepted silo after the offer (its moments disagree): it leaves the participants with the reason, once it has not uploaded")

@@ -54,7 +54,7 @@ struct ModelPayloadTests {
     func wrongUpdates() throws {
         let good = try ModelPayload.update([1, 2, 3])
         #expect(throws: ModelPayload.WrongShape.self) { try ModelPayload.parameters(good, tensor: "delta", dimension: 4) }
-        #expect(throws: RoundError.self) { try ModelPayload.parameters(good, tensor: "parameters", dimension: 3) }
+        #expect(throws: ModelPayload.MissingTensor(tensor: "parameters", present: ["delta"])) { try ModelPayload.parameters(good, tensor: "parameters", dimension: 3) }
         let f64 = try SafeTensors(entries: ["delta": .f64(shape: [3], values: [1, 2, 3])]).serialized()
         #expect(throws: ModelPayload.WrongShape.self) { try ModelPayload.parameters(f64, tensor: "delta", dimension: 3) }
         #expect(try ModelPayload.parameters(good, tensor: "delta", dimension: 3) == [1, 2, 3])

@@ -1,0 +1,62 @@
+import Foundation
+
+/// What the broker refuses about plans and rounds as a whole (a silo's message that does not fit
+/// the round is a `RoundRefusal`). `ErrorStatus` gives each case its RPC status.
+public enum BrokerError: Error, Sendable, Equatable, CustomStringConvertible {
+    case planAlreadyRunning(plan: String)
+    case unknownPlan(plan: String)
+    case notAskedToEvaluate(silo: String, plan: String)
+    case roundNotTraining(plan: String, round: Int)
+    /// A stored checkpoint that cannot be used to resume (`problem`: what is wrong with it).
+    case checkpointUnusable(plan: String, round: Int, problem: String)
+
+    public var description: String {
+        switch self {
+        case .planAlreadyRunning(let plan): "plan \(plan.prefix(12))… is already running"
+        case .unknownPlan(let plan): "no plan \(plan.prefix(12))… at this broker"
+        case .notAskedToEvaluate(let silo, let plan): "\(silo) is not asked to evaluate plan \(plan.prefix(12))…"
+        case .roundNotTraining(let plan, let round): "round \(round) of plan \(plan.prefix(12))… is not training"
+        case .checkpointUnusable(let plan, let round, let problem): "plan \(plan.prefix(12))…: the checkpoint of round \(round) \(problem)"
+        }
+    }
+}
+
+/// A gateway's own failures in a round or its link: logged at the silo, never sent anywhere.
+public enum GatewayError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// A task, evaluation or secure-aggregation step for a plan this gateway did not accept.
+    case unacceptedPlan(plan: String, asked: String)
+    case standardisationMismatch(consortium: Int, silo: Int)
+    case noProgram(executor: String)
+    case brokerRefused(what: String, reason: String)
+    case modelDigestMismatch(round: UInt32)
+    case noWelcome(broker: String, within: Duration)
+    case renewalMismatch(identity: String, notAfter: Date)
+
+    public var description: String {
+        switch self {
+        case .unacceptedPlan(let plan, let asked): "\(asked) for plan \(plan.prefix(12))… this gateway never accepted"
+        case .standardisationMismatch(let consortium, let silo): "the consortium standardisation has \(consortium) features, this silo \(silo)"
+        case .noProgram(let executor): "the policy names no program for executor '\(executor)'"
+        case .brokerRefused(let what, let reason): "the broker refused the \(what): \(reason)"
+        case .modelDigestMismatch(let round): "the model's SHA-256 differs from the one announced for round \(round)"
+        case .noWelcome(let broker, let within):
+            "no welcome from the broker at \(broker) within \(within): it accepted the connection but does not answer "
+                + "(frozen, overloaded, or the network drops the handshake); trying the next broker"
+        case .renewalMismatch(let identity, let notAfter):
+            "the broker returned a certificate for \(identity) until \(notAfter); keeping the current one"
+        }
+    }
+}
+
+/// A service that cannot start as configured.
+public enum ServiceSetupError: Error, Sendable, Equatable, CustomStringConvertible {
+    case noListeningPort(listener: String)
+    case enrolmentNeedsCA
+
+    public var description: String {
+        switch self {
+        case .noListeningPort(let listener): "the \(listener) listener has no port to listen on"
+        case .enrolmentNeedsCA: "enrolment by token needs the broker to hold the CA (issuing)"
+        }
+    }
+}
