@@ -41,6 +41,8 @@ public enum LedgerError: Error, Sendable, Equatable, CustomStringConvertible {
     case unknownDataset(String)
     case unknownReservation(String)
     case alreadySettled(id: String, state: LedgerState)
+    /// A settlement to `reserved`: an entry settles to committed or released.
+    case notASettlement(id: String)
     case migration(String)
     case storage(String)
     /// The database could not be reached (down, restarting, connection lost): nothing was written,
@@ -54,6 +56,7 @@ public enum LedgerError: Error, Sendable, Equatable, CustomStringConvertible {
         case .unknownDataset(let d): return "data set '\(d)' has no budget in the ledger; register its caps first"
         case .unknownReservation(let id): return "no reservation '\(id)' in the ledger"
         case .alreadySettled(let id, let s): return "reservation '\(id)' is already \(s.rawValue); it can be settled only once"
+        case .notASettlement(let id): return "reservation '\(id)' can be settled only to committed or released"
         case .migration(let m): return "migration: \(m)"
         case .storage(let m): return "storage: \(m)"
         case .unavailable(let m): return "storage unavailable: \(m)"

@@ -36,7 +36,7 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
         try await wrap {
             try await client.withTransaction(logger: logger) { conn in
                 // One migrator at a time across processes.
-                try await conn.query("SELECT pg_advisory_xact_lock(7411)", logger: logger)
+                try await AdvisoryLock.migrations.take(conn, logger: logger)
                 try await conn.query("""
                     CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
                     checksum TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)
@@ -97,6 +97,7 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
             guard current == LedgerState.reserved.rawValue else {
                 throw LedgerError.alreadySettled(id: id, state: LedgerState(rawValue: current) ?? .released)
             }
+            guard state != .reserved else { throw LedgerError.notASettlement(id: id) }
             try await conn.query("UPDATE ledger_entries SET state = \(state.rawValue), settled_at = \(at.timeIntervalSince1970) WHERE id = \(id)", logger: logger)
             return (dataset, .budgetSettled(.init(id: id, state: state)))
         }
@@ -238,7 +239,7 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     /// Appends the next audit record inside the caller's transaction; a transaction-scoped advisory
     /// lock serialises appends across connections and processes, so the chain cannot fork.
     private static func append(_ conn: PostgresConnection, actor: String, subject: String, event: AuditEvent, at: Date, logger: Logger) async throws {
-        try await conn.query("SELECT pg_advisory_xact_lock(7412)", logger: logger)
+        try await AdvisoryLock.auditChain.take(conn, logger: logger)
         var last: (seq: Int, hash: String)?
         for try await (seq, hash) in try await conn.query("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1", logger: logger).decode((Int, String).self) {
             last = (seq, hash)
@@ -449,7 +450,7 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
         return try await wrap {
             try await client.withTransaction(logger: logger) { conn in
                 // Serialise version numbering with the audit appends' lock.
-                try await conn.query("SELECT pg_advisory_xact_lock(7413)", logger: logger)
+                try await AdvisoryLock.modelVersions.take(conn, logger: logger)
                 if let content {
                     try await conn.query("INSERT INTO model_content (content_sha256, bytes) VALUES (\(sha), \(ByteBuffer(bytes: content))) ON CONFLICT (content_sha256) DO NOTHING",
                                          logger: logger)
@@ -667,7 +668,7 @@ extension PostgresLedger: PlanRunBackend {
         try await wrap {
             try await client.withTransaction(logger: logger) { conn in
                 // Claims of any lease queue here, so two brokers never both see it free.
-                try await conn.query("SELECT pg_advisory_xact_lock(7415)", logger: logger)
+                try await AdvisoryLock.leases.take(conn, logger: logger)
                 let current = try await Self.lease(conn, name, logger: logger)
                 guard let next = BrokerLease.claim(current: current, holder: holder, now: now, duration: duration, renewing: renewing) else { return nil }
                 try await conn.query("""
@@ -697,5 +698,22 @@ extension PostgresLedger: PlanRunBackend {
             out = BrokerLease(holder: holder, term: term, expiresAt: Date(timeIntervalSince1970: expires))
         }
         return out
+    }
+}
+
+/// The transaction-scoped advisory locks that serialise writers across connections and processes,
+/// by name: each id is taken for one purpose only.
+enum AdvisoryLock: Int64 {
+    /// One migrator at a time.
+    case migrations = 7411
+    /// Audit appends, so the chain cannot fork.
+    case auditChain = 7412
+    /// Model version numbering.
+    case modelVersions = 7413
+    /// Lease claims, so two brokers never both see a lease free.
+    case leases = 7415
+
+    func take(_ conn: PostgresConnection, logger: Logger) async throws {
+        try await conn.query(PostgresQuery(unsafeSQL: "SELECT pg_advisory_xact_lock(\(rawValue))"), logger: logger)
     }
 }

@@ -74,6 +74,7 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
             guard current == LedgerState.reserved.rawValue else {
                 throw LedgerError.alreadySettled(id: id, state: LedgerState(rawValue: current) ?? .released)
             }
+            guard state != .reserved else { throw LedgerError.notASettlement(id: id) }
             try db.execute(sql: "UPDATE ledger_entries SET state = ?, settled_at = ? WHERE id = ? AND state = 'reserved'",
                            arguments: [state.rawValue, at.timeIntervalSince1970, id])
             let dataset = try String.fetchOne(db, sql: "SELECT dataset FROM ledger_entries WHERE id = ?", arguments: [id]) ?? ""
@@ -165,7 +166,7 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
     public func auditRecords() async throws -> [AuditRecord] {
         try await wrap {
             try await pool.read { db in
-                try Row.fetchAll(db, sql: "SELECT * FROM audit_records ORDER BY rowid").map { r in
+                try Row.fetchAll(db, sql: "SELECT * FROM audit_records ORDER BY seq").map { r in
                     AuditRecord(seq: try r.field("seq"), at: Date(timeIntervalSince1970: try r.field("at")), actor: try r.field("actor"), action: try r.field("action"),
                                 subject: try r.field("subject"), payload: try r.field("payload"), previousHash: try r.field("previous_hash"), hash: try r.field("hash"))
                 }

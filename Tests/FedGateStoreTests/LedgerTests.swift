@@ -85,6 +85,11 @@ struct LedgerTests {
         let states = try await ledger.backend.entries(dataset: ds).map(\.state)
         #expect(states == [.committed, .released, .reserved])
         await #expect(throws: LedgerError.unknownReservation("nope")) { try await ledger.commit("nope") }
+        // Both backends refuse a settlement back to reserved, and write nothing for it.
+        let records = try await ledger.backend.auditRecords().count
+        await #expect(throws: LedgerError.notASettlement(id: c)) { try await ledger.backend.settle(id: c, to: .reserved, at: Date(), actor: "admin") }
+        #expect(try await ledger.backend.auditRecords().count == records)
+        #expect(try await ledger.backend.entries(dataset: ds).map(\.state) == [.committed, .released, .reserved])
         await #expect(throws: LedgerError.unknownDataset("missing")) { _ = try await ledger.reserve(run, dataset: "missing", plan: "p", round: 1) }
         _ = c
     }
