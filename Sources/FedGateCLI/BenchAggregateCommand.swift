@@ -68,8 +68,11 @@ extension BenchCommand {
             try robust("trimmed_mean") { try TrimmedMean(beta: 0.2) }
             try robust("krum") { try MultiKrum(byzantine: 2, selected: 1) }
 
-            var numpy: [String: Double] = [:]
-            if !noNumpy { numpy = timeNumpy() }
+            try report(rows, numpy: noNumpy ? [:] : timeNumpy())
+        }
+
+        /// Prints what was measured, beside NumPy's times for the same shapes when there are any.
+        private func report(_ rows: [String: Any], numpy: [String: Double]) throws {
             var result: [String: Any] = ["build": BenchCommand.DP.buildKind, "params": params, "strategies": rows]
             if !numpy.isEmpty { result["numpy_seconds"] = numpy }
             if json { try JSONOutput.print(result); return }

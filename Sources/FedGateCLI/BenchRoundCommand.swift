@@ -94,137 +94,25 @@ struct BenchRoundCommand: AsyncParsableCommand, AsyncExecutable {
     }
 
     func execute() async throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fedgate-bench-round-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
-        let migrations = cwd.appendingPathComponent("migrations")
-        guard FileManager.default.fileExists(atPath: migrations.path) else { throw ValidationError("run from the repository root (migrations/ not found)") }
-        let data = try Dataset.load(csv: cwd.appendingPathComponent("examples/data/breast_cancer_wisconsin.csv"), label: "malignant")
-
-        let ca = try ConsortiumCA.create()
-        try ca.certificatePEM.write(to: folder.appendingPathComponent("ca.pem"), atomically: true, encoding: .utf8)
-        func issue(_ id: String, _ role: Identity.Role) throws -> TLSCredentials { try ca.issueLocally(id, role, days: 2, into: folder) }
-        _ = try issue("broker", .broker)
-        let scientist = try issue("bench", .dataScientist)
-        try """
-        id: broker
-        listen: { host: 127.0.0.1, port: 0 }
-        tls: { certificate: broker.pem, key: broker.key, ca: ca.pem }
-        store: sqlite:broker.sqlite
-        migrations: \(migrations.path)
-        limits: { max_message_mb: 4, max_payload_mb: 512 }
-        """.write(to: folder.appendingPathComponent("broker.yaml"), atomically: true, encoding: .utf8)
-        let broker = try Child(["broker", "serve", "--config", folder.appendingPathComponent("broker.yaml").path],
-                               log: folder.appendingPathComponent("broker.log"), cwd: cwd)
-        defer { broker.stop() }
-        guard let port = try await broker.listeningPort(within: 20) else { throw ValidationError("the broker did not start:\n\(broker.output)") }
-        // The broker migrated its store before it listened: the silos are enrolled in it as they are issued.
-        let registry = try SQLiteLedger(path: folder.appendingPathComponent("broker.sqlite").path)
-
-        var gateways: [Child] = []
-        defer { gateways.forEach { $0.stop() } }
-        let columns = data.featureNames.joined(separator: ", ")
-        for i in 0..<silos {
-            let id = "silo-\(i)"
-            try await issue(id, .silo).enrol(in: registry, actor: "bench")
-            try data.subset(Array(stride(from: i, to: data.count, by: silos))).csv.write(to: folder.appendingPathComponent("\(id).csv"), atomically: true, encoding: .utf8)
-            try """
-            silo: \(id)
-            datasets:
-              bench:
-                purposes: [benchmark]
-                columns: [\(columns)]
-                epsilon: { per_plan: 1000.0 }
-                delta_max: 1.0e-5
-            residency: { allowed_regions: [eu-west], allowed_jurisdictions: [EU] }
-            privacy: { min_noise_multiplier: 0.5, max_clip_norm: 10.0, require_secure_aggregation: false, min_silos_per_round: 1 }
-            models: [logistic, mlp]
-            executors: [builtin]
-            """.write(to: folder.appendingPathComponent("\(id)-policy.yaml"), atomically: true, encoding: .utf8)
-            let store = try SQLiteLedger(path: folder.appendingPathComponent("\(id).sqlite").path)
-            _ = try await store.applyMigrations(try Migration.load(from: migrations))
-            try await store.save(DatasetBudget(name: "bench", delta: 1e-5, perPlanCap: 1000), actor: "bench")
-            try await store.addConsent(ConsentRecord(dataset: "bench", purpose: "benchmark", legalBasis: "consent", scope: "bench",
-                                                     validFrom: Date().addingTimeInterval(-60)), actor: "bench")
-            try """
-            silo: \(id)
-            broker: { host: 127.0.0.1, port: \(port), name: broker }
-            tls: { certificate: \(id).pem, key: \(id).key, ca: ca.pem }
-            store: sqlite:\(id).sqlite
-            migrations: \(migrations.path)
-            policy: \(id)-policy.yaml
-            dataset: { name: bench, csv: \(id).csv, label: malignant, test_fraction: 0.2 }
-            """.write(to: folder.appendingPathComponent("\(id).yaml"), atomically: true, encoding: .utf8)
-            gateways.append(try Child(["gateway", "run", "--config", folder.appendingPathComponent("\(id).yaml").path],
-                                      log: folder.appendingPathComponent("\(id).log"), cwd: cwd))
-        }
-        func connected() -> Int { broker.output.components(separatedBy: "gateway connected").count - broker.output.components(separatedBy: "gateway disconnected").count }
-        func waitFor(_ n: Int) async throws {
-            for _ in 0..<3000 where connected() != n { try await Task.sleep(for: .milliseconds(10)) }
-            guard connected() == n else { throw ValidationError("\(connected()) of \(n) gateways connected:\n\(broker.output.suffix(3000))") }
-        }
-        try await waitFor(silos)
-
-        let transport = try FedGateTransports.client(host: "127.0.0.1", port: port, serverName: "broker", credentials: scientist)
+        let consortium = try await BenchConsortium.start(silos: silos)
+        defer { consortium.stop() }
         var results: [Run] = []
+        let transport = try FedGateTransports.client(host: "127.0.0.1", port: consortium.port, serverName: "broker", credentials: consortium.scientist)
         try await withGRPCClient(transport: transport) { grpc in
             let client = Fedgate_V1_Broker.Client(wrapping: grpc)
-            func run(_ shape: String, model: String, silos n: Int, rounds: Int, samplingRate: Double, flower: Double?) async throws {
-                let plan = """
-                purpose: benchmark
-                datasets: [bench]
-                columns: [\(columns)]
-                model: \(model)
-                rounds: \(rounds)
-                local_steps: 1
-                strategy: fedavg
-                dp: { noise_multiplier: 1.0, clip_norm: 1.0, sampling_rate: \(samplingRate), delta: 1.0e-5 }
-                secure_aggregation: false
-                quorum: \(n)
-                broker: { region: eu-west, jurisdiction: EU }
-                deadlines: { round_seconds: 600 }
-                """
-                var submit = Fedgate_V1_SubmitPlanRequest()
-                submit.planYaml = plan
-                let live = Array(gateways.prefix(n))
-                let brokerCPU = broker.cpuSeconds, gatewaysCPU = live.map(\.cpuSeconds).reduce(0, +)
-                let start = ContinuousClock.now
-                var status = Fedgate_V1_PlanStatusRequest()
-                status.planHash = try await client.submitPlan(submit).planHash
-                var state = try await client.planStatus(status)
-                var lastRound: ContinuousClock.Instant?
-                while state.state == "running" {
-                    try await Task.sleep(for: .milliseconds(20))
-                    state = try await client.planStatus(status)
-                    if lastRound == nil, state.rounds.count >= rounds { lastRound = .now }
-                }
-                let end = ContinuousClock.now
-                let evaluation = end - (lastRound ?? end)
-                let elapsed = end - start
-                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
-                guard state.state == "finished", state.rounds.allSatisfy({ $0.state == "committed" && $0.participants.count == n }) else {
-                    throw ValidationError("\(shape): plan \(state.state) \(state.reason) \(state.rounds.map(\.state))")
-                }
-                let parameters = try Network(kind: try ModelKind(parsing: model), inputs: data.featureCount, classes: 2, seed: 0).parameters.count
-                // Each round: every silo downloads the model and uploads an update of the same size; at
-                // the end every silo downloads the final model to evaluate it.
-                let megabytes = Double((2 * rounds + 1) * n * (parameters * 4)) / 1e6
-                results.append(Run(shape: shape, silos: n, model: model, parameters: parameters, rounds: rounds,
-                                   secondsPerRound: seconds / Double(rounds), megabytesMoved: megabytes, megabytesPerSecond: megabytes / seconds,
-                                   brokerPeakMB: broker.peakMB, brokerCPUPerRound: (broker.cpuSeconds - brokerCPU) / Double(rounds),
-                                   gatewaysCPUPerRound: (live.map(\.cpuSeconds).reduce(0, +) - gatewaysCPU) / Double(rounds),
-                                   flowerSecondsPerRound: flower,
-                                   finalEvaluationSeconds: Double(evaluation.components.seconds) + Double(evaluation.components.attoseconds) * 1e-18))
-            }
-            try await run("tiny", model: "logistic", silos: silos, rounds: rounds, samplingRate: 0.1, flower: nil)
-            try await run("flower-shape", model: "mlp:4096,240", silos: silos, rounds: rounds, samplingRate: 0.1,
-                          flower: silos == 10 ? 18 : (silos == 2 ? 6.5 : nil))
-            for g in gateways[largeSilos...] { g.stop() }
-            try await waitFor(largeSilos)
-            try await run("large", model: largeModel, silos: largeSilos, rounds: largeRounds, samplingRate: 0.02, flower: nil)
+            results.append(try await consortium.time("tiny", model: "logistic", silos: silos, rounds: rounds, samplingRate: 0.1, flower: nil,
+                                                     client: client))
+            results.append(try await consortium.time("flower-shape", model: "mlp:4096,240", silos: silos, rounds: rounds, samplingRate: 0.1,
+                                                     flower: silos == 10 ? 18 : (silos == 2 ? 6.5 : nil), client: client))
+            for g in consortium.gateways[largeSilos...] { g.stop() }
+            try await consortium.waitFor(largeSilos)
+            results.append(try await consortium.time("large", model: largeModel, silos: largeSilos, rounds: largeRounds, samplingRate: 0.02,
+                                                     flower: nil, client: client))
         }
+        try report(results)
+    }
 
+    func report(_ results: [Run]) throws {
         if json {
             let encoder = JSONEncoder()
             encoder.keyEncodingStrategy = .convertToSnakeCase
