@@ -21,7 +21,7 @@ extension BrokerCoordinator {
     /// refusal (audited as `reply.reject`), never as an acceptance.
     public func reply(_ reply: Fedgate_V1_OfferReply, from silo: String, token: UInt64) async {
         heartbeat(silo: silo, token: token)
-        guard var round = active[reply.planHash], round.number == Int(reply.round) else {
+        guard let round = active[reply.planHash], round.number == Int(reply.round) else {
             logger.warning("answer to an offer that is not open", metadata: ["silo": "\(silo)", "plan": "\(PeerText.bounded(reply.planHash.prefix(12)))",
                                                                            "round": "\(reply.round)"])
             return
@@ -40,15 +40,13 @@ extension BrokerCoordinator {
                 try? await durable { try await self.store.audit(.refused(.reply, .init(reason: problem, plan: reply.planHash, round: Int(reply.round))),
                                                                actor: self.settings.brokerID, subject: silo, at: Date()) }
                 // The round may have moved on while the record was written.
-                guard let current = active[reply.planHash], current.number == Int(reply.round) else { return }
-                round = current
+                guard active[reply.planHash]?.number == Int(reply.round) else { return }
             } else {
                 moments = m
             }
         }
         do {
-            try round.progress.reply(from: silo, accepted: accepted, reasons: reasons, moments: moments)
-            active[reply.planHash] = round
+            try active[reply.planHash]!.machine.reply(from: silo, accepted: accepted, reasons: reasons, moments: moments)
             metrics.count("fedgate_offer_answers_total", [("answer", accepted ? "accepted" : "refused")])
             for reason in reasons where !accepted {
                 metrics.count("fedgate_offer_refusals_total", [("rule", FedGateMetrics.rule(of: reason))])
@@ -86,7 +84,7 @@ extension BrokerCoordinator {
     public func secagg(_ step: Fedgate_V1_SecAggStep, from silo: String, token: UInt64) {
         heartbeat(silo: silo, token: token)
         let hash = step.planHash
-        guard var sa = active[hash]?.secagg?.state, active[hash]?.number == Int(step.round), sa.alive.contains(silo) else {
+        guard active[hash]?.number == Int(step.round), active[hash]?.machine.secure?.alive.contains(silo) == true else {
             logger.warning("secure-aggregation step not expected", metadata: ["silo": "\(silo)", "step": "\(PeerText.bounded(step.step, limit: 32))"])
             return
         }
@@ -94,15 +92,16 @@ extension BrokerCoordinator {
             switch step.step {
             case "advertise":
                 let body = try SecAggJSON.decode(SecAggAdvertise.self, step.body, step: step.step)
-                try sa.advertise(body.advertisement, binding: body.binding, bindingSilo: body.binding.silo, from: silo)
+                try active[hash]!.machine.secureStep { try $0.advertise(body.advertisement, binding: body.binding, bindingSilo: body.binding.silo, from: silo) }
             case "shares":
-                try sa.share(try SecAggJSON.decode([EncryptedShare].self, step.body, step: step.step), from: silo)
+                let shares = try SecAggJSON.decode([EncryptedShare].self, step.body, step: step.step)
+                try active[hash]!.machine.secureStep { try $0.share(shares, from: silo) }
             case "unmasked":
-                try sa.answer(try SecAggJSON.decode(UnmaskingResponse.self, step.body, step: step.step), from: silo)
+                let response = try SecAggJSON.decode(UnmaskingResponse.self, step.body, step: step.step)
+                try active[hash]!.machine.secureStep { try $0.answer(response, from: silo) }
             default:
                 throw SecureAggregationError.malformed("a '\(PeerText.bounded(step.step, limit: 32))' step, which is not a step of the protocol")
             }
-            active[hash]!.secagg!.state = sa
             wakeIfDone(hash)
         } catch {
             logger.warning("secure-aggregation step refused", metadata: ["silo": "\(silo)", "step": "\(PeerText.bounded(step.step, limit: 32))", "reason": "\(error)"])
@@ -121,7 +120,7 @@ extension BrokerCoordinator {
         guard let r = active[plan], r.number == round, let model = r.model else {
             throw BrokerError.roundNotTraining(plan: plan, round: round)
         }
-        guard r.progress.isParticipant(silo) else { throw RoundRefusal.notParticipant(silo, round: round) }
+        guard r.machine.isParticipant(silo) else { throw RoundRefusal.notParticipant(silo, round: round) }
         plans[plan]?.bytesOut += model.bytes
         metrics.count("fedgate_bytes_total", [("direction", "out")], by: model.bytes)
         return model
@@ -152,14 +151,14 @@ extension BrokerCoordinator {
         guard active[hash]?.number == header.round else {
             throw UpdateRefused(.roundClosed, "round \(header.round) of plan \(hash.prefix(12))… is not taking updates")
         }
-        guard active[hash]!.progress.isParticipant(silo) else {
+        guard active[hash]!.machine.isParticipant(silo) else {
             throw UpdateRefused(.notParticipant, "\(silo) is not a participant of round \(header.round)")
         }
-        guard !active[hash]!.progress.hasUploaded(silo) else {
+        guard !active[hash]!.machine.hasUploaded(silo) else {
             throw UpdateRefused(.duplicate, "\(silo) already uploaded its update for round \(header.round)")
         }
         let dimension = active[hash]!.dimension
-        if active[hash]!.secagg != nil {
+        if active[hash]!.machine.secure != nil {
             // A masked input: `dimension` little-endian uint32 values, folded into the masked sum.
             guard payload.count == 4 * dimension else {
                 throw UpdateRefused(.shape, "a masked input of \(payload.count) bytes; this round's is \(4 * dimension)")
@@ -168,11 +167,11 @@ extension BrokerCoordinator {
                 throw UpdateRefused(.examples, "\(header.examples) examples (allowed 1…\(1 << 40))")
             }
             let values = payload.withUnsafeBytes { raw in (0..<dimension).map { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) } }
-            do { try active[hash]!.secagg!.state.receiveMasked(values, from: silo) } catch let error as SecureAggregationError {
+            do { try active[hash]!.machine.secureStep { try $0.receiveMasked(values, from: silo) } } catch let error as SecureAggregationError {
                 if case .replay = error { throw UpdateRefused(.duplicate, "\(error)") }
                 throw UpdateRefused(.unreadable, "\(error)")
             }
-            try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: UploadMetrics.checked(header.metrics))
+            try active[hash]!.machine.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: UploadMetrics.checked(header.metrics))
             plans[hash]?.bytesIn += payload.count
             logger.info("masked input received", metadata: ["silo": "\(silo)", "round": "\(header.round)", "bytes": "\(payload.count)"])
             wakeIfDone(hash)
@@ -193,11 +192,11 @@ extension BrokerCoordinator {
             throw UpdateRefused(rejection)
         }
         if active[hash]!.folded != nil {
-            try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: metrics)
+            try active[hash]!.machine.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: metrics)
             func fold(_ delta: UnsafeBufferPointer<Float>) { active[hash]!.folded!.fold(delta, weight: Double(header.examples)) }
             if entry.withFloat32Buffer(fold) == nil { entry.floats.withUnsafeBufferPointer(fold) }
         } else {
-            try active[hash]!.progress.upload(ClientUpdate(silo: silo, delta: entry.floats, examples: header.examples), metrics: metrics)
+            try active[hash]!.machine.upload(ClientUpdate(silo: silo, delta: entry.floats, examples: header.examples), metrics: metrics)
         }
         plans[hash]?.bytesIn += payload.count
         logger.info("update received", metadata: ["silo": "\(silo)", "round": "\(header.round)", "bytes": "\(payload.count)"])

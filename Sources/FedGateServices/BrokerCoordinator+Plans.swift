@@ -64,24 +64,23 @@ extension BrokerCoordinator {
         static let start = Resume()
 
         static func encode(_ s: Standardisation, classes: Int) throws -> String {
-            let data = try JSONSerialization.data(withJSONObject: ["means": s.means.map(Double.init), "scales": s.scales.map(Double.init), "classes": classes],
-                                                  options: [.sortedKeys])
-            return String(decoding: data, as: UTF8.self)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            return String(decoding: try encoder.encode(StandardisationCheckpoint(s, classes: classes)), as: UTF8.self)
         }
 
         /// The checkpoint's model and standardisation, checked against the plan's model kind.
         static func checkpoint(_ c: PlanRun.Checkpoint, of plan: String, content: [UInt8], kind: ModelKind) throws -> (Network, Standardisation) {
-            guard let object = try? JSONSerialization.jsonObject(with: Data(c.standardisation.utf8)) as? [String: Any],
-                  let means = object["means"] as? [Double], let scales = object["scales"] as? [Double], let classes = object["classes"] as? Int,
-                  means.count == scales.count else {
+            guard let saved = try? JSONDecoder().decode(StandardisationCheckpoint.self, from: Data(c.standardisation.utf8)) else {
                 throw BrokerError.checkpointUnusable(plan: plan, round: c.round, problem: "has no readable standardisation")
             }
+            if let problem = saved.problem { throw BrokerError.checkpointUnusable(plan: plan, round: c.round, problem: "standardisation \(problem)") }
             let file = try SafeTensors(bytes: content)
             guard let entry = file.entries["parameters"], entry.dtype == .f32 else {
                 throw BrokerError.checkpointUnusable(plan: plan, round: c.round, problem: "has no float32 'parameters' tensor")
             }
-            let network = try Network(kind: kind, inputs: means.count, classes: classes, parameters: entry.floats)
-            return (network, Standardisation(means: means.map(Float.init), scales: scales.map(Float.init)))
+            let network = try Network(kind: kind, inputs: saved.means.count, classes: saved.classes, parameters: entry.floats)
+            return (network, saved.standardisation)
         }
     }
 
@@ -102,21 +101,20 @@ extension BrokerCoordinator {
             }
             var status = PlanStatus(state: .running)
             var resume = Resume()
-            for record in try await store.rounds(planHash: hash) {
-                var state = record.state
-                var reason: String?
-                if state != .committed && state != .aborted {
-                    reason = "the broker stopped while the round was \(state.rawValue)"
-                    try await store.advanceRound(planHash: hash, number: record.number, to: .aborted, survivors: [], at: Date(), actor: settings.brokerID)
-                    try await store.audit(.roundAbandoned(.init(round: record.number, reason: reason!)), actor: settings.brokerID,
-                                          subject: hash, at: Date())
-                    state = .aborted
-                }
+            let stored = try await store.rounds(planHash: hash)
+            let recovery = RunRecovery(rounds: stored.map { .init(number: $0.number, stage: RoundStage($0.state), survivors: $0.survivors) })
+            for round in recovery.abandoned {
+                try await store.advanceRound(planHash: hash, number: round.number, to: .aborted, survivors: [], at: Date(), actor: settings.brokerID)
+                try await store.audit(.roundAbandoned(.init(round: round.number, reason: round.reason)), actor: settings.brokerID, subject: hash, at: Date())
+            }
+            for record in stored {
+                let reason = recovery.abandoned.first { $0.number == record.number }?.reason
+                let state = reason == nil ? record.state : .aborted
                 status.rounds.append(.init(number: record.number, state: state.rawValue, participants: state == .committed ? record.survivors : [],
                                            refused: [:], reportedAccuracy: nil, reason: reason))
-                if state == .committed { resume.participants.formUnion(record.survivors) }
-                resume.nextRound = record.number + 1
             }
+            resume.participants = recovery.participants
+            resume.nextRound = recovery.nextRound
             if let c = run.checkpoint {
                 guard let content = try await store.modelContent(sha256: c.contentSHA256) else {
                     throw BrokerError.checkpointUnusable(plan: hash, round: c.round, problem: "is missing from the store")

@@ -13,11 +13,13 @@ import Foundation
 import Logging
 import FedGateRounds
 
-/// A plan's rounds, one after another: each transition written to the store before it takes effect.
-/// A round goes planned → offered → training → aggregating → evaluating → committed, or to aborted
-/// from any of them; each step below is one of those transitions, and the round's pure state
-/// (`RoundProgress`, `SecureRoundState`) decides whether it can go on.
+/// A plan's rounds, one after another. Each round is a `RoundMachine`: it decides every transition,
+/// quorum and abort; this file only executes its actions (store writes, messages, waits, the
+/// model's arithmetic) and hands it the event of each. Every transition is written to the store
+/// before it takes effect.
 extension BrokerCoordinator {
+    typealias Machine = RoundMachine<SecAggBinding>
+
     /// What a plan's run carries from one round to the next.
     struct PlanRunState {
         var global: Network?
@@ -86,12 +88,13 @@ extension BrokerCoordinator {
         evaluations.removeValue(forKey: hash)
         // The run is cancelled, so its own store calls would be too: settle from a fresh task.
         // A broker shutting down leaves the plan running in the store, for the next start.
-        let round = active[hash].map { ($0.number, $0.progress) }
         let stopping = stopping
+        let reason = stopping ? "the broker stopped" : "the plan was cancelled"
+        let round = active[hash].flatMap { r in r.machine.isFinished ? nil : (r.number, r.machine.progress) }
         if !stopping { plans[hash]?.state = .cancelled }
         _ = await Task {
             if let (number, progress) = round {
-                try? await self.abort(hash, number, progress, reason: stopping ? "the broker stopped" : "the plan was cancelled")
+                try? await self.abort(hash, number, progress, reason: reason)
             }
             if !stopping {
                 await self.recordEnd(hash, .cancelled, reason: "cancelled")
@@ -99,165 +102,136 @@ extension BrokerCoordinator {
         }.value
     }
 
-    /// One round, from planned to committed or aborted (an abort is recorded, and the plan goes on).
+    /// One round, from planned to committed or aborted (an abort is recorded, and the plan goes on):
+    /// the round's machine says what to do, this does it and tells the machine it is done.
     private func play(_ round: RoundContext, _ state: inout PlanRunState) async throws {
-        guard var progress = try await offer(round) else { return }
-        if state.global == nil {
-            guard try await agreeOnModel(round, &progress, &state) else { return }
-        }
-        guard try await startTraining(round, progress, &state) else { return }
-        guard let (updates, secureMean) = try await collectUpdates(round) else { return }
-        try await aggregateAndCommit(round, updates: updates, secureMean: secureMean, &state)
-    }
-
-    /// Planned → offered: the round is recorded with the silos connected for the plan's data sets,
-    /// offered to them, and their answers awaited. Their progress once the offer closed on a
-    /// quorum of acceptances, nil when the round was aborted.
-    private func offer(_ round: RoundContext) async throws -> RoundProgress? {
-        let (plan, hash, number, eligible) = (round.plan, round.hash, round.number, round.eligible)
-        var progress = RoundProgress(sampled: Set(eligible), quorum: plan.quorum)
-        try await durable { try await self.store.openRound(RoundRecord(planHash: hash, number: number, state: .planned, sampled: eligible, survivors: [],
+        let (plan, hash, number) = (round.plan, round.hash, round.number)
+        try await durable { try await self.store.openRound(RoundRecord(planHash: hash, number: number, state: .planned, sampled: round.eligible, survivors: [],
                                                                        deadline: round.wallDeadline, updatedAt: Date()), actor: settings.brokerID) }
         roundStarted[hash] = .now
-        guard eligible.count >= plan.quorum else {
-            try await abort(hash, number, progress, reason: "only \(eligible.count) silos connected serve \(plan.datasets), quorum is \(plan.quorum)")
-            return nil
+        active[hash] = ActiveRound(number: number, machine: Machine(number: number, eligible: round.eligible, quorum: plan.quorum,
+                                                                    datasets: plan.datasets, needsModel: state.global == nil),
+                                   momentsShape: Self.momentsShape(plan, round.kind))
+        var action = try active[hash]!.machine.start()
+        while true {
+            switch action {
+            case .finished:
+                active.removeValue(forKey: hash)
+                return
+            case .abort(let reason):
+                try await abort(hash, number, active[hash]!.machine.progress, reason: reason)
+                action = try active[hash]!.machine.handle(.aborted)
+            default:
+                try Task.checkCancellation()
+                let event = try await execute(action, round, &state)
+                action = try active[hash]!.machine.handle(event)
+            }
         }
-        try await advance(hash, number, .offered, [])
-        crashPoint("offered", number)
-        active[hash] = ActiveRound(number: number, progress: progress, momentsShape: Self.momentsShape(plan, round.kind))
+    }
+
+    /// Carries out one of the machine's actions; the event that says it is done.
+    private func execute(_ action: Machine.Action, _ round: RoundContext, _ state: inout PlanRunState) async throws -> Machine.Event {
+        let (hash, number) = (round.hash, round.number)
+        switch action {
+        case .record(let stage, let participants):
+            try await advance(hash, number, RoundRecord.State(stage), participants)
+            crashPoint(stage.rawValue, number)
+            return .recorded
+        case .offer(let silos):
+            sendOffer(round, to: silos)
+            let plan = round.plan
+            await waitForRound(hash, until: min(ContinuousClock.now + settings.offerWindow, ContinuousClock.now + .seconds(plan.roundDeadlineSeconds) / 3))
+            return .offerClosed
+        case .recordDisagreements(let left):
+            for (silo, reason) in left {
+                try await durable { try await self.store.audit(.refused(.reply, .init(reason: reason, plan: hash, round: number)),
+                                                               actor: self.settings.brokerID, subject: silo, at: Date()) }
+            }
+            return .disagreementsRecorded
+        case .makeModel(let moments):
+            state.standardisation = try Standardisation(combining: moments)
+            let classes = max(2, moments.map(\.classes).max() ?? 2)
+            state.global = try Network(kind: round.kind, inputs: moments[0].sums.count, classes: classes, seed: settings.modelSeed)
+            plans[hash]?.layerSizes = state.global!.layerSizes
+            return .modelMade
+        case .prepare(let participants):
+            return try prepare(round, participants: participants, &state)
+        case .sendTask(let silos):
+            sendTask(round, to: silos, state)
+            if active[hash]!.secureSetup != nil { crashPoint("advertising", number) }
+            return .sent
+        case .wait:
+            await waitForRound(hash, until: round.deadline)
+            return .waitEnded
+        case .sendKeys, .relayShares, .requestUnmasking, .decode:
+            return try secureStep(action, hash: hash, number: number)
+        case .aggregate(let updates):
+            try await aggregate(round, updates: updates, &state)
+            return .aggregated
+        case .commit(let survivors):
+            try await commit(round, survivors: survivors, &state)
+            return .committed
+        case .abort, .finished:
+            throw Machine.OutOfOrder(event: "execute \(action)", state: "\(active[hash]!.machine.state)")
+        }
+    }
+
+    private func sendOffer(_ round: RoundContext, to silos: [String]) {
         var offer = Fedgate_V1_RoundOffer()
-        offer.planHash = hash
-        offer.round = UInt32(number)
+        offer.planHash = round.hash
+        offer.round = UInt32(round.number)
         offer.planYaml = round.text
         offer.deadlineMs = Self.milliseconds(round.wallDeadline)
-        send(.offer(offer), to: eligible)
-
-        let offerDeadline = min(ContinuousClock.now + settings.offerWindow, ContinuousClock.now + .seconds(plan.roundDeadlineSeconds) / 3)
-        await waitForRound(hash, until: offerDeadline)
-        try Task.checkCancellation()
-        progress = active[hash]!.progress
-        guard progress.closeOffer() else {
-            active[hash]!.progress = progress
-            try await abort(hash, number, progress, reason: "\(progress.accepted.count) accepted, quorum is \(plan.quorum)")
-            return nil
-        }
-        return progress
+        send(.offer(offer), to: silos)
     }
 
-    /// The first round of a plan: the feature count most accepting silos agree on is the model's (a
-    /// silo that sent none or another count is left out of the round, so one silo cannot stop it),
-    /// the consortium's standardisation combines their moments, and the initial model is made.
-    /// False when too few agreed and the round was aborted.
-    private func agreeOnModel(_ round: RoundContext, _ progress: inout RoundProgress, _ state: inout PlanRunState) async throws -> Bool {
+    /// The round's model file is made (or the last commit's taken), and secure aggregation set up
+    /// if the plan asks for it.
+    private func prepare(_ round: RoundContext, participants: [String], _ state: inout PlanRunState) throws -> Machine.Event {
         let (plan, hash, number) = (round.plan, round.hash, round.number)
-        for (silo, reason) in progress.featureDisagreements() {
-            try await durable { try await self.store.audit(.refused(.reply, .init(reason: reason, plan: hash, round: number)),
-                                                           actor: self.settings.brokerID, subject: silo, at: Date()) }
-            progress.refuse(silo, reason: reason)
-        }
-        let parts = progress.acceptedMoments
-        guard progress.accepted.count >= plan.quorum, let first = parts.first else {
-            active[hash]!.progress = progress
-            try await abort(hash, number, progress, reason: "\(progress.accepted.count) accepting silos sent consistent feature moments, quorum is \(plan.quorum)")
-            return false
-        }
-        state.standardisation = try Standardisation(combining: parts)
-        let classes = max(2, parts.map(\.classes).max() ?? 2)
-        state.global = try Network(kind: round.kind, inputs: first.sums.count, classes: classes, seed: settings.modelSeed)
-        plans[hash]?.layerSizes = state.global!.layerSizes
-        return true
-    }
-
-    /// Offered → training: the round's model file is made (or the last commit's taken), secure
-    /// aggregation set up if the plan asks for it, and the task sent to the participants. False
-    /// when secure aggregation cannot run and the round was aborted.
-    private func startTraining(_ round: RoundContext, _ progress: RoundProgress, _ state: inout PlanRunState) async throws -> Bool {
-        let (plan, hash, number) = (round.plan, round.hash, round.number)
-        let global = state.global!
+        let dimension = state.global!.parameters.count
         // Set in place, not through a local copy of the round: a copy alive at aggregation would
         // share the model file, and so the global model's storage, and make the in-place update
         // copy 100 MB (measured with heaptrack).
-        let file = try state.prepared ?? ModelPayload.modelFile(global, chunkBytes: chunkBytes)
+        let file = try state.prepared ?? ModelPayload.modelFile(state.global!, chunkBytes: chunkBytes)
         state.prepared = nil
-        let (modelSHA, modelBytes) = (file.sha256, file.bytes)
-        active[hash]!.progress = progress
         active[hash]!.model = consume file
-        active[hash]!.dimension = global.parameters.count
-        var setup: Fedgate_V1_SecAggSetup?
-        if plan.secureAggregation {
-            do {
-                let made = try secureSetup(plan, hash: hash, number: number, participants: progress.accepted.sorted(), dimension: global.parameters.count)
-                active[hash]!.secagg = (made.setup, SecureRoundState(configuration: made.configuration))
-                setup = made.setup
-            } catch {
-                try await abort(hash, number, progress, reason: "secure aggregation cannot run: \(error)")
-                return false
-            }
-        } else if plan.strategy.isFedAvg {
-            active[hash]!.folded = WeightedAverage(dimension: global.parameters.count)
+        active[hash]!.dimension = dimension
+        guard plan.secureAggregation else {
+            if plan.strategy.isFedAvg { active[hash]!.folded = WeightedAverage(dimension: dimension) }
+            return .prepared(secure: nil)
         }
-        try await advance(hash, number, .training, progress.accepted)
-        crashPoint("training", number)
+        do {
+            let made = try secureSetup(plan, hash: hash, number: number, participants: participants.sorted(), dimension: dimension)
+            active[hash]!.secureSetup = made.setup
+            return .prepared(secure: SecureRoundState(configuration: made.configuration))
+        } catch {
+            return .preparationFailed("\(error)")
+        }
+    }
+
+    private func sendTask(_ round: RoundContext, to silos: [String], _ state: PlanRunState) {
+        let r = active[round.hash]!
         var task = Fedgate_V1_RoundTask()
-        task.planHash = hash
-        task.round = UInt32(number)
-        task.modelSha256 = modelSHA
-        task.modelBytes = UInt64(modelBytes)
+        task.planHash = round.hash
+        task.round = UInt32(round.number)
+        task.modelSha256 = r.model!.sha256
+        task.modelBytes = UInt64(r.model!.bytes)
         task.deadlineMs = Self.milliseconds(round.wallDeadline)
         task.featureMeans = state.standardisation!.means
         task.featureScales = state.standardisation!.scales
-        task.classes = UInt32(global.classCount)
-        if let setup { task.secagg = setup }
-        send(.task(task), to: progress.accepted)
-        if setup != nil { crashPoint("advertising", number) }
-        return true
+        task.classes = UInt32(state.global!.classCount)
+        if let setup = r.secureSetup { task.secagg = setup }
+        send(.task(task), to: silos)
     }
 
-    /// Training, until every participant uploaded or the deadline passed (through the secure
-    /// exchange's phases in a secure round): the updates in silo order, and under secure
-    /// aggregation the unmasked mean; nil when the round was aborted below quorum.
-    private func collectUpdates(_ round: RoundContext) async throws -> (updates: [ClientUpdate], secureMean: [Float]?)? {
+    /// The updates (or the unmasked mean) are aggregated into the global model and refused
+    /// updates audited.
+    private func aggregate(_ round: RoundContext, updates: [ClientUpdate], _ state: inout PlanRunState) async throws {
         let (hash, number) = (round.hash, round.number)
-        var secureMean: [Float]?
-        if active[hash]!.secagg != nil {
-            switch try await secureExchange(hash, until: round.deadline) {
-            case .failure(let reason):
-                try await abort(hash, number, active[hash]!.progress, reason: reason.description)
-                return nil
-            case .success(let mean):
-                secureMean = mean
-            }
-        } else {
-            await waitForRound(hash, until: round.deadline)
-        }
-        try Task.checkCancellation()
-        var progress = active[hash]!.progress
-        let updates: [ClientUpdate]
-        if secureMean != nil {
-            // Training was closed by the secure exchange, before unmasking.
-            updates = progress.updates.keys.sorted().map { progress.updates[$0]! }
-        } else if let closed = progress.closeTraining() {
-            updates = closed
-        } else {
-            active[hash]!.progress = progress
-            try await abort(hash, number, progress, reason: "\(progress.updates.count) updates by the deadline, quorum is \(round.plan.quorum)")
-            return nil
-        }
-        active[hash]!.progress = progress
+        // The round's model file shares the global model's storage: let go before the update in place.
         active[hash]!.model = nil
-        return (updates, secureMean)
-    }
-
-    /// Training → aggregating → evaluating → committed: the updates (or the unmasked mean) are
-    /// aggregated into the global model, refused updates audited, and the round committed with the
-    /// checkpoint a restarted broker (or the standby) resumes from.
-    private func aggregateAndCommit(_ round: RoundContext, updates: [ClientUpdate], secureMean: [Float]?, _ state: inout PlanRunState) async throws {
-        let (hash, number) = (round.hash, round.number)
-        let survivors = updates.map(\.silo)
-        try await advance(hash, number, .aggregating, survivors)
-        crashPoint("aggregating", number)
-        let outcome = try aggregate(hash, updates: updates, secureMean: secureMean, &state)
+        let outcome = try aggregated(hash, updates: updates, &state)
         for r in outcome.rejected {
             metrics.count("fedgate_updates_rejected_total", [("reason", r.check.rawValue)])
             try await durable { try await self.store.audit(.refused(.update, .init(reason: r.description, plan: hash, round: number)),
@@ -265,9 +239,12 @@ extension BrokerCoordinator {
         }
         state.global!.parameters = outcome.parameters
         plans[hash]?.parameters = outcome.parameters
-        try await advance(hash, number, .evaluating, survivors)
-        crashPoint("evaluating", number)
-        let progress = active[hash]!.progress
+    }
+
+    /// The round committed with the checkpoint a restarted broker (or the standby) resumes from.
+    private func commit(_ round: RoundContext, survivors: [String], _ state: inout PlanRunState) async throws {
+        let (hash, number) = (round.hash, round.number)
+        let progress = active[hash]!.machine.progress
         let next = try ModelPayload.modelFile(state.global!, chunkBytes: chunkBytes)
         let checkpoint = PlanRun.Checkpoint(round: number, contentSHA256: next.sha256,
                                             standardisation: try Resume.encode(state.standardisation!, classes: state.global!.classCount))
@@ -276,7 +253,6 @@ extension BrokerCoordinator {
         state.prepared = next
         crashPoint("committed", number)
         roundEnded(hash, "committed", participants: survivors.count)
-        active.removeValue(forKey: hash)
         plans[hash]?.rounds.append(.init(number: number, state: "committed", participants: survivors, refused: progress.refused,
                                          reportedAccuracy: progress.reportedAccuracy, reason: nil))
         updateMirror(hash, for: survivors)
@@ -289,8 +265,9 @@ extension BrokerCoordinator {
     /// The new global model: the unmasked mean added (each silo counted once: the broker never saw
     /// an update), FedAvg's folded mean added, or the plan's strategy over the updates in the clear.
     /// The status's copy of the parameters is let go first, so nothing model-sized is copied.
-    private func aggregate(_ hash: String, updates: [ClientUpdate], secureMean: [Float]?, _ state: inout PlanRunState) throws -> AggregationOutcome {
-        if let mean = secureMean {
+    private func aggregated(_ hash: String, updates: [ClientUpdate], _ state: inout PlanRunState) throws -> AggregationOutcome {
+        if let mean = active[hash]!.secureMean {
+            active[hash]!.secureMean = nil
             plans[hash]?.parameters = []
             VectorMath.axpy(1, mean, &state.global!.parameters)
             return AggregationOutcome(parameters: state.global!.parameters, rejected: [])
@@ -299,7 +276,8 @@ extension BrokerCoordinator {
             active[hash]!.folded = nil
             plans[hash]?.parameters = []
             if folded.count > 0 { VectorMath.axpy(1, folded.takeMean(), &state.global!.parameters) }
-            return AggregationOutcome(parameters: state.global!.parameters, rejected: active[hash]!.rejected)
+            // Each update was validated as it arrived (a refused one was audited then).
+            return AggregationOutcome(parameters: state.global!.parameters, rejected: [])
         }
         var validated = Validated(state.strategy, validator: UpdateValidator(dimension: state.global!.parameters.count,
                                                                              maximumNorm: settings.maximumUpdateNorm))
@@ -315,5 +293,34 @@ extension BrokerCoordinator {
     static func momentsShape(_ plan: TrainingPlan, _ kind: ModelKind) -> (features: ClosedRange<Int>, classes: ClosedRange<Int>) {
         let columns = plan.columns.count
         return (max(1, columns - 1)...max(1, columns), 1...(kind == .logistic ? 2 : Network.maximumClasses))
+    }
+}
+
+extension RoundRecord.State {
+    /// The store's name for a stage of the round's machine (the same names).
+    init(_ stage: RoundStage) {
+        self = switch stage {
+        case .planned: .planned
+        case .offered: .offered
+        case .training: .training
+        case .aggregating: .aggregating
+        case .evaluating: .evaluating
+        case .committed: .committed
+        case .aborted: .aborted
+        }
+    }
+}
+
+extension RoundStage {
+    init(_ state: RoundRecord.State) {
+        self = switch state {
+        case .planned: .planned
+        case .offered: .offered
+        case .training: .training
+        case .aggregating: .aggregating
+        case .evaluating: .evaluating
+        case .committed: .committed
+        case .aborted: .aborted
+        }
     }
 }

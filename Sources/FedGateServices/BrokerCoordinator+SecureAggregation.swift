@@ -13,9 +13,9 @@ import Foundation
 import Logging
 import FedGateRounds
 
+/// The broker's side of secure aggregation: the round's setup, and the messages of each phase the
+/// round's machine closes (keys, relayed shares, the unmasking request), and the unmasked sum decoded.
 extension BrokerCoordinator {
-    struct SecureAbort: Error, CustomStringConvertible { let description: String }
-
     /// The protocol's parameters for a round: its id (from the plan and round), the participants,
     /// a threshold above half of them, and the encoding and distributed noise every silo applies.
     func secureSetup(_ plan: TrainingPlan, hash: String, number: Int, participants: [String], dimension: Int) throws
@@ -35,57 +35,43 @@ extension BrokerCoordinator {
         return (setup, configuration)
     }
 
-    /// Runs the secure-aggregation exchange of a round whose task was sent: keys, shares, masked
-    /// inputs (uploads), unmasking. The mean of the survivors' updates, or why the round cannot go on.
-    func secureExchange(_ hash: String, until deadline: ContinuousClock.Instant) async throws -> Result<[Float], SecureAbort> {
+    /// Sends what a closed phase of the secure exchange produced (each silo its own part), or
+    /// decodes the unmasked sum into the survivors' mean; the event for the round's machine.
+    func secureStep(_ action: Machine.Action, hash: String, number: Int) throws -> Machine.Event {
         func step(_ name: String, _ body: Data) -> Fedgate_V1_BrokerMessage.OneOf_Kind {
             var s = Fedgate_V1_SecAggStep()
             s.planHash = hash
-            s.round = UInt32(active[hash]!.number)
+            s.round = UInt32(number)
             s.step = name
             s.body = body
             return .secagg(s)
         }
-        do {
-            // Keys: each silo gets its neighbours' advertisements and every participant's binding.
-            await waitForRound(hash, until: deadline)
-            try Task.checkCancellation()
-            let advertised = try active[hash]!.secagg!.state.closeAdvertising()
-            for (silo, advertisements) in advertised.keys {
-                send(step("keys", try SecAggJSON.encode(SecAggKeys(advertisements: advertisements, bindings: advertised.bindings))), to: [silo])
+        switch action {
+        case .sendKeys(let keys, let bindings):
+            for (silo, advertisements) in keys {
+                send(step("keys", try SecAggJSON.encode(SecAggKeys(advertisements: advertisements, bindings: bindings))), to: [silo])
             }
-            crashPoint("sharing", active[hash]!.number)
-            // Shares: relayed to each silo that shared.
-            await waitForRound(hash, until: deadline)
-            try Task.checkCancellation()
-            for relay in try active[hash]!.secagg!.state.closeSharing() {
+            crashPoint("sharing", number)
+        case .relayShares(let relays):
+            for relay in relays {
                 send(step("relay", try SecAggJSON.encode(SecAggRelay(shares: relay.shares, sharers: relay.sharers))), to: [relay.silo])
             }
-            crashPoint("masking", active[hash]!.number)
-            // Masked inputs arrive as uploads; then unmasking by the survivors.
-            await waitForRound(hash, until: deadline)
-            try Task.checkCancellation()
-            var progress = active[hash]!.progress
-            guard progress.closeTraining() != nil else {
-                active[hash]!.progress = progress
-                return .failure(SecureAbort(description: "\(progress.updates.count) masked inputs by the deadline, quorum is \(progress.quorum)"))
-            }
-            active[hash]!.progress = progress
-            let unmasking = try active[hash]!.secagg!.state.closeMasking()
-            send(step("unmask", try SecAggJSON.encode(unmasking.request)), to: unmasking.to)
-            crashPoint("unmasking", active[hash]!.number)
-            await waitForRound(hash, until: deadline)
-            try Task.checkCancellation()
-            let (setup, sa) = active[hash]!.secagg!
-            let (sum, survivors) = try sa.unmask()
+            crashPoint("masking", number)
+        case .requestUnmasking(let request, let silos):
+            send(step("unmask", try SecAggJSON.encode(request)), to: silos)
+            crashPoint("unmasking", number)
+        case .decode(let sum, let survivors):
+            let setup = active[hash]!.secureSetup!
             let noise = try DistributedNoise(clipNorm: setup.clipNorm, silos: setup.participants.count,
                                              honestSilos: Int(setup.honestSilos), noiseMultiplier: setup.noiseMultiplier)
             var mean = noise.codec.decode(sum)
             VectorMath.scale(&mean, by: 1 / Float(survivors.count))
+            active[hash]!.secureMean = mean
             logger.info("masked sum unmasked", metadata: ["plan": "\(hash.prefix(12))", "survivors": "\(survivors)"])
-            return .success(mean)
-        } catch let error as SecureAggregationError {
-            return .failure(SecureAbort(description: "secure aggregation: \(error)"))
+            return .decoded
+        default:
+            throw Machine.OutOfOrder(event: "secure step \(action)", state: "\(active[hash]!.machine.state)")
         }
+        return .sent
     }
 }

@@ -60,8 +60,8 @@ extension BrokerCoordinator {
         if let e = evaluations[hash] {
             status.current = (e.state.round, "evaluating", e.state.expected.sorted(), [:])
         } else if let r = active[hash] {
-            let phase = switch r.progress.phase { case .offering: "offering"; case .training: "training"; case .closed: "aggregating" }
-            status.current = (r.number, phase, r.progress.accepted.sorted(), r.progress.refused)
+            let phase = switch r.machine.progress.phase { case .offering: "offering"; case .training: "training"; case .closed: "aggregating" }
+            status.current = (r.number, phase, r.machine.progress.accepted.sorted(), r.machine.progress.refused)
         }
         return status
     }

@@ -16,11 +16,11 @@ import FedGateRounds
 /// Round bookkeeping: aborts, store calls that wait out an unreachable database, messages to silos,
 /// and waiting for a round's silos until they are done or its deadline passes.
 extension BrokerCoordinator {
+    /// Records a round's abort and tells the offered silos (the round loop lets go of the round after).
     func abort(_ hash: String, _ number: Int, _ progress: RoundProgress, reason: String) async throws {
         try await durable { try await self.store.advanceRound(planHash: hash, number: number, to: .aborted, survivors: [], at: Date(), actor: settings.brokerID) }
         try await durable { try await self.store.audit(.roundAbandoned(.init(round: number, reason: reason)), actor: settings.brokerID,
                                                        subject: hash, at: Date()) }
-        active.removeValue(forKey: hash)
         roundEnded(hash, "aborted", participants: 0)
         plans[hash]?.rounds.append(.init(number: number, state: "aborted", participants: [], refused: progress.refused,
                                          reportedAccuracy: nil, reason: reason))
@@ -96,8 +96,7 @@ extension BrokerCoordinator {
     func roundIsDone(_ hash: String) -> Bool {
         if let e = evaluations[hash] { return e.state.isComplete }
         guard let r = active[hash] else { return true }
-        if let sa = r.secagg?.state { return sa.isPhaseComplete(everyoneUploaded: r.progress.everyoneUploaded) }
-        return r.progress.isWaitOver
+        return r.machine.isWaitOver
     }
 
     func wakeIfDone(_ hash: String) { if roundIsDone(hash) { wake(hash) } }

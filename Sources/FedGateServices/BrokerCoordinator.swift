@@ -52,7 +52,8 @@ public actor BrokerCoordinator {
 
     struct ActiveRound {
         let number: Int
-        var progress: RoundProgress
+        /// The round's state machine: who answered and uploaded, the secure exchange, what comes next.
+        var machine: RoundMachine<SecAggBinding>
         /// What feature moments from this plan's silos may look like (from its columns and model).
         let momentsShape: (features: ClosedRange<Int>, classes: ClosedRange<Int>)
         /// The round's model file, cut into chunks as each download reads it (it shares the
@@ -60,11 +61,12 @@ public actor BrokerCoordinator {
         var model: ModelFile?
         var dimension = 0
         /// FedAvg folds each valid update in as it arrives: one accumulator, whatever the number of
-        /// silos. Other strategies (robust ones need every update) keep the updates in `progress`.
+        /// silos. Other strategies (robust ones need every update) keep the updates in the machine.
         var folded: WeightedAverage?
-        var rejected: [UpdateRejection] = []
-        /// A secure-aggregation round: its setup (as sent to the silos) and the protocol's broker side.
-        var secagg: (setup: Fedgate_V1_SecAggSetup, state: SecureRoundState<SecAggBinding>)?
+        /// A secure-aggregation round's setup, as sent to the silos (the protocol's state is the machine's).
+        var secureSetup: Fedgate_V1_SecAggSetup?
+        /// The survivors' mean, once their masked sum was unmasked and decoded.
+        var secureMean: [Float]?
     }
 
     struct Waiter {
@@ -166,8 +168,7 @@ public actor BrokerCoordinator {
     /// A silo's stream ended: it no longer counts on any round in flight.
     func dropFromRoundsInFlight(_ silo: String) {
         for plan in active.keys {
-            active[plan]!.progress.drop(silo)
-            active[plan]!.secagg?.state.drop(silo)
+            active[plan]!.machine.drop(silo)
             wakeIfDone(plan)
         }
     }
