@@ -19,13 +19,9 @@ extension BrokerService {
         do { plan = try TrainingPlan.parse(request.planYaml, file: "submitted plan") } catch {
             throw RPCError(code: .invalidArgument, message: "\(error)")
         }
-        do {
-            var response = Fedgate_V1_SubmitPlanResponse()
-            response.planHash = try await coordinator.submit(plan, text: request.planYaml, by: identity.id)
-            return response
-        } catch {
-            throw ErrorStatus.rpcError(for: error)
-        }
+        var response = Fedgate_V1_SubmitPlanResponse()
+        response.planHash = try await coordinator.submit(plan, text: request.planYaml, by: identity.id)
+        return response
     }
 
     public func planStatus(request: Fedgate_V1_PlanStatusRequest, context: ServerContext) async throws -> Fedgate_V1_PlanStatusResponse {
@@ -37,11 +33,7 @@ extension BrokerService {
 
     public func cancelPlan(request: Fedgate_V1_CancelPlanRequest, context: ServerContext) async throws -> Fedgate_V1_PlanStatusResponse {
         let person = try context.callerIdentity.id
-        do {
-            return Self.response(request.planHash, try await coordinator.cancel(request.planHash, by: person))
-        } catch {
-            throw ErrorStatus.rpcError(for: error)
-        }
+        return Self.response(request.planHash, try await coordinator.cancel(request.planHash, by: person))
     }
 
     static func response(_ hash: String, _ status: BrokerCoordinator.PlanStatus) -> Fedgate_V1_PlanStatusResponse {
