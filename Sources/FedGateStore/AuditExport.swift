@@ -129,18 +129,21 @@ public struct ComplianceReport: Sendable {
     public init(_ trails: [AuditTrail], filter: AuditFilter) {
         for t in trails {
             chains.append((t.source, t.verification, t.records.count))
-            let kept = t.records.filter(filter.keeps)
-            read(kept, source: t.source)
-            epsilonSeries += Self.epsilonSeries(t.records, source: t.source, filter: filter)
+            // Each record is decoded once, for the report's sections and its ε series alike.
+            let decoded = t.records.map { (record: $0, event: AuditEvent.of($0)) }
+            read(decoded.filter { filter.keeps($0.record) }, source: t.source)
+            epsilonSeries += Self.epsilonSeries(decoded, source: t.source, filter: filter)
         }
         rounds.sort { ($0.plan, $0.number) < ($1.plan, $1.number) }
     }
 
-    private mutating func read(_ records: [AuditRecord], source: String) {
+    typealias Decoded = (record: AuditRecord, event: Result<AuditEvent, AuditEventError>)
+
+    private mutating func read(_ records: [Decoded], source: String) {
         var roundIndex: [String: Int] = [:]
-        for r in records {
+        for (r, decoded) in records {
             let event: AuditEvent
-            switch AuditEvent.of(r) {
+            switch decoded {
             case .success(let e): event = e
             case .failure(let error):
                 unreadable.append(Unreadable(source: source, seq: r.seq, action: r.action, problem: error.problem))
@@ -193,13 +196,13 @@ public struct ComplianceReport: Sendable {
     /// Cumulative committed ε per data set at a silo, from its ledger's records: the reservation
     /// carries the DP event, the commit settles it; ε is the accountant's for all events committed so
     /// far, at the data set's δ. Caps: the data set's per-plan and lifetime caps as recorded.
-    static func epsilonSeries(_ records: [AuditRecord], source: String, filter: AuditFilter) -> [EpsilonSeries] {
+    static func epsilonSeries(_ records: [Decoded], source: String, filter: AuditFilter) -> [EpsilonSeries] {
         var events: [String: (dataset: String, event: DPEvent)] = [:]
         var delta: [String: Double] = [:], cap: [String: Double] = [:], perPlan: [String: Double] = [:]
         var committed: [String: [DPEvent]] = [:], points: [String: [EpsilonPoint]] = [:]
         var silo: [String: String] = [:]
-        for r in records {
-            guard case .success(let event) = AuditEvent.of(r) else { continue }
+        for (r, decoded) in records {
+            guard case .success(let event) = decoded else { continue }
             switch event {
             case .budgetSet(let b):
                 delta[b.dataset] = b.delta
