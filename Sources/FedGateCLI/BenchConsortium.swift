@@ -10,8 +10,9 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 
 /// The consortium `fedgate bench round` times: a CA, a broker process and gateway processes, each
-/// with its own shard of the breast-cancer data, policy and SQLite store, in a scratch folder.
-final class BenchConsortium: @unchecked Sendable {
+/// with its own shard of the breast-cancer data, policy and SQLite store, in a scratch folder. A
+/// value: `start` builds it, the processes it names are the only state, and `stop` ends them.
+struct BenchConsortium: Sendable {
     typealias Child = BenchRoundCommand.Child
 
     let folder: URL
@@ -56,7 +57,7 @@ final class BenchConsortium: @unchecked Sendable {
             try? FileManager.default.removeItem(at: folder)
             throw ValidationError("the broker did not start:\n\(broker.output)")
         }
-        let consortium = BenchConsortium(folder: folder, data: data, scientist: scientist, broker: broker, port: port)
+        var consortium = BenchConsortium(folder: folder, data: data, scientist: scientist, broker: broker, port: port)
         do {
             // The broker migrated its store before it listened: the silos are enrolled in it as they are issued.
             let registry = try SQLiteLedger(path: folder.appendingPathComponent("broker.sqlite").path)
@@ -72,7 +73,7 @@ final class BenchConsortium: @unchecked Sendable {
     }
 
     /// One silo: its certificate (enrolled at the broker), shard, policy, ledger and config, and its gateway process.
-    private func addGateway(_ id: String, shard i: Int, of silos: Int, ca: ConsortiumCA, registry: SQLiteLedger, migrations: URL, cwd: URL) async throws {
+    private mutating func addGateway(_ id: String, shard i: Int, of silos: Int, ca: ConsortiumCA, registry: SQLiteLedger, migrations: URL, cwd: URL) async throws {
         try await ca.issueLocally(id, .silo, days: 2, into: folder).enrol(in: registry, actor: "bench")
         try data.subset(Array(stride(from: i, to: data.count, by: silos))).csv.write(to: folder.appendingPathComponent("\(id).csv"), atomically: true, encoding: .utf8)
         try """
