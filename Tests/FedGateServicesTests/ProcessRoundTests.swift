@@ -62,6 +62,9 @@ struct ProcessRoundTests {
                     if seen >= n {
                         act()
                         watch.acted.withLock { $0 = Date() }
+                        // The process logs the line, then stops itself: a SIGCONT sent in between
+                        // would come first and leave it stopped for good (seen on a loaded machine).
+                        while Date() < until, !Running.isStopped(pid) { usleep(1_000) }
                         kill(pid, SIGCONT)
                         return
                     }
@@ -69,6 +72,13 @@ struct ProcessRoundTests {
                 }
             }.start()
             return watch
+        }
+
+        /// Whether the process is stopped by a signal (its state in /proc is `T`).
+        static func isStopped(_ pid: pid_t) -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return false }
+            return stat[stat.index(after: close)...].split(separator: " ").first == "T"
         }
 
         final class PauseWatch: Sendable {
