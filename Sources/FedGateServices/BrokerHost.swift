@@ -6,6 +6,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Logging
+import ServiceLifecycle
 
 /// A running broker: its listener, coordinator and connection guard.
 public struct BrokerHandle: Sendable {
@@ -115,29 +116,27 @@ public enum BrokerHost {
             logger.info("broker listening", metadata: ["address": "\(host):\(bound)", "id": "\(credentials.identity.id)"])
             return try await withOptionalServer(enrolment) { enrolmentBound in
                 let handle = BrokerHandle(port: bound, enrolmentPort: enrolmentBound, coordinator: coordinator, connectionGuard: connectionGuard)
-                // Revocations recorded in the store (`fedgate silo revoke`) reach the running broker within a poll.
-                let watcher = Task { await watchRevocations(store, every: revocationPoll, connectionGuard, interceptor) }
-                // The chain's head, signed with the broker's key while the chain grows.
                 let heads = AuditHeadKeeper(store: store, credentials: credentials, logger: logger)
                 await coordinator.exchangeAuditHeads(heads, caPEM: credentials.caPEM)
-                let keeper = Task { await heads.run(every: auditHeadInterval) }
-                defer { watcher.cancel() }
-                /// Plans stop, then the head of what they recorded is signed before the broker goes.
-                func stop() async {
-                    await coordinator.shutdown()
-                    keeper.cancel()
-                    _ = await keeper.result
-                }
                 do {
                     // Plans the store says are running (a restart, or the lead taken over) go on.
                     try await coordinator.recover(fence: zip(lease, held).map { LeaseFence(name: $0.name, holder: $0.holder, term: $1.term) })
-                    let result = try await whileLeading(lease, held, store: store, logger: logger) { try await body(handle) }
-                    await stop()
-                    return result
                 } catch {
-                    await stop()
+                    await coordinator.shutdown()
                     throw error
                 }
+                let result = ResultBox<R>()
+                var services: [any Service] = [RevocationPoll(store: store, every: revocationPoll, connectionGuard: connectionGuard, interceptor: interceptor),
+                                               AuditHeadSigning(keeper: heads, every: auditHeadInterval), PlanRunner(coordinator: coordinator)]
+                if let lease, let held { services.append(LeaseKeeping(lease: lease, held: held, store: store, logger: logger)) }
+                services.append(ServingBody(body: { try await body(handle) }, result: result))
+                // Any part ending (the body done, the lease lost) stops the others, in reverse order.
+                let group = ServiceGroup(configuration: .init(services: services.map {
+                    .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
+                }, logger: logger))
+                try await group.run()
+                guard let value = result.get() else { throw CancellationError() }
+                return value
             }
         }
     }
@@ -177,38 +176,6 @@ public enum BrokerHost {
         }
         return (FedGateTransports.enrolmentServer(host: host, port: port, credentials: credentials, guard: openGuard),
                 EnrollmentService(issuer: issuer, store: store, logger: logger))
-    }
-
-    /// Revocations recorded in the store (`fedgate silo revoke`) reach the running broker within a
-    /// poll; refusals counted since the last poll are written out.
-    private static func watchRevocations(_ store: any BrokerStore, every poll: Duration, _ connectionGuard: ConnectionGuard,
-                                         _ interceptor: AuthorizationInterceptor) async {
-        while !Task.isCancelled {
-            try? await Task.sleep(for: poll)
-            connectionGuard.flushRefusals()
-            interceptor.flushRefusals()
-            guard let revoked = try? await store.revocations() else { continue }
-            connectionGuard.revoke(identities: revoked.identities, fingerprints: revoked.fingerprints, serials: revoked.serials)
-        }
-    }
-
-    /// Runs `body` while the lease (if any) is kept: a lease lost ends it with the loss.
-    private static func whileLeading<R: Sendable>(_ lease: BrokerLeaseSettings?, _ held: BrokerLease?, store: any BrokerStore, logger: Logger,
-                                                  _ body: @escaping @Sendable () async throws -> R) async throws -> R {
-        try await withThrowingTaskGroup(of: R?.self) { group in
-            group.addTask { try await body() }
-            if let lease, let held {
-                group.addTask {
-                    try await keep(lease, held, store: store, logger: logger)
-                    return nil
-                }
-            }
-            defer { group.cancelAll() }
-            while let next = try await group.next() {
-                if let result = next { return result }
-            }
-            throw CancellationError()
-        }
     }
 
     /// Whether an identity with a valid certificate may call this broker at all: a silo must be an
