@@ -210,7 +210,8 @@ struct GatewayCommand: AsyncParsableCommand {
             let metrics = FedGateMetrics()
             let endpoint = try await serveMetrics(c.metrics, credentials: credentials, metrics: metrics, logger: logger)
             let gateway = Gateway(settings: settings, governor: governor, metrics: metrics, logger: logger)
-            try await runUntilSignalled(logger) { await gateway.run() }
+            // On SIGTERM the gateway's own services stop in order: the link, then the last audit head.
+            try await runUntilSignalled(logger, cancelOnShutdown: false) { await gateway.run() }
             await endpoint?.close()
             logger.info("gateway stopped", metadata: ["silo": "\(c.silo)"])
         }

@@ -131,10 +131,7 @@ public enum BrokerHost {
                 if let lease, let held { services.append(LeaseKeeping(lease: lease, held: held, store: store, logger: logger)) }
                 services.append(ServingBody(body: { try await body(handle) }, result: result))
                 // Any part ending (the body done, the lease lost) stops the others, in reverse order.
-                let group = ServiceGroup(configuration: .init(services: services.map {
-                    .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
-                }, logger: logger))
-                try await group.run()
+                try await ServiceGroup(running: services, logger: logger).run()
                 guard let value = result.get() else { throw CancellationError() }
                 return value
             }

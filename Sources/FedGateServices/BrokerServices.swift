@@ -70,6 +70,15 @@ struct LeaseKeeping: Service {
     }
 }
 
+/// A gateway's link to its broker (`Gateway.keepLinked`), until the gateway stops.
+struct BrokerLink: Service {
+    let gateway: Gateway
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await gateway.keepLinked() }
+    }
+}
+
 /// The caller's work while the broker serves; its end (or failure) stops the group.
 struct ServingBody<R: Sendable>: Service {
     let body: @Sendable () async throws -> R
@@ -83,4 +92,14 @@ final class ResultBox<R: Sendable>: Sendable {
     private let value = Mutex<R?>(nil)
     func set(_ r: R) { value.withLock { $0 = r } }
     func get() -> R? { value.withLock { $0 } }
+}
+
+extension ServiceGroup {
+    /// A group of `services` in which any one ending or failing stops the others, in reverse order.
+    init(running services: [any Service], logger: Logger) {
+        self.init(configuration: ServiceGroupConfiguration(services: services.map { service in
+            ServiceGroupConfiguration.ServiceConfiguration(service: service, successTerminationBehavior: .gracefullyShutdownGroup,
+                                                           failureTerminationBehavior: .gracefullyShutdownGroup)
+        }, logger: logger))
+    }
 }

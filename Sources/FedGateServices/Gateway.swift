@@ -13,6 +13,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Logging
+import ServiceLifecycle
 
 /// A silo's gateway: connects out to the broker (no inbound port), keeps one task stream open with
 /// heartbeats, reconnects with backoff and jitter, judges every offer against its own policy and
@@ -136,11 +137,18 @@ public actor Gateway {
     public func run() async {
         await releaseUnsentReservations()
         await refreshBudgetMetrics()
-        // The silo's own audit chain, its head signed with the silo's key while it grows.
+        // The silo's own audit chain, its head signed with the silo's key while it grows; and the
+        // link to the broker. Stopped (SIGTERM, or the caller cancelled) the link goes first, then
+        // the head is signed once more.
         let heads = AuditHeadKeeper(store: governor.ledger.backend, credentials: settings.credentials, logger: logger)
         auditHeads = heads
-        let keeper = Task { await heads.run() }
+        let services: [any Service] = [AuditHeadSigning(keeper: heads, every: .seconds(5)), BrokerLink(gateway: self)]
+        try? await ServiceGroup(running: services, logger: logger).run()
+    }
 
+    /// Connects to the broker (then to the standbys in turn), and again whenever the task stream
+    /// ends, with backoff, until cancelled; then stops training still running.
+    func keepLinked() async {
         var delay = settings.reconnectInitial
         let endpoints = [(settings.brokerHost, settings.brokerPort)] + settings.standbyBrokers
         var next = 0
@@ -165,8 +173,6 @@ public actor Gateway {
             delay = min(delay * 2, settings.reconnectMaximum)
         }
         for task in training.values { task.cancel() }
-        keeper.cancel()
-        await keeper.value
     }
 
     /// The task stream ended: the broker has dropped this silo from any round in flight, and the
