@@ -116,7 +116,11 @@ struct SecureRoundTests {
                 for k in mean.indices { mean[k] += d[k] * factor / 2 }
             }
             let gap = zip(status.parameters, zip(initial, mean)).map { abs($0 - ($1.0 + $1.1)) }.max() ?? .infinity
-            #expect(status.parameters.count == initial.count && gap < 0.02, "largest gap from the survivors' plain mean: \(gap)")
+            // The survivors' distributed noise has standard deviation z·C = 0.01 on their sum, 0.005 on
+            // the mean: six of those bound the largest of the model's 31 coordinates but about once
+            // in 10⁷ runs (the bound of 0.02, four, was passed by 0.0206 in one of eight suite runs),
+            // and a mask left in or a wrong divisor still misses by far more.
+            #expect(status.parameters.count == initial.count && gap < 6 * 0.01 / 2, "largest gap from the survivors' plain mean: \(gap)")
             // The silo that left never sent its update: nothing committed, nothing left reserved.
             await eventually { (try? await silos[2].ledger.backend.entries(dataset: "breast-cancer-2024").allSatisfy { $0.state == .released }) == true }
             let entries = try await silos[2].ledger.backend.entries(dataset: "breast-cancer-2024")
