@@ -297,17 +297,11 @@ extension BrokerCoordinator {
 }
 
 extension RoundRecord.State {
-    /// The store's name for a stage of the round's machine (the same names).
+    /// The store's name for a stage of the round's machine: the same names, checked both ways by
+    /// `RoundStageTests` (the switch below maps back, and fails to compile on a new store state).
     init(_ stage: RoundStage) {
-        self = switch stage {
-        case .planned: .planned
-        case .offered: .offered
-        case .training: .training
-        case .aggregating: .aggregating
-        case .evaluating: .evaluating
-        case .committed: .committed
-        case .aborted: .aborted
-        }
+        guard let state = Self(rawValue: stage.rawValue) else { preconditionFailure("the store has no round state '\(stage.rawValue)'") }
+        self = state
     }
 }
 
