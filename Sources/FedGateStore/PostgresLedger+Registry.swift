@@ -157,4 +157,99 @@ extension PostgresLedger {
             return (p.id, .enrolmentRedeemed(.init(enrolled)))
         }
     }
+
+    public func openRound(_ r: RoundRecord, actor: String) async throws {
+        try await audited(actor: actor, at: r.updatedAt) { conn in
+            try await conn.query("""
+                INSERT INTO rounds (plan_hash, number, state, sampled, survivors, deadline, updated_at)
+                VALUES (\(r.planHash), \(r.number), 'planned', \(RegistryJSON.encode(r.sampled)), \(RegistryJSON.encode(r.survivors)),
+                \(r.deadline.timeIntervalSince1970), \(r.updatedAt.timeIntervalSince1970))
+                """, logger: logger)
+            return (r.planHash, .roundPlanned(.init(round: r.number, sampled: r.sampled)))
+        }
+    }
+
+    public func advanceRound(planHash: String, number: Int, to state: RoundRecord.State, survivors: [String], at: Date, actor: String) async throws {
+        try await audited(actor: actor, at: at) { conn in
+            var current: String?
+            for try await s in try await conn.query("SELECT state FROM rounds WHERE plan_hash = \(planHash) AND number = \(number) FOR UPDATE", logger: logger).decode(String.self) {
+                current = s
+            }
+            try RegistryJSON.transition(from: current, to: state, planHash: planHash, number: number)
+            try await conn.query("""
+                UPDATE rounds SET state = \(state.rawValue), survivors = \(RegistryJSON.encode(survivors)), updated_at = \(at.timeIntervalSince1970)
+                WHERE plan_hash = \(planHash) AND number = \(number)
+                """, logger: logger)
+            return (planHash, .roundAdvanced(state, .init(round: number, survivors: survivors, checkpointSHA256: nil)))
+        }
+    }
+
+    public func rounds(planHash: String) async throws -> [RoundRecord] {
+        try await wrap {
+            var out: [RoundRecord] = []
+            for try await (plan, number, state, sampled, survivors, deadline, updated) in try await client.query(
+                "SELECT plan_hash, number, state, sampled, survivors, deadline, updated_at FROM rounds WHERE plan_hash = \(planHash) ORDER BY number",
+                logger: logger).decode((String, Int, String, String, String, Double, Double).self) {
+                out.append(RoundRecord(planHash: plan, number: number, state: RoundRecord.State(rawValue: state) ?? .aborted,
+                                       sampled: RegistryJSON.strings(sampled), survivors: RegistryJSON.strings(survivors),
+                                       deadline: Date(timeIntervalSince1970: deadline), updatedAt: Date(timeIntervalSince1970: updated)))
+            }
+            return out
+        }
+    }
+
+    public func addModelVersion(_ m: ModelVersion, content: [UInt8]?, actor: String) async throws -> Int {
+        if let content { try ModelContent.check(content, m.contentSHA256) }
+        let sha = m.contentSHA256.lowercased()
+        return try await wrap {
+            try await client.withTransaction(logger: logger) { conn in
+                // Serialise version numbering with the audit appends' lock.
+                try await AdvisoryLock.modelVersions.take(conn, logger: logger)
+                if let content {
+                    try await conn.query("INSERT INTO model_content (content_sha256, bytes) VALUES (\(sha), \(ByteBuffer(bytes: content))) ON CONFLICT (content_sha256) DO NOTHING",
+                                         logger: logger)
+                } else {
+                    var stored = 0
+                    for try await n in try await conn.query("SELECT COUNT(*) FROM model_content WHERE content_sha256 = \(sha)", logger: logger).decode(Int.self) { stored = n }
+                    guard stored > 0 else { throw LedgerError.storage("no model file with SHA-256 \(sha.prefix(12))… is stored; pass the file") }
+                }
+                var version = 1
+                for try await v in try await conn.query("SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions", logger: logger).decode(Int.self) { version = v }
+                try await conn.query("""
+                    INSERT INTO model_versions (version, plan_hash, round, content_sha256, participants, epsilon_per_silo, metrics, parent, created_at)
+                    VALUES (\(version), \(m.planHash), \(m.round), \(sha), \(RegistryJSON.encode(m.participants)),
+                    \(RegistryJSON.encode(m.epsilonPerSilo)), \(RegistryJSON.encode(m.metrics)), \(m.parent), \(m.createdAt.timeIntervalSince1970))
+                    """, logger: logger)
+                try await Self.append(conn, actor: actor, subject: m.planHash, event: .modelVersioned(.init(
+                    version: version, round: m.round, contentSHA256: m.contentSHA256, epsilonPerSilo: m.epsilonPerSilo)),
+                    at: m.createdAt, logger: logger)
+                return version
+            }
+        }
+    }
+
+    public func modelVersions() async throws -> [ModelVersion] {
+        try await wrap {
+            var out: [ModelVersion] = []
+            for try await (version, plan, round, content, participants, eps, metrics, parent, created) in try await client.query(
+                "SELECT version, plan_hash, round, content_sha256, participants, epsilon_per_silo, metrics, parent, created_at FROM model_versions ORDER BY version",
+                logger: logger).decode((Int, String, Int, String, String, String, String, Int?, Double).self) {
+                out.append(ModelVersion(version: version, planHash: plan, round: round, contentSHA256: content,
+                                        participants: RegistryJSON.strings(participants), epsilonPerSilo: RegistryJSON.numbers(eps),
+                                        metrics: RegistryJSON.numbers(metrics), parent: parent, createdAt: Date(timeIntervalSince1970: created)))
+            }
+            return out
+        }
+    }
+
+    public func modelContent(sha256: String) async throws -> [UInt8]? {
+        try await wrap {
+            var out: [UInt8]?
+            for try await bytes in try await client.query("SELECT bytes FROM model_content WHERE content_sha256 = \(sha256.lowercased())",
+                                                          logger: logger).decode(ByteBuffer.self) {
+                out = Array(bytes.readableBytesView)
+            }
+            return out
+        }
+    }
 }

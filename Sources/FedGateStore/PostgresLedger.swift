@@ -130,4 +130,141 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     }
 }
 
-extension PostgresLedger: PlanRunBackend {}
+extension PostgresLedger: PlanRunBackend {
+    public func startPlanRun(_ run: PlanRun, submission: AuditEvent.PlanSubmission, actor: String) async throws {
+        try await audited(actor: actor, at: run.submittedAt) { conn in
+            var state: String?
+            for try await s in try await conn.query("SELECT state FROM plan_runs WHERE plan_hash = \(run.planHash) FOR UPDATE", logger: logger)
+                .decode(String.self) { state = s }
+            if state == "running" { throw LedgerError.storage("plan \(run.planHash.prefix(12))… is already running") }
+            let t = run.submittedAt.timeIntervalSince1970
+            try await conn.query("""
+                INSERT INTO plan_runs (plan_hash, plan_yaml, submitter, state, reason, checkpoint_round, checkpoint_sha256, standardisation, submitted_at, updated_at)
+                VALUES (\(run.planHash), \(run.planYAML), \(run.submitter), 'running', NULL, NULL, NULL, NULL, \(t), \(t))
+                ON CONFLICT (plan_hash) DO UPDATE SET plan_yaml = excluded.plan_yaml, submitter = excluded.submitter, state = 'running',
+                reason = NULL, checkpoint_round = NULL, checkpoint_sha256 = NULL, standardisation = NULL,
+                submitted_at = excluded.submitted_at, updated_at = excluded.updated_at
+                """, logger: logger)
+            return (run.planHash, .planSubmitted(submission))
+        }
+    }
+
+    public func commitRound(planHash: String, number: Int, survivors: [String], checkpoint: PlanRun.Checkpoint, content: [UInt8],
+                            fence: LeaseFence?, at: Date, actor: String) async throws {
+        try ModelContent.check(content, checkpoint.contentSHA256)
+        let sha = checkpoint.contentSHA256.lowercased()
+        try await audited(actor: actor, at: at) { conn in
+            if let fence { try fence.check(try await Self.lease(conn, fence.name, logger: logger)) }
+            var current: String?
+            for try await s in try await conn.query("SELECT state FROM rounds WHERE plan_hash = \(planHash) AND number = \(number) FOR UPDATE", logger: logger)
+                .decode(String.self) { current = s }
+            try RegistryJSON.transition(from: current, to: .committed, planHash: planHash, number: number)
+            try await conn.query("""
+                UPDATE rounds SET state = 'committed', survivors = \(RegistryJSON.encode(survivors)), updated_at = \(at.timeIntervalSince1970)
+                WHERE plan_hash = \(planHash) AND number = \(number)
+                """, logger: logger)
+            var previous: String?
+            for try await p in try await conn.query("SELECT checkpoint_sha256 FROM plan_runs WHERE plan_hash = \(planHash) FOR UPDATE", logger: logger)
+                .decode(String?.self) { previous = p }
+            try await conn.query("INSERT INTO model_content (content_sha256, bytes) VALUES (\(sha), \(ByteBuffer(bytes: content))) ON CONFLICT (content_sha256) DO NOTHING",
+                                 logger: logger)
+            var updated = 0
+            for try await n in try await conn.query("""
+                UPDATE plan_runs SET checkpoint_round = \(checkpoint.round), checkpoint_sha256 = \(sha), standardisation = \(checkpoint.standardisation),
+                updated_at = \(at.timeIntervalSince1970) WHERE plan_hash = \(planHash) AND state = 'running' RETURNING 1
+                """, logger: logger).decode(Int.self) { updated += n }
+            guard updated == 1 else { throw LedgerError.storage("plan \(planHash.prefix(12))… is not running here; round \(number) not committed") }
+            // The checkpoint it replaces goes, unless a version or another plan still points to it.
+            if let previous, previous != sha {
+                try await conn.query("""
+                    DELETE FROM model_content WHERE content_sha256 = \(previous)
+                    AND NOT EXISTS (SELECT 1 FROM model_versions WHERE content_sha256 = \(previous))
+                    AND NOT EXISTS (SELECT 1 FROM plan_runs WHERE checkpoint_sha256 = \(previous))
+                    """, logger: logger)
+            }
+            return (planHash, .roundAdvanced(.committed, .init(round: number, survivors: survivors, checkpointSHA256: sha)))
+        }
+    }
+
+    public func finishPlanRun(planHash: String, state: PlanRun.State, reason: String?, fence: LeaseFence?, at: Date, actor: String) async throws {
+        try await audited(actor: actor, at: at) { conn in
+            if let fence { try fence.check(try await Self.lease(conn, fence.name, logger: logger)) }
+            var updated = 0
+            for try await n in try await conn.query("""
+                UPDATE plan_runs SET state = \(state.rawValue), reason = \(reason), updated_at = \(at.timeIntervalSince1970)
+                WHERE plan_hash = \(planHash) AND state = 'running' RETURNING 1
+                """, logger: logger).decode(Int.self) { updated += n }
+            guard updated == 1 else { throw LedgerError.storage("plan \(planHash.prefix(12))… is not running here") }
+            return (planHash, .planEnded(state, .init(reason: reason)))
+        }
+    }
+
+    public func planRuns() async throws -> [PlanRun] {
+        try await wrap {
+            var out: [PlanRun] = []
+            for try await (hash, yaml, submitter, state, reason, round, sha, std, submitted, updated) in try await client.query("""
+                SELECT plan_hash, plan_yaml, submitter, state, reason, checkpoint_round, checkpoint_sha256, standardisation, submitted_at, updated_at
+                FROM plan_runs ORDER BY submitted_at, plan_hash
+                """, logger: logger).decode((String, String, String, String, String?, Int?, String?, String?, Double, Double).self) {
+                let checkpoint = round.flatMap { n in sha.flatMap { s in std.map { PlanRun.Checkpoint(round: n, contentSHA256: s, standardisation: $0) } } }
+                out.append(PlanRun(planHash: hash, planYAML: yaml, submitter: submitter, state: PlanRun.State(rawValue: state) ?? .failed,
+                                   reason: reason, checkpoint: checkpoint, submittedAt: Date(timeIntervalSince1970: submitted),
+                                   updatedAt: Date(timeIntervalSince1970: updated)))
+            }
+            return out
+        }
+    }
+
+    public func claimLease(_ name: String, holder: String, duration: TimeInterval, now: Date, renewing: Int?) async throws -> BrokerLease? {
+        try await wrap {
+            try await client.withTransaction(logger: logger) { conn in
+                // Claims of any lease queue here, so two brokers never both see it free.
+                try await AdvisoryLock.leases.take(conn, logger: logger)
+                let current = try await Self.lease(conn, name, logger: logger)
+                guard let next = BrokerLease.claim(current: current, holder: holder, now: now, duration: duration, renewing: renewing) else { return nil }
+                try await conn.query("""
+                    INSERT INTO broker_lease (name, holder, term, expires_at) VALUES (\(name), \(next.holder), \(next.term), \(next.expiresAt.timeIntervalSince1970))
+                    ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, term = excluded.term, expires_at = excluded.expires_at
+                    """, logger: logger)
+                if next.term != current?.term {
+                    try await Self.append(conn, actor: holder, subject: name, event: .leaseTaken(.init(next)),
+                                          at: now, logger: logger)
+                }
+                return next
+            }
+        }
+    }
+
+    public func releaseLease(_ name: String, holder: String, now: Date) async throws {
+        try await wrap {
+            try await client.query("UPDATE broker_lease SET expires_at = \(now.timeIntervalSince1970) WHERE name = \(name) AND holder = \(holder)",
+                                   logger: logger)
+        }
+    }
+
+    private static func lease(_ conn: PostgresConnection, _ name: String, logger: Logger) async throws -> BrokerLease? {
+        var out: BrokerLease?
+        for try await (holder, term, expires) in try await conn.query(
+            "SELECT holder, term, expires_at FROM broker_lease WHERE name = \(name) FOR UPDATE", logger: logger).decode((String, Int, Double).self) {
+            out = BrokerLease(holder: holder, term: term, expiresAt: Date(timeIntervalSince1970: expires))
+        }
+        return out
+    }
+}
+
+/// The transaction-scoped advisory locks that serialise writers across connections and processes,
+/// by name: each id is taken for one purpose only.
+enum AdvisoryLock: Int64 {
+    /// One migrator at a time.
+    case migrations = 7411
+    /// Audit appends, so the chain cannot fork.
+    case auditChain = 7412
+    /// Model version numbering.
+    case modelVersions = 7413
+    /// Lease claims, so two brokers never both see a lease free.
+    case leases = 7415
+
+    func take(_ conn: PostgresConnection, logger: Logger) async throws {
+        try await conn.query(PostgresQuery(unsafeSQL: "SELECT pg_advisory_xact_lock(\(rawValue))"), logger: logger)
+    }
+}

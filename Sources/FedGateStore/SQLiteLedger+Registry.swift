@@ -143,4 +143,78 @@ extension SQLiteLedger {
             }
         }
     }
+
+    public func openRound(_ r: RoundRecord, actor: String) async throws {
+        try await audited(actor: actor, at: r.updatedAt) { db in
+            try db.execute(sql: "INSERT INTO rounds (plan_hash, number, state, sampled, survivors, deadline, updated_at) VALUES (?, ?, 'planned', ?, ?, ?, ?)",
+                           arguments: [r.planHash, r.number, RegistryJSON.encode(r.sampled), RegistryJSON.encode(r.survivors),
+                                       r.deadline.timeIntervalSince1970, r.updatedAt.timeIntervalSince1970])
+            return (r.planHash, .roundPlanned(.init(round: r.number, sampled: r.sampled)))
+        }
+    }
+
+    public func advanceRound(planHash: String, number: Int, to state: RoundRecord.State, survivors: [String], at: Date, actor: String) async throws {
+        try await audited(actor: actor, at: at) { db in
+            let current = try String.fetchOne(db, sql: "SELECT state FROM rounds WHERE plan_hash = ? AND number = ?", arguments: [planHash, number])
+            try RegistryJSON.transition(from: current, to: state, planHash: planHash, number: number)
+            try db.execute(sql: "UPDATE rounds SET state = ?, survivors = ?, updated_at = ? WHERE plan_hash = ? AND number = ?",
+                           arguments: [state.rawValue, RegistryJSON.encode(survivors), at.timeIntervalSince1970, planHash, number])
+            return (planHash, .roundAdvanced(state, .init(round: number, survivors: survivors, checkpointSHA256: nil)))
+        }
+    }
+
+    public func rounds(planHash: String) async throws -> [RoundRecord] {
+        try await wrap {
+            try await pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM rounds WHERE plan_hash = ? ORDER BY number", arguments: [planHash]).map { r in
+                    RoundRecord(planHash: try r.field("plan_hash"), number: try r.field("number"), state: RoundRecord.State(rawValue: try r.field("state")) ?? .aborted,
+                                sampled: RegistryJSON.strings(try r.field("sampled")), survivors: RegistryJSON.strings(try r.field("survivors")),
+                                deadline: Date(timeIntervalSince1970: try r.field("deadline")), updatedAt: Date(timeIntervalSince1970: try r.field("updated_at")))
+                }
+            }
+        }
+    }
+
+    public func addModelVersion(_ m: ModelVersion, content: [UInt8]?, actor: String) async throws -> Int {
+        if let content { try ModelContent.check(content, m.contentSHA256) }
+        return try await wrap {
+            try await pool.write { db in
+                if let content {
+                    try db.execute(sql: "INSERT INTO model_content (content_sha256, bytes) VALUES (?, ?) ON CONFLICT (content_sha256) DO NOTHING",
+                                   arguments: [m.contentSHA256.lowercased(), Data(content)])
+                } else if try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM model_content WHERE content_sha256 = ?", arguments: [m.contentSHA256.lowercased()]) == 0 {
+                    throw LedgerError.storage("no model file with SHA-256 \(m.contentSHA256.prefix(12))… is stored; pass the file")
+                }
+                let version = (try Int.fetchOne(db, sql: "SELECT MAX(version) FROM model_versions") ?? 0) + 1
+                try db.execute(sql: """
+                    INSERT INTO model_versions (version, plan_hash, round, content_sha256, participants, epsilon_per_silo, metrics, parent, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [version, m.planHash, m.round, m.contentSHA256.lowercased(), RegistryJSON.encode(m.participants),
+                                     RegistryJSON.encode(m.epsilonPerSilo), RegistryJSON.encode(m.metrics), m.parent, m.createdAt.timeIntervalSince1970])
+                try Self.append(db, actor: actor, subject: m.planHash, event: .modelVersioned(.init(
+                    version: version, round: m.round, contentSHA256: m.contentSHA256, epsilonPerSilo: m.epsilonPerSilo)), at: m.createdAt)
+                return version
+            }
+        }
+    }
+
+    public func modelVersions() async throws -> [ModelVersion] {
+        try await wrap {
+            try await pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM model_versions ORDER BY version").map { r in
+                    ModelVersion(version: try r.field("version"), planHash: try r.field("plan_hash"), round: try r.field("round"), contentSHA256: try r.field("content_sha256"),
+                                 participants: RegistryJSON.strings(try r.field("participants")), epsilonPerSilo: RegistryJSON.numbers(try r.field("epsilon_per_silo")),
+                                 metrics: RegistryJSON.numbers(try r.field("metrics")), parent: try r.field("parent"), createdAt: Date(timeIntervalSince1970: try r.field("created_at")))
+                }
+            }
+        }
+    }
+
+    public func modelContent(sha256: String) async throws -> [UInt8]? {
+        try await wrap {
+            try await pool.read { db in
+                try Data.fetchOne(db, sql: "SELECT bytes FROM model_content WHERE content_sha256 = ?", arguments: [sha256.lowercased()]).map { [UInt8]($0) }
+            }
+        }
+    }
 }
