@@ -130,6 +130,8 @@ public struct RoundMachine<Binding: Sendable>: Sendable {
     public private(set) var state = State.planned
     public private(set) var progress: RoundProgress
     public private(set) var secure: SecureRoundState<Binding>?
+    /// First round: the silos being recorded as left out for their moments, with the reasons.
+    private var disagreements: [(silo: String, reason: String)] = []
     /// Whether the plan has no model yet (its first round agrees on one from the silos' moments).
     public let needsModel: Bool
     /// The plan's data sets (named when too few silos serve them).
@@ -166,14 +168,16 @@ public struct RoundMachine<Binding: Sendable>: Sendable {
         case (.offering, .offerClosed):
             guard progress.closeOffer() else {
                 // A silo that accepted and then left is not counted.
-                let live = progress.accepted.filter { !progress.dropped.contains($0) }.count
-                return abort("\(live) accepted, quorum is \(quorum)")
+                return abort("\(progress.liveAccepted.count) accepted, quorum is \(quorum)")
             }
             guard needsModel else { return prepare() }
             state = .agreeing
-            return .recordDisagreements(progress.featureDisagreements())
+            disagreements = progress.featureDisagreements()
+            return .recordDisagreements(disagreements)
         case (.agreeing, .disagreementsRecorded):
-            for (silo, reason) in progress.featureDisagreements() { progress.refuse(silo, reason: reason) }
+            // The refusals applied are the ones just audited, not a second reading of the moments.
+            for (silo, reason) in disagreements { progress.refuse(silo, reason: reason) }
+            disagreements = []
             let moments = progress.acceptedMoments
             guard progress.accepted.count >= quorum, !moments.isEmpty else {
                 return abort("\(progress.accepted.count) accepting silos sent consistent feature moments, quorum is \(quorum)")

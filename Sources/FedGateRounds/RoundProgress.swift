@@ -40,13 +40,16 @@ public struct RoundProgress: Sendable {
         }
     }
 
+    /// The silos that accepted and have not left since.
+    public var liveAccepted: [String] { accepted.filter { !dropped.contains($0) } }
+
     /// Every offered silo answered or left (a silo that accepted and then left counts once).
     public var everyoneAnswered: Bool { Set(accepted).union(refused.keys).union(dropped).isSuperset(of: sampled) }
 
     /// Closes the offer: training starts if at least `quorum` silos accepted.
     public mutating func closeOffer() -> Bool {
         guard phase == .offering else { return phase == .training }
-        let live = accepted.filter { !dropped.contains($0) }
+        let live = liveAccepted
         guard live.count >= quorum else { phase = .closed; return false }
         accepted = live
         phase = .training
