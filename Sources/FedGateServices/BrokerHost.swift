@@ -155,7 +155,7 @@ public enum BrokerHost {
         }
         let revoked = try await store.revocations()
         connectionGuard.revoke(identities: revoked.identities, fingerprints: revoked.fingerprints, serials: revoked.serials)
-        let interceptor = AuthorizationInterceptor(guard: connectionGuard, admission: { identity in await admission(of: identity, store: store) },
+        let interceptor = AuthorizationInterceptor(guard: connectionGuard, admission: { identity in await admission(of: identity, lookup: { try await store.party($0) }) },
                                                    refusalInterval: limits.refusalInterval, logger: logger) { refusal in
             audit(.refused(.call, .init(reason: refusal.reason, count: refusal.count, method: refusal.method)), refusal.identity ?? "-")
         }
@@ -177,12 +177,14 @@ public enum BrokerHost {
 
     /// Whether an identity with a valid certificate may call this broker at all: a silo must be an
     /// enrolled party of the consortium (not revoked) in the region its certificate names; nil
-    /// when it may, else why not. A store that cannot be reached refuses (deny by default).
-    static func admission(of identity: Identity, store: any RegistryBackend) async -> String? {
+    /// when it may, else why not. A store that cannot be reached, or does not answer within
+    /// `limit`, refuses (deny by default): the silo's call fails and it tries again.
+    static func admission(of identity: Identity, lookup: @escaping @Sendable (String) async throws -> Party?,
+                          within limit: Duration = .seconds(5)) async -> String? {
         guard identity.role == .silo else { return nil }
         let party: Party?
-        do { party = try await store.party(identity.id) } catch {
-            return "the broker cannot check \(identity)'s enrolment now (its store is unreachable); try again"
+        do { party = try await answered(within: limit) { try await lookup(identity.id) } } catch {
+            return "the broker cannot check \(identity)'s enrolment now (its store is unreachable or does not answer); try again"
         }
         guard let party, party.kind == .silo else {
             return "\(identity) is not enrolled at this broker: the consortium operator enrols it (fedgate silo approve, fedgate silo invite "

@@ -40,7 +40,7 @@ extension Gateway {
         guard case .accepted(let accepted)? = decisions[task.planHash] else {
             throw GatewayError.unacceptedPlan(plan: task.planHash, asked: "an evaluation")
         }
-        let payload = try await fetchModel(broker, plan: task.planHash, round: task.round, sha256: task.modelSha256)
+        let payload = try await fetchModel(broker, plan: task.planHash, round: task.round, sha256: task.modelSha256, until: task.deadlineMs)
         var test = accepted.test
         guard task.featureMeans.count == test.featureCount, task.featureScales.count == test.featureCount else {
             throw GatewayError.standardisationMismatch(consortium: task.featureMeans.count, silo: test.featureCount)

@@ -20,6 +20,7 @@ extension Gateway {
     func startTraining(_ task: Fedgate_V1_RoundTask, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>,
                                reply: AsyncStream<Fedgate_V1_GatewayMessage>.Continuation) {
         let key = RoundKey(task.planHash, task.round)
+        deadlines[key] = task.deadlineMs
         training[key] = Task {
             do {
                 if task.hasSecagg {
@@ -45,7 +46,7 @@ extension Gateway {
             throw GatewayError.unacceptedPlan(plan: task.planHash, asked: "a task")
         }
         let plan = accepted.plan
-        let payload = try await fetchModel(broker, plan: task.planHash, round: task.round, sha256: task.modelSha256)
+        let payload = try await fetchModel(broker, plan: task.planHash, round: task.round, sha256: task.modelSha256, until: task.deadlineMs)
         await crashPoint("training")
 
         var (train, test) = (accepted.train, accepted.test)
@@ -120,7 +121,7 @@ extension Gateway {
         let (ranges, digest) = (chunkRanges(total: bytes.count, chunkBytes: settings.limits.chunkBytes), TransferDigest.hex(bytes))
         let receipt = try await broker.uploadUpdate(request: StreamingClientRequest { writer in
             for chunk in transferMessages(header, chunks: ranges.lazy.map { Data(bytes[$0]) }, sha256: digest) { try await writer.write(chunk) }
-        })
+        }, options: transferOptions(until: deadlines[key]))
         activity.bytesSent += bytes.count
         metrics.count("fedgate_bytes_total", [("direction", "out")], by: bytes.count)
         guard receipt.accepted else { throw GatewayError.brokerRefused(what: what, reason: receipt.reason) }
@@ -131,7 +132,8 @@ extension Gateway {
     /// A round's model from the broker, range after range into one assembler (the broker never has
     /// more than one range of this silo's download queued), checked against the SHA-256 announced.
     func fetchModel(_ broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>, plan: String, round: UInt32,
-                            sha256: String) async throws -> [UInt8] {
+                    sha256: String, until deadlineMs: Int64) async throws -> [UInt8] {
+        let options = transferOptions(until: deadlineMs)
         var request = Fedgate_V1_ModelRequest()
         request.planHash = plan
         request.round = round
@@ -139,12 +141,29 @@ extension Gateway {
                                                            rangeBytes: settings.limits.downloadRangeBytes) { offset, length in
             request.offset = offset
             request.length = length
-            return try await broker.downloadModel(request) { try await RangedFetch.gather($0.messages, limit: length) }
+            return try await broker.downloadModel(request, options: options) { try await RangedFetch.gather($0.messages, limit: length) }
         }
         activity.bytesReceived += payload.count
         metrics.count("fedgate_bytes_total", [("direction", "in")], by: payload.count)
         // The bytes hash to what the stream declared (checked by the assembler); that must be the announced model.
         guard digest == sha256.lowercased() else { throw GatewayError.modelDigestMismatch(round: round) }
         return payload
+    }
+
+    /// A round's transfer ends by the round's deadline, and a grace for clocks that differ
+    /// (`Settings.transferGrace`), never later than the upload timeout: a broker that takes a call
+    /// and never answers it fails the call, instead of holding the round's task, and with it the
+    /// settling of the round and this silo's next offers, for ever.
+    func transferOptions(until deadlineMs: Int64?) -> CallOptions {
+        var options = CallOptions.defaults
+        options.timeout = Self.transferTimeout(until: deadlineMs, now: Date(), grace: settings.transferGrace, cap: settings.limits.uploadTimeout)
+        return options
+    }
+
+    /// What is left of the round at `now` (none once its deadline passed) plus `grace`, at most `cap`.
+    static func transferTimeout(until deadlineMs: Int64?, now: Date, grace: Duration, cap: Duration) -> Duration {
+        guard let deadlineMs else { return cap }
+        let left = max(0, Double(deadlineMs) / 1000 - now.timeIntervalSince1970)
+        return min(.milliseconds(Int64((left * 1000).rounded())) + grace, cap)
     }
 }

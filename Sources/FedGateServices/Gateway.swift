@@ -40,6 +40,9 @@ public actor Gateway {
         /// frozen, overloaded, or behind a network that swallows the handshake — must not hold the
         /// gateway, which moves on to the next broker in its list.
         public var welcomeTimeout: Duration = .seconds(15)
+        /// How long past a round's deadline (by this gateway's clock) its model download and update
+        /// upload may still run: the slack for a broker's clock ahead of this one.
+        public var transferGrace: Duration = .seconds(10)
         /// Renew the certificate from the broker when less than this is left of it (nil: never).
         public var renewBefore: Duration?
         /// Where the renewed certificate and key are written (mode 0600 for the key), if anywhere.
@@ -99,6 +102,9 @@ public actor Gateway {
     /// Ledger reservations per round not yet settled.
     var reservations: [RoundKey: [String]] = [:]
     var training: [RoundKey: Task<Void, Never>] = [:]
+    /// Each round's deadline as its task states it (ms since 1970, the broker's clock), until the
+    /// round is settled: the round's transfers end by it.
+    var deadlines: [RoundKey: Int64] = [:]
     /// FedPer: each plan's model as this silo last trained it (its local layers are used), by plan hash.
     var personal: [String: [Float]] = [:]
     /// Secure-aggregation rounds in flight.
@@ -183,6 +189,7 @@ public actor Gateway {
         for task in running { task.cancel() }
         for task in running { await task.value }
         secure.removeAll()
+        deadlines.removeAll()
         let held = reservations
         reservations.removeAll()
         // In a task of its own: when the gateway is stopping, this one is cancelled, and the store
@@ -261,6 +268,7 @@ public actor Gateway {
         let key = RoundKey(outcome.planHash, outcome.round)
         if let task = training[key] { await task.value }
         secure.removeValue(forKey: key)
+        deadlines.removeValue(forKey: key)
         for id in reservations.removeValue(forKey: key) ?? [] {
             do { try await governor.ledger.release(id, actor: siloID) } catch {
                 logger.error("could not release a reservation", metadata: ["silo": "\(siloID)", "id": "\(id)", "error": "\(error)"])
