@@ -62,7 +62,7 @@ extension SQLiteLedger {
 
     public func record(_ h: AuditHead) async throws {
         try await wrap {
-            try await pool.write { db in
+            try await write { db in
                 try db.execute(sql: """
                     INSERT INTO audit_heads (signer, seq, hash, at, certificate, signature) VALUES (?, ?, ?, ?, ?, ?)
                     ON CONFLICT (signer, seq) DO NOTHING
@@ -83,7 +83,7 @@ extension SQLiteLedger {
 
     public func witness(_ h: AuditHead, receivedAt: Date) async throws {
         try await wrap {
-            try await pool.write { db in
+            try await write { db in
                 try db.execute(sql: """
                     INSERT INTO audit_witnessed (signer, seq, hash, at, certificate, signature, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (signer, seq) DO NOTHING
