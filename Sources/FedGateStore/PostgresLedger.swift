@@ -54,21 +54,6 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
         }
     }
 
-    /// Appends the next audit record inside the caller's transaction; a transaction-scoped advisory
-    /// lock serialises appends across connections and processes, so the chain cannot fork.
-    static func append(_ conn: PostgresConnection, actor: String, subject: String, event: AuditEvent, at: Date, logger: Logger) async throws {
-        try await AdvisoryLock.auditChain.take(conn, logger: logger)
-        var last: (seq: Int, hash: String)?
-        for try await (seq, hash) in try await conn.query("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1", logger: logger).decode((Int, String).self) {
-            last = (seq, hash)
-        }
-        let r = AuditRecord.next(after: last, at: at, actor: actor, action: event.action, subject: subject, payload: event.payload)
-        try await conn.query("""
-            INSERT INTO audit_records (seq, at, actor, action, subject, payload, previous_hash, hash)
-            VALUES (\(r.seq), \(r.at.timeIntervalSince1970), \(r.actor), \(r.action), \(r.subject), \(r.payload), \(r.previousHash), \(r.hash))
-            """, logger: logger)
-    }
-
     /// Tests only: a store in a new, empty database on the server at `url` (each test its own, so
     /// audit chains do not cross tests), not yet migrated.
     @_spi(Testing) public static func scratch(on url: String, prefix: String) async throws -> PostgresLedger {
@@ -89,18 +74,6 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     /// Runs raw SQL: for tests that tamper with the store behind the ledger's back.
     func executeForTesting(_ sql: String) async throws {
         try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger)
-    }
-
-    /// Runs `change` and appends its audit record in one transaction: either both land or neither.
-    /// `change` returns the record's subject and event.
-    func audited(actor: String, at: Date,
-                         _ change: (PostgresConnection) async throws -> (subject: String, event: AuditEvent)) async throws {
-        try await wrap {
-            try await client.withTransaction(logger: logger) { conn in
-                let (subject, event) = try await change(conn)
-                try await Self.append(conn, actor: actor, subject: subject, event: event, at: at, logger: logger)
-            }
-        }
     }
 
     /// A connection that failed or was lost, or a server shutting down (SQLSTATE classes 08, 57).

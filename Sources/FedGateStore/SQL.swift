@@ -85,6 +85,8 @@ struct SQLStatement: ExpressibleByStringInterpolation, Sendable {
         /// A value that may be absent binds as NULL.
         mutating func appendInterpolation<T: SQLBindable>(_ value: T?) { parts.append(.value(value?.sqlValue ?? .null)) }
         mutating func appendInterpolation(_ clause: Clause) { parts.append(.forUpdate) }
+        /// SQL text of the store's own (a list of column names), never a value from outside.
+        mutating func appendInterpolation(raw sql: StaticString) { parts.append(.sql("\(sql)")) }
     }
 
     /// The statement's text in `dialect`, and its values in order.

@@ -42,31 +42,9 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         }
     }
 
-    /// Appends the next audit record inside the caller's write transaction (GRDB has one writer,
-    /// so appends are serialised and the chain cannot fork).
-    static func append(_ db: Database, actor: String, subject: String, event: AuditEvent, at: Date) throws {
-        let last = try Row.fetchOne(db, sql: "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1")
-        let r = AuditRecord.next(after: last.map { (seq: $0["seq"], hash: $0["hash"]) }, at: at, actor: actor,
-                                 action: event.action, subject: subject, payload: event.payload)
-        try db.execute(sql: "INSERT INTO audit_records (seq, at, actor, action, subject, payload, previous_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       arguments: [r.seq, r.at.timeIntervalSince1970, r.actor, r.action, r.subject, r.payload, r.previousHash, r.hash])
-    }
-
     /// Runs raw SQL: for tests that tamper with the store behind the ledger's back.
     func executeForTesting(_ sql: String) async throws {
         try await write { db in try db.execute(sql: sql) }
-    }
-
-    /// Runs `change` and appends its audit record in one write transaction: either both land or neither.
-    /// `change` returns the record's subject and event.
-    func audited(actor: String, at: Date,
-                         _ change: @escaping @Sendable (Database) throws -> (subject: String, event: AuditEvent)) async throws {
-        try await wrap {
-            try await write { db in
-                let (subject, event) = try change(db)
-                try Self.append(db, actor: actor, subject: subject, event: event, at: at)
-            }
-        }
     }
 
     /// Ledger errors pass through; database errors become `LedgerError.storage`.
