@@ -175,15 +175,7 @@ public struct RoundMachine<Binding: Sendable>: Sendable {
             disagreements = progress.featureDisagreements()
             return .recordDisagreements(disagreements)
         case (.agreeing, .disagreementsRecorded):
-            // The refusals applied are the ones just audited, not a second reading of the moments.
-            for (silo, reason) in disagreements { progress.refuse(silo, reason: reason) }
-            disagreements = []
-            let moments = progress.acceptedMoments
-            guard progress.accepted.count >= quorum, !moments.isEmpty else {
-                return abort("\(progress.accepted.count) accepting silos sent consistent feature moments, quorum is \(quorum)")
-            }
-            state = .makingModel
-            return .makeModel(moments)
+            return applyDisagreements()
         case (.makingModel, .modelMade):
             return prepare()
         case (.preparing, .prepared(let secure)):
@@ -220,6 +212,19 @@ public struct RoundMachine<Binding: Sendable>: Sendable {
         default:
             throw outOfOrder("\(event)")
         }
+    }
+
+    /// The first round's audited disagreements applied (the refusals are the ones just audited, not
+    /// a second reading of the moments), then the model made from the consistent moments.
+    private mutating func applyDisagreements() -> Action {
+        for (silo, reason) in disagreements { progress.refuse(silo, reason: reason) }
+        disagreements = []
+        let moments = progress.acceptedMoments
+        guard progress.accepted.count >= quorum, !moments.isEmpty else {
+            return abort("\(progress.accepted.count) accepting silos sent consistent feature moments, quorum is \(quorum)")
+        }
+        state = .makingModel
+        return .makeModel(moments)
     }
 
     /// The round is stopped from outside (the plan cancelled, the broker stopping): the abort to
