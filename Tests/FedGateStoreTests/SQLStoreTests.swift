@@ -110,3 +110,46 @@ struct SQLStoreTests {
         }
     }
 }
+
+/// PostgreSQL ends a session left idle inside a transaction, so a process frozen mid-transaction
+/// cannot hold its locks for ever.
+@Suite("PostgreSQL sessions left inside a transaction")
+struct IdleTransactionTests {
+    @Test("a session frozen inside a transaction, holding a data set's row, is ended by the server: another process's reservation of that data set goes through")
+    func frozenHolderReleased() async throws {
+        guard let url = ProcessInfo.processInfo.environment["FEDGATE_TEST_POSTGRES_URL"] else {
+            if ProcessInfo.processInfo.environment["CI"] != nil { Issue.record("CI must run the PostgreSQL tests: FEDGATE_TEST_POSTGRES_URL is not set") }
+            return
+        }
+        let database = try await PostgresLedger.scratchURL(on: url, prefix: "fedgate_t_")
+        let (frozen, other) = (try PostgresLedger(url: database), try PostgresLedger(url: database))
+        defer { frozen.shutdown(); other.shutdown() }
+        _ = try await other.applyMigrations(try Migration.load(from: Backend.migrations))
+        let ds = unique("icu")
+        try await other.save(DatasetBudget(name: ds, delta: 1e-5, perPlanCap: 5, lifetimeCap: 10))
+        // The frozen process: inside a transaction, the data set's row locked, then nothing more.
+        let locked = AsyncStream.makeStream(of: Void.self)
+        let holder = Task {
+            try await frozen.client.withConnection { conn in
+                try await conn.query("BEGIN", logger: frozen.logger)
+                try await conn.query("SELECT name FROM datasets WHERE name = \(ds) FOR UPDATE", logger: frozen.logger)
+                locked.continuation.yield()
+                try await Task.sleep(for: .seconds(3600))
+            }
+        }
+        defer { holder.cancel() }
+        for await _ in locked.stream { break }
+        let ledger = PrivacyLedger(backend: other)
+        let reserved = try await withThrowingTaskGroup(of: String?.self) { group in
+            group.addTask { try await ledger.reserve(.gaussian(noiseMultiplier: 16), dataset: ds, plan: "plan-a", round: 1) }
+            group.addTask {
+                try await Task.sleep(for: .seconds(120))
+                return nil
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? nil
+        }
+        #expect(reserved != nil, "the reservation still waited on the frozen session's lock after 120 s")
+        #expect(try await ledger.backend.entries(dataset: ds).map(\.state) == [.reserved])
+    }
+}
