@@ -19,9 +19,8 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
             throw LedgerError.storage("'\(url)' is not a postgres://user@host:port/database URL")
         }
         let database = String(u.path.dropFirst())
-        var config = PostgresClient.Configuration(host: host, port: u.port ?? 5432, username: user, password: u.password,
+        let config = PostgresClient.Configuration(host: host, port: u.port ?? 5432, username: user, password: u.password,
                                                   database: database.isEmpty ? nil : database, tls: .disable)
-        config.options.additionalStartupParameters = [("idle_in_transaction_session_timeout", "\(Self.idleInTransactionLimit.components.seconds * 1000)")]
         let client = PostgresClient(configuration: config, backgroundLogger: logger)
         self.client = client
         self.logger = logger
@@ -29,15 +28,6 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     }
 
     deinit { runner.cancel() }
-
-    /// How long the server lets one of our sessions sit idle inside a transaction before it ends
-    /// the session. A process frozen (or cut off without its connection closing) in the middle of
-    /// a transaction would otherwise hold that transaction's row and advisory locks for ever: a
-    /// standby broker's takeover, the audit chain and every reservation would wait on it. FedGate's
-    /// transactions wait on nothing but the database between their statements, so a live one is
-    /// never idle this long; one ended this way is rolled back, and its caller sees the store
-    /// unavailable (and retries).
-    public static let idleInTransactionLimit: Duration = .seconds(5)
 
     /// Stops the connection pool.
     public func shutdown() { runner.cancel() }
