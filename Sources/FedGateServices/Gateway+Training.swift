@@ -133,7 +133,7 @@ extension Gateway {
     /// more than one range of this silo's download queued), checked against the SHA-256 announced.
     func fetchModel(_ broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>, plan: String, round: UInt32,
                     sha256: String, until deadlineMs: Int64) async throws -> [UInt8] {
-        let options = transferOptions(until: deadlineMs)
+        let (grace, cap) = (settings.transferGrace, settings.limits.uploadTimeout)
         var request = Fedgate_V1_ModelRequest()
         request.planHash = plan
         request.round = round
@@ -141,7 +141,10 @@ extension Gateway {
                                                            rangeBytes: settings.limits.downloadRangeBytes) { offset, length in
             request.offset = offset
             request.length = length
-            return try await broker.downloadModel(request, options: options) { try await RangedFetch.gather($0.messages, limit: length) }
+            // Each range gets what is left of the round, so the whole download ends by its deadline too.
+            return try await broker.downloadModel(request, options: Self.transferOptions(until: deadlineMs, grace: grace, cap: cap)) {
+                try await RangedFetch.gather($0.messages, limit: length)
+            }
         }
         activity.bytesReceived += payload.count
         metrics.count("fedgate_bytes_total", [("direction", "in")], by: payload.count)
@@ -155,8 +158,12 @@ extension Gateway {
     /// and never answers it fails the call, instead of holding the round's task, and with it the
     /// settling of the round and this silo's next offers, for ever.
     func transferOptions(until deadlineMs: Int64?) -> CallOptions {
+        Self.transferOptions(until: deadlineMs, grace: settings.transferGrace, cap: settings.limits.uploadTimeout)
+    }
+
+    static func transferOptions(until deadlineMs: Int64?, grace: Duration, cap: Duration) -> CallOptions {
         var options = CallOptions.defaults
-        options.timeout = Self.transferTimeout(until: deadlineMs, now: Date(), grace: settings.transferGrace, cap: settings.limits.uploadTimeout)
+        options.timeout = transferTimeout(until: deadlineMs, now: Date(), grace: grace, cap: cap)
         return options
     }
 
