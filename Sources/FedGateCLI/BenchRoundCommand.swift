@@ -148,7 +148,7 @@ extension ConsortiumCA {
 extension TLSCredentials {
     /// Enrols the silo these credentials are for in a broker's store, as the consortium operator does
     /// with `fedgate silo enrol` (a broker serves only enrolled silos).
-    func enrol(in broker: any RegistryBackend, jurisdiction: String = "EU", actor: String) async throws {
+    func enrol(in broker: any PartyRegistry, jurisdiction: String = "EU", actor: String) async throws {
         try await broker.enroll(Party(id: identity.id, kind: .silo, region: identity.region ?? "", jurisdiction: jurisdiction,
                                       certificateSHA256: try Certificate(pemEncoded: certificatePEM).sha256Fingerprint, enrolledAt: Date()), actor: actor)
     }

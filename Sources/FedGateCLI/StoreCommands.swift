@@ -15,7 +15,7 @@ struct StoreOptions: ParsableArguments {
     }
 
     /// Applies pending migrations and returns their names.
-    func migrate(_ backend: any LedgerBackend) async throws -> [String] {
+    func migrate(_ backend: any SchemaMigrations) async throws -> [String] {
         do { return try await backend.applyMigrations(try Migration.load(from: URL(fileURLWithPath: migrations))) } catch let e as LedgerError {
             throw ValidationError("--store: \(e)")
         }

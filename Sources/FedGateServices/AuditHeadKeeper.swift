@@ -12,12 +12,12 @@ import X509
 /// read the party's key cannot rewrite or truncate the chain before the last head without
 /// `fedgate audit verify` naming it; the parties that received a head can check beyond that.
 public actor AuditHeadKeeper {
-    let store: any LedgerBackend
+    let store: any AuditLog
     let credentials: TLSCredentials
     let logger: Logger
     private var last: AuditHead?
 
-    public init(store: any LedgerBackend, credentials: TLSCredentials, logger: Logger) {
+    public init(store: any AuditLog, credentials: TLSCredentials, logger: Logger) {
         self.store = store
         self.credentials = credentials
         self.logger = logger
@@ -83,7 +83,7 @@ public enum AuditHeadCheck {
 
     /// Keeps `head`, sent by `sender` over its authenticated connection, as a witness of the sender's
     /// trail, if it is the sender's own and genuine; why not otherwise (logged, not kept).
-    public static func keep(_ head: AuditHead, from sender: String, caPEM: String, in store: any LedgerBackend, logger: Logger) async -> String? {
+    public static func keep(_ head: AuditHead, from sender: String, caPEM: String, in store: any AuditLog, logger: Logger) async -> String? {
         guard head.signer == sender else { return "\(sender) sent a head signed as '\(PeerText.bounded(head.signer, limit: 64))'" }
         guard let ca = try? Certificate(pemEncoded: caPEM) else { return "no CA certificate to check the head against" }
         if let forged = await forgery(head, ca: ca) { return forged }

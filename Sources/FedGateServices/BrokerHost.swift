@@ -18,7 +18,7 @@ public struct BrokerHandle: Sendable {
 
     /// Revokes an identity (a silo or a person): recorded in the store, refused from the next
     /// handshake on, and its open connections closed now.
-    public func revoke(_ id: String, store: any RegistryBackend, actor: String, reason: String = "revoked by the operator") async throws {
+    public func revoke(_ id: String, store: any PartyRegistry, actor: String, reason: String = "revoked by the operator") async throws {
         try await store.revoke(Revocation(kind: .identity, value: id, reason: reason, revokedAt: Date()), actor: actor)
         connectionGuard.revoke(id)
     }

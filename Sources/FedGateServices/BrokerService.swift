@@ -14,7 +14,7 @@ import X509
 /// interceptor has already checked its role) and hand over to the coordinator.
 public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
     let coordinator: BrokerCoordinator
-    let store: any LedgerBackend & RegistryBackend
+    let store: any AuditLog & ModelRegistry
     let limits: TransportLimits
     let issuer: CertificateIssuer?
     let uploads: AsyncGate
@@ -22,7 +22,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
     let refusals = RefusalThrottle<String>()
     let logger: Logger
 
-    public init(coordinator: BrokerCoordinator, store: any LedgerBackend & RegistryBackend, limits: TransportLimits = .init(), issuer: CertificateIssuer? = nil,
+    public init(coordinator: BrokerCoordinator, store: any AuditLog & ModelRegistry, limits: TransportLimits = .init(), issuer: CertificateIssuer? = nil,
                 logger: Logger) {
         self.coordinator = coordinator
         self.store = store
@@ -229,7 +229,7 @@ public struct CertificateIssuer: Sendable {
 actor PulledModelCache {
     private var last: (sha256: String, bytes: [UInt8])?
 
-    func content(_ sha256: String, from store: any RegistryBackend) async throws -> [UInt8]? {
+    func content(_ sha256: String, from store: any ModelRegistry) async throws -> [UInt8]? {
         if let last, last.sha256 == sha256 { return last.bytes }
         guard let bytes = try await store.modelContent(sha256: sha256) else { return nil }
         last = (sha256, bytes)

@@ -13,10 +13,10 @@ import X509
 /// transaction, so a token enrols exactly one certificate.
 public struct EnrollmentService: Fedgate_V1_Enrollment.SimpleServiceProtocol {
     let issuer: CertificateIssuer
-    let store: any RegistryBackend & LedgerBackend
+    let store: any PartyRegistry & AuditLog
     let logger: Logger
 
-    public init(issuer: CertificateIssuer, store: any RegistryBackend & LedgerBackend, logger: Logger) {
+    public init(issuer: CertificateIssuer, store: any PartyRegistry & AuditLog, logger: Logger) {
         self.issuer = issuer
         self.store = store
         self.logger = logger

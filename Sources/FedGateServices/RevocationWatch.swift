@@ -11,7 +11,7 @@ public final class RevocationWatch: Sendable {
     private let poller = Mutex<Task<Void, Never>?>(nil)
 
     /// Reads the revocations now, then keeps them fresh until `stop`.
-    public init(store: any RegistryBackend, interval: Duration = .seconds(1)) async throws {
+    public init(store: any PartyRegistry, interval: Duration = .seconds(1)) async throws {
         list = Mutex(try await store.revocations())
         let task = Task { [weak self] in
             while !Task.isCancelled {

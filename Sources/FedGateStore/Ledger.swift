@@ -87,12 +87,16 @@ public enum BudgetCheck {
     }
 }
 
-/// A storage backend. `reserve` must run the cap check and the insert in one transaction that no
-/// other reservation of the same data set can interleave with; every change appends its audit record
-/// in the same transaction (no change without its record, no record without its change), and audit
-/// appends are serialised so the chain never forks.
-public protocol LedgerBackend: Sendable {
+/// The schema: numbered migrations, each applied once, in order, by one migrator at a time.
+public protocol SchemaMigrations: Sendable {
     func applyMigrations(_ migrations: [Migration]) async throws -> [String]
+}
+
+/// The privacy budget of each data set: its caps and its two-phase entries. `reserve` must run the
+/// cap check and the insert in one transaction that no other reservation of the same data set can
+/// interleave with; every change appends its audit record in the same transaction (no change
+/// without its record, no record without its change).
+public protocol BudgetLedgerStore: Sendable {
     func save(_ budget: DatasetBudget, actor: String) async throws
     func reserve(_ entry: LedgerEntry, now: Date, actor: String) async throws
     func settle(id: String, to state: LedgerState, at: Date, actor: String) async throws
@@ -100,7 +104,15 @@ public protocol LedgerBackend: Sendable {
     func budget(_ dataset: String) async throws -> DatasetBudget?
     /// Every data set's caps and every ledger entry, as the tables hold them (for `LedgerReplay`).
     func ledgerTables() async throws -> (budgets: [DatasetBudget], entries: [LedgerEntry])
+}
 
+extension BudgetLedgerStore {
+    public func save(_ budget: DatasetBudget) async throws { try await save(budget, actor: "system") }
+}
+
+/// The hash-chained audit trail and the signed heads that witness it. Appends are serialised so the
+/// chain never forks.
+public protocol AuditLog: Sendable {
     /// Appends one audit record (for decisions that change nothing else in the store).
     func audit(_ event: AuditEvent, actor: String, subject: String, at: Date) async throws
     func auditRecords() async throws -> [AuditRecord]
@@ -114,15 +126,17 @@ public protocol LedgerBackend: Sendable {
     func witness(_ head: AuditHead, receivedAt: Date) async throws
     /// Other parties' heads this store witnessed (all, or one signer's), oldest first.
     func witnessedHeads(signer: String?) async throws -> [AuditHead]
+}
 
+/// The consent registry: which consents cover each data set, and their withdrawals (audited).
+public protocol ConsentRegistry: Sendable {
     func addConsent(_ consent: ConsentRecord, actor: String) async throws
     func withdrawConsent(id: String, at: Date, actor: String) async throws
     func consents(dataset: String) async throws -> [ConsentRecord]
 }
 
-extension LedgerBackend {
-    public func save(_ budget: DatasetBudget) async throws { try await save(budget, actor: "system") }
-}
+/// What a silo's ledger keeps: the schema, the budget ledger, the audit log and the consents.
+public typealias LedgerBackend = SchemaMigrations & BudgetLedgerStore & AuditLog & ConsentRegistry
 
 /// The two-phase privacy-budget ledger: reserve before training, commit or release after.
 public struct PrivacyLedger: Sendable {

@@ -95,8 +95,8 @@ public struct LeaseFence: Sendable, Equatable {
     }
 }
 
-/// Storage of the plans a broker runs and of the brokers' lease; every change audited in its transaction.
-public protocol PlanRunBackend: Sendable {
+/// The plans a broker runs, with their checkpoints; every change audited in its transaction.
+public protocol PlanRunRecords: Sendable {
     /// Records a plan as running (a finished, failed or cancelled run of the same plan is replaced),
     /// audited as `plan.submit` with `submission`.
     func startPlanRun(_ run: PlanRun, submission: AuditEvent.PlanSubmission, actor: String) async throws
@@ -107,6 +107,10 @@ public protocol PlanRunBackend: Sendable {
     /// Ends a running plan (audited as `plan.<state>`), under `fence` when given.
     func finishPlanRun(planHash: String, state: PlanRun.State, reason: String?, fence: LeaseFence?, at: Date, actor: String) async throws
     func planRuns() async throws -> [PlanRun]
+}
+
+/// The brokers' leader lease.
+public protocol LeaseStore: Sendable {
     /// Takes the named lease, or renews term `renewing` of it (see `BrokerLease.claim`); nil while
     /// another holder's runs or once the renewed term has moved on. Every new term is audited
     /// (`broker.lease`); renewals are not.
@@ -114,4 +118,7 @@ public protocol PlanRunBackend: Sendable {
     /// Gives the lease up (it expires at once) if `holder` has it.
     func releaseLease(_ name: String, holder: String, now: Date) async throws
 }
+
+/// The plans a broker runs and the lease among brokers.
+public typealias PlanRunBackend = PlanRunRecords & LeaseStore
 

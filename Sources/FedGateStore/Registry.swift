@@ -159,8 +159,9 @@ public struct ModelVersion: Sendable, Equatable {
     }
 }
 
-/// Storage of parties, rounds and model versions; every change audited in its transaction.
-public protocol RegistryBackend: Sendable {
+/// The consortium's parties: enrolments, invitations and revocations; every change audited in its
+/// transaction.
+public protocol PartyRegistry: Sendable {
     func enroll(_ party: Party, actor: String) async throws
     func revoke(party id: String, at: Date, actor: String) async throws
     func party(_ id: String) async throws -> Party?
@@ -175,19 +176,29 @@ public protocol RegistryBackend: Sendable {
     func revoke(_ revocation: Revocation, actor: String) async throws
     /// Everything revoked, revoked parties included (the broker refuses them at the handshake).
     func revocations() async throws -> RevocationList
+}
+
+/// A plan's rounds and their stored states; every move audited in its transaction.
+public protocol RoundRecords: Sendable {
     /// Creates a round in `planned`.
     func openRound(_ round: RoundRecord, actor: String) async throws
     /// Moves a round to `state` (only along `State.next`), recording who survived.
     func advanceRound(planHash: String, number: Int, to state: RoundRecord.State, survivors: [String], at: Date, actor: String) async throws
     func rounds(planHash: String) async throws -> [RoundRecord]
-    /// Adds the next version number (returned) with its lineage.
-    /// Adds a version (its number is the next one) with its file, stored once per content hash
-    /// (nil: a file already stored, as in a rollback). The file must hash to `contentSHA256`.
+}
+
+/// The model registry: versions with their lineage, and their files by content hash.
+public protocol ModelRegistry: Sendable {
+    /// Adds a version (its number is the next one, returned) with its file, stored once per content
+    /// hash (nil: a file already stored, as in a rollback). The file must hash to `contentSHA256`.
     func addModelVersion(_ draft: ModelVersion, content: [UInt8]?, actor: String) async throws -> Int
     func modelVersions() async throws -> [ModelVersion]
     /// A version's file by its content hash.
     func modelContent(sha256: String) async throws -> [UInt8]?
 }
+
+/// Parties, rounds and model versions, as a broker keeps them.
+public typealias RegistryBackend = PartyRegistry & RoundRecords & ModelRegistry
 
 enum RegistryJSON {
     static func encode(_ value: Any) -> String {
@@ -220,7 +231,7 @@ public func openStore(_ url: String) throws -> any ConsortiumStore {
     throw LedgerError.storage("'\(url)' is neither sqlite:PATH nor postgres://user@host:port/database")
 }
 
-extension RegistryBackend {
+extension ModelRegistry {
     public func addModelVersion(_ draft: ModelVersion, actor: String) async throws -> Int {
         try await addModelVersion(draft, content: nil, actor: actor)
     }
