@@ -50,6 +50,7 @@ public enum BrokerHost {
         var said = false
         while true {
             try Task.checkCancellation()
+            await fenceLapsedHolder(lease, store: store, logger: logger)
             do {
                 if let held = try await store.claimLease(lease.name, holder: lease.holder, duration: lease.duration.seconds, now: Date(), renewing: nil) {
                     logger.notice("holding the broker lease", metadata: ["holder": "\(held.holder)", "term": "\(held.term)"])
@@ -63,6 +64,24 @@ public enum BrokerHost {
         }
     }
 
+    /// A holder frozen (stopped, swapped out, paused by its hypervisor) inside a transaction keeps
+    /// that transaction's locks for as long as it stays frozen, and every claim of the lease would
+    /// wait on them: once its lease has lapsed, its sessions idle inside a transaction for longer
+    /// than a whole lease are ended (a live broker's transactions take milliseconds). Whatever the
+    /// frozen broker had not committed is rolled back; on waking it finds its session gone and its
+    /// lease taken, and stops.
+    static func fenceLapsedHolder(_ lease: BrokerLeaseSettings, store: any BrokerStore, logger: Logger) async {
+        do {
+            let ended = try await store.fenceLapsedHolder(lease.name, claimant: lease.holder, idleLongerThan: lease.duration.seconds, now: Date())
+            if ended > 0 {
+                logger.warning("ended database sessions that the lapsed lease's holder left inside a transaction (a frozen broker?)",
+                               metadata: ["sessions": "\(ended)"])
+            }
+        } catch {
+            logger.warning("could not fence the lapsed lease's holder", metadata: ["error": "\(error)"])
+        }
+    }
+
     /// Renews the lease every third of its duration; throws `LeaseLost` once another broker took it,
     /// or when the store stayed unreachable until it lapsed. A lapse nobody used (this process was
     /// frozen or slow, and no standby claimed the lease) is renewed under the same term.
@@ -71,23 +90,35 @@ public enum BrokerHost {
         while true {
             try await Task.sleep(for: lease.duration / 3)
             do {
-                guard let renewed = try await store.claimLease(lease.name, holder: lease.holder, duration: lease.duration.seconds, now: Date(),
-                                                               renewing: held.term) else {
-                    throw LeaseLost(description: "another broker took the '\(lease.name)' lease; this one stops serving")
-                }
-                expires = renewed.expiresAt
+                expires = try await renew(lease, held, store: store).expiresAt
             } catch let lost as LeaseLost {
                 lease.onLost?(lost)
                 throw lost
             } catch {
                 logger.warning("could not renew the broker lease", metadata: ["error": "\(error)"])
-                if Date() >= expires {
-                    let lost = LeaseLost(description: "the '\(lease.name)' lease lapsed while the store was unreachable; this one stops serving")
+                guard Date() >= expires else { continue }
+                // Lapsed: one more try on a fresh session tells a lease taken (this process was
+                // frozen and its session ended by the successor: the failed call above) or still
+                // ours from a store still out of reach.
+                do {
+                    expires = try await renew(lease, held, store: store).expiresAt
+                } catch {
+                    let lost = error as? LeaseLost
+                        ?? LeaseLost(description: "the '\(lease.name)' lease lapsed while the store was unreachable; this one stops serving")
                     lease.onLost?(lost)
                     throw lost
                 }
             }
         }
+    }
+
+    /// One renewal, within the lease's duration (a store that does not answer is a failed renewal).
+    static func renew(_ lease: BrokerLeaseSettings, _ held: BrokerLease, store: any BrokerStore) async throws -> BrokerLease {
+        let renewed = try await answered(within: lease.duration) {
+            try await store.claimLease(lease.name, holder: lease.holder, duration: lease.duration.seconds, now: Date(), renewing: held.term)
+        }
+        guard let renewed else { throw LeaseLost(description: "another broker took the '\(lease.name)' lease; this one stops serving") }
+        return renewed
     }
 
     /// Serves the broker on `host:port` (0: any free port) while `body` runs, then shuts down

@@ -117,6 +117,12 @@ public protocol LeaseStore: Sendable {
     func claimLease(_ name: String, holder: String, duration: TimeInterval, now: Date, renewing: Int?) async throws -> BrokerLease?
     /// Gives the lease up (it expires at once) if `holder` has it.
     func releaseLease(_ name: String, holder: String, now: Date) async throws
+    /// Ends the database sessions that a holder of `name` left inside a transaction, idle for longer
+    /// than `idleLongerThan`, once its lease has lapsed (or when the holder is `claimant` itself, an
+    /// earlier process of the same name): a frozen broker's, whose locks would otherwise stop every
+    /// claim for as long as it stays frozen. Nothing while another holder's lease runs. Returns how
+    /// many sessions were ended.
+    func fenceLapsedHolder(_ name: String, claimant: String, idleLongerThan: TimeInterval, now: Date) async throws -> Int
 }
 
 /// The plans a broker runs and the lease among brokers.

@@ -19,13 +19,18 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
             throw LedgerError.storage("'\(url)' is not a postgres://user@host:port/database URL")
         }
         let database = String(u.path.dropFirst())
-        let config = PostgresClient.Configuration(host: host, port: u.port ?? 5432, username: user, password: u.password,
+        var config = PostgresClient.Configuration(host: host, port: u.port ?? 5432, username: user, password: u.password,
                                                   database: database.isEmpty ? nil : database, tls: .disable)
+        // Names FedGate's sessions, so that a broker fencing a frozen one ends only FedGate's.
+        config.options.additionalStartupParameters = [("application_name", Self.applicationName)]
         let client = PostgresClient(configuration: config, backgroundLogger: logger)
         self.client = client
         self.logger = logger
         runner = Task { await client.run() }
     }
+
+    /// The `application_name` of every FedGate session (`pg_stat_activity`).
+    static let applicationName = "fedgate"
 
     deinit { runner.cancel() }
 
@@ -82,8 +87,10 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
         switch e.code {
         case .connectionError, .serverClosedConnection, .clientClosedConnection, .uncleanShutdown: return true
         case .server:
+            // 08: connection, 57: operator intervention (shutdown, session ended); 55P03: a
+            // bounded lock wait ran out (`limitLockWaits`). Nothing was written in any of them.
             let state = e.serverInfo?[.sqlState] ?? ""
-            return state.hasPrefix("08") || state.hasPrefix("57")
+            return state.hasPrefix("08") || state.hasPrefix("57") || state == "55P03"
         default: return false
         }
     }

@@ -142,14 +142,21 @@ protocol SQLTransaction: Sendable {
     /// Takes a transaction-scoped lock that serialises writers across connections and processes
     /// (SQLite: nothing, its one writer already does).
     func lock(_ lock: AdvisoryLock) async throws
+    /// Bounds how long this transaction waits for any lock another session holds; past it the
+    /// statement fails as `unavailable` (PostgreSQL's `lock_timeout`; SQLite: its busy timeout).
+    func limitLockWaits(to seconds: TimeInterval) async throws
+    /// Ends the other FedGate sessions on this database that have sat inside a transaction, doing
+    /// nothing, for longer than `seconds`: a frozen process's, whose locks would otherwise be held
+    /// for as long as it stays frozen. Returns how many (SQLite: none; a writer there is one process).
+    func endIdleTransactions(longerThan seconds: TimeInterval) async throws -> Int
 }
 
 /// A backend the SQL store runs on.
 protocol SQLStore: Sendable {
     /// Runs `body` in one write transaction: everything it does lands, or nothing.
-    func transaction<T: Sendable>(_ body: @Sendable (any SQLTransaction) async throws -> T) async throws -> T
+    func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLTransaction) async throws -> T) async throws -> T
     /// Runs `body` for reading, outside a write transaction.
-    func reading<T: Sendable>(_ body: @Sendable (any SQLTransaction) async throws -> T) async throws -> T
+    func reading<T: Sendable>(_ body: @escaping @Sendable (any SQLTransaction) async throws -> T) async throws -> T
 }
 
 /// The transaction-scoped advisory locks that serialise writers across connections and processes,

@@ -3,6 +3,7 @@ import GRDB
 import Logging
 import NIOCore
 import PostgresNIO
+import Synchronization
 
 // The two backends of the SQL store: how each binds values, reads rows, locks and runs a transaction.
 
@@ -26,6 +27,27 @@ struct PostgresTransaction: SQLTransaction {
     }
 
     func lock(_ lock: AdvisoryLock) async throws { try await lock.take(connection, logger: logger) }
+
+    func limitLockWaits(to seconds: TimeInterval) async throws {
+        let milliseconds = max(1, Int((seconds * 1000).rounded()))
+        for try await _ in try await connection.query(PostgresQuery(unsafeSQL: "SET LOCAL lock_timeout = \(milliseconds)"), logger: logger) {}
+    }
+
+    func endIdleTransactions(longerThan seconds: TimeInterval) async throws -> Int {
+        do {
+            return try await rows("""
+                SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity
+                WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = \(PostgresLedger.applicationName)
+                AND state IN ('idle in transaction', 'idle in transaction (aborted)')
+                AND state_change < clock_timestamp() - make_interval(secs => \(seconds))
+                """).count
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == "42501" {
+            throw LedgerError.storage("""
+                cannot end another FedGate session held inside a transaction (\(error.serverInfo?[.message] ?? "permission denied")): \
+                run every broker as the same database role, or grant the role pg_signal_backend
+                """)
+        }
+    }
 
     static func query(_ statement: SQLStatement) throws -> PostgresQuery {
         let (sql, values) = statement.render(.postgres)
@@ -57,22 +79,84 @@ struct PostgresTransaction: SQLTransaction {
 }
 
 extension PostgresLedger: SQLStore {
-    func transaction<T: Sendable>(_ body: @Sendable (any SQLTransaction) async throws -> T) async throws -> T {
-        try await wrap {
-            try await client.withTransaction(logger: logger) { conn in try await body(PostgresTransaction(connection: conn, logger: logger)) }
+    func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLTransaction) async throws -> T) async throws -> T {
+        let logger = logger
+        return try await wrap {
+            try await client.withConnection { conn in
+                try await Self.whileOpen(conn) {
+                    try await conn.withTransaction(logger: logger) { conn in try await body(PostgresTransaction(connection: conn, logger: logger)) }
+                }
+            }
         }
     }
 
-    func reading<T: Sendable>(_ body: @Sendable (any SQLTransaction) async throws -> T) async throws -> T {
-        try await wrap {
-            try await client.withConnection { conn in try await body(PostgresTransaction(connection: conn, logger: logger)) }
+    func reading<T: Sendable>(_ body: @escaping @Sendable (any SQLTransaction) async throws -> T) async throws -> T {
+        let logger = logger
+        return try await wrap {
+            try await client.withConnection { conn in
+                try await Self.whileOpen(conn) { try await body(PostgresTransaction(connection: conn, logger: logger)) }
+            }
         }
+    }
+
+    /// `work` on `connection`, ended as `unavailable` the moment the connection closes. PostgresNIO
+    /// (1.33.2) never answers a statement written to a connection the server has already closed —
+    /// a session ended between two statements of a transaction, by a successor fencing off a frozen
+    /// broker (`endIdleTransactions`) or by the server going down — and that wait ignores
+    /// cancellation: without this a caller would hang for ever. The abandoned statement's task is
+    /// left waiting on the dead connection; nothing else is held.
+    static func whileOpen<T: Sendable>(_ connection: PostgresConnection, _ work: @escaping @Sendable () async throws -> T) async throws -> T {
+        let call = OpenConnectionCall<T>()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                call.start(continuation, work: work)
+                connection.closeFuture.whenComplete { _ in
+                    call.finish(.failure(LedgerError.unavailable(
+                        "the database closed this session in the middle of the call (ended by the server, or by another broker fencing a frozen one); nothing of it was kept")))
+                }
+            }
+        } onCancel: { call.cancel() }
+    }
+}
+
+/// One call on a connection, finished once: by its work's result or by the connection closing.
+private final class OpenConnectionCall<T: Sendable>: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<T, any Error>?
+        var task: Task<Void, Never>?
+        var cancelled = false
+    }
+    private let state = Mutex(State())
+
+    func start(_ continuation: CheckedContinuation<T, any Error>, work: @escaping @Sendable () async throws -> T) {
+        // The continuation is in place before the work starts: work that ends at once finds it.
+        state.withLock { $0.continuation = continuation }
+        let task = Task {
+            do { finish(.success(try await work())) } catch { finish(.failure(error)) }
+        }
+        let cancelled = state.withLock { state in
+            state.task = task
+            return state.cancelled
+        }
+        if cancelled { task.cancel() }
+    }
+
+    func finish(_ result: Result<T, any Error>) {
+        state.withLock { $0.continuation.take() }?.resume(with: result)
+    }
+
+    func cancel() {
+        state.withLock { state in
+            state.cancelled = true
+            return state.task
+        }?.cancel()
     }
 }
 
 extension AdvisoryLock {
     func take(_ conn: PostgresConnection, logger: Logger) async throws {
-        try await conn.query(PostgresQuery(unsafeSQL: "SELECT pg_advisory_xact_lock(\(rawValue))"), logger: logger)
+        // Read to its end: a wait that fails (a bounded wait that ran out) reports it there.
+        for try await _ in try await conn.query(PostgresQuery(unsafeSQL: "SELECT pg_advisory_xact_lock(\(rawValue))"), logger: logger) {}
     }
 }
 
@@ -96,6 +180,10 @@ struct SQLiteTransaction: SQLTransaction {
     }
 
     func lock(_ lock: AdvisoryLock) async throws {}
+
+    func limitLockWaits(to seconds: TimeInterval) async throws {}
+
+    func endIdleTransactions(longerThan seconds: TimeInterval) async throws -> Int { 0 }
 
     static func arguments(_ values: [SQLValue]) -> StatementArguments {
         StatementArguments(values.map { value -> DatabaseValue in
@@ -143,7 +231,7 @@ actor WriterGate {
 }
 
 extension SQLiteLedger: SQLStore {
-    func transaction<T: Sendable>(_ body: @Sendable (any SQLTransaction) async throws -> T) async throws -> T {
+    func transaction<T: Sendable>(_ body: @escaping @Sendable (any SQLTransaction) async throws -> T) async throws -> T {
         let pool = pool
         return try await wrap {
             try await gate.run {
@@ -162,7 +250,7 @@ extension SQLiteLedger: SQLStore {
         }
     }
 
-    func reading<T: Sendable>(_ body: @Sendable (any SQLTransaction) async throws -> T) async throws -> T {
+    func reading<T: Sendable>(_ body: @escaping @Sendable (any SQLTransaction) async throws -> T) async throws -> T {
         try await wrap { try await body(SQLiteTransaction(pool: pool, writing: false)) }
     }
 

@@ -80,6 +80,9 @@ extension SQLStore {
 
     public func claimLease(_ name: String, holder: String, duration: TimeInterval, now: Date, renewing: Int?) async throws -> BrokerLease? {
         try await transaction { tx in
+            // A claim gives up on a lock held for longer than a third of the lease (a renewal's
+            // interval) rather than queue behind a frozen session for ever; it is tried again.
+            try await tx.limitLockWaits(to: duration / 3)
             // Claims of any lease queue here, so two brokers never both see it free.
             try await tx.lock(.leases)
             let current = try await Self.lease(tx, name)
@@ -101,8 +104,19 @@ extension SQLStore {
         }
     }
 
-    static func lease(_ tx: any SQLTransaction, _ name: String) async throws -> BrokerLease? {
-        try await tx.rows("SELECT holder, term, expires_at FROM broker_lease WHERE name = \(name)\(.forUpdate)").first.map {
+    public func fenceLapsedHolder(_ name: String, claimant: String, idleLongerThan: TimeInterval, now: Date) async throws -> Int {
+        try await reading { tx in
+            // Read without a lock: the frozen holder may hold the row's.
+            guard let current = try await Self.lease(tx, name, locking: false),
+                  current.holder == claimant || current.expiresAt <= now else { return 0 }
+            return try await tx.endIdleTransactions(longerThan: idleLongerThan)
+        }
+    }
+
+    static func lease(_ tx: any SQLTransaction, _ name: String, locking: Bool = true) async throws -> BrokerLease? {
+        let read: SQLStatement = locking ? "SELECT holder, term, expires_at FROM broker_lease WHERE name = \(name)\(.forUpdate)"
+                                         : "SELECT holder, term, expires_at FROM broker_lease WHERE name = \(name)"
+        return try await tx.rows(read).first.map {
             BrokerLease(holder: try $0.get("holder"), term: try $0.get("term"), expiresAt: Date(timeIntervalSince1970: try $0.get("expires_at")))
         }
     }
