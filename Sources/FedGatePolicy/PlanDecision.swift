@@ -46,6 +46,10 @@ public struct PlanDecision: Sendable, CustomStringConvertible {
     public struct Refusal: Sendable, Equatable {
         public let rule: String
         public let reason: String
+        public init(rule: String, reason: String) {
+            self.rule = rule
+            self.reason = reason
+        }
     }
 
     public let outcome: Outcome

@@ -37,7 +37,7 @@ extension Gateway {
     /// The plan's final model on this silo's held-out rows, and the ε this silo's ledger committed for the plan.
     func evaluate(_ task: Fedgate_V1_EvaluateTask, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>,
                           into report: inout Fedgate_V1_EvaluationReport) async throws {
-        guard case .accepted(let accepted)? = decisions[task.planHash] else {
+        guard let accepted = judge.accepted(task.planHash) else {
             throw GatewayError.unacceptedPlan(plan: task.planHash, asked: "an evaluation")
         }
         let payload = try await fetchModel(broker, plan: task.planHash, round: task.round, sha256: task.modelSha256, until: task.deadlineMs)

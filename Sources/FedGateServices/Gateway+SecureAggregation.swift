@@ -32,7 +32,7 @@ extension Gateway {
     }
 
     func dimension(of task: Fedgate_V1_RoundTask) throws -> Int {
-        guard case .accepted(let accepted)? = decisions[task.planHash] else { throw GatewayError.unacceptedPlan(plan: task.planHash, asked: "a secure-aggregation task") }
+        guard let accepted = judge.accepted(task.planHash) else { throw GatewayError.unacceptedPlan(plan: task.planHash, asked: "a secure-aggregation task") }
         return try Network.parameterCount(kind: try ModelKind(parsing: accepted.plan.model), inputs: accepted.train.featureCount, classes: Int(task.classes))
     }
 

@@ -42,7 +42,7 @@ extension Gateway {
     }
 
     func train(_ task: Fedgate_V1_RoundTask, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async throws {
-        guard case .accepted(let accepted)? = decisions[task.planHash] else {
+        guard let accepted = judge.accepted(task.planHash) else {
             throw GatewayError.unacceptedPlan(plan: task.planHash, asked: "a task")
         }
         let plan = accepted.plan

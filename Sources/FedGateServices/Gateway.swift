@@ -82,25 +82,10 @@ public actor Gateway {
     public let settings: Settings
     let governor: SiloGovernor
     let logger: Logger
-    /// A plan this silo accepted, with its rows restricted to the plan's columns (the label is read
-    /// separately: training never sees a column the plan did not name) and their moments, both
-    /// computed once per plan.
-    struct AcceptedPlan {
-        let plan: TrainingPlan
-        let train: Dataset
-        let test: Dataset
-        let moments: Standardisation.Moments
-    }
-
-    enum Verdict {
-        case accepted(AcceptedPlan)
-        case refused([String])
-    }
-
-    /// Each offered plan's verdict at this silo, by plan hash.
-    var decisions: [String: Verdict] = [:]
-    /// Ledger reservations per round not yet settled.
-    var reservations: [RoundKey: [String]] = [:]
+    /// Each offered plan's verdict at this silo, kept by plan hash.
+    let judge: OfferJudge
+    /// The silo's budget reserved for each round in flight.
+    let reservations: BudgetReservations
     var training: [RoundKey: Task<Void, Never>] = [:]
     /// Each round's deadline as its task states it (ms since 1970, the broker's clock), until the
     /// round is settled: the round's transfers end by it.
@@ -132,6 +117,9 @@ public actor Gateway {
         self.metrics = metrics
         self.logger = logger
         credentials = settings.credentials
+        let silo = settings.credentials.identity.id
+        judge = OfferJudge(governor: governor, dataset: settings.dataset, train: settings.train, test: settings.test, silo: silo)
+        reservations = BudgetReservations(ledger: governor.ledger, silo: silo, logger: logger)
     }
 
     var budgetRefresh: Task<Void, Never>?
@@ -190,36 +178,13 @@ public actor Gateway {
         for task in running { await task.value }
         secure.removeAll()
         deadlines.removeAll()
-        let held = reservations
-        reservations.removeAll()
-        // In a task of its own: when the gateway is stopping, this one is cancelled, and the store
-        // calls would be too (the release would then wait for the next start).
-        let (ledger, silo, logger) = (governor.ledger, siloID, logger)
-        await Task {
-            for (key, ids) in held {
-                for id in ids {
-                    do { try await ledger.release(id, actor: silo) } catch {
-                        logger.error("could not release a reservation", metadata: ["silo": "\(silo)", "id": "\(id)", "error": "\(error)"])
-                    }
-                }
-                logger.notice("released the reservation of a round left when the stream ended", metadata: ["silo": "\(silo)", "round": "\(key)"])
-            }
-        }.value
+        await reservations.releaseAll()
     }
 
     /// A reservation still open when the gateway (re)starts belongs to a round whose update never
     /// left (updates are committed before they are sent): nothing was spent, so it is released.
     func releaseUnsentReservations() async {
-        reservations.removeAll()
-        do {
-            for entry in try await governor.ledger.backend.entries(dataset: settings.dataset) where entry.state == .reserved {
-                try await governor.ledger.release(entry.id, actor: siloID)
-                logger.notice("released a reservation left by an earlier run", metadata: [
-                    "silo": "\(siloID)", "plan": "\(entry.planHash.prefix(12))", "round": "\(entry.round)"])
-            }
-        } catch {
-            logger.error("could not release leftover reservations", metadata: ["silo": "\(siloID)", "error": "\(error)"])
-        }
+        await reservations.releaseLeftovers(dataset: settings.dataset)
     }
 
     var renewedJustNow = false
@@ -238,29 +203,13 @@ public actor Gateway {
         logger.error("masked update not sent", metadata: ["silo": "\(siloID)", "task": "\(key)", "error": "\(error)"])
     }
 
-    /// Commits the round's reservations: its update is about to leave. The ledger calls run to their
-    /// end even if the round's task is cancelled meanwhile (its stream ended): a commit cut short by
-    /// cancellation left its reservation neither committed nor held here, so nothing released it
-    /// until the gateway restarted. If a commit fails, the update does not leave, so what was not
-    /// committed is released at once, and the error is the round task's.
+    /// Commits the round's reservations: its update is about to leave (`BudgetReservations.commit`).
     func commit(_ key: RoundKey) async throws {
-        let ids = reservations.removeValue(forKey: key) ?? []
-        let (ledger, silo, logger) = (governor.ledger, siloID, logger)
-        let failure: (any Error)? = await Task {
-            for (i, id) in ids.enumerated() {
-                do { try await ledger.commit(id, actor: silo) } catch {
-                    for open in ids[i...] {
-                        do { try await ledger.release(open, actor: silo) } catch {
-                            logger.error("could not release a reservation", metadata: ["silo": "\(silo)", "id": "\(open)", "error": "\(error)"])
-                        }
-                    }
-                    return error
-                }
-            }
-            return nil
-        }.value
+        do { try await reservations.commit(key) } catch {
+            await refreshBudgetMetrics()
+            throw error
+        }
         await refreshBudgetMetrics()
-        if let failure { throw failure }
     }
 
     /// The round is over: a reservation still open was never spent (no update left), so it is released.
@@ -269,11 +218,7 @@ public actor Gateway {
         if let task = training[key] { await task.value }
         secure.removeValue(forKey: key)
         deadlines.removeValue(forKey: key)
-        for id in reservations.removeValue(forKey: key) ?? [] {
-            do { try await governor.ledger.release(id, actor: siloID) } catch {
-                logger.error("could not release a reservation", metadata: ["silo": "\(siloID)", "id": "\(id)", "error": "\(error)"])
-            }
-        }
+        await reservations.release(key)
         metrics.count("fedgate_rounds_total", [("outcome", ["committed", "aborted"].contains(outcome.state) ? outcome.state : "other")])
         await refreshBudgetMetrics()
         logger.info("round over", metadata: ["silo": "\(siloID)", "round": "\(outcome.round)", "state": "\(outcome.state)"])

@@ -50,9 +50,11 @@ public struct FedGateMetrics: Sendable {
     /// The rule a refusal reason names (`purpose: …` → `purpose`), for a bounded label: a reason
     /// that names no known rule counts as `other`, so a peer's text cannot mint new label values.
     static func rule(of reason: String) -> String {
-        let head = String(reason.prefix { $0 != ":" && $0 != " " })
-        return knownRules.contains(head) ? head : "other"
+        label(rule: String(reason.prefix { $0 != ":" && $0 != " " }))
     }
+
+    /// A rule's name as a label: a known rule, or `other`.
+    static func label(rule: String) -> String { knownRules.contains(rule) ? rule : "other" }
 }
 
 /// `/metrics` over HTTPS with TLS 1.3 and a client certificate from the consortium CA whose role

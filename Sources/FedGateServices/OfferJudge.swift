@@ -1,0 +1,117 @@
+import FedGateLearning
+import FedGatePolicy
+import FedGateProto
+import FedGateStore
+import Foundation
+import Synchronization
+
+/// A plan this silo accepted, with its rows restricted to the plan's columns (the label is read
+/// separately: training never sees a column the plan did not name) and their moments, both computed
+/// once per plan.
+struct AcceptedPlan: Sendable {
+    let plan: TrainingPlan
+    let train: Dataset
+    let test: Dataset
+    let moments: Standardisation.Moments
+}
+
+/// Why this silo refused an offer: each reason with the rule that gave it, from the policy (or the
+/// judge's own checks: `plan`, `datasets`, `columns`, `approval`) to the reply and the metric label.
+struct OfferRefusal: Error, Sendable {
+    let refusals: [PlanDecision.Refusal]
+
+    init(_ refusals: [PlanDecision.Refusal]) { self.refusals = refusals }
+    init(rule: String, _ reason: String) { self.init([PlanDecision.Refusal(rule: rule, reason: reason)]) }
+
+    /// As the reply carries them: `rule: reason`.
+    var reasons: [String] { refusals.map { "\($0.rule): \($0.reason)" } }
+}
+
+/// Judges each offered plan once against the silo's policy, consent, approvals and data: the plan
+/// must be the one offered (its hash), ask for this silo's data set and only columns it has, and
+/// pass the policy. The verdict is kept by plan hash, so every later round of an accepted plan trains
+/// on the same rows; a plan refused stays refused. Its verdicts are read without waiting (a secure
+/// round's keys are advertised in the order the tasks came).
+final class OfferJudge: Sendable {
+    enum Verdict: Sendable {
+        case accepted(AcceptedPlan)
+        case refused(OfferRefusal)
+    }
+
+    let governor: SiloGovernor
+    let dataset: String
+    let train: Dataset
+    let test: Dataset
+    /// Who the audit records of the decisions name.
+    let silo: String
+    private let verdicts = Mutex<[String: Verdict]>([:])
+
+    init(governor: SiloGovernor, dataset: String, train: Dataset, test: Dataset, silo: String) {
+        self.governor = governor
+        self.dataset = dataset
+        self.train = train
+        self.test = test
+        self.silo = silo
+    }
+
+    /// The accepted plan the offer names; `OfferRefusal` when this silo refuses it, or the store's
+    /// error when the decision could not be recorded (nothing is kept then: the next offer asks again).
+    func accept(_ offer: Fedgate_V1_RoundOffer) async throws -> AcceptedPlan {
+        switch verdicts.withLock({ $0[offer.planHash] }) {
+        case .accepted(let accepted): return accepted
+        case .refused(let refusal): throw refusal
+        case nil: break
+        }
+        let (plan, train, test) = try checked(offer)
+        let refusals = try await policyRefusals(plan)
+        guard refusals.isEmpty else {
+            let refusal = OfferRefusal(refusals)
+            verdicts.withLock { $0[offer.planHash] = .refused(refusal) }
+            throw refusal
+        }
+        let accepted = AcceptedPlan(plan: plan, train: train, test: test, moments: Standardisation.Moments(of: train))
+        verdicts.withLock { $0[offer.planHash] = .accepted(accepted) }
+        return accepted
+    }
+
+    /// A plan this silo accepted earlier, by hash (nil: never offered, or refused).
+    func accepted(_ planHash: String) -> AcceptedPlan? {
+        guard case .accepted(let accepted)? = verdicts.withLock({ $0[planHash] }) else { return nil }
+        return accepted
+    }
+
+    /// The offered text as a plan that is the one offered, for this silo's data set, on columns
+    /// this silo has: with its training and test rows restricted to them.
+    private func checked(_ offer: Fedgate_V1_RoundOffer) throws -> (TrainingPlan, Dataset, Dataset) {
+        let plan: TrainingPlan
+        do { plan = try TrainingPlan.parse(offer.planYaml, file: "plan \(offer.planHash.prefix(12))") } catch {
+            throw OfferRefusal(rule: "plan", "\(error)")
+        }
+        guard plan.contentHash == offer.planHash else {
+            throw OfferRefusal(rule: "plan", "its content hashes to \(plan.contentHash.prefix(12))…, not the offered \(offer.planHash.prefix(12))…")
+        }
+        guard plan.datasets.contains(dataset) else {
+            throw OfferRefusal(rule: "datasets", "this gateway serves '\(dataset)', the plan asks for \(plan.datasets)")
+        }
+        let names = plan.columns.filter { $0 != train.labelName }
+        do { return (plan, try train.selecting(features: names), try test.selecting(features: names)) } catch {
+            throw OfferRefusal(rule: "columns", "\(error)")
+        }
+    }
+
+    /// The policy's refusals (the decision is recorded and audited); a plan that needs a person's
+    /// approval is refused until one is recorded and still valid.
+    private func policyRefusals(_ plan: TrainingPlan) async throws -> [PlanDecision.Refusal] {
+        let decision = try await governor.decide(plan, actor: silo)
+        switch decision.outcome {
+        case .accepted: return []
+        case .refused: return decision.refusals
+        case .needsApproval:
+            if let governance = governor.ledger.backend as? any GovernanceBackend,
+               let approval = try await governance.approval(planHash: plan.contentHash, silo: governor.policy.silo), approval.allows(at: Date()) {
+                return []
+            }
+            return [PlanDecision.Refusal(rule: "approval", reason: "the plan waits for a person's approval at this silo")]
+        }
+    }
+}
