@@ -272,9 +272,26 @@ let package = Package(
             dependencies: ["FedGatePKI", .product(name: "X509", package: "swift-certificates")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        // A consortium for the service tests: CA and certificates, stores, the `fedgate` processes,
+        // a faulty network, a hostile peer, a private PostgreSQL, the shared data and plans.
+        .target(
+            name: "FedGateConsortiumTesting",
+            dependencies: [
+                "FedGateServices", "FedGateTransport", "FedGateProto", "FedGatePKI", "FedGateStore", "FedGatePolicy",
+                "FedGateLearning", "FedGateSimulation", "FedGatePrivacy",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "Tests/ConsortiumSupport",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         .testTarget(
             name: "FedGateServicesTests",
             dependencies: [
+                "FedGateConsortiumTesting",
                 "FedGateServices", "FedGateTransport", "FedGateProto", "FedGatePKI", "FedGateStore", "FedGatePolicy",
                 "FedGateLearning", "FedGateSimulation", "FedGatePrivacy",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

@@ -4,6 +4,7 @@ import FedGateServices
 import FedGateStore
 import Foundation
 import Testing
+@testable import FedGateConsortiumTesting
 import X509
 
 /// A signed head is taken only when it is genuine: the signer's own, signed by the key of a

@@ -2,6 +2,7 @@ import FedGateServices
 import FedGateStore
 import Foundation
 import Testing
+@testable import FedGateConsortiumTesting
 
 /// Findings 8 and 9: someone with write access to a store's database (not to the party's key) edits
 /// it directly. `fedgate audit verify` names what was truncated, rewritten (even with the chain
@@ -9,11 +10,11 @@ import Testing
 /// with its own heads.
 @Suite("Tampering with a store's database is named by audit verify")
 struct AuditTamperingTests {
-    let processes = ProcessRoundTests()
+    let processes = Processes()
 
     /// Runs `python3 -c script path` (SQLite edits made outside FedGate); its exit status.
     func edit(_ path: String, _ script: String, _ consortium: Consortium) async throws -> Int32? {
-        let run = try ProcessRoundTests.Running(["python3", "-c", "import sqlite3,sys,json,hashlib,struct\nc=sqlite3.connect(sys.argv[1])\n" + script + "\nc.commit()", path],
+        let run = try Processes.Running(["python3", "-c", "import sqlite3,sys,json,hashlib,struct\nc=sqlite3.connect(sys.argv[1])\n" + script + "\nc.commit()", path],
                                                 log: consortium.file("edit-\(UUID().uuidString.prefix(6)).log"), executable: "/usr/bin/env")
         return await run.exit(within: 60)
     }
@@ -35,7 +36,7 @@ struct AuditTamperingTests {
 
     @Test("a broker's and a silo's stores after a plan: intact as left; truncated, rewritten with the chain recomputed, or cut back with their heads, and ledger rows edited, each named by audit verify")
     func tamperedStores() async throws {
-        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
+        try #require(FileManager.default.isExecutableFile(atPath: Processes.fedgate.path), "build the fedgate product first (swift build)")
         let consortium = try Consortium()
         let (broker, port) = try await processes.startBroker(consortium)
         defer { broker.signal(SIGKILL) }

@@ -3,6 +3,7 @@ import FedGateServices
 import FedGateStore
 import Foundation
 import Testing
+@testable import FedGateConsortiumTesting
 
 /// The broker as a real process, killed with SIGKILL at each phase of a round (debug builds stop
 /// themselves at an exact phase with `FEDGATE_TESTING_CRASH_AT=phase:round`), restarted on the same
@@ -11,7 +12,7 @@ import Testing
 /// and every audit chain verifies.
 @Suite("Crash recovery: the broker killed at each phase, restarted on its store", .serialized)
 struct CrashRecoveryTests {
-    let processes = ProcessRoundTests()
+    let processes = Processes()
 
     struct Aftermath {
         let consortium: Consortium
@@ -23,7 +24,7 @@ struct CrashRecoveryTests {
 
     /// Runs `plan` with the broker killed at each of `crashes` in turn (each restart arms the next).
     func survive(_ crashes: [String], plan text: String) async throws -> Aftermath {
-        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
+        try #require(FileManager.default.isExecutableFile(atPath: Processes.fedgate.path), "build the fedgate product first (swift build)")
         let consortium = try Consortium()
         var (broker, port) = try await processes.startBroker(consortium, environment: ["FEDGATE_TESTING_CRASH_AT": crashes[0]])
         try #require(port > 0, "the broker did not start: \(broker.output)")
@@ -92,14 +93,14 @@ struct CrashRecoveryTests {
     @Test("FedAvg: killed when the round was offered, training, aggregating, evaluating, just committed, and in the final evaluation; the plan finishes from its checkpoints")
     func fedAvgPhases() async throws {
         let crashes = ["offered:1", "training:2", "aggregating:3", "evaluating:4", "committed:5", "final-evaluation:6"]
-        let a = try await survive(crashes, plan: NetworkedRoundTests.plan(rounds: 6, quorum: 3, deadline: 30))
+        let a = try await survive(crashes, plan: Fixtures.plan(rounds: 6, quorum: 3, deadline: 30))
         try await check(a, abortedIn: ["offered", "training", "aggregating", "evaluating"], committed: [5, 6])
     }
 
     @Test("secure aggregation: killed while keys were advertised, shares relayed, masked inputs collected and unmasking asked; the plan finishes")
     func secureAggregationPhases() async throws {
         let crashes = ["advertising:1", "sharing:2", "masking:3", "unmasking:4"]
-        let a = try await survive(crashes, plan: NetworkedRoundTests.plan(rounds: 5, quorum: 3, deadline: 30, secure: true))
+        let a = try await survive(crashes, plan: Fixtures.plan(rounds: 5, quorum: 3, deadline: 30, secure: true))
         try await check(a, abortedIn: ["training", "training", "training", "training"], committed: [5])
     }
 
@@ -108,16 +109,16 @@ struct CrashRecoveryTests {
     /// released when it restarts, what it sent stays committed once; then it rejoins a plan that
     /// needs all three.
     func gatewayCrashes(_ phases: [String], secure: Bool) async throws {
-        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
+        try #require(FileManager.default.isExecutableFile(atPath: Processes.fedgate.path), "build the fedgate product first (swift build)")
         let consortium = try Consortium()
         let (broker, port) = try await processes.startBroker(consortium)
         defer { broker.signal(SIGKILL) }
         try #require(port > 0, "the broker did not start: \(broker.output)")
         var configs: [URL] = []
-        for (i, shard) in try NetworkedRoundTests.simulation(seed: 7).shards().enumerated() {
+        for (i, shard) in try Fixtures.simulation(seed: 7).shards().enumerated() {
             configs.append(try await processes.gatewayConfig(consortium, "hospital-\(i)", shard: shard.train, port: port))
         }
-        func start(_ i: Int, crash: String?, log: String) throws -> ProcessRoundTests.Running {
+        func start(_ i: Int, crash: String?, log: String) throws -> Processes.Running {
             try .init(["gateway", "run", "--config", configs[i].path], log: consortium.file(log),
                       environment: crash.map { ["FEDGATE_TESTING_GATEWAY_CRASH_AT": $0] } ?? [:])
         }
@@ -140,7 +141,7 @@ struct CrashRecoveryTests {
         }
 
         for (i, phase) in phases.enumerated() {
-            let hash = try await run(NetworkedRoundTests.plan(rounds: 2 + i, quorum: 2, deadline: 30, secure: secure), log: "plan-\(i)")
+            let hash = try await run(Fixtures.plan(rounds: 2 + i, quorum: 2, deadline: 30, secure: secure), log: "plan-\(i)")
             let status = await gateways[2].exit(within: 120)
             try #require(status != nil, "hospital-2 never reached \(phase): \(gateways[2].output.suffix(2000))")
             #expect(status == SIGKILL && gateways[2].output.contains("test crash point reached"), "\(phase)")
@@ -162,7 +163,7 @@ struct CrashRecoveryTests {
             }
         }
         // It rejoins: a plan that needs all three runs with it.
-        let all = try await run(NetworkedRoundTests.plan(rounds: 1, quorum: 3, deadline: 30, secure: secure), log: "plan-all")
+        let all = try await run(Fixtures.plan(rounds: 1, quorum: 3, deadline: 30, secure: secure), log: "plan-all")
         #expect(await finished(all))
         #expect(try await store.rounds(planHash: all).first?.survivors.count == 3)
         for name in ["broker", "hospital-2"] {

@@ -8,6 +8,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Logging
 import Testing
+@testable import FedGateConsortiumTesting
 
 @Suite("Enrolment with a one-time token")
 struct EnrolmentTests {

@@ -3,6 +3,7 @@ import FedGateStore
 import Foundation
 import GRPCCore
 import Testing
+@testable import FedGateConsortiumTesting
 @testable import FedGateServices
 
 /// Each domain's errors reach an RPC caller with one status, chosen in `ErrorStatus`, and their

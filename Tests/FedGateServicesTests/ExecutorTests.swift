@@ -6,6 +6,7 @@ import FedGateStore
 import Foundation
 import Logging
 import Testing
+@testable import FedGateConsortiumTesting
 
 /// A silo's own training program (the NumPy example in examples/executors), run by the gateway in a
 /// private folder with a time and a memory limit; the gateway clips, noises, accounts and uploads.
@@ -21,7 +22,7 @@ struct ExecutorTests {
     }
 
     var rows: Dataset {
-        var d = NetworkedRoundTests.data
+        var d = Fixtures.data
         d.standardise(Standardisation(of: d))
         return d
     }
@@ -96,14 +97,14 @@ struct ExecutorTests {
     @Test("three gateway processes run a plan with `executor: numpy`: each round's update comes from the NumPy program, the gateway clips and noises it and the ledger records the Gaussian mechanism at half the plan's multiplier")
     func planWithExecutorAcrossProcesses() async throws {
         guard numpyAvailable() else { return }
-        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
-        let processes = ProcessRoundTests()
+        try #require(FileManager.default.isExecutableFile(atPath: Processes.fedgate.path), "build the fedgate product first (swift build)")
+        let processes = Processes()
         let consortium = try Consortium()
         let (broker, port) = try await processes.startBroker(consortium)
         defer { broker.signal(SIGKILL) }
         try #require(port > 0, "\(broker.output)")
-        let shards = try NetworkedRoundTests.simulation(seed: 9).shards()
-        var gateways: [ProcessRoundTests.Running] = []
+        let shards = try Fixtures.simulation(seed: 9).shards()
+        var gateways: [Processes.Running] = []
         defer { gateways.forEach { $0.signal(SIGKILL) } }
         for (i, shard) in shards.enumerated() {
             let config = try await processes.gatewayConfig(consortium, "hospital-\(i)", shard: shard.train, test: shard.test, port: port,
@@ -117,7 +118,7 @@ struct ExecutorTests {
         await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
         let client = try processes.scientist(consortium, port: port)
         // Noise on a whole update is costly: σ = 4 (counted as 2) keeps two rounds under the per-plan cap of 5.
-        let text = NetworkedRoundTests.plan(rounds: 2, quorum: 3, deadline: 60, executor: "numpy")
+        let text = Fixtures.plan(rounds: 2, quorum: 3, deadline: 60, executor: "numpy")
             .replacingOccurrences(of: "noise_multiplier: 2.34", with: "noise_multiplier: 4.0")
         try text.write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
         let submitted = try await processes.fedgate(["plan", "submit", consortium.file("plan.yaml").path] + client, consortium, log: "submit.log")

@@ -6,12 +6,13 @@ import FedGateRounds
 import FedGateStore
 import Foundation
 import Testing
+@testable import FedGateConsortiumTesting
 
 /// The gateway's offer judge and budget reservations on their own: a policy, a real SQLite ledger,
 /// no broker and no network.
 @Suite("A gateway's offer judge and budget reservations")
 struct GatewayPartsTests {
-    typealias Round = NetworkedRoundTests
+    typealias Round = Fixtures
 
     /// A silo's governor on a new SQLite ledger with the data set's caps and a research consent.
     func governor(purposes: [String] = ["research"], approvalHours: Int? = nil) async throws -> SiloGovernor {

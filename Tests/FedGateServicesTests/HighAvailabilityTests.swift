@@ -4,13 +4,14 @@ import FedGateStore
 import Foundation
 import Synchronization
 import Testing
+@testable import FedGateConsortiumTesting
 
 /// Two broker processes on one PostgreSQL database: the leader holds the lease and serves, the
 /// standby waits without listening; the leader is killed mid-plan and the standby takes over within
 /// the lease time, finishing the plan from the store while the gateways find it on their own.
 @Suite("High availability: two brokers on one PostgreSQL, a lease, a takeover")
 struct HighAvailabilityTests {
-    let processes = ProcessRoundTests()
+    let processes = Processes()
 
     /// A TCP port free right now on loopback (for the standby, which does not listen until it leads).
     static func freePort() throws -> Int {
@@ -32,11 +33,11 @@ struct HighAvailabilityTests {
     /// and followed until round 3 trains.
     struct Pair {
         let consortium: Consortium
-        var leader: ProcessRoundTests.Running
+        var leader: Processes.Running
         let port: Int
-        let standby: ProcessRoundTests.Running
+        let standby: Processes.Running
         let standbyPort: Int
-        let gateways: [ProcessRoundTests.Running]
+        let gateways: [Processes.Running]
         let hash: String
         let store: PostgresLedger
         let url: String
@@ -46,7 +47,7 @@ struct HighAvailabilityTests {
     /// The leader stops itself when round 3 trains (`FEDGATE_TESTING_CRASH_AT`, debug builds):
     /// `kill` with SIGKILL, `stop` with SIGSTOP.
     func pairInRoundThree(lease: Double, leader stop: String) async throws -> Pair? {
-        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
+        try #require(FileManager.default.isExecutableFile(atPath: Processes.fedgate.path), "build the fedgate product first (swift build)")
         let consortium = try Consortium()
         guard let url = try await consortium.postgresURL() else { return nil }
         let (leader, port) = try await processes.startBroker(consortium, instance: "broker-a", store: url, leaseSeconds: lease,
@@ -141,7 +142,7 @@ struct HighAvailabilityTests {
 
     @Test("PostgreSQL restarted (fast shutdown, down 2 s) under a broker in round 3 of 10: the broker waits for it and goes on; every round but the one in flight commits, nothing is lost, the chain verifies")
     func postgresRestartUnderBroker() async throws {
-        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
+        try #require(FileManager.default.isExecutableFile(atPath: Processes.fedgate.path), "build the fedgate product first (swift build)")
         guard let pg = try PrivatePostgres.make(port: try Self.freePort()) else { return }
         defer { pg.remove() }
         let consortium = try Consortium()
@@ -189,7 +190,7 @@ struct HighAvailabilityTests {
 
     @Test("a broker frozen (SIGSTOP) for more than twice its lease, with no standby: on waking it renews the lease under the same term, keeps serving and finishes the plan")
     func frozenPastLeaseWithoutStandby() async throws {
-        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
+        try #require(FileManager.default.isExecutableFile(atPath: Processes.fedgate.path), "build the fedgate product first (swift build)")
         let consortium = try Consortium()
         // Lease 1.5 s; frozen 3.5 s in round 2's training (the watcher thread sleeps, then thaws it):
         // more than twice the lease, and well inside the gateways' keepalive (a ping unanswered for

@@ -9,6 +9,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import SwiftASN1
 import Testing
+@testable import FedGateConsortiumTesting
 import X509
 
 /// Identity and the audit trail under attack, against a `fedgate broker serve` process: people and
@@ -17,10 +18,10 @@ import X509
 /// with a count), the broker up.
 @Suite("Hostile identities and files against a broker process")
 struct HostileIdentityTests {
-    let processes = ProcessRoundTests()
+    let processes = Processes()
 
     /// A broker process that issues certificates (Renew) and serves metrics; its port, metrics port and store.
-    func startBroker(_ consortium: Consortium) async throws -> (ProcessRoundTests.Running, port: Int, metrics: Int, store: SQLiteLedger) {
+    func startBroker(_ consortium: Consortium) async throws -> (Processes.Running, port: Int, metrics: Int, store: SQLiteLedger) {
         let caFolder = consortium.file("ca-dir")
         try FileManager.default.createDirectory(at: caFolder, withIntermediateDirectories: true)
         try consortium.ca.certificatePEM.write(to: caFolder.appendingPathComponent("ca.pem"), atomically: true, encoding: .utf8)
@@ -194,15 +195,15 @@ struct HostileIdentityTests {
             } catch let e as RPCError { return (e.code, e.message) } catch { return (.unknown, "\(error)") }
         }
         let long = String(repeating: "A", count: 500_000)
-        let bomb = NetworkedRoundTests.plan(rounds: 1, quorum: 1).replacingOccurrences(
+        let bomb = Fixtures.plan(rounds: 1, quorum: 1).replacingOccurrences(
             of: "columns: [", with: "columns: [&s \"\(long)\", " + Array(repeating: "*s", count: 2_000).joined(separator: ", ") + ", ")
         let refused = await submit(bomb)
         #expect(refused?.code == .invalidArgument && refused?.message.contains("aliases") == true, "\(String(describing: refused?.message.prefix(300)))")
-        let badModel = await submit(NetworkedRoundTests.plan(rounds: 1, quorum: 1).replacingOccurrences(of: "model: logistic", with: "model: mlp:-1"))
+        let badModel = await submit(Fixtures.plan(rounds: 1, quorum: 1).replacingOccurrences(of: "model: logistic", with: "model: mlp:-1"))
         #expect(badModel?.code == .invalidArgument && badModel?.message.contains("model") == true, "\(String(describing: badModel))")
-        try NetworkedRoundTests.plan(rounds: 1, quorum: 1).replacingOccurrences(of: "model: logistic", with: "model: mlp:-1")
+        try Fixtures.plan(rounds: 1, quorum: 1).replacingOccurrences(of: "model: logistic", with: "model: mlp:-1")
             .write(to: consortium.file("bad-model.yaml"), atomically: true, encoding: .utf8)
-        try NetworkedRoundTests.policy(silo: "hospital-0").write(to: consortium.file("policy.yaml"), atomically: true, encoding: .utf8)
+        try Fixtures.policy(silo: "hospital-0").write(to: consortium.file("policy.yaml"), atomically: true, encoding: .utf8)
         let checked = try await fedgate(["policy", "check", consortium.file("policy.yaml").path, "--plan", consortium.file("bad-model.yaml").path],
                                         consortium, log: "check.log")
         #expect(checked.status != 0 && checked.output.contains("model"), "\(checked.output)")
@@ -234,14 +235,14 @@ struct HostileIdentityTests {
 
     /// Runs one `fedgate` command to its end: whether it exited (not killed by a signal), its status and output.
     func exited(_ arguments: [String], _ consortium: Consortium, log: String) async throws -> (exited: Bool, status: Int32, output: String) {
-        let run = try ProcessRoundTests.Running(arguments, log: consortium.file(log))
+        let run = try Processes.Running(arguments, log: consortium.file(log))
         guard await run.exit(within: 120) != nil else { run.signal(SIGKILL); return (false, -1, run.output) }
         return (run.process.terminationReason == .exit, run.process.terminationStatus, run.output)
     }
 
     @Test("finding 3: `fedgate simulate` with a label of 1 000 000 000 and `fedgate ledger show` on a store whose cap holds text exit with a reason, not a crash")
     func hostileLocalFiles() async throws {
-        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
+        try #require(FileManager.default.isExecutableFile(atPath: Processes.fedgate.path), "build the fedgate product first (swift build)")
         let consortium = try Consortium()
         let rows = (0..<40).map { "\(Double($0) / 10),\(Double($0 % 7)),\($0 == 17 ? 1_000_000_000 : $0 % 3)" }
         try (["a,b,y"] + rows).joined(separator: "\n").write(to: consortium.file("labels.csv"), atomically: true, encoding: .utf8)
@@ -255,7 +256,7 @@ struct HostileIdentityTests {
         _ = try await ledger.applyMigrations(try Migration.load(from: Consortium.migrations))
         try await ledger.save(DatasetBudget(name: "cohort", delta: 1e-5, perPlanCap: 3), actor: "admin")
         let sql = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE datasets SET per_plan_cap='lots'\"); c.commit()"
-        let edit = try ProcessRoundTests.Running(["python3", "-c", sql, path], log: consortium.file("edit.log"), executable: "/usr/bin/env")
+        let edit = try Processes.Running(["python3", "-c", sql, path], log: consortium.file("edit.log"), executable: "/usr/bin/env")
         #expect(await edit.exit(within: 60) == 0, "\(edit.output)")
         let shown = try await exited(["ledger", "show", "--store", "sqlite:\(path)", "--migrations", Consortium.migrations.path, "--dataset", "cohort"],
                                      consortium, log: "show.log")

@@ -8,17 +8,18 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Synchronization
 import Testing
+@testable import FedGateConsortiumTesting
 
 /// The security findings, reproduced against a `fedgate broker serve` process with real gateway
 /// processes beside it: a hostile silo or person is refused with its reason and one audit record,
 /// the broker stays up, and the plan goes on with the honest silos.
 @Suite("Hostile parties against a broker process")
 struct HostilePartyTests {
-    let processes = ProcessRoundTests()
+    let processes = Processes()
 
     /// A broker process and three honest gateway processes; `body` runs with them, then all stop.
-    func withConsortium(seed: UInt64, _ body: (Consortium, Int, ProcessRoundTests.Running) async throws -> Void) async throws {
-        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
+    func withConsortium(seed: UInt64, _ body: (Consortium, Int, Processes.Running) async throws -> Void) async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Processes.fedgate.path), "build the fedgate product first (swift build)")
         let consortium = try Consortium()
         // Silence is noticed after 30 s, not 2: the hostile silo lives in the test process, whose
         // threads the suite's other tests keep busy.
@@ -31,7 +32,7 @@ struct HostilePartyTests {
     }
 
     /// Waits for the plan to end in the broker's store; the store.
-    func ended(_ hash: String, _ consortium: Consortium, broker: ProcessRoundTests.Running) async throws -> SQLiteLedger {
+    func ended(_ hash: String, _ consortium: Consortium, broker: Processes.Running) async throws -> SQLiteLedger {
         let store = try SQLiteLedger(path: consortium.file("broker.sqlite").path)
         let done = await eventually(seconds: 180, every: .milliseconds(100)) {
             (try? await store.planRuns().first { $0.planHash == hash }?.state).map { $0 != .running } ?? false
@@ -45,7 +46,7 @@ struct HostilePartyTests {
         try await withConsortium(seed: 21) { consortium, port, broker in
             let registry = try await consortium.registry("sqlite:broker.sqlite")
             let mallory = try await consortium.enrolledSilo("hospital-x", in: registry)
-            let features = NetworkedRoundTests.data.featureCount
+            let features = Fixtures.data.featureCount
             let receipts = Mutex<[Fedgate_V1_UploadReceipt]>([])
             let hostile = HostilePeer(credentials: mallory, port: port, answer: { offer in
                 switch offer.round {

@@ -3,12 +3,13 @@ import FedGateServices
 import FedGateStore
 import Foundation
 import Testing
+@testable import FedGateConsortiumTesting
 
 /// `/metrics` of a broker and its gateways as real processes, scraped over HTTPS with a monitor's
 /// client certificate (as Prometheus would) and parsed.
 @Suite("Prometheus metrics on broker and gateway")
 struct MetricsTests {
-    let processes = ProcessRoundTests()
+    let processes = Processes()
 
     /// One sample of the exposition text: name, labels, value.
     struct Sample: Equatable {
@@ -63,7 +64,7 @@ struct MetricsTests {
         return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
     }
 
-    func metricsPort(_ run: ProcessRoundTests.Running) async -> Int {
+    func metricsPort(_ run: Processes.Running) async -> Int {
         var port = 0
         _ = await eventually(seconds: 120) {
             if let line = run.output.split(separator: "\n").first(where: { $0.hasPrefix("metrics on https://") }),
@@ -79,7 +80,7 @@ struct MetricsTests {
 
     @Test("a refused plan and a two-round plan: the broker counts rounds by outcome, refusals by rule, bytes, durations and participants; each gateway its ε spent and remaining (equal to its ledger); only monitor and admin certificates may read; no log holds a key")
     func scrapeBrokerAndGateways() async throws {
-        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
+        try #require(FileManager.default.isExecutableFile(atPath: Processes.fedgate.path), "build the fedgate product first (swift build)")
         let consortium = try Consortium()
         // The broker's config with a metrics listener on a free port.
         let (probe, port) = try await processes.startBroker(consortium)
@@ -89,7 +90,7 @@ struct MetricsTests {
         let brokerYAML = consortium.file("broker-a.yaml")
         try (try String(contentsOf: brokerYAML, encoding: .utf8).replacingOccurrences(of: "port: 0", with: "port: \(port)")
             + "\nmetrics: { host: 127.0.0.1, port: 0 }\n").write(to: brokerYAML, atomically: true, encoding: .utf8)
-        let broker = try ProcessRoundTests.Running(["broker", "serve", "--config", brokerYAML.path], log: consortium.file("broker-m.log"))
+        let broker = try Processes.Running(["broker", "serve", "--config", brokerYAML.path], log: consortium.file("broker-m.log"))
         defer { broker.signal(SIGKILL) }
         #expect(await broker.listeningPort(within: 120) == port, "\(broker.output)")
         let brokerMetrics = await metricsPort(broker)
@@ -100,10 +101,10 @@ struct MetricsTests {
         await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
         _ = try consortium.credentials("prometheus", .monitor)
         let client = try processes.scientist(consortium, port: port)
-        try NetworkedRoundTests.plan(rounds: 1, quorum: 3, deadline: 20, purpose: "marketing")
+        try Fixtures.plan(rounds: 1, quorum: 3, deadline: 20, purpose: "marketing")
             .write(to: consortium.file("refused.yaml"), atomically: true, encoding: .utf8)
         _ = try await processes.fedgate(["plan", "submit", consortium.file("refused.yaml").path] + client, consortium, log: "submit-1.log")
-        try NetworkedRoundTests.plan(rounds: 2, quorum: 3, deadline: 30).write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
+        try Fixtures.plan(rounds: 2, quorum: 3, deadline: 30).write(to: consortium.file("plan.yaml"), atomically: true, encoding: .utf8)
         let submitted = try await processes.fedgate(["plan", "submit", consortium.file("plan.yaml").path] + client, consortium, log: "submit-2.log")
         let hash = try #require(submitted.output.split(separator: "\n").first { $0.hasPrefix("plan ") }?.split(separator: " ")[1]).description
         let watched = try await processes.fedgate(["plan", "watch", hash] + client, consortium, log: "watch.log")

@@ -5,6 +5,7 @@ import FedGateTransport
 import FedGateRounds
 import Foundation
 import Testing
+@testable import FedGateConsortiumTesting
 
 @Suite("Models and updates on the wire")
 struct ModelPayloadTests {

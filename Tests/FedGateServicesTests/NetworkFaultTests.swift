@@ -3,17 +3,18 @@ import FedGateServices
 import FedGateStore
 import Foundation
 import Testing
+@testable import FedGateConsortiumTesting
 
 /// Broker and gateways as processes with a faulty network between them (`FaultyNetwork`, a proxy
 /// on loopback the test controls): slow links, a network that swallows everything mid-round, and
 /// every connection cut at once. Rounds finish or end at their deadlines; nothing waits past one.
 @Suite("A network that delays, drops and cuts")
 struct NetworkFaultTests {
-    let processes = ProcessRoundTests()
+    let processes = Processes()
 
     @Test("links delayed 100 ms each way, then silent (all bytes dropped) in round 2, then every connection cut in the next round that trains: each round commits or ends at its 6 s deadline, the gateways come back, the plan finishes, nothing stays reserved")
     func delaysDropsAndCuts() async throws {
-        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
+        try #require(FileManager.default.isExecutableFile(atPath: Processes.fedgate.path), "build the fedgate product first (swift build)")
         let consortium = try Consortium()
         // The broker's own silence detector is set far off, so that round deadlines govern.
         // It also freezes itself whenever rounds 2 to 5 train, and a watching thread turns the
@@ -105,8 +106,8 @@ struct NetworkFaultTests {
     }
 
     /// A broker, and in front of it a tarpit: a network that accepts connections and swallows every byte.
-    func brokerBehindTarpit() async throws -> (Consortium, ProcessRoundTests.Running, Int, FaultyNetwork) {
-        try #require(FileManager.default.isExecutableFile(atPath: ProcessRoundTests.fedgate.path), "build the fedgate product first (swift build)")
+    func brokerBehindTarpit() async throws -> (Consortium, Processes.Running, Int, FaultyNetwork) {
+        try #require(FileManager.default.isExecutableFile(atPath: Processes.fedgate.path), "build the fedgate product first (swift build)")
         let consortium = try Consortium()
         let (broker, port) = try await processes.startBroker(consortium)
         guard port > 0 else {
@@ -122,12 +123,12 @@ struct NetworkFaultTests {
     func silentBrokerIsLeftForTheNext() async throws {
         let (consortium, broker, port, tarpit) = try await brokerBehindTarpit()
         defer { broker.signal(SIGKILL); tarpit.stop() }
-        let config = try await processes.gatewayConfig(consortium, "hospital-0", shard: try NetworkedRoundTests.simulation(seed: 3).shards()[0].train,
+        let config = try await processes.gatewayConfig(consortium, "hospital-0", shard: try Fixtures.simulation(seed: 3).shards()[0].train,
                                                        port: tarpit.port)
         let text = try String(contentsOf: config, encoding: .utf8).replacingOccurrences(
             of: "name: broker }", with: "name: broker, standbys: [\"127.0.0.1:\(port)\"], connect_timeout_seconds: 2 }")
         try text.write(to: config, atomically: true, encoding: .utf8)
-        let gateway = try ProcessRoundTests.Running(["gateway", "run", "--config", config.path], log: consortium.file("hospital-0.log"))
+        let gateway = try Processes.Running(["gateway", "run", "--config", config.path], log: consortium.file("hospital-0.log"))
         defer { gateway.signal(SIGKILL) }
         let connected = await eventually(seconds: 30, every: .milliseconds(50)) { broker.output.contains("silo=hospital-0 [FedGateServices] gateway connected") }
         #expect(connected, "the gateway never reached the answering broker: \(gateway.output.suffix(2000))")

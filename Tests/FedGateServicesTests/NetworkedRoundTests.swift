@@ -11,72 +11,12 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Testing
+@testable import FedGateConsortiumTesting
 
 /// Rounds over the network: a broker and gateways on loopback over mutual TLS, each gateway with
 /// its own policy, ledger and shard of the breast-cancer data.
 @Suite("Networked federated rounds")
 struct NetworkedRoundTests {
-    static let data = try! Dataset.load(csv: Consortium.root.appendingPathComponent("examples/data/breast_cancer_wisconsin.csv"), label: "malignant")
-
-    static func policy(silo: String, purposes: [String] = ["research"], program: String? = nil) -> String {
-        """
-        silo: \(silo)
-        datasets:
-          breast-cancer-2024:
-            purposes: [\(purposes.joined(separator: ", "))]
-            columns: [\(data.featureNames.joined(separator: ", "))]
-            epsilon:
-              per_plan: 5.0
-              lifetime: 20.0
-            delta_max: 1.0e-5
-        residency:
-          allowed_regions: [eu-west]
-          allowed_jurisdictions: [EU]
-        privacy:
-          min_noise_multiplier: 1.0
-          max_clip_norm: 1.0
-          require_secure_aggregation: false
-          min_silos_per_round: 2
-        models: [logistic]
-        executors: [builtin\(program == nil ? "" : ", numpy")]
-        \(program.map { "programs: { numpy: { command: [python3, \($0)], time_limit_seconds: 60, memory_limit_mb: 2048 } }" } ?? "")
-        """
-    }
-
-    static func plan(rounds: Int, quorum: Int, deadline: Int = 60, purpose: String = "research", evaluation: String? = nil,
-                     secure: Bool = false, executor: String = "builtin") -> String {
-        """
-        \(evaluation.map { "evaluation: \($0)" } ?? "")
-        purpose: \(purpose)
-        datasets: [breast-cancer-2024]
-        columns: [\(data.featureNames.joined(separator: ", "))]
-        model: logistic
-        executor: \(executor)
-        rounds: \(rounds)
-        local_steps: 10
-        strategy: fedavg
-        dp: { noise_multiplier: 2.34, clip_norm: 1.0, sampling_rate: 0.1, delta: 1.0e-5 }
-        secure_aggregation: \(secure)
-        quorum: \(quorum)
-        broker: { region: eu-west, jurisdiction: EU }
-        deadlines: { round_seconds: \(deadline) }
-        """
-    }
-
-    /// The simulator's settings that the networked runs mirror.
-    static func simulation(seed: UInt64) throws -> FederatedSimulation {
-        var s = FederatedSimulation.Settings()
-        s.silos = 3
-        s.partitioning = .dirichlet(alpha: 0.5)
-        s.model = .logistic
-        s.rounds = 10
-        s.seed = seed
-        s.local.learningRate = 0.5
-        s.local.dp = try DPSGDSettings(noiseMultiplier: 2.34, clipNorm: 1, samplingRate: 0.1)
-        s.fixedNoiseSeed = seed
-        return try FederatedSimulation(data: data, settings: s)
-    }
-
     struct Silo {
         let gateway: Gateway
         let ledger: PrivacyLedger
@@ -89,7 +29,7 @@ struct NetworkedRoundTests {
         try await store.save(DatasetBudget(name: "breast-cancer-2024", delta: 1e-5, perPlanCap: 5, lifetimeCap: 20), actor: "admin")
         try await store.addConsent(ConsentRecord(dataset: "breast-cancer-2024", purpose: "research", legalBasis: "consent",
                                                  scope: "all patients", validFrom: Date().addingTimeInterval(-86_400)), actor: "admin")
-        let text = policy ?? Self.policy(silo: id)
+        let text = policy ?? Fixtures.policy(silo: id)
         let ledger = PrivacyLedger(backend: store)
         let governor = SiloGovernor(policy: try SiloPolicy.parse(text, file: "\(id).yaml"), policyText: text, ledger: ledger)
         var settings = Gateway.Settings(credentials: try await consortium.enrolledSilo(id, in: broker), dataset: "breast-cancer-2024", train: train, test: test)
@@ -117,7 +57,7 @@ struct NetworkedRoundTests {
     /// Pooled accuracy of `parameters` on every silo's held-out rows, standardised as the consortium agreed.
     static func pooledAccuracy(_ parameters: [Float], shards: [(train: Dataset, test: Dataset)]) throws -> Double {
         let stats = try Standardisation(combining: shards.map { Standardisation.Moments(of: $0.train) })
-        var net = try Network(kind: .logistic, inputs: data.featureCount, classes: 2, seed: 0)
+        var net = try Network(kind: .logistic, inputs: Fixtures.data.featureCount, classes: 2, seed: 0)
         net.parameters = parameters
         var correct = 0.0, total = 0.0
         for shard in shards {
@@ -134,7 +74,7 @@ struct NetworkedRoundTests {
     func endToEnd() async throws {
         let consortium = try Consortium()
         let brokerStore = try await consortium.store("broker")
-        let simulation = try Self.simulation(seed: 1)
+        let simulation = try Fixtures.simulation(seed: 1)
         let shards = try simulation.shards()
         let reference = try simulation.run()
         let simulated = reference.final.accuracy
@@ -157,7 +97,7 @@ struct NetworkedRoundTests {
             let transport = try FedGateTransports.client(host: "127.0.0.1", port: broker.port, serverName: "broker", credentials: scientist)
             let hash = try await withGRPCClient(transport: transport) { grpc in
                 var request = Fedgate_V1_SubmitPlanRequest()
-                request.planYaml = Self.plan(rounds: 10, quorum: 3)
+                request.planYaml = Fixtures.plan(rounds: 10, quorum: 3)
                 return try await Fedgate_V1_Broker.Client(wrapping: grpc).submitPlan(request).planHash
             }
             let status = try #require(await broker.coordinator.finished(hash))
@@ -228,20 +168,20 @@ struct NetworkedRoundTests {
     func personalisation() async throws {
         let consortium = try Consortium()
         let brokerStore = try await consortium.store("broker")
-        let shards = try Self.simulation(seed: 2).shards()
+        let shards = try Fixtures.simulation(seed: 2).shards()
         try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
                                    logger: consortium.logger) { broker in
             var silos: [Silo] = []
             for (i, shard) in shards.enumerated() {
                 let id = "hospital-\(i)"
                 silos.append(try await makeSilo(consortium, id, train: shard.train, test: shard.test,
-                                                policy: Self.policy(silo: id).replacingOccurrences(of: "models: [logistic]", with: "models: [logistic, mlp]"),
+                                                policy: Fixtures.policy(silo: id).replacingOccurrences(of: "models: [logistic]", with: "models: [logistic, mlp]"),
                                                 broker: brokerStore, port: broker.port, fixedNoise: (2, i)))
             }
             let running = silos.map { silo in Task { await silo.gateway.run() } }
             defer { running.forEach { $0.cancel() } }
             try await waitForGateways(broker, 3)
-            let plan = Self.plan(rounds: 5, quorum: 3).replacingOccurrences(of: "model: logistic", with: "model: mlp:8")
+            let plan = Fixtures.plan(rounds: 5, quorum: 3).replacingOccurrences(of: "model: logistic", with: "model: mlp:8")
                 + "\npersonalisation: { local_layers: [1], fine_tune_epochs: 3 }\n"
             let hash = try await withGRPCClient(transport: try FedGateTransports.client(
                 host: "127.0.0.1", port: broker.port, serverName: "broker", credentials: try consortium.credentials("dana", .dataScientist))) { grpc in
@@ -257,7 +197,7 @@ struct NetworkedRoundTests {
             let status = try #require(await broker.coordinator.finished(hash))
             #expect(status.state == .finished && status.rounds.allSatisfy { $0.state == "committed" }, "\(status.rounds.map { ($0.state, $0.reason) })")
             // The broker's model: layer 0 learnt from the silos; layer 1 exactly as it started (no silo sent any of it).
-            let initial = try Network(kind: .mlp(hidden: [8]), inputs: Self.data.featureCount, classes: 2, seed: 0)
+            let initial = try Network(kind: .mlp(hidden: [8]), inputs: Fixtures.data.featureCount, classes: 2, seed: 0)
             let head = initial.layerRanges[1], body = initial.layerRanges[0]
             #expect(Array(status.parameters[head]) == Array(initial.parameters[head]))
             #expect(Array(status.parameters[body]) != Array(initial.parameters[body]))
@@ -274,7 +214,7 @@ struct NetworkedRoundTests {
     func gateRollbackCancel() async throws {
         let consortium = try Consortium()
         let brokerStore = try await consortium.store("broker")
-        let simulation = try Self.simulation(seed: 1)
+        let simulation = try Fixtures.simulation(seed: 1)
         let shards = try simulation.shards()
         try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
                                    logger: consortium.logger) { broker in
@@ -292,7 +232,7 @@ struct NetworkedRoundTests {
             func submit(_ yaml: String) async throws -> String { try await Self.submit(yaml, consortium, port: broker.port) }
             // Secure aggregation with a strategy that needs every update in the clear is refused at submission.
             do {
-                _ = try await submit(Self.plan(rounds: 1, quorum: 3).replacingOccurrences(of: "secure_aggregation: false", with: "secure_aggregation: true")
+                _ = try await submit(Fixtures.plan(rounds: 1, quorum: 3).replacingOccurrences(of: "secure_aggregation: false", with: "secure_aggregation: true")
                     .replacingOccurrences(of: "strategy: fedavg", with: "strategy: median"))
                 Issue.record("a secure-aggregation plan with a median was accepted")
             } catch let error as RPCError {
@@ -300,12 +240,12 @@ struct NetworkedRoundTests {
             }
             // Two plans that pass: versions 1 and 2 (the second's parent is the first).
             for rounds in [2, 3] {
-                let hash = try await submit(Self.plan(rounds: rounds, quorum: 3, evaluation: "{ min_accuracy: 0.5, max_drop: 0.5 }"))
+                let hash = try await submit(Fixtures.plan(rounds: rounds, quorum: 3, evaluation: "{ min_accuracy: 0.5, max_drop: 0.5 }"))
                 let status = try #require(await broker.coordinator.finished(hash))
                 #expect(status.gate?.passed == true && status.modelVersion != nil, "\(status.gate?.reasons ?? [])")
             }
             // A bar no model reaches: no version, and the reason says why.
-            let strict = try await submit(Self.plan(rounds: 1, quorum: 3, evaluation: "{ min_accuracy: 1.0 }"))
+            let strict = try await submit(Fixtures.plan(rounds: 1, quorum: 3, evaluation: "{ min_accuracy: 1.0 }"))
             let held = try #require(await broker.coordinator.finished(strict))
             #expect(held.state == .finished && held.modelVersion == nil)
             #expect(held.gate?.passed == false && held.gate?.reasons.first?.hasPrefix("accuracy ") == true
@@ -331,7 +271,7 @@ struct NetworkedRoundTests {
             #expect(rolled.version == 3 && rolled.parent == 1 && versions.count == 3 && versions[2].contentSHA256 == versions[0].contentSHA256)
 
             // Cancelling a long plan stops it; the round in flight is aborted and every reservation is settled.
-            let long = try await submit(Self.plan(rounds: 1000, quorum: 3))
+            let long = try await submit(Fixtures.plan(rounds: 1000, quorum: 3))
             await eventually { (await broker.coordinator.status(long)?.rounds.count ?? 0) >= 2 }
             let cancelled = try await withGRPCClient(transport: try FedGateTransports.client(
                 host: "127.0.0.1", port: broker.port, serverName: "broker", credentials: try consortium.credentials("dana", .dataScientist))) { grpc in
@@ -353,20 +293,20 @@ struct NetworkedRoundTests {
     func refusalWithReason() async throws {
         let consortium = try Consortium()
         let brokerStore = try await consortium.store("broker")
-        let shards = try Self.simulation(seed: 2).shards()
+        let shards = try Fixtures.simulation(seed: 2).shards()
         try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
                                    logger: consortium.logger) { broker in
             var silos: [Silo] = []
             for (i, shard) in shards.enumerated() {
-                let policy = i == 2 ? Self.policy(silo: "clinic-2", purposes: ["quality-improvement"]) : nil
+                let policy = i == 2 ? Fixtures.policy(silo: "clinic-2", purposes: ["quality-improvement"]) : nil
                 silos.append(try await makeSilo(consortium, i == 2 ? "clinic-2" : "hospital-\(i)", train: shard.train, test: shard.test,
                                                 policy: policy, broker: brokerStore, port: broker.port))
             }
             let running = silos.map { silo in Task { await silo.gateway.run() } }
             defer { running.forEach { $0.cancel() } }
             try await waitForGateways(broker, 3)
-            let hash = try await broker.coordinator.submit(try TrainingPlan.parse(Self.plan(rounds: 2, quorum: 2), file: "plan"),
-                                                           text: Self.plan(rounds: 2, quorum: 2), by: "dana")
+            let hash = try await broker.coordinator.submit(try TrainingPlan.parse(Fixtures.plan(rounds: 2, quorum: 2), file: "plan"),
+                                                           text: Fixtures.plan(rounds: 2, quorum: 2), by: "dana")
             let status = try #require(await broker.coordinator.finished(hash))
             #expect(status.rounds.map(\.state) == ["committed", "committed"])
             #expect(status.rounds.allSatisfy { $0.participants == ["hospital-0", "hospital-1"] })
@@ -383,7 +323,7 @@ struct NetworkedRoundTests {
         let consortium = try Consortium()
         guard let brokerStore = try await consortium.postgresStore() else { return }
         defer { brokerStore.shutdown() }
-        let shards = try Self.simulation(seed: 6).shards()
+        let shards = try Fixtures.simulation(seed: 6).shards()
         try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
                                    logger: consortium.logger) { broker in
             var silos: [Silo] = []
@@ -393,7 +333,7 @@ struct NetworkedRoundTests {
             let running = silos.map { silo in Task { await silo.gateway.run() } }
             defer { running.forEach { $0.cancel() } }
             try await waitForGateways(broker, 3)
-            let text = Self.plan(rounds: 3, quorum: 3)
+            let text = Fixtures.plan(rounds: 3, quorum: 3)
             let hash = try await broker.coordinator.submit(try TrainingPlan.parse(text, file: "plan"), text: text, by: "dana")
             let status = try #require(await broker.coordinator.finished(hash))
             #expect(status.rounds.map(\.state) == ["committed", "committed", "committed"], "\(status.reason ?? "")")
@@ -410,7 +350,7 @@ struct NetworkedRoundTests {
                           _ body: @escaping @Sendable (Consortium, SQLiteLedger, BrokerHandle) async throws -> Void) async throws {
         let consortium = try Consortium()
         let brokerStore = try await consortium.store("broker")
-        let shards = try Self.simulation(seed: 3).shards()
+        let shards = try Fixtures.simulation(seed: 3).shards()
         try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
                                    settings: settings, logger: consortium.logger) { broker in
             var silos: [Silo] = []
@@ -461,7 +401,7 @@ struct NetworkedRoundTests {
             let first = stream(1)
             defer { first.cancel() }
             try await waitForGateways(broker, 3)
-            let text = Self.plan(rounds: 1, quorum: 2, deadline: 900)
+            let text = Fixtures.plan(rounds: 1, quorum: 2, deadline: 900)
             let hash = try await broker.coordinator.submit(try TrainingPlan.parse(text, file: "plan"), text: text, by: "dana")
             try #require(await offered.wait(seconds: 120) { $0 == 1 } != nil, "the offer never reached the first stream")
             let second = stream(2)
@@ -500,7 +440,7 @@ struct NetworkedRoundTests {
                 }
             }
             try await waitForGateways(broker, 3)
-            let text = Self.plan(rounds: 1, quorum: 2, deadline: 60)
+            let text = Fixtures.plan(rounds: 1, quorum: 2, deadline: 60)
             let hash = try await broker.coordinator.submit(try TrainingPlan.parse(text, file: "plan"), text: text, by: "dana")
             let status = try #require(await broker.coordinator.finished(hash))
             #expect(status.rounds.map(\.state) == ["committed"], "\(status.rounds.map { ($0.number, $0.state, $0.reason) })")

@@ -7,6 +7,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Testing
+@testable import FedGateConsortiumTesting
 import X509
 
 @Suite("Certificate renewal over mutual TLS")
@@ -18,7 +19,7 @@ struct RenewalTests {
         let issuer = CertificateIssuer(authority: consortium.ca, days: 7)
         try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: store, issuer: issuer,
                                    logger: consortium.logger) { broker in
-            let shards = try NetworkedRoundTests.simulation(seed: 5).shards()
+            let shards = try Fixtures.simulation(seed: 5).shards()
             // A certificate with a day left; the gateway renews when fewer than two remain.
             let short = try consortium.credentials("hospital-0", .silo, days: 1)
             let silo = try await NetworkedRoundTests().makeSilo(consortium, "hospital-0", train: shards[0].train, test: shards[0].test,

@@ -1,6 +1,7 @@
 import FedGateRounds
 import FedGateStore
 import Testing
+@testable import FedGateConsortiumTesting
 @testable import FedGateServices
 
 /// The round machine's stages and the store's round states are one vocabulary.

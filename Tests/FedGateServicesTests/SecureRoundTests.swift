@@ -12,6 +12,7 @@ import GRPCNIOTransportHTTP2Posix
 import Logging
 import Synchronization
 import Testing
+@testable import FedGateConsortiumTesting
 
 /// Every log line a broker writes, message and metadata, for checking what it ever said.
 final class RecordingLogHandler: LogHandler, @unchecked Sendable {
@@ -34,7 +35,7 @@ struct SecureRoundTests {
     func maskedRound() async throws {
         let consortium = try Consortium()
         let brokerStore = try await consortium.store("broker")
-        let shards = try NetworkedRoundTests.simulation(seed: 3).shards()
+        let shards = try Fixtures.simulation(seed: 3).shards()
         let logger = Logger(label: "fedgate.broker.secagg") { _ in RecordingLogHandler() }
         try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, logger: logger) { broker in
             var silos: [NetworkedRoundTests.Silo] = []
@@ -46,7 +47,7 @@ struct SecureRoundTests {
             await eventually { await broker.coordinator.connectedSilos.count >= 3 }
 
             // Almost no distributed noise, so the unmasked mean can be compared with the plain one.
-            let plan = NetworkedRoundTests.plan(rounds: 1, quorum: 3)
+            let plan = Fixtures.plan(rounds: 1, quorum: 3)
                 .replacingOccurrences(of: "secure_aggregation: false", with: "secure_aggregation: true")
                 .replacingOccurrences(of: "delta: 1.0e-5 }", with: "delta: 1.0e-5, distributed_noise_multiplier: 0.01 }")
             let hash = try await NetworkedRoundTests.submit(plan, consortium, port: broker.port)
@@ -55,7 +56,7 @@ struct SecureRoundTests {
             #expect(status.rounds.first?.participants.count == 3)
 
             // The new model is the initial one plus the mean of the silos' clipped updates.
-            let initial = try Network(kind: .logistic, inputs: NetworkedRoundTests.data.featureCount, classes: 2, seed: 0).parameters
+            let initial = try Network(kind: .logistic, inputs: Fixtures.data.featureCount, classes: 2, seed: 0).parameters
             var deltas: [[Float]] = []
             for silo in silos { deltas.append(await silo.gateway.activity.lastDelta) }
             // A silo that never trained has no delta: stop here rather than index past it (and crash the suite).
@@ -88,7 +89,7 @@ struct SecureRoundTests {
     func dropoutRecovered() async throws {
         let consortium = try Consortium()
         let brokerStore = try await consortium.store("broker")
-        let shards = try NetworkedRoundTests.simulation(seed: 5).shards()
+        let shards = try Fixtures.simulation(seed: 5).shards()
         try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
                                    logger: consortium.logger) { broker in
             var silos: [NetworkedRoundTests.Silo] = []
@@ -99,14 +100,14 @@ struct SecureRoundTests {
             let running = silos.map { silo in Task { await silo.gateway.run() } }
             defer { running.forEach { $0.cancel() } }
             await eventually { await broker.coordinator.connectedSilos.count >= 3 }
-            let plan = NetworkedRoundTests.plan(rounds: 1, quorum: 2, deadline: 30)
+            let plan = Fixtures.plan(rounds: 1, quorum: 2, deadline: 30)
                 .replacingOccurrences(of: "secure_aggregation: false", with: "secure_aggregation: true")
                 .replacingOccurrences(of: "delta: 1.0e-5 }", with: "delta: 1.0e-5, distributed_noise_multiplier: 0.01 }")
             let hash = try await NetworkedRoundTests.submit(plan, consortium, port: broker.port)
             let status = try #require(await broker.coordinator.finished(hash))
             #expect(status.rounds.map(\.state) == ["committed"] && status.rounds.first?.participants == ["hospital-0", "hospital-1"],
                     "\(status.rounds.map { ($0.state, $0.participants, $0.reason) })")
-            let initial = try Network(kind: .logistic, inputs: NetworkedRoundTests.data.featureCount, classes: 2, seed: 0).parameters
+            let initial = try Network(kind: .logistic, inputs: Fixtures.data.featureCount, classes: 2, seed: 0).parameters
             var mean = [Float](repeating: 0, count: initial.count)
             for (i, silo) in silos.prefix(2).enumerated() {
                 let d = await silo.gateway.activity.lastDelta

@@ -3,6 +3,7 @@ import FedGateStore
 import Foundation
 import Synchronization
 import Testing
+@testable import FedGateConsortiumTesting
 @testable import FedGateServices
 
 /// Calls a peer waits on end: a broker's store that stops answering fails a silo's call instead of

@@ -7,6 +7,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Testing
+@testable import FedGateConsortiumTesting
 
 /// Who gets in, over real TLS on loopback: the broker's listener with its connection guard and
 /// per-call authorisation, against gRPC clients and `openssl s_client` as independent peers.

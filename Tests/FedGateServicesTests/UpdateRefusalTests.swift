@@ -8,6 +8,7 @@ import FedGateTransport
 import Foundation
 import Logging
 import Testing
+@testable import FedGateConsortiumTesting
 
 /// The broker's message handlers fed what a faulty or hostile silo might send, in-process (the
 /// coordinator behind the RPC layer, with its real store): every bad update is refused with a
@@ -36,7 +37,7 @@ struct UpdateRefusalTests {
         settings.silentAfter = .seconds(3600)
         let coordinator = BrokerCoordinator(settings: settings, store: store, logger: consortium.logger)
         let silos = ["hospital-0", "hospital-1", "hospital-2"]
-        let moments = Standardisation.Moments(of: NetworkedRoundTests.data)
+        let moments = Standardisation.Moments(of: Fixtures.data)
         var tokens: [String: UInt64] = [:]
         var listeners: [Task<Void, Never>] = []
         let tasked = Recorder<String>()
@@ -69,10 +70,10 @@ struct UpdateRefusalTests {
                 }
             })
         }
-        let text = NetworkedRoundTests.plan(rounds: 1, quorum: 2, deadline: deadline)
+        let text = Fixtures.plan(rounds: 1, quorum: 2, deadline: deadline)
         let hash = try await coordinator.submit(try TrainingPlan.parse(text, file: "plan.yaml"), text: text, by: "dana")
         #expect(await eventually { tasked.all.count == 3 })
-        return Harness(coordinator: coordinator, store: store, hash: hash, dimension: NetworkedRoundTests.data.featureCount + 1,
+        return Harness(coordinator: coordinator, store: store, hash: hash, dimension: Fixtures.data.featureCount + 1,
                        tokens: tokens, listeners: listeners)
     }
 
