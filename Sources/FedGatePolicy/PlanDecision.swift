@@ -43,13 +43,15 @@ public protocol PlanRule: Sendable {
 public struct PlanDecision: Sendable, CustomStringConvertible {
     public enum Outcome: String, Sendable { case accepted, needsApproval = "needs_approval", refused }
 
-    public struct Refusal: Sendable, Equatable {
+    public struct Refusal: Sendable, Equatable, CustomStringConvertible {
         public let rule: String
         public let reason: String
         public init(rule: String, reason: String) {
             self.rule = rule
             self.reason = reason
         }
+        /// `rule: reason`, as replies, audit records and reports carry it.
+        public var description: String { "\(rule): \(reason)" }
     }
 
     public let outcome: Outcome
@@ -64,7 +66,7 @@ public struct PlanDecision: Sendable, CustomStringConvertible {
     public var description: String {
         var lines = ["plan \(planHash.prefix(16))… against policy \(policyHash.prefix(16))…: \(outcome.rawValue.replacingOccurrences(of: "_", with: " "))"]
         if let e = projectedEpsilon { lines.append(String(format: "  projected ε per data set: %.4f", e)) }
-        for r in refusals { lines.append("  ✗ \(r.rule): \(r.reason)") }
+        for r in refusals { lines.append("  ✗ \(r)") }
         if outcome == .needsApproval, let h = approvalExpiryHours {
             lines.append("  waits for a person's approval of plan \(planHash), valid \(h) h once given")
         }

@@ -31,7 +31,7 @@ actor BudgetReservations {
                 ids.append(try await ledger.reserve(event, dataset: dataset, plan: key.plan, round: Int(key.round), actor: silo))
             }
         } catch {
-            for id in ids { try? await ledger.release(id, actor: silo) }
+            for id in ids { await release(id) }
             throw error
         }
         held[key] = ids
@@ -40,12 +40,11 @@ actor BudgetReservations {
     /// Commits the round's reservations: its update is about to leave. If a commit fails, the update
     /// must not leave: what was not committed is released at once, and the error is thrown.
     func commit(_ key: RoundKey) async throws {
-        let ids = held.removeValue(forKey: key) ?? []
-        let (ledger, silo, logger) = (ledger, silo, logger)
+        guard let ids = held.removeValue(forKey: key), !ids.isEmpty else { return }
         let failure: (any Error)? = await Task {
             for (i, id) in ids.enumerated() {
                 do { try await ledger.commit(id, actor: silo) } catch {
-                    for open in ids[i...] { await Self.release(open, ledger: ledger, silo: silo, logger: logger) }
+                    for open in ids[i...] { await release(open) }
                     return error
                 }
             }
@@ -56,9 +55,9 @@ actor BudgetReservations {
 
     /// Releases the round's reservations still open: no update of it left, nothing was spent.
     func release(_ key: RoundKey) async {
-        let ids = held.removeValue(forKey: key) ?? []
-        let (ledger, silo, logger) = (ledger, silo, logger)
-        await Task { for id in ids { await Self.release(id, ledger: ledger, silo: silo, logger: logger) } }.value
+        // After a commit nothing is left: the usual end of a round costs no task.
+        guard let ids = held.removeValue(forKey: key), !ids.isEmpty else { return }
+        await Task { for id in ids { await release(id) } }.value
     }
 
     /// The task stream ended: every round in flight is over for this silo, and what it reserved and
@@ -66,10 +65,9 @@ actor BudgetReservations {
     func releaseAll() async {
         let all = held
         held.removeAll()
-        let (ledger, silo, logger) = (ledger, silo, logger)
         await Task {
             for (key, ids) in all {
-                for id in ids { await Self.release(id, ledger: ledger, silo: silo, logger: logger) }
+                for id in ids { await release(id) }
                 logger.notice("released the reservation of a round left when the stream ended", metadata: ["silo": "\(silo)", "round": "\(key)"])
             }
         }.value
@@ -90,7 +88,8 @@ actor BudgetReservations {
         }
     }
 
-    private static func release(_ id: String, ledger: PrivacyLedger, silo: String, logger: Logger) async {
+    /// One reservation released; a failure is logged (the next start releases what is left).
+    private nonisolated func release(_ id: String) async {
         do { try await ledger.release(id, actor: silo) } catch {
             logger.error("could not release a reservation", metadata: ["silo": "\(silo)", "id": "\(id)", "error": "\(error)"])
         }

@@ -35,12 +35,12 @@ extension Gateway {
             activity.offersAccepted += 1
             metrics.count("fedgate_offers_total", [("decision", "accepted")])
         } catch {
-            let refusals = (error as? OfferRefusal)?.refusals ?? [PlanDecision.Refusal(rule: "other", reason: "\(error)")]
+            let refusal = error as? OfferRefusal ?? OfferRefusal(rule: "other", "\(error)")
             reply.accepted = false
-            reply.reasons = refusals.map { "\($0.rule): \($0.reason)" }
+            reply.reasons = refusal.reasons
             activity.offersRefused.append(contentsOf: reply.reasons)
             metrics.count("fedgate_offers_total", [("decision", "refused")])
-            for refusal in refusals { metrics.count("fedgate_policy_refusals_total", [("rule", FedGateMetrics.label(rule: refusal.rule))]) }
+            for r in refusal.refusals { metrics.count("fedgate_policy_refusals_total", [("rule", FedGateMetrics.label(rule: r.rule))]) }
             logger.notice("offer refused", metadata: ["silo": "\(siloID)", "round": "\(offer.round)", "reasons": "\(reply.reasons)"])
         }
         return reply

@@ -24,7 +24,7 @@ struct OfferRefusal: Error, Sendable {
     init(rule: String, _ reason: String) { self.init([PlanDecision.Refusal(rule: rule, reason: reason)]) }
 
     /// As the reply carries them: `rule: reason`.
-    var reasons: [String] { refusals.map { "\($0.rule): \($0.reason)" } }
+    var reasons: [String] { refusals.map(\.description) }
 }
 
 /// Judges each offered plan once against the silo's policy, consent, approvals and data: the plan

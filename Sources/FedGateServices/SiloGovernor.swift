@@ -33,7 +33,7 @@ public struct SiloGovernor: Sendable {
             try await governance.record(RecordedDecision(
                 silo: policy.silo, policyHash: policy.sha256, policyContent: policyText,
                 planHash: plan.contentHash, planContent: String(decoding: try encoder.encode(plan), as: UTF8.self),
-                outcome: decision.outcome.rawValue, reasons: decision.refusals.map { "\($0.rule): \($0.reason)" },
+                outcome: decision.outcome.rawValue, reasons: decision.refusals.map(\.description),
                 approvalValidHours: decision.approvalExpiryHours), actor: actor, at: now)
         }
         return decision

@@ -74,13 +74,8 @@ struct Consortium {
     /// A migrated store in a fresh PostgreSQL database, or nil when no server is configured outside
     /// CI (under CI a missing server is a failure, never a silent skip).
     func postgresStore() async throws -> PostgresLedger? {
-        guard let url = ProcessInfo.processInfo.environment["FEDGATE_TEST_POSTGRES_URL"] else {
-            if ProcessInfo.processInfo.environment["CI"] != nil {
-                Issue.record("CI must run the PostgreSQL service tests: FEDGATE_TEST_POSTGRES_URL is not set (see scripts/pg-test-cluster.sh)")
-            }
-            return nil
-        }
-        let store = try await PostgresLedger.scratch(on: url, prefix: "fedgate_s_")
+        guard let url = try await postgresURL() else { return nil }
+        let store = try PostgresLedger(url: url)
         _ = try await store.applyMigrations(try Migration.load(from: Self.migrations))
         return store
     }

@@ -11,12 +11,7 @@ struct FrozenSessionTests {
     /// Two stores, as two processes have them, on one new migrated database; nil without PostgreSQL
     /// outside CI.
     func twoProcesses() async throws -> (PostgresLedger, PostgresLedger)? {
-        guard let url = ProcessInfo.processInfo.environment["FEDGATE_TEST_POSTGRES_URL"] else {
-            if ProcessInfo.processInfo.environment["CI"] != nil {
-                Issue.record("CI must run the PostgreSQL tests: FEDGATE_TEST_POSTGRES_URL is not set (see scripts/pg-test-cluster.sh)")
-            }
-            return nil
-        }
+        guard let url = Backend.postgresServer() else { return nil }
         let database = try await PostgresLedger.scratchURL(on: url, prefix: "fedgate_f_")
         let a = try PostgresLedger(url: database), b = try PostgresLedger(url: database)
         _ = try await a.applyMigrations(try Migration.load(from: Backend.migrations))

@@ -12,6 +12,18 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
     static let migrations = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("migrations")
 
+    /// The test PostgreSQL server's URL, or nil when none is set outside CI. In CI a missing
+    /// PostgreSQL is a failure, never a silent skip.
+    static func postgresServer() -> String? {
+        guard let url = ProcessInfo.processInfo.environment["FEDGATE_TEST_POSTGRES_URL"] else {
+            if ProcessInfo.processInfo.environment["CI"] != nil {
+                Issue.record("CI must run the PostgreSQL ledger tests: FEDGATE_TEST_POSTGRES_URL is not set (see scripts/pg-test-cluster.sh)")
+            }
+            return nil
+        }
+        return url
+    }
+
     /// A migrated ledger, or nil when PostgreSQL is not available outside CI. In CI a missing
     /// PostgreSQL is a failure, never a silent skip.
     func ledger() async throws -> PrivacyLedger? {
@@ -21,12 +33,7 @@ enum Backend: String, CaseIterable, CustomTestStringConvertible, Sendable {
             let path = FileManager.default.temporaryDirectory.appendingPathComponent("fedgate-ledger-\(UUID().uuidString).sqlite").path
             backend = try SQLiteLedger(path: path)
         case .postgres:
-            guard let url = ProcessInfo.processInfo.environment["FEDGATE_TEST_POSTGRES_URL"] else {
-                if ProcessInfo.processInfo.environment["CI"] != nil {
-                    Issue.record("CI must run the PostgreSQL ledger tests: FEDGATE_TEST_POSTGRES_URL is not set (see scripts/pg-test-cluster.sh)")
-                }
-                return nil
-            }
+            guard let url = Self.postgresServer() else { return nil }
             // Each test gets its own database, so audit chains and tampering do not cross tests.
             backend = try await PostgresLedger.scratch(on: url, prefix: "fedgate_t_")
         }
