@@ -112,7 +112,7 @@ enum ComplianceHTML {
         var body = ""
         body += "<h2>Participation per round</h2>\n"
         body += table(["Plan", "Round", "State", "Participants"], report.rounds.map {
-            [code($0.plan), "\($0.number)", "<span class=\($0.state == "committed" ? "ok" : ($0.state == "aborted" ? "bad" : "mid"))>\(e($0.state))</span>",
+            [code($0.plan), $0.run > 1 ? "\($0.number) (run \($0.run))" : "\($0.number)", "<span class=\($0.state == "committed" ? "ok" : ($0.state == "aborted" ? "bad" : "mid"))>\(e($0.state))</span>",
              e($0.participants.joined(separator: ", "))]
         }, empty: "No rounds in this trail.")
 

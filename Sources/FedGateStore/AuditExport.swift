@@ -104,7 +104,8 @@ public struct ComplianceReport: Sendable {
         public let perPlanCap: Double?
         public let points: [EpsilonPoint]
     }
-    public struct Round: Sendable, Equatable { public let plan: String, number: Int, state: String, participants: [String], at: Date }
+    /// A round of a plan's run (`run`: 1, and one more each time the plan was submitted again).
+    public struct Round: Sendable, Equatable { public let plan: String, run: Int, number: Int, state: String, participants: [String], at: Date }
     public struct Gate: Sendable, Equatable {
         public let plan: String, round: Int, passed: Bool, reasons: [String], accuracy: Double?, at: Date
         public let silos: [String: Double]
@@ -134,13 +135,16 @@ public struct ComplianceReport: Sendable {
             read(decoded.filter { filter.keeps($0.record) }, source: t.source)
             epsilonSeries += Self.epsilonSeries(decoded, source: t.source, filter: filter)
         }
-        rounds.sort { ($0.plan, $0.number) < ($1.plan, $1.number) }
+        rounds.sort { ($0.plan, $0.run, $0.number) < ($1.plan, $1.run, $1.number) }
     }
 
     typealias Decoded = (record: AuditRecord, event: Result<AuditEvent, AuditEventError>)
 
     private mutating func read(_ records: [Decoded], source: String) {
         var roundIndex: [String: Int] = [:]
+        // Each submission of a plan starts its next run; its rounds are told apart by it.
+        var runs: [String: Int] = [:]
+        func run(_ plan: String) -> Int { max(runs[plan] ?? 1, 1) }
         for (r, decoded) in records {
             let event: AuditEvent
             switch decoded {
@@ -151,17 +155,18 @@ public struct ComplianceReport: Sendable {
             }
             switch event {
             case .planSubmitted(let p):
+                runs[r.subject, default: 0] += 1
                 plans.append(Plan(hash: r.subject, purpose: p.purpose, rounds: p.rounds, strategy: p.strategy, submittedBy: r.actor, at: r.at))
             case .consentAdded(let c):
                 consents.append(Consent(source: source, dataset: c.dataset, purpose: c.purpose, basis: c.legalBasis, scope: c.scope, withdrawn: false))
             case .policyDecision(let d):
                 decisions.append(Decision(silo: d.silo, plan: r.subject, outcome: d.outcome, reasons: d.reasons, at: r.at))
             case .roundPlanned(let o):
-                note(Round(plan: r.subject, number: o.round, state: "planned", participants: o.sampled, at: r.at), &roundIndex)
+                note(Round(plan: r.subject, run: run(r.subject), number: o.round, state: "planned", participants: o.sampled, at: r.at), &roundIndex)
             case .roundAdvanced(let state, let t):
-                note(Round(plan: r.subject, number: t.round, state: state.rawValue, participants: t.survivors, at: r.at), &roundIndex)
+                note(Round(plan: r.subject, run: run(r.subject), number: t.round, state: state.rawValue, participants: t.survivors, at: r.at), &roundIndex)
             case .roundAbandoned(let a):
-                note(Round(plan: r.subject, number: a.round, state: "aborted", participants: [], at: r.at), &roundIndex)
+                note(Round(plan: r.subject, run: run(r.subject), number: a.round, state: "aborted", participants: [], at: r.at), &roundIndex)
             case .modelGated(let g):
                 gates.append(Gate(plan: r.subject, round: g.round, passed: g.passed, reasons: g.reasons, accuracy: g.accuracy, at: r.at,
                                   silos: g.silos.mapValues(\.accuracy), personalised: g.silos.compactMapValues(\.personalisedAccuracy)))
@@ -183,14 +188,14 @@ public struct ComplianceReport: Sendable {
 
     /// Keeps the latest state of a round and who took part in it (an aborted round: nobody).
     private mutating func note(_ round: Round, _ index: inout [String: Int]) {
-        let key = "\(round.plan)/\(round.number)"
+        let key = "\(round.plan)/\(round.run)/\(round.number)"
         guard let i = index[key] else {
             index[key] = rounds.count
             rounds.append(round)
             return
         }
         let kept = round.state == "aborted" ? round.participants : (round.participants.isEmpty ? rounds[i].participants : round.participants)
-        rounds[i] = Round(plan: round.plan, number: round.number, state: round.state, participants: kept, at: round.at)
+        rounds[i] = Round(plan: round.plan, run: round.run, number: round.number, state: round.state, participants: kept, at: round.at)
     }
 
     /// Cumulative committed ε per data set at a silo, from its ledger's records: the reservation

@@ -27,6 +27,8 @@ public struct PlanRun: Sendable, Equatable {
     public var checkpoint: Checkpoint?
     public let submittedAt: Date
     public var updatedAt: Date
+    /// Which run of the plan this is: 1, and one more each time the same plan is submitted again after a run ended.
+    public var run = 1
 
     public init(planHash: String, planYAML: String, submitter: String, state: State, reason: String? = nil, checkpoint: Checkpoint? = nil,
                 submittedAt: Date, updatedAt: Date) {

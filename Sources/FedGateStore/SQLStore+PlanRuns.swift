@@ -4,12 +4,14 @@ import Foundation
 extension SQLStore {
     public func startPlanRun(_ run: PlanRun, submission: AuditEvent.PlanSubmission, actor: String) async throws {
         try await audited(actor: actor, at: run.submittedAt) { tx in
-            let state = try await tx.rows("SELECT state FROM plan_runs WHERE plan_hash = \(run.planHash)\(.forUpdate)").first
-            if try state?.get("state", as: String.self) == "running" { throw LedgerError.storage("plan \(run.planHash.prefix(12))… is already running") }
+            let earlier = try await tx.rows("SELECT state, run FROM plan_runs WHERE plan_hash = \(run.planHash)\(.forUpdate)").first
+            if try earlier?.get("state", as: String.self) == "running" { throw LedgerError.storage("plan \(run.planHash.prefix(12))… is already running") }
+            // A plan that ran before runs again as its next run: its earlier runs' rounds stay as they were.
+            let number = try (earlier?.get("run", as: Int.self) ?? 0) + 1
             try await tx.execute("""
-                INSERT INTO plan_runs (plan_hash, plan_yaml, submitter, state, reason, checkpoint_round, checkpoint_sha256, standardisation, submitted_at, updated_at)
-                VALUES (\(run.planHash), \(run.planYAML), \(run.submitter), 'running', NULL, NULL, NULL, NULL, \(run.submittedAt), \(run.submittedAt))
-                ON CONFLICT (plan_hash) DO UPDATE SET plan_yaml = excluded.plan_yaml, submitter = excluded.submitter, state = 'running',
+                INSERT INTO plan_runs (plan_hash, run, plan_yaml, submitter, state, reason, checkpoint_round, checkpoint_sha256, standardisation, submitted_at, updated_at)
+                VALUES (\(run.planHash), \(number), \(run.planYAML), \(run.submitter), 'running', NULL, NULL, NULL, NULL, \(run.submittedAt), \(run.submittedAt))
+                ON CONFLICT (plan_hash) DO UPDATE SET run = excluded.run, plan_yaml = excluded.plan_yaml, submitter = excluded.submitter, state = 'running',
                 reason = NULL, checkpoint_round = NULL, checkpoint_sha256 = NULL, standardisation = NULL,
                 submitted_at = excluded.submitted_at, updated_at = excluded.updated_at
                 """)
@@ -23,14 +25,15 @@ extension SQLStore {
         let sha = checkpoint.contentSHA256.lowercased()
         try await audited(actor: actor, at: at) { tx in
             if let fence { try fence.check(try await Self.lease(tx, fence.name)) }
-            let current = try await tx.rows("SELECT state FROM rounds WHERE plan_hash = \(planHash) AND number = \(number)\(.forUpdate)").first
+            let run = try await Self.currentRun(tx, planHash)
+            let current = try await tx.rows("SELECT state FROM plan_rounds WHERE plan_hash = \(planHash) AND run = \(run) AND number = \(number)\(.forUpdate)").first
             try RegistryJSON.transition(from: try current?.get("state"), to: .committed, planHash: planHash, number: number)
             try await tx.execute("""
-                UPDATE rounds SET state = 'committed', survivors = \(RegistryJSON.encode(survivors)), updated_at = \(at)
-                WHERE plan_hash = \(planHash) AND number = \(number)
+                UPDATE plan_rounds SET state = 'committed', survivors = \(RegistryJSON.encode(survivors)), updated_at = \(at)
+                WHERE plan_hash = \(planHash) AND run = \(run) AND number = \(number)
                 """)
-            let run = try await tx.rows("SELECT checkpoint_sha256 FROM plan_runs WHERE plan_hash = \(planHash)\(.forUpdate)").first
-            let previous = try run?.optional("checkpoint_sha256", as: String.self)
+            let stored = try await tx.rows("SELECT checkpoint_sha256 FROM plan_runs WHERE plan_hash = \(planHash)\(.forUpdate)").first
+            let previous = try stored?.optional("checkpoint_sha256", as: String.self)
             try await tx.execute("INSERT INTO model_content (content_sha256, bytes) VALUES (\(sha), \(content)) ON CONFLICT (content_sha256) DO NOTHING")
             let updated = try await tx.execute("""
                 UPDATE plan_runs SET checkpoint_round = \(checkpoint.round), checkpoint_sha256 = \(sha), standardisation = \(checkpoint.standardisation),
@@ -64,16 +67,18 @@ extension SQLStore {
     public func planRuns() async throws -> [PlanRun] {
         try await reading { tx in
             try await tx.rows("""
-                SELECT plan_hash, plan_yaml, submitter, state, reason, checkpoint_round, checkpoint_sha256, standardisation, submitted_at, updated_at
+                SELECT plan_hash, run, plan_yaml, submitter, state, reason, checkpoint_round, checkpoint_sha256, standardisation, submitted_at, updated_at
                 FROM plan_runs ORDER BY submitted_at, plan_hash
                 """).map { r in
                 let round = try r.optional("checkpoint_round", as: Int.self), sha = try r.optional("checkpoint_sha256", as: String.self)
                 let standardisation = try r.optional("standardisation", as: String.self)
                 let checkpoint = round.flatMap { n in sha.flatMap { s in standardisation.map { PlanRun.Checkpoint(round: n, contentSHA256: s, standardisation: $0) } } }
-                return PlanRun(planHash: try r.get("plan_hash"), planYAML: try r.get("plan_yaml"), submitter: try r.get("submitter"),
-                               state: PlanRun.State(rawValue: try r.get("state")) ?? .failed, reason: try r.optional("reason"), checkpoint: checkpoint,
-                               submittedAt: Date(timeIntervalSince1970: try r.get("submitted_at")),
-                               updatedAt: Date(timeIntervalSince1970: try r.get("updated_at")))
+                var run = PlanRun(planHash: try r.get("plan_hash"), planYAML: try r.get("plan_yaml"), submitter: try r.get("submitter"),
+                                  state: PlanRun.State(rawValue: try r.get("state")) ?? .failed, reason: try r.optional("reason"), checkpoint: checkpoint,
+                                  submittedAt: Date(timeIntervalSince1970: try r.get("submitted_at")),
+                                  updatedAt: Date(timeIntervalSince1970: try r.get("updated_at")))
+                run.run = try r.get("run")
+                return run
             }
         }
     }

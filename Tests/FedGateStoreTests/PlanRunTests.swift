@@ -58,6 +58,36 @@ struct PlanRunTests {
         #expect(records.filter { $0.action == "plan.submit" }.count == 2 && records.contains { $0.action == "plan.finished" })
     }
 
+    @Test("a plan submitted again after its run ended is its next run: its rounds start again from 1, apart from the earlier run's, which stay as they ended", arguments: Backend.allCases)
+    func reruns(_ backend: Backend) async throws {
+        guard let s = try await store(backend) else { return }
+        let plan = unique("plan"), now = Date()
+        let run = PlanRun(planHash: plan, planYAML: "rounds: 2", submitter: "dana", state: .running, submittedAt: now, updatedAt: now)
+        let submission = AuditEvent.PlanSubmission(purpose: "research", rounds: 2, strategy: "fedavg")
+        try await s.startPlanRun(run, submission: submission, actor: "dana")
+        try await round(s, plan, 1)
+        try await s.advanceRound(planHash: plan, number: 1, to: .aborted, survivors: [], at: Date(), actor: "broker")
+        // A round of the same run cannot be opened twice: the store says which, not a key violation.
+        let again = RoundRecord(planHash: plan, number: 1, state: .planned, sampled: ["a"], survivors: [], deadline: Date(), updatedAt: Date())
+        await #expect { try await s.openRound(again, actor: "broker") } throws: { "\($0)".contains("round 1 of plan") && "\($0)".contains("already recorded") }
+        try await s.finishPlanRun(planHash: plan, state: .failed, reason: "every round aborted", fence: nil, at: Date(), actor: "broker")
+        #expect(try await s.planRuns().first { $0.planHash == plan }?.run == 1)
+
+        try await s.startPlanRun(run, submission: submission, actor: "dana")
+        #expect(try await s.planRuns().first { $0.planHash == plan }.map { ($0.run, $0.state) } ?? (0, .failed) == (2, .running))
+        #expect(try await s.rounds(planHash: plan).isEmpty, "the new run has no rounds yet")
+        let (bytes, sha) = file(3)
+        try await round(s, plan, 1)
+        try await s.commitRound(planHash: plan, number: 1, survivors: ["a"], checkpoint: .init(round: 1, contentSHA256: sha, standardisation: "{}"),
+                                content: bytes, fence: nil, at: Date(), actor: "broker")
+        #expect(try await s.rounds(planHash: plan).map(\.state) == [.committed])
+
+        // The compliance report tells the two runs' rounds apart.
+        let report = ComplianceReport([AuditTrail(source: "broker", records: try await s.auditRecords())], filter: AuditFilter())
+        let rounds = report.rounds.filter { $0.plan == plan }
+        #expect(rounds.map { "\($0.run)/\($0.number) \($0.state)" } == ["1/1 aborted", "2/1 committed"])
+    }
+
     @Test("the lease: one holder at a time, renewed by its holder (even past a lapse nobody used), taken over only after it lapses with the next term; writes under a taken term are refused, under a lapsed one nobody took are not", arguments: Backend.allCases)
     func lease(_ backend: Backend) async throws {
         guard let s = try await store(backend) else { return }

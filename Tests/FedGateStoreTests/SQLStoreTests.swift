@@ -101,7 +101,7 @@ struct SQLStoreTests {
         let plan = unique("plan")
         try await s.openRound(RoundRecord(planHash: plan, number: 1, state: .planned, sampled: ["a"], survivors: [], deadline: Date(), updatedAt: Date()),
                               actor: "broker")
-        try await s.executeForTesting("UPDATE rounds SET deadline = 'tomorrow'")
+        try await s.executeForTesting("UPDATE plan_rounds SET deadline = 'tomorrow'")
         do {
             _ = try await s.rounds(planHash: plan)
             Issue.record("a text deadline was read")
