@@ -65,6 +65,14 @@ enum PlanView {
         return String(decoding: data, as: UTF8.self)
     }
 
+    /// The silos whose refusal is only the `approval` rule's: their people have yet to approve the plan.
+    static func awaited(_ s: Fedgate_V1_PlanStatusResponse) -> [String] {
+        s.refusals.compactMap { r in
+            let parts = r.components(separatedBy: ": ")
+            return parts.count >= 2 && parts[1] == "approval" ? parts[0] : nil
+        }
+    }
+
     static func bytes(_ n: UInt64) -> String {
         n >= 1_000_000 ? String(format: "%.1f MB", Double(n) / 1e6) : String(format: "%.1f kB", Double(n) / 1e3)
     }
@@ -72,6 +80,10 @@ enum PlanView {
     static func summary(_ s: Fedgate_V1_PlanStatusResponse) -> String {
         var lines = ["plan \(s.planHash): \(s.state)\(s.reason.isEmpty ? "" : " (\(s.reason))")"]
         if s.currentRound > 0 { lines.append("  now: round \(s.currentRound), \(s.currentPhase), accepted by \(s.accepted.joined(separator: ", "))") }
+        if s.currentPhase == "awaiting approval" {
+            lines.append("  now: waiting, before round 1, for a person's approval at \(awaited(s).joined(separator: ", "))"
+                         + (s.accepted.isEmpty ? "" : "; accepted by \(s.accepted.joined(separator: ", "))"))
+        }
         for r in s.rounds {
             lines.append(String(format: "  round %3d  %-9@  %@%@", r.round, r.state as NSString, r.participants.joined(separator: ", ") as NSString,
                                 r.accuracy > 0 ? String(format: "  reported accuracy %.4f", r.accuracy) as NSString : "" as NSString))
@@ -113,17 +125,21 @@ extension PlanCommand {
                 let until = Date().addingTimeInterval(answerWait)
                 while true {
                     let s = try await broker.planStatus(status)
-                    // The first offer is answered once round 1 trains, ends, or the plan stops.
-                    if s.state != "running" || !s.rounds.isEmpty || (s.currentRound >= 1 && s.currentPhase != "offering") || Date() > until { return s }
+                    // The first offer is answered once the plan waits for approvals, round 1 trains, ends, or the plan stops.
+                    if s.state != "running" || !s.rounds.isEmpty || s.currentPhase == "awaiting approval"
+                        || (s.currentRound >= 1 && s.currentPhase != "offering") || Date() > until { return s }
                     try await Task.sleep(for: .milliseconds(200))
                 }
             }
-            let accepted = status.currentRound == 1 ? status.accepted : (status.rounds.first?.participants ?? [])
+            let accepted = status.rounds.first?.participants ?? status.accepted
             for silo in accepted { print("  \(silo): accepted") }
             for refusal in status.refusals {
                 print(refusal.contains("approval:") ? "  \(refusal) (waiting for approval)" : "  \(refusal)")
             }
             if accepted.isEmpty && status.refusals.isEmpty { print("  no silo has answered yet") }
+            if status.currentPhase == "awaiting approval" {
+                print("the plan waits for these approvals before its first round; `fedgate plan status \(status.planHash)` shows where it stands")
+            }
         }
     }
 
@@ -166,7 +182,9 @@ extension PlanCommand {
                     }
                     seenRounds = s.rounds.count
                     let phase = "\(s.currentRound) \(s.currentPhase)"
-                    if s.currentRound > 0 && phase != seenPhase {
+                    if s.currentPhase == "awaiting approval" && phase != seenPhase {
+                        print("waiting for approval at \(PlanView.awaited(s).joined(separator: ", "))\(s.accepted.isEmpty ? "" : "; accepted by \(s.accepted.joined(separator: ", "))")")
+                    } else if s.currentRound > 0 && phase != seenPhase {
                         print("round \(s.currentRound) \(s.currentPhase)\(s.accepted.isEmpty ? "" : ", accepted by \(s.accepted.joined(separator: ", "))")")
                     }
                     seenPhase = phase

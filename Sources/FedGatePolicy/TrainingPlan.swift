@@ -40,6 +40,10 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     /// Epochs of local fine-tuning (plain SGD; the model stays at the silo) before the personalised
     /// evaluation after the last round.
     public var fineTuneEpochs: Int? = nil
+    /// How long the plan waits for approvals at silos that require a person's (`deadlines.approval_seconds`);
+    /// nil: `defaultApprovalWaitSeconds`. Absent from the content hash when not given.
+    public var approvalWaitSeconds: Int? = nil
+    public static let defaultApprovalWaitSeconds = 3 * 86_400
 
     /// SHA-256 of the plan's canonical JSON form (sorted keys), so equal plans hash equally
     /// whatever their YAML layout or comments.
@@ -102,7 +106,7 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         let broker = try r.map(try root.require("broker", "region and jurisdiction of the broker"), "broker")
         try broker.only(["region", "jurisdiction"])
         let deadlines = try r.map(try root.require("deadlines", "round_seconds"), "deadlines")
-        try deadlines.only(["round_seconds"])
+        try deadlines.only(["round_seconds", "approval_seconds"])
         let (minAccuracy, maxDrop) = try root.optional("evaluation").map { try evaluationGate(r, $0) } ?? (nil, nil)
         let (localLayers, fineTune) = try root.optional("personalisation").map { try personalisation(r, $0) } ?? (nil, nil)
         let (model, strategy, executor) = try choices(r, root)
@@ -128,7 +132,9 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
             brokerRegion: try r.string(try broker.require("region", "the broker's region"), "broker.region"),
             brokerJurisdiction: try r.string(try broker.require("jurisdiction", "the broker's jurisdiction"), "broker.jurisdiction"),
             roundDeadlineSeconds: try r.int(try deadlines.require("round_seconds", "seconds a round may take"), "deadlines.round_seconds", 1...86_400 * 7, "seconds from 1 to 604800"),
-            minAccuracy: minAccuracy, maxAccuracyDrop: maxDrop, localLayers: localLayers, fineTuneEpochs: fineTune)
+            minAccuracy: minAccuracy, maxAccuracyDrop: maxDrop, localLayers: localLayers, fineTuneEpochs: fineTune,
+            approvalWaitSeconds: try deadlines.optional("approval_seconds").map {
+                try r.int($0, "deadlines.approval_seconds", 1...86_400 * 30, "seconds from 1 to 2592000 (30 days) to wait for silos' approvals") })
     }
     /// `evaluation`: the gate's least accuracy and largest drop.
     private static func evaluationGate(_ r: YAMLReader, _ node: Yams.Node) throws -> (Double?, Double?) {

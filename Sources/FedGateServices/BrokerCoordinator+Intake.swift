@@ -21,6 +21,10 @@ extension BrokerCoordinator {
     /// refusal (audited as `reply.reject`), never as an acceptance.
     public func reply(_ reply: Fedgate_V1_OfferReply, from silo: String, token: UInt64) async {
         heartbeat(silo: silo, token: token)
+        if reply.round == 0 {
+            admitted(reply, from: silo)
+            return
+        }
         guard let round = active[reply.planHash], round.number == Int(reply.round) else {
             logger.warning("answer to an offer that is not open", metadata: ["silo": "\(silo)", "plan": "\(PeerText.bounded(reply.planHash.prefix(12)))",
                                                                            "round": "\(reply.round)"])

@@ -49,6 +49,7 @@ extension BrokerCoordinator {
             let kind = try ModelKind(parsing: plan.model)
             var state = PlanRunState(global: resume.global, standardisation: resume.standardisation, strategy: try plan.strategy.make(),
                                      participants: resume.participants, lastCommitted: resume.lastCommitted)
+            if resume.lastCommitted == nil, resume.nextRound <= plan.rounds { try await admit(plan, text: text, hash: hash) }
             for number in stride(from: resume.nextRound, through: plan.rounds, by: 1) {
                 try Task.checkCancellation()
                 // The deadline counts from before the wait for silos to connect.
@@ -57,6 +58,9 @@ extension BrokerCoordinator {
                 let round = RoundContext(plan: plan, text: text, hash: hash, number: number, kind: kind, eligible: eligible, deadline: deadline,
                                          wallDeadline: Date().addingTimeInterval(Double(plan.roundDeadlineSeconds)))
                 try await play(round, &state)
+            }
+            guard state.lastCommitted != nil else {
+                throw BrokerError.everyRoundAborted(plan: hash, last: plans[hash]?.rounds.last?.reason ?? "none ran")
             }
             if let round = state.lastCommitted, let model = state.global, let standardisation = state.standardisation {
                 // Resumed with no round left to run: the participants are reconnecting to this broker.

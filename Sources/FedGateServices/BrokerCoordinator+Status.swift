@@ -59,6 +59,8 @@ extension BrokerCoordinator {
         guard var status = plans[hash] else { return nil }
         if let e = evaluations[hash] {
             status.current = (e.state.round, "evaluating", e.state.expected.sorted(), [:])
+        } else if let a = admissionStatus(hash) {
+            status.current = a
         } else if let r = active[hash] {
             let phase = switch r.machine.progress.phase { case .offering: "offering"; case .training: "training"; case .closed: "aggregating" }
             status.current = (r.number, phase, r.machine.progress.accepted.sorted(), r.machine.progress.refused)

@@ -95,6 +95,7 @@ extension BrokerCoordinator {
     /// Whether the wait for a plan's silos can end before its deadline: the round's pure state says.
     func roundIsDone(_ hash: String) -> Bool {
         if let e = evaluations[hash] { return e.state.isComplete }
+        if let a = admissions[hash] { return a.isComplete }
         guard let r = active[hash] else { return true }
         return r.machine.isWaitOver
     }

@@ -32,6 +32,8 @@ public actor BrokerCoordinator {
         public var maximumUpdateNorm = 1e4
         /// How long a plan's run waits for an unreachable store before its plan fails.
         public var storePatience: Duration = .seconds(120)
+        /// How often a plan waiting for silos' approvals asks them again.
+        public var approvalPoll: Duration = .seconds(10)
         /// Where a test stops this process in the middle of a round (none in production).
         public var crashPoints = CrashPoints.none
         public init() {}
@@ -86,6 +88,8 @@ public actor BrokerCoordinator {
     var nextToken: UInt64 = 0
     var active: [String: ActiveRound] = [:]
     var evaluations: [String: Evaluating] = [:]
+    /// Plans asking their silos whether they may begin (the admission offer), or waiting for approvals.
+    var admissions: [String: Admitting] = [:]
     /// Per plan, for the ε mirror: the plan with its noise multiplier pinned (a target ε is
     /// calibrated once here, not again after every round); absent when its events cannot be made.
     var mirrorPlans: [String: TrainingPlan] = [:]
@@ -171,6 +175,7 @@ public actor BrokerCoordinator {
             active[plan]!.machine.drop(silo)
             wakeIfDone(plan)
         }
+        for plan in admissions.keys where admissions[plan]!.asked.remove(silo) != nil { wakeIfDone(plan) }
     }
 
     func isSession(_ silo: String, _ token: UInt64) -> Bool { sessions[silo]?.token == token }

@@ -71,6 +71,7 @@ extension BrokerError {
         case .unknownPlan: .notFound
         case .notAskedToEvaluate, .roundNotTraining: .failedPrecondition
         case .checkpointUnusable: .dataLoss
+        case .approvalsNotGiven, .everyRoundAborted: .failedPrecondition
         }
     }
 }

@@ -30,12 +30,16 @@ struct OfferRefusal: Error, Sendable {
 /// Judges each offered plan once against the silo's policy, consent, approvals and data: the plan
 /// must be the one offered (its hash), ask for this silo's data set and only columns it has, and
 /// pass the policy. The verdict is kept by plan hash, so every later round of an accepted plan trains
-/// on the same rows; a plan refused stays refused. Its verdicts are read without waiting (a secure
-/// round's keys are advertised in the order the tasks came).
+/// on the same rows; a plan refused stays refused. A plan refused only for want of a person's approval
+/// is asked about again at each offer (the approval alone is read again, the decision is not
+/// recorded twice): the broker keeps offering while it waits. Its verdicts are read without waiting
+/// (a secure round's keys are advertised in the order the tasks came).
 final class OfferJudge: Sendable {
     enum Verdict: Sendable {
         case accepted(AcceptedPlan)
         case refused(OfferRefusal)
+        /// Passed the policy but for the approval it requires, which was not given (or not valid) when last asked.
+        case awaitingApproval(AcceptedPlan)
     }
 
     let governor: SiloGovernor
@@ -60,18 +64,35 @@ final class OfferJudge: Sendable {
         switch verdicts.withLock({ $0[offer.planHash] }) {
         case .accepted(let accepted): return accepted
         case .refused(let refusal): throw refusal
+        case .awaitingApproval(let pending): return try await approved(pending)
         case nil: break
         }
         let (plan, train, test) = try checked(offer)
-        let refusals = try await policyRefusals(plan)
-        guard refusals.isEmpty else {
-            let refusal = OfferRefusal(refusals)
+        let decision = try await governor.decide(plan, actor: silo)
+        if decision.outcome == .refused {
+            let refusal = OfferRefusal(decision.refusals)
             verdicts.withLock { $0[offer.planHash] = .refused(refusal) }
             throw refusal
         }
         let accepted = AcceptedPlan(plan: plan, train: train, test: test, moments: Standardisation.Moments(of: train))
+        if decision.outcome == .needsApproval { return try await approved(accepted) }
         verdicts.withLock { $0[offer.planHash] = .accepted(accepted) }
         return accepted
+    }
+
+    static let awaitingApproval = OfferRefusal(rule: "approval", "the plan waits for a person's approval at this silo")
+
+    /// A plan that passed the policy but needs a person's approval: accepted once a valid approval
+    /// is recorded, refused by the `approval` rule until then.
+    private func approved(_ pending: AcceptedPlan) async throws -> AcceptedPlan {
+        let hash = pending.plan.contentHash
+        if let governance = governor.ledger.backend as? any GovernanceBackend,
+           let approval = try await governance.approval(planHash: hash, silo: governor.policy.silo), approval.allows(at: Date()) {
+            verdicts.withLock { $0[hash] = .accepted(pending) }
+            return pending
+        }
+        verdicts.withLock { $0[hash] = .awaitingApproval(pending) }
+        throw Self.awaitingApproval
     }
 
     /// A plan this silo accepted earlier, by hash (nil: never offered, or refused).
@@ -96,22 +117,6 @@ final class OfferJudge: Sendable {
         let names = plan.columns.filter { $0 != train.labelName }
         do { return (plan, try train.selecting(features: names), try test.selecting(features: names)) } catch {
             throw OfferRefusal(rule: "columns", "\(error)")
-        }
-    }
-
-    /// The policy's refusals (the decision is recorded and audited); a plan that needs a person's
-    /// approval is refused until one is recorded and still valid.
-    private func policyRefusals(_ plan: TrainingPlan) async throws -> [PlanDecision.Refusal] {
-        let decision = try await governor.decide(plan, actor: silo)
-        switch decision.outcome {
-        case .accepted: return []
-        case .refused: return decision.refusals
-        case .needsApproval:
-            if let governance = governor.ledger.backend as? any GovernanceBackend,
-               let approval = try await governance.approval(planHash: plan.contentHash, silo: governor.policy.silo), approval.allows(at: Date()) {
-                return []
-            }
-            return [PlanDecision.Refusal(rule: "approval", reason: "the plan waits for a person's approval at this silo")]
         }
     }
 }

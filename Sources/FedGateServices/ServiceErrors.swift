@@ -9,6 +9,10 @@ public enum BrokerError: Error, Sendable, Equatable, CustomStringConvertible {
     case roundNotTraining(plan: String, round: Int)
     /// A stored checkpoint that cannot be used to resume (`problem`: what is wrong with it).
     case checkpointUnusable(plan: String, round: Int, problem: String)
+    /// The silos whose approval would have made the quorum did not give it before the plan's deadline.
+    case approvalsNotGiven(plan: String, reason: String)
+    /// No round of the plan committed: it has no model (`last`: why its last round aborted).
+    case everyRoundAborted(plan: String, last: String)
 
     public var description: String {
         switch self {
@@ -17,6 +21,8 @@ public enum BrokerError: Error, Sendable, Equatable, CustomStringConvertible {
         case .notAskedToEvaluate(let silo, let plan): "\(silo) is not asked to evaluate plan \(plan.prefix(12))…"
         case .roundNotTraining(let plan, let round): "round \(round) of plan \(plan.prefix(12))… is not training"
         case .checkpointUnusable(let plan, let round, let problem): "plan \(plan.prefix(12))…: the checkpoint of round \(round) \(problem)"
+        case .approvalsNotGiven(_, let reason): reason
+        case .everyRoundAborted(_, let last): "every round aborted, so the plan has no model (the last: \(last))"
         }
     }
 }

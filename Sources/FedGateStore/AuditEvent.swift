@@ -32,6 +32,8 @@ public enum AuditEvent: Sendable, Equatable {
     case planEnded(PlanRun.State, PlanEnd)
     case planCancelled(PlanCancellation)
     case planResumed(PlanResumption)
+    /// `plan.await_approval`: the plan waits for approvals before its first round.
+    case planAwaitingApproval(ApprovalAwaited)
     case roundPlanned(RoundOpening)
     /// `round.offered` … `round.committed`, `round.aborted`: the round record's transitions.
     case roundAdvanced(RoundRecord.State, RoundTransition)
@@ -68,6 +70,7 @@ public enum AuditEvent: Sendable, Equatable {
         case .planEnded(let state, _): "plan.\(state.rawValue)"
         case .planCancelled: "plan.cancel"
         case .planResumed: "plan.resume"
+        case .planAwaitingApproval: "plan.await_approval"
         case .roundPlanned: "round.planned"
         case .roundAdvanced(let state, _): "round.\(state.rawValue)"
         case .roundAbandoned: "round.abort"
@@ -100,6 +103,7 @@ public enum AuditEvent: Sendable, Equatable {
         case .planEnded(_, let p): Self.json(p)
         case .planCancelled(let p): Self.json(p)
         case .planResumed(let p): Self.json(p)
+        case .planAwaitingApproval(let p): Self.json(p)
         case .roundPlanned(let p): Self.json(p)
         case .roundAdvanced(_, let p): Self.json(p)
         case .roundAbandoned(let p): Self.json(p)
@@ -176,6 +180,7 @@ public enum AuditEvent: Sendable, Equatable {
         case "plan.submit": return .planSubmitted(try read(PlanSubmission.self))
         case "plan.cancel": return .planCancelled(try read(PlanCancellation.self))
         case "plan.resume": return .planResumed(try read(PlanResumption.self))
+        case "plan.await_approval": return .planAwaitingApproval(try read(ApprovalAwaited.self))
         case "round.planned": return .roundPlanned(try read(RoundOpening.self))
         case "round.abort": return .roundAbandoned(try read(RoundAbandonment.self))
         case "model.version": return .modelVersioned(try read(Version.self))

@@ -84,6 +84,13 @@ extension AuditEvent {
         public init(state: String) { self.state = state }
     }
 
+    /// `plan.await_approval`: a plan waiting, before its first round, for people at these silos to approve it (until `until`,
+    /// seconds since 1970); `accepted`: the silos that accepted it so far.
+    public struct ApprovalAwaited: Codable, Sendable, Equatable {
+        public var silos: [String], accepted: [String], until: Double
+        public init(silos: [String], accepted: [String], until: Double) { (self.silos, self.accepted, self.until) = (silos, accepted, until) }
+    }
+
     /// `plan.resume`: a broker took a running plan up from its store.
     public struct PlanResumption: Codable, Sendable, Equatable {
         public var nextRound: Int, checkpointRound: Int?

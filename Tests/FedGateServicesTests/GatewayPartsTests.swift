@@ -80,6 +80,29 @@ struct GatewayPartsTests {
 
     func refusalRule(_ reason: String) -> String { String(reason.prefix { $0 != ":" }) }
 
+    @Test("a plan awaiting a person's approval is asked about again at each offer, decided once, and accepted once the approval is recorded")
+    func approvalAskedAgain() async throws {
+        let g = try await governor(approvalHours: 24), j = judge(g)
+        let o = try offer(Round.plan(rounds: 3, quorum: 2), round: 0)
+        #expect(await refusal(j, o)?.reasons == ["approval: the plan waits for a person's approval at this silo"])
+        #expect(await refusal(j, o)?.refusals.map(\.rule) == ["approval"], "still awaited: not refused for good")
+        #expect(j.accepted(o.planHash) == nil)
+        let governance = try #require(g.ledger.backend as? any GovernanceBackend)
+        try await governance.decideApproval(planHash: o.planHash, silo: "hospital-0", approve: true, actor: "silo-admin", at: Date())
+        var next = o
+        next.round = 1
+        let accepted = try await j.accept(next)
+        #expect(accepted.plan.contentHash == o.planHash && j.accepted(o.planHash) != nil)
+        let decisions = try await g.ledger.backend.auditRecords().filter { $0.action == "policy.decision" }
+        #expect(decisions.count == 1, "the policy decided once; only the approval was read again")
+
+        // A rejected approval is not an approval: the plan stays refused by the approval rule.
+        let other = try offer(Round.plan(rounds: 4, quorum: 2))
+        #expect(await refusal(j, other)?.refusals.map(\.rule) == ["approval"])
+        try await governance.decideApproval(planHash: other.planHash, silo: "hospital-0", approve: false, actor: "silo-admin", at: Date())
+        #expect(await refusal(j, other)?.refusals.map(\.rule) == ["approval"])
+    }
+
     @Test("a round's budget is reserved once on each data set, committed as its update leaves, and a round that ends without one releases it")
     func reservations() async throws {
         let g = try await governor()

@@ -391,7 +391,8 @@ struct NetworkedRoundTests {
                             }
                         }) { response in
                             for try await message in response.messages {
-                                if case .offer? = message.kind { offered.add(n) }
+                                // The round's offer (round 0 is the plan's admission, before it).
+                                if case .offer(let offer)? = message.kind, offer.round >= 1 { offered.add(n) }
                             }
                         }
                     }
