@@ -4,10 +4,13 @@
 #   fedgate_pg_stop                      # stops it and deletes its files
 # PostgreSQL refuses to run as root, so the server runs as the 'postgres' system user.
 # fsync is off: test data only, never use these settings for a real deployment.
+# Strict for its own steps; the sourcing shell gets its own options back at the end.
+fedgate_pg_saved_options=$(set +o)
 set -euo pipefail
 FEDGATE_PG_BIN=${FEDGATE_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 if [ ! -x "$FEDGATE_PG_BIN/initdb" ]; then
   echo "pg-test-cluster: no PostgreSQL server found; install it with: apt-get install -y postgresql" >&2
+  eval "$fedgate_pg_saved_options"
   return 1 2>/dev/null || exit 1
 fi
 FEDGATE_PG_PORT=${FEDGATE_PG_PORT:-55432}
@@ -25,3 +28,5 @@ fedgate_pg_stop() {
   rm -rf "$FEDGATE_PG_DIR"
 }
 echo "pg-test-cluster: PostgreSQL running at $FEDGATE_TEST_POSTGRES_URL"
+eval "$fedgate_pg_saved_options"
+unset fedgate_pg_saved_options

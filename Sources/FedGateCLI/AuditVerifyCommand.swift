@@ -32,6 +32,11 @@ extension AuditCommand {
             let chain = AuditVerification.verify(records)
             print(chain.description)
             if case .broken = chain { problems.append(chain.description) }
+            if case .intact = chain, let last = records.last {
+                // Kept outside the database (a ticket, a notary, another party), it proves later that
+                // the chain up to here was not rewritten: `--expected-head SEQ:HASH`.
+                print("head: \(last.seq):\(last.hash)")
+            }
 
             let (budgets, entries) = try await backend.ledgerTables()
             let ledger = LedgerReplay.differences(records: records, budgets: budgets, entries: entries)

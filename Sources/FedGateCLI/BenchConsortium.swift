@@ -32,12 +32,12 @@ struct BenchConsortium: Sendable {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fedgate-bench-round-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
-        let migrations = cwd.appendingPathComponent("migrations")
-        guard FileManager.default.fileExists(atPath: migrations.path) else {
+        let csv = cwd.appendingPathComponent("examples/data/breast_cancer_wisconsin.csv")
+        guard FileManager.default.fileExists(atPath: csv.path) else {
             try? FileManager.default.removeItem(at: folder)
-            throw ValidationError("run from the repository root (migrations/ not found)")
+            throw ValidationError("run from the repository root (\(csv.path) not found)")
         }
-        let data = try Dataset.load(csv: cwd.appendingPathComponent("examples/data/breast_cancer_wisconsin.csv"), label: "malignant")
+        let data = try Dataset.load(csv: csv, label: "malignant")
         let ca = try ConsortiumCA.create()
         try ca.certificatePEM.write(to: folder.appendingPathComponent("ca.pem"), atomically: true, encoding: .utf8)
         _ = try ca.issueLocally("broker", .broker, days: 2, into: folder)
@@ -47,7 +47,6 @@ struct BenchConsortium: Sendable {
         listen: { host: 127.0.0.1, port: 0 }
         tls: { certificate: broker.pem, key: broker.key, ca: ca.pem }
         store: sqlite:broker.sqlite
-        migrations: \(migrations.path)
         limits: { max_message_mb: 4, max_payload_mb: 512 }
         """.write(to: folder.appendingPathComponent("broker.yaml"), atomically: true, encoding: .utf8)
         let broker = try Child(["broker", "serve", "--config", folder.appendingPathComponent("broker.yaml").path],
@@ -62,7 +61,7 @@ struct BenchConsortium: Sendable {
             // The broker migrated its store before it listened: the silos are enrolled in it as they are issued.
             let registry = try SQLiteLedger(path: folder.appendingPathComponent("broker.sqlite").path)
             for i in 0..<silos {
-                try await consortium.addGateway("silo-\(i)", shard: i, of: silos, ca: ca, registry: registry, migrations: migrations, cwd: cwd)
+                try await consortium.addGateway("silo-\(i)", shard: i, of: silos, ca: ca, registry: registry, cwd: cwd)
             }
             try await consortium.waitFor(silos)
         } catch {
@@ -73,7 +72,7 @@ struct BenchConsortium: Sendable {
     }
 
     /// One silo: its certificate (enrolled at the broker), shard, policy, ledger and config, and its gateway process.
-    private mutating func addGateway(_ id: String, shard i: Int, of silos: Int, ca: ConsortiumCA, registry: SQLiteLedger, migrations: URL, cwd: URL) async throws {
+    private mutating func addGateway(_ id: String, shard i: Int, of silos: Int, ca: ConsortiumCA, registry: SQLiteLedger, cwd: URL) async throws {
         try await ca.issueLocally(id, .silo, days: 2, into: folder).enrol(in: registry, actor: "bench")
         try data.subset(Array(stride(from: i, to: data.count, by: silos))).csv.write(to: folder.appendingPathComponent("\(id).csv"), atomically: true, encoding: .utf8)
         try """
@@ -90,7 +89,7 @@ struct BenchConsortium: Sendable {
         executors: [builtin]
         """.write(to: folder.appendingPathComponent("\(id)-policy.yaml"), atomically: true, encoding: .utf8)
         let store = try SQLiteLedger(path: folder.appendingPathComponent("\(id).sqlite").path)
-        _ = try await store.applyMigrations(try Migration.load(from: migrations))
+        _ = try await store.applyMigrations(Migration.embedded)
         try await store.save(DatasetBudget(name: "bench", delta: 1e-5, perPlanCap: 1000), actor: "bench")
         try await store.addConsent(ConsentRecord(dataset: "bench", purpose: "benchmark", legalBasis: "consent", scope: "bench",
                                                  validFrom: Date().addingTimeInterval(-60)), actor: "bench")
@@ -99,7 +98,6 @@ struct BenchConsortium: Sendable {
         broker: { host: 127.0.0.1, port: \(port), name: broker }
         tls: { certificate: \(id).pem, key: \(id).key, ca: ca.pem }
         store: sqlite:\(id).sqlite
-        migrations: \(migrations.path)
         policy: \(id)-policy.yaml
         dataset: { name: bench, csv: \(id).csv, label: malignant, test_fraction: 0.2 }
         """.write(to: folder.appendingPathComponent("\(id).yaml"), atomically: true, encoding: .utf8)

@@ -68,7 +68,7 @@ struct CACommand: AsyncParsableCommand {
 struct EnrollCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "enroll", abstract: "Make a private key (key.pem, mode 0600) and a CSR (csr.pem) for an identity.")
     @Option(help: "The silo, broker or person id.") var id: String
-    @Option(help: "silo, broker, admin, data-scientist or compliance-officer.") var role: String
+    @Option(help: "silo, broker, admin, monitor (reads /metrics only), data-scientist or compliance-officer.") var role: String
     @Option(help: "Region (silos and brokers).") var region: String?
     @Option(help: "Folder to write into.") var out: String
 

@@ -16,16 +16,15 @@ import GRPCNIOTransportHTTP2Posix
 extension DemoCommand {
     /// Where the demo reads the repository's files.
     struct Paths {
-        let migrations: URL
         let policies: URL
         let csv: URL
     }
 
     /// The repository's files the demo reads (it runs from the repository's root), and the plan.
     func inputs(_ cwd: URL) throws -> (Paths, String, TrainingPlan) {
-        let paths = Paths(migrations: cwd.appendingPathComponent("migrations"), policies: cwd.appendingPathComponent("policies"),
+        let paths = Paths(policies: cwd.appendingPathComponent("policies"),
                           csv: cwd.appendingPathComponent("examples/data/breast_cancer_wisconsin.csv"))
-        for needed in [paths.migrations, paths.policies, paths.csv] where !FileManager.default.fileExists(atPath: needed.path) {
+        for needed in [paths.policies, paths.csv] where !FileManager.default.fileExists(atPath: needed.path) {
             throw ValidationError("run fedgate demo from the repository root: \(needed.path) not found")
         }
         let planText: String
@@ -42,7 +41,6 @@ extension DemoCommand {
         listen: { host: 127.0.0.1, port: 0 }
         tls: { certificate: broker.pem, key: broker.key, ca: ca.pem }
         store: sqlite:broker.sqlite
-        migrations: \(paths.migrations.path)
         heartbeat_seconds: 0.5
         silent_after_seconds: 5
         """.write(to: work.appendingPathComponent("broker.yaml"), atomically: true, encoding: .utf8)
@@ -95,7 +93,7 @@ extension DemoCommand {
         try shard.train.csv.write(to: work.appendingPathComponent("\(id)-train.csv"), atomically: true, encoding: .utf8)
         try shard.test.csv.write(to: work.appendingPathComponent("\(id)-test.csv"), atomically: true, encoding: .utf8)
         let store = try SQLiteLedger(path: work.appendingPathComponent("\(id).sqlite").path)
-        _ = try await store.applyMigrations(try Migration.load(from: paths.migrations))
+        _ = try await store.applyMigrations(Migration.embedded)
         guard let rule = policy.datasets[Self.dataset] else { throw ValidationError("\(policyURL.path): no rule for \(Self.dataset)") }
         try await store.save(DatasetBudget(name: Self.dataset, delta: rule.caps.deltaMax, perPlanCap: rule.caps.perPlan,
                                            windowDays: rule.caps.window?.days, windowCap: rule.caps.window?.epsilon,
@@ -110,7 +108,6 @@ extension DemoCommand {
         broker: { host: 127.0.0.1, port: \(port), name: broker }
         tls: { certificate: \(id).pem, key: \(id).key, ca: ca.pem }
         store: sqlite:\(id).sqlite
-        migrations: \(paths.migrations.path)
         policy: \(policyURL.path)
         dataset: { name: \(Self.dataset), csv: \(id)-train.csv, label: malignant, test_csv: \(id)-test.csv }
         learning_rate: 0.5

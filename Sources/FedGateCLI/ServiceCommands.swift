@@ -13,7 +13,7 @@ import ServiceLifecycle
 import X509
 
 /// The store a config file names, migrated.
-func openServiceStore(_ url: String, migrations: URL) async throws -> any ConsortiumStore {
+func openServiceStore(_ url: String, migrations: URL?) async throws -> any ConsortiumStore {
     do {
         let backend = try openStore(url)
         _ = try await backend.applyMigrations(try Migration.load(from: migrations))

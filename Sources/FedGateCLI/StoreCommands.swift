@@ -7,7 +7,7 @@ import Foundation
 /// Where the store lives: `sqlite:PATH` (embedded) or `postgres://user@host:port/database`.
 struct StoreOptions: ParsableArguments {
     @Option(help: "The store: sqlite:PATH or postgres://user@host:port/database.") var store: String
-    @Option(help: "Folder of numbered SQL migrations.") var migrations = "migrations"
+    @Option(help: "Folder of numbered SQL migrations (default: the ones built into fedgate).") var migrations: String?
 
     /// The backend named by `--store`.
     func backend() throws -> any ConsortiumStore {
@@ -16,7 +16,7 @@ struct StoreOptions: ParsableArguments {
 
     /// Applies pending migrations and returns their names.
     func migrate(_ backend: any SchemaMigrations) async throws -> [String] {
-        do { return try await backend.applyMigrations(try Migration.load(from: URL(fileURLWithPath: migrations))) } catch let e as LedgerError {
+        do { return try await backend.applyMigrations(try Migration.load(from: migrations.map { URL(fileURLWithPath: $0) })) } catch let e as LedgerError {
             throw ValidationError("--store: \(e)")
         }
     }
@@ -241,8 +241,12 @@ extension AsyncExecutable {
 
 /// The program's entry point: parse, then run the chosen command, awaiting it if it is asynchronous.
 public func runFedGate() async {
+    var command: any ParsableCommand
+    do { command = try FedGateCommand.parseAsRoot() } catch {
+        // Only what the command line itself got wrong prints the usage.
+        FedGateCommand.exit(withError: error)
+    }
     do {
-        var command = try FedGateCommand.parseAsRoot()
         if let asynchronous = command as? any AsyncExecutable {
             try await asynchronous.execute()
         } else {
@@ -251,6 +255,10 @@ public func runFedGate() async {
     } catch let failure as CommandFailure {
         FileHandle.standardError.write(Data("Error: \(failure.description)\n".utf8))
         exit(failure.status.rawValue)
+    } catch let invalid as ValidationError {
+        // A file, store or value found unusable while running: one line, no usage text (64, EX_USAGE).
+        FileHandle.standardError.write(Data("Error: \(invalid.message)\n".utf8))
+        exit(ExitStatus.unusableInput.rawValue)
     } catch {
         FedGateCommand.exit(withError: error)
     }

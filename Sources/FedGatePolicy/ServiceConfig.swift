@@ -15,7 +15,8 @@ public struct BrokerConfig: Sendable, Equatable {
     public var tls: TLSPaths
     /// `sqlite:PATH` or `postgres://…`.
     public var store: String
-    public var migrations: URL
+    /// A folder of migrations to apply instead of the ones built into fedgate (nil: those).
+    public var migrations: URL?
     public var heartbeatSeconds: Double
     public var silentAfterSeconds: Double
     public var maximumMessageBytes: Int
@@ -77,7 +78,7 @@ public struct BrokerConfig: Sendable, Equatable {
             port: try r.int(try listen.require("port", "the TCP port"), "listen.port", 0...65_535, "a port from 0 to 65535"),
             tls: try tlsPaths(r, root, folder),
             store: try storeURL(r, root, folder),
-            migrations: resolve(try root.optional("migrations").map { try r.string($0, "migrations") } ?? "migrations", folder),
+            migrations: try root.optional("migrations").map { resolve(try r.string($0, "migrations"), folder) },
             heartbeatSeconds: try root.optional("heartbeat_seconds").map { try r.double($0, "heartbeat_seconds", 0.05...3600, "seconds from 0.05 to 3600") } ?? 2,
             silentAfterSeconds: try root.optional("silent_after_seconds").map { try r.double($0, "silent_after_seconds", 0.1...86_400, "seconds from 0.1 to 86400") } ?? 10,
             maximumMessageBytes: maxMessage << 20, maximumPayloadBytes: maxPayload << 20, concurrentUploads: uploads, issuingCA: issuingCA, certificateDays: days, enrolmentPort: enrolmentPort)
@@ -106,7 +107,8 @@ public struct GatewayConfig: Sendable, Equatable {
     }
     public var tls: TLSPaths
     public var store: String
-    public var migrations: URL
+    /// A folder of migrations to apply instead of the ones built into fedgate (nil: those).
+    public var migrations: URL?
     public var policy: URL
     public var dataset: String
     public var csv: URL
@@ -150,7 +152,7 @@ public struct GatewayConfig: Sendable, Equatable {
             brokerName: try broker.optional("name").map { try r.string($0, "broker.name") } ?? "broker",
             tls: try tlsPaths(r, root, folder),
             store: try storeURL(r, root, folder),
-            migrations: resolve(try root.optional("migrations").map { try r.string($0, "migrations") } ?? "migrations", folder),
+            migrations: try root.optional("migrations").map { resolve(try r.string($0, "migrations"), folder) },
             policy: resolve(try r.string(try root.require("policy", "the silo's policy file"), "policy"), folder),
             dataset: try r.string(try data.require("name", "the logical data set name plans use"), "dataset.name"),
             csv: resolve(try r.string(try data.require("csv", "the CSV file of the data set"), "dataset.csv"), folder),

@@ -59,7 +59,7 @@ extension Gateway {
             let (outbox, continuation) = AsyncStream.makeStream(of: Fedgate_V1_GatewayMessage.self)
             var hello = Fedgate_V1_GatewayMessage()
             hello.hello.datasets = [settings.dataset]
-            hello.hello.softwareVersion = "fedgate 0.1"
+            hello.hello.softwareVersion = "fedgate \(FedGateVersion.current)"
             continuation.yield(hello)
             defer { continuation.finish() }
             let request = StreamingClientRequest<Fedgate_V1_GatewayMessage> { writer in

@@ -23,6 +23,12 @@ public struct Migration: Sendable, Equatable {
         }
     }
 
+    /// A folder's migrations when one is named, else the ones built into this binary (`embedded`).
+    public static func load(from directory: URL?) throws -> [Migration] {
+        guard let directory else { return embedded }
+        return try load(from: directory)
+    }
+
     /// Which migrations still need applying, given the (version, checksum) pairs already applied.
     /// An applied migration whose text changed is an error: add a new migration instead.
     static func pending(_ all: [Migration], applied: [Int: String]) throws -> [Migration] {

@@ -15,6 +15,11 @@ public final class SQLiteLedger: LedgerBackend, GovernanceBackend, RegistryBacke
         config.busyMode = .timeout(10)
         // The SQL store's transactions span several accesses to the writer (`SQLBackends`).
         config.allowsUnsafeTransactions = true
+        // A new store holds the silo's ledger and audit trail: readable by its owner only, like the
+        // keys (SQLite gives its -wal and -shm files the database file's mode).
+        if !path.hasPrefix(":"), !path.hasPrefix("file:"), !FileManager.default.fileExists(atPath: path) {
+            _ = FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
+        }
         do { pool = try DatabasePool(path: path, configuration: config) } catch {
             throw LedgerError.storage("cannot open SQLite database \(path): \(error)")
         }

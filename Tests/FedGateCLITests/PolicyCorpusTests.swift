@@ -88,6 +88,30 @@ struct PolicyCorpusTests {
         }
     }
 
+    @Test("only a command line that is itself wrong prints the usage; a store that cannot be used is one line; --version names the build")
+    func usageOnlyForUsageErrors() throws {
+        let fedgate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("fedgate")
+        try #require(FileManager.default.isExecutableFile(atPath: fedgate.path), "build the fedgate program first (swift build)")
+        func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+            let p = Process()
+            p.executableURL = fedgate
+            p.arguments = arguments
+            let out = Pipe(), err = Pipe()
+            p.standardOutput = out
+            p.standardError = err
+            try p.run()
+            let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        }
+        let wrongFlag = try run(["ledger", "show", "--no-such-flag"])
+        #expect(wrongFlag.status == 64 && wrongFlag.stderr.contains("Usage:"), "\(wrongFlag.stderr)")
+        let badStore = try run(["ledger", "show", "--store", "sqlite:/no/such/folder/ledger.sqlite", "--dataset", "x"])
+        #expect(badStore.status != 0 && badStore.stderr.hasPrefix("Error: ") && !badStore.stderr.contains("Usage:"), "\(badStore.stderr)")
+        let version = try run(["--version"])
+        #expect(version.status == 0 && version.stdout.hasPrefix("fedgate ") && version.stdout.split(separator: ".").count == 3, "\(version.stdout)")
+    }
+
     @Test("the fedgate program exits with the documented statuses, and an unusable file prints one line, not the usage")
     func programExitStatuses() throws {
         let fedgate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("fedgate")

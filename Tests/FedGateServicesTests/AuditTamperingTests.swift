@@ -57,6 +57,8 @@ struct AuditTamperingTests {
 
         let intact = try await verify(consortium.file("broker.sqlite").path, consortium)
         #expect(intact.status == 0 && intact.output.contains("signed heads agree"), "\(intact.output)")
+        // The head to anchor outside the database, as `--expected-head` takes it.
+        #expect(intact.output.contains("head: \(records.last!.seq):\(records.last!.hash)"), "\(intact.output)")
         // Each side kept the other's heads as they were exchanged during the plan.
         func witnessed(in store: String, signer: String, file: String) async throws -> Int {
             let heads = try await processes.fedgate(["audit", "heads", "--witnessed", "--signer", signer, "--store", "sqlite:\(consortium.file(store).path)",

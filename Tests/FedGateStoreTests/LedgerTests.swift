@@ -62,6 +62,28 @@ struct LedgerTests {
         await #expect(throws: LedgerError.self) { try await ledger.backend.applyMigrations(edited) }
     }
 
+    @Test("the migrations built into fedgate are the migrations folder, byte for byte (run scripts/embed-migrations.py after adding one)")
+    func embeddedMigrations() throws {
+        let folder = try Migration.load(from: Backend.migrations)
+        #expect(Migration.embedded.map(\.name) == folder.map(\.name))
+        for (built, file) in zip(Migration.embedded, folder) {
+            #expect(built.version == file.version && built.checksum == file.checksum, "\(file.name) differs from its embedded copy")
+        }
+        #expect(try Migration.load(from: nil as URL?) == Migration.embedded)
+    }
+
+    @Test("a new SQLite store and its write-ahead log are readable and writable by their owner only, like the keys")
+    func ownerOnly() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fedgate-mode-\(UUID().uuidString).sqlite").path
+        let store = try SQLiteLedger(path: path)
+        _ = try await store.applyMigrations(Migration.embedded)
+        for file in [path, path + "-wal"] where FileManager.default.fileExists(atPath: file) {
+            let mode = try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int
+            #expect(mode == 0o600, "\(file): \(String(mode ?? 0, radix: 8))")
+        }
+        #expect(FileManager.default.fileExists(atPath: path + "-wal"), "the store writes ahead")
+    }
+
     @Test("reserve within the caps, refuse beyond them naming the cap; commit and release settle once", arguments: Backend.allCases)
     func twoPhase(_ backend: Backend) async throws {
         guard let ledger = try await backend.ledger() else { return }
