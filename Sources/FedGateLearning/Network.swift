@@ -209,6 +209,14 @@ public struct Network: Sendable, Equatable {
         return -logf(max(py, 1e-12))
     }
 
+    /// The layers' tensors in the order `parameters` holds them: `layerN.weight` ([out, in], row
+    /// by output) then `layerN.bias` ([out]), layer 0 next to the inputs.
+    public var tensorLayout: [(name: String, shape: [Int])] {
+        (1..<layerSizes.count).flatMap { l in
+            [("layer\(l - 1).weight", [layerSizes[l], layerSizes[l - 1]]), ("layer\(l - 1).bias", [layerSizes[l]])]
+        }
+    }
+
     /// Named tensors for export: `layerN.weight` ([out, in]) and `layerN.bias` ([out]).
     public var tensorSet: TensorSet {
         var tensors: [Tensor] = []

@@ -22,7 +22,7 @@ extension BrokerCoordinator {
     /// `file`: the model's file when the last commit already made it (it is the checkpoint's).
     func evaluateFinal(_ plan: TrainingPlan, hash: String, round: Int, model: Network, file prepared: ModelFile?, standardisation: Standardisation,
                        participants: Set<String>, resumed: Bool) async throws {
-        let file = try prepared ?? ModelPayload.modelFile(model, chunkBytes: chunkBytes)
+        let file = try prepared ?? ModelPayload.modelFile(model, chunkBytes: chunkBytes, inputs: Self.inputs(plan, standardisation))
         let (silos, failures) = try await collectEvaluations(plan, hash: hash, round: round, model: model, file: file,
                                                              standardisation: standardisation, participants: participants, resumed: resumed)
         try await gate(plan, hash: hash, round: round, file: file, participants: participants, silos: silos, failures: failures)

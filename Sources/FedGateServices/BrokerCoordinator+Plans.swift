@@ -75,11 +75,12 @@ extension BrokerCoordinator {
                 throw BrokerError.checkpointUnusable(plan: plan, round: c.round, problem: "has no readable standardisation")
             }
             if let problem = saved.problem { throw BrokerError.checkpointUnusable(plan: plan, round: c.round, problem: "standardisation \(problem)") }
-            let file = try SafeTensors(bytes: content)
-            guard let entry = file.entries["parameters"], entry.dtype == .f32 else {
-                throw BrokerError.checkpointUnusable(plan: plan, round: c.round, problem: "has no float32 'parameters' tensor")
+            let dimension = try Network.parameterCount(kind: kind, inputs: saved.means.count, classes: saved.classes)
+            let parameters: [Float]
+            do { parameters = try ModelPayload.modelParameters(content, dimension: dimension) } catch {
+                throw BrokerError.checkpointUnusable(plan: plan, round: c.round, problem: "is not this plan's model: \(error)")
             }
-            let network = try Network(kind: kind, inputs: saved.means.count, classes: saved.classes, parameters: entry.floats)
+            let network = try Network(kind: kind, inputs: saved.means.count, classes: saved.classes, parameters: parameters)
             return (network, saved.standardisation)
         }
     }

@@ -197,7 +197,7 @@ extension BrokerCoordinator {
         // Set in place, not through a local copy of the round: a copy alive at aggregation would
         // share the model file, and so the global model's storage, and make the in-place update
         // copy 100 MB (measured with heaptrack).
-        let file = try state.prepared ?? ModelPayload.modelFile(state.global!, chunkBytes: chunkBytes)
+        let file = try state.prepared ?? ModelPayload.modelFile(state.global!, chunkBytes: chunkBytes, inputs: Self.inputs(plan, state.standardisation))
         state.prepared = nil
         active[hash]!.model = consume file
         active[hash]!.dimension = dimension
@@ -249,7 +249,7 @@ extension BrokerCoordinator {
     private func commit(_ round: RoundContext, survivors: [String], _ state: inout PlanRunState) async throws {
         let (hash, number) = (round.hash, round.number)
         let progress = active[hash]!.machine.progress
-        let next = try ModelPayload.modelFile(state.global!, chunkBytes: chunkBytes)
+        let next = try ModelPayload.modelFile(state.global!, chunkBytes: chunkBytes, inputs: Self.inputs(round.plan, state.standardisation))
         let checkpoint = PlanRun.Checkpoint(round: number, contentSHA256: next.sha256,
                                             standardisation: try Resume.encode(state.standardisation!, classes: state.global!.classCount))
         try await durable { try await self.store.commitRound(planHash: hash, number: number, survivors: survivors, checkpoint: checkpoint,
@@ -291,6 +291,12 @@ extension BrokerCoordinator {
     }
 
     static func milliseconds(_ date: Date) -> Int64 { Int64(date.timeIntervalSince1970 * 1000) }
+
+    /// What the plan's model files say about their inputs: the plan's columns (when they are the
+    /// features: a label among them is each silo's own to drop) and the consortium's standardisation.
+    static func inputs(_ plan: TrainingPlan, _ standardisation: Standardisation?) -> ModelPayload.Inputs? {
+        standardisation.map { ModelPayload.Inputs(columns: plan.columns.count == $0.means.count ? plan.columns : nil, standardisation: $0) }
+    }
 
     /// The feature moments a plan's silos can send: one sum per column the plan reads (the silo's
     /// label among them or not), and the classes the model kind can have.

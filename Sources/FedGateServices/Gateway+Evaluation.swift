@@ -49,7 +49,7 @@ extension Gateway {
         let kind = try ModelKind(parsing: accepted.plan.model)
         let dimension = try Network.parameterCount(kind: kind, inputs: test.featureCount, classes: Int(task.classes))
         let model = try Network(kind: kind, inputs: test.featureCount, classes: Int(task.classes),
-                                parameters: try ModelPayload.parameters(payload, tensor: "parameters", dimension: dimension))
+                                parameters: try ModelPayload.modelParameters(payload, dimension: dimension))
         let result = model.evaluate(test)
         let plan = accepted.plan
         if !(plan.localLayers ?? []).isEmpty || (plan.fineTuneEpochs ?? 0) > 0 {

@@ -59,7 +59,7 @@ extension Gateway {
         let kind = try ModelKind(parsing: plan.model)
         let dimension = try Network.parameterCount(kind: kind, inputs: train.featureCount, classes: Int(task.classes))
         var global = try Network(kind: kind, inputs: train.featureCount, classes: Int(task.classes),
-                                 parameters: try ModelPayload.parameters(payload, tensor: "parameters", dimension: dimension))
+                                 parameters: try ModelPayload.modelParameters(payload, dimension: dimension))
         // FedPer: this silo's own layers replace the broker's (which never change for them).
         let localRanges = (plan.localLayers ?? []).compactMap { global.layerRanges.indices.contains($0) ? global.layerRanges[$0] : nil }
         if let own = personal[task.planHash], own.count == global.parameters.count {

@@ -5,20 +5,78 @@ import FedGateTransport
 import FedGateRounds
 import Foundation
 
-/// Models and updates on the wire: safetensors files (readable by any safetensors library) with
-/// one flat float32 tensor and the architecture in the metadata.
+/// Models and updates on the wire and in the registry: safetensors files (readable by any
+/// safetensors library). A model is its layers' tensors, `layerN.weight` ([out, in]) and
+/// `layerN.bias` ([out]), stored one after another in the order of the flat parameter vector, with
+/// what a user needs to score a row in the metadata: the columns in order, the consortium's
+/// standardisation, the activations and the classes. An update is one flat `delta` tensor.
 public enum ModelPayload {
-    public static func model(_ net: Network) throws -> [UInt8] {
+    /// What a model scores: its input columns in order and how they are standardised (x − mean) / scale.
+    public struct Inputs: Sendable, Equatable {
+        /// The feature columns in the model's input order (nil when the plan's columns do not say it).
+        public var columns: [String]?
+        public var standardisation: Standardisation
+        public init(columns: [String]?, standardisation: Standardisation) {
+            (self.columns, self.standardisation) = (columns, standardisation)
+        }
+    }
+
+    /// A silo's own program's model file: one flat float32 `parameters` tensor (the external
+    /// executor's contract, `examples/executors/README.md`).
+    public static func flatModel(_ net: Network) throws -> [UInt8] {
         try SafeTensors(entries: ["parameters": .f32(shape: [net.parameters.count], values: net.parameters)],
                         metadata: ["fedgate.kind": "model", "fedgate.layers": net.layerSizes.map(String.init).joined(separator: ",")]).serialized()
     }
 
+    public static func model(_ net: Network, inputs: Inputs? = nil) throws -> [UInt8] {
+        try modelFile(net, chunkBytes: 1 << 20, inputs: inputs).contents
+    }
+
     /// The model's file as transfer chunks made on demand from the parameters themselves, with its
     /// size and SHA-256: a large model exists once, as floats, however many silos download it.
-    public static func modelFile(_ net: Network, chunkBytes: Int) throws -> ModelFile {
-        let head = try SafeTensors.singleFloat32Header(name: "parameters", count: net.parameters.count, metadata: [
-            "fedgate.kind": "model", "fedgate.layers": net.layerSizes.map(String.init).joined(separator: ",")])
+    public static func modelFile(_ net: Network, chunkBytes: Int, inputs: Inputs? = nil) throws -> ModelFile {
+        let head = try SafeTensors.float32Header(tensors: net.tensorLayout, metadata: metadata(net, inputs))
         return ModelFile(head: head, parameters: net.parameters, chunkBytes: chunkBytes)
+    }
+
+    /// The metadata that lets a model be used without guessing (every value a string, as safetensors requires).
+    static func metadata(_ net: Network, _ inputs: Inputs?) -> [String: String] {
+        let binary = net.layerSizes.last == 1
+        var m = ["fedgate.kind": "model", "fedgate.layers": net.layerSizes.map(String.init).joined(separator: ","),
+                 "fedgate.hidden_activation": "relu",
+                 "fedgate.output": binary ? "sigmoid: the probability of label 1" : "softmax over labels 0…\(net.layerSizes.last! - 1)",
+                 "fedgate.classes": "\(binary ? 2 : net.layerSizes.last!)",
+                 "fedgate.layout": "layerN.weight [out, in] and layerN.bias [out], layer 0 next to the inputs: y = W x + b, relu between layers"]
+        if let inputs {
+            if let columns = inputs.columns { m["fedgate.columns"] = json(columns) }
+            m["fedgate.feature_means"] = json(inputs.standardisation.means)
+            m["fedgate.feature_scales"] = json(inputs.standardisation.scales)
+            m["fedgate.standardise"] = "x' = (x - feature_means) / feature_scales, per column, before the first layer"
+        }
+        return m
+    }
+
+    private static func json<T: Encodable>(_ value: T) -> String {
+        (try? JSONEncoder().encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
+    }
+
+    /// A model file's flat parameters: its layers' float32 tensors in file order (or an older file's
+    /// one `parameters` tensor), checked against the dimension the receiver's model has.
+    public static func modelParameters(_ bytes: [UInt8], dimension: Int) throws -> [Float] {
+        let file = try SafeTensors(bytes: bytes)
+        if file.entries["parameters"] != nil { return try parameters(bytes, tensor: "parameters", dimension: dimension) }
+        let values = file.entries.values.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        guard !file.entries.isEmpty, file.entries.values.allSatisfy({ $0.dtype == .f32 }), values == dimension else {
+            throw WrongShape(description: "the model's tensors hold \(values) values (\(Set(file.entries.values.map(\.dtype.rawValue)).sorted())), expected \(dimension) float32")
+        }
+        // The reader checked that the tensors tile the data with no hole or overlap: the data is
+        // the file's last 4 × dimension bytes, the tensors in file order.
+        return [Float](unsafeUninitializedCapacity: dimension) { buffer, count in
+            bytes.withUnsafeBytes { raw in
+                UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[(bytes.count - 4 * dimension)...]))
+            }
+            count = dimension
+        }
     }
 
     public static func update(_ delta: [Float]) throws -> [UInt8] {

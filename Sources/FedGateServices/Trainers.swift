@@ -52,7 +52,7 @@ struct ProgramTrainer: Trainer {
 
     func train(_ global: Network, on rows: Dataset, round: UInt32, plan: TrainingPlan) async throws -> TrainedUpdate {
         let output = try await ExternalExecutor(name: name, program: program).run(
-            model: try ModelPayload.model(global), task: task, train: rows, dimension: global.parameters.count, logger: logger)
+            model: try ModelPayload.flatModel(global), task: task, train: rows, dimension: global.parameters.count, logger: logger)
         var delta = output.delta
         var noise = GaussianNoiseGenerator()
         let mechanism = try GaussianMechanism(clipNorm: plan.dp.clipNorm, noiseMultiplier: try plan.noiseMultiplier())

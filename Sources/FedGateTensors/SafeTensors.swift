@@ -216,7 +216,20 @@ public struct SafeTensors: Sendable, Equatable {
     /// The first bytes of a file holding one float32 tensor `name` of `count` values (length,
     /// header padded to 8 bytes): write the values after it, little-endian, to complete the file.
     public static func singleFloat32Header(name: String, count: Int, metadata: [String: String]) throws -> [UInt8] {
-        var header: [String: Any] = [name: ["dtype": DType.f32.rawValue, "shape": [count], "data_offsets": [0, 4 * count]]]
+        try float32Header(tensors: [(name, [count])], metadata: metadata)
+    }
+
+    /// The first bytes of a file of float32 tensors stored one after another in the order given:
+    /// write all their values after it, in that order, to complete the file (one flat vector's
+    /// bytes make a file of named tensors without being copied apart).
+    public static func float32Header(tensors: [(name: String, shape: [Int])], metadata: [String: String]) throws -> [UInt8] {
+        var header: [String: Any] = [:]
+        var offset = 0
+        for (name, shape) in tensors {
+            let bytes = 4 * shape.reduce(1, *)
+            header[name] = ["dtype": DType.f32.rawValue, "shape": shape, "data_offsets": [offset, offset + bytes]]
+            offset += bytes
+        }
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var json = Array(try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]))
         while json.count % 8 != 0 { json.append(0x20) }

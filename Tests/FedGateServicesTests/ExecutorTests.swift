@@ -41,7 +41,7 @@ struct ExecutorTests {
         guard numpyAvailable() else { return }
         let data = rows
         let global = try Network(kind: .logistic, inputs: data.featureCount, classes: 2, seed: 0)
-        let out = try await program(["python3", Self.example]).run(model: try ModelPayload.model(global), task: task(), train: data,
+        let out = try await program(["python3", Self.example]).run(model: try ModelPayload.flatModel(global), task: task(), train: data,
                                                                    dimension: global.parameters.count, logger: logger)
         #expect(out.delta.count == global.parameters.count && out.examples == data.count)
         #expect(out.metrics["train_loss"].map { $0 > 0 && $0 < 0.7 } == true, "\(out.metrics)")

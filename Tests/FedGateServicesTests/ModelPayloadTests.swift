@@ -20,7 +20,38 @@ struct ModelPayloadTests {
             #expect(cut.chunks.reduce(into: [UInt8]()) { $0.append(contentsOf: $1) } == whole, "chunk size \(chunkBytes)")
             #expect(cut.sha256 == TransferDigest.hex(whole))
         }
-        #expect(try ModelPayload.parameters(whole, tensor: "parameters", dimension: net.parameters.count) == net.parameters)
+        #expect(try ModelPayload.modelParameters(whole, dimension: net.parameters.count) == net.parameters)
+    }
+
+    @Test("a model file names each layer's weight and bias in PyTorch's shapes, holds the flat parameters' bytes in their order, and says its columns, standardisation and activations")
+    func selfDescribing() throws {
+        var net = try Network(kind: .mlp(hidden: [4]), inputs: 3, classes: 2, seed: 5)
+        for k in net.parameters.indices { net.parameters[k] = Float(k) }
+        let inputs = ModelPayload.Inputs(columns: ["age", "bmi", "hba1c"],
+                                         standardisation: Standardisation(means: [50, 27.5, 6], scales: [12, 4.25, 1]))
+        let file = try SafeTensors(bytes: try ModelPayload.model(net, inputs: inputs))
+        #expect(file.entries.keys.sorted() == ["layer0.bias", "layer0.weight", "layer1.bias", "layer1.weight"])
+        #expect(file.entries["layer0.weight"]?.shape == [4, 3] && file.entries["layer0.bias"]?.shape == [4])
+        #expect(file.entries["layer1.weight"]?.shape == [1, 4] && file.entries["layer1.bias"]?.shape == [1])
+        // Row o of layer0.weight is output o's weights: the network's own layout.
+        #expect(file.entries["layer0.weight"]?.floats == Array(net.parameters[0..<12]) && file.entries["layer0.bias"]?.floats == [12, 13, 14, 15])
+        #expect(file.metadata["fedgate.columns"] == #"["age","bmi","hba1c"]"#)
+        #expect(file.metadata["fedgate.feature_means"] == "[50,27.5,6]" && file.metadata["fedgate.feature_scales"] == "[12,4.25,1]")
+        #expect(file.metadata["fedgate.output"]?.hasPrefix("sigmoid") == true && file.metadata["fedgate.hidden_activation"] == "relu")
+        #expect(file.metadata["fedgate.layers"] == "3,4,1" && file.metadata["fedgate.classes"] == "2")
+        // Without a standardisation (a model not yet trained) the columns are simply not said.
+        #expect(try SafeTensors(bytes: try ModelPayload.model(net)).metadata["fedgate.columns"] == nil)
+    }
+
+    @Test("a model's parameters read from its layers, or from an older file's one 'parameters' tensor; another size or type is refused")
+    func modelParametersRead() throws {
+        let net = try Network(kind: .softmax, inputs: 2, classes: 3, seed: 6)
+        #expect(try ModelPayload.modelParameters(try ModelPayload.model(net), dimension: 9) == net.parameters)
+        #expect(try ModelPayload.modelParameters(try ModelPayload.flatModel(net), dimension: 9) == net.parameters)
+        #expect(throws: ModelPayload.WrongShape.self) { try ModelPayload.modelParameters(try ModelPayload.model(net), dimension: 10) }
+        let f64 = try SafeTensors(entries: ["layer0.weight": .f64(shape: [3, 2], values: [1, 2, 3, 4, 5, 6]),
+                                            "layer0.bias": .f64(shape: [3], values: [1, 2, 3])]).serialized()
+        #expect(throws: ModelPayload.WrongShape.self) { try ModelPayload.modelParameters(f64, dimension: 9) }
     }
 
     @Test("any byte ranges that tile the file give back the file, chunk by chunk")

@@ -159,7 +159,7 @@ struct NetworkedRoundTests {
                 }
                 let (_, file, sha) = try assembler.finishWithDigest()
                 #expect(sha == v.contentSha256)
-                #expect(try ModelPayload.parameters(file, tensor: "parameters", dimension: status.parameters.count) == status.parameters)
+                #expect(try ModelPayload.modelParameters(file, dimension: status.parameters.count) == status.parameters)
             }
         }
     }
