@@ -86,11 +86,13 @@ enum PlanView {
         }
         for r in s.rounds {
             lines.append(String(format: "  round %3d  %-9@  %@%@", r.round, r.state as NSString, r.participants.joined(separator: ", ") as NSString,
-                                r.accuracy > 0 ? String(format: "  reported accuracy %.4f", r.accuracy) as NSString : "" as NSString))
+                                r.accuracy > 0 ? String(format: "  (started from a model scoring %.4f)", r.accuracy) as NSString : "" as NSString))
         }
         for refusal in s.refusals { lines.append("  refused by \(refusal)") }
         if !s.evaluations.isEmpty {
-            lines.append(String(format: "  final model: accuracy %.4f over all silos, fairness delta %.4f", s.accuracy, s.fairnessDelta))
+            lines.append(String(format: "  final model: accuracy %.4f over all silos, fairness delta %.4f", s.accuracy, s.fairnessDelta)
+                         + (s.rounds.last(where: { $0.accuracy > 0 }).map {
+                             String(format: " (round %d's %.4f was the model before its update)", $0.round, $0.accuracy) } ?? ""))
             for e in s.evaluations {
                 lines.append(String(format: "    %-16@ accuracy %.4f on %4d held-out rows   ε %.3f of %.3f%@", e.silo as NSString, e.accuracy,
                                     Int(e.examples), e.epsilonSpent, e.epsilonCap,
@@ -172,13 +174,17 @@ extension PlanCommand {
                 var (seenRounds, seenPhase) = (0, "")
                 while true {
                     let s = try await broker.planStatus(request)
-                    for r in s.rounds.dropFirst(seenRounds) {
+                    let new = s.rounds.dropFirst(seenRounds)
+                    for r in new {
                         print(String(format: "round %3d %@  participants %@%@", r.round, r.state, r.participants.joined(separator: ", "),
-                                     r.accuracy > 0 ? String(format: "  accuracy %.4f", r.accuracy) : ""))
-                        if r.state == "committed", !s.epsilonMirror.isEmpty {
-                            print("          ε so far: " + s.epsilonMirror.sorted { $0.key < $1.key }.map { String(format: "%@ %.3f", $0.key, $0.value) }
-                                .joined(separator: ", ") + "   bytes \(PlanView.bytes(s.bytesOut)) out, \(PlanView.bytes(s.bytesIn)) in")
-                        }
+                                     r.accuracy > 0 ? String(format: "  (the model it started from scored %.4f)", r.accuracy) : ""))
+                    }
+                    // The broker's ε mirror and byte counts are as of this poll: said once, after
+                    // the last round it covers, not beside every round printed since the last poll.
+                    if let last = new.last(where: { $0.state == "committed" }), !s.epsilonMirror.isEmpty {
+                        print("          ε after round \(last.round): " + s.epsilonMirror.sorted { $0.key < $1.key }
+                            .map { String(format: "%@ %.3f", $0.key, $0.value) }.joined(separator: ", ")
+                            + "   bytes so far \(PlanView.bytes(s.bytesOut)) out, \(PlanView.bytes(s.bytesIn)) in")
                     }
                     seenRounds = s.rounds.count
                     let phase = "\(s.currentRound) \(s.currentPhase)"

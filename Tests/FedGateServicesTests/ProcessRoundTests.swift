@@ -47,7 +47,8 @@ struct ProcessRoundTests {
         let watched = try await processes.fedgate(["plan", "watch", hash] + client, consortium, log: "watch.log")
         #expect(watched.status == 0 && watched.output.contains("round  10 committed"), "\(watched.output)")
         #expect(watched.output.contains("gate passed: model version 1"), "\(watched.output)")
-        #expect(watched.output.contains("ε so far: hospital-0 "), "the live view shows ε per silo: \(watched.output)")
+        #expect(watched.output.contains("ε after round ") && watched.output.contains(": hospital-0 "), "the live view shows ε per silo: \(watched.output)")
+        #expect(watched.output.contains("was the model before its update"), "the last round's figure is told apart from the final model's: \(watched.output)")
 
         let status = try await processes.fedgate(["plan", "status", hash, "--json"] + client, consortium, log: "status.log")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any], "\(status.output)")
@@ -57,10 +58,21 @@ struct ProcessRoundTests {
         let pulled = try await processes.fedgate(["model", "pull", "1", "--out", consortium.file("model.safetensors").path] + client, consortium, log: "pull.log")
         #expect(pulled.status == 0, "\(pulled.output)")
         let file = try [UInt8](Data(contentsOf: consortium.file("model.safetensors")))
-        let parameters = try ModelPayload.parameters(file, tensor: "parameters", dimension: Fixtures.data.featureCount + 1)
+        let parameters = try ModelPayload.modelParameters(file, dimension: Fixtures.data.featureCount + 1)
         let accuracy = try NetworkedRoundTests.pooledAccuracy(parameters, shards: shards)
         #expect(abs(accuracy - simulated) <= 0.01, "pulled model \(accuracy) vs simulator \(simulated)")
         #expect(abs(evaluated - accuracy) < 1e-9, "the silos' evaluation \(evaluated) is the pulled model's accuracy \(accuracy)")
+        // A user with NumPy alone scores the held-out rows from what the file says (columns,
+        // standardisation, layers): the same accuracy, up to a borderline row in float64.
+        let heldOut = shards.map(\.test.csv).enumerated().map { $0.offset == 0 ? $0.element : String($0.element.drop { $0 != "\n" }.dropFirst()) }
+        try heldOut.joined().write(to: consortium.file("held-out.csv"), atomically: true, encoding: .utf8)
+        let scoring = try Processes.Running(["python3", Consortium.root.appendingPathComponent("examples/python/score.py").path,
+                                             consortium.file("model.safetensors").path, consortium.file("held-out.csv").path,
+                                             "--label", Fixtures.data.labelName], log: consortium.file("score.log"), executable: "/usr/bin/env")
+        #expect(await scoring.exit(within: 60) == 0, "\(scoring.output)")
+        let numpy = try #require(try JSONSerialization.jsonObject(with: Data(scoring.output.utf8)) as? [String: Any], "\(scoring.output)")
+        let rows = try #require(numpy["rows"] as? Int), numpyAccuracy = try #require(numpy["accuracy"] as? Double)
+        #expect(rows == shards.map(\.test.count).reduce(0, +) && abs(numpyAccuracy - accuracy) <= 1.0 / Double(rows), "NumPy \(numpyAccuracy), FedGate \(accuracy)")
 
         let listed = try await processes.fedgate(["model", "list"] + client, consortium, log: "list.log")
         #expect(listed.output.contains("v1   plan \(hash.prefix(12))… round 10"), "\(listed.output)")
@@ -87,7 +99,7 @@ struct ProcessRoundTests {
         let report = try String(contentsOfFile: try #require(summary["audit_report"] as? String), encoding: .utf8)
         #expect(report.contains("<svg") && report.contains("clinic-east"))
         let file = try [UInt8](Data(contentsOf: URL(fileURLWithPath: try #require(summary["model"] as? String))))
-        #expect(try ModelPayload.parameters(file, tensor: "parameters", dimension: 31).count == 31)
+        #expect(try ModelPayload.modelParameters(file, dimension: 31).count == 31)
 
         let silos = try #require(summary["silos"] as? [[String: Any]])
         #expect(silos.compactMap { $0["silo"] as? String } == ["clinic-east", "hospital-north", "hospital-south"])
