@@ -136,6 +136,7 @@ public enum BrokerHost {
         let audit = auditor(store, settings.brokerID)
         let (connectionGuard, interceptor) = try await gatekeepers(store: store, limits: limits, audit: audit, logger: logger)
         let coordinator = BrokerCoordinator(settings: settings, store: store, chunkBytes: limits.chunkBytes, metrics: metrics, logger: logger)
+        metrics.announce(.broker, certificateNotAfter: credentials.notAfter)
         let service = BrokerService(coordinator: coordinator, store: store, limits: limits, issuer: issuer, logger: logger)
         let transport = try FedGateTransports.server(host: host, port: port, credentials: credentials, guard: connectionGuard, limits: limits)
         let enrolment = try enrolmentListener(host: host, port: enrolmentPort, issuer: issuer, credentials: credentials, store: store,

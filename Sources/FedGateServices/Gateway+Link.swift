@@ -150,6 +150,7 @@ extension Gateway {
         logger.notice("certificate renewed; reconnecting with it", metadata: [
             "silo": "\(siloID)", "old_not_after": "\(credentials.notAfter)", "new_not_after": "\(renewed.notAfter)"])
         credentials = renewed
+        metrics.certificateRenewed(notAfter: renewed.notAfter)
         return true
     }
 

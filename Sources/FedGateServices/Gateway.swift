@@ -120,6 +120,7 @@ public actor Gateway {
         let silo = settings.credentials.identity.id
         judge = OfferJudge(governor: governor, dataset: settings.dataset, train: settings.train, test: settings.test, silo: silo)
         reservations = BudgetReservations(ledger: governor.ledger, silo: silo, logger: logger)
+        metrics.announce(.gateway, certificateNotAfter: settings.credentials.notAfter)
     }
 
     var budgetRefresh: Task<Void, Never>?

@@ -42,7 +42,7 @@ public struct FedGateMetrics: Sendable {
     }
 
     /// The exposition text (Prometheus format 0.0.4).
-    public var text: String { registry.emitToString() }
+    public var text: String { Self.withHelp(registry.emitToString()) }
 
     /// The rules a refusal may name: the policy engine's, and the gateway's own checks before it.
     static let knownRules = Set(PolicyEngine.rules.map(\.name) + ["plan", "datasets", "columns", "approval", "broker"])

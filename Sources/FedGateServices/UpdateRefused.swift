@@ -14,7 +14,7 @@ extension Duration {
 /// Why the broker refused an upload: the metric label (`fedgate_updates_rejected_total{reason}`)
 /// and the text the silo and the audit record get.
 struct UpdateRefused: Error, CustomStringConvertible {
-    enum Reason: String {
+    enum Reason: String, CaseIterable {
         case roundClosed = "round_closed", notParticipant = "not_participant", duplicate, shape, unreadable
         case nonFinite = "non_finite", norm, examples
     }

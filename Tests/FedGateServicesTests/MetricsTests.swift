@@ -121,6 +121,11 @@ struct MetricsTests {
         #expect(value(b, "fedgate_bytes_total", ["direction": "in"]) ?? 0 > 0 && value(b, "fedgate_bytes_total", ["direction": "out"]) ?? 0 > 0)
         #expect(value(b, "fedgate_connected_gateways") == 3)
         #expect(value(b, "fedgate_epsilon_mirror", ["silo": "hospital-0"]) ?? 0 > 0)
+        // Series nothing has counted yet are there at zero; the build and the certificate's expiry; HELP lines.
+        #expect(value(b, "fedgate_updates_rejected_total", ["reason": "norm"]) == 0 && value(b, "fedgate_store_retries_total") == 0, "\(scraped.body)")
+        #expect(value(b, "fedgate_build_info", ["version": FedGateVersion.current]) == 1)
+        #expect(value(b, "fedgate_certificate_expiry_timestamp_seconds") ?? 0 > Date().timeIntervalSince1970)
+        #expect(scraped.body.contains("# HELP fedgate_rounds_total Rounds ended, by outcome.\n# TYPE fedgate_rounds_total counter"), "\(scraped.body)")
 
         for (i, g) in gateways.enumerated() {
             let port = await metricsPort(g)
@@ -131,7 +136,9 @@ struct MetricsTests {
             let spent = try await PrivacyLedger(backend: ledger).spent(dataset: "breast-cancer-2024", delta: 1e-5).committed
             let reported = try #require(value(samples, "fedgate_epsilon_spent", ["dataset": "breast-cancer-2024"]), "\(text.body)")
             #expect(spent > 0 && abs(reported - spent) < 1e-9, "\(reported) vs the ledger's \(spent)")
-            #expect(abs((value(samples, "fedgate_epsilon_remaining", ["dataset": "breast-cancer-2024"]) ?? -1) - (20 - spent)) < 1e-9)
+            #expect(abs((value(samples, "fedgate_epsilon_remaining", ["dataset": "breast-cancer-2024", "cap": "lifetime"]) ?? -1) - (20 - spent)) < 1e-9,
+                    "the lifetime cap's rest, named: \(text.body)")
+            #expect(value(samples, "fedgate_certificate_expiry_timestamp_seconds") ?? 0 > Date().timeIntervalSince1970)
             #expect(value(samples, "fedgate_policy_refusals_total", ["rule": "purpose"]) ?? 0 >= 1, "\(text.body)")
             #expect(value(samples, "fedgate_rounds_total", ["outcome": "committed"]) == 2)
             #expect(value(samples, "fedgate_offers_total", ["decision": "accepted"]) == 2)
