@@ -19,6 +19,12 @@ struct BrokerClientOptions: ParsableArguments {
     var timeout = 30.0
 
     func call<R: Sendable>(_ body: (Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
+        try await Self.call(broker: broker, serverName: serverName, cert: cert, key: key, ca: ca, timeout: timeout, body)
+    }
+
+    /// One mutual-TLS session with the broker for `body`, with the person's own certificate.
+    static func call<R: Sendable>(broker: String, serverName: String, cert: String, key: String, ca: String, timeout: Double,
+                                  _ body: (Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
         let parts = broker.split(separator: ":")
         guard parts.count == 2, let port = Int(parts[1]), (1...65_535).contains(port) else {
             throw ValidationError("--broker: '\(broker)' is not host:port")

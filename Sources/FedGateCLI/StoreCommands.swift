@@ -110,65 +110,6 @@ struct AuditCommand: AsyncParsableCommand {
                                                     subcommands: [Verify.self, Export.self, Heads.self])
 
     enum Format: String, ExpressibleByArgument, CaseIterable { case jsonl, csv, xml, html }
-
-    struct Export: AsyncParsableCommand, AsyncExecutable {
-        static let configuration = CommandConfiguration(
-            abstract: "Export the audit trail (after verifying each chain) as JSON lines, CSV, XML or a self-contained HTML report.",
-            discussion: "Give the broker's store with --store and, for one report of the whole consortium, each silo's store with --also-store.")
-        @OptionGroup var options: StoreOptions
-        @Option(help: "Another store to include (a silo's), repeatable.") var alsoStore: [String] = []
-        @Option(help: "jsonl, csv, xml or html.") var format: Format
-        @Option(help: "Only records at or after this date (YYYY-MM-DD or ISO 8601).") var from: String?
-        @Option(help: "Only records at or before this date (YYYY-MM-DD is the whole day).") var to: String?
-        @Option(help: "Only records by, about or naming this silo.") var silo: String?
-        @Option(help: "Only records about this plan (content hash).") var plan: String?
-        @Option(help: "The file to write.") var out: String
-
-        static func date(_ text: String, option: String, endOfDay: Bool) throws -> Date {
-            if let d = try? Date(text, strategy: .iso8601) { return d }
-            if let d = try? Date(text + "T00:00:00Z", strategy: .iso8601) { return endOfDay ? d.addingTimeInterval(86_400 - 0.001) : d }
-            throw ValidationError("--\(option): '\(text)' is not a date (YYYY-MM-DD or ISO 8601)")
-        }
-
-        func execute() async throws {
-            let filter = AuditFilter(from: try from.map { try Self.date($0, option: "from", endOfDay: false) },
-                                     to: try to.map { try Self.date($0, option: "to", endOfDay: true) }, silo: silo, plan: plan)
-            if let f = filter.from, let t = filter.to, f > t { throw ValidationError("--from is after --to") }
-            var trails: [AuditTrail] = []
-            for url in [options.store] + alsoStore {
-                var o = options
-                o.store = url
-                let backend = try await o.service()
-                trails.append(AuditTrail(source: Self.name(url), records: try await backend.auditRecords()))
-            }
-            let text: String
-            switch format {
-            case .jsonl: text = try AuditExport.jsonl(trails, filter: filter)
-            case .csv: text = AuditExport.csv(trails, filter: filter)
-            case .xml: text = AuditXML.document(trails, filter: filter)
-            case .html:
-                let report = ComplianceReport(trails, filter: filter)
-                for u in report.unreadable {
-                    FileHandle.standardError.write(Data("\(u.source): record \(u.seq) (\(u.action)) is left out of the report: \(u.problem)\n".utf8))
-                }
-                text = ComplianceHTML.document(report, filter: filter)
-            }
-            do { try text.write(to: URL(fileURLWithPath: out), atomically: true, encoding: .utf8) } catch {
-                throw ValidationError("--out: cannot write \(out): \(error.localizedDescription)")
-            }
-            for t in trails { print("\(t.source): \(t.verification.description)") }
-            let kept = trails.reduce(0) { $0 + $1.records.filter(filter.keeps).count }
-            print("\(kept) records written to \(out) as \(format.rawValue)")
-            if trails.contains(where: { !$0.intact }) { throw ExitCode(2) }
-        }
-
-        /// A store's name in reports: its file name, or the database name, without credentials.
-        static func name(_ url: String) -> String {
-            if url.hasPrefix("sqlite:") { return URL(fileURLWithPath: String(url.dropFirst("sqlite:".count))).deletingPathExtension().lastPathComponent }
-            if let c = URLComponents(string: url) { return "postgres \(c.host ?? "")\(c.path)" }
-            return "store"
-        }
-    }
 }
 
 /// `fedgate consent add|list|withdraw`.

@@ -154,6 +154,9 @@ extension BrokerService {
             out.action = r.action
             out.detailJson = r.payload
             out.hash = r.hash
+            out.subject = r.subject
+            out.previousHash = r.previousHash
+            out.at = r.at.timeIntervalSince1970
             try await response.write(out)
         }
     }

@@ -14,6 +14,11 @@ public struct AuditRecord: Sendable, Equatable {
     public let previousHash: String
     public let hash: String
 
+    public init(seq: Int, at: Date, actor: String, action: String, subject: String, payload: String, previousHash: String, hash: String) {
+        (self.seq, self.at, self.actor, self.action, self.subject) = (seq, at, actor, action, subject)
+        (self.payload, self.previousHash, self.hash) = (payload, previousHash, hash)
+    }
+
     /// The hash a record with these fields must carry.
     public static func hash(seq: Int, at: Date, actor: String, action: String, subject: String, payload: String, previousHash: String) -> String {
         var h = SHA256()

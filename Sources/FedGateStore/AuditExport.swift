@@ -57,8 +57,11 @@ public enum AuditExport {
                                    "records": t.records.count]))
             for r in t.records where filter.keeps(r) {
                 let payload = (try? JSONSerialization.jsonObject(with: Data(r.payload.utf8), options: [.fragmentsAllowed])) ?? r.payload
+                // `payload_text` and `at_bits` are what the hash covers, exactly: another party
+                // verifies the chain from this file (`fedgate audit export --also-trail`).
                 lines.append(try line(["type": "record", "source": t.source, "seq": r.seq, "at": timestamp(r.at), "actor": r.actor,
-                                       "action": r.action, "subject": r.subject, "payload": payload, "previous_hash": r.previousHash, "hash": r.hash]))
+                                       "action": r.action, "subject": r.subject, "payload": payload, "previous_hash": r.previousHash, "hash": r.hash,
+                                       "payload_text": r.payload, "at_bits": String(r.at.timeIntervalSince1970.bitPattern)]))
             }
         }
         return lines.joined(separator: "\n") + "\n"

@@ -986,6 +986,15 @@ public nonisolated struct Fedgate_V1_AuditRecord: Sendable {
 
   public var hash: String = String()
 
+  /// What the chain's hash covers besides the fields above, exactly, so a reader (a compliance
+  /// officer's `fedgate audit export --broker`) verifies the chain without database access:
+  /// the record's subject, the previous record's hash, and its time in seconds since 1970.
+  public var subject: String = String()
+
+  public var previousHash: String = String()
+
+  public var at: Double = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2937,7 +2946,7 @@ nonisolated extension Fedgate_V1_ReadAuditRequest: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Fedgate_V1_AuditRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuditRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{3}at_ms\0\u{1}actor\0\u{1}action\0\u{3}detail_json\0\u{1}hash\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{3}at_ms\0\u{1}actor\0\u{1}action\0\u{3}detail_json\0\u{1}hash\0\u{1}subject\0\u{3}previous_hash\0\u{1}at\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2951,6 +2960,9 @@ nonisolated extension Fedgate_V1_AuditRecord: SwiftProtobuf.Message, SwiftProtob
       case 4: try { try decoder.decodeSingularStringField(value: &self.action) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.detailJson) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.hash) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.subject) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.previousHash) }()
+      case 9: try { try decoder.decodeSingularDoubleField(value: &self.at) }()
       default: break
       }
     }
@@ -2975,6 +2987,15 @@ nonisolated extension Fedgate_V1_AuditRecord: SwiftProtobuf.Message, SwiftProtob
     if !self.hash.isEmpty {
       try visitor.visitSingularStringField(value: self.hash, fieldNumber: 6)
     }
+    if !self.subject.isEmpty {
+      try visitor.visitSingularStringField(value: self.subject, fieldNumber: 7)
+    }
+    if !self.previousHash.isEmpty {
+      try visitor.visitSingularStringField(value: self.previousHash, fieldNumber: 8)
+    }
+    if self.at.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.at, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2985,6 +3006,9 @@ nonisolated extension Fedgate_V1_AuditRecord: SwiftProtobuf.Message, SwiftProtob
     if lhs.action != rhs.action {return false}
     if lhs.detailJson != rhs.detailJson {return false}
     if lhs.hash != rhs.hash {return false}
+    if lhs.subject != rhs.subject {return false}
+    if lhs.previousHash != rhs.previousHash {return false}
+    if lhs.at != rhs.at {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
