@@ -38,7 +38,7 @@ enum AuditXML {
 enum ComplianceHTML {
     static func document(_ report: ComplianceReport, filter: AuditFilter, title: String = "FedGate compliance report") -> String {
         let body = "<h1>\(e(title))</h1>\n<p class=meta>Exported \(e(AuditExport.timestamp(Date())))\(scope(filter))</p>\n"
-            + governance(report) + privacySpent(report) + outcomes(report)
+            + governance(report) + people(report) + privacySpent(report) + outcomes(report)
         return """
         <!DOCTYPE html>
         <html lang="en"><head><meta charset="utf-8"><title>\(e(title))</title>
@@ -71,9 +71,20 @@ enum ComplianceHTML {
         }
 
         body += "<h2>Plans</h2>\n"
-        body += table(["Plan", "Purpose", "Rounds", "Strategy", "Submitted by", "At"], report.plans.map {
-            [code($0.hash), e($0.purpose), "\($0.rounds)", e($0.strategy), e($0.submittedBy), e(AuditExport.timestamp($0.at))]
+        body += table(["Plan", "Purpose", "Data and columns", "Rounds, strategy, quorum", "Privacy", "Submitted by", "Outcome"], report.plans.map { p in
+            let s = p.submission
+            let data = (s.datasets?.joined(separator: ", ") ?? "–") + (s.columns.map { ": \($0.joined(separator: ", "))" } ?? "")
+            let privacy = (s.dp ?? "not recorded") + (s.secureAggregation.map { $0 ? "; secure aggregation" : "; no secure aggregation" } ?? "")
+            let outcome = p.outcome.map { "<span class=\($0.state == "finished" ? "ok" : "bad")>\(e($0.state))</span>\($0.reason.map { ": " + e($0) } ?? "")" }
+                ?? "<span class=mid>running</span>"
+            return [code(p.hash), e(p.purpose), e(data), e("\(p.rounds), \(p.strategy)\(s.quorum.map { ", quorum \($0)" } ?? "")"), e(privacy),
+                    e(p.submittedBy) + "<br>" + e(AuditExport.timestamp(p.at)), outcome]
         }, empty: "No plan was submitted in this trail.")
+        if !report.awaitedApprovals.isEmpty {
+            body += table(["Plan", "Waited before its first round for approval at", "Since"], report.awaitedApprovals.map {
+                [code($0.plan), e($0.silos.joined(separator: ", ")), e(AuditExport.timestamp($0.at))]
+            })
+        }
 
         body += "<h2>Consent basis</h2>\n"
         body += table(["Source", "Data set", "Purpose", "Legal basis", "Scope"], report.consents.map {
@@ -85,6 +96,27 @@ enum ComplianceHTML {
             [e($0.silo), code($0.plan), "<span class=\($0.outcome == "accepted" ? "ok" : ($0.outcome == "refused" ? "bad" : "mid"))>\(e($0.outcome))</span>",
              e($0.reasons.joined(separator: "; ")), e(AuditExport.timestamp($0.at))]
         }, empty: "No policy decisions in this trail (each silo records its own).")
+        return body
+    }
+
+    /// Approvals by people at the silos, the data sets' caps, and the parties' enrolments, renewals and revocations.
+    static func people(_ report: ComplianceReport) -> String {
+        var body = "<h2>Approvals</h2>\n"
+        body += "<p class=meta>The approver is the name given to <code>fedgate plan approve --actor</code> at the silo: self-declared, "
+            + "not taken from a certificate. The silo's chain records when it was given.</p>\n"
+        body += table(["Silo", "Plan", "Decision", "By", "At"], report.approvals.map {
+            [e($0.silo), code($0.plan), "<span class=\($0.approved ? "ok" : "bad")>\($0.approved ? "approved" : "rejected")</span>", e($0.actor),
+             e(AuditExport.timestamp($0.at))]
+        }, empty: "No approvals in this trail (each silo records its own).")
+        body += "<h2>Privacy budgets</h2>\n"
+        body += table(["Source", "Data set", "Per plan", "Rolling window", "Lifetime", "δ at most"], report.caps.map { c in
+            [e(c.source), e(c.dataset), fmt(c.perPlan, digits: 2), c.window.map { "\(fmt($0, digits: 2)) per \(c.windowDays ?? 0) days" } ?? "–",
+             c.lifetime.map { fmt($0, digits: 2) } ?? "–", "\(c.delta)"]
+        }, empty: "No budgets in this trail (each silo sets its own).")
+        body += "<h2>Parties: enrolments, renewals, revocations</h2>\n"
+        body += table(["At", "Event", "Who", "Detail"], report.parties.map {
+            [e(AuditExport.timestamp($0.at)), e($0.action), e($0.subject), code($0.detail)]
+        }, empty: "No enrolment, renewal or revocation in this trail.")
         return body
     }
 
@@ -111,9 +143,9 @@ enum ComplianceHTML {
     static func outcomes(_ report: ComplianceReport) -> String {
         var body = ""
         body += "<h2>Participation per round</h2>\n"
-        body += table(["Plan", "Round", "State", "Participants"], report.rounds.map {
+        body += table(["Plan", "Round", "State", "Participants", "Why aborted"], report.rounds.map {
             [code($0.plan), $0.run > 1 ? "\($0.number) (run \($0.run))" : "\($0.number)", "<span class=\($0.state == "committed" ? "ok" : ($0.state == "aborted" ? "bad" : "mid"))>\(e($0.state))</span>",
-             e($0.participants.joined(separator: ", "))]
+             e($0.participants.joined(separator: ", ")), e($0.reason ?? "")]
         }, empty: "No rounds in this trail.")
 
         body += "<h2>Model versions and their gates</h2>\n"

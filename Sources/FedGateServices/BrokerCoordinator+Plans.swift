@@ -34,13 +34,23 @@ extension BrokerCoordinator {
         }
         let now = Date()
         try await store.startPlanRun(PlanRun(planHash: hash, planYAML: text, submitter: submitter, state: .running, submittedAt: now, updatedAt: now),
-                                     submission: .init(purpose: plan.purpose, rounds: plan.rounds, strategy: plan.strategy.description),
+                                     submission: .init(purpose: plan.purpose, rounds: plan.rounds, strategy: plan.strategy.description,
+                                                       datasets: plan.datasets, columns: plan.columns, quorum: plan.quorum,
+                                                       secureAggregation: plan.secureAggregation, dp: Self.dpLine(plan)),
                                      actor: submitter)
         plans[hash] = PlanStatus(state: .running)
         mirrorPlans[hash] = Self.mirrorPlan(plan)
         runs[hash] = Task { await self.run(plan, text: text, hash: hash, from: .start) }
         logger.info("plan submitted", metadata: ["plan": "\(hash.prefix(12))", "by": "\(submitter)", "rounds": "\(plan.rounds)"])
         return hash
+    }
+
+    /// The plan's DP settings as the compliance report shows them.
+    static func dpLine(_ plan: TrainingPlan) -> String {
+        let dp = plan.dp
+        let noise = dp.noiseMultiplier.map { "noise multiplier \($0)" } ?? dp.targetEpsilon.map { "target ε \($0)" } ?? ""
+        return "DP-SGD: \(noise), clipping norm \(dp.clipNorm), sampling rate \(dp.samplingRate), δ \(dp.delta), \(plan.localSteps) steps per round"
+            + (dp.distributedNoiseMultiplier.map { "; distributed noise multiplier \($0)" } ?? "")
     }
 
     /// Stops a running plan: the round in flight is aborted (its silos release their reservations).

@@ -96,7 +96,22 @@ public enum AuditExport {
 /// consent bases, policy decisions, ε over time per silo against its cap, participation per round,
 /// model versions and the gates that made or held them back.
 public struct ComplianceReport: Sendable {
-    public struct Plan: Sendable, Equatable { public let hash: String, purpose: String, rounds: Int, strategy: String, submittedBy: String, at: Date }
+    public struct Plan: Sendable, Equatable {
+        public let hash: String, purpose: String, rounds: Int, strategy: String, submittedBy: String, at: Date
+        /// What it asked of the silos, as its submission recorded it.
+        public let submission: AuditEvent.PlanSubmission
+        /// How its run ended (`finished`, `failed`, `cancelled`) with the reason; nil while running.
+        public var outcome: (state: String, reason: String?)?
+        public static func == (a: Plan, b: Plan) -> Bool { a.hash == b.hash && a.at == b.at && a.submission == b.submission }
+    }
+    /// A person's approval or rejection of a plan at a silo (`actor` is the name given to `fedgate plan approve --actor`).
+    public struct Approval: Sendable, Equatable { public let silo: String, plan: String, approved: Bool, actor: String, at: Date }
+    /// A silo's or person's enrolment, invitation, renewal or revocation.
+    public struct PartyChange: Sendable, Equatable { public let at: Date, action: String, subject: String, detail: String }
+    /// A data set's caps as a silo set them.
+    public struct Caps: Sendable, Equatable {
+        public let source: String, dataset: String, perPlan: Double, windowDays: Int?, window: Double?, lifetime: Double?, delta: Double
+    }
     public struct Consent: Sendable, Equatable { public let source: String, dataset: String, purpose: String, basis: String, scope: String, withdrawn: Bool }
     public struct Decision: Sendable, Equatable { public let silo: String, plan: String, outcome: String, reasons: [String], at: Date }
     public struct EpsilonPoint: Sendable, Equatable { public let at: Date, epsilon: Double }
@@ -108,7 +123,11 @@ public struct ComplianceReport: Sendable {
         public let points: [EpsilonPoint]
     }
     /// A round of a plan's run (`run`: 1, and one more each time the plan was submitted again).
-    public struct Round: Sendable, Equatable { public let plan: String, run: Int, number: Int, state: String, participants: [String], at: Date }
+    public struct Round: Sendable, Equatable {
+        public let plan: String, run: Int, number: Int, state: String, participants: [String], at: Date
+        /// Why the round was aborted, when it was.
+        public var reason: String? = nil
+    }
     public struct Gate: Sendable, Equatable {
         public let plan: String, round: Int, passed: Bool, reasons: [String], accuracy: Double?, at: Date
         public let silos: [String: Double]
@@ -127,6 +146,11 @@ public struct ComplianceReport: Sendable {
     public var gates: [Gate] = []
     public var versions: [Version] = []
     public var refusals: [(at: Date, action: String, subject: String, reason: String)] = []
+    public var approvals: [Approval] = []
+    /// Plans that waited for approvals before their first round: which silos, and when.
+    public var awaitedApprovals: [(plan: String, silos: [String], at: Date)] = []
+    public var parties: [PartyChange] = []
+    public var caps: [Caps] = []
     /// Records whose payload does not read as the event their action names: shown, never read as zeros.
     public var unreadable: [Unreadable] = []
 
@@ -159,7 +183,18 @@ public struct ComplianceReport: Sendable {
             switch event {
             case .planSubmitted(let p):
                 runs[r.subject, default: 0] += 1
-                plans.append(Plan(hash: r.subject, purpose: p.purpose, rounds: p.rounds, strategy: p.strategy, submittedBy: r.actor, at: r.at))
+                plans.append(Plan(hash: r.subject, purpose: p.purpose, rounds: p.rounds, strategy: p.strategy, submittedBy: r.actor, at: r.at, submission: p))
+            case .planEnded(let state, let end) where state != .running:
+                if let i = plans.lastIndex(where: { $0.hash == r.subject }) { plans[i].outcome = (state.rawValue, end.reason) }
+            case .planAwaitingApproval(let a):
+                awaitedApprovals.append((r.subject, a.silos, r.at))
+            case .planApproval(let approved, let a):
+                approvals.append(Approval(silo: a.silo, plan: a.plan, approved: approved, actor: r.actor, at: r.at))
+            case .budgetSet(let b):
+                caps.append(Caps(source: source, dataset: b.dataset, perPlan: b.perPlanCap, windowDays: b.windowDays, window: b.windowCap,
+                                 lifetime: b.lifetimeCap, delta: b.delta))
+            case .partyEnrolled, .enrolmentRedeemed, .enrolmentInvited, .partyRevoked, .revoked, .certificateRenewed:
+                parties.append(PartyChange(at: r.at, action: r.action, subject: r.subject, detail: r.payload))
             case .consentAdded(let c):
                 consents.append(Consent(source: source, dataset: c.dataset, purpose: c.purpose, basis: c.legalBasis, scope: c.scope, withdrawn: false))
             case .policyDecision(let d):
@@ -169,7 +204,7 @@ public struct ComplianceReport: Sendable {
             case .roundAdvanced(let state, let t):
                 note(Round(plan: r.subject, run: run(r.subject), number: t.round, state: state.rawValue, participants: t.survivors, at: r.at), &roundIndex)
             case .roundAbandoned(let a):
-                note(Round(plan: r.subject, run: run(r.subject), number: a.round, state: "aborted", participants: [], at: r.at), &roundIndex)
+                note(Round(plan: r.subject, run: run(r.subject), number: a.round, state: "aborted", participants: [], at: r.at, reason: a.reason), &roundIndex)
             case .modelGated(let g):
                 gates.append(Gate(plan: r.subject, round: g.round, passed: g.passed, reasons: g.reasons, accuracy: g.accuracy, at: r.at,
                                   silos: g.silos.mapValues(\.accuracy), personalised: g.silos.compactMapValues(\.personalisedAccuracy)))
@@ -198,7 +233,8 @@ public struct ComplianceReport: Sendable {
             return
         }
         let kept = round.state == "aborted" ? round.participants : (round.participants.isEmpty ? rounds[i].participants : round.participants)
-        rounds[i] = Round(plan: round.plan, run: round.run, number: round.number, state: round.state, participants: kept, at: round.at)
+        rounds[i] = Round(plan: round.plan, run: round.run, number: round.number, state: round.state, participants: kept, at: round.at,
+                          reason: round.reason ?? rounds[i].reason)
     }
 
     /// Cumulative committed ε per data set at a silo, from its ledger's records: the reservation

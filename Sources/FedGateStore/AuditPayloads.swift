@@ -72,7 +72,19 @@ extension AuditEvent {
     /// `plan.submit`.
     public struct PlanSubmission: Codable, Sendable, Equatable {
         public var purpose: String, rounds: Int, strategy: String
-        public init(purpose: String, rounds: Int, strategy: String) { (self.purpose, self.rounds, self.strategy) = (purpose, rounds, strategy) }
+        /// What the plan asks of the silos (absent from records written before they were kept).
+        public var datasets: [String]?, columns: [String]?, quorum: Int?, secureAggregation: Bool?
+        /// The plan's DP settings, as one line (noise multiplier or target ε, clipping norm, sampling rate, δ).
+        public var dp: String?
+        enum CodingKeys: String, CodingKey {
+            case purpose, rounds, strategy, datasets, columns, quorum, dp
+            case secureAggregation = "secure_aggregation"
+        }
+        public init(purpose: String, rounds: Int, strategy: String, datasets: [String]? = nil, columns: [String]? = nil, quorum: Int? = nil,
+                    secureAggregation: Bool? = nil, dp: String? = nil) {
+            (self.purpose, self.rounds, self.strategy) = (purpose, rounds, strategy)
+            (self.datasets, self.columns, self.quorum, self.secureAggregation, self.dp) = (datasets, columns, quorum, secureAggregation, dp)
+        }
     }
 
     /// `plan.finished` / `plan.failed` / `plan.cancelled`.

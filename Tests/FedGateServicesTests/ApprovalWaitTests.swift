@@ -70,6 +70,16 @@ struct ApprovalWaitTests {
             #expect(final.rounds.map(\.state) == ["committed", "committed"])
             #expect(final.rounds.allSatisfy { $0.participants == ["hospital-0", "hospital-1", "hospital-2"] })
             #expect(try await silos[2].ledger.backend.entries(dataset: "breast-cancer-2024").filter { $0.state == .committed }.count == 2)
+
+            // The compliance report says who approved it, that the plan waited, what it asked and how it ended.
+            let report = ComplianceReport([AuditTrail(source: "broker", records: try await brokerStore.auditRecords()),
+                                           AuditTrail(source: "hospital-2", records: try await silos[2].ledger.backend.auditRecords())], filter: AuditFilter())
+            #expect(report.approvals.map { "\($0.silo) \($0.plan == hash) \($0.approved) \($0.actor)" } == ["hospital-2 true true admin@hospital-2"])
+            #expect(report.awaitedApprovals.map(\.silos) == [["hospital-2"]])
+            let plan = try #require(report.plans.first { $0.hash == hash })
+            #expect(plan.outcome?.state == "finished" && plan.submission.quorum == 3 && plan.submission.secureAggregation == false)
+            #expect(plan.submission.dp?.contains("noise multiplier 2.34") == true && plan.submission.columns?.count == Fixtures.data.featureCount)
+            #expect(report.caps.contains { $0.source == "hospital-2" && $0.dataset == "breast-cancer-2024" && $0.lifetime == 20 })
         }
     }
 
@@ -108,6 +118,10 @@ struct ApprovalWaitTests {
             #expect(final.state == .failed)
             #expect(final.reason?.contains("every round aborted") == true && final.reason?.contains("quorum is 4") == true, "\(final.reason ?? "")")
             #expect(try await brokerStore.planRuns().first { $0.planHash == hash }?.state == .failed)
+            let report = ComplianceReport([AuditTrail(source: "broker", records: try await brokerStore.auditRecords())], filter: AuditFilter())
+            #expect(report.rounds.filter { $0.plan == hash }.allSatisfy { $0.state == "aborted" && $0.reason?.contains("quorum is 4") == true },
+                    "each aborted round says why: \(report.rounds.map { $0.reason ?? "-" })")
+            #expect(report.plans.first { $0.hash == hash }?.outcome?.state == "failed")
         }
     }
 }

@@ -45,6 +45,9 @@ struct ComplianceOfficerTests {
         #expect(Int(records) ?? 0 >= brokerRecords - 2, "the broker's whole trail came over TLS: \(report.output)")
         let html = try String(contentsOf: consortium.file("report-olga.html"), encoding: .utf8)
         #expect(html.contains(String(hash.prefix(12))) && html.contains("hospital-0"))
+        // What the plan asked (DP settings, columns), how it ended, the silo's caps and the enrolments.
+        #expect(html.contains("noise multiplier 2.34") && html.contains("mean_radius") && html.contains("<span class=ok>finished</span>"), "\(html)")
+        #expect(html.contains("<h2>Privacy budgets</h2>") && html.contains("party.enroll") && html.contains("self-declared"))
 
         // A payload edited in the file breaks its chain there, and the export says so (exit 2).
         let text = try String(contentsOf: consortium.file("hospital-0.jsonl"), encoding: .utf8)
