@@ -112,6 +112,7 @@ let package = Package(
             name: "FedGatePKI",
             dependencies: [
                 .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
@@ -269,7 +270,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FedGatePKITests",
-            dependencies: ["FedGatePKI", .product(name: "X509", package: "swift-certificates")],
+            dependencies: ["FedGatePKI", .product(name: "X509", package: "swift-certificates"), .product(name: "SwiftASN1", package: "swift-asn1")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         // A consortium for the service tests: CA and certificates, stores, the `fedgate` processes,

@@ -32,6 +32,7 @@ struct CACommand: AsyncParsableCommand {
         @Option(help: "The CA folder (ca.pem, ca-key.pem).") var ca: String
         @Option(help: "The CSR (PEM).") var csr: String
         @Option(help: "Validity in days (1–90).") var days = 7
+        @Option(help: "A host name or IP address the service is also reached by (a broker's real name), repeatable.") var san: [String] = []
         @Option(help: "Where to write the certificate (PEM).") var out: String
 
         func run() throws {
@@ -41,7 +42,7 @@ struct CACommand: AsyncParsableCommand {
                 throw ValidationError("--csr: \(csr) is not a PEM certificate signing request")
             }
             do {
-                let cert = try authority.issue(request, days: days)
+                let cert = try authority.issue(request, days: days, alternativeNames: san)
                 try cert.serializeAsPEM().pemString.write(toFile: out, atomically: true, encoding: .utf8)
                 print("issued \(try Identity(subject: cert.subject)) until \(cert.notValidAfter) (sha256 \(try cert.sha256Fingerprint))")
             } catch let e as PKIError { throw ValidationError(e.description) }

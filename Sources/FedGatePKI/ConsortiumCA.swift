@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import SwiftASN1
 import X509
 
 /// The consortium's certificate authority: a P-256 key and a self-signed certificate. It signs
@@ -48,12 +49,18 @@ public struct ConsortiumCA: Sendable {
     /// Issues a certificate for a CSR whose signature verifies and whose subject is a valid identity,
     /// valid for `days` (short-lived: gateways renew). Services get client and server authentication,
     /// people client authentication only.
-    public func issue(_ csr: CertificateSigningRequest, days: Int, now: Date = Date()) throws -> Certificate {
+    /// `alternativeNames`: the host names or IP addresses a service (a broker) is also reached by,
+    /// besides its id, so clients check the name they dial; identity stays the subject's.
+    public func issue(_ csr: CertificateSigningRequest, days: Int, alternativeNames: [String] = [], now: Date = Date()) throws -> Certificate {
         guard (1...90).contains(days) else { throw PKIError("certificates live 1 to 90 days, not \(days)") }
         guard csr.publicKey.isValidSignature(csr.signature, for: csr) else {
             throw PKIError("the CSR's signature does not verify: it was altered or not made with its key")
         }
         let identity = try Identity(subject: csr.subject)
+        guard alternativeNames.isEmpty || identity.role.isService else {
+            throw PKIError("only services (brokers, silos) are reached by host name; \(identity.role.rawValue) certificates carry no other names")
+        }
+        let names = [GeneralName.dnsName(identity.id)] + (try alternativeNames.map(Self.generalName))
         return try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: csr.publicKey,
             notValidBefore: now.addingTimeInterval(-300), notValidAfter: now.addingTimeInterval(Double(days) * 86_400),
@@ -62,9 +69,25 @@ public struct ConsortiumCA: Sendable {
                 Critical(BasicConstraints.notCertificateAuthority)
                 Critical(KeyUsage(digitalSignature: true))
                 try ExtendedKeyUsage(identity.role.isService ? [.clientAuth, .serverAuth] : [.clientAuth])
-                SubjectAlternativeNames([.dnsName(identity.id)])
+                SubjectAlternativeNames(names)
             },
             issuerPrivateKey: .init(key))
+    }
+}
+
+extension ConsortiumCA {
+    /// A name as a certificate carries it: an IPv4 or IPv6 address, or a DNS host name.
+    static func generalName(_ text: String) throws -> GeneralName {
+        var v4 = in_addr(), v6 = in6_addr()
+        if inet_pton(AF_INET, text, &v4) == 1 { return .ipAddress(ASN1OctetString(contentBytes: withUnsafeBytes(of: &v4) { ArraySlice($0) })) }
+        if inet_pton(AF_INET6, text, &v6) == 1 { return .ipAddress(ASN1OctetString(contentBytes: withUnsafeBytes(of: &v6) { ArraySlice($0) })) }
+        let labels = text.split(separator: ".", omittingEmptySubsequences: false)
+        let valid = text.count <= 253 && !labels.isEmpty && labels.allSatisfy { label in
+            (1...63).contains(label.count) && label.first != "-" && label.last != "-"
+                && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+        }
+        guard valid else { throw PKIError("'\(text.prefix(80))' is neither an IP address nor a host name (letters, digits, hyphens, dots)") }
+        return .dnsName(text.lowercased())
     }
 }
 

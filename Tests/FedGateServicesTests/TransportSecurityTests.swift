@@ -46,6 +46,30 @@ struct TransportSecurityTests {
         }
     }
 
+    @Test("a broker certificate issued with its real host name is checked against the name a client dials; another name is refused")
+    func hostNames() async throws {
+        let consortium = try Consortium()
+        let store = try await consortium.store("broker")
+        let request = try EnrollmentRequest(identity: try Identity(id: "broker", role: .broker, region: "eu-west"))
+        // A host name only: an IP address among the names would match any connection to that
+        // address, whatever name the client dialled (swift-nio-ssl checks both).
+        let certificate = try consortium.ca.issue(request.csr, days: 7, alternativeNames: ["broker.consortium.example"])
+        let credentials = try TLSCredentials(certificatePEM: try certificate.serializeAsPEM().pemString, keyPEM: request.keyPEM,
+                                             caPEM: try consortium.ca.certificatePEM)
+        #expect(credentials.identity.id == "broker", "the identity is the subject's, whatever other names the certificate carries")
+        try await BrokerHost.serve(port: 0, credentials: credentials, store: store, logger: consortium.logger) { broker in
+            let dana = try consortium.credentials("dana", .dataScientist)
+            func whoAmI(dialling name: String) async -> String? {
+                guard let transport = try? FedGateTransports.client(host: "127.0.0.1", port: broker.port, serverName: name, credentials: dana,
+                                                                    requestTimeout: .seconds(20)) else { return nil }
+                return try? await withGRPCClient(transport: transport) { try await Fedgate_V1_Broker.Client(wrapping: $0).whoAmI(.init()).id }
+            }
+            #expect(await whoAmI(dialling: "broker.consortium.example") == "dana")
+            #expect(await whoAmI(dialling: "broker") == "dana")
+            #expect(await whoAmI(dialling: "elsewhere.example") == nil, "a name the certificate does not carry is refused")
+        }
+    }
+
     @Test("no client certificate, another CA's certificate, an expired one: refused at the handshake and audited")
     func handshakeRefusals() async throws {
         try await withBroker { consortium, broker, store in
