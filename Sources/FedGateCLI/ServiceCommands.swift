@@ -213,6 +213,7 @@ struct GatewayCommand: AsyncParsableCommand {
             // On SIGTERM the gateway's own services stop in order: the link, then the last audit head.
             try await runUntilSignalled(logger, cancelOnShutdown: false) { await gateway.run() }
             await endpoint?.close()
+            if let stopped = await gateway.stopped { throw CommandFailure(status: .unavailable, description: "\(stopped)") }
             logger.info("gateway stopped", metadata: ["silo": "\(c.silo)"])
         }
     }

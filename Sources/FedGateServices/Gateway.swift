@@ -35,6 +35,11 @@ public actor Gateway {
         public var limits = TransportLimits()
         public var reconnectInitial: Duration = .milliseconds(200)
         public var reconnectMaximum: Duration = .seconds(10)
+        /// How long every broker may keep refusing this gateway's certificate at the handshake
+        /// (revoked, or a broker that does not know its CA), three times at least, before the
+        /// gateway stops trying and says so: long enough to ride out a broker restarted with a
+        /// wrong configuration, short enough not to knock for ever.
+        public var refusedCertificatePatience: Duration = .seconds(300)
         /// A session gives up on a broker that has not welcomed it within this long (TCP, TLS,
         /// HTTP/2 and the welcome message): a broker that accepts connections and then hangs —
         /// frozen, overloaded, or behind a network that swallows the handshake — must not hold the
@@ -110,6 +115,8 @@ public actor Gateway {
     var jitter = SystemRandomNumberGenerator()
 
     public let metrics: FedGateMetrics
+    /// Why the gateway stopped trying to reach the broker, when it gave up (nil while it tries).
+    public private(set) var stopped: GatewayError?
 
     public init(settings: Settings, governor: SiloGovernor, metrics: FedGateMetrics = FedGateMetrics(), logger: Logger) {
         self.settings = settings
@@ -147,15 +154,30 @@ public actor Gateway {
         var delay = settings.reconnectInitial
         let endpoints = [(settings.brokerHost, settings.brokerPort)] + settings.standbyBrokers
         var next = 0
+        var refused = 0
+        var firstRefused = ContinuousClock.now
         while !Task.isCancelled {
             let started = ContinuousClock.now
             let (host, port) = endpoints[next]
             do {
                 try await session(host: host, port: port)
+                refused = 0
                 logger.notice("broker closed the task stream; reconnecting", metadata: ["silo": "\(siloID)"])
             } catch {
                 if Task.isCancelled { break }
-                logger.warning("session with the broker failed", metadata: ["silo": "\(siloID)", "error": "\(error)"])
+                refused = Self.certificateRefused(error) ? refused + 1 : 0
+                if refused == 1 { firstRefused = .now }
+                if refused > 0 {
+                    let refusal = GatewayError.certificateRefused(silo: siloID, notAfter: credentials.notAfter, attempts: refused)
+                    if refused >= 3, ContinuousClock.now - firstRefused >= settings.refusedCertificatePatience {
+                        logger.critical("stopping: \(refusal)", metadata: ["silo": "\(siloID)"])
+                        stopped = refusal
+                        break
+                    }
+                    if refused == 1 { logger.error("\(refusal); retrying", metadata: ["silo": "\(siloID)", "broker": "\(host):\(port)"]) }
+                } else {
+                    logger.warning("session with the broker failed", metadata: ["silo": "\(siloID)", "error": "\(error)"])
+                }
             }
             await abandonRoundsInFlight()
             if ContinuousClock.now - started > .seconds(30) || renewedJustNow { delay = settings.reconnectInitial }
@@ -168,6 +190,13 @@ public actor Gateway {
             delay = min(delay * 2, settings.reconnectMaximum)
         }
         for task in training.values { task.cancel() }
+    }
+
+    /// Whether a session failed because the broker refused this gateway's certificate at the
+    /// handshake (its TLS alert: certificate unknown, revoked or bad), not for the network's sake.
+    static func certificateRefused(_ error: any Error) -> Bool {
+        let text = String(reflecting: error)
+        return ["ALERT_CERTIFICATE_UNKNOWN", "ALERT_CERTIFICATE_REVOKED", "ALERT_BAD_CERTIFICATE"].contains { text.contains($0) }
     }
 
     /// The task stream ended: the broker has dropped this silo from any round in flight, and the

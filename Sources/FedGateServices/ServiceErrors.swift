@@ -37,6 +37,8 @@ public enum GatewayError: Error, Sendable, Equatable, CustomStringConvertible {
     case modelDigestMismatch(round: UInt32)
     case noWelcome(broker: String, within: Duration)
     case renewalMismatch(identity: String, notAfter: Date)
+    /// Every broker refused this gateway's certificate at the handshake, `attempts` times in a row.
+    case certificateRefused(silo: String, notAfter: Date, attempts: Int)
 
     public var description: String {
         switch self {
@@ -50,6 +52,10 @@ public enum GatewayError: Error, Sendable, Equatable, CustomStringConvertible {
                 + "(frozen, overloaded, or the network drops the handshake); trying the next broker"
         case .renewalMismatch(let identity, let notAfter):
             "the broker returned a certificate for \(identity) until \(notAfter); keeping the current one"
+        case .certificateRefused(let silo, let notAfter, let attempts):
+            "the broker refused this gateway's certificate (silo \(silo), valid until \(notAfter)) at \(attempts) handshakes in a row: "
+                + "the consortium operator revoked it (the broker's audit trail records by whom) or never enrolled this silo. "
+                + "Ask the operator; with a new certificate (fedgate gateway enroll) start the gateway again"
         }
     }
 }

@@ -196,6 +196,28 @@ struct TransportSecurityTests {
         }
     }
 
+    @Test("a revoked gateway is told why and stops after a few refused handshakes, instead of retrying for ever")
+    func revokedGatewayStops() async throws {
+        try await withBroker { consortium, broker, store in
+            let shard = try Fixtures.simulation(seed: 8).shards()[0]
+            let silo = try await NetworkedRoundTests().makeSilo(consortium, "hospital-r", train: shard.train, test: shard.test, broker: store,
+                                                               port: broker.port) { settings in
+                settings.refusedCertificatePatience = .zero
+                settings.reconnectMaximum = .milliseconds(400)
+            }
+            let running = Task { await silo.gateway.run() }
+            defer { running.cancel() }
+            #expect(await eventually { await broker.coordinator.connectedSilos == ["hospital-r"] })
+            try await store.revoke(party: "hospital-r", at: Date(), actor: "operator")
+            // The broker closes its stream; every handshake after is refused; the gateway gives up.
+            await running.value
+            let stopped = try #require(await silo.gateway.stopped, "the gateway stopped without saying why")
+            let notAfter = await silo.gateway.credentials.notAfter
+            #expect(stopped == .certificateRefused(silo: "hospital-r", notAfter: notAfter, attempts: 3))
+            #expect("\(stopped)".contains("revoked") && "\(stopped)".contains("Ask the operator"))
+        }
+    }
+
     @Test("revoking a silo closes its open connections at once and refuses its next handshake")
     func revocation() async throws {
         try await withBroker { consortium, broker, store in
