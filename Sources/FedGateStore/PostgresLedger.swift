@@ -23,7 +23,11 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
                                                   database: database.isEmpty ? nil : database, tls: .disable)
         // Names FedGate's sessions, so that a broker fencing a frozen one ends only FedGate's.
         config.options.additionalStartupParameters = [("application_name", Self.applicationName)]
-        let client = PostgresClient(configuration: config, backgroundLogger: logger)
+        // The pool's own logger, but for one warning that says only that the first statement came
+        // before the pool's task started (it waits for it): at every command's start it alarmed operators.
+        var background = logger
+        background.handler = StartupQuietHandler(wrapping: logger.handler)
+        let client = PostgresClient(configuration: config, backgroundLogger: background)
         self.client = client
         self.logger = logger
         runner = Task { await client.run() }
@@ -111,3 +115,33 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
 }
 
 extension PostgresLedger: PlanRunBackend {}
+
+/// Forwards every log record but PostgresNIO's notice that a connection was asked for before
+/// `PostgresClient.run()` began, which it logs at warning level and then simply waits out; that one
+/// is kept at debug level.
+struct StartupQuietHandler: LogHandler {
+    var wrapped: any LogHandler
+    init(wrapping handler: any LogHandler) { wrapped = handler }
+
+    var logLevel: Logger.Level {
+        get { wrapped.logLevel }
+        set { wrapped.logLevel = newValue }
+    }
+    var metadata: Logger.Metadata {
+        get { wrapped.metadata }
+        set { wrapped.metadata = newValue }
+    }
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { wrapped[metadataKey: key] }
+        set { wrapped[metadataKey: key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        var event = event
+        if event.level == .warning, event.message.description.hasPrefix("Trying to lease connection from `PostgresClient`, but `PostgresClient.run()`") {
+            guard logLevel <= .debug else { return }
+            event.level = .debug
+        }
+        wrapped.log(event: event)
+    }
+}
