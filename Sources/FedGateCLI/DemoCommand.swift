@@ -92,9 +92,12 @@ struct DemoCommand: AsyncParsableCommand, AsyncExecutable {
 
         // 3. Three silos: a non-IID shard each, their policy, budget and consent in their own store, a gateway process.
         try await startSilos(ca, port: port, work: work, paths, into: &gateways, children)
-        func connected() -> Int { broker.output.components(separatedBy: "gateway connected").count - 1 }
+        // Each gateway says once per session that it is connected (its readiness line).
+        func connected() -> Int { gateways.filter { $0.output.contains(" connected to broker ") }.count }
         for _ in 0..<1500 where connected() < Self.silos.count { try await Task.sleep(for: .milliseconds(20)) }
-        guard connected() >= Self.silos.count else { throw RemoteFailure("\(connected()) of 3 gateways connected:\n\(broker.output.suffix(2000))") }
+        guard connected() >= Self.silos.count else {
+            throw RemoteFailure("\(connected()) of 3 gateways connected:\n\(gateways.map { $0.output.suffix(1000) }.joined(separator: "\n---\n"))")
+        }
 
         // 4.–6. A plan one silo refuses, then the example plan followed live, and its model pulled.
         let transport = try FedGateTransports.client(host: "127.0.0.1", port: port, serverName: "broker", credentials: scientist)

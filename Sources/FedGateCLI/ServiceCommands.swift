@@ -207,6 +207,10 @@ struct GatewayCommand: AsyncParsableCommand {
             settings.renewBefore = .seconds(Int64(c.renewBeforeDays * 86_400))
             settings.certificateFile = c.tls.certificate
             settings.keyFile = c.tls.key
+            // The gateway's readiness line, once per session, on standard output.
+            settings.onConnected = { [silo = c.silo] address in
+                FileHandle.standardOutput.write(Data("gateway \(silo) connected to broker \(address)\n".utf8))
+            }
             let metrics = FedGateMetrics()
             let endpoint = try await serveMetrics(c.metrics, credentials: credentials, metrics: metrics, logger: logger)
             let gateway = Gateway(settings: settings, governor: governor, metrics: metrics, logger: logger)

@@ -71,7 +71,7 @@ extension Gateway {
                 for try await message in response.messages {
                     switch message.kind {
                     case .welcome(let welcome):
-                        await self.connected()
+                        await self.connected(to: "\(host):\(port)")
                         // A renewed certificate takes effect on the next connection: end this stream
                         // (no round of ours is in flight right after the welcome) and reconnect at once.
                         do {
@@ -161,8 +161,9 @@ extension Gateway {
             "silo": "\(siloID)", "not_after": "\(credentials.notAfter)", "error": "\(error)"])
     }
 
-    func connected() {
+    func connected(to address: String) {
         activity.sessions += 1
-        logger.info("connected to the broker", metadata: ["silo": "\(siloID)", "broker": "\(settings.brokerName)"])
+        logger.info("connected to the broker", metadata: ["silo": "\(siloID)", "broker": "\(settings.brokerName)", "address": "\(address)"])
+        settings.onConnected?(address)
     }
 }

@@ -55,6 +55,9 @@ public actor Gateway {
         public var keyFile: URL?
         /// Keep `fedgate_epsilon_spent` and `_remaining` up to date (when `/metrics` is served).
         public var budgetMetrics = false
+        /// Called with the broker's address each time a session is welcomed (`gateway run` prints its
+        /// one readiness line from it: scripts and tests wait for that, not for log lines).
+        public var onConnected: (@Sendable (String) -> Void)?
         /// Where a test stops this process mid-round (none in production).
         public var crashPoints = CrashPoints.none
         /// Tests only: repeatable DP noise for this silo (run seed, silo index), to compare with the simulator.

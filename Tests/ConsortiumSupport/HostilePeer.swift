@@ -15,6 +15,8 @@ struct HostilePeer {
     let port: Int
     let answer: @Sendable (Fedgate_V1_RoundOffer) -> Fedgate_V1_OfferReply
     let onTask: @Sendable (Fedgate_V1_RoundTask, Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async throws -> Bool
+    /// Called when the broker welcomes its stream (the peer is connected).
+    var onWelcome: @Sendable () -> Void = {}
 
     /// Runs until the stream ends or the task is cancelled; the error that ended it, if any.
     func run() async -> (any Error)? {
@@ -45,6 +47,8 @@ struct HostilePeer {
                             var reply = Fedgate_V1_GatewayMessage()
                             reply.offerReply = answer(offer)
                             continuation.yield(reply)
+                        case .welcome:
+                            onWelcome()
                         case .task(let task):
                             if try await !onTask(task, client) { continuation.finish(); return }
                         default: continue

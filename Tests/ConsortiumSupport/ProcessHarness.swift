@@ -42,6 +42,12 @@ struct Processes {
 
         var output: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
 
+        /// How often this gateway process said it connected (its readiness line), to any broker or
+        /// to the one on `port`.
+        func connections(port: Int? = nil) -> Int {
+            output.split(separator: "\n").filter { $0.hasPrefix("gateway ") && $0.contains(" connected to broker \(port.map { "127.0.0.1:\($0)" } ?? "")") }.count
+        }
+
         func signal(_ s: Int32) { kill(process.processIdentifier, s) }
 
         /// When the process (started with `FEDGATE_TESTING_CRASH_AT=…:stop`) reaches its `n`th test
@@ -213,4 +219,9 @@ extension Processes {
         if status == nil { run.signal(SIGKILL) }
         return (status, run.output)
     }
+}
+
+extension Array where Element == Processes.Running {
+    /// Whether every one of these gateway processes is connected (its readiness line), optionally to the broker on `port`.
+    func allConnected(port: Int? = nil) -> Bool { allSatisfy { $0.connections(port: port) >= 1 } }
 }

@@ -43,7 +43,7 @@ struct AuditTamperingTests {
         try #require(port > 0, "\(broker.output)")
         let gateways = try await processes.startGateways(consortium, seed: 31, port: port)
         defer { gateways.forEach { $0.signal(SIGKILL) } }
-        await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
+        await eventually { gateways.allConnected() }
         let (hash, submit) = try processes.submitAlongside(consortium, port: port, rounds: 2, deadline: 60)
         defer { submit.signal(SIGKILL) }
         let store = try SQLiteLedger(path: consortium.file("broker.sqlite").path)

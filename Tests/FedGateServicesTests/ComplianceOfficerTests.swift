@@ -19,7 +19,7 @@ struct ComplianceOfficerTests {
         try #require(port > 0, "\(broker.output)")
         let gateways = try await processes.startGateways(consortium, seed: 33, port: port)
         defer { gateways.forEach { $0.signal(SIGKILL) } }
-        await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
+        await eventually { gateways.allConnected() }
         let (hash, submit) = try processes.submitAlongside(consortium, port: port, rounds: 1, deadline: 60)
         defer { submit.signal(SIGKILL) }
         let store = try SQLiteLedger(path: consortium.file("broker.sqlite").path)

@@ -115,7 +115,7 @@ struct ExecutorTests {
             gateways.append(try .init(["gateway", "run", "--config", config.path], log: consortium.file("hospital-\(i).log"),
                                       environment: ["TMPDIR": temporary.path]))
         }
-        await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
+        await eventually { gateways.allConnected() }
         let client = try processes.scientist(consortium, port: port)
         // Noise on a whole update is costly: σ = 4 (counted as 2) keeps two rounds under the per-plan cap of 5.
         let text = Fixtures.plan(rounds: 2, quorum: 3, deadline: 60, executor: "numpy")

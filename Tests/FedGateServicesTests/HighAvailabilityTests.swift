@@ -65,7 +65,7 @@ struct HighAvailabilityTests {
         let store = try PostgresLedger(url: url)
         var pair = Pair(consortium: consortium, leader: leader, port: port, standby: standby, standbyPort: standbyPort, gateways: gateways,
                         hash: "", store: store, url: url)
-        await eventually { leader.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
+        await eventually { gateways.allConnected(port: port) }
         // The client runs alongside: rounds 1 and 2 may be over, and the leader gone, before it has
         // read the first offer's answers (it then ends with an error after the plan was taken).
         let (hash, submit) = try processes.submitAlongside(consortium, port: port, rounds: 6, deadline: 30)
@@ -93,7 +93,7 @@ struct HighAvailabilityTests {
         #expect(AuditVerification.verify(records) == .intact(records: records.count))
         let leases = records.filter { $0.action == "broker.lease" }
         #expect(leases.map(\.actor) == ["broker-a", "broker-b"] && leases.last?.payload.contains("\"term\":2") == true, "\(leases.map(\.payload))")
-        #expect(p.standby.output.components(separatedBy: "gateway connected").count - 1 >= 3, "the gateways found the new leader")
+        #expect(p.gateways.allConnected(port: p.standbyPort), "the gateways found the new leader: \(p.gateways.map { $0.output.suffix(500) })")
         for i in 0..<3 {
             let ledger = try SQLiteLedger(path: p.consortium.file("hospital-\(i).sqlite").path)
             let entries = try await ledger.entries(dataset: "breast-cancer-2024")
@@ -154,7 +154,7 @@ struct HighAvailabilityTests {
         try #require(port > 0, "\(broker.output)")
         let gateways = try await processes.startGateways(consortium, seed: 8, port: port, brokerStore: pg.url)
         defer { gateways.forEach { $0.signal(SIGKILL) } }
-        await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
+        await eventually { gateways.allConnected() }
         let (hash, submit) = try processes.submitAlongside(consortium, port: port, rounds: 10, deadline: 60)
         defer { submit.signal(SIGKILL) }
         let store = try PostgresLedger(url: pg.url)
@@ -203,7 +203,7 @@ struct HighAvailabilityTests {
         let frozen = broker.onPause(1) { usleep(3_500_000) }
         let gateways = try await processes.startGateways(consortium, seed: 12, port: port)
         defer { gateways.forEach { $0.signal(SIGKILL) } }
-        await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
+        await eventually { gateways.allConnected() }
         let (hash, submit) = try processes.submitAlongside(consortium, port: port, rounds: 4, deadline: 30)
         defer { submit.signal(SIGKILL) }
         try #require(await frozen.wait() != nil, "round 2 never trained: \(broker.output.suffix(2000))")

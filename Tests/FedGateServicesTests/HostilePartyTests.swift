@@ -17,7 +17,7 @@ import Testing
 struct HostilePartyTests {
     let processes = Processes()
 
-    /// A broker process and three honest gateway processes; `body` runs with them, then all stop.
+    /// A broker process and three honest gateway processes, connected; `body` runs with them, then all stop.
     func withConsortium(seed: UInt64, _ body: (Consortium, Int, Processes.Running) async throws -> Void) async throws {
         try #require(FileManager.default.isExecutableFile(atPath: Processes.fedgate.path), "build the fedgate product first (swift build)")
         let consortium = try Consortium()
@@ -28,6 +28,7 @@ struct HostilePartyTests {
         try #require(port > 0, "the broker did not start: \(broker.output)")
         let gateways = try await processes.startGateways(consortium, seed: seed, port: port)
         defer { gateways.forEach { $0.signal(SIGKILL) } }
+        try #require(await eventually { gateways.allConnected() }, "the gateways did not connect: \(gateways.map { $0.output.suffix(1000) })")
         try await body(consortium, port, broker)
     }
 
@@ -62,10 +63,12 @@ struct HostilePartyTests {
                 receipts.withLock { $0.append(receipt) }
                 return false  // refused: it leaves
             })
-            let running = Task { await hostile.run() }
+            let welcomed = Mutex(false)
+            var peer = hostile
+            peer.onWelcome = { welcomed.withLock { $0 = true } }
+            let running = Task { [peer] in await peer.run() }
             defer { running.cancel() }
-            try #require(await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 4 },
-                         "three gateways and the hostile silo connected: \(broker.output.suffix(2000))")
+            try #require(await eventually { welcomed.withLock { $0 } }, "the hostile silo connected: \(broker.output.suffix(2000))")
             // Rounds 4 to 6 are the hostile silo's to join (it leaves after its first refused update):
             // on a loaded machine its answer to one offer may come after the offer closed.
             let (hash, submit) = try processes.submitAlongside(consortium, port: port, rounds: 6, deadline: 60)

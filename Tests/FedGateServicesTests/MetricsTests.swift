@@ -98,7 +98,7 @@ struct MetricsTests {
 
         let gateways = try await processes.startGateways(consortium, seed: 5, port: port) { $0 + "\nmetrics: { port: 0 }\n" }
         defer { gateways.forEach { $0.signal(SIGKILL) } }
-        await eventually { broker.output.components(separatedBy: "gateway connected").count - 1 >= 3 }
+        await eventually { gateways.allConnected() }
         _ = try consortium.credentials("prometheus", .monitor)
         let client = try processes.scientist(consortium, port: port)
         try Fixtures.plan(rounds: 1, quorum: 3, deadline: 20, purpose: "marketing")

@@ -43,14 +43,13 @@ struct NetworkFaultTests {
         }
         let gateways = try await processes.startGateways(consortium, seed: 10, port: network.port)
         defer { gateways.forEach { $0.signal(SIGKILL) } }
-        func connections() -> Int { broker.output.components(separatedBy: "gateway connected").count - 1 }
         /// What the broker and each gateway said last, for a failure's message.
         func logs() -> String {
             (["broker: " + broker.output] + gateways.enumerated().map { "hospital-\($0): " + $1.output })
                 .map { $0.split(separator: "\n").filter { !$0.contains(" debug ") && !$0.contains(" trace ") }.suffix(12).joined(separator: "\n") }
                 .joined(separator: "\n---\n")
         }
-        await eventually { connections() >= 3 }
+        await eventually { gateways.allConnected() }
         let deadline = 6.0
         let (hash, submit) = try processes.submitAlongside(consortium, port: port, rounds: 6, deadline: Int(deadline))
         defer { submit.signal(SIGKILL) }
@@ -73,7 +72,7 @@ struct NetworkFaultTests {
         network.mode = .pass
         // The gateways notice the dead connections (keepalive; a handshake the silence swallowed, by
         // their connect timeout) and come back through the healed network.
-        #expect(await eventually(seconds: 40) { connections() >= 6 }, "gateways did not reconnect: \(logs())")
+        #expect(await eventually(seconds: 40) { gateways.allSatisfy { $0.connections() >= 2 } }, "gateways did not reconnect: \(logs())")
 
         // Every connection cut during the next round's training: that round ends, the next ones go on.
         let cutIn = await eventually(seconds: 180, every: .milliseconds(20)) { !cut.all.isEmpty }
@@ -130,7 +129,7 @@ struct NetworkFaultTests {
         try text.write(to: config, atomically: true, encoding: .utf8)
         let gateway = try Processes.Running(["gateway", "run", "--config", config.path], log: consortium.file("hospital-0.log"))
         defer { gateway.signal(SIGKILL) }
-        let connected = await eventually(seconds: 30, every: .milliseconds(50)) { broker.output.contains("silo=hospital-0 [FedGateServices] gateway connected") }
+        let connected = await eventually(seconds: 30, every: .milliseconds(50)) { gateway.connections(port: port) >= 1 }
         #expect(connected, "the gateway never reached the answering broker: \(gateway.output.suffix(2000))")
         #expect(gateway.output.contains("no welcome from the broker at 127.0.0.1:\(tarpit.port) within 2"), "\(gateway.output.suffix(2000))")
     }
