@@ -33,10 +33,10 @@ extension BrokerCoordinator {
                                     participants: Set<String>, resumed: Bool) async throws -> (silos: [SiloEvaluation], failures: [String: String]) {
         // Right after a restart the participants are still reconnecting: give them the connect wait.
         let until = ContinuousClock.now + (resumed ? settings.connectWait : .zero)
-        while !participants.allSatisfy({ sessions[$0] != nil }), ContinuousClock.now < until, !Task.isCancelled {
+        while !participants.allSatisfy(gateways.isConnected), ContinuousClock.now < until, !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(20))
         }
-        let asked = participants.filter { sessions[$0] != nil }.sorted()
+        let asked = participants.filter(gateways.isConnected).sorted()
         evaluations[hash] = Evaluating(state: FinalEvaluation(round: round, expected: Set(asked)), model: file)
         var task = Fedgate_V1_EvaluateTask()
         task.planHash = hash

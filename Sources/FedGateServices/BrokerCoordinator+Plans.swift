@@ -196,8 +196,7 @@ extension BrokerCoordinator {
         stopping = true
         for task in runs.values { task.cancel() }
         for plan in Array(waiters.keys) { wake(plan) }
-        for s in sessions.values { s.outbox.finish() }
-        sessions.removeAll()
+        gateways.closeAll()
         monitor?.cancel()
     }
 }

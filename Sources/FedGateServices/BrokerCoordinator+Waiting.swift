@@ -50,7 +50,7 @@ extension BrokerCoordinator {
 
     func eligibleSilos(for plan: TrainingPlan) async -> [String] {
         let needed = Set(plan.datasets)
-        func serving() -> [String] { sessions.filter { needed.isSubset(of: $0.value.datasets) }.keys.sorted() }
+        func serving() -> [String] { gateways.serving(needed) }
         let until = ContinuousClock.now + settings.connectWait
         while serving().count < plan.quorum, ContinuousClock.now < until, !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(20))
@@ -61,7 +61,7 @@ extension BrokerCoordinator {
     func send(_ kind: Fedgate_V1_BrokerMessage.OneOf_Kind, to silos: [String]) {
         var message = Fedgate_V1_BrokerMessage()
         message.kind = kind
-        for silo in silos { sessions[silo]?.outbox.yield(message) }
+        gateways.send(message, to: silos)
     }
 
     func sendOutcome(_ hash: String, _ number: Int, _ state: String, _ participants: [String], _ reason: String, to silos: [String]) {

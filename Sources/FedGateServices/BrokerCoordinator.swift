@@ -45,13 +45,6 @@ public actor BrokerCoordinator {
         let model: ModelFile
     }
 
-    struct Session {
-        let token: UInt64
-        let outbox: AsyncStream<Fedgate_V1_BrokerMessage>.Continuation
-        let datasets: Set<String>
-        let certificateNotAfter: Date?
-    }
-
     struct ActiveRound {
         let number: Int
         /// The round's state machine: who answered and uploaded, the secure exchange, what comes next.
@@ -82,10 +75,8 @@ public actor BrokerCoordinator {
     let chunkBytes: Int
     let store: any BrokerStore
     let logger: Logger
-    var sessions: [String: Session] = [:]
-    /// When each connected gateway was last heard from, in the broker's awake time.
-    var liveness: Liveness
-    var nextToken: UInt64 = 0
+    /// The open task streams, and when each gateway was last heard from in the broker's awake time.
+    var gateways: GatewaySessions
     var active: [String: ActiveRound] = [:]
     var evaluations: [String: Evaluating] = [:]
     /// Plans asking their silos whether they may begin (the admission offer), or waiting for approvals.
@@ -121,7 +112,7 @@ public actor BrokerCoordinator {
     public init(settings: Settings = .init(), store: any BrokerStore, chunkBytes: Int = TransportLimits().chunkBytes,
                 metrics: FedGateMetrics = FedGateMetrics(), logger: Logger) {
         self.settings = settings
-        liveness = Liveness(tick: settings.heartbeatInterval, silentAfter: settings.silentAfter, at: .now)
+        gateways = GatewaySessions(heartbeatInterval: settings.heartbeatInterval, silentAfter: settings.silentAfter, at: .now)
         self.metrics = metrics
         self.chunkBytes = chunkBytes
         self.store = store
@@ -134,19 +125,16 @@ public actor BrokerCoordinator {
     public func open(silo: String, datasets: [String], certificateNotAfter: Date? = nil,
                      outbox: AsyncStream<Fedgate_V1_BrokerMessage>.Continuation) -> UInt64 {
         startMonitorIfNeeded()
-        nextToken += 1
-        if let old = sessions[silo] {
+        let (token, replaced) = gateways.open(silo, datasets: datasets, certificateNotAfter: certificateNotAfter, outbox: outbox, at: .now)
+        if replaced != nil {
             // The earlier stream is gone, and with it what the gateway was doing for a round in
             // flight (it abandons those when a stream ends): the silo is dropped from them now, as
             // a close would. The earlier stream's own close comes later with its old token and is
             // ignored, so without this a round waited for the silo until its deadline.
-            old.outbox.finish()
             logger.notice("gateway reconnected; earlier stream closed", metadata: ["silo": "\(silo)"])
             dropFromRoundsInFlight(silo)
         }
-        sessions[silo] = Session(token: nextToken, outbox: outbox, datasets: Set(datasets), certificateNotAfter: certificateNotAfter)
-        liveness.heard(from: silo, at: .now)
-        metrics.set("fedgate_connected_gateways", Double(sessions.count))
+        metrics.set("fedgate_connected_gateways", Double(gateways.count))
         var welcome = Fedgate_V1_Welcome()
         welcome.brokerID = settings.brokerID
         welcome.heartbeatIntervalMs = UInt32(settings.heartbeatInterval.milliseconds)
@@ -155,16 +143,13 @@ public actor BrokerCoordinator {
         outbox.yield(message)
         logger.info("gateway connected", metadata: ["silo": "\(silo)", "datasets": "\(datasets.sorted())"])
         sendAuditHead(to: [silo])
-        return nextToken
+        return token
     }
 
     /// A gateway's stream ended (or was closed): it no longer counts on any round it is in.
     public func close(silo: String, token: UInt64) {
-        guard let s = sessions[silo], s.token == token else { return }
-        s.outbox.finish()
-        sessions.removeValue(forKey: silo)
-        liveness.forget(silo)
-        metrics.set("fedgate_connected_gateways", Double(sessions.count))
+        guard gateways.close(silo, token: token) else { return }
+        metrics.set("fedgate_connected_gateways", Double(gateways.count))
         logger.notice("gateway disconnected", metadata: ["silo": "\(silo)"])
         dropFromRoundsInFlight(silo)
     }
@@ -178,23 +163,23 @@ public actor BrokerCoordinator {
         for plan in admissions.keys where admissions[plan]!.asked.remove(silo) != nil { wakeIfDone(plan) }
     }
 
-    func isSession(_ silo: String, _ token: UInt64) -> Bool { sessions[silo]?.token == token }
+    func isSession(_ silo: String, _ token: UInt64) -> Bool { gateways.isCurrent(silo, token: token) }
 
     /// Something arrived on a silo's task stream: it is alive.
     public func heartbeat(silo: String, token: UInt64) {
-        if sessions[silo]?.token == token { liveness.heard(from: silo, at: .now) }
+        gateways.heard(from: silo, token: token, at: .now)
     }
 
     /// A transfer of a silo's (a model range read, an update received) shows it alive too, however
     /// late its task stream's heartbeats are.
     func heardFrom(_ silo: String) {
-        if sessions[silo] != nil { liveness.heard(from: silo, at: .now) }
+        gateways.heard(from: silo, at: .now)
     }
 
-    public var connectedSilos: [String] { sessions.keys.sorted() }
+    public var connectedSilos: [String] { gateways.connected }
 
     /// The expiry of the certificate a connected silo's stream was opened with.
-    public func certificateNotAfter(of silo: String) -> Date? { sessions[silo]?.certificateNotAfter }
+    public func certificateNotAfter(of silo: String) -> Date? { gateways.certificateNotAfter(of: silo) }
 
     func startMonitorIfNeeded() {
         guard monitor == nil else { return }
@@ -209,10 +194,9 @@ public actor BrokerCoordinator {
     /// Closes the streams of gateways silent for `silentAfter` of the broker's own awake time
     /// (`Liveness`): a broker starved of CPU does not blame the gateways for its stall.
     func closeSilentGateways() {
-        for silo in liveness.silent(at: .now) {
-            guard let s = sessions[silo] else { continue }
+        for (silo, token) in gateways.silent(at: .now) {
             logger.warning("gateway silent; closing its stream", metadata: ["silo": "\(silo)"])
-            close(silo: silo, token: s.token)
+            close(silo: silo, token: token)
         }
     }
 }
