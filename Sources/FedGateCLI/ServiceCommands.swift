@@ -167,22 +167,7 @@ struct GatewayCommand: AsyncParsableCommand {
             var logger = Logger(label: "fedgate.gateway")
             logger.logLevel = .info
             let credentials = try loadCredentials(c.tls, expecting: c.silo, file: config)
-            let train: Dataset, test: Dataset
-            do {
-                let data = try Dataset.load(csv: c.csv, label: c.label)
-                if let testCSV = c.testCSV {
-                    (train, test) = (data, try Dataset.load(csv: testCSV, label: c.label))
-                    guard test.featureNames == train.featureNames else {
-                        throw ValidationError("\(config): dataset.test_csv: its columns differ from dataset.csv's")
-                    }
-                } else {
-                    // A fixed held-out split, so restarts evaluate on the same rows.
-                    var rng = SimulationRandom(seed: 0x5ee0)
-                    let order = Array(0..<data.count).shuffled(using: &rng)
-                    let held = max(1, Int(Double(data.count) * c.testFraction))
-                    (train, test) = (data.subset(Array(order.dropFirst(held))), data.subset(Array(order.prefix(held))))
-                }
-            } catch let e as DatasetError { throw ValidationError("\(config): dataset: \(e)") }
+            let (train, test) = try rows(c)
             let store = try await openServiceStore(c.store, migrations: c.migrations)
             let ledger = PrivacyLedger(backend: store)
             let governor = SiloGovernor(policy: policy, policyText: try String(contentsOf: c.policy, encoding: .utf8), ledger: ledger)
@@ -219,6 +204,25 @@ struct GatewayCommand: AsyncParsableCommand {
             await endpoint?.close()
             if let stopped = await gateway.stopped { throw CommandFailure(status: .unavailable, description: "\(stopped)") }
             logger.info("gateway stopped", metadata: ["silo": "\(c.silo)"])
+        }
+
+        /// The data set's training and held-out rows, as the config says.
+        func rows(_ c: GatewayConfig) throws -> (train: Dataset, test: Dataset) {
+            do {
+                let data = try Dataset.load(csv: c.csv, label: c.label)
+                if let testCSV = c.testCSV {
+                    let test = try Dataset.load(csv: testCSV, label: c.label)
+                    guard test.featureNames == data.featureNames else {
+                        throw ValidationError("\(config): dataset.test_csv: its columns differ from dataset.csv's")
+                    }
+                    return (data, test)
+                }
+                // A fixed held-out split, so restarts evaluate on the same rows.
+                var rng = SimulationRandom(seed: 0x5ee0)
+                let order = Array(0..<data.count).shuffled(using: &rng)
+                let held = max(1, Int(Double(data.count) * c.testFraction))
+                return (data.subset(Array(order.dropFirst(held))), data.subset(Array(order.prefix(held))))
+            } catch let e as DatasetError { throw ValidationError("\(config): dataset: \(e)") }
         }
     }
 }

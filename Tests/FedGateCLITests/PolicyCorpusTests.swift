@@ -88,22 +88,25 @@ struct PolicyCorpusTests {
         }
     }
 
+    /// Runs the `fedgate` program with `arguments`: its exit status and what it printed on each stream.
+    static func run(_ fedgate: URL, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let p = Process()
+        p.executableURL = fedgate
+        p.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
     @Test("only a command line that is itself wrong prints the usage; a store that cannot be used is one line; --version names the build")
     func usageOnlyForUsageErrors() throws {
         let fedgate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("fedgate")
         try #require(FileManager.default.isExecutableFile(atPath: fedgate.path), "build the fedgate program first (swift build)")
-        func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-            let p = Process()
-            p.executableURL = fedgate
-            p.arguments = arguments
-            let out = Pipe(), err = Pipe()
-            p.standardOutput = out
-            p.standardError = err
-            try p.run()
-            let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-        }
+        func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) { try Self.run(fedgate, arguments) }
         let wrongFlag = try run(["ledger", "show", "--no-such-flag"])
         #expect(wrongFlag.status == 64 && wrongFlag.stderr.contains("Usage:"), "\(wrongFlag.stderr)")
         let badStore = try run(["ledger", "show", "--store", "sqlite:/no/such/folder/ledger.sqlite", "--dataset", "x"])
@@ -116,18 +119,7 @@ struct PolicyCorpusTests {
     func programExitStatuses() throws {
         let fedgate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("fedgate")
         try #require(FileManager.default.isExecutableFile(atPath: fedgate.path), "build the fedgate program first (swift build)")
-        func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-            let p = Process()
-            p.executableURL = fedgate
-            p.arguments = ["policy", "check"] + arguments
-            let out = Pipe(), err = Pipe()
-            p.standardOutput = out
-            p.standardError = err
-            try p.run()
-            let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-        }
+        func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) { try Self.run(fedgate, ["policy", "check"] + arguments) }
         let f = Self.folder
         let expectations: [([String], Int32)] = [
             (["\(f)/policy-base.yaml", "--plan", "\(f)/plan-ok.yaml"], 0),
