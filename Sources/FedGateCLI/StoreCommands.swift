@@ -82,8 +82,8 @@ struct LedgerCommand: AsyncParsableCommand {
                 throw ValidationError("--dataset: no data set '\(dataset)' in the ledger")
             }
             let entries = try await ledger.backend.entries(dataset: dataset)
-            let (committed, withReserved) = try await ledger.spent(dataset: dataset, delta: budget.delta)
-            let remaining = budget.lifetimeCap.map { max(0, $0 - withReserved) }
+            let standing = try BudgetStanding(budget, entries: entries, at: Date())
+            let (committed, withReserved, remaining) = (standing.committed, standing.withReserved, standing.lifetimeRemaining)
             if json {
                 try JSONOutput.print([
                     "dataset": dataset, "delta": budget.delta, "epsilon_committed": committed, "epsilon_committed_and_reserved": withReserved,

@@ -39,19 +39,12 @@ extension Gateway {
     func computeBudgetMetrics() async {
         let dataset = settings.dataset
         guard let budget = try? await governor.ledger.backend.budget(dataset),
-              let entries = try? await governor.ledger.backend.entries(dataset: dataset) else { return }
-        func epsilon(_ e: [LedgerEntry]) -> Double? { e.isEmpty ? 0 : try? FedGatePrivacy.epsilon(of: .composed(e.map(\.event)), delta: budget.delta) }
-        let held = entries.filter { $0.state != .released }
-        guard let committed = epsilon(entries.filter { $0.state == .committed }) else { return }
-        metrics.set("fedgate_epsilon_spent", [("dataset", dataset)], committed)
-        // One series per cap, named: the lifetime's rest (every event held) and the rolling window's
-        // (the events of its last days) are different figures, and `ledger show` names the same.
-        if let cap = budget.lifetimeCap, let used = epsilon(held) {
-            metrics.set("fedgate_epsilon_remaining", [("dataset", dataset), ("cap", "lifetime")], max(0, cap - used))
-        }
-        if let cap = budget.windowCap, let days = budget.windowDays,
-           let used = epsilon(held.filter { $0.createdAt >= Date().addingTimeInterval(-Double(days) * 86_400) }) {
-            metrics.set("fedgate_epsilon_remaining", [("dataset", dataset), ("cap", "window")], max(0, cap - used))
-        }
+              let entries = try? await governor.ledger.backend.entries(dataset: dataset),
+              let standing = try? BudgetStanding(budget, entries: entries, at: Date()) else { return }
+        metrics.set("fedgate_epsilon_spent", [("dataset", dataset)], standing.committed)
+        // One series per cap, named: the lifetime's rest (what `ledger show` calls remaining) and the
+        // rolling window's are different figures.
+        if let rest = standing.lifetimeRemaining { metrics.set("fedgate_epsilon_remaining", [("dataset", dataset), ("cap", "lifetime")], rest) }
+        if let rest = standing.windowRemaining { metrics.set("fedgate_epsilon_remaining", [("dataset", dataset), ("cap", "window")], rest) }
     }
 }

@@ -76,14 +76,46 @@ public enum BudgetCheck {
             throw LedgerError.budgetExceeded(dataset: budget.name, cap: "per-plan", epsilon: samePlan, limit: budget.perPlanCap)
         }
         if let days = budget.windowDays, let cap = budget.windowCap {
-            let since = now.addingTimeInterval(-Double(days) * 86_400)
-            let inWindow = try eps(active.filter { $0.createdAt >= since })
+            let inWindow = try eps(budget.inWindow(active, at: now))
             if inWindow > cap { throw LedgerError.budgetExceeded(dataset: budget.name, cap: "\(days)-day", epsilon: inWindow, limit: cap) }
         }
         if let cap = budget.lifetimeCap {
             let ever = try eps(active)
             if ever > cap { throw LedgerError.budgetExceeded(dataset: budget.name, cap: "lifetime", epsilon: ever, limit: cap) }
         }
+    }
+}
+
+extension DatasetBudget {
+    /// The entries its rolling window counts at `now` (all of them when it has no window).
+    public func inWindow(_ entries: [LedgerEntry], at now: Date) -> [LedgerEntry] {
+        guard let days = windowDays else { return entries }
+        let since = now.addingTimeInterval(-Double(days) * 86_400)
+        return entries.filter { $0.createdAt >= since }
+    }
+}
+
+extension LedgerEntry {
+    /// ε of these entries' events composed, at δ (0 for none).
+    public static func epsilon(of entries: [LedgerEntry], delta: Double) throws -> Double {
+        entries.isEmpty ? 0 : try FedGatePrivacy.epsilon(of: .composed(entries.map(\.event)), delta: delta)
+    }
+}
+
+/// Where a data set stands, from its entries (no I/O): ε committed, ε committed and reserved, and
+/// what is left under its lifetime cap and its rolling window's (released entries count for nothing).
+public struct BudgetStanding: Sendable, Equatable {
+    public let committed: Double
+    public let withReserved: Double
+    public let lifetimeRemaining: Double?
+    public let windowRemaining: Double?
+
+    public init(_ budget: DatasetBudget, entries: [LedgerEntry], at now: Date) throws {
+        let held = entries.filter { $0.state != .released }
+        committed = try LedgerEntry.epsilon(of: entries.filter { $0.state == .committed }, delta: budget.delta)
+        withReserved = try LedgerEntry.epsilon(of: held, delta: budget.delta)
+        lifetimeRemaining = budget.lifetimeCap.map { [withReserved] in max(0, $0 - withReserved) }
+        windowRemaining = try budget.windowCap.map { max(0, $0 - (try LedgerEntry.epsilon(of: budget.inWindow(held, at: now), delta: budget.delta))) }
     }
 }
 
@@ -164,7 +196,7 @@ public struct PrivacyLedger: Sendable {
     /// ε committed, ε committed + reserved, at the data set's δ.
     public func spent(dataset: String, delta: Double) async throws -> (committed: Double, withReserved: Double) {
         let all = try await backend.entries(dataset: dataset)
-        func eps(_ e: [LedgerEntry]) throws -> Double { e.isEmpty ? 0 : try epsilon(of: .composed(e.map(\.event)), delta: delta) }
-        return (try eps(all.filter { $0.state == .committed }), try eps(all.filter { $0.state != .released }))
+        return (try LedgerEntry.epsilon(of: all.filter { $0.state == .committed }, delta: delta),
+                try LedgerEntry.epsilon(of: all.filter { $0.state != .released }, delta: delta))
     }
 }
