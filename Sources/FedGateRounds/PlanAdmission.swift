@@ -43,14 +43,19 @@ public struct PlanAdmission: Sendable, Equatable {
         return !reasons.isEmpty && reasons.allSatisfy { $0.hasPrefix("approval: ") } ? .awaitingApproval : .refused
     }
 
+    /// The silos that accepted, in order.
+    public static func accepted(_ answers: [String: Answer]) -> [String] {
+        answers.filter { $0.value == .accepted }.keys.sorted()
+    }
+
     /// Whether the admission offer can close: everyone asked answered, or a quorum accepted (the
     /// others' answers cannot keep the plan from beginning; a silent silo does not hold it).
     public func canDecide(asked: Set<String>, answers: [String: Answer]) -> Bool {
-        asked.isSubset(of: answers.keys) || answers.values.filter { $0 == .accepted }.count >= quorum
+        asked.isSubset(of: answers.keys) || Self.accepted(answers).count >= quorum
     }
 
     public func decide(_ answers: [String: Answer], at now: Date) -> Decision {
-        let accepted = answers.values.filter { $0 == .accepted }.count
+        let accepted = Self.accepted(answers).count
         if accepted >= quorum { return .begin }
         let awaiting = answers.filter { $0.value == .awaitingApproval }.keys.sorted()
         guard !awaiting.isEmpty, accepted + awaiting.count >= quorum else { return .beginShort }

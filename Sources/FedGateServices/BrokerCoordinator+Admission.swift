@@ -48,13 +48,8 @@ extension BrokerCoordinator {
             let eligible = await eligibleSilos(for: plan)
             try Task.checkCancellation()
             admissions[hash] = Admitting(asked: Set(eligible), awaited: admissions[hash]?.awaited ?? [], rule: rule)
-            var offer = Fedgate_V1_RoundOffer()
-            offer.planHash = hash
-            offer.round = 0
-            offer.planYaml = text
-            let window = min(settings.offerWindow, .seconds(plan.roundDeadlineSeconds) / 3)
-            offer.deadlineMs = Self.milliseconds(Date().addingTimeInterval(Double(window.milliseconds) / 1000))
-            send(.offer(offer), to: eligible)
+            let window = offerWindow(plan)
+            sendOffer(hash, round: 0, text: text, deadline: Date().addingTimeInterval(Double(window.milliseconds) / 1000), to: eligible)
             await waitForRound(hash, until: ContinuousClock.now + window)
             try Task.checkCancellation()
             let answers = admissions[hash]!.answers
@@ -67,7 +62,7 @@ extension BrokerCoordinator {
                 admissions[hash]!.awaited = silos
                 if silos != announced {
                     announced = silos
-                    let accepted = answers.filter { $0.value == .accepted }.keys.sorted()
+                    let accepted = PlanAdmission.accepted(answers)
                     try await durable {
                         try await self.store.audit(.planAwaitingApproval(.init(silos: silos, accepted: accepted, until: rule.waitUntil.timeIntervalSince1970)),
                                                    actor: self.settings.brokerID, subject: hash, at: Date())
@@ -83,7 +78,6 @@ extension BrokerCoordinator {
     /// Where an admission stands, for the plan's status: asking, or waiting for these silos' approval.
     func admissionStatus(_ hash: String) -> (round: Int, phase: String, accepted: [String], refused: [String: [String]])? {
         guard let a = admissions[hash] else { return nil }
-        let accepted = a.answers.filter { $0.value == .accepted }.keys.sorted()
-        return (0, a.awaited.isEmpty ? "admitting" : "awaiting approval", accepted, a.refused)
+        return (0, a.awaited.isEmpty ? "admitting" : "awaiting approval", PlanAdmission.accepted(a.answers), a.refused)
     }
 }

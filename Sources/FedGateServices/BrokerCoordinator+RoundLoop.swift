@@ -142,9 +142,8 @@ extension BrokerCoordinator {
             crashPoint(stage.rawValue, number)
             return .recorded
         case .offer(let silos):
-            sendOffer(round, to: silos)
-            let plan = round.plan
-            await waitForRound(hash, until: min(ContinuousClock.now + settings.offerWindow, ContinuousClock.now + .seconds(plan.roundDeadlineSeconds) / 3))
+            sendOffer(hash, round: number, text: round.text, deadline: round.wallDeadline, to: silos)
+            await waitForRound(hash, until: ContinuousClock.now + offerWindow(round.plan))
             return .offerClosed
         case .recordDisagreements(let left):
             for (silo, reason) in left {
@@ -180,13 +179,19 @@ extension BrokerCoordinator {
         }
     }
 
-    private func sendOffer(_ round: RoundContext, to silos: [String]) {
+    /// Offers round `round` of the plan (0: its admission offer) to these silos.
+    func sendOffer(_ hash: String, round: Int, text: String, deadline: Date, to silos: [String]) {
         var offer = Fedgate_V1_RoundOffer()
-        offer.planHash = round.hash
-        offer.round = UInt32(round.number)
-        offer.planYaml = round.text
-        offer.deadlineMs = Self.milliseconds(round.wallDeadline)
+        offer.planHash = hash
+        offer.round = UInt32(round)
+        offer.planYaml = text
+        offer.deadlineMs = Self.milliseconds(deadline)
         send(.offer(offer), to: silos)
+    }
+
+    /// How long silos have to answer an offer of the plan: `offerWindow`, at most a third of its round deadline.
+    func offerWindow(_ plan: TrainingPlan) -> Duration {
+        min(settings.offerWindow, .seconds(plan.roundDeadlineSeconds) / 3)
     }
 
     /// The round's model file is made (or the last commit's taken), and secure aggregation set up
