@@ -87,6 +87,8 @@ struct SQLStatement: ExpressibleByStringInterpolation, Sendable {
         mutating func appendInterpolation(_ clause: Clause) { parts.append(.forUpdate) }
         /// SQL text of the store's own (a list of column names), never a value from outside.
         mutating func appendInterpolation(raw sql: StaticString) { parts.append(.sql("\(sql)")) }
+        /// A fragment of the store's own, with its values still bound.
+        mutating func appendInterpolation(_ fragment: SQLStatement) { parts += fragment.parts }
     }
 
     /// The statement's text in `dialect`, and its values in order.

@@ -25,12 +25,13 @@ extension SQLStore {
         let sha = checkpoint.contentSHA256.lowercased()
         try await audited(actor: actor, at: at) { tx in
             if let fence { try fence.check(try await Self.lease(tx, fence.name)) }
-            let run = try await Self.currentRun(tx, planHash)
-            let current = try await tx.rows("SELECT state FROM plan_rounds WHERE plan_hash = \(planHash) AND run = \(run) AND number = \(number)\(.forUpdate)").first
+            let current = try await tx.rows("""
+                SELECT state FROM plan_rounds WHERE plan_hash = \(planHash) AND run = \(Self.run(of: planHash)) AND number = \(number)\(.forUpdate)
+                """).first
             try RegistryJSON.transition(from: try current?.get("state"), to: .committed, planHash: planHash, number: number)
             try await tx.execute("""
                 UPDATE plan_rounds SET state = 'committed', survivors = \(RegistryJSON.encode(survivors)), updated_at = \(at)
-                WHERE plan_hash = \(planHash) AND run = \(run) AND number = \(number)
+                WHERE plan_hash = \(planHash) AND run = \(Self.run(of: planHash)) AND number = \(number)
                 """)
             let stored = try await tx.rows("SELECT checkpoint_sha256 FROM plan_runs WHERE plan_hash = \(planHash)\(.forUpdate)").first
             let previous = try stored?.optional("checkpoint_sha256", as: String.self)

@@ -4,13 +4,12 @@ import Foundation
 extension SQLStore {
     public func openRound(_ r: RoundRecord, actor: String) async throws {
         try await audited(actor: actor, at: r.updatedAt) { tx in
-            let run = try await Self.currentRun(tx, r.planHash)
-            guard try await tx.rows("SELECT state FROM plan_rounds WHERE plan_hash = \(r.planHash) AND run = \(run) AND number = \(r.number)").isEmpty else {
-                throw LedgerError.storage("round \(r.number) of plan \(r.planHash.prefix(12))… (run \(run)) is already recorded")
+            guard try await tx.rows("SELECT state FROM plan_rounds WHERE plan_hash = \(r.planHash) AND run = \(Self.run(of: r.planHash)) AND number = \(r.number)").isEmpty else {
+                throw LedgerError.storage("round \(r.number) of plan \(r.planHash.prefix(12))… is already recorded in this run of it")
             }
             try await tx.execute("""
                 INSERT INTO plan_rounds (plan_hash, run, number, state, sampled, survivors, deadline, updated_at)
-                VALUES (\(r.planHash), \(run), \(r.number), 'planned', \(RegistryJSON.encode(r.sampled)), \(RegistryJSON.encode(r.survivors)), \(r.deadline), \(r.updatedAt))
+                VALUES (\(r.planHash), \(Self.run(of: r.planHash)), \(r.number), 'planned', \(RegistryJSON.encode(r.sampled)), \(RegistryJSON.encode(r.survivors)), \(r.deadline), \(r.updatedAt))
                 """)
             return (r.planHash, .roundPlanned(.init(round: r.number, sampled: r.sampled)))
         }
@@ -18,12 +17,13 @@ extension SQLStore {
 
     public func advanceRound(planHash: String, number: Int, to state: RoundRecord.State, survivors: [String], at: Date, actor: String) async throws {
         try await audited(actor: actor, at: at) { tx in
-            let run = try await Self.currentRun(tx, planHash)
-            let current = try await tx.rows("SELECT state FROM plan_rounds WHERE plan_hash = \(planHash) AND run = \(run) AND number = \(number)\(.forUpdate)").first
+            let current = try await tx.rows("""
+                SELECT state FROM plan_rounds WHERE plan_hash = \(planHash) AND run = \(Self.run(of: planHash)) AND number = \(number)\(.forUpdate)
+                """).first
             try RegistryJSON.transition(from: try current?.get("state"), to: state, planHash: planHash, number: number)
             try await tx.execute("""
                 UPDATE plan_rounds SET state = \(state.rawValue), survivors = \(RegistryJSON.encode(survivors)), updated_at = \(at)
-                WHERE plan_hash = \(planHash) AND run = \(run) AND number = \(number)
+                WHERE plan_hash = \(planHash) AND run = \(Self.run(of: planHash)) AND number = \(number)
                 """)
             return (planHash, .roundAdvanced(state, .init(round: number, survivors: survivors, checkpointSHA256: nil)))
         }
@@ -32,10 +32,9 @@ extension SQLStore {
     /// The rounds of the plan's current (or last) run.
     public func rounds(planHash: String) async throws -> [RoundRecord] {
         try await reading { tx in
-            let run = try await Self.currentRun(tx, planHash)
-            return try await tx.rows("""
+            try await tx.rows("""
                 SELECT plan_hash, number, state, sampled, survivors, deadline, updated_at FROM plan_rounds
-                WHERE plan_hash = \(planHash) AND run = \(run) ORDER BY number
+                WHERE plan_hash = \(planHash) AND run = \(Self.run(of: planHash)) ORDER BY number
                 """).map { r in
                 RoundRecord(planHash: try r.get("plan_hash"), number: try r.get("number"), state: RoundRecord.State(rawValue: try r.get("state")) ?? .aborted,
                             sampled: RegistryJSON.strings(try r.get("sampled")), survivors: RegistryJSON.strings(try r.get("survivors")),
@@ -44,9 +43,10 @@ extension SQLStore {
         }
     }
 
-    /// The plan's current (or last) run: 1 when no run of it is recorded (rounds opened on their own).
-    static func currentRun(_ tx: any SQLTransaction, _ planHash: String) async throws -> Int {
-        try await tx.rows("SELECT run FROM plan_runs WHERE plan_hash = \(planHash)").first?.get("run") ?? 1
+    /// The plan's current (or last) run, inside the statement that needs it (no query of its own):
+    /// 1 when no run of the plan is recorded (rounds opened on their own).
+    static func run(of planHash: String) -> SQLStatement {
+        "COALESCE((SELECT run FROM plan_runs WHERE plan_hash = \(planHash)), 1)"
     }
 
     public func addModelVersion(_ m: ModelVersion, content: [UInt8]?, actor: String) async throws -> Int {
