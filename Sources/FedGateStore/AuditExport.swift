@@ -101,8 +101,8 @@ public struct ComplianceReport: Sendable {
         /// What it asked of the silos, as its submission recorded it.
         public let submission: AuditEvent.PlanSubmission
         /// How its run ended (`finished`, `failed`, `cancelled`) with the reason; nil while running.
-        public var outcome: (state: String, reason: String?)?
-        public static func == (a: Plan, b: Plan) -> Bool { a.hash == b.hash && a.at == b.at && a.submission == b.submission }
+        public var outcome: Outcome? = nil
+        public struct Outcome: Sendable, Equatable { public let state: String, reason: String? }
     }
     /// A person's approval or rejection of a plan at a silo (`actor` is the name given to `fedgate plan approve --actor`).
     public struct Approval: Sendable, Equatable { public let silo: String, plan: String, approved: Bool, actor: String, at: Date }
@@ -185,7 +185,7 @@ public struct ComplianceReport: Sendable {
                 runs[r.subject, default: 0] += 1
                 plans.append(Plan(hash: r.subject, purpose: p.purpose, rounds: p.rounds, strategy: p.strategy, submittedBy: r.actor, at: r.at, submission: p))
             case .planEnded(let state, let end) where state != .running:
-                if let i = plans.lastIndex(where: { $0.hash == r.subject }) { plans[i].outcome = (state.rawValue, end.reason) }
+                if let i = plans.lastIndex(where: { $0.hash == r.subject }) { plans[i].outcome = Plan.Outcome(state: state.rawValue, reason: end.reason) }
             case .planAwaitingApproval(let a):
                 awaitedApprovals.append((r.subject, a.silos, r.at))
             case .planApproval(let approved, let a):
