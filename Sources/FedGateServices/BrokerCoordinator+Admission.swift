@@ -41,7 +41,7 @@ extension BrokerCoordinator {
     /// approvals it waited for did not come before its deadline.
     func admit(_ plan: TrainingPlan, text: String, hash: String) async throws {
         let wait = Double(plan.approvalWaitSeconds ?? TrainingPlan.defaultApprovalWaitSeconds)
-        let rule = PlanAdmission(quorum: plan.quorum, waitUntil: Date().addingTimeInterval(wait))
+        let rule = PlanAdmission(quorum: plan.quorum, waitUntil: now().addingTimeInterval(wait))
         defer { admissions.removeValue(forKey: hash) }
         var announced: [String] = []
         while true {
@@ -49,11 +49,11 @@ extension BrokerCoordinator {
             try Task.checkCancellation()
             admissions[hash] = Admitting(asked: Set(eligible), awaited: admissions[hash]?.awaited ?? [], rule: rule)
             let window = offerWindow(plan)
-            sendOffer(hash, round: 0, text: text, deadline: Date().addingTimeInterval(Double(window.milliseconds) / 1000), to: eligible)
+            sendOffer(hash, round: 0, text: text, deadline: now().addingTimeInterval(Double(window.milliseconds) / 1000), to: eligible)
             await waitForRound(hash, until: ContinuousClock.now + window)
             try Task.checkCancellation()
             let answers = admissions[hash]!.answers
-            switch rule.decide(answers, at: Date()) {
+            switch rule.decide(answers, at: now()) {
             case .begin, .beginShort:
                 return
             case .giveUp(let reason):
@@ -63,10 +63,8 @@ extension BrokerCoordinator {
                 if silos != announced {
                     announced = silos
                     let accepted = PlanAdmission.accepted(answers)
-                    try await durable {
-                        try await self.store.audit(.planAwaitingApproval(.init(silos: silos, accepted: accepted, until: rule.waitUntil.timeIntervalSince1970)),
-                                                   actor: self.settings.brokerID, subject: hash, at: Date())
-                    }
+                    try await runStore.audit(.planAwaitingApproval(.init(silos: silos, accepted: accepted, until: rule.waitUntil.timeIntervalSince1970)),
+                                             actor: settings.brokerID, subject: hash, at: now())
                     logger.notice("plan waits for approval", metadata: ["plan": "\(hash.prefix(12))", "at": "\(silos)", "accepted": "\(accepted)",
                                                                          "until": "\(rule.waitUntil)"])
                 }

@@ -41,8 +41,8 @@ extension BrokerCoordinator {
                 reasons = ["broker: the silo's feature moments were refused: \(problem)"]
                 metrics.count("fedgate_replies_rejected_total")
                 logger.warning("offer answer rejected", metadata: ["silo": "\(silo)", "round": "\(reply.round)", "reason": "\(problem)"])
-                try? await durable { try await self.store.audit(.refused(.reply, .init(reason: problem, plan: reply.planHash, round: Int(reply.round))),
-                                                               actor: self.settings.brokerID, subject: silo, at: Date()) }
+                try? await runStore.audit(.refused(.reply, .init(reason: problem, plan: reply.planHash, round: Int(reply.round))),
+                                          actor: settings.brokerID, subject: silo, at: now())
                 // The round may have moved on while the record was written.
                 guard active[reply.planHash]?.number == Int(reply.round) else { return }
             } else {
@@ -143,7 +143,7 @@ extension BrokerCoordinator {
             metrics.count("fedgate_updates_rejected_total", [("reason", reason.rawValue)])
             logger.warning("update refused", metadata: ["silo": "\(silo)", "round": "\(header.round)", "reason": "\(error)"])
             try await store.audit(.refused(.update, .init(reason: "\(error)", plan: header.planHash, round: header.round, bytes: payload.count)),
-                                  actor: settings.brokerID, subject: silo, at: Date())
+                                  actor: settings.brokerID, subject: silo, at: now())
             throw error
         }
     }

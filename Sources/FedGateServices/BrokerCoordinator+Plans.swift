@@ -32,8 +32,8 @@ extension BrokerCoordinator {
         guard !plan.secureAggregation || plan.strategy.isFedAvg else {
             throw PlanUnsupported("secure_aggregation: only with strategy fedavg (\(plan.strategy) needs every update in the clear)")
         }
-        let now = Date()
-        try await store.startPlanRun(PlanRun(planHash: hash, planYAML: text, submitter: submitter, state: .running, submittedAt: now, updatedAt: now),
+        let submitted = now()
+        try await store.startPlanRun(PlanRun(planHash: hash, planYAML: text, submitter: submitter, state: .running, submittedAt: submitted, updatedAt: submitted),
                                      submission: .init(purpose: plan.purpose, rounds: plan.rounds, strategy: plan.strategy.description,
                                                        datasets: plan.datasets, columns: plan.columns, quorum: plan.quorum,
                                                        secureAggregation: plan.secureAggregation, dp: Self.dpLine(plan)),
@@ -57,92 +57,30 @@ extension BrokerCoordinator {
     public func cancel(_ hash: String, by person: String) async throws -> PlanStatus {
         guard let status = plans[hash] else { throw BrokerError.unknownPlan(plan: hash) }
         guard status.state == .running, let run = runs[hash] else { return status }
-        try await store.audit(.planCancelled(.init(state: status.state.rawValue)), actor: person, subject: hash, at: Date())
+        try await store.audit(.planCancelled(.init(state: status.state.rawValue)), actor: person, subject: hash, at: now())
         run.cancel()
         wake(hash)
         await run.value
         return plans[hash] ?? status
     }
 
-    /// Where a plan's run starts: from round 1, or after a restart from the store's checkpoint.
-    struct Resume {
-        var global: Network?
-        var standardisation: Standardisation?
-        var participants = Set<String>()
-        var lastCommitted: Int?
-        var nextRound = 1
-        static let start = Resume()
-
-        static func encode(_ s: Standardisation, classes: Int) throws -> String {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            return String(decoding: try encoder.encode(StandardisationCheckpoint(s, classes: classes)), as: UTF8.self)
-        }
-
-        /// The checkpoint's model and standardisation, checked against the plan's model kind.
-        static func checkpoint(_ c: PlanRun.Checkpoint, of plan: String, content: [UInt8], kind: ModelKind) throws -> (Network, Standardisation) {
-            guard let saved = try? JSONDecoder().decode(StandardisationCheckpoint.self, from: Data(c.standardisation.utf8)) else {
-                throw BrokerError.checkpointUnusable(plan: plan, round: c.round, problem: "has no readable standardisation")
-            }
-            if let problem = saved.problem { throw BrokerError.checkpointUnusable(plan: plan, round: c.round, problem: "standardisation \(problem)") }
-            let dimension = try Network.parameterCount(kind: kind, inputs: saved.means.count, classes: saved.classes)
-            let parameters: [Float]
-            do { parameters = try ModelPayload.modelParameters(content, dimension: dimension) } catch {
-                throw BrokerError.checkpointUnusable(plan: plan, round: c.round, problem: "is not this plan's model: \(error)")
-            }
-            let network = try Network(kind: kind, inputs: saved.means.count, classes: saved.classes, parameters: parameters)
-            return (network, saved.standardisation)
-        }
-    }
-
     /// Picks up the plans the store says are running (after a restart, or on taking the lead from
-    /// another broker): a round left in flight is aborted (its silos released their reservations
-    /// when their streams ended), and each plan goes on from its last committed round's checkpoint.
-    /// Returns the plans resumed.
+    /// another broker; `PlanRecovery` reads each back) and goes on with each from its last committed
+    /// round's checkpoint. Returns the plans resumed.
     @discardableResult
     public func recover(fence: LeaseFence? = nil) async throws -> [String] {
         self.fence = fence
+        let recovery = PlanRecovery(store: store, brokerID: settings.brokerID, wallClock: settings.wallClock, fence: fence)
         var resumed: [String] = []
         for run in try await store.planRuns() where run.state == .running && plans[run.planHash]?.state != .running {
+            guard let found = try await recovery.recover(run) else { continue }
             let hash = run.planHash
-            let plan: TrainingPlan
-            do { plan = try TrainingPlan.parse(run.planYAML, file: "plan \(hash.prefix(12))… in the store") } catch {
-                try await store.finishPlanRun(planHash: hash, state: .failed, reason: "the stored plan no longer parses: \(error)", fence: fence, at: Date(), actor: settings.brokerID)
-                continue
-            }
-            var status = PlanStatus(state: .running)
-            var resume = Resume()
-            let stored = try await store.rounds(planHash: hash)
-            let recovery = RunRecovery(rounds: stored.map { .init(number: $0.number, stage: RoundStage($0.state), survivors: $0.survivors) })
-            for round in recovery.abandoned {
-                try await store.advanceRound(planHash: hash, number: round.number, to: .aborted, survivors: [], at: Date(), actor: settings.brokerID)
-                try await store.audit(.roundAbandoned(.init(round: round.number, reason: round.reason)), actor: settings.brokerID, subject: hash, at: Date())
-            }
-            for record in stored {
-                let reason = recovery.abandoned.first { $0.number == record.number }?.reason
-                let state = reason == nil ? record.state : .aborted
-                status.rounds.append(.init(number: record.number, state: state.rawValue, participants: state == .committed ? record.survivors : [],
-                                           refused: [:], reportedAccuracy: nil, reason: reason))
-            }
-            resume.participants = recovery.participants
-            resume.nextRound = recovery.nextRound
-            if let c = run.checkpoint {
-                guard let content = try await store.modelContent(sha256: c.contentSHA256) else {
-                    throw BrokerError.checkpointUnusable(plan: hash, round: c.round, problem: "is missing from the store")
-                }
-                (resume.global, resume.standardisation) = try Resume.checkpoint(c, of: hash, content: content, kind: try ModelKind(parsing: plan.model))
-                resume.lastCommitted = c.round
-                status.parameters = resume.global!.parameters
-                status.layerSizes = resume.global!.layerSizes
-            }
-            plans[hash] = status
-            mirrorPlans[hash] = Self.mirrorPlan(plan)
-            updateMirror(hash, for: Array(resume.participants))
-            try await store.audit(.planResumed(.init(nextRound: resume.nextRound, checkpointRound: resume.lastCommitted)), actor: settings.brokerID,
-                                  subject: hash, at: Date())
-            logger.notice("plan resumed from the store", metadata: ["plan": "\(hash.prefix(12))", "next round": "\(resume.nextRound)",
-                                                                    "checkpoint": "\(resume.lastCommitted.map(String.init) ?? "none")"])
-            runs[hash] = Task { [resume] in await self.run(plan, text: run.planYAML, hash: hash, from: resume) }
+            plans[hash] = found.status
+            mirrorPlans[hash] = Self.mirrorPlan(found.plan)
+            updateMirror(hash, for: Array(found.resume.participants))
+            logger.notice("plan resumed from the store", metadata: ["plan": "\(hash.prefix(12))", "next round": "\(found.resume.nextRound)",
+                                                                    "checkpoint": "\(found.resume.lastCommitted.map(String.init) ?? "none")"])
+            runs[hash] = Task { [found] in await self.run(found.plan, text: run.planYAML, hash: hash, from: found.resume) }
             resumed.append(hash)
         }
         return resumed
@@ -166,7 +104,7 @@ extension BrokerCoordinator {
     /// Records how a plan ended; a refusal (a lease taken by another broker, a store gone) is logged,
     /// since the run is over either way.
     func recordEnd(_ hash: String, _ state: PlanRun.State, reason: String) async {
-        do { try await store.finishPlanRun(planHash: hash, state: state, reason: reason, fence: fence, at: Date(), actor: settings.brokerID) } catch {
+        do { try await store.finishPlanRun(planHash: hash, state: state, reason: reason, fence: fence, at: now(), actor: settings.brokerID) } catch {
             logger.error("could not record the plan's end", metadata: ["plan": "\(hash.prefix(12))", "state": "\(state.rawValue)", "error": "\(error)"])
         }
     }

@@ -56,7 +56,7 @@ extension BrokerCoordinator {
                 let deadline = ContinuousClock.now + .seconds(plan.roundDeadlineSeconds)
                 let eligible = await eligibleSilos(for: plan)
                 let round = RoundContext(plan: plan, text: text, hash: hash, number: number, kind: kind, eligible: eligible, deadline: deadline,
-                                         wallDeadline: Date().addingTimeInterval(Double(plan.roundDeadlineSeconds)))
+                                         wallDeadline: now().addingTimeInterval(Double(plan.roundDeadlineSeconds)))
                 try await play(round, &state)
             }
             guard state.lastCommitted != nil else {
@@ -68,7 +68,7 @@ extension BrokerCoordinator {
                 try await evaluateFinal(plan, hash: hash, round: round, model: model, file: state.prepared, standardisation: standardisation,
                                         participants: state.participants, resumed: resumed)
             }
-            try await durable { try await self.store.finishPlanRun(planHash: hash, state: .finished, reason: nil, fence: fence, at: Date(), actor: settings.brokerID) }
+            try await runStore.finishPlanRun(planHash: hash, state: .finished, reason: nil, fence: fence, at: now(), actor: settings.brokerID)
             plans[hash]?.state = .finished
         } catch {
             await runStopped(hash, by: error)
@@ -110,8 +110,8 @@ extension BrokerCoordinator {
     /// the round's machine says what to do, this does it and tells the machine it is done.
     private func play(_ round: RoundContext, _ state: inout PlanRunState) async throws {
         let (plan, hash, number) = (round.plan, round.hash, round.number)
-        try await durable { try await self.store.openRound(RoundRecord(planHash: hash, number: number, state: .planned, sampled: round.eligible, survivors: [],
-                                                                       deadline: round.wallDeadline, updatedAt: Date()), actor: settings.brokerID) }
+        try await runStore.openRound(RoundRecord(planHash: hash, number: number, state: .planned, sampled: round.eligible, survivors: [],
+                                                                       deadline: round.wallDeadline, updatedAt: now()), actor: settings.brokerID)
         roundStarted[hash] = .now
         active[hash] = ActiveRound(number: number, machine: Machine(number: number, eligible: round.eligible, quorum: plan.quorum,
                                                                     datasets: plan.datasets, needsModel: state.global == nil),
@@ -147,8 +147,8 @@ extension BrokerCoordinator {
             return .offerClosed
         case .recordDisagreements(let left):
             for (silo, reason) in left {
-                try await durable { try await self.store.audit(.refused(.reply, .init(reason: reason, plan: hash, round: number)),
-                                                               actor: self.settings.brokerID, subject: silo, at: Date()) }
+                try await runStore.audit(.refused(.reply, .init(reason: reason, plan: hash, round: number)),
+                                                               actor: self.settings.brokerID, subject: silo, at: now())
             }
             return .disagreementsRecorded
         case .makeModel(let moments):
@@ -243,8 +243,8 @@ extension BrokerCoordinator {
         let outcome = try aggregated(hash, updates: updates, &state)
         for r in outcome.rejected {
             metrics.count("fedgate_updates_rejected_total", [("reason", r.check.rawValue)])
-            try await durable { try await self.store.audit(.refused(.update, .init(reason: r.description, plan: hash, round: number)),
-                                                           actor: settings.brokerID, subject: r.silo, at: Date()) }
+            try await runStore.audit(.refused(.update, .init(reason: r.description, plan: hash, round: number)),
+                                                           actor: settings.brokerID, subject: r.silo, at: now())
         }
         state.global!.parameters = outcome.parameters
         plans[hash]?.parameters = outcome.parameters
@@ -257,8 +257,8 @@ extension BrokerCoordinator {
         let next = try ModelPayload.modelFile(state.global!, chunkBytes: chunkBytes, inputs: Self.inputs(round.plan, state.standardisation))
         let checkpoint = PlanRun.Checkpoint(round: number, contentSHA256: next.sha256,
                                             standardisation: try Resume.encode(state.standardisation!, classes: state.global!.classCount))
-        try await durable { try await self.store.commitRound(planHash: hash, number: number, survivors: survivors, checkpoint: checkpoint,
-                                                             content: next.contents, fence: fence, at: Date(), actor: settings.brokerID) }
+        try await runStore.commitRound(planHash: hash, number: number, survivors: survivors, checkpoint: checkpoint,
+                                                             content: next.contents, fence: fence, at: now(), actor: settings.brokerID)
         state.prepared = next
         crashPoint("committed", number)
         roundEnded(hash, "committed", participants: survivors.count)

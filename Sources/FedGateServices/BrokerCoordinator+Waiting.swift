@@ -13,14 +13,13 @@ import Foundation
 import Logging
 import FedGateRounds
 
-/// Round bookkeeping: aborts, store calls that wait out an unreachable database, messages to silos,
-/// and waiting for a round's silos until they are done or its deadline passes.
+/// Round bookkeeping: aborts, messages to silos, and waiting for a round's silos until they are done or its deadline passes.
 extension BrokerCoordinator {
     /// Records a round's abort and tells the offered silos (the round loop lets go of the round after).
     func abort(_ hash: String, _ number: Int, _ progress: RoundProgress, reason: String) async throws {
-        try await durable { try await self.store.advanceRound(planHash: hash, number: number, to: .aborted, survivors: [], at: Date(), actor: settings.brokerID) }
-        try await durable { try await self.store.audit(.roundAbandoned(.init(round: number, reason: reason)), actor: settings.brokerID,
-                                                       subject: hash, at: Date()) }
+        try await runStore.advanceRound(planHash: hash, number: number, to: .aborted, survivors: [], at: now(), actor: settings.brokerID)
+        try await runStore.audit(.roundAbandoned(.init(round: number, reason: reason)), actor: settings.brokerID,
+                                                       subject: hash, at: now())
         roundEnded(hash, "aborted", participants: 0)
         plans[hash]?.rounds.append(.init(number: number, state: "aborted", participants: [], refused: progress.refused,
                                          reportedAccuracy: nil, reason: reason))
@@ -28,24 +27,8 @@ extension BrokerCoordinator {
         logger.warning("round aborted", metadata: ["plan": "\(hash.prefix(12))", "round": "\(number)", "reason": "\(reason)"])
     }
 
-    /// Runs a store call of a plan's run, waiting out a database that cannot be reached (restarting,
-    /// connection lost) for up to `storePatience`, so a PostgreSQL restart delays a round instead of
-    /// failing its plan. Other errors pass at once.
-    func durable<T>(_ body: () async throws -> T) async throws -> T {
-        let until = ContinuousClock.now + settings.storePatience
-        var delay = Duration.milliseconds(100)
-        while true {
-            do { return try await body() } catch LedgerError.unavailable(let reason) where ContinuousClock.now < until {
-                logger.warning("the store cannot be reached; retrying", metadata: ["reason": "\(reason)", "in": "\(delay)"])
-                metrics.count("fedgate_store_retries_total")
-                try await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(2))
-            }
-        }
-    }
-
     func advance(_ hash: String, _ number: Int, _ state: RoundRecord.State, _ survivors: [String]) async throws {
-        try await durable { try await self.store.advanceRound(planHash: hash, number: number, to: state, survivors: survivors, at: Date(), actor: settings.brokerID) }
+        try await runStore.advanceRound(planHash: hash, number: number, to: state, survivors: survivors, at: now(), actor: settings.brokerID)
     }
 
     func eligibleSilos(for plan: TrainingPlan) async -> [String] {

@@ -36,6 +36,8 @@ public actor BrokerCoordinator {
         public var approvalPoll: Duration = .seconds(10)
         /// Where a test stops this process in the middle of a round (none in production).
         public var crashPoints = CrashPoints.none
+        /// The time of day the broker records (in rounds, audit records, versions) and sends (deadlines).
+        public var wallClock = WallClock.system
         public init() {}
     }
 
@@ -73,7 +75,10 @@ public actor BrokerCoordinator {
 
     public let settings: Settings
     let chunkBytes: Int
+    /// The store, for requests from people: an unreachable database fails them at once.
     let store: any BrokerStore
+    /// The store, for plans' runs: an unreachable database delays them, for up to `storePatience`.
+    let runStore: RetryingStore
     let logger: Logger
     /// The open task streams, and when each gateway was last heard from in the broker's awake time.
     var gateways: GatewaySessions
@@ -116,8 +121,12 @@ public actor BrokerCoordinator {
         self.metrics = metrics
         self.chunkBytes = chunkBytes
         self.store = store
+        runStore = RetryingStore(base: store, patience: settings.storePatience, logger: logger, metrics: metrics)
         self.logger = logger
     }
+
+    /// The time of day, from the settings' wall clock.
+    func now() -> Date { settings.wallClock.now() }
 
     // MARK: Gateways
 

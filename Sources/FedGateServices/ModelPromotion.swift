@@ -1,0 +1,64 @@
+import FedGatePolicy
+import FedGateStore
+import FedGateTransport
+import Foundation
+import Logging
+
+/// After a plan's final evaluation: the plan's gate on what the silos reported, audited either way,
+/// and a registry version with its lineage and file when the gate passes. One job, no network:
+/// the plan runner hands it the evaluations and records what it decided.
+struct ModelPromotion: Sendable {
+    let store: RetryingStore
+    let brokerID: String
+    let wallClock: WallClock
+    let logger: Logger
+
+    /// What the promotion decided.
+    struct Outcome: Sendable {
+        let summary: EvaluationSummary
+        let gate: GateDecision
+        /// The registry version recorded (nil: held back by the gate).
+        let version: Int?
+    }
+
+    /// The silos' evaluations of a plan's final model (`silos`), and why the others gave none (`failures`).
+    struct Evaluations: Sendable {
+        var silos: [SiloEvaluation] = []
+        var failures: [String: String] = [:]
+    }
+
+    func promote(_ plan: TrainingPlan, hash: String, round: Int, file: ModelFile, participants: Set<String>,
+                 evaluations: Evaluations) async throws -> Outcome {
+        let summary = EvaluationSummary(evaluations.silos)
+        let versions = try await store.modelVersions()
+        let gate = ModelGate.decide(summary, minAccuracy: plan.minAccuracy, maxDrop: plan.maxAccuracyDrop,
+                                    currentAccuracy: versions.last?.metrics["accuracy"])
+        try await store.audit(.modelGated(Self.record(plan, round: round, summary: summary, gate: gate, failures: evaluations.failures)),
+                              actor: brokerID, subject: hash, at: wallClock.now())
+        guard gate.passed, let accuracy = summary.pooledAccuracy else {
+            logger.notice("final model held back by the gate", metadata: ["plan": "\(hash.prefix(12))", "reasons": "\(gate.reasons)"])
+            return Outcome(summary: summary, gate: gate, version: nil)
+        }
+        var metrics = ["accuracy": accuracy, "fairness_delta": summary.fairnessDelta ?? 0]
+        for s in summary.silos { metrics["accuracy.\(s.silo)"] = s.accuracy }
+        let draft = ModelVersion(version: 0, planHash: hash, round: round, contentSHA256: file.sha256, participants: participants.sorted(),
+                                 epsilonPerSilo: Dictionary(uniqueKeysWithValues: summary.silos.map { ($0.silo, $0.epsilonSpent) }),
+                                 metrics: metrics, parent: versions.last?.version, createdAt: wallClock.now())
+        let version = try await store.addModelVersion(draft, content: file.contents, actor: brokerID)
+        logger.info("model version recorded", metadata: ["plan": "\(hash.prefix(12))", "version": "\(version)", "accuracy": "\(accuracy)"])
+        return Outcome(summary: summary, gate: gate, version: version)
+    }
+
+    /// The gate's audit record: its decision, the pooled figures and each silo's.
+    static func record(_ plan: TrainingPlan, round: Int, summary: EvaluationSummary, gate: GateDecision,
+                       failures: [String: String]) -> AuditEvent.Gate {
+        var perSilo: [String: AuditEvent.Gate.Silo] = [:]
+        for s in summary.silos {
+            perSilo[s.silo] = .init(accuracy: s.accuracy, examples: s.examples, epsilon: s.epsilonSpent, epsilonCap: s.epsilonCap,
+                                    personalisedAccuracy: s.personalisedAccuracy)
+        }
+        return AuditEvent.Gate(round: round, passed: gate.passed, reasons: gate.reasons, accuracy: summary.pooledAccuracy,
+                               fairnessDelta: summary.fairnessDelta, silos: perSilo, failures: failures,
+                               minAccuracy: plan.minAccuracy, maxDrop: plan.maxAccuracyDrop)
+    }
+}
