@@ -14,20 +14,15 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Logging
 
-/// This silo's side of a secure-aggregation round: keys bound to its certificate, shares, the
-/// masked update, the unmasking.
+/// This silo's side of a secure-aggregation round, on the wire: the protocol's steps are
+/// `SecureSession`'s; this binds its keys to the certificate, checks the peers' bindings against
+/// the CA, and sends.
 extension Gateway {
     /// Fresh keys for the round, advertised with this silo's certificate binding its identity key.
     func advertise(_ task: Fedgate_V1_RoundTask, reply: AsyncStream<Fedgate_V1_GatewayMessage>.Continuation) throws {
-        let setup = task.secagg
-        let configuration = try SecureAggregationConfiguration(round: setup.id, participants: setup.participants, threshold: Int(setup.threshold),
-                                                               dimension: try dimension(of: task))
-        let identityKey = Curve25519.Signing.PrivateKey()
-        var client = try SecureAggregationClient(configuration: configuration, silo: siloID, identityKey: identityKey,
-                                                 directory: [siloID: identityKey.publicKey])
-        let advertisement = try client.advertiseKeys()
-        let binding = try SecAggBinding(id: setup.id, identityKey: identityKey, credentials: credentials)
-        secure[RoundKey(task.planHash, task.round)] = SecureSession(client: client, setup: setup)
+        let (session, advertisement) = try SecureSession.begin(task.secagg, silo: siloID, dimension: try dimension(of: task))
+        let binding = try SecAggBinding(id: task.secagg.id, identityKey: session.identityKey, credentials: credentials)
+        secure[RoundKey(task.planHash, task.round)] = session
         reply.yield(secureMessage(task.planHash, task.round, "advertise", try SecAggJSON.encode(SecAggAdvertise(advertisement: advertisement, binding: binding))))
     }
 
@@ -61,17 +56,12 @@ extension Gateway {
             case "keys":
                 let keys = try SecAggJSON.decode(SecAggKeys.self, step.body, step: step.step)
                 let ca = try Certificate(pemEncoded: credentials.caPEM)
-                var directory: [SiloID: Curve25519.Signing.PublicKey] = [:]
+                var verified: [SiloID: Curve25519.Signing.PublicKey] = [:]
                 for binding in keys.bindings where setup.participants.contains(binding.silo) {
-                    directory[binding.silo] = try await binding.verified(id: setup.id, ca: ca)
-                }
-                for silo in setup.participants where directory[silo] == nil {
-                    // A participant that did not advertise: the protocol treats it as dropped; it has no key to check.
-                    directory[silo] = Curve25519.Signing.PrivateKey().publicKey
+                    verified[binding.silo] = try await binding.verified(id: setup.id, ca: ca)
                 }
                 guard secure[key] != nil else { return }
-                try secure[key]!.client.learnIdentities(directory)
-                let shares = try secure[key]!.client.shareKeys(keys.advertisements)
+                let shares = try secure[key]!.share(keys.advertisements, verified: verified)
                 reply.yield(secureMessage(step.planHash, step.round, "shares", try SecAggJSON.encode(shares)))
                 await crashPoint("shared", after: .milliseconds(300))
             case "relay":
@@ -80,7 +70,7 @@ extension Gateway {
                     reply.finish()
                     return
                 }
-                secure[key]!.relay = try SecAggJSON.decode(SecAggRelay.self, step.body, step: step.step)
+                secure[key]!.received(try SecAggJSON.decode(SecAggRelay.self, step.body, step: step.step))
                 // Not on the task stream's loop: the upload may be long and the stream must keep flowing.
                 Task {
                     do { try await self.maskAndUploadIfReady(key, broker: broker) } catch { self.maskingFailed(key, error) }
@@ -88,7 +78,7 @@ extension Gateway {
             case "unmask":
                 let request = try SecAggJSON.decode(UnmaskingRequest.self, step.body, step: step.step)
                 await crashPoint("unmasking")
-                let response = try secure[key]!.client.unmask(request)
+                let response = try secure[key]!.unmask(request)
                 reply.yield(secureMessage(step.planHash, step.round, "unmasked", try SecAggJSON.encode(response)))
             default:
                 throw SecureAggregationError.malformed("unknown step '\(step.step)'")
@@ -100,18 +90,10 @@ extension Gateway {
         }
     }
 
-    /// Once both the local update and the broker's relay are here: clip and encode the update, add
-    /// this silo's share of the distributed noise, mask it, commit the privacy spent, upload it.
+    /// Once both the local update and the broker's relay are here (`SecureSession.maskIfReady`):
+    /// commit the privacy spent and upload the masked, noised update.
     func maskAndUploadIfReady(_ key: RoundKey, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async throws {
-        guard let session = secure[key], let (delta, header) = session.update, let relay = session.relay, !session.masked else { return }
-        secure[key]!.masked = true
-        let setup = session.setup
-        let noise = try DistributedNoise(clipNorm: setup.clipNorm, silos: setup.participants.count, honestSilos: Int(setup.honestSilos),
-                                         noiseMultiplier: setup.noiseMultiplier)
-        var rng = ChaCha20Random()
-        var encoded = try noise.codec.encode(delta, using: &rng)
-        noise.addNoise(to: &encoded, using: &rng)
-        let input = try secure[key]!.client.maskedInput(encoded: encoded, shares: relay.shares, sharedKeys: relay.sharers)
+        guard secure[key] != nil, let (input, header) = try secure[key]!.maskIfReady() else { return }
         precondition(1.littleEndian == 1, "the wire format is little-endian")
         let littleEndian = input.values.withUnsafeBytes { Array(UnsafeBufferPointer(start: $0.baseAddress?.assumingMemoryBound(to: UInt8.self), count: $0.count)) }
         try await send(littleEndian, header, key: key, what: "masked update", broker: broker)

@@ -105,13 +105,6 @@ public actor Gateway {
 
     /// This silo's side of one secure-aggregation round: the protocol's client, and the update and
     /// the broker's relay, whichever comes first waiting for the other before masking.
-    struct SecureSession {
-        var client: SecureAggregationClient
-        let setup: Fedgate_V1_SecAggSetup
-        var update: (delta: [Float], header: TransferHeader)?
-        var relay: SecAggRelay?
-        var masked = false
-    }
     public internal(set) var activity = Activity()
     /// The certificate and key in use: the configured ones, then each renewal's.
     public internal(set) var credentials: TLSCredentials

@@ -1,0 +1,63 @@
+import Crypto
+import FedGatePrivacy
+import FedGateProto
+import FedGateSecureAggregation
+import FedGateTransport
+
+/// This silo's side of one secure-aggregation round, as a value: its keys, the shares it made, the
+/// broker's relay, its update, and the masked input made once from both. Each step is a mutating
+/// call with no I/O and no await (the gateway changes the session in place in its dictionary, so
+/// a training task setting the update and a relay arriving never lose each other's writes).
+struct SecureSession: Sendable {
+    let setup: Fedgate_V1_SecAggSetup
+    /// The key this silo signs its round keys with, bound to its certificate by the gateway.
+    let identityKey: Curve25519.Signing.PrivateKey
+    private var client: SecureAggregationClient
+    /// The clipped local update, once trained (set by the training task).
+    var update: (delta: [Float], header: TransferHeader)?
+    private(set) var relay: SecAggRelay?
+    private(set) var masked = false
+
+    /// Fresh keys for the round: the session, and the advertisement of its round keys.
+    static func begin(_ setup: Fedgate_V1_SecAggSetup, silo: SiloID, dimension: Int) throws -> (SecureSession, KeyAdvertisement) {
+        let configuration = try SecureAggregationConfiguration(round: setup.id, participants: setup.participants,
+                                                               threshold: Int(setup.threshold), dimension: dimension)
+        let identityKey = Curve25519.Signing.PrivateKey()
+        var client = try SecureAggregationClient(configuration: configuration, silo: silo, identityKey: identityKey,
+                                                 directory: [silo: identityKey.publicKey])
+        let advertisement = try client.advertiseKeys()
+        return (SecureSession(setup: setup, identityKey: identityKey, client: client), advertisement)
+    }
+
+    /// The peers' round keys, with the identity keys the gateway verified against the CA: the
+    /// encrypted shares of this silo's secrets for them. A participant that did not advertise is
+    /// given a key no one holds (the protocol treats it as dropped; there is nothing to check).
+    mutating func share(_ advertisements: [KeyAdvertisement], verified: [SiloID: Curve25519.Signing.PublicKey]) throws -> [EncryptedShare] {
+        var directory = verified.filter { setup.participants.contains($0.key) }
+        for silo in setup.participants where directory[silo] == nil {
+            directory[silo] = Curve25519.Signing.PrivateKey().publicKey
+        }
+        try client.learnIdentities(directory)
+        return try client.shareKeys(advertisements)
+    }
+
+    /// The shares the broker relays to this silo from its peers.
+    mutating func received(_ relay: SecAggRelay) { self.relay = relay }
+
+    /// Once both the update and the relay are here, once: the update encoded in fixed point with
+    /// this silo's share of the distributed discrete-Gaussian noise (drawn from ChaCha20 seeded by
+    /// the system), then masked. Nil until both are here, and after the first time.
+    mutating func maskIfReady() throws -> (input: MaskedInput, header: TransferHeader)? {
+        guard let (delta, header) = update, let relay, !masked else { return nil }
+        masked = true
+        let noise = try DistributedNoise(clipNorm: setup.clipNorm, silos: setup.participants.count, honestSilos: Int(setup.honestSilos),
+                                         noiseMultiplier: setup.noiseMultiplier)
+        var rng = ChaCha20Random()
+        var encoded = try noise.codec.encode(delta, using: &rng)
+        noise.addNoise(to: &encoded, using: &rng)
+        return (try client.maskedInput(encoded: encoded, shares: relay.shares, sharedKeys: relay.sharers), header)
+    }
+
+    /// The broker's unmasking request: this silo's shares of the survivors' and the dropped silos' secrets.
+    mutating func unmask(_ request: UnmaskingRequest) throws -> UnmaskingResponse { try client.unmask(request) }
+}
