@@ -105,14 +105,21 @@ struct BenchConsortium: Sendable {
                                   log: folder.appendingPathComponent("\(id).log"), cwd: cwd))
     }
 
-    /// Gateways connected, as the broker's log counts them.
+    /// Running gateways that said they are connected to this broker (each prints its readiness
+    /// line, `gateway SILO connected to broker HOST:PORT`, once its stream is welcomed). A stopped
+    /// gateway's stream closed as its process exited: the broker drops it from any round at once.
     func connected() -> Int {
-        broker.output.components(separatedBy: "gateway connected").count - broker.output.components(separatedBy: "gateway disconnected").count
+        gateways.filter { gateway in
+            gateway.process.isRunning && gateway.output.split(separator: "\n").contains { $0.hasPrefix("gateway ") && $0.hasSuffix(" connected to broker 127.0.0.1:\(port)") }
+        }.count
     }
 
     func waitFor(_ n: Int) async throws {
         for _ in 0..<3000 where connected() != n { try await Task.sleep(for: .milliseconds(10)) }
-        guard connected() == n else { throw ValidationError("\(connected()) of \(n) gateways connected:\n\(broker.output.suffix(3000))") }
+        guard connected() == n else {
+            let silent = gateways.filter { !$0.output.contains("connected to broker") }.map(\.log.lastPathComponent)
+            throw ValidationError("\(connected()) of \(n) gateways connected (no readiness line in \(silent)):\n\(broker.output.suffix(3000))")
+        }
     }
 
     /// Runs one plan of `rounds` FedAvg rounds on the first `n` gateways and measures it.
