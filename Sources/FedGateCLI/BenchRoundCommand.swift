@@ -150,6 +150,6 @@ extension TLSCredentials {
     /// with `fedgate silo enrol` (a broker serves only enrolled silos).
     func enrol(in broker: any PartyRegistry, jurisdiction: String = "EU", actor: String) async throws {
         try await broker.enroll(Party(id: identity.id, kind: .silo, region: identity.region ?? "", jurisdiction: jurisdiction,
-                                      certificateSHA256: try Certificate(pemEncoded: certificatePEM).sha256Fingerprint, enrolledAt: Date()), actor: actor)
+                                      certificateSHA256: try Certificate.leaf(pemEncoded: certificatePEM).sha256Fingerprint, enrolledAt: Date()), actor: actor)
     }
 }

@@ -6,7 +6,7 @@ import X509
 /// `fedgate ca …` and `fedgate enroll`: the consortium PKI, without shelling out to openssl.
 struct CACommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ca", abstract: "Run the consortium certificate authority.",
-                                                    subcommands: [Init.self, Issue.self, Identify.self])
+                                                    subcommands: [Init.self, Intermediate.self, Issue.self, Identify.self])
 
     struct Init: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Make a consortium CA: a P-256 key (ca-key.pem, mode 0600) and a self-signed certificate (ca.pem).")
@@ -27,6 +27,35 @@ struct CACommand: AsyncParsableCommand {
         }
     }
 
+    struct Intermediate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make an intermediate CA signed by the root, for a broker's `issuing:` (the root's key then stays offline).",
+            discussion: """
+            Writes ca.pem (the intermediate's certificate) and ca-key.pem (mode 0600) into --out: point the
+            broker's `issuing: { ca: FOLDER }` at that folder. Certificates it issues are written with the
+            intermediate after them (the chain); every party keeps trusting only the root's ca.pem.
+            """)
+        @Option(help: "The root CA folder (ca.pem, ca-key.pem).") var ca: String
+        @Option(help: "Folder to write the intermediate CA into.") var out: String
+        @Option(help: "The intermediate's name (its certificate's common name).") var name = "FedGate broker issuing CA"
+        @Option(help: "Validity in days (at most the root's remaining life).") var days = 365
+
+        func run() throws {
+            let root = try loadCA(ca)
+            let dir = URL(fileURLWithPath: out)
+            if FileManager.default.fileExists(atPath: dir.appendingPathComponent("ca-key.pem").path) {
+                throw ValidationError("--out: \(out) already holds a CA key; refusing to overwrite it")
+            }
+            let intermediate: ConsortiumCA
+            do { intermediate = try root.intermediate(name: name, days: days) } catch let e as PKIError { throw ValidationError("--ca: \(e.description)") }
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            try writeSecret(intermediate.keyPEM, to: dir.appendingPathComponent("ca-key.pem"))
+            try intermediate.certificatePEM.write(to: dir.appendingPathComponent("ca.pem"), atomically: true, encoding: .utf8)
+            print("intermediate CA written to \(out), valid until \(intermediate.certificate.notValidAfter) "
+                  + "(certificate sha256 \(try intermediate.certificate.sha256Fingerprint)); keep the root's key offline")
+        }
+    }
+
     struct Issue: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Sign a CSR into a short-lived certificate (its subject names the identity).")
         @Option(help: "The CA folder (ca.pem, ca-key.pem).") var ca: String
@@ -43,7 +72,7 @@ struct CACommand: AsyncParsableCommand {
             }
             do {
                 let cert = try authority.issue(request, days: days, alternativeNames: san)
-                try cert.serializeAsPEM().pemString.write(toFile: out, atomically: true, encoding: .utf8)
+                try authority.chainPEM(cert).write(toFile: out, atomically: true, encoding: .utf8)
                 print("issued \(try Identity(subject: cert.subject)) until \(cert.notValidAfter) (sha256 \(try cert.sha256Fingerprint))")
             } catch let e as PKIError { throw ValidationError(e.description) }
         }
@@ -56,11 +85,13 @@ struct CACommand: AsyncParsableCommand {
 
         func execute() async throws {
             let authority = try loadCA(ca)
-            let cert: Certificate
-            do { cert = try Certificate(pemEncoded: try String(contentsOfFile: certificate, encoding: .utf8)) } catch {
-                throw ValidationError("\(certificate) is not a PEM certificate")
+            let chain: [Certificate]
+            do { chain = try Certificate.chain(pemEncoded: try String(contentsOfFile: certificate, encoding: .utf8)) } catch {
+                throw ValidationError("\(certificate) is not a PEM certificate (or one followed by its intermediate CA)")
             }
-            do { print(try await authority.identity(of: cert)) } catch let e as PKIError { throw ValidationError(e.description) }
+            do { print(try await authority.identity(of: chain[0], intermediates: Array(chain.dropFirst()))) } catch let e as PKIError {
+                throw ValidationError(e.description)
+            }
         }
     }
 }

@@ -29,7 +29,7 @@ struct RevokeCommand: AsyncParsableCommand, AsyncExecutable {
         if let identity { targets.append((.identity, identity)) }
         if let certificate {
             let cert: Certificate
-            do { cert = try Certificate(pemEncoded: try String(contentsOfFile: certificate, encoding: .utf8)) } catch {
+            do { cert = try Certificate.leaf(pemEncoded: try String(contentsOfFile: certificate, encoding: .utf8)) } catch {
                 throw ValidationError("--certificate: \(certificate) is not a readable PEM certificate")
             }
             targets.append((.sha256, ConnectionGuard.references(cert).fingerprint))

@@ -60,7 +60,7 @@ struct SiloCommand: AsyncParsableCommand {
             let backend = try await options.service()
             try await backend.enroll(Party(id: id, kind: .silo, region: identity.region ?? "", jurisdiction: jurisdiction,
                                            certificateSHA256: try certificate.sha256Fingerprint, enrolledAt: Date()), actor: actor)
-            try certificate.serializeAsPEM().pemString.write(toFile: out, atomically: true, encoding: .utf8)
+            try authority.chainPEM(certificate).write(toFile: out, atomically: true, encoding: .utf8)
             print("silo \(id) approved: certificate valid until \(certificate.notValidAfter) written to \(out)")
         }
     }
@@ -76,15 +76,16 @@ struct SiloCommand: AsyncParsableCommand {
         @Option(help: "Who enrols (for the audit).") var actor = "admin"
 
         func execute() async throws {
-            let cert: Certificate, root: Certificate
-            do { cert = try Certificate(pemEncoded: try String(contentsOfFile: certificate, encoding: .utf8)) } catch {
+            let chain: [Certificate], root: Certificate
+            do { chain = try Certificate.chain(pemEncoded: try String(contentsOfFile: certificate, encoding: .utf8)) } catch {
                 throw ValidationError("--certificate: \(certificate) is not a readable PEM certificate")
             }
+            let cert = chain[0]
             do { root = try Certificate(pemEncoded: try String(contentsOfFile: ca, encoding: .utf8)) } catch {
                 throw ValidationError("--ca: \(ca) is not a readable PEM certificate")
             }
             let identity: Identity
-            do { identity = try await ConsortiumCA.identity(of: cert, trusting: root) } catch let e as PKIError { throw ValidationError("--certificate: \(e)") }
+            do { identity = try await ConsortiumCA.identity(of: cert, trusting: root, intermediates: Array(chain.dropFirst())) } catch let e as PKIError { throw ValidationError("--certificate: \(e)") }
             guard identity.id == id, identity.role == .silo else {
                 throw ValidationError("--certificate: it is for \(identity), not silo '\(id)'")
             }

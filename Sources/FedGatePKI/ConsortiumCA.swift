@@ -3,9 +3,10 @@ import Foundation
 import SwiftASN1
 import X509
 
-/// The consortium's certificate authority: a P-256 key and a self-signed certificate. It signs
-/// short-lived certificates for silos, brokers and people from their CSRs; private keys never
-/// leave their owners.
+/// A certificate authority of the consortium: a P-256 key and its certificate. The root is
+/// self-signed and may sign one level of intermediate CAs (`intermediate`), so the root's key can
+/// stay offline while a broker issues with an intermediate's. Either signs short-lived
+/// certificates for silos, brokers and people from their CSRs; private keys never leave their owners.
 public struct ConsortiumCA: Sendable {
     public let certificate: Certificate
     private let key: P256.Signing.PrivateKey
@@ -19,7 +20,7 @@ public struct ConsortiumCA: Sendable {
             notValidBefore: now.addingTimeInterval(-300), notValidAfter: now.addingTimeInterval(Double(years) * 365 * 86_400),
             issuer: subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
-                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
+                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 1))
                 Critical(KeyUsage(keyCertSign: true, cRLSign: true))
                 SubjectKeyIdentifier(hash: .init(key.publicKey))
             },
@@ -27,10 +28,47 @@ public struct ConsortiumCA: Sendable {
         return ConsortiumCA(certificate: cert, key: key)
     }
 
+    /// Whether this is the consortium's root (self-signed), not an intermediate.
+    public var isRoot: Bool { certificate.issuer == certificate.subject }
+
+    /// An intermediate CA signed by this root, valid for `days` (at most until the root expires),
+    /// that can sign certificates but no further CA: a broker's `issuing:` key, so the root's key
+    /// stays offline. Refused when this CA is itself an intermediate, or a root made before
+    /// intermediates existed (its path length allows none).
+    public func intermediate(name: String, days: Int, now: Date = Date()) throws -> ConsortiumCA {
+        guard isRoot else { throw PKIError("'\(certificate.subject)' is an intermediate CA; only the root signs intermediates") }
+        guard let constraints = try? certificate.extensions.basicConstraints, case .isCertificateAuthority(let depth) = constraints,
+              depth.map({ $0 >= 1 }) ?? true else {
+            throw PKIError("this root CA allows no intermediate CA (an earlier FedGate made it with path length 0); "
+                           + "make a new root with `fedgate ca init`, or keep issuing with this one")
+        }
+        guard (1...3650).contains(days) else { throw PKIError("an intermediate CA lives 1 to 3650 days, not \(days)") }
+        let key = P256.Signing.PrivateKey()
+        let subject = try DistinguishedName { CommonName(name); OrganizationName("FedGate consortium") }
+        let notAfter = min(now.addingTimeInterval(Double(days) * 86_400), certificate.notValidAfter)
+        let cert = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(key.publicKey),
+            notValidBefore: now.addingTimeInterval(-300), notValidAfter: notAfter,
+            issuer: certificate.subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
+                Critical(KeyUsage(keyCertSign: true, cRLSign: true))
+                SubjectKeyIdentifier(hash: .init(key.publicKey))
+            },
+            issuerPrivateKey: .init(self.key))
+        return ConsortiumCA(certificate: cert, key: key)
+    }
+
+    /// What the owner of `issued` installs as its certificate file: the certificate, followed by
+    /// this CA's when this is an intermediate (peers trust only the root, so the chain travels).
+    public func chainPEM(_ issued: Certificate) throws -> String {
+        try issued.serializeAsPEM().pemString + "\n" + (isRoot ? "" : try certificate.serializeAsPEM().pemString + "\n")
+    }
+
     /// Loads a CA from its PEM certificate and key.
     public init(certificatePEM: String, keyPEM: String) throws {
         do {
-            certificate = try Certificate(pemEncoded: certificatePEM)
+            certificate = try Certificate.leaf(pemEncoded: certificatePEM)
             key = try P256.Signing.PrivateKey(pemRepresentation: keyPEM)
         } catch { throw PKIError("cannot read the CA certificate or key: \(error)") }
         guard certificate.publicKey == Certificate.PublicKey(key.publicKey) else {
@@ -108,6 +146,18 @@ public struct EnrollmentRequest: Sendable {
 }
 
 extension Certificate {
+    /// Every certificate of a PEM file, in order: a certificate alone, or one followed by the
+    /// intermediate CA that issued it.
+    public static func chain(pemEncoded text: String) throws -> [Certificate] {
+        let documents = try PEMDocument.parseMultiple(pemString: text)
+        guard !documents.isEmpty else { throw PKIError("no PEM certificate found") }
+        guard documents.count <= 8 else { throw PKIError("\(documents.count) certificates in one file; a chain has at most 8") }
+        return try documents.map { try Certificate(pemDocument: $0) }
+    }
+
+    /// The first certificate of a PEM file (the owner's, before any intermediate).
+    public static func leaf(pemEncoded text: String) throws -> Certificate { try chain(pemEncoded: text)[0] }
+
     /// SHA-256 of the DER encoding: the fingerprint the store records.
     public var sha256Fingerprint: String {
         get throws {

@@ -57,11 +57,12 @@ public enum AuditHeadCheck {
     /// names, as it was when it signed, or its signature does not verify), or nil. `ca` nil: the
     /// certificate is taken as it is (the signature is still checked).
     public static func forgery(_ head: AuditHead, ca: Certificate?) async -> String? {
-        guard let certificate = try? Certificate(pemEncoded: head.certificate) else {
+        guard let chain = try? Certificate.chain(pemEncoded: head.certificate) else {
             return "the head of record \(head.seq) by '\(head.signer)' carries no readable certificate"
         }
+        let certificate = chain[0]
         let identity: Identity?
-        if let ca { identity = try? await ConsortiumCA.identity(of: certificate, trusting: ca, at: head.at) } else { identity = try? Identity(subject: certificate.subject) }
+        if let ca { identity = try? await ConsortiumCA.identity(of: certificate, trusting: ca, intermediates: Array(chain.dropFirst()), at: head.at) } else { identity = try? Identity(subject: certificate.subject) }
         guard let identity, identity.id == head.signer else {
             return "the head of record \(head.seq) claims '\(head.signer)' but its certificate is not the consortium CA's for that identity: forged"
         }

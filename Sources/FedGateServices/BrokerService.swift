@@ -74,7 +74,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
                               actor: identity.id, subject: identity.id, at: Date())
         logger.info("certificate renewed", metadata: ["identity": "\(identity)", "not_after": "\(certificate.notValidAfter)"])
         var response = Fedgate_V1_RenewResponse()
-        response.certificatePem = try certificate.serializeAsPEM().pemString
+        response.certificatePem = try issuer.authority.chainPEM(certificate)
         return response
     }
 

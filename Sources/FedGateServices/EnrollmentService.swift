@@ -49,7 +49,7 @@ public struct EnrollmentService: Fedgate_V1_Enrollment.SimpleServiceProtocol {
             }
             logger.notice("silo enrolled by token", metadata: ["silo": "\(identity.id)", "not_after": "\(certificate.notValidAfter)"])
             var response = Fedgate_V1_EnrollResponse()
-            response.certificatePem = try certificate.serializeAsPEM().pemString
+            response.certificatePem = try issuer.authority.chainPEM(certificate)
             return response
         } catch let error as RPCError {
             logger.warning("enrolment refused", metadata: ["reason": "\(error.message)"])

@@ -33,8 +33,9 @@ struct SecAggBinding: Codable, Sendable, Equatable {
     /// The identity key, once the certificate chains to the CA, names this silo as a silo, and its
     /// key signed the binding for this round.
     func verified(id: UInt64, ca: Certificate, at time: Date = Date()) async throws -> Curve25519.Signing.PublicKey {
-        let certificate = try Certificate(pemEncoded: certificatePEM)
-        let identity = try await ConsortiumCA.identity(of: certificate, trusting: ca, at: time)
+        let chain = try Certificate.chain(pemEncoded: certificatePEM)
+        let certificate = chain[0]
+        let identity = try await ConsortiumCA.identity(of: certificate, trusting: ca, intermediates: Array(chain.dropFirst()), at: time)
         guard identity.id == silo, identity.role == .silo else {
             throw SecureAggregationError.malformed("the identity key for '\(silo)' comes with \(identity)'s certificate")
         }

@@ -16,7 +16,7 @@ public struct TLSCredentials: Sendable {
 
     public init(certificatePEM: String, keyPEM: String, caPEM: String) throws {
         let certificate: Certificate
-        do { certificate = try Certificate(pemEncoded: certificatePEM) } catch {
+        do { certificate = try Certificate.leaf(pemEncoded: certificatePEM) } catch {
             throw PKIError("cannot read the certificate: \(error)")
         }
         do { _ = try Certificate(pemEncoded: caPEM) } catch { throw PKIError("cannot read the CA certificate: \(error)") }

@@ -27,13 +27,15 @@ struct Consortium {
         self.logger = logger
     }
 
-    /// Credentials for `id` in `role`, issued by `issuer` (default: this consortium's CA) at `now`.
+    /// Credentials for `id` in `role`, issued by `issuer` (default: this consortium's CA) at `now`;
+    /// an intermediate issuer's certificate follows the party's in its file.
     func credentials(_ id: String, _ role: Identity.Role, region: String? = "eu-west", issuer: ConsortiumCA? = nil,
                      days: Int = 7, now: Date = Date()) throws -> TLSCredentials {
         let identity = try Identity(id: id, role: role, region: role.isService ? region : nil)
         let request = try EnrollmentRequest(identity: identity)
-        let certificate = try (issuer ?? ca).issue(request.csr, days: days, now: now)
-        let credentials = try TLSCredentials(certificatePEM: try certificate.serializeAsPEM().pemString, keyPEM: request.keyPEM,
+        let authority = issuer ?? ca
+        let certificate = try authority.issue(request.csr, days: days, now: now)
+        let credentials = try TLSCredentials(certificatePEM: try authority.chainPEM(certificate), keyPEM: request.keyPEM,
                                              caPEM: try ca.certificatePEM)
         try credentials.certificatePEM.write(to: file("\(id).pem"), atomically: true, encoding: .utf8)
         try credentials.keyPEM.write(to: file("\(id).key"), atomically: true, encoding: .utf8)
@@ -46,7 +48,7 @@ struct Consortium {
     /// does (`fedgate silo approve` or `fedgate silo enrol`): a broker serves only enrolled silos.
     func enrol(_ silo: TLSCredentials, in broker: any RegistryBackend, jurisdiction: String = "EU") async throws {
         try await broker.enroll(Party(id: silo.identity.id, kind: .silo, region: silo.identity.region ?? "", jurisdiction: jurisdiction,
-                                      certificateSHA256: try Certificate(pemEncoded: silo.certificatePEM).sha256Fingerprint, enrolledAt: Date()),
+                                      certificateSHA256: try Certificate.leaf(pemEncoded: silo.certificatePEM).sha256Fingerprint, enrolledAt: Date()),
                                 actor: "operator")
     }
 
