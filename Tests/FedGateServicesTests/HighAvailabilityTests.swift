@@ -13,22 +13,6 @@ import Testing
 struct HighAvailabilityTests {
     let processes = Processes()
 
-    /// A TCP port free right now on loopback (for the standby, which does not listen until it leads).
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        try #require(bound)
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
     /// Leader, standby and three gateways that know both; a six-round plan submitted to the leader
     /// and followed until round 3 trains.
     struct Pair {
@@ -54,7 +38,7 @@ struct HighAvailabilityTests {
                                                              environment: ["FEDGATE_TESTING_CRASH_AT": stop == "stop" ? "training:3:stop" : "training:3"],
                                                              log: "broker-a.log")
         try #require(port > 0, "\(leader.output)")
-        let standbyPort = try Self.freePort()
+        let standbyPort = try Processes.freePort()
         let (standby, notYet) = try await processes.startBroker(consortium, port: standbyPort, instance: "broker-b", store: url, leaseSeconds: lease,
                                                                  log: "broker-b.log", within: 2 * lease)
         #expect(notYet == 0 && standby.output.contains("standing by"), "the standby must wait, not listen: \(standby.output)")
@@ -143,7 +127,7 @@ struct HighAvailabilityTests {
     @Test("PostgreSQL restarted (fast shutdown, down 2 s) under a broker in round 3 of 10: the broker waits for it and goes on; every round but the one in flight commits, nothing is lost, the chain verifies")
     func postgresRestartUnderBroker() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: Processes.fedgate.path), "build the fedgate product first (swift build)")
-        guard let pg = try PrivatePostgres.make(port: try Self.freePort()) else { return }
+        guard let pg = try PrivatePostgres.make(port: try Processes.freePort()) else { return }
         defer { pg.remove() }
         let consortium = try Consortium()
         // The broker freezes itself when round 3 trains; a watching thread takes the database down
