@@ -49,6 +49,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/yaslab/CSV.swift.git", from: "2.5.2"),
     ],
     targets: [
         .target(
@@ -79,9 +80,17 @@ let package = Package(
             dependencies: ["FedGateTensors", "FedGatePrivacy"],
             swiftSettings: [.swiftLanguageMode(.v6)] + simdSettings
         ),
+        // A silo's own rows: CSV exports read as they are (quotes, CRLF, a byte-order mark, missing
+        // cells), a plan's data schema, and what a silo's mapping makes of its rows. No I/O: text in.
+        .target(
+            name: "FedGateData",
+            dependencies: [.product(name: "CSV", package: "CSV.swift")],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         .target(
             name: "FedGatePolicy",
             dependencies: [
+                "FedGateData",
                 "FedGatePrivacy",
                 "FedGateLearning",
                 "FedGateAggregation",
@@ -191,6 +200,7 @@ let package = Package(
             name: "FedGateCLI",
             dependencies: [
                 "FedGateTensors",
+                "FedGateData",
                 "FedGatePrivacy",
                 "FedGateSecureAggregation",
                 "FedGateLearning",
@@ -253,8 +263,14 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(
+            name: "FedGateDataTests",
+            dependencies: ["FedGateData"],
+            resources: [.copy("Fixtures")],
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        .testTarget(
             name: "FedGatePolicyTests",
-            dependencies: ["FedGateTestSupport", "FedGatePolicy", "FedGatePrivacy", "FedGateLearning"],
+            dependencies: ["FedGateTestSupport", "FedGatePolicy", "FedGatePrivacy", "FedGateLearning", "FedGateData"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(

@@ -1,3 +1,4 @@
+import FedGateData
 import Foundation
 
 /// Paths to a party's TLS material, resolved against the config file's folder.
@@ -116,6 +117,9 @@ public struct GatewayConfig: Sendable, Equatable {
     public var testFraction: Double
     /// A separate held-out file (same columns); when given, `csv` is all training rows.
     public var testCSV: URL? = nil
+    /// How this silo's export maps onto plans' logical columns and values (`dataset.columns`,
+    /// `dataset.values`), for plans with a schema.
+    public var mapping = SiloMapping()
     public var learningRate: Double
     /// Renew the certificate from the broker when fewer than this many days are left.
     public var renewBeforeDays: Double
@@ -140,7 +144,7 @@ public struct GatewayConfig: Sendable, Equatable {
             }
         } ?? []
         let data = try r.map(try root.require("dataset", "{name, csv, label, test_fraction}"), "dataset")
-        try data.only(["name", "csv", "label", "test_fraction", "test_csv"])
+        try data.only(["name", "csv", "label", "test_fraction", "test_csv", "columns", "values"])
         if data.optional("test_csv") != nil && data.optional("test_fraction") != nil {
             throw r.error(data.optional("test_csv"), "dataset.test_csv", "give test_csv or test_fraction, not both")
         }
@@ -165,7 +169,26 @@ public struct GatewayConfig: Sendable, Equatable {
         config.connectTimeoutSeconds = try broker.optional("connect_timeout_seconds")
             .map { try r.double($0, "broker.connect_timeout_seconds", 1...300, "seconds from 1 to 300") } ?? 15
         config.metrics = try MetricsListen.parse(r, root)
+        config.mapping = try mapping(r, data)
         return config
+    }
+
+    /// `dataset.columns: {logical: local}` and `dataset.values: {logical: {local value: logical value}}`.
+    private static func mapping(_ r: YAMLReader, _ data: YAMLReader.Map) throws -> SiloMapping {
+        var mapping = SiloMapping()
+        if let node = data.optional("columns") {
+            for e in try r.map(node, "dataset.columns").entries { mapping.columns[e.key] = try r.string(e.value, "dataset.columns.\(e.key)") }
+        }
+        if let node = data.optional("values") {
+            for e in try r.map(node, "dataset.values").entries {
+                var values: [String: String] = [:]
+                for v in try r.map(e.value, "dataset.values.\(e.key)").entries {
+                    values[v.key] = try r.string(v.value, "dataset.values.\(e.key).\(v.key)")
+                }
+                mapping.values[e.key] = values
+            }
+        }
+        return mapping
     }
 }
 

@@ -1,5 +1,6 @@
 import Crypto
 import FedGateAggregation
+import FedGateData
 import FedGateLearning
 import FedGatePrivacy
 import Foundation
@@ -44,6 +45,9 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     /// nil: `defaultApprovalWaitSeconds`. Absent from the content hash when not given.
     public var approvalWaitSeconds: Int? = nil
     public static let defaultApprovalWaitSeconds = 3 * 86_400
+    /// What the rows are (`schema:`): types, missing-value rules, bounds and the target. Absent from
+    /// the content hash when not given (plans without one read numeric columns and an integer label).
+    public var schema: DataSchema? = nil
 
     /// SHA-256 of the plan's canonical JSON form (sorted keys), so equal plans hash equally
     /// whatever their YAML layout or comments.
@@ -95,7 +99,7 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
         try root.only(["purpose", "datasets", "columns", "model", "executor", "rounds", "local_steps", "strategy",
-                       "dp", "secure_aggregation", "quorum", "broker", "deadlines", "evaluation", "personalisation"])
+                       "dp", "secure_aggregation", "quorum", "broker", "deadlines", "evaluation", "personalisation", "schema"])
         let dpMap = try r.map(try root.require("dp", "noise_multiplier or target_epsilon, clip_norm, sampling_rate, delta"), "dp")
         try dpMap.only(["noise_multiplier", "target_epsilon", "clip_norm", "sampling_rate", "delta", "distributed_noise_multiplier"])
         let z = try dpMap.optional("noise_multiplier").map { try r.double($0, "dp.noise_multiplier", 0.01...1000, "a noise multiplier between 0.01 and 1000") }
@@ -112,10 +116,11 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         let (model, strategy, executor) = try choices(r, root)
         let datasets = try r.distinctStrings(try root.require("datasets", "the logical names of the data sets"), "datasets")
         guard !datasets.isEmpty else { throw r.error(root.optional("datasets"), "datasets", "must name at least one data set") }
-        return TrainingPlan(
+        let columns = try r.distinctStrings(try root.require("columns", "the columns the plan reads"), "columns")
+        var plan = TrainingPlan(
             purpose: try r.string(try root.require("purpose", "why the model is trained, e.g. research"), "purpose"),
             datasets: datasets,
-            columns: try r.distinctStrings(try root.require("columns", "the columns the plan reads"), "columns"),
+            columns: columns,
             model: model,
             executor: executor,
             rounds: try r.int(try root.require("rounds", "the number of rounds"), "rounds", 1...100_000, "a whole number from 1 to 100000"),
@@ -135,6 +140,8 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
             minAccuracy: minAccuracy, maxAccuracyDrop: maxDrop, localLayers: localLayers, fineTuneEpochs: fineTune,
             approvalWaitSeconds: try deadlines.optional("approval_seconds").map {
                 try r.int($0, "deadlines.approval_seconds", 1...86_400 * 30, "seconds from 1 to 2592000 (30 days) to wait for silos' approvals") })
+        plan.schema = try root.optional("schema").map { try schema(r, $0, columns: columns) }
+        return plan
     }
     /// `evaluation`: the gate's least accuracy and largest drop.
     private static func evaluationGate(_ r: YAMLReader, _ node: Yams.Node) throws -> (Double?, Double?) {

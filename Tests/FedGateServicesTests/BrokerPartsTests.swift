@@ -48,27 +48,21 @@ struct BrokerPartsTests {
         #expect(await attempts.count == 3)
     }
 
-    @Test("once its patience is spent, an unreachable database fails the call with the store's reason")
-    func patienceSpent() async throws {
-        let store = retrying(try await store(), patience: .zero)
-        let attempts = Attempts()
-        await #expect(throws: LedgerError.unavailable("connection refused")) {
-            try await store.retrying { () async throws -> Int in
-                _ = await attempts.next()
-                throw LedgerError.unavailable("connection refused")
-            }
-        }
-        #expect(await attempts.count == 1)
-    }
+    /// A call that fails for good: `unavailable` once the patience is spent, or any other store error at once.
+    static let finalFailures: [(String, Duration, LedgerError)] = [
+        ("an unreachable database once the patience is spent", .zero, .unavailable("connection refused")),
+        ("a refused write (not tried again)", .seconds(60), .storage("round 2 cannot go from committed to offered")),
+    ]
 
-    @Test("any other store error fails the call at once: a refused write is not tried again")
-    func otherErrorsPass() async throws {
-        let store = retrying(try await store())
+    @Test("a store call fails with the store's own error, tried once", arguments: finalFailures)
+    func failsOnce(_ failure: (String, Duration, LedgerError)) async throws {
+        let (_, patience, error) = failure
+        let store = retrying(try await store(), patience: patience)
         let attempts = Attempts()
-        await #expect(throws: LedgerError.storage("round 2 cannot go from committed to offered")) {
+        await #expect(throws: error) {
             try await store.retrying { () async throws -> Int in
                 _ = await attempts.next()
-                throw LedgerError.storage("round 2 cannot go from committed to offered")
+                throw error
             }
         }
         #expect(await attempts.count == 1)

@@ -1,0 +1,73 @@
+import ArgumentParser
+import Foundation
+import Testing
+@testable import FedGateCLI
+
+/// `fedgate data profile`: a silo admin sees, locally, what a plan would read of their own export.
+@Suite("fedgate data profile")
+struct DataCommandTests {
+    /// A silo folder with the raw penguin export (as `csv`, edited by `edit`) and a gateway config mapping it.
+    func silo(edit: (String) -> String = { $0 }, mapping: Bool = true) throws -> URL {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fedgate-profile-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let raw = try String(contentsOfFile: "examples/data/palmer_penguins_raw.csv", encoding: .utf8)
+        try edit(raw).write(to: folder.appendingPathComponent("biscoe.csv"), atomically: true, encoding: .utf8)
+        try """
+        silo: biscoe
+        broker: { host: 127.0.0.1, port: 7443, name: broker }
+        tls: { certificate: cert.pem, key: key.pem, ca: ca.pem }
+        store: sqlite:ledger.sqlite
+        policy: policy.yaml
+        dataset:
+          name: penguins
+          csv: biscoe.csv
+          label: Species
+        \(mapping ? """
+          columns: { bill_length_mm: "Culmen Length (mm)", bill_depth_mm: "Culmen Depth (mm)", flipper_length_mm: "Flipper Length (mm)",
+                     body_mass_g: "Body Mass (g)", sex: Sex, species: Species }
+          values:
+            species: { "Adelie Penguin (Pygoscelis adeliae)": Adelie, "Chinstrap penguin (Pygoscelis antarctica)": Chinstrap,
+                       "Gentoo penguin (Pygoscelis papua)": Gentoo }
+        """ : "")
+        """.write(to: folder.appendingPathComponent("gateway.yaml"), atomically: true, encoding: .utf8)
+        return folder
+    }
+
+    func profile(_ folder: URL, plan: String = "examples/plans/penguins-species.yaml", json: Bool = false) throws -> String {
+        try DataCommand.Profile.parse(["--config", folder.appendingPathComponent("gateway.yaml").path, "--plan", plan] + (json ? ["--json"] : [])).output()
+    }
+
+    func failure(_ body: () throws -> String) -> String {
+        do { return "read: \(try body())" } catch { return FedGateCommand.message(for: error) }
+    }
+
+    @Test("the raw export through the penguin plan: rows read, usable and refused by reason, missing cells, values seen")
+    func profilesRawExport() throws {
+        let folder = try silo()
+        let text = try profile(folder)
+        #expect(text.contains("344 rows read, 342 usable, 2 refused"), "\(text)")
+        #expect(text.contains("refused      2  column 'bill_length_mm': missing"))
+        #expect(text.contains("sex 11") && text.contains("values of species: Adelie 152, Gentoo 124, Chinstrap 68"))
+        let json = try #require(JSONSerialization.jsonObject(with: Data(try profile(folder, json: true).utf8)) as? [String: Any])
+        let file = try #require((json["files"] as? [[String: Any]])?.first)
+        #expect(file["usable"] as? Int == 342 && (file["refused"] as? [String: Int])?["column 'bill_length_mm': missing"] == 2)
+    }
+
+    @Test("an export whose columns are not mapped says which column is missing and where to map it")
+    func unmappedColumns() throws {
+        let message = failure { try profile(try silo(mapping: false)) }
+        #expect(message.contains("biscoe.csv") && message.contains("has no column 'bill_length_mm'") && message.contains("dataset.columns"), "\(message)")
+    }
+
+    @Test("a broken export is named by file and row, and nothing is profiled")
+    func brokenExport() throws {
+        let message = failure { try profile(try silo { $0.replacingOccurrences(of: "\"Adult, 1 Egg Stage\",N1A2", with: "Adult, 1 Egg Stage,N1A2") }) }
+        #expect(message.contains("biscoe.csv, row 2: has 18 cells where the header names 17"), "\(message)")
+    }
+
+    @Test("a plan without a schema, or for another data set, is refused with the reason")
+    func unsuitablePlans() throws {
+        let folder = try silo()
+        #expect(failure { try profile(folder, plan: "examples/plans/breast-cancer-research.yaml") }.contains("has no schema"))
+    }
+}

@@ -1,0 +1,53 @@
+import FedGateData
+import Foundation
+import Testing
+@testable import FedGatePolicy
+
+/// A plan's `schema:`: what its rows are, parsed strictly, with errors that name the field.
+@Suite("A plan's data schema")
+struct PlanSchemaTests {
+    static var penguins: String {
+        try! String(contentsOf: Files.root.appendingPathComponent("examples/plans/penguins-species.yaml"), encoding: .utf8)
+    }
+
+    @Test("the penguin plan's schema: typed columns in the plan's order, a missing-value rule each, bounds, a multiclass target")
+    func parses() throws {
+        let schema = try #require(try TrainingPlan.parse(Self.penguins, file: "penguins.yaml").schema)
+        #expect(schema.columns.map(\.name) == ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex"])
+        #expect(schema.columns[0].bounds == .init(lower: 20, upper: 70) && schema.columns[0].missing == .drop)
+        #expect(schema.columns[4].kind == .categorical(["female", "male"]) && schema.columns[4].missing == .indicator)
+        #expect(schema.target == .init(column: "species", task: .multiclass(["Adelie", "Chinstrap", "Gentoo"])))
+    }
+
+    @Test("binary targets from a rule or from positive values, and a regression target")
+    func targets() throws {
+        func target(_ yaml: String) throws -> DataSchema.Task? {
+            let text = Self.penguins.replacingOccurrences(of: "target: { column: species, classes: [Adelie, Chinstrap, Gentoo] }", with: "target: \(yaml)")
+            return try TrainingPlan.parse(text, file: "p.yaml").schema?.target.task
+        }
+        #expect(try target(#"{ column: num, positive: "num > 0" }"#) == .binary(.compare(.greater, 0)))
+        #expect(try target("{ column: diagnosis, positive: [M, malignant] }") == .binary(.positives(["M", "malignant"])))
+        #expect(try target("{ column: mass, regression: true }") == .regression)
+    }
+
+    @Test("a schema that does not fit is refused with the field named", arguments: [
+        ("sex: { type: categorical, categories: [female, male], missing: indicator }", "sex: { type: text }", "schema.columns.sex.type"),
+        ("sex: { type: categorical, categories: [female, male], missing: indicator }", "sex: { type: categorical, categories: [female, male], missing: guess }", "schema.columns.sex.missing"),
+        ("sex: { type: categorical, categories: [female, male], missing: indicator }", "sex: { type: categorical, categories: [a, b], bounds: [0, 1] }", "schema.columns.sex.bounds"),
+        ("sex: { type: categorical, categories: [female, male], missing: indicator }", "sexe: { type: boolean }", "schema.columns"),
+        ("target: { column: species, classes: [Adelie, Chinstrap, Gentoo] }", "target: { column: species, classes: [Adelie], regression: true }", "schema.target"),
+        ("target: { column: species, classes: [Adelie, Chinstrap, Gentoo] }", #"target: { column: num, positive: "num is big" }"#, "schema.target.positive"),
+        ("target: { column: species, classes: [Adelie, Chinstrap, Gentoo] }", "target: { column: sex, classes: [a, b] }", "also an input"),
+    ])
+    func refusals(_ from: String, _ to: String, _ field: String) {
+        let text = Self.penguins.replacingOccurrences(of: from, with: to)
+        #expect(text != Self.penguins)
+        #expect { try TrainingPlan.parse(text, file: "p.yaml") } throws: { "\($0)".contains(field) }
+    }
+
+    @Test("a plan without a schema hashes as before: the field is absent from its canonical form")
+    func hashUnchanged() {
+        #expect(Files.plan.schema == nil)
+        #expect(Files.plan.contentHash.hasPrefix("755f877fd38ce556"))
+    }
+}
