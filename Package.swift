@@ -162,6 +162,7 @@ let package = Package(
             name: "FedGateServices",
             dependencies: [
                 "FedGateTransport",
+                "FedGateData",
                 "FedGateProto",
                 "FedGatePKI",
                 "FedGateTensors",

@@ -124,3 +124,31 @@ public struct DataSchema: Sendable, Equatable, Codable {
         return nil
     }
 }
+
+extension DataSchema {
+    /// The schema as a model file's metadata states it (`fedgate.schema`): plain JSON that a NumPy
+    /// or PyTorch user reads to encode a new row the way the silos did.
+    public var metadataJSON: String {
+        let columns: [[String: Any]] = columns.map { c in
+            var entry: [String: Any] = ["name": c.name, "missing": c.missing.rawValue]
+            switch c.kind {
+            case .numeric: entry["type"] = "numeric"
+            case .boolean: entry["type"] = "boolean"
+            case .categorical(let categories): entry["type"] = "categorical"; entry["categories"] = categories
+            }
+            if let b = c.bounds { entry["bounds"] = [b.lower, b.upper] }
+            return entry
+        }
+        var target: [String: Any] = ["column": target.column]
+        switch self.target.task {
+        case .multiclass(let classes): target["classes"] = classes
+        case .regression: target["regression"] = true
+        case .binary(.positives(let values)): target["positive"] = values
+        case .binary(.compare(let comparison, let value)): target["positive"] = "\(self.target.column) \(comparison.rawValue) \(value)"
+        }
+        let object: [String: Any] = ["columns": columns, "target": target,
+                                     "encoding": "numeric and boolean columns one input each (boolean 1/0); categorical columns one input per category, in order (1 for the row's category)"]
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+}

@@ -29,6 +29,9 @@ public struct Table: Sendable, Equatable {
         public init() {}
     }
 
+    /// The rows at `indices`, in that order.
+    public func subset(_ indices: [Int]) -> Table { Table(source: source, header: header, rows: indices.map { rows[$0] }) }
+
     /// The columns' positions by name.
     public var columnIndex: [String: Int] { Dictionary(header.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first }) }
 

@@ -113,7 +113,8 @@ public struct GatewayConfig: Sendable, Equatable {
     public var policy: URL
     public var dataset: String
     public var csv: URL
-    public var label: String
+    /// The integer label column, for plans without a schema (nil: only plans with a schema can read this export).
+    public var label: String?
     public var testFraction: Double
     /// A separate held-out file (same columns); when given, `csv` is all training rows.
     public var testCSV: URL? = nil
@@ -143,7 +144,7 @@ public struct GatewayConfig: Sendable, Equatable {
                 return Endpoint(host: String(text[..<colon]), port: port)
             }
         } ?? []
-        let data = try r.map(try root.require("dataset", "{name, csv, label, test_fraction}"), "dataset")
+        let data = try r.map(try root.require("dataset", "{name, csv, label, test_fraction, columns, values}"), "dataset")
         try data.only(["name", "csv", "label", "test_fraction", "test_csv", "columns", "values"])
         if data.optional("test_csv") != nil && data.optional("test_fraction") != nil {
             throw r.error(data.optional("test_csv"), "dataset.test_csv", "give test_csv or test_fraction, not both")
@@ -160,7 +161,7 @@ public struct GatewayConfig: Sendable, Equatable {
             policy: resolve(try r.string(try root.require("policy", "the silo's policy file"), "policy"), folder),
             dataset: try r.string(try data.require("name", "the logical data set name plans use"), "dataset.name"),
             csv: resolve(try r.string(try data.require("csv", "the CSV file of the data set"), "dataset.csv"), folder),
-            label: try r.string(try data.require("label", "the label column"), "dataset.label"),
+            label: try data.optional("label").map { try r.string($0, "dataset.label") },
             testFraction: try data.optional("test_fraction").map { try r.double($0, "dataset.test_fraction", 0.05...0.5, "a share from 0.05 to 0.5") } ?? 0.2,
             testCSV: try data.optional("test_csv").map { resolve(try r.string($0, "dataset.test_csv"), folder) },
             learningRate: try root.optional("learning_rate").map { try r.double($0, "learning_rate", 1e-6...100, "a rate from 1e-6 to 100") } ?? 0.5,

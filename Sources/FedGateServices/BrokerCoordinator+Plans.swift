@@ -1,5 +1,6 @@
 import Crypto
 import FedGateAggregation
+import FedGateData
 import FedGateLearning
 import FedGatePKI
 import FedGatePolicy
@@ -29,6 +30,7 @@ extension BrokerCoordinator {
                                       + "(at least one layer must be shared)")
             }
         }
+        if let schema = plan.schema { try Self.checkTrainable(schema, model: try ModelKind(parsing: plan.model)) }
         guard !plan.secureAggregation || plan.strategy.isFedAvg else {
             throw PlanUnsupported("secure_aggregation: only with strategy fedavg (\(plan.strategy) needs every update in the clear)")
         }
@@ -43,6 +45,21 @@ extension BrokerCoordinator {
         runs[hash] = Task { await self.run(plan, text: text, hash: hash, from: .start) }
         logger.info("plan submitted", metadata: ["plan": "\(hash.prefix(12))", "by": "\(submitter)", "rounds": "\(plan.rounds)"])
         return hash
+    }
+
+    /// What this FedGate can train from a schema: classification (two classes for logistic
+    /// regression), with rows dropped for missing cells (the consortium's fill values are not computed yet).
+    static func checkTrainable(_ schema: DataSchema, model: ModelKind) throws {
+        guard let classes = schema.target.task.classCount else {
+            throw PlanUnsupported("schema.target: a regression target is not trained by this FedGate yet; use a binary or multiclass target")
+        }
+        if model == .logistic, classes != 2 {
+            throw PlanUnsupported("model: logistic predicts two classes; the schema's target '\(schema.target.column)' has \(classes) (use softmax or mlp)")
+        }
+        if let column = schema.columns.first(where: { $0.missing != .drop }) {
+            throw PlanUnsupported("schema.columns.\(column.name).missing: \(column.missing.rawValue) needs the consortium's fill values, "
+                                  + "which this FedGate does not compute yet; use missing: drop")
+        }
     }
 
     /// The plan's DP settings as the compliance report shows them.

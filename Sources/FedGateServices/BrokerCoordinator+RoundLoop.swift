@@ -1,5 +1,6 @@
 import Crypto
 import FedGateAggregation
+import FedGateData
 import FedGateLearning
 import FedGatePKI
 import FedGatePolicy
@@ -300,12 +301,18 @@ extension BrokerCoordinator {
     /// What the plan's model files say about their inputs: the plan's columns (when they are the
     /// features: a label among them is each silo's own to drop) and the consortium's standardisation.
     static func inputs(_ plan: TrainingPlan, _ standardisation: Standardisation?) -> ModelPayload.Inputs? {
-        standardisation.map { ModelPayload.Inputs(columns: plan.columns.count == $0.means.count ? plan.columns : nil, standardisation: $0) }
+        let names = plan.schema.map { SchemaEncoding(schema: $0).inputNames } ?? plan.columns
+        return standardisation.map { ModelPayload.Inputs(columns: names.count == $0.means.count ? names : nil, standardisation: $0, schema: plan.schema) }
     }
 
     /// The feature moments a plan's silos can send: one sum per column the plan reads (the silo's
-    /// label among them or not), and the classes the model kind can have.
+    /// label among them or not), and the classes the model kind can have; through a schema, one per
+    /// input of its encoding and exactly the target's classes.
     static func momentsShape(_ plan: TrainingPlan, _ kind: ModelKind) -> (features: ClosedRange<Int>, classes: ClosedRange<Int>) {
+        if let schema = plan.schema, let classes = schema.target.task.classCount {
+            // Through a schema every silo has exactly the encoding's inputs and the target's classes.
+            return (SchemaEncoding(schema: schema).inputNames.count...SchemaEncoding(schema: schema).inputNames.count, classes...classes)
+        }
         let columns = plan.columns.count
         return (max(1, columns - 1)...max(1, columns), 1...(kind == .logistic ? 2 : Network.maximumClasses))
     }

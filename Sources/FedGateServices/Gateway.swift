@@ -29,8 +29,7 @@ public actor Gateway {
         public var credentials: TLSCredentials
         /// The logical data set this gateway serves, and its rows (raw, before standardisation).
         public var dataset: String
-        public var train: Dataset
-        public var test: Dataset
+        public var data: SiloData
         public var learningRate: Float = 0.1
         public var limits = TransportLimits()
         public var reconnectInitial: Duration = .milliseconds(200)
@@ -66,11 +65,15 @@ public actor Gateway {
         /// is closed when the broker relays the shares), as a silo that dies mid-round would.
         @_spi(Testing) public var dropOutBeforeMasking = false
 
-        public init(credentials: TLSCredentials, dataset: String, train: Dataset, test: Dataset) {
+        public init(credentials: TLSCredentials, dataset: String, data: SiloData) {
             self.credentials = credentials
             self.dataset = dataset
-            self.train = train
-            self.test = test
+            self.data = data
+        }
+
+        /// Numeric rows only (plans without a schema).
+        public init(credentials: TLSCredentials, dataset: String, train: Dataset, test: Dataset) {
+            self.init(credentials: credentials, dataset: dataset, data: SiloData(train: train, test: test))
         }
     }
 
@@ -121,7 +124,7 @@ public actor Gateway {
         self.logger = logger
         credentials = settings.credentials
         let silo = settings.credentials.identity.id
-        judge = OfferJudge(governor: governor, dataset: settings.dataset, train: settings.train, test: settings.test, silo: silo)
+        judge = OfferJudge(governor: governor, dataset: settings.dataset, data: settings.data, silo: silo)
         reservations = BudgetReservations(ledger: governor.ledger, silo: silo, logger: logger)
         metrics.announce(.gateway, certificateNotAfter: settings.credentials.notAfter)
     }

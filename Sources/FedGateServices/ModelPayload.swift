@@ -1,3 +1,4 @@
+import FedGateData
 import Crypto
 import FedGateLearning
 import FedGateTensors
@@ -16,8 +17,10 @@ public enum ModelPayload {
         /// The feature columns in the model's input order (nil when the plan's columns do not say it).
         public var columns: [String]?
         public var standardisation: Standardisation
-        public init(columns: [String]?, standardisation: Standardisation) {
-            (self.columns, self.standardisation) = (columns, standardisation)
+        /// The plan's schema, when its rows were read through one (the inputs are then its encoding's).
+        public var schema: DataSchema?
+        public init(columns: [String]?, standardisation: Standardisation, schema: DataSchema? = nil) {
+            (self.columns, self.standardisation, self.schema) = (columns, standardisation, schema)
         }
     }
 
@@ -49,6 +52,7 @@ public enum ModelPayload {
                  "fedgate.layout": "layerN.weight [out, in] and layerN.bias [out], layer 0 next to the inputs: y = W x + b, relu between layers"]
         if let inputs {
             if let columns = inputs.columns { m["fedgate.columns"] = json(columns) }
+            if let schema = inputs.schema { m["fedgate.schema"] = schema.metadataJSON }
             m["fedgate.feature_means"] = json(inputs.standardisation.means)
             m["fedgate.feature_scales"] = json(inputs.standardisation.scales)
             m["fedgate.standardise"] = "x' = (x - feature_means) / feature_scales, per column, before the first layer"

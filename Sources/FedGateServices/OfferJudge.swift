@@ -44,18 +44,20 @@ final class OfferJudge: Sendable {
 
     let governor: SiloGovernor
     let dataset: String
-    let train: Dataset
-    let test: Dataset
+    let data: SiloData
     /// Who the audit records of the decisions name.
     let silo: String
     private let verdicts = Mutex<[String: Verdict]>([:])
 
-    init(governor: SiloGovernor, dataset: String, train: Dataset, test: Dataset, silo: String) {
+    init(governor: SiloGovernor, dataset: String, data: SiloData, silo: String) {
         self.governor = governor
         self.dataset = dataset
-        self.train = train
-        self.test = test
+        self.data = data
         self.silo = silo
+    }
+
+    convenience init(governor: SiloGovernor, dataset: String, train: Dataset, test: Dataset, silo: String) {
+        self.init(governor: governor, dataset: dataset, data: SiloData(train: train, test: test), silo: silo)
     }
 
     /// The accepted plan the offer names; `OfferRefusal` when this silo refuses it, or the store's
@@ -102,7 +104,7 @@ final class OfferJudge: Sendable {
     }
 
     /// The offered text as a plan that is the one offered, for this silo's data set, on columns
-    /// this silo has: with its training and test rows restricted to them.
+    /// this silo has: with its training and test rows restricted to them (`SiloData.rows(for:)`).
     private func checked(_ offer: Fedgate_V1_RoundOffer) throws -> (TrainingPlan, Dataset, Dataset) {
         let plan: TrainingPlan
         do { plan = try TrainingPlan.parse(offer.planYaml, file: "plan \(offer.planHash.prefix(12))") } catch {
@@ -114,9 +116,7 @@ final class OfferJudge: Sendable {
         guard plan.datasets.contains(dataset) else {
             throw OfferRefusal(rule: "datasets", "this gateway serves '\(dataset)', the plan asks for \(plan.datasets)")
         }
-        let names = plan.columns.filter { $0 != train.labelName }
-        do { return (plan, try train.selecting(features: names), try test.selecting(features: names)) } catch {
-            throw OfferRefusal(rule: "columns", "\(error)")
-        }
+        let (train, test) = try data.rows(for: plan)
+        return (plan, train, test)
     }
 }

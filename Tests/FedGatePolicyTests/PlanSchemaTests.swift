@@ -15,7 +15,7 @@ struct PlanSchemaTests {
         let schema = try #require(try TrainingPlan.parse(Self.penguins, file: "penguins.yaml").schema)
         #expect(schema.columns.map(\.name) == ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex"])
         #expect(schema.columns[0].bounds == .init(lower: 20, upper: 70) && schema.columns[0].missing == .drop)
-        #expect(schema.columns[4].kind == .categorical(["female", "male"]) && schema.columns[4].missing == .indicator)
+        #expect(schema.columns[4].kind == .categorical(["female", "male"]) && schema.columns[4].missing == .drop)
         #expect(schema.target == .init(column: "species", task: .multiclass(["Adelie", "Chinstrap", "Gentoo"])))
     }
 
@@ -31,10 +31,10 @@ struct PlanSchemaTests {
     }
 
     @Test("a schema that does not fit is refused with the field named", arguments: [
-        ("sex: { type: categorical, categories: [female, male], missing: indicator }", "sex: { type: text }", "schema.columns.sex.type"),
-        ("sex: { type: categorical, categories: [female, male], missing: indicator }", "sex: { type: categorical, categories: [female, male], missing: guess }", "schema.columns.sex.missing"),
-        ("sex: { type: categorical, categories: [female, male], missing: indicator }", "sex: { type: categorical, categories: [a, b], bounds: [0, 1] }", "schema.columns.sex.bounds"),
-        ("sex: { type: categorical, categories: [female, male], missing: indicator }", "sexe: { type: boolean }", "schema.columns"),
+        ("sex: { type: categorical, categories: [female, male], missing: drop }", "sex: { type: text }", "schema.columns.sex.type"),
+        ("sex: { type: categorical, categories: [female, male], missing: drop }", "sex: { type: categorical, categories: [female, male], missing: guess }", "schema.columns.sex.missing"),
+        ("sex: { type: categorical, categories: [female, male], missing: drop }", "sex: { type: categorical, categories: [a, b], bounds: [0, 1] }", "schema.columns.sex.bounds"),
+        ("sex: { type: categorical, categories: [female, male], missing: drop }", "sexe: { type: boolean }", "schema.columns"),
         ("target: { column: species, classes: [Adelie, Chinstrap, Gentoo] }", "target: { column: species, classes: [Adelie], regression: true }", "schema.target"),
         ("target: { column: species, classes: [Adelie, Chinstrap, Gentoo] }", #"target: { column: num, positive: "num is big" }"#, "schema.target.positive"),
         ("target: { column: species, classes: [Adelie, Chinstrap, Gentoo] }", "target: { column: sex, classes: [a, b] }", "also an input"),

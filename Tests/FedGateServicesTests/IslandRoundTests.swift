@@ -1,0 +1,112 @@
+import FedGateData
+import FedGateLearning
+import FedGatePolicy
+import FedGateProto
+@testable import FedGateServices
+import FedGateStore
+import FedGateTensors
+import Foundation
+import GRPCCore
+import Testing
+@testable import FedGateConsortiumTesting
+
+/// Three silos, one per island, each holding its part of the raw penguin export as it was recorded
+/// (text species names, upper-case sex, `NA` cells, quoted commas) and mapping it onto a plan's
+/// schema: rounds over mutual TLS train species from the measurements and one-hot sex.
+@Suite("Rounds on the islands' raw penguin exports, read through a plan's schema")
+struct IslandRoundTests {
+    static let islands = ["Biscoe", "Dream", "Torgersen"]
+
+    static let mapping = SiloMapping(
+        columns: ["bill_length_mm": "Culmen Length (mm)", "bill_depth_mm": "Culmen Depth (mm)", "flipper_length_mm": "Flipper Length (mm)",
+                  "body_mass_g": "Body Mass (g)", "sex": "Sex", "species": "Species"],
+        values: ["species": ["Adelie Penguin (Pygoscelis adeliae)": "Adelie", "Chinstrap penguin (Pygoscelis antarctica)": "Chinstrap",
+                             "Gentoo penguin (Pygoscelis papua)": "Gentoo"]])
+
+    static func policy(_ silo: String) -> String {
+        """
+        silo: \(silo)
+        datasets:
+          penguins:
+            purposes: [research]
+            columns: [bill_length_mm, bill_depth_mm, flipper_length_mm, body_mass_g, sex]
+            epsilon: { per_plan: 50.0 }
+            delta_max: 1.0e-5
+        residency: { allowed_regions: [eu-west], allowed_jurisdictions: [EU] }
+        privacy: { min_noise_multiplier: 0.3, max_clip_norm: 1.0, require_secure_aggregation: false, min_silos_per_round: 3 }
+        models: [softmax]
+        executors: [builtin]
+        """
+    }
+
+    /// Each island's rows of the raw export, split into training and held-out rows (every fifth held out).
+    static func exports() throws -> [SiloData.Export] {
+        let raw = try Table.csv(try String(contentsOf: Consortium.root.appendingPathComponent("examples/data/palmer_penguins_raw.csv"), encoding: .utf8),
+                                source: "palmer_penguins_raw.csv")
+        let island = try #require(raw.columnIndex["Island"])
+        return islands.map { name in
+            let rows = raw.rows.indices.filter { raw.rows[$0][island] == name }
+            let table = Table(source: "\(name.lowercased()).csv", header: raw.header, rows: rows.map { raw.rows[$0] })
+            let held = table.rows.indices.filter { $0 % 5 == 4 }, kept = table.rows.indices.filter { $0 % 5 != 4 }
+            return SiloData.Export(train: table.subset(kept), test: table.subset(held), mapping: mapping)
+        }
+    }
+
+    @Test("each island trains on its own raw export through the schema; the final model classifies species across islands")
+    func islandsTrain() async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        let plan = try String(contentsOf: Consortium.root.appendingPathComponent("examples/plans/penguins-species.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "rounds: 20", with: "rounds: 12").replacingOccurrences(of: "noise_multiplier: 1.1", with: "noise_multiplier: 0.5")
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, logger: consortium.logger) { broker in
+            var gateways: [Gateway] = []
+            for (name, export) in zip(Self.islands, try Self.exports()) {
+                let id = name.lowercased()
+                let store = try await consortium.store(id)
+                try await store.save(DatasetBudget(name: "penguins", delta: 1e-5, perPlanCap: 50), actor: "admin")
+                try await store.addConsent(ConsentRecord(dataset: "penguins", purpose: "research", legalBasis: "public interest",
+                                                         scope: "field study", validFrom: Date().addingTimeInterval(-86_400)), actor: "admin")
+                let governor = SiloGovernor(policy: try SiloPolicy.parse(Self.policy(id), file: "\(id).yaml"), policyText: Self.policy(id),
+                                            ledger: PrivacyLedger(backend: store))
+                let data = SiloData(numericUnavailable: "the raw export has text cells", export: export)
+                var settings = Gateway.Settings(credentials: try await consortium.enrolledSilo(id, in: brokerStore), dataset: "penguins", data: data)
+                settings.brokerPort = broker.port
+                settings.learningRate = 0.5
+                gateways.append(Gateway(settings: settings, governor: governor, logger: consortium.logger))
+            }
+            let running = gateways.map { gateway in Task { await gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            await eventually { await broker.coordinator.connectedSilos.count >= 3 }
+            let hash = try await NetworkedRoundTests.submit(plan, consortium, port: broker.port)
+            let status = try #require(await broker.coordinator.finished(hash))
+            #expect(status.state == .finished, "\(status.reason ?? "")")
+            #expect(status.rounds.allSatisfy { $0.state == "committed" && $0.participants.count == 3 }, "\(status.rounds.map { ($0.state, $0.reason) })")
+            // 4 measurements and sex one-hot over [female, male]; three classes.
+            #expect(status.layerSizes.first == 6 || status.parameters.count == (6 + 1) * 3, "\(status.layerSizes)")
+            let evaluation = try #require(status.evaluation)
+            let pooled = try #require(evaluation.pooledAccuracy)
+            #expect(pooled >= 0.9, "pooled held-out accuracy \(pooled): \(evaluation.silos.map { ($0.silo, $0.accuracy, $0.examples) })")
+            #expect(evaluation.silos.count == 3)
+            // The registry's file names its inputs as the schema encoded them, and states the schema.
+            let version = try #require(try await brokerStore.modelVersions().last)
+            let file = try SafeTensors(bytes: try #require(try await brokerStore.modelContent(sha256: version.contentSHA256)))
+            #expect(file.metadata["fedgate.columns"]?.contains("\"sex=female\",\"sex=male\"") == true, "\(file.metadata)")
+            let schema = try #require(file.metadata["fedgate.schema"])
+            #expect(schema.contains("\"categories\":[\"female\",\"male\"]") && schema.contains("\"classes\":[\"Adelie\",\"Chinstrap\",\"Gentoo\"]"))
+        }
+    }
+
+    @Test("what this FedGate cannot train from a schema is refused when the plan is submitted, with the field to change")
+    func untrainableSchemas() throws {
+        let base = try #require(try TrainingPlan.parse(try String(contentsOf: Consortium.root.appendingPathComponent("examples/plans/penguins-species.yaml"),
+                                                                     encoding: .utf8), file: "p.yaml").schema)
+        var regression = base
+        regression.target.task = .regression
+        #expect { try BrokerCoordinator.checkTrainable(regression, model: .softmax) } throws: { "\($0)".contains("regression") }
+        #expect { try BrokerCoordinator.checkTrainable(base, model: .logistic) } throws: { "\($0)".contains("has 3") }
+        var imputed = base
+        imputed.columns[4].missing = .impute
+        #expect { try BrokerCoordinator.checkTrainable(imputed, model: .softmax) } throws: { "\($0)".contains("schema.columns.sex.missing") }
+        try BrokerCoordinator.checkTrainable(base, model: .softmax)
+    }
+}
