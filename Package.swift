@@ -110,6 +110,7 @@ let package = Package(
             name: "FedGateStore",
             dependencies: [
                 "FedGatePrivacy",
+                "FedGateData",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -282,7 +283,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FedGateStoreTests",
-            dependencies: ["FedGateStore", "FedGatePrivacy", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["FedGateStore", "FedGatePrivacy", "FedGateData", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(

@@ -4,14 +4,14 @@ import FedGatePolicy
 import Foundation
 
 /// `fedgate data …`: a silo admin looks at their own rows as a plan would read them, locally.
-struct DataCommand: ParsableCommand {
+struct DataCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "data",
         abstract: "Look at this silo's data as a plan would read it (locally: nothing is sent).",
         subcommands: [Profile.self]
     )
 
-    struct Profile: ParsableCommand {
+    struct Profile: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Read the gateway's data set through a plan's schema and the gateway's mapping; print rows, refusals by reason, missing cells and values seen.",
             discussion: "Nothing is sent anywhere. Exit status: 0 read, 64 a file, column or schema that cannot be used (the file, row and column named).")
@@ -20,11 +20,11 @@ struct DataCommand: ParsableCommand {
         @Option(help: "The training plan (YAML) with a schema.") var plan: String
         @Flag(help: "Print one JSON object on stdout.") var json = false
 
-        func run() throws { print(try output()) }
+        func run() async throws { print(try await output()) }
 
         /// What `run` prints; a file, column or schema that cannot be used throws (exit 64).
-        func output() throws -> String {
-            try deciding {
+        func output() async throws -> String {
+            try await deciding {
                 let gateway = try loadFile(GatewayConfig.load, config)
                 let plan = try loadFile(TrainingPlan.load, self.plan)
                 guard let schema = plan.schema else {
@@ -34,12 +34,8 @@ struct DataCommand: ParsableCommand {
                     throw CommandFailure.unusable("\(self.plan): the plan reads \(plan.datasets.joined(separator: ", ")), not this gateway's data set '\(gateway.dataset)'")
                 }
                 var readings: [SchemaReading] = []
-                for file in [gateway.csv] + (gateway.testCSV.map { [$0] } ?? []) {
-                    let text: String
-                    do { text = try String(contentsOf: file, encoding: .utf8) } catch {
-                        throw CommandFailure.unusable("\(file.path): cannot be read as UTF-8 text (\(error.localizedDescription)); check dataset.csv in \(config)")
-                    }
-                    do { readings.append(try SchemaReading(try Table.csv(text, source: file.path), schema: schema, mapping: gateway.mapping)) } catch let e as DataError {
+                for table in try await SiloExport.tables(gateway, config: config) {
+                    do { readings.append(try SchemaReading(table, schema: schema, mapping: gateway.mapping)) } catch let e as DataError {
                         throw CommandFailure.unusable(e.description)
                     }
                 }

@@ -168,7 +168,7 @@ struct GatewayCommand: AsyncParsableCommand {
             var logger = Logger(label: "fedgate.gateway")
             logger.logLevel = .info
             let credentials = try loadCredentials(c.tls, expecting: c.silo, file: config)
-            let data = try rows(c)
+            let data = try await rows(c)
             let store = try await openServiceStore(c.store, migrations: c.migrations)
             let ledger = PrivacyLedger(backend: store)
             let governor = SiloGovernor(policy: policy, policyText: try String(contentsOf: c.policy, encoding: .utf8), ledger: ledger)
@@ -207,46 +207,8 @@ struct GatewayCommand: AsyncParsableCommand {
             logger.info("gateway stopped", metadata: ["silo": "\(c.silo)"])
         }
 
-        /// The data set's training and held-out rows, as the config says: the export's cells (for
-        /// plans with a schema) and, when it is all numbers with an integer `label`, the numeric rows.
-        /// An export that cannot be read stops the gateway before it connects, naming file, row and column.
-        func rows(_ c: GatewayConfig) throws -> SiloData {
-            let tables = try (c.testCSV.map { [c.csv, $0] } ?? [c.csv]).map(table)
-            // A fixed held-out split, so restarts evaluate on the same rows; both forms split alike.
-            var rng = SimulationRandom(seed: 0x5ee0)
-            let order = Array(0..<tables[0].rows.count).shuffled(using: &rng)
-            let held = max(1, Int(Double(order.count) * c.testFraction))
-            let (trainRows, testRows) = c.testCSV == nil ? (Array(order.dropFirst(held)), Array(order.prefix(held))) : (Array(0..<order.count), [])
-            let export = SiloData.Export(train: tables[0].subset(trainRows), test: tables.count > 1 ? tables[1] : tables[0].subset(testRows),
-                                         mapping: c.mapping)
-            guard let label = c.label else { return SiloData(numericUnavailable: "no dataset.label in \(config)", export: export) }
-            do {
-                let data = try Dataset.load(csv: c.csv, label: label)
-                guard data.count == tables[0].rows.count else {
-                    throw ValidationError("\(config): dataset: \(c.csv.path) reads as \(data.count) numeric rows but \(tables[0].rows.count) rows of cells")
-                }
-                if let testCSV = c.testCSV {
-                    let test = try Dataset.load(csv: testCSV, label: label)
-                    guard test.featureNames == data.featureNames else {
-                        throw ValidationError("\(config): dataset.test_csv: its columns differ from dataset.csv's")
-                    }
-                    return SiloData(train: data, test: test, export: export)
-                }
-                return SiloData(train: data.subset(trainRows), test: data.subset(testRows), export: export)
-            } catch let e as DatasetError {
-                // A label was named: the admin means the export for plans without a schema, so it must read as numbers.
-                throw ValidationError("\(config): dataset: \(e) (leave out dataset.label if this export is only for plans with a schema)")
-            }
-        }
-
-        /// One export file's cells.
-        func table(_ url: URL) throws -> Table {
-            let text: String
-            do { text = try String(contentsOf: url, encoding: .utf8) } catch {
-                throw ValidationError("\(config): dataset: \(url.path) cannot be read as UTF-8 text (\(error.localizedDescription))")
-            }
-            do { return try Table.csv(text, source: url.path) } catch let e as DataError { throw ValidationError("\(config): dataset: \(e)") }
-        }
+        /// The data set's training and held-out rows, as the config says (`SiloExport`).
+        func rows(_ c: GatewayConfig) async throws -> SiloData { try await SiloExport.data(c, config: config) }
     }
 }
 

@@ -54,24 +54,41 @@ public struct Table: Sendable, Equatable {
         while let fields = reader.next() {
             number += 1
             if fields.count == 1, fields[0].isEmpty { continue }  // a blank line
-            guard rows.count < limits.rows else {
-                throw DataError(source: source, row: number, column: nil, problem: "has more than \(limits.rows) rows", remedy: "split the export")
-            }
-            guard fields.count == header.count else {
-                throw DataError(source: source, row: number, column: nil,
-                                problem: "has \(fields.count) cells where the header names \(header.count)",
-                                remedy: "quote cells that contain the delimiter (\"a, b\") and check the row was not cut")
-            }
-            rows.append(try fields.enumerated().map { index, cell in
-                guard cell.count <= limits.cellCharacters else {
-                    throw DataError(source: source, row: number, column: header[index],
-                                    problem: "holds a cell of \(cell.count) characters (at most \(limits.cellCharacters))",
-                                    remedy: "look for a quote that is never closed before this cell")
-                }
-                return limits.missingMarkers.contains(cell.trimmingCharacters(in: .whitespaces).lowercased()) ? nil : cell
-            })
+            rows.append(try row(fields, number: number, header: header, source: source, limits: limits, rowsSoFar: rows.count))
         }
         return Table(source: source, header: header, rows: rows)
+    }
+
+    /// Rows that came as cells already (a database's: nil is NULL), checked as a file's are.
+    public static func cells(_ rows: [[String?]], header: [String], source: String, limits: Limits = Limits()) throws -> Table {
+        try checkHeader(header, source: source, limits: limits)
+        var checked: [[String?]] = []
+        checked.reserveCapacity(rows.count)
+        for (i, cells) in rows.enumerated() {
+            checked.append(try row(cells, number: i + 1, header: header, source: source, limits: limits, rowsSoFar: i))
+        }
+        return Table(source: source, header: header, rows: checked)
+    }
+
+    /// One row's cells checked against the header and the limits; missing markers become nil.
+    private static func row(_ cells: [String?], number: Int, header: [String], source: String, limits: Limits, rowsSoFar: Int) throws -> [String?] {
+        guard rowsSoFar < limits.rows else {
+            throw DataError(source: source, row: number, column: nil, problem: "has more than \(limits.rows) rows", remedy: "split the export")
+        }
+        guard cells.count == header.count else {
+            throw DataError(source: source, row: number, column: nil,
+                            problem: "has \(cells.count) cells where the header names \(header.count)",
+                            remedy: "quote cells that contain the delimiter (\"a, b\") and check the row was not cut")
+        }
+        return try cells.enumerated().map { index, cell in
+            guard let cell else { return nil }
+            guard cell.count <= limits.cellCharacters else {
+                throw DataError(source: source, row: number, column: header[index],
+                                problem: "holds a cell of \(cell.count) characters (at most \(limits.cellCharacters))",
+                                remedy: "look for a quote that is never closed before this cell")
+            }
+            return limits.missingMarkers.contains(cell.trimmingCharacters(in: .whitespaces).lowercased()) ? nil : cell
+        }
     }
 
     /// The first line longer than `limit` bytes (its 1-based number, and how far it was read), or nil.

@@ -1,5 +1,6 @@
 import FedGateData
 import Foundation
+import Yams
 
 /// Paths to a party's TLS material, resolved against the config file's folder.
 public struct TLSPaths: Sendable, Equatable {
@@ -112,7 +113,9 @@ public struct GatewayConfig: Sendable, Equatable {
     public var migrations: URL?
     public var policy: URL
     public var dataset: String
-    public var csv: URL
+    /// The export: a CSV file, or (`dataset.postgres`) a table or query in the silo's own PostgreSQL.
+    public var csv: URL?
+    public var postgres: PostgresRows?
     /// The integer label column, for plans without a schema (nil: only plans with a schema can read this export).
     public var label: String?
     public var testFraction: Double
@@ -145,7 +148,10 @@ public struct GatewayConfig: Sendable, Equatable {
             }
         } ?? []
         let data = try r.map(try root.require("dataset", "{name, csv, label, test_fraction, columns, values}"), "dataset")
-        try data.only(["name", "csv", "label", "test_fraction", "test_csv", "columns", "values"])
+        try data.only(["name", "csv", "postgres", "label", "test_fraction", "test_csv", "columns", "values"])
+        guard (data.optional("csv") == nil) != (data.optional("postgres") == nil) else {
+            throw r.error(data.node, "dataset", "give exactly one of csv (a file) and postgres (a table or query in the silo's database)")
+        }
         if data.optional("test_csv") != nil && data.optional("test_fraction") != nil {
             throw r.error(data.optional("test_csv"), "dataset.test_csv", "give test_csv or test_fraction, not both")
         }
@@ -160,7 +166,7 @@ public struct GatewayConfig: Sendable, Equatable {
             migrations: try root.optional("migrations").map { resolve(try r.string($0, "migrations"), folder) },
             policy: resolve(try r.string(try root.require("policy", "the silo's policy file"), "policy"), folder),
             dataset: try r.string(try data.require("name", "the logical data set name plans use"), "dataset.name"),
-            csv: resolve(try r.string(try data.require("csv", "the CSV file of the data set"), "dataset.csv"), folder),
+            csv: try data.optional("csv").map { resolve(try r.string($0, "dataset.csv"), folder) },
             label: try data.optional("label").map { try r.string($0, "dataset.label") },
             testFraction: try data.optional("test_fraction").map { try r.double($0, "dataset.test_fraction", 0.05...0.5, "a share from 0.05 to 0.5") } ?? 0.2,
             testCSV: try data.optional("test_csv").map { resolve(try r.string($0, "dataset.test_csv"), folder) },
@@ -171,6 +177,13 @@ public struct GatewayConfig: Sendable, Equatable {
             .map { try r.double($0, "broker.connect_timeout_seconds", 1...300, "seconds from 1 to 300") } ?? 15
         config.metrics = try MetricsListen.parse(r, root)
         config.mapping = try mapping(r, data)
+        config.postgres = try data.optional("postgres").map { try PostgresRows.parse(r, $0, folder) }
+        if config.postgres != nil, let label = data.optional("label") {
+            throw r.error(label, "dataset.label", "goes with csv; rows from postgres serve plans with a schema (its target is the label)")
+        }
+        if config.postgres != nil, let test = data.optional("test_csv") {
+            throw r.error(test, "dataset.test_csv", "goes with csv; with postgres, held-out rows are test_fraction of the rows read")
+        }
         return config
     }
 
@@ -225,5 +238,34 @@ public struct MetricsListen: Sendable, Equatable {
         try m.only(["host", "port"])
         return MetricsListen(host: try m.optional("host").map { try r.string($0, "metrics.host") } ?? "127.0.0.1",
                              port: try r.int(try m.require("port", "the TCP port of /metrics"), "metrics.port", 0...65_535, "a port from 0 to 65535"))
+    }
+}
+
+/// `dataset.postgres`: where a silo's rows are in its own PostgreSQL, read-only.
+public struct PostgresRows: Sendable, Equatable {
+    /// `postgres://user@host:port/database`, without a password.
+    public var url: String
+    /// A table name (`schema.table` allowed), or nil when `query` is given.
+    public var table: String?
+    public var query: String?
+    /// A file holding the role's password (mode 0600), if it needs one.
+    public var passwordFile: URL?
+
+    static func parse(_ r: YAMLReader, _ node: Yams.Node, _ folder: URL) throws -> PostgresRows {
+        let m = try r.map(node, "dataset.postgres")
+        try m.only(["url", "table", "query", "password_file"])
+        let url = try r.string(try m.require("url", "postgres://user@host:port/database (the password in password_file)"), "dataset.postgres.url")
+        guard let u = URLComponents(string: url), u.scheme == "postgres" || u.scheme == "postgresql", u.host != nil, u.user != nil else {
+            throw r.error(m.optional("url"), "dataset.postgres.url", "must be postgres://user@host:port/database")
+        }
+        guard u.password == nil else {
+            throw r.error(m.optional("url"), "dataset.postgres.url", "must not hold a password; put it in a file named by dataset.postgres.password_file")
+        }
+        guard (m.optional("table") == nil) != (m.optional("query") == nil) else {
+            throw r.error(node, "dataset.postgres", "give exactly one of table and query")
+        }
+        return PostgresRows(url: url, table: try m.optional("table").map { try r.string($0, "dataset.postgres.table") },
+                            query: try m.optional("query").map { try r.string($0, "dataset.postgres.query") },
+                            passwordFile: try m.optional("password_file").map { resolve(try r.string($0, "dataset.postgres.password_file"), folder) })
     }
 }

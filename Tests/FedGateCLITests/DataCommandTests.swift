@@ -33,41 +33,41 @@ struct DataCommandTests {
         return folder
     }
 
-    func profile(_ folder: URL, plan: String = "examples/plans/penguins-species.yaml", json: Bool = false) throws -> String {
-        try DataCommand.Profile.parse(["--config", folder.appendingPathComponent("gateway.yaml").path, "--plan", plan] + (json ? ["--json"] : [])).output()
+    func profile(_ folder: URL, plan: String = "examples/plans/penguins-species.yaml", json: Bool = false) async throws -> String {
+        try await DataCommand.Profile.parse(["--config", folder.appendingPathComponent("gateway.yaml").path, "--plan", plan] + (json ? ["--json"] : [])).output()
     }
 
-    func failure(_ body: () throws -> String) -> String {
-        do { return "read: \(try body())" } catch { return FedGateCommand.message(for: error) }
+    func failure(_ body: () async throws -> String) async -> String {
+        do { return "read: \(try await body())" } catch { return FedGateCommand.message(for: error) }
     }
 
     @Test("the raw export through the penguin plan: rows read, usable and refused by reason, missing cells, values seen")
-    func profilesRawExport() throws {
+    func profilesRawExport() async throws {
         let folder = try silo()
-        let text = try profile(folder)
+        let text = try await profile(folder)
         #expect(text.contains("344 rows read, 333 usable, 11 refused"), "\(text)")
         #expect(text.contains("refused      2  column 'bill_length_mm': missing") && text.contains("refused      9  column 'sex': missing"))
         #expect(text.contains("sex 11") && text.contains("values of species: Adelie 152, Gentoo 124, Chinstrap 68"))
-        let json = try #require(JSONSerialization.jsonObject(with: Data(try profile(folder, json: true).utf8)) as? [String: Any])
+        let json = try #require(JSONSerialization.jsonObject(with: Data(try await profile(folder, json: true).utf8)) as? [String: Any])
         let file = try #require((json["files"] as? [[String: Any]])?.first)
         #expect(file["usable"] as? Int == 333 && (file["refused"] as? [String: Int])?["column 'bill_length_mm': missing"] == 2)
     }
 
     @Test("an export whose columns are not mapped says which column is missing and where to map it")
-    func unmappedColumns() throws {
-        let message = failure { try profile(try silo(mapping: false)) }
+    func unmappedColumns() async throws {
+        let message = await failure { try await profile(try silo(mapping: false)) }
         #expect(message.contains("biscoe.csv") && message.contains("has no column 'bill_length_mm'") && message.contains("dataset.columns"), "\(message)")
     }
 
     @Test("a broken export is named by file and row, and nothing is profiled")
-    func brokenExport() throws {
-        let message = failure { try profile(try silo { $0.replacingOccurrences(of: "\"Adult, 1 Egg Stage\",N1A2", with: "Adult, 1 Egg Stage,N1A2") }) }
+    func brokenExport() async throws {
+        let message = await failure { try await profile(try silo { $0.replacingOccurrences(of: "\"Adult, 1 Egg Stage\",N1A2", with: "Adult, 1 Egg Stage,N1A2") }) }
         #expect(message.contains("biscoe.csv, row 2: has 18 cells where the header names 17"), "\(message)")
     }
 
     @Test("a plan without a schema, or for another data set, is refused with the reason")
-    func unsuitablePlans() throws {
+    func unsuitablePlans() async throws {
         let folder = try silo()
-        #expect(failure { try profile(folder, plan: "examples/plans/breast-cancer-research.yaml") }.contains("has no schema"))
+        #expect(await failure { try await profile(folder, plan: "examples/plans/breast-cancer-research.yaml") }.contains("has no schema"))
     }
 }

@@ -3,7 +3,7 @@ import FedGateLearning
 import FedGatePolicy
 import FedGateProto
 @testable import FedGateServices
-import FedGateStore
+@_spi(Testing) @testable import FedGateStore
 import FedGateTensors
 import Foundation
 import GRPCCore
@@ -52,7 +52,33 @@ struct IslandRoundTests {
         }
     }
 
-    @Test("each island trains on its own raw export through the schema; the final model classifies species across islands")
+    /// Dream keeps its rows in its own PostgreSQL: the raw export's columns as a table (the
+    /// recorded names, quoted), read back through a SELECT-only role as the gateway would.
+    static func fromPostgres(_ export: SiloData.Export, _ consortium: Consortium) async throws -> SiloData.Export? {
+        guard let url = try await consortium.postgresURL() else { return nil }
+        let admin = try PostgresLedger(url: url)
+        defer { admin.shutdown() }
+        func quoted(_ s: String?) -> String { s.map { "'" + $0.replacingOccurrences(of: "'", with: "''") + "'" } ?? "NULL" }
+        func identifier(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+        var parts: [String: Table] = [:]
+        for (name, table) in [("dream_train", export.train), ("dream_test", export.test)] {
+            try await admin.executeForTesting("CREATE TABLE \(name) (" + table.header.map { identifier($0) + " text" }.joined(separator: ", ") + ")")
+            try await admin.executeForTesting("INSERT INTO \(name) VALUES " + table.rows.map { "(" + $0.map(quoted).joined(separator: ", ") + ")" }.joined(separator: ", "))
+        }
+        let reader = "fg_dream_" + UUID().uuidString.prefix(8).lowercased()
+        try await admin.executeForTesting("CREATE ROLE \(reader) LOGIN")
+        try await admin.executeForTesting("GRANT SELECT ON dream_train, dream_test TO \(reader)")
+        var components = try #require(URLComponents(string: url))
+        components.user = reader
+        for name in ["dream_train", "dream_test"] {
+            parts[name] = try await PostgresSource.read(url: try #require(components.string), password: nil, rows: .table(name), source: "table \(name)")
+        }
+        #expect(parts["dream_train"]?.header == export.train.header && parts["dream_train"]?.rows == export.train.rows,
+                "the database gives back the export's cells, in its column order")
+        return SiloData.Export(train: try #require(parts["dream_train"]), test: try #require(parts["dream_test"]), mapping: export.mapping)
+    }
+
+    @Test("each island trains on its own raw export through the schema (Dream's from its PostgreSQL); the final model classifies species across islands")
     func islandsTrain() async throws {
         let consortium = try Consortium()
         let brokerStore = try await consortium.store("broker")
@@ -60,8 +86,9 @@ struct IslandRoundTests {
             .replacingOccurrences(of: "rounds: 20", with: "rounds: 12").replacingOccurrences(of: "noise_multiplier: 1.1", with: "noise_multiplier: 0.5")
         try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, logger: consortium.logger) { broker in
             var gateways: [Gateway] = []
-            for (name, export) in zip(Self.islands, try Self.exports()) {
+            for (name, file) in zip(Self.islands, try Self.exports()) {
                 let id = name.lowercased()
+                let export = id == "dream" ? try await Self.fromPostgres(file, consortium) ?? file : file
                 let store = try await consortium.store(id)
                 try await store.save(DatasetBudget(name: "penguins", delta: 1e-5, perPlanCap: 50), actor: "admin")
                 try await store.addConsent(ConsentRecord(dataset: "penguins", purpose: "research", legalBasis: "public interest",
