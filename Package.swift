@@ -327,7 +327,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FedGateCLITests",
-            dependencies: ["FedGateCLI", "FedGateStore", "FedGatePolicy", "FedGatePrivacy"],
+            dependencies: ["FedGateCLI", "FedGateStore", "FedGatePolicy", "FedGatePrivacy", "FedGateData"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
     ]

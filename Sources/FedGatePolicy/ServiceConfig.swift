@@ -251,6 +251,10 @@ public struct PostgresRows: Sendable, Equatable {
     /// A file holding the role's password (mode 0600), if it needs one.
     public var passwordFile: URL?
 
+    public init(url: String, table: String?, query: String?, passwordFile: URL?) {
+        (self.url, self.table, self.query, self.passwordFile) = (url, table, query, passwordFile)
+    }
+
     static func parse(_ r: YAMLReader, _ node: Yams.Node, _ folder: URL) throws -> PostgresRows {
         let m = try r.map(node, "dataset.postgres")
         try m.only(["url", "table", "query", "password_file"])

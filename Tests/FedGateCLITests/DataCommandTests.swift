@@ -1,4 +1,6 @@
 import ArgumentParser
+import FedGateData
+@_spi(Testing) @testable import FedGateStore
 import Foundation
 import Testing
 @testable import FedGateCLI
@@ -69,5 +71,48 @@ struct DataCommandTests {
     func unsuitablePlans() async throws {
         let folder = try silo()
         #expect(await failure { try await profile(folder, plan: "examples/plans/breast-cancer-research.yaml") }.contains("has no schema"))
+    }
+}
+
+/// `fedgate data profile` on a gateway whose rows sit in the silo's own PostgreSQL.
+@Suite("fedgate data profile on a PostgreSQL source", .serialized)
+struct DataProfilePostgresTests {
+    @Test("the penguin rows from a table, read through a password file's role: the same profile as the CSV export's")
+    func profilesTable() async throws {
+        guard let server = ProcessInfo.processInfo.environment["FEDGATE_TEST_POSTGRES_URL"] else {
+            if ProcessInfo.processInfo.environment["CI"] != nil { Issue.record("CI must run the PostgreSQL source test: FEDGATE_TEST_POSTGRES_URL is not set") }
+            return
+        }
+        let url = try await PostgresLedger.scratchURL(on: server, prefix: "fedgate_prof_")
+        let admin = try PostgresLedger(url: url)
+        defer { admin.shutdown() }
+        let raw = try Table.csv(try String(contentsOfFile: "examples/data/palmer_penguins_raw.csv", encoding: .utf8), source: "raw.csv")
+        let keep = ["Species", "Culmen Length (mm)", "Culmen Depth (mm)", "Flipper Length (mm)", "Body Mass (g)", "Sex"].map { raw.columnIndex[$0]! }
+        func quoted(_ s: String?) -> String { s.map { "'" + $0.replacingOccurrences(of: "'", with: "''") + "'" } ?? "NULL" }
+        try await admin.executeForTesting("CREATE TABLE penguins (species text, bill_length_mm real, bill_depth_mm real, flipper_length_mm int, body_mass_g int, sex text)")
+        try await admin.executeForTesting("INSERT INTO penguins VALUES " + raw.rows.map { row in
+            "(" + keep.enumerated().map { i, j in i == 0 || i == 5 ? quoted(row[j]) : (row[j] ?? "NULL") }.joined(separator: ", ") + ")"
+        }.joined(separator: ", "))
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fedgate-profile-pg-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try "not needed by a trust login\n".write(to: folder.appendingPathComponent("db-password"), atomically: true, encoding: .utf8)
+        try """
+        silo: dream
+        broker: { host: 127.0.0.1, port: 7443, name: broker }
+        tls: { certificate: cert.pem, key: key.pem, ca: ca.pem }
+        store: sqlite:ledger.sqlite
+        policy: policy.yaml
+        dataset:
+          name: penguins
+          postgres: { url: "\(url)", table: penguins, password_file: db-password }
+          values:
+            species: { "Adelie Penguin (Pygoscelis adeliae)": Adelie, "Chinstrap penguin (Pygoscelis antarctica)": Chinstrap,
+                       "Gentoo penguin (Pygoscelis papua)": Gentoo }
+        """.write(to: folder.appendingPathComponent("gateway.yaml"), atomically: true, encoding: .utf8)
+        let text = try await DataCommand.Profile.parse(["--config", folder.appendingPathComponent("gateway.yaml").path,
+                                                        "--plan", "examples/plans/penguins-species.yaml"]).output()
+        #expect(text.contains("table penguins in \(url): 344 rows read, 333 usable, 11 refused"), "\(text)")
+        #expect(text.contains("values of species: Adelie 152, Gentoo 124, Chinstrap 68"))
+        #expect(!text.contains("not needed"), "the password is never printed")
     }
 }

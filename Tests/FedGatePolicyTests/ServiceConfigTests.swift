@@ -76,3 +76,48 @@ struct ServiceConfigTests {
         #expect(error(base + "limits: { concurrent_uploads: 0 }\n").contains("limits.concurrent_uploads: must be a count from 1 to 64"))
     }
 }
+
+/// A gateway's data set from a CSV export or the silo's own PostgreSQL, and the mapping of its
+/// names and values onto plans' schemas.
+@Suite("A gateway's data source and mapping")
+struct DataSourceConfigTests {
+    func parse(_ dataset: String) throws -> GatewayConfig {
+        try GatewayConfig.parse("""
+            silo: dream
+            broker: { host: a, port: 7443 }
+            tls: { certificate: c.pem, key: k.pem, ca: ca.pem }
+            store: sqlite:h.sqlite
+            policy: p.yaml
+            dataset: \(dataset)
+            """, file: "/etc/fedgate/gateway.yaml")
+    }
+
+    func error(_ dataset: String) -> String {
+        do { _ = try parse(dataset); return "accepted" } catch { return "\(error)" }
+    }
+
+    @Test("a PostgreSQL table or query with a password file, and the mapping of names and values")
+    func postgresAndMapping() throws {
+        let c = try parse("""
+            { name: penguins, postgres: { url: "postgres://reader@db.internal:5432/research", table: field.penguins, password_file: secrets/db },
+              columns: { sex: Sex }, values: { species: { "Adelie Penguin (Pygoscelis adeliae)": Adelie } } }
+            """)
+        #expect(c.csv == nil && c.label == nil)
+        #expect(c.postgres == PostgresRows(url: "postgres://reader@db.internal:5432/research", table: "field.penguins", query: nil,
+                                           passwordFile: URL(fileURLWithPath: "/etc/fedgate/secrets/db")))
+        #expect(c.mapping.columns == ["sex": "Sex"] && c.mapping.values["species"]?["Adelie Penguin (Pygoscelis adeliae)"] == "Adelie")
+    }
+
+    @Test("a password in the URL, both sources or neither, table and query together, and a label with postgres are refused with the field", arguments: [
+        (#"{ name: p, postgres: { url: "postgres://reader:secret@db/research", table: t } }"#, "dataset.postgres.url"),
+        (#"{ name: p, csv: p.csv, postgres: { url: "postgres://reader@db/research", table: t } }"#, "exactly one of csv"),
+        ("{ name: p }", "exactly one of csv"),
+        (#"{ name: p, postgres: { url: "postgres://reader@db/research", table: t, query: "SELECT 1" } }"#, "exactly one of table and query"),
+        (#"{ name: p, label: y, postgres: { url: "postgres://reader@db/research", table: t } }"#, "dataset.label"),
+    ])
+    func refusals(_ dataset: String, _ field: String) {
+        let message = error(dataset)
+        #expect(message.contains(field), "\(message)")
+        #expect(!message.contains("secret"), "a password never reaches a message")
+    }
+}
