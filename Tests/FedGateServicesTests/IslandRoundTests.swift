@@ -89,17 +89,7 @@ struct IslandRoundTests {
             for (name, file) in zip(Self.islands, try Self.exports()) {
                 let id = name.lowercased()
                 let export = id == "dream" ? try await Self.fromPostgres(file, consortium) ?? file : file
-                let store = try await consortium.store(id)
-                try await store.save(DatasetBudget(name: "penguins", delta: 1e-5, perPlanCap: 50), actor: "admin")
-                try await store.addConsent(ConsentRecord(dataset: "penguins", purpose: "research", legalBasis: "public interest",
-                                                         scope: "field study", validFrom: Date().addingTimeInterval(-86_400)), actor: "admin")
-                let governor = SiloGovernor(policy: try SiloPolicy.parse(Self.policy(id), file: "\(id).yaml"), policyText: Self.policy(id),
-                                            ledger: PrivacyLedger(backend: store))
-                let data = SiloData(numericUnavailable: "the raw export has text cells", export: export)
-                var settings = Gateway.Settings(credentials: try await consortium.enrolledSilo(id, in: brokerStore), dataset: "penguins", data: data)
-                settings.brokerPort = broker.port
-                settings.learningRate = 0.5
-                gateways.append(Gateway(settings: settings, governor: governor, logger: consortium.logger))
+                gateways.append(try await Self.gateway(id, export, consortium, brokerStore, port: broker.port))
             }
             let running = gateways.map { gateway in Task { await gateway.run() } }
             defer { running.forEach { $0.cancel() } }
@@ -121,6 +111,57 @@ struct IslandRoundTests {
             let schema = try #require(file.metadata["fedgate.schema"])
             #expect(schema.contains("\"categories\":[\"female\",\"male\"]") && schema.contains("\"classes\":[\"Adelie\",\"Chinstrap\",\"Gentoo\"]"))
         }
+    }
+
+    @Test("broken exports: a column missing at one island, every value missing at another; each refuses with its file and column, and no plan starts on half the data")
+    func brokenExports() async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        var exports = try Self.exports()
+        // Dream exported "Gender" where the others have "Sex"; Torgersen's body masses were all lost.
+        let dream = exports[1], torgersen = exports[2]
+        let renamed = dream.train.header.map { $0 == "Sex" ? "Gender" : $0 }
+        exports[1] = SiloData.Export(train: Table(source: "dream.csv", header: renamed, rows: dream.train.rows),
+                                     test: Table(source: "dream.csv", header: renamed, rows: dream.test.rows), mapping: dream.mapping)
+        let mass = try #require(torgersen.train.columnIndex["Body Mass (g)"])
+        func blank(_ t: Table) -> Table { Table(source: "torgersen.csv", header: t.header, rows: t.rows.map { var r = $0; r[mass] = nil; return r }) }
+        exports[2] = SiloData.Export(train: blank(torgersen.train), test: blank(torgersen.test), mapping: torgersen.mapping)
+        let plan = try String(contentsOf: Consortium.root.appendingPathComponent("examples/plans/penguins-species.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "rounds: 20", with: "rounds: 1").replacingOccurrences(of: "round_seconds: 600", with: "round_seconds: 30")
+        let broken = exports
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, logger: consortium.logger) { broker in
+            var gateways: [Gateway] = []
+            for (name, export) in zip(Self.islands, broken) {
+                gateways.append(try await Self.gateway(name.lowercased(), export, consortium, brokerStore, port: broker.port))
+            }
+            let running = gateways.map { gateway in Task { await gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            await eventually { await broker.coordinator.connectedSilos.count >= 3 }
+            let hash = try await NetworkedRoundTests.submit(plan, consortium, port: broker.port)
+            let status = try #require(await broker.coordinator.finished(hash))
+            #expect(status.state == .failed, "\(status.state) \(status.reason ?? "")")
+            let versions = try await brokerStore.modelVersions()
+            #expect(status.rounds.allSatisfy { $0.state != "committed" } && versions.isEmpty)
+            let refusals = status.refusals
+            #expect(refusals["dream"]?.contains { $0.hasPrefix("schema: dream.csv") && $0.contains("has no column 'Sex' (the plan's 'sex')") } == true, "\(refusals)")
+            #expect(refusals["torgersen"]?.contains { $0.contains("torgersen.csv") && $0.contains("no row the schema accepts") && $0.contains("body_mass_g") } == true,
+                    "\(refusals)")
+            #expect(refusals["biscoe"] == nil)
+        }
+    }
+
+    /// An island's gateway on its own ledger (budget, consent, policy) over `export`.
+    static func gateway(_ id: String, _ export: SiloData.Export, _ consortium: Consortium, _ brokerStore: any RegistryBackend, port: Int) async throws -> Gateway {
+        let store = try await consortium.store(id)
+        try await store.save(DatasetBudget(name: "penguins", delta: 1e-5, perPlanCap: 50), actor: "admin")
+        try await store.addConsent(ConsentRecord(dataset: "penguins", purpose: "research", legalBasis: "public interest",
+                                                 scope: "field study", validFrom: Date().addingTimeInterval(-86_400)), actor: "admin")
+        let governor = SiloGovernor(policy: try SiloPolicy.parse(policy(id), file: "\(id).yaml"), policyText: policy(id), ledger: PrivacyLedger(backend: store))
+        var settings = Gateway.Settings(credentials: try await consortium.enrolledSilo(id, in: brokerStore), dataset: "penguins",
+                                        data: SiloData(numericUnavailable: "the raw export has text cells", export: export))
+        settings.brokerPort = port
+        settings.learningRate = 0.5
+        return Gateway(settings: settings, governor: governor, logger: consortium.logger)
     }
 
     @Test("what this FedGate cannot train from a schema is refused when the plan is submitted, with the field to change")
