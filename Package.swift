@@ -327,7 +327,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FedGateCLITests",
-            dependencies: ["FedGateCLI", "FedGateStore", "FedGatePolicy", "FedGatePrivacy", "FedGateData"],
+            dependencies: ["FedGateCLI", "FedGateStore", "FedGatePolicy", "FedGatePrivacy", "FedGateData", "FedGateServices", "FedGatePKI", "FedGateConsortiumTesting"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
     ]

@@ -11,7 +11,7 @@ struct DataCommand: AsyncParsableCommand {
         subcommands: [Profile.self]
     )
 
-    struct Profile: AsyncParsableCommand {
+    struct Profile: AsyncParsableCommand, AsyncExecutable {
         static let configuration = CommandConfiguration(
             abstract: "Read the gateway's data set through a plan's schema and the gateway's mapping; print rows, refusals by reason, missing cells and values seen.",
             discussion: "Nothing is sent anywhere. Exit status: 0 read, 64 a file, column or schema that cannot be used (the file, row and column named).")
@@ -20,7 +20,7 @@ struct DataCommand: AsyncParsableCommand {
         @Option(help: "The training plan (YAML) with a schema.") var plan: String
         @Flag(help: "Print one JSON object on stdout.") var json = false
 
-        func run() async throws { print(try await output()) }
+        func execute() async throws { print(try await output()) }
 
         /// What `run` prints; a file, column or schema that cannot be used throws (exit 64).
         func output() async throws -> String {

@@ -9,7 +9,7 @@ public struct FedGateCommand: AsyncParsableCommand {
         abstract: "FedGate: a cross-silo federated-learning gateway with differential privacy.",
         version: "fedgate \(FedGateVersion.current)",
         subcommands: [PrivacyCommand.self, CACommand.self, EnrollCommand.self, PolicyCommand.self, PlanCommand.self, ConsentCommand.self, LedgerCommand.self, AuditCommand.self,
-                      DBCommand.self, SimulateCommand.self, BenchCommand.self, BrokerCommand.self, GatewayCommand.self, SiloCommand.self, RevokeCommand.self, ModelCommand.self, DataCommand.self, DemoCommand.self]
+                      DBCommand.self, SimulateCommand.self, BenchCommand.self, BrokerCommand.self, GatewayCommand.self, SiloCommand.self, RevokeCommand.self, ModelCommand.self, DataCommand.self, DoctorCommand.self, DemoCommand.self]
     )
 
     public init() {}

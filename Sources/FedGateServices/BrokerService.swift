@@ -87,6 +87,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
         if let posix = context.transportSpecific as? HTTP2ServerTransport.Posix.Context, let cert = posix.peerCertificate {
             response.certificateNotAfterMs = Int64(cert.notValidAfter.timeIntervalSince1970 * 1000)
         }
+        response.brokerTimeMs = Int64(Date().timeIntervalSince1970 * 1000)
         return response
     }
 

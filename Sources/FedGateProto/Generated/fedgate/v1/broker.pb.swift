@@ -86,6 +86,10 @@ public nonisolated struct Fedgate_V1_WhoAmIResponse: Sendable {
   /// The certificate's expiry, Unix milliseconds.
   public var certificateNotAfterMs: Int64 = 0
 
+  /// The broker's clock when it answered, Unix milliseconds (`fedgate doctor` compares its own).
+  /// Released by the broker, not by a silo.
+  public var brokerTimeMs: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1090,7 +1094,7 @@ nonisolated extension Fedgate_V1_WhoAmIRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Fedgate_V1_WhoAmIResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WhoAmIResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}role\0\u{1}region\0\u{3}certificate_not_after_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}role\0\u{1}region\0\u{3}certificate_not_after_ms\0\u{3}broker_time_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1102,6 +1106,7 @@ nonisolated extension Fedgate_V1_WhoAmIResponse: SwiftProtobuf.Message, SwiftPro
       case 2: try { try decoder.decodeSingularStringField(value: &self.role) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.region) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.certificateNotAfterMs) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.brokerTimeMs) }()
       default: break
       }
     }
@@ -1120,6 +1125,9 @@ nonisolated extension Fedgate_V1_WhoAmIResponse: SwiftProtobuf.Message, SwiftPro
     if self.certificateNotAfterMs != 0 {
       try visitor.visitSingularInt64Field(value: self.certificateNotAfterMs, fieldNumber: 4)
     }
+    if self.brokerTimeMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.brokerTimeMs, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1128,6 +1136,7 @@ nonisolated extension Fedgate_V1_WhoAmIResponse: SwiftProtobuf.Message, SwiftPro
     if lhs.role != rhs.role {return false}
     if lhs.region != rhs.region {return false}
     if lhs.certificateNotAfterMs != rhs.certificateNotAfterMs {return false}
+    if lhs.brokerTimeMs != rhs.brokerTimeMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
