@@ -64,7 +64,10 @@ struct DoctorTests {
         try await withBroker(consortium) { port in
             let path = try gateway(consortium, port: port, certificate: { _ in })
             let clock = await findings(path, local: { Date().addingTimeInterval(600) })["clock"]
-            #expect(clock?.status == .failure && clock?.detail.contains("+600.0 s") == true && clock?.remedy?.contains("NTP") == true, "\(clock?.line ?? "none")")
+            // About +600 s, less half the call's round trip (seconds on a loaded machine).
+            let offset = clock?.detail.split(separator: " ").first { $0.hasPrefix("+") }.flatMap { Double($0.dropFirst()) }
+            #expect(clock?.status == .failure && clock?.remedy?.contains("NTP") == true, "\(clock?.line ?? "none")")
+            #expect(offset.map { (590...601).contains($0) } == true, "\(clock?.line ?? "none")")
         }
     }
 
