@@ -128,6 +128,12 @@ enum Doctor {
         if c.store.hasPrefix("sqlite:"), !FileManager.default.fileExists(atPath: String(c.store.dropFirst("sqlite:".count))) {
             return .warning("store", "\(c.store) does not exist yet", "the gateway creates it (mode 0600) when it starts; register budgets and consents in it first (fedgate ledger register, consent add)")
         }
+        if !c.store.hasPrefix("sqlite:") {
+            do { try await PostgresURL(c.store).check() } catch {
+                return .failure("store", "\(error)", "check the database runs, and store: in the config (its sslmode=verify-full and sslrootcert, "
+                                + "the role and its password_file)")
+            }
+        }
         do {
             let store = try openStore(c.store)
             let tail = try await store.auditTail()

@@ -224,7 +224,17 @@ private func storeURL(_ r: YAMLReader, _ root: YAMLReader.Map, _ folder: URL) th
     guard store.hasPrefix("postgres://") || store.hasPrefix("postgresql://") else {
         throw r.error(root.optional("store"), "store", "must be sqlite:PATH or postgres://user@host:port/database")
     }
-    return store
+    return resolvingFiles(in: store, folder)
+}
+
+/// A PostgreSQL URL with its `sslrootcert` and `password_file` resolved against the config's folder.
+func resolvingFiles(in url: String, _ folder: URL) -> String {
+    guard var u = URLComponents(string: url), let items = u.queryItems, !items.isEmpty else { return url }
+    u.queryItems = items.map { item in
+        guard ["sslrootcert", "password_file"].contains(item.name), let value = item.value else { return item }
+        return URLQueryItem(name: item.name, value: resolve(value, folder).path)
+    }
+    return u.string ?? url
 }
 
 /// `metrics: { host, port }`: the `/metrics` listener of a broker or gateway.
@@ -268,7 +278,7 @@ public struct PostgresRows: Sendable, Equatable {
         guard (m.optional("table") == nil) != (m.optional("query") == nil) else {
             throw r.error(node, "dataset.postgres", "give exactly one of table and query")
         }
-        return PostgresRows(url: url, table: try m.optional("table").map { try r.string($0, "dataset.postgres.table") },
+        return PostgresRows(url: resolvingFiles(in: url, folder), table: try m.optional("table").map { try r.string($0, "dataset.postgres.table") },
                             query: try m.optional("query").map { try r.string($0, "dataset.postgres.query") },
                             passwordFile: try m.optional("password_file").map { resolve(try r.string($0, "dataset.postgres.password_file"), folder) })
     }

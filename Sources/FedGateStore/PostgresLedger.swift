@@ -11,16 +11,12 @@ public final class PostgresLedger: LedgerBackend, GovernanceBackend, RegistryBac
     let runner: Task<Void, Never>
     let logger: Logger
 
-    /// Connects to `postgres://user[:password]@host[:port]/database` (TLS off: for loopback and tests;
-    /// the deployment guide covers TLS).
+    /// Connects to `postgres://user@host[:port]/database`, with TLS when the URL's `sslmode` asks
+    /// (`PostgresURL`: verify-full or verify-ca against `sslrootcert`; the password from `password_file`).
     public init(url: String, logger: Logger = Logger(label: "fedgate.store.postgres")) throws {
-        guard let u = URLComponents(string: url), u.scheme == "postgres" || u.scheme == "postgresql",
-              let host = u.host, let user = u.user else {
-            throw LedgerError.storage("'\(url)' is not a postgres://user@host:port/database URL")
-        }
-        let database = String(u.path.dropFirst())
-        var config = PostgresClient.Configuration(host: host, port: u.port ?? 5432, username: user, password: u.password,
-                                                  database: database.isEmpty ? nil : database, tls: .disable)
+        let parsed: PostgresURL
+        do { parsed = try PostgresURL(url) } catch let problem as PostgresURL.Problem { throw LedgerError.storage(problem.description) }
+        var config = parsed.configuration
         // Names FedGate's sessions, so that a broker fencing a frozen one ends only FedGate's.
         config.options.additionalStartupParameters = [("application_name", Self.applicationName)]
         // The pool's own logger, but for one warning that says only that the first statement came

@@ -18,14 +18,15 @@ public enum PostgresSource {
     /// when needed, from `password`, never from the URL in a config). `source` names it in messages.
     public static func read(url: String, password: String?, rows: Rows, source: String, limits: Table.Limits = Table.Limits(),
                             logger: Logger = Logger(label: "fedgate.data.postgres")) async throws -> Table {
-        guard let u = URLComponents(string: url), u.scheme == "postgres" || u.scheme == "postgresql", let host = u.host, let user = u.user,
-              u.password == nil else {
-            throw DataError(source: source, row: nil, column: nil, problem: "has a URL that is not postgres://user@host:port/database",
+        guard let u = URLComponents(string: url), u.password == nil else {
+            throw DataError(source: source, row: nil, column: nil, problem: "has a URL with a password in it",
                             remedy: "give the password in a file (dataset.postgres.password_file), not in the URL")
         }
-        let database = String(u.path.dropFirst())
-        let config = PostgresClient.Configuration(host: host, port: u.port ?? 5432, username: user, password: password,
-                                                  database: database.isEmpty ? nil : database, tls: .disable)
+        var config: PostgresClient.Configuration
+        do { config = try PostgresURL(url).configuration } catch let problem as PostgresURL.Problem {
+            throw DataError(source: source, row: nil, column: nil, problem: "has an unusable URL: \(problem)", remedy: "fix dataset.postgres.url in the gateway config")
+        }
+        if let password { config.password = password }
         var background = logger
         background.handler = StartupQuietHandler(wrapping: logger.handler)
         let client = PostgresClient(configuration: config, backgroundLogger: background)
@@ -42,7 +43,7 @@ public enum PostgresSource {
             }
         } catch {
             let cause = (error as? PostgresTransactionError).flatMap { $0.closureError ?? $0.beginError } ?? error
-            let message = (cause as? PSQLError).map { $0.serverInfo?[.message] ?? "\($0.code)" } ?? "\(cause)"
+            let message = PostgresURL.reason(cause)
             throw DataError(source: source, row: nil, column: nil, problem: "could not be read: \(message)",
                             remedy: "check the database, the role's rights and dataset.postgres in the gateway config")
         }

@@ -94,4 +94,14 @@ struct DoctorTests {
         #expect(down["store"]?.status == .warning && down["store"]?.remedy?.contains("creates it") == true)
         #expect(!FileManager.default.fileExists(atPath: consortium.file("hospital-a.sqlite").path), "the doctor writes nothing")
     }
+
+    @Test("a PostgreSQL store that cannot be reached, or refuses a plain connection, is named with the store: fields to check")
+    func storeRefused() async throws {
+        let consortium = try Consortium()
+        let closed = try Processes.freePort()
+        let path = try gateway(consortium, port: closed, edit: { $0.replacingOccurrences(of: "store: sqlite:hospital-a.sqlite", with: "store: postgres://fedgate@localhost:\(closed)/silo") })
+        let store = await findings(path)["store"]
+        #expect(store?.status == .failure && store?.detail.contains("refused the connection") == true && store?.remedy?.contains("sslmode") == true,
+                "\(store?.line ?? "none")")
+    }
 }
