@@ -74,6 +74,7 @@ struct BrokerCommand: AsyncParsableCommand {
             settings.brokerID = c.id
             settings.heartbeatInterval = .milliseconds(Int(c.heartbeatSeconds * 1000))
             settings.silentAfter = .milliseconds(Int(c.silentAfterSeconds * 1000))
+            settings.gatewayPins = VersionPins(versions: c.gatewayVersions, sha256: c.gatewaySHA256)
             #if DEBUG
             // Tests of crash recovery only, and only in debug builds: where to stop mid-round.
             settings.crashPoints = CrashPoints(parsing: ProcessInfo.processInfo.environment["FEDGATE_TESTING_CRASH_AT"] ?? "")
@@ -173,6 +174,7 @@ struct GatewayCommand: AsyncParsableCommand {
             let ledger = PrivacyLedger(backend: store)
             let governor = SiloGovernor(policy: policy, policyText: try String(contentsOf: c.policy, encoding: .utf8), ledger: ledger)
             var settings = Gateway.Settings(credentials: credentials, dataset: c.dataset, data: data)
+            settings.brokerPins = VersionPins(versions: policy.brokerVersions, sha256: policy.brokerSHA256)
             #if DEBUG
             // Tests only, and only in debug builds: draw the simulator's DP noise ("RUN:SILO") so a run
             // across processes can be compared bit for bit. A release build never reads this.

@@ -11,6 +11,9 @@ public struct TLSPaths: Sendable, Equatable {
 
 /// `broker.yaml`: where the broker listens, what it presents, where it keeps its state.
 public struct BrokerConfig: Sendable, Equatable {
+    /// `pins`: the gateway versions (`fedgate 0.2.0`) and executable hashes this broker serves; empty: any.
+    public var gatewayVersions: [String] = []
+    public var gatewaySHA256: [String] = []
     public var id: String
     public var host: String
     public var port: Int
@@ -44,7 +47,7 @@ public struct BrokerConfig: Sendable, Equatable {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
         try root.only(["id", "listen", "tls", "store", "migrations", "heartbeat_seconds", "silent_after_seconds", "limits", "issuing", "enrolment_port",
-                       "high_availability", "metrics"])
+                       "high_availability", "metrics", "pins"])
         let listen = try r.map(try root.require("listen", "{host, port}"), "listen")
         try listen.only(["host", "port"])
         let folder = URL(fileURLWithPath: file).deletingLastPathComponent()
@@ -87,6 +90,15 @@ public struct BrokerConfig: Sendable, Equatable {
         config.instance = instance
         config.leaseSeconds = leaseSeconds
         config.metrics = try MetricsListen.parse(r, root)
+        if let node = root.optional("pins") {
+            let pins = try r.map(node, "pins")
+            try pins.only(["gateway_versions", "gateway_sha256"])
+            config.gatewayVersions = try pins.optional("gateway_versions").map { try r.distinctStrings($0, "pins.gateway_versions") } ?? []
+            config.gatewaySHA256 = try pins.optional("gateway_sha256").map { try r.distinctStrings($0, "pins.gateway_sha256") } ?? []
+            if let bad = config.gatewaySHA256.first(where: { $0.count != 64 || !$0.allSatisfy(\.isHexDigit) }) {
+                throw r.error(pins.optional("gateway_sha256"), "pins.gateway_sha256", "'\(bad.prefix(80))' is not a SHA-256 in hex (64 digits)")
+            }
+        }
         return config
     }
 }

@@ -43,6 +43,9 @@ public struct SiloPolicy: Sendable, Equatable {
     public let approvalExpiryHours: Int?
     /// SHA-256 of the file's bytes, recorded with every decision.
     public let sha256: String
+    /// `software`: the broker versions (`fedgate 0.2.0`) and executable hashes this silo talks to; empty: any.
+    public var brokerVersions: [String] = []
+    public var brokerSHA256: [String] = []
 
     public static func == (a: SiloPolicy, b: SiloPolicy) -> Bool { a.sha256 == b.sha256 }
 
@@ -55,7 +58,7 @@ public struct SiloPolicy: Sendable, Equatable {
     public static func parse(_ text: String, file: String) throws -> SiloPolicy {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
-        try root.only(["silo", "datasets", "residency", "privacy", "models", "executors", "programs", "hours", "approval"])
+        try root.only(["silo", "datasets", "residency", "privacy", "models", "executors", "programs", "hours", "approval", "software"])
         let silo = try r.string(try root.require("silo", "the silo id"), "silo")
         let datasets = try datasetRules(r, try root.require("datasets", "a mapping from data-set name to its rules"))
         let residency = try r.map(try root.require("residency", "allowed_regions and allowed_jurisdictions"), "residency")
@@ -78,6 +81,15 @@ public struct SiloPolicy: Sendable, Equatable {
             executors: executors,
             hours: hours, approvalExpiryHours: approval, sha256: digest)
         policy.programs = programs
+        if let node = root.optional("software") {
+            let software = try r.map(node, "software")
+            try software.only(["broker_versions", "broker_sha256"])
+            policy.brokerVersions = try software.optional("broker_versions").map { try r.distinctStrings($0, "software.broker_versions") } ?? []
+            policy.brokerSHA256 = try software.optional("broker_sha256").map { try r.distinctStrings($0, "software.broker_sha256") } ?? []
+            if let bad = policy.brokerSHA256.first(where: { $0.count != 64 || !$0.allSatisfy(\.isHexDigit) }) {
+                throw r.error(software.optional("broker_sha256"), "software.broker_sha256", "'\(bad.prefix(80))' is not a SHA-256 in hex (64 digits)")
+            }
+        }
         return policy
     }
 

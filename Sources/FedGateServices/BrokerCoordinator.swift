@@ -38,6 +38,8 @@ public actor BrokerCoordinator {
         public var crashPoints = CrashPoints.none
         /// The time of day the broker records (in rounds, audit records, versions) and sends (deadlines).
         public var wallClock = WallClock.system
+        /// The gateway versions (or executable hashes) this broker serves; empty: any.
+        public var gatewayPins = VersionPins.any
         public init() {}
     }
 
@@ -147,6 +149,8 @@ public actor BrokerCoordinator {
         var welcome = Fedgate_V1_Welcome()
         welcome.brokerID = settings.brokerID
         welcome.heartbeatIntervalMs = UInt32(settings.heartbeatInterval.milliseconds)
+        welcome.softwareVersion = SoftwareIdentity.running.version
+        welcome.binarySha256 = SoftwareIdentity.running.sha256
         var message = Fedgate_V1_BrokerMessage()
         message.welcome = welcome
         outbox.yield(message)

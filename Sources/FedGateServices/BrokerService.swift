@@ -91,6 +91,9 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
         return response
     }
 
+    /// How a refusal for the gateway's software begins (the gateway stops on it instead of retrying).
+    public static let versionRefusal = "software version refused: "
+
     public func connect(request: RPCAsyncSequence<Fedgate_V1_GatewayMessage, any Error>,
                         response: RPCWriter<Fedgate_V1_BrokerMessage>, context: ServerContext) async throws {
         let silo = try context.callerIdentity.id
@@ -108,6 +111,12 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
                         guard let t = token else {
                             guard case .hello(let hello)? = message.kind else {
                                 throw RPCError(code: .failedPrecondition, message: "open the Connect stream with a Hello")
+                            }
+                            let peer = SoftwareIdentity(version: PeerText.bounded(hello.softwareVersion, limit: 64),
+                                                        sha256: PeerText.bounded(hello.binarySha256, limit: 64))
+                            if let reason = coordinator.settings.gatewayPins.refusal(of: peer, who: "gateway \(silo)", ours: .running) {
+                                try? await store.audit(.refused(.connection, .init(reason: reason)), actor: silo, subject: silo, at: Date())
+                                throw RPCError(code: .failedPrecondition, message: Self.versionRefusal + reason)
                             }
                             token = await coordinator.open(silo: silo, datasets: hello.datasets, certificateNotAfter: notAfter, outbox: continuation)
                             continue

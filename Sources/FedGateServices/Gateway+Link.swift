@@ -59,7 +59,8 @@ extension Gateway {
             let (outbox, continuation) = AsyncStream.makeStream(of: Fedgate_V1_GatewayMessage.self)
             var hello = Fedgate_V1_GatewayMessage()
             hello.hello.datasets = [settings.dataset]
-            hello.hello.softwareVersion = "fedgate \(FedGateVersion.current)"
+            hello.hello.softwareVersion = SoftwareIdentity.running.version
+            hello.hello.binarySha256 = SoftwareIdentity.running.sha256
             continuation.yield(hello)
             defer { continuation.finish() }
             let request = StreamingClientRequest<Fedgate_V1_GatewayMessage> { writer in
@@ -71,6 +72,12 @@ extension Gateway {
                 for try await message in response.messages {
                     switch message.kind {
                     case .welcome(let welcome):
+                        let software = SoftwareIdentity(version: welcome.softwareVersion, sha256: welcome.binarySha256)
+                        if let reason = self.settings.brokerPins.refusal(of: software, who: "the broker at \(host):\(port)", ours: .running) {
+                            try? await self.governor.ledger.backend.audit(.refused(.connection, .init(reason: reason)), actor: self.siloID,
+                                                                          subject: "broker \(host):\(port)", at: Date())
+                            throw GatewayError.versionRefused(reason: reason)
+                        }
                         await self.connected(to: "\(host):\(port)")
                         // A renewed certificate takes effect on the next connection: end this stream
                         // (no round of ours is in flight right after the welcome) and reconnect at once.

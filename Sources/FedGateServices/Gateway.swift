@@ -39,6 +39,8 @@ public actor Gateway {
         /// gateway stops trying and says so: long enough to ride out a broker restarted with a
         /// wrong configuration, short enough not to knock for ever.
         public var refusedCertificatePatience: Duration = .seconds(300)
+        /// The broker versions (or executable hashes) this silo's policy accepts (`software:`); empty: any.
+        public var brokerPins = VersionPins.any
         /// A session gives up on a broker that has not welcomed it within this long (TCP, TLS,
         /// HTTP/2 and the welcome message): a broker that accepts connections and then hangs —
         /// frozen, overloaded, or behind a network that swallows the handshake — must not hold the
@@ -164,6 +166,12 @@ public actor Gateway {
                 logger.notice("broker closed the task stream; reconnecting", metadata: ["silo": "\(siloID)"])
             } catch {
                 if Task.isCancelled { break }
+                if let mismatch = Self.versionRefused(error) {
+                    // Retrying cannot help until one side's software or pins change.
+                    logger.critical("stopping: \(mismatch)", metadata: ["silo": "\(siloID)", "broker": "\(host):\(port)"])
+                    stopped = mismatch
+                    break
+                }
                 refused = Self.certificateRefused(error) ? refused + 1 : 0
                 if refused == 1 { firstRefused = .now }
                 if refused > 0 {
@@ -189,6 +197,15 @@ public actor Gateway {
             delay = min(delay * 2, settings.reconnectMaximum)
         }
         for task in training.values { task.cancel() }
+    }
+
+    /// The software mismatch a session failed on, either side's, or nil.
+    static func versionRefused(_ error: any Error) -> GatewayError? {
+        if let e = error as? GatewayError, case .versionRefused = e { return e }
+        if let e = error as? RPCError, e.message.hasPrefix(BrokerService.versionRefusal) {
+            return .versionRefused(reason: "the broker says: " + e.message.dropFirst(BrokerService.versionRefusal.count))
+        }
+        return nil
     }
 
     /// Whether a session failed because the broker refused this gateway's certificate at the

@@ -39,6 +39,8 @@ public enum GatewayError: Error, Sendable, Equatable, CustomStringConvertible {
     case renewalMismatch(identity: String, notAfter: Date)
     /// Every broker refused this gateway's certificate at the handshake, `attempts` times in a row.
     case certificateRefused(silo: String, notAfter: Date, attempts: Int)
+    /// The broker's software is not pinned by this silo's policy, or this gateway's by the broker's config.
+    case versionRefused(reason: String)
 
     public var description: String {
         switch self {
@@ -56,6 +58,7 @@ public enum GatewayError: Error, Sendable, Equatable, CustomStringConvertible {
             "the broker refused this gateway's certificate (silo \(silo), valid until \(notAfter)) at \(attempts) handshakes in a row: "
                 + "the consortium operator revoked it (the broker's audit trail records by whom) or never enrolled this silo. "
                 + "Ask the operator; with a new certificate (fedgate gateway enroll) start the gateway again"
+        case .versionRefused(let reason): "software versions do not match: \(reason)"
         }
     }
 }

@@ -6,6 +6,7 @@ import FedGatePrivacy
 enum Files {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     static var hospital: SiloPolicy { try! SiloPolicy.load(root.appendingPathComponent("policies/hospital-a.yaml")) }
+    static var hospitalText: String { try! String(contentsOf: root.appendingPathComponent("policies/hospital-a.yaml"), encoding: .utf8) }
     static var bank: SiloPolicy { try! SiloPolicy.load(root.appendingPathComponent("policies/bank-b.yaml")) }
     static var planText: String { try! String(contentsOf: root.appendingPathComponent("examples/plans/breast-cancer-research.yaml"), encoding: .utf8) }
     static var plan: TrainingPlan { try! TrainingPlan.parse(planText, file: "plan.yaml") }

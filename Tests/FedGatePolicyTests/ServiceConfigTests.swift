@@ -121,3 +121,25 @@ struct DataSourceConfigTests {
         #expect(!message.contains("secret"), "a password never reaches a message")
     }
 }
+
+@Suite("Software pins in a broker's config and a silo's policy")
+struct SoftwarePinConfigTests {
+    static let digest = String(repeating: "0a", count: 32)
+
+    @Test("the broker's pins and the policy's are read; a hash that is not 64 hex digits is refused with the field")
+    func pins() throws {
+        let broker = try BrokerConfig.parse("""
+            id: broker
+            listen: { host: 127.0.0.1, port: 7443 }
+            tls: { certificate: c.pem, key: k.pem, ca: ca.pem }
+            store: sqlite:b.sqlite
+            pins: { gateway_versions: [fedgate 0.2.0], gateway_sha256: [\(Self.digest)] }
+            """, file: "broker.yaml")
+        #expect(broker.gatewayVersions == ["fedgate 0.2.0"] && broker.gatewaySHA256 == [Self.digest])
+        let policy = try SiloPolicy.parse(Files.hospitalText + "\nsoftware: { broker_versions: [fedgate 0.2.0] }\n", file: "p.yaml")
+        #expect(policy.brokerVersions == ["fedgate 0.2.0"] && policy.brokerSHA256.isEmpty)
+        #expect { try SiloPolicy.parse(Files.hospitalText + "\nsoftware: { broker_sha256: [abc] }\n", file: "p.yaml") } throws: {
+            "\($0)".contains("software.broker_sha256")
+        }
+    }
+}

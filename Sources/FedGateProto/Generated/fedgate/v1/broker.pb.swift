@@ -227,7 +227,12 @@ public nonisolated struct Fedgate_V1_Hello: Sendable {
   /// The logical data sets this gateway serves (names only; the data stays at the silo).
   public var datasets: [String] = []
 
+  /// What this gateway runs, for the broker's version pins: released without DP (it describes the
+  /// software, not the silo's data).
   public var softwareVersion: String = String()
+
+  /// SHA-256 (hex) of the gateway's executable; empty when it could not be read.
+  public var binarySha256: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -386,6 +391,11 @@ public nonisolated struct Fedgate_V1_Welcome: Sendable {
 
   /// How often the broker expects a heartbeat.
   public var heartbeatIntervalMs: UInt32 = 0
+
+  /// What the broker runs, for a silo policy's pins.
+  public var softwareVersion: String = String()
+
+  public var binarySha256: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1394,7 +1404,7 @@ nonisolated extension Fedgate_V1_SignedAuditHead: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Fedgate_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Hello"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}datasets\0\u{3}software_version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}datasets\0\u{3}software_version\0\u{3}binary_sha256\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1404,6 +1414,7 @@ nonisolated extension Fedgate_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Me
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedStringField(value: &self.datasets) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.softwareVersion) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.binarySha256) }()
       default: break
       }
     }
@@ -1416,12 +1427,16 @@ nonisolated extension Fedgate_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Me
     if !self.softwareVersion.isEmpty {
       try visitor.visitSingularStringField(value: self.softwareVersion, fieldNumber: 2)
     }
+    if !self.binarySha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.binarySha256, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Fedgate_V1_Hello, rhs: Fedgate_V1_Hello) -> Bool {
     if lhs.datasets != rhs.datasets {return false}
     if lhs.softwareVersion != rhs.softwareVersion {return false}
+    if lhs.binarySha256 != rhs.binarySha256 {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1710,7 +1725,7 @@ nonisolated extension Fedgate_V1_BrokerMessage: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Fedgate_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Welcome"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}broker_id\0\u{3}heartbeat_interval_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}broker_id\0\u{3}heartbeat_interval_ms\0\u{3}software_version\0\u{3}binary_sha256\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1720,6 +1735,8 @@ nonisolated extension Fedgate_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.brokerID) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatIntervalMs) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.softwareVersion) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.binarySha256) }()
       default: break
       }
     }
@@ -1732,12 +1749,20 @@ nonisolated extension Fedgate_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._
     if self.heartbeatIntervalMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.heartbeatIntervalMs, fieldNumber: 2)
     }
+    if !self.softwareVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.softwareVersion, fieldNumber: 3)
+    }
+    if !self.binarySha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.binarySha256, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Fedgate_V1_Welcome, rhs: Fedgate_V1_Welcome) -> Bool {
     if lhs.brokerID != rhs.brokerID {return false}
     if lhs.heartbeatIntervalMs != rhs.heartbeatIntervalMs {return false}
+    if lhs.softwareVersion != rhs.softwareVersion {return false}
+    if lhs.binarySha256 != rhs.binarySha256 {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
