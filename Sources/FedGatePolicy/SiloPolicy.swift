@@ -46,6 +46,10 @@ public struct SiloPolicy: Sendable, Equatable {
     /// `software`: the broker versions (`fedgate 0.2.0`) and executable hashes this silo talks to; empty: any.
     public var brokerVersions: [String] = []
     public var brokerSHA256: [String] = []
+    /// Secure rounds: the least threshold (shares needed to unmask) and the least number of
+    /// survivors whose sum this silo helps unmask (`privacy.min_secagg_threshold`, `min_secagg_survivors`); nil: the protocol's own.
+    public var minSecureThreshold: Int?
+    public var minSecureSurvivors: Int?
 
     public static func == (a: SiloPolicy, b: SiloPolicy) -> Bool { a.sha256 == b.sha256 }
 
@@ -64,7 +68,8 @@ public struct SiloPolicy: Sendable, Equatable {
         let residency = try r.map(try root.require("residency", "allowed_regions and allowed_jurisdictions"), "residency")
         try residency.only(["allowed_regions", "allowed_jurisdictions"])
         let privacy = try r.map(try root.require("privacy", "the least protection accepted"), "privacy")
-        try privacy.only(["min_noise_multiplier", "max_clip_norm", "require_secure_aggregation", "min_silos_per_round"])
+        try privacy.only(["min_noise_multiplier", "max_clip_norm", "require_secure_aggregation", "min_silos_per_round",
+                          "min_secagg_threshold", "min_secagg_survivors"])
         let hours = try root.optional("hours").map { try hoursRule(r, $0) }
         let approval = try root.optional("approval").flatMap { try approvalExpiry(r, $0) }
         let digest = SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
@@ -81,6 +86,10 @@ public struct SiloPolicy: Sendable, Equatable {
             executors: executors,
             hours: hours, approvalExpiryHours: approval, sha256: digest)
         policy.programs = programs
+        policy.minSecureThreshold = try privacy.optional("min_secagg_threshold").map {
+            try r.int($0, "privacy.min_secagg_threshold", 2...10_000, "a whole number ≥ 2 (shares needed to unmask a secure round's sum)") }
+        policy.minSecureSurvivors = try privacy.optional("min_secagg_survivors").map {
+            try r.int($0, "privacy.min_secagg_survivors", 2...10_000, "a whole number ≥ 2 (silos whose sum this silo helps unmask)") }
         if let node = root.optional("software") {
             let software = try r.map(node, "software")
             try software.only(["broker_versions", "broker_sha256"])

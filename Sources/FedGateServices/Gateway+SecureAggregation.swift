@@ -20,7 +20,8 @@ import Logging
 extension Gateway {
     /// Fresh keys for the round, advertised with this silo's certificate binding its identity key.
     func advertise(_ task: Fedgate_V1_RoundTask, reply: AsyncStream<Fedgate_V1_GatewayMessage>.Continuation) throws {
-        let (session, advertisement) = try SecureSession.begin(task.secagg, silo: siloID, dimension: try dimension(of: task))
+        let minimums = SecureSession.Minimums(threshold: governor.policy.minSecureThreshold, survivors: governor.policy.minSecureSurvivors)
+        let (session, advertisement) = try SecureSession.begin(task.secagg, silo: siloID, dimension: try dimension(of: task), minimums: minimums)
         let binding = try SecAggBinding(id: task.secagg.id, identityKey: session.identityKey, credentials: credentials)
         secure[RoundKey(task.planHash, task.round)] = session
         reply.yield(secureMessage(task.planHash, task.round, "advertise", try SecAggJSON.encode(SecAggAdvertise(advertisement: advertisement, binding: binding))))
@@ -87,6 +88,7 @@ extension Gateway {
             logger.error("secure aggregation step refused; this silo leaves the round", metadata: [
                 "silo": "\(siloID)", "step": "\(step.step)", "reason": "\(error)"])
             secure.removeValue(forKey: key)
+            if let below = error as? SecureSession.BelowMinimum { await leftSecureRound(key, below) }
         }
     }
 

@@ -29,7 +29,7 @@ extension Gateway {
                 }
                 try await self.train(task, broker: broker)
             } catch {
-                self.trainingFailed(key, error)
+                await self.trainingFailed(key, error)
             }
             self.trainingEnded(key)
         }
@@ -37,8 +37,16 @@ extension Gateway {
 
     func trainingEnded(_ key: RoundKey) { training.removeValue(forKey: key) }
 
-    func trainingFailed(_ key: RoundKey, _ error: any Error) {
+    func trainingFailed(_ key: RoundKey, _ error: any Error) async {
         logger.error("round task failed", metadata: ["silo": "\(siloID)", "task": "\(key)", "error": "\(error)"])
+        if let below = error as? SecureSession.BelowMinimum { await leftSecureRound(key, below) }
+    }
+
+    /// Records in the silo's own trail that it left a secure round its policy does not accept.
+    func leftSecureRound(_ key: RoundKey, _ below: SecureSession.BelowMinimum) async {
+        logger.warning("left a secure round below this silo's policy", metadata: ["silo": "\(siloID)", "task": "\(key)", "reason": "\(below)"])
+        try? await governor.ledger.backend.audit(.refused(.secureRound, .init(reason: below.description, plan: key.plan, round: Int(key.round))),
+                                                 actor: siloID, subject: key.plan, at: Date())
     }
 
     func train(_ task: Fedgate_V1_RoundTask, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async throws {

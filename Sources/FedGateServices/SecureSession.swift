@@ -18,15 +18,34 @@ struct SecureSession: Sendable {
     private(set) var relay: SecAggRelay?
     private(set) var masked = false
 
-    /// Fresh keys for the round: the session, and the advertisement of its round keys.
-    static func begin(_ setup: Fedgate_V1_SecAggSetup, silo: SiloID, dimension: Int) throws -> (SecureSession, KeyAdvertisement) {
+    /// What this silo's policy asks of a secure round: the least threshold and the least number of
+    /// survivors whose sum it helps unmask (nil: whatever the protocol allows).
+    struct Minimums: Sendable, Equatable {
+        var threshold: Int?
+        var survivors: Int?
+        static let none = Minimums()
+    }
+
+    /// A secure round this silo will not take part in further, with the policy's reason.
+    struct BelowMinimum: Error, Sendable, CustomStringConvertible {
+        let description: String
+    }
+
+    let minimums: Minimums
+
+    /// Fresh keys for the round: the session, and the advertisement of its round keys. Refused
+    /// (`BelowMinimum`) when the round's threshold is below the policy's least.
+    static func begin(_ setup: Fedgate_V1_SecAggSetup, silo: SiloID, dimension: Int, minimums: Minimums = .none) throws -> (SecureSession, KeyAdvertisement) {
+        if let least = minimums.threshold, Int(setup.threshold) < least {
+            throw BelowMinimum(description: "the round's threshold is \(setup.threshold) of \(setup.participants.count) silos; this silo's policy asks at least \(least)")
+        }
         let configuration = try SecureAggregationConfiguration(round: setup.id, participants: setup.participants,
                                                                threshold: Int(setup.threshold), dimension: dimension)
         let identityKey = Curve25519.Signing.PrivateKey()
         var client = try SecureAggregationClient(configuration: configuration, silo: silo, identityKey: identityKey,
                                                  directory: [silo: identityKey.publicKey])
         let advertisement = try client.advertiseKeys()
-        return (SecureSession(setup: setup, identityKey: identityKey, client: client), advertisement)
+        return (SecureSession(setup: setup, identityKey: identityKey, client: client, minimums: minimums), advertisement)
     }
 
     /// The peers' round keys, with the identity keys the gateway verified against the CA: the
@@ -58,6 +77,13 @@ struct SecureSession: Sendable {
         return (try client.maskedInput(encoded: encoded, shares: relay.shares, sharedKeys: relay.sharers), header)
     }
 
-    /// The broker's unmasking request: this silo's shares of the survivors' and the dropped silos' secrets.
-    mutating func unmask(_ request: UnmaskingRequest) throws -> UnmaskingResponse { try client.unmask(request) }
+    /// The broker's unmasking request: this silo's shares of the survivors' and the dropped silos'
+    /// secrets. Refused (`BelowMinimum`) when fewer survivors remain than the policy's least: their
+    /// sum would say too much about each of them.
+    mutating func unmask(_ request: UnmaskingRequest) throws -> UnmaskingResponse {
+        if let least = minimums.survivors, request.survivors.count < least {
+            throw BelowMinimum(description: "\(request.survivors.count) silos survived the round; this silo's policy helps unmask the sum of at least \(least)")
+        }
+        return try client.unmask(request)
+    }
 }

@@ -188,6 +188,8 @@ extension AuditEvent {
             case enrolment = "enrolment.refuse"
             case modelDownload = "model.download.refuse"
             case renewal = "certificate.renew.refuse"
+            /// A silo left a secure round below its policy's least threshold or survivors.
+            case secureRound = "secagg.refuse"
         }
         public var reason: String
         /// How many refusals of this kind and source the record stands for (rate-limited audit).

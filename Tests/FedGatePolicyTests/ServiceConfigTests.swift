@@ -142,4 +142,15 @@ struct SoftwarePinConfigTests {
             "\($0)".contains("software.broker_sha256")
         }
     }
+
+    @Test("a policy's least secure-aggregation threshold and survivors are read; 1 is refused with the field")
+    func secureMinimums() throws {
+        let text = Files.hospitalText.replacingOccurrences(of: "  min_silos_per_round: 3", with: "  min_silos_per_round: 3\n  min_secagg_threshold: 3\n  min_secagg_survivors: 3")
+        #expect(text != Files.hospitalText)
+        let policy = try SiloPolicy.parse(text, file: "p.yaml")
+        #expect(policy.minSecureThreshold == 3 && policy.minSecureSurvivors == 3)
+        #expect { try SiloPolicy.parse(text.replacingOccurrences(of: "min_secagg_survivors: 3", with: "min_secagg_survivors: 1"), file: "p.yaml") } throws: {
+            "\($0)".contains("privacy.min_secagg_survivors")
+        }
+    }
 }

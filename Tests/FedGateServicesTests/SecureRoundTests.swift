@@ -128,4 +128,34 @@ struct SecureRoundTests {
             #expect(!entries.isEmpty && entries.allSatisfy { $0.state == .released }, "\(entries.map(\.state))")
         }
     }
+
+    @Test("survivors whose policy asks three survivors will not unmask the sum of two: the round aborts, no model is made, and each records why")
+    func survivorsBelowPolicy() async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        let shards = try Fixtures.simulation(seed: 5).shards()
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
+                                   logger: consortium.logger) { broker in
+            var silos: [NetworkedRoundTests.Silo] = []
+            for (i, shard) in shards.enumerated() {
+                let policy = Fixtures.policy(silo: "hospital-\(i)").replacingOccurrences(of: "  min_silos_per_round: 2",
+                                                                                      with: "  min_silos_per_round: 2\n  min_secagg_survivors: 3")
+                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, policy: policy,
+                                                                      broker: brokerStore, port: broker.port) { if i == 2 { $0.dropOutBeforeMasking = true } })
+            }
+            let running = silos.map { silo in Task { await silo.gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            await eventually { await broker.coordinator.connectedSilos.count >= 3 }
+            let plan = Fixtures.plan(rounds: 1, quorum: 2, deadline: 30)
+                .replacingOccurrences(of: "secure_aggregation: false", with: "secure_aggregation: true")
+            let hash = try await NetworkedRoundTests.submit(plan, consortium, port: broker.port)
+            let status = try #require(await broker.coordinator.finished(hash))
+            #expect(status.rounds.map(\.state) == ["aborted"], "\(status.rounds.map { ($0.state, $0.reason) })")
+            #expect(try await brokerStore.modelVersions().isEmpty)
+            for silo in silos.prefix(2) {
+                let records = try await silo.ledger.backend.auditRecords().filter { $0.action == "secagg.refuse" }
+                #expect(records.count == 1 && records.first?.payload.contains("2 silos survived the round") == true, "\(records.map(\.payload))")
+            }
+        }
+    }
 }

@@ -28,14 +28,14 @@ struct SecureSessionTests {
 
     /// Runs the protocol: every silo advertises and shares, those in `uploading` mask their update,
     /// the survivors unmask. Returns the decoded sum and the survivors the server names.
-    func run(uploading: Set<String>) throws -> (sum: [Float], survivors: [String]) {
+    func run(uploading: Set<String>, minimums: SecureSession.Minimums = .none) throws -> (sum: [Float], survivors: [String]) {
         let setup = Self.setup()
         let configuration = try SecureAggregationConfiguration(round: setup.id, participants: setup.participants,
                                                                threshold: Int(setup.threshold), dimension: Self.dimension)
         var server = SecureAggregationServer(configuration: configuration)
         var sessions: [String: SecureSession] = [:]
         for silo in Self.silos {
-            let (session, advertisement) = try SecureSession.begin(setup, silo: silo, dimension: Self.dimension)
+            let (session, advertisement) = try SecureSession.begin(setup, silo: silo, dimension: Self.dimension, minimums: minimums)
             sessions[silo] = session
             try server.receive(advertisement)
         }
@@ -94,5 +94,22 @@ struct SecureSessionTests {
         #expect(throws: (any Error).self) { try sessions[0].share(advertisements, verified: verified) }
         let shares = try withoutUnverified.share(Array(advertisements.prefix(2)), verified: verified)
         #expect(shares.map(\.to) == ["hospital-1"], "one share for the verified peer, none for the unverified one")
+    }
+
+    @Test("a silo whose policy asks a higher threshold than the round's takes no part: it does not even advertise keys")
+    func thresholdBelowPolicy() {
+        #expect { try SecureSession.begin(Self.setup(threshold: 2), silo: "hospital-0", dimension: Self.dimension, minimums: .init(threshold: 3)) } throws: {
+            "\($0)".contains("threshold is 2 of 3 silos; this silo's policy asks at least 3")
+        }
+        #expect(throws: Never.self) { try SecureSession.begin(Self.setup(threshold: 3), silo: "hospital-0", dimension: Self.dimension, minimums: .init(threshold: 3)) }
+    }
+
+    @Test("a survivor whose policy asks more survivors than remain will not help unmask their sum")
+    func survivorsBelowPolicy() throws {
+        #expect { try run(uploading: ["hospital-0", "hospital-2"], minimums: .init(survivors: 3)) } throws: {
+            "\($0)".contains("2 silos survived the round; this silo's policy helps unmask the sum of at least 3")
+        }
+        let (_, survivors) = try run(uploading: Set(Self.silos), minimums: .init(survivors: 3))
+        #expect(survivors.count == 3, "with every silo surviving the sum unmasks")
     }
 }
