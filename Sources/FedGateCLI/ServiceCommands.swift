@@ -83,6 +83,8 @@ struct BrokerCommand: AsyncParsableCommand {
             limits.maximumMessageBytes = c.maximumMessageBytes
             limits.maximumPayloadBytes = c.maximumPayloadBytes
             limits.concurrentUploads = c.concurrentUploads
+            limits.handshakesPerSecond = c.handshakesPerSecond
+            limits.handshakeBurst = c.handshakeBurst
             limits.chunkBytes = min(limits.chunkBytes, c.maximumMessageBytes / 2)
             let issuer = try c.issuingCA.map { CertificateIssuer(authority: try loadCA($0.path), days: c.certificateDays) }
             let host = c.host, port = c.port

@@ -11,6 +11,9 @@ public struct TLSPaths: Sendable, Equatable {
 
 /// `broker.yaml`: where the broker listens, what it presents, where it keeps its state.
 public struct BrokerConfig: Sendable, Equatable {
+    /// `limits.handshakes_per_second` and `limits.handshake_burst`: new connections one address may open.
+    public var handshakesPerSecond = 20.0
+    public var handshakeBurst = 200
     /// `pins`: the gateway versions (`fedgate 0.2.0`) and executable hashes this broker serves; empty: any.
     public var gatewayVersions: [String] = []
     public var gatewaySHA256: [String] = []
@@ -51,10 +54,12 @@ public struct BrokerConfig: Sendable, Equatable {
         let listen = try r.map(try root.require("listen", "{host, port}"), "listen")
         try listen.only(["host", "port"])
         let folder = URL(fileURLWithPath: file).deletingLastPathComponent()
-        var maxMessage = 4, maxPayload = 256, uploads = 2
+        var maxMessage = 4, maxPayload = 256, uploads = 2, handshakes = 20.0, burst = 200
         if let l = root.optional("limits") {
             let limits = try r.map(l, "limits")
-            try limits.only(["max_message_mb", "max_payload_mb", "concurrent_uploads"])
+            try limits.only(["max_message_mb", "max_payload_mb", "concurrent_uploads", "handshakes_per_second", "handshake_burst"])
+            handshakes = try limits.optional("handshakes_per_second").map { try r.double($0, "limits.handshakes_per_second", 0.1...100_000, "new connections per second per address, from 0.1") } ?? 20
+            burst = try limits.optional("handshake_burst").map { try r.int($0, "limits.handshake_burst", 1...1_000_000, "new connections at once per address, ≥ 1") } ?? 200
             uploads = try limits.optional("concurrent_uploads").map { try r.int($0, "limits.concurrent_uploads", 1...64, "a count from 1 to 64") } ?? 2
             maxMessage = try limits.optional("max_message_mb").map { try r.int($0, "limits.max_message_mb", 1...64, "MiB from 1 to 64") } ?? 4
             maxPayload = try limits.optional("max_payload_mb").map { try r.int($0, "limits.max_payload_mb", 1...4096, "MiB from 1 to 4096") } ?? 256
@@ -88,6 +93,8 @@ public struct BrokerConfig: Sendable, Equatable {
             silentAfterSeconds: try root.optional("silent_after_seconds").map { try r.double($0, "silent_after_seconds", 0.1...86_400, "seconds from 0.1 to 86400") } ?? 10,
             maximumMessageBytes: maxMessage << 20, maximumPayloadBytes: maxPayload << 20, concurrentUploads: uploads, issuingCA: issuingCA, certificateDays: days, enrolmentPort: enrolmentPort)
         config.instance = instance
+        config.handshakesPerSecond = handshakes
+        config.handshakeBurst = burst
         config.leaseSeconds = leaseSeconds
         config.metrics = try MetricsListen.parse(r, root)
         if let node = root.optional("pins") {

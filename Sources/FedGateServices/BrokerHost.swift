@@ -182,7 +182,7 @@ public enum BrokerHost {
     private static func gatekeepers(store: any BrokerStore, limits: TransportLimits, audit: @escaping @Sendable (AuditEvent, String) -> Void,
                                     logger: Logger) async throws -> (ConnectionGuard, AuthorizationInterceptor) {
         let connectionGuard = ConnectionGuard(handshakeTimeout: limits.handshakeTimeout, refusalInterval: limits.refusalInterval,
-                                              logger: logger) { refusal in
+                                              rateLimit: limits.handshakeRateLimit, logger: logger) { refusal in
             audit(.refused(.connection, .init(reason: refusal.reason, count: refusal.count, peer: refusal.peer)), refusal.identity ?? refusal.peer)
         }
         let revoked = try await store.revocations()
@@ -200,7 +200,8 @@ public enum BrokerHost {
                                           logger: Logger) throws -> (transport: HTTP2ServerTransport.Posix, service: EnrollmentService)? {
         guard let port else { return nil }
         guard let issuer else { throw ServiceSetupError.enrolmentNeedsCA }
-        let openGuard = ConnectionGuard(clientCertificates: false, handshakeTimeout: limits.handshakeTimeout, logger: logger) { refusal in
+        let openGuard = ConnectionGuard(clientCertificates: false, handshakeTimeout: limits.handshakeTimeout, rateLimit: limits.handshakeRateLimit,
+                                        logger: logger) { refusal in
             audit(.refused(.connection, .init(reason: refusal.reason, peer: refusal.peer, listener: "enrolment")), refusal.peer)
         }
         return (FedGateTransports.enrolmentServer(host: host, port: port, credentials: credentials, guard: openGuard),

@@ -48,6 +48,7 @@ public final class ConnectionGuard: Sendable {
 
     private let state = Mutex(State())
     private let throttle: RefusalThrottle<Refusal>
+    private let rate: Mutex<HandshakeRateLimit>
     /// False on the enrolment listener, where peers have no certificate yet: only TLS 1.3 is checked.
     private let clientCertificates: Bool
     /// A connection whose TLS handshake has not completed by then is closed (and reported): a peer
@@ -58,8 +59,10 @@ public final class ConnectionGuard: Sendable {
 
     /// `onRefusal` is called (on an event loop: keep it short) for every refused connection, for auditing.
     public init(revoked: Set<String> = [], clientCertificates: Bool = true, handshakeTimeout: Duration = .seconds(10),
-                refusalInterval: Duration = .seconds(60), logger: Logger, onRefusal: @escaping @Sendable (Refusal) -> Void = { _ in }) {
+                refusalInterval: Duration = .seconds(60), rateLimit: HandshakeRateLimit = HandshakeRateLimit(),
+                logger: Logger, onRefusal: @escaping @Sendable (Refusal) -> Void = { _ in }) {
         state.withLock { $0.revoked = revoked }
+        rate = Mutex(rateLimit)
         throttle = RefusalThrottle(interval: refusalInterval)
         self.clientCertificates = clientCertificates
         self.handshakeTimeout = TimeAmount(handshakeTimeout)
@@ -135,7 +138,13 @@ public final class ConnectionGuard: Sendable {
     /// handler, and before it the marker that tells the verification callback whose handshake it is.
     public var acceptCallback: @Sendable (any Channel) -> EventLoopFuture<Void> {
         { [self] channel in
-            channel.eventLoop.makeCompletedFuture {
+            let source = channel.remoteAddress.map(Self.source(of:)) ?? "unknown peer"
+            guard rate.withLock({ $0.admit(source, at: .now) }) else {
+                // Over its rate: closed before any TLS work, and reported through the throttle.
+                refused(Refusal(peer: source, identity: nil, reason: "too many new connections from this address; try again later"))
+                return channel.close()
+            }
+            return channel.eventLoop.makeCompletedFuture {
                 let pipeline = channel.pipeline.syncOperations
                 let tls = try pipeline.handler(type: NIOSSLHandler.self)
                 try pipeline.addHandler(PeerMarker(address: channel.remoteAddress.map(Self.source(of:)) ?? "unknown peer"), position: .before(tls))

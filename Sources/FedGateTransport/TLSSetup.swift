@@ -64,6 +64,11 @@ public struct TransportLimits: Sendable {
     /// Refused connections and calls of one kind from one source are recorded once per interval,
     /// with a count (`RefusalThrottle`).
     public var refusalInterval: Duration = .seconds(60)
+    /// New connections one address may open: `handshakeBurst` at once, then `handshakesPerSecond`
+    /// (`HandshakeRateLimit`); over it a connection is closed before its TLS handshake.
+    public var handshakesPerSecond: Double = 20
+    public var handshakeBurst = 200
+    public var handshakeRateLimit: HandshakeRateLimit { HandshakeRateLimit(perSecond: handshakesPerSecond, burst: handshakeBurst) }
     public init() {}
 }
 
