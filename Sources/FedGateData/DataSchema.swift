@@ -152,3 +152,41 @@ extension DataSchema {
         return String(decoding: data, as: UTF8.self)
     }
 }
+
+extension DataSchema {
+    /// Reads back what `metadataJSON` wrote (a model file's `fedgate.schema`); nil when it is not that.
+    public init?(metadataJSON text: String) {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+              let columnList = object["columns"] as? [[String: Any]], let target = object["target"] as? [String: Any],
+              let targetColumn = target["column"] as? String else { return nil }
+        var columns: [Column] = []
+        for entry in columnList {
+            guard let name = entry["name"] as? String, let type = entry["type"] as? String,
+                  let missing = (entry["missing"] as? String).flatMap(Missing.init(rawValue:)) else { return nil }
+            let kind: Kind
+            switch type {
+            case "numeric": kind = .numeric
+            case "boolean": kind = .boolean
+            case "categorical":
+                guard let categories = entry["categories"] as? [String] else { return nil }
+                kind = .categorical(categories)
+            default: return nil
+            }
+            let bounds = (entry["bounds"] as? [Double]).flatMap { $0.count == 2 ? Bounds(lower: $0[0], upper: $0[1]) : nil }
+            columns.append(Column(name: name, kind: kind, missing: missing, bounds: bounds))
+        }
+        let task: Task
+        if let classes = target["classes"] as? [String] {
+            task = .multiclass(classes)
+        } else if target["regression"] as? Bool == true {
+            task = .regression
+        } else if let positives = target["positive"] as? [String] {
+            task = .binary(.positives(positives))
+        } else if let rule = (target["positive"] as? String).flatMap({ BinaryRule.parse($0, column: targetColumn) }) {
+            task = .binary(rule)
+        } else {
+            return nil
+        }
+        self.init(columns: columns, target: Target(column: targetColumn, task: task))
+    }
+}

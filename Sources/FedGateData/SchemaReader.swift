@@ -43,6 +43,8 @@ public struct SchemaReading: Sendable, Equatable {
     public let source: String
     public let rowsRead: Int
     public let rows: [SchemaRow]
+    /// Each accepted row's position in the table (0-based), in order.
+    public let accepted: [Int]
     /// By reason (`column 'sex': missing`), how many rows were refused.
     public let refused: [String: Int]
     /// By logical column, how many cells were missing (dropped or to be imputed).
@@ -52,7 +54,8 @@ public struct SchemaReading: Sendable, Equatable {
     public let valuesSeen: [String: [String: Int]]
 
     /// Reads `table` through `schema`; throws when a column the schema needs is not in the file.
-    public init(_ table: Table, schema: DataSchema, mapping: SiloMapping = SiloMapping()) throws {
+    /// `requireTarget` false: rows to predict, whose target may be absent (it reads as NaN then).
+    public init(_ table: Table, schema: DataSchema, mapping: SiloMapping = SiloMapping(), requireTarget: Bool = true) throws {
         let index = table.columnIndex
         func position(_ logical: String) throws -> Int {
             let local = mapping.local(logical)
@@ -64,9 +67,9 @@ public struct SchemaReading: Sendable, Equatable {
             return i
         }
         let inputs = try schema.columns.map { try position($0.name) }
-        let target = try position(schema.target.column)
-        var rows: [SchemaRow] = [], refused: [String: Int] = [:], missing: [String: Int] = [:], seen: [String: [String: Int]] = [:]
-        for cells in table.rows {
+        let target = requireTarget ? try position(schema.target.column) : index[mapping.local(schema.target.column)]
+        var rows: [SchemaRow] = [], accepted: [Int] = [], refused: [String: Int] = [:], missing: [String: Int] = [:], seen: [String: [String: Int]] = [:]
+        for (number, cells) in table.rows.enumerated() {
             var values: [SchemaValue] = []
             var refusal: String?
             for (column, i) in zip(schema.columns, inputs) {
@@ -80,15 +83,17 @@ public struct SchemaReading: Sendable, Equatable {
                     refusal = refusal ?? "column '\(column.name)': \(reason.text)"
                 }
             }
-            let label = Self.target(cells[target], schema.target, mapping, &seen)
+            var label: Result<Double, Refusal> = .success(.nan)
+            if let target, requireTarget || cells[target] != nil { label = Self.target(cells[target], schema.target, mapping, &seen) }
             if case .failure(let reason) = label { refusal = refusal ?? "target '\(schema.target.column)': \(reason.text)" }
             if let refusal {
                 refused[refusal, default: 0] += 1
             } else if case .success(let y) = label {
                 rows.append(SchemaRow(values: values, target: y))
+                accepted.append(number)
             }
         }
-        (source, rowsRead, self.rows, self.refused, self.missing, valuesSeen) = (table.source, table.rows.count, rows, refused, missing, seen)
+        (source, rowsRead, self.rows, self.accepted, self.refused, self.missing, valuesSeen) = (table.source, table.rows.count, rows, accepted, refused, missing, seen)
     }
 
     struct Refusal: Error { let text: String; var missing = false }

@@ -110,6 +110,15 @@ struct IslandRoundTests {
             #expect(file.metadata["fedgate.columns"]?.contains("\"sex=female\",\"sex=male\"") == true, "\(file.metadata)")
             let schema = try #require(file.metadata["fedgate.schema"])
             #expect(schema.contains("\"categories\":[\"female\",\"male\"]") && schema.contains("\"classes\":[\"Adelie\",\"Chinstrap\",\"Gentoo\"]"))
+            // Used where it is deployed: the raw export scored from the file's metadata alone, with the silo's mapping.
+            let scorer = try ModelScorer(file: try #require(try await brokerStore.modelContent(sha256: version.contentSHA256)))
+            let raw = try Table.csv(try String(contentsOf: Consortium.root.appendingPathComponent("examples/data/palmer_penguins_raw.csv"), encoding: .utf8),
+                                    source: "raw.csv")
+            let (predictions, refused) = try scorer.predict(raw, mapping: Self.mapping)
+            #expect(predictions.count == 333 && refused.values.reduce(0, +) == 11)
+            let right = predictions.filter { scorer.label(Int($0.target ?? -1)) == $0.label }.count
+            #expect(Double(right) / Double(predictions.count) >= 0.9, "\(right) of \(predictions.count)")
+            #expect(Set(predictions.map(\.label)) == ["Adelie", "Chinstrap", "Gentoo"])
         }
     }
 

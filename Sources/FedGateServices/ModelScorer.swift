@@ -1,0 +1,103 @@
+import FedGateData
+import FedGateLearning
+import FedGateTensors
+import Foundation
+
+/// A registry model file used where it was deployed: rows read and encoded as its metadata says
+/// (the schema and its encoding, or the named numeric columns), standardised as the consortium
+/// agreed, and scored. Predictions stay where they are made; nothing here does I/O.
+public struct ModelScorer: Sendable {
+    public let network: Network
+    public let standardisation: Standardisation
+    public let schema: DataSchema?
+    /// The input columns in order, for a model trained without a schema.
+    public let columns: [String]?
+
+    public struct Unusable: Error, Sendable, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// One scored row: its number in the file (1 is the first after the header), the predicted
+    /// label, each class's probability, and the row's own target when it had one.
+    public struct Prediction: Sendable, Equatable {
+        public let row: Int
+        public let label: String
+        public let probabilities: [Double]
+        public let target: Double?
+    }
+
+    /// Reads a model file (`fedgate model pull`): its layers, standardisation and schema or columns.
+    public init(file bytes: [UInt8]) throws {
+        let file: SafeTensors
+        do { file = try SafeTensors(bytes: bytes) } catch { throw Unusable(description: "not a safetensors model file: \(error)") }
+        let meta = file.metadata
+        guard let sizes = meta["fedgate.layers"]?.split(separator: ",").compactMap({ Int($0) }), sizes.count >= 2, sizes.allSatisfy({ $0 >= 1 }) else {
+            throw Unusable(description: "the model file has no fedgate.layers: it is not a FedGate registry model")
+        }
+        let decode = { (key: String) -> [Double]? in meta[key].flatMap { try? JSONDecoder().decode([Double].self, from: Data($0.utf8)) } }
+        guard let means = decode("fedgate.feature_means"), let scales = decode("fedgate.feature_scales"), means.count == sizes[0], scales.count == sizes[0] else {
+            throw Unusable(description: "the model file carries no standardisation for its \(sizes[0]) inputs (fedgate.feature_means, fedgate.feature_scales)")
+        }
+        let last = sizes[sizes.count - 1]
+        let kind: ModelKind = sizes.count > 2 ? .mlp(hidden: Array(sizes[1..<(sizes.count - 1)])) : (last == 1 ? .logistic : .softmax)
+        let classes = last == 1 ? 2 : last
+        let dimension = try Network.parameterCount(kind: kind, inputs: sizes[0], classes: classes)
+        network = try Network(kind: kind, inputs: sizes[0], classes: classes, parameters: try ModelPayload.modelParameters(bytes, dimension: dimension))
+        standardisation = Standardisation(means: means.map(Float.init), scales: scales.map(Float.init))
+        schema = meta["fedgate.schema"].flatMap(DataSchema.init(metadataJSON:))
+        columns = meta["fedgate.columns"].flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }
+        if meta["fedgate.schema"] != nil, schema == nil { throw Unusable(description: "the model file's fedgate.schema cannot be read") }
+        guard schema != nil || columns?.count == sizes[0] else {
+            throw Unusable(description: "the model file names neither a schema nor its \(sizes[0]) input columns, so rows cannot be encoded for it")
+        }
+    }
+
+    /// Scores the rows of `table` it can read (the others counted by reason).
+    public func predict(_ table: Table, mapping: SiloMapping = SiloMapping()) throws -> (predictions: [Prediction], refused: [String: Int]) {
+        let (inputs, numbers, targets, refused) = try encode(table, mapping: mapping)
+        var workspace = Network.Workspace(network)
+        var predictions: [Prediction] = []
+        predictions.reserveCapacity(inputs.count)
+        for (i, row) in inputs.enumerated() {
+            let x = row.enumerated().map { j, v in (Float(v) - standardisation.means[j]) / standardisation.scales[j] }
+            let p = network.forward(x[...], &workspace).map(Double.init)
+            let k = p.indices.max { p[$0] < p[$1] } ?? 0
+            predictions.append(Prediction(row: numbers[i] + 1, label: label(k), probabilities: p, target: targets[i].isNaN ? nil : targets[i]))
+        }
+        return (predictions, refused)
+    }
+
+    /// A class index as the schema names it (a binary target's 0 and 1, or the class's text).
+    public func label(_ k: Int) -> String {
+        if case .multiclass(let classes)? = schema?.target.task, classes.indices.contains(k) { return classes[k] }
+        return String(k)
+    }
+
+    private func encode(_ table: Table, mapping: SiloMapping) throws -> ([[Double]], [Int], [Double], [String: Int]) {
+        if let schema {
+            let reading = try SchemaReading(table, schema: schema, mapping: mapping, requireTarget: false)
+            return (try SchemaEncoding(schema: schema).inputs(reading.rows, fill: [:]), reading.accepted, reading.rows.map(\.target), reading.refused)
+        }
+        let names = columns ?? []
+        let index = table.columnIndex
+        let positions = try names.map { name in
+            guard let i = index[mapping.local(name)] else {
+                throw DataError(source: table.source, row: nil, column: name, problem: "has no column '\(name)', an input of the model",
+                                remedy: "give rows with the model's columns (fedgate.columns), or map them under dataset.columns")
+            }
+            return i
+        }
+        var inputs: [[Double]] = [], numbers: [Int] = [], refused: [String: Int] = [:]
+        for (n, cells) in table.rows.enumerated() {
+            var x: [Double] = []
+            for i in positions {
+                guard let text = cells[i], let v = Double(text.trimmingCharacters(in: .whitespaces)), v.isFinite else { break }
+                x.append(v)
+            }
+            if x.count == names.count { inputs.append(x); numbers.append(n) } else {
+                refused["column '\(names[x.count])': missing or not a number", default: 0] += 1
+            }
+        }
+        return (inputs, numbers, [Double](repeating: .nan, count: inputs.count), refused)
+    }
+}
