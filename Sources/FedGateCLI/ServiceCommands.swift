@@ -79,13 +79,7 @@ struct BrokerCommand: AsyncParsableCommand {
             // Tests of crash recovery only, and only in debug builds: where to stop mid-round.
             settings.crashPoints = CrashPoints(parsing: ProcessInfo.processInfo.environment["FEDGATE_TESTING_CRASH_AT"] ?? "")
             #endif
-            var limits = TransportLimits()
-            limits.maximumMessageBytes = c.maximumMessageBytes
-            limits.maximumPayloadBytes = c.maximumPayloadBytes
-            limits.concurrentUploads = c.concurrentUploads
-            limits.handshakesPerSecond = c.handshakesPerSecond
-            limits.handshakeBurst = c.handshakeBurst
-            limits.chunkBytes = min(limits.chunkBytes, c.maximumMessageBytes / 2)
+            let limits = Self.limits(c)
             let issuer = try c.issuingCA.map { CertificateIssuer(authority: try loadCA($0.path), days: c.certificateDays) }
             let host = c.host, port = c.port
             // Always under the lease: one broker on a store leads; a second one stands by until it lapses.
@@ -119,6 +113,18 @@ struct BrokerCommand: AsyncParsableCommand {
                 }
             }
             logger.info("broker stopped")
+        }
+
+        /// The transport's limits from the config's `limits:`.
+        static func limits(_ c: BrokerConfig) -> TransportLimits {
+            var limits = TransportLimits()
+            limits.maximumMessageBytes = c.maximumMessageBytes
+            limits.maximumPayloadBytes = c.maximumPayloadBytes
+            limits.concurrentUploads = c.concurrentUploads
+            limits.handshakesPerSecond = c.handshakesPerSecond
+            limits.handshakeBurst = c.handshakeBurst
+            limits.chunkBytes = min(limits.chunkBytes, c.maximumMessageBytes / 2)
+            return limits
         }
     }
 }

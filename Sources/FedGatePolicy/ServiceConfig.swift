@@ -97,16 +97,21 @@ public struct BrokerConfig: Sendable, Equatable {
         config.handshakeBurst = burst
         config.leaseSeconds = leaseSeconds
         config.metrics = try MetricsListen.parse(r, root)
-        if let node = root.optional("pins") {
-            let pins = try r.map(node, "pins")
-            try pins.only(["gateway_versions", "gateway_sha256"])
-            config.gatewayVersions = try pins.optional("gateway_versions").map { try r.distinctStrings($0, "pins.gateway_versions") } ?? []
-            config.gatewaySHA256 = try pins.optional("gateway_sha256").map { try r.distinctStrings($0, "pins.gateway_sha256") } ?? []
-            if let bad = config.gatewaySHA256.first(where: { $0.count != 64 || !$0.allSatisfy(\.isHexDigit) }) {
-                throw r.error(pins.optional("gateway_sha256"), "pins.gateway_sha256", "'\(bad.prefix(80))' is not a SHA-256 in hex (64 digits)")
-            }
-        }
+        (config.gatewayVersions, config.gatewaySHA256) = try pins(r, root)
         return config
+    }
+
+    /// `pins: { gateway_versions, gateway_sha256 }`.
+    private static func pins(_ r: YAMLReader, _ root: YAMLReader.Map) throws -> ([String], [String]) {
+        guard let node = root.optional("pins") else { return ([], []) }
+        let pins = try r.map(node, "pins")
+        try pins.only(["gateway_versions", "gateway_sha256"])
+        let versions = try pins.optional("gateway_versions").map { try r.distinctStrings($0, "pins.gateway_versions") } ?? []
+        let digests = try pins.optional("gateway_sha256").map { try r.distinctStrings($0, "pins.gateway_sha256") } ?? []
+        if let bad = digests.first(where: { $0.count != 64 || !$0.allSatisfy(\.isHexDigit) }) {
+            throw r.error(pins.optional("gateway_sha256"), "pins.gateway_sha256", "'\(bad.prefix(80))' is not a SHA-256 in hex (64 digits)")
+        }
+        return (versions, digests)
     }
 }
 

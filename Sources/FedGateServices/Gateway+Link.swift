@@ -72,12 +72,7 @@ extension Gateway {
                 for try await message in response.messages {
                     switch message.kind {
                     case .welcome(let welcome):
-                        let software = SoftwareIdentity(version: welcome.softwareVersion, sha256: welcome.binarySha256)
-                        if let reason = self.settings.brokerPins.refusal(of: software, who: "the broker at \(host):\(port)", ours: .running) {
-                            try? await self.governor.ledger.backend.audit(.refused(.connection, .init(reason: reason)), actor: self.siloID,
-                                                                          subject: "broker \(host):\(port)", at: Date())
-                            throw GatewayError.versionRefused(reason: reason)
-                        }
+                        try await self.checkPins(welcome, broker: "\(host):\(port)")
                         await self.connected(to: "\(host):\(port)")
                         // A renewed certificate takes effect on the next connection: end this stream
                         // (no round of ours is in flight right after the welcome) and reconnect at once.
@@ -172,5 +167,14 @@ extension Gateway {
         activity.sessions += 1
         logger.info("connected to the broker", metadata: ["silo": "\(siloID)", "broker": "\(settings.brokerName)", "address": "\(address)"])
         settings.onConnected?(address)
+    }
+
+    /// The broker's software against this silo's policy pins: refused (audited in the silo's trail,
+    /// the session ended, the gateway stopping) when the pins do not accept it.
+    func checkPins(_ welcome: Fedgate_V1_Welcome, broker: String) async throws {
+        let software = SoftwareIdentity(version: welcome.softwareVersion, sha256: welcome.binarySha256)
+        guard let reason = settings.brokerPins.refusal(of: software, who: "the broker at \(broker)", ours: .running) else { return }
+        try? await governor.ledger.backend.audit(.refused(.connection, .init(reason: reason)), actor: siloID, subject: "broker \(broker)", at: Date())
+        throw GatewayError.versionRefused(reason: reason)
     }
 }

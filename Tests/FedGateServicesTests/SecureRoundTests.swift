@@ -85,8 +85,10 @@ struct SecureRoundTests {
         }
     }
 
-    @Test("a silo that drops out after sharing its keys: the others' masks are recovered, the round commits on quorum with their mean, and the silo spends nothing")
-    func dropoutRecovered() async throws {
+    /// Three gateways (hospital-2 drops out after sharing its keys, each with `policy`), a secure
+    /// one-round plan of quorum 2; `check` gets the broker's store, the silos and the plan's end.
+    func dropOut(policy: @escaping @Sendable (String) -> String = { Fixtures.policy(silo: $0) },
+                 _ check: @escaping @Sendable (any BrokerStore, [NetworkedRoundTests.Silo], BrokerCoordinator.PlanStatus) async throws -> Void) async throws {
         let consortium = try Consortium()
         let brokerStore = try await consortium.store("broker")
         let shards = try Fixtures.simulation(seed: 5).shards()
@@ -94,7 +96,7 @@ struct SecureRoundTests {
                                    logger: consortium.logger) { broker in
             var silos: [NetworkedRoundTests.Silo] = []
             for (i, shard) in shards.enumerated() {
-                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test,
+                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, policy: policy("hospital-\(i)"),
                                                                       broker: brokerStore, port: broker.port) { if i == 2 { $0.dropOutBeforeMasking = true } })
             }
             let running = silos.map { silo in Task { await silo.gateway.run() } }
@@ -104,7 +106,13 @@ struct SecureRoundTests {
                 .replacingOccurrences(of: "secure_aggregation: false", with: "secure_aggregation: true")
                 .replacingOccurrences(of: "delta: 1.0e-5 }", with: "delta: 1.0e-5, distributed_noise_multiplier: 0.01 }")
             let hash = try await NetworkedRoundTests.submit(plan, consortium, port: broker.port)
-            let status = try #require(await broker.coordinator.finished(hash))
+            try await check(brokerStore, silos, try #require(await broker.coordinator.finished(hash)))
+        }
+    }
+
+    @Test("a silo that drops out after sharing its keys: the others' masks are recovered, the round commits on quorum with their mean, and the silo spends nothing")
+    func dropoutRecovered() async throws {
+        try await dropOut { _, silos, status in
             #expect(status.rounds.map(\.state) == ["committed"] && status.rounds.first?.participants == ["hospital-0", "hospital-1"],
                     "\(status.rounds.map { ($0.state, $0.participants, $0.reason) })")
             let initial = try Network(kind: .logistic, inputs: Fixtures.data.featureCount, classes: 2, seed: 0).parameters
@@ -131,25 +139,10 @@ struct SecureRoundTests {
 
     @Test("survivors whose policy asks three survivors will not unmask the sum of two: the round aborts, no model is made, and each records why")
     func survivorsBelowPolicy() async throws {
-        let consortium = try Consortium()
-        let brokerStore = try await consortium.store("broker")
-        let shards = try Fixtures.simulation(seed: 5).shards()
-        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
-                                   logger: consortium.logger) { broker in
-            var silos: [NetworkedRoundTests.Silo] = []
-            for (i, shard) in shards.enumerated() {
-                let policy = Fixtures.policy(silo: "hospital-\(i)").replacingOccurrences(of: "  min_silos_per_round: 2",
-                                                                                      with: "  min_silos_per_round: 2\n  min_secagg_survivors: 3")
-                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, policy: policy,
-                                                                      broker: brokerStore, port: broker.port) { if i == 2 { $0.dropOutBeforeMasking = true } })
-            }
-            let running = silos.map { silo in Task { await silo.gateway.run() } }
-            defer { running.forEach { $0.cancel() } }
-            await eventually { await broker.coordinator.connectedSilos.count >= 3 }
-            let plan = Fixtures.plan(rounds: 1, quorum: 2, deadline: 30)
-                .replacingOccurrences(of: "secure_aggregation: false", with: "secure_aggregation: true")
-            let hash = try await NetworkedRoundTests.submit(plan, consortium, port: broker.port)
-            let status = try #require(await broker.coordinator.finished(hash))
+        let policy: @Sendable (String) -> String = { silo in
+            Fixtures.policy(silo: silo).replacingOccurrences(of: "  min_silos_per_round: 2", with: "  min_silos_per_round: 2\n  min_secagg_survivors: 3")
+        }
+        try await dropOut(policy: policy) { brokerStore, silos, status in
             #expect(status.rounds.map(\.state) == ["aborted"], "\(status.rounds.map { ($0.state, $0.reason) })")
             #expect(try await brokerStore.modelVersions().isEmpty)
             for silo in silos.prefix(2) {
