@@ -8,6 +8,19 @@ import Testing
 /// `fedgate data profile`: a silo admin sees, locally, what a plan would read of their own export.
 @Suite("fedgate data profile")
 struct DataCommandTests {
+    /// A gateway config's lines up to its data set's name (the source and mapping follow).
+    static func configHead(_ silo: String) -> String {
+        """
+        silo: \(silo)
+        broker: { host: 127.0.0.1, port: 7443, name: broker }
+        tls: { certificate: cert.pem, key: key.pem, ca: ca.pem }
+        store: sqlite:ledger.sqlite
+        policy: policy.yaml
+        dataset:
+          name: penguins
+        """
+    }
+
     /// A silo folder with the raw penguin export (as `csv`, edited by `edit`) and a gateway config mapping it.
     func silo(edit: (String) -> String = { $0 }, mapping: Bool = true) throws -> URL {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fedgate-profile-\(UUID().uuidString.prefix(8))")
@@ -15,13 +28,7 @@ struct DataCommandTests {
         let raw = try String(contentsOfFile: "examples/data/palmer_penguins_raw.csv", encoding: .utf8)
         try edit(raw).write(to: folder.appendingPathComponent("biscoe.csv"), atomically: true, encoding: .utf8)
         try """
-        silo: biscoe
-        broker: { host: 127.0.0.1, port: 7443, name: broker }
-        tls: { certificate: cert.pem, key: key.pem, ca: ca.pem }
-        store: sqlite:ledger.sqlite
-        policy: policy.yaml
-        dataset:
-          name: penguins
+        \(Self.configHead("biscoe"))
           csv: biscoe.csv
           label: Species
         \(mapping ? """
@@ -97,13 +104,7 @@ struct DataProfilePostgresTests {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         try "not needed by a trust login\n".write(to: folder.appendingPathComponent("db-password"), atomically: true, encoding: .utf8)
         try """
-        silo: dream
-        broker: { host: 127.0.0.1, port: 7443, name: broker }
-        tls: { certificate: cert.pem, key: key.pem, ca: ca.pem }
-        store: sqlite:ledger.sqlite
-        policy: policy.yaml
-        dataset:
-          name: penguins
+        \(DataCommandTests.configHead("dream"))
           postgres: { url: "\(url)", table: penguins, password_file: db-password }
           values:
             species: { "Adelie Penguin (Pygoscelis adeliae)": Adelie, "Chinstrap penguin (Pygoscelis antarctica)": Chinstrap,
