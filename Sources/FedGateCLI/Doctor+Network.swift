@@ -105,15 +105,18 @@ extension Doctor {
 struct DoctorCommand: AsyncParsableCommand, AsyncExecutable {
     static let configuration = CommandConfiguration(
         commandName: "doctor",
-        abstract: "Check a gateway's setup: config, certificate and chain, policy, data, store, the broker (DNS, TCP, mutual TLS) and the clock.",
+        abstract: "Check a gateway's setup (config, certificate and chain, policy, data, store, the broker over DNS, TCP and mutual TLS, the clock) or a broker's.",
         discussion: "Reads, never writes. Prints one line per check, with what to do for each problem. Exit status: 0 all passed (warnings allowed), 1 a check failed.")
 
-    @Option(help: "The gateway's config (gateway.yaml).") var config: String
+    @Option(help: "A gateway's config (gateway.yaml).") var config: String?
+    @Option(help: "A broker's config (broker.yaml): certificate, issuing CA, store, ports.") var brokerConfig: String?
     @Option(help: "Seconds to wait for the broker.") var timeout: Double = 10
 
     func execute() async throws {
         guard timeout > 0, timeout <= 300 else { throw ValidationError("--timeout must be from 0 to 300 seconds") }
-        let findings = await Doctor.gateway(config: config, timeout: .milliseconds(Int64(timeout * 1000)))
+        guard (config == nil) != (brokerConfig == nil) else { throw ValidationError("give --config (a gateway's) or --broker-config (a broker's)") }
+        let findings = if let brokerConfig { await Doctor.broker(config: brokerConfig) }
+            else { await Doctor.gateway(config: config ?? "", timeout: .milliseconds(Int64(timeout * 1000))) }
         print(findings.map(\.line).joined(separator: "\n"))
         let failed = findings.filter { $0.status == .failure }.count
         print(failed == 0 ? "all checks passed" : "\(failed) check\(failed == 1 ? "" : "s") failed")

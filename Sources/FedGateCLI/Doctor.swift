@@ -41,10 +41,10 @@ enum Doctor {
             return [.failure("config", "\(error)", "fix the field named, then run fedgate doctor again")]
         }
         var findings: [Finding] = [.ok("config", "\(path) reads: silo \(c.silo), broker \(c.brokerHost):\(c.brokerPort) as '\(c.brokerName)'")]
-        let credentials = await certificate(c, now: now, into: &findings)
+        let credentials = await certificate(c.tls, id: c.silo, role: .silo, renewBeforeDays: c.renewBeforeDays, now: now, into: &findings)
         findings.append(policy(c))
         findings.append(await data(c, path))
-        findings.append(await store(c))
+        findings.append(await store(c.store))
         guard let credentials, let address = resolve(c.brokerHost, into: &findings) else { return findings }
         findings.append(tcp(address, c, timeout: timeout))
         if findings.last?.status == .ok { findings += await broker(c, credentials, timeout: timeout, local: local) }
@@ -52,9 +52,10 @@ enum Doctor {
     }
 
     /// The certificate, its key and chain, checked now; the credentials when they can open a connection.
-    static func certificate(_ c: GatewayConfig, now: Date, into findings: inout [Finding]) async -> TLSCredentials? {
+    static func certificate(_ tls: TLSPaths, id: String, role: Identity.Role, renewBeforeDays: Double, now: Date,
+                            into findings: inout [Finding]) async -> TLSCredentials? {
         let credentials: TLSCredentials
-        do { credentials = try TLSCredentials(certificate: c.tls.certificate, key: c.tls.key, ca: c.tls.ca) } catch {
+        do { credentials = try TLSCredentials(certificate: tls.certificate, key: tls.key, ca: tls.ca) } catch {
             findings.append(.failure("certificate", "\(error)", "check tls.certificate, tls.key and tls.ca in the config (paths are relative to its folder)"))
             return nil
         }
@@ -62,7 +63,7 @@ enum Doctor {
             let chain = try Certificate.chain(pemEncoded: credentials.certificatePEM)
             let key = try P256.Signing.PrivateKey(pemRepresentation: credentials.keyPEM)
             guard chain[0].publicKey == Certificate.PublicKey(key.publicKey) else {
-                findings.append(.failure("certificate", "\(c.tls.key.path) is not the key of \(c.tls.certificate.path)",
+                findings.append(.failure("certificate", "\(tls.key.path) is not the key of \(tls.certificate.path)",
                                          "install the key the certificate was issued for (a renewal writes both together)"))
                 return nil
             }
@@ -81,12 +82,12 @@ enum Doctor {
                 findings.append(.failure("certificate", "\(error)", remedy))
                 return nil
             case .success(let identity):
-                guard identity.id == c.silo, identity.role == .silo else {
-                    findings.append(.failure("certificate", "it is \(identity)'s, the config is silo '\(c.silo)'", "install this silo's certificate and key"))
+                guard identity.id == id, identity.role == role else {
+                    findings.append(.failure("certificate", "it is \(identity)'s, the config is \(role.rawValue) '\(id)'", "install this \(role.rawValue)'s certificate and key"))
                     return nil
                 }
                 let left = chain[0].notValidAfter.timeIntervalSince(now)
-                if left < c.renewBeforeDays * 86_400 {
+                if left < renewBeforeDays * 86_400 {
                     findings.append(.warning("certificate", "\(identity), expires \(chain[0].notValidAfter) (in \(Int(left / 3600)) h)",
                                              "the gateway renews it from the broker while it runs; if it cannot reach the broker, ask the operator"))
                 } else {
@@ -124,24 +125,24 @@ enum Doctor {
         }
     }
 
-    static func store(_ c: GatewayConfig) async -> Finding {
-        if c.store.hasPrefix("sqlite:"), !FileManager.default.fileExists(atPath: String(c.store.dropFirst("sqlite:".count))) {
-            return .warning("store", "\(c.store) does not exist yet", "the gateway creates it (mode 0600) when it starts; register budgets and consents in it first (fedgate ledger register, consent add)")
+    static func store(_ url: String) async -> Finding {
+        if url.hasPrefix("sqlite:"), !FileManager.default.fileExists(atPath: String(url.dropFirst("sqlite:".count))) {
+            return .warning("store", "\(url) does not exist yet", "the service creates it (mode 0600) when it starts; a silo registers budgets and consents in it first (fedgate ledger register, consent add)")
         }
-        if !c.store.hasPrefix("sqlite:") {
-            do { try await PostgresURL(c.store).check() } catch {
+        if !url.hasPrefix("sqlite:") {
+            do { try await PostgresURL(url).check() } catch {
                 return .failure("store", "\(error)", "check the database runs, and store: in the config (its sslmode=verify-full and sslrootcert, "
                                 + "the role and its password_file)")
             }
         }
         do {
-            let store = try openStore(c.store)
+            let store = try openStore(url)
             let tail = try await store.auditTail()
-            return .ok("store", "\(c.store.hasPrefix("sqlite:") ? c.store : "PostgreSQL") answers; audit trail at record \(tail?.seq ?? 0)")
+            return .ok("store", "\(url.hasPrefix("sqlite:") ? url : "PostgreSQL") answers; audit trail at record \(tail?.seq ?? 0)")
         } catch LedgerError.unavailable(let reason) {
             return .failure("store", "cannot be reached: \(reason)", "start the database, or fix store: in the config")
         } catch {
-            return .warning("store", "\(error)", "the gateway creates its tables when it starts (or run fedgate db migrate --store …)")
+            return .warning("store", "\(error)", "the service creates its tables when it starts (or run fedgate db migrate --store …)")
         }
     }
 }

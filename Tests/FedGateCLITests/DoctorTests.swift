@@ -104,4 +104,49 @@ struct DoctorTests {
         #expect(store?.status == .failure && store?.detail.contains("refused the connection") == true && store?.remedy?.contains("sslmode") == true,
                 "\(store?.line ?? "none")")
     }
+
+    @Test("a broker: the root's key used for issuing is a warning, an intermediate passes, a port already held is named")
+    func broker() async throws {
+        let consortium = try Consortium()
+        _ = try consortium.credentials("broker", .broker)
+        try consortium.ca.certificatePEM.write(to: consortium.file("ca.pem"), atomically: true, encoding: .utf8)
+        for (folder, ca) in [("root", consortium.ca), ("issuing", try consortium.ca.intermediate(name: "broker issuing CA", days: 60))] {
+            let dir = consortium.file(folder)
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            try ca.certificatePEM.write(to: dir.appendingPathComponent("ca.pem"), atomically: true, encoding: .utf8)
+            try ca.keyPEM.write(to: dir.appendingPathComponent("ca-key.pem"), atomically: true, encoding: .utf8)
+        }
+        _ = try await consortium.store("broker")
+        // A port this test holds: the broker could not listen there.
+        let held = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(held) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(held, $0, length) == 0 && listen(held, 1) == 0 && getsockname(held, $0, &length) == 0 }
+        }
+        try #require(bound)
+        let heldPort = Int(UInt16(bigEndian: address.sin_port))
+        func config(issuing: String, port: Int) throws -> String {
+            let path = consortium.file("broker-\(issuing)-\(port).yaml")
+            try """
+                id: broker
+                listen: { host: 127.0.0.1, port: \(port) }
+                tls: { certificate: broker.pem, key: broker.key, ca: ca.pem }
+                store: sqlite:broker.sqlite
+                issuing: { ca: \(issuing), days: 7 }
+                """.write(to: path, atomically: true, encoding: .utf8)
+            return path.path
+        }
+        func byCheck(_ findings: [Finding]) -> [String: Finding] { Dictionary(findings.map { ($0.check, $0) }, uniquingKeysWith: { a, _ in a }) }
+
+        let root = byCheck(await Doctor.broker(config: try config(issuing: "root", port: 0)))
+        #expect(root["issuing"]?.status == .warning && root["issuing"]?.remedy?.contains("fedgate ca intermediate") == true, "\(root["issuing"]?.line ?? "none")")
+        let good = byCheck(await Doctor.broker(config: try config(issuing: "issuing", port: 0)))
+        #expect(good.values.allSatisfy { $0.status == .ok }, "\(good.values.map(\.line))")
+        let busy = byCheck(await Doctor.broker(config: try config(issuing: "issuing", port: heldPort)))
+        #expect(busy["listen"]?.status == .failure && busy["listen"]?.detail.contains("already listens") == true, "\(busy["listen"]?.line ?? "none")")
+    }
 }
