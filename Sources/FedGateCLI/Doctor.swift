@@ -89,7 +89,8 @@ enum Doctor {
                 let left = chain[0].notValidAfter.timeIntervalSince(now)
                 if left < renewBeforeDays * 86_400 {
                     findings.append(.warning("certificate", "\(identity), expires \(chain[0].notValidAfter) (in \(Int(left / 3600)) h)",
-                                             "the gateway renews it from the broker while it runs; if it cannot reach the broker, ask the operator"))
+                                             role == .silo ? "the gateway renews it from the broker while it runs; if it cannot reach the broker, ask the operator"
+                                                 : "a broker does not renew its own certificate: issue a new one (fedgate ca issue) and restart it before then"))
                 } else {
                     findings.append(.ok("certificate", "\(identity), chains to the CA\(chain.count > 1 ? " through '\(chain[1].subject)'" : ""), valid until \(chain[0].notValidAfter)"))
                 }
