@@ -45,28 +45,15 @@ extension Doctor {
     /// Whether the broker could listen on `host:port` now (nothing else holds it).
     static func port(_ host: String, _ port: Int, what: String) -> Finding {
         guard port != 0 else { return .ok(what, "\(host):0 (a port the system picks)") }
-        let family = host.contains(":") ? AF_INET6 : AF_INET
+        guard let (target, length, family) = socketAddress(host == "localhost" ? "127.0.0.1" : host, port) else {
+            return .failure(what, "'\(host)' is not an address to listen on", "give an IP address (0.0.0.0 for every interface)")
+        }
         let fd = socket(family, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return .failure(what, "no socket: \(String(cString: strerror(errno)))", "check this host's limits (ulimit -n)") }
         defer { close(fd) }
         var yes: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
-        var storage = sockaddr_storage()
-        let length: socklen_t
-        if family == AF_INET6 {
-            var a = sockaddr_in6(); a.sin6_family = sa_family_t(AF_INET6); a.sin6_port = in_port_t(UInt16(port).bigEndian)
-            guard inet_pton(AF_INET6, host, &a.sin6_addr) == 1 else { return .failure(what, "'\(host)' is not an address to listen on", "give an IP address (0.0.0.0 for every interface)") }
-            withUnsafeBytes(of: a) { bytes in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: bytes) } }
-            length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-        } else {
-            var a = sockaddr_in(); a.sin_family = sa_family_t(AF_INET); a.sin_port = in_port_t(UInt16(port).bigEndian)
-            guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &a.sin_addr) == 1 else {
-                return .failure(what, "'\(host)' is not an address to listen on", "give an IP address (0.0.0.0 for every interface)")
-            }
-            withUnsafeBytes(of: a) { bytes in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: bytes) } }
-            length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        }
-        let bound = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        let bound = withUnsafePointer(to: target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
         guard bound == 0 else {
             let reason = errno == EADDRINUSE ? "something already listens there (another broker?)" : String(cString: strerror(errno))
             return .failure(what, "\(host):\(port): \(reason)", "stop what holds the port, or change \(what) in the config")

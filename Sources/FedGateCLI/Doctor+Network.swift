@@ -29,25 +29,14 @@ extension Doctor {
 
     /// Whether a TCP connection to the broker's port opens within `timeout`.
     static func tcp(_ address: String, _ c: GatewayConfig, timeout: Duration) -> Finding {
-        let family = address.contains(":") ? AF_INET6 : AF_INET
+        guard let (target, length, family) = socketAddress(address, c.brokerPort) else {
+            return .failure("broker TCP", "'\(address)' is not an address", "check broker.host in the config")
+        }
         let fd = socket(family, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return .failure("broker TCP", "no socket: \(String(cString: strerror(errno)))", "check this host's limits (ulimit -n)") }
         defer { close(fd) }
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-        var storage = sockaddr_storage()
-        let length: socklen_t
-        if family == AF_INET6 {
-            var a = sockaddr_in6(); a.sin6_family = sa_family_t(AF_INET6); a.sin6_port = in_port_t(UInt16(c.brokerPort).bigEndian)
-            inet_pton(AF_INET6, address, &a.sin6_addr)
-            withUnsafeBytes(of: a) { bytes in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: bytes) } }
-            length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-        } else {
-            var a = sockaddr_in(); a.sin_family = sa_family_t(AF_INET); a.sin_port = in_port_t(UInt16(c.brokerPort).bigEndian)
-            inet_pton(AF_INET, address, &a.sin_addr)
-            withUnsafeBytes(of: a) { bytes in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: bytes) } }
-            length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        }
-        let started = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) } }
+        let started = withUnsafePointer(to: target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) } }
         var failure: Int32 = started == 0 ? 0 : errno
         if started != 0, errno == EINPROGRESS {
             var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
@@ -65,6 +54,21 @@ extension Doctor {
                             "check the broker runs and listens on that port, and that a firewall or egress proxy lets this host reach it")
         }
         return .ok("broker TCP", "\(address):\(c.brokerPort) accepts connections")
+    }
+
+    /// An IPv4 or IPv6 address and port as a socket address, its length and family (nil: not an address).
+    static func socketAddress(_ address: String, _ port: Int) -> (sockaddr_storage, socklen_t, Int32)? {
+        var storage = sockaddr_storage()
+        if address.contains(":") {
+            var a = sockaddr_in6(); a.sin6_family = sa_family_t(AF_INET6); a.sin6_port = in_port_t(UInt16(port).bigEndian)
+            guard inet_pton(AF_INET6, address, &a.sin6_addr) == 1 else { return nil }
+            withUnsafeBytes(of: a) { bytes in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: bytes) } }
+            return (storage, socklen_t(MemoryLayout<sockaddr_in6>.size), AF_INET6)
+        }
+        var a = sockaddr_in(); a.sin_family = sa_family_t(AF_INET); a.sin_port = in_port_t(UInt16(port).bigEndian)
+        guard inet_pton(AF_INET, address, &a.sin_addr) == 1 else { return nil }
+        withUnsafeBytes(of: a) { bytes in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: bytes) } }
+        return (storage, socklen_t(MemoryLayout<sockaddr_in>.size), AF_INET)
     }
 
     /// The mutual-TLS handshake and the broker's answer to who this silo is, and its clock against ours.

@@ -13,18 +13,23 @@ public struct ConsortiumCA: Sendable {
 
     /// A new CA valid for `years`.
     public static func create(name: String = "FedGate consortium CA", years: Int = 10, now: Date = Date()) throws -> ConsortiumCA {
+        try authority(name: name, notAfter: now.addingTimeInterval(Double(years) * 365 * 86_400), pathLength: 1, signedBy: nil, now: now)
+    }
+
+    /// A new CA key and its certificate: self-signed (`signedBy` nil, a root) or signed by a root.
+    private static func authority(name: String, notAfter: Date, pathLength: Int, signedBy signer: ConsortiumCA?, now: Date) throws -> ConsortiumCA {
         let key = P256.Signing.PrivateKey()
         let subject = try DistinguishedName { CommonName(name); OrganizationName("FedGate consortium") }
         let cert = try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(key.publicKey),
-            notValidBefore: now.addingTimeInterval(-300), notValidAfter: now.addingTimeInterval(Double(years) * 365 * 86_400),
-            issuer: subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
+            notValidBefore: now.addingTimeInterval(-300), notValidAfter: notAfter,
+            issuer: signer?.certificate.subject ?? subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
-                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 1))
+                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: pathLength))
                 Critical(KeyUsage(keyCertSign: true, cRLSign: true))
                 SubjectKeyIdentifier(hash: .init(key.publicKey))
             },
-            issuerPrivateKey: .init(key))
+            issuerPrivateKey: .init(signer?.key ?? key))
         return ConsortiumCA(certificate: cert, key: key)
     }
 
@@ -43,20 +48,8 @@ public struct ConsortiumCA: Sendable {
                            + "make a new root with `fedgate ca init`, or keep issuing with this one")
         }
         guard (1...3650).contains(days) else { throw PKIError("an intermediate CA lives 1 to 3650 days, not \(days)") }
-        let key = P256.Signing.PrivateKey()
-        let subject = try DistinguishedName { CommonName(name); OrganizationName("FedGate consortium") }
         let notAfter = min(now.addingTimeInterval(Double(days) * 86_400), certificate.notValidAfter)
-        let cert = try Certificate(
-            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(key.publicKey),
-            notValidBefore: now.addingTimeInterval(-300), notValidAfter: notAfter,
-            issuer: certificate.subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
-            extensions: try Certificate.Extensions {
-                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
-                Critical(KeyUsage(keyCertSign: true, cRLSign: true))
-                SubjectKeyIdentifier(hash: .init(key.publicKey))
-            },
-            issuerPrivateKey: .init(self.key))
-        return ConsortiumCA(certificate: cert, key: key)
+        return try Self.authority(name: name, notAfter: notAfter, pathLength: 0, signedBy: self, now: now)
     }
 
     /// What the owner of `issued` installs as its certificate file: the certificate, followed by

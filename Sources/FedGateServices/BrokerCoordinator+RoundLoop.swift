@@ -311,7 +311,8 @@ extension BrokerCoordinator {
     static func momentsShape(_ plan: TrainingPlan, _ kind: ModelKind) -> (features: ClosedRange<Int>, classes: ClosedRange<Int>) {
         if let schema = plan.schema, let classes = schema.target.task.classCount {
             // Through a schema every silo has exactly the encoding's inputs and the target's classes.
-            return (SchemaEncoding(schema: schema).inputNames.count...SchemaEncoding(schema: schema).inputNames.count, classes...classes)
+            let inputs = SchemaEncoding(schema: schema).inputNames.count
+            return (inputs...inputs, classes...classes)
         }
         let columns = plan.columns.count
         return (max(1, columns - 1)...max(1, columns), 1...(kind == .logistic ? 2 : Network.maximumClasses))
