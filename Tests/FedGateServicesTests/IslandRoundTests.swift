@@ -84,18 +84,9 @@ struct IslandRoundTests {
         let brokerStore = try await consortium.store("broker")
         let plan = try String(contentsOf: Consortium.root.appendingPathComponent("examples/plans/penguins-species.yaml"), encoding: .utf8)
             .replacingOccurrences(of: "rounds: 20", with: "rounds: 12").replacingOccurrences(of: "noise_multiplier: 1.1", with: "noise_multiplier: 0.5")
-        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, logger: consortium.logger) { broker in
-            var gateways: [Gateway] = []
-            for (name, file) in zip(Self.islands, try Self.exports()) {
-                let id = name.lowercased()
-                let export = id == "dream" ? try await Self.fromPostgres(file, consortium) ?? file : file
-                gateways.append(try await Self.gateway(id, export, consortium, brokerStore, port: broker.port))
-            }
-            let running = gateways.map { gateway in Task { await gateway.run() } }
-            defer { running.forEach { $0.cancel() } }
-            await eventually { await broker.coordinator.connectedSilos.count >= 3 }
-            let hash = try await NetworkedRoundTests.submit(plan, consortium, port: broker.port)
-            let status = try #require(await broker.coordinator.finished(hash))
+        var exports = try Self.exports()
+        exports[1] = try await Self.fromPostgres(exports[1], consortium) ?? exports[1]
+        try await Self.run(plan, on: exports, consortium, brokerStore) { status in
             #expect(status.state == .finished, "\(status.reason ?? "")")
             #expect(status.rounds.allSatisfy { $0.state == "committed" && $0.participants.count == 3 }, "\(status.rounds.map { ($0.state, $0.reason) })")
             // 4 measurements and sex one-hot over [female, male]; three classes.
@@ -137,17 +128,7 @@ struct IslandRoundTests {
         exports[2] = SiloData.Export(train: blank(torgersen.train), test: blank(torgersen.test), mapping: torgersen.mapping)
         let plan = try String(contentsOf: Consortium.root.appendingPathComponent("examples/plans/penguins-species.yaml"), encoding: .utf8)
             .replacingOccurrences(of: "rounds: 20", with: "rounds: 1").replacingOccurrences(of: "round_seconds: 600", with: "round_seconds: 30")
-        let broken = exports
-        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, logger: consortium.logger) { broker in
-            var gateways: [Gateway] = []
-            for (name, export) in zip(Self.islands, broken) {
-                gateways.append(try await Self.gateway(name.lowercased(), export, consortium, brokerStore, port: broker.port))
-            }
-            let running = gateways.map { gateway in Task { await gateway.run() } }
-            defer { running.forEach { $0.cancel() } }
-            await eventually { await broker.coordinator.connectedSilos.count >= 3 }
-            let hash = try await NetworkedRoundTests.submit(plan, consortium, port: broker.port)
-            let status = try #require(await broker.coordinator.finished(hash))
+        try await Self.run(plan, on: exports, consortium, brokerStore) { status in
             #expect(status.state == .failed, "\(status.state) \(status.reason ?? "")")
             let versions = try await brokerStore.modelVersions()
             #expect(status.rounds.allSatisfy { $0.state != "committed" } && versions.isEmpty)
@@ -156,6 +137,23 @@ struct IslandRoundTests {
             #expect(refusals["torgersen"]?.contains { $0.contains("torgersen.csv") && $0.contains("no row the schema accepts") && $0.contains("body_mass_g") } == true,
                     "\(refusals)")
             #expect(refusals["biscoe"] == nil)
+        }
+    }
+
+    /// A broker and one gateway per island over `exports` (Biscoe, Dream, Torgersen); `plan`
+    /// submitted once all three are connected; `check` gets how it ended.
+    static func run(_ plan: String, on exports: [SiloData.Export], _ consortium: Consortium, _ brokerStore: SQLiteLedger,
+                    _ check: @escaping @Sendable (BrokerCoordinator.PlanStatus) async throws -> Void) async throws {
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, logger: consortium.logger) { broker in
+            var gateways: [Gateway] = []
+            for (name, export) in zip(islands, exports) {
+                gateways.append(try await gateway(name.lowercased(), export, consortium, brokerStore, port: broker.port))
+            }
+            let running = gateways.map { gateway in Task { await gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            await eventually { await broker.coordinator.connectedSilos.count >= 3 }
+            let hash = try await NetworkedRoundTests.submit(plan, consortium, port: broker.port)
+            try await check(try #require(await broker.coordinator.finished(hash)))
         }
     }
 
