@@ -30,6 +30,9 @@ public struct FederatedSimulation: Sendable {
         public var testFraction = 0.2
         /// Tests only: repeatable DP noise, no privacy (see `RepeatableNoise`).
         public var fixedNoiseSeed: UInt64?
+        /// How each silo releases its feature statistics (as a networked plan's `statistics:`);
+        /// nil: the simulator standardises with the exact statistics, which no networked plan does.
+        public var statistics: StatisticsRelease?
         public init() {}
     }
 
@@ -107,10 +110,8 @@ public struct FederatedSimulation: Sendable {
         var rng = SimulationRandom(seed: settings.seed ^ 0x5eed)
         let shards = try shards(rng: &rng)
         var trains = shards.map(\.train), tests = shards.map(\.test)
-        // Each silo computes the moments of its training rows; the consortium combines them so every
-        // silo standardises the same way (per-silo statistics would shift features with the label
-        // skew). Only these aggregates leave a silo; they are not DP-accounted.
-        let stats = try Standardisation(combining: trains.map(Standardisation.Moments.init(of:)))
+        var events = [[DPEvent]](repeating: [], count: settings.silos)
+        let stats = try standardisation(trains, events: &events)
         for s in trains.indices { trains[s].standardise(stats); tests[s].standardise(stats) }
         let names = (0..<settings.silos).map { "silo-\($0)" }
         let attackers = Array(names.prefix(settings.byzantineCount))
@@ -124,7 +125,6 @@ public struct FederatedSimulation: Sendable {
         var scaffoldServer = ScaffoldServer(dimension: dimension, totalSilos: settings.silos)
         var clientControls = [[Float]](repeating: [Float](repeating: 0, count: dimension), count: settings.silos)
         var codecs = try (0..<settings.silos).map { _ in try settings.compression.map(makeCodec) }
-        var events = [[DPEvent]](repeating: [], count: settings.silos)
         var history: [RoundRecord] = []
         var detections = 0
 
@@ -161,6 +161,20 @@ public struct FederatedSimulation: Sendable {
                       model: global, attackers: attackers,
                       detectionRate: attackers.isEmpty || !excludes ? nil : Double(detections) / Double(attackers.count * settings.rounds),
                       uncompressedBytesPerSilo: 4 * dimension)
+    }
+
+    /// The consortium standardises every silo the same way (per-silo statistics would shift
+    /// features with the label skew): from each silo's statistics release as a networked plan does
+    /// (a DP event per silo), or from the exact moments when no release is set.
+    private func standardisation(_ trains: [Dataset], events: inout [[DPEvent]]) throws -> Standardisation {
+        guard let release = settings.statistics else { return try Standardisation(combining: trains.map(Standardisation.Moments.init(of:))) }
+        var parts: [ReleasedStatistics] = []
+        for s in trains.indices {
+            var noise = settings.fixedNoiseSeed.map { RepeatableNoise(run: $0, silo: s, round: 0).noise } ?? GaussianNoiseGenerator()
+            events[s].append(release.event)
+            parts.append(release.release(trains[s], noise: &noise))
+        }
+        return try release.standardisation(combining: parts)
     }
 
     /// One silo's update in a round: trained locally (with its SCAFFOLD control and the run's fixed

@@ -16,10 +16,12 @@ enum ExampleData {
 
 @Suite("Federated simulation on the real data sets")
 struct SimulationTests {
-    func breastCancer(seed: UInt64, dp: DPSGDSettings? = nil) throws -> FederatedSimulation.Result {
+    func breastCancer(seed: UInt64, dp: DPSGDSettings? = nil, statistics: StatisticsRelease? = nil) throws -> FederatedSimulation.Result {
         var s = FederatedSimulation.Settings()
         s.silos = 3; s.partitioning = .dirichlet(alpha: 0.5); s.model = .logistic; s.rounds = 20; s.seed = seed
         if let dp { s.local.dp = dp; s.local.learningRate = 0.5 }
+        s.statistics = statistics
+        s.fixedNoiseSeed = statistics == nil ? nil : seed
         return try FederatedSimulation(data: ExampleData.breastCancer, settings: s).run()
     }
 
@@ -28,6 +30,30 @@ struct SimulationTests {
         let accuracies = try (0..<5).map { try breastCancer(seed: UInt64($0)).final.accuracy }
         #expect(accuracies.reduce(0, +) / 5 >= 0.95, "\(accuracies)")
         #expect(accuracies.allSatisfy { $0 >= 0.93 }, "\(accuracies)")
+    }
+
+    /// The example plan's ranges for the 30 breast-cancer columns (examples/plans/demo.yaml).
+    static let demoRanges: [StatisticsRelease.Range] = [
+        (6.9, 29), (9.7, 40), (43, 190), (140, 2600), (0.052, 0.17), (0.019, 0.35), (0, 0.43), (0, 0.21), (0.1, 0.31), (0.049, 0.098),
+        (0.11, 2.9), (0.36, 4.9), (0.75, 22), (6.8, 550), (0.0017, 0.032), (0.0022, 0.14), (0, 0.4), (0, 0.053), (0.0078, 0.079), (0.00089, 0.03),
+        (7.9, 37), (12, 50), (50, 260), (180, 4300), (0.071, 0.23), (0.027, 1.1), (0, 1.3), (0, 0.3), (0.15, 0.67), (0.055, 0.21),
+    ].map { StatisticsRelease.Range(lower: $0.0, upper: $0.1) }
+
+    @Test("with DP-SGD, standardising from the silos' statistics releases (multiplier 2, the demo plan's ranges) costs under two points of accuracy against the exact statistics (mean of 5 seeds)")
+    func statisticsReleaseCost() throws {
+        let dp = try DPSGDSettings(noiseMultiplier: 2.34, clipNorm: 1, samplingRate: 0.1)
+        let release = try StatisticsRelease(ranges: Self.demoRanges, noiseMultiplier: 2)
+        var exact: [Double] = [], released: [Double] = []
+        for seed in UInt64(0)..<5 {
+            exact.append(try breastCancer(seed: seed, dp: dp).final.accuracy)
+            let run = try breastCancer(seed: seed, dp: dp, statistics: release)
+            released.append(run.final.accuracy)
+            #expect(run.eventsPerSilo.allSatisfy { $0 == .composed([.gaussian(noiseMultiplier: 2), .dpsgd(samplingProbability: 0.1, noiseMultiplier: 2.34, steps: 200)]) },
+                    "the release is accounted with the steps: \(run.eventsPerSilo)")
+        }
+        let (a, b) = (exact.reduce(0, +) / 5, released.reduce(0, +) / 5)
+        print("statistics release cost: exact \(exact) mean \(a); released \(released) mean \(b)")
+        #expect(a - b < 0.02, "exact \(exact), released \(released)")
     }
 
     @Test("the same with DP-SGD at ε ≤ 3 per silo: accuracy ≥ 0.90, and the ε reported is `fedgate privacy epsilon`'s")
