@@ -22,6 +22,15 @@ struct BenchConsortium: Sendable {
     let port: Int
     private(set) var gateways: [Child] = []
     var columns: String { data.featureNames.joined(separator: ", ") }
+    /// The plan's statistics release: each column's range is the data's own (a public data set).
+    var statistics: String {
+        let d = data.featureCount
+        let bounds = data.featureNames.indices.map { j in
+            let column = (0..<data.count).map { Double(data.features[$0 * d + j]) }
+            return "\(data.featureNames[j]): [\(column.min()!), \(column.max()! + 1e-6)]"
+        }
+        return "statistics: { noise_multiplier: 2.0, bounds: { \(bounds.joined(separator: ", ")) } }"
+    }
 
     private init(folder: URL, data: Dataset, scientist: TLSCredentials, broker: Child, port: Int) {
         (self.folder, self.data, self.scientist, self.broker, self.port) = (folder, data, scientist, broker, port)
@@ -135,6 +144,7 @@ struct BenchConsortium: Sendable {
         local_steps: 1
         strategy: fedavg
         dp: { noise_multiplier: 1.0, clip_norm: 1.0, sampling_rate: \(samplingRate), delta: 1.0e-5 }
+        \(statistics)
         secure_aggregation: false
         quorum: \(n)
         broker: { region: eu-west, jurisdiction: EU }

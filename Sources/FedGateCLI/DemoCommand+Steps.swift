@@ -213,10 +213,18 @@ extension DemoCommand {
             let fromLedger = entries.isEmpty ? 0 : try epsilon(of: .composed(entries.map(\.event)), delta: example.dp.delta)
             silos.append(SiloSummary(silo: e.silo, accuracy: e.accuracy, heldOutRows: Int(e.examples), epsilon: e.epsilonSpent, epsilonCap: e.epsilonCap,
                                      epsilonFromLedger: fromLedger,
-                                     privacyCommand: "fedgate privacy epsilon --noise-multiplier \(z) --sampling-rate \(example.dp.samplingRate) "
-                                         + "--steps \(entries.count * example.localSteps) --delta \(example.dp.delta)"))
+                                     privacyCommand: Self.privacyCommand(example, noise: z, entries: entries)))
         }
         return silos
+    }
+
+    /// The `fedgate privacy epsilon` line that recomputes a silo's ε from what its ledger committed:
+    /// its statistics release (round 0) and its rounds' DP-SGD steps.
+    static func privacyCommand(_ plan: TrainingPlan, noise z: Double, entries: [LedgerEntry]) -> String {
+        let rounds = entries.filter { $0.round > 0 }.count
+        let statistics = entries.contains { $0.round == 0 } ? plan.statistics.map { " --statistics-noise-multiplier \($0.noiseMultiplier)" } ?? "" : ""
+        return "fedgate privacy epsilon --noise-multiplier \(z) --sampling-rate \(plan.dp.samplingRate) "
+            + "--steps \(rounds * plan.localSteps) --delta \(plan.dp.delta)" + statistics
     }
 
     /// The summary: one JSON object with `--json`, else lines for a person.

@@ -19,10 +19,25 @@ struct PrivacyCommand: ParsableCommand {
         var delta: Double
         @Option(help: "Accountant: rdp (Rényi DP) or pld (privacy loss distributions, tighter).")
         var accountant: AccountantKind = .rdp
+        @Option(name: .customLong("statistics-noise-multiplier"),
+                help: "A plan's statistics release (its statistics.noise_multiplier), spent before the steps.")
+        var statisticsNoise: Double?
         @Flag(help: "Print one JSON object on stdout.")
         var json = false
 
+        /// What the run spends besides its steps: the plan's statistics release, if given.
+        var prior: DPEvent { statisticsNoise.map { .gaussian(noiseMultiplier: $0) } ?? .noOp }
+
+        /// The statistics release (if any) and `steps` DP-SGD steps at `sigma`.
+        func event(_ sigma: Double) -> DPEvent {
+            let steps = DPEvent.dpsgd(samplingProbability: samplingRate, noiseMultiplier: sigma, steps: steps)
+            return prior == .noOp ? steps : .composed([prior, steps])
+        }
+
         func validate() throws {
+            if let z = statisticsNoise, !(z.isFinite && z > 0) {
+                throw ValidationError("--statistics-noise-multiplier must be a finite number > 0, got \(z)")
+            }
             guard samplingRate.isFinite, samplingRate > 0, samplingRate <= 1 else {
                 throw ValidationError("--sampling-rate must be in (0, 1], got \(samplingRate)")
             }
@@ -50,7 +65,7 @@ struct PrivacyCommand: ParsableCommand {
 
         /// What the command prints: one line of text, or one JSON object with `--json`.
         func output() throws -> String {
-            let event = DPEvent.dpsgd(samplingProbability: options.samplingRate, noiseMultiplier: noiseMultiplier, steps: options.steps)
+            let event = options.event(noiseMultiplier)
             let eps = try CommandErrors.translating {
                 try epsilon(of: event, delta: options.delta, accountant: options.accountant)
             }
@@ -87,10 +102,9 @@ struct PrivacyCommand: ParsableCommand {
             let sigma = try CommandErrors.translating {
                 try NoiseCalibration.noiseMultiplier(targetEpsilon: targetEpsilon, delta: options.delta,
                                                      samplingProbability: options.samplingRate, steps: options.steps,
-                                                     accountant: options.accountant)
+                                                     prior: options.prior, accountant: options.accountant)
             }
-            let achieved = try epsilon(of: .dpsgd(samplingProbability: options.samplingRate, noiseMultiplier: sigma, steps: options.steps),
-                                       delta: options.delta, accountant: options.accountant)
+            let achieved = try epsilon(of: options.event(sigma), delta: options.delta, accountant: options.accountant)
             if options.json {
                 return try JSONOutput.render([
                     "target_epsilon": targetEpsilon, "sampling_rate": options.samplingRate, "steps": options.steps,

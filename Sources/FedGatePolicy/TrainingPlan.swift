@@ -48,6 +48,9 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     /// What the rows are (`schema:`): types, missing-value rules, bounds and the target. Absent from
     /// the content hash when not given (plans without one read numeric columns and an integer label).
     public var schema: DataSchema? = nil
+    /// How each silo releases its feature statistics with DP (`statistics:`). Absent from the
+    /// content hash when not given; a plan without it is refused when submitted.
+    public var statistics: Statistics? = nil
 
     /// SHA-256 of the plan's canonical JSON form (sorted keys), so equal plans hash equally
     /// whatever their YAML layout or comments.
@@ -61,15 +64,25 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     /// Total DP-SGD steps a silo runs under this plan.
     public var totalSteps: Int { rounds * localSteps }
 
-    /// The noise multiplier the plan will use: given, or calibrated from its target ε.
+    /// The noise multiplier the plan will use: given, or calibrated so that its statistics release
+    /// and its DP-SGD steps together spend at most its target ε.
     public func noiseMultiplier() throws -> Double {
         if let z = dp.noiseMultiplier { return z }
+        // The target is the plan's whole spend at a silo: its statistics release and every step.
         return try NoiseCalibration.noiseMultiplier(targetEpsilon: dp.targetEpsilon!, delta: dp.delta,
-                                                    samplingProbability: dp.samplingRate, steps: totalSteps)
+                                                    samplingProbability: dp.samplingRate, steps: totalSteps, prior: statisticsEvent ?? .noOp)
     }
 
-    /// The privacy a silo will spend, as DP events, before any training.
-    public func projectedEvent() throws -> DPEvent { try event(rounds: rounds) }
+    /// The privacy a silo will spend, as DP events, before any training: its statistics release
+    /// and every round.
+    public func projectedEvent() throws -> DPEvent { try spent(rounds: rounds) }
+
+    /// What a silo has spent after taking part in `k` rounds: the statistics release (when the
+    /// plan has one and k > 0) and the rounds' events.
+    public func spent(rounds k: Int) throws -> DPEvent {
+        guard k > 0, let statisticsEvent else { return try event(rounds: k) }
+        return .composed([statisticsEvent, try event(rounds: k)])
+    }
 
     /// What `k` rounds cost a silo: one DP-SGD run of k × local steps for the built-in trainer,
     /// k releases of the Gaussian mechanism for a silo's own program.
@@ -99,7 +112,7 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
         try root.only(["purpose", "datasets", "columns", "model", "executor", "rounds", "local_steps", "strategy",
-                       "dp", "secure_aggregation", "quorum", "broker", "deadlines", "evaluation", "personalisation", "schema"])
+                       "dp", "secure_aggregation", "quorum", "broker", "deadlines", "evaluation", "personalisation", "schema", "statistics"])
         let dpMap = try r.map(try root.require("dp", "noise_multiplier or target_epsilon, clip_norm, sampling_rate, delta"), "dp")
         try dpMap.only(["noise_multiplier", "target_epsilon", "clip_norm", "sampling_rate", "delta", "distributed_noise_multiplier"])
         let z = try dpMap.optional("noise_multiplier").map { try r.double($0, "dp.noise_multiplier", 0.01...1000, "a noise multiplier between 0.01 and 1000") }
@@ -141,6 +154,7 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
             approvalWaitSeconds: try deadlines.optional("approval_seconds").map {
                 try r.int($0, "deadlines.approval_seconds", 1...86_400 * 30, "seconds from 1 to 2592000 (30 days) to wait for silos' approvals") })
         plan.schema = try root.optional("schema").map { try schema(r, $0, columns: columns) }
+        plan.statistics = try root.optional("statistics").map { try statistics(r, $0, columns: columns, schema: plan.schema != nil) }
         return plan
     }
     /// `evaluation`: the gate's least accuracy and largest drop.

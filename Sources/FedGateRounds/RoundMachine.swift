@@ -73,7 +73,7 @@ public struct RoundMachine<Binding: Sendable>: Sendable {
         /// Audit each silo left out for its feature moments (→ `disagreementsRecorded`).
         case recordDisagreements([(silo: String, reason: String)])
         /// Make the consortium's standardisation and the initial model from these moments (→ `modelMade`).
-        case makeModel([Standardisation.Moments])
+        case makeModel([ReleasedStatistics])
         /// Make the round's model file and, for a secure round, its setup (→ `prepared` or `preparationFailed`).
         case prepare(participants: [String])
         /// Send the task to the participants (→ `sent`).
@@ -236,7 +236,7 @@ public struct RoundMachine<Binding: Sendable>: Sendable {
     // MARK: What silos send
 
     /// A silo's answer to the offer (see `RoundProgress.reply`).
-    public mutating func reply(from silo: String, accepted: Bool, reasons: [String], moments: Standardisation.Moments?) throws {
+    public mutating func reply(from silo: String, accepted: Bool, reasons: [String], moments: ReleasedStatistics?) throws {
         guard state == .offering else { throw RoundRefusal.offerClosed(silo) }
         try progress.reply(from: silo, accepted: accepted, reasons: reasons, moments: moments)
     }

@@ -16,7 +16,7 @@ public struct RoundProgress: Sendable {
     public private(set) var phase = Phase.offering
     public private(set) var accepted: [String] = []
     public private(set) var refused: [String: [String]] = [:]
-    public private(set) var moments: [String: Standardisation.Moments] = [:]
+    public private(set) var moments: [String: ReleasedStatistics] = [:]
     public private(set) var updates: [String: ClientUpdate] = [:]
     public private(set) var metrics: [String: [String: Double]] = [:]
     /// Silos that left (disconnected or missed the deadline) before finishing their part.
@@ -28,7 +28,7 @@ public struct RoundProgress: Sendable {
     }
 
     /// A silo's answer to the offer. Only sampled silos answer, once, while the round is offered.
-    public mutating func reply(from silo: String, accepted yes: Bool, reasons: [String], moments m: Standardisation.Moments?) throws {
+    public mutating func reply(from silo: String, accepted yes: Bool, reasons: [String], moments m: ReleasedStatistics?) throws {
         guard sampled.contains(silo) else { throw RoundRefusal.notOffered(silo) }
         guard phase == .offering else { throw RoundRefusal.offerClosed(silo) }
         guard !accepted.contains(silo), refused[silo] == nil else { throw RoundRefusal.alreadyAnswered(silo) }
@@ -88,7 +88,7 @@ public struct RoundProgress: Sendable {
     }
 
     /// The accepting silos' moments in silo order (what the consortium's standardisation combines).
-    public var acceptedMoments: [Standardisation.Moments] { accepted.sorted().compactMap { moments[$0] } }
+    public var acceptedMoments: [ReleasedStatistics] { accepted.sorted().compactMap { moments[$0] } }
 
     /// Whether waiting for silos in the current phase can end before its deadline: everyone offered
     /// answered (or left), or every participant uploaded (or left).

@@ -32,10 +32,10 @@ extension BrokerCoordinator {
         }
         var accepted = reply.accepted
         var reasons = PeerText.bounded(reply.reasons)
-        var moments: Standardisation.Moments?
+        var moments: ReleasedStatistics?
         if accepted && reply.hasMoments {
-            let m = Standardisation.Moments(count: Int(clamping: reply.moments.count), sums: reply.moments.sums,
-                                            squares: reply.moments.squares, classes: Int(reply.moments.classes))
+            let m = ReleasedStatistics(count: reply.moments.count, sums: reply.moments.sums,
+                                       squares: reply.moments.squares, classes: Int(reply.moments.classes))
             if let problem = m.problem(features: round.momentsShape.features, classes: round.momentsShape.classes) {
                 accepted = false
                 reasons = ["broker: the silo's feature moments were refused: \(problem)"]

@@ -31,6 +31,7 @@ extension BrokerCoordinator {
             }
         }
         if let schema = plan.schema { try Self.checkTrainable(schema, model: try ModelKind(parsing: plan.model)) }
+        if let problem = plan.statisticsProblem { throw PlanUnsupported(problem) }
         guard !plan.secureAggregation || plan.strategy.isFedAvg else {
             throw PlanUnsupported("secure_aggregation: only with strategy fedavg (\(plan.strategy) needs every update in the clear)")
         }
@@ -103,7 +104,8 @@ extension BrokerCoordinator {
         return resumed
     }
 
-    /// The ε mirror of `silos` after a committed round (`TrainingPlan.event(rounds:)`), one
+    /// The ε mirror of `silos` after a committed round (`TrainingPlan.spent(rounds:)`: the
+    /// statistics release and the rounds it took part in), one
     /// accountant call per distinct count.
     func updateMirror(_ hash: String, for silos: [String]) {
         guard let m = mirrorPlans[hash] else { return }
@@ -111,7 +113,7 @@ extension BrokerCoordinator {
         for silo in silos {
             let rounds = plans[hash]?.rounds.filter { $0.state == "committed" && $0.participants.contains(silo) }.count ?? 0
             if byCount[rounds] == nil {
-                byCount[rounds] = try? epsilon(of: try m.event(rounds: rounds), delta: m.dp.delta)
+                byCount[rounds] = try? epsilon(of: try m.spent(rounds: rounds), delta: m.dp.delta)
             }
             plans[hash]?.epsilonMirror[silo] = byCount[rounds]
             if let e = byCount[rounds] { metrics.set("fedgate_epsilon_mirror", [("silo", silo)], e) }

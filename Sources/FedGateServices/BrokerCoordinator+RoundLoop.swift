@@ -143,7 +143,7 @@ extension BrokerCoordinator {
             crashPoint(stage.rawValue, number)
             return .recorded
         case .offer(let silos):
-            sendOffer(hash, round: number, text: round.text, deadline: round.wallDeadline, to: silos)
+            sendOffer(hash, round: number, text: round.text, deadline: round.wallDeadline, to: silos, wantsStatistics: state.global == nil)
             await waitForRound(hash, until: ContinuousClock.now + offerWindow(round.plan))
             return .offerClosed
         case .recordDisagreements(let left):
@@ -153,7 +153,7 @@ extension BrokerCoordinator {
             }
             return .disagreementsRecorded
         case .makeModel(let moments):
-            state.standardisation = try Standardisation(combining: moments)
+            state.standardisation = try round.plan.statisticsRelease(featureCount: moments[0].sums.count).standardisation(combining: moments)
             let classes = max(2, moments.map(\.classes).max() ?? 2)
             state.global = try Network(kind: round.kind, inputs: moments[0].sums.count, classes: classes, seed: settings.modelSeed)
             plans[hash]?.layerSizes = state.global!.layerSizes
@@ -180,9 +180,11 @@ extension BrokerCoordinator {
         }
     }
 
-    /// Offers round `round` of the plan (0: its admission offer) to these silos.
-    func sendOffer(_ hash: String, round: Int, text: String, deadline: Date, to silos: [String]) {
+    /// Offers round `round` of the plan (0: its admission offer) to these silos; asks for their
+    /// statistics release when the plan has no model yet.
+    func sendOffer(_ hash: String, round: Int, text: String, deadline: Date, to silos: [String], wantsStatistics: Bool = false) {
         var offer = Fedgate_V1_RoundOffer()
+        offer.wantsStatistics = wantsStatistics
         offer.planHash = hash
         offer.round = UInt32(round)
         offer.planYaml = text

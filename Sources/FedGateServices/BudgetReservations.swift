@@ -53,6 +53,16 @@ actor BudgetReservations {
         if let failure { throw failure }
     }
 
+    /// Spends `event` on each data set now (reserved, then committed), for a release that leaves
+    /// at once (the plan's statistics, recorded as round 0 of the plan). If any data set refuses or
+    /// a commit fails, what was not committed is released and the error is thrown: the values must
+    /// not leave then.
+    func spend(_ event: DPEvent, plan: String, datasets: [String]) async throws {
+        let key = RoundKey(plan, 0)
+        try await reserve(key, event, datasets: datasets)
+        try await commit(key)
+    }
+
     /// Releases the round's reservations still open: no update of it left, nothing was spent.
     func release(_ key: RoundKey) async {
         // After a commit nothing is left: the usual end of a round costs no task.

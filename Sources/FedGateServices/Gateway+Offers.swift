@@ -16,9 +16,10 @@ import Logging
 
 /// Offers: each plan judged once (`OfferJudge`), and each round's budget reserved (`BudgetReservations`).
 extension Gateway {
-    /// Answers an offer: accepted with the plan's feature moments and the round's budget reserved,
-    /// or refused with each reason and the rule that gave it. The answer to an admission offer
-    /// (round 0) releases only the decision: no moments, nothing reserved.
+    /// Answers an offer: accepted with the round's budget reserved (and, when the offer asks, the
+    /// plan's statistics release, spent in the ledger before it leaves), or refused with each reason
+    /// and the rule that gave it. The answer to an admission offer (round 0) releases only the
+    /// decision: no statistics, nothing reserved.
     func answer(_ offer: Fedgate_V1_RoundOffer) async -> Fedgate_V1_OfferReply {
         var reply = Fedgate_V1_OfferReply()
         reply.planHash = offer.planHash
@@ -26,19 +27,21 @@ extension Gateway {
         do {
             let accepted = try await judge.accept(offer)
             // Round 0 asks whether the plan may begin (the broker's admission offer): judged like a
-            // round's offer, with nothing reserved and no moments sent.
+            // round's offer, with nothing reserved and no statistics sent.
             if offer.round == 0 {
                 reply.accepted = true
                 return reply
             }
-            try await reservations.reserve(RoundKey(offer.planHash, offer.round), try accepted.plan.roundEvent(), datasets: accepted.plan.datasets)
+            let key = RoundKey(offer.planHash, offer.round)
+            try await reservations.reserve(key, try accepted.plan.roundEvent(), datasets: accepted.plan.datasets)
             await crashPoint("reserved")
-            let m = accepted.moments
+            if offer.wantsStatistics {
+                do { reply.moments = try await statisticsRelease(accepted, plan: offer.planHash) } catch {
+                    await reservations.release(key)
+                    throw error
+                }
+            }
             reply.accepted = true
-            reply.moments.count = UInt64(m.count)
-            reply.moments.sums = m.sums
-            reply.moments.squares = m.squares
-            reply.moments.classes = UInt32(m.classes)
             activity.offersAccepted += 1
             metrics.count("fedgate_offers_total", [("decision", "accepted")])
         } catch {
@@ -54,5 +57,26 @@ extension Gateway {
             logger.notice("offer refused", metadata: ["silo": "\(siloID)", "round": "\(offer.round)", "reasons": "\(reply.reasons)"])
         }
         return reply
+    }
+
+    /// The plan's statistics release: made once per plan while this gateway runs (asked again, the
+    /// same values go: repeating them spends nothing), its DP event committed on each of the plan's
+    /// data sets before the values exist outside this function. If the ledger refuses (a cap) or
+    /// fails, nothing is released.
+    func statisticsRelease(_ accepted: AcceptedPlan, plan hash: String) async throws -> Fedgate_V1_FeatureMoments {
+        if let made = releasedStatistics[hash] { return made }
+        let release = accepted.statistics
+        try await reservations.spend(release.event, plan: hash, datasets: accepted.plan.datasets)
+        var noise = settings.fixedNoise.map { RepeatableNoise(run: $0.run, silo: $0.silo, round: 0).noise } ?? GaussianNoiseGenerator()
+        let r = release.release(accepted.train, noise: &noise)
+        var m = Fedgate_V1_FeatureMoments()
+        m.count = r.count
+        m.sums = r.sums
+        m.squares = r.squares
+        m.classes = UInt32(r.classes)
+        releasedStatistics[hash] = m
+        logger.info("statistics released", metadata: ["silo": "\(siloID)", "plan": "\(hash.prefix(12))",
+                                                     "noise_multiplier": "\(release.noiseMultiplier)", "features": "\(r.sums.count)"])
+        return m
     }
 }

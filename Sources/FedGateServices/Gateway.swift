@@ -107,6 +107,8 @@ public actor Gateway {
     var personal: [String: [Float]] = [:]
     /// Secure-aggregation rounds in flight.
     var secure: [RoundKey: SecureSession] = [:]
+    /// Each plan's statistics release as sent (`statisticsRelease`), by plan hash.
+    var releasedStatistics: [String: Fedgate_V1_FeatureMoments] = [:]
 
     /// This silo's side of one secure-aggregation round: the protocol's client, and the update and
     /// the broker's relay, whichever comes first waiting for the other before masking.

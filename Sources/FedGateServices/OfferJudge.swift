@@ -6,13 +6,13 @@ import Foundation
 import Synchronization
 
 /// A plan this silo accepted, with its rows restricted to the plan's columns (the label is read
-/// separately: training never sees a column the plan did not name) and their moments, both computed
-/// once per plan.
+/// separately: training never sees a column the plan did not name) and how their statistics are
+/// released (the plan's ranges for these features), both made once per plan.
 struct AcceptedPlan: Sendable {
     let plan: TrainingPlan
     let train: Dataset
     let test: Dataset
-    let moments: Standardisation.Moments
+    let statistics: StatisticsRelease
 }
 
 /// Why this silo refused an offer: each reason with the rule that gave it, from the policy (or the
@@ -76,7 +76,13 @@ final class OfferJudge: Sendable {
             verdicts.withLock { $0[offer.planHash] = .refused(refusal) }
             throw refusal
         }
-        let accepted = AcceptedPlan(plan: plan, train: train, test: test, moments: Standardisation.Moments(of: train))
+        let statistics: StatisticsRelease
+        do { statistics = try plan.statisticsRelease(features: train.featureNames) } catch {
+            let refusal = OfferRefusal(rule: "statistics", "\(error)")
+            verdicts.withLock { $0[offer.planHash] = .refused(refusal) }
+            throw refusal
+        }
+        let accepted = AcceptedPlan(plan: plan, train: train, test: test, statistics: statistics)
         if decision.outcome == .needsApproval { return try await approved(accepted) }
         verdicts.withLock { $0[offer.planHash] = .accepted(accepted) }
         return accepted

@@ -47,6 +47,7 @@ enum Fixtures {
         local_steps: 10
         strategy: fedavg
         dp: { noise_multiplier: 2.34, clip_norm: 1.0, sampling_rate: 0.1, delta: 1.0e-5 }
+        \(statisticsYAML)
         secure_aggregation: \(secure)
         quorum: \(quorum)
         broker: { region: eu-west, jurisdiction: EU }
@@ -65,6 +66,37 @@ enum Fixtures {
         s.local.learningRate = 0.5
         s.local.dp = try DPSGDSettings(noiseMultiplier: 2.34, clipNorm: 1, samplingRate: 0.1)
         s.fixedNoiseSeed = seed
+        s.statistics = try statistics
         return try FederatedSimulation(data: data, settings: s)
+    }
+
+    /// The statistics release's noise multiplier in the shared plan.
+    static let statisticsNoise = 2.0
+
+    /// Each feature's range as a data scientist would state it: the data's own, widened by a
+    /// twentieth on each side (the data set is public; a real plan takes them from a data dictionary).
+    static let ranges: [StatisticsRelease.Range] = (0..<data.featureCount).map { j in
+        let column = (0..<data.count).map { Double(data.features[$0 * data.featureCount + j]) }
+        let (lo, hi) = (column.min()!, column.max()!)
+        let pad = (hi - lo) / 20
+        return .init(lower: lo - pad, upper: hi + pad)
+    }
+
+    static var statistics: StatisticsRelease { get throws { try StatisticsRelease(ranges: ranges, noiseMultiplier: statisticsNoise) } }
+
+    /// The consortium's standardisation of these shards: each silo's statistics release with the
+    /// run's fixed noise, combined (what the broker makes from the gateways' answers).
+    static func standardisation(_ shards: [(train: Dataset, test: Dataset)], seed: UInt64) throws -> Standardisation {
+        let release = try statistics
+        return try release.standardisation(combining: shards.enumerated().map { s, shard in
+            var noise = RepeatableNoise(run: seed, silo: s, round: 0).noise
+            return release.release(shard.train, noise: &noise)
+        })
+    }
+
+    /// The plan's `statistics:` block for the shared columns.
+    static var statisticsYAML: String {
+        let bounds = zip(data.featureNames, ranges).map { "\($0): [\($1.lower), \($1.upper)]" }.joined(separator: ", ")
+        return "statistics: { noise_multiplier: \(statisticsNoise), bounds: { \(bounds) } }"
     }
 }

@@ -61,7 +61,7 @@ struct HostilePeer {
     }
 
     /// An acceptance carrying these feature moments.
-    static func accept(_ offer: Fedgate_V1_RoundOffer, count: UInt64 = 100, sums: [Double], squares: [Double], classes: UInt32 = 2) -> Fedgate_V1_OfferReply {
+    static func accept(_ offer: Fedgate_V1_RoundOffer, count: Double = 100, sums: [Double], squares: [Double], classes: UInt32 = 2) -> Fedgate_V1_OfferReply {
         var reply = Fedgate_V1_OfferReply()
         reply.planHash = offer.planHash
         reply.round = offer.round

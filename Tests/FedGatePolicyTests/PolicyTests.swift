@@ -19,7 +19,7 @@ struct PolicyFileTests {
         #expect(Files.hospital.silo == "hospital-a")
         #expect(Files.hospital.datasets["breast-cancer-2024"]?.caps.window?.days == 30)
         #expect(Files.bank.hours?.from == 20)
-        #expect(Files.plan.totalSteps == 200)
+        #expect(Files.plan.totalSteps == 150)
     }
 
     @Test("malformed files name the file, line, column and field", arguments: [
@@ -56,7 +56,7 @@ struct PolicyFileTests {
     func canonicalHash() throws {
         let reformatted = "# another comment\n" + Files.planText.replacingOccurrences(of: "broker: { region: eu-west, jurisdiction: EU }", with: "broker:\n  jurisdiction: EU\n  region: eu-west")
         #expect(try TrainingPlan.parse(reformatted, file: "p").contentHash == Files.plan.contentHash)
-        let changed = Files.planText.replacingOccurrences(of: "rounds: 20", with: "rounds: 21")
+        let changed = Files.planText.replacingOccurrences(of: "rounds: 15", with: "rounds: 16")
         #expect(try TrainingPlan.parse(changed, file: "p").contentHash != Files.plan.contentHash)
     }
 }
@@ -70,7 +70,8 @@ struct DecisionTests {
         let d = PolicyEngine.decide(DecisionContext(policy: Files.hospital, plan: Files.plan, now: noon))
         #expect(d.outcome == .needsApproval)
         #expect(d.refusals.isEmpty)
-        let expected = try epsilon(of: .dpsgd(samplingProbability: 0.1, noiseMultiplier: 2.34, steps: 200), delta: 1e-5)
+        // The statistics release (Gaussian, multiplier 4) and 15 rounds of 10 DP-SGD steps.
+        let expected = try epsilon(of: .composed([.gaussian(noiseMultiplier: 4), .dpsgd(samplingProbability: 0.1, noiseMultiplier: 2.34, steps: 150)]), delta: 1e-5)
         #expect(d.projectedEpsilon == expected)
         #expect(d.policyHash == Files.hospital.sha256 && d.planHash == Files.plan.contentHash)
     }
@@ -137,6 +138,7 @@ struct DecisionTests {
         plan.datasets = ["card-transactions-2025"]; plan.purpose = "fraud-detection"; plan.columns = ["amount"]
         plan.brokerRegion = "eu-central"; plan.dp.clipNorm = 0.5; plan.dp.delta = 1e-6; plan.quorum = 5
         plan.dp.noiseMultiplier = 8; plan.rounds = 2
+        plan.statistics = .init(noiseMultiplier: 20, bounds: ["amount": [0, 10_000]])  // the bank's ε cap is 1
         let night = ISO8601DateFormatter().date(from: "2026-11-29T23:00:00Z")!
         let early = ISO8601DateFormatter().date(from: "2026-11-29T05:00:00Z")!
         #expect(PolicyEngine.decide(DecisionContext(policy: bank, plan: plan, now: night)).outcome == .accepted)

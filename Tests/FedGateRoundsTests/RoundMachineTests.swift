@@ -14,8 +14,8 @@ import Testing
 struct RoundMachineTests {
     typealias Machine = RoundMachine<String>
 
-    static func moments(_ features: Int) -> Standardisation.Moments {
-        Standardisation.Moments(count: 10, sums: Array(repeating: 1, count: features), squares: Array(repeating: 2, count: features), classes: 2)
+    static func moments(_ features: Int) -> ReleasedStatistics {
+        ReleasedStatistics(count: 10, sums: Array(repeating: 1, count: features), squares: Array(repeating: 2, count: features), classes: 2)
     }
 
     /// Every state a machine passed through, by case name, across the suite's runs.

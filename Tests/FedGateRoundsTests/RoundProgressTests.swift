@@ -7,8 +7,8 @@ import Testing
 /// every transition of `RoundProgress`, every refusal, and the quorum and deadline edges.
 @Suite("A round's progress: offer, answers, uploads, drops and the quorum")
 struct RoundProgressTests {
-    static func moments(_ features: Int, classes: Int = 2) -> Standardisation.Moments {
-        Standardisation.Moments(count: 10, sums: Array(repeating: 1, count: features), squares: Array(repeating: 2, count: features), classes: classes)
+    static func moments(_ features: Int, classes: Int = 2) -> ReleasedStatistics {
+        ReleasedStatistics(count: 10, sums: Array(repeating: 1, count: features), squares: Array(repeating: 2, count: features), classes: classes)
     }
 
     static func update(_ silo: String, examples: Int = 10) -> ClientUpdate { ClientUpdate(silo: silo, delta: [1, 2], examples: examples) }

@@ -50,7 +50,7 @@ struct GatewayPartsTests {
         var again = o
         again.round = 2
         let second = try await j.accept(again)
-        #expect(first.train.featureCount == Round.data.featureCount && second.moments.count == first.moments.count)
+        #expect(first.train.featureCount == Round.data.featureCount && second.statistics == first.statistics)
         #expect(j.accepted(o.planHash)?.plan.contentHash == o.planHash)
         let decisions = try await g.ledger.backend.auditRecords().filter { $0.action == "policy.decision" }
         #expect(decisions.count == 1, "\(decisions.map(\.action))")

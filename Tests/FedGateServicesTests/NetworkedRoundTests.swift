@@ -54,9 +54,10 @@ struct NetworkedRoundTests {
         await eventually { await broker.coordinator.connectedSilos.count >= count }
     }
 
-    /// Pooled accuracy of `parameters` on every silo's held-out rows, standardised as the consortium agreed.
-    static func pooledAccuracy(_ parameters: [Float], shards: [(train: Dataset, test: Dataset)]) throws -> Double {
-        let stats = try Standardisation(combining: shards.map { Standardisation.Moments(of: $0.train) })
+    /// Pooled accuracy of `parameters` on every silo's held-out rows, standardised as the consortium
+    /// agreed from the silos' statistics releases (their noise from the run's fixed seed).
+    static func pooledAccuracy(_ parameters: [Float], shards: [(train: Dataset, test: Dataset)], seed: UInt64) throws -> Double {
+        let stats = try Fixtures.standardisation(shards, seed: seed)
         var net = try Network(kind: .logistic, inputs: Fixtures.data.featureCount, classes: 2, seed: 0)
         net.parameters = parameters
         var correct = 0.0, total = 0.0
@@ -105,7 +106,7 @@ struct NetworkedRoundTests {
             #expect(status.rounds.count == 10)
             #expect(status.rounds.allSatisfy { $0.state == "committed" && $0.participants.count == 3 }, "\(status.rounds.map { ($0.state, $0.reason) })")
 
-            let networked = try Self.pooledAccuracy(status.parameters, shards: shards)
+            let networked = try Self.pooledAccuracy(status.parameters, shards: shards, seed: 1)
             #expect(networked >= 0.9)
             #expect(abs(networked - simulated) <= 0.01 + 1e-9, "networked \(networked) vs simulated \(simulated)")
             // Same shards, same noise seeds, same order of sums: the networked model is the simulator's.
@@ -118,11 +119,15 @@ struct NetworkedRoundTests {
             let transitions = try await brokerStore.auditRecords().filter { $0.action.hasPrefix("round.") }.count
             #expect(transitions >= 60, "\(transitions) round records")
 
-            // Each silo's ledger committed exactly its ten rounds of DP-SGD, and ε is the accountant's.
-            let expected = try epsilon(of: .dpsgd(samplingProbability: 0.1, noiseMultiplier: 2.34, steps: 100), delta: 1e-5)
+            // Each silo's ledger committed exactly its statistics release (round 0, before the first
+            // round) and its ten rounds of DP-SGD, and ε is the accountant's for them composed.
+            let expected = try epsilon(of: .composed([.gaussian(noiseMultiplier: Fixtures.statisticsNoise),
+                                                      .dpsgd(samplingProbability: 0.1, noiseMultiplier: 2.34, steps: 100)]), delta: 1e-5)
+            #expect(abs(expected - reference.epsilonPerSilo[0]) < 1e-9, "the simulator accounts the same release: \(reference.epsilonPerSilo)")
             for silo in silos {
                 let entries = try await silo.ledger.backend.entries(dataset: "breast-cancer-2024")
-                #expect(entries.count == 10 && entries.allSatisfy { $0.state == .committed })
+                #expect(entries.count == 11 && entries.allSatisfy { $0.state == .committed }, "\(entries.map { ($0.round, $0.state) })")
+                #expect(entries.filter { $0.round == 0 }.map(\.event) == [.gaussian(noiseMultiplier: Fixtures.statisticsNoise)])
                 let spent = try await silo.ledger.spent(dataset: "breast-cancer-2024", delta: 1e-5)
                 #expect(abs(spent.committed - expected) < 1e-9)
                 #expect(await silo.gateway.activity.updatesSent == 10)
@@ -312,9 +317,11 @@ struct NetworkedRoundTests {
             #expect(status.rounds.allSatisfy { $0.participants == ["hospital-0", "hospital-1"] })
             let reasons = status.rounds[0].refused["clinic-2"] ?? []
             #expect(reasons.contains { $0.contains("purpose") && $0.contains("research") }, "\(reasons)")
-            // The clinic reserved nothing; the hospitals committed two rounds each.
+            // The clinic reserved and released nothing; the hospitals committed their statistics
+            // release and two rounds each.
             #expect(try await silos[2].ledger.backend.entries(dataset: "breast-cancer-2024").isEmpty)
-            #expect(try await silos[0].ledger.backend.entries(dataset: "breast-cancer-2024").filter { $0.state == .committed }.count == 2)
+            let committed = try await silos[0].ledger.backend.entries(dataset: "breast-cancer-2024").filter { $0.state == .committed }
+            #expect(committed.map(\.round).sorted() == [0, 1, 2])
         }
     }
 

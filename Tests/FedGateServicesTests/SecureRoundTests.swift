@@ -130,10 +130,14 @@ struct SecureRoundTests {
             // in 10⁷ runs (the bound of 0.02, four, was passed by 0.0206 in one of eight suite runs),
             // and a mask left in or a wrong divisor still misses by far more.
             #expect(status.parameters.count == initial.count && gap < 6 * 0.01 / 2, "largest gap from the survivors' plain mean: \(gap)")
-            // The silo that left never sent its update: nothing committed, nothing left reserved.
-            await eventually { (try? await silos[2].ledger.backend.entries(dataset: "breast-cancer-2024").allSatisfy { $0.state == .released }) == true }
-            let entries = try await silos[2].ledger.backend.entries(dataset: "breast-cancer-2024")
+            // The silo that left never sent its update: its round's reservation released, nothing left
+            // reserved. Its statistics release went with its answer to the first offer: committed.
+            let rounds = { try await silos[2].ledger.backend.entries(dataset: "breast-cancer-2024").filter { $0.round > 0 } }
+            await eventually { (try? await rounds().allSatisfy { $0.state == .released }) == true }
+            let entries = try await rounds()
             #expect(!entries.isEmpty && entries.allSatisfy { $0.state == .released }, "\(entries.map(\.state))")
+            let statistics = try await silos[2].ledger.backend.entries(dataset: "breast-cancer-2024").filter { $0.round == 0 }
+            #expect(statistics.map(\.state) == [.committed])
         }
     }
 

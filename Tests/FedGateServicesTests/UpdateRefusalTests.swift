@@ -1,5 +1,6 @@
 import FedGateLearning
 import FedGatePolicy
+import FedGatePrivacy
 import FedGateProto
 import FedGateServices
 import FedGateStore
@@ -37,7 +38,8 @@ struct UpdateRefusalTests {
         settings.silentAfter = .seconds(3600)
         let coordinator = BrokerCoordinator(settings: settings, store: store, logger: consortium.logger)
         let silos = ["hospital-0", "hospital-1", "hospital-2"]
-        let moments = Standardisation.Moments(of: Fixtures.data)
+        var noise = GaussianNoiseGenerator()
+        let moments = try Fixtures.statistics.release(Fixtures.data, noise: &noise)
         var tokens: [String: UInt64] = [:]
         var listeners: [Task<Void, Never>] = []
         let tasked = Recorder<String>()
@@ -53,7 +55,7 @@ struct UpdateRefusalTests {
                         reply.planHash = offer.planHash
                         reply.round = offer.round
                         reply.accepted = true
-                        reply.moments.count = UInt64(moments.count)
+                        reply.moments.count = moments.count
                         reply.moments.sums = moments.sums
                         reply.moments.squares = moments.squares
                         reply.moments.classes = UInt32(moments.classes)

@@ -4,10 +4,11 @@ import Foundation
 public enum NoiseCalibration {
     /// The smallest noise multiplier σ (within `tolerance`) such that `steps` Poisson-sampled
     /// Gaussian steps at rate `samplingProbability` cost at most `targetEpsilon` at `delta`.
-    /// The returned σ always satisfies ε(σ) ≤ target.
+    /// The returned σ always satisfies ε(σ) ≤ target. With a `prior` event (what the same records
+    /// spend besides, such as a plan's statistics release), ε of the prior and the steps composed.
     public static func noiseMultiplier(
         targetEpsilon: Double, delta: Double, samplingProbability q: Double, steps: Int,
-        accountant: AccountantKind = .rdp, tolerance: Double = 1e-6
+        prior: DPEvent = .noOp, accountant: AccountantKind = .rdp, tolerance: Double = 1e-6
     ) throws -> Double {
         try PrivacyError.require(targetEpsilon.isFinite && targetEpsilon > 0, "target_epsilon",
                                  "must be a finite number > 0, got \(targetEpsilon)")
@@ -15,9 +16,14 @@ public enum NoiseCalibration {
         try PrivacyError.require(q.isFinite && q > 0 && q <= 1, "sampling_probability", "must be in (0, 1], got \(q)")
         try PrivacyError.require(steps >= 1, "steps", "must be ≥ 1, got \(steps)")
         try PrivacyError.require(tolerance.isFinite && tolerance > 0, "tolerance", "must be > 0, got \(tolerance)")
+        if prior != .noOp {
+            let spent = try epsilon(of: prior, delta: delta, accountant: accountant)
+            try PrivacyError.require(spent < targetEpsilon, "target_epsilon",
+                                     "the release before training alone spends ε = \(spent), not below the target \(targetEpsilon); raise the target or that release's noise")
+        }
         return try smallestParameter(target: targetEpsilon, tolerance: tolerance) { sigma in
-            try epsilon(of: .dpsgd(samplingProbability: q, noiseMultiplier: sigma, steps: steps),
-                        delta: delta, accountant: accountant)
+            let run = DPEvent.dpsgd(samplingProbability: q, noiseMultiplier: sigma, steps: steps)
+            return try epsilon(of: prior == .noOp ? run : .composed([prior, run]), delta: delta, accountant: accountant)
         }
     }
 

@@ -265,7 +265,9 @@ public nonisolated struct Fedgate_V1_OfferReply: Sendable {
   /// Why the silo refused (rule and explanation), empty when accepted.
   public var reasons: [String] = []
 
-  /// Feature moments of the silo's training rows (first round only), so all silos standardise alike.
+  /// The silo's statistics release, when the offer asked for it (RoundOffer.wants_statistics), so
+  /// all silos standardise alike. A DP event in the silo's ledger (the plan's statistics release),
+  /// committed before this reply leaves; a second ask for the same plan gets the same values.
   public var moments: Fedgate_V1_FeatureMoments {
     get {_moments ?? Fedgate_V1_FeatureMoments()}
     set {_moments = newValue}
@@ -282,19 +284,24 @@ public nonisolated struct Fedgate_V1_OfferReply: Sendable {
   fileprivate var _moments: Fedgate_V1_FeatureMoments? = nil
 }
 
+/// A silo's statistics release (the plan's `statistics:`): the row count and, per feature, the sum
+/// and the sum of squares of the value clamped into the plan's range and scaled into [-1/2, 1/2],
+/// each with Gaussian noise. Never exact.
 public nonisolated struct Fedgate_V1_FeatureMoments: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var count: UInt64 = 0
-
   public var sums: [Double] = []
 
   public var squares: [Double] = []
 
-  /// Number of classes of the data set's label.
+  /// Number of classes of the data set's label: for a schema plan the plan's own; for a numeric
+  /// label, the silo's largest label + 1, released without DP (listed in SECURITY.md).
   public var classes: UInt32 = 0
+
+  /// The noisy row count.
+  public var count: Double = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -416,6 +423,9 @@ public nonisolated struct Fedgate_V1_RoundOffer: Sendable {
   public var planYaml: String = String()
 
   public var deadlineMs: Int64 = 0
+
+  /// The plan has no model yet: accepting silos send their statistics release with the answer.
+  public var wantsStatistics: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1528,7 +1538,7 @@ nonisolated extension Fedgate_V1_OfferReply: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Fedgate_V1_FeatureMoments: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".FeatureMoments"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}count\0\u{1}sums\0\u{1}squares\0\u{1}classes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\u{2}sums\0\u{1}squares\0\u{1}classes\0\u{1}count\0\u{c}\u{1}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1536,19 +1546,16 @@ nonisolated extension Fedgate_V1_FeatureMoments: SwiftProtobuf.Message, SwiftPro
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.count) }()
       case 2: try { try decoder.decodeRepeatedDoubleField(value: &self.sums) }()
       case 3: try { try decoder.decodeRepeatedDoubleField(value: &self.squares) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.classes) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.count) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.count != 0 {
-      try visitor.visitSingularUInt64Field(value: self.count, fieldNumber: 1)
-    }
     if !self.sums.isEmpty {
       try visitor.visitPackedDoubleField(value: self.sums, fieldNumber: 2)
     }
@@ -1558,14 +1565,17 @@ nonisolated extension Fedgate_V1_FeatureMoments: SwiftProtobuf.Message, SwiftPro
     if self.classes != 0 {
       try visitor.visitSingularUInt32Field(value: self.classes, fieldNumber: 4)
     }
+    if self.count.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.count, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Fedgate_V1_FeatureMoments, rhs: Fedgate_V1_FeatureMoments) -> Bool {
-    if lhs.count != rhs.count {return false}
     if lhs.sums != rhs.sums {return false}
     if lhs.squares != rhs.squares {return false}
     if lhs.classes != rhs.classes {return false}
+    if lhs.count != rhs.count {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1770,7 +1780,7 @@ nonisolated extension Fedgate_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Fedgate_V1_RoundOffer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RoundOffer"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{3}plan_yaml\0\u{3}deadline_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{3}plan_yaml\0\u{3}deadline_ms\0\u{3}wants_statistics\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1782,6 +1792,7 @@ nonisolated extension Fedgate_V1_RoundOffer: SwiftProtobuf.Message, SwiftProtobu
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.round) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.planYaml) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.deadlineMs) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.wantsStatistics) }()
       default: break
       }
     }
@@ -1800,6 +1811,9 @@ nonisolated extension Fedgate_V1_RoundOffer: SwiftProtobuf.Message, SwiftProtobu
     if self.deadlineMs != 0 {
       try visitor.visitSingularInt64Field(value: self.deadlineMs, fieldNumber: 4)
     }
+    if self.wantsStatistics != false {
+      try visitor.visitSingularBoolField(value: self.wantsStatistics, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1808,6 +1822,7 @@ nonisolated extension Fedgate_V1_RoundOffer: SwiftProtobuf.Message, SwiftProtobu
     if lhs.round != rhs.round {return false}
     if lhs.planYaml != rhs.planYaml {return false}
     if lhs.deadlineMs != rhs.deadlineMs {return false}
+    if lhs.wantsStatistics != rhs.wantsStatistics {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,139 @@
+import FedGateLearning
+import FedGatePolicy
+import FedGatePrivacy
+import FedGateProto
+@testable import FedGateServices
+import FedGateStore
+import Foundation
+import Testing
+@testable import FedGateConsortiumTesting
+
+/// A gateway's answers to the offers of a plan's first round: its statistics release is spent in
+/// its ledger before the values leave, sent only when asked, the same when asked again, and never
+/// exact; a release the ledger refuses, or one the plan gives no ranges for, is not made.
+@Suite("A gateway's statistics release in its answer to an offer")
+struct StatisticsAnswerTests {
+    typealias Round = Fixtures
+
+    func silo(_ consortium: Consortium, perPlanCap: Double = 5, lifetimeCap: Double = 20) async throws -> (Gateway, PrivacyLedger) {
+        let registry = try await consortium.registry("sqlite:broker.sqlite")
+        let store = try await consortium.store("hospital-0")
+        try await store.save(DatasetBudget(name: "breast-cancer-2024", delta: 1e-5, perPlanCap: perPlanCap, lifetimeCap: lifetimeCap), actor: "admin")
+        try await store.addConsent(ConsentRecord(dataset: "breast-cancer-2024", purpose: "research", legalBasis: "consent",
+                                                 scope: "all patients", validFrom: Date().addingTimeInterval(-86_400)), actor: "admin")
+        let text = Round.policy(silo: "hospital-0")
+        let ledger = PrivacyLedger(backend: store)
+        let governor = SiloGovernor(policy: try SiloPolicy.parse(text, file: "hospital-0.yaml"), policyText: text, ledger: ledger)
+        let settings = Gateway.Settings(credentials: try await consortium.enrolledSilo("hospital-0", in: registry), dataset: "breast-cancer-2024",
+                                        train: Round.data, test: Round.data)
+        return (Gateway(settings: settings, governor: governor, logger: consortium.logger), ledger)
+    }
+
+    func offer(_ yaml: String, round: UInt32, wantsStatistics: Bool) throws -> Fedgate_V1_RoundOffer {
+        var offer = Fedgate_V1_RoundOffer()
+        offer.planYaml = yaml
+        offer.planHash = try TrainingPlan.parse(yaml, file: "plan").contentHash
+        offer.round = round
+        offer.wantsStatistics = wantsStatistics
+        return offer
+    }
+
+    @Test("asked for it, the silo commits the release's Gaussian event before answering, sends noisy sums of its clamped, scaled rows, and the same ones when asked again without spending more")
+    func releasedOnceAccounted() async throws {
+        let consortium = try Consortium()
+        let (gateway, ledger) = try await silo(consortium)
+        let plan = Round.plan(rounds: 3, quorum: 2)
+        let first = await gateway.answer(try offer(plan, round: 1, wantsStatistics: true))
+        #expect(first.accepted && first.hasMoments, "\(first.reasons)")
+        var entries = try await ledger.backend.entries(dataset: "breast-cancer-2024")
+        #expect(entries.filter { $0.round == 0 }.map(\.state) == [.committed], "spent before the answer left: \(entries.map { ($0.round, $0.state) })")
+        #expect(entries.first { $0.round == 0 }?.event == .gaussian(noiseMultiplier: Round.statisticsNoise))
+        #expect(entries.filter { $0.round == 1 }.map(\.state) == [.reserved])
+
+        // Not exact: every coordinate differs from the sums it noises, by about σ.
+        let release = try Round.statistics
+        let exact = release.exactSums(Round.data)
+        let m = first.moments
+        #expect(m.sums.count == 30 && m.squares.count == 30 && m.classes == 2)
+        #expect(m.count != exact.count && zip(m.sums, exact.sums).allSatisfy { $0 != $1 } && zip(m.squares, exact.squares).allSatisfy { $0 != $1 })
+        let deviations = [m.count - exact.count] + zip(m.sums, exact.sums).map { $0 - $1 } + zip(m.squares, exact.squares).map { $0 - $1 }
+        let rms = (deviations.map { $0 * $0 }.reduce(0, +) / Double(deviations.count)).squareRoot()
+        #expect(rms > 0.7 * release.sigma && rms < 1.3 * release.sigma, "root mean square deviation \(rms), σ \(release.sigma)")
+
+        // Asked again (the first round aborted, the plan asks in its next round): the same values, nothing more spent.
+        let again = await gateway.answer(try offer(plan, round: 2, wantsStatistics: true))
+        #expect(again.accepted && again.moments == first.moments)
+        // Not asked: nothing sent.
+        let later = await gateway.answer(try offer(plan, round: 3, wantsStatistics: false))
+        #expect(later.accepted && !later.hasMoments)
+        entries = try await ledger.backend.entries(dataset: "breast-cancer-2024")
+        #expect(entries.filter { $0.round == 0 }.count == 1 && entries.filter { $0.round > 0 }.count == 3)
+    }
+
+    @Test("a release the ledger's cap refuses is not made: the silo refuses the round, releases the round's reservation and sends nothing")
+    func refusedByTheCap() async throws {
+        let consortium = try Consortium()
+        // The ledger's per-plan cap lets the other plan spend much; the policy's (5) still judges this one.
+        let (gateway, ledger) = try await silo(consortium, perPlanCap: 100, lifetimeCap: 18.9)
+        let plan = Round.plan(rounds: 1, quorum: 2)
+        // The plan is admitted while the data set has spent nothing.
+        #expect(await gateway.answer(try offer(plan, round: 0, wantsStatistics: false)).accepted)
+        // Then another plan spends ε ≈ 18.76 of the lifetime cap of 18.9: the round's DP-SGD still fits
+        // (18.79), the statistics release on top does not (19.10).
+        let other = try await ledger.reserve(.gaussian(noiseMultiplier: 0.32), dataset: "breast-cancer-2024", plan: "another-plan", round: 1)
+        try await ledger.commit(other)
+        let reply = await gateway.answer(try offer(plan, round: 1, wantsStatistics: true))
+        #expect(!reply.accepted && !reply.hasMoments)
+        #expect(reply.reasons.contains { $0.contains("lifetime") && $0.contains("breast-cancer-2024") }, "\(reply.reasons)")
+        let entries = try await ledger.backend.entries(dataset: "breast-cancer-2024").filter { $0.planHash != "another-plan" }
+        #expect(!entries.isEmpty && entries.allSatisfy { $0.state == .released }, "\(entries.map { ($0.round, $0.state) })")
+    }
+
+    @Test("a plan that gives no range for one of the silo's columns is refused by the statistics rule, naming the column")
+    func unboundedColumnRefused() async throws {
+        let consortium = try Consortium()
+        let (gateway, ledger) = try await silo(consortium)
+        // The bounds without mean_radius's: one column may lack them (a label among the columns), so
+        // the broker takes the plan; this silo has mean_radius as a feature.
+        let r = Round.ranges[0]
+        let plan = Round.plan(rounds: 1, quorum: 2).replacingOccurrences(of: "mean_radius: [\(r.lower), \(r.upper)], ", with: "")
+        let parsed = try TrainingPlan.parse(plan, file: "p")
+        #expect(plan != Round.plan(rounds: 1, quorum: 2) && parsed.statisticsProblem == nil)
+        let reply = await gateway.answer(try offer(plan, round: 1, wantsStatistics: true))
+        #expect(!reply.accepted && !reply.hasMoments)
+        #expect(reply.reasons.contains { $0.hasPrefix("statistics:") && $0.contains("'mean_radius'") }, "\(reply.reasons)")
+        let entries = try await ledger.backend.entries(dataset: "breast-cancer-2024")
+        #expect(entries.allSatisfy { $0.state != .committed })
+    }
+}
+
+@Suite("A plan's statistics release, checked when it is submitted")
+struct StatisticsSubmissionTests {
+    @Test("the broker refuses a plan without statistics, one whose feature columns lack ranges, and a schema plan with an unbounded numeric column, each naming the field")
+    func refusedAtSubmission() async throws {
+        let consortium = try Consortium()
+        let coordinator = BrokerCoordinator(settings: .init(), store: try await consortium.store("broker"), logger: consortium.logger)
+        func refusal(_ text: String) async -> String {
+            do {
+                _ = try await coordinator.submit(try TrainingPlan.parse(text, file: "plan.yaml"), text: text, by: "dana")
+                return "accepted"
+            } catch { return "\(error)" }
+        }
+        let plan = Fixtures.plan(rounds: 1, quorum: 1)
+        let without = plan.replacingOccurrences(of: Fixtures.statisticsYAML, with: "")
+        #expect(without != plan)
+        #expect(await refusal(without).hasPrefix("statistics: the plan gives no noise_multiplier"))
+        let names = Fixtures.data.featureNames
+        let twoUnbounded = zip(names, Fixtures.ranges).prefix(2).reduce(plan) { text, column in
+            text.replacingOccurrences(of: "\(column.0): [\(column.1.lower), \(column.1.upper)], ", with: "")
+        }
+        #expect(await refusal(twoUnbounded).contains("statistics.bounds: give [lower, upper] for each feature column; \(names[0]), \(names[1]) have none"))
+        let penguins = try String(contentsOf: Consortium.root.appendingPathComponent("examples/plans/penguins-species.yaml"), encoding: .utf8)
+        let unbounded = penguins.replacingOccurrences(of: "bill_depth_mm: { type: numeric, missing: drop, bounds: [10, 25] }",
+                                                      with: "bill_depth_mm: { type: numeric, missing: drop }")
+        #expect(unbounded != penguins)
+        #expect(await refusal(unbounded).hasPrefix("schema.columns.bill_depth_mm.bounds: a numeric column needs bounds"))
+        #expect(await refusal(penguins.replacingOccurrences(of: "statistics: { noise_multiplier: 2.0 }", with: "statistics: { noise_multiplier: 2.0, bounds: { sex: [0, 1] } }"))
+            .contains("statistics.bounds"), "a schema plan's ranges are its columns' bounds")
+    }
+}
