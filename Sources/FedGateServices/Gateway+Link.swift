@@ -54,7 +54,7 @@ extension Gateway {
     func openSession(host: String, port: Int) async throws {
         let transport = try FedGateTransports.client(host: host, port: port, serverName: settings.brokerName,
                                                      credentials: credentials, limits: settings.limits)
-        try await withGRPCClient(transport: transport) { client in
+        try await withGRPCClient(transport: transport, interceptors: settings.outgoing.map { [OutgoingMessages(told: $0)] } ?? []) { client in
             let broker = Fedgate_V1_Broker.Client(wrapping: client)
             let (outbox, continuation) = AsyncStream.makeStream(of: Fedgate_V1_GatewayMessage.self)
             var hello = Fedgate_V1_GatewayMessage()
@@ -176,5 +176,35 @@ extension Gateway {
         guard let reason = settings.brokerPins.refusal(of: software, who: "the broker at \(broker)", ours: .running) else { return }
         try? await governor.ledger.backend.audit(.refused(.connection, .init(reason: reason)), actor: siloID, subject: "broker \(broker)", at: Date())
         throw GatewayError.versionRefused(reason: reason)
+    }
+}
+
+/// Tests only (`Gateway.Settings.outgoing`): tells a closure every message the gateway writes on
+/// any call, before it is written.
+struct OutgoingMessages: ClientInterceptor {
+    let told: @Sendable (any Sendable) -> Void
+
+    func intercept<Input: Sendable, Output: Sendable>(
+        request: StreamingClientRequest<Input>, context: ClientContext,
+        next: (StreamingClientRequest<Input>, ClientContext) async throws -> StreamingClientResponse<Output>
+    ) async throws -> StreamingClientResponse<Output> {
+        var request = request
+        let (produce, told) = (request.producer, told)
+        request.producer = { writer in try await produce(RPCWriter(wrapping: Telling(writer: writer, told: told))) }
+        return try await next(request, context)
+    }
+
+    struct Telling<Element: Sendable>: RPCWriterProtocol {
+        let writer: RPCWriter<Element>
+        let told: @Sendable (any Sendable) -> Void
+
+        func write(_ element: Element) async throws {
+            told(element)
+            try await writer.write(element)
+        }
+
+        func write(contentsOf elements: some Sequence<Element>) async throws {
+            for element in elements { try await write(element) }
+        }
     }
 }

@@ -74,9 +74,33 @@ extension Gateway {
         m.sums = r.sums
         m.squares = r.squares
         m.classes = UInt32(r.classes)
+        // The silo's own record of what left; the released count weighs its updates after a restart.
+        try await governor.ledger.backend.audit(.statisticsReleased(.init(datasets: accepted.plan.datasets, noiseMultiplier: release.noiseMultiplier,
+                                                                          features: r.sums.count, count: r.count)),
+                                                actor: siloID, subject: hash, at: Date())
         releasedStatistics[hash] = m
         logger.info("statistics released", metadata: ["silo": "\(siloID)", "plan": "\(hash.prefix(12))",
                                                      "noise_multiplier": "\(release.noiseMultiplier)", "features": "\(r.sums.count)"])
         return m
+    }
+
+    /// The weight this silo's updates for the plan carry (`TransferHeader.examples`): its released,
+    /// noisy row count, rounded, at least 1 (post-processing of the release: it spends nothing more).
+    /// Read from this run's release, else from the silo's audit record of an earlier run's; a silo
+    /// that never released for the plan (it joined after the first round) releases now.
+    func releasedWeight(_ accepted: AcceptedPlan, plan hash: String) async throws -> UInt64 {
+        let count: Double
+        if let made = releasedStatistics[hash] {
+            count = made.count
+        } else if let recorded = try await governor.ledger.backend.auditRecords().last(where: { $0.action == "statistics.release" && $0.subject == hash }),
+                  case .statisticsReleased(let release)? = try? AuditEvent(action: recorded.action, payload: recorded.payload) {
+            count = release.count
+            var m = Fedgate_V1_FeatureMoments()
+            m.count = count
+            releasedStatistics[hash] = m
+        } else {
+            count = try await statisticsRelease(accepted, plan: hash).count
+        }
+        return UInt64(max(1, min(count.rounded(), Double(1 << 40))))
     }
 }

@@ -88,7 +88,13 @@ extension Gateway {
         let bytes = task.hasSecagg ? [] : try ModelPayload.update(delta)
 
         let key = RoundKey(task.planHash, task.round)
-        let (examples, metrics) = (trained.examples, trained.metrics.merging(["accuracy": before.accuracy, "eval_examples": Double(test.count)]) { $1 })
+        // What leaves beside the update: its weight, the released row count (never the exact one),
+        // and the global model's accuracy on the held-out rows with their count (an evaluation,
+        // released without DP: SECURITY.md). The trainer's own figures stay here, in the log.
+        let examples = Int(try await releasedWeight(accepted, plan: task.planHash))
+        let metrics = ["accuracy": before.accuracy, "eval_examples": Double(test.count)]
+        logger.info("trained", metadata: ["silo": "\(siloID)", "round": "\(task.round)", "rows": "\(trained.examples)",
+                                          "metrics": "\(trained.metrics)"])
         activity.lastDelta = delta
         if task.hasSecagg {
             // Under secure aggregation the update leaves only masked, once the broker relayed the shares.

@@ -66,6 +66,9 @@ public actor Gateway {
         /// Tests only: drop out of a secure-aggregation round right after sharing keys (the stream
         /// is closed when the broker relays the shares), as a silo that dies mid-round would.
         @_spi(Testing) public var dropOutBeforeMasking = false
+        /// Tests only: told every message this gateway writes to the broker, on every call, as it
+        /// is written (a test inspects what leaves the silo).
+        @_spi(Testing) public var outgoing: (@Sendable (any Sendable) -> Void)?
 
         public init(credentials: TLSCredentials, dataset: String, data: SiloData) {
             self.credentials = credentials

@@ -111,7 +111,7 @@ public struct FederatedSimulation: Sendable {
         let shards = try shards(rng: &rng)
         var trains = shards.map(\.train), tests = shards.map(\.test)
         var events = [[DPEvent]](repeating: [], count: settings.silos)
-        let stats = try standardisation(trains, events: &events)
+        let (stats, weights) = try standardisation(trains, events: &events)
         for s in trains.indices { trains[s].standardise(stats); tests[s].standardise(stats) }
         let names = (0..<settings.silos).map { "silo-\($0)" }
         let attackers = Array(names.prefix(settings.byzantineCount))
@@ -139,7 +139,7 @@ public struct FederatedSimulation: Sendable {
                 if local.event != .noOp { events[s].append(local.event) }
                 losses.append(local.meanLoss)
                 bytes = max(bytes, wire)
-                updates.append(update)
+                updates.append(weights.map { ClientUpdate(silo: update.silo, delta: update.delta, examples: $0[s]) } ?? update)
             }
             let outcome = try aggregate(updates, controlDeltas: controlDeltas, global: global, strategy: &strategy, scaffold: &scaffoldServer)
             global.parameters = outcome.parameters
@@ -165,16 +165,17 @@ public struct FederatedSimulation: Sendable {
 
     /// The consortium standardises every silo the same way (per-silo statistics would shift
     /// features with the label skew): from each silo's statistics release as a networked plan does
-    /// (a DP event per silo), or from the exact moments when no release is set.
-    private func standardisation(_ trains: [Dataset], events: inout [[DPEvent]]) throws -> Standardisation {
-        guard let release = settings.statistics else { return try Standardisation(combining: trains.map(Standardisation.Moments.init(of:))) }
+    /// (a DP event per silo), or from the exact moments when no release is set. With releases, each
+    /// silo's weight in FedAvg is its released row count, rounded, at least 1, as a gateway sends it.
+    private func standardisation(_ trains: [Dataset], events: inout [[DPEvent]]) throws -> (Standardisation, weights: [Int]?) {
+        guard let release = settings.statistics else { return (try Standardisation(combining: trains.map(Standardisation.Moments.init(of:))), nil) }
         var parts: [ReleasedStatistics] = []
         for s in trains.indices {
             var noise = settings.fixedNoiseSeed.map { RepeatableNoise(run: $0, silo: s, round: 0).noise } ?? GaussianNoiseGenerator()
             events[s].append(release.event)
             parts.append(release.release(trains[s], noise: &noise))
         }
-        return try release.standardisation(combining: parts)
+        return (try release.standardisation(combining: parts), parts.map { Int(max(1, $0.count.rounded())) })
     }
 
     /// One silo's update in a round: trained locally (with its SCAFFOLD control and the run's fixed

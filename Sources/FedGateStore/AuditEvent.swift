@@ -47,6 +47,9 @@ public enum AuditEvent: Sendable, Equatable {
     case modelRolledBack(Rollback)
     /// Every refusal of a connection, call, upload, reply or enrolment.
     case refused(Refusal.Kind, Refusal)
+    /// A silo's statistics release for a plan (`statistics.release`, subject: the plan's hash): what
+    /// left, after its DP event was committed.
+    case statisticsReleased(StatisticsReleased)
     /// An action this build does not know (written by a newer FedGate, or a note): kept as stored.
     case other(action: String, payload: String)
 
@@ -80,6 +83,7 @@ public enum AuditEvent: Sendable, Equatable {
         case .modelPulled: "model.pull"
         case .modelRolledBack: "model.rollback"
         case .refused(let kind, _): kind.rawValue
+        case .statisticsReleased: "statistics.release"
         case .other(let action, _): action
         }
     }
@@ -113,6 +117,7 @@ public enum AuditEvent: Sendable, Equatable {
         case .modelPulled(let p): Self.json(p)
         case .modelRolledBack(let p): Self.json(p)
         case .refused(_, let p): Self.json(p)
+        case .statisticsReleased(let p): Self.json(p)
         case .other(_, let payload): payload
         }
     }
@@ -187,6 +192,7 @@ public enum AuditEvent: Sendable, Equatable {
         case "model.gate": return .modelGated(try read(Gate.self))
         case "model.pull": return .modelPulled(try read(Pull.self))
         case "model.rollback": return .modelRolledBack(try read(Rollback.self))
+        case "statistics.release": return .statisticsReleased(try read(StatisticsReleased.self))
         default: break
         }
         if action.hasPrefix("plan."), let state = PlanRun.State(rawValue: String(action.dropFirst(5))) {

@@ -172,6 +172,19 @@ extension AuditEvent {
         public init(from: Int, to: Int) { (self.from, self.to) = (from, to) }
     }
 
+    /// `statistics.release`: a silo's statistics release for a plan, as it left (noisy; the DP event
+    /// is the ledger's `gaussian(noise_multiplier)` entry of round 0 on each data set). The released
+    /// row count is what weighs the silo's updates.
+    public struct StatisticsReleased: Codable, Sendable, Equatable {
+        public var datasets: [String], noiseMultiplier: Double, features: Int, count: Double
+        enum CodingKeys: String, CodingKey {
+            case datasets, noiseMultiplier = "noise_multiplier", features, count
+        }
+        public init(datasets: [String], noiseMultiplier: Double, features: Int, count: Double) {
+            (self.datasets, self.noiseMultiplier, self.features, self.count) = (datasets, noiseMultiplier, features, count)
+        }
+    }
+
     /// A refusal, with what the refusing part knew about it.
     public struct Refusal: Codable, Sendable, Equatable {
         public enum Kind: String, Sendable, CaseIterable {

@@ -2,9 +2,10 @@ import FedGateLearning
 import FedGatePolicy
 import FedGatePrivacy
 import FedGateProto
-@testable import FedGateServices
+@_spi(Testing) @testable import FedGateServices
 import FedGateStore
 import Foundation
+import SwiftProtobuf
 import Testing
 @testable import FedGateConsortiumTesting
 
@@ -135,5 +136,103 @@ struct StatisticsSubmissionTests {
         #expect(await refusal(unbounded).hasPrefix("schema.columns.bill_depth_mm.bounds: a numeric column needs bounds"))
         #expect(await refusal(penguins.replacingOccurrences(of: "statistics: { noise_multiplier: 2.0 }", with: "statistics: { noise_multiplier: 2.0, bounds: { sex: [0, 1] } }"))
             .contains("statistics.bounds"), "a schema plan's ranges are its columns' bounds")
+    }
+}
+
+@Suite("What leaves a silo during a plan")
+struct OutgoingInspectionTests {
+    /// Every number in a message's text form (its payload bytes left out: the update is the DP-SGD
+    /// output its ledger accounts; and its strings).
+    static func numbers(_ message: any SwiftProtobuf.Message) -> [Double] {
+        var text = message.textFormatString()
+        if var chunk = message as? Fedgate_V1_TransferChunk {
+            chunk.data = Data()
+            chunk.header.examples = 0  // checked on its own: the released count, rounded
+            text = chunk.textFormatString()
+        }
+        // Strings (hashes, names, versions) are left out: their digits are not figures.
+        text = text.replacing(try! Regex(#""(\\.|[^"\\])*""#), with: "\"\"")
+        let pattern = try! Regex(#"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?"#)
+        return text.matches(of: pattern).compactMap { Double(text[$0.range]) }
+    }
+
+    @Test("three gateways run a plan: no message any of them writes holds its exact row count, sums or sums of squares; the statistics go once, noisy, after their DP event; updates weigh by the released count; only the named message kinds leave")
+    func nothingExactLeaves() async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        let shards = try Fixtures.simulation(seed: 6).shards()
+        let sent = (0..<3).map { _ in Recorder<any Sendable>() }
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, logger: consortium.logger) { broker in
+            var silos: [NetworkedRoundTests.Silo] = []
+            for (i, shard) in shards.enumerated() {
+                let record = sent[i]
+                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test,
+                                                                      broker: brokerStore, port: broker.port) { settings in
+                    settings.outgoing = { message in record.add(message) }
+                })
+            }
+            let running = silos.map { silo in Task { await silo.gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            try await NetworkedRoundTests().waitForGateways(broker, 3)
+            let hash = try await broker.coordinator.submit(try TrainingPlan.parse(Fixtures.plan(rounds: 3, quorum: 3), file: "plan.yaml"),
+                                                           text: Fixtures.plan(rounds: 3, quorum: 3), by: "dana")
+            let status = try #require(await broker.coordinator.finished(hash))
+            #expect(status.state == .finished && status.rounds.allSatisfy { $0.state == "committed" }, "\(status.reason ?? "")")
+
+            let release = try Fixtures.statistics
+            for (i, shard) in shards.enumerated() {
+                let messages = sent[i].all
+                let scaled = release.exactSums(shard.train)
+                let d = shard.train.featureCount
+                var raw = [Double](repeating: 0, count: 2 * d)
+                for r in 0..<shard.train.count {
+                    for j in 0..<d { let x = Double(shard.train.features[r * d + j]); raw[j] += x; raw[d + j] += x * x }
+                }
+                let exact = [scaled.count] + scaled.sums + scaled.squares + raw
+                var kinds: Set<String> = [], releases: [Fedgate_V1_FeatureMoments] = [], weights: [UInt64] = [], metricNames: Set<String> = []
+                for message in messages {
+                    guard let m = message as? any SwiftProtobuf.Message else { Issue.record("not a protobuf message: \(message)"); continue }
+                    if let g = m as? Fedgate_V1_GatewayMessage {
+                        switch g.kind {
+                        case .hello: kinds.insert("hello")
+                        case .heartbeat: kinds.insert("heartbeat")
+                        case .offerReply(let r):
+                            kinds.insert("offer_reply")
+                            if r.hasMoments { releases.append(r.moments) }
+                        case .evaluation(let e):
+                            kinds.insert("evaluation")
+                            #expect(e.examples == UInt64(shard.test.count), "the held-out rows' count, an evaluation released without DP")
+                        case .secagg: kinds.insert("secagg")
+                        case .auditHead: kinds.insert("audit_head"); continue  // a sequence number and a hash
+                        case nil: kinds.insert("empty")
+                        }
+                    } else if let chunk = m as? Fedgate_V1_TransferChunk {
+                        kinds.insert("update_chunk")
+                        if chunk.hasHeader { weights.append(chunk.header.examples); metricNames.formUnion(chunk.header.metrics.keys) }
+                    } else if m is Fedgate_V1_ModelRequest {
+                        kinds.insert("model_request")
+                    } else {
+                        kinds.insert("\(type(of: m))")
+                    }
+                    for x in Self.numbers(m) {
+                        #expect(!exact.contains { abs($0 - x) <= 1e-9 * max(1, abs($0)) } || x == 0 || (x == 1 && exact.contains(1)),
+                                "hospital-\(i) sent \(x), one of its exact training statistics, in \(m.textFormatString().prefix(300))")
+                    }
+                }
+                #expect(kinds.isSubset(of: ["hello", "heartbeat", "offer_reply", "evaluation", "audit_head", "update_chunk", "model_request"]),
+                        "hospital-\(i) sent a kind of message no one has said is DP-accounted or released without DP: \(kinds)")
+                // The statistics went once (the first round), noisy in every coordinate.
+                let released = try #require(releases.count == 1 ? releases.first : nil, "hospital-\(i) sent \(releases.count) statistics releases")
+                #expect(released.count != scaled.count && zip(released.sums, scaled.sums).allSatisfy { $0 != $1 })
+                // Each update weighs by the released count, not the exact one.
+                #expect(weights.count == 3 && weights.allSatisfy { $0 == UInt64(max(1, released.count.rounded())) }, "\(weights) vs released \(released.count)")
+                #expect(metricNames == ["accuracy", "eval_examples"], "\(metricNames)")
+                let entries = try await silos[i].ledger.backend.entries(dataset: "breast-cancer-2024")
+                #expect(entries.filter { $0.round == 0 }.map(\.state) == [.committed] && entries.filter { $0.round > 0 }.count == 3)
+                let recorded = try await silos[i].ledger.backend.auditRecords().filter { $0.action == "statistics.release" && $0.subject == hash }
+                #expect(recorded.count == 1 && recorded.first.map { (try? AuditEvent(action: $0.action, payload: $0.payload)) ==
+                    .statisticsReleased(.init(datasets: ["breast-cancer-2024"], noiseMultiplier: Fixtures.statisticsNoise, features: d, count: released.count)) } == true)
+            }
+        }
     }
 }
