@@ -1,5 +1,6 @@
 import ArgumentParser
 import FedGateData
+import FedGateLearning
 import FedGatePolicy
 import FedGateServices
 import Foundation
@@ -27,16 +28,19 @@ extension ModelCommand {
             let table = try SiloExport.table(URL(fileURLWithPath: rows), config: "--rows")
             let result: (predictions: [ModelScorer.Prediction], refused: [String: Int])
             do { result = try scorer.predict(table, mapping: mapping) } catch let e as DataError { throw ValidationError("--rows: \(e)") }
-            let classes = scorer.network.classCount
-            var csv = "row,prediction," + (0..<classes).map { "p_\(scorer.label($0))" }.joined(separator: ",") + "\n"
+            let regression = scorer.target != nil
+            var csv = regression ? "row,prediction\n" : "row,prediction," + (0..<scorer.network.classCount).map { "p_\(scorer.label($0))" }.joined(separator: ",") + "\n"
             for p in result.predictions {
-                csv += "\(p.row),\(Self.cell(p.label)),\(p.probabilities.map { String(format: "%.6f", $0) }.joined(separator: ","))\n"
+                csv += regression ? "\(p.row),\(p.label)\n" : "\(p.row),\(Self.cell(p.label)),\(p.probabilities.map { String(format: "%.6f", $0) }.joined(separator: ","))\n"
             }
             try csv.write(toFile: out, atomically: true, encoding: .utf8)
             print("\(result.predictions.count) rows scored, written to \(out)")
             for (reason, count) in result.refused.sorted(by: { $0.value > $1.value }) { print("  not scored \(count): \(reason)") }
             let labelled = result.predictions.filter { $0.target != nil }
-            if !labelled.isEmpty {
+            if regression, !labelled.isEmpty {
+                let figures = RegressionMetrics(predictions: labelled.compactMap { Double($0.label) }, targets: labelled.compactMap(\.target))
+                print(String(format: "RMSE %.4f, MAE %.4f, R² %.4f on the %d rows that carry the target", figures.rmse, figures.mae, figures.r2, labelled.count))
+            } else if !labelled.isEmpty {
                 let right = labelled.filter { scorer.label(Int($0.target ?? -1)) == $0.label }.count
                 print(String(format: "accuracy %.4f on the %d rows that carry the target", Double(right) / Double(labelled.count), labelled.count))
             }

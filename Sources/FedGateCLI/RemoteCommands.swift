@@ -62,14 +62,18 @@ enum PlanView {
             "evaluation": s.evaluations.map { e -> [String: Any] in
                 var row: [String: Any] = ["silo": e.silo, "accuracy": e.accuracy, "examples": e.examples, "epsilon": e.epsilonSpent, "epsilon_cap": e.epsilonCap]
                 if e.personalised { row["personalised_accuracy"] = e.personalisedAccuracy }
+                if regression(s) { (row["rmse"], row["mae"], row["r2"]) = (e.rmse, e.mae, e.r2) }
                 return row
             },
             "accuracy": s.accuracy, "fairness_delta": s.fairnessDelta, "gate_passed": s.gatePassed, "gate_reasons": s.gateReasons,
             "model_version": s.modelVersion, "bytes_in": s.bytesIn, "bytes_out": s.bytesOut, "epsilon_mirror": s.epsilonMirror,
-        ]
+        ].merging(regression(s) ? ["rmse": s.rmse, "r2": s.r2] : [:]) { $1 }
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])
         return String(decoding: data, as: UTF8.self)
     }
+
+    /// A regression plan's final evaluation (its silos reported RMSE).
+    static func regression(_ s: Fedgate_V1_PlanStatusResponse) -> Bool { s.rmse > 0 || s.evaluations.contains { $0.rmse > 0 } }
 
     /// The silos whose refusal is only the `approval` rule's: their people have yet to approve the plan.
     static func awaited(_ s: Fedgate_V1_PlanStatusResponse) -> [String] {
@@ -95,7 +99,14 @@ enum PlanView {
                                 r.accuracy > 0 ? String(format: "  (started from a model scoring %.4f)", r.accuracy) as NSString : "" as NSString))
         }
         for refusal in s.refusals { lines.append("  refused by \(refusal)") }
-        if !s.evaluations.isEmpty {
+        if regression(s) {
+            lines.append(String(format: "  final model: RMSE %.4f over all silos, R² %.4f (the silos', weighted by their rows)", s.rmse, s.r2))
+            for e in s.evaluations {
+                lines.append(String(format: "    %-16@ RMSE %.4f  MAE %.4f  R² %.4f on %4d held-out rows   ε %.3f of %.3f", e.silo as NSString, e.rmse, e.mae, e.r2,
+                                    Int(e.examples), e.epsilonSpent, e.epsilonCap))
+            }
+            lines.append(s.gatePassed ? "  gate passed: model version \(s.modelVersion)" : "  gate held the model back: \(s.gateReasons.joined(separator: "; "))")
+        } else if !s.evaluations.isEmpty {
             lines.append(String(format: "  final model: accuracy %.4f over all silos, fairness delta %.4f", s.accuracy, s.fairnessDelta)
                          + (s.rounds.last(where: { $0.accuracy > 0 }).map {
                              String(format: " (round %d's %.4f was the model before its update)", $0.round, $0.accuracy) } ?? ""))

@@ -49,7 +49,10 @@ public struct DataSchema: Sendable, Equatable, Codable {
     public struct Target: Sendable, Equatable, Codable {
         public var column: String
         public var task: Task
-        public init(column: String, task: Task) { (self.column, self.task) = (column, task) }
+        /// A regression target's range: rows outside it are refused, and the statistics release
+        /// (which standardises the target too) is sized by it.
+        public var bounds: Bounds?
+        public init(column: String, task: Task, bounds: Bounds? = nil) { (self.column, self.task, self.bounds) = (column, task, bounds) }
     }
 
     public enum Task: Sendable, Equatable, Codable {
@@ -142,7 +145,9 @@ extension DataSchema {
         var target: [String: Any] = ["column": target.column]
         switch self.target.task {
         case .multiclass(let classes): target["classes"] = classes
-        case .regression: target["regression"] = true
+        case .regression:
+            target["regression"] = true
+            if let b = self.target.bounds { target["bounds"] = [b.lower, b.upper] }
         case .binary(.positives(let values)): target["positive"] = values
         case .binary(.compare(let comparison, let value)): target["positive"] = "\(self.target.column) \(comparison.rawValue) \(value)"
         }
@@ -187,6 +192,7 @@ extension DataSchema {
         } else {
             return nil
         }
-        self.init(columns: columns, target: Target(column: targetColumn, task: task))
+        let targetBounds = (target["bounds"] as? [Double]).flatMap { $0.count == 2 ? Bounds(lower: $0[0], upper: $0[1]) : nil }
+        self.init(columns: columns, target: Target(column: targetColumn, task: task, bounds: targetBounds))
     }
 }

@@ -141,6 +141,7 @@ public struct SchemaReading: Sendable, Equatable {
             return .success(Double(k))
         case .regression:
             guard let y = Double(value), y.isFinite else { return .failure(Refusal(text: "not a number")) }
+            if let b = target.bounds, !(b.lower...b.upper).contains(y) { return .failure(Refusal(text: "outside its bounds")) }
             return .success(y)
         }
     }

@@ -1,14 +1,18 @@
 import Foundation
 
-/// A tabular data set: rows of float features and an integer class label.
+/// A tabular data set: rows of float features and an integer class label, or (regression) a
+/// numeric target.
 public struct Dataset: Sendable, Equatable {
     public let featureNames: [String]
     public let labelName: String
     /// Row-major, `count × featureCount`.
     public private(set) var features: [Float]
+    /// Class labels; all 0 for a regression data set.
     public let labels: [Int]
-    /// Number of classes (labels are 0 ..< classCount).
+    /// Number of classes (labels are 0 ..< classCount); 1 for a regression data set.
     public let classCount: Int
+    /// The numeric target of each row (regression), nil for classification.
+    public private(set) var targets: [Float]?
 
     public var count: Int { labels.count }
     public var featureCount: Int { featureNames.count }
@@ -30,6 +34,31 @@ public struct Dataset: Sendable, Equatable {
         self.classCount = classes
     }
 
+    /// A regression data set: each row's features and its numeric target (finite).
+    public init(featureNames: [String], labelName: String, features: [Float], targets: [Float]) throws {
+        guard let bad = targets.firstIndex(where: { !$0.isFinite }) else {
+            try self.init(featureNames: featureNames, labelName: labelName, features: features, labels: [Int](repeating: 0, count: targets.count), classCount: 1)
+            self.targets = targets
+            return
+        }
+        throw DatasetError(file: nil, line: nil, reason: "target '\(labelName)' of row \(bad + 1) is \(targets[bad]), not a finite number")
+    }
+
+    /// This data set's rows with other features (same rows, same labels or targets).
+    private func with(featureNames names: [String], features f: [Float], rows: [Int]?) -> Dataset {
+        let picked = rows ?? Array(0..<count)
+        if let targets {
+            return try! Dataset(featureNames: names, labelName: labelName, features: f, targets: picked.map { targets[$0] })
+        }
+        return try! Dataset(featureNames: names, labelName: labelName, features: f, labels: picked.map { labels[$0] }, classCount: classCount)
+    }
+
+    /// Standardises the regression target in place: (y − mean) / scale.
+    public mutating func standardiseTarget(mean: Float, scale: Float) {
+        guard let t = targets else { return }
+        targets = t.map { ($0 - mean) / scale }
+    }
+
     /// Row i's features.
     @inline(__always)
     /// Only the named feature columns, in the given order; a name that is not a feature is refused.
@@ -43,7 +72,7 @@ public struct Dataset: Sendable, Equatable {
         var selected = [Float]()
         selected.reserveCapacity(count * indices.count)
         for i in 0..<count { for j in indices { selected.append(features[i * featureCount + j]) } }
-        return try Dataset(featureNames: names, labelName: labelName, features: selected, labels: labels, classCount: classCount)
+        return with(featureNames: names, features: selected, rows: nil)
     }
 
     public func row(_ i: Int) -> ArraySlice<Float> { features[(i * featureCount)..<((i + 1) * featureCount)] }
@@ -52,14 +81,14 @@ public struct Dataset: Sendable, Equatable {
     public func subset(_ indices: [Int]) -> Dataset {
         var f = [Float](); f.reserveCapacity(indices.count * featureCount)
         for i in indices { f.append(contentsOf: row(i)) }
-        return try! Dataset(featureNames: featureNames, labelName: labelName, features: f, labels: indices.map { labels[$0] }, classCount: classCount)
+        return with(featureNames: featureNames, features: f, rows: indices)
     }
 
     /// The rows as CSV text that `load(csv:label:)` reads back: a header, then the features and the
     /// label last (a silo's data file for a gateway, written by the demo, the bench and tests).
     public var csv: String {
         var text = (featureNames + [labelName]).joined(separator: ",") + "\n"
-        for i in 0..<count { text += row(i).map { "\($0)" }.joined(separator: ",") + ",\(labels[i])\n" }
+        for i in 0..<count { text += row(i).map { "\($0)" }.joined(separator: ",") + ",\(targets.map { "\($0[i])" } ?? "\(labels[i])")\n" }
         return text
     }
 

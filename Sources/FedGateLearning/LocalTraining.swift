@@ -140,7 +140,7 @@ private struct TrainingRun {
             while i < data.count {
                 defer { i += 1 + nextGap() }
                 for k in 0..<p { exampleGradient[k] = 0 }
-                lossSum += net.lossAndGradient(data.row(i), label: data.labels[i], &ws, into: &exampleGradient)
+                lossSum += net.lossAndGradient(data, row: i, &ws, into: &exampleGradient)
                 lossCount += 1
                 let norm = Float(VectorMath.l2Norm(exampleGradient))
                 let factor = norm > c ? c / norm : 1
@@ -164,7 +164,7 @@ private struct TrainingRun {
                 let end = min(start + settings.batchSize, order.count)
                 for k in 0..<p { batchGradient[k] = 0 }
                 for i in order[start..<end] {
-                    lossSum += net.lossAndGradient(data.row(i), label: data.labels[i], &ws, into: &batchGradient)
+                    lossSum += net.lossAndGradient(data, row: i, &ws, into: &batchGradient)
                     lossCount += 1
                 }
                 applyStep(scale: 1 / Float(end - start))

@@ -56,6 +56,43 @@ extension Network {
     }
 }
 
+/// Regression metrics of a model on rows with a numeric target, in the target's own units.
+public struct RegressionMetrics: Sendable, Equatable, Codable {
+    public let examples: Int
+    /// Mean squared error.
+    public let mse: Double
+    public let rmse: Double
+    /// Mean absolute error.
+    public let mae: Double
+    /// 1 − residual / total sum of squares about these rows' mean (0 when the targets are all equal).
+    public let r2: Double
+
+    public init(predictions: [Double], targets: [Double]) {
+        let n = targets.count
+        examples = n
+        guard n > 0 else { (mse, rmse, mae, r2) = (0, 0, 0, 0); return }
+        var squared = 0.0, absolute = 0.0
+        for (p, y) in zip(predictions, targets) { squared += (p - y) * (p - y); absolute += abs(p - y) }
+        let mean = targets.reduce(0, +) / Double(n)
+        let total = targets.reduce(0) { $0 + ($1 - mean) * ($1 - mean) }
+        mse = squared / Double(n)
+        rmse = mse.squareRoot()
+        mae = absolute / Double(n)
+        r2 = total > 0 ? 1 - squared / total : 0
+    }
+}
+
+extension Network {
+    /// A regression model's metrics on `data`, in the target's units: its predictions and the
+    /// targets mapped back through the target's standardisation (y = mean + scale · t).
+    public func evaluateRegression(_ data: Dataset, targetMean: Float = 0, targetScale: Float = 1) -> RegressionMetrics {
+        var ws = Workspace(self)
+        let back = { (t: Float) in Double(targetMean) + Double(targetScale) * Double(t) }
+        let predictions = (0..<data.count).map { back(forward(data.row($0), &ws)[0]) }
+        return RegressionMetrics(predictions: predictions, targets: (data.targets ?? []).map(back))
+    }
+}
+
 private extension Double {
     var logValue: Double { log(self) }
 }

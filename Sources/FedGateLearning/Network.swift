@@ -8,10 +8,13 @@ public enum ModelKind: Sendable, Equatable, CustomStringConvertible {
     case logistic
     case softmax
     case mlp(hidden: [Int])
+    /// Linear regression: one output, squared error.
+    case linear
 
-    /// Parses `logistic`, `softmax`, `mlp:64` or `mlp:64,32`.
+    /// Parses `logistic`, `softmax`, `linear`, `mlp:64` or `mlp:64,32`.
     public init(parsing text: String) throws {
         if text == "logistic" { self = .logistic; return }
+        if text == "linear" { self = .linear; return }
         if text == "softmax" { self = .softmax; return }
         if text.hasPrefix("mlp:") {
             let sizes = text.dropFirst(4).split(separator: ",").compactMap { Int($0) }
@@ -20,13 +23,14 @@ public enum ModelKind: Sendable, Equatable, CustomStringConvertible {
                 self = .mlp(hidden: sizes); return
             }
         }
-        throw DatasetError(file: nil, line: nil, reason: "model '\(text)' is not logistic, softmax, mlp:H or mlp:H1,H2 (1 to 8192 units)")
+        throw DatasetError(file: nil, line: nil, reason: "model '\(text)' is not logistic, softmax, linear, mlp:H or mlp:H1,H2 (1 to 8192 units)")
     }
 
     public var description: String {
         switch self {
         case .logistic: "logistic"
         case .softmax: "softmax"
+        case .linear: "linear"
         case .mlp(let h): "mlp:" + h.map(String.init).joined(separator: ",")
         }
     }
@@ -45,7 +49,9 @@ public struct Network: Sendable, Equatable {
     let weightOffsets: [Int]
     let biasOffsets: [Int]
 
-    var binary: Bool { layerSizes.last == 1 }
+    var binary: Bool { layerSizes.last == 1 && kind != .linear }
+    /// A regression model: its one output is the prediction itself.
+    public var regression: Bool { kind == .linear }
 
     /// Where each weight layer (0: the first, next to the inputs) keeps its weights and biases in
     /// `parameters`: what FedPer keeps local when a plan names the layer.
@@ -53,7 +59,7 @@ public struct Network: Sendable, Equatable {
         weightOffsets.indices.map { weightOffsets[$0]..<(biasOffsets[$0] + layerSizes[$0 + 1]) }
     }
 
-    /// Weight layers of a model kind: 1 for logistic and softmax, hidden layers + 1 for an MLP.
+    /// Weight layers of a model kind: 1 for logistic, softmax and linear, hidden layers + 1 for an MLP.
     public static func layerCount(_ kind: ModelKind) -> Int {
         if case .mlp(let hidden) = kind { return hidden.count + 1 }
         return 1
@@ -87,8 +93,10 @@ public struct Network: Sendable, Equatable {
     public static let maximumParameters = 1 << 26
 
     private init(kind: ModelKind, inputs: Int, classes: Int, seed: UInt64?) throws {
-        guard inputs >= 1, classes >= 2 else {
-            throw DatasetError(file: nil, line: nil, reason: "a model needs at least one feature and two classes (got \(inputs), \(classes))")
+        guard inputs >= 1, kind == .linear ? classes == 1 : classes >= 2 else {
+            throw DatasetError(file: nil, line: nil, reason: kind == .linear
+                               ? "linear regression predicts one number, not \(classes) classes"
+                               : "a model needs at least one feature and two classes (got \(inputs), \(classes))")
         }
         guard inputs <= Self.maximumInputs, classes <= Self.maximumClasses else {
             throw DatasetError(file: nil, line: nil, reason: "a model of \(inputs) features and \(classes) classes is beyond the built-in models' "
@@ -99,7 +107,7 @@ public struct Network: Sendable, Equatable {
         }
         var sizes = [inputs]
         if case .mlp(let hidden) = kind { sizes += hidden }
-        sizes.append(kind == .logistic || (classes == 2 && kind != .softmax) ? 1 : classes)
+        sizes.append(kind == .logistic || kind == .linear || (classes == 2 && kind != .softmax) ? 1 : classes)
         var w: [Int] = [], b: [Int] = [], offset = 0
         for l in 1..<sizes.count {
             w.append(offset); offset += sizes[l] * sizes[l - 1]
@@ -137,7 +145,7 @@ public struct Network: Sendable, Equatable {
     }
 
     /// Forward pass; leaves each layer's activations in the workspace and returns the class
-    /// probabilities (two entries for a binary model).
+    /// probabilities (two entries for a binary model), or a regression model's one prediction.
     @discardableResult
     public func forward(_ x: ArraySlice<Float>, _ ws: inout Workspace) -> [Float] {
         for (j, v) in x.enumerated() { ws.activations[0][j] = v }
@@ -155,6 +163,7 @@ public struct Network: Sendable, Equatable {
             }
         }
         let z = ws.activations[layerSizes.count - 1]
+        if regression { return z }
         if binary {
             let p1 = 1 / (1 + expf(-z[0]))
             return [1 - p1, p1]
@@ -175,6 +184,30 @@ public struct Network: Sendable, Equatable {
         } else {
             for o in 0..<layerSizes[L] { ws.deltas[L][o] = probs[o] - (o == y ? 1 : 0) }
         }
+        backward(&ws, into: &gradient)
+        return -logf(max(probs[y], 1e-12))
+    }
+
+    /// Half the squared error of a regression model's prediction for one example; adds its
+    /// gradient into `gradient`.
+    @discardableResult
+    public func lossAndGradient(_ x: ArraySlice<Float>, target y: Float, _ ws: inout Workspace, into gradient: inout [Float]) -> Float {
+        let error = forward(x, &ws)[0] - y
+        ws.deltas[layerSizes.count - 1][0] = error
+        backward(&ws, into: &gradient)
+        return error * error / 2
+    }
+
+    /// Row i's loss (its label's or its target's) with its gradient added into `gradient`.
+    @discardableResult
+    public func lossAndGradient(_ data: Dataset, row i: Int, _ ws: inout Workspace, into gradient: inout [Float]) -> Float {
+        if let targets = data.targets { return lossAndGradient(data.row(i), target: targets[i], &ws, into: &gradient) }
+        return lossAndGradient(data.row(i), label: data.labels[i], &ws, into: &gradient)
+    }
+
+    /// Back-propagates the output layer's deltas (set in the workspace) into `gradient`.
+    private func backward(_ ws: inout Workspace, into gradient: inout [Float]) {
+        let L = layerSizes.count - 1
         parameters.withUnsafeBufferPointer { p in
             gradient.withUnsafeMutableBufferPointer { g in
                 for l in stride(from: L, through: 1, by: -1) {
@@ -205,8 +238,6 @@ public struct Network: Sendable, Equatable {
                 }
             }
         }
-        let py = binary ? probs[y] : probs[y]
-        return -logf(max(py, 1e-12))
     }
 
     /// The layers' tensors in the order `parameters` holds them: `layerN.weight` ([out, in], row

@@ -60,14 +60,16 @@ public struct StatisticsRelease: Sendable, Equatable {
     }
 
     /// The sums the noise is added to, before any noise: the count, and the clamped, centred,
-    /// scaled features' sums and sums of squares. Exposed for tests of the mechanism.
+    /// scaled features' sums and sums of squares (a regression target's last, as one more
+    /// feature: its range is the last). Exposed for tests of the mechanism.
     public func exactSums(_ data: Dataset) -> (count: Double, sums: [Double], squares: [Double]) {
-        precondition(data.featureCount == ranges.count, "the release has \(ranges.count) ranges for \(data.featureCount) features")
+        let f = data.featureCount
+        precondition(f + (data.targets == nil ? 0 : 1) == ranges.count, "the release has \(ranges.count) ranges for \(f) features")
         let d = ranges.count
         var sums = [Double](repeating: 0, count: d), squares = [Double](repeating: 0, count: d)
         for i in 0..<data.count {
             for j in 0..<d {
-                let x = scaled(Double(data.features[i * d + j]), j)
+                let x = scaled(Double(j < f ? data.features[i * f + j] : data.targets![i]), j)
                 sums[j] += x
                 squares[j] += x * x
             }

@@ -8,14 +8,20 @@ public struct SiloEvaluation: Sendable, Equatable, Codable {
     public var epsilonCap: Double
     /// With personalisation: the accuracy of the silo's own model (its local layers, fine-tuned) on the same rows.
     public var personalisedAccuracy: Double?
+    /// A regression model's figures, in the target's units (then `accuracy` means nothing).
+    public var rmse: Double?
+    public var mae: Double?
+    public var r2: Double?
 
-    public init(silo: String, accuracy: Double, examples: Int, epsilonSpent: Double, epsilonCap: Double, personalisedAccuracy: Double? = nil) {
+    public init(silo: String, accuracy: Double, examples: Int, epsilonSpent: Double, epsilonCap: Double, personalisedAccuracy: Double? = nil,
+                rmse: Double? = nil, mae: Double? = nil, r2: Double? = nil) {
         self.silo = silo
         self.accuracy = accuracy
         self.examples = examples
         self.epsilonSpent = epsilonSpent
         self.epsilonCap = epsilonCap
         self.personalisedAccuracy = personalisedAccuracy
+        (self.rmse, self.mae, self.r2) = (rmse, mae, r2)
     }
 }
 
@@ -32,6 +38,25 @@ public struct EvaluationSummary: Sendable, Equatable {
         let n = silos.reduce(0) { $0 + $1.examples }
         guard n > 0 else { return nil }
         return silos.reduce(0.0) { $0 + $1.accuracy * Double($1.examples) } / Double(n)
+    }
+
+    /// A regression model's evaluation: every silo reported RMSE.
+    public var isRegression: Bool { !silos.isEmpty && silos.allSatisfy { $0.rmse != nil } }
+
+    /// RMSE over all silos' held-out rows together (the root of the examples-weighted mean of
+    /// their squared errors); nil without regression figures.
+    public var pooledRMSE: Double? { weighted { $0.rmse.map { $0 * $0 } }.map { $0.squareRoot() } }
+    /// MAE over all silos' held-out rows together.
+    public var pooledMAE: Double? { weighted(\.mae) }
+    /// The silos' R², weighted by their held-out rows (each silo's R² is about its own mean; this
+    /// is their weighted mean, not the R² of the pooled rows).
+    public var meanR2: Double? { weighted(\.r2) }
+
+    private func weighted(_ figure: (SiloEvaluation) -> Double?) -> Double? {
+        let present = silos.filter { $0.examples > 0 && figure($0) != nil }
+        let n = present.reduce(0) { $0 + $1.examples }
+        guard n > 0 else { return nil }
+        return present.reduce(0.0) { $0 + figure($1)! * Double($1.examples) } / Double(n)
     }
 
     /// Best silo's accuracy minus the worst's (0 with one silo); nil with none.
@@ -58,6 +83,7 @@ public enum ModelGate {
     /// Passes when silos evaluated the model, its pooled accuracy reaches `minAccuracy`, and it is
     /// not more than `maxDrop` below the current version's accuracy. Every failed rule is reported.
     public static func decide(_ summary: EvaluationSummary, minAccuracy: Double?, maxDrop: Double?, currentAccuracy: Double?) -> GateDecision {
+        guard !summary.isRegression else { return GateDecision(passed: true, reasons: []) }
         guard let accuracy = summary.pooledAccuracy else {
             return GateDecision(passed: false, reasons: ["no silo evaluated the model on held-out rows"])
         }
@@ -69,6 +95,18 @@ public enum ModelGate {
             reasons.append("accuracy \(format(accuracy)) is \(format((current - accuracy) * 100, digits: 1)) points below the current version's "
                            + "\(format(current)); the plan allows \(format(drop * 100, digits: 1))")
         }
+        return GateDecision(passed: reasons.isEmpty, reasons: reasons)
+    }
+
+    /// A regression model's gate: passes when silos evaluated it, its pooled RMSE is at most
+    /// `maxRMSE` and the silos' R² (weighted mean) at least `minR2`. Every failed rule is reported.
+    public static func decideRegression(_ summary: EvaluationSummary, maxRMSE: Double?, minR2: Double?) -> GateDecision {
+        guard let rmse = summary.pooledRMSE, let r2 = summary.meanR2 else {
+            return GateDecision(passed: false, reasons: ["no silo evaluated the model on held-out rows"])
+        }
+        var reasons: [String] = []
+        if let maximum = maxRMSE, rmse > maximum { reasons.append("RMSE \(format(rmse)) is above the plan's maximum \(format(maximum))") }
+        if let minimum = minR2, r2 < minimum { reasons.append("R² \(format(r2)) is below the plan's minimum \(format(minimum))") }
         return GateDecision(passed: reasons.isEmpty, reasons: reasons)
     }
 

@@ -176,7 +176,7 @@ public struct SiloPolicy: Sendable, Equatable {
 /// The model kinds a policy allows: each one of the kinds there are, once.
 private func modelKinds(_ r: YAMLReader, _ node: Yams.Node) throws -> [String] {
     let kinds = try r.distinctStrings(node, "models")
-    let known = ["logistic", "softmax", "mlp"]
+    let known = ["logistic", "softmax", "linear", "mlp"]
     for (i, kind) in kinds.enumerated() where !known.contains(kind) {
         throw r.error(Array(node.sequence ?? [])[i], "models[\(i)]", "'\(kind)' is not a model kind; expected one of \(known.joined(separator: ", ")) (mlp allows every hidden size)")
     }

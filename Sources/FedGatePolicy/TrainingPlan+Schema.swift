@@ -60,18 +60,26 @@ extension TrainingPlan {
 
     private static func target(_ r: YAMLReader, _ node: Yams.Node) throws -> DataSchema.Target {
         let m = try r.map(node, "schema.target")
-        try m.only(["column", "classes", "positive", "regression"])
+        try m.only(["column", "classes", "positive", "regression", "bounds"])
         let column = try r.string(try m.require("column", "the column to predict"), "schema.target.column")
         let given = ["classes", "positive", "regression"].filter { m.optional($0) != nil }
         guard given.count == 1 else {
             throw r.error(node, "schema.target", "give exactly one of classes (multiclass), positive (binary) and regression: true")
         }
+        if let b = m.optional("bounds"), m.optional("regression") == nil { throw r.error(b, "schema.target.bounds", "is for a regression target") }
         if let classes = m.optional("classes") {
             return .init(column: column, task: .multiclass(try r.distinctStrings(classes, "schema.target.classes")))
         }
         if let regression = m.optional("regression") {
             guard try r.bool(regression, "schema.target.regression") else { throw r.error(regression, "schema.target.regression", "must be true when given") }
-            return .init(column: column, task: .regression)
+            var bounds: DataSchema.Bounds?
+            if let b = m.optional("bounds") {
+                guard let items = b.sequence, items.count == 2 else { throw r.error(b, "schema.target.bounds", "must be [lower, upper]") }
+                bounds = .init(lower: try r.double(items[0], "schema.target.bounds", -1e300...1e300, "a number"),
+                               upper: try r.double(items[1], "schema.target.bounds", -1e300...1e300, "a number"))
+                guard bounds!.lower < bounds!.upper else { throw r.error(b, "schema.target.bounds", "must have lower < upper") }
+            }
+            return .init(column: column, task: .regression, bounds: bounds)
         }
         let positive = m.optional("positive")!
         if positive.sequence != nil {

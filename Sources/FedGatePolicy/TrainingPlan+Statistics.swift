@@ -64,6 +64,9 @@ extension TrainingPlan {
             if let c = schema.columns.first(where: { if case .numeric = $0.kind { $0.bounds == nil } else { false } }) {
                 return "schema.columns.\(c.name).bounds: a numeric column needs bounds: the silos' statistics are released with DP, whose noise is sized by the range"
             }
+            if schema.target.task == .regression, schema.target.bounds == nil {
+                return "schema.target.bounds: a regression target needs bounds: its mean and spread are part of the silos' statistics release"
+            }
             return nil
         }
         let unbounded = columns.filter { statistics?.bounds?[$0] == nil }
@@ -97,6 +100,13 @@ extension TrainingPlan {
                 }
                 if column.missing == .indicator { r.append(.init(lower: 0, upper: 1)) }
                 return r
+            }
+            if schema.target.task == .regression {
+                // The target is released (and standardised) as one more coordinate, last.
+                guard let b = schema.target.bounds else {
+                    throw StatisticsUnusable("schema.target.bounds: the statistics release needs the regression target's range")
+                }
+                return try StatisticsRelease(ranges: ranges + [.init(lower: b.lower, upper: b.upper)], noiseMultiplier: statistics.noiseMultiplier)
             }
         } else {
             ranges = try names.map { name in

@@ -51,6 +51,9 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     /// How each silo releases its feature statistics with DP (`statistics:`). Absent from the
     /// content hash when not given; a plan without it is refused when submitted.
     public var statistics: Statistics? = nil
+    /// A regression plan's gate (`evaluation.max_rmse`, `evaluation.min_r2`), in the target's units.
+    public var maxRMSE: Double? = nil
+    public var minR2: Double? = nil
 
     /// SHA-256 of the plan's canonical JSON form (sorted keys), so equal plans hash equally
     /// whatever their YAML layout or comments.
@@ -124,7 +127,8 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         try broker.only(["region", "jurisdiction"])
         let deadlines = try r.map(try root.require("deadlines", "round_seconds"), "deadlines")
         try deadlines.only(["round_seconds", "approval_seconds"])
-        let (minAccuracy, maxDrop) = try root.optional("evaluation").map { try evaluationGate(r, $0) } ?? (nil, nil)
+        let gate = try root.optional("evaluation").map { try evaluationGate(r, $0) }
+        let (minAccuracy, maxDrop) = (gate?.minAccuracy, gate?.maxDrop)
         let (localLayers, fineTune) = try root.optional("personalisation").map { try personalisation(r, $0) } ?? (nil, nil)
         let (model, strategy, executor) = try choices(r, root)
         let datasets = try r.distinctStrings(try root.require("datasets", "the logical names of the data sets"), "datasets")
@@ -155,14 +159,20 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
                 try r.int($0, "deadlines.approval_seconds", 1...86_400 * 30, "seconds from 1 to 2592000 (30 days) to wait for silos' approvals") })
         plan.schema = try root.optional("schema").map { try schema(r, $0, columns: columns) }
         plan.statistics = try root.optional("statistics").map { try statistics(r, $0, columns: columns, schema: plan.schema != nil) }
+        (plan.maxRMSE, plan.minR2) = (gate?.maxRMSE, gate?.minR2)
+        if plan.maxRMSE != nil || plan.minR2 != nil, plan.schema?.target.task != .regression {
+            throw r.error(root.optional("evaluation"), "evaluation", "max_rmse and min_r2 are for a regression target (schema.target.regression); use min_accuracy")
+        }
         return plan
     }
-    /// `evaluation`: the gate's least accuracy and largest drop.
-    private static func evaluationGate(_ r: YAMLReader, _ node: Yams.Node) throws -> (Double?, Double?) {
+    /// `evaluation`: the gate's least accuracy and largest drop, or a regression's largest RMSE and least R².
+    private static func evaluationGate(_ r: YAMLReader, _ node: Yams.Node) throws -> (minAccuracy: Double?, maxDrop: Double?, maxRMSE: Double?, minR2: Double?) {
         let em = try r.map(node, "evaluation")
-        try em.only(["min_accuracy", "max_drop"])
+        try em.only(["min_accuracy", "max_drop", "max_rmse", "min_r2"])
         return (try em.optional("min_accuracy").map { try r.double($0, "evaluation.min_accuracy", 0...1, "an accuracy between 0 and 1") },
-                try em.optional("max_drop").map { try r.double($0, "evaluation.max_drop", 0...1, "an accuracy drop between 0 and 1 (0.01 is one point)") })
+                try em.optional("max_drop").map { try r.double($0, "evaluation.max_drop", 0...1, "an accuracy drop between 0 and 1 (0.01 is one point)") },
+                try em.optional("max_rmse").map { try r.double($0, "evaluation.max_rmse", 0...1e300, "an RMSE ≥ 0 in the target's units") },
+                try em.optional("min_r2").map { try r.double($0, "evaluation.min_r2", -1e300...1, "an R² at most 1") })
     }
 
     /// `personalisation`: the layers kept at each silo, and the fine-tuning epochs.

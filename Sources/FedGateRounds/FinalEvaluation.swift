@@ -29,10 +29,13 @@ public struct EvaluationFigures: Sendable, Equatable {
     public var epsilonSpent: Double
     public var epsilonCap: Double
     public var personalisedAccuracy: Double?
+    /// A regression model's figures (then `accuracy` is 0 and means nothing).
+    public var regression: RegressionFigures?
 
-    public init(accuracy: Double, examples: Int, epsilonSpent: Double, epsilonCap: Double, personalisedAccuracy: Double? = nil) {
-        (self.accuracy, self.examples, self.epsilonSpent, self.epsilonCap, self.personalisedAccuracy)
-            = (accuracy, examples, epsilonSpent, epsilonCap, personalisedAccuracy)
+    public init(accuracy: Double, examples: Int, epsilonSpent: Double, epsilonCap: Double, personalisedAccuracy: Double? = nil,
+                regression: RegressionFigures? = nil) {
+        (self.accuracy, self.examples, self.epsilonSpent, self.epsilonCap, self.personalisedAccuracy, self.regression)
+            = (accuracy, examples, epsilonSpent, epsilonCap, personalisedAccuracy, regression)
     }
 
     /// Why the figures are impossible, or nil.
@@ -45,6 +48,26 @@ public struct EvaluationFigures: Sendable, Equatable {
         if let p = personalisedAccuracy, !(p.isFinite && (0...1).contains(p)) {
             return "personalised accuracy \(p) is not in 0…1"
         }
+        if let r = regression, let problem = r.problem { return problem }
+        return nil
+    }
+}
+
+/// A regression model's figures on a silo's held-out rows, in the target's units.
+public struct RegressionFigures: Sendable, Equatable, Codable {
+    public var rmse: Double
+    public var mae: Double
+    public var r2: Double
+
+    public init(rmse: Double, mae: Double, r2: Double) { (self.rmse, self.mae, self.r2) = (rmse, mae, r2) }
+
+    /// Why the figures are impossible, or nil: errors finite and non-negative (MAE at most RMSE),
+    /// R² finite and at most 1.
+    public var problem: String? {
+        guard rmse.isFinite, mae.isFinite, rmse >= 0, mae >= 0, mae <= rmse * (1 + 1e-9) + 1e-12 else {
+            return "RMSE \(rmse) and MAE \(mae) are not finite, non-negative errors with MAE ≤ RMSE"
+        }
+        guard r2.isFinite, r2 <= 1 + 1e-9 else { return "R² \(r2) is not finite and at most 1" }
         return nil
     }
 }

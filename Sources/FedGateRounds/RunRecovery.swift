@@ -61,7 +61,7 @@ public struct StandardisationCheckpoint: Codable, Sendable, Equatable {
     public var problem: String? {
         guard means.count == scales.count else { return "has \(means.count) means and \(scales.count) scales" }
         guard means.allSatisfy(\.isFinite), scales.allSatisfy(\.isFinite) else { return "has a mean or scale that is not finite" }
-        guard classes >= 2 else { return "has \(classes) classes" }
+        guard classes >= 1 else { return "has \(classes) classes" }  // 1: a regression model
         return nil
     }
 

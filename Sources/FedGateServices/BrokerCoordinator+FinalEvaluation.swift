@@ -47,8 +47,10 @@ extension BrokerCoordinator {
         task.modelSha256 = file.sha256
         task.modelBytes = UInt64(file.bytes)
         task.deadlineMs = Int64(now().addingTimeInterval(Double(plan.roundDeadlineSeconds)).timeIntervalSince1970 * 1000)
-        task.featureMeans = standardisation.means
-        task.featureScales = standardisation.scales
+        let (features, target) = Self.split(standardisation, model.kind)
+        task.featureMeans = features.means
+        task.featureScales = features.scales
+        if let target { (task.targetMean, task.targetScale) = target }
         task.classes = UInt32(model.classCount)
         send(.evaluate(task), to: asked)
         crashPoint("final-evaluation", round)
@@ -58,8 +60,10 @@ extension BrokerCoordinator {
         var evaluations = ModelPromotion.Evaluations()
         for (silo, r) in reports {
             if r.error.isEmpty {
+                let regression = model.regression
                 evaluations.silos.append(SiloEvaluation(silo: silo, accuracy: r.accuracy, examples: Int(r.examples), epsilonSpent: r.epsilonSpent, epsilonCap: r.epsilonCap,
-                                            personalisedAccuracy: r.personalised ? r.personalisedAccuracy : nil))
+                                            personalisedAccuracy: r.personalised ? r.personalisedAccuracy : nil,
+                                            rmse: regression ? r.rmse : nil, mae: regression ? r.mae : nil, r2: regression ? r.r2 : nil))
             } else {
                 evaluations.failures[silo] = r.error
             }

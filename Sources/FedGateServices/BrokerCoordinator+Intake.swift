@@ -81,7 +81,8 @@ extension BrokerCoordinator {
     /// A report's figures, to be checked before they count.
     static func figures(of r: Fedgate_V1_EvaluationReport) -> EvaluationFigures {
         EvaluationFigures(accuracy: r.accuracy, examples: Int(clamping: r.examples), epsilonSpent: r.epsilonSpent, epsilonCap: r.epsilonCap,
-                          personalisedAccuracy: r.personalised ? r.personalisedAccuracy : nil)
+                          personalisedAccuracy: r.personalised ? r.personalisedAccuracy : nil,
+                          regression: r.rmse != 0 || r.mae != 0 || r.r2 != 0 ? RegressionFigures(rmse: r.rmse, mae: r.mae, r2: r.r2) : nil)
     }
 
     /// A silo's step of a secure-aggregation round (what it says it is must match who sent it).

@@ -31,6 +31,9 @@ extension BrokerCoordinator {
             }
         }
         if let schema = plan.schema { try Self.checkTrainable(schema, model: try ModelKind(parsing: plan.model)) }
+        if plan.schema == nil, try ModelKind(parsing: plan.model) == .linear {
+            throw PlanUnsupported("model: linear needs a numeric target, which a plan states in its schema (schema.target: { column: …, regression: true, bounds: […] })")
+        }
         if let problem = plan.statisticsProblem { throw PlanUnsupported(problem) }
         guard !plan.secureAggregation || plan.strategy.isFedAvg else {
             throw PlanUnsupported("secure_aggregation: only with strategy fedavg (\(plan.strategy) needs every update in the clear)")
@@ -52,7 +55,17 @@ extension BrokerCoordinator {
     /// regression), with rows dropped for missing cells (the consortium's fill values are not computed yet).
     static func checkTrainable(_ schema: DataSchema, model: ModelKind) throws {
         guard let classes = schema.target.task.classCount else {
-            throw PlanUnsupported("schema.target: a regression target is not trained by this FedGate yet; use a binary or multiclass target")
+            guard model == .linear else {
+                throw PlanUnsupported("model: the schema's target '\(schema.target.column)' is a number (regression: true); train it with model: linear")
+            }
+            if let column = schema.columns.first(where: { $0.missing != .drop }) {
+                throw PlanUnsupported("schema.columns.\(column.name).missing: \(column.missing.rawValue) needs the consortium's fill values, "
+                                      + "which this FedGate does not compute yet; use missing: drop")
+            }
+            return
+        }
+        if model == .linear {
+            throw PlanUnsupported("model: linear predicts a number; the schema's target '\(schema.target.column)' has \(classes) classes (use logistic, softmax or mlp)")
         }
         if model == .logistic, classes != 2 {
             throw PlanUnsupported("model: logistic predicts two classes; the schema's target '\(schema.target.column)' has \(classes) (use softmax or mlp)")

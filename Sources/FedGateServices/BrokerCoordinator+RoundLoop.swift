@@ -153,9 +153,11 @@ extension BrokerCoordinator {
             }
             return .disagreementsRecorded
         case .makeModel(let moments):
+            // A regression target is released (and standardised) as one more coordinate, last.
             state.standardisation = try round.plan.statisticsRelease(featureCount: moments[0].sums.count).standardisation(combining: moments)
-            let classes = max(2, moments.map(\.classes).max() ?? 2)
-            state.global = try Network(kind: round.kind, inputs: moments[0].sums.count, classes: classes, seed: settings.modelSeed)
+            let inputs = moments[0].sums.count - (round.kind == .linear ? 1 : 0)
+            let classes = round.kind == .linear ? 1 : max(2, moments.map(\.classes).max() ?? 2)
+            state.global = try Network(kind: round.kind, inputs: inputs, classes: classes, seed: settings.modelSeed)
             plans[hash]?.layerSizes = state.global!.layerSizes
             return .modelMade
         case .prepare(let participants):
@@ -230,8 +232,10 @@ extension BrokerCoordinator {
         task.modelSha256 = r.model!.sha256
         task.modelBytes = UInt64(r.model!.bytes)
         task.deadlineMs = Self.milliseconds(round.wallDeadline)
-        task.featureMeans = state.standardisation!.means
-        task.featureScales = state.standardisation!.scales
+        let (features, target) = Self.split(state.standardisation!, round.kind)
+        task.featureMeans = features.means
+        task.featureScales = features.scales
+        if let target { (task.targetMean, task.targetScale) = target }
         task.classes = UInt32(state.global!.classCount)
         if let setup = r.secureSetup { task.secagg = setup }
         send(.task(task), to: silos)
@@ -304,16 +308,27 @@ extension BrokerCoordinator {
     /// features: a label among them is each silo's own to drop) and the consortium's standardisation.
     static func inputs(_ plan: TrainingPlan, _ standardisation: Standardisation?) -> ModelPayload.Inputs? {
         let names = plan.schema.map { SchemaEncoding(schema: $0).inputNames } ?? plan.columns
-        return standardisation.map { ModelPayload.Inputs(columns: names.count == $0.means.count ? names : nil, standardisation: $0, schema: plan.schema) }
+        guard let standardisation, let kind = try? ModelKind(parsing: plan.model) else { return nil }
+        let (features, target) = split(standardisation, kind)
+        return ModelPayload.Inputs(columns: names.count == features.means.count ? names : nil, standardisation: features, schema: plan.schema, target: target)
+    }
+
+    /// A plan's standardisation as its silos use it: the features', and a regression model's
+    /// target's (kept last: the target is released as one more coordinate).
+    static func split(_ s: Standardisation, _ kind: ModelKind) -> (features: Standardisation, target: (mean: Float, scale: Float)?) {
+        guard kind == .linear, let mean = s.means.last, let scale = s.scales.last else { return (s, nil) }
+        return (Standardisation(means: Array(s.means.dropLast()), scales: Array(s.scales.dropLast())), (mean, scale))
     }
 
     /// The feature moments a plan's silos can send: one sum per column the plan reads (the silo's
     /// label among them or not), and the classes the model kind can have; through a schema, one per
     /// input of its encoding and exactly the target's classes.
     static func momentsShape(_ plan: TrainingPlan, _ kind: ModelKind) -> (features: ClosedRange<Int>, classes: ClosedRange<Int>) {
-        if let schema = plan.schema, let classes = schema.target.task.classCount {
-            // Through a schema every silo has exactly the encoding's inputs and the target's classes.
+        if let schema = plan.schema {
+            // Through a schema every silo has exactly the encoding's inputs and the target's classes;
+            // a regression target is one more coordinate, and one "class".
             let inputs = SchemaEncoding(schema: schema).inputNames.count
+            guard let classes = schema.target.task.classCount else { return (inputs + 1...inputs + 1, 1...1) }
             return (inputs...inputs, classes...classes)
         }
         let columns = plan.columns.count

@@ -61,10 +61,15 @@ extension BrokerService {
                     out.personalised = true
                     out.personalisedAccuracy = p
                 }
+                if let rmse = s.rmse { (out.rmse, out.mae, out.r2) = (rmse, s.mae ?? 0, s.r2 ?? 0) }
                 return out
             }
-            response.accuracy = e.pooledAccuracy ?? 0
-            response.fairnessDelta = e.fairnessDelta ?? 0
+            if e.isRegression {
+                (response.rmse, response.r2) = (e.pooledRMSE ?? 0, e.meanR2 ?? 0)
+            } else {
+                response.accuracy = e.pooledAccuracy ?? 0
+                response.fairnessDelta = e.fairnessDelta ?? 0
+            }
         }
         response.gatePassed = status.gate?.passed ?? false
         response.gateReasons = status.gate?.reasons ?? []

@@ -50,6 +50,20 @@ extension Gateway {
         let dimension = try Network.parameterCount(kind: kind, inputs: test.featureCount, classes: Int(task.classes))
         let model = try Network(kind: kind, inputs: test.featureCount, classes: Int(task.classes),
                                 parameters: try ModelPayload.modelParameters(payload, dimension: dimension))
+        if model.regression {
+            // In the target's own units: the model's output and the held-out targets (standardised
+            // like the training rows') mapped back through the consortium's target standardisation.
+            guard task.targetScale > 0, task.targetScale.isFinite, task.targetMean.isFinite else {
+                throw GatewayError.targetStandardisationMissing(plan: task.planHash)
+            }
+            test.standardiseTarget(mean: task.targetMean, scale: task.targetScale)
+            let figures = model.evaluateRegression(test, targetMean: task.targetMean, targetScale: task.targetScale)
+            (report.rmse, report.mae, report.r2, report.examples) = (figures.rmse, figures.mae, figures.r2, UInt64(test.count))
+            try await reportSpent(task.planHash, accepted.plan, into: &report)
+            logger.info("model evaluated", metadata: ["silo": "\(siloID)", "plan": "\(task.planHash.prefix(12))",
+                                                      "rmse": "\(figures.rmse)", "epsilon": "\(report.epsilonSpent)"])
+            return
+        }
         let result = model.evaluate(test)
         let plan = accepted.plan
         if !(plan.localLayers ?? []).isEmpty || (plan.fineTuneEpochs ?? 0) > 0 {
@@ -77,11 +91,16 @@ extension Gateway {
         report.accuracy = result.accuracy
         report.loss = result.logLoss
         report.examples = UInt64(test.count)
-        let spent = try await governor.ledger.backend.entries(dataset: settings.dataset)
-            .filter { $0.planHash == task.planHash && $0.state == .committed }.map(\.event)
-        report.epsilonSpent = spent.isEmpty ? 0 : try epsilon(of: .composed(spent), delta: accepted.plan.dp.delta)
-        report.epsilonCap = governor.policy.datasets[settings.dataset]?.caps.perPlan ?? 0
+        try await reportSpent(task.planHash, plan, into: &report)
         logger.info("model evaluated", metadata: ["silo": "\(siloID)", "plan": "\(task.planHash.prefix(12))",
                                                   "accuracy": "\(result.accuracy)", "epsilon": "\(report.epsilonSpent)"])
+    }
+
+    /// The ε this silo's ledger committed for the plan, and its per-plan cap, into the report.
+    func reportSpent(_ hash: String, _ plan: TrainingPlan, into report: inout Fedgate_V1_EvaluationReport) async throws {
+        let spent = try await governor.ledger.backend.entries(dataset: settings.dataset)
+            .filter { $0.planHash == hash && $0.state == .committed }.map(\.event)
+        report.epsilonSpent = spent.isEmpty ? 0 : try epsilon(of: .composed(spent), delta: plan.dp.delta)
+        report.epsilonCap = governor.policy.datasets[settings.dataset]?.caps.perPlan ?? 0
     }
 }

@@ -57,13 +57,7 @@ extension Gateway {
         let payload = try await fetchModel(broker, plan: task.planHash, round: task.round, sha256: task.modelSha256, until: task.deadlineMs)
         await crashPoint("training")
 
-        var (train, test) = (accepted.train, accepted.test)
-        guard task.featureMeans.count == train.featureCount, task.featureScales.count == train.featureCount else {
-            throw GatewayError.standardisationMismatch(consortium: task.featureMeans.count, silo: train.featureCount)
-        }
-        let standardisation = Standardisation(means: task.featureMeans, scales: task.featureScales)
-        train.standardise(standardisation)
-        test.standardise(standardisation)
+        let train = try Self.standardised(accepted.train, task), test = try Self.standardised(accepted.test, task)
         let kind = try ModelKind(parsing: plan.model)
         let dimension = try Network.parameterCount(kind: kind, inputs: train.featureCount, classes: Int(task.classes))
         var global = try Network(kind: kind, inputs: train.featureCount, classes: Int(task.classes),
@@ -73,7 +67,10 @@ extension Gateway {
         if let own = personal[task.planHash], own.count == global.parameters.count {
             for r in localRanges { global.parameters.replaceSubrange(r, with: own[r]) }
         }
-        let before = global.evaluate(test)
+        // The previous model on the held-out rows (an evaluation released without DP: SECURITY.md).
+        let before: (name: String, value: Double) = global.regression
+            ? ("rmse", global.evaluateRegression(test, targetMean: task.targetMean, targetScale: task.targetScale).rmse)
+            : ("accuracy", global.evaluate(test).accuracy)
 
         let trained = try await trainer(for: plan, task: task, layers: global.layerSizes, label: train.labelName)
             .train(global, on: train, round: task.round, plan: plan)
@@ -92,7 +89,7 @@ extension Gateway {
         // and the global model's accuracy on the held-out rows with their count (an evaluation,
         // released without DP: SECURITY.md). The trainer's own figures stay here, in the log.
         let examples = Int(try await releasedWeight(accepted, plan: task.planHash))
-        let metrics = ["accuracy": before.accuracy, "eval_examples": Double(test.count)]
+        let metrics = [before.name: before.value, "eval_examples": Double(test.count)]
         logger.info("trained", metadata: ["silo": "\(siloID)", "round": "\(task.round)", "rows": "\(trained.examples)",
                                           "metrics": "\(trained.metrics)"])
         activity.lastDelta = delta
@@ -107,6 +104,22 @@ extension Gateway {
                                     metrics: metrics)
         try await send(bytes, header, key: key, what: "update", broker: broker)
         await crashPoint("uploaded")
+    }
+
+    /// Rows standardised as the consortium agreed: features, and a regression target.
+    static func standardised(_ rows: Dataset, _ task: Fedgate_V1_RoundTask) throws -> Dataset {
+        var rows = rows
+        guard task.featureMeans.count == rows.featureCount, task.featureScales.count == rows.featureCount else {
+            throw GatewayError.standardisationMismatch(consortium: task.featureMeans.count, silo: rows.featureCount)
+        }
+        rows.standardise(Standardisation(means: task.featureMeans, scales: task.featureScales))
+        if rows.targets != nil {
+            guard task.targetScale > 0, task.targetScale.isFinite, task.targetMean.isFinite else {
+                throw GatewayError.targetStandardisationMissing(plan: task.planHash)
+            }
+            rows.standardiseTarget(mean: task.targetMean, scale: task.targetScale)
+        }
+        return rows
     }
 
     /// The plan's trainer at this silo: the built-in DP-SGD, or the program the policy names.

@@ -19,8 +19,15 @@ public enum ModelPayload {
         public var standardisation: Standardisation
         /// The plan's schema, when its rows were read through one (the inputs are then its encoding's).
         public var schema: DataSchema?
-        public init(columns: [String]?, standardisation: Standardisation, schema: DataSchema? = nil) {
-            (self.columns, self.standardisation, self.schema) = (columns, standardisation, schema)
+        /// A regression model's target standardisation: prediction = mean + scale · output.
+        public var target: (mean: Float, scale: Float)?
+        public init(columns: [String]?, standardisation: Standardisation, schema: DataSchema? = nil, target: (mean: Float, scale: Float)? = nil) {
+            (self.columns, self.standardisation, self.schema, self.target) = (columns, standardisation, schema, target)
+        }
+
+        public static func == (a: Inputs, b: Inputs) -> Bool {
+            a.columns == b.columns && a.standardisation == b.standardisation && a.schema == b.schema
+                && a.target?.mean == b.target?.mean && a.target?.scale == b.target?.scale
         }
     }
 
@@ -45,10 +52,12 @@ public enum ModelPayload {
     /// The metadata that lets a model be used without guessing (every value a string, as safetensors requires).
     static func metadata(_ net: Network, _ inputs: Inputs?) -> [String: String] {
         let binary = net.layerSizes.last == 1
+        let output = net.regression ? "linear: the prediction, in the target's units through target_mean and target_scale"
+            : binary ? "sigmoid: the probability of label 1" : "softmax over labels 0…\(net.layerSizes.last! - 1)"
         var m = ["fedgate.kind": "model", "fedgate.layers": net.layerSizes.map(String.init).joined(separator: ","),
                  "fedgate.hidden_activation": "relu",
-                 "fedgate.output": binary ? "sigmoid: the probability of label 1" : "softmax over labels 0…\(net.layerSizes.last! - 1)",
-                 "fedgate.classes": "\(binary ? 2 : net.layerSizes.last!)",
+                 "fedgate.output": output,
+                 "fedgate.classes": net.regression ? "0" : "\(binary ? 2 : net.layerSizes.last!)",
                  "fedgate.layout": "layerN.weight [out, in] and layerN.bias [out], layer 0 next to the inputs: y = W x + b, relu between layers"]
         if let inputs {
             if let columns = inputs.columns { m["fedgate.columns"] = json(columns) }
@@ -56,6 +65,10 @@ public enum ModelPayload {
             m["fedgate.feature_means"] = json(inputs.standardisation.means)
             m["fedgate.feature_scales"] = json(inputs.standardisation.scales)
             m["fedgate.standardise"] = "x' = (x - feature_means) / feature_scales, per column, before the first layer"
+            if let target = inputs.target {
+                m["fedgate.target_mean"] = "\(target.mean)"
+                m["fedgate.target_scale"] = "\(target.scale)"
+            }
         }
         return m
     }

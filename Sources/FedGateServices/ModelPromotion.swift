@@ -31,22 +31,35 @@ struct ModelPromotion: Sendable {
                  evaluations: Evaluations) async throws -> Outcome {
         let summary = EvaluationSummary(evaluations.silos)
         let versions = try await store.modelVersions()
-        let gate = ModelGate.decide(summary, minAccuracy: plan.minAccuracy, maxDrop: plan.maxAccuracyDrop,
-                                    currentAccuracy: versions.last?.metrics["accuracy"])
+        let gate = summary.isRegression ? ModelGate.decideRegression(summary, maxRMSE: plan.maxRMSE, minR2: plan.minR2)
+            : ModelGate.decide(summary, minAccuracy: plan.minAccuracy, maxDrop: plan.maxAccuracyDrop, currentAccuracy: versions.last?.metrics["accuracy"])
         try await store.audit(.modelGated(Self.record(plan, round: round, summary: summary, gate: gate, failures: evaluations.failures)),
                               actor: brokerID, subject: hash, at: wallClock.now())
-        guard gate.passed, let accuracy = summary.pooledAccuracy else {
+        guard gate.passed, let metrics = Self.metrics(summary) else {
             logger.notice("final model held back by the gate", metadata: ["plan": "\(hash.prefix(12))", "reasons": "\(gate.reasons)"])
             return Outcome(summary: summary, gate: gate, version: nil)
         }
-        var metrics = ["accuracy": accuracy, "fairness_delta": summary.fairnessDelta ?? 0]
-        for s in summary.silos { metrics["accuracy.\(s.silo)"] = s.accuracy }
         let draft = ModelVersion(version: 0, planHash: hash, round: round, contentSHA256: file.sha256, participants: participants.sorted(),
                                  epsilonPerSilo: Dictionary(uniqueKeysWithValues: summary.silos.map { ($0.silo, $0.epsilonSpent) }),
                                  metrics: metrics, parent: versions.last?.version, createdAt: wallClock.now())
         let version = try await store.addModelVersion(draft, content: file.contents, actor: brokerID)
-        logger.info("model version recorded", metadata: ["plan": "\(hash.prefix(12))", "version": "\(version)", "accuracy": "\(accuracy)"])
+        logger.info("model version recorded", metadata: ["plan": "\(hash.prefix(12))", "version": "\(version)", "metrics": "\(metrics)"])
         return Outcome(summary: summary, gate: gate, version: version)
+    }
+
+    /// A version's metrics: pooled and per silo (accuracy and fairness, or a regression's RMSE,
+    /// MAE and R²); nil when no silo evaluated.
+    static func metrics(_ summary: EvaluationSummary) -> [String: Double]? {
+        if summary.isRegression {
+            guard let rmse = summary.pooledRMSE, let mae = summary.pooledMAE, let r2 = summary.meanR2 else { return nil }
+            var metrics = ["rmse": rmse, "mae": mae, "r2": r2]
+            for s in summary.silos { metrics["rmse.\(s.silo)"] = s.rmse }
+            return metrics
+        }
+        guard let accuracy = summary.pooledAccuracy else { return nil }
+        var metrics = ["accuracy": accuracy, "fairness_delta": summary.fairnessDelta ?? 0]
+        for s in summary.silos { metrics["accuracy.\(s.silo)"] = s.accuracy }
+        return metrics
     }
 
     /// The gate's audit record: its decision, the pooled figures and each silo's.
@@ -56,9 +69,13 @@ struct ModelPromotion: Sendable {
         for s in summary.silos {
             perSilo[s.silo] = .init(accuracy: s.accuracy, examples: s.examples, epsilon: s.epsilonSpent, epsilonCap: s.epsilonCap,
                                     personalisedAccuracy: s.personalisedAccuracy)
+            perSilo[s.silo]?.rmse = s.rmse
         }
-        return AuditEvent.Gate(round: round, passed: gate.passed, reasons: gate.reasons, accuracy: summary.pooledAccuracy,
-                               fairnessDelta: summary.fairnessDelta, silos: perSilo, failures: failures,
-                               minAccuracy: plan.minAccuracy, maxDrop: plan.maxAccuracyDrop)
+        let regression = summary.isRegression
+        var record = AuditEvent.Gate(round: round, passed: gate.passed, reasons: gate.reasons, accuracy: regression ? nil : summary.pooledAccuracy,
+                                     fairnessDelta: regression ? nil : summary.fairnessDelta, silos: perSilo, failures: failures,
+                                     minAccuracy: plan.minAccuracy, maxDrop: plan.maxAccuracyDrop)
+        if regression { (record.rmse, record.r2, record.maxRMSE, record.minR2) = (summary.pooledRMSE, summary.meanR2, plan.maxRMSE, plan.minR2) }
+        return record
     }
 }

@@ -12,13 +12,16 @@ public struct ModelScorer: Sendable {
     public let schema: DataSchema?
     /// The input columns in order, for a model trained without a schema.
     public let columns: [String]?
+    /// A regression model's target standardisation: prediction = mean + scale · output.
+    public let target: (mean: Double, scale: Double)?
 
     public struct Unusable: Error, Sendable, CustomStringConvertible {
         public let description: String
     }
 
     /// One scored row: its number in the file (1 is the first after the header), the predicted
-    /// label, each class's probability, and the row's own target when it had one.
+    /// label (a regression model's prediction, in the target's units), each class's probability
+    /// (empty for regression), and the row's own target when it had one.
     public struct Prediction: Sendable, Equatable {
         public let row: Int
         public let label: String
@@ -39,8 +42,14 @@ public struct ModelScorer: Sendable {
             throw Unusable(description: "the model file carries no standardisation for its \(sizes[0]) inputs (fedgate.feature_means, fedgate.feature_scales)")
         }
         let last = sizes[sizes.count - 1]
-        let kind: ModelKind = sizes.count > 2 ? .mlp(hidden: Array(sizes[1..<(sizes.count - 1)])) : (last == 1 ? .logistic : .softmax)
-        let classes = last == 1 ? 2 : last
+        let targetMean = meta["fedgate.target_mean"].flatMap(Double.init), targetScale = meta["fedgate.target_scale"].flatMap(Double.init)
+        if let targetMean, let targetScale, targetMean.isFinite, targetScale.isFinite, targetScale > 0 { target = (targetMean, targetScale) } else { target = nil }
+        let regression = meta["fedgate.target_mean"] != nil || meta["fedgate.target_scale"] != nil
+        guard !regression || (target != nil && sizes.count == 2 && last == 1) else {
+            throw Unusable(description: "the model file's fedgate.target_mean and fedgate.target_scale are not a linear model's finite mean and positive scale")
+        }
+        let kind: ModelKind = regression ? .linear : sizes.count > 2 ? .mlp(hidden: Array(sizes[1..<(sizes.count - 1)])) : (last == 1 ? .logistic : .softmax)
+        let classes = regression ? 1 : last == 1 ? 2 : last
         let dimension = try Network.parameterCount(kind: kind, inputs: sizes[0], classes: classes)
         network = try Network(kind: kind, inputs: sizes[0], classes: classes, parameters: try ModelPayload.modelParameters(bytes, dimension: dimension))
         standardisation = Standardisation(means: means.map(Float.init), scales: scales.map(Float.init))
@@ -61,8 +70,13 @@ public struct ModelScorer: Sendable {
         for (i, row) in inputs.enumerated() {
             let x = row.enumerated().map { j, v in (Float(v) - standardisation.means[j]) / standardisation.scales[j] }
             let p = network.forward(x[...], &workspace).map(Double.init)
+            let own = targets[i].isNaN ? nil : targets[i]
+            if let target {
+                predictions.append(Prediction(row: numbers[i] + 1, label: "\(target.mean + target.scale * p[0])", probabilities: [], target: own))
+                continue
+            }
             let k = p.indices.max { p[$0] < p[$1] } ?? 0
-            predictions.append(Prediction(row: numbers[i] + 1, label: label(k), probabilities: p, target: targets[i].isNaN ? nil : targets[i]))
+            predictions.append(Prediction(row: numbers[i] + 1, label: label(k), probabilities: p, target: own))
         }
         return (predictions, refused)
     }

@@ -26,12 +26,14 @@ extension BrokerCoordinator {
                 throw BrokerError.checkpointUnusable(plan: plan, round: c.round, problem: "has no readable standardisation")
             }
             if let problem = saved.problem { throw BrokerError.checkpointUnusable(plan: plan, round: c.round, problem: "standardisation \(problem)") }
-            let dimension = try Network.parameterCount(kind: kind, inputs: saved.means.count, classes: saved.classes)
+            // A regression model's checkpoint keeps its target's mean and scale last.
+            let inputs = saved.means.count - (kind == .linear ? 1 : 0)
+            let dimension = try Network.parameterCount(kind: kind, inputs: inputs, classes: saved.classes)
             let parameters: [Float]
             do { parameters = try ModelPayload.modelParameters(content, dimension: dimension) } catch {
                 throw BrokerError.checkpointUnusable(plan: plan, round: c.round, problem: "is not this plan's model: \(error)")
             }
-            let network = try Network(kind: kind, inputs: saved.means.count, classes: saved.classes, parameters: parameters)
+            let network = try Network(kind: kind, inputs: inputs, classes: saved.classes, parameters: parameters)
             return (network, saved.standardisation)
         }
     }

@@ -32,6 +32,8 @@ public enum GatewayError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A task, evaluation or secure-aggregation step for a plan this gateway did not accept.
     case unacceptedPlan(plan: String, asked: String)
     case standardisationMismatch(consortium: Int, silo: Int)
+    /// A regression task without the consortium's target standardisation (a finite mean, a positive scale).
+    case targetStandardisationMissing(plan: String)
     case noProgram(executor: String)
     case brokerRefused(what: String, reason: String)
     case modelDigestMismatch(round: UInt32)
@@ -46,6 +48,7 @@ public enum GatewayError: Error, Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .unacceptedPlan(let plan, let asked): "\(asked) for plan \(plan.prefix(12))… this gateway never accepted"
         case .standardisationMismatch(let consortium, let silo): "the consortium standardisation has \(consortium) features, this silo \(silo)"
+        case .targetStandardisationMissing(let plan): "plan \(plan.prefix(12)): the task for a regression target carries no target standardisation (a finite mean, a positive scale); is the broker older than this gateway?"
         case .noProgram(let executor): "the policy names no program for executor '\(executor)'"
         case .brokerRefused(let what, let reason): "the broker refused the \(what): \(reason)"
         case .modelDigestMismatch(let round): "the model's SHA-256 differs from the one announced for round \(round)"

@@ -58,12 +58,8 @@ public struct SiloData: Sendable {
 
     /// A table's rows through a schema, as the model's inputs (`SchemaEncoding`) and class labels.
     /// Cells to impute need the consortium's statistics, which are not computed yet: such a plan is
-    /// refused here rather than trained on made-up values. Regression is not trained yet either.
+    /// refused here rather than trained on made-up values. A regression target gives each row its number.
     static func dataset(_ table: Table, _ schema: DataSchema, _ mapping: SiloMapping) throws -> Dataset {
-        guard let classes = schema.target.task.classCount else {
-            throw DataError(source: table.source, row: nil, column: schema.target.column, problem: "is a regression target",
-                            remedy: "this FedGate trains classification only; use a binary or multiclass target")
-        }
         if let column = schema.columns.first(where: { $0.missing != .drop }) {
             throw DataError(source: table.source, row: nil, column: column.name, problem: "asks for missing cells to be \(column.missing.rawValue)d",
                             remedy: "this FedGate does not yet compute the consortium's fill values; use missing: drop")
@@ -77,7 +73,12 @@ public struct SiloData: Sendable {
         let encoding = SchemaEncoding(schema: schema)
         let inputs = try encoding.inputs(reading.rows, fill: [:])
         do {
-            return try Dataset(featureNames: encoding.inputNames, labelName: schema.target.column, features: inputs.flatMap { $0.map(Float.init) },
+            let features = inputs.flatMap { $0.map(Float.init) }
+            guard let classes = schema.target.task.classCount else {
+                return try Dataset(featureNames: encoding.inputNames, labelName: schema.target.column, features: features,
+                                   targets: reading.rows.map { Float($0.target) })
+            }
+            return try Dataset(featureNames: encoding.inputNames, labelName: schema.target.column, features: features,
                                labels: reading.rows.map { Int($0.target) }, classCount: classes)
         } catch {
             throw DataError(source: table.source, row: nil, column: nil, problem: "cannot be encoded: \(error)", remedy: "check the plan's schema")

@@ -141,8 +141,10 @@ extension AuditEvent {
     public struct Gate: Codable, Sendable, Equatable {
         public struct Silo: Codable, Sendable, Equatable {
             public var accuracy: Double, examples: Int, epsilon: Double, epsilonCap: Double, personalisedAccuracy: Double?
+            /// A regression model's RMSE on the silo's held-out rows.
+            public var rmse: Double?
             enum CodingKeys: String, CodingKey {
-                case accuracy, examples, epsilon, epsilonCap = "epsilon_cap", personalisedAccuracy = "personalised_accuracy"
+                case accuracy, examples, epsilon, epsilonCap = "epsilon_cap", personalisedAccuracy = "personalised_accuracy", rmse
             }
             public init(accuracy: Double, examples: Int, epsilon: Double, epsilonCap: Double, personalisedAccuracy: Double?) {
                 (self.accuracy, self.examples, self.epsilon, self.epsilonCap, self.personalisedAccuracy) = (accuracy, examples, epsilon, epsilonCap, personalisedAccuracy)
@@ -150,8 +152,11 @@ extension AuditEvent {
         }
         public var round: Int, passed: Bool, reasons: [String], accuracy: Double?, fairnessDelta: Double?
         public var silos: [String: Silo], failures: [String: String], minAccuracy: Double?, maxDrop: Double?
+        /// A regression model's pooled RMSE and the silos' R², and the plan's limits on them.
+        public var rmse: Double?, r2: Double?, maxRMSE: Double?, minR2: Double?
         enum CodingKeys: String, CodingKey {
             case round, passed, reasons, accuracy, fairnessDelta = "fairness_delta", silos, failures, minAccuracy = "min_accuracy", maxDrop = "max_drop"
+            case rmse, r2, maxRMSE = "max_rmse", minR2 = "min_r2"
         }
         public init(round: Int, passed: Bool, reasons: [String], accuracy: Double?, fairnessDelta: Double?, silos: [String: Silo],
                     failures: [String: String], minAccuracy: Double?, maxDrop: Double?) {

@@ -408,8 +408,8 @@ struct RoundMachineTests {
         bad.scales = [1]
         #expect(bad.problem == "has 2 means and 1 scales")
         bad = c
-        bad.classes = 1
-        #expect(bad.problem == "has 1 classes")
+        bad.classes = 0  // 1 is a regression model's
+        #expect(bad.problem == "has 0 classes")
     }
 }
 

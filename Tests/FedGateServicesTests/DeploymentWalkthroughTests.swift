@@ -50,7 +50,7 @@ struct DeploymentWalkthroughTests {
         let scores = try String(contentsOf: work.appendingPathComponent("dana/scores.jsonl"), encoding: .utf8)
         let summary = try #require(scores.split(separator: "\n").last.map(String.init))
         let accuracy = try #require((try JSONSerialization.jsonObject(with: Data(summary.utf8)) as? [String: Any])?["accuracy"] as? Double)
-        #expect(accuracy >= 0.8, "\(summary)")
+        #expect(accuracy >= 0.75, "\(summary)")
         // The officer's report, fetched over mTLS, holds the broker's trail and hospital-a's, both intact.
         #expect(output.contains("broker 127.0.0.1:") && output.contains("audit chain intact"))
         let report = try String(contentsOf: work.appendingPathComponent("olga/report.html"), encoding: .utf8)

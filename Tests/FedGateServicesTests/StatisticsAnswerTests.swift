@@ -137,6 +137,31 @@ struct StatisticsSubmissionTests {
         #expect(await refusal(penguins.replacingOccurrences(of: "statistics: { noise_multiplier: 2.0 }", with: "statistics: { noise_multiplier: 2.0, bounds: { sex: [0, 1] } }"))
             .contains("statistics.bounds"), "a schema plan's ranges are its columns' bounds")
     }
+
+    @Test("a regression plan: its target needs bounds and model linear; a classification plan cannot ask for linear or an RMSE gate")
+    func regressionPlans() async throws {
+        let consortium = try Consortium()
+        let coordinator = BrokerCoordinator(settings: .init(), store: try await consortium.store("broker"), logger: consortium.logger)
+        func refusal(_ text: String) async -> String {
+            do {
+                _ = try await coordinator.submit(try TrainingPlan.parse(text, file: "plan.yaml"), text: text, by: "dana")
+                return "accepted"
+            } catch { return "\(error)" }
+        }
+        let mass = try String(contentsOf: Consortium.root.appendingPathComponent("examples/plans/penguins-body-mass.yaml"), encoding: .utf8)
+        let plan = try TrainingPlan.parse(mass, file: "penguins-body-mass.yaml")
+        #expect(plan.schema?.target == .init(column: "body_mass_g", task: .regression, bounds: .init(lower: 2000, upper: 7000)) && plan.maxRMSE == 450)
+        let unbounded = mass.replacingOccurrences(of: "regression: true, bounds: [2000, 7000] }", with: "regression: true }")
+        #expect(unbounded != mass)
+        #expect(await refusal(unbounded).hasPrefix("schema.target.bounds: a regression target needs bounds"))
+        #expect(await refusal(mass.replacingOccurrences(of: "model: linear", with: "model: softmax")).contains("train it with model: linear"))
+        let species = try String(contentsOf: Consortium.root.appendingPathComponent("examples/plans/penguins-species.yaml"), encoding: .utf8)
+        #expect(await refusal(species.replacingOccurrences(of: "model: softmax", with: "model: linear")).contains("linear predicts a number"))
+        #expect(await refusal(species + "\nevaluation: { max_rmse: 10 }\n").contains("max_rmse and min_r2 are for a regression target"))
+        #expect(await refusal(species.replacingOccurrences(of: "classes: [Adelie, Chinstrap, Gentoo] }", with: "classes: [Adelie, Chinstrap, Gentoo], bounds: [0, 1] }"))
+            .contains("schema.target.bounds: is for a regression target"))
+        #expect(await refusal(Fixtures.plan(rounds: 1, quorum: 1).replacingOccurrences(of: "model: logistic", with: "model: linear")).contains("needs a numeric target"))
+    }
 }
 
 @Suite("What leaves a silo during a plan")

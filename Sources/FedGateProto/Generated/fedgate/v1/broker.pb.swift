@@ -467,6 +467,12 @@ public nonisolated struct Fedgate_V1_RoundTask: Sendable {
   /// Clears the value of `secagg`. Subsequent reads from it will return its default value.
   public mutating func clearSecagg() {self._secagg = nil}
 
+  /// A regression plan's target standardisation (target = mean + scale · output), agreed from the
+  /// silos' statistics releases like the features'; unset (scale 0) for classification.
+  public var targetMean: Float = 0
+
+  public var targetScale: Float = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -553,6 +559,11 @@ public nonisolated struct Fedgate_V1_EvaluateTask: Sendable {
 
   public var classes: UInt32 = 0
 
+  /// As in RoundTask: a regression plan's target standardisation.
+  public var targetMean: Float = 0
+
+  public var targetScale: Float = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -587,6 +598,14 @@ public nonisolated struct Fedgate_V1_EvaluationReport: Sendable {
   public var personalised: Bool = false
 
   public var personalisedAccuracy: Double = 0
+
+  /// A regression plan's figures, in the target's units (accuracy and loss are then unset):
+  /// root mean squared error, mean absolute error and R² on the silo's held-out rows.
+  public var rmse: Double = 0
+
+  public var mae: Double = 0
+
+  public var r2: Double = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -854,6 +873,18 @@ public nonisolated struct Fedgate_V1_PlanStatusResponse: @unchecked Sendable {
     set {_uniqueStorage()._epsilonMirror = newValue}
   }
 
+  /// A regression plan's final model (accuracy and fairness_delta are then unset): RMSE over all
+  /// silos' held-out rows, and the silos' R² weighted by their rows.
+  public var rmse: Double {
+    get {_storage._rmse}
+    set {_uniqueStorage()._rmse = newValue}
+  }
+
+  public var r2: Double {
+    get {_storage._r2}
+    set {_uniqueStorage()._r2 = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -879,6 +910,13 @@ public nonisolated struct Fedgate_V1_SiloEvaluation: Sendable {
   public var personalised: Bool = false
 
   public var personalisedAccuracy: Double = 0
+
+  /// A regression plan's figures, in the target's units.
+  public var rmse: Double = 0
+
+  public var mae: Double = 0
+
+  public var r2: Double = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1830,7 +1868,7 @@ nonisolated extension Fedgate_V1_RoundOffer: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Fedgate_V1_RoundTask: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RoundTask"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{3}model_sha256\0\u{3}model_bytes\0\u{3}deadline_ms\0\u{3}feature_means\0\u{3}feature_scales\0\u{1}classes\0\u{1}secagg\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{3}model_sha256\0\u{3}model_bytes\0\u{3}deadline_ms\0\u{3}feature_means\0\u{3}feature_scales\0\u{1}classes\0\u{1}secagg\0\u{3}target_mean\0\u{3}target_scale\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1847,6 +1885,8 @@ nonisolated extension Fedgate_V1_RoundTask: SwiftProtobuf.Message, SwiftProtobuf
       case 7: try { try decoder.decodeRepeatedFloatField(value: &self.featureScales) }()
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.classes) }()
       case 9: try { try decoder.decodeSingularMessageField(value: &self._secagg) }()
+      case 10: try { try decoder.decodeSingularFloatField(value: &self.targetMean) }()
+      case 11: try { try decoder.decodeSingularFloatField(value: &self.targetScale) }()
       default: break
       }
     }
@@ -1884,6 +1924,12 @@ nonisolated extension Fedgate_V1_RoundTask: SwiftProtobuf.Message, SwiftProtobuf
     try { if let v = self._secagg {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
     } }()
+    if self.targetMean.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.targetMean, fieldNumber: 10)
+    }
+    if self.targetScale.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.targetScale, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1897,6 +1943,8 @@ nonisolated extension Fedgate_V1_RoundTask: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.featureScales != rhs.featureScales {return false}
     if lhs.classes != rhs.classes {return false}
     if lhs._secagg != rhs._secagg {return false}
+    if lhs.targetMean != rhs.targetMean {return false}
+    if lhs.targetScale != rhs.targetScale {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2004,7 +2052,7 @@ nonisolated extension Fedgate_V1_SecAggStep: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Fedgate_V1_EvaluateTask: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EvaluateTask"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{3}model_sha256\0\u{3}model_bytes\0\u{3}deadline_ms\0\u{3}feature_means\0\u{3}feature_scales\0\u{1}classes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{3}model_sha256\0\u{3}model_bytes\0\u{3}deadline_ms\0\u{3}feature_means\0\u{3}feature_scales\0\u{1}classes\0\u{3}target_mean\0\u{3}target_scale\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2020,6 +2068,8 @@ nonisolated extension Fedgate_V1_EvaluateTask: SwiftProtobuf.Message, SwiftProto
       case 6: try { try decoder.decodeRepeatedFloatField(value: &self.featureMeans) }()
       case 7: try { try decoder.decodeRepeatedFloatField(value: &self.featureScales) }()
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.classes) }()
+      case 9: try { try decoder.decodeSingularFloatField(value: &self.targetMean) }()
+      case 10: try { try decoder.decodeSingularFloatField(value: &self.targetScale) }()
       default: break
       }
     }
@@ -2050,6 +2100,12 @@ nonisolated extension Fedgate_V1_EvaluateTask: SwiftProtobuf.Message, SwiftProto
     if self.classes != 0 {
       try visitor.visitSingularUInt32Field(value: self.classes, fieldNumber: 8)
     }
+    if self.targetMean.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.targetMean, fieldNumber: 9)
+    }
+    if self.targetScale.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.targetScale, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2062,6 +2118,8 @@ nonisolated extension Fedgate_V1_EvaluateTask: SwiftProtobuf.Message, SwiftProto
     if lhs.featureMeans != rhs.featureMeans {return false}
     if lhs.featureScales != rhs.featureScales {return false}
     if lhs.classes != rhs.classes {return false}
+    if lhs.targetMean != rhs.targetMean {return false}
+    if lhs.targetScale != rhs.targetScale {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2069,7 +2127,7 @@ nonisolated extension Fedgate_V1_EvaluateTask: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Fedgate_V1_EvaluationReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EvaluationReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{1}accuracy\0\u{1}examples\0\u{1}loss\0\u{3}epsilon_spent\0\u{3}epsilon_cap\0\u{1}error\0\u{1}personalised\0\u{3}personalised_accuracy\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{1}accuracy\0\u{1}examples\0\u{1}loss\0\u{3}epsilon_spent\0\u{3}epsilon_cap\0\u{1}error\0\u{1}personalised\0\u{3}personalised_accuracy\0\u{1}rmse\0\u{1}mae\0\u{1}r2\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2087,6 +2145,9 @@ nonisolated extension Fedgate_V1_EvaluationReport: SwiftProtobuf.Message, SwiftP
       case 8: try { try decoder.decodeSingularStringField(value: &self.error) }()
       case 9: try { try decoder.decodeSingularBoolField(value: &self.personalised) }()
       case 10: try { try decoder.decodeSingularDoubleField(value: &self.personalisedAccuracy) }()
+      case 11: try { try decoder.decodeSingularDoubleField(value: &self.rmse) }()
+      case 12: try { try decoder.decodeSingularDoubleField(value: &self.mae) }()
+      case 13: try { try decoder.decodeSingularDoubleField(value: &self.r2) }()
       default: break
       }
     }
@@ -2123,6 +2184,15 @@ nonisolated extension Fedgate_V1_EvaluationReport: SwiftProtobuf.Message, SwiftP
     if self.personalisedAccuracy.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.personalisedAccuracy, fieldNumber: 10)
     }
+    if self.rmse.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.rmse, fieldNumber: 11)
+    }
+    if self.mae.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.mae, fieldNumber: 12)
+    }
+    if self.r2.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.r2, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2137,6 +2207,9 @@ nonisolated extension Fedgate_V1_EvaluationReport: SwiftProtobuf.Message, SwiftP
     if lhs.error != rhs.error {return false}
     if lhs.personalised != rhs.personalised {return false}
     if lhs.personalisedAccuracy != rhs.personalisedAccuracy {return false}
+    if lhs.rmse != rhs.rmse {return false}
+    if lhs.mae != rhs.mae {return false}
+    if lhs.r2 != rhs.r2 {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2503,7 +2576,7 @@ nonisolated extension Fedgate_V1_RoundStatus: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}state\0\u{1}rounds\0\u{1}reason\0\u{1}evaluations\0\u{1}accuracy\0\u{3}fairness_delta\0\u{3}gate_passed\0\u{3}gate_reasons\0\u{3}model_version\0\u{3}bytes_in\0\u{3}bytes_out\0\u{1}refusals\0\u{3}current_round\0\u{3}current_phase\0\u{1}accepted\0\u{3}epsilon_mirror\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}state\0\u{1}rounds\0\u{1}reason\0\u{1}evaluations\0\u{1}accuracy\0\u{3}fairness_delta\0\u{3}gate_passed\0\u{3}gate_reasons\0\u{3}model_version\0\u{3}bytes_in\0\u{3}bytes_out\0\u{1}refusals\0\u{3}current_round\0\u{3}current_phase\0\u{1}accepted\0\u{3}epsilon_mirror\0\u{1}rmse\0\u{1}r2\0")
 
   fileprivate class _StorageClass {
     var _planHash: String = String()
@@ -2523,6 +2596,8 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
     var _currentPhase: String = String()
     var _accepted: [String] = []
     var _epsilonMirror: Dictionary<String,Double> = [:]
+    var _rmse: Double = 0
+    var _r2: Double = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2550,6 +2625,8 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
       _currentPhase = source._currentPhase
       _accepted = source._accepted
       _epsilonMirror = source._epsilonMirror
+      _rmse = source._rmse
+      _r2 = source._r2
     }
   }
 
@@ -2585,6 +2662,8 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
         case 15: try { try decoder.decodeSingularStringField(value: &_storage._currentPhase) }()
         case 16: try { try decoder.decodeRepeatedStringField(value: &_storage._accepted) }()
         case 17: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: &_storage._epsilonMirror) }()
+        case 18: try { try decoder.decodeSingularDoubleField(value: &_storage._rmse) }()
+        case 19: try { try decoder.decodeSingularDoubleField(value: &_storage._r2) }()
         default: break
         }
       }
@@ -2644,6 +2723,12 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
       if !_storage._epsilonMirror.isEmpty {
         try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: _storage._epsilonMirror, fieldNumber: 17)
       }
+      if _storage._rmse.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._rmse, fieldNumber: 18)
+      }
+      if _storage._r2.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._r2, fieldNumber: 19)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2670,6 +2755,8 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
         if _storage._currentPhase != rhs_storage._currentPhase {return false}
         if _storage._accepted != rhs_storage._accepted {return false}
         if _storage._epsilonMirror != rhs_storage._epsilonMirror {return false}
+        if _storage._rmse != rhs_storage._rmse {return false}
+        if _storage._r2 != rhs_storage._r2 {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -2681,7 +2768,7 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
 
 nonisolated extension Fedgate_V1_SiloEvaluation: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SiloEvaluation"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}silo\0\u{1}accuracy\0\u{1}examples\0\u{3}epsilon_spent\0\u{3}epsilon_cap\0\u{1}personalised\0\u{3}personalised_accuracy\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}silo\0\u{1}accuracy\0\u{1}examples\0\u{3}epsilon_spent\0\u{3}epsilon_cap\0\u{1}personalised\0\u{3}personalised_accuracy\0\u{1}rmse\0\u{1}mae\0\u{1}r2\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2696,6 +2783,9 @@ nonisolated extension Fedgate_V1_SiloEvaluation: SwiftProtobuf.Message, SwiftPro
       case 5: try { try decoder.decodeSingularDoubleField(value: &self.epsilonCap) }()
       case 6: try { try decoder.decodeSingularBoolField(value: &self.personalised) }()
       case 7: try { try decoder.decodeSingularDoubleField(value: &self.personalisedAccuracy) }()
+      case 8: try { try decoder.decodeSingularDoubleField(value: &self.rmse) }()
+      case 9: try { try decoder.decodeSingularDoubleField(value: &self.mae) }()
+      case 10: try { try decoder.decodeSingularDoubleField(value: &self.r2) }()
       default: break
       }
     }
@@ -2723,6 +2813,15 @@ nonisolated extension Fedgate_V1_SiloEvaluation: SwiftProtobuf.Message, SwiftPro
     if self.personalisedAccuracy.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.personalisedAccuracy, fieldNumber: 7)
     }
+    if self.rmse.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.rmse, fieldNumber: 8)
+    }
+    if self.mae.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.mae, fieldNumber: 9)
+    }
+    if self.r2.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.r2, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2734,6 +2833,9 @@ nonisolated extension Fedgate_V1_SiloEvaluation: SwiftProtobuf.Message, SwiftPro
     if lhs.epsilonCap != rhs.epsilonCap {return false}
     if lhs.personalised != rhs.personalised {return false}
     if lhs.personalisedAccuracy != rhs.personalisedAccuracy {return false}
+    if lhs.rmse != rhs.rmse {return false}
+    if lhs.mae != rhs.mae {return false}
+    if lhs.r2 != rhs.r2 {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
