@@ -129,6 +129,14 @@ enum ComplianceHTML {
         } else {
             for s in report.epsilonSeries { body += chart(s) }
         }
+        body += "<h3>What left each silo, per plan</h3>\n<p class=meta>With DP: the releases its ledger committed, as DP events. "
+            + "Without DP: what its policy lets leave exactly (releases.without_dp) when it decided on the plan.</p>\n"
+        body += table(["Plan", "Silo", "Released with DP (ledger)", "Released without DP (policy)"], report.releases.map { r in
+            [code(r.plan), e(r.silo),
+             r.withDP.map { "\(e($0.what)) ×\($0.count): <code>\(e($0.event))</code>" }.joined(separator: "<br>"),
+             (r.withoutDP.isEmpty ? "nothing listed" : e(r.withoutDP.joined(separator: ", ")))
+                + (r.evaluationNoiseMultiplier.map { "; final evaluation with DP, noise multiplier \(fmt($0, digits: 2))" } ?? "")]
+        }, empty: "No silo trail in this export records a decision or a ledger commit.")
         if !report.gates.isEmpty {
             var rows: [[String]] = []
             for g in report.gates {

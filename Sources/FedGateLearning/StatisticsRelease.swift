@@ -139,3 +139,29 @@ public struct ReleasedStatistics: Sendable, Equatable {
         return nil
     }
 }
+
+/// A classification model's evaluation released with DP (a silo whose policy does not release it
+/// exactly): the held-out row count and the count of rows classified right, each with Gaussian noise.
+/// One row added or removed moves the pair by at most √2 in L2.
+public struct EvaluationRelease: Sendable, Equatable {
+    public let noiseMultiplier: Double
+
+    public init(noiseMultiplier: Double) throws {
+        try PrivacyError.require(noiseMultiplier.isFinite && noiseMultiplier > 0, "releases.evaluation_noise_multiplier",
+                                 "must be a finite number > 0, got \(noiseMultiplier)")
+        self.noiseMultiplier = noiseMultiplier
+    }
+
+    public var sensitivity: Double { 2.0.squareRoot() }
+    public var sigma: Double { noiseMultiplier * sensitivity }
+    /// What one release spends.
+    public var event: DPEvent { .gaussian(noiseMultiplier: noiseMultiplier) }
+
+    /// The noisy accuracy (the noisy right count over the noisy row count, within 0…1) and row
+    /// count (rounded, at least 1).
+    public func release(correct: Int, rows: Int, noise: inout GaussianNoiseGenerator) -> (accuracy: Double, rows: Int) {
+        let z = noise.normals(2).map { Double($0) * sigma }
+        let n = Double(rows) + z[0], c = Double(correct) + z[1]
+        return (min(max(c / max(n, 1), 0), 1), Int(max(1, n.rounded())))
+    }
+}

@@ -50,6 +50,11 @@ public struct SiloPolicy: Sendable, Equatable {
     /// survivors whose sum this silo helps unmask (`privacy.min_secagg_threshold`, `min_secagg_survivors`); nil: the protocol's own.
     public var minSecureThreshold: Int?
     public var minSecureSurvivors: Int?
+    /// `releases.without_dp`: what may leave this silo exactly, without a DP event; empty by default.
+    public var releasedWithoutDP: Set<Release> = []
+    /// `releases.evaluation_noise_multiplier`: the final evaluation leaves as noisy counts, a DP event
+    /// in the ledger, when `final_evaluation` is not listed; nil: it does not leave at all then.
+    public var evaluationNoiseMultiplier: Double?
 
     public static func == (a: SiloPolicy, b: SiloPolicy) -> Bool { a.sha256 == b.sha256 }
 
@@ -62,7 +67,7 @@ public struct SiloPolicy: Sendable, Equatable {
     public static func parse(_ text: String, file: String) throws -> SiloPolicy {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
-        try root.only(["silo", "datasets", "residency", "privacy", "models", "executors", "programs", "hours", "approval", "software"])
+        try root.only(["silo", "datasets", "residency", "privacy", "models", "executors", "programs", "hours", "approval", "software", "releases"])
         let silo = try r.string(try root.require("silo", "the silo id"), "silo")
         let datasets = try datasetRules(r, try root.require("datasets", "a mapping from data-set name to its rules"))
         let residency = try r.map(try root.require("residency", "allowed_regions and allowed_jurisdictions"), "residency")
@@ -90,6 +95,7 @@ public struct SiloPolicy: Sendable, Equatable {
             try r.int($0, "privacy.min_secagg_threshold", 2...10_000, "a whole number ≥ 2 (shares needed to unmask a secure round's sum)") }
         policy.minSecureSurvivors = try privacy.optional("min_secagg_survivors").map {
             try r.int($0, "privacy.min_secagg_survivors", 2...10_000, "a whole number ≥ 2 (silos whose sum this silo helps unmask)") }
+        if let node = root.optional("releases") { (policy.releasedWithoutDP, policy.evaluationNoiseMultiplier) = try releases(r, node) }
         if let node = root.optional("software") {
             let software = try r.map(node, "software")
             try software.only(["broker_versions", "broker_sha256"])

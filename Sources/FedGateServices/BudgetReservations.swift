@@ -54,11 +54,11 @@ actor BudgetReservations {
     }
 
     /// Spends `event` on each data set now (reserved, then committed), for a release that leaves
-    /// at once (the plan's statistics, recorded as round 0 of the plan). If any data set refuses or
-    /// a commit fails, what was not committed is released and the error is thrown: the values must
-    /// not leave then.
-    func spend(_ event: DPEvent, plan: String, datasets: [String]) async throws {
-        let key = RoundKey(plan, 0)
+    /// at once (the plan's statistics, recorded as round 0 of the plan; a final evaluation with DP,
+    /// as its last round). If any data set refuses or a commit fails, what was not committed is
+    /// released and the error is thrown: the values must not leave then.
+    func spend(_ event: DPEvent, plan: String, round: UInt32 = 0, datasets: [String]) async throws {
+        let key = RoundKey(plan, round)
         try await reserve(key, event, datasets: datasets)
         try await commit(key)
     }

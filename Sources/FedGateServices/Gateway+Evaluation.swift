@@ -50,6 +50,23 @@ extension Gateway {
         let dimension = try Network.parameterCount(kind: kind, inputs: test.featureCount, classes: Int(task.classes))
         let model = try Network(kind: kind, inputs: test.featureCount, classes: Int(task.classes),
                                 parameters: try ModelPayload.modelParameters(payload, dimension: dimension))
+        let policy = governor.policy
+        guard policy.allows(.finalEvaluation) else {
+            // Not released exactly: with DP (noisy counts, a DP event committed first), or not at all.
+            guard let z = policy.evaluationNoiseMultiplier, !model.regression else {
+                throw GatewayError.evaluationNotReleased(regression: model.regression)
+            }
+            let release = try EvaluationRelease(noiseMultiplier: z)
+            let right = Int((model.evaluate(test).accuracy * Double(test.count)).rounded())
+            try await reservations.spend(release.event, plan: task.planHash, round: task.round, datasets: accepted.plan.datasets)
+            var noise = GaussianNoiseGenerator()
+            let (accuracy, rows) = release.release(correct: right, rows: test.count, noise: &noise)
+            (report.accuracy, report.examples) = (accuracy, UInt64(rows))
+            try await reportSpent(task.planHash, accepted.plan, into: &report)
+            logger.info("model evaluated, released with DP", metadata: ["silo": "\(siloID)", "plan": "\(task.planHash.prefix(12))",
+                                                                      "noise_multiplier": "\(z)", "epsilon": "\(report.epsilonSpent)"])
+            return
+        }
         if model.regression {
             // In the target's own units: the model's output and the held-out targets (standardised
             // like the training rows') mapped back through the consortium's target standardisation.

@@ -73,7 +73,9 @@ extension Gateway {
         m.count = r.count
         m.sums = r.sums
         m.squares = r.squares
-        m.classes = UInt32(r.classes)
+        // A schema's classes are the plan's; logistic regression has two; otherwise the label's
+        // classes are the silo's (the judge refused the plan unless the policy releases them).
+        m.classes = UInt32(accepted.plan.schema != nil || governor.policy.allows(.labelClasses) ? r.classes : 2)
         // The silo's own record of what left; the released count weighs its updates after a restart.
         try await governor.ledger.backend.audit(.statisticsReleased(.init(datasets: accepted.plan.datasets, noiseMultiplier: release.noiseMultiplier,
                                                                           features: r.sums.count, count: r.count)),

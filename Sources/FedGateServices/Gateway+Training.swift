@@ -86,10 +86,11 @@ extension Gateway {
 
         let key = RoundKey(task.planHash, task.round)
         // What leaves beside the update: its weight, the released row count (never the exact one),
-        // and the global model's accuracy on the held-out rows with their count (an evaluation,
-        // released without DP: SECURITY.md). The trainer's own figures stay here, in the log.
+        // and, if the policy lists it, the global model's accuracy on the held-out rows with their
+        // count (released without DP). The trainer's own figures stay here, in the log.
         let examples = Int(try await releasedWeight(accepted, plan: task.planHash))
-        let metrics = [before.name: before.value, "eval_examples": Double(test.count)]
+        // Only when the silo's policy releases it without DP (`releases.without_dp: [round_accuracy]`).
+        let metrics = governor.policy.allows(.roundAccuracy) ? [before.name: before.value, "eval_examples": Double(test.count)] : [:]
         logger.info("trained", metadata: ["silo": "\(siloID)", "round": "\(task.round)", "rows": "\(trained.examples)",
                                           "metrics": "\(trained.metrics)"])
         activity.lastDelta = delta

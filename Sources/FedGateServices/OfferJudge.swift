@@ -76,6 +76,12 @@ final class OfferJudge: Sendable {
             verdicts.withLock { $0[offer.planHash] = .refused(refusal) }
             throw refusal
         }
+        if plan.schema == nil, (try? ModelKind(parsing: plan.model)) != .logistic, !governor.policy.allows(.labelClasses) {
+            let refusal = OfferRefusal(rule: "releases", "the model's classes would be this silo's label's (its largest label + 1), "
+                                       + "which its policy does not release without DP (releases.without_dp: [label_classes]); a plan with a schema states its classes")
+            verdicts.withLock { $0[offer.planHash] = .refused(refusal) }
+            throw refusal
+        }
         let statistics: StatisticsRelease
         do { statistics = try plan.statisticsRelease(features: train.featureNames) } catch {
             let refusal = OfferRefusal(rule: "statistics", "\(error)")

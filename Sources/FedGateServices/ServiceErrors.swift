@@ -34,6 +34,8 @@ public enum GatewayError: Error, Sendable, Equatable, CustomStringConvertible {
     case standardisationMismatch(consortium: Int, silo: Int)
     /// A regression task without the consortium's target standardisation (a finite mean, a positive scale).
     case targetStandardisationMissing(plan: String)
+    /// The silo's policy releases no final evaluation (exactly or with DP).
+    case evaluationNotReleased(regression: Bool)
     case noProgram(executor: String)
     case brokerRefused(what: String, reason: String)
     case modelDigestMismatch(round: UInt32)
@@ -48,6 +50,8 @@ public enum GatewayError: Error, Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .unacceptedPlan(let plan, let asked): "\(asked) for plan \(plan.prefix(12))… this gateway never accepted"
         case .standardisationMismatch(let consortium, let silo): "the consortium standardisation has \(consortium) features, this silo \(silo)"
+        case .evaluationNotReleased(true): "this silo's policy does not release a final evaluation exactly (releases.without_dp lacks final_evaluation), and a regression's evaluation with DP is not built: the silo does not report one"
+        case .evaluationNotReleased(false): "this silo's policy does not release a final evaluation exactly (releases.without_dp lacks final_evaluation) and gives no releases.evaluation_noise_multiplier for one with DP: the silo does not report one"
         case .targetStandardisationMissing(let plan): "plan \(plan.prefix(12)): the task for a regression target carries no target standardisation (a finite mean, a positive scale); is the broker older than this gateway?"
         case .noProgram(let executor): "the policy names no program for executor '\(executor)'"
         case .brokerRefused(let what, let reason): "the broker refused the \(what): \(reason)"

@@ -30,11 +30,15 @@ public struct SiloGovernor: Sendable {
         if let governance = ledger.backend as? any GovernanceBackend {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
-            try await governance.record(RecordedDecision(
+            var record = RecordedDecision(
                 silo: policy.silo, policyHash: policy.sha256, policyContent: policyText,
                 planHash: plan.contentHash, planContent: String(decoding: try encoder.encode(plan), as: UTF8.self),
                 outcome: decision.outcome.rawValue, reasons: decision.refusals.map(\.description),
-                approvalValidHours: decision.approvalExpiryHours), actor: actor, at: now)
+                approvalValidHours: decision.approvalExpiryHours)
+            record.releasedWithoutDP = policy.releasedWithoutDP.sorted().map(\.rawValue)
+            // The final evaluation with DP only when it is not released exactly.
+            record.evaluationNoiseMultiplier = policy.allows(.finalEvaluation) ? nil : policy.evaluationNoiseMultiplier
+            try await governance.record(record, actor: actor, at: now)
         }
         return decision
     }

@@ -153,6 +153,8 @@ public struct ComplianceReport: Sendable {
     public var caps: [Caps] = []
     /// Records whose payload does not read as the event their action names: shown, never read as zeros.
     public var unreadable: [Unreadable] = []
+    /// What left each silo for each plan: with DP (its ledger's commits) and without (its policy's list).
+    public var releases: [Releases] = []
 
     public init(_ trails: [AuditTrail], filter: AuditFilter) {
         for t in trails {
@@ -161,6 +163,7 @@ public struct ComplianceReport: Sendable {
             let decoded = t.records.map { (record: $0, event: AuditEvent.of($0)) }
             read(decoded.filter { filter.keeps($0.record) }, source: t.source)
             epsilonSeries += Self.epsilonSeries(decoded, source: t.source, filter: filter)
+            releases += Self.releases(decoded, filter: filter)
         }
         rounds.sort { ($0.plan, $0.run, $0.number) < ($1.plan, $1.run, $1.number) }
     }

@@ -42,6 +42,15 @@ extension AuditEvent {
     /// `policy.decision`: a silo's judgement of a plan under its policy.
     public struct Decision: Codable, Sendable, Equatable {
         public var silo: String, policy: String, plan: String, outcome: String, reasons: [String]
+        /// What the policy lets leave without DP, and its final evaluation's noise multiplier
+        /// (absent from records written before the policy named them).
+        public var releasedWithoutDP: [String]?, evaluationNoiseMultiplier: Double?
+        enum CodingKeys: String, CodingKey {
+            case silo, policy, plan, outcome, reasons, releasedWithoutDP = "released_without_dp", evaluationNoiseMultiplier = "evaluation_noise_multiplier"
+        }
+        public init(silo: String, policy: String, plan: String, outcome: String, reasons: [String]) {
+            (self.silo, self.policy, self.plan, self.outcome, self.reasons) = (silo, policy, plan, outcome, reasons)
+        }
     }
 
     /// `plan.approve` / `plan.reject`: a person at the silo.

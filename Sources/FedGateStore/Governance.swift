@@ -12,6 +12,10 @@ public struct RecordedDecision: Sendable, Equatable {
     public let reasons: [String]
     /// When the outcome is `needs_approval`: how long an approval stays valid once given.
     public let approvalValidHours: Int?
+    /// What the silo's policy lets leave without DP (`releases.without_dp`), and its final
+    /// evaluation's noise multiplier when it is released with DP: for the compliance report.
+    public var releasedWithoutDP: [String] = []
+    public var evaluationNoiseMultiplier: Double?
 
     public init(silo: String, policyHash: String, policyContent: String, planHash: String, planContent: String,
                 outcome: String, reasons: [String], approvalValidHours: Int?) {
@@ -26,7 +30,9 @@ public struct RecordedDecision: Sendable, Equatable {
     }
 
     var auditEvent: AuditEvent.Decision {
-        AuditEvent.Decision(silo: silo, policy: policyHash, plan: planHash, outcome: outcome, reasons: reasons)
+        var d = AuditEvent.Decision(silo: silo, policy: policyHash, plan: planHash, outcome: outcome, reasons: reasons)
+        (d.releasedWithoutDP, d.evaluationNoiseMultiplier) = (releasedWithoutDP, evaluationNoiseMultiplier)
+        return d
     }
 }
 

@@ -9,7 +9,10 @@ import Foundation
 enum Fixtures {
     static let data = try! Dataset.load(csv: Consortium.root.appendingPathComponent("examples/data/breast_cancer_wisconsin.csv"), label: "malignant")
 
-    static func policy(silo: String, purposes: [String] = ["research"], program: String? = nil) -> String {
+    /// What the shared policy lets leave without DP (`releases:`).
+    static let allReleases = "releases: { without_dp: [round_accuracy, final_evaluation, label_classes] }"
+
+    static func policy(silo: String, purposes: [String] = ["research"], program: String? = nil, releases: String = allReleases) -> String {
         """
         silo: \(silo)
         datasets:
@@ -28,6 +31,7 @@ enum Fixtures {
           max_clip_norm: 1.0
           require_secure_aggregation: false
           min_silos_per_round: 2
+        \(releases)
         models: [logistic]
         executors: [builtin\(program == nil ? "" : ", numpy")]
         \(program.map { "programs: { numpy: { command: [python3, \($0)], time_limit_seconds: 60, memory_limit_mb: 2048 } }" } ?? "")

@@ -34,6 +34,7 @@ struct IslandRoundTests {
             delta_max: 1.0e-5
         residency: { allowed_regions: [eu-west], allowed_jurisdictions: [EU] }
         privacy: { min_noise_multiplier: 0.3, max_clip_norm: 1.0, require_secure_aggregation: false, min_silos_per_round: 3 }
+        releases: { without_dp: [round_accuracy, final_evaluation] }
         models: [softmax, linear]
         executors: [builtin]
         """

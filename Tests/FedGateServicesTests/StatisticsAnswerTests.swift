@@ -110,16 +110,21 @@ struct StatisticsAnswerTests {
 
 @Suite("A plan's statistics release, checked when it is submitted")
 struct StatisticsSubmissionTests {
-    @Test("the broker refuses a plan without statistics, one whose feature columns lack ranges, and a schema plan with an unbounded numeric column, each naming the field")
-    func refusedAtSubmission() async throws {
+    /// Submits plan text to a broker coordinator on a fresh store: "accepted", or the refusal's text.
+    static func submitter() async throws -> @Sendable (String) async -> String {
         let consortium = try Consortium()
         let coordinator = BrokerCoordinator(settings: .init(), store: try await consortium.store("broker"), logger: consortium.logger)
-        func refusal(_ text: String) async -> String {
+        return { text in
             do {
                 _ = try await coordinator.submit(try TrainingPlan.parse(text, file: "plan.yaml"), text: text, by: "dana")
                 return "accepted"
             } catch { return "\(error)" }
         }
+    }
+
+    @Test("the broker refuses a plan without statistics, one whose feature columns lack ranges, and a schema plan with an unbounded numeric column, each naming the field")
+    func refusedAtSubmission() async throws {
+        let refusal = try await Self.submitter()
         let plan = Fixtures.plan(rounds: 1, quorum: 1)
         let without = plan.replacingOccurrences(of: Fixtures.statisticsYAML, with: "")
         #expect(without != plan)
@@ -140,14 +145,7 @@ struct StatisticsSubmissionTests {
 
     @Test("a regression plan: its target needs bounds and model linear; a classification plan cannot ask for linear or an RMSE gate")
     func regressionPlans() async throws {
-        let consortium = try Consortium()
-        let coordinator = BrokerCoordinator(settings: .init(), store: try await consortium.store("broker"), logger: consortium.logger)
-        func refusal(_ text: String) async -> String {
-            do {
-                _ = try await coordinator.submit(try TrainingPlan.parse(text, file: "plan.yaml"), text: text, by: "dana")
-                return "accepted"
-            } catch { return "\(error)" }
-        }
+        let refusal = try await Self.submitter()
         let mass = try String(contentsOf: Consortium.root.appendingPathComponent("examples/plans/penguins-body-mass.yaml"), encoding: .utf8)
         let plan = try TrainingPlan.parse(mass, file: "penguins-body-mass.yaml")
         #expect(plan.schema?.target == .init(column: "body_mass_g", task: .regression, bounds: .init(lower: 2000, upper: 7000)) && plan.maxRMSE == 450)
@@ -258,6 +256,79 @@ struct OutgoingInspectionTests {
                 #expect(recorded.count == 1 && recorded.first.map { (try? AuditEvent(action: $0.action, payload: $0.payload)) ==
                     .statisticsReleased(.init(datasets: ["breast-cancer-2024"], noiseMultiplier: Fixtures.statisticsNoise, features: d, count: released.count)) } == true)
             }
+        }
+    }
+}
+
+@Suite("What a silo's policy lets leave without DP")
+struct PolicyReleaseTests {
+    @Test("releases: deny by default; each name listed is one of the releases there are; the evaluation's multiplier is a number in range")
+    func parsed() throws {
+        let none = try SiloPolicy.parse(Fixtures.policy(silo: "h", releases: ""), file: "h.yaml")
+        #expect(none.releasedWithoutDP.isEmpty && none.evaluationNoiseMultiplier == nil && !none.allows(.finalEvaluation))
+        let some = try SiloPolicy.parse(Fixtures.policy(silo: "h", releases: "releases: { without_dp: [final_evaluation], evaluation_noise_multiplier: 3 }"), file: "h.yaml")
+        #expect(some.releasedWithoutDP == [.finalEvaluation] && some.evaluationNoiseMultiplier == 3)
+        #expect { try SiloPolicy.parse(Fixtures.policy(silo: "h", releases: "releases: { without_dp: [row_counts] }"), file: "h.yaml") } throws: {
+            "\($0)".contains("releases.without_dp[0]") && "\($0)".contains("'row_counts' is not a release")
+        }
+        #expect { try SiloPolicy.parse(Fixtures.policy(silo: "h", releases: "releases: { evaluation_noise_multiplier: 0 }"), file: "h.yaml") } throws: {
+            "\($0)".contains("releases.evaluation_noise_multiplier")
+        }
+    }
+
+    @Test("a silo that lists no release sends no round accuracy and no final evaluation; one with evaluation_noise_multiplier sends noisy counts after committing their DP event; the compliance report shows both lists per silo")
+    func releasesFollowThePolicy() async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        let shards = try Fixtures.simulation(seed: 2).shards()
+        let sent = (0..<3).map { _ in Recorder<any Sendable>() }
+        // hospital-0 releases everything exactly; hospital-1 nothing; hospital-2 its final evaluation with DP.
+        let releases = [Fixtures.allReleases, "releases: { without_dp: [label_classes] }",
+                        "releases: { without_dp: [label_classes], evaluation_noise_multiplier: 2.0 }"]
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, logger: consortium.logger) { broker in
+            var silos: [NetworkedRoundTests.Silo] = []
+            for (i, shard) in shards.enumerated() {
+                let record = sent[i]
+                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test,
+                                                                      policy: Fixtures.policy(silo: "hospital-\(i)", releases: releases[i]),
+                                                                      broker: brokerStore, port: broker.port) { $0.outgoing = { record.add($0) } })
+            }
+            let running = silos.map { silo in Task { await silo.gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            try await NetworkedRoundTests().waitForGateways(broker, 3)
+            let text = Fixtures.plan(rounds: 2, quorum: 3)
+            let hash = try await broker.coordinator.submit(try TrainingPlan.parse(text, file: "plan.yaml"), text: text, by: "dana")
+            let status = try #require(await broker.coordinator.finished(hash))
+            #expect(status.state == .finished && status.rounds.allSatisfy { $0.state == "committed" }, "\(status.reason ?? "")")
+
+            // Round accuracy: only hospital-0's updates carry it.
+            for i in 0..<3 {
+                let headers = sent[i].all.compactMap { ($0 as? Fedgate_V1_TransferChunk).flatMap { $0.hasHeader ? $0.header : nil } }
+                #expect(headers.count == 2 && headers.allSatisfy { $0.metrics.isEmpty == (i != 0) }, "hospital-\(i): \(headers.map(\.metrics))")
+            }
+            // The final evaluation: exact from hospital-0, noisy from hospital-2, none from hospital-1.
+            let evaluation = try #require(status.evaluation)
+            #expect(evaluation.silos.map(\.silo) == ["hospital-0", "hospital-2"], "\(evaluation.silos)")
+            let reports = sent.map { $0.all.compactMap { ($0 as? Fedgate_V1_GatewayMessage).flatMap { if case .evaluation(let e)? = $0.kind { e } else { nil } } } }
+            #expect(reports[1].count == 1 && reports[1][0].error.contains("releases.without_dp lacks final_evaluation") && reports[1][0].accuracy == 0)
+            #expect(reports[0].first?.examples == UInt64(shards[0].test.count))
+            let noisy = try #require(reports[2].first)
+            #expect(noisy.error.isEmpty && noisy.loss == 0 && (0...1).contains(noisy.accuracy) && !noisy.personalised)
+            let entries = try await silos[2].ledger.backend.entries(dataset: "breast-cancer-2024").filter { $0.state == .committed }
+            #expect(entries.filter { $0.round == 2 && $0.event == .gaussian(noiseMultiplier: 2) }.count == 1, "\(entries.map { ($0.round, $0.event) })")
+            #expect(abs(noisy.epsilonSpent - (try LedgerEntry.epsilon(of: entries, delta: 1e-5))) < 1e-9, "the ε it reports includes its evaluation's")
+
+            // The compliance report, from the silos' trails: both lists, per silo.
+            var trails: [AuditTrail] = []
+            for (i, silo) in silos.enumerated() { trails.append(AuditTrail(source: "hospital-\(i)", records: try await silo.ledger.backend.auditRecords())) }
+            let report = ComplianceReport(trails, filter: AuditFilter(plan: hash))
+            let bySilo = Dictionary(uniqueKeysWithValues: report.releases.filter { $0.plan == hash }.map { ($0.silo, $0) })
+            #expect(bySilo["hospital-0"]?.withoutDP == ["final_evaluation", "label_classes", "round_accuracy"])
+            #expect(bySilo["hospital-1"]?.withoutDP == ["label_classes"] && bySilo["hospital-1"]?.evaluationNoiseMultiplier == nil)
+            #expect(bySilo["hospital-2"]?.evaluationNoiseMultiplier == 2)
+            let withDP = try #require(bySilo["hospital-2"]?.withDP)
+            #expect(withDP.map(\.what) == ["statistics release", "DP-SGD updates", "Gaussian releases (program updates, evaluations)"]
+                    && withDP.map(\.count) == [1, 2, 1], "\(withDP)")
         }
     }
 }
