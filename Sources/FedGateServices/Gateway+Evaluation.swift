@@ -50,37 +50,10 @@ extension Gateway {
         let dimension = try Network.parameterCount(kind: kind, inputs: test.featureCount, classes: Int(task.classes))
         let model = try Network(kind: kind, inputs: test.featureCount, classes: Int(task.classes),
                                 parameters: try ModelPayload.modelParameters(payload, dimension: dimension))
-        let policy = governor.policy
-        guard policy.allows(.finalEvaluation) else {
-            // Not released exactly: with DP (noisy counts, a DP event committed first), or not at all.
-            guard let z = policy.evaluationNoiseMultiplier, !model.regression else {
-                throw GatewayError.evaluationNotReleased(regression: model.regression)
-            }
-            let release = try EvaluationRelease(noiseMultiplier: z)
-            let right = Int((model.evaluate(test).accuracy * Double(test.count)).rounded())
-            try await reservations.spend(release.event, plan: task.planHash, round: task.round, datasets: accepted.plan.datasets)
-            var noise = GaussianNoiseGenerator()
-            let (accuracy, rows) = release.release(correct: right, rows: test.count, noise: &noise)
-            (report.accuracy, report.examples) = (accuracy, UInt64(rows))
-            try await reportSpent(task.planHash, accepted.plan, into: &report)
-            logger.info("model evaluated, released with DP", metadata: ["silo": "\(siloID)", "plan": "\(task.planHash.prefix(12))",
-                                                                      "noise_multiplier": "\(z)", "epsilon": "\(report.epsilonSpent)"])
-            return
+        guard governor.policy.allows(.finalEvaluation) else {
+            return try await evaluateWithDP(model, on: test, task, accepted, into: &report)
         }
-        if model.regression {
-            // In the target's own units: the model's output and the held-out targets (standardised
-            // like the training rows') mapped back through the consortium's target standardisation.
-            guard task.targetScale > 0, task.targetScale.isFinite, task.targetMean.isFinite else {
-                throw GatewayError.targetStandardisationMissing(plan: task.planHash)
-            }
-            test.standardiseTarget(mean: task.targetMean, scale: task.targetScale)
-            let figures = model.evaluateRegression(test, targetMean: task.targetMean, targetScale: task.targetScale)
-            (report.rmse, report.mae, report.r2, report.examples) = (figures.rmse, figures.mae, figures.r2, UInt64(test.count))
-            try await reportSpent(task.planHash, accepted.plan, into: &report)
-            logger.info("model evaluated", metadata: ["silo": "\(siloID)", "plan": "\(task.planHash.prefix(12))",
-                                                      "rmse": "\(figures.rmse)", "epsilon": "\(report.epsilonSpent)"])
-            return
-        }
+        if model.regression { return try await evaluateRegression(model, on: test, task, accepted, into: &report) }
         let result = model.evaluate(test)
         let plan = accepted.plan
         if !(plan.localLayers ?? []).isEmpty || (plan.fineTuneEpochs ?? 0) > 0 {
@@ -111,6 +84,40 @@ extension Gateway {
         try await reportSpent(task.planHash, plan, into: &report)
         logger.info("model evaluated", metadata: ["silo": "\(siloID)", "plan": "\(task.planHash.prefix(12))",
                                                   "accuracy": "\(result.accuracy)", "epsilon": "\(report.epsilonSpent)"])
+    }
+
+    /// The final evaluation of a silo whose policy does not release it exactly: with DP (noisy
+    /// counts, their DP event committed first) when it gives a noise multiplier, else none at all.
+    private func evaluateWithDP(_ model: Network, on test: Dataset, _ task: Fedgate_V1_EvaluateTask, _ accepted: AcceptedPlan,
+                                into report: inout Fedgate_V1_EvaluationReport) async throws {
+        guard let z = governor.policy.evaluationNoiseMultiplier, !model.regression else {
+            throw GatewayError.evaluationNotReleased(regression: model.regression)
+        }
+        let release = try EvaluationRelease(noiseMultiplier: z)
+        let right = Int((model.evaluate(test).accuracy * Double(test.count)).rounded())
+        try await reservations.spend(release.event, plan: task.planHash, round: task.round, datasets: accepted.plan.datasets)
+        var noise = GaussianNoiseGenerator()
+        let (accuracy, rows) = release.release(correct: right, rows: test.count, noise: &noise)
+        (report.accuracy, report.examples) = (accuracy, UInt64(rows))
+        try await reportSpent(task.planHash, accepted.plan, into: &report)
+        logger.info("model evaluated, released with DP", metadata: ["silo": "\(siloID)", "plan": "\(task.planHash.prefix(12))",
+                                                                  "noise_multiplier": "\(z)", "epsilon": "\(report.epsilonSpent)"])
+    }
+
+    /// A regression model's figures in the target's own units: its output and the held-out targets
+    /// (standardised like the training rows') mapped back through the consortium's target standardisation.
+    private func evaluateRegression(_ model: Network, on rows: Dataset, _ task: Fedgate_V1_EvaluateTask, _ accepted: AcceptedPlan,
+                                    into report: inout Fedgate_V1_EvaluationReport) async throws {
+        guard task.targetScale > 0, task.targetScale.isFinite, task.targetMean.isFinite else {
+            throw GatewayError.targetStandardisationMissing(plan: task.planHash)
+        }
+        var test = rows
+        test.standardiseTarget(mean: task.targetMean, scale: task.targetScale)
+        let figures = model.evaluateRegression(test, targetMean: task.targetMean, targetScale: task.targetScale)
+        (report.rmse, report.mae, report.r2, report.examples) = (figures.rmse, figures.mae, figures.r2, UInt64(test.count))
+        try await reportSpent(task.planHash, accepted.plan, into: &report)
+        logger.info("model evaluated", metadata: ["silo": "\(siloID)", "plan": "\(task.planHash.prefix(12))",
+                                                  "rmse": "\(figures.rmse)", "epsilon": "\(report.epsilonSpent)"])
     }
 
     /// The ε this silo's ledger committed for the plan, and its per-plan cap, into the report.
