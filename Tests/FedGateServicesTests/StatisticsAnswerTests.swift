@@ -332,3 +332,72 @@ struct PolicyReleaseTests {
         }
     }
 }
+
+@Suite("Every message a gateway sends during a secure plan, matched to a ledger event or a policy line")
+struct ReleaseCensusTests {
+    @Test("secure aggregation, DP-SGD and a final evaluation with DP: each silo's statistics, masked updates and evaluation match its ledger's committed events one to one; its protocol messages carry keys and shares; nothing is left over")
+    func everyMessageAccounted() async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        let shards = try Fixtures.simulation(seed: 5).shards()
+        let sent = (0..<3).map { _ in Recorder<any Sendable>() }
+        let policy = "releases: { without_dp: [], evaluation_noise_multiplier: 2.0 }"
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, logger: consortium.logger) { broker in
+            var silos: [NetworkedRoundTests.Silo] = []
+            for (i, shard) in shards.enumerated() {
+                let record = sent[i]
+                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test,
+                                                                      policy: Fixtures.policy(silo: "hospital-\(i)", releases: policy),
+                                                                      broker: brokerStore, port: broker.port) { $0.outgoing = { record.add($0) } })
+            }
+            let running = silos.map { silo in Task { await silo.gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            try await NetworkedRoundTests().waitForGateways(broker, 3)
+            let text = Fixtures.plan(rounds: 2, quorum: 3, secure: true)
+            let hash = try await broker.coordinator.submit(try TrainingPlan.parse(text, file: "plan.yaml"), text: text, by: "dana")
+            let status = try #require(await broker.coordinator.finished(hash))
+            #expect(status.state == .finished && status.rounds.allSatisfy { $0.state == "committed" }, "\(status.reason ?? "")")
+            #expect(status.evaluation?.silos.count == 3, "every silo released its evaluation with DP")
+
+            for i in 0..<3 {
+                // What the ledger says left, by kind: the statistics release, each round's update, the evaluation.
+                let committed = try await silos[i].ledger.backend.entries(dataset: "breast-cancer-2024").filter { $0.planHash == hash && $0.state == .committed }
+                var ledger = committed.map { entry -> String in
+                    if entry.round == 0 { return "statistics" }
+                    if case .gaussian = entry.event { return "evaluation" }
+                    return "update \(entry.round)"
+                }.sorted()
+                var census: [String: Int] = [:]
+                func account(_ release: String) {
+                    if let k = ledger.firstIndex(of: release) { ledger.remove(at: k) } else { Issue.record("hospital-\(i) sent \(release) with no ledger event left for it") }
+                }
+                for message in sent[i].all {
+                    if let g = message as? Fedgate_V1_GatewayMessage {
+                        switch g.kind {
+                        case .hello, .heartbeat, .auditHead: census["no rows: software, liveness, audit chain", default: 0] += 1
+                        case .offerReply(let r):
+                            if r.hasMoments { account("statistics") } else { census["no rows: an answer to an offer", default: 0] += 1 }
+                        case .secagg(let step):
+                            #expect(["advertise", "shares", "unmasked"].contains(step.step), "\(step.step)")
+                            census["no rows: the protocol's keys, encrypted shares, unmasking", default: 0] += 1
+                        case .evaluation(let e):
+                            #expect(e.error.isEmpty && e.loss == 0 && !e.personalised)
+                            account("evaluation")
+                        case nil: Issue.record("hospital-\(i) sent an empty message")
+                        }
+                    } else if let chunk = message as? Fedgate_V1_TransferChunk {
+                        guard chunk.hasHeader else { continue }  // the rest of the same masked update
+                        #expect(chunk.header.metrics.isEmpty, "no figures without the policy's round_accuracy")
+                        account("update \(chunk.header.round)")
+                    } else if message is Fedgate_V1_ModelRequest {
+                        census["no rows: a request for the model", default: 0] += 1
+                    } else {
+                        Issue.record("hospital-\(i) sent a message no line accounts for: \(type(of: message))")
+                    }
+                }
+                #expect(ledger.isEmpty, "hospital-\(i): ledger events with no message: \(ledger)")
+                #expect(committed.count == 4 && census.keys.count == 4, "hospital-\(i): \(committed.map { ($0.round, $0.event) }) \(census)")
+            }
+        }
+    }
+}
