@@ -157,9 +157,10 @@ enum ComplianceHTML {
         }, empty: "No rounds in this trail.")
 
         body += "<h2>Model versions and their gates</h2>\n"
-        body += table(["Plan", "Round", "Gate", "Accuracy", "Reasons", "At"], report.gates.map {
+        body += table(["Plan", "Round", "Gate", "Accuracy", "Slices", "Reasons", "At"], report.gates.map {
             [code($0.plan), "\($0.round)", "<span class=\($0.passed ? "ok" : "bad")>\($0.passed ? "passed" : "held back")</span>",
-             $0.accuracy.map(fmt) ?? "–", e($0.reasons.joined(separator: "; ")), e(AuditExport.timestamp($0.at))]
+             $0.accuracy.map(fmt) ?? "–", $0.slices.isEmpty ? "–" : e($0.slices.sorted { $0.key < $1.key }.map { "\($0.key) \(fmt($0.value))" }.joined(separator: ", ")),
+             e($0.reasons.joined(separator: "; ")), e(AuditExport.timestamp($0.at))]
         }, empty: "No model was evaluated in this trail.")
         body += table(["Version", "Event", "Plan", "Round", "Content SHA-256", "By", "At"], report.versions.map {
             ["v\($0.version)", e($0.action), $0.plan.isEmpty ? "" : code($0.plan), $0.round == 0 ? "" : "\($0.round)",

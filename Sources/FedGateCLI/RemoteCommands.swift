@@ -63,8 +63,11 @@ enum PlanView {
                 var row: [String: Any] = ["silo": e.silo, "accuracy": e.accuracy, "examples": e.examples, "epsilon": e.epsilonSpent, "epsilon_cap": e.epsilonCap]
                 if e.personalised { row["personalised_accuracy"] = e.personalisedAccuracy }
                 if regression(s) { (row["rmse"], row["mae"], row["r2"]) = (e.rmse, e.mae, e.r2) }
+                if !e.slices.isEmpty { row["slices"] = e.slices.map { ["slice": $0.slice, "accuracy": $0.accuracy, "examples": $0.examples] as [String: Any] } }
                 return row
             },
+            "slices": s.slices.map { ["slice": $0.slice, "accuracy": $0.accuracy, "examples": $0.examples] as [String: Any] },
+            "slice_gap": s.sliceGap,
             "accuracy": s.accuracy, "fairness_delta": s.fairnessDelta, "gate_passed": s.gatePassed, "gate_reasons": s.gateReasons,
             "model_version": s.modelVersion, "bytes_in": s.bytesIn, "bytes_out": s.bytesOut, "epsilon_mirror": s.epsilonMirror,
         ].merging(regression(s) ? ["rmse": s.rmse, "r2": s.r2] : [:]) { $1 }
@@ -114,6 +117,11 @@ enum PlanView {
                 lines.append(String(format: "    %-16@ accuracy %.4f on %4d held-out rows   ε %.3f of %.3f%@", e.silo as NSString, e.accuracy,
                                     Int(e.examples), e.epsilonSpent, e.epsilonCap,
                                     e.personalised ? String(format: "   personalised %.4f", e.personalisedAccuracy) as NSString : "" as NSString))
+            }
+            if !s.slices.isEmpty {
+                lines.append("  slices (cells below a silo's least size withheld): "
+                             + s.slices.map { String(format: "%@ %.4f on %d rows", $0.slice as NSString, $0.accuracy, Int($0.examples)) }.joined(separator: ", ")
+                             + String(format: "; gap %.4f", s.sliceGap))
             }
             lines.append(s.gatePassed ? "  gate passed: model version \(s.modelVersion)" : "  gate held the model back: \(s.gateReasons.joined(separator: "; "))")
         }

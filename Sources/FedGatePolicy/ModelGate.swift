@@ -1,3 +1,11 @@
+/// A model's accuracy on one slice cell (`sex=female`) of a silo's held-out rows.
+public struct SliceFigure: Sendable, Equatable, Codable {
+    public var slice: String
+    public var accuracy: Double
+    public var examples: Int
+    public init(slice: String, accuracy: Double, examples: Int) { (self.slice, self.accuracy, self.examples) = (slice, accuracy, examples) }
+}
+
 /// One silo's evaluation of a candidate model on its held-out rows, with the privacy it spent.
 public struct SiloEvaluation: Sendable, Equatable, Codable {
     public var silo: String
@@ -8,6 +16,9 @@ public struct SiloEvaluation: Sendable, Equatable, Codable {
     public var epsilonCap: Double
     /// With personalisation: the accuracy of the silo's own model (its local layers, fine-tuned) on the same rows.
     public var personalisedAccuracy: Double?
+    /// Accuracy per slice cell (`sex=female`) with its held-out rows; cells below the silo's least
+    /// size are not reported.
+    public var slices: [SliceFigure] = []
     /// A regression model's figures, in the target's units (then `accuracy` means nothing).
     public var rmse: Double?
     public var mae: Double?
@@ -38,6 +49,20 @@ public struct EvaluationSummary: Sendable, Equatable {
         let n = silos.reduce(0) { $0 + $1.examples }
         guard n > 0 else { return nil }
         return silos.reduce(0.0) { $0 + $1.accuracy * Double($1.examples) } / Double(n)
+    }
+
+    /// Accuracy per slice cell over every silo that reported the cell (weighted by its rows), by cell name.
+    public var pooledSlices: [String: (accuracy: Double, examples: Int)] {
+        var sums: [String: (Double, Int)] = [:]
+        for s in silos { for f in s.slices { sums[f.slice, default: (0, 0)].0 += f.accuracy * Double(f.examples); sums[f.slice, default: (0, 0)].1 += f.examples } }
+        return sums.filter { $0.value.1 > 0 }.mapValues { (accuracy: $0.0 / Double($0.1), examples: $0.1) }
+    }
+
+    /// Best slice cell's pooled accuracy minus the worst's; nil with fewer than two cells.
+    public var sliceGap: Double? {
+        let accuracies = pooledSlices.values.map(\.accuracy)
+        guard accuracies.count >= 2, let best = accuracies.max(), let worst = accuracies.min() else { return nil }
+        return best - worst
     }
 
     /// A regression model's evaluation: every silo reported RMSE.
@@ -82,12 +107,20 @@ public struct GateDecision: Sendable, Equatable {
 public enum ModelGate {
     /// Passes when silos evaluated the model, its pooled accuracy reaches `minAccuracy`, and it is
     /// not more than `maxDrop` below the current version's accuracy. Every failed rule is reported.
-    public static func decide(_ summary: EvaluationSummary, minAccuracy: Double?, maxDrop: Double?, currentAccuracy: Double?) -> GateDecision {
+    public static func decide(_ summary: EvaluationSummary, minAccuracy: Double?, maxDrop: Double?, currentAccuracy: Double?,
+                              maxSliceGap: Double? = nil) -> GateDecision {
         guard !summary.isRegression else { return GateDecision(passed: true, reasons: []) }
         guard let accuracy = summary.pooledAccuracy else {
             return GateDecision(passed: false, reasons: ["no silo evaluated the model on held-out rows"])
         }
         var reasons: [String] = []
+        if let limit = maxSliceGap {
+            if let gap = summary.sliceGap {
+                if gap > limit { reasons.append("the slices' accuracies are \(format(gap)) apart, more than the plan's \(format(limit))") }
+            } else {
+                reasons.append("fewer than two slice cells were reported (cells below a silo's least size are withheld): the plan's max_slice_gap cannot be checked")
+            }
+        }
         if let minimum = minAccuracy, accuracy < minimum {
             reasons.append("accuracy \(format(accuracy)) is below the plan's minimum \(format(minimum))")
         }

@@ -55,6 +55,8 @@ public struct SiloPolicy: Sendable, Equatable {
     /// `releases.evaluation_noise_multiplier`: the final evaluation leaves as noisy counts, a DP event
     /// in the ledger, when `final_evaluation` is not listed; nil: it does not leave at all then.
     public var evaluationNoiseMultiplier: Double?
+    /// `releases.min_slice_rows`: slice cells with fewer held-out rows are not reported.
+    public var minSliceRows = 10
 
     public static func == (a: SiloPolicy, b: SiloPolicy) -> Bool { a.sha256 == b.sha256 }
 
@@ -95,7 +97,11 @@ public struct SiloPolicy: Sendable, Equatable {
             try r.int($0, "privacy.min_secagg_threshold", 2...10_000, "a whole number ≥ 2 (shares needed to unmask a secure round's sum)") }
         policy.minSecureSurvivors = try privacy.optional("min_secagg_survivors").map {
             try r.int($0, "privacy.min_secagg_survivors", 2...10_000, "a whole number ≥ 2 (silos whose sum this silo helps unmask)") }
-        if let node = root.optional("releases") { (policy.releasedWithoutDP, policy.evaluationNoiseMultiplier) = try releases(r, node) }
+        if let node = root.optional("releases") {
+            let (listed, z, minRows) = try releases(r, node)
+            (policy.releasedWithoutDP, policy.evaluationNoiseMultiplier) = (listed, z)
+            if let minRows { policy.minSliceRows = minRows }
+        }
         if let node = root.optional("software") {
             let software = try r.map(node, "software")
             try software.only(["broker_versions", "broker_sha256"])

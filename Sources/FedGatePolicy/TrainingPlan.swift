@@ -54,6 +54,10 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     /// A regression plan's gate (`evaluation.max_rmse`, `evaluation.min_r2`), in the target's units.
     public var maxRMSE: Double? = nil
     public var minR2: Double? = nil
+    /// Schema columns (categorical or boolean) whose cells each silo evaluates the final model on
+    /// (`slices:`), and the largest accuracy gap between cells the gate allows (`evaluation.max_slice_gap`).
+    public var slices: [String]? = nil
+    public var maxSliceGap: Double? = nil
 
     /// SHA-256 of the plan's canonical JSON form (sorted keys), so equal plans hash equally
     /// whatever their YAML layout or comments.
@@ -115,7 +119,7 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
         try root.only(["purpose", "datasets", "columns", "model", "executor", "rounds", "local_steps", "strategy",
-                       "dp", "secure_aggregation", "quorum", "broker", "deadlines", "evaluation", "personalisation", "schema", "statistics"])
+                       "dp", "secure_aggregation", "quorum", "broker", "deadlines", "evaluation", "personalisation", "schema", "statistics", "slices"])
         let dpMap = try r.map(try root.require("dp", "noise_multiplier or target_epsilon, clip_norm, sampling_rate, delta"), "dp")
         try dpMap.only(["noise_multiplier", "target_epsilon", "clip_norm", "sampling_rate", "delta", "distributed_noise_multiplier"])
         let z = try dpMap.optional("noise_multiplier").map { try r.double($0, "dp.noise_multiplier", 0.01...1000, "a noise multiplier between 0.01 and 1000") }
@@ -159,20 +163,42 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
                 try r.int($0, "deadlines.approval_seconds", 1...86_400 * 30, "seconds from 1 to 2592000 (30 days) to wait for silos' approvals") })
         plan.schema = try root.optional("schema").map { try schema(r, $0, columns: columns) }
         plan.statistics = try root.optional("statistics").map { try statistics(r, $0, columns: columns, schema: plan.schema != nil) }
-        (plan.maxRMSE, plan.minR2) = (gate?.maxRMSE, gate?.minR2)
+        (plan.maxRMSE, plan.minR2, plan.maxSliceGap) = (gate?.maxRMSE, gate?.minR2, gate?.maxSliceGap)
+        plan.slices = try root.optional("slices").map { try sliceColumns(r, $0, schema: plan.schema) }
+        if plan.maxSliceGap != nil, plan.slices == nil {
+            throw r.error(root.optional("evaluation"), "evaluation.max_slice_gap", "needs the plan's slices (slices: [column, …])")
+        }
         if plan.maxRMSE != nil || plan.minR2 != nil, plan.schema?.target.task != .regression {
             throw r.error(root.optional("evaluation"), "evaluation", "max_rmse and min_r2 are for a regression target (schema.target.regression); use min_accuracy")
         }
         return plan
     }
     /// `evaluation`: the gate's least accuracy and largest drop, or a regression's largest RMSE and least R².
-    private static func evaluationGate(_ r: YAMLReader, _ node: Yams.Node) throws -> (minAccuracy: Double?, maxDrop: Double?, maxRMSE: Double?, minR2: Double?) {
+    private static func evaluationGate(_ r: YAMLReader, _ node: Yams.Node)
+        throws -> (minAccuracy: Double?, maxDrop: Double?, maxRMSE: Double?, minR2: Double?, maxSliceGap: Double?) {
         let em = try r.map(node, "evaluation")
-        try em.only(["min_accuracy", "max_drop", "max_rmse", "min_r2"])
+        try em.only(["min_accuracy", "max_drop", "max_rmse", "min_r2", "max_slice_gap"])
         return (try em.optional("min_accuracy").map { try r.double($0, "evaluation.min_accuracy", 0...1, "an accuracy between 0 and 1") },
                 try em.optional("max_drop").map { try r.double($0, "evaluation.max_drop", 0...1, "an accuracy drop between 0 and 1 (0.01 is one point)") },
                 try em.optional("max_rmse").map { try r.double($0, "evaluation.max_rmse", 0...1e300, "an RMSE ≥ 0 in the target's units") },
-                try em.optional("min_r2").map { try r.double($0, "evaluation.min_r2", -1e300...1, "an R² at most 1") })
+                try em.optional("min_r2").map { try r.double($0, "evaluation.min_r2", -1e300...1, "an R² at most 1") },
+                try em.optional("max_slice_gap").map { try r.double($0, "evaluation.max_slice_gap", 0...1, "an accuracy gap between 0 and 1") })
+    }
+
+    /// `slices`: schema columns with cells (categorical or boolean), each once; a classification target.
+    private static func sliceColumns(_ r: YAMLReader, _ node: Yams.Node, schema: DataSchema?) throws -> [String] {
+        let names = try r.distinctStrings(node, "slices")
+        guard let schema else { throw r.error(node, "slices", "needs the plan's schema: a slice is a categorical or boolean column of it") }
+        guard schema.target.task != .regression else { throw r.error(node, "slices", "are evaluated by accuracy: a regression target has none") }
+        for (i, name) in names.enumerated() {
+            guard let column = schema.columns.first(where: { $0.name == name }) else {
+                throw r.error(Array(node.sequence ?? [])[i], "slices[\(i)]", "'\(name)' is not a column of the plan's schema")
+            }
+            if case .numeric = column.kind {
+                throw r.error(Array(node.sequence ?? [])[i], "slices[\(i)]", "'\(name)' is numeric; a slice is a categorical or boolean column (band a number into categories first)")
+            }
+        }
+        return names
     }
 
     /// `personalisation`: the layers kept at each silo, and the fine-tuning epochs.

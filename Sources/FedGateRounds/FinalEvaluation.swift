@@ -23,7 +23,7 @@ public struct FinalEvaluation<Report: Sendable>: Sendable {
 
 /// A silo's figures for a model on its held-out rows, checked before they count: an impossible
 /// figure is that silo's failure to evaluate, never a figure in a report.
-public struct EvaluationFigures: Sendable, Equatable {
+public struct EvaluationFigures: Sendable {
     public var accuracy: Double
     public var examples: Int
     public var epsilonSpent: Double
@@ -31,6 +31,8 @@ public struct EvaluationFigures: Sendable, Equatable {
     public var personalisedAccuracy: Double?
     /// A regression model's figures (then `accuracy` is 0 and means nothing).
     public var regression: RegressionFigures?
+    /// Accuracy per slice cell: (cell, accuracy, rows).
+    public var slices: [(slice: String, accuracy: Double, examples: Int)] = []
 
     public init(accuracy: Double, examples: Int, epsilonSpent: Double, epsilonCap: Double, personalisedAccuracy: Double? = nil,
                 regression: RegressionFigures? = nil) {
@@ -49,7 +51,22 @@ public struct EvaluationFigures: Sendable, Equatable {
             return "personalised accuracy \(p) is not in 0…1"
         }
         if let r = regression, let problem = r.problem { return problem }
+        guard slices.count <= 256 else { return "\(slices.count) slice cells (at most 256)" }
+        for cell in slices {
+            guard (1...128).contains(cell.slice.utf8.count), cell.accuracy.isFinite, (0...1).contains(cell.accuracy), (1...examples).contains(cell.examples) else {
+                return "slice cell '\(cell.slice.prefix(40))': accuracy \(cell.accuracy) on \(cell.examples) rows is not a cell of \(examples) held-out rows"
+            }
+        }
         return nil
+    }
+}
+
+extension EvaluationFigures {
+    /// These figures with their slice cells.
+    public func with(slices: [(slice: String, accuracy: Double, examples: Int)]) -> EvaluationFigures {
+        var figures = self
+        figures.slices = slices
+        return figures
     }
 }
 

@@ -81,6 +81,14 @@ extension Gateway {
         report.accuracy = result.accuracy
         report.loss = result.logLoss
         report.examples = UInt64(test.count)
+        if governor.policy.allows(.sliceMetrics) {
+            let cells = SliceEvaluation.cells(plan, rows: accepted.test)
+            report.slices = SliceEvaluation.figures(model, on: test, cells: cells, minRows: governor.policy.minSliceRows).map { f in
+                var out = Fedgate_V1_SliceFigure()
+                (out.slice, out.accuracy, out.examples) = (f.slice, f.accuracy, UInt64(f.examples))
+                return out
+            }
+        }
         try await reportSpent(task.planHash, plan, into: &report)
         logger.info("model evaluated", metadata: ["silo": "\(siloID)", "plan": "\(task.planHash.prefix(12))",
                                                   "accuracy": "\(result.accuracy)", "epsilon": "\(report.epsilonSpent)"])

@@ -32,7 +32,8 @@ struct ModelPromotion: Sendable {
         let summary = EvaluationSummary(evaluations.silos)
         let versions = try await store.modelVersions()
         let gate = summary.isRegression ? ModelGate.decideRegression(summary, maxRMSE: plan.maxRMSE, minR2: plan.minR2)
-            : ModelGate.decide(summary, minAccuracy: plan.minAccuracy, maxDrop: plan.maxAccuracyDrop, currentAccuracy: versions.last?.metrics["accuracy"])
+            : ModelGate.decide(summary, minAccuracy: plan.minAccuracy, maxDrop: plan.maxAccuracyDrop, currentAccuracy: versions.last?.metrics["accuracy"],
+                               maxSliceGap: plan.maxSliceGap)
         try await store.audit(.modelGated(Self.record(plan, round: round, summary: summary, gate: gate, failures: evaluations.failures)),
                               actor: brokerID, subject: hash, at: wallClock.now())
         guard gate.passed, let metrics = Self.metrics(summary) else {
@@ -59,6 +60,8 @@ struct ModelPromotion: Sendable {
         guard let accuracy = summary.pooledAccuracy else { return nil }
         var metrics = ["accuracy": accuracy, "fairness_delta": summary.fairnessDelta ?? 0]
         for s in summary.silos { metrics["accuracy.\(s.silo)"] = s.accuracy }
+        for (cell, figure) in summary.pooledSlices { metrics["accuracy[\(cell)]"] = figure.accuracy }
+        if let gap = summary.sliceGap { metrics["slice_gap"] = gap }
         return metrics
     }
 
@@ -76,6 +79,9 @@ struct ModelPromotion: Sendable {
                                      fairnessDelta: regression ? nil : summary.fairnessDelta, silos: perSilo, failures: failures,
                                      minAccuracy: plan.minAccuracy, maxDrop: plan.maxAccuracyDrop)
         if regression { (record.rmse, record.r2, record.maxRMSE, record.minR2) = (summary.pooledRMSE, summary.meanR2, plan.maxRMSE, plan.minR2) }
+        if plan.slices != nil {
+            (record.slices, record.sliceGap, record.maxSliceGap) = (summary.pooledSlices.mapValues(\.accuracy), summary.sliceGap, plan.maxSliceGap)
+        }
         return record
     }
 }

@@ -133,6 +133,8 @@ public struct ComplianceReport: Sendable {
         public let silos: [String: Double]
         /// With personalisation: each silo's own model's accuracy.
         public let personalised: [String: Double]
+        /// With slices: each cell's pooled accuracy (empty without).
+        public var slices: [String: Double] = [:]
     }
     public struct Version: Sendable, Equatable { public let version: Int, plan: String, round: Int, contentSHA256: String, at: Date, actor: String, action: String }
     public struct Unreadable: Sendable, Equatable { public let source: String, seq: Int, action: String, problem: String }
@@ -210,7 +212,7 @@ public struct ComplianceReport: Sendable {
                 note(Round(plan: r.subject, run: run(r.subject), number: a.round, state: "aborted", participants: [], at: r.at, reason: a.reason), &roundIndex)
             case .modelGated(let g):
                 gates.append(Gate(plan: r.subject, round: g.round, passed: g.passed, reasons: g.reasons, accuracy: g.accuracy, at: r.at,
-                                  silos: g.silos.mapValues(\.accuracy), personalised: g.silos.compactMapValues(\.personalisedAccuracy)))
+                                  silos: g.silos.mapValues(\.accuracy), personalised: g.silos.compactMapValues(\.personalisedAccuracy), slices: g.slices ?? [:]))
             case .modelVersioned(let v):
                 versions.append(Version(version: v.version, plan: r.subject, round: v.round, contentSHA256: v.contentSHA256, at: r.at,
                                         actor: r.actor, action: "recorded"))

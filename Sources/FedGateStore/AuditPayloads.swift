@@ -163,9 +163,11 @@ extension AuditEvent {
         public var silos: [String: Silo], failures: [String: String], minAccuracy: Double?, maxDrop: Double?
         /// A regression model's pooled RMSE and the silos' R², and the plan's limits on them.
         public var rmse: Double?, r2: Double?, maxRMSE: Double?, minR2: Double?
+        /// With slices: each cell's pooled accuracy, their gap, and the plan's limit on it.
+        public var slices: [String: Double]?, sliceGap: Double?, maxSliceGap: Double?
         enum CodingKeys: String, CodingKey {
             case round, passed, reasons, accuracy, fairnessDelta = "fairness_delta", silos, failures, minAccuracy = "min_accuracy", maxDrop = "max_drop"
-            case rmse, r2, maxRMSE = "max_rmse", minR2 = "min_r2"
+            case rmse, r2, maxRMSE = "max_rmse", minR2 = "min_r2", slices, sliceGap = "slice_gap", maxSliceGap = "max_slice_gap"
         }
         public init(round: Int, passed: Bool, reasons: [String], accuracy: Double?, fairnessDelta: Double?, silos: [String: Silo],
                     failures: [String: String], minAccuracy: Double?, maxDrop: Double?) {

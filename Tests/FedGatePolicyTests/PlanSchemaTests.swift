@@ -22,12 +22,27 @@ struct PlanSchemaTests {
     @Test("binary targets from a rule or from positive values, and a regression target")
     func targets() throws {
         func target(_ yaml: String) throws -> DataSchema.Task? {
+            // Without the example's slices: a regression target has no accuracy to slice.
             let text = Self.penguins.replacingOccurrences(of: "target: { column: species, classes: [Adelie, Chinstrap, Gentoo] }", with: "target: \(yaml)")
+                .replacingOccurrences(of: "slices: [sex]\n", with: "").replacingOccurrences(of: "evaluation: { max_slice_gap: 0.05 }\n", with: "")
             return try TrainingPlan.parse(text, file: "p.yaml").schema?.target.task
         }
         #expect(try target(#"{ column: num, positive: "num > 0" }"#) == .binary(.compare(.greater, 0)))
         #expect(try target("{ column: diagnosis, positive: [M, malignant] }") == .binary(.positives(["M", "malignant"])))
         #expect(try target("{ column: mass, regression: true }") == .regression)
+    }
+
+    @Test("slices are the schema's categorical or boolean columns, of a classification target; max_slice_gap needs them")
+    func slices() throws {
+        let plan = try TrainingPlan.parse(Self.penguins, file: "p.yaml")
+        #expect(plan.slices == ["sex"] && plan.maxSliceGap == 0.05)
+        for (from, to, field) in [("slices: [sex]", "slices: [island]", "'island' is not a column"),
+                                  ("slices: [sex]", "slices: [body_mass_g]", "is numeric"),
+                                  ("slices: [sex]\n", "", "evaluation.max_slice_gap: needs the plan's slices")] {
+            let text = Self.penguins.replacingOccurrences(of: from, with: to)
+            #expect(text != Self.penguins)
+            #expect { try TrainingPlan.parse(text, file: "p.yaml") } throws: { "\($0)".contains(field) }
+        }
     }
 
     @Test("a schema that does not fit is refused with the field named", arguments: [

@@ -34,7 +34,7 @@ struct IslandRoundTests {
             delta_max: 1.0e-5
         residency: { allowed_regions: [eu-west], allowed_jurisdictions: [EU] }
         privacy: { min_noise_multiplier: 0.3, max_clip_norm: 1.0, require_secure_aggregation: false, min_silos_per_round: 3 }
-        releases: { without_dp: [round_accuracy, final_evaluation] }
+        releases: { without_dp: [round_accuracy, final_evaluation, slice_metrics], min_slice_rows: 10 }
         models: [softmax, linear]
         executors: [builtin]
         """
@@ -98,6 +98,17 @@ struct IslandRoundTests {
             let pooled = try #require(evaluation.pooledAccuracy)
             #expect(pooled >= 0.994 - 0.02, "pooled held-out accuracy \(pooled): \(evaluation.silos.map { ($0.silo, $0.accuracy, $0.examples) })")
             #expect(evaluation.silos.count == 3)
+            // Slices by sex: Biscoe (33 held-out rows) and Dream (24) report both cells; Torgersen's 9
+            // rows make cells below its least size of 10, withheld. The gate checks the gap.
+            let cells = Dictionary(uniqueKeysWithValues: evaluation.silos.map { ($0.silo, $0.slices.map(\.slice).sorted()) })
+            #expect(cells == ["biscoe": ["sex=female", "sex=male"], "dream": ["sex=female", "sex=male"], "torgersen": []], "\(cells)")
+            #expect(evaluation.silos.allSatisfy { $0.slices.allSatisfy { $0.examples >= 10 } })
+            let pooledCells = evaluation.pooledSlices
+            #expect(Set(pooledCells.keys) == ["sex=female", "sex=male"] && pooledCells.values.map(\.examples).reduce(0, +) == 57, "\(pooledCells)")
+            #expect((evaluation.sliceGap ?? 1) <= 0.05 && status.gate?.passed == true, "\(String(describing: evaluation.sliceGap)) \(String(describing: status.gate))")
+            let gate = try #require(try await brokerStore.auditRecords().last { $0.action == "model.gate" })
+            guard case .modelGated(let g)? = try? AuditEvent(action: gate.action, payload: gate.payload) else { Issue.record("no gate record"); return }
+            #expect(g.slices.map { Set($0.keys) } == ["sex=female", "sex=male"] && g.maxSliceGap == 0.05 && g.sliceGap == evaluation.sliceGap)
             // Each silo reports the ε its own ledger committed: at most 4, the statistics release and 20 rounds.
             #expect(evaluation.silos.allSatisfy { $0.epsilonSpent <= 4 && $0.epsilonSpent > 3.9 }, "\(evaluation.silos.map { ($0.silo, $0.epsilonSpent) })")
             for island in Self.islands {

@@ -607,6 +607,27 @@ public nonisolated struct Fedgate_V1_EvaluationReport: Sendable {
 
   public var r2: Double = 0
 
+  /// With the plan's slices, when the silo's policy releases them (slice_metrics): the accuracy on
+  /// each cell of its held-out rows with at least releases.min_slice_rows rows; smaller cells withheld.
+  public var slices: [Fedgate_V1_SliceFigure] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A model's accuracy on one slice cell ("sex=female") and the cell's held-out rows.
+public nonisolated struct Fedgate_V1_SliceFigure: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var slice: String = String()
+
+  public var accuracy: Double = 0
+
+  public var examples: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -885,6 +906,17 @@ public nonisolated struct Fedgate_V1_PlanStatusResponse: @unchecked Sendable {
     set {_uniqueStorage()._r2 = newValue}
   }
 
+  /// The plan's slice cells pooled over the silos that reported them, and the best minus the worst.
+  public var slices: [Fedgate_V1_SliceFigure] {
+    get {_storage._slices}
+    set {_uniqueStorage()._slices = newValue}
+  }
+
+  public var sliceGap: Double {
+    get {_storage._sliceGap}
+    set {_uniqueStorage()._sliceGap = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -917,6 +949,8 @@ public nonisolated struct Fedgate_V1_SiloEvaluation: Sendable {
   public var mae: Double = 0
 
   public var r2: Double = 0
+
+  public var slices: [Fedgate_V1_SliceFigure] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2127,7 +2161,7 @@ nonisolated extension Fedgate_V1_EvaluateTask: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Fedgate_V1_EvaluationReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EvaluationReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{1}accuracy\0\u{1}examples\0\u{1}loss\0\u{3}epsilon_spent\0\u{3}epsilon_cap\0\u{1}error\0\u{1}personalised\0\u{3}personalised_accuracy\0\u{1}rmse\0\u{1}mae\0\u{1}r2\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{1}accuracy\0\u{1}examples\0\u{1}loss\0\u{3}epsilon_spent\0\u{3}epsilon_cap\0\u{1}error\0\u{1}personalised\0\u{3}personalised_accuracy\0\u{1}rmse\0\u{1}mae\0\u{1}r2\0\u{1}slices\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2148,6 +2182,7 @@ nonisolated extension Fedgate_V1_EvaluationReport: SwiftProtobuf.Message, SwiftP
       case 11: try { try decoder.decodeSingularDoubleField(value: &self.rmse) }()
       case 12: try { try decoder.decodeSingularDoubleField(value: &self.mae) }()
       case 13: try { try decoder.decodeSingularDoubleField(value: &self.r2) }()
+      case 14: try { try decoder.decodeRepeatedMessageField(value: &self.slices) }()
       default: break
       }
     }
@@ -2193,6 +2228,9 @@ nonisolated extension Fedgate_V1_EvaluationReport: SwiftProtobuf.Message, SwiftP
     if self.r2.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.r2, fieldNumber: 13)
     }
+    if !self.slices.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.slices, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2210,6 +2248,47 @@ nonisolated extension Fedgate_V1_EvaluationReport: SwiftProtobuf.Message, SwiftP
     if lhs.rmse != rhs.rmse {return false}
     if lhs.mae != rhs.mae {return false}
     if lhs.r2 != rhs.r2 {return false}
+    if lhs.slices != rhs.slices {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_SliceFigure: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SliceFigure"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}slice\0\u{1}accuracy\0\u{1}examples\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.slice) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.accuracy) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.examples) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.slice.isEmpty {
+      try visitor.visitSingularStringField(value: self.slice, fieldNumber: 1)
+    }
+    if self.accuracy.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.accuracy, fieldNumber: 2)
+    }
+    if self.examples != 0 {
+      try visitor.visitSingularUInt64Field(value: self.examples, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_SliceFigure, rhs: Fedgate_V1_SliceFigure) -> Bool {
+    if lhs.slice != rhs.slice {return false}
+    if lhs.accuracy != rhs.accuracy {return false}
+    if lhs.examples != rhs.examples {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2576,7 +2655,7 @@ nonisolated extension Fedgate_V1_RoundStatus: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}state\0\u{1}rounds\0\u{1}reason\0\u{1}evaluations\0\u{1}accuracy\0\u{3}fairness_delta\0\u{3}gate_passed\0\u{3}gate_reasons\0\u{3}model_version\0\u{3}bytes_in\0\u{3}bytes_out\0\u{1}refusals\0\u{3}current_round\0\u{3}current_phase\0\u{1}accepted\0\u{3}epsilon_mirror\0\u{1}rmse\0\u{1}r2\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}state\0\u{1}rounds\0\u{1}reason\0\u{1}evaluations\0\u{1}accuracy\0\u{3}fairness_delta\0\u{3}gate_passed\0\u{3}gate_reasons\0\u{3}model_version\0\u{3}bytes_in\0\u{3}bytes_out\0\u{1}refusals\0\u{3}current_round\0\u{3}current_phase\0\u{1}accepted\0\u{3}epsilon_mirror\0\u{1}rmse\0\u{1}r2\0\u{1}slices\0\u{3}slice_gap\0")
 
   fileprivate class _StorageClass {
     var _planHash: String = String()
@@ -2598,6 +2677,8 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
     var _epsilonMirror: Dictionary<String,Double> = [:]
     var _rmse: Double = 0
     var _r2: Double = 0
+    var _slices: [Fedgate_V1_SliceFigure] = []
+    var _sliceGap: Double = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2627,6 +2708,8 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
       _epsilonMirror = source._epsilonMirror
       _rmse = source._rmse
       _r2 = source._r2
+      _slices = source._slices
+      _sliceGap = source._sliceGap
     }
   }
 
@@ -2664,6 +2747,8 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
         case 17: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: &_storage._epsilonMirror) }()
         case 18: try { try decoder.decodeSingularDoubleField(value: &_storage._rmse) }()
         case 19: try { try decoder.decodeSingularDoubleField(value: &_storage._r2) }()
+        case 20: try { try decoder.decodeRepeatedMessageField(value: &_storage._slices) }()
+        case 21: try { try decoder.decodeSingularDoubleField(value: &_storage._sliceGap) }()
         default: break
         }
       }
@@ -2729,6 +2814,12 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
       if _storage._r2.bitPattern != 0 {
         try visitor.visitSingularDoubleField(value: _storage._r2, fieldNumber: 19)
       }
+      if !_storage._slices.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._slices, fieldNumber: 20)
+      }
+      if _storage._sliceGap.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._sliceGap, fieldNumber: 21)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2757,6 +2848,8 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
         if _storage._epsilonMirror != rhs_storage._epsilonMirror {return false}
         if _storage._rmse != rhs_storage._rmse {return false}
         if _storage._r2 != rhs_storage._r2 {return false}
+        if _storage._slices != rhs_storage._slices {return false}
+        if _storage._sliceGap != rhs_storage._sliceGap {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -2768,7 +2861,7 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
 
 nonisolated extension Fedgate_V1_SiloEvaluation: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SiloEvaluation"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}silo\0\u{1}accuracy\0\u{1}examples\0\u{3}epsilon_spent\0\u{3}epsilon_cap\0\u{1}personalised\0\u{3}personalised_accuracy\0\u{1}rmse\0\u{1}mae\0\u{1}r2\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}silo\0\u{1}accuracy\0\u{1}examples\0\u{3}epsilon_spent\0\u{3}epsilon_cap\0\u{1}personalised\0\u{3}personalised_accuracy\0\u{1}rmse\0\u{1}mae\0\u{1}r2\0\u{1}slices\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2786,6 +2879,7 @@ nonisolated extension Fedgate_V1_SiloEvaluation: SwiftProtobuf.Message, SwiftPro
       case 8: try { try decoder.decodeSingularDoubleField(value: &self.rmse) }()
       case 9: try { try decoder.decodeSingularDoubleField(value: &self.mae) }()
       case 10: try { try decoder.decodeSingularDoubleField(value: &self.r2) }()
+      case 11: try { try decoder.decodeRepeatedMessageField(value: &self.slices) }()
       default: break
       }
     }
@@ -2822,6 +2916,9 @@ nonisolated extension Fedgate_V1_SiloEvaluation: SwiftProtobuf.Message, SwiftPro
     if self.r2.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.r2, fieldNumber: 10)
     }
+    if !self.slices.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.slices, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2836,6 +2933,7 @@ nonisolated extension Fedgate_V1_SiloEvaluation: SwiftProtobuf.Message, SwiftPro
     if lhs.rmse != rhs.rmse {return false}
     if lhs.mae != rhs.mae {return false}
     if lhs.r2 != rhs.r2 {return false}
+    if lhs.slices != rhs.slices {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
