@@ -182,27 +182,8 @@ struct OutgoingInspectionTests {
 
     @Test("three gateways run a plan: no message any of them writes holds its exact row count, sums or sums of squares; the statistics go once, noisy, after their DP event; updates weigh by the released count; only the named message kinds leave")
     func nothingExactLeaves() async throws {
-        let consortium = try Consortium()
-        let brokerStore = try await consortium.store("broker")
-        let shards = try Fixtures.simulation(seed: 6).shards()
-        let sent = (0..<3).map { _ in Recorder<any Sendable>() }
-        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, logger: consortium.logger) { broker in
-            var silos: [NetworkedRoundTests.Silo] = []
-            for (i, shard) in shards.enumerated() {
-                let record = sent[i]
-                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test,
-                                                                      broker: brokerStore, port: broker.port) { settings in
-                    settings.outgoing = { message in record.add(message) }
-                })
-            }
-            let running = silos.map { silo in Task { await silo.gateway.run() } }
-            defer { running.forEach { $0.cancel() } }
-            try await NetworkedRoundTests().waitForGateways(broker, 3)
-            let hash = try await broker.coordinator.submit(try TrainingPlan.parse(Fixtures.plan(rounds: 3, quorum: 3), file: "plan.yaml"),
-                                                           text: Fixtures.plan(rounds: 3, quorum: 3), by: "dana")
-            let status = try #require(await broker.coordinator.finished(hash))
-            #expect(status.state == .finished && status.rounds.allSatisfy { $0.state == "committed" }, "\(status.reason ?? "")")
-
+        try await RecordedPlan.run(seed: 6, plan: Fixtures.plan(rounds: 3, quorum: 3)) { run in
+            let (hash, silos, sent, shards) = (run.hash, run.silos, run.sent, run.shards)
             let release = try Fixtures.statistics
             for (i, shard) in shards.enumerated() {
                 let messages = sent[i].all
@@ -279,28 +260,11 @@ struct PolicyReleaseTests {
 
     @Test("a silo that lists no release sends no round accuracy and no final evaluation; one with evaluation_noise_multiplier sends noisy counts after committing their DP event; the compliance report shows both lists per silo")
     func releasesFollowThePolicy() async throws {
-        let consortium = try Consortium()
-        let brokerStore = try await consortium.store("broker")
-        let shards = try Fixtures.simulation(seed: 2).shards()
-        let sent = (0..<3).map { _ in Recorder<any Sendable>() }
         // hospital-0 releases everything exactly; hospital-1 nothing; hospital-2 its final evaluation with DP.
         let releases = [Fixtures.allReleases, "releases: { without_dp: [label_classes] }",
                         "releases: { without_dp: [label_classes], evaluation_noise_multiplier: 2.0 }"]
-        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, logger: consortium.logger) { broker in
-            var silos: [NetworkedRoundTests.Silo] = []
-            for (i, shard) in shards.enumerated() {
-                let record = sent[i]
-                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test,
-                                                                      policy: Fixtures.policy(silo: "hospital-\(i)", releases: releases[i]),
-                                                                      broker: brokerStore, port: broker.port) { $0.outgoing = { record.add($0) } })
-            }
-            let running = silos.map { silo in Task { await silo.gateway.run() } }
-            defer { running.forEach { $0.cancel() } }
-            try await NetworkedRoundTests().waitForGateways(broker, 3)
-            let text = Fixtures.plan(rounds: 2, quorum: 3)
-            let hash = try await broker.coordinator.submit(try TrainingPlan.parse(text, file: "plan.yaml"), text: text, by: "dana")
-            let status = try #require(await broker.coordinator.finished(hash))
-            #expect(status.state == .finished && status.rounds.allSatisfy { $0.state == "committed" }, "\(status.reason ?? "")")
+        try await RecordedPlan.run(seed: 2, releases: releases, plan: Fixtures.plan(rounds: 2, quorum: 3)) { run in
+            let (status, hash, silos, sent, shards) = (run.status, run.hash, run.silos, run.sent, run.shards)
 
             // Round accuracy: only hospital-0's updates carry it.
             for i in 0..<3 {
@@ -338,26 +302,9 @@ struct PolicyReleaseTests {
 struct ReleaseCensusTests {
     @Test("secure aggregation, DP-SGD and a final evaluation with DP: each silo's statistics, masked updates and evaluation match its ledger's committed events one to one; its protocol messages carry keys and shares; nothing is left over")
     func everyMessageAccounted() async throws {
-        let consortium = try Consortium()
-        let brokerStore = try await consortium.store("broker")
-        let shards = try Fixtures.simulation(seed: 5).shards()
-        let sent = (0..<3).map { _ in Recorder<any Sendable>() }
         let policy = "releases: { without_dp: [], evaluation_noise_multiplier: 2.0 }"
-        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, logger: consortium.logger) { broker in
-            var silos: [NetworkedRoundTests.Silo] = []
-            for (i, shard) in shards.enumerated() {
-                let record = sent[i]
-                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test,
-                                                                      policy: Fixtures.policy(silo: "hospital-\(i)", releases: policy),
-                                                                      broker: brokerStore, port: broker.port) { $0.outgoing = { record.add($0) } })
-            }
-            let running = silos.map { silo in Task { await silo.gateway.run() } }
-            defer { running.forEach { $0.cancel() } }
-            try await NetworkedRoundTests().waitForGateways(broker, 3)
-            let text = Fixtures.plan(rounds: 2, quorum: 3, secure: true)
-            let hash = try await broker.coordinator.submit(try TrainingPlan.parse(text, file: "plan.yaml"), text: text, by: "dana")
-            let status = try #require(await broker.coordinator.finished(hash))
-            #expect(status.state == .finished && status.rounds.allSatisfy { $0.state == "committed" }, "\(status.reason ?? "")")
+        try await RecordedPlan.run(seed: 5, releases: Array(repeating: policy, count: 3), plan: Fixtures.plan(rounds: 2, quorum: 3, secure: true)) { run in
+            let (status, hash, silos, sent) = (run.status, run.hash, run.silos, run.sent)
             #expect(status.evaluation?.silos.count == 3, "every silo released its evaluation with DP")
 
             for i in 0..<3 {
@@ -399,6 +346,41 @@ struct ReleaseCensusTests {
                 #expect(ledger.isEmpty, "hospital-\(i): ledger events with no message: \(ledger)")
                 #expect(committed.count == 4 && census.keys.count == 4, "hospital-\(i): \(committed.map { ($0.round, $0.event) }) \(census)")
             }
+        }
+    }
+}
+
+/// Three gateways on the shared data's shards (seed), each recording every message it writes, run
+/// one plan to its end; `check` gets what happened. Each silo's policy: the shared one with its
+/// `releases` line.
+struct RecordedPlan {
+    let status: BrokerCoordinator.PlanStatus
+    let hash: String
+    let silos: [NetworkedRoundTests.Silo]
+    let sent: [Recorder<any Sendable>]
+    let shards: [(train: Dataset, test: Dataset)]
+
+    static func run(seed: UInt64, releases: [String] = Array(repeating: Fixtures.allReleases, count: 3), plan text: String,
+                    _ check: @escaping @Sendable (RecordedPlan) async throws -> Void) async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        let shards = try Fixtures.simulation(seed: seed).shards()
+        let sent = (0..<3).map { _ in Recorder<any Sendable>() }
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, logger: consortium.logger) { broker in
+            var silos: [NetworkedRoundTests.Silo] = []
+            for (i, shard) in shards.enumerated() {
+                let record = sent[i]
+                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test,
+                                                                      policy: Fixtures.policy(silo: "hospital-\(i)", releases: releases[i]),
+                                                                      broker: brokerStore, port: broker.port) { $0.outgoing = { record.add($0) } })
+            }
+            let running = silos.map { silo in Task { await silo.gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            try await NetworkedRoundTests().waitForGateways(broker, 3)
+            let hash = try await broker.coordinator.submit(try TrainingPlan.parse(text, file: "plan.yaml"), text: text, by: "dana")
+            let status = try #require(await broker.coordinator.finished(hash))
+            #expect(status.state == .finished && status.rounds.allSatisfy { $0.state == "committed" }, "\(status.reason ?? "")")
+            try await check(RecordedPlan(status: status, hash: hash, silos: silos, sent: sent, shards: shards))
         }
     }
 }
