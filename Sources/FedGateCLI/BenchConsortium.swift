@@ -94,7 +94,7 @@ struct BenchConsortium: Sendable {
             delta_max: 1.0e-5
         residency: { allowed_regions: [eu-west], allowed_jurisdictions: [EU] }
         privacy: { min_noise_multiplier: 0.5, max_clip_norm: 10.0, require_secure_aggregation: false, min_silos_per_round: 1 }
-        releases: { without_dp: [round_accuracy, final_evaluation] }
+        releases: { without_dp: [round_accuracy, final_evaluation, label_classes] }
         models: [logistic, mlp]
         executors: [builtin]
         """.write(to: folder.appendingPathComponent("\(id)-policy.yaml"), atomically: true, encoding: .utf8)
