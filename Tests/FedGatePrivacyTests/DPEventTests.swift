@@ -39,4 +39,18 @@ struct DPEventTests {
         #expect(DPEvent.composed(Array(repeating: round, count: 20)).simplified == .dpsgd(samplingProbability: 0.1, noiseMultiplier: 2, steps: 200))
         #expect(DPEvent.composed([step, step, .laplace(noiseMultiplier: 1)]).simplified == .composed([.selfComposed(event: step, count: 2), .laplace(noiseMultiplier: 1)]))
     }
+
+    @Test("repeats merge wherever they stand (a ledger interleaves a plan's statistics release with its rounds), and ε is unchanged")
+    func simplifyInterleaved() throws {
+        let release = DPEvent.gaussian(noiseMultiplier: 2)
+        let round = DPEvent.dpsgd(samplingProbability: 0.1, noiseMultiplier: 2, steps: 10)
+        let ledger = DPEvent.composed([round, release] + Array(repeating: round, count: 9))
+        #expect(ledger.simplified == .composed([.dpsgd(samplingProbability: 0.1, noiseMultiplier: 2, steps: 100), release]))
+        // Composition is commutative for the accountants: the same ε as the unmerged events, summed by hand.
+        let merged = try epsilon(of: ledger, delta: 1e-5)
+        let reference = try epsilon(of: .composed([release, .dpsgd(samplingProbability: 0.1, noiseMultiplier: 2, steps: 100)]), delta: 1e-5)
+        #expect(abs(merged - reference) < 1e-12)
+        let pld = try epsilon(of: ledger, delta: 1e-5, accountant: .pld)
+        #expect(abs(pld - (try epsilon(of: .composed([release, .dpsgd(samplingProbability: 0.1, noiseMultiplier: 2, steps: 100)]), delta: 1e-5, accountant: .pld))) < 1e-9)
+    }
 }

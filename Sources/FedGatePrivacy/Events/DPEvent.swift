@@ -67,7 +67,8 @@ extension DPEvent {
     }
 
     /// The same spend in a canonical, smaller form: nested counts multiply, repeats of the same
-    /// event in a composition merge into one self-composition, compositions of one event unwrap.
+    /// event anywhere in a composition merge into one self-composition at the first one's place,
+    /// compositions of one event unwrap.
     public var simplified: DPEvent {
         switch self {
         case .selfComposed(let inner, let count):
@@ -79,11 +80,15 @@ extension DPEvent {
             if s == .noOp { return .noOp }
             return count == 1 ? s : .selfComposed(event: s, count: count)
         case .composed(let events):
+            // Composition is commutative: every repeat of an event merges into its first place,
+            // wherever it stands (a ledger's entries interleave a plan's releases with its rounds,
+            // and each separate group would cost the accountant one more evaluation).
             var parts: [(event: DPEvent, count: Int)] = []
+            var place: [DPEvent: Int] = [:]
             for e in events.map(\.simplified) where e != .noOp {
                 let (base, count): (DPEvent, Int)
                 if case .selfComposed(let inner, let n) = e { (base, count) = (inner, n) } else { (base, count) = (e, 1) }
-                if let last = parts.last, last.event == base { parts[parts.count - 1].count += count } else { parts.append((base, count)) }
+                if let i = place[base] { parts[i].count += count } else { place[base] = parts.count; parts.append((base, count)) }
             }
             let merged = parts.map { $0.count == 1 ? $0.event : .selfComposed(event: $0.event, count: $0.count) }
             if merged.isEmpty { return .noOp }
