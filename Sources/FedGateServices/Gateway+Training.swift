@@ -67,10 +67,9 @@ extension Gateway {
         if let own = personal[task.planHash], own.count == global.parameters.count {
             for r in localRanges { global.parameters.replaceSubrange(r, with: own[r]) }
         }
-        // The previous model on the held-out rows (an evaluation released without DP: SECURITY.md).
-        let before: (name: String, value: Double) = global.regression
-            ? ("rmse", global.evaluateRegression(test, targetMean: task.targetMean, targetScale: task.targetScale).rmse)
-            : ("accuracy", global.evaluate(test).accuracy)
+        // The previous model on the held-out rows, only when the silo's policy releases it without DP
+        // (`releases.without_dp: [round_accuracy]`); otherwise it is not worked out at all.
+        let metrics = governor.policy.allows(.roundAccuracy) ? Self.heldOutFigures(global, test, task) : [:]
 
         let trained = try await trainer(for: plan, task: task, layers: global.layerSizes, label: train.labelName)
             .train(global, on: train, round: task.round, plan: plan)
@@ -86,11 +85,8 @@ extension Gateway {
 
         let key = RoundKey(task.planHash, task.round)
         // What leaves beside the update: its weight, the released row count (never the exact one),
-        // and, if the policy lists it, the global model's accuracy on the held-out rows with their
-        // count (released without DP). The trainer's own figures stay here, in the log.
+        // and the held-out figures above. The trainer's own figures stay here, in the log.
         let examples = Int(try await releasedWeight(accepted, plan: task.planHash))
-        // Only when the silo's policy releases it without DP (`releases.without_dp: [round_accuracy]`).
-        let metrics = governor.policy.allows(.roundAccuracy) ? [before.name: before.value, "eval_examples": Double(test.count)] : [:]
         logger.info("trained", metadata: ["silo": "\(siloID)", "round": "\(task.round)", "rows": "\(trained.examples)",
                                           "metrics": "\(trained.metrics)"])
         activity.lastDelta = delta
@@ -105,6 +101,13 @@ extension Gateway {
                                     metrics: metrics)
         try await send(bytes, header, key: key, what: "update", broker: broker)
         await crashPoint("uploaded")
+    }
+
+    /// The model's accuracy (a regression's RMSE) on the held-out rows, and their count.
+    static func heldOutFigures(_ model: Network, _ test: Dataset, _ task: Fedgate_V1_RoundTask) -> [String: Double] {
+        let figure = model.regression ? ("rmse", model.evaluateRegression(test, targetMean: task.targetMean, targetScale: task.targetScale).rmse)
+            : ("accuracy", model.evaluate(test).accuracy)
+        return [figure.0: figure.1, "eval_examples": Double(test.count)]
     }
 
     /// Rows standardised as the consortium agreed: features, and a regression target.
