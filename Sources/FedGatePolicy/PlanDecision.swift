@@ -78,7 +78,7 @@ public struct PlanDecision: Sendable, CustomStringConvertible {
 public enum PolicyEngine {
     public static let rules: [any PlanRule] = [
         KnownDatasets(), PurposeAllowed(), PurposeConsented(), ColumnsAllowed(), ResidencyAllowed(), NoiseAtLeast(), ClipAtMost(),
-        DeltaAtMost(), EpsilonCaps(), SecureAggregationRequired(), QuorumAtLeast(), ModelAllowed(),
+        DeltaAtMost(), EpsilonCaps(), SecureAggregationRequired(), QuorumAtLeast(), ModelAllowed(), LabelClassesReleased(),
         ExecutorAllowed(), HoursAllowed(),
     ]
 

@@ -1,3 +1,4 @@
+import FedGateLearning
 import FedGatePrivacy
 import Foundation
 
@@ -125,6 +126,18 @@ struct ModelAllowed: PlanRule {
     func check(_ c: DecisionContext) -> [String] {
         let kind = String(c.plan.model.split(separator: ":").first ?? "")
         return c.policy.models.contains(kind) ? [] : ["model kind '\(kind)' is not allowed (allowed: \(c.policy.models.joined(separator: ", ")))"]
+    }
+}
+
+/// Without a schema, a model other than logistic regression takes its classes from the silo's
+/// labels (the largest + 1), a value released without DP: the policy must list `label_classes`.
+struct LabelClassesReleased: PlanRule {
+    let name = "releases"
+    func check(_ c: DecisionContext) -> [String] {
+        // A model kind that does not exist is the `model` rule's to refuse.
+        guard c.plan.schema == nil, let kind = try? ModelKind(parsing: c.plan.model), kind != .logistic, !c.policy.allows(.labelClasses) else { return [] }
+        return ["the model's classes would be this silo's label's (its largest label + 1), which its policy does not release without DP "
+                + "(releases.without_dp: [label_classes]); a plan with a schema states its classes"]
     }
 }
 

@@ -69,22 +69,10 @@ final class OfferJudge: Sendable {
         case .awaitingApproval(let pending): return try await approved(pending)
         case nil: break
         }
-        let (plan, train, test) = try checked(offer)
+        let (plan, train, test, statistics) = try checked(offer)
         let decision = try await governor.decide(plan, actor: silo)
         if decision.outcome == .refused {
             let refusal = OfferRefusal(decision.refusals)
-            verdicts.withLock { $0[offer.planHash] = .refused(refusal) }
-            throw refusal
-        }
-        if plan.schema == nil, (try? ModelKind(parsing: plan.model)) != .logistic, !governor.policy.allows(.labelClasses) {
-            let refusal = OfferRefusal(rule: "releases", "the model's classes would be this silo's label's (its largest label + 1), "
-                                       + "which its policy does not release without DP (releases.without_dp: [label_classes]); a plan with a schema states its classes")
-            verdicts.withLock { $0[offer.planHash] = .refused(refusal) }
-            throw refusal
-        }
-        let statistics: StatisticsRelease
-        do { statistics = try plan.statisticsRelease(features: train.featureNames) } catch {
-            let refusal = OfferRefusal(rule: "statistics", "\(error)")
             verdicts.withLock { $0[offer.planHash] = .refused(refusal) }
             throw refusal
         }
@@ -116,8 +104,9 @@ final class OfferJudge: Sendable {
     }
 
     /// The offered text as a plan that is the one offered, for this silo's data set, on columns
-    /// this silo has: with its training and test rows restricted to them (`SiloData.rows(for:)`).
-    private func checked(_ offer: Fedgate_V1_RoundOffer) throws -> (TrainingPlan, Dataset, Dataset) {
+    /// this silo has: with its training and test rows restricted to them (`SiloData.rows(for:)`),
+    /// and the release of their statistics (the plan must give a range for each of them).
+    private func checked(_ offer: Fedgate_V1_RoundOffer) throws -> (TrainingPlan, Dataset, Dataset, StatisticsRelease) {
         let plan: TrainingPlan
         do { plan = try TrainingPlan.parse(offer.planYaml, file: "plan \(offer.planHash.prefix(12))") } catch {
             throw OfferRefusal(rule: "plan", "\(error)")
@@ -129,6 +118,8 @@ final class OfferJudge: Sendable {
             throw OfferRefusal(rule: "datasets", "this gateway serves '\(dataset)', the plan asks for \(plan.datasets)")
         }
         let (train, test) = try data.rows(for: plan)
-        return (plan, train, test)
+        do { return (plan, train, test, try plan.statisticsRelease(features: train.featureNames)) } catch {
+            throw OfferRefusal(rule: "statistics", "\(error)")
+        }
     }
 }

@@ -76,6 +76,18 @@ struct DecisionTests {
         #expect(d.policyHash == Files.hospital.sha256 && d.planHash == Files.plan.contentHash)
     }
 
+    @Test("without a schema, a model other than logistic regression takes its classes from the silo's labels: refused unless the policy releases label_classes")
+    func labelClasses() throws {
+        var plan = Files.plan
+        plan.model = "softmax"
+        let refused = PolicyEngine.decide(DecisionContext(policy: Files.hospital, plan: plan, now: noon))
+        #expect(refused.refusals.map(\.rule) == ["releases"] && refused.refusals[0].reason.contains("releases.without_dp: [label_classes]"))
+        let text = try String(contentsOf: Files.root.appendingPathComponent("policies/hospital-a.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "without_dp: [round_accuracy, final_evaluation]", with: "without_dp: [round_accuracy, final_evaluation, label_classes]")
+        let releasing = try SiloPolicy.parse(text, file: "hospital-a.yaml")
+        #expect(PolicyEngine.decide(DecisionContext(policy: releasing, plan: plan, now: noon)).refusals.isEmpty)
+    }
+
     @Test("a refusal lists every failing rule with its reason")
     func everyReason() {
         var plan = Files.plan
