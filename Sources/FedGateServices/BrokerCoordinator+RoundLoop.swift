@@ -153,9 +153,8 @@ extension BrokerCoordinator {
             }
             return .disagreementsRecorded
         case .makeModel(let moments):
-            // A regression target is released (and standardised) as one more coordinate, last.
             state.standardisation = try round.plan.statisticsRelease(featureCount: moments[0].sums.count).standardisation(combining: moments)
-            let inputs = moments[0].sums.count - (round.kind == .linear ? 1 : 0)
+            let inputs = Self.split(state.standardisation!, round.kind).features.means.count
             let classes = round.kind == .linear ? 1 : max(2, moments.map(\.classes).max() ?? 2)
             state.global = try Network(kind: round.kind, inputs: inputs, classes: classes, seed: settings.modelSeed)
             plans[hash]?.layerSizes = state.global!.layerSizes

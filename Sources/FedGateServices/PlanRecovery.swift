@@ -26,8 +26,7 @@ extension BrokerCoordinator {
                 throw BrokerError.checkpointUnusable(plan: plan, round: c.round, problem: "has no readable standardisation")
             }
             if let problem = saved.problem { throw BrokerError.checkpointUnusable(plan: plan, round: c.round, problem: "standardisation \(problem)") }
-            // A regression model's checkpoint keeps its target's mean and scale last.
-            let inputs = saved.means.count - (kind == .linear ? 1 : 0)
+            let inputs = BrokerCoordinator.split(saved.standardisation, kind).features.means.count
             let dimension = try Network.parameterCount(kind: kind, inputs: inputs, classes: saved.classes)
             let parameters: [Float]
             do { parameters = try ModelPayload.modelParameters(content, dimension: dimension) } catch {
