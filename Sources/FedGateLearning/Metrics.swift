@@ -56,6 +56,14 @@ extension Network {
     }
 }
 
+/// A model's accuracy on one slice cell (`sex=female`) of a silo's held-out rows.
+public struct SliceFigure: Sendable, Equatable, Codable {
+    public var slice: String
+    public var accuracy: Double
+    public var examples: Int
+    public init(slice: String, accuracy: Double, examples: Int) { (self.slice, self.accuracy, self.examples) = (slice, accuracy, examples) }
+}
+
 /// Regression metrics of a model on rows with a numeric target, in the target's own units.
 public struct RegressionMetrics: Sendable, Equatable, Codable {
     public let examples: Int

@@ -1,10 +1,4 @@
-/// A model's accuracy on one slice cell (`sex=female`) of a silo's held-out rows.
-public struct SliceFigure: Sendable, Equatable, Codable {
-    public var slice: String
-    public var accuracy: Double
-    public var examples: Int
-    public init(slice: String, accuracy: Double, examples: Int) { (self.slice, self.accuracy, self.examples) = (slice, accuracy, examples) }
-}
+import FedGateLearning
 
 /// One silo's evaluation of a candidate model on its held-out rows, with the privacy it spent.
 public struct SiloEvaluation: Sendable, Equatable, Codable {

@@ -1,3 +1,4 @@
+import FedGateLearning
 /// The final evaluation of a plan's model as a value: which silos were asked (those that took
 /// part), and what each answered. A silo answers once; a report nobody asked for is refused.
 public struct FinalEvaluation<Report: Sendable>: Sendable {
@@ -23,7 +24,7 @@ public struct FinalEvaluation<Report: Sendable>: Sendable {
 
 /// A silo's figures for a model on its held-out rows, checked before they count: an impossible
 /// figure is that silo's failure to evaluate, never a figure in a report.
-public struct EvaluationFigures: Sendable {
+public struct EvaluationFigures: Sendable, Equatable {
     public var accuracy: Double
     public var examples: Int
     public var epsilonSpent: Double
@@ -31,13 +32,13 @@ public struct EvaluationFigures: Sendable {
     public var personalisedAccuracy: Double?
     /// A regression model's figures (then `accuracy` is 0 and means nothing).
     public var regression: RegressionFigures?
-    /// Accuracy per slice cell: (cell, accuracy, rows).
-    public var slices: [(slice: String, accuracy: Double, examples: Int)] = []
+    /// Accuracy per slice cell.
+    public var slices: [SliceFigure]
 
     public init(accuracy: Double, examples: Int, epsilonSpent: Double, epsilonCap: Double, personalisedAccuracy: Double? = nil,
-                regression: RegressionFigures? = nil) {
-        (self.accuracy, self.examples, self.epsilonSpent, self.epsilonCap, self.personalisedAccuracy, self.regression)
-            = (accuracy, examples, epsilonSpent, epsilonCap, personalisedAccuracy, regression)
+                regression: RegressionFigures? = nil, slices: [SliceFigure] = []) {
+        (self.accuracy, self.examples, self.epsilonSpent, self.epsilonCap, self.personalisedAccuracy, self.regression, self.slices)
+            = (accuracy, examples, epsilonSpent, epsilonCap, personalisedAccuracy, regression, slices)
     }
 
     /// Why the figures are impossible, or nil.
@@ -58,15 +59,6 @@ public struct EvaluationFigures: Sendable {
             }
         }
         return nil
-    }
-}
-
-extension EvaluationFigures {
-    /// These figures with their slice cells.
-    public func with(slices: [(slice: String, accuracy: Double, examples: Int)]) -> EvaluationFigures {
-        var figures = self
-        figures.slices = slices
-        return figures
     }
 }
 

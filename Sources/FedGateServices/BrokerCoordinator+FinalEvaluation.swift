@@ -64,9 +64,7 @@ extension BrokerCoordinator {
                 evaluations.silos.append(SiloEvaluation(silo: silo, accuracy: r.accuracy, examples: Int(r.examples), epsilonSpent: r.epsilonSpent, epsilonCap: r.epsilonCap,
                                             personalisedAccuracy: r.personalised ? r.personalisedAccuracy : nil,
                                             rmse: regression ? r.rmse : nil, mae: regression ? r.mae : nil, r2: regression ? r.r2 : nil))
-                evaluations.silos[evaluations.silos.count - 1].slices = r.slices.map {
-                    SliceFigure(slice: PeerText.bounded($0.slice, limit: 128), accuracy: $0.accuracy, examples: Int(clamping: $0.examples))
-                }
+                evaluations.silos[evaluations.silos.count - 1].slices = r.slices.map(SliceFigure.init)
             } else {
                 evaluations.failures[silo] = r.error
             }

@@ -82,8 +82,8 @@ extension BrokerCoordinator {
     static func figures(of r: Fedgate_V1_EvaluationReport) -> EvaluationFigures {
         EvaluationFigures(accuracy: r.accuracy, examples: Int(clamping: r.examples), epsilonSpent: r.epsilonSpent, epsilonCap: r.epsilonCap,
                           personalisedAccuracy: r.personalised ? r.personalisedAccuracy : nil,
-                          regression: r.rmse != 0 || r.mae != 0 || r.r2 != 0 ? RegressionFigures(rmse: r.rmse, mae: r.mae, r2: r.r2) : nil)
-            .with(slices: r.slices.map { (PeerText.bounded($0.slice, limit: 128), $0.accuracy, Int(clamping: $0.examples)) })
+                          regression: r.rmse != 0 || r.mae != 0 || r.r2 != 0 ? RegressionFigures(rmse: r.rmse, mae: r.mae, r2: r.r2) : nil,
+                          slices: r.slices.map(SliceFigure.init))
     }
 
     /// A silo's step of a secure-aggregation round (what it says it is must match who sent it).

@@ -1,3 +1,4 @@
+import FedGateLearning
 import FedGatePKI
 import FedGatePolicy
 import FedGateProto
@@ -62,10 +63,10 @@ extension BrokerService {
                     out.personalisedAccuracy = p
                 }
                 if let rmse = s.rmse { (out.rmse, out.mae, out.r2) = (rmse, s.mae ?? 0, s.r2 ?? 0) }
-                out.slices = s.slices.map(Self.slice)
+                out.slices = s.slices.map(\.proto)
                 return out
             }
-            response.slices = e.pooledSlices.sorted { $0.key < $1.key }.map { Self.slice(SliceFigure(slice: $0.key, accuracy: $0.value.accuracy, examples: $0.value.examples)) }
+            response.slices = e.pooledSlices.sorted { $0.key < $1.key }.map { SliceFigure(slice: $0.key, accuracy: $0.value.accuracy, examples: $0.value.examples).proto }
             response.sliceGap = e.sliceGap ?? 0
             if e.isRegression {
                 (response.rmse, response.r2) = (e.pooledRMSE ?? 0, e.meanR2 ?? 0)
@@ -134,12 +135,6 @@ extension BrokerService {
             throw RPCError(code: .internalError, message: "version \(version) was recorded but cannot be read back")
         }
         return Self.info(made)
-    }
-
-    static func slice(_ f: SliceFigure) -> Fedgate_V1_SliceFigure {
-        var out = Fedgate_V1_SliceFigure()
-        (out.slice, out.accuracy, out.examples) = (f.slice, f.accuracy, UInt64(f.examples))
-        return out
     }
 
     static func info(_ v: ModelVersion) -> Fedgate_V1_ModelVersionInfo {

@@ -83,11 +83,7 @@ extension Gateway {
         report.examples = UInt64(test.count)
         if governor.policy.allows(.sliceMetrics) {
             let cells = SliceEvaluation.cells(plan, rows: accepted.test)
-            report.slices = SliceEvaluation.figures(model, on: test, cells: cells, minRows: governor.policy.minSliceRows).map { f in
-                var out = Fedgate_V1_SliceFigure()
-                (out.slice, out.accuracy, out.examples) = (f.slice, f.accuracy, UInt64(f.examples))
-                return out
-            }
+            report.slices = SliceEvaluation.figures(model, on: test, cells: cells, minRows: governor.policy.minSliceRows).map(\.proto)
         }
         try await reportSpent(task.planHash, plan, into: &report)
         logger.info("model evaluated", metadata: ["silo": "\(siloID)", "plan": "\(task.planHash.prefix(12))",

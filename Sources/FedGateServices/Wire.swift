@@ -1,3 +1,5 @@
+import FedGatePKI
+import FedGateLearning
 import FedGateProto
 import FedGateStore
 import GRPCCore
@@ -89,5 +91,18 @@ extension Fedgate_V1_SignedAuditHead {
         guard (1...64).contains(signer.utf8.count), hash.utf8.count == 64, certificatePem.utf8.count <= 16 << 10,
               signature.utf8.count <= 256, seq >= 1, seq <= UInt64(Int.max), at.isFinite else { return nil }
         return AuditHead(signer: signer, seq: Int(seq), hash: hash, at: Date(timeIntervalSince1970: at), certificate: certificatePem, signature: signature)
+    }
+}
+
+extension SliceFigure {
+    /// A silo's reported cell, its name bounded as any peer's text.
+    init(_ p: Fedgate_V1_SliceFigure) {
+        self.init(slice: PeerText.bounded(p.slice, limit: 128), accuracy: p.accuracy, examples: Int(clamping: p.examples))
+    }
+
+    var proto: Fedgate_V1_SliceFigure {
+        var out = Fedgate_V1_SliceFigure()
+        (out.slice, out.accuracy, out.examples) = (slice, accuracy, UInt64(examples))
+        return out
     }
 }
