@@ -158,6 +158,14 @@ extension DataSchema {
     }
 }
 
+extension DataSchema.Bounds {
+    /// A JSON `[lower, upper]` as `metadataJSON` writes it; nil for anything else.
+    init?(pair: Any?) {
+        guard let p = pair as? [Double], p.count == 2 else { return nil }
+        self.init(lower: p[0], upper: p[1])
+    }
+}
+
 extension DataSchema {
     /// Reads back what `metadataJSON` wrote (a model file's `fedgate.schema`); nil when it is not that.
     public init?(metadataJSON text: String) {
@@ -177,8 +185,7 @@ extension DataSchema {
                 kind = .categorical(categories)
             default: return nil
             }
-            let bounds = (entry["bounds"] as? [Double]).flatMap { $0.count == 2 ? Bounds(lower: $0[0], upper: $0[1]) : nil }
-            columns.append(Column(name: name, kind: kind, missing: missing, bounds: bounds))
+            columns.append(Column(name: name, kind: kind, missing: missing, bounds: Bounds(pair: entry["bounds"])))
         }
         let task: Task
         if let classes = target["classes"] as? [String] {
@@ -192,7 +199,6 @@ extension DataSchema {
         } else {
             return nil
         }
-        let targetBounds = (target["bounds"] as? [Double]).flatMap { $0.count == 2 ? Bounds(lower: $0[0], upper: $0[1]) : nil }
-        self.init(columns: columns, target: Target(column: targetColumn, task: task, bounds: targetBounds))
+        self.init(columns: columns, target: Target(column: targetColumn, task: task, bounds: Bounds(pair: target["bounds"])))
     }
 }

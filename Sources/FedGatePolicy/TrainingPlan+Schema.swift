@@ -49,13 +49,16 @@ extension TrainingPlan {
         }
         var bounds: DataSchema.Bounds?
         if let b = m.optional("bounds") {
-            guard case .numeric = kind, let items = b.sequence, items.count == 2 else {
-                throw r.error(b, "\(path).bounds", "must be [lower, upper] on a numeric column")
-            }
-            bounds = .init(lower: try r.double(items[0], "\(path).bounds", -1e300...1e300, "a number"),
-                           upper: try r.double(items[1], "\(path).bounds", -1e300...1e300, "a number"))
+            guard case .numeric = kind else { throw r.error(b, "\(path).bounds", "must be [lower, upper] on a numeric column") }
+            bounds = try range(r, b, "\(path).bounds", expected: "must be [lower, upper] on a numeric column")
         }
         return DataSchema.Column(name: name, kind: kind, missing: missing, bounds: bounds)
+    }
+
+    /// A `[lower, upper]` pair of numbers (each caller checks their order as its field needs).
+    static func range(_ r: YAMLReader, _ node: Yams.Node, _ path: String, expected: String = "must be [lower, upper]") throws -> DataSchema.Bounds {
+        guard let items = node.sequence, items.count == 2 else { throw r.error(node, path, expected) }
+        return .init(lower: try r.double(items[0], path, -1e300...1e300, "a number"), upper: try r.double(items[1], path, -1e300...1e300, "a number"))
     }
 
     private static func target(_ r: YAMLReader, _ node: Yams.Node) throws -> DataSchema.Target {
@@ -74,9 +77,7 @@ extension TrainingPlan {
             guard try r.bool(regression, "schema.target.regression") else { throw r.error(regression, "schema.target.regression", "must be true when given") }
             var bounds: DataSchema.Bounds?
             if let b = m.optional("bounds") {
-                guard let items = b.sequence, items.count == 2 else { throw r.error(b, "schema.target.bounds", "must be [lower, upper]") }
-                bounds = .init(lower: try r.double(items[0], "schema.target.bounds", -1e300...1e300, "a number"),
-                               upper: try r.double(items[1], "schema.target.bounds", -1e300...1e300, "a number"))
+                bounds = try range(r, b, "schema.target.bounds")
                 guard bounds!.lower < bounds!.upper else { throw r.error(b, "schema.target.bounds", "must have lower < upper") }
             }
             return .init(column: column, task: .regression, bounds: bounds)

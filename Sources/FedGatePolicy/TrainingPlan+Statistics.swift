@@ -40,11 +40,9 @@ extension TrainingPlan {
             guard columns.contains(entry.key) else {
                 throw r.error(entry.keyNode, path, "names no column of the plan's columns")
             }
-            guard let items = entry.value.sequence, items.count == 2 else { throw r.error(entry.value, path, "must be [lower, upper]") }
-            let lower = try r.double(items[0], path, -1e300...1e300, "a number")
-            let upper = try r.double(items[1], path, -1e300...1e300, "a number")
-            guard lower < upper, (upper - lower).isFinite else { throw r.error(entry.value, path, "must have lower < upper") }
-            bounds[entry.key] = [lower, upper]
+            let b = try range(r, entry.value, path)
+            guard b.lower < b.upper, (b.upper - b.lower).isFinite else { throw r.error(entry.value, path, "must have lower < upper") }
+            bounds[entry.key] = [b.lower, b.upper]
         }
         return Statistics(noiseMultiplier: z, bounds: bounds)
     }
