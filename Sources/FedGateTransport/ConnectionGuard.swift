@@ -147,7 +147,7 @@ public final class ConnectionGuard: Sendable {
             return channel.eventLoop.makeCompletedFuture {
                 let pipeline = channel.pipeline.syncOperations
                 let tls = try pipeline.handler(type: NIOSSLHandler.self)
-                try pipeline.addHandler(PeerMarker(address: channel.remoteAddress.map(Self.source(of:)) ?? "unknown peer"), position: .before(tls))
+                try pipeline.addHandler(PeerMarker(address: source), position: .before(tls))
                 try pipeline.addHandler(HandshakeGate(guard: self), position: .after(tls))
             }
         }

@@ -21,7 +21,7 @@ public struct HandshakeRateLimit: Sendable {
     public mutating func admit(_ source: String, at now: ContinuousClock.Instant) -> Bool {
         guard perSecond.isFinite else { return true }
         var bucket = buckets[source] ?? (burst, now)
-        bucket = (min(burst, bucket.tokens + max(0, Self.seconds(now - bucket.at)) * perSecond), now)
+        bucket = (min(burst, bucket.tokens + max(0, (now - bucket.at).seconds) * perSecond), now)
         let admitted = bucket.tokens >= 1
         if admitted { bucket.tokens -= 1 }
         buckets[source] = bucket
@@ -32,15 +32,18 @@ public struct HandshakeRateLimit: Sendable {
     /// Drops the sources whose buckets have refilled (they would be admitted as new), then, if still
     /// too many, the fullest half.
     private mutating func forgetQuietSources(_ now: ContinuousClock.Instant) {
-        buckets = buckets.filter { _, b in b.tokens + Self.seconds(now - b.at) * perSecond < burst }
+        buckets = buckets.filter { _, b in b.tokens + (now - b.at).seconds * perSecond < burst }
         if buckets.count > maximumSources {
             let keep = buckets.sorted { $0.value.tokens < $1.value.tokens }.prefix(maximumSources / 2)
             buckets = Dictionary(uniqueKeysWithValues: keep.map { ($0.key, $0.value) })
         }
     }
 
-    static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
-
     /// How many sources are tracked now.
     public var trackedSources: Int { buckets.count }
+}
+
+extension Duration {
+    /// The duration in seconds, as a `Double`.
+    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
