@@ -63,10 +63,10 @@ enum PlanView {
                 var row: [String: Any] = ["silo": e.silo, "accuracy": e.accuracy, "examples": e.examples, "epsilon": e.epsilonSpent, "epsilon_cap": e.epsilonCap]
                 if e.personalised { row["personalised_accuracy"] = e.personalisedAccuracy }
                 if regression(s) { (row["rmse"], row["mae"], row["r2"]) = (e.rmse, e.mae, e.r2) }
-                if !e.slices.isEmpty { row["slices"] = e.slices.map { ["slice": $0.slice, "accuracy": $0.accuracy, "examples": $0.examples] as [String: Any] } }
+                if !e.slices.isEmpty { row["slices"] = e.slices.map(sliceJSON) }
                 return row
             },
-            "slices": s.slices.map { ["slice": $0.slice, "accuracy": $0.accuracy, "examples": $0.examples] as [String: Any] },
+            "slices": s.slices.map(sliceJSON),
             "slice_gap": s.sliceGap,
             "accuracy": s.accuracy, "fairness_delta": s.fairnessDelta, "gate_passed": s.gatePassed, "gate_reasons": s.gateReasons,
             "model_version": s.modelVersion, "bytes_in": s.bytesIn, "bytes_out": s.bytesOut, "epsilon_mirror": s.epsilonMirror,
@@ -74,6 +74,8 @@ enum PlanView {
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])
         return String(decoding: data, as: UTF8.self)
     }
+
+    static func sliceJSON(_ f: Fedgate_V1_SliceFigure) -> [String: Any] { ["slice": f.slice, "accuracy": f.accuracy, "examples": f.examples] }
 
     /// A regression plan's final evaluation (its silos reported RMSE).
     static func regression(_ s: Fedgate_V1_PlanStatusResponse) -> Bool { s.rmse > 0 || s.evaluations.contains { $0.rmse > 0 } }
@@ -108,7 +110,6 @@ enum PlanView {
                 lines.append(String(format: "    %-16@ RMSE %.4f  MAE %.4f  R² %.4f on %4d held-out rows   ε %.3f of %.3f", e.silo as NSString, e.rmse, e.mae, e.r2,
                                     Int(e.examples), e.epsilonSpent, e.epsilonCap))
             }
-            lines.append(s.gatePassed ? "  gate passed: model version \(s.modelVersion)" : "  gate held the model back: \(s.gateReasons.joined(separator: "; "))")
         } else if !s.evaluations.isEmpty {
             lines.append(String(format: "  final model: accuracy %.4f over all silos, fairness delta %.4f", s.accuracy, s.fairnessDelta)
                          + (s.rounds.last(where: { $0.accuracy > 0 }).map {
@@ -123,6 +124,8 @@ enum PlanView {
                              + s.slices.map { String(format: "%@ %.4f on %d rows", $0.slice as NSString, $0.accuracy, Int($0.examples)) }.joined(separator: ", ")
                              + String(format: "; gap %.4f", s.sliceGap))
             }
+        }
+        if !s.evaluations.isEmpty {
             lines.append(s.gatePassed ? "  gate passed: model version \(s.modelVersion)" : "  gate held the model back: \(s.gateReasons.joined(separator: "; "))")
         }
         lines.append("  bytes: \(bytes(s.bytesOut)) to silos, \(bytes(s.bytesIn)) from silos")
