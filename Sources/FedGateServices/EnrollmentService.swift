@@ -78,11 +78,15 @@ public enum Enrolment {
         return credentials
     }
 
-    /// A new one-time token: 256 random bits, base64url; the store keeps only `hash(token)`.
+    /// What every token starts with: a token can never be taken for a command-line option (base64url
+    /// may begin with `-`, one token in 64), and a secret scanner can find one pasted where it must not be.
+    public static let tokenPrefix = "fgt_"
+
+    /// A new one-time token: `fgt_` and 256 random bits in base64url; the store keeps only `hash(token)`.
     public static func newToken() -> String {
         var generator = SystemRandomNumberGenerator()
         let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        return Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+        return tokenPrefix + Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
             .replacingOccurrences(of: "=", with: "")
     }
 

@@ -14,6 +14,20 @@ import X509
 
 @Suite("Enrolment with a one-time token")
 struct EnrolmentTests {
+    @Test("a token is fgt_ and 256 random bits in base64url: it never begins like a command-line option, and no two are alike")
+    func tokenShape() throws {
+        let tokens = (0..<2000).map { _ in Enrolment.newToken() }
+        let alphabet = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+        for token in tokens {
+            #expect(token.hasPrefix(Enrolment.tokenPrefix) && !token.hasPrefix("-"))
+            let body = token.dropFirst(Enrolment.tokenPrefix.count)
+            #expect(body.count == 43 && body.allSatisfy(alphabet.contains), "\(token)")
+        }
+        #expect(Set(tokens).count == tokens.count)
+        // Without the prefix, about 2000/64 of these would have begun with '-' (the walkthrough once failed so).
+        #expect(tokens.contains { $0.dropFirst(Enrolment.tokenPrefix.count).hasPrefix("-") })
+    }
+
     @Test("a silo enrols with its token on the enrolment port, then connects with its new certificate; the token works once and is never logged")
     func enrolOnce() async throws {
         let consortium = try Consortium()
