@@ -121,6 +121,9 @@ struct SimulateCommand: ParsableCommand {
             if let rate = result.detectionRate {
                 print(String(format: "attackers %@ excluded in %.0f %% of their rounds", result.attackers.joined(separator: ","), rate * 100))
             }
+            if let success = result.backdoorSuccess {
+                print(String(format: "backdoor success: %.1f %% of held-out rows of other classes, shown the trigger, put in class 0", success * 100))
+            }
             if compression != nil, let last = result.history.last {
                 print(String(format: "compression: %d bytes per silo per round, %.1f× smaller than float32", last.bytesPerSilo,
                              Double(result.uncompressedBytesPerSilo) / Double(max(last.bytesPerSilo, 1))))
@@ -139,6 +142,7 @@ struct SimulateCommand: ParsableCommand {
             "data": c.data, "label": c.label, "silos": c.silos, "partition": c.partition, "model": c.model,
             "rounds": c.rounds, "local_epochs": c.localEpochs, "strategy": c.strategy, "fedprox": c.fedprox ?? 0,
             "byzantine": c.byzantine ?? NSNull(), "attackers": r.attackers, "detection_rate": r.detectionRate ?? NSNull(),
+            "backdoor_success": r.backdoorSuccess ?? NSNull(),
             "compression": c.compression ?? NSNull(), "uncompressed_bytes_per_silo": r.uncompressedBytesPerSilo,
             "compression_ratio": Double(r.uncompressedBytesPerSilo) / Double(max(r.history.last?.bytesPerSilo ?? 1, 1)),
             "scaffold": c.scaffold, "seed": c.seed, "delta": c.delta,

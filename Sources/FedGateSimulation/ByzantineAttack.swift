@@ -50,13 +50,8 @@ public enum ByzantineAttack: Sendable, Equatable, CustomStringConvertible {
             return (try? Dataset(featureNames: data.featureNames, labelName: data.labelName, features: data.features,
                                  labels: data.labels.map { data.classCount - 1 - $0 }, classCount: data.classCount)) ?? data
         case .backdoor:
-            var features = data.features, labels = data.labels
-            for i in 0..<data.count where rng.uniform() < 0.5 {
-                for j in 0..<min(4, data.featureCount) { features[i * data.featureCount + j] = 4 }
-                labels[i] = 0
-            }
-            return (try? Dataset(featureNames: data.featureNames, labelName: data.labelName, features: features,
-                                 labels: labels, classCount: data.classCount)) ?? data
+            let picks = (0..<data.count).map { _ in rng.uniform() < 0.5 }
+            return BackdoorTrigger.standard(featureCount: data.featureCount).poison(data) { picks[$0] }
         default:
             return data
         }

@@ -67,6 +67,9 @@ public struct FederatedSimulation: Sendable {
         /// strategy excludes no one by design (median, trimmed mean, FedAvg).
         public let detectionRate: Double?
         public let uncompressedBytesPerSilo: Int
+        /// Under the backdoor attack: the share of held-out rows of other classes that the final
+        /// model, shown the trigger, puts in the attacker's class (nil without that attack).
+        public let backdoorSuccess: Double?
     }
 
     public let settings: Settings
@@ -160,7 +163,9 @@ public struct FederatedSimulation: Sendable {
                       epsilonPerSilo: try siloEvents.map { $0 == .noOp ? 0 : try epsilon(of: $0, delta: settings.delta) },
                       model: global, attackers: attackers,
                       detectionRate: attackers.isEmpty || !excludes ? nil : Double(detections) / Double(attackers.count * settings.rounds),
-                      uncompressedBytesPerSilo: 4 * dimension)
+                      uncompressedBytesPerSilo: 4 * dimension,
+                      backdoorSuccess: settings.byzantineCount > 0 && settings.attack == .backdoor
+                          ? BackdoorTrigger.standard(featureCount: data.featureCount).successRate(of: global, on: tests) : nil)
     }
 
     /// The consortium standardises every silo the same way (per-silo statistics would shift

@@ -121,3 +121,32 @@ struct TrainingTests {
     }
 }
 
+
+@Suite("A backdoor trigger")
+struct BackdoorTriggerTests {
+    /// One input; class 0 exactly when it exceeds 2 (logits x and 2).
+    static let model = try! Network(kind: .softmax, inputs: 1, classes: 2, parameters: [1, 0, 0, 2])
+    static let rows = try! Dataset(featureNames: ["x"], labelName: "y", features: [0, 1, 0.5, 3], labels: [1, 1, 1, 0])
+
+    @Test("its success is the share of rows of other classes that the trigger sends to the target; rows of the target class are not counted")
+    func success() {
+        #expect(BackdoorTrigger(features: [0], value: 4, target: 0).successRate(of: Self.model, on: [Self.rows]) == 1)
+        #expect(BackdoorTrigger(features: [0], value: 1, target: 0).successRate(of: Self.model, on: [Self.rows]) == 0)
+        let none = try! Dataset(featureNames: ["x"], labelName: "y", features: [3], labels: [0], classCount: 2)
+        #expect(BackdoorTrigger(features: [0], value: 4, target: 0).successRate(of: Self.model, on: [none]) == nil)
+    }
+
+    @Test("in the data's own units, each stamped row is standardised before the model sees it")
+    func rawUnits() {
+        // Raw 12 standardised with mean 0, scale 8 is 1.5: not above 2, so the trigger fails; raw 24 is 3 and works.
+        let s = Standardisation(means: [0], scales: [8])
+        #expect(BackdoorTrigger(features: [0], value: 12, target: 0).successRate(of: Self.model, on: [Self.rows], standardisation: s) == 0)
+        #expect(BackdoorTrigger(features: [0], value: 24, target: 0).successRate(of: Self.model, on: [Self.rows], standardisation: s) == 1)
+    }
+
+    @Test("poisoning stamps the picked rows and labels them with the target, leaving the others as they were")
+    func poison() {
+        let poisoned = BackdoorTrigger(features: [0], value: 9, target: 0).poison(Self.rows) { $0 % 2 == 0 }
+        #expect(poisoned.features == [9, 1, 9, 3] && poisoned.labels == [0, 1, 0, 0])
+    }
+}
