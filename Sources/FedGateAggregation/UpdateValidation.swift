@@ -8,6 +8,8 @@ public struct UpdateRejection: Sendable, Equatable, Codable, CustomStringConvert
     /// The offending value, in words (a length, a norm, a count).
     public let value: String
 
+    public init(silo: String, check: Check, value: String) { (self.silo, self.check, self.value) = (silo, check, value) }
+
     public var description: String { "update from '\(silo)' refused by the \(check.rawValue) check: \(value)" }
 }
 
