@@ -167,10 +167,29 @@ enum ComplianceHTML {
              $0.contentSHA256.isEmpty ? "" : code($0.contentSHA256), e($0.actor), e(AuditExport.timestamp($0.at))]
         }, empty: "No model versions.")
 
+        body += attacks(report)
+
         body += "<h2>Refusals</h2>\n"
         body += table(["At", "What", "Who", "Reason"], report.refusals.map {
             [e(AuditExport.timestamp($0.at)), e($0.action), e($0.subject), e($0.reason)]
         }, empty: "Nothing was refused.")
+        return body
+    }
+
+    /// Poisoning flags per round and the alerts they raised.
+    static func attacks(_ report: ComplianceReport) -> String {
+        var body = "<h2>Attack flags</h2>\n<p class=meta>Updates a round left out as likely poisoning: excluded by the plan's robust "
+            + "aggregator, or refused by validation (norm, non-finite values, shape, example count). A flag is evidence, not proof; "
+            + "a silo flagged round after round raises an alert.</p>\n"
+        if !report.attackAlerts.isEmpty {
+            body += report.attackAlerts.map {
+                "<p><span class=bad>alert</span> \(e($0.silo)) flagged in rounds \(e($0.rounds.map(String.init).joined(separator: ", "))) of plan \(code($0.plan)) "
+                    + "(\(e(AuditExport.timestamp($0.at))))</p>\n"
+            }.joined()
+        }
+        body += table(["Plan", "Round", "Silo", "Flag", "Why", "At"], report.attackFlags.map {
+            [code($0.plan), "\($0.round)", e($0.silo), "<span class=bad>\(e($0.kind))</span>", e($0.reason), e(AuditExport.timestamp($0.at))]
+        }, empty: "No update was flagged.")
         return body
     }
 

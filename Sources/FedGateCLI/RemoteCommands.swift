@@ -58,7 +58,9 @@ enum PlanView {
         let object: [String: Any] = [
             "plan": s.planHash, "state": s.state, "reason": s.reason,
             "current_round": s.currentRound, "current_phase": s.currentPhase, "accepted": s.accepted, "refusals": s.refusals,
-            "rounds": s.rounds.map { ["round": $0.round, "state": $0.state, "participants": $0.participants, "accuracy": $0.accuracy] as [String: Any] },
+            "rounds": s.rounds.map { ["round": $0.round, "state": $0.state, "participants": $0.participants, "accuracy": $0.accuracy,
+                                      "flags": $0.flags.map { ["silo": $0.silo, "kind": $0.kind, "reason": $0.reason] }] as [String: Any] },
+            "attack_alerts": s.alerts.map { ["silo": $0.silo, "rounds": $0.rounds] as [String: Any] },
             "evaluation": s.evaluations.map { e -> [String: Any] in
                 var row: [String: Any] = ["silo": e.silo, "accuracy": e.accuracy, "examples": e.examples, "epsilon": e.epsilonSpent, "epsilon_cap": e.epsilonCap]
                 if e.personalised { row["personalised_accuracy"] = e.personalisedAccuracy }
@@ -88,6 +90,14 @@ enum PlanView {
         }
     }
 
+    /// Each round's poisoning flags and the plan's alerts, one line each.
+    static func attackLines(_ s: Fedgate_V1_PlanStatusResponse) -> [String] {
+        s.rounds.flatMap { r in r.flags.map { "  flagged in round \(r.round): \(flagLine($0))" } }
+            + s.alerts.map { "  ALERT: \($0.silo) flagged as a likely attacker in rounds \($0.rounds.map(String.init).joined(separator: ", "))" }
+    }
+
+    static func flagLine(_ f: Fedgate_V1_AttackFlag) -> String { "\(f.silo) \(f.kind) (\(f.reason))" }
+
     static func bytes(_ n: UInt64) -> String {
         n >= 1_000_000 ? String(format: "%.1f MB", Double(n) / 1e6) : String(format: "%.1f kB", Double(n) / 1e3)
     }
@@ -104,6 +114,7 @@ enum PlanView {
                                 r.accuracy > 0 ? String(format: "  (started from a model scoring %.4f)", r.accuracy) as NSString : "" as NSString))
         }
         for refusal in s.refusals { lines.append("  refused by \(refusal)") }
+        lines += attackLines(s)
         if regression(s) {
             lines.append(String(format: "  final model: RMSE %.4f over all silos, R² %.4f (the silos', weighted by their rows)", s.rmse, s.r2))
             for e in s.evaluations {
@@ -199,14 +210,19 @@ extension PlanCommand {
             let final = try await client.call { broker in
                 var request = Fedgate_V1_PlanStatusRequest()
                 request.planHash = hash
-                var (seenRounds, seenPhase) = (0, "")
+                var (seenRounds, seenPhase, seenAlerts) = (0, "", 0)
                 while true {
                     let s = try await broker.planStatus(request)
                     let new = s.rounds.dropFirst(seenRounds)
                     for r in new {
                         print(String(format: "round %3d %@  participants %@%@", r.round, r.state, r.participants.joined(separator: ", "),
                                      r.accuracy > 0 ? String(format: "  (the model it started from scored %.4f)", r.accuracy) : ""))
+                        for f in r.flags { print("          flagged: \(PlanView.flagLine(f))") }
                     }
+                    for alert in s.alerts.dropFirst(seenAlerts) {
+                        print("ALERT: \(alert.silo) flagged as a likely attacker in rounds \(alert.rounds.map(String.init).joined(separator: ", "))")
+                    }
+                    seenAlerts = s.alerts.count
                     // The broker's ε mirror and byte counts are as of this poll: said once, after
                     // the last round it covers, not beside every round printed since the last poll.
                     if let last = new.last(where: { $0.state == "committed" }), !s.epsilonMirror.isEmpty {

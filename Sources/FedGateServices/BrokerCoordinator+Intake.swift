@@ -146,6 +146,7 @@ extension BrokerCoordinator {
             logger.warning("update refused", metadata: ["silo": "\(silo)", "round": "\(header.round)", "reason": "\(error)"])
             try await store.audit(.refused(.update, .init(reason: "\(error)", plan: header.planHash, round: header.round, bytes: payload.count)),
                                   actor: settings.brokerID, subject: silo, at: now())
+            if let flag = (error as? UpdateRefused)?.flag { try await self.flag(header.planHash, round: header.round, [flag]) }
             throw error
         }
     }
@@ -185,7 +186,7 @@ extension BrokerCoordinator {
         }
         let entry: SafeTensors.Entry
         do { entry = try ModelPayload.entry(payload, tensor: "delta", dimension: dimension) } catch let error as ModelPayload.WrongShape {
-            throw UpdateRefused(.shape, "\(error)")
+            throw UpdateRefused(.shape, "\(error)", flag: AttackFlag(silo: silo, kind: .refused, reason: "shape check: \(error)"))
         } catch {
             throw UpdateRefused(.unreadable, "\(error)")
         }

@@ -46,6 +46,7 @@ extension BrokerCoordinator {
                                      actor: submitter)
         plans[hash] = PlanStatus(state: .running)
         mirrorPlans[hash] = Self.mirrorPlan(plan)
+        attackWatches[hash] = nil
         runs[hash] = Task { await self.run(plan, text: text, hash: hash, from: .start) }
         logger.info("plan submitted", metadata: ["plan": "\(hash.prefix(12))", "by": "\(submitter)", "rounds": "\(plan.rounds)"])
         return hash
@@ -103,10 +104,14 @@ extension BrokerCoordinator {
         self.fence = fence
         let recovery = PlanRecovery(store: store, brokerID: settings.brokerID, wallClock: settings.wallClock, fence: fence)
         var resumed: [String] = []
+        var trail: [AuditRecord]?
         for run in try await store.planRuns() where run.state == .running && plans[run.planHash]?.state != .running {
             guard let found = try await recovery.recover(run) else { continue }
             let hash = run.planHash
             plans[hash] = found.status
+            if trail == nil { trail = try await store.auditRecords() }
+            let flags = Self.attackWatch(hash, since: run.submittedAt, alertAfter: settings.attackAlertRounds, records: trail!)
+            (attackWatches[hash], plans[hash]!.alerts) = (flags.watch, flags.alerts)
             mirrorPlans[hash] = Self.mirrorPlan(found.plan)
             updateMirror(hash, for: Array(found.resume.participants))
             logger.notice("plan resumed from the store", metadata: ["plan": "\(hash.prefix(12))", "next round": "\(found.resume.nextRound)",

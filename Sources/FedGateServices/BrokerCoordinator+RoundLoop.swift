@@ -76,6 +76,7 @@ extension BrokerCoordinator {
         }
         active.removeValue(forKey: hash)
         runs.removeValue(forKey: hash)
+        attackWatches.removeValue(forKey: hash)
     }
 
     /// A run ended by an error: cancelled (by a person, or the broker stopping) or failed.
@@ -252,6 +253,7 @@ extension BrokerCoordinator {
             try await runStore.audit(.refused(.update, .init(reason: r.description, plan: hash, round: number)),
                                                            actor: settings.brokerID, subject: r.silo, at: now())
         }
+        try await flag(hash, round: number, AttackFlag.of(outcome, strategy: round.plan.strategy.text))
         state.global!.parameters = outcome.parameters
         plans[hash]?.parameters = outcome.parameters
     }
@@ -269,7 +271,7 @@ extension BrokerCoordinator {
         crashPoint("committed", number)
         roundEnded(hash, "committed", participants: survivors.count)
         plans[hash]?.rounds.append(.init(number: number, state: "committed", participants: survivors, refused: progress.refused,
-                                         reportedAccuracy: progress.reportedAccuracy, reason: nil))
+                                         reportedAccuracy: progress.reportedAccuracy, reason: nil, flagged: active[hash]!.flags))
         updateMirror(hash, for: survivors)
         sendOutcome(hash, number, "committed", survivors, "", to: progress.sampled.sorted())
         logger.info("round committed", metadata: ["plan": "\(hash.prefix(12))", "round": "\(number)", "participants": "\(survivors)"])

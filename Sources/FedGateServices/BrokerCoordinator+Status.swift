@@ -25,6 +25,13 @@ extension BrokerCoordinator {
             /// Accuracy of the previous global model on the participants' held-out rows (their reports, weighted).
             public let reportedAccuracy: Double?
             public let reason: String?
+            /// Updates the round left out as likely attacks.
+            public var flagged: [AttackFlag] = []
+        }
+        /// A silo flagged in enough rounds of the plan to raise an alert, and those rounds.
+        public struct AttackAlert: Sendable, Equatable {
+            public let silo: String
+            public let rounds: [Int]
         }
         public var state: State
         public var rounds: [Round] = []
@@ -42,6 +49,8 @@ extension BrokerCoordinator {
         public var evaluation: EvaluationSummary?
         public var gate: GateDecision?
         public var modelVersion: Int?
+        /// Silos flagged as likely attackers round after round (`attack.alert`).
+        public var alerts: [AttackAlert] = []
         /// The round in flight: its number, phase, who accepted and who refused it so far.
         public var current: (round: Int, phase: String, accepted: [String], refused: [String: [String]])?
         /// Silos that refused the plan, with their reasons (first refusal per silo).

@@ -40,6 +40,9 @@ public actor BrokerCoordinator {
         public var wallClock = WallClock.system
         /// The gateway versions (or executable hashes) this broker serves; empty: any.
         public var gatewayPins = VersionPins.any
+        /// A silo flagged as a likely attacker (excluded by a robust aggregator, or its update refused
+        /// by validation) in this many rounds of a plan raises an alert.
+        public var attackAlertRounds = 3
         public init() {}
     }
 
@@ -66,6 +69,8 @@ public actor BrokerCoordinator {
         var secureSetup: Fedgate_V1_SecAggSetup?
         /// The survivors' mean, once their masked sum was unmasked and decoded.
         var secureMean: [Float]?
+        /// The round's poisoning flags so far (refusals as updates arrive, exclusions at aggregation).
+        var flags: [AttackFlag] = []
     }
 
     struct Waiter {
@@ -91,6 +96,8 @@ public actor BrokerCoordinator {
     /// Per plan, for the ε mirror: the plan with its noise multiplier pinned (a target ε is
     /// calibrated once here, not again after every round); absent when its events cannot be made.
     var mirrorPlans: [String: TrainingPlan] = [:]
+    /// Per running plan, the rounds each silo was flagged in, for the alert.
+    var attackWatches: [String: AttackWatch] = [:]
 
     static func mirrorPlan(_ plan: TrainingPlan) -> TrainingPlan? {
         var pinned = plan

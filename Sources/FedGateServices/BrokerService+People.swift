@@ -48,6 +48,7 @@ extension BrokerService {
             s.state = r.state
             s.participants = r.participants
             s.accuracy = r.reportedAccuracy ?? 0
+            s.flags = r.flagged.map(\.proto)
             return s
         }
         if let e = status.evaluation {
@@ -79,6 +80,7 @@ extension BrokerService {
         response.gateReasons = status.gate?.reasons ?? []
         response.modelVersion = UInt32(status.modelVersion ?? 0)
         response.epsilonMirror = status.epsilonMirror
+        response.alerts = status.alerts.map(\.proto)
         response.bytesIn = UInt64(status.bytesIn)
         response.bytesOut = UInt64(status.bytesOut)
         response.refusals = status.refusals.sorted { $0.key < $1.key }.flatMap { silo, reasons in reasons.map { "\(silo): \($0)" } }

@@ -1,3 +1,4 @@
+import FedGateAggregation
 import Foundation
 
 /// What a scrape finds before anything happened: every counter and gauge the operations table lists
@@ -18,6 +19,8 @@ extension FedGateMetrics {
             for answer in ["accepted", "refused"] { count("fedgate_offer_answers_total", [("answer", answer)], by: 0) }
             for reason in UpdateRefused.Reason.allCases { count("fedgate_updates_rejected_total", [("reason", reason.rawValue)], by: 0) }
             count("fedgate_replies_rejected_total", by: 0)
+            for kind in AttackFlag.Kind.allCases { count("fedgate_attack_flags_total", [("kind", kind.rawValue)], by: 0) }
+            count("fedgate_attack_alerts_total", by: 0)
             count("fedgate_store_retries_total", by: 0)
             set("fedgate_connected_gateways", 0)
         case .gateway:
@@ -44,6 +47,8 @@ extension FedGateMetrics {
         "fedgate_policy_refusals_total": "This silo's refusals by policy rule (gateway).",
         "fedgate_updates_rejected_total": "Uploaded updates the broker refused, by reason.",
         "fedgate_replies_rejected_total": "Offer answers refused for impossible feature moments (broker).",
+        "fedgate_attack_flags_total": "Updates left out of a round as likely poisoning: excluded by a robust aggregator or refused by validation (broker).",
+        "fedgate_attack_alerts_total": "Silos flagged in as many rounds of a plan as the alert threshold (broker).",
         "fedgate_store_retries_total": "Store calls retried while the database could not be reached (broker).",
         "fedgate_connected_gateways": "Gateways with an open task stream (broker).",
         "fedgate_epsilon_spent": "ε committed on the data set, from the silo's own ledger (gateway).",

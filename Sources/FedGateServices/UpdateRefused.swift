@@ -20,9 +20,13 @@ struct UpdateRefused: Error, CustomStringConvertible {
     }
     let reason: Reason
     let description: String
-    init(_ reason: Reason, _ description: String) {
+    /// The poisoning flag the refusal raises: a failed check of the update's content (not a
+    /// protocol fault such as a closed round, a duplicate or an unreadable file).
+    let flag: AttackFlag?
+    init(_ reason: Reason, _ description: String, flag: AttackFlag? = nil) {
         self.reason = reason
         self.description = description
+        self.flag = flag
     }
 
     /// A failed validation check, as the silo and the audit record see it.
@@ -34,7 +38,7 @@ struct UpdateRefused: Error, CustomStringConvertible {
         case .examples: .examples
         case .duplicate: .duplicate
         }
-        self.init(reason, rejection.description)
+        self.init(reason, rejection.description, flag: AttackFlag(rejection))
     }
 }
 

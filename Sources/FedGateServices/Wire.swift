@@ -1,3 +1,4 @@
+import FedGateAggregation
 import FedGatePKI
 import FedGateLearning
 import FedGateProto
@@ -103,6 +104,22 @@ extension SliceFigure {
     var proto: Fedgate_V1_SliceFigure {
         var out = Fedgate_V1_SliceFigure()
         (out.slice, out.accuracy, out.examples) = (slice, accuracy, UInt64(examples))
+        return out
+    }
+}
+
+extension AttackFlag {
+    var proto: Fedgate_V1_AttackFlag {
+        var out = Fedgate_V1_AttackFlag()
+        (out.silo, out.kind, out.reason) = (silo, kind.rawValue, reason)
+        return out
+    }
+}
+
+extension BrokerCoordinator.PlanStatus.AttackAlert {
+    var proto: Fedgate_V1_AttackAlert {
+        var out = Fedgate_V1_AttackAlert()
+        (out.silo, out.rounds) = (silo, rounds.map(UInt32.init))
         return out
     }
 }

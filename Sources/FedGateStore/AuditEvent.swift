@@ -47,6 +47,9 @@ public enum AuditEvent: Sendable, Equatable {
     case modelRolledBack(Rollback)
     /// Every refusal of a connection, call, upload, reply or enrolment.
     case refused(Refusal.Kind, Refusal)
+    /// A silo's update left out of a round as a likely attack, and a silo flagged round after round.
+    case attackFlagged(AttackFlagged)
+    case attackAlert(AttackAlert)
     /// A silo's statistics release for a plan (`statistics.release`, subject: the plan's hash): what
     /// left, after its DP event was committed.
     case statisticsReleased(StatisticsReleased)
@@ -83,6 +86,8 @@ public enum AuditEvent: Sendable, Equatable {
         case .modelPulled: "model.pull"
         case .modelRolledBack: "model.rollback"
         case .refused(let kind, _): kind.rawValue
+        case .attackFlagged: "attack.flag"
+        case .attackAlert: "attack.alert"
         case .statisticsReleased: "statistics.release"
         case .other(let action, _): action
         }
@@ -117,6 +122,8 @@ public enum AuditEvent: Sendable, Equatable {
         case .modelPulled(let p): Self.json(p)
         case .modelRolledBack(let p): Self.json(p)
         case .refused(_, let p): Self.json(p)
+        case .attackFlagged(let p): Self.json(p)
+        case .attackAlert(let p): Self.json(p)
         case .statisticsReleased(let p): Self.json(p)
         case .other(_, let payload): payload
         }
@@ -193,6 +200,8 @@ public enum AuditEvent: Sendable, Equatable {
         case "model.pull": return .modelPulled(try read(Pull.self))
         case "model.rollback": return .modelRolledBack(try read(Rollback.self))
         case "statistics.release": return .statisticsReleased(try read(StatisticsReleased.self))
+        case "attack.flag": return .attackFlagged(try read(AttackFlagged.self))
+        case "attack.alert": return .attackAlert(try read(AttackAlert.self))
         default: break
         }
         if action.hasPrefix("plan."), let state = PlanRun.State(rawValue: String(action.dropFirst(5))) {

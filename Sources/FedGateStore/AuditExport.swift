@@ -138,6 +138,10 @@ public struct ComplianceReport: Sendable {
     }
     public struct Version: Sendable, Equatable { public let version: Int, plan: String, round: Int, contentSHA256: String, at: Date, actor: String, action: String }
     public struct Unreadable: Sendable, Equatable { public let source: String, seq: Int, action: String, problem: String }
+    /// A round's update left out as a likely attack (`attack.flag`).
+    public struct AttackFlag: Sendable, Equatable { public let plan: String, round: Int, silo: String, kind: String, reason: String, at: Date }
+    /// A silo flagged round after round in a plan (`attack.alert`).
+    public struct AttackAlert: Sendable, Equatable { public let plan: String, silo: String, rounds: [Int], at: Date }
 
     public var chains: [(source: String, verification: AuditVerification, records: Int)] = []
     public var plans: [Plan] = []
@@ -157,6 +161,9 @@ public struct ComplianceReport: Sendable {
     public var unreadable: [Unreadable] = []
     /// What left each silo for each plan: with DP (its ledger's commits) and without (its policy's list).
     public var releases: [Releases] = []
+    /// Poisoning flags per round, and the alerts of silos flagged round after round.
+    public var attackFlags: [AttackFlag] = []
+    public var attackAlerts: [AttackAlert] = []
 
     public init(_ trails: [AuditTrail], filter: AuditFilter) {
         for t in trails {
@@ -218,6 +225,10 @@ public struct ComplianceReport: Sendable {
                                         actor: r.actor, action: "recorded"))
             case .modelRolledBack(let b):
                 versions.append(Version(version: b.to, plan: "", round: 0, contentSHA256: "", at: r.at, actor: r.actor, action: "rolled back to"))
+            case .attackFlagged(let f):
+                attackFlags.append(AttackFlag(plan: f.plan, round: f.round, silo: r.subject, kind: f.kind, reason: f.reason, at: r.at))
+            case .attackAlert(let a):
+                attackAlerts.append(AttackAlert(plan: a.plan, silo: r.subject, rounds: a.rounds, at: r.at))
             case .refused(let kind, let refusal) where Self.reportedRefusals.contains(kind):
                 refusals.append((r.at, r.action, r.subject, refusal.reason))
             default:

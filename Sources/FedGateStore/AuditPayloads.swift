@@ -201,6 +201,23 @@ extension AuditEvent {
         }
     }
 
+    /// `attack.flag` (subject: the silo): a round left the silo's update out as a likely attack: a
+    /// robust aggregator excluded it (`excluded`) or validation refused it (`refused`).
+    public struct AttackFlagged: Codable, Sendable, Equatable {
+        public var plan: String, round: Int, kind: String, reason: String
+        public init(plan: String, round: Int, kind: String, reason: String) {
+            (self.plan, self.round, self.kind, self.reason) = (plan, round, kind, reason)
+        }
+    }
+
+    /// `attack.alert` (subject: the silo): the silo was flagged in `rounds`, as many rounds of the
+    /// plan as the broker's alert threshold (`alert_after`) asks.
+    public struct AttackAlert: Codable, Sendable, Equatable {
+        public var plan: String, rounds: [Int], alertAfter: Int
+        enum CodingKeys: String, CodingKey { case plan, rounds, alertAfter = "alert_after" }
+        public init(plan: String, rounds: [Int], alertAfter: Int) { (self.plan, self.rounds, self.alertAfter) = (plan, rounds, alertAfter) }
+    }
+
     /// A refusal, with what the refusing part knew about it.
     public struct Refusal: Codable, Sendable, Equatable {
         public enum Kind: String, Sendable, CaseIterable {

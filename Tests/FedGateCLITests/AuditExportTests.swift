@@ -83,6 +83,28 @@ struct AuditExportTests {
         #expect(!html.contains("<script"), "no scripts in the report")
     }
 
+    @Test("the HTML report shows a plan's poisoning flags round by round and the alert a silo flagged round after round raised")
+    func attackFlags() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fedgate-export-\(UUID().uuidString).sqlite").path
+        try await DBCommand.Migrate.parse(["--store", "sqlite:\(path)"]).execute()
+        let broker = try SQLiteLedger(path: path)
+        let plan = String(repeating: "ab", count: 32)
+        for round in 1...3 {
+            try await broker.audit(.attackFlagged(.init(plan: plan, round: round, kind: "excluded", reason: "left out by multi-krum:1")),
+                                   actor: "broker", subject: "clinic-0", at: Date())
+        }
+        try await broker.audit(.attackFlagged(.init(plan: plan, round: 2, kind: "refused", reason: "norm check: 3.1e+04 > 10000")),
+                               actor: "broker", subject: "clinic-4", at: Date())
+        try await broker.audit(.attackAlert(.init(plan: plan, rounds: [1, 2, 3], alertAfter: 3)), actor: "broker", subject: "clinic-0", at: Date())
+        let html = try await Self.export("sqlite:\(path)", "html")
+        #expect(html.contains("<h2>Attack flags</h2>"))
+        #expect(html.contains("<span class=bad>alert</span> clinic-0 flagged in rounds 1, 2, 3"), "\(html)")
+        #expect(html.contains("<td>clinic-4</td><td><span class=bad>refused</span></td><td>norm check: 3.1e+04 &gt; 10000</td>"), "\(html)")
+        #expect(html.components(separatedBy: "left out by multi-krum:1").count - 1 == 3)
+        let quiet = try await Self.export(try await Self.siloStore().store, "html")
+        #expect(quiet.contains("No update was flagged."))
+    }
+
     @Test("a tampered chain is exported all the same, and the export says where it broke and exits 2")
     func tampered() async throws {
         let (store, path, _) = try await Self.siloStore()

@@ -194,4 +194,22 @@ struct BrokerPartsTests {
         broken.checkpoint = .init(round: 1, contentSHA256: String(repeating: "0", count: 64), standardisation: run.checkpoint!.standardisation)
         await #expect(throws: BrokerError.self) { try await recovery(store).recover(broken) }
     }
+
+    @Test("a resumed plan's poisoning tally is read back from its audit: this run's flags since it was submitted, not another plan's or an earlier run's")
+    func attackTallyFromTheAudit() async throws {
+        let consortium = try Consortium()
+        let store = try await consortium.store("broker")
+        func flag(_ plan: String, _ round: Int, _ silo: String, after seconds: Double) async throws {
+            try await store.audit(.attackFlagged(.init(plan: plan, round: round, kind: "excluded", reason: "left out by krum:1")),
+                                  actor: "broker", subject: silo, at: Self.noon.addingTimeInterval(seconds))
+        }
+        try await flag("p", 1, "x", after: -60)
+        try await flag("p", 1, "x", after: 1)
+        try await flag("q", 2, "x", after: 2)
+        try await flag("p", 2, "x", after: 3)
+        try await flag("p", 2, "y", after: 3)
+        let (watch, alerts) = BrokerCoordinator.attackWatch("p", since: Self.noon, alertAfter: 2, records: try await store.auditRecords())
+        #expect(alerts.map(\.silo) == ["x"] && alerts.first?.rounds == [1, 2])
+        #expect(watch.rounds == ["x": [1, 2], "y": [2]] && watch.alerted == ["x"])
+    }
 }

@@ -1,3 +1,4 @@
+import FedGateAggregation
 import FedGateLearning
 import FedGatePolicy
 import FedGatePrivacy
@@ -140,6 +141,16 @@ struct UpdateRefusalTests {
         }
         #expect(rejected("shape") == 1 && rejected("not_participant") == 1 && rejected("round_closed") == 1 && rejected("duplicate") == 1)
         #expect(rejected("non_finite") == 2 && rejected("norm") == 1)
+        // The refusals of an update's content are poisoning flags too (the protocol's are not): in
+        // the round's status, the audit and the metrics.
+        let flagged = status?.rounds.first?.flagged ?? []
+        #expect(flagged.map(\.silo).sorted() == ["hospital-0", "hospital-1", "hospital-1", "hospital-2"] && flagged.allSatisfy { $0.kind == .refused },
+                "\(flagged)")
+        #expect(flagged.contains { $0.silo == "hospital-2" && $0.reason.hasPrefix("norm check") })
+        #expect(flagged.contains { $0.silo == "hospital-1" && $0.reason.hasPrefix("shape check") })
+        let flags = try await h.store.auditRecords().filter { $0.action == "attack.flag" }
+        #expect(flags.map(\.subject).sorted() == ["hospital-0", "hospital-1", "hospital-1", "hospital-2"], "\(flags.map(\.payload))")
+        #expect(metrics.first { $0.name == "fedgate_attack_flags_total" && $0.labels == ["kind": "refused"] }?.value == 4)
         let chain = try await h.store.auditRecords()
         #expect(AuditVerification.verify(chain) == .intact(records: chain.count))
     }

@@ -46,6 +46,9 @@ struct AuditEventTests {
         .refused(.connection, .init(reason: "handshake timed out", count: 3, peer: "10.0.0.9:5000")),
         .refused(.update, .init(reason: "norm 1e9 is not finite", plan: "ab12", round: 2, bytes: 400)),
         .refused(.renewal, .init(reason: "a party renews only its own identity", count: 1, asked: "hospital-z")),
+        .attackFlagged(.init(plan: "ab12", round: 3, kind: "excluded", reason: "left out by multi-krum:1")),
+        .attackAlert(.init(plan: "ab12", rounds: [1, 2, 3], alertAfter: 3)),
+        .statisticsReleased(.init(datasets: ["d"], noiseMultiplier: 2, features: 4, count: 99.5)),
     ]
 
     @Test("every kind of event reads back as itself from the action and payload it is stored as")

@@ -789,6 +789,42 @@ public nonisolated struct Fedgate_V1_RoundStatus: Sendable {
 
   public var accuracy: Double = 0
 
+  /// Updates the round left out as likely attacks.
+  public var flags: [Fedgate_V1_AttackFlag] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A poisoning flag: a silo's update excluded by a robust aggregator ("excluded") or refused by
+/// validation ("refused"), and why.
+public nonisolated struct Fedgate_V1_AttackFlag: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var silo: String = String()
+
+  public var kind: String = String()
+
+  public var reason: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A silo flagged in as many rounds of a plan as the broker's alert threshold.
+public nonisolated struct Fedgate_V1_AttackAlert: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var silo: String = String()
+
+  public var rounds: [UInt32] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -915,6 +951,12 @@ public nonisolated struct Fedgate_V1_PlanStatusResponse: @unchecked Sendable {
   public var sliceGap: Double {
     get {_storage._sliceGap}
     set {_uniqueStorage()._sliceGap = newValue}
+  }
+
+  /// Silos flagged as likely attackers round after round.
+  public var alerts: [Fedgate_V1_AttackAlert] {
+    get {_storage._alerts}
+    set {_uniqueStorage()._alerts = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -2610,7 +2652,7 @@ nonisolated extension Fedgate_V1_PlanStatusRequest: SwiftProtobuf.Message, Swift
 
 nonisolated extension Fedgate_V1_RoundStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RoundStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}round\0\u{1}state\0\u{1}participants\0\u{1}accuracy\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}round\0\u{1}state\0\u{1}participants\0\u{1}accuracy\0\u{1}flags\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2622,6 +2664,7 @@ nonisolated extension Fedgate_V1_RoundStatus: SwiftProtobuf.Message, SwiftProtob
       case 2: try { try decoder.decodeSingularStringField(value: &self.state) }()
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.participants) }()
       case 4: try { try decoder.decodeSingularDoubleField(value: &self.accuracy) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.flags) }()
       default: break
       }
     }
@@ -2640,6 +2683,9 @@ nonisolated extension Fedgate_V1_RoundStatus: SwiftProtobuf.Message, SwiftProtob
     if self.accuracy.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.accuracy, fieldNumber: 4)
     }
+    if !self.flags.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.flags, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2648,6 +2694,82 @@ nonisolated extension Fedgate_V1_RoundStatus: SwiftProtobuf.Message, SwiftProtob
     if lhs.state != rhs.state {return false}
     if lhs.participants != rhs.participants {return false}
     if lhs.accuracy != rhs.accuracy {return false}
+    if lhs.flags != rhs.flags {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_AttackFlag: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AttackFlag"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}silo\0\u{1}kind\0\u{1}reason\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.silo) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.silo.isEmpty {
+      try visitor.visitSingularStringField(value: self.silo, fieldNumber: 1)
+    }
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 2)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_AttackFlag, rhs: Fedgate_V1_AttackFlag) -> Bool {
+    if lhs.silo != rhs.silo {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_AttackAlert: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AttackAlert"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}silo\0\u{1}rounds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.silo) }()
+      case 2: try { try decoder.decodeRepeatedUInt32Field(value: &self.rounds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.silo.isEmpty {
+      try visitor.visitSingularStringField(value: self.silo, fieldNumber: 1)
+    }
+    if !self.rounds.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.rounds, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_AttackAlert, rhs: Fedgate_V1_AttackAlert) -> Bool {
+    if lhs.silo != rhs.silo {return false}
+    if lhs.rounds != rhs.rounds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2655,7 +2777,7 @@ nonisolated extension Fedgate_V1_RoundStatus: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}state\0\u{1}rounds\0\u{1}reason\0\u{1}evaluations\0\u{1}accuracy\0\u{3}fairness_delta\0\u{3}gate_passed\0\u{3}gate_reasons\0\u{3}model_version\0\u{3}bytes_in\0\u{3}bytes_out\0\u{1}refusals\0\u{3}current_round\0\u{3}current_phase\0\u{1}accepted\0\u{3}epsilon_mirror\0\u{1}rmse\0\u{1}r2\0\u{1}slices\0\u{3}slice_gap\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}state\0\u{1}rounds\0\u{1}reason\0\u{1}evaluations\0\u{1}accuracy\0\u{3}fairness_delta\0\u{3}gate_passed\0\u{3}gate_reasons\0\u{3}model_version\0\u{3}bytes_in\0\u{3}bytes_out\0\u{1}refusals\0\u{3}current_round\0\u{3}current_phase\0\u{1}accepted\0\u{3}epsilon_mirror\0\u{1}rmse\0\u{1}r2\0\u{1}slices\0\u{3}slice_gap\0\u{1}alerts\0")
 
   fileprivate class _StorageClass {
     var _planHash: String = String()
@@ -2679,6 +2801,7 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
     var _r2: Double = 0
     var _slices: [Fedgate_V1_SliceFigure] = []
     var _sliceGap: Double = 0
+    var _alerts: [Fedgate_V1_AttackAlert] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2710,6 +2833,7 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
       _r2 = source._r2
       _slices = source._slices
       _sliceGap = source._sliceGap
+      _alerts = source._alerts
     }
   }
 
@@ -2749,6 +2873,7 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
         case 19: try { try decoder.decodeSingularDoubleField(value: &_storage._r2) }()
         case 20: try { try decoder.decodeRepeatedMessageField(value: &_storage._slices) }()
         case 21: try { try decoder.decodeSingularDoubleField(value: &_storage._sliceGap) }()
+        case 22: try { try decoder.decodeRepeatedMessageField(value: &_storage._alerts) }()
         default: break
         }
       }
@@ -2820,6 +2945,9 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
       if _storage._sliceGap.bitPattern != 0 {
         try visitor.visitSingularDoubleField(value: _storage._sliceGap, fieldNumber: 21)
       }
+      if !_storage._alerts.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._alerts, fieldNumber: 22)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2850,6 +2978,7 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
         if _storage._r2 != rhs_storage._r2 {return false}
         if _storage._slices != rhs_storage._slices {return false}
         if _storage._sliceGap != rhs_storage._sliceGap {return false}
+        if _storage._alerts != rhs_storage._alerts {return false}
         return true
       }
       if !storagesAreEqual {return false}
