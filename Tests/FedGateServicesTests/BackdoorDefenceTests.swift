@@ -13,7 +13,7 @@ import Testing
 /// round after round (audit, status, metrics, the compliance report) and raises an alert.
 @Suite("A backdoor attacker under Multi-Krum and under FedAvg, over the network")
 struct BackdoorDefenceTests {
-    static let digits = try! Dataset.load(csv: Consortium.root.appendingPathComponent("examples/data/digits_8x8.csv"), label: "digit")
+    static let digits = DigitsSilos.digits
     /// In the data's own units (pixel intensity 0…16): four pixels that are dark in every digit, at full intensity.
     static let trigger = BackdoorTrigger(features: [0, 1, 2, 3], value: 16, target: 0)
     static let silos = (0..<5).map { "clinic-\($0)" }
@@ -28,57 +28,6 @@ struct BackdoorDefenceTests {
             let test = digits.subset(rows.enumerated().filter { $0.offset % 5 == 4 }.map(\.element))
             return (s == 0 ? trigger.poison(train) { $0 % 2 == 0 } : train, test)
         }
-    }
-
-    static func policy(_ silo: String) -> String {
-        """
-        silo: \(silo)
-        datasets:
-          digits:
-            purposes: [research]
-            columns: [\(digits.featureNames.joined(separator: ", "))]
-            epsilon: { per_plan: 20.0, lifetime: 100.0 }
-            delta_max: 1.0e-5
-        residency: { allowed_regions: [eu-west], allowed_jurisdictions: [EU] }
-        privacy: { min_noise_multiplier: 0.5, max_clip_norm: 1.0, require_secure_aggregation: false, min_silos_per_round: 3 }
-        releases: { without_dp: [round_accuracy, final_evaluation, label_classes] }
-        models: [softmax]
-        executors: [builtin]
-        """
-    }
-
-    static func plan(strategy: String) -> String {
-        """
-        purpose: research
-        datasets: [digits]
-        columns: [\(digits.featureNames.joined(separator: ", "))]
-        model: softmax
-        rounds: 6
-        local_steps: 10
-        strategy: \(strategy)
-        dp: { noise_multiplier: 1.0, clip_norm: 1.0, sampling_rate: 0.1, delta: 1.0e-5 }
-        statistics: { noise_multiplier: 2.0, bounds: { \(digits.featureNames.map { "\($0): [0, 16]" }.joined(separator: ", ")) } }
-        secure_aggregation: false
-        quorum: 5
-        broker: { region: eu-west, jurisdiction: EU }
-        deadlines: { round_seconds: 120 }
-        """
-    }
-
-    static func gateway(_ index: Int, _ shard: (train: Dataset, test: Dataset), _ consortium: Consortium, _ brokerStore: any RegistryBackend,
-                        port: Int) async throws -> Gateway {
-        let id = silos[index]
-        let store = try await consortium.store(id)
-        try await store.save(DatasetBudget(name: "digits", delta: 1e-5, perPlanCap: 20, lifetimeCap: 100), actor: "admin")
-        try await store.addConsent(ConsentRecord(dataset: "digits", purpose: "research", legalBasis: "consent", scope: "all scans",
-                                                 validFrom: Date().addingTimeInterval(-86_400)), actor: "admin")
-        let governor = SiloGovernor(policy: try SiloPolicy.parse(policy(id), file: "\(id).yaml"), policyText: policy(id), ledger: PrivacyLedger(backend: store))
-        var settings = Gateway.Settings(credentials: try await consortium.enrolledSilo(id, in: brokerStore), dataset: "digits",
-                                        train: shard.train, test: shard.test)
-        settings.brokerPort = port
-        settings.learningRate = 0.5
-        settings.fixedNoise = (7, index)
-        return Gateway(settings: settings, governor: governor, logger: consortium.logger)
     }
 
     /// The share of every silo's held-out rows of digits 1–9 that the plan's registry model, shown
@@ -96,13 +45,15 @@ struct BackdoorDefenceTests {
         let shards = Self.shards()
         try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, logger: consortium.logger) { broker in
             var gateways: [Gateway] = []
-            for (i, shard) in shards.enumerated() { gateways.append(try await Self.gateway(i, shard, consortium, brokerStore, port: broker.port)) }
+            for (i, shard) in shards.enumerated() {
+                gateways.append(try await DigitsSilos.gateway(Self.silos[i], shard, consortium, brokerStore, port: broker.port, fixedNoise: (7, i)))
+            }
             let running = gateways.map { g in Task { await g.run() } }
             defer { running.forEach { $0.cancel() } }
             await eventually { await broker.coordinator.connectedSilos.count >= 5 }
 
             // The defence: Multi-Krum assuming one Byzantine silo.
-            let defended = try await NetworkedRoundTests.submit(Self.plan(strategy: "multi-krum:1"), consortium, port: broker.port)
+            let defended = try await NetworkedRoundTests.submit(DigitsSilos.plan(strategy: "multi-krum:1", rounds: 6, quorum: 5), consortium, port: broker.port)
             let status = try #require(await broker.coordinator.finished(defended))
             #expect(status.state == .finished && status.rounds.count == 6, "\(status.reason ?? "") \(status.rounds.map { ($0.state, $0.reason) })")
             #expect(status.rounds.allSatisfy { $0.state == "committed" && $0.participants.count == 5 })
@@ -131,7 +82,7 @@ struct BackdoorDefenceTests {
             #expect(report.attackAlerts.map(\.silo) == [Self.attacker])
 
             // Without the defence: FedAvg folds every update in; nobody is flagged, and the backdoor holds.
-            let open = try await NetworkedRoundTests.submit(Self.plan(strategy: "fedavg"), consortium, port: broker.port)
+            let open = try await NetworkedRoundTests.submit(DigitsSilos.plan(strategy: "fedavg", rounds: 6, quorum: 5), consortium, port: broker.port)
             let undefended = try #require(await broker.coordinator.finished(open))
             #expect(undefended.state == .finished && undefended.rounds.allSatisfy { $0.flagged.isEmpty } && undefended.alerts.isEmpty)
             let openSuccess = try await Self.backdoorSuccess(open, brokerStore, shards)
