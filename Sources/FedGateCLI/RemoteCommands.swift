@@ -59,7 +59,8 @@ enum PlanView {
             "plan": s.planHash, "state": s.state, "reason": s.reason,
             "current_round": s.currentRound, "current_phase": s.currentPhase, "accepted": s.accepted, "refusals": s.refusals,
             "rounds": s.rounds.map { ["round": $0.round, "state": $0.state, "participants": $0.participants, "accuracy": $0.accuracy,
-                                      "flags": $0.flags.map { ["silo": $0.silo, "kind": $0.kind, "reason": $0.reason] }] as [String: Any] },
+                                      "flags": $0.flags.map { ["silo": $0.silo, "kind": $0.kind, "reason": $0.reason] },
+                                      "update_bytes": $0.bytesIn, "float32_bytes": $0.rawBytes] as [String: Any] },
             "attack_alerts": s.alerts.map { ["silo": $0.silo, "rounds": $0.rounds] as [String: Any] },
             "evaluation": s.evaluations.map { e -> [String: Any] in
                 var row: [String: Any] = ["silo": e.silo, "accuracy": e.accuracy, "examples": e.examples, "epsilon": e.epsilonSpent, "epsilon_cap": e.epsilonCap]
@@ -98,6 +99,12 @@ enum PlanView {
 
     static func flagLine(_ f: Fedgate_V1_AttackFlag) -> String { "\(f.silo) \(f.kind) (\(f.reason))" }
 
+    /// A compressed round's update bytes against float32's; nil when the updates travelled as float32.
+    static func compressionLine(_ r: Fedgate_V1_RoundStatus) -> String? {
+        guard r.bytesIn > 0, r.bytesIn < r.rawBytes else { return nil }
+        return String(format: "updates %@, %.1f× fewer bytes than float32 (%@)", bytes(r.bytesIn) as NSString, Double(r.rawBytes) / Double(r.bytesIn), bytes(r.rawBytes) as NSString)
+    }
+
     static func bytes(_ n: UInt64) -> String {
         n >= 1_000_000 ? String(format: "%.1f MB", Double(n) / 1e6) : String(format: "%.1f kB", Double(n) / 1e3)
     }
@@ -111,7 +118,8 @@ enum PlanView {
         }
         for r in s.rounds {
             lines.append(String(format: "  round %3d  %-9@  %@%@", r.round, r.state as NSString, r.participants.joined(separator: ", ") as NSString,
-                                r.accuracy > 0 ? String(format: "  (started from a model scoring %.4f)", r.accuracy) as NSString : "" as NSString))
+                                r.accuracy > 0 ? String(format: "  (started from a model scoring %.4f)", r.accuracy) as NSString : "" as NSString)
+                         + (compressionLine(r).map { "; " + $0 } ?? ""))
         }
         for refusal in s.refusals { lines.append("  refused by \(refusal)") }
         lines += attackLines(s)
@@ -218,6 +226,7 @@ extension PlanCommand {
                         print(String(format: "round %3d %@  participants %@%@", r.round, r.state, r.participants.joined(separator: ", "),
                                      r.accuracy > 0 ? String(format: "  (the model it started from scored %.4f)", r.accuracy) : ""))
                         for f in r.flags { print("          flagged: \(PlanView.flagLine(f))") }
+                        if let line = PlanView.compressionLine(r) { print("          \(line)") }
                     }
                     for alert in s.alerts.dropFirst(seenAlerts) {
                         print("ALERT: \(alert.silo) flagged as a likely attacker in rounds \(alert.rounds.map(String.init).joined(separator: ", "))")

@@ -79,7 +79,7 @@ public enum PolicyEngine {
     public static let rules: [any PlanRule] = [
         KnownDatasets(), PurposeAllowed(), PurposeConsented(), ColumnsAllowed(), ResidencyAllowed(), NoiseAtLeast(), ClipAtMost(),
         DeltaAtMost(), EpsilonCaps(), SecureAggregationRequired(), QuorumAtLeast(), ModelAllowed(), LabelClassesReleased(),
-        ExecutorAllowed(), HoursAllowed(),
+        ExecutorAllowed(), HoursAllowed(), CompressionAllowed(),
     ]
 
     public static func decide(_ context: DecisionContext) -> PlanDecision {

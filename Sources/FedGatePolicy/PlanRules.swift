@@ -159,3 +159,15 @@ struct HoursAllowed: PlanRule {
         return inside ? [] : ["training may run only between \(h.from):00 and \(h.to):00 UTC (it is \(hour):00 UTC)"]
     }
 }
+
+/// `compression`: the codec a plan's updates travel in (none: float32) must be one the policy lists.
+struct CompressionAllowed: PlanRule {
+    let name = "compression"
+    func check(_ c: DecisionContext) -> [String] {
+        guard let allowed = c.policy.compressions else { return [] }
+        let asked = c.plan.compression.map { String($0.split(separator: ":").first ?? "") } ?? "none"
+        guard !allowed.contains(asked) else { return [] }
+        return [asked == "none" ? "updates would travel as float32; the policy requires a codec (compression: \(allowed.joined(separator: ", ")))"
+                : "updates would travel as \(c.plan.compression!), which the policy does not allow (compression: \(allowed.joined(separator: ", ")))"]
+    }
+}

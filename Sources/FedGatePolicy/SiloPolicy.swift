@@ -57,6 +57,10 @@ public struct SiloPolicy: Sendable, Equatable {
     public var evaluationNoiseMultiplier: Double?
     /// `releases.min_slice_rows`: slice cells with fewer held-out rows are not reported.
     public var minSliceRows = 10
+    /// `compression`: how this silo's updates may travel (`none` for float32, `fp16`, `q8`, `topk`);
+    /// nil: any. A list without `none` requires a codec; one without a codec forbids it.
+    public var compressions: [String]?
+    public static let compressionNames = ["none", "fp16", "q8", "topk"]
 
     public static func == (a: SiloPolicy, b: SiloPolicy) -> Bool { a.sha256 == b.sha256 }
 
@@ -69,7 +73,8 @@ public struct SiloPolicy: Sendable, Equatable {
     public static func parse(_ text: String, file: String) throws -> SiloPolicy {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
-        try root.only(["silo", "datasets", "residency", "privacy", "models", "executors", "programs", "hours", "approval", "software", "releases"])
+        try root.only(["silo", "datasets", "residency", "privacy", "models", "executors", "programs", "hours", "approval", "software", "releases",
+                       "compression"])
         let silo = try r.string(try root.require("silo", "the silo id"), "silo")
         let datasets = try datasetRules(r, try root.require("datasets", "a mapping from data-set name to its rules"))
         let residency = try r.map(try root.require("residency", "allowed_regions and allowed_jurisdictions"), "residency")
@@ -101,6 +106,14 @@ public struct SiloPolicy: Sendable, Equatable {
             let (listed, z, minRows) = try releases(r, node)
             (policy.releasedWithoutDP, policy.evaluationNoiseMultiplier) = (listed, z)
             if let minRows { policy.minSliceRows = minRows }
+        }
+        if let node = root.optional("compression") {
+            let names = try r.distinctStrings(node, "compression")
+            if let bad = names.first(where: { !compressionNames.contains($0) }) {
+                throw r.error(node, "compression", "'\(bad.prefix(40))' is not one of \(compressionNames.joined(separator: ", ")) (none: float32 updates)")
+            }
+            guard !names.isEmpty else { throw r.error(node, "compression", "lists nothing: no plan could run (list none for float32 updates)") }
+            policy.compressions = names
         }
         if let node = root.optional("software") {
             let software = try r.map(node, "software")

@@ -58,6 +58,13 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     /// (`slices:`), and the largest accuracy gap between cells the gate allows (`evaluation.max_slice_gap`).
     public var slices: [String]? = nil
     public var maxSliceGap: Double? = nil
+    /// FedProx's proximal coefficient μ for each silo's local training (`fedprox:`); absent from the
+    /// content hash when not given (plain local DP-SGD).
+    public var fedprox: Double? = nil
+    /// How updates travel (`compression: fp16 | q8 | topk:FRACTION`), encoded at the silo after its DP
+    /// (post-processing: no privacy cost) and decoded by the broker; absent: float32. Absent from the
+    /// content hash when not given.
+    public var compression: String? = nil
 
     /// SHA-256 of the plan's canonical JSON form (sorted keys), so equal plans hash equally
     /// whatever their YAML layout or comments.
@@ -119,7 +126,8 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
         try root.only(["purpose", "datasets", "columns", "model", "executor", "rounds", "local_steps", "strategy",
-                       "dp", "secure_aggregation", "quorum", "broker", "deadlines", "evaluation", "personalisation", "schema", "statistics", "slices"])
+                       "dp", "secure_aggregation", "quorum", "broker", "deadlines", "evaluation", "personalisation", "schema", "statistics", "slices",
+                       "fedprox", "compression"])
         let dpMap = try r.map(try root.require("dp", "noise_multiplier or target_epsilon, clip_norm, sampling_rate, delta"), "dp")
         try dpMap.only(["noise_multiplier", "target_epsilon", "clip_norm", "sampling_rate", "delta", "distributed_noise_multiplier"])
         let z = try dpMap.optional("noise_multiplier").map { try r.double($0, "dp.noise_multiplier", 0.01...1000, "a noise multiplier between 0.01 and 1000") }
@@ -167,6 +175,15 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         plan.slices = try root.optional("slices").map { try sliceColumns(r, $0, schema: plan.schema) }
         if plan.maxSliceGap != nil, plan.slices == nil {
             throw r.error(root.optional("evaluation"), "evaluation.max_slice_gap", "needs the plan's slices (slices: [column, …])")
+        }
+        plan.fedprox = try root.optional("fedprox").map { try r.double($0, "fedprox", 1e-6...100, "FedProx's μ, a number from 0.000001 to 100") }
+        if let node = root.optional("compression") {
+            let text = try r.string(node, "compression")
+            do { _ = try makeCodec(text) } catch let e as AggregationError { throw r.error(node, "compression", e.reason) }
+            guard !plan.secureAggregation else {
+                throw r.error(node, "compression", "a codec works on updates in the clear; secure aggregation sends masked field elements (drop one of them)")
+            }
+            plan.compression = text
         }
         if plan.maxRMSE != nil || plan.minR2 != nil, plan.schema?.target.task != .regression {
             throw r.error(root.optional("evaluation"), "evaluation", "max_rmse and min_r2 are for a regression target (schema.target.regression); use min_accuracy")

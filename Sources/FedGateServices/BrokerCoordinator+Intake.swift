@@ -184,6 +184,10 @@ extension BrokerCoordinator {
             wakeIfDone(hash)
             return
         }
+        if let codec = active[hash]!.codec {
+            try acceptEncoded(from: silo, header: header, payload: payload, codec: codec)
+            return
+        }
         let entry: SafeTensors.Entry
         do { entry = try ModelPayload.entry(payload, tensor: "delta", dimension: dimension) } catch let error as ModelPayload.WrongShape {
             throw UpdateRefused(.shape, "\(error)", flag: AttackFlag(silo: silo, kind: .refused, reason: "shape check: \(error)"))
@@ -205,8 +209,40 @@ extension BrokerCoordinator {
         } else {
             try active[hash]!.machine.upload(ClientUpdate(silo: silo, delta: entry.floats, examples: header.examples), metrics: metrics)
         }
-        plans[hash]?.bytesIn += payload.count
-        logger.info("update received", metadata: ["silo": "\(silo)", "round": "\(header.round)", "bytes": "\(payload.count)"])
+        received(from: silo, header, bytes: payload.count)
+    }
+
+    /// An update in the plan's codec: decoded (a payload that does not decode is refused, and flagged
+    /// as a shape refusal), then checked and counted like a float32 one.
+    private func acceptEncoded(from silo: String, header: TransferHeader, payload: [UInt8], codec name: String) throws {
+        let hash = header.planHash
+        let dimension = active[hash]!.dimension
+        let delta: [Float]
+        do { delta = try makeCodec(name).decode(payload, dimension: dimension) } catch {
+            throw UpdateRefused(.shape, "a \(name) update that does not decode: \(error)",
+                                flag: AttackFlag(silo: silo, kind: .refused, reason: "shape check: a \(name) update that does not decode"))
+        }
+        let validator = UpdateValidator(dimension: dimension, maximumNorm: settings.maximumUpdateNorm)
+        if let rejection = delta.withUnsafeBufferPointer({ validator.check(silo: silo, examples: header.examples, delta: $0) }) {
+            throw UpdateRefused(rejection)
+        }
+        let metrics = UploadMetrics.checked(header.metrics)
+        if active[hash]!.folded != nil {
+            try active[hash]!.machine.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: metrics)
+            delta.withUnsafeBufferPointer { active[hash]!.folded!.fold($0, weight: Double(header.examples)) }
+        } else {
+            try active[hash]!.machine.upload(ClientUpdate(silo: silo, delta: delta, examples: header.examples), metrics: metrics)
+        }
+        received(from: silo, header, bytes: payload.count)
+    }
+
+    /// A taken update's bytes, counted for the plan and the round (and what float32 would have taken).
+    private func received(from silo: String, _ header: TransferHeader, bytes: Int) {
+        let hash = header.planHash
+        plans[hash]?.bytesIn += bytes
+        active[hash]!.bytesIn += bytes
+        active[hash]!.rawBytes += 4 * active[hash]!.dimension
+        logger.info("update received", metadata: ["silo": "\(silo)", "round": "\(header.round)", "bytes": "\(bytes)"])
         wakeIfDone(hash)
     }
 }

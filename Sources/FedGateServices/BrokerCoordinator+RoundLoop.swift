@@ -211,6 +211,7 @@ extension BrokerCoordinator {
         state.prepared = nil
         active[hash]!.model = consume file
         active[hash]!.dimension = dimension
+        active[hash]!.codec = plan.compression
         guard plan.secureAggregation else {
             if plan.strategy.isFedAvg { active[hash]!.folded = WeightedAverage(dimension: dimension) }
             return .prepared(secure: nil)
@@ -271,7 +272,11 @@ extension BrokerCoordinator {
         crashPoint("committed", number)
         roundEnded(hash, "committed", participants: survivors.count)
         plans[hash]?.rounds.append(.init(number: number, state: "committed", participants: survivors, refused: progress.refused,
-                                         reportedAccuracy: progress.reportedAccuracy, reason: nil, flagged: active[hash]!.flags))
+                                         reportedAccuracy: progress.reportedAccuracy, reason: nil, flagged: active[hash]!.flags,
+                                         bytesIn: active[hash]!.bytesIn, rawBytes: active[hash]!.rawBytes))
+        if active[hash]!.bytesIn > 0 {
+            metrics.set("fedgate_round_compression_ratio", Double(active[hash]!.rawBytes) / Double(active[hash]!.bytesIn))
+        }
         updateMirror(hash, for: survivors)
         sendOutcome(hash, number, "committed", survivors, "", to: progress.sampled.sorted())
         logger.info("round committed", metadata: ["plan": "\(hash.prefix(12))", "round": "\(number)", "participants": "\(survivors)"])

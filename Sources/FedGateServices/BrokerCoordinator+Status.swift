@@ -27,6 +27,9 @@ extension BrokerCoordinator {
             public let reason: String?
             /// Updates the round left out as likely attacks.
             public var flagged: [AttackFlag] = []
+            /// Update bytes the round took, and what they would have been as float32.
+            public var bytesIn = 0
+            public var rawBytes = 0
         }
         /// A silo flagged in enough rounds of the plan to raise an alert, and those rounds.
         public struct AttackAlert: Sendable, Equatable {

@@ -71,6 +71,11 @@ public actor BrokerCoordinator {
         var secureMean: [Float]?
         /// The round's poisoning flags so far (refusals as updates arrive, exclusions at aggregation).
         var flags: [AttackFlag] = []
+        /// The plan's update codec (`compression:`), nil for float32 safetensors.
+        var codec: String?
+        /// Update bytes taken this round, and what they would have been as float32.
+        var bytesIn = 0
+        var rawBytes = 0
     }
 
     struct Waiter {

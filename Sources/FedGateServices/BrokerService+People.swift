@@ -49,6 +49,7 @@ extension BrokerService {
             s.participants = r.participants
             s.accuracy = r.reportedAccuracy ?? 0
             s.flags = r.flagged.map(\.proto)
+            (s.bytesIn, s.rawBytes) = (UInt64(r.bytesIn), UInt64(r.rawBytes))
             return s
         }
         if let e = status.evaluation {

@@ -1,3 +1,4 @@
+import FedGateAggregation
 import FedGateLearning
 import FedGatePKI
 import FedGatePolicy
@@ -81,7 +82,7 @@ extension Gateway {
             personal[task.planHash] = mine
             for r in localRanges { for k in r { delta[k] = 0 } }
         }
-        let bytes = task.hasSecagg ? [] : try ModelPayload.update(delta)
+        let bytes = task.hasSecagg ? [] : try encoded(delta, plan: plan, hash: task.planHash)
 
         let key = RoundKey(task.planHash, task.round)
         // What leaves beside the update: its weight, the released row count (never the exact one),
@@ -101,6 +102,15 @@ extension Gateway {
                                     metrics: metrics)
         try await send(bytes, header, key: key, what: "update", broker: broker)
         await crashPoint("uploaded")
+    }
+
+    /// The update as it travels: the plan's codec's bytes (after the trainer's DP: post-processing),
+    /// or float32 safetensors.
+    func encoded(_ delta: [Float], plan: TrainingPlan, hash: String) throws -> [UInt8] {
+        guard let name = plan.compression else { return try ModelPayload.update(delta) }
+        var codec = try codecs[hash] ?? makeCodec(name)
+        defer { codecs[hash] = codec }
+        return codec.encode(delta)
     }
 
     /// The model's accuracy (a regression's RMSE) on the held-out rows, and their count.
@@ -141,7 +151,7 @@ extension Gateway {
     func executorTask(_ task: Fedgate_V1_RoundTask, plan: TrainingPlan, layers: [Int], label: String) -> [String: any Sendable] {
         ["plan_hash": task.planHash, "round": Int(task.round), "model": plan.model, "layer_sizes": layers, "classes": Int(task.classes),
          "label": label, "columns": plan.columns, "learning_rate": Double(settings.learningRate), "local_steps": plan.localSteps,
-         "sampling_rate": plan.dp.samplingRate, "seed": Int(task.round), "standardised": true]
+         "sampling_rate": plan.dp.samplingRate, "seed": Int(task.round), "standardised": true, "fedprox_mu": plan.fedprox ?? 0]
     }
 
     /// Commits the round's reservation (the update is about to leave the silo: its privacy is spent,

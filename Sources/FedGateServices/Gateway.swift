@@ -1,3 +1,4 @@
+import FedGateAggregation
 import FedGateLearning
 import FedGatePKI
 import FedGatePolicy
@@ -108,6 +109,8 @@ public actor Gateway {
     var deadlines: [RoundKey: Int64] = [:]
     /// FedPer: each plan's model as this silo last trained it (its local layers are used), by plan hash.
     var personal: [String: [Float]] = [:]
+    /// Each plan's update codec (`compression:`), kept across rounds: top-k's error feedback is this silo's own.
+    var codecs: [String: any UpdateCodec] = [:]
     /// Secure-aggregation rounds in flight.
     var secure: [RoundKey: SecureSession] = [:]
     /// Each plan's statistics release as sent (`statisticsRelease`), by plan hash.

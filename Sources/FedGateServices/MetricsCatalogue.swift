@@ -48,6 +48,7 @@ extension FedGateMetrics {
         "fedgate_updates_rejected_total": "Uploaded updates the broker refused, by reason.",
         "fedgate_replies_rejected_total": "Offer answers refused for impossible feature moments (broker).",
         "fedgate_attack_flags_total": "Updates left out of a round as likely poisoning: excluded by a robust aggregator or refused by validation (broker).",
+        "fedgate_round_compression_ratio": "Float32 bytes over the bytes the last committed round's updates took (its plan's codec; about 1 without one) (broker).",
         "fedgate_attack_alerts_total": "Silos flagged in as many rounds of a plan as the alert threshold (broker).",
         "fedgate_store_retries_total": "Store calls retried while the database could not be reached (broker).",
         "fedgate_connected_gateways": "Gateways with an open task stream (broker).",

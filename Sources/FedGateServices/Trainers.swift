@@ -30,6 +30,7 @@ struct BuiltInTrainer: Trainer {
         local.learningRate = learningRate
         local.dp = try DPSGDSettings(noiseMultiplier: try plan.noiseMultiplier(), clipNorm: plan.dp.clipNorm, samplingRate: plan.dp.samplingRate)
         local.dpSteps = plan.localSteps
+        local.proxMu = Float(plan.fedprox ?? 0)
         if let repeatable { local.repeatableNoise = RepeatableNoise(run: repeatable.run, silo: repeatable.silo, round: Int(round)) }
         var scaffold: LocalTrainer.Scaffold?
         var shuffle = SimulationRandom(seed: UInt64(round))

@@ -792,6 +792,11 @@ public nonisolated struct Fedgate_V1_RoundStatus: Sendable {
   /// Updates the round left out as likely attacks.
   public var flags: [Fedgate_V1_AttackFlag] = []
 
+  /// Update bytes the round took, and what they would have been as float32 (4 bytes per value).
+  public var bytesIn: UInt64 = 0
+
+  public var rawBytes: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2652,7 +2657,7 @@ nonisolated extension Fedgate_V1_PlanStatusRequest: SwiftProtobuf.Message, Swift
 
 nonisolated extension Fedgate_V1_RoundStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RoundStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}round\0\u{1}state\0\u{1}participants\0\u{1}accuracy\0\u{1}flags\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}round\0\u{1}state\0\u{1}participants\0\u{1}accuracy\0\u{1}flags\0\u{3}bytes_in\0\u{3}raw_bytes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2665,6 +2670,8 @@ nonisolated extension Fedgate_V1_RoundStatus: SwiftProtobuf.Message, SwiftProtob
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.participants) }()
       case 4: try { try decoder.decodeSingularDoubleField(value: &self.accuracy) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.flags) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.bytesIn) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.rawBytes) }()
       default: break
       }
     }
@@ -2686,6 +2693,12 @@ nonisolated extension Fedgate_V1_RoundStatus: SwiftProtobuf.Message, SwiftProtob
     if !self.flags.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.flags, fieldNumber: 5)
     }
+    if self.bytesIn != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytesIn, fieldNumber: 6)
+    }
+    if self.rawBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.rawBytes, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2695,6 +2708,8 @@ nonisolated extension Fedgate_V1_RoundStatus: SwiftProtobuf.Message, SwiftProtob
     if lhs.participants != rhs.participants {return false}
     if lhs.accuracy != rhs.accuracy {return false}
     if lhs.flags != rhs.flags {return false}
+    if lhs.bytesIn != rhs.bytesIn {return false}
+    if lhs.rawBytes != rhs.rawBytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,93 @@
+import FedGateLearning
+import FedGatePrivacy
+@testable import FedGateServices
+import FedGateSimulation
+import FedGateStore
+import Foundation
+import Testing
+@testable import FedGateConsortiumTesting
+
+/// Networked plans that ask for more than FedAvg of float32 updates: FedProx's proximal term in each
+/// silo's DP-SGD, and an update codec between the silos and the broker.
+@Suite("Networked plans with FedProx and an update codec, on non-IID digits")
+struct PlanShapeTests {
+    static let silos = (0..<5).map { "lab-\($0)" }
+
+    /// The simulator's run of the same consortium: five silos, Dirichlet(0.5) label skew, softmax,
+    /// DP-SGD as the plan states it, the statistics release, the run's repeatable noise.
+    static func simulation(seed: UInt64, rounds: Int, fedprox: Double?) throws -> FederatedSimulation {
+        var s = FederatedSimulation.Settings()
+        s.silos = silos.count
+        s.partitioning = .dirichlet(alpha: 0.5)
+        s.model = .softmax
+        s.rounds = rounds
+        s.seed = seed
+        s.local.learningRate = 0.5
+        s.local.dp = try DPSGDSettings(noiseMultiplier: 1.0, clipNorm: 1, samplingRate: 0.1)
+        s.local.proxMu = Float(fedprox ?? 0)
+        s.fixedNoiseSeed = seed
+        s.statistics = try StatisticsRelease(ranges: DigitsSilos.digits.featureNames.map { _ in .init(lower: 0, upper: 16) },
+                                             noiseMultiplier: DigitsSilos.statisticsNoise)
+        return try FederatedSimulation(data: DigitsSilos.digits, settings: s)
+    }
+
+    /// Runs each plan in turn on the shards' five gateways (repeatable noise from `seed`); their final statuses.
+    static func run(_ plans: [String], shards: [(train: Dataset, test: Dataset)], seed: UInt64) async throws -> [BrokerCoordinator.PlanStatus] {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        return try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
+                                          logger: consortium.logger) { broker in
+            var gateways: [Gateway] = []
+            for (i, shard) in shards.enumerated() {
+                gateways.append(try await DigitsSilos.gateway(silos[i], shard, consortium, brokerStore, port: broker.port, fixedNoise: (seed, i)))
+            }
+            let running = gateways.map { g in Task { await g.run() } }
+            defer { running.forEach { $0.cancel() } }
+            await eventually { await broker.coordinator.connectedSilos.count >= silos.count }
+            var statuses: [BrokerCoordinator.PlanStatus] = []
+            for plan in plans {
+                let hash = try await NetworkedRoundTests.submit(plan, consortium, port: broker.port)
+                statuses.append(try #require(await broker.coordinator.finished(hash)))
+            }
+            return statuses
+        }
+    }
+
+    @Test("a FedProx plan (μ = 0.1) on label-skewed digits reaches its simulator's accuracy within a point, and its model is not FedAvg's")
+    func fedproxMatchesTheSimulator() async throws {
+        let simulation = try Self.simulation(seed: 0, rounds: 8, fedprox: 0.1)
+        let reference = try simulation.run()
+        let plain = try Self.simulation(seed: 0, rounds: 8, fedprox: nil).run()
+        let statuses = try await Self.run([DigitsSilos.plan(rounds: 8, quorum: 5, extra: "fedprox: 0.1")], shards: try simulation.shards(), seed: 0)
+        let status = try #require(statuses.first)
+        #expect(status.state == .finished && status.rounds.allSatisfy { $0.state == "committed" && $0.participants.count == 5 },
+                "\(status.reason ?? "") \(status.rounds.map { ($0.state, $0.reason) })")
+        let networked = try #require(status.evaluation?.pooledAccuracy)
+        print(String(format: "FedProx μ 0.1, non-IID digits, 8 rounds: networked %.4f, simulator %.4f (FedAvg in the simulator %.4f)",
+                     networked, reference.final.accuracy, plain.final.accuracy))
+        #expect(abs(networked - reference.final.accuracy) <= 0.01, "networked \(networked) vs simulated \(reference.final.accuracy)")
+        // The proximal term moved the model: FedProx's parameters are not FedAvg's.
+        let gap = zip(reference.model.parameters, plain.model.parameters).map { abs($0 - $1) }.max() ?? 0
+        #expect(gap > 1e-3, "FedProx and FedAvg ended at the same model (largest gap \(gap))")
+    }
+
+    @Test("an 8-bit plan moves at least 3.5× fewer update bytes per round than the same plan in float32, for under a point of accuracy; status says so round by round")
+    func eightBitUpdates() async throws {
+        let shards = try Self.simulation(seed: 3, rounds: 8, fedprox: nil).shards()
+        let statuses = try await Self.run([DigitsSilos.plan(rounds: 8, quorum: 5), DigitsSilos.plan(rounds: 8, quorum: 5, extra: "compression: q8")],
+                                          shards: shards, seed: 3)
+        let (float32, q8) = (statuses[0], statuses[1])
+        for s in statuses {
+            #expect(s.state == .finished && s.rounds.allSatisfy { $0.state == "committed" && $0.participants.count == 5 }, "\(s.reason ?? "")")
+        }
+        let a = try #require(float32.evaluation?.pooledAccuracy), b = try #require(q8.evaluation?.pooledAccuracy)
+        let perRound = zip(float32.rounds, q8.rounds).map { Double($0.bytesIn) / Double(max($1.bytesIn, 1)) }
+        print(String(format: "float32 %.4f, q8 %.4f accuracy; update bytes per round %d vs %d (%.2f× fewer)", a, b,
+                     float32.rounds[0].bytesIn, q8.rounds[0].bytesIn, perRound.min() ?? 0))
+        #expect(abs(a - b) < 0.01, "float32 \(a) vs q8 \(b)")
+        #expect(perRound.allSatisfy { $0 >= 3.5 }, "\(perRound)")
+        // Each q8 round's status carries its bytes and float32's: five 650-value updates, 8 + 650 bytes each.
+        let dimension = 65 * 10
+        #expect(q8.rounds.allSatisfy { $0.bytesIn == 5 * (8 + dimension) && $0.rawBytes == 5 * 4 * dimension }, "\(q8.rounds.map { ($0.bytesIn, $0.rawBytes) })")
+    }
+}
