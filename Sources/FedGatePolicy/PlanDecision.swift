@@ -23,13 +23,21 @@ public struct DecisionContext: Sendable {
         self.now = now
         self.priorEvents = priorEvents
         self.consentedPurposes = consentedPurposes
-        projected = try? plan.projectedEvent()
+        projected = plan.isEvaluation ? Self.evaluationEvent(policy) : try? plan.projectedEvent()
     }
 
-    /// ε of prior events plus the plan's, at the plan's δ (∞ when it cannot be computed).
-    func epsilon(with prior: [DPEvent]) -> Double {
+    /// What an evaluation plan spends at this silo: nothing when its policy releases the final
+    /// evaluation exactly, else one noisy-count release (`EvaluationRelease`), else nothing leaves
+    /// (the `releases` rule refuses such a plan).
+    static func evaluationEvent(_ policy: SiloPolicy) -> DPEvent {
+        if policy.allows(.finalEvaluation) { return .noOp }
+        return policy.evaluationNoiseMultiplier.map { DPEvent.gaussian(noiseMultiplier: $0) } ?? .noOp
+    }
+
+    /// ε of prior events plus the plan's, at the plan's δ or the one given (∞ when it cannot be computed).
+    func epsilon(with prior: [DPEvent], delta: Double? = nil) -> Double {
         guard let projected else { return .infinity }
-        return (try? FedGatePrivacy.epsilon(of: .composed(prior + [projected]), delta: plan.dp.delta)) ?? .infinity
+        return (try? FedGatePrivacy.epsilon(of: .composed(prior + [projected]), delta: delta ?? plan.dp.delta)) ?? .infinity
     }
 }
 

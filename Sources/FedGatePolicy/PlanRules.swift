@@ -61,6 +61,7 @@ struct ResidencyAllowed: PlanRule {
 struct NoiseAtLeast: PlanRule {
     let name = "noise"
     func check(_ c: DecisionContext) -> [String] {
+        guard !c.plan.isEvaluation else { return [] }
         guard let z = try? c.plan.noiseMultiplier() else {
             return ["the plan's DP settings give no usable noise multiplier (target ε unreachable?)"]
         }
@@ -71,14 +72,16 @@ struct NoiseAtLeast: PlanRule {
 struct ClipAtMost: PlanRule {
     let name = "clipping"
     func check(_ c: DecisionContext) -> [String] {
-        c.plan.dp.clipNorm <= c.policy.maxClipNorm ? [] : ["clipping norm \(c.plan.dp.clipNorm) exceeds the largest accepted, \(c.policy.maxClipNorm)"]
+        guard !c.plan.isEvaluation else { return [] }
+        return c.plan.dp.clipNorm <= c.policy.maxClipNorm ? [] : ["clipping norm \(c.plan.dp.clipNorm) exceeds the largest accepted, \(c.policy.maxClipNorm)"]
     }
 }
 
 struct DeltaAtMost: PlanRule {
     let name = "delta"
     func check(_ c: DecisionContext) -> [String] {
-        c.plan.datasets.compactMap { d in
+        guard !c.plan.isEvaluation else { return [] }
+        return c.plan.datasets.compactMap { d in
             guard let rule = c.policy.datasets[d], c.plan.dp.delta > rule.caps.deltaMax else { return nil }
             return "δ = \(c.plan.dp.delta) exceeds data set '\(d)''s δ at most \(rule.caps.deltaMax)"
         }
@@ -91,15 +94,17 @@ struct EpsilonCaps: PlanRule {
         var r: [String] = []
         for d in c.plan.datasets {
             guard let caps = c.policy.datasets[d]?.caps else { continue }
-            let own = c.epsilon(with: [])
+            // An evaluation plan runs no DP-SGD: its release is reported at the data set's δ.
+            let delta = c.plan.isEvaluation ? caps.deltaMax : c.plan.dp.delta
+            let own = c.epsilon(with: [], delta: delta)
             if own > caps.perPlan { r.append(String(format: "the plan would spend ε = %.4g of data set '%@', above its per-plan cap %.4g", own, d, caps.perPlan)) }
             let prior = c.priorEvents[d]
             if let w = caps.window {
-                let e = c.epsilon(with: prior?.window ?? [])
+                let e = c.epsilon(with: prior?.window ?? [], delta: delta)
                 if e > w.epsilon { r.append(String(format: "ε in the last %d days would reach %.4g for data set '%@', above its cap %.4g", w.days, e, d, w.epsilon)) }
             }
             if let life = caps.lifetime {
-                let e = c.epsilon(with: prior?.lifetime ?? [])
+                let e = c.epsilon(with: prior?.lifetime ?? [], delta: delta)
                 if e > life { r.append(String(format: "lifetime ε would reach %.4g for data set '%@', above its cap %.4g", e, d, life)) }
             }
         }
@@ -110,7 +115,8 @@ struct EpsilonCaps: PlanRule {
 struct SecureAggregationRequired: PlanRule {
     let name = "secure-aggregation"
     func check(_ c: DecisionContext) -> [String] {
-        c.policy.requireSecureAggregation && !c.plan.secureAggregation ? ["secure aggregation is required by silo '\(c.policy.silo)' but the plan does not use it"] : []
+        guard !c.plan.isEvaluation else { return [] }
+        return c.policy.requireSecureAggregation && !c.plan.secureAggregation ? ["secure aggregation is required by silo '\(c.policy.silo)' but the plan does not use it"] : []
     }
 }
 
@@ -134,6 +140,7 @@ struct ModelAllowed: PlanRule {
 struct LabelClassesReleased: PlanRule {
     let name = "releases"
     func check(_ c: DecisionContext) -> [String] {
+        guard !c.plan.isEvaluation else { return EvaluationReleased.check(c) }
         // A model kind that does not exist is the `model` rule's to refuse.
         guard c.plan.schema == nil, let kind = try? ModelKind(parsing: c.plan.model), kind != .logistic, !c.policy.allows(.labelClasses) else { return [] }
         return ["the model's classes would be this silo's label's (its largest label + 1), which its policy does not release without DP "
@@ -164,10 +171,27 @@ struct HoursAllowed: PlanRule {
 struct CompressionAllowed: PlanRule {
     let name = "compression"
     func check(_ c: DecisionContext) -> [String] {
+        guard !c.plan.isEvaluation else { return [] }
         guard let allowed = c.policy.compressions else { return [] }
         let asked = c.plan.compression.map { String($0.split(separator: ":").first ?? "") } ?? "none"
         guard !allowed.contains(asked) else { return [] }
         return [asked == "none" ? "updates would travel as float32; the policy requires a codec (compression: \(allowed.joined(separator: ", ")))"
                 : "updates would travel as \(c.plan.compression!), which the policy does not allow (compression: \(allowed.joined(separator: ", ")))"]
+    }
+}
+
+/// An evaluation plan's result must be able to leave: exactly (`final_evaluation` listed), or with
+/// DP (`evaluation_noise_multiplier`, classification only); otherwise the silo refuses it.
+enum EvaluationReleased {
+    static func check(_ c: DecisionContext) -> [String] {
+        if c.policy.allows(.finalEvaluation) { return [] }
+        guard c.policy.evaluationNoiseMultiplier != nil else {
+            return ["an evaluation plan's result would leave this silo, which its policy releases neither exactly "
+                    + "(releases.without_dp: [final_evaluation]) nor with DP (releases.evaluation_noise_multiplier)"]
+        }
+        if (try? ModelKind(parsing: c.plan.model)) == .linear {
+            return ["a regression's evaluation leaves only exactly (releases.without_dp: [final_evaluation]); its DP release is not built"]
+        }
+        return []
     }
 }

@@ -65,6 +65,12 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     /// (post-processing: no privacy cost) and decoded by the broker; absent: float32. Absent from the
     /// content hash when not given.
     public var compression: String? = nil
+    /// An evaluation plan (`kind: evaluate`): the registry version it scores at every silo, training
+    /// nothing; nil for a training plan. Absent from the content hash of a training plan.
+    public var evaluates: Int? = nil
+
+    /// Whether the plan scores a registry version instead of training.
+    public var isEvaluation: Bool { evaluates != nil }
 
     /// SHA-256 of the plan's canonical JSON form (sorted keys), so equal plans hash equally
     /// whatever their YAML layout or comments.
@@ -82,8 +88,11 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     /// and its DP-SGD steps together spend at most its target ε.
     public func noiseMultiplier() throws -> Double {
         if let z = dp.noiseMultiplier { return z }
+        guard let target = dp.targetEpsilon else {
+            throw PrivacyError(field: "dp", reason: isEvaluation ? "an evaluation plan runs no DP-SGD" : "gives neither noise_multiplier nor target_epsilon")
+        }
         // The target is the plan's whole spend at a silo: its statistics release and every step.
-        return try NoiseCalibration.noiseMultiplier(targetEpsilon: dp.targetEpsilon!, delta: dp.delta,
+        return try NoiseCalibration.noiseMultiplier(targetEpsilon: target, delta: dp.delta,
                                                     samplingProbability: dp.samplingRate, steps: totalSteps, prior: statisticsEvent ?? .noOp)
     }
 
@@ -125,7 +134,14 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     public static func parse(_ text: String, file: String) throws -> TrainingPlan {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
-        try root.only(["purpose", "datasets", "columns", "model", "executor", "rounds", "local_steps", "strategy",
+        if let kind = root.optional("kind") {
+            switch try r.string(kind, "kind") {
+            case "evaluate": return try evaluationPlan(r, root)
+            case "train": break
+            case let other: throw r.error(kind, "kind", "'\(other.prefix(40))' is not a plan kind: train (the default) or evaluate")
+            }
+        }
+        try root.only(["kind", "purpose", "datasets", "columns", "model", "executor", "rounds", "local_steps", "strategy",
                        "dp", "secure_aggregation", "quorum", "broker", "deadlines", "evaluation", "personalisation", "schema", "statistics", "slices",
                        "fedprox", "compression"])
         let dpMap = try r.map(try root.require("dp", "noise_multiplier or target_epsilon, clip_norm, sampling_rate, delta"), "dp")
@@ -191,7 +207,7 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         return plan
     }
     /// `evaluation`: the gate's least accuracy and largest drop, or a regression's largest RMSE and least R².
-    private static func evaluationGate(_ r: YAMLReader, _ node: Yams.Node)
+    static func evaluationGate(_ r: YAMLReader, _ node: Yams.Node)
         throws -> (minAccuracy: Double?, maxDrop: Double?, maxRMSE: Double?, minR2: Double?, maxSliceGap: Double?) {
         let em = try r.map(node, "evaluation")
         try em.only(["min_accuracy", "max_drop", "max_rmse", "min_r2", "max_slice_gap"])
@@ -203,7 +219,7 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     }
 
     /// `slices`: schema columns with cells (categorical or boolean), each once; a classification target.
-    private static func sliceColumns(_ r: YAMLReader, _ node: Yams.Node, schema: DataSchema?) throws -> [String] {
+    static func sliceColumns(_ r: YAMLReader, _ node: Yams.Node, schema: DataSchema?) throws -> [String] {
         let names = try r.distinctStrings(node, "slices")
         guard let schema else { throw r.error(node, "slices", "needs the plan's schema: a slice is a categorical or boolean column of it") }
         guard schema.target.task != .regression else { throw r.error(node, "slices", "are evaluated by accuracy: a regression target has none") }

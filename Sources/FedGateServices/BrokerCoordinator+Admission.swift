@@ -37,9 +37,10 @@ extension BrokerCoordinator {
         wakeIfDone(hash)
     }
 
-    /// Returns once the plan may begin its rounds; throws `BrokerError.approvalsNotGiven` when the
-    /// approvals it waited for did not come before its deadline.
-    func admit(_ plan: TrainingPlan, text: String, hash: String) async throws {
+    /// Returns once the plan may begin its rounds, with the silos that accepted it; throws
+    /// `BrokerError.approvalsNotGiven` when the approvals it waited for did not come before its deadline.
+    @discardableResult
+    func admit(_ plan: TrainingPlan, text: String, hash: String) async throws -> [String] {
         let wait = Double(plan.approvalWaitSeconds ?? TrainingPlan.defaultApprovalWaitSeconds)
         let rule = PlanAdmission(quorum: plan.quorum, waitUntil: now().addingTimeInterval(wait))
         defer { admissions.removeValue(forKey: hash) }
@@ -55,7 +56,7 @@ extension BrokerCoordinator {
             let answers = admissions[hash]!.answers
             switch rule.decide(answers, at: now()) {
             case .begin, .beginShort:
-                return
+                return PlanAdmission.accepted(answers)
             case .giveUp(let reason):
                 throw BrokerError.approvalsNotGiven(plan: hash, reason: reason)
             case .wait(let silos):

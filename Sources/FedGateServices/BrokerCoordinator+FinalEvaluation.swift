@@ -32,7 +32,7 @@ extension BrokerCoordinator {
     }
 
     /// The silos' evaluations of the final model, and why the others gave none.
-    private func collectEvaluations(_ plan: TrainingPlan, hash: String, round: Int, model: Network, file: ModelFile, standardisation: Standardisation,
+    func collectEvaluations(_ plan: TrainingPlan, hash: String, round: Int, model: Network, file: ModelFile, standardisation: Standardisation,
                                     participants: Set<String>, resumed: Bool) async throws -> ModelPromotion.Evaluations {
         // Right after a restart the participants are still reconnecting: give them the connect wait.
         let until = ContinuousClock.now + (resumed ? settings.connectWait : .zero)

@@ -21,26 +21,14 @@ extension BrokerCoordinator {
         let hash = plan.contentHash
         if let p = plans[hash], p.state == .running { throw BrokerError.planAlreadyRunning(plan: hash) }
         _ = try ModelKind(parsing: plan.model)
-        // Secure aggregation needs the mean of equal weights and FedAvg's sum: robust strategies
-        // need every update in the clear, which secure aggregation exists to prevent.
-        if let local = plan.localLayers, !local.isEmpty {
-            let layers = Network.layerCount(try ModelKind(parsing: plan.model))
-            guard local.allSatisfy({ $0 < layers }), Set(local).count < layers else {
-                throw PlanUnsupported("personalisation.local_layers: \(plan.model) has layers 0…\(layers - 1); name some of them, not all "
-                                      + "(at least one layer must be shared)")
-            }
-        }
-        if let schema = plan.schema { try Self.checkTrainable(schema, model: try ModelKind(parsing: plan.model)) }
-        if plan.schema == nil, try ModelKind(parsing: plan.model) == .linear {
-            throw PlanUnsupported("model: linear needs a numeric target, which a plan states in its schema (schema.target: { column: …, regression: true, bounds: […] })")
-        }
-        if let problem = plan.statisticsProblem { throw PlanUnsupported(problem) }
-        guard !plan.secureAggregation || plan.strategy.isFedAvg else {
-            throw PlanUnsupported("secure_aggregation: only with strategy fedavg (\(plan.strategy) needs every update in the clear)")
+        if plan.isEvaluation {
+            _ = try await registryModel(plan)
+        } else {
+            try Self.checkTraining(plan)
         }
         let submitted = now()
         try await store.startPlanRun(PlanRun(planHash: hash, planYAML: text, submitter: submitter, state: .running, submittedAt: submitted, updatedAt: submitted),
-                                     submission: .init(purpose: plan.purpose, rounds: plan.rounds, strategy: plan.strategy.description,
+                                     submission: .init(purpose: plan.purpose, rounds: plan.rounds, strategy: plan.evaluates.map { "evaluate version \($0)" } ?? plan.strategy.description,
                                                        datasets: plan.datasets, columns: plan.columns, quorum: plan.quorum,
                                                        secureAggregation: plan.secureAggregation, dp: Self.dpLine(plan)),
                                      actor: submitter)
@@ -50,6 +38,27 @@ extension BrokerCoordinator {
         runs[hash] = Task { await self.run(plan, text: text, hash: hash, from: .start) }
         logger.info("plan submitted", metadata: ["plan": "\(hash.prefix(12))", "by": "\(submitter)", "rounds": "\(plan.rounds)"])
         return hash
+    }
+
+    /// What a training plan must be for this broker to run it (refused at submission, with the field to change).
+    static func checkTraining(_ plan: TrainingPlan) throws {
+        if let local = plan.localLayers, !local.isEmpty {
+            let layers = Network.layerCount(try ModelKind(parsing: plan.model))
+            guard local.allSatisfy({ $0 < layers }), Set(local).count < layers else {
+                throw PlanUnsupported("personalisation.local_layers: \(plan.model) has layers 0…\(layers - 1); name some of them, not all "
+                                      + "(at least one layer must be shared)")
+            }
+        }
+        if let schema = plan.schema { try checkTrainable(schema, model: try ModelKind(parsing: plan.model)) }
+        if plan.schema == nil, try ModelKind(parsing: plan.model) == .linear {
+            throw PlanUnsupported("model: linear needs a numeric target, which a plan states in its schema (schema.target: { column: …, regression: true, bounds: […] })")
+        }
+        if let problem = plan.statisticsProblem { throw PlanUnsupported(problem) }
+        // Secure aggregation needs the mean of equal weights and FedAvg's sum: robust strategies
+        // need every update in the clear, which secure aggregation exists to prevent.
+        guard !plan.secureAggregation || plan.strategy.isFedAvg else {
+            throw PlanUnsupported("secure_aggregation: only with strategy fedavg (\(plan.strategy) needs every update in the clear)")
+        }
     }
 
     /// What this FedGate can train from a schema: classification (two classes for logistic
@@ -79,6 +88,9 @@ extension BrokerCoordinator {
 
     /// The plan's DP settings as the compliance report shows them.
     static func dpLine(_ plan: TrainingPlan) -> String {
+        if let version = plan.evaluates {
+            return "evaluates registry version \(version): no DP-SGD; each silo's result leaves as its policy's releases say (exactly, or as noisy counts)"
+        }
         let dp = plan.dp
         let noise = dp.noiseMultiplier.map { "noise multiplier \($0)" } ?? dp.targetEpsilon.map { "target ε \($0)" } ?? ""
         return "DP-SGD: \(noise), clipping norm \(dp.clipNorm), sampling rate \(dp.samplingRate), δ \(dp.delta), \(plan.localSteps) steps per round"

@@ -47,6 +47,13 @@ extension BrokerCoordinator {
 
     func run(_ plan: TrainingPlan, text: String, hash: String, from resume: Resume) async {
         do {
+            if plan.isEvaluation {
+                try await runEvaluation(plan, text: text, hash: hash)
+                try await runStore.finishPlanRun(planHash: hash, state: .finished, reason: nil, fence: fence, at: now(), actor: settings.brokerID)
+                plans[hash]?.state = .finished
+                runs.removeValue(forKey: hash)
+                return
+            }
             let kind = try ModelKind(parsing: plan.model)
             var state = PlanRunState(global: resume.global, standardisation: resume.standardisation, strategy: try plan.strategy.make(),
                                      participants: resume.participants, lastCommitted: resume.lastCommitted)

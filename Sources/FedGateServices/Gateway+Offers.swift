@@ -65,7 +65,7 @@ extension Gateway {
     /// fails, nothing is released.
     func statisticsRelease(_ accepted: AcceptedPlan, plan hash: String) async throws -> Fedgate_V1_FeatureMoments {
         if let made = releasedStatistics[hash] { return made }
-        let release = accepted.statistics
+        guard let release = accepted.statistics else { throw OfferRefusal(rule: "statistics", "an evaluation plan asks for no statistics release") }
         try await reservations.spend(release.event, plan: hash, datasets: accepted.plan.datasets)
         var noise = settings.fixedNoise.map { RepeatableNoise(run: $0.run, silo: $0.silo, round: 0).noise } ?? GaussianNoiseGenerator()
         let r = release.release(accepted.train, noise: &noise)

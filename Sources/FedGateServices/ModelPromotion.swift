@@ -27,8 +27,8 @@ struct ModelPromotion: Sendable {
         var failures: [String: String] = [:]
     }
 
-    func promote(_ plan: TrainingPlan, hash: String, round: Int, file: ModelFile, participants: Set<String>,
-                 evaluations: Evaluations) async throws -> Outcome {
+    /// The plan's gate on the silos' evaluations, audited (`model.gate`) either way.
+    func judge(_ plan: TrainingPlan, hash: String, round: Int, evaluations: Evaluations) async throws -> (EvaluationSummary, GateDecision) {
         let summary = EvaluationSummary(evaluations.silos)
         let versions = try await store.modelVersions()
         let gate = summary.isRegression ? ModelGate.decideRegression(summary, maxRMSE: plan.maxRMSE, minR2: plan.minR2)
@@ -36,6 +36,13 @@ struct ModelPromotion: Sendable {
                                maxSliceGap: plan.maxSliceGap)
         try await store.audit(.modelGated(Self.record(plan, round: round, summary: summary, gate: gate, failures: evaluations.failures)),
                               actor: brokerID, subject: hash, at: wallClock.now())
+        return (summary, gate)
+    }
+
+    func promote(_ plan: TrainingPlan, hash: String, round: Int, file: ModelFile, participants: Set<String>,
+                 evaluations: Evaluations) async throws -> Outcome {
+        let (summary, gate) = try await judge(plan, hash: hash, round: round, evaluations: evaluations)
+        let versions = try await store.modelVersions()
         guard gate.passed, let metrics = Self.metrics(summary) else {
             logger.notice("final model held back by the gate", metadata: ["plan": "\(hash.prefix(12))", "reasons": "\(gate.reasons)"])
             return Outcome(summary: summary, gate: gate, version: nil)

@@ -12,7 +12,8 @@ struct AcceptedPlan: Sendable {
     let plan: TrainingPlan
     let train: Dataset
     let test: Dataset
-    let statistics: StatisticsRelease
+    /// How the rows' statistics are released; nil for an evaluation plan (it trains nothing, so releases none).
+    let statistics: StatisticsRelease?
 }
 
 /// Why this silo refused an offer: each reason with the rule that gave it, from the policy (or the
@@ -106,7 +107,7 @@ final class OfferJudge: Sendable {
     /// The offered text as a plan that is the one offered, for this silo's data set, on columns
     /// this silo has: with its training and test rows restricted to them (`SiloData.rows(for:)`),
     /// and the release of their statistics (the plan must give a range for each of them).
-    private func checked(_ offer: Fedgate_V1_RoundOffer) throws -> (TrainingPlan, Dataset, Dataset, StatisticsRelease) {
+    private func checked(_ offer: Fedgate_V1_RoundOffer) throws -> (TrainingPlan, Dataset, Dataset, StatisticsRelease?) {
         let plan: TrainingPlan
         do { plan = try TrainingPlan.parse(offer.planYaml, file: "plan \(offer.planHash.prefix(12))") } catch {
             throw OfferRefusal(rule: "plan", "\(error)")
@@ -118,6 +119,7 @@ final class OfferJudge: Sendable {
             throw OfferRefusal(rule: "datasets", "this gateway serves '\(dataset)', the plan asks for \(plan.datasets)")
         }
         let (train, test) = try data.rows(for: plan)
+        if plan.isEvaluation { return (plan, train, test, nil) }
         do { return (plan, train, test, try plan.statisticsRelease(features: train.featureNames)) } catch {
             throw OfferRefusal(rule: "statistics", "\(error)")
         }

@@ -50,3 +50,58 @@ struct PlanShapeFieldTests {
         #expect { try policy("[]") } throws: { "\($0)".contains("compression") }
     }
 }
+
+@Suite("Evaluation plans (kind: evaluate) and a silo's decision on them")
+struct EvaluationPlanFieldTests {
+    static var text: String {
+        """
+        kind: evaluate
+        model_version: 2
+        purpose: research
+        datasets: [breast-cancer-2024]
+        columns: [\(Files.plan.columns.joined(separator: ", "))]
+        model: logistic
+        quorum: 3
+        broker: { region: eu-west, jurisdiction: EU }
+        deadlines: { round_seconds: 600 }
+        evaluation: { min_accuracy: 0.9 }
+        """
+    }
+
+    @Test("an evaluation plan names its version and trains nothing; a training field, an unknown kind or a missing version is refused by name")
+    func parse() throws {
+        let plan = try TrainingPlan.parse(Self.text, file: "e.yaml")
+        #expect(plan.isEvaluation && plan.evaluates == 2 && plan.rounds == 0 && plan.minAccuracy == 0.9)
+        #expect(!Files.plan.isEvaluation && Files.plan.contentHash.hasPrefix("4d217752e52757f8"), "a training plan's hash is unchanged")
+        #expect(try TrainingPlan.parse(Self.text.replacingOccurrences(of: "model_version: 2", with: "model_version: 3"), file: "e.yaml").contentHash != plan.contentHash)
+        #expect { try TrainingPlan.parse(Self.text + "\nrounds: 5\n", file: "e.yaml") } throws: { "\($0)".contains("rounds") && "\($0)".contains("trains nothing") }
+        #expect { try TrainingPlan.parse(Self.text + "\ndp: { noise_multiplier: 1 }\n", file: "e.yaml") } throws: { "\($0)".contains("'dp'") }
+        #expect { try TrainingPlan.parse(Self.text.replacingOccurrences(of: "kind: evaluate", with: "kind: predict"), file: "e.yaml") } throws: {
+            "\($0)".contains("kind") && "\($0)".contains("predict")
+        }
+        #expect { try TrainingPlan.parse(Self.text.replacingOccurrences(of: "model_version: 2\n", with: ""), file: "e.yaml") } throws: {
+            "\($0)".contains("model_version")
+        }
+        #expect { try TrainingPlan.parse(Files.planText + "\nkind: evaluate\n", file: "p.yaml") } throws: { "\($0)".contains("trains nothing") }
+        #expect(try TrainingPlan.parse("kind: train\n" + Files.planText, file: "p.yaml").contentHash == Files.plan.contentHash)
+    }
+
+    @Test("a silo judges an evaluation plan by what would leave: nothing of DP-SGD is asked; exactly, with DP (its ε projected), or refused when its policy releases neither")
+    func decisions() throws {
+        let plan = try TrainingPlan.parse(Self.text, file: "e.yaml")
+        let noon = ISO8601DateFormatter().date(from: "2026-03-02T12:00:00Z")!
+        // hospital-a requires secure aggregation and a clipping norm the placeholder DP would not meet: an
+        // evaluation plan asks neither. Without a release of the final evaluation it is refused.
+        func policy(_ releases: String) throws -> SiloPolicy {
+            let text = Files.hospitalText.replacingOccurrences(of: "releases:\n  without_dp: [round_accuracy, final_evaluation]", with: "releases: \(releases)")
+            #expect(text != Files.hospitalText)
+            return try SiloPolicy.parse(text, file: "h.yaml")
+        }
+        let none = PolicyEngine.decide(DecisionContext(policy: try policy("{ without_dp: [round_accuracy] }"), plan: plan, now: noon))
+        #expect(none.refusals.map(\.rule) == ["releases"], "\(none.refusals)")
+        let exact = PolicyEngine.decide(DecisionContext(policy: try policy("{ without_dp: [final_evaluation] }"), plan: plan, now: noon))
+        #expect(exact.refusals.isEmpty && exact.projectedEpsilon == 0, "\(exact.refusals) \(String(describing: exact.projectedEpsilon))")
+        let noisy = PolicyEngine.decide(DecisionContext(policy: try policy("{ evaluation_noise_multiplier: 4.0 }"), plan: plan, now: noon))
+        #expect(noisy.refusals.isEmpty && (noisy.projectedEpsilon ?? 0) > 0, "\(noisy.refusals)")
+    }
+}

@@ -1,0 +1,59 @@
+import FedGateLearning
+import Foundation
+import Yams
+
+/// `kind: evaluate`: a plan that scores a registry version at every silo that accepts it, on the
+/// silo's held-out rows, per silo and per slice, and trains nothing. It names the version
+/// (`model_version`), the model kind and columns the version was trained on, the data sets and
+/// purpose, the broker, a deadline, a quorum and, optionally, the gate and the slices. What leaves a
+/// silo is its final evaluation: exactly when its policy lists `final_evaluation`, else as noisy
+/// counts under `releases.evaluation_noise_multiplier` (a DP event in its ledger), else nothing.
+extension TrainingPlan {
+    /// What an evaluation plan may say; anything about training is refused by name.
+    static let evaluationKeys = ["kind", "model_version", "purpose", "datasets", "columns", "model", "quorum", "broker", "deadlines",
+                                 "evaluation", "schema", "slices"]
+
+    static func evaluationPlan(_ r: YAMLReader, _ root: YAMLReader.Map) throws -> TrainingPlan {
+        for key in ["rounds", "local_steps", "strategy", "dp", "secure_aggregation", "statistics", "executor", "personalisation",
+                    "fedprox", "compression"] where root.optional(key) != nil {
+            throw r.error(root.optional(key), key, "an evaluation plan (kind: evaluate) trains nothing: remove '\(key)'")
+        }
+        try root.only(evaluationKeys)
+        let version = try r.int(try root.require("model_version", "the registry version to evaluate"), "model_version",
+                                1...Int(Int32.max), "a registry version number ≥ 1")
+        let modelNode = try root.require("model", "the model kind of the version: logistic, softmax, mlp:H or linear")
+        let model = try r.string(modelNode, "model")
+        do { _ = try ModelKind(parsing: model) } catch let e as DatasetError { throw r.error(modelNode, "model", e.reason) }
+        let datasets = try r.distinctStrings(try root.require("datasets", "the logical names of the data sets"), "datasets")
+        guard !datasets.isEmpty else { throw r.error(root.optional("datasets"), "datasets", "must name at least one data set") }
+        let columns = try r.distinctStrings(try root.require("columns", "the columns the version reads"), "columns")
+        let broker = try r.map(try root.require("broker", "region and jurisdiction of the broker"), "broker")
+        try broker.only(["region", "jurisdiction"])
+        let deadlines = try r.map(try root.require("deadlines", "round_seconds"), "deadlines")
+        try deadlines.only(["round_seconds", "approval_seconds"])
+        let gate = try root.optional("evaluation").map { try evaluationGate(r, $0) }
+        var plan = TrainingPlan(
+            purpose: try r.string(try root.require("purpose", "why the version is evaluated, e.g. research"), "purpose"),
+            datasets: datasets, columns: columns, model: model, executor: .builtin,
+            rounds: 0, localSteps: 0, strategy: .fedavg,
+            // No DP-SGD runs; δ is the one at which a silo's DP evaluation release is reported.
+            dp: DP(noiseMultiplier: nil, targetEpsilon: nil, clipNorm: 1, samplingRate: 1, delta: 1e-5),
+            secureAggregation: false,
+            quorum: try r.int(try root.require("quorum", "the fewest silos that must evaluate"), "quorum", 1...100_000, "a whole number ≥ 1"),
+            brokerRegion: try r.string(try broker.require("region", "the broker's region"), "broker.region"),
+            brokerJurisdiction: try r.string(try broker.require("jurisdiction", "the broker's jurisdiction"), "broker.jurisdiction"),
+            roundDeadlineSeconds: try r.int(try deadlines.require("round_seconds", "seconds the evaluation may take"), "deadlines.round_seconds",
+                                            1...86_400 * 7, "seconds from 1 to 604800"),
+            minAccuracy: gate?.minAccuracy, maxAccuracyDrop: gate?.maxDrop,
+            approvalWaitSeconds: try deadlines.optional("approval_seconds").map {
+                try r.int($0, "deadlines.approval_seconds", 1...86_400 * 30, "seconds from 1 to 2592000 (30 days) to wait for silos' approvals") })
+        plan.evaluates = version
+        plan.schema = try root.optional("schema").map { try schema(r, $0, columns: columns) }
+        (plan.maxRMSE, plan.minR2, plan.maxSliceGap) = (gate?.maxRMSE, gate?.minR2, gate?.maxSliceGap)
+        plan.slices = try root.optional("slices").map { try sliceColumns(r, $0, schema: plan.schema) }
+        if plan.maxSliceGap != nil, plan.slices == nil {
+            throw r.error(root.optional("evaluation"), "evaluation.max_slice_gap", "needs the plan's slices (slices: [column, …])")
+        }
+        return plan
+    }
+}
