@@ -62,6 +62,18 @@ enum PlanView {
                                       "flags": $0.flags.map { ["silo": $0.silo, "kind": $0.kind, "reason": $0.reason] },
                                       "update_bytes": $0.bytesIn, "float32_bytes": $0.rawBytes] as [String: Any] },
             "attack_alerts": s.alerts.map { ["silo": $0.silo, "rounds": $0.rounds] as [String: Any] },
+            "statistics": s.hasStatistics ? [
+                "count": s.statistics.count, "silos": s.statistics.silos,
+                "columns": s.statistics.columns.map { c -> [String: Any] in
+                    var row: [String: Any] = ["column": c.column, "mean": c.mean, "deviation": c.deviation]
+                    if !c.edges.isEmpty {
+                        row["edges"] = c.edges
+                        row["counts"] = zip(c.counts, c.withheld).map { $1 ? NSNull() : $0 as Any }
+                        row["quartiles"] = c.quartiles
+                    }
+                    return row
+                },
+            ] as [String: Any] : NSNull(),
             "evaluation": s.evaluations.map { e -> [String: Any] in
                 var row: [String: Any] = ["silo": e.silo, "accuracy": e.accuracy, "examples": e.examples, "epsilon": e.epsilonSpent, "epsilon_cap": e.epsilonCap]
                 if e.personalised { row["personalised_accuracy"] = e.personalisedAccuracy }
@@ -97,6 +109,24 @@ enum PlanView {
             + s.alerts.map { "  ALERT: \($0.silo) flagged as a likely attacker in rounds \($0.rounds.map(String.init).joined(separator: ", "))" }
     }
 
+    /// A statistics plan's pooled figures: the count, each column's mean and deviation, its
+    /// histogram (withheld cells shown as such) and quartiles.
+    static func statisticsLines(_ s: Fedgate_V1_PlanStatusResponse) -> [String] {
+        guard s.hasStatistics else { return [] }
+        let r = s.statistics
+        var lines = [String(format: "  statistics of about %.0f rows at %@ (all with DP):", r.count, r.silos.joined(separator: ", ") as NSString)]
+        for c in r.columns {
+            lines.append(String(format: "    %-24@ mean %.4g  deviation %.4g", c.column as NSString, c.mean, c.deviation))
+            guard !c.edges.isEmpty else { continue }
+            let cells = c.counts.indices.map { i in
+                String(format: "[%g, %g) %@", c.edges[i], c.edges[i + 1], c.withheld[i] ? "withheld" : String(format: "%.0f", c.counts[i]) as NSString)
+            }
+            lines.append("      histogram: " + cells.joined(separator: ", "))
+            if c.quartiles.count == 3 { lines.append(String(format: "      quartiles %.4g, median %.4g, %.4g", c.quartiles[0], c.quartiles[1], c.quartiles[2])) }
+        }
+        return lines
+    }
+
     static func flagLine(_ f: Fedgate_V1_AttackFlag) -> String { "\(f.silo) \(f.kind) (\(f.reason))" }
 
     /// A compressed round's update bytes against float32's; nil when the updates travelled as float32.
@@ -123,6 +153,7 @@ enum PlanView {
         }
         for refusal in s.refusals { lines.append("  refused by \(refusal)") }
         lines += attackLines(s)
+        lines += statisticsLines(s)
         if regression(s) {
             lines.append(String(format: "  final model: RMSE %.4f over all silos, R² %.4f (the silos', weighted by their rows)", s.rmse, s.r2))
             for e in s.evaluations {

@@ -23,7 +23,7 @@ public struct DecisionContext: Sendable {
         self.now = now
         self.priorEvents = priorEvents
         self.consentedPurposes = consentedPurposes
-        projected = plan.isEvaluation ? Self.evaluationEvent(policy) : try? plan.projectedEvent()
+        projected = plan.isEvaluation ? Self.evaluationEvent(policy) : plan.isStatistics ? plan.statisticsEvent : try? plan.projectedEvent()
     }
 
     /// What an evaluation plan spends at this silo: nothing when its policy releases the final

@@ -61,7 +61,10 @@ struct ResidencyAllowed: PlanRule {
 struct NoiseAtLeast: PlanRule {
     let name = "noise"
     func check(_ c: DecisionContext) -> [String] {
-        guard !c.plan.isEvaluation else { return [] }
+        if let z = c.plan.isStatistics ? c.plan.statistics?.noiseMultiplier : nil, z < c.policy.minNoiseMultiplier {
+            return ["the statistics release's noise multiplier \(z) is below the least accepted, \(c.policy.minNoiseMultiplier)"]
+        }
+        guard !c.plan.trainsNothing else { return [] }
         guard let z = try? c.plan.noiseMultiplier() else {
             return ["the plan's DP settings give no usable noise multiplier (target ε unreachable?)"]
         }
@@ -72,7 +75,7 @@ struct NoiseAtLeast: PlanRule {
 struct ClipAtMost: PlanRule {
     let name = "clipping"
     func check(_ c: DecisionContext) -> [String] {
-        guard !c.plan.isEvaluation else { return [] }
+        guard !c.plan.trainsNothing else { return [] }
         return c.plan.dp.clipNorm <= c.policy.maxClipNorm ? [] : ["clipping norm \(c.plan.dp.clipNorm) exceeds the largest accepted, \(c.policy.maxClipNorm)"]
     }
 }
@@ -80,7 +83,7 @@ struct ClipAtMost: PlanRule {
 struct DeltaAtMost: PlanRule {
     let name = "delta"
     func check(_ c: DecisionContext) -> [String] {
-        guard !c.plan.isEvaluation else { return [] }
+        guard !c.plan.trainsNothing else { return [] }
         return c.plan.datasets.compactMap { d in
             guard let rule = c.policy.datasets[d], c.plan.dp.delta > rule.caps.deltaMax else { return nil }
             return "δ = \(c.plan.dp.delta) exceeds data set '\(d)''s δ at most \(rule.caps.deltaMax)"
@@ -95,7 +98,7 @@ struct EpsilonCaps: PlanRule {
         for d in c.plan.datasets {
             guard let caps = c.policy.datasets[d]?.caps else { continue }
             // An evaluation plan runs no DP-SGD: its release is reported at the data set's δ.
-            let delta = c.plan.isEvaluation ? caps.deltaMax : c.plan.dp.delta
+            let delta = c.plan.trainsNothing ? caps.deltaMax : c.plan.dp.delta
             let own = c.epsilon(with: [], delta: delta)
             if own > caps.perPlan { r.append(String(format: "the plan would spend ε = %.4g of data set '%@', above its per-plan cap %.4g", own, d, caps.perPlan)) }
             let prior = c.priorEvents[d]
@@ -115,7 +118,7 @@ struct EpsilonCaps: PlanRule {
 struct SecureAggregationRequired: PlanRule {
     let name = "secure-aggregation"
     func check(_ c: DecisionContext) -> [String] {
-        guard !c.plan.isEvaluation else { return [] }
+        guard !c.plan.trainsNothing else { return [] }
         return c.policy.requireSecureAggregation && !c.plan.secureAggregation ? ["secure aggregation is required by silo '\(c.policy.silo)' but the plan does not use it"] : []
     }
 }
@@ -130,6 +133,7 @@ struct QuorumAtLeast: PlanRule {
 struct ModelAllowed: PlanRule {
     let name = "model"
     func check(_ c: DecisionContext) -> [String] {
+        guard !c.plan.isStatistics else { return [] }
         let kind = String(c.plan.model.split(separator: ":").first ?? "")
         return c.policy.models.contains(kind) ? [] : ["model kind '\(kind)' is not allowed (allowed: \(c.policy.models.joined(separator: ", ")))"]
     }
@@ -140,7 +144,7 @@ struct ModelAllowed: PlanRule {
 struct LabelClassesReleased: PlanRule {
     let name = "releases"
     func check(_ c: DecisionContext) -> [String] {
-        guard !c.plan.isEvaluation else { return EvaluationReleased.check(c) }
+        guard !c.plan.trainsNothing else { return c.plan.isEvaluation ? EvaluationReleased.check(c) : [] }
         // A model kind that does not exist is the `model` rule's to refuse.
         guard c.plan.schema == nil, let kind = try? ModelKind(parsing: c.plan.model), kind != .logistic, !c.policy.allows(.labelClasses) else { return [] }
         return ["the model's classes would be this silo's label's (its largest label + 1), which its policy does not release without DP "
@@ -171,7 +175,7 @@ struct HoursAllowed: PlanRule {
 struct CompressionAllowed: PlanRule {
     let name = "compression"
     func check(_ c: DecisionContext) -> [String] {
-        guard !c.plan.isEvaluation else { return [] }
+        guard !c.plan.trainsNothing else { return [] }
         guard let allowed = c.policy.compressions else { return [] }
         let asked = c.plan.compression.map { String($0.split(separator: ":").first ?? "") } ?? "none"
         guard !allowed.contains(asked) else { return [] }

@@ -68,6 +68,9 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     /// An evaluation plan (`kind: evaluate`): the registry version it scores at every silo, training
     /// nothing; nil for a training plan. Absent from the content hash of a training plan.
     public var evaluates: Int? = nil
+    /// A statistics plan's histograms and least cell size (`kind: statistics`); nil for other kinds.
+    /// Absent from the content hash of other kinds.
+    public var analytics: Analytics? = nil
 
     /// Whether the plan scores a registry version instead of training.
     public var isEvaluation: Bool { evaluates != nil }
@@ -137,8 +140,9 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         if let kind = root.optional("kind") {
             switch try r.string(kind, "kind") {
             case "evaluate": return try evaluationPlan(r, root)
+            case "statistics": return try statisticsPlan(r, root)
             case "train": break
-            case let other: throw r.error(kind, "kind", "'\(other.prefix(40))' is not a plan kind: train (the default) or evaluate")
+            case let other: throw r.error(kind, "kind", "'\(other.prefix(40))' is not a plan kind: train (the default), evaluate or statistics")
             }
         }
         try root.only(["kind", "purpose", "datasets", "columns", "model", "executor", "rounds", "local_steps", "strategy",

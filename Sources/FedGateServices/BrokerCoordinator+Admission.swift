@@ -17,6 +17,8 @@ extension BrokerCoordinator {
         var asked: Set<String>
         var answers: [String: PlanAdmission.Answer] = [:]
         var refused: [String: [String]] = [:]
+        /// A statistics plan's releases, which come with the silos' acceptances.
+        var releases: [String: Fedgate_V1_FeatureMoments] = [:]
         /// The silos whose approval the plan waits for (empty until it first waits).
         var awaited: [String] = []
         let rule: PlanAdmission
@@ -34,13 +36,14 @@ extension BrokerCoordinator {
         let reasons = PeerText.bounded(reply.reasons)
         admissions[hash]!.answers[silo] = PlanAdmission.answer(accepted: reply.accepted, reasons: reasons)
         admissions[hash]!.refused[silo] = reply.accepted ? nil : reasons
+        if reply.accepted, reply.hasMoments { admissions[hash]!.releases[silo] = reply.moments }
         wakeIfDone(hash)
     }
 
     /// Returns once the plan may begin its rounds, with the silos that accepted it; throws
     /// `BrokerError.approvalsNotGiven` when the approvals it waited for did not come before its deadline.
     @discardableResult
-    func admit(_ plan: TrainingPlan, text: String, hash: String) async throws -> [String] {
+    func admit(_ plan: TrainingPlan, text: String, hash: String) async throws -> (accepted: [String], releases: [String: Fedgate_V1_FeatureMoments]) {
         let wait = Double(plan.approvalWaitSeconds ?? TrainingPlan.defaultApprovalWaitSeconds)
         let rule = PlanAdmission(quorum: plan.quorum, waitUntil: now().addingTimeInterval(wait))
         defer { admissions.removeValue(forKey: hash) }
@@ -48,15 +51,18 @@ extension BrokerCoordinator {
         while true {
             let eligible = await eligibleSilos(for: plan)
             try Task.checkCancellation()
-            admissions[hash] = Admitting(asked: Set(eligible), awaited: admissions[hash]?.awaited ?? [], rule: rule)
+            admissions[hash] = Admitting(asked: Set(eligible), releases: admissions[hash]?.releases ?? [:], awaited: admissions[hash]?.awaited ?? [],
+                                         rule: rule)
             let window = offerWindow(plan)
-            sendOffer(hash, round: 0, text: text, deadline: now().addingTimeInterval(Double(window.milliseconds) / 1000), to: eligible)
+            sendOffer(hash, round: 0, text: text, deadline: now().addingTimeInterval(Double(window.milliseconds) / 1000), to: eligible,
+                      wantsStatistics: plan.isStatistics)
             await waitForRound(hash, until: ContinuousClock.now + window)
             try Task.checkCancellation()
             let answers = admissions[hash]!.answers
             switch rule.decide(answers, at: now()) {
             case .begin, .beginShort:
-                return PlanAdmission.accepted(answers)
+                let accepted = PlanAdmission.accepted(answers)
+                return (accepted, admissions[hash]!.releases.filter { accepted.contains($0.key) })
             case .giveUp(let reason):
                 throw BrokerError.approvalsNotGiven(plan: hash, reason: reason)
             case .wait(let silos):

@@ -45,7 +45,7 @@ extension BrokerCoordinator {
     /// reports judged by the plan's gate (audited), the figures in the plan's status.
     func runEvaluation(_ plan: TrainingPlan, text: String, hash: String) async throws {
         let (file, scorer) = try await registryModel(plan)
-        let accepted = try await admit(plan, text: text, hash: hash)
+        let accepted = try await admit(plan, text: text, hash: hash).accepted
         var standardisation = scorer.standardisation
         if let target = scorer.target {
             // The task carries a regression target's standardisation as one more coordinate.
@@ -61,5 +61,44 @@ extension BrokerCoordinator {
         plans[hash]?.modelVersion = plan.evaluates
         logger.info("registry version evaluated", metadata: ["plan": "\(hash.prefix(12))", "version": "\(plan.evaluates ?? 0)",
                                                              "silos": "\(summary.silos.map(\.silo))", "gate": "\(gate.passed)"])
+    }
+}
+
+/// Statistics plans (`kind: statistics`): each silo's release comes with its acceptance of the
+/// admission offer (its ledger committed the release's DP event first); the broker pools the
+/// releases of the silos that accepted into the plan's figures (`AnalyticsRelease.combine`), keeps
+/// them in its status and audits which silos' releases they pool (`statistics.pooled`).
+extension BrokerCoordinator {
+    func runStatistics(_ plan: TrainingPlan, text: String, hash: String) async throws {
+        let admitted = try await admit(plan, text: text, hash: hash)
+        let release = try plan.analyticsRelease(features: plan.columns)
+        var parts: [ReleasedAnalytics] = [], silos: [String] = []
+        for (silo, m) in admitted.releases.sorted(by: { $0.key < $1.key }) {
+            var bins: [[Double]] = [], at = 0
+            for h in release.histograms where at + h.bins <= m.bins.count {
+                bins.append(Array(m.bins[at..<at + h.bins]))
+                at += h.bins
+            }
+            let part = ReleasedAnalytics(count: m.count, sums: m.sums, squares: m.squares, bins: bins)
+            let expected = release.histograms.map(\.bins)
+            if let problem = part.problem(columns: plan.columns.count, bins: expected)
+                ?? (at == m.bins.count ? nil : "\(m.bins.count) bin counts; the plan's histograms have \(expected.reduce(0, +))") {
+                // Left out of the pool, and said so: the silo's release does not fit the plan.
+                try await runStore.audit(.refused(.reply, .init(reason: "a statistics release that does not fit the plan: \(problem)", plan: hash, round: 0)),
+                                         actor: settings.brokerID, subject: silo, at: now())
+                continue
+            }
+            parts.append(part)
+            silos.append(silo)
+        }
+        guard parts.count >= plan.quorum else {
+            throw PlanUnsupported("only \(parts.count) silos released statistics that fit the plan; its quorum is \(plan.quorum)")
+        }
+        let result = try release.combine(parts, minCell: plan.analytics?.minCell ?? 10)
+        plans[hash]?.analytics = (silos, plan.columns, result)
+        try await runStore.audit(.statisticsPooled(.init(silos: silos, count: result.count,
+                                                         means: Dictionary(uniqueKeysWithValues: zip(plan.columns, result.columns.map(\.mean))))),
+                                 actor: settings.brokerID, subject: hash, at: now())
+        logger.info("statistics pooled", metadata: ["plan": "\(hash.prefix(12))", "silos": "\(silos)", "count": "\(result.count)"])
     }
 }

@@ -20,15 +20,18 @@ extension BrokerCoordinator {
     public func submit(_ plan: TrainingPlan, text: String, by submitter: String) async throws -> String {
         let hash = plan.contentHash
         if let p = plans[hash], p.state == .running { throw BrokerError.planAlreadyRunning(plan: hash) }
-        _ = try ModelKind(parsing: plan.model)
-        if plan.isEvaluation {
+        if plan.isStatistics {
+            do { _ = try plan.analyticsRelease(features: plan.columns) } catch { throw PlanUnsupported("\(error)") }
+        } else if plan.isEvaluation {
+            _ = try ModelKind(parsing: plan.model)
             _ = try await registryModel(plan)
         } else {
+            _ = try ModelKind(parsing: plan.model)
             try Self.checkTraining(plan)
         }
         let submitted = now()
         try await store.startPlanRun(PlanRun(planHash: hash, planYAML: text, submitter: submitter, state: .running, submittedAt: submitted, updatedAt: submitted),
-                                     submission: .init(purpose: plan.purpose, rounds: plan.rounds, strategy: plan.evaluates.map { "evaluate version \($0)" } ?? plan.strategy.description,
+                                     submission: .init(purpose: plan.purpose, rounds: plan.rounds, strategy: plan.isStatistics ? "statistics" : plan.evaluates.map { "evaluate version \($0)" } ?? plan.strategy.description,
                                                        datasets: plan.datasets, columns: plan.columns, quorum: plan.quorum,
                                                        secureAggregation: plan.secureAggregation, dp: Self.dpLine(plan)),
                                      actor: submitter)
@@ -88,6 +91,9 @@ extension BrokerCoordinator {
 
     /// The plan's DP settings as the compliance report shows them.
     static func dpLine(_ plan: TrainingPlan) -> String {
+        if let z = plan.isStatistics ? plan.statistics?.noiseMultiplier : nil {
+            return "statistics: one Gaussian release per silo at noise multiplier \(z) (counts, sums, squares, histogram bins); no DP-SGD"
+        }
         if let version = plan.evaluates {
             return "evaluates registry version \(version): no DP-SGD; each silo's result leaves as its policy's releases say (exactly, or as noisy counts)"
         }

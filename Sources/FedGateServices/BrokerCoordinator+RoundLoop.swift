@@ -47,8 +47,8 @@ extension BrokerCoordinator {
 
     func run(_ plan: TrainingPlan, text: String, hash: String, from resume: Resume) async {
         do {
-            if plan.isEvaluation {
-                try await runEvaluation(plan, text: text, hash: hash)
+            if plan.trainsNothing {
+                if plan.isEvaluation { try await runEvaluation(plan, text: text, hash: hash) } else { try await runStatistics(plan, text: text, hash: hash) }
                 try await runStore.finishPlanRun(planHash: hash, state: .finished, reason: nil, fence: fence, at: now(), actor: settings.brokerID)
                 plans[hash]?.state = .finished
                 runs.removeValue(forKey: hash)

@@ -54,6 +54,8 @@ extension BrokerCoordinator {
         public var modelVersion: Int?
         /// Silos flagged as likely attackers round after round (`attack.alert`).
         public var alerts: [AttackAlert] = []
+        /// A statistics plan's pooled figures and the silos whose releases they pool.
+        public var analytics: (silos: [String], columns: [String], result: AnalyticsResult)?
         /// The round in flight: its number, phase, who accepted and who refused it so far.
         public var current: (round: Int, phase: String, accepted: [String], refused: [String: [String]])?
         /// Silos that refused the plan, with their reasons (first refusal per silo).

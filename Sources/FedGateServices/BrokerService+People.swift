@@ -82,6 +82,7 @@ extension BrokerService {
         response.modelVersion = UInt32(status.modelVersion ?? 0)
         response.epsilonMirror = status.epsilonMirror
         response.alerts = status.alerts.map(\.proto)
+        if let (silos, columns, result) = status.analytics { response.statistics = result.proto(columns: columns, silos: silos) }
         response.bytesIn = UInt64(status.bytesIn)
         response.bytesOut = UInt64(status.bytesOut)
         response.refusals = status.refusals.sorted { $0.key < $1.key }.flatMap { silo, reasons in reasons.map { "\(silo): \($0)" } }

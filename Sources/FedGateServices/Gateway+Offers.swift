@@ -29,6 +29,8 @@ extension Gateway {
             // Round 0 asks whether the plan may begin (the broker's admission offer): judged like a
             // round's offer, with nothing reserved and no statistics sent.
             if offer.round == 0 {
+                // A statistics plan's whole release goes with its admission (spent in the ledger first).
+                if offer.wantsStatistics, accepted.plan.isStatistics { reply.moments = try await analyticsRelease(accepted, plan: offer.planHash) }
                 reply.accepted = true
                 return reply
             }
@@ -83,6 +85,30 @@ extension Gateway {
         releasedStatistics[hash] = m
         logger.info("statistics released", metadata: ["silo": "\(siloID)", "plan": "\(hash.prefix(12))",
                                                      "noise_multiplier": "\(release.noiseMultiplier)", "features": "\(r.sums.count)"])
+        return m
+    }
+
+    /// A statistics plan's release over all this silo's rows (training and held-out): count, sums,
+    /// squares and histogram bins with Gaussian noise (`AnalyticsRelease`), made once per plan, its DP
+    /// event committed on each of the plan's data sets before the values exist outside this function.
+    func analyticsRelease(_ accepted: AcceptedPlan, plan hash: String) async throws -> Fedgate_V1_FeatureMoments {
+        if let made = releasedStatistics[hash] { return made }
+        let rows = try Dataset(featureNames: accepted.train.featureNames, labelName: accepted.train.labelName,
+                               features: accepted.train.features + accepted.test.features, labels: accepted.train.labels + accepted.test.labels,
+                               classCount: max(accepted.train.classCount, accepted.test.classCount))
+        let release: AnalyticsRelease
+        do { release = try accepted.plan.analyticsRelease(features: rows.featureNames) } catch { throw OfferRefusal(rule: "statistics", "\(error)") }
+        try await reservations.spend(release.event, plan: hash, datasets: accepted.plan.datasets)
+        var noise = settings.fixedNoise.map { RepeatableNoise(run: $0.run, silo: $0.silo, round: 0).noise } ?? GaussianNoiseGenerator()
+        let r = release.release(rows, noise: &noise)
+        var m = Fedgate_V1_FeatureMoments()
+        (m.count, m.sums, m.squares, m.bins) = (r.count, r.sums, r.squares, Array(r.bins.joined()))
+        try await governor.ledger.backend.audit(.statisticsReleased(.init(datasets: accepted.plan.datasets, noiseMultiplier: release.moments.noiseMultiplier,
+                                                                          features: r.sums.count, count: r.count)),
+                                                actor: siloID, subject: hash, at: Date())
+        releasedStatistics[hash] = m
+        logger.info("statistics plan's release sent", metadata: ["silo": "\(siloID)", "plan": "\(hash.prefix(12))",
+                                                                "noise_multiplier": "\(release.moments.noiseMultiplier)", "histograms": "\(release.histograms.count)"])
         return m
     }
 

@@ -123,3 +123,23 @@ extension BrokerCoordinator.PlanStatus.AttackAlert {
         return out
     }
 }
+
+extension AnalyticsResult {
+    /// The pooled figures as the status carries them, each column by its name.
+    func proto(columns names: [String], silos: [String]) -> Fedgate_V1_StatisticsResult {
+        var out = Fedgate_V1_StatisticsResult()
+        (out.count, out.silos) = (count, silos)
+        out.columns = zip(names, columns).enumerated().map { j, pair in
+            var c = Fedgate_V1_ColumnStatistics()
+            (c.column, c.mean, c.deviation) = (pair.0, pair.1.mean, pair.1.deviation)
+            if let h = histograms.first(where: { $0.column == j }) {
+                c.edges = h.edges
+                c.counts = h.counts.map { $0 ?? 0 }
+                c.withheld = h.counts.map { $0 == nil }
+                c.quartiles = h.quartiles ?? []
+            }
+            return c
+        }
+        return out
+    }
+}

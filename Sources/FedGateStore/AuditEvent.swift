@@ -53,6 +53,8 @@ public enum AuditEvent: Sendable, Equatable {
     /// A silo's statistics release for a plan (`statistics.release`, subject: the plan's hash): what
     /// left, after its DP event was committed.
     case statisticsReleased(StatisticsReleased)
+    /// A statistics plan's pooled figures (`statistics.pooled`, subject: the plan's hash).
+    case statisticsPooled(StatisticsPooled)
     /// An action this build does not know (written by a newer FedGate, or a note): kept as stored.
     case other(action: String, payload: String)
 
@@ -89,6 +91,7 @@ public enum AuditEvent: Sendable, Equatable {
         case .attackFlagged: "attack.flag"
         case .attackAlert: "attack.alert"
         case .statisticsReleased: "statistics.release"
+        case .statisticsPooled: "statistics.pooled"
         case .other(let action, _): action
         }
     }
@@ -125,6 +128,7 @@ public enum AuditEvent: Sendable, Equatable {
         case .attackFlagged(let p): Self.json(p)
         case .attackAlert(let p): Self.json(p)
         case .statisticsReleased(let p): Self.json(p)
+        case .statisticsPooled(let p): Self.json(p)
         case .other(_, let payload): payload
         }
     }
@@ -200,6 +204,7 @@ public enum AuditEvent: Sendable, Equatable {
         case "model.pull": return .modelPulled(try read(Pull.self))
         case "model.rollback": return .modelRolledBack(try read(Rollback.self))
         case "statistics.release": return .statisticsReleased(try read(StatisticsReleased.self))
+        case "statistics.pooled": return .statisticsPooled(try read(StatisticsPooled.self))
         case "attack.flag": return .attackFlagged(try read(AttackFlagged.self))
         case "attack.alert": return .attackAlert(try read(AttackAlert.self))
         default: break

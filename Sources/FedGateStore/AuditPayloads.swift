@@ -201,6 +201,13 @@ extension AuditEvent {
         }
     }
 
+    /// `statistics.pooled` (subject: the plan): a statistics plan's figures, pooled from these silos'
+    /// releases (each with DP, in its own ledger): the noisy row count and each column's mean.
+    public struct StatisticsPooled: Codable, Sendable, Equatable {
+        public var silos: [String], count: Double, means: [String: Double]
+        public init(silos: [String], count: Double, means: [String: Double]) { (self.silos, self.count, self.means) = (silos, count, means) }
+    }
+
     /// `attack.flag` (subject: the silo): a round left the silo's update out as a likely attack: a
     /// robust aggregator excluded it (`excluded`) or validation refused it (`refused`).
     public struct AttackFlagged: Codable, Sendable, Equatable {

@@ -105,3 +105,50 @@ struct EvaluationPlanFieldTests {
         #expect(noisy.refusals.isEmpty && (noisy.projectedEpsilon ?? 0) > 0, "\(noisy.refusals)")
     }
 }
+
+@Suite("Statistics plans (kind: statistics)")
+struct StatisticsPlanFieldTests {
+    static let text = """
+        kind: statistics
+        purpose: research
+        datasets: [breast-cancer-2024]
+        columns: [mean_radius, mean_area]
+        statistics: { noise_multiplier: 2.0, bounds: { mean_radius: [6.9, 29], mean_area: [140, 2600] } }
+        histograms: { mean_radius: [6, 10, 14, 18, 22, 30] }
+        quorum: 3
+        broker: { region: eu-west, jurisdiction: EU }
+        deadlines: { round_seconds: 600 }
+        """
+
+    @Test("a statistics plan states every column's bounds and its histograms' edges; training fields, a schema, unbounded columns and edges that do not increase are refused by name")
+    func parse() throws {
+        let plan = try TrainingPlan.parse(Self.text, file: "s.yaml")
+        #expect(plan.isStatistics && plan.trainsNothing && plan.analytics?.minCell == 10 && plan.analytics?.histograms["mean_radius"]?.count == 6)
+        let release = try plan.analyticsRelease(features: plan.columns)
+        #expect(release.histograms.map(\.column) == [0] && abs(release.sensitivity - (1 + 10.0 / 16 + 1).squareRoot()) < 1e-12)
+        for (change, words) in [("\nrounds: 3\n", "rounds"), ("\nmodel: logistic\n", "model"),
+                                ("\nschema: { columns: [] }\n", "schema")] {
+            #expect { try TrainingPlan.parse(Self.text + change, file: "s.yaml") } throws: { "\($0)".contains(words) }
+        }
+        #expect { try TrainingPlan.parse(Self.text.replacingOccurrences(of: ", mean_area: [140, 2600]", with: ""), file: "s.yaml") } throws: {
+            "\($0)".contains("statistics.bounds") && "\($0)".contains("mean_area")
+        }
+        #expect { try TrainingPlan.parse(Self.text.replacingOccurrences(of: "[6, 10, 14, 18, 22, 30]", with: "[6, 10, 10]"), file: "s.yaml") } throws: {
+            "\($0)".contains("histograms.mean_radius")
+        }
+        #expect { try TrainingPlan.parse(Self.text.replacingOccurrences(of: "histograms: { mean_radius", with: "histograms: { age"), file: "s.yaml") } throws: {
+            "\($0)".contains("histograms.age")
+        }
+    }
+
+    @Test("a silo judges a statistics plan by its release: its noise multiplier against the least accepted, its ε against the caps; no DP-SGD or model rule")
+    func decisions() throws {
+        let plan = try TrainingPlan.parse(Self.text, file: "s.yaml")
+        let noon = ISO8601DateFormatter().date(from: "2026-03-02T12:00:00Z")!
+        let decision = PolicyEngine.decide(DecisionContext(policy: Files.hospital, plan: plan, now: noon))
+        #expect(decision.refusals.isEmpty && (decision.projectedEpsilon ?? 0) > 0, "\(decision.refusals)")
+        let weak = try TrainingPlan.parse(Self.text.replacingOccurrences(of: "noise_multiplier: 2.0", with: "noise_multiplier: 0.1"), file: "s.yaml")
+        let refused = PolicyEngine.decide(DecisionContext(policy: Files.hospital, plan: weak, now: noon))
+        #expect(refused.refusals.map(\.rule).contains("noise"), "\(refused.refusals)")
+    }
+}

@@ -85,3 +85,79 @@ extension Array where Element: Sendable {
         return out
     }
 }
+
+/// `kind: statistics`: federated analytics over mutual TLS, each silo's release with DP in its ledger.
+@Suite("Statistics plans: federated analytics with DP")
+struct StatisticsPlanTests {
+    static let plan = """
+        kind: statistics
+        purpose: research
+        datasets: [breast-cancer-2024]
+        columns: [mean_radius, mean_area]
+        statistics: { noise_multiplier: 2.0, bounds: { mean_radius: [6.9, 29], mean_area: [140, 2600] } }
+        histograms: { mean_radius: [6, 10, 14, 18, 22, 30] }
+        min_cell: 10
+        quorum: 3
+        broker: { region: eu-west, jurisdiction: EU }
+        deadlines: { round_seconds: 60 }
+        """
+
+    @Test("a statistics plan's means and histogram are within the DP noise of the pooled rows' own, each silo's ledger holds the release's event, and the broker audits what it pooled")
+    func pooledWithinTheNoise() async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        let shards = try Fixtures.simulation(seed: 5).shards()
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
+                                   logger: consortium.logger) { broker in
+            var silos: [NetworkedRoundTests.Silo] = []
+            for (i, shard) in shards.enumerated() {
+                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test,
+                                                                      broker: brokerStore, port: broker.port, fixedNoise: (5, i)))
+            }
+            let running = silos.map { silo in Task { await silo.gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            await eventually { await broker.coordinator.connectedSilos.count >= 3 }
+
+            let hash = try await NetworkedRoundTests.submit(Self.plan, consortium, port: broker.port)
+            let status = try #require(await broker.coordinator.finished(hash))
+            #expect(status.state == .finished && status.rounds.isEmpty, "\(status.reason ?? "")")
+            let (pooledSilos, _, result) = try #require(status.analytics)
+            #expect(pooledSilos == ["hospital-0", "hospital-1", "hospital-2"])
+
+            // The true figures, from every row of the three silos (training and held-out).
+            let names = Fixtures.data.featureNames
+            let (radius, area) = (try #require(names.firstIndex(of: "mean_radius")), try #require(names.firstIndex(of: "mean_area")))
+            let rows = shards.flatMap { [$0.train, $0.test] }.flatMap { d in (0..<d.count).map { Array(d.row($0)) } }
+            let n = Double(rows.count)
+            func mean(_ j: Int) -> Double { rows.reduce(0) { $0 + Double($1[j]) } / n }
+            // One silo's noise on a sum of values scaled into [−½, ½] has σ = z·√(1 + 5·2/16 + 1); three silos' add up.
+            let sigma = 2.0 * (1 + 10.0 / 16 + 1).squareRoot(), pooledSigma = sigma * 3.0.squareRoot()
+            for (k, (j, width)) in [(radius, 29 - 6.9), (area, 2600.0 - 140)].enumerated() {
+                let tolerance = 4 * pooledSigma / n * width + 1e-9
+                #expect(abs(result.columns[k].mean - mean(j)) < tolerance, "column \(k): \(result.columns[k].mean) vs \(mean(j)) ± \(tolerance)")
+            }
+            #expect(abs(result.count - n) < 4 * pooledSigma, "\(result.count) vs \(n)")
+            let edges: [Double] = [6, 10, 14, 18, 22, 30]
+            let exact = (0..<5).map { b in Double(rows.filter { Double($0[radius]) >= edges[b] && (b == 4 || Double($0[radius]) < edges[b + 1]) }.count) }
+            let histogram = try #require(result.histograms.first)
+            for (b, (got, want)) in zip(histogram.counts, exact).enumerated() {
+                if let got { #expect(abs(got - want) < 4 * pooledSigma, "bin \(b): \(got) vs \(want)") } else { #expect(want < 10 + 4 * pooledSigma, "bin \(b) withheld with \(want) rows") }
+            }
+            print(String(format: "statistics plan: count %.1f (true %.0f); mean_radius %.3f (true %.3f); mean_area %.1f (true %.1f); bins %@ (true %@)",
+                         result.count, n, result.columns[0].mean, mean(radius), result.columns[1].mean, mean(area),
+                         "\(histogram.counts.map { $0.map { String(format: "%.1f", $0) } ?? "withheld" })", "\(exact)"))
+            let median = try #require(histogram.quartiles?[1])
+            let sorted = rows.map { Double($0[radius]) }.sorted()
+            #expect(abs(median - sorted[rows.count / 2]) < 1.0, "median \(median) vs \(sorted[rows.count / 2])")
+
+            // Each silo's ledger committed the release's event on the data set, once; nothing else.
+            for silo in silos {
+                let entries = try await silo.ledger.backend.entries(dataset: "breast-cancer-2024").filter { $0.planHash == hash }
+                #expect(entries.map(\.event) == [.gaussian(noiseMultiplier: 2)] && entries.allSatisfy { $0.state == .committed }, "\(entries)")
+            }
+            let pooled = try #require(try await brokerStore.auditRecords().last { $0.action == "statistics.pooled" && $0.subject == hash })
+            guard case .statisticsPooled(let p)? = try? AuditEvent(action: pooled.action, payload: pooled.payload) else { Issue.record("unreadable"); return }
+            #expect(p.silos == pooledSilos && Set(p.means.keys) == ["mean_radius", "mean_area"])
+        }
+    }
+}

@@ -303,6 +303,10 @@ public nonisolated struct Fedgate_V1_FeatureMoments: Sendable {
   /// The noisy row count.
   public var count: Double = 0
 
+  /// A statistics plan's histograms: every bin's noisy count, histogram after histogram in the order
+  /// of the plan's columns.
+  public var bins: [Double] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -964,11 +968,64 @@ public nonisolated struct Fedgate_V1_PlanStatusResponse: @unchecked Sendable {
     set {_uniqueStorage()._alerts = newValue}
   }
 
+  /// A statistics plan's pooled figures (unset for other kinds).
+  public var statistics: Fedgate_V1_StatisticsResult {
+    get {_storage._statistics ?? Fedgate_V1_StatisticsResult()}
+    set {_uniqueStorage()._statistics = newValue}
+  }
+  /// Returns true if `statistics` has been explicitly set.
+  public var hasStatistics: Bool {_storage._statistics != nil}
+  /// Clears the value of `statistics`. Subsequent reads from it will return its default value.
+  public mutating func clearStatistics() {_uniqueStorage()._statistics = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// What a statistics plan found, pooled over the silos that released (all with DP).
+public nonisolated struct Fedgate_V1_StatisticsResult: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var count: Double = 0
+
+  public var silos: [String] = []
+
+  public var columns: [Fedgate_V1_ColumnStatistics] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Fedgate_V1_ColumnStatistics: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var column: String = String()
+
+  public var mean: Double = 0
+
+  public var deviation: Double = 0
+
+  /// Present when the plan asked for the column's histogram: its edges, each bin's pooled noisy
+  /// count (withheld[i]: below the plan's least cell size, count unset to 0) and its quartiles.
+  public var edges: [Double] = []
+
+  public var counts: [Double] = []
+
+  public var withheld: [Bool] = []
+
+  public var quartiles: [Double] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Fedgate_V1_SiloEvaluation: Sendable {
@@ -1657,7 +1714,7 @@ nonisolated extension Fedgate_V1_OfferReply: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Fedgate_V1_FeatureMoments: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".FeatureMoments"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\u{2}sums\0\u{1}squares\0\u{1}classes\0\u{1}count\0\u{c}\u{1}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\u{2}sums\0\u{1}squares\0\u{1}classes\0\u{1}count\0\u{1}bins\0\u{c}\u{1}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1669,6 +1726,7 @@ nonisolated extension Fedgate_V1_FeatureMoments: SwiftProtobuf.Message, SwiftPro
       case 3: try { try decoder.decodeRepeatedDoubleField(value: &self.squares) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.classes) }()
       case 5: try { try decoder.decodeSingularDoubleField(value: &self.count) }()
+      case 6: try { try decoder.decodeRepeatedDoubleField(value: &self.bins) }()
       default: break
       }
     }
@@ -1687,6 +1745,9 @@ nonisolated extension Fedgate_V1_FeatureMoments: SwiftProtobuf.Message, SwiftPro
     if self.count.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.count, fieldNumber: 5)
     }
+    if !self.bins.isEmpty {
+      try visitor.visitPackedDoubleField(value: self.bins, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1695,6 +1756,7 @@ nonisolated extension Fedgate_V1_FeatureMoments: SwiftProtobuf.Message, SwiftPro
     if lhs.squares != rhs.squares {return false}
     if lhs.classes != rhs.classes {return false}
     if lhs.count != rhs.count {return false}
+    if lhs.bins != rhs.bins {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2792,7 +2854,7 @@ nonisolated extension Fedgate_V1_AttackAlert: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanStatusResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}state\0\u{1}rounds\0\u{1}reason\0\u{1}evaluations\0\u{1}accuracy\0\u{3}fairness_delta\0\u{3}gate_passed\0\u{3}gate_reasons\0\u{3}model_version\0\u{3}bytes_in\0\u{3}bytes_out\0\u{1}refusals\0\u{3}current_round\0\u{3}current_phase\0\u{1}accepted\0\u{3}epsilon_mirror\0\u{1}rmse\0\u{1}r2\0\u{1}slices\0\u{3}slice_gap\0\u{1}alerts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}state\0\u{1}rounds\0\u{1}reason\0\u{1}evaluations\0\u{1}accuracy\0\u{3}fairness_delta\0\u{3}gate_passed\0\u{3}gate_reasons\0\u{3}model_version\0\u{3}bytes_in\0\u{3}bytes_out\0\u{1}refusals\0\u{3}current_round\0\u{3}current_phase\0\u{1}accepted\0\u{3}epsilon_mirror\0\u{1}rmse\0\u{1}r2\0\u{1}slices\0\u{3}slice_gap\0\u{1}alerts\0\u{1}statistics\0")
 
   fileprivate class _StorageClass {
     var _planHash: String = String()
@@ -2817,6 +2879,7 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
     var _slices: [Fedgate_V1_SliceFigure] = []
     var _sliceGap: Double = 0
     var _alerts: [Fedgate_V1_AttackAlert] = []
+    var _statistics: Fedgate_V1_StatisticsResult? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2849,6 +2912,7 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
       _slices = source._slices
       _sliceGap = source._sliceGap
       _alerts = source._alerts
+      _statistics = source._statistics
     }
   }
 
@@ -2889,6 +2953,7 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
         case 20: try { try decoder.decodeRepeatedMessageField(value: &_storage._slices) }()
         case 21: try { try decoder.decodeSingularDoubleField(value: &_storage._sliceGap) }()
         case 22: try { try decoder.decodeRepeatedMessageField(value: &_storage._alerts) }()
+        case 23: try { try decoder.decodeSingularMessageField(value: &_storage._statistics) }()
         default: break
         }
       }
@@ -2897,6 +2962,10 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
       if !_storage._planHash.isEmpty {
         try visitor.visitSingularStringField(value: _storage._planHash, fieldNumber: 1)
       }
@@ -2963,6 +3032,9 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
       if !_storage._alerts.isEmpty {
         try visitor.visitRepeatedMessageField(value: _storage._alerts, fieldNumber: 22)
       }
+      try { if let v = _storage._statistics {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2994,10 +3066,111 @@ nonisolated extension Fedgate_V1_PlanStatusResponse: SwiftProtobuf.Message, Swif
         if _storage._slices != rhs_storage._slices {return false}
         if _storage._sliceGap != rhs_storage._sliceGap {return false}
         if _storage._alerts != rhs_storage._alerts {return false}
+        if _storage._statistics != rhs_storage._statistics {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_StatisticsResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StatisticsResult"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}count\0\u{1}silos\0\u{1}columns\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularDoubleField(value: &self.count) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.silos) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.columns) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.count.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.count, fieldNumber: 1)
+    }
+    if !self.silos.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.silos, fieldNumber: 2)
+    }
+    if !self.columns.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.columns, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_StatisticsResult, rhs: Fedgate_V1_StatisticsResult) -> Bool {
+    if lhs.count != rhs.count {return false}
+    if lhs.silos != rhs.silos {return false}
+    if lhs.columns != rhs.columns {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_ColumnStatistics: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ColumnStatistics"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}column\0\u{1}mean\0\u{1}deviation\0\u{1}edges\0\u{1}counts\0\u{1}withheld\0\u{1}quartiles\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.column) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.mean) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.deviation) }()
+      case 4: try { try decoder.decodeRepeatedDoubleField(value: &self.edges) }()
+      case 5: try { try decoder.decodeRepeatedDoubleField(value: &self.counts) }()
+      case 6: try { try decoder.decodeRepeatedBoolField(value: &self.withheld) }()
+      case 7: try { try decoder.decodeRepeatedDoubleField(value: &self.quartiles) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.column.isEmpty {
+      try visitor.visitSingularStringField(value: self.column, fieldNumber: 1)
+    }
+    if self.mean.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.mean, fieldNumber: 2)
+    }
+    if self.deviation.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.deviation, fieldNumber: 3)
+    }
+    if !self.edges.isEmpty {
+      try visitor.visitPackedDoubleField(value: self.edges, fieldNumber: 4)
+    }
+    if !self.counts.isEmpty {
+      try visitor.visitPackedDoubleField(value: self.counts, fieldNumber: 5)
+    }
+    if !self.withheld.isEmpty {
+      try visitor.visitPackedBoolField(value: self.withheld, fieldNumber: 6)
+    }
+    if !self.quartiles.isEmpty {
+      try visitor.visitPackedDoubleField(value: self.quartiles, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_ColumnStatistics, rhs: Fedgate_V1_ColumnStatistics) -> Bool {
+    if lhs.column != rhs.column {return false}
+    if lhs.mean != rhs.mean {return false}
+    if lhs.deviation != rhs.deviation {return false}
+    if lhs.edges != rhs.edges {return false}
+    if lhs.counts != rhs.counts {return false}
+    if lhs.withheld != rhs.withheld {return false}
+    if lhs.quartiles != rhs.quartiles {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
