@@ -268,9 +268,10 @@ struct TransportSecurityTests {
                 try #require(connected)
                 if !opening.isEmpty { _ = opening.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
                 let opened = ContinuousClock.now
-                // The broker closes it: a read returns end-of-file (or a reset), not more waiting.
+                // The broker closes it: a read returns end-of-file (or a reset), not more waiting. The
+                // ceiling is generous: on a loaded CI machine the 1 s timer once fired after more than 8 s.
                 var closedAfter: Duration?
-                while closedAfter == nil, ContinuousClock.now - opened < .seconds(8) {
+                while closedAfter == nil, ContinuousClock.now - opened < .seconds(60) {
                     var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                     if poll(&poller, 1, 0) > 0 {
                         var byte: UInt8 = 0
@@ -279,7 +280,7 @@ struct TransportSecurityTests {
                         try await Task.sleep(for: .milliseconds(50))
                     }
                 }
-                let after = try #require(closedAfter, "the broker kept a connection with no finished handshake for 8 s")
+                let after = try #require(closedAfter, "the broker kept a connection with no finished handshake for 60 s")
                 #expect(after >= .milliseconds(900), "closed before the timeout: \(after)")
             }
             try await eventually {
