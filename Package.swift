@@ -103,7 +103,7 @@ let package = Package(
         // evaluation. No I/O and no clock: the services feed it what arrives and act on its answers.
         .target(
             name: "FedGateRounds",
-            dependencies: ["FedGateAggregation", "FedGateLearning", "FedGateSecureAggregation"],
+            dependencies: ["FedGateAggregation", "FedGateLearning", "FedGateSecureAggregation", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .target(

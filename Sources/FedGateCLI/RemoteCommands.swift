@@ -60,7 +60,7 @@ enum PlanView {
             "current_round": s.currentRound, "current_phase": s.currentPhase, "accepted": s.accepted, "refusals": s.refusals,
             "rounds": s.rounds.map { ["round": $0.round, "state": $0.state, "participants": $0.participants, "accuracy": $0.accuracy,
                                       "flags": $0.flags.map { ["silo": $0.silo, "kind": $0.kind, "reason": $0.reason] },
-                                      "update_bytes": $0.bytesIn, "float32_bytes": $0.rawBytes] as [String: Any] },
+                                      "update_bytes": $0.bytesIn, "float32_bytes": $0.rawBytes, "sampled": $0.sampled] as [String: Any] },
             "attack_alerts": s.alerts.map { ["silo": $0.silo, "rounds": $0.rounds] as [String: Any] },
             "statistics": s.hasStatistics ? [
                 "count": s.statistics.count, "silos": s.statistics.silos,
@@ -149,7 +149,8 @@ enum PlanView {
         for r in s.rounds {
             lines.append(String(format: "  round %3d  %-9@  %@%@", r.round, r.state as NSString, r.participants.joined(separator: ", ") as NSString,
                                 r.accuracy > 0 ? String(format: "  (started from a model scoring %.4f)", r.accuracy) as NSString : "" as NSString)
-                         + (compressionLine(r).map { "; " + $0 } ?? ""))
+                         + (compressionLine(r).map { "; " + $0 } ?? "")
+                         + (r.sampled.count > r.participants.count ? " (sampled \(r.sampled.joined(separator: ", ")))" : ""))
         }
         for refusal in s.refusals { lines.append("  refused by \(refusal)") }
         lines += attackLines(s)

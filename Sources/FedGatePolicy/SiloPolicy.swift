@@ -61,6 +61,19 @@ public struct SiloPolicy: Sendable, Equatable {
     /// nil: any. A list without `none` requires a codec; one without a codec forbids it.
     public var compressions: [String]?
     public static let compressionNames = ["none", "fp16", "q8", "topk"]
+    /// `quota.rounds_per_day`: the most training rounds this silo takes part in over any 24 hours,
+    /// across plans; nil: no quota.
+    public var roundsPerDay: Int?
+
+    /// Why this silo takes no more rounds now (nil: it may), from the rounds it took part in: each
+    /// (plan, round ≥ 1) with a reservation or commit made at `at`. A round counts once however many
+    /// data sets it spent on; statistics releases (round 0) do not count.
+    public func quotaRefusal(rounds: [(plan: String, round: Int, at: Date)], now: Date) -> String? {
+        guard let limit = roundsPerDay else { return nil }
+        let recent = Set(rounds.filter { $0.round >= 1 && $0.at > now.addingTimeInterval(-86_400) && $0.at <= now }.map { "\($0.plan)/\($0.round)" })
+        guard recent.count >= limit else { return nil }
+        return "this silo took part in \(recent.count) rounds in the last 24 hours; its policy allows \(limit) (quota.rounds_per_day)"
+    }
 
     public static func == (a: SiloPolicy, b: SiloPolicy) -> Bool { a.sha256 == b.sha256 }
 
@@ -74,7 +87,7 @@ public struct SiloPolicy: Sendable, Equatable {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
         try root.only(["silo", "datasets", "residency", "privacy", "models", "executors", "programs", "hours", "approval", "software", "releases",
-                       "compression"])
+                       "compression", "quota"])
         let silo = try r.string(try root.require("silo", "the silo id"), "silo")
         let datasets = try datasetRules(r, try root.require("datasets", "a mapping from data-set name to its rules"))
         let residency = try r.map(try root.require("residency", "allowed_regions and allowed_jurisdictions"), "residency")
@@ -114,6 +127,12 @@ public struct SiloPolicy: Sendable, Equatable {
             }
             guard !names.isEmpty else { throw r.error(node, "compression", "lists nothing: no plan could run (list none for float32 updates)") }
             policy.compressions = names
+        }
+        if let node = root.optional("quota") {
+            let quota = try r.map(node, "quota")
+            try quota.only(["rounds_per_day"])
+            policy.roundsPerDay = try r.int(try quota.require("rounds_per_day", "the most rounds per 24 hours"), "quota.rounds_per_day",
+                                            1...1_000_000, "a number of rounds ≥ 1")
         }
         if let node = root.optional("software") {
             let software = try r.map(node, "software")

@@ -65,6 +65,16 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     /// (post-processing: no privacy cost) and decoded by the broker; absent: float32. Absent from the
     /// content hash when not given.
     public var compression: String? = nil
+    /// Client sampling (`sampling: { fraction: F, min: K }` or `{ count: K }`): how many of the
+    /// eligible silos each round offers; nil: all of them. Absent from the content hash when not given.
+    public var sampling: Sampling? = nil
+    public struct Sampling: Sendable, Equatable, Codable {
+        public var fraction: Double?
+        public var count: Int?
+        /// The floor under a fraction (the plan's quorum when not given).
+        public var min: Int?
+    }
+
     /// An evaluation plan (`kind: evaluate`): the registry version it scores at every silo, training
     /// nothing; nil for a training plan. Absent from the content hash of a training plan.
     public var evaluates: Int? = nil
@@ -147,7 +157,7 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         }
         try root.only(["kind", "purpose", "datasets", "columns", "model", "executor", "rounds", "local_steps", "strategy",
                        "dp", "secure_aggregation", "quorum", "broker", "deadlines", "evaluation", "personalisation", "schema", "statistics", "slices",
-                       "fedprox", "compression"])
+                       "fedprox", "compression", "sampling"])
         let dpMap = try r.map(try root.require("dp", "noise_multiplier or target_epsilon, clip_norm, sampling_rate, delta"), "dp")
         try dpMap.only(["noise_multiplier", "target_epsilon", "clip_norm", "sampling_rate", "delta", "distributed_noise_multiplier"])
         let z = try dpMap.optional("noise_multiplier").map { try r.double($0, "dp.noise_multiplier", 0.01...1000, "a noise multiplier between 0.01 and 1000") }
@@ -196,6 +206,7 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         if plan.maxSliceGap != nil, plan.slices == nil {
             throw r.error(root.optional("evaluation"), "evaluation.max_slice_gap", "needs the plan's slices (slices: [column, …])")
         }
+        plan.sampling = try root.optional("sampling").map { try sampling(r, $0, quorum: plan.quorum) }
         plan.fedprox = try root.optional("fedprox").map { try r.double($0, "fedprox", 1e-6...100, "FedProx's μ, a number from 0.000001 to 100") }
         if let node = root.optional("compression") {
             let text = try r.string(node, "compression")
@@ -220,6 +231,18 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
                 try em.optional("max_rmse").map { try r.double($0, "evaluation.max_rmse", 0...1e300, "an RMSE ≥ 0 in the target's units") },
                 try em.optional("min_r2").map { try r.double($0, "evaluation.min_r2", -1e300...1, "an R² at most 1") },
                 try em.optional("max_slice_gap").map { try r.double($0, "evaluation.max_slice_gap", 0...1, "an accuracy gap between 0 and 1") })
+    }
+
+    /// `sampling`: a fraction of the eligible silos with a floor (at least the quorum), or a count.
+    static func sampling(_ r: YAMLReader, _ node: Yams.Node, quorum: Int) throws -> Sampling {
+        let m = try r.map(node, "sampling")
+        try m.only(["fraction", "count", "min"])
+        let fraction = try m.optional("fraction").map { try r.double($0, "sampling.fraction", 1e-6...1, "a fraction in (0, 1]") }
+        let count = try m.optional("count").map { try r.int($0, "sampling.count", quorum...1_000_000, "a count of silos ≥ the quorum (\(quorum))") }
+        let floor = try m.optional("min").map { try r.int($0, "sampling.min", quorum...1_000_000, "a floor of silos ≥ the quorum (\(quorum))") }
+        guard (fraction == nil) != (count == nil) else { throw r.error(node, "sampling", "give exactly one of fraction and count") }
+        if count != nil, floor != nil { throw r.error(m.optional("min"), "sampling.min", "is the floor under a fraction; a count is exact") }
+        return Sampling(fraction: fraction, count: count, min: floor)
     }
 
     /// `slices`: schema columns with cells (categorical or boolean), each once; a classification target.

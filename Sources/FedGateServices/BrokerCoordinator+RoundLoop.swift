@@ -62,7 +62,7 @@ extension BrokerCoordinator {
                 try Task.checkCancellation()
                 // The deadline counts from before the wait for silos to connect.
                 let deadline = ContinuousClock.now + .seconds(plan.roundDeadlineSeconds)
-                let eligible = await eligibleSilos(for: plan)
+                let eligible = Self.sampled(await eligibleSilos(for: plan), plan, hash: hash, round: number)
                 let round = RoundContext(plan: plan, text: text, hash: hash, number: number, kind: kind, eligible: eligible, deadline: deadline,
                                          wallDeadline: now().addingTimeInterval(Double(plan.roundDeadlineSeconds)))
                 try await play(round, &state)
@@ -280,7 +280,7 @@ extension BrokerCoordinator {
         roundEnded(hash, "committed", participants: survivors.count)
         plans[hash]?.rounds.append(.init(number: number, state: "committed", participants: survivors, refused: progress.refused,
                                          reportedAccuracy: progress.reportedAccuracy, reason: nil, flagged: active[hash]!.flags,
-                                         bytesIn: active[hash]!.bytesIn, rawBytes: active[hash]!.rawBytes))
+                                         bytesIn: active[hash]!.bytesIn, rawBytes: active[hash]!.rawBytes, sampled: progress.sampled.sorted()))
         if active[hash]!.bytesIn > 0 {
             metrics.set("fedgate_round_compression_ratio", Double(active[hash]!.rawBytes) / Double(active[hash]!.bytesIn))
         }
@@ -316,6 +316,14 @@ extension BrokerCoordinator {
     }
 
     static func milliseconds(_ date: Date) -> Int64 { Int64(date.timeIntervalSince1970 * 1000) }
+
+    /// The silos a round offers: every eligible one, or the plan's sample of them (`RoundSampling`:
+    /// drawn from the plan's hash and the round's number, so anyone can check it).
+    static func sampled(_ eligible: [String], _ plan: TrainingPlan, hash: String, round: Int) -> [String] {
+        guard let s = plan.sampling else { return eligible }
+        let sampling = s.count.map { RoundSampling(.count($0)) } ?? RoundSampling(.fraction(s.fraction ?? 1, floor: s.min ?? plan.quorum))
+        return sampling.sample(eligible, planHash: hash, round: round)
+    }
 
     /// What the plan's model files say about their inputs: the plan's columns (when they are the
     /// features: a label among them is each silo's own to drop) and the consortium's standardisation.

@@ -30,6 +30,8 @@ extension BrokerCoordinator {
             /// Update bytes the round took, and what they would have been as float32.
             public var bytesIn = 0
             public var rawBytes = 0
+            /// The silos the round offered (all eligible ones, or the plan's sample of them).
+            public var sampled: [String] = []
         }
         /// A silo flagged in enough rounds of the plan to raise an alert, and those rounds.
         public struct AttackAlert: Sendable, Equatable {

@@ -22,7 +22,8 @@ extension BrokerCoordinator {
                                                        subject: hash, at: now())
         roundEnded(hash, "aborted", participants: 0)
         plans[hash]?.rounds.append(.init(number: number, state: "aborted", participants: [], refused: progress.refused,
-                                         reportedAccuracy: nil, reason: reason, flagged: active[hash].map { $0.number == number ? $0.flags : [] } ?? []))
+                                         reportedAccuracy: nil, reason: reason, flagged: active[hash].map { $0.number == number ? $0.flags : [] } ?? [],
+                                         sampled: progress.sampled.sorted()))
         sendOutcome(hash, number, "aborted", [], reason, to: progress.sampled.sorted())
         logger.warning("round aborted", metadata: ["plan": "\(hash.prefix(12))", "round": "\(number)", "reason": "\(reason)"])
     }

@@ -50,6 +50,7 @@ extension BrokerService {
             s.accuracy = r.reportedAccuracy ?? 0
             s.flags = r.flagged.map(\.proto)
             (s.bytesIn, s.rawBytes) = (UInt64(r.bytesIn), UInt64(r.rawBytes))
+            s.sampled = r.sampled
             return s
         }
         if let e = status.evaluation {

@@ -34,6 +34,7 @@ extension Gateway {
                 reply.accepted = true
                 return reply
             }
+            if let quota = try await quotaRefusal() { throw OfferRefusal(rule: "quota", quota) }
             let key = RoundKey(offer.planHash, offer.round)
             try await reservations.reserve(key, try accepted.plan.roundEvent(), datasets: accepted.plan.datasets)
             await crashPoint("reserved")
@@ -59,6 +60,13 @@ extension Gateway {
             logger.notice("offer refused", metadata: ["silo": "\(siloID)", "round": "\(offer.round)", "reasons": "\(reply.reasons)"])
         }
         return reply
+    }
+
+    /// Why the policy's quota refuses another round now (nil: it does not), from this silo's ledger.
+    func quotaRefusal() async throws -> String? {
+        guard governor.policy.roundsPerDay != nil else { return nil }
+        let entries = try await governor.ledger.backend.entries(dataset: settings.dataset).filter { $0.state != .released }
+        return governor.policy.quotaRefusal(rounds: entries.map { ($0.planHash, $0.round, $0.createdAt) }, now: Date())
     }
 
     /// The plan's statistics release: made once per plan while this gateway runs (asked again, the

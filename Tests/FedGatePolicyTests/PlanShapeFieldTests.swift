@@ -152,3 +152,33 @@ struct StatisticsPlanFieldTests {
         #expect(refused.refusals.map(\.rule).contains("noise"), "\(refused.refusals)")
     }
 }
+
+@Suite("Client sampling in a plan and a silo's round quota")
+struct SamplingQuotaFieldTests {
+    @Test("sampling is a fraction with a floor at least the quorum, or a count; both, neither or a floor under the quorum are refused by name")
+    func sampling() throws {
+        let clear = PlanShapeFieldTests.clear
+        let plan = try TrainingPlan.parse(clear + "\nsampling: { fraction: 0.5, min: 3 }\n", file: "p.yaml")
+        #expect(plan.sampling == .init(fraction: 0.5, count: nil, min: 3))
+        #expect(try TrainingPlan.parse(clear + "\nsampling: { count: 4 }\n", file: "p.yaml").sampling?.count == 4)
+        for (text, words) in [("{ fraction: 0.5, count: 4 }", "exactly one"), ("{ min: 3 }", "exactly one"), ("{ fraction: 0.5, min: 1 }", "sampling.min"),
+                              ("{ count: 1 }", "sampling.count"), ("{ fraction: 1.5 }", "sampling.fraction"), ("{ count: 4, min: 3 }", "sampling.min")] {
+            #expect { try TrainingPlan.parse(clear + "\nsampling: \(text)\n", file: "p.yaml") } throws: { "\($0)".contains(words) }
+        }
+    }
+
+    @Test("a quota counts the distinct training rounds of the last 24 hours, not statistics releases or older rounds")
+    func quota() throws {
+        let policy = try SiloPolicy.parse(Files.hospitalText + "\nquota: { rounds_per_day: 2 }\n", file: "h.yaml")
+        #expect(policy.roundsPerDay == 2)
+        let now = PlanShapeFieldTests.noon
+        let hour = 3600.0
+        // Round 1 of p on two data sets counts once; round 0 (a statistics release) and a round two days ago not at all.
+        var rounds: [(plan: String, round: Int, at: Date)] = [("p", 1, now - hour), ("p", 1, now - hour), ("p", 0, now - hour), ("q", 4, now - 50 * hour)]
+        #expect(policy.quotaRefusal(rounds: rounds, now: now) == nil)
+        rounds.append(("q", 5, now - 2 * hour))
+        #expect(policy.quotaRefusal(rounds: rounds, now: now)?.contains("quota.rounds_per_day") == true)
+        #expect(Files.hospital.quotaRefusal(rounds: rounds, now: now) == nil, "no quota, no refusal")
+        #expect { try SiloPolicy.parse(Files.hospitalText + "\nquota: { rounds_per_day: 0 }\n", file: "h.yaml") } throws: { "\($0)".contains("quota.rounds_per_day") }
+    }
+}

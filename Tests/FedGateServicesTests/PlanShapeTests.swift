@@ -1,4 +1,6 @@
 import FedGateLearning
+import FedGatePolicy
+import FedGateRounds
 import FedGatePrivacy
 @testable import FedGateServices
 import FedGateSimulation
@@ -32,14 +34,16 @@ struct PlanShapeTests {
     }
 
     /// Runs each plan in turn on the shards' five gateways (repeatable noise from `seed`); their final statuses.
-    static func run(_ plans: [String], shards: [(train: Dataset, test: Dataset)], seed: UInt64) async throws -> [BrokerCoordinator.PlanStatus] {
+    static func run(_ plans: [String], shards: [(train: Dataset, test: Dataset)], seed: UInt64,
+                    policyExtra: [String: String] = [:]) async throws -> [BrokerCoordinator.PlanStatus] {
         let consortium = try Consortium()
         let brokerStore = try await consortium.store("broker")
         return try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
                                           logger: consortium.logger) { broker in
             var gateways: [Gateway] = []
             for (i, shard) in shards.enumerated() {
-                gateways.append(try await DigitsSilos.gateway(silos[i], shard, consortium, brokerStore, port: broker.port, fixedNoise: (seed, i)))
+                gateways.append(try await DigitsSilos.gateway(silos[i], shard, consortium, brokerStore, port: broker.port, fixedNoise: (seed, i),
+                                                              policyExtra: policyExtra[silos[i]] ?? ""))
             }
             let running = gateways.map { g in Task { await g.run() } }
             defer { running.forEach { $0.cancel() } }
@@ -89,5 +93,28 @@ struct PlanShapeTests {
         // Each q8 round's status carries its bytes and float32's: five 650-value updates, 8 + 650 bytes each.
         let dimension = 65 * 10
         #expect(q8.rounds.allSatisfy { $0.bytesIn == 5 * (8 + dimension) && $0.rawBytes == 5 * 4 * dimension }, "\(q8.rounds.map { ($0.bytesIn, $0.rawBytes) })")
+    }
+
+    @Test("client sampling: each round offers the plan's draw of four of the five silos (recomputable from the plan's hash), and a silo at its daily quota refuses the next round it is drawn for, by rule")
+    func sampledRounds() async throws {
+        let shards = try Self.simulation(seed: 6, rounds: 5, fedprox: nil).shards()
+        let plan = DigitsSilos.plan(rounds: 5, quorum: 3, extra: "sampling: { count: 4 }")
+        let statuses = try await Self.run([plan], shards: shards, seed: 6, policyExtra: ["lab-1": "quota: { rounds_per_day: 1 }"])
+        let status = try #require(statuses.first)
+        #expect(status.state == .finished, "\(status.reason ?? "") \(status.rounds.map { ($0.number, $0.state, $0.reason, $0.refused) })")
+        let hash = try TrainingPlan.parse(plan, file: "p.yaml").contentHash
+        let draw = RoundSampling(.count(4))
+        var quotaRefusals = 0, lab1Rounds = 0
+        for r in status.rounds {
+            let expected = draw.sample(Self.silos, planHash: hash, round: r.number)
+            #expect(r.sampled == expected, "round \(r.number): sampled \(r.sampled), the draw is \(expected)")
+            #expect(Set(r.participants).isSubset(of: Set(expected)))
+            if r.participants.contains("lab-1") { lab1Rounds += 1 }
+            if r.refused["lab-1"]?.contains(where: { $0.hasPrefix("quota:") }) == true { quotaRefusals += 1 }
+        }
+        // lab-1 took part in one round and refused every later round it was drawn for.
+        let drawnForLab1 = status.rounds.filter { $0.sampled.contains("lab-1") }.count
+        print("sampling 4 of 5 over 5 rounds: \(status.rounds.map { "\($0.number): \($0.sampled.joined(separator: ","))" }); lab-1 drawn \(drawnForLab1)×, took part \(lab1Rounds)×")
+        #expect(lab1Rounds == min(1, drawnForLab1) && quotaRefusals == max(0, drawnForLab1 - 1), "lab-1 took part \(lab1Rounds)×, refused \(quotaRefusals)×")
     }
 }

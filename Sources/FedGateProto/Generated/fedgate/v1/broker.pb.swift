@@ -801,6 +801,9 @@ public nonisolated struct Fedgate_V1_RoundStatus: Sendable {
 
   public var rawBytes: UInt64 = 0
 
+  /// The silos the round offered: every eligible one, or the plan's sample of them.
+  public var sampled: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2719,7 +2722,7 @@ nonisolated extension Fedgate_V1_PlanStatusRequest: SwiftProtobuf.Message, Swift
 
 nonisolated extension Fedgate_V1_RoundStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RoundStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}round\0\u{1}state\0\u{1}participants\0\u{1}accuracy\0\u{1}flags\0\u{3}bytes_in\0\u{3}raw_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}round\0\u{1}state\0\u{1}participants\0\u{1}accuracy\0\u{1}flags\0\u{3}bytes_in\0\u{3}raw_bytes\0\u{1}sampled\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2734,6 +2737,7 @@ nonisolated extension Fedgate_V1_RoundStatus: SwiftProtobuf.Message, SwiftProtob
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.flags) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.bytesIn) }()
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.rawBytes) }()
+      case 8: try { try decoder.decodeRepeatedStringField(value: &self.sampled) }()
       default: break
       }
     }
@@ -2761,6 +2765,9 @@ nonisolated extension Fedgate_V1_RoundStatus: SwiftProtobuf.Message, SwiftProtob
     if self.rawBytes != 0 {
       try visitor.visitSingularUInt64Field(value: self.rawBytes, fieldNumber: 7)
     }
+    if !self.sampled.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.sampled, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2772,6 +2779,7 @@ nonisolated extension Fedgate_V1_RoundStatus: SwiftProtobuf.Message, SwiftProtob
     if lhs.flags != rhs.flags {return false}
     if lhs.bytesIn != rhs.bytesIn {return false}
     if lhs.rawBytes != rhs.rawBytes {return false}
+    if lhs.sampled != rhs.sampled {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
