@@ -115,6 +115,12 @@ public struct SiloPolicy: Sendable, Equatable {
             try r.int($0, "privacy.min_secagg_threshold", 2...10_000, "a whole number ≥ 2 (shares needed to unmask a secure round's sum)") }
         policy.minSecureSurvivors = try privacy.optional("min_secagg_survivors").map {
             try r.int($0, "privacy.min_secagg_survivors", 2...10_000, "a whole number ≥ 2 (silos whose sum this silo helps unmask)") }
+        try readOptions(r, root, into: &policy)
+        return policy
+    }
+
+    /// The optional sections: releases, compression, quota and software pins.
+    private static func readOptions(_ r: YAMLReader, _ root: YAMLReader.Map, into policy: inout SiloPolicy) throws {
         if let node = root.optional("releases") {
             let (listed, z, minRows) = try releases(r, node)
             (policy.releasedWithoutDP, policy.evaluationNoiseMultiplier) = (listed, z)
@@ -143,7 +149,6 @@ public struct SiloPolicy: Sendable, Equatable {
                 throw r.error(software.optional("broker_sha256"), "software.broker_sha256", "'\(bad.prefix(80))' is not a SHA-256 in hex (64 digits)")
             }
         }
-        return policy
     }
 
     /// `datasets`: at least one, each with its purposes, columns and caps.

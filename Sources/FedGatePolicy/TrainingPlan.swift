@@ -158,13 +158,6 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         try root.only(["kind", "purpose", "datasets", "columns", "model", "executor", "rounds", "local_steps", "strategy",
                        "dp", "secure_aggregation", "quorum", "broker", "deadlines", "evaluation", "personalisation", "schema", "statistics", "slices",
                        "fedprox", "compression", "sampling"])
-        let dpMap = try r.map(try root.require("dp", "noise_multiplier or target_epsilon, clip_norm, sampling_rate, delta"), "dp")
-        try dpMap.only(["noise_multiplier", "target_epsilon", "clip_norm", "sampling_rate", "delta", "distributed_noise_multiplier"])
-        let z = try dpMap.optional("noise_multiplier").map { try r.double($0, "dp.noise_multiplier", 0.01...1000, "a noise multiplier between 0.01 and 1000") }
-        let target = try dpMap.optional("target_epsilon").map { try r.double($0, "dp.target_epsilon", 0.001...1000, "a target ε between 0.001 and 1000") }
-        guard (z == nil) != (target == nil) else {
-            throw r.error(dpMap.node, "dp", "give exactly one of noise_multiplier and target_epsilon")
-        }
         let broker = try r.map(try root.require("broker", "region and jurisdiction of the broker"), "broker")
         try broker.only(["region", "jurisdiction"])
         let deadlines = try r.map(try root.require("deadlines", "round_seconds"), "deadlines")
@@ -185,12 +178,7 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
             rounds: try r.int(try root.require("rounds", "the number of rounds"), "rounds", 1...100_000, "a whole number from 1 to 100000"),
             localSteps: try r.int(try root.require("local_steps", "DP-SGD steps per silo per round"), "local_steps", 1...10_000_000, "a whole number ≥ 1"),
             strategy: strategy,
-            dp: DP(noiseMultiplier: z, targetEpsilon: target,
-                   clipNorm: try r.double(try dpMap.require("clip_norm", "the per-example clipping norm"), "dp.clip_norm", 1e-9...1e9, "a number > 0"),
-                   samplingRate: try r.double(try dpMap.require("sampling_rate", "the Poisson sampling rate q"), "dp.sampling_rate", 1e-9...1, "a rate in (0, 1]"),
-                   delta: try r.double(try dpMap.require("delta", "δ, e.g. 1e-5"), "dp.delta", 1e-300...0.5, "a δ in (0, 0.5]"),
-                   distributedNoiseMultiplier: try dpMap.optional("distributed_noise_multiplier").map {
-                       try r.double($0, "dp.distributed_noise_multiplier", 0.01...1000, "a noise multiplier between 0.01 and 1000") }),
+            dp: try dpSettings(r, root),
             secureAggregation: try r.bool(try root.require("secure_aggregation", "true or false"), "secure_aggregation"),
             quorum: try r.int(try root.require("quorum", "the fewest silos a round needs"), "quorum", 1...100_000, "a whole number ≥ 1"),
             brokerRegion: try r.string(try broker.require("region", "the broker's region"), "broker.region"),
@@ -206,6 +194,32 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         if plan.maxSliceGap != nil, plan.slices == nil {
             throw r.error(root.optional("evaluation"), "evaluation.max_slice_gap", "needs the plan's slices (slices: [column, …])")
         }
+        try readShape(r, root, into: &plan)
+        if plan.maxRMSE != nil || plan.minR2 != nil, plan.schema?.target.task != .regression {
+            throw r.error(root.optional("evaluation"), "evaluation", "max_rmse and min_r2 are for a regression target (schema.target.regression); use min_accuracy")
+        }
+        return plan
+    }
+
+    /// `dp`: a noise multiplier or a target ε (exactly one), the clipping norm, the sampling rate, δ.
+    private static func dpSettings(_ r: YAMLReader, _ root: YAMLReader.Map) throws -> DP {
+        let dpMap = try r.map(try root.require("dp", "noise_multiplier or target_epsilon, clip_norm, sampling_rate, delta"), "dp")
+        try dpMap.only(["noise_multiplier", "target_epsilon", "clip_norm", "sampling_rate", "delta", "distributed_noise_multiplier"])
+        let z = try dpMap.optional("noise_multiplier").map { try r.double($0, "dp.noise_multiplier", 0.01...1000, "a noise multiplier between 0.01 and 1000") }
+        let target = try dpMap.optional("target_epsilon").map { try r.double($0, "dp.target_epsilon", 0.001...1000, "a target ε between 0.001 and 1000") }
+        guard (z == nil) != (target == nil) else {
+            throw r.error(dpMap.node, "dp", "give exactly one of noise_multiplier and target_epsilon")
+        }
+        return DP(noiseMultiplier: z, targetEpsilon: target,
+                  clipNorm: try r.double(try dpMap.require("clip_norm", "the per-example clipping norm"), "dp.clip_norm", 1e-9...1e9, "a number > 0"),
+                  samplingRate: try r.double(try dpMap.require("sampling_rate", "the Poisson sampling rate q"), "dp.sampling_rate", 1e-9...1, "a rate in (0, 1]"),
+                  delta: try r.double(try dpMap.require("delta", "δ, e.g. 1e-5"), "dp.delta", 1e-300...0.5, "a δ in (0, 0.5]"),
+                  distributedNoiseMultiplier: try dpMap.optional("distributed_noise_multiplier").map {
+                      try r.double($0, "dp.distributed_noise_multiplier", 0.01...1000, "a noise multiplier between 0.01 and 1000") })
+    }
+
+    /// The federation's shape beyond FedAvg of float32 updates: client sampling, FedProx, an update codec.
+    private static func readShape(_ r: YAMLReader, _ root: YAMLReader.Map, into plan: inout TrainingPlan) throws {
         plan.sampling = try root.optional("sampling").map { try sampling(r, $0, quorum: plan.quorum) }
         plan.fedprox = try root.optional("fedprox").map { try r.double($0, "fedprox", 1e-6...100, "FedProx's μ, a number from 0.000001 to 100") }
         if let node = root.optional("compression") {
@@ -216,10 +230,6 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
             }
             plan.compression = text
         }
-        if plan.maxRMSE != nil || plan.minR2 != nil, plan.schema?.target.task != .regression {
-            throw r.error(root.optional("evaluation"), "evaluation", "max_rmse and min_r2 are for a regression target (schema.target.regression); use min_accuracy")
-        }
-        return plan
     }
     /// `evaluation`: the gate's least accuracy and largest drop, or a regression's largest RMSE and least R².
     static func evaluationGate(_ r: YAMLReader, _ node: Yams.Node)
