@@ -45,40 +45,19 @@ extension TrainingPlan {
             throw r.error(schema, "schema", "a statistics plan reads numeric columns (with their bounds); statistics over a schema's categories are not built yet")
         }
         try root.only(["kind", "purpose", "datasets", "columns", "statistics", "histograms", "min_cell", "quorum", "broker", "deadlines"])
-        let datasets = try r.distinctStrings(try root.require("datasets", "the logical names of the data sets"), "datasets")
-        guard !datasets.isEmpty else { throw r.error(root.optional("datasets"), "datasets", "must name at least one data set") }
-        let columns = try r.distinctStrings(try root.require("columns", "the numeric columns to describe"), "columns")
-        guard !columns.isEmpty else { throw r.error(root.optional("columns"), "columns", "must name at least one column") }
-        let broker = try r.map(try root.require("broker", "region and jurisdiction of the broker"), "broker")
-        try broker.only(["region", "jurisdiction"])
-        let deadlines = try r.map(try root.require("deadlines", "round_seconds"), "deadlines")
-        try deadlines.only(["round_seconds", "approval_seconds"])
+        var plan = try trainingNothing(r, root, model: "none", does: "release statistics")
         let statisticsNode = try root.require("statistics", "noise_multiplier and each column's bounds")
-        let statistics = try Self.statistics(r, statisticsNode, columns: columns, schema: false)
-        if let missing = columns.first(where: { statistics.bounds?[$0] == nil }) {
+        let statistics = try Self.statistics(r, statisticsNode, columns: plan.columns, schema: false)
+        if let missing = plan.columns.first(where: { statistics.bounds?[$0] == nil }) {
             throw r.error(statisticsNode, "statistics.bounds", "gives no [lower, upper] for column '\(missing)': the noise is sized by every column's range")
         }
-        var plan = TrainingPlan(
-            purpose: try r.string(try root.require("purpose", "why the statistics are asked for, e.g. research"), "purpose"),
-            datasets: datasets, columns: columns, model: "none", executor: .builtin, rounds: 0, localSteps: 0, strategy: .fedavg,
-            // No DP-SGD runs; the release's δ is the data set's own (the silo's policy), this one is only a placeholder.
-            dp: DP(noiseMultiplier: nil, targetEpsilon: nil, clipNorm: 1, samplingRate: 1, delta: 1e-5),
-            secureAggregation: false,
-            quorum: try r.int(try root.require("quorum", "the fewest silos whose statistics are pooled"), "quorum", 1...100_000, "a whole number ≥ 1"),
-            brokerRegion: try r.string(try broker.require("region", "the broker's region"), "broker.region"),
-            brokerJurisdiction: try r.string(try broker.require("jurisdiction", "the broker's jurisdiction"), "broker.jurisdiction"),
-            roundDeadlineSeconds: try r.int(try deadlines.require("round_seconds", "seconds the silos have to answer"), "deadlines.round_seconds",
-                                            1...86_400 * 7, "seconds from 1 to 604800"),
-            minAccuracy: nil,
-            approvalWaitSeconds: try deadlines.optional("approval_seconds").map {
-                try r.int($0, "deadlines.approval_seconds", 1...86_400 * 30, "seconds from 1 to 2592000 (30 days) to wait for silos' approvals") })
         plan.statistics = statistics
         var histograms: [String: [Double]] = [:]
         if let node = root.optional("histograms") {
             let hm = try r.map(node, "histograms")
             for entry in hm.entries {
                 let path = "histograms.\(entry.key)"
-                guard columns.contains(entry.key) else { throw r.error(entry.keyNode, path, "names no column of the plan's columns") }
+                guard plan.columns.contains(entry.key) else { throw r.error(entry.keyNode, path, "names no column of the plan's columns") }
                 guard let items = entry.value.sequence, (2...1001).contains(items.count) else {
                     throw r.error(entry.value, path, "must list 2 to 1001 bin edges, increasing")
                 }

@@ -86,14 +86,19 @@ extension Gateway {
         // A schema's classes are the plan's; logistic regression has two; otherwise the label's
         // classes are the silo's (the judge refused the plan unless the policy releases them).
         m.classes = UInt32(accepted.plan.schema != nil || governor.policy.allows(.labelClasses) ? r.classes : 2)
-        // The silo's own record of what left; the released count weighs its updates after a restart.
-        try await governor.ledger.backend.audit(.statisticsReleased(.init(datasets: accepted.plan.datasets, noiseMultiplier: release.noiseMultiplier,
-                                                                          features: r.sums.count, count: r.count)),
+        try await released(m, accepted, plan: hash, noiseMultiplier: release.noiseMultiplier)
+        return m
+    }
+
+    /// What left, kept for the plan's later asks and in the silo's own trail (`statistics.release`:
+    /// the released count weighs its updates after a restart).
+    private func released(_ m: Fedgate_V1_FeatureMoments, _ accepted: AcceptedPlan, plan hash: String, noiseMultiplier: Double) async throws {
+        try await governor.ledger.backend.audit(.statisticsReleased(.init(datasets: accepted.plan.datasets, noiseMultiplier: noiseMultiplier,
+                                                                          features: m.sums.count, count: m.count)),
                                                 actor: siloID, subject: hash, at: Date())
         releasedStatistics[hash] = m
-        logger.info("statistics released", metadata: ["silo": "\(siloID)", "plan": "\(hash.prefix(12))",
-                                                     "noise_multiplier": "\(release.noiseMultiplier)", "features": "\(r.sums.count)"])
-        return m
+        logger.info("statistics released", metadata: ["silo": "\(siloID)", "plan": "\(hash.prefix(12))", "noise_multiplier": "\(noiseMultiplier)",
+                                                     "features": "\(m.sums.count)", "histogram bins": "\(m.bins.count)"])
     }
 
     /// A statistics plan's release over all this silo's rows (training and held-out): count, sums,
@@ -111,12 +116,7 @@ extension Gateway {
         let r = release.release(rows, noise: &noise)
         var m = Fedgate_V1_FeatureMoments()
         (m.count, m.sums, m.squares, m.bins) = (r.count, r.sums, r.squares, Array(r.bins.joined()))
-        try await governor.ledger.backend.audit(.statisticsReleased(.init(datasets: accepted.plan.datasets, noiseMultiplier: release.moments.noiseMultiplier,
-                                                                          features: r.sums.count, count: r.count)),
-                                                actor: siloID, subject: hash, at: Date())
-        releasedStatistics[hash] = m
-        logger.info("statistics plan's release sent", metadata: ["silo": "\(siloID)", "plan": "\(hash.prefix(12))",
-                                                                "noise_multiplier": "\(release.moments.noiseMultiplier)", "histograms": "\(release.histograms.count)"])
+        try await released(m, accepted, plan: hash, noiseMultiplier: release.moments.noiseMultiplier)
         return m
     }
 

@@ -108,17 +108,8 @@ struct EvaluationPlanFieldTests {
 
 @Suite("Statistics plans (kind: statistics)")
 struct StatisticsPlanFieldTests {
-    static let text = """
-        kind: statistics
-        purpose: research
-        datasets: [breast-cancer-2024]
-        columns: [mean_radius, mean_area]
-        statistics: { noise_multiplier: 2.0, bounds: { mean_radius: [6.9, 29], mean_area: [140, 2600] } }
-        histograms: { mean_radius: [6, 10, 14, 18, 22, 30] }
-        quorum: 3
-        broker: { region: eu-west, jurisdiction: EU }
-        deadlines: { round_seconds: 600 }
-        """
+    /// The example statistics plan.
+    static var text: String { try! String(contentsOf: Files.root.appendingPathComponent("examples/plans/breast-cancer-statistics.yaml"), encoding: .utf8) }
 
     @Test("a statistics plan states every column's bounds and its histograms' edges; training fields, a schema, unbounded columns and edges that do not increase are refused by name")
     func parse() throws {
@@ -130,13 +121,13 @@ struct StatisticsPlanFieldTests {
                                 ("\nschema: { columns: [] }\n", "schema")] {
             #expect { try TrainingPlan.parse(Self.text + change, file: "s.yaml") } throws: { "\($0)".contains(words) }
         }
-        #expect { try TrainingPlan.parse(Self.text.replacingOccurrences(of: ", mean_area: [140, 2600]", with: ""), file: "s.yaml") } throws: {
+        #expect { try TrainingPlan.parse(Self.text.replacingOccurrences(of: "    mean_area: [140, 2600]\n", with: ""), file: "s.yaml") } throws: {
             "\($0)".contains("statistics.bounds") && "\($0)".contains("mean_area")
         }
         #expect { try TrainingPlan.parse(Self.text.replacingOccurrences(of: "[6, 10, 14, 18, 22, 30]", with: "[6, 10, 10]"), file: "s.yaml") } throws: {
             "\($0)".contains("histograms.mean_radius")
         }
-        #expect { try TrainingPlan.parse(Self.text.replacingOccurrences(of: "histograms: { mean_radius", with: "histograms: { age"), file: "s.yaml") } throws: {
+        #expect { try TrainingPlan.parse(Self.text.replacingOccurrences(of: "  mean_radius: [6, 10", with: "  age: [6, 10"), file: "s.yaml") } throws: {
             "\($0)".contains("histograms.age")
         }
     }
@@ -147,7 +138,7 @@ struct StatisticsPlanFieldTests {
         let noon = ISO8601DateFormatter().date(from: "2026-03-02T12:00:00Z")!
         let decision = PolicyEngine.decide(DecisionContext(policy: Files.hospital, plan: plan, now: noon))
         #expect(decision.refusals.isEmpty && (decision.projectedEpsilon ?? 0) > 0, "\(decision.refusals)")
-        let weak = try TrainingPlan.parse(Self.text.replacingOccurrences(of: "noise_multiplier: 2.0", with: "noise_multiplier: 0.1"), file: "s.yaml")
+        let weak = try TrainingPlan.parse(Self.text.replacingOccurrences(of: "noise_multiplier: 4.0", with: "noise_multiplier: 0.1"), file: "s.yaml")
         let refused = PolicyEngine.decide(DecisionContext(policy: Files.hospital, plan: weak, now: noon))
         #expect(refused.refusals.map(\.rule).contains("noise"), "\(refused.refusals)")
     }

@@ -30,19 +30,7 @@ struct EvaluationPlanTests {
 
     @Test("an evaluation plan on the version a training plan made reproduces that plan's final evaluation at every silo, spends nothing where the policy releases it exactly, and makes no new version; a version that does not exist is refused at submission")
     func reproducesTheTrainingPlansFigures() async throws {
-        let consortium = try Consortium()
-        let brokerStore = try await consortium.store("broker")
-        let shards = try Fixtures.simulation(seed: 4).shards()
-        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
-                                   logger: consortium.logger) { broker in
-            var silos: [NetworkedRoundTests.Silo] = []
-            for (i, shard) in shards.enumerated() {
-                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test,
-                                                                      broker: brokerStore, port: broker.port, fixedNoise: (4, i)))
-            }
-            let running = silos.map { silo in Task { await silo.gateway.run() } }
-            defer { running.forEach { $0.cancel() } }
-            await eventually { await broker.coordinator.connectedSilos.count >= 3 }
+        try await Self.withHospitals(seed: 4) { consortium, brokerStore, broker, silos in
 
             let trainingHash = try await NetworkedRoundTests.submit(Fixtures.plan(rounds: 3, quorum: 3), consortium, port: broker.port)
             let trained = try #require(await broker.coordinator.finished(trainingHash))
@@ -78,6 +66,29 @@ struct EvaluationPlanTests {
     }
 }
 
+extension EvaluationPlanTests {
+    /// Three hospitals' gateways on the breast-cancer shards of the simulator's `seed`, connected
+    /// to a broker on its own store, with the run's repeatable noise.
+    static func withHospitals(seed: UInt64, _ body: @escaping @Sendable (Consortium, SQLiteLedger, BrokerHandle, [NetworkedRoundTests.Silo]) async throws -> Void)
+        async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        let shards = try Fixtures.simulation(seed: seed).shards()
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
+                                   logger: consortium.logger) { broker in
+            var silos: [NetworkedRoundTests.Silo] = []
+            for (i, shard) in shards.enumerated() {
+                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test,
+                                                                      broker: brokerStore, port: broker.port, fixedNoise: (seed, i)))
+            }
+            let running = silos.map { silo in Task { await silo.gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            await eventually { await broker.coordinator.connectedSilos.count >= 3 }
+            try await body(consortium, brokerStore, broker, silos)
+        }
+    }
+}
+
 extension Array where Element: Sendable {
     func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
         var out: [T] = []
@@ -89,34 +100,13 @@ extension Array where Element: Sendable {
 /// `kind: statistics`: federated analytics over mutual TLS, each silo's release with DP in its ledger.
 @Suite("Statistics plans: federated analytics with DP")
 struct StatisticsPlanTests {
-    static let plan = """
-        kind: statistics
-        purpose: research
-        datasets: [breast-cancer-2024]
-        columns: [mean_radius, mean_area]
-        statistics: { noise_multiplier: 2.0, bounds: { mean_radius: [6.9, 29], mean_area: [140, 2600] } }
-        histograms: { mean_radius: [6, 10, 14, 18, 22, 30] }
-        min_cell: 10
-        quorum: 3
-        broker: { region: eu-west, jurisdiction: EU }
-        deadlines: { round_seconds: 60 }
-        """
+    /// The example statistics plan (noise multiplier 4, mean_radius and mean_area, a radius histogram).
+    static let plan = try! String(contentsOf: Consortium.root.appendingPathComponent("examples/plans/breast-cancer-statistics.yaml"), encoding: .utf8)
 
     @Test("a statistics plan's means and histogram are within the DP noise of the pooled rows' own, each silo's ledger holds the release's event, and the broker audits what it pooled")
     func pooledWithinTheNoise() async throws {
-        let consortium = try Consortium()
-        let brokerStore = try await consortium.store("broker")
         let shards = try Fixtures.simulation(seed: 5).shards()
-        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
-                                   logger: consortium.logger) { broker in
-            var silos: [NetworkedRoundTests.Silo] = []
-            for (i, shard) in shards.enumerated() {
-                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test,
-                                                                      broker: brokerStore, port: broker.port, fixedNoise: (5, i)))
-            }
-            let running = silos.map { silo in Task { await silo.gateway.run() } }
-            defer { running.forEach { $0.cancel() } }
-            await eventually { await broker.coordinator.connectedSilos.count >= 3 }
+        try await EvaluationPlanTests.withHospitals(seed: 5) { consortium, brokerStore, broker, silos in
 
             let hash = try await NetworkedRoundTests.submit(Self.plan, consortium, port: broker.port)
             let status = try #require(await broker.coordinator.finished(hash))
@@ -131,7 +121,7 @@ struct StatisticsPlanTests {
             let n = Double(rows.count)
             func mean(_ j: Int) -> Double { rows.reduce(0) { $0 + Double($1[j]) } / n }
             // One silo's noise on a sum of values scaled into [−½, ½] has σ = z·√(1 + 5·2/16 + 1); three silos' add up.
-            let sigma = 2.0 * (1 + 10.0 / 16 + 1).squareRoot(), pooledSigma = sigma * 3.0.squareRoot()
+            let sigma = 4.0 * (1 + 10.0 / 16 + 1).squareRoot(), pooledSigma = sigma * 3.0.squareRoot()
             for (k, (j, width)) in [(radius, 29 - 6.9), (area, 2600.0 - 140)].enumerated() {
                 let tolerance = 4 * pooledSigma / n * width + 1e-9
                 #expect(abs(result.columns[k].mean - mean(j)) < tolerance, "column \(k): \(result.columns[k].mean) vs \(mean(j)) ± \(tolerance)")
@@ -153,7 +143,7 @@ struct StatisticsPlanTests {
             // Each silo's ledger committed the release's event on the data set, once; nothing else.
             for silo in silos {
                 let entries = try await silo.ledger.backend.entries(dataset: "breast-cancer-2024").filter { $0.planHash == hash }
-                #expect(entries.map(\.event) == [.gaussian(noiseMultiplier: 2)] && entries.allSatisfy { $0.state == .committed }, "\(entries)")
+                #expect(entries.map(\.event) == [.gaussian(noiseMultiplier: 4)] && entries.allSatisfy { $0.state == .committed }, "\(entries)")
             }
             let pooled = try #require(try await brokerStore.auditRecords().last { $0.action == "statistics.pooled" && $0.subject == hash })
             guard case .statisticsPooled(let p)? = try? AuditEvent(action: pooled.action, payload: pooled.payload) else { Issue.record("unreadable"); return }
