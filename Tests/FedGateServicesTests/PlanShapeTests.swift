@@ -117,4 +117,39 @@ struct PlanShapeTests {
         print("sampling 4 of 5 over 5 rounds: \(status.rounds.map { "\($0.number): \($0.sampled.joined(separator: ","))" }); lab-1 drawn \(drawnForLab1)×, took part \(lab1Rounds)×")
         #expect(lab1Rounds == min(1, drawnForLab1) && quotaRefusals == max(0, drawnForLab1 - 1), "lab-1 took part \(lab1Rounds)×, refused \(quotaRefusals)×")
     }
+
+    @Test("two plans submitted at once run side by side on the same five silos and both finish, each with its own rounds and ledger entries")
+    func concurrentPlans() async throws {
+        let shards = try Self.simulation(seed: 7, rounds: 4, fedprox: nil).shards()
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
+                                   logger: consortium.logger) { broker in
+            var gateways: [Gateway] = []
+            for (i, shard) in shards.enumerated() {
+                gateways.append(try await DigitsSilos.gateway(Self.silos[i], shard, consortium, brokerStore, port: broker.port, fixedNoise: (7, i)))
+            }
+            let running = gateways.map { g in Task { await g.run() } }
+            defer { running.forEach { $0.cancel() } }
+            await eventually { await broker.coordinator.connectedSilos.count >= Self.silos.count }
+            let plans = [DigitsSilos.plan(rounds: 4, quorum: 5), DigitsSilos.plan(strategy: "median", rounds: 4, quorum: 5)]
+            async let first = NetworkedRoundTests.submit(plans[0], consortium, port: broker.port)
+            async let second = NetworkedRoundTests.submit(plans[1], consortium, port: broker.port)
+            let hashes = try await [first, second]
+            for hash in hashes {
+                let status = try #require(await broker.coordinator.finished(hash))
+                #expect(status.state == .finished && status.rounds.count == 4 && status.rounds.allSatisfy { $0.state == "committed" && $0.participants.count == 5 },
+                        "\(status.reason ?? "") \(status.rounds.map { ($0.state, $0.reason) })")
+                #expect((status.evaluation?.pooledAccuracy ?? 0) > 0.8)
+            }
+            // They ran side by side: each plan's first round opened before the other plan finished.
+            let trail = try await brokerStore.auditRecords()
+            func seq(_ action: String, _ hash: String) -> Int { trail.first { $0.action == action && $0.subject == hash }?.seq ?? .max }
+            #expect(seq("round.planned", hashes[1]) < seq("plan.finished", hashes[0]) && seq("round.planned", hashes[0]) < seq("plan.finished", hashes[1]))
+            for id in Self.silos {
+                let entries = try await consortium.store(id).entries(dataset: "digits").filter { $0.state == .committed }
+                for hash in hashes { #expect(entries.filter { $0.planHash == hash && $0.round >= 1 }.count == 4, "\(id): \(hash.prefix(8))") }
+            }
+        }
+    }
 }
