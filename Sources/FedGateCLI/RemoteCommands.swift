@@ -117,7 +117,8 @@ enum PlanView {
         var lines = [String(format: "  statistics of about %.0f rows at %@ (all with DP):", r.count, r.silos.joined(separator: ", ") as NSString)]
         for c in r.columns {
             lines.append(String(format: "    %-24@ mean %.4g  deviation %.4g", c.column as NSString, c.mean, c.deviation))
-            guard !c.edges.isEmpty else { continue }
+            // A histogram as the broker sent it; one whose parts do not line up is not printed (never indexed past its end).
+            guard !c.edges.isEmpty, c.edges.count == c.counts.count + 1, c.withheld.count == c.counts.count else { continue }
             let cells = c.counts.indices.map { i in
                 String(format: "[%g, %g) %@", c.edges[i], c.edges[i + 1], c.withheld[i] ? "withheld" : String(format: "%.0f", c.counts[i]) as NSString)
             }
