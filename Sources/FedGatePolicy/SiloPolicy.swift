@@ -64,6 +64,8 @@ public struct SiloPolicy: Sendable, Equatable {
     /// `quota.rounds_per_day`: the most training rounds this silo takes part in over any 24 hours,
     /// across plans; nil: no quota.
     public var roundsPerDay: Int?
+    /// `max_concurrent_plans`: the most plans this silo is in at once; nil: no limit.
+    public var maxConcurrentPlans: Int?
 
     /// Why this silo takes no more rounds now (nil: it may), from the rounds it took part in: each
     /// (plan, round ≥ 1) with a reservation or commit made at `at`. A round counts once however many
@@ -87,7 +89,7 @@ public struct SiloPolicy: Sendable, Equatable {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
         try root.only(["silo", "datasets", "residency", "privacy", "models", "executors", "programs", "hours", "approval", "software", "releases",
-                       "compression", "quota"])
+                       "compression", "quota", "max_concurrent_plans"])
         let silo = try r.string(try root.require("silo", "the silo id"), "silo")
         let datasets = try datasetRules(r, try root.require("datasets", "a mapping from data-set name to its rules"))
         let residency = try r.map(try root.require("residency", "allowed_regions and allowed_jurisdictions"), "residency")
@@ -133,6 +135,9 @@ public struct SiloPolicy: Sendable, Equatable {
             }
             guard !names.isEmpty else { throw r.error(node, "compression", "lists nothing: no plan could run (list none for float32 updates)") }
             policy.compressions = names
+        }
+        policy.maxConcurrentPlans = try root.optional("max_concurrent_plans").map {
+            try r.int($0, "max_concurrent_plans", 1...10_000, "a number of plans ≥ 1")
         }
         if let node = root.optional("quota") {
             let quota = try r.map(node, "quota")

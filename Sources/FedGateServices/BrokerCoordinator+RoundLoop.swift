@@ -46,6 +46,7 @@ extension BrokerCoordinator {
     }
 
     func run(_ plan: TrainingPlan, text: String, hash: String, from resume: Resume) async {
+        defer { announceEnd(plan, hash: hash) }
         do {
             if plan.trainsNothing {
                 if plan.isEvaluation { try await runEvaluation(plan, text: text, hash: hash) } else { try await runStatistics(plan, text: text, hash: hash) }
@@ -316,6 +317,15 @@ extension BrokerCoordinator {
     }
 
     static func milliseconds(_ date: Date) -> Int64 { Int64(date.timeIntervalSince1970 * 1000) }
+
+    /// Tells the silos serving the plan's data sets that it ended (a broker stopping leaves its plans
+    /// running for the next one, and says nothing). A silo counts the plans it is in by this.
+    func announceEnd(_ plan: TrainingPlan, hash: String) {
+        guard !stopping, let state = plans[hash]?.state, state != .running else { return }
+        var ended = Fedgate_V1_PlanEnded()
+        (ended.planHash, ended.state) = (hash, state.rawValue)
+        send(.planEnded(ended), to: gateways.serving(Set(plan.datasets)))
+    }
 
     /// The silos a round offers: every eligible one, or the plan's sample of them (`RoundSampling`:
     /// drawn from the plan's hash and the round's number, so anyone can check it).

@@ -104,6 +104,8 @@ extension Gateway {
                         await self.secureStep(step, broker: broker, reply: continuation)
                     case .auditHead(let head):
                         await self.witnessBroker(head, reply: continuation)
+                    case .planEnded(let ended):
+                        await self.planEnded(ended)
                     case nil:
                         continue
                     }

@@ -25,7 +25,11 @@ extension Gateway {
         reply.planHash = offer.planHash
         reply.round = offer.round
         do {
+            if activePlans[offer.planHash] == nil, let busy = concurrencyRefusal(offer.planHash, now: Date()) {
+                throw OfferRefusal(rule: "concurrency", busy)
+            }
             let accepted = try await judge.accept(offer)
+            activePlans[offer.planHash] = Date()
             // Round 0 asks whether the plan may begin (the broker's admission offer): judged like a
             // round's offer, with nothing reserved and no statistics sent.
             if offer.round == 0 {

@@ -111,6 +111,10 @@ public actor Gateway {
     var personal: [String: [Float]] = [:]
     /// Each plan's update codec (`compression:`), kept across rounds: top-k's error feedback is this silo's own.
     var codecs: [String: any UpdateCodec] = [:]
+    /// The plans this silo is in (accepted, not yet announced ended), with when the broker last asked
+    /// about each: the policy's `max_concurrent_plans` counts them. A plan the broker has not asked
+    /// about for a day (it stopped without saying) no longer counts.
+    var activePlans: [String: Date] = [:]
     /// Secure-aggregation rounds in flight.
     var secure: [RoundKey: SecureSession] = [:]
     /// Each plan's statistics release as sent (`statisticsRelease`), by plan hash.
@@ -267,6 +271,24 @@ public actor Gateway {
     }
 
     /// The round is over: a reservation still open was never spent (no update left), so it is released.
+    /// A plan ended at the broker: it no longer counts against the policy's concurrent plans, and its
+    /// per-plan state here (codec, personal layers, statistics release) is let go.
+    func planEnded(_ ended: Fedgate_V1_PlanEnded) {
+        guard activePlans.removeValue(forKey: ended.planHash) != nil else { return }
+        codecs.removeValue(forKey: ended.planHash)
+        logger.info("plan ended", metadata: ["silo": "\(siloID)", "plan": "\(ended.planHash.prefix(12))", "state": "\(PeerText.bounded(ended.state, limit: 16))"])
+    }
+
+    /// Why this silo takes no further plan now (nil: it may): the policy's `max_concurrent_plans`
+    /// against the other plans it is in.
+    func concurrencyRefusal(_ plan: String, now: Date) -> String? {
+        guard let limit = governor.policy.maxConcurrentPlans else { return nil }
+        activePlans = activePlans.filter { $0.value > now.addingTimeInterval(-86_400) }
+        let others = activePlans.keys.filter { $0 != plan }
+        guard others.count >= limit else { return nil }
+        return "this silo is in \(others.count) other plan\(others.count == 1 ? "" : "s") already; its policy allows \(limit) at once (max_concurrent_plans)"
+    }
+
     func settle(_ outcome: Fedgate_V1_RoundOutcome) async {
         let key = RoundKey(outcome.planHash, outcome.round)
         if let task = training[key] { await task.value }

@@ -45,7 +45,7 @@ public struct FedGateMetrics: Sendable {
     public var text: String { Self.withHelp(registry.emitToString()) }
 
     /// The rules a refusal may name: the policy engine's, and the gateway's own checks before it.
-    static let knownRules = Set(PolicyEngine.rules.map(\.name) + ["plan", "datasets", "columns", "approval", "broker", "statistics", "schema", "quota"])
+    static let knownRules = Set(PolicyEngine.rules.map(\.name) + ["plan", "datasets", "columns", "approval", "broker", "statistics", "schema", "quota", "concurrency"])
 
     /// The rule a refusal reason names (`purpose: …` → `purpose`), for a bounded label: a reason
     /// that names no known rule counts as `other`, so a peer's text cannot mint new label values.

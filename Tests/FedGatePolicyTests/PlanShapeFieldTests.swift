@@ -171,5 +171,7 @@ struct SamplingQuotaFieldTests {
         #expect(policy.quotaRefusal(rounds: rounds, now: now)?.contains("quota.rounds_per_day") == true)
         #expect(Files.hospital.quotaRefusal(rounds: rounds, now: now) == nil, "no quota, no refusal")
         #expect { try SiloPolicy.parse(Files.hospitalText + "\nquota: { rounds_per_day: 0 }\n", file: "h.yaml") } throws: { "\($0)".contains("quota.rounds_per_day") }
+        #expect(try SiloPolicy.parse(Files.hospitalText + "\nmax_concurrent_plans: 2\n", file: "h.yaml").maxConcurrentPlans == 2 && Files.hospital.maxConcurrentPlans == nil)
+        #expect { try SiloPolicy.parse(Files.hospitalText + "\nmax_concurrent_plans: 0\n", file: "h.yaml") } throws: { "\($0)".contains("max_concurrent_plans") }
     }
 }

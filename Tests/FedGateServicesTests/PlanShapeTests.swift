@@ -152,4 +152,39 @@ struct PlanShapeTests {
             }
         }
     }
+
+    @Test("a silo's max_concurrent_plans: at 1, it refuses a second plan while it is in one (rule concurrency), and takes a third once the broker announced the first ended")
+    func concurrencyLimit() async throws {
+        let shards = try Self.simulation(seed: 8, rounds: 3, fedprox: nil).shards()
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
+                                   logger: consortium.logger) { broker in
+            var gateways: [Gateway] = []
+            for (i, shard) in shards.enumerated() {
+                gateways.append(try await DigitsSilos.gateway(Self.silos[i], shard, consortium, brokerStore, port: broker.port, fixedNoise: (8, i),
+                                                              policyExtra: i == 0 ? "max_concurrent_plans: 1" : ""))
+            }
+            let running = gateways.map { g in Task { await g.run() } }
+            defer { running.forEach { $0.cancel() } }
+            let (lab0, coordinator) = (gateways[0], broker.coordinator)
+            await eventually { await coordinator.connectedSilos.count >= Self.silos.count }
+            let first = try await NetworkedRoundTests.submit(DigitsSilos.plan(rounds: 3, quorum: 4), consortium, port: broker.port)
+            // Once lab-0 is in the first plan (its first round committed with it), a second plan is offered.
+            let inFirst = await eventually { await coordinator.status(first)?.rounds.first?.participants.contains("lab-0") == true }
+            #expect(inFirst)
+            let second = try await NetworkedRoundTests.submit(DigitsSilos.plan(strategy: "median", rounds: 2, quorum: 4), consortium, port: broker.port)
+            let b = try #require(await broker.coordinator.finished(second))
+            let a = try #require(await broker.coordinator.finished(first))
+            #expect(a.state == .finished && a.rounds.allSatisfy { $0.participants.contains("lab-0") }, "\(a.reason ?? "")")
+            #expect(b.state == .finished && b.rounds.allSatisfy { !$0.participants.contains("lab-0") && $0.participants.count == 4 }, "\(b.reason ?? "")")
+            #expect(b.refusals["lab-0"]?.contains { $0.hasPrefix("concurrency:") } == true, "\(b.refusals)")
+            // The broker announced both ends; lab-0 is in no plan, and takes the next one.
+            let free = await eventually { await lab0.activePlans.isEmpty }
+            #expect(free)
+            let third = try await NetworkedRoundTests.submit(DigitsSilos.plan(rounds: 1, quorum: 5), consortium, port: broker.port)
+            let c = try #require(await broker.coordinator.finished(third))
+            #expect(c.state == .finished && c.rounds.first?.participants.contains("lab-0") == true, "\(c.reason ?? "") \(c.refusals)")
+        }
+    }
 }

@@ -376,6 +376,15 @@ public nonisolated struct Fedgate_V1_BrokerMessage: Sendable {
     set {kind = .auditHead(newValue)}
   }
 
+  /// A plan ended (finished, failed or cancelled): sent to the silos serving its data sets.
+  public var planEnded: Fedgate_V1_PlanEnded {
+    get {
+      if case .planEnded(let v)? = kind {return v}
+      return Fedgate_V1_PlanEnded()
+    }
+    set {kind = .planEnded(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -387,8 +396,25 @@ public nonisolated struct Fedgate_V1_BrokerMessage: Sendable {
     case secagg(Fedgate_V1_SecAggStep)
     /// The broker's signed audit-chain head: after the welcome and after each round's outcome.
     case auditHead(Fedgate_V1_SignedAuditHead)
+    /// A plan ended (finished, failed or cancelled): sent to the silos serving its data sets.
+    case planEnded(Fedgate_V1_PlanEnded)
 
   }
+
+  public init() {}
+}
+
+public nonisolated struct Fedgate_V1_PlanEnded: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var planHash: String = String()
+
+  /// finished, failed or cancelled
+  public var state: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -1767,7 +1793,7 @@ nonisolated extension Fedgate_V1_FeatureMoments: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Fedgate_V1_BrokerMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".BrokerMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}welcome\0\u{1}offer\0\u{1}task\0\u{1}outcome\0\u{1}evaluate\0\u{1}secagg\0\u{3}audit_head\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}welcome\0\u{1}offer\0\u{1}task\0\u{1}outcome\0\u{1}evaluate\0\u{1}secagg\0\u{3}audit_head\0\u{3}plan_ended\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1866,6 +1892,19 @@ nonisolated extension Fedgate_V1_BrokerMessage: SwiftProtobuf.Message, SwiftProt
           self.kind = .auditHead(v)
         }
       }()
+      case 8: try {
+        var v: Fedgate_V1_PlanEnded?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .planEnded(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .planEnded(v)
+        }
+      }()
       default: break
       }
     }
@@ -1905,6 +1944,10 @@ nonisolated extension Fedgate_V1_BrokerMessage: SwiftProtobuf.Message, SwiftProt
       guard case .auditHead(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
     }()
+    case .planEnded?: try {
+      guard case .planEnded(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -1912,6 +1955,41 @@ nonisolated extension Fedgate_V1_BrokerMessage: SwiftProtobuf.Message, SwiftProt
 
   public static func ==(lhs: Fedgate_V1_BrokerMessage, rhs: Fedgate_V1_BrokerMessage) -> Bool {
     if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_PlanEnded: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PlanEnded"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}state\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.planHash) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.planHash.isEmpty {
+      try visitor.visitSingularStringField(value: self.planHash, fieldNumber: 1)
+    }
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_PlanEnded, rhs: Fedgate_V1_PlanEnded) -> Bool {
+    if lhs.planHash != rhs.planHash {return false}
+    if lhs.state != rhs.state {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
