@@ -72,24 +72,8 @@ extension Gateway {
                 for try await message in response.messages {
                     switch message.kind {
                     case .welcome(let welcome):
-                        try await self.checkPins(welcome, broker: "\(host):\(port)")
-                        await self.connected(to: "\(host):\(port)")
-                        // A renewed certificate takes effect on the next connection: end this stream
-                        // (no round of ours is in flight right after the welcome) and reconnect at once.
-                        do {
-                            if try await self.renewIfDue(broker) { await self.markRenewed(); return }
-                        } catch {
-                            await self.renewalFailed(error)
-                        }
-                        let interval = Duration.milliseconds(max(100, Int(welcome.heartbeatIntervalMs)))
-                        heartbeat = Task {
-                            while !Task.isCancelled {
-                                try? await Task.sleep(for: interval)
-                                var beat = Fedgate_V1_GatewayMessage()
-                                beat.heartbeat.sentAtMs = Int64(Date().timeIntervalSince1970 * 1000)
-                                continuation.yield(beat)
-                            }
-                        }
+                        guard let beating = try await self.welcomed(welcome, address: "\(host):\(port)", broker: broker, reply: continuation) else { return }
+                        heartbeat = beating
                     case .offer(let offer):
                         var reply = Fedgate_V1_GatewayMessage()
                         reply.offerReply = await self.answer(offer)
@@ -110,6 +94,30 @@ extension Gateway {
                         continue
                     }
                 }
+            }
+        }
+    }
+
+    /// The broker's welcome: its software checked against the policy's pins, the connection noted,
+    /// a certificate renewal made when due, and the heartbeat started (returned). nil: a renewed
+    /// certificate takes effect on the next connection, so this stream ends (no round of ours is in
+    /// flight right after the welcome) and the gateway reconnects at once.
+    func welcomed(_ welcome: Fedgate_V1_Welcome, address: String, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>,
+                  reply continuation: AsyncStream<Fedgate_V1_GatewayMessage>.Continuation) async throws -> Task<Void, Never>? {
+        try await checkPins(welcome, broker: address)
+        connected(to: address)
+        do {
+            if try await renewIfDue(broker) { markRenewed(); return nil }
+        } catch {
+            renewalFailed(error)
+        }
+        let interval = Duration.milliseconds(max(100, Int(welcome.heartbeatIntervalMs)))
+        return Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                var beat = Fedgate_V1_GatewayMessage()
+                beat.heartbeat.sentAtMs = Int64(Date().timeIntervalSince1970 * 1000)
+                continuation.yield(beat)
             }
         }
     }
