@@ -36,6 +36,20 @@ struct PlanShapeTests {
     /// Runs each plan in turn on the shards' five gateways (repeatable noise from `seed`); their final statuses.
     static func run(_ plans: [String], shards: [(train: Dataset, test: Dataset)], seed: UInt64,
                     policyExtra: [String: String] = [:]) async throws -> [BrokerCoordinator.PlanStatus] {
+        try await withLabs(shards, seed: seed, policyExtra: policyExtra) { consortium, _, broker, _ in
+            var statuses: [BrokerCoordinator.PlanStatus] = []
+            for plan in plans {
+                let hash = try await NetworkedRoundTests.submit(plan, consortium, port: broker.port)
+                statuses.append(try #require(await broker.coordinator.finished(hash)))
+            }
+            return statuses
+        }
+    }
+
+    /// The five labs' gateways on the shards (repeatable noise from `seed`, each with its policy's
+    /// extra lines), connected to a broker on its own store, for `body`.
+    static func withLabs<R: Sendable>(_ shards: [(train: Dataset, test: Dataset)], seed: UInt64, policyExtra: [String: String] = [:],
+                                      _ body: @escaping @Sendable (Consortium, SQLiteLedger, BrokerHandle, [Gateway]) async throws -> R) async throws -> R {
         let consortium = try Consortium()
         let brokerStore = try await consortium.store("broker")
         return try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
@@ -47,13 +61,9 @@ struct PlanShapeTests {
             }
             let running = gateways.map { g in Task { await g.run() } }
             defer { running.forEach { $0.cancel() } }
-            await eventually { await broker.coordinator.connectedSilos.count >= silos.count }
-            var statuses: [BrokerCoordinator.PlanStatus] = []
-            for plan in plans {
-                let hash = try await NetworkedRoundTests.submit(plan, consortium, port: broker.port)
-                statuses.append(try #require(await broker.coordinator.finished(hash)))
-            }
-            return statuses
+            let coordinator = broker.coordinator
+            await eventually { await coordinator.connectedSilos.count >= silos.count }
+            return try await body(consortium, brokerStore, broker, gateways)
         }
     }
 
@@ -121,17 +131,7 @@ struct PlanShapeTests {
     @Test("two plans submitted at once run side by side on the same five silos and both finish, each with its own rounds and ledger entries")
     func concurrentPlans() async throws {
         let shards = try Self.simulation(seed: 7, rounds: 4, fedprox: nil).shards()
-        let consortium = try Consortium()
-        let brokerStore = try await consortium.store("broker")
-        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
-                                   logger: consortium.logger) { broker in
-            var gateways: [Gateway] = []
-            for (i, shard) in shards.enumerated() {
-                gateways.append(try await DigitsSilos.gateway(Self.silos[i], shard, consortium, brokerStore, port: broker.port, fixedNoise: (7, i)))
-            }
-            let running = gateways.map { g in Task { await g.run() } }
-            defer { running.forEach { $0.cancel() } }
-            await eventually { await broker.coordinator.connectedSilos.count >= Self.silos.count }
+        try await Self.withLabs(shards, seed: 7) { consortium, brokerStore, broker, _ in
             let plans = [DigitsSilos.plan(rounds: 4, quorum: 5), DigitsSilos.plan(strategy: "median", rounds: 4, quorum: 5)]
             async let first = NetworkedRoundTests.submit(plans[0], consortium, port: broker.port)
             async let second = NetworkedRoundTests.submit(plans[1], consortium, port: broker.port)
@@ -156,17 +156,7 @@ struct PlanShapeTests {
     @Test("a silo's max_concurrent_plans: at 1, it refuses a second plan while it is in one (rule concurrency), and takes a third once the broker announced the first ended")
     func concurrencyLimit() async throws {
         let shards = try Self.simulation(seed: 8, rounds: 3, fedprox: nil).shards()
-        let consortium = try Consortium()
-        let brokerStore = try await consortium.store("broker")
-        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
-                                   logger: consortium.logger) { broker in
-            var gateways: [Gateway] = []
-            for (i, shard) in shards.enumerated() {
-                gateways.append(try await DigitsSilos.gateway(Self.silos[i], shard, consortium, brokerStore, port: broker.port, fixedNoise: (8, i),
-                                                              policyExtra: i == 0 ? "max_concurrent_plans: 1" : ""))
-            }
-            let running = gateways.map { g in Task { await g.run() } }
-            defer { running.forEach { $0.cancel() } }
+        try await Self.withLabs(shards, seed: 8, policyExtra: ["lab-0": "max_concurrent_plans: 1"]) { consortium, _, broker, gateways in
             let (lab0, coordinator) = (gateways[0], broker.coordinator)
             await eventually { await coordinator.connectedSilos.count >= Self.silos.count }
             let first = try await NetworkedRoundTests.submit(DigitsSilos.plan(rounds: 3, quorum: 4), consortium, port: broker.port)
