@@ -296,7 +296,7 @@ let package = Package(
         .target(
             name: "FedGateConsortiumTesting",
             dependencies: [
-                "FedGateServices", "FedGateTransport", "FedGateProto", "FedGatePKI", "FedGateStore", "FedGatePolicy",
+                "CFedGateSystem", "FedGateServices", "FedGateTransport", "FedGateProto", "FedGatePKI", "FedGateStore", "FedGatePolicy",
                 "FedGateLearning", "FedGateSimulation", "FedGatePrivacy",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),

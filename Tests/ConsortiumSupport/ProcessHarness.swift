@@ -39,21 +39,16 @@ struct Processes {
 
     /// A running `fedgate` process with its output in a file.
     final class Running: @unchecked Sendable {
-        let process = Process()
+        let process: SpawnedProcess
         let log: URL
 
-        /// `fedgate` (or another `executable`) with `arguments`.
+        /// `fedgate` (or another `executable`) with `arguments`, in the package's root, leading its own process group.
         init(_ arguments: [String], log: URL, environment: [String: String] = [:], executable: String? = nil) throws {
             self.log = log
             _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-            process.executableURL = executable.map(URL.init(fileURLWithPath:)) ?? Processes.fedgate
-            process.arguments = arguments
-            if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
-            process.currentDirectoryURL = Consortium.root
-            let handle = try FileHandle(forWritingTo: log)
-            process.standardOutput = handle
-            process.standardError = handle
-            try process.run()
+            process = try SpawnedProcess(executable: executable ?? Processes.fedgate.path, arguments: arguments,
+                                         environment: ProcessInfo.processInfo.environment.merging(environment) { $1 },
+                                         directory: Consortium.root.path, output: log.path)
         }
 
         var output: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }

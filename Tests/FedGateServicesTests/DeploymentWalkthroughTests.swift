@@ -29,7 +29,7 @@ struct DeploymentWalkthroughTests {
         let script = consortium.file("walkthrough.sh")
         try Self.script().write(to: script, atomically: true, encoding: .utf8)
         let path = Processes.fedgate.deletingLastPathComponent().path + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
-        // Foundation starts the child as the leader of its own process group (pgid = pid), and a script's
+        // The harness starts the child as the leader of its own process group (pgid = pid), and a script's
         // background jobs stay in it, so the script, its broker and its gateways end together if it hangs.
         // (Not through setsid: a group leader makes setsid fork, and the status seen would be the fork's 0.)
         let run = try Processes.Running([script.path], log: consortium.file("walkthrough.log"),

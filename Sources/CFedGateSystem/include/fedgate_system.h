@@ -28,4 +28,14 @@ static inline int fedgate_release_free_memory(void) {
 #endif
 }
 
+#include <sys/types.h>
+
+/// Starts `path` with `argv` and `envp` only, stdin from /dev/null and stdout and stderr appended to
+/// the file `output`, in `directory` (NULL: this one), as the leader of a new process group when
+/// `new_group` is non-zero, with every descriptor above 2 closed in the child. posix_spawn directly:
+/// Foundation's Process.run on Linux (swift-corelibs-foundation before PR #5472) over-reads
+/// /proc/self/fd entries and crashes a process now and then. Returns 0 or an errno value.
+int fedgate_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *directory,
+                  const char *output, int new_group);
+
 #endif
