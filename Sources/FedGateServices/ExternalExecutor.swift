@@ -1,3 +1,4 @@
+import CFedGateSystem
 import FedGateLearning
 import FedGatePolicy
 import FedGateTensors
@@ -26,19 +27,15 @@ public struct ExternalExecutor: Sendable {
         public let description: String
     }
 
-    /// Starts `arguments` with `environment` only, stdin from /dev/null, stdout and stderr to `output`.
+    /// Starts `arguments` with `environment` only, stdin from /dev/null, stdout and stderr to `output`,
+    /// and no descriptor of the gateway's but the standard three (its store, its sockets and its key
+    /// files stay out of the program's reach even where they were opened without close-on-exec).
     private static func spawn(_ arguments: [String], environment: [String], output: String) throws -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
         let argv = arguments.map { strdup($0) } + [nil]
         let envp = environment.map { strdup($0) } + [nil]
         defer { (argv + envp).forEach { free($0) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, arguments[0], &actions, nil, argv, envp)
+        let rc = fedgate_spawn(&pid, arguments[0], argv, envp, nil, output, 0)
         guard rc == 0 else { throw Failure(description: "cannot start \(arguments.dropFirst(6).joined(separator: " ")): \(String(cString: strerror(rc)))") }
         return pid
     }
