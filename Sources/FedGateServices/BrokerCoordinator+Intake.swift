@@ -194,46 +194,38 @@ extension BrokerCoordinator {
         } catch {
             throw UpdateRefused(.unreadable, "\(error)")
         }
-        // Every update is checked before it counts: a refused one is answered with its reason, is
-        // not a participant's contribution, and does not count towards the quorum.
-        let validator = UpdateValidator(dimension: dimension, maximumNorm: settings.maximumUpdateNorm)
-        let metrics = UploadMetrics.checked(header.metrics)
-        func check(_ delta: UnsafeBufferPointer<Float>) -> UpdateRejection? { validator.check(silo: silo, examples: header.examples, delta: delta) }
-        if let rejection = entry.withFloat32Buffer(check) ?? entry.floats.withUnsafeBufferPointer(check) {
-            throw UpdateRefused(rejection)
+        // The values straight from the payload's bytes when they are aligned, else from a copy.
+        if try entry.withFloat32Buffer({ try take(from: silo, header, bytes: payload.count, $0) }) == nil {
+            try entry.floats.withUnsafeBufferPointer { try take(from: silo, header, bytes: payload.count, $0) }
         }
-        if active[hash]!.folded != nil {
-            try active[hash]!.machine.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: metrics)
-            func fold(_ delta: UnsafeBufferPointer<Float>) { active[hash]!.folded!.fold(delta, weight: Double(header.examples)) }
-            if entry.withFloat32Buffer(fold) == nil { entry.floats.withUnsafeBufferPointer(fold) }
-        } else {
-            try active[hash]!.machine.upload(ClientUpdate(silo: silo, delta: entry.floats, examples: header.examples), metrics: metrics)
-        }
-        received(from: silo, header, bytes: payload.count)
     }
 
     /// An update in the plan's codec: decoded (a payload that does not decode is refused, and flagged
-    /// as a shape refusal), then checked and counted like a float32 one.
+    /// as a shape refusal), then taken like a float32 one.
     private func acceptEncoded(from silo: String, header: TransferHeader, payload: [UInt8], codec name: String) throws {
-        let hash = header.planHash
-        let dimension = active[hash]!.dimension
         let delta: [Float]
-        do { delta = try makeCodec(name).decode(payload, dimension: dimension) } catch {
+        do { delta = try makeCodec(name).decode(payload, dimension: active[header.planHash]!.dimension) } catch {
             throw UpdateRefused(.shape, "a \(name) update that does not decode: \(error)",
                                 flag: AttackFlag(silo: silo, kind: .refused, reason: "shape check: a \(name) update that does not decode"))
         }
-        let validator = UpdateValidator(dimension: dimension, maximumNorm: settings.maximumUpdateNorm)
-        if let rejection = delta.withUnsafeBufferPointer({ validator.check(silo: silo, examples: header.examples, delta: $0) }) {
-            throw UpdateRefused(rejection)
-        }
+        try delta.withUnsafeBufferPointer { try take(from: silo, header, bytes: payload.count, $0) }
+    }
+
+    /// An update's values, checked before they count (a refused one is answered with its reason, is
+    /// not a participant's contribution and does not count towards the quorum), then folded into
+    /// FedAvg's mean or kept for the plan's strategy, and its bytes counted.
+    private func take(from silo: String, _ header: TransferHeader, bytes: Int, _ values: UnsafeBufferPointer<Float>) throws {
+        let hash = header.planHash
+        let validator = UpdateValidator(dimension: active[hash]!.dimension, maximumNorm: settings.maximumUpdateNorm)
+        if let rejection = validator.check(silo: silo, examples: header.examples, delta: values) { throw UpdateRefused(rejection) }
         let metrics = UploadMetrics.checked(header.metrics)
         if active[hash]!.folded != nil {
             try active[hash]!.machine.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: metrics)
-            delta.withUnsafeBufferPointer { active[hash]!.folded!.fold($0, weight: Double(header.examples)) }
+            active[hash]!.folded!.fold(values, weight: Double(header.examples))
         } else {
-            try active[hash]!.machine.upload(ClientUpdate(silo: silo, delta: delta, examples: header.examples), metrics: metrics)
+            try active[hash]!.machine.upload(ClientUpdate(silo: silo, delta: Array(values), examples: header.examples), metrics: metrics)
         }
-        received(from: silo, header, bytes: payload.count)
+        received(from: silo, header, bytes: bytes)
     }
 
     /// A taken update's bytes, counted for the plan and the round (and what float32 would have taken).
