@@ -48,34 +48,12 @@ extension BrokerCoordinator {
     func run(_ plan: TrainingPlan, text: String, hash: String, from resume: Resume) async {
         defer { announceEnd(plan, hash: hash) }
         do {
-            if plan.trainsNothing {
-                if plan.isEvaluation { try await runEvaluation(plan, text: text, hash: hash) } else { try await runStatistics(plan, text: text, hash: hash) }
-                try await runStore.finishPlanRun(planHash: hash, state: .finished, reason: nil, fence: fence, at: now(), actor: settings.brokerID)
-                plans[hash]?.state = .finished
-                runs.removeValue(forKey: hash)
-                return
-            }
-            let kind = try ModelKind(parsing: plan.model)
-            var state = PlanRunState(global: resume.global, standardisation: resume.standardisation, strategy: try plan.strategy.make(),
-                                     participants: resume.participants, lastCommitted: resume.lastCommitted)
-            if resume.lastCommitted == nil, resume.nextRound <= plan.rounds { try await admit(plan, text: text, hash: hash) }
-            for number in stride(from: resume.nextRound, through: plan.rounds, by: 1) {
-                try Task.checkCancellation()
-                // The deadline counts from before the wait for silos to connect.
-                let deadline = ContinuousClock.now + .seconds(plan.roundDeadlineSeconds)
-                let eligible = Self.sampled(await eligibleSilos(for: plan), plan, hash: hash, round: number)
-                let round = RoundContext(plan: plan, text: text, hash: hash, number: number, kind: kind, eligible: eligible, deadline: deadline,
-                                         wallDeadline: now().addingTimeInterval(Double(plan.roundDeadlineSeconds)))
-                try await play(round, &state)
-            }
-            guard state.lastCommitted != nil else {
-                throw BrokerError.everyRoundAborted(plan: hash, last: plans[hash]?.rounds.last?.reason ?? "none ran")
-            }
-            if let round = state.lastCommitted, let model = state.global, let standardisation = state.standardisation {
-                // Resumed with no round left to run: the participants are reconnecting to this broker.
-                let resumed = resume.nextRound > plan.rounds
-                try await evaluateFinal(plan, hash: hash, round: round, model: model, file: state.prepared, standardisation: standardisation,
-                                        participants: state.participants, resumed: resumed)
+            if plan.isEvaluation {
+                try await runEvaluation(plan, text: text, hash: hash)
+            } else if plan.isStatistics {
+                try await runStatistics(plan, text: text, hash: hash)
+            } else {
+                try await runRounds(plan, text: text, hash: hash, from: resume)
             }
             try await runStore.finishPlanRun(planHash: hash, state: .finished, reason: nil, fence: fence, at: now(), actor: settings.brokerID)
             plans[hash]?.state = .finished
@@ -85,6 +63,32 @@ extension BrokerCoordinator {
         active.removeValue(forKey: hash)
         runs.removeValue(forKey: hash)
         attackWatches.removeValue(forKey: hash)
+    }
+
+    /// A training plan's rounds, from `resume` on, then its final model's evaluation.
+    private func runRounds(_ plan: TrainingPlan, text: String, hash: String, from resume: Resume) async throws {
+        let kind = try ModelKind(parsing: plan.model)
+        var state = PlanRunState(global: resume.global, standardisation: resume.standardisation, strategy: try plan.strategy.make(),
+                                 participants: resume.participants, lastCommitted: resume.lastCommitted)
+        if resume.lastCommitted == nil, resume.nextRound <= plan.rounds { try await admit(plan, text: text, hash: hash) }
+        for number in stride(from: resume.nextRound, through: plan.rounds, by: 1) {
+            try Task.checkCancellation()
+            // The deadline counts from before the wait for silos to connect.
+            let deadline = ContinuousClock.now + .seconds(plan.roundDeadlineSeconds)
+            let eligible = Self.sampled(await eligibleSilos(for: plan), plan, hash: hash, round: number)
+            let round = RoundContext(plan: plan, text: text, hash: hash, number: number, kind: kind, eligible: eligible, deadline: deadline,
+                                     wallDeadline: now().addingTimeInterval(Double(plan.roundDeadlineSeconds)))
+            try await play(round, &state)
+        }
+        guard state.lastCommitted != nil else {
+            throw BrokerError.everyRoundAborted(plan: hash, last: plans[hash]?.rounds.last?.reason ?? "none ran")
+        }
+        if let round = state.lastCommitted, let model = state.global, let standardisation = state.standardisation {
+            // Resumed with no round left to run: the participants are reconnecting to this broker.
+            let resumed = resume.nextRound > plan.rounds
+            try await evaluateFinal(plan, hash: hash, round: round, model: model, file: state.prepared, standardisation: standardisation,
+                                    participants: state.participants, resumed: resumed)
+        }
     }
 
     /// A run ended by an error: cancelled (by a person, or the broker stopping) or failed.
