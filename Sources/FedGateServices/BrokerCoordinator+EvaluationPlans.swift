@@ -46,14 +46,10 @@ extension BrokerCoordinator {
     func runEvaluation(_ plan: TrainingPlan, text: String, hash: String) async throws {
         let (file, scorer) = try await registryModel(plan)
         let accepted = try await admit(plan, text: text, hash: hash).accepted
-        var standardisation = scorer.standardisation
-        if let target = scorer.target {
-            // The task carries a regression target's standardisation as one more coordinate.
-            standardisation = Standardisation(means: standardisation.means + [Float(target.mean)], scales: standardisation.scales + [Float(target.scale)])
-        }
         plans[hash]?.layerSizes = scorer.network.layerSizes
-        let evaluations = try await collectEvaluations(plan, hash: hash, round: 0, model: scorer.network, file: file,
-                                                       standardisation: standardisation, participants: Set(accepted), resumed: false)
+        let evaluations = try await collectEvaluations(plan, hash: hash, round: 0, model: scorer.network, file: file, features: scorer.standardisation,
+                                                       target: scorer.target.map { (Float($0.mean), Float($0.scale)) },
+                                                       participants: Set(accepted), resumed: false)
         let promotion = ModelPromotion(store: runStore, brokerID: settings.brokerID, wallClock: settings.wallClock, logger: logger)
         let (summary, gate) = try await promotion.judge(plan, hash: hash, round: 0, evaluations: evaluations)
         plans[hash]?.evaluation = summary

@@ -22,8 +22,9 @@ extension BrokerCoordinator {
     func evaluateFinal(_ plan: TrainingPlan, hash: String, round: Int, model: Network, file prepared: ModelFile?, standardisation: Standardisation,
                        participants: Set<String>, resumed: Bool) async throws {
         let file = try prepared ?? ModelPayload.modelFile(model, chunkBytes: chunkBytes, inputs: Self.inputs(plan, standardisation))
+        let (features, target) = Self.split(standardisation, model.kind)
         let evaluations = try await collectEvaluations(plan, hash: hash, round: round, model: model, file: file,
-                                                       standardisation: standardisation, participants: participants, resumed: resumed)
+                                                       features: features, target: target, participants: participants, resumed: resumed)
         let promotion = ModelPromotion(store: runStore, brokerID: settings.brokerID, wallClock: settings.wallClock, logger: logger)
         let outcome = try await promotion.promote(plan, hash: hash, round: round, file: file, participants: participants, evaluations: evaluations)
         plans[hash]?.evaluation = outcome.summary
@@ -32,8 +33,8 @@ extension BrokerCoordinator {
     }
 
     /// The silos' evaluations of the final model, and why the others gave none.
-    func collectEvaluations(_ plan: TrainingPlan, hash: String, round: Int, model: Network, file: ModelFile, standardisation: Standardisation,
-                                    participants: Set<String>, resumed: Bool) async throws -> ModelPromotion.Evaluations {
+    func collectEvaluations(_ plan: TrainingPlan, hash: String, round: Int, model: Network, file: ModelFile, features: Standardisation,
+                            target: (mean: Float, scale: Float)?, participants: Set<String>, resumed: Bool) async throws -> ModelPromotion.Evaluations {
         // Right after a restart the participants are still reconnecting: give them the connect wait.
         let until = ContinuousClock.now + (resumed ? settings.connectWait : .zero)
         while !participants.allSatisfy(gateways.isConnected), ContinuousClock.now < until, !Task.isCancelled {
@@ -47,7 +48,6 @@ extension BrokerCoordinator {
         task.modelSha256 = file.sha256
         task.modelBytes = UInt64(file.bytes)
         task.deadlineMs = Int64(now().addingTimeInterval(Double(plan.roundDeadlineSeconds)).timeIntervalSince1970 * 1000)
-        let (features, target) = Self.split(standardisation, model.kind)
         task.featureMeans = features.means
         task.featureScales = features.scales
         if let target { (task.targetMean, task.targetScale) = target }
