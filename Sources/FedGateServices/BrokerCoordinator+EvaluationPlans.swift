@@ -69,16 +69,10 @@ extension BrokerCoordinator {
         let admitted = try await admit(plan, text: text, hash: hash)
         let release = try plan.analyticsRelease(features: plan.columns)
         var parts: [ReleasedAnalytics] = [], silos: [String] = []
+        let sizes = release.histograms.map(\.bins)
         for (silo, m) in admitted.releases.sorted(by: { $0.key < $1.key }) {
-            var bins: [[Double]] = [], at = 0
-            for h in release.histograms where at + h.bins <= m.bins.count {
-                bins.append(Array(m.bins[at..<at + h.bins]))
-                at += h.bins
-            }
-            let part = ReleasedAnalytics(count: m.count, sums: m.sums, squares: m.squares, bins: bins)
-            let expected = release.histograms.map(\.bins)
-            if let problem = part.problem(columns: plan.columns.count, bins: expected)
-                ?? (at == m.bins.count ? nil : "\(m.bins.count) bin counts; the plan's histograms have \(expected.reduce(0, +))") {
+            let part = ReleasedAnalytics(m, histograms: sizes)
+            if let problem = part.problem(columns: plan.columns.count, bins: sizes) {
                 // Left out of the pool, and said so: the silo's release does not fit the plan.
                 try await runStore.audit(.refused(.reply, .init(reason: "a statistics release that does not fit the plan: \(problem)", plan: hash, round: 0)),
                                          actor: settings.brokerID, subject: silo, at: now())

@@ -143,3 +143,16 @@ extension AnalyticsResult {
         return out
     }
 }
+
+extension ReleasedAnalytics {
+    /// A silo's statistics-plan release as the wire carries it, its bins cut into histograms of the
+    /// plan's `sizes`; bins of another total stay whole, for `problem(columns:bins:)` to name.
+    init(_ m: Fedgate_V1_FeatureMoments, histograms sizes: [Int]) {
+        var bins: [[Double]] = [m.bins]
+        if sizes.reduce(0, +) == m.bins.count {
+            var at = 0
+            bins = sizes.map { k in defer { at += k }; return Array(m.bins[at..<at + k]) }
+        }
+        self.init(count: m.count, sums: m.sums, squares: m.squares, bins: bins)
+    }
+}
