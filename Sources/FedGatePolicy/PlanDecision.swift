@@ -87,11 +87,13 @@ public enum PolicyEngine {
     public static let rules: [any PlanRule] = [
         KnownDatasets(), PurposeAllowed(), PurposeConsented(), ColumnsAllowed(), ResidencyAllowed(), NoiseAtLeast(), ClipAtMost(),
         DeltaAtMost(), EpsilonCaps(), SecureAggregationRequired(), QuorumAtLeast(), ModelAllowed(), LabelClassesReleased(),
-        ExecutorAllowed(), HoursAllowed(), CompressionAllowed(),
+        ExecutorAllowed(), HoursAllowed(), CompressionAllowed(), StatisticsNoiseAtLeast(), EvaluationReleased(),
     ]
 
     public static func decide(_ context: DecisionContext) -> PlanDecision {
-        let refusals = rules.flatMap { rule in rule.check(context).map { PlanDecision.Refusal(rule: rule.name, reason: $0) } }
+        // A plan that trains nothing is not judged by the rules about training.
+        let applying = context.plan.trainsNothing ? rules.filter { !($0 is any TrainingRule) } : rules
+        let refusals = applying.flatMap { rule in rule.check(context).map { PlanDecision.Refusal(rule: rule.name, reason: $0) } }
         let outcome: PlanDecision.Outcome = !refusals.isEmpty ? .refused : (context.policy.approvalExpiryHours != nil ? .needsApproval : .accepted)
         let projected = context.projected.flatMap { try? epsilon(of: $0, delta: context.plan.dp.delta) }
         return PlanDecision(outcome: outcome, refusals: refusals, projectedEpsilon: projected,

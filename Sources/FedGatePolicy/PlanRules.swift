@@ -58,13 +58,22 @@ struct ResidencyAllowed: PlanRule {
     }
 }
 
-struct NoiseAtLeast: PlanRule {
+/// A rule about how a plan trains (its DP-SGD, secure aggregation, update codec, label's classes):
+/// `PolicyEngine` does not apply it to a plan that trains nothing (an evaluation or statistics plan).
+protocol TrainingRule: PlanRule {}
+
+/// A statistics plan's release must be at least as noisy as the policy's least noise multiplier.
+struct StatisticsNoiseAtLeast: PlanRule {
     let name = "noise"
     func check(_ c: DecisionContext) -> [String] {
-        if let z = c.plan.isStatistics ? c.plan.statistics?.noiseMultiplier : nil, z < c.policy.minNoiseMultiplier {
-            return ["the statistics release's noise multiplier \(z) is below the least accepted, \(c.policy.minNoiseMultiplier)"]
-        }
-        guard !c.plan.trainsNothing else { return [] }
+        guard c.plan.isStatistics, let z = c.plan.statistics?.noiseMultiplier, z < c.policy.minNoiseMultiplier else { return [] }
+        return ["the statistics release's noise multiplier \(z) is below the least accepted, \(c.policy.minNoiseMultiplier)"]
+    }
+}
+
+struct NoiseAtLeast: TrainingRule {
+    let name = "noise"
+    func check(_ c: DecisionContext) -> [String] {
         guard let z = try? c.plan.noiseMultiplier() else {
             return ["the plan's DP settings give no usable noise multiplier (target ε unreachable?)"]
         }
@@ -72,18 +81,16 @@ struct NoiseAtLeast: PlanRule {
     }
 }
 
-struct ClipAtMost: PlanRule {
+struct ClipAtMost: TrainingRule {
     let name = "clipping"
     func check(_ c: DecisionContext) -> [String] {
-        guard !c.plan.trainsNothing else { return [] }
         return c.plan.dp.clipNorm <= c.policy.maxClipNorm ? [] : ["clipping norm \(c.plan.dp.clipNorm) exceeds the largest accepted, \(c.policy.maxClipNorm)"]
     }
 }
 
-struct DeltaAtMost: PlanRule {
+struct DeltaAtMost: TrainingRule {
     let name = "delta"
     func check(_ c: DecisionContext) -> [String] {
-        guard !c.plan.trainsNothing else { return [] }
         return c.plan.datasets.compactMap { d in
             guard let rule = c.policy.datasets[d], c.plan.dp.delta > rule.caps.deltaMax else { return nil }
             return "δ = \(c.plan.dp.delta) exceeds data set '\(d)''s δ at most \(rule.caps.deltaMax)"
@@ -115,10 +122,9 @@ struct EpsilonCaps: PlanRule {
     }
 }
 
-struct SecureAggregationRequired: PlanRule {
+struct SecureAggregationRequired: TrainingRule {
     let name = "secure-aggregation"
     func check(_ c: DecisionContext) -> [String] {
-        guard !c.plan.trainsNothing else { return [] }
         return c.policy.requireSecureAggregation && !c.plan.secureAggregation ? ["secure aggregation is required by silo '\(c.policy.silo)' but the plan does not use it"] : []
     }
 }
@@ -141,10 +147,9 @@ struct ModelAllowed: PlanRule {
 
 /// Without a schema, a model other than logistic regression takes its classes from the silo's
 /// labels (the largest + 1), a value released without DP: the policy must list `label_classes`.
-struct LabelClassesReleased: PlanRule {
+struct LabelClassesReleased: TrainingRule {
     let name = "releases"
     func check(_ c: DecisionContext) -> [String] {
-        guard !c.plan.trainsNothing else { return c.plan.isEvaluation ? EvaluationReleased.check(c) : [] }
         // A model kind that does not exist is the `model` rule's to refuse.
         guard c.plan.schema == nil, let kind = try? ModelKind(parsing: c.plan.model), kind != .logistic, !c.policy.allows(.labelClasses) else { return [] }
         return ["the model's classes would be this silo's label's (its largest label + 1), which its policy does not release without DP "
@@ -172,10 +177,9 @@ struct HoursAllowed: PlanRule {
 }
 
 /// `compression`: the codec a plan's updates travel in (none: float32) must be one the policy lists.
-struct CompressionAllowed: PlanRule {
+struct CompressionAllowed: TrainingRule {
     let name = "compression"
     func check(_ c: DecisionContext) -> [String] {
-        guard !c.plan.trainsNothing else { return [] }
         guard let allowed = c.policy.compressions else { return [] }
         let asked = c.plan.compression.map { String($0.split(separator: ":").first ?? "") } ?? "none"
         guard !allowed.contains(asked) else { return [] }
@@ -186,9 +190,10 @@ struct CompressionAllowed: PlanRule {
 
 /// An evaluation plan's result must be able to leave: exactly (`final_evaluation` listed), or with
 /// DP (`evaluation_noise_multiplier`, classification only); otherwise the silo refuses it.
-enum EvaluationReleased {
-    static func check(_ c: DecisionContext) -> [String] {
-        if c.policy.allows(.finalEvaluation) { return [] }
+struct EvaluationReleased: PlanRule {
+    let name = "releases"
+    func check(_ c: DecisionContext) -> [String] {
+        guard c.plan.isEvaluation, !c.policy.allows(.finalEvaluation) else { return [] }
         guard c.policy.evaluationNoiseMultiplier != nil else {
             return ["an evaluation plan's result would leave this silo, which its policy releases neither exactly "
                     + "(releases.without_dp: [final_evaluation]) nor with DP (releases.evaluation_noise_multiplier)"]
