@@ -82,14 +82,9 @@ public struct AnalyticsRelease: Sendable, Equatable {
                 throw DatasetError(file: nil, line: nil, reason: "statistics \(i + 1) of \(parts.count): \(problem)")
             }
         }
-        let count = parts.reduce(0) { $0 + $1.count }, n = max(count, 1)
-        var columns: [AnalyticsResult.Column] = []
-        for j in 0..<d {
-            let r = moments.ranges[j]
-            let mean = min(max(parts.reduce(0) { $0 + $1.sums[j] } / n, -0.5), 0.5)
-            let variance = min(max(parts.reduce(0) { $0 + $1.squares[j] } / n - mean * mean, 0), 0.25)
-            columns.append(.init(mean: r.lower / 2 + r.upper / 2 + mean * (r.upper - r.lower), deviation: variance.squareRoot() * (r.upper - r.lower)))
-        }
+        let count = parts.reduce(0) { $0 + $1.count }
+        let columns = moments.pooled(count: count, sums: parts.map(\.sums), squares: parts.map(\.squares), leastScale: 0)
+            .map { AnalyticsResult.Column(mean: $0.mean, deviation: $0.deviation) }
         let pooled = histograms.indices.map { k in (0..<histograms[k].bins).map { b in parts.reduce(0) { $0 + $1.bins[k][b] } } }
         let results = zip(histograms, pooled).map { h, counts in
             AnalyticsResult.HistogramResult(column: h.column, edges: h.edges, counts: counts.map { $0 >= minCell ? $0 : nil },

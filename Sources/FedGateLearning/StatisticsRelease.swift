@@ -95,17 +95,19 @@ public struct StatisticsRelease: Sendable, Equatable {
             }
         }
         guard !parts.isEmpty else { throw DatasetError(file: nil, line: nil, reason: "no silo's statistics to combine") }
-        let n = max(parts.reduce(0) { $0 + $1.count }, 1)
-        var means: [Float] = [], scales: [Float] = []
-        for j in 0..<d {
-            let mean = min(max(parts.reduce(0) { $0 + $1.sums[j] } / n, -0.5), 0.5)
-            let meanSquare = parts.reduce(0) { $0 + $1.squares[j] } / n
-            let variance = min(max(meanSquare - mean * mean, Self.leastScale * Self.leastScale), 0.25)
-            let r = ranges[j]
-            means.append(Float(r.midpoint + mean * r.width))
-            scales.append(Float(variance.squareRoot() * r.width))
+        let pooled = pooled(count: parts.reduce(0) { $0 + $1.count }, sums: parts.map(\.sums), squares: parts.map(\.squares), leastScale: Self.leastScale)
+        return Standardisation(means: pooled.map { Float($0.mean) }, scales: pooled.map { Float($0.deviation) })
+    }
+
+    /// Each feature's mean and standard deviation in its own units from summed releases: the scaled
+    /// mean clamped into [−½, ½], the scaled deviation into [`leastScale`, ½], then mapped back.
+    func pooled(count: Double, sums: [[Double]], squares: [[Double]], leastScale: Double) -> [(mean: Double, deviation: Double)] {
+        let n = max(count, 1)
+        return ranges.indices.map { j in
+            let mean = min(max(sums.reduce(0) { $0 + $1[j] } / n, -0.5), 0.5)
+            let variance = min(max(squares.reduce(0) { $0 + $1[j] } / n - mean * mean, leastScale * leastScale), 0.25)
+            return (ranges[j].midpoint + mean * ranges[j].width, variance.squareRoot() * ranges[j].width)
         }
-        return Standardisation(means: means, scales: scales)
     }
 }
 
