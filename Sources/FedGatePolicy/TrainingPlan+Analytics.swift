@@ -37,14 +37,11 @@ extension TrainingPlan {
     public var trainsNothing: Bool { isEvaluation || isStatistics }
 
     static func statisticsPlan(_ r: YAMLReader, _ root: YAMLReader.Map) throws -> TrainingPlan {
-        for key in ["rounds", "local_steps", "strategy", "dp", "secure_aggregation", "executor", "personalisation", "fedprox", "compression",
-                    "model", "model_version", "evaluation", "slices"] where root.optional(key) != nil {
-            throw r.error(root.optional(key), key, "a statistics plan (kind: statistics) trains and evaluates nothing: remove '\(key)'")
-        }
         if let schema = root.optional("schema") {
             throw r.error(schema, "schema", "a statistics plan reads numeric columns (with their bounds); statistics over a schema's categories are not built yet")
         }
-        try root.only(["kind", "purpose", "datasets", "columns", "statistics", "histograms", "min_cell", "quorum", "broker", "deadlines"])
+        try refuseTraining(r, root, kind: "a statistics plan (kind: statistics)",
+                           allowing: ["kind", "purpose", "datasets", "columns", "statistics", "histograms", "min_cell", "quorum", "broker", "deadlines"])
         var plan = try trainingNothing(r, root, model: "none", does: "release statistics")
         let statisticsNode = try root.require("statistics", "noise_multiplier and each column's bounds")
         let statistics = try Self.statistics(r, statisticsNode, columns: plan.columns, schema: false)

@@ -9,16 +9,10 @@ import Yams
 /// silo is its final evaluation: exactly when its policy lists `final_evaluation`, else as noisy
 /// counts under `releases.evaluation_noise_multiplier` (a DP event in its ledger), else nothing.
 extension TrainingPlan {
-    /// What an evaluation plan may say; anything about training is refused by name.
-    static let evaluationKeys = ["kind", "model_version", "purpose", "datasets", "columns", "model", "quorum", "broker", "deadlines",
-                                 "evaluation", "schema", "slices"]
-
     static func evaluationPlan(_ r: YAMLReader, _ root: YAMLReader.Map) throws -> TrainingPlan {
-        for key in ["rounds", "local_steps", "strategy", "dp", "secure_aggregation", "statistics", "executor", "personalisation",
-                    "fedprox", "compression"] where root.optional(key) != nil {
-            throw r.error(root.optional(key), key, "an evaluation plan (kind: evaluate) trains nothing: remove '\(key)'")
-        }
-        try root.only(evaluationKeys)
+        try refuseTraining(r, root, kind: "an evaluation plan (kind: evaluate)",
+                           allowing: ["kind", "model_version", "purpose", "datasets", "columns", "model", "quorum", "broker", "deadlines",
+                                      "evaluation", "schema", "slices"])
         let version = try r.int(try root.require("model_version", "the registry version to evaluate"), "model_version",
                                 1...Int(Int32.max), "a registry version number ≥ 1")
         let modelNode = try root.require("model", "the model kind of the version: logistic, softmax, mlp:H or linear")
@@ -35,6 +29,15 @@ extension TrainingPlan {
             throw r.error(root.optional("evaluation"), "evaluation.max_slice_gap", "needs the plan's slices (slices: [column, …])")
         }
         return plan
+    }
+
+    /// Refuses any field outside `allowing`: a training plan's by name ("trains nothing: remove it"),
+    /// any other as unknown.
+    static func refuseTraining(_ r: YAMLReader, _ root: YAMLReader.Map, kind: String, allowing allowed: [String]) throws {
+        for e in root.entries where !allowed.contains(e.key) && trainingKeys.contains(e.key) {
+            throw r.error(e.keyNode, e.key, "\(kind) trains nothing: remove '\(e.key)'")
+        }
+        try root.only(allowed)
     }
 
     /// What every plan that trains nothing states (purpose, data sets, columns, quorum, broker,

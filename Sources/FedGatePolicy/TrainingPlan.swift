@@ -144,6 +144,11 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     }
 
     /// Parses plan YAML; errors name file:line:column and the field.
+    /// What a training plan may say.
+    static let trainingKeys = ["kind", "purpose", "datasets", "columns", "model", "executor", "rounds", "local_steps", "strategy",
+                               "dp", "secure_aggregation", "quorum", "broker", "deadlines", "evaluation", "personalisation", "schema", "statistics",
+                               "slices", "fedprox", "compression", "sampling"]
+
     public static func parse(_ text: String, file: String) throws -> TrainingPlan {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
@@ -155,9 +160,7 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
             case let other: throw r.error(kind, "kind", "'\(other.prefix(40))' is not a plan kind: train (the default), evaluate or statistics")
             }
         }
-        try root.only(["kind", "purpose", "datasets", "columns", "model", "executor", "rounds", "local_steps", "strategy",
-                       "dp", "secure_aggregation", "quorum", "broker", "deadlines", "evaluation", "personalisation", "schema", "statistics", "slices",
-                       "fedprox", "compression", "sampling"])
+        try root.only(trainingKeys)
         let broker = try r.map(try root.require("broker", "region and jurisdiction of the broker"), "broker")
         try broker.only(["region", "jurisdiction"])
         let deadlines = try r.map(try root.require("deadlines", "round_seconds"), "deadlines")
