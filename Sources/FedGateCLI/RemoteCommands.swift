@@ -106,7 +106,11 @@ enum PlanView {
     /// Each round's poisoning flags and the plan's alerts, one line each.
     static func attackLines(_ s: Fedgate_V1_PlanStatusResponse) -> [String] {
         s.rounds.flatMap { r in r.flags.map { "  flagged in round \(r.round): \(flagLine($0))" } }
-            + s.alerts.map { "  ALERT: \($0.silo) flagged as a likely attacker in rounds \($0.rounds.map(String.init).joined(separator: ", "))" }
+            + s.alerts.map { "  " + alertLine($0) }
+    }
+
+    static func alertLine(_ a: Fedgate_V1_AttackAlert) -> String {
+        "ALERT: \(a.silo) flagged as a likely attacker in rounds \(a.rounds.map(String.init).joined(separator: ", "))"
     }
 
     /// A statistics plan's pooled figures: the count, each column's mean and deviation, its
@@ -262,7 +266,7 @@ extension PlanCommand {
                         if let line = PlanView.compressionLine(r) { print("          \(line)") }
                     }
                     for alert in s.alerts.dropFirst(seenAlerts) {
-                        print("ALERT: \(alert.silo) flagged as a likely attacker in rounds \(alert.rounds.map(String.init).joined(separator: ", "))")
+                        print(PlanView.alertLine(alert))
                     }
                     seenAlerts = s.alerts.count
                     // The broker's ε mirror and byte counts are as of this poll: said once, after

@@ -81,7 +81,7 @@ extension Gateway {
         if let made = releasedStatistics[hash] { return made }
         guard let release = accepted.statistics else { throw OfferRefusal(rule: "statistics", "an evaluation plan asks for no statistics release") }
         try await reservations.spend(release.event, plan: hash, datasets: accepted.plan.datasets)
-        var noise = settings.fixedNoise.map { RepeatableNoise(run: $0.run, silo: $0.silo, round: 0).noise } ?? GaussianNoiseGenerator()
+        var noise = releaseNoise()
         let r = release.release(accepted.train, noise: &noise)
         var m = Fedgate_V1_FeatureMoments()
         m.count = r.count
@@ -92,6 +92,11 @@ extension Gateway {
         m.classes = UInt32(accepted.plan.schema != nil || governor.policy.allows(.labelClasses) ? r.classes : 2)
         try await released(m, accepted, plan: hash, noiseMultiplier: release.noiseMultiplier)
         return m
+    }
+
+    /// The noise a release draws: the CSPRNG's, or in tests the run's repeatable noise (no privacy).
+    private func releaseNoise() -> GaussianNoiseGenerator {
+        settings.fixedNoise.map { RepeatableNoise(run: $0.run, silo: $0.silo, round: 0).noise } ?? GaussianNoiseGenerator()
     }
 
     /// What left, kept for the plan's later asks and in the silo's own trail (`statistics.release`:
@@ -116,7 +121,7 @@ extension Gateway {
         let release: AnalyticsRelease
         do { release = try accepted.plan.analyticsRelease(features: rows.featureNames) } catch { throw OfferRefusal(rule: "statistics", "\(error)") }
         try await reservations.spend(release.event, plan: hash, datasets: accepted.plan.datasets)
-        var noise = settings.fixedNoise.map { RepeatableNoise(run: $0.run, silo: $0.silo, round: 0).noise } ?? GaussianNoiseGenerator()
+        var noise = releaseNoise()
         let r = release.release(rows, noise: &noise)
         var m = Fedgate_V1_FeatureMoments()
         (m.count, m.sums, m.squares, m.bins) = (r.count, r.sums, r.squares, Array(r.bins.joined()))

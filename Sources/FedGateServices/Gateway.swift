@@ -272,7 +272,8 @@ public actor Gateway {
 
     /// The round is over: a reservation still open was never spent (no update left), so it is released.
     /// A plan ended at the broker: it no longer counts against the policy's concurrent plans, and its
-    /// per-plan state here (codec, personal layers, statistics release) is let go.
+    /// codec (top-k's residual) is let go. Its statistics release stays: the same plan submitted
+    /// again gets the same values, spending nothing more.
     func planEnded(_ ended: Fedgate_V1_PlanEnded) {
         guard activePlans.removeValue(forKey: ended.planHash) != nil else { return }
         codecs.removeValue(forKey: ended.planHash)
