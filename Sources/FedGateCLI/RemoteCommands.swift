@@ -310,8 +310,9 @@ extension PlanCommand {
 
 /// `fedgate model list|pull|rollback`: the broker's model registry.
 struct ModelCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "model", abstract: "List, pull or roll back model versions in the broker's registry.",
-                                                    subcommands: [List.self, Pull.self, Rollback.self, Predict.self])
+    static let configuration = CommandConfiguration(commandName: "model",
+                                                    abstract: "List, pull, roll back and deploy model versions in the broker's registry; score rows with one at a silo.",
+                                                    subcommands: [List.self, Pull.self, Rollback.self, Deploy.self, Deployments.self, Predict.self])
 
     struct List: AsyncParsableCommand, AsyncExecutable {
         static let configuration = CommandConfiguration(abstract: "Model versions with their lineage, oldest first.")

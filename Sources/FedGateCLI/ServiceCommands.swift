@@ -184,6 +184,7 @@ struct GatewayCommand: AsyncParsableCommand {
             let governor = SiloGovernor(policy: policy, policyText: try String(contentsOf: c.policy, encoding: .utf8), ledger: ledger)
             var settings = Gateway.Settings(credentials: credentials, dataset: c.dataset, data: data)
             settings.brokerPins = VersionPins(versions: policy.brokerVersions, sha256: policy.brokerSHA256)
+            (settings.deployments, settings.freshRows, settings.freshLabel) = (c.deployments, c.freshCSV, c.label)
             #if DEBUG
             // Tests only, and only in debug builds: draw the simulator's DP noise ("RUN:SILO") so a run
             // across processes can be compared bit for bit. A release build never reads this.

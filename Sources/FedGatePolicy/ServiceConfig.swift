@@ -158,13 +158,19 @@ public struct GatewayConfig: Sendable, Equatable {
     public var renewBeforeDays: Double
     /// Where `/metrics` is served (HTTPS, monitor or admin certificates), if anywhere.
     public var metrics: MetricsListen?
+    /// `dataset.fresh_csv`: the rows the silo's own pipeline writes as they arrive, which a deployed
+    /// model is monitored on (the policy's `monitoring:`); nil: nothing to monitor on.
+    public var freshCSV: URL?
+    /// `deployments`: the folder where deployed registry versions are kept (default `deployed/`
+    /// beside this file); `fedgate model predict --config` uses the one the silo runs.
+    public var deployments: URL
 
     public static func load(_ url: URL) throws -> GatewayConfig { try parse(try readPolicyFile(url), file: url.path) }
 
     public static func parse(_ text: String, file: String) throws -> GatewayConfig {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
-        try root.only(["silo", "broker", "tls", "store", "migrations", "policy", "dataset", "learning_rate", "renew_before_days", "metrics"])
+        try root.only(["silo", "broker", "tls", "store", "migrations", "policy", "dataset", "learning_rate", "renew_before_days", "metrics", "deployments"])
         let broker = try r.map(try root.require("broker", "{host, port, name}"), "broker")
         try broker.only(["host", "port", "name", "standbys", "connect_timeout_seconds"])
         let standbys: [Endpoint] = try broker.optional("standbys").map { node in
@@ -177,7 +183,7 @@ public struct GatewayConfig: Sendable, Equatable {
             }
         } ?? []
         let data = try r.map(try root.require("dataset", "{name, csv, label, test_fraction, columns, values}"), "dataset")
-        try data.only(["name", "csv", "postgres", "label", "test_fraction", "test_csv", "columns", "values"])
+        try data.only(["name", "csv", "postgres", "label", "test_fraction", "test_csv", "columns", "values", "fresh_csv"])
         guard (data.optional("csv") == nil) != (data.optional("postgres") == nil) else {
             throw r.error(data.node, "dataset", "give exactly one of csv (a file) and postgres (a table or query in the silo's database)")
         }
@@ -200,7 +206,9 @@ public struct GatewayConfig: Sendable, Equatable {
             testFraction: try data.optional("test_fraction").map { try r.double($0, "dataset.test_fraction", 0.05...0.5, "a share from 0.05 to 0.5") } ?? 0.2,
             testCSV: try data.optional("test_csv").map { resolve(try r.string($0, "dataset.test_csv"), folder) },
             learningRate: try root.optional("learning_rate").map { try r.double($0, "learning_rate", 1e-6...100, "a rate from 1e-6 to 100") } ?? 0.5,
-            renewBeforeDays: try root.optional("renew_before_days").map { try r.double($0, "renew_before_days", 0...89, "days from 0 to 89") } ?? 2)
+            renewBeforeDays: try root.optional("renew_before_days").map { try r.double($0, "renew_before_days", 0...89, "days from 0 to 89") } ?? 2,
+            deployments: resolve(try root.optional("deployments").map { try r.string($0, "deployments") } ?? "deployed", folder))
+        config.freshCSV = try data.optional("fresh_csv").map { resolve(try r.string($0, "dataset.fresh_csv"), folder) }
         config.standbyBrokers = standbys
         config.connectTimeoutSeconds = try broker.optional("connect_timeout_seconds")
             .map { try r.double($0, "broker.connect_timeout_seconds", 1...300, "seconds from 1 to 300") } ?? 15

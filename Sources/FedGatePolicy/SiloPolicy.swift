@@ -66,13 +66,36 @@ public struct SiloPolicy: Sendable, Equatable {
     public var roundsPerDay: Int?
     /// `max_concurrent_plans`: the most plans this silo is in at once; nil: no limit.
     public var maxConcurrentPlans: Int?
+    /// `monitoring`: how this silo watches a model deployed to it; nil: it does not (it still runs
+    /// deployed versions, and releases nothing about them).
+    public var monitoring: Monitoring?
+
+    /// ```yaml
+    /// monitoring:
+    ///   noise_multiplier: 2.0   # each release's Gaussian noise, a DP event on the data set
+    ///   every_seconds: 3600     # how often the fresh rows are checked (a window seen before is not released again)
+    ///   min_rows: 50            # fewer fresh rows: no release
+    /// ```
+    public struct Monitoring: Sendable, Equatable {
+        public let noiseMultiplier: Double
+        public let everySeconds: Double
+        public let minRows: Int
+        public init(noiseMultiplier: Double, everySeconds: Double, minRows: Int) {
+            (self.noiseMultiplier, self.everySeconds, self.minRows) = (noiseMultiplier, everySeconds, minRows)
+        }
+    }
+
+    /// The ledger's plan key of the monitoring releases of a deployed version: the data set's
+    /// per-plan cap bounds what watching one version may spend. Not a training plan: rounds under it
+    /// count toward no quota.
+    public static func monitoringKey(version: Int) -> String { "monitor:v\(version)" }
 
     /// Why this silo takes no more rounds now (nil: it may), from the rounds it took part in: each
     /// (plan, round ≥ 1) with a reservation or commit made at `at`. A round counts once however many
     /// data sets it spent on; statistics releases (round 0) do not count.
     public func quotaRefusal(rounds: [(plan: String, round: Int, at: Date)], now: Date) -> String? {
         guard let limit = roundsPerDay else { return nil }
-        let recent = Set(rounds.filter { $0.round >= 1 && $0.at > now.addingTimeInterval(-86_400) && $0.at <= now }.map { "\($0.plan)/\($0.round)" })
+        let recent = Set(rounds.filter { $0.round >= 1 && !$0.plan.hasPrefix("monitor:") && $0.at > now.addingTimeInterval(-86_400) && $0.at <= now }.map { "\($0.plan)/\($0.round)" })
         guard recent.count >= limit else { return nil }
         return "this silo took part in \(recent.count) rounds in the last 24 hours; its policy allows \(limit) (quota.rounds_per_day)"
     }
@@ -89,7 +112,7 @@ public struct SiloPolicy: Sendable, Equatable {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
         try root.only(["silo", "datasets", "residency", "privacy", "models", "executors", "programs", "hours", "approval", "software", "releases",
-                       "compression", "quota", "max_concurrent_plans"])
+                       "compression", "quota", "max_concurrent_plans", "monitoring"])
         let silo = try r.string(try root.require("silo", "the silo id"), "silo")
         let datasets = try datasetRules(r, try root.require("datasets", "a mapping from data-set name to its rules"))
         let residency = try r.map(try root.require("residency", "allowed_regions and allowed_jurisdictions"), "residency")
@@ -144,6 +167,15 @@ public struct SiloPolicy: Sendable, Equatable {
             try quota.only(["rounds_per_day"])
             policy.roundsPerDay = try r.int(try quota.require("rounds_per_day", "the most rounds per 24 hours"), "quota.rounds_per_day",
                                             1...1_000_000, "a number of rounds ≥ 1")
+        }
+        if let node = root.optional("monitoring") {
+            let m = try r.map(node, "monitoring")
+            try m.only(["noise_multiplier", "every_seconds", "min_rows"])
+            policy.monitoring = Monitoring(
+                noiseMultiplier: try r.double(try m.require("noise_multiplier", "each release's noise multiplier"), "monitoring.noise_multiplier",
+                                              0.5...1000, "a noise multiplier between 0.5 and 1000"),
+                everySeconds: try m.optional("every_seconds").map { try r.double($0, "monitoring.every_seconds", 1...2_592_000, "seconds from 1 to 2592000 (30 days)") } ?? 3600,
+                minRows: try m.optional("min_rows").map { try r.int($0, "monitoring.min_rows", 10...10_000_000, "a number of rows ≥ 10") } ?? 50)
         }
         if let node = root.optional("software") {
             let software = try r.map(node, "software")

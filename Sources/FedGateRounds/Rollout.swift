@@ -111,7 +111,7 @@ public struct Rollout: Sendable {
 
     public struct Refusal: Error, Sendable, CustomStringConvertible {
         public let description: String
-        init(_ description: String) { self.description = description }
+        public init(_ description: String) { self.description = description }
     }
 
     /// The version each silo runs (installed and confirmed); absent: none.

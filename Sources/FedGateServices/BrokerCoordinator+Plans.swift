@@ -120,6 +120,7 @@ extension BrokerCoordinator {
     @discardableResult
     public func recover(fence: LeaseFence? = nil) async throws -> [String] {
         self.fence = fence
+        replayRollout(try await store.auditRecords())
         let recovery = PlanRecovery(store: store, brokerID: settings.brokerID, wallClock: settings.wallClock, fence: fence)
         var resumed: [String] = []
         var trail: [AuditRecord]?

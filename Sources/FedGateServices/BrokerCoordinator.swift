@@ -103,6 +103,9 @@ public actor BrokerCoordinator {
     var mirrorPlans: [String: TrainingPlan] = [:]
     /// Per running plan, the rounds each silo was flagged in, for the alert.
     var attackWatches: [String: AttackWatch] = [:]
+    /// Deployments of registry versions to silos, and the files they send (SHA-256, size) by version.
+    var rollout = Rollout()
+    var deploymentFiles: [Int: (sha256: String, bytes: Int)] = [:]
 
     static func mirrorPlan(_ plan: TrainingPlan) -> TrainingPlan? {
         var pinned = plan
@@ -168,6 +171,7 @@ public actor BrokerCoordinator {
         outbox.yield(message)
         logger.info("gateway connected", metadata: ["silo": "\(silo)", "datasets": "\(datasets.sorted())"])
         sendAuditHead(to: [silo])
+        resendOwedDeployment(to: silo)
         return token
     }
 

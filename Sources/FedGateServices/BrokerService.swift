@@ -127,6 +127,8 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
                         case .evaluation(let report): await coordinator.evaluation(report, from: silo, token: t)
                         case .secagg(let step): await coordinator.secagg(step, from: silo, token: t)
                         case .auditHead(let head): await coordinator.witness(head, from: silo, token: t)
+                        case .deployed(let answer): await coordinator.deployed(answer, from: silo, token: t)
+                        case .monitor(let report): await coordinator.monitored(report, from: silo, token: t)
                         case .hello, nil: throw RPCError(code: .invalidArgument, message: "only one Hello per stream")
                         }
                     }
@@ -147,6 +149,7 @@ public struct BrokerService: Fedgate_V1_Broker.SimpleServiceProtocol {
     public func downloadModel(request: Fedgate_V1_ModelRequest, response: RPCWriter<Fedgate_V1_TransferChunk>,
                               context: ServerContext) async throws {
         let silo = try context.callerIdentity.id
+        if request.version != 0 { return try await downloadDeployed(request, silo: silo, response: response) }
         let model: ModelFile
         do { model = try await coordinator.model(for: silo, plan: request.planHash, round: Int(request.round)) } catch {
             throw await refuse(silo, .modelDownload, .permissionDenied, "\(error)",

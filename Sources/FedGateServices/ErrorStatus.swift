@@ -71,7 +71,7 @@ extension BrokerError {
         case .unknownPlan: .notFound
         case .notAskedToEvaluate, .roundNotTraining: .failedPrecondition
         case .checkpointUnusable: .dataLoss
-        case .approvalsNotGiven, .everyRoundAborted: .failedPrecondition
+        case .approvalsNotGiven, .everyRoundAborted, .deployment: .failedPrecondition
         }
     }
 }

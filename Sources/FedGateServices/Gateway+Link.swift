@@ -90,6 +90,8 @@ extension Gateway {
                         await self.witnessBroker(head, reply: continuation)
                     case .planEnded(let ended):
                         await self.planEnded(ended)
+                    case .deploy(let task):
+                        await self.deploy(task, broker: broker, reply: continuation)
                     case nil:
                         continue
                     }
@@ -105,7 +107,7 @@ extension Gateway {
     func welcomed(_ welcome: Fedgate_V1_Welcome, address: String, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>,
                   reply continuation: AsyncStream<Fedgate_V1_GatewayMessage>.Continuation) async throws -> Task<Void, Never>? {
         try await checkPins(welcome, broker: address)
-        connected(to: address)
+        connected(to: address, outbox: continuation)
         do {
             if try await renewIfDue(broker) { markRenewed(); return nil }
         } catch {
@@ -173,8 +175,9 @@ extension Gateway {
             "silo": "\(siloID)", "not_after": "\(credentials.notAfter)", "error": "\(error)"])
     }
 
-    func connected(to address: String) {
+    func connected(to address: String, outbox: AsyncStream<Fedgate_V1_GatewayMessage>.Continuation) {
         activity.sessions += 1
+        brokerOutbox = outbox
         logger.info("connected to the broker", metadata: ["silo": "\(siloID)", "broker": "\(settings.brokerName)", "address": "\(address)"])
         settings.onConnected?(address)
     }

@@ -174,11 +174,21 @@ extension Gateway {
     /// more than one range of this silo's download queued), checked against the SHA-256 announced.
     func fetchModel(_ broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>, plan: String, round: UInt32,
                     sha256: String, until deadlineMs: Int64) async throws -> [UInt8] {
-        let (grace, cap) = (settings.transferGrace, settings.limits.uploadTimeout)
         var request = Fedgate_V1_ModelRequest()
         request.planHash = plan
         request.round = round
-        let (payload, digest) = try await RangedFetch.file(maximumBytes: settings.limits.maximumPayloadBytes, what: "model for round \(round)",
+        return try await fetch(broker, request, what: "model for round \(round)", sha256: sha256, until: deadlineMs) {
+            GatewayError.modelDigestMismatch(round: round)
+        }
+    }
+
+    /// A file from the broker as ranges (`request` says which: a round's model or a registry
+    /// version), checked against the SHA-256 it was announced with (else `mismatch`).
+    func fetch(_ broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>, _ base: Fedgate_V1_ModelRequest, what: String, sha256: String,
+               until deadlineMs: Int64?, mismatch: () -> GatewayError) async throws -> [UInt8] {
+        let (grace, cap) = (settings.transferGrace, settings.limits.uploadTimeout)
+        var request = base
+        let (payload, digest) = try await RangedFetch.file(maximumBytes: settings.limits.maximumPayloadBytes, what: what,
                                                            rangeBytes: settings.limits.downloadRangeBytes) { offset, length in
             request.offset = offset
             request.length = length
@@ -190,7 +200,7 @@ extension Gateway {
         activity.bytesReceived += payload.count
         metrics.count("fedgate_bytes_total", [("direction", "in")], by: payload.count)
         // The bytes hash to what the stream declared (checked by the assembler); that must be the announced model.
-        guard digest == sha256.lowercased() else { throw GatewayError.modelDigestMismatch(round: round) }
+        guard digest == sha256.lowercased() else { throw mismatch() }
         return payload
     }
 

@@ -62,6 +62,12 @@ public actor Gateway {
         public var onConnected: (@Sendable (String) -> Void)?
         /// Where a test stops this process mid-round (none in production).
         public var crashPoints = CrashPoints.none
+        /// Where deployed registry versions are kept (`deployments:`); nil: this gateway installs none.
+        public var deployments: URL?
+        /// The fresh rows a deployed model is monitored on (`dataset.fresh_csv`), and the label column
+        /// there for a model without a schema (`dataset.label`).
+        public var freshRows: URL?
+        public var freshLabel: String?
         /// Tests only: repeatable DP noise for this silo (run seed, silo index), to compare with the simulator.
         public var fixedNoise: (run: UInt64, silo: Int)?
         /// Tests only: drop out of a secure-aggregation round right after sharing keys (the stream
@@ -119,6 +125,12 @@ public actor Gateway {
     var secure: [RoundKey: SecureSession] = [:]
     /// Each plan's statistics release as sent (`statisticsRelease`), by plan hash.
     var releasedStatistics: [String: Fedgate_V1_FeatureMoments] = [:]
+    /// The registry version this silo runs, its monitoring loop, whether a check is under way, and
+    /// the current session's stream to the broker (nil between sessions: nothing is released then).
+    var deployed: Deployed?
+    var monitoringTask: Task<Void, Never>?
+    var checking = false
+    var brokerOutbox: AsyncStream<Fedgate_V1_GatewayMessage>.Continuation?
 
     /// This silo's side of one secure-aggregation round: the protocol's client, and the update and
     /// the broker's relay, whichever comes first waiting for the other before masking.
@@ -152,6 +164,8 @@ public actor Gateway {
     public func run() async {
         await releaseUnsentReservations()
         await refreshBudgetMetrics()
+        loadDeployed()
+        defer { monitoringTask?.cancel() }
         // The silo's own audit chain, its head signed with the silo's key while it grows; and the
         // link to the broker. Stopped (SIGTERM, or the caller cancelled) the link goes first, then
         // the head is signed once more.
@@ -231,6 +245,7 @@ public actor Gateway {
     /// connection its uploads would use is gone. Training still running is stopped, and every
     /// reservation whose update never left is released (updates are committed before they leave).
     func abandonRoundsInFlight() async {
+        brokerOutbox = nil
         let running = Array(training.values)
         for task in running { task.cancel() }
         for task in running { await task.value }

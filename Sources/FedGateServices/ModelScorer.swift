@@ -61,9 +61,10 @@ public struct ModelScorer: Sendable {
         }
     }
 
-    /// Scores the rows of `table` it can read (the others counted by reason).
-    public func predict(_ table: Table, mapping: SiloMapping = SiloMapping()) throws -> (predictions: [Prediction], refused: [String: Int]) {
-        let (inputs, numbers, targets, refused) = try encode(table, mapping: mapping)
+    /// Scores the rows of `table` it can read (the others counted by reason). A model without a
+    /// schema reads each row's own label from the column `labelColumn` when given (a silo's `dataset.label`).
+    public func predict(_ table: Table, mapping: SiloMapping = SiloMapping(), labelColumn: String? = nil) throws -> (predictions: [Prediction], refused: [String: Int]) {
+        let (inputs, numbers, targets, refused) = try encode(table, mapping: mapping, label: labelColumn)
         var workspace = Network.Workspace(network)
         var predictions: [Prediction] = []
         predictions.reserveCapacity(inputs.count)
@@ -81,13 +82,40 @@ public struct ModelScorer: Sendable {
         return (predictions, refused)
     }
 
+    /// The model's inputs by name, in order: the schema's encoded inputs, or the named columns.
+    public var inputNames: [String] { schema.map { SchemaEncoding(schema: $0).inputNames } ?? columns ?? [] }
+
     /// A class index as the schema names it (a binary target's 0 and 1, or the class's text).
     public func label(_ k: Int) -> String {
         if case .multiclass(let classes)? = schema?.target.task, classes.indices.contains(k) { return classes[k] }
         return String(k)
     }
 
-    private func encode(_ table: Table, mapping: SiloMapping) throws -> ([[Double]], [Int], [Double], [String: Int]) {
+    /// The rows of `table` as the model's standardised inputs, each with whether the model gets it
+    /// right (nil: the row carries no label, or the model is a regression), for monitoring.
+    public func outcomes(_ table: Table, mapping: SiloMapping = SiloMapping(), label: String? = nil) throws -> (inputs: [[Float]], right: [Bool?], refused: [String: Int]) {
+        let (inputs, _, targets, refused) = try encode(table, mapping: mapping, label: label)
+        let rows = inputs.map { row in row.enumerated().map { j, v in (Float(v) - standardisation.means[j]) / standardisation.scales[j] } }
+        return (rows, zip(rows, targets).map { outcome($0, $1) }, refused)
+    }
+
+    /// A silo's numeric rows (raw features by name, integer labels) the same way.
+    public func outcomes(_ data: Dataset) throws -> (inputs: [[Float]], right: [Bool?]) {
+        guard let columns else { throw Unusable(description: "the model reads its rows through a schema; these rows are numbers without one") }
+        let selected: Dataset
+        do { selected = try data.selecting(features: columns) } catch { throw Unusable(description: "\(error)") }
+        let rows = (0..<selected.count).map { i in selected.row(i).enumerated().map { j, v in (v - standardisation.means[j]) / standardisation.scales[j] } }
+        return (rows, rows.indices.map { outcome(rows[$0], Double(selected.labels[$0])) })
+    }
+
+    private func outcome(_ x: [Float], _ target: Double) -> Bool? {
+        guard target.isFinite, self.target == nil else { return nil }
+        var workspace = Network.Workspace(network)
+        let p = network.forward(x[...], &workspace)
+        return (p.indices.max { p[$0] < p[$1] } ?? 0) == Int(target)
+    }
+
+    private func encode(_ table: Table, mapping: SiloMapping, label: String? = nil) throws -> ([[Double]], [Int], [Double], [String: Int]) {
         if let schema {
             let reading = try SchemaReading(table, schema: schema, mapping: mapping, requireTarget: false)
             return (try SchemaEncoding(schema: schema).inputs(reading.rows, fill: [:]), reading.accepted, reading.rows.map(\.target), reading.refused)
@@ -101,17 +129,22 @@ public struct ModelScorer: Sendable {
             }
             return i
         }
-        var inputs: [[Double]] = [], numbers: [Int] = [], refused: [String: Int] = [:]
+        var inputs: [[Double]] = [], numbers: [Int] = [], targets: [Double] = [], refused: [String: Int] = [:]
+        let labelAt = label.flatMap { index[mapping.local($0)] }
         for (n, cells) in table.rows.enumerated() {
             var x: [Double] = []
             for i in positions {
                 guard let text = cells[i], let v = Double(text.trimmingCharacters(in: .whitespaces)), v.isFinite else { break }
                 x.append(v)
             }
-            if x.count == names.count { inputs.append(x); numbers.append(n) } else {
+            if x.count == names.count {
+                inputs.append(x)
+                numbers.append(n)
+                targets.append(labelAt.flatMap { cells[$0] }.flatMap { Double($0.trimmingCharacters(in: .whitespaces)) } ?? .nan)
+            } else {
                 refused["column '\(names[x.count])': missing or not a number", default: 0] += 1
             }
         }
-        return (inputs, numbers, [Double](repeating: .nan, count: inputs.count), refused)
+        return (inputs, numbers, targets, refused)
     }
 }

@@ -13,6 +13,8 @@ public enum BrokerError: Error, Sendable, Equatable, CustomStringConvertible {
     case approvalsNotGiven(plan: String, reason: String)
     /// No round of the plan committed: it has no model (`last`: why its last round aborted).
     case everyRoundAborted(plan: String, last: String)
+    /// A deployment refused (the registry, the model, the rollout's rules).
+    case deployment(String)
 
     public var description: String {
         switch self {
@@ -23,6 +25,7 @@ public enum BrokerError: Error, Sendable, Equatable, CustomStringConvertible {
         case .checkpointUnusable(let plan, let round, let problem): "plan \(plan.prefix(12))…: the checkpoint of round \(round) \(problem)"
         case .approvalsNotGiven(_, let reason): reason
         case .everyRoundAborted(_, let last): "every round aborted, so the plan has no model (the last: \(last))"
+        case .deployment(let reason): reason
         }
     }
 }
@@ -45,6 +48,8 @@ public enum GatewayError: Error, Sendable, Equatable, CustomStringConvertible {
     case certificateRefused(silo: String, notAfter: Date, attempts: Int)
     /// The broker's software is not pinned by this silo's policy, or this gateway's by the broker's config.
     case versionRefused(reason: String)
+    /// A deployment this silo could not install or monitor (the reason goes back to the broker).
+    case deployment(version: Int, problem: String)
 
     public var description: String {
         switch self {
@@ -66,6 +71,7 @@ public enum GatewayError: Error, Sendable, Equatable, CustomStringConvertible {
                 + "the consortium operator revoked it (the broker's audit trail records by whom) or never enrolled this silo. "
                 + "Ask the operator; with a new certificate (fedgate gateway enroll) start the gateway again"
         case .versionRefused(let reason): "software versions do not match: \(reason)"
+        case .deployment(let version, let problem): "version \(version): \(problem)"
         }
     }
 }

@@ -55,6 +55,12 @@ public enum AuditEvent: Sendable, Equatable {
     case statisticsReleased(StatisticsReleased)
     /// A statistics plan's pooled figures (`statistics.pooled`, subject: the plan's hash).
     case statisticsPooled(StatisticsPooled)
+    // Deployments of registry versions to silos, their monitoring, alerts and rollbacks.
+    case deploymentStarted(DeploymentStarted)
+    case deploymentAnswered(DeploymentAnswered)
+    case monitorChecked(MonitorChecked)
+    case deploymentAlert(DeploymentAlert)
+    case deploymentRolledBack(DeploymentRolledBack)
     /// An action this build does not know (written by a newer FedGate, or a note): kept as stored.
     case other(action: String, payload: String)
 
@@ -92,6 +98,11 @@ public enum AuditEvent: Sendable, Equatable {
         case .attackAlert: "attack.alert"
         case .statisticsReleased: "statistics.release"
         case .statisticsPooled: "statistics.pooled"
+        case .deploymentStarted: "deploy.start"
+        case .deploymentAnswered: "deploy.answer"
+        case .monitorChecked: "monitor.check"
+        case .deploymentAlert: "deploy.alert"
+        case .deploymentRolledBack: "deploy.rolled_back"
         case .other(let action, _): action
         }
     }
@@ -129,6 +140,11 @@ public enum AuditEvent: Sendable, Equatable {
         case .attackAlert(let p): Self.json(p)
         case .statisticsReleased(let p): Self.json(p)
         case .statisticsPooled(let p): Self.json(p)
+        case .deploymentStarted(let p): Self.json(p)
+        case .deploymentAnswered(let p): Self.json(p)
+        case .monitorChecked(let p): Self.json(p)
+        case .deploymentAlert(let p): Self.json(p)
+        case .deploymentRolledBack(let p): Self.json(p)
         case .other(_, let payload): payload
         }
     }
@@ -141,7 +157,7 @@ public enum AuditEvent: Sendable, Equatable {
             self = .refused(kind, try read(Refusal.self))
             return
         }
-        if let decoded = try Self.ledgerOrParty(action, read) ?? Self.planOrModel(action, read) {
+        if let decoded = try Self.ledgerOrParty(action, read) ?? Self.planOrModel(action, read) ?? Self.deployment(action, read) {
             // `ledger.commit` whose fields say released, and the like.
             guard decoded.action == action else {
                 throw AuditEventError(action: action, problem: "its fields describe '\(decoded.action)'")
@@ -216,6 +232,17 @@ public enum AuditEvent: Sendable, Equatable {
             return .roundAdvanced(state, try read(RoundTransition.self))
         }
         return nil
+    }
+
+    private static func deployment(_ action: String, _ read: PayloadReader) throws -> AuditEvent? {
+        switch action {
+        case "deploy.start": return .deploymentStarted(try read(DeploymentStarted.self))
+        case "deploy.answer": return .deploymentAnswered(try read(DeploymentAnswered.self))
+        case "monitor.check": return .monitorChecked(try read(MonitorChecked.self))
+        case "deploy.alert": return .deploymentAlert(try read(DeploymentAlert.self))
+        case "deploy.rolled_back": return .deploymentRolledBack(try read(DeploymentRolledBack.self))
+        default: return nil
+        }
     }
 
     static func json<P: Encodable>(_ value: P) -> String {

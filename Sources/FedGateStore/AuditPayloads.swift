@@ -243,6 +243,8 @@ extension AuditEvent {
             case renewal = "certificate.renew.refuse"
             /// A silo left a secure round below its policy's least threshold or survivors.
             case secureRound = "secagg.refuse"
+            /// A silo's answer to a deployment, or its monitoring report, that the broker could not take.
+            case monitor = "monitor.refuse"
         }
         public var reason: String
         /// How many refusals of this kind and source the record stands for (rate-limited audit).
@@ -277,4 +279,54 @@ extension AuditEvent.Enrolment {
 
 extension AuditEvent.Lease {
     init(_ l: BrokerLease) { (holder, term, expiresAt) = (l.holder, l.term, l.expiresAt.timeIntervalSince1970) }
+}
+
+extension AuditEvent {
+    /// `deploy.start` (subject: `deployment N`): a registry version sent to silos, at a stage, with
+    /// the gate its monitoring checks must pass.
+    public struct DeploymentStarted: Codable, Sendable, Equatable {
+        public var deployment: Int, version: Int, stage: String, silos: [String], maxPSI: Double, significance: Double
+        public var minAccuracy: Double?, watch: [String], positions: [Int]
+        enum CodingKeys: String, CodingKey {
+            case deployment, version, stage, silos, maxPSI = "max_psi", significance, minAccuracy = "min_accuracy", watch, positions
+        }
+        public init(deployment: Int, version: Int, stage: String, silos: [String], maxPSI: Double, significance: Double, minAccuracy: Double?,
+                    watch: [String], positions: [Int]) {
+            (self.deployment, self.version, self.stage, self.silos, self.maxPSI) = (deployment, version, stage, silos, maxPSI)
+            (self.significance, self.minAccuracy, self.watch, self.positions) = (significance, minAccuracy, watch, positions)
+        }
+    }
+
+    /// `deploy.answer` (subject: the silo): the silo runs `version` now (0: none), or could not
+    /// install it (`problem`); with its reference histograms (released with DP) when it monitors.
+    public struct DeploymentAnswered: Codable, Sendable, Equatable {
+        public var deployment: Int, version: Int, rollback: Bool, problem: String?, reference: [[Double]]?, sigma: Double?
+        public init(deployment: Int, version: Int, rollback: Bool, problem: String?, reference: [[Double]]?, sigma: Double?) {
+            (self.deployment, self.version, self.rollback, self.problem, self.reference, self.sigma) = (deployment, version, rollback, problem, reference, sigma)
+        }
+    }
+
+    /// `monitor.check` (subject: the silo): a monitoring release of the version it runs (the noisy
+    /// counts as released, and their noise) and what the gate made of it.
+    public struct MonitorChecked: Codable, Sendable, Equatable {
+        public var deployment: Int, version: Int, counts: [Double], sigma: Double, accuracy: Double?, psi: [String: Double], reasons: [String]
+        public init(deployment: Int, version: Int, counts: [Double], sigma: Double, accuracy: Double?, psi: [String: Double], reasons: [String]) {
+            (self.deployment, self.version, self.counts, self.sigma, self.accuracy, self.psi, self.reasons) = (deployment, version, counts, sigma, accuracy, psi, reasons)
+        }
+    }
+
+    /// `deploy.alert` (subject: the silo whose check failed): why, and where each silo goes back to.
+    public struct DeploymentAlert: Codable, Sendable, Equatable {
+        public var deployment: Int, version: Int, reasons: [String], back: [String: Int]
+        public init(deployment: Int, version: Int, reasons: [String], back: [String: Int]) {
+            (self.deployment, self.version, self.reasons, self.back) = (deployment, version, reasons, back)
+        }
+    }
+
+    /// `deploy.rolled_back` (subject: `deployment N`): every silo is back on its previous version,
+    /// `seconds` after the alert.
+    public struct DeploymentRolledBack: Codable, Sendable, Equatable {
+        public var deployment: Int, version: Int, seconds: Double
+        public init(deployment: Int, version: Int, seconds: Double) { (self.deployment, self.version, self.seconds) = (deployment, version, seconds) }
+    }
 }

@@ -17,6 +17,8 @@ public enum BrokerAuthorization {
         "ListModels": [.dataScientist, .complianceOfficer, .admin],
         "PullModel": [.dataScientist, .admin],
         "RollbackModel": [.admin],
+        "DeployModel": [.admin],
+        "Deployments": [.dataScientist, .complianceOfficer, .admin],
     ]
 
     /// nil when `identity` may call `method`, else the reason it may not.

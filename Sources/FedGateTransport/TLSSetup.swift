@@ -134,7 +134,7 @@ public enum FedGateTransports {
     /// by it.
     public static func client(host: String, port: Int, serverName: String, credentials: TLSCredentials,
                               limits: TransportLimits = .init(), requestTimeout: Duration? = nil) throws -> HTTP2ClientTransport.Posix {
-        let oneAnswer = ["WhoAmI", "Renew", "SubmitPlan", "PlanStatus", "CancelPlan", "ListModels", "RollbackModel"]
+        let oneAnswer = ["WhoAmI", "Renew", "SubmitPlan", "PlanStatus", "CancelPlan", "ListModels", "RollbackModel", "DeployModel", "Deployments"]
         let serviceConfig = requestTimeout.map { timeout in
             ServiceConfig(methodConfig: [MethodConfig(names: oneAnswer.map { .init(service: "fedgate.v1.Broker", method: $0) }, timeout: timeout)])
         } ?? ServiceConfig()

@@ -209,6 +209,7 @@ struct OutgoingInspectionTests {
                             #expect(e.examples == UInt64(shard.test.count), "the held-out rows' count, an evaluation released without DP")
                         case .secagg: kinds.insert("secagg")
                         case .auditHead: kinds.insert("audit_head"); continue  // a sequence number and a hash
+                        case .deployed, .monitor: kinds.insert("deployment")
                         case nil: kinds.insert("empty")
                         }
                     } else if let chunk = m as? Fedgate_V1_TransferChunk {
@@ -331,6 +332,7 @@ struct ReleaseCensusTests {
                         case .evaluation(let e):
                             #expect(e.error.isEmpty && e.loss == 0 && !e.personalised)
                             account("evaluation")
+                        case .deployed, .monitor: Issue.record("hospital-\(i) sent a deployment message, and nothing was deployed")
                         case nil: Issue.record("hospital-\(i) sent an empty message")
                         }
                     } else if let chunk = message as? Fedgate_V1_TransferChunk {

@@ -49,6 +49,14 @@ struct AuditEventTests {
         .attackFlagged(.init(plan: "ab12", round: 3, kind: "excluded", reason: "left out by multi-krum:1")),
         .attackAlert(.init(plan: "ab12", rounds: [1, 2, 3], alertAfter: 3)),
         .statisticsReleased(.init(datasets: ["d"], noiseMultiplier: 2, features: 4, count: 99.5)),
+        .deploymentStarted(.init(deployment: 2, version: 3, stage: "canary", silos: ["a", "b"], maxPSI: 0.25, significance: 0.001, minAccuracy: 0.8,
+                                 watch: ["age"], positions: [0])),
+        .deploymentStarted(.init(deployment: 3, version: 3, stage: "all", silos: ["a"], maxPSI: 0.1, significance: 0.01, minAccuracy: nil, watch: [], positions: [])),
+        .deploymentAnswered(.init(deployment: 2, version: 3, rollback: false, problem: nil, reference: [[1, 2, 3, 4.5]], sigma: 4.4)),
+        .deploymentAnswered(.init(deployment: 2, version: 0, rollback: true, problem: "download failed", reference: nil, sigma: nil)),
+        .monitorChecked(.init(deployment: 2, version: 3, counts: [9, 8, 7, 1, 2, 3, 4], sigma: 4.4, accuracy: nil, psi: ["age": 0.3], reasons: ["drift"])),
+        .deploymentAlert(.init(deployment: 2, version: 3, reasons: ["drift: age"], back: ["a": 1, "b": 0])),
+        .deploymentRolledBack(.init(deployment: 2, version: 3, seconds: 0.42)),
     ]
 
     @Test("every kind of event reads back as itself from the action and payload it is stored as")

@@ -185,6 +185,32 @@ public enum Fedgate_V1_Broker: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "DeployModel" metadata.
+        public enum DeployModel: Sendable {
+            /// Request type for "DeployModel".
+            public typealias Input = Fedgate_V1_DeployModelRequest
+            /// Response type for "DeployModel".
+            public typealias Output = Fedgate_V1_DeploymentsResponse
+            /// Descriptor for "DeployModel".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "fedgate.v1.Broker"),
+                method: "DeployModel",
+                type: .unary
+            )
+        }
+        /// Namespace for "Deployments" metadata.
+        public enum Deployments: Sendable {
+            /// Request type for "Deployments".
+            public typealias Input = Fedgate_V1_DeploymentsRequest
+            /// Response type for "Deployments".
+            public typealias Output = Fedgate_V1_DeploymentsResponse
+            /// Descriptor for "Deployments".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "fedgate.v1.Broker"),
+                method: "Deployments",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "fedgate.v1.Broker" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             WhoAmI.descriptor,
@@ -198,7 +224,9 @@ public enum Fedgate_V1_Broker: Sendable {
             ReadAudit.descriptor,
             ListModels.descriptor,
             PullModel.descriptor,
-            RollbackModel.descriptor
+            RollbackModel.descriptor,
+            DeployModel.descriptor,
+            Deployments.descriptor
         ]
     }
 }
@@ -443,6 +471,44 @@ extension Fedgate_V1_Broker {
             request: GRPCCore.StreamingServerRequest<Fedgate_V1_RollbackModelRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_ModelVersionInfo>
+
+        /// Handle the "DeployModel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deploy a registry version to silos (admins only): a canary to named silos, then, once every
+        /// > canary silo passed a monitoring check, to every silo. A check that fails rolls the silos back.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Fedgate_V1_DeployModelRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Fedgate_V1_DeploymentsResponse` messages.
+        func deployModel(
+            request: GRPCCore.StreamingServerRequest<Fedgate_V1_DeployModelRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_DeploymentsResponse>
+
+        /// Handle the "Deployments" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Which version each silo runs, every deployment with its checks, alerts and rollbacks
+        /// > (data scientists, compliance officers, admins).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Fedgate_V1_DeploymentsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Fedgate_V1_DeploymentsResponse` messages.
+        func deployments(
+            request: GRPCCore.StreamingServerRequest<Fedgate_V1_DeploymentsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_DeploymentsResponse>
     }
 
     /// Service protocol for the "fedgate.v1.Broker" service.
@@ -671,6 +737,44 @@ extension Fedgate_V1_Broker {
             request: GRPCCore.ServerRequest<Fedgate_V1_RollbackModelRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Fedgate_V1_ModelVersionInfo>
+
+        /// Handle the "DeployModel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deploy a registry version to silos (admins only): a canary to named silos, then, once every
+        /// > canary silo passed a monitoring check, to every silo. A check that fails rolls the silos back.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_DeployModelRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Fedgate_V1_DeploymentsResponse` message.
+        func deployModel(
+            request: GRPCCore.ServerRequest<Fedgate_V1_DeployModelRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Fedgate_V1_DeploymentsResponse>
+
+        /// Handle the "Deployments" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Which version each silo runs, every deployment with its checks, alerts and rollbacks
+        /// > (data scientists, compliance officers, admins).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_DeploymentsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Fedgate_V1_DeploymentsResponse` message.
+        func deployments(
+            request: GRPCCore.ServerRequest<Fedgate_V1_DeploymentsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Fedgate_V1_DeploymentsResponse>
     }
 
     /// Simple service protocol for the "fedgate.v1.Broker" service.
@@ -901,6 +1005,44 @@ extension Fedgate_V1_Broker {
             request: Fedgate_V1_RollbackModelRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Fedgate_V1_ModelVersionInfo
+
+        /// Handle the "DeployModel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deploy a registry version to silos (admins only): a canary to named silos, then, once every
+        /// > canary silo passed a monitoring check, to every silo. A check that fails rolls the silos back.
+        ///
+        /// - Parameters:
+        ///   - request: A `Fedgate_V1_DeployModelRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Fedgate_V1_DeploymentsResponse` to respond with.
+        func deployModel(
+            request: Fedgate_V1_DeployModelRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Fedgate_V1_DeploymentsResponse
+
+        /// Handle the "Deployments" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Which version each silo runs, every deployment with its checks, alerts and rollbacks
+        /// > (data scientists, compliance officers, admins).
+        ///
+        /// - Parameters:
+        ///   - request: A `Fedgate_V1_DeploymentsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Fedgate_V1_DeploymentsResponse` to respond with.
+        func deployments(
+            request: Fedgate_V1_DeploymentsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Fedgate_V1_DeploymentsResponse
     }
 }
 
@@ -1040,6 +1182,28 @@ extension Fedgate_V1_Broker.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Fedgate_V1_Broker.Method.DeployModel.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_DeployModelRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_DeploymentsResponse>(),
+            handler: { request, context in
+                try await self.deployModel(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Fedgate_V1_Broker.Method.Deployments.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_DeploymentsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_DeploymentsResponse>(),
+            handler: { request, context in
+                try await self.deployments(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1161,6 +1325,28 @@ extension Fedgate_V1_Broker.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_ModelVersionInfo> {
         let response = try await self.rollbackModel(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func deployModel(
+        request: GRPCCore.StreamingServerRequest<Fedgate_V1_DeployModelRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_DeploymentsResponse> {
+        let response = try await self.deployModel(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func deployments(
+        request: GRPCCore.StreamingServerRequest<Fedgate_V1_DeploymentsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Fedgate_V1_DeploymentsResponse> {
+        let response = try await self.deployments(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1336,6 +1522,32 @@ extension Fedgate_V1_Broker.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Fedgate_V1_ModelVersionInfo> {
         return GRPCCore.ServerResponse<Fedgate_V1_ModelVersionInfo>(
             message: try await self.rollbackModel(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func deployModel(
+        request: GRPCCore.ServerRequest<Fedgate_V1_DeployModelRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Fedgate_V1_DeploymentsResponse> {
+        return GRPCCore.ServerResponse<Fedgate_V1_DeploymentsResponse>(
+            message: try await self.deployModel(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func deployments(
+        request: GRPCCore.ServerRequest<Fedgate_V1_DeploymentsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Fedgate_V1_DeploymentsResponse> {
+        return GRPCCore.ServerResponse<Fedgate_V1_DeploymentsResponse>(
+            message: try await self.deployments(
                 request: request.message,
                 context: context
             ),
@@ -1630,6 +1842,54 @@ extension Fedgate_V1_Broker {
             deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_ModelVersionInfo>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_ModelVersionInfo>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DeployModel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deploy a registry version to silos (admins only): a canary to named silos, then, once every
+        /// > canary silo passed a monitoring check, to every silo. A check that fails rolls the silos back.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_DeployModelRequest` message.
+        ///   - serializer: A serializer for `Fedgate_V1_DeployModelRequest` messages.
+        ///   - deserializer: A deserializer for `Fedgate_V1_DeploymentsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func deployModel<Result>(
+            request: GRPCCore.ClientRequest<Fedgate_V1_DeployModelRequest>,
+            serializer: some GRPCCore.MessageSerializer<Fedgate_V1_DeployModelRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_DeploymentsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_DeploymentsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Deployments" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Which version each silo runs, every deployment with its checks, alerts and rollbacks
+        /// > (data scientists, compliance officers, admins).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_DeploymentsRequest` message.
+        ///   - serializer: A serializer for `Fedgate_V1_DeploymentsRequest` messages.
+        ///   - deserializer: A deserializer for `Fedgate_V1_DeploymentsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func deployments<Result>(
+            request: GRPCCore.ClientRequest<Fedgate_V1_DeploymentsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Fedgate_V1_DeploymentsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_DeploymentsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_DeploymentsResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2051,6 +2311,76 @@ extension Fedgate_V1_Broker {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "DeployModel" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Deploy a registry version to silos (admins only): a canary to named silos, then, once every
+        /// > canary silo passed a monitoring check, to every silo. A check that fails rolls the silos back.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_DeployModelRequest` message.
+        ///   - serializer: A serializer for `Fedgate_V1_DeployModelRequest` messages.
+        ///   - deserializer: A deserializer for `Fedgate_V1_DeploymentsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func deployModel<Result>(
+            request: GRPCCore.ClientRequest<Fedgate_V1_DeployModelRequest>,
+            serializer: some GRPCCore.MessageSerializer<Fedgate_V1_DeployModelRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_DeploymentsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_DeploymentsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Fedgate_V1_Broker.Method.DeployModel.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Deployments" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Which version each silo runs, every deployment with its checks, alerts and rollbacks
+        /// > (data scientists, compliance officers, admins).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Fedgate_V1_DeploymentsRequest` message.
+        ///   - serializer: A serializer for `Fedgate_V1_DeploymentsRequest` messages.
+        ///   - deserializer: A deserializer for `Fedgate_V1_DeploymentsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func deployments<Result>(
+            request: GRPCCore.ClientRequest<Fedgate_V1_DeploymentsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Fedgate_V1_DeploymentsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Fedgate_V1_DeploymentsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_DeploymentsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Fedgate_V1_Broker.Method.Deployments.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2395,6 +2725,66 @@ extension Fedgate_V1_Broker.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_RollbackModelRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_ModelVersionInfo>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeployModel" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Deploy a registry version to silos (admins only): a canary to named silos, then, once every
+    /// > canary silo passed a monitoring check, to every silo. A check that fails rolls the silos back.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Fedgate_V1_DeployModelRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deployModel<Result>(
+        request: GRPCCore.ClientRequest<Fedgate_V1_DeployModelRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_DeploymentsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.deployModel(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_DeployModelRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_DeploymentsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Deployments" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Which version each silo runs, every deployment with its checks, alerts and rollbacks
+    /// > (data scientists, compliance officers, admins).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Fedgate_V1_DeploymentsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deployments<Result>(
+        request: GRPCCore.ClientRequest<Fedgate_V1_DeploymentsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_DeploymentsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.deployments(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Fedgate_V1_DeploymentsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Fedgate_V1_DeploymentsResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2791,6 +3181,74 @@ extension Fedgate_V1_Broker.ClientProtocol {
             metadata: metadata
         )
         return try await self.rollbackModel(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeployModel" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Deploy a registry version to silos (admins only): a canary to named silos, then, once every
+    /// > canary silo passed a monitoring check, to every silo. A check that fails rolls the silos back.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deployModel<Result>(
+        _ message: Fedgate_V1_DeployModelRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_DeploymentsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Fedgate_V1_DeployModelRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.deployModel(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Deployments" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Which version each silo runs, every deployment with its checks, alerts and rollbacks
+    /// > (data scientists, compliance officers, admins).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func deployments<Result>(
+        _ message: Fedgate_V1_DeploymentsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Fedgate_V1_DeploymentsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Fedgate_V1_DeploymentsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.deployments(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -176,6 +176,27 @@ public nonisolated struct Fedgate_V1_GatewayMessage: Sendable {
     set {kind = .auditHead(newValue)}
   }
 
+  /// The silo's answer to a DeployTask: the version it now runs (released without DP: which model
+  /// the silo runs, like its software version), and, when its policy monitors deployed models,
+  /// the reference histograms of its training rows (a DP event in its ledger, committed first).
+  public var deployed: Fedgate_V1_DeploymentAnswer {
+    get {
+      if case .deployed(let v)? = kind {return v}
+      return Fedgate_V1_DeploymentAnswer()
+    }
+    set {kind = .deployed(newValue)}
+  }
+
+  /// A monitoring check of the deployed version on the silo's fresh rows: noisy counts and
+  /// histograms (a DP event in its ledger, committed first).
+  public var monitor: Fedgate_V1_MonitorReport {
+    get {
+      if case .monitor(let v)? = kind {return v}
+      return Fedgate_V1_MonitorReport()
+    }
+    set {kind = .monitor(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -187,6 +208,13 @@ public nonisolated struct Fedgate_V1_GatewayMessage: Sendable {
     /// The silo's own signed audit-chain head, for the broker to keep as a witness. Released
     /// without DP: a sequence number and a SHA-256 of the silo's audit chain, no value of its data.
     case auditHead(Fedgate_V1_SignedAuditHead)
+    /// The silo's answer to a DeployTask: the version it now runs (released without DP: which model
+    /// the silo runs, like its software version), and, when its policy monitors deployed models,
+    /// the reference histograms of its training rows (a DP event in its ledger, committed first).
+    case deployed(Fedgate_V1_DeploymentAnswer)
+    /// A monitoring check of the deployed version on the silo's fresh rows: noisy counts and
+    /// histograms (a DP event in its ledger, committed first).
+    case monitor(Fedgate_V1_MonitorReport)
 
   }
 
@@ -385,6 +413,15 @@ public nonisolated struct Fedgate_V1_BrokerMessage: Sendable {
     set {kind = .planEnded(newValue)}
   }
 
+  /// "Run this registry version" (a deployment), or "go back to this one" (a rollback).
+  public var deploy: Fedgate_V1_DeployTask {
+    get {
+      if case .deploy(let v)? = kind {return v}
+      return Fedgate_V1_DeployTask()
+    }
+    set {kind = .deploy(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -398,8 +435,81 @@ public nonisolated struct Fedgate_V1_BrokerMessage: Sendable {
     case auditHead(Fedgate_V1_SignedAuditHead)
     /// A plan ended (finished, failed or cancelled): sent to the silos serving its data sets.
     case planEnded(Fedgate_V1_PlanEnded)
+    /// "Run this registry version" (a deployment), or "go back to this one" (a rollback).
+    case deploy(Fedgate_V1_DeployTask)
 
   }
+
+  public init() {}
+}
+
+/// A registry version for the silo to keep and use locally (fetched with DownloadModel, version set),
+/// and the columns its monitoring watches. Version 0 with rollback set: run no deployed model.
+public nonisolated struct Fedgate_V1_DeployTask: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var version: UInt32 = 0
+
+  public var modelSha256: String = String()
+
+  public var modelBytes: UInt64 = 0
+
+  /// canary or all
+  public var stage: String = String()
+
+  /// The model inputs the silo's monitoring releases a histogram of, by name.
+  public var watch: [String] = []
+
+  /// Set when this sends the silo back to the version it ran before a failed check.
+  public var rollback: Bool = false
+
+  /// The deployment this belongs to (the broker's sequence).
+  public var deployment: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Fedgate_V1_DeploymentAnswer: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var version: UInt32 = 0
+
+  public var deployment: UInt32 = 0
+
+  /// Why the silo could not install the version (it keeps running the one it had), else empty.
+  public var error: String = String()
+
+  /// The training rows' monitoring release (MonitorReport.counts' layout), when the silo monitors.
+  public var reference: [Double] = []
+
+  /// The noise multiplier of the silo's monitoring releases (its policy's), 0 when it does not monitor.
+  public var noiseMultiplier: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Fedgate_V1_MonitorReport: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var version: UInt32 = 0
+
+  /// rows, labelled rows, rows the model got right, then each watched column's four bins (below −1,
+  /// −1 to 0, 0 to 1, 1 and above, in the model's standard units): all with Gaussian noise.
+  public var counts: [Double] = []
+
+  public var noiseMultiplier: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -701,6 +811,9 @@ public nonisolated struct Fedgate_V1_ModelRequest: Sendable {
 
   /// bytes wanted (0: to the end)
   public var length: UInt64 = 0
+
+  /// A deployed registry version instead of a round's model (plan_hash and round then unset).
+  public var version: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1184,6 +1297,194 @@ public nonisolated struct Fedgate_V1_RollbackModelRequest: Sendable {
   public init() {}
 }
 
+public nonisolated struct Fedgate_V1_DeployModelRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var version: UInt32 = 0
+
+  /// canary or all
+  public var stage: String = String()
+
+  /// A canary's silos.
+  public var silos: [String] = []
+
+  /// The largest population stability index a watched column may show (0: 0.25).
+  public var maxPsi: Double = 0
+
+  /// The least accuracy on fresh labelled rows (unset: the version's plan's evaluation.min_accuracy, if any).
+  public var minAccuracy: Double {
+    get {_minAccuracy ?? 0}
+    set {_minAccuracy = newValue}
+  }
+  /// Returns true if `minAccuracy` has been explicitly set.
+  public var hasMinAccuracy: Bool {self._minAccuracy != nil}
+  /// Clears the value of `minAccuracy`. Subsequent reads from it will return its default value.
+  public mutating func clearMinAccuracy() {self._minAccuracy = nil}
+
+  /// The model inputs to watch, by name (empty: every input, up to 8).
+  public var watch: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _minAccuracy: Double? = nil
+}
+
+public nonisolated struct Fedgate_V1_DeploymentsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Fedgate_V1_DeploymentsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// silo → the version it runs (absent: none)
+  public var running: Dictionary<String,UInt32> = [:]
+
+  public var deployments: [Fedgate_V1_DeploymentInfo] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Fedgate_V1_DeploymentInfo: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: UInt32 {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
+
+  public var version: UInt32 {
+    get {_storage._version}
+    set {_uniqueStorage()._version = newValue}
+  }
+
+  public var stage: String {
+    get {_storage._stage}
+    set {_uniqueStorage()._stage = newValue}
+  }
+
+  public var silos: [String] {
+    get {_storage._silos}
+    set {_uniqueStorage()._silos = newValue}
+  }
+
+  public var state: String {
+    get {_storage._state}
+    set {_uniqueStorage()._state = newValue}
+  }
+
+  public var by: String {
+    get {_storage._by}
+    set {_uniqueStorage()._by = newValue}
+  }
+
+  public var startedAtMs: Int64 {
+    get {_storage._startedAtMs}
+    set {_uniqueStorage()._startedAtMs = newValue}
+  }
+
+  public var maxPsi: Double {
+    get {_storage._maxPsi}
+    set {_uniqueStorage()._maxPsi = newValue}
+  }
+
+  public var minAccuracy: Double {
+    get {_storage._minAccuracy}
+    set {_uniqueStorage()._minAccuracy = newValue}
+  }
+
+  public var watch: [String] {
+    get {_storage._watch}
+    set {_uniqueStorage()._watch = newValue}
+  }
+
+  public var installed: [String] {
+    get {_storage._installed}
+    set {_uniqueStorage()._installed = newValue}
+  }
+
+  /// silo → why it did not install or does not monitor
+  public var problems: Dictionary<String,String> {
+    get {_storage._problems}
+    set {_uniqueStorage()._problems = newValue}
+  }
+
+  public var checks: [Fedgate_V1_MonitorCheck] {
+    get {_storage._checks}
+    set {_uniqueStorage()._checks = newValue}
+  }
+
+  /// The failed check's silo and reasons, when one failed.
+  public var alertSilo: String {
+    get {_storage._alertSilo}
+    set {_uniqueStorage()._alertSilo = newValue}
+  }
+
+  public var alertReasons: [String] {
+    get {_storage._alertReasons}
+    set {_uniqueStorage()._alertReasons = newValue}
+  }
+
+  /// From the alert to the last silo back on its previous version (0 while rolling back).
+  public var rollbackSeconds: Double {
+    get {_storage._rollbackSeconds}
+    set {_uniqueStorage()._rollbackSeconds = newValue}
+  }
+
+  public var promotionBlockers: [String] {
+    get {_storage._promotionBlockers}
+    set {_uniqueStorage()._promotionBlockers = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Fedgate_V1_MonitorCheck: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var silo: String = String()
+
+  public var version: UInt32 = 0
+
+  public var atMs: Int64 = 0
+
+  public var rows: Double = 0
+
+  /// -1: too few labelled rows to tell
+  public var accuracy: Double = 0
+
+  public var psi: Dictionary<String,Double> = [:]
+
+  public var pValue: Dictionary<String,Double> = [:]
+
+  public var reasons: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Fedgate_V1_ReadAuditRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1429,7 +1730,7 @@ nonisolated extension Fedgate_V1_RenewResponse: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Fedgate_V1_GatewayMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GatewayMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}heartbeat\0\u{3}offer_reply\0\u{1}evaluation\0\u{1}secagg\0\u{3}audit_head\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}heartbeat\0\u{3}offer_reply\0\u{1}evaluation\0\u{1}secagg\0\u{3}audit_head\0\u{1}deployed\0\u{1}monitor\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1515,6 +1816,32 @@ nonisolated extension Fedgate_V1_GatewayMessage: SwiftProtobuf.Message, SwiftPro
           self.kind = .auditHead(v)
         }
       }()
+      case 7: try {
+        var v: Fedgate_V1_DeploymentAnswer?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .deployed(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .deployed(v)
+        }
+      }()
+      case 8: try {
+        var v: Fedgate_V1_MonitorReport?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .monitor(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .monitor(v)
+        }
+      }()
       default: break
       }
     }
@@ -1549,6 +1876,14 @@ nonisolated extension Fedgate_V1_GatewayMessage: SwiftProtobuf.Message, SwiftPro
     case .auditHead?: try {
       guard case .auditHead(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
+    case .deployed?: try {
+      guard case .deployed(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    }()
+    case .monitor?: try {
+      guard case .monitor(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
     }()
     case nil: break
     }
@@ -1793,7 +2128,7 @@ nonisolated extension Fedgate_V1_FeatureMoments: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Fedgate_V1_BrokerMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".BrokerMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}welcome\0\u{1}offer\0\u{1}task\0\u{1}outcome\0\u{1}evaluate\0\u{1}secagg\0\u{3}audit_head\0\u{3}plan_ended\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}welcome\0\u{1}offer\0\u{1}task\0\u{1}outcome\0\u{1}evaluate\0\u{1}secagg\0\u{3}audit_head\0\u{3}plan_ended\0\u{1}deploy\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1905,6 +2240,19 @@ nonisolated extension Fedgate_V1_BrokerMessage: SwiftProtobuf.Message, SwiftProt
           self.kind = .planEnded(v)
         }
       }()
+      case 9: try {
+        var v: Fedgate_V1_DeployTask?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .deploy(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .deploy(v)
+        }
+      }()
       default: break
       }
     }
@@ -1948,6 +2296,10 @@ nonisolated extension Fedgate_V1_BrokerMessage: SwiftProtobuf.Message, SwiftProt
       guard case .planEnded(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
     }()
+    case .deploy?: try {
+      guard case .deploy(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -1955,6 +2307,156 @@ nonisolated extension Fedgate_V1_BrokerMessage: SwiftProtobuf.Message, SwiftProt
 
   public static func ==(lhs: Fedgate_V1_BrokerMessage, rhs: Fedgate_V1_BrokerMessage) -> Bool {
     if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_DeployTask: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeployTask"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}model_sha256\0\u{3}model_bytes\0\u{1}stage\0\u{1}watch\0\u{1}rollback\0\u{1}deployment\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.version) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.modelSha256) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.modelBytes) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.stage) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.watch) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.rollback) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.deployment) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.version != 0 {
+      try visitor.visitSingularUInt32Field(value: self.version, fieldNumber: 1)
+    }
+    if !self.modelSha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.modelSha256, fieldNumber: 2)
+    }
+    if self.modelBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.modelBytes, fieldNumber: 3)
+    }
+    if !self.stage.isEmpty {
+      try visitor.visitSingularStringField(value: self.stage, fieldNumber: 4)
+    }
+    if !self.watch.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.watch, fieldNumber: 5)
+    }
+    if self.rollback != false {
+      try visitor.visitSingularBoolField(value: self.rollback, fieldNumber: 6)
+    }
+    if self.deployment != 0 {
+      try visitor.visitSingularUInt32Field(value: self.deployment, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_DeployTask, rhs: Fedgate_V1_DeployTask) -> Bool {
+    if lhs.version != rhs.version {return false}
+    if lhs.modelSha256 != rhs.modelSha256 {return false}
+    if lhs.modelBytes != rhs.modelBytes {return false}
+    if lhs.stage != rhs.stage {return false}
+    if lhs.watch != rhs.watch {return false}
+    if lhs.rollback != rhs.rollback {return false}
+    if lhs.deployment != rhs.deployment {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_DeploymentAnswer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeploymentAnswer"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}deployment\0\u{1}error\0\u{1}reference\0\u{3}noise_multiplier\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.version) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.deployment) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      case 4: try { try decoder.decodeRepeatedDoubleField(value: &self.reference) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.noiseMultiplier) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.version != 0 {
+      try visitor.visitSingularUInt32Field(value: self.version, fieldNumber: 1)
+    }
+    if self.deployment != 0 {
+      try visitor.visitSingularUInt32Field(value: self.deployment, fieldNumber: 2)
+    }
+    if !self.error.isEmpty {
+      try visitor.visitSingularStringField(value: self.error, fieldNumber: 3)
+    }
+    if !self.reference.isEmpty {
+      try visitor.visitPackedDoubleField(value: self.reference, fieldNumber: 4)
+    }
+    if self.noiseMultiplier.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.noiseMultiplier, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_DeploymentAnswer, rhs: Fedgate_V1_DeploymentAnswer) -> Bool {
+    if lhs.version != rhs.version {return false}
+    if lhs.deployment != rhs.deployment {return false}
+    if lhs.error != rhs.error {return false}
+    if lhs.reference != rhs.reference {return false}
+    if lhs.noiseMultiplier != rhs.noiseMultiplier {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_MonitorReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MonitorReport"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}counts\0\u{3}noise_multiplier\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.version) }()
+      case 2: try { try decoder.decodeRepeatedDoubleField(value: &self.counts) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.noiseMultiplier) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.version != 0 {
+      try visitor.visitSingularUInt32Field(value: self.version, fieldNumber: 1)
+    }
+    if !self.counts.isEmpty {
+      try visitor.visitPackedDoubleField(value: self.counts, fieldNumber: 2)
+    }
+    if self.noiseMultiplier.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.noiseMultiplier, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_MonitorReport, rhs: Fedgate_V1_MonitorReport) -> Bool {
+    if lhs.version != rhs.version {return false}
+    if lhs.counts != rhs.counts {return false}
+    if lhs.noiseMultiplier != rhs.noiseMultiplier {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2536,7 +3038,7 @@ nonisolated extension Fedgate_V1_RoundOutcome: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Fedgate_V1_ModelRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ModelRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{1}offset\0\u{1}length\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{1}offset\0\u{1}length\0\u{1}version\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2548,6 +3050,7 @@ nonisolated extension Fedgate_V1_ModelRequest: SwiftProtobuf.Message, SwiftProto
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.round) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.length) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.version) }()
       default: break
       }
     }
@@ -2566,6 +3069,9 @@ nonisolated extension Fedgate_V1_ModelRequest: SwiftProtobuf.Message, SwiftProto
     if self.length != 0 {
       try visitor.visitSingularUInt64Field(value: self.length, fieldNumber: 4)
     }
+    if self.version != 0 {
+      try visitor.visitSingularUInt32Field(value: self.version, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2574,6 +3080,7 @@ nonisolated extension Fedgate_V1_ModelRequest: SwiftProtobuf.Message, SwiftProto
     if lhs.round != rhs.round {return false}
     if lhs.offset != rhs.offset {return false}
     if lhs.length != rhs.length {return false}
+    if lhs.version != rhs.version {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3556,6 +4063,362 @@ nonisolated extension Fedgate_V1_RollbackModelRequest: SwiftProtobuf.Message, Sw
 
   public static func ==(lhs: Fedgate_V1_RollbackModelRequest, rhs: Fedgate_V1_RollbackModelRequest) -> Bool {
     if lhs.version != rhs.version {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_DeployModelRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeployModelRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}stage\0\u{1}silos\0\u{3}max_psi\0\u{3}min_accuracy\0\u{1}watch\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.version) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.stage) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.silos) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.maxPsi) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self._minAccuracy) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.watch) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.version != 0 {
+      try visitor.visitSingularUInt32Field(value: self.version, fieldNumber: 1)
+    }
+    if !self.stage.isEmpty {
+      try visitor.visitSingularStringField(value: self.stage, fieldNumber: 2)
+    }
+    if !self.silos.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.silos, fieldNumber: 3)
+    }
+    if self.maxPsi.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.maxPsi, fieldNumber: 4)
+    }
+    try { if let v = self._minAccuracy {
+      try visitor.visitSingularDoubleField(value: v, fieldNumber: 5)
+    } }()
+    if !self.watch.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.watch, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_DeployModelRequest, rhs: Fedgate_V1_DeployModelRequest) -> Bool {
+    if lhs.version != rhs.version {return false}
+    if lhs.stage != rhs.stage {return false}
+    if lhs.silos != rhs.silos {return false}
+    if lhs.maxPsi != rhs.maxPsi {return false}
+    if lhs._minAccuracy != rhs._minAccuracy {return false}
+    if lhs.watch != rhs.watch {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_DeploymentsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeploymentsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_DeploymentsRequest, rhs: Fedgate_V1_DeploymentsRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_DeploymentsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeploymentsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}running\0\u{1}deployments\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt32>.self, value: &self.running) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.deployments) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.running.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt32>.self, value: self.running, fieldNumber: 1)
+    }
+    if !self.deployments.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.deployments, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_DeploymentsResponse, rhs: Fedgate_V1_DeploymentsResponse) -> Bool {
+    if lhs.running != rhs.running {return false}
+    if lhs.deployments != rhs.deployments {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_DeploymentInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeploymentInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}version\0\u{1}stage\0\u{1}silos\0\u{1}state\0\u{1}by\0\u{3}started_at_ms\0\u{3}max_psi\0\u{3}min_accuracy\0\u{1}watch\0\u{1}installed\0\u{1}problems\0\u{1}checks\0\u{3}alert_silo\0\u{3}alert_reasons\0\u{3}rollback_seconds\0\u{3}promotion_blockers\0")
+
+  fileprivate class _StorageClass {
+    var _id: UInt32 = 0
+    var _version: UInt32 = 0
+    var _stage: String = String()
+    var _silos: [String] = []
+    var _state: String = String()
+    var _by: String = String()
+    var _startedAtMs: Int64 = 0
+    var _maxPsi: Double = 0
+    var _minAccuracy: Double = 0
+    var _watch: [String] = []
+    var _installed: [String] = []
+    var _problems: Dictionary<String,String> = [:]
+    var _checks: [Fedgate_V1_MonitorCheck] = []
+    var _alertSilo: String = String()
+    var _alertReasons: [String] = []
+    var _rollbackSeconds: Double = 0
+    var _promotionBlockers: [String] = []
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _version = source._version
+      _stage = source._stage
+      _silos = source._silos
+      _state = source._state
+      _by = source._by
+      _startedAtMs = source._startedAtMs
+      _maxPsi = source._maxPsi
+      _minAccuracy = source._minAccuracy
+      _watch = source._watch
+      _installed = source._installed
+      _problems = source._problems
+      _checks = source._checks
+      _alertSilo = source._alertSilo
+      _alertReasons = source._alertReasons
+      _rollbackSeconds = source._rollbackSeconds
+      _promotionBlockers = source._promotionBlockers
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt32Field(value: &_storage._id) }()
+        case 2: try { try decoder.decodeSingularUInt32Field(value: &_storage._version) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._stage) }()
+        case 4: try { try decoder.decodeRepeatedStringField(value: &_storage._silos) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._state) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._by) }()
+        case 7: try { try decoder.decodeSingularInt64Field(value: &_storage._startedAtMs) }()
+        case 8: try { try decoder.decodeSingularDoubleField(value: &_storage._maxPsi) }()
+        case 9: try { try decoder.decodeSingularDoubleField(value: &_storage._minAccuracy) }()
+        case 10: try { try decoder.decodeRepeatedStringField(value: &_storage._watch) }()
+        case 11: try { try decoder.decodeRepeatedStringField(value: &_storage._installed) }()
+        case 12: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._problems) }()
+        case 13: try { try decoder.decodeRepeatedMessageField(value: &_storage._checks) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._alertSilo) }()
+        case 15: try { try decoder.decodeRepeatedStringField(value: &_storage._alertReasons) }()
+        case 16: try { try decoder.decodeSingularDoubleField(value: &_storage._rollbackSeconds) }()
+        case 17: try { try decoder.decodeRepeatedStringField(value: &_storage._promotionBlockers) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if _storage._id != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._id, fieldNumber: 1)
+      }
+      if _storage._version != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._version, fieldNumber: 2)
+      }
+      if !_storage._stage.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._stage, fieldNumber: 3)
+      }
+      if !_storage._silos.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._silos, fieldNumber: 4)
+      }
+      if !_storage._state.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._state, fieldNumber: 5)
+      }
+      if !_storage._by.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._by, fieldNumber: 6)
+      }
+      if _storage._startedAtMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._startedAtMs, fieldNumber: 7)
+      }
+      if _storage._maxPsi.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._maxPsi, fieldNumber: 8)
+      }
+      if _storage._minAccuracy.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._minAccuracy, fieldNumber: 9)
+      }
+      if !_storage._watch.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._watch, fieldNumber: 10)
+      }
+      if !_storage._installed.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._installed, fieldNumber: 11)
+      }
+      if !_storage._problems.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: _storage._problems, fieldNumber: 12)
+      }
+      if !_storage._checks.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._checks, fieldNumber: 13)
+      }
+      if !_storage._alertSilo.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._alertSilo, fieldNumber: 14)
+      }
+      if !_storage._alertReasons.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._alertReasons, fieldNumber: 15)
+      }
+      if _storage._rollbackSeconds.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._rollbackSeconds, fieldNumber: 16)
+      }
+      if !_storage._promotionBlockers.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._promotionBlockers, fieldNumber: 17)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_DeploymentInfo, rhs: Fedgate_V1_DeploymentInfo) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._version != rhs_storage._version {return false}
+        if _storage._stage != rhs_storage._stage {return false}
+        if _storage._silos != rhs_storage._silos {return false}
+        if _storage._state != rhs_storage._state {return false}
+        if _storage._by != rhs_storage._by {return false}
+        if _storage._startedAtMs != rhs_storage._startedAtMs {return false}
+        if _storage._maxPsi != rhs_storage._maxPsi {return false}
+        if _storage._minAccuracy != rhs_storage._minAccuracy {return false}
+        if _storage._watch != rhs_storage._watch {return false}
+        if _storage._installed != rhs_storage._installed {return false}
+        if _storage._problems != rhs_storage._problems {return false}
+        if _storage._checks != rhs_storage._checks {return false}
+        if _storage._alertSilo != rhs_storage._alertSilo {return false}
+        if _storage._alertReasons != rhs_storage._alertReasons {return false}
+        if _storage._rollbackSeconds != rhs_storage._rollbackSeconds {return false}
+        if _storage._promotionBlockers != rhs_storage._promotionBlockers {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Fedgate_V1_MonitorCheck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MonitorCheck"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}silo\0\u{1}version\0\u{3}at_ms\0\u{1}rows\0\u{1}accuracy\0\u{1}psi\0\u{3}p_value\0\u{1}reasons\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.silo) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.version) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.atMs) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.rows) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.accuracy) }()
+      case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: &self.psi) }()
+      case 7: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: &self.pValue) }()
+      case 8: try { try decoder.decodeRepeatedStringField(value: &self.reasons) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.silo.isEmpty {
+      try visitor.visitSingularStringField(value: self.silo, fieldNumber: 1)
+    }
+    if self.version != 0 {
+      try visitor.visitSingularUInt32Field(value: self.version, fieldNumber: 2)
+    }
+    if self.atMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.atMs, fieldNumber: 3)
+    }
+    if self.rows.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.rows, fieldNumber: 4)
+    }
+    if self.accuracy.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.accuracy, fieldNumber: 5)
+    }
+    if !self.psi.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: self.psi, fieldNumber: 6)
+    }
+    if !self.pValue.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: self.pValue, fieldNumber: 7)
+    }
+    if !self.reasons.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.reasons, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Fedgate_V1_MonitorCheck, rhs: Fedgate_V1_MonitorCheck) -> Bool {
+    if lhs.silo != rhs.silo {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.atMs != rhs.atMs {return false}
+    if lhs.rows != rhs.rows {return false}
+    if lhs.accuracy != rhs.accuracy {return false}
+    if lhs.psi != rhs.psi {return false}
+    if lhs.pValue != rhs.pValue {return false}
+    if lhs.reasons != rhs.reasons {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
