@@ -56,6 +56,9 @@ public struct Rollout: Sendable {
         case rolledBack = "rolled_back"
         /// A deployment to every silo that a later one to every silo replaced.
         case superseded
+        /// A deployment to every silo whose check failed where there was no earlier version to go
+        /// back to: the alert stands, the silos keep the version until a person acts.
+        case alerted
     }
 
     public struct Alert: Sendable, Equatable {
@@ -179,16 +182,26 @@ public struct Rollout: Sendable {
         case problem(String)
         /// The silo is back on its previous version; `seconds` once the whole rollback is done.
         case returned(seconds: Double?)
+        /// The silo installed the version after a check had failed: send it back to this version too.
+        case mustReturn(to: Int)
     }
 
     /// A silo answered: it now runs `version` (with its reference histograms when it monitors), or
     /// could not (`problem`).
-    public mutating func answered(silo: String, version: Int, reference: Reference?, problem: String?, at: Date) throws -> Answer {
-        guard let i = deployments.lastIndex(where: { $0.silos.contains(silo) && ($0.version == version || $0.previous[silo] == version) }) else {
-            throw Refusal("no deployment sent version \(version) to \(silo)")
+    public mutating func answered(silo: String, deployment id: Int, version: Int, reference: Reference?, problem: String?, at: Date) throws -> Answer {
+        guard let i = deployments.firstIndex(where: { $0.id == id }), deployments[i].silos.contains(silo) else {
+            throw Refusal("deployment \(id) sent nothing to \(silo)")
         }
         var d = deployments[i]
         defer { deployments[i] = d }
+        if d.state == .rollingBack, version == d.version, version != d.previous[silo] {
+            // Installed after the alert: it goes back too.
+            guard problem == nil else { return .problem(problem ?? "") }
+            setRunning(silo, version)
+            d.installed.insert(silo)
+            d.returning.insert(silo)
+            return .mustReturn(to: d.previous[silo] ?? 0)
+        }
         if d.state == .rollingBack || d.state == .rolledBack {
             guard problem == nil, version == d.previous[silo], d.returning.remove(silo) != nil else {
                 throw Refusal("\(silo) answered version \(version) during the rollback of deployment \(d.id)\(problem.map { ": \($0)" } ?? "")")
@@ -225,7 +238,8 @@ public struct Rollout: Sendable {
         public let check: Check
         /// The canary passed with this check.
         public let canaryPassed: Bool
-        /// The check failed: each silo to send back, with the version it goes back to (0: none).
+        /// The check failed: each silo to send back, with the version it goes back to (0: none);
+        /// empty when a live version had nothing before it (`alerted`).
         public let rollback: [String: Int]?
     }
 
@@ -236,7 +250,7 @@ public struct Rollout: Sendable {
         }
         var d = deployments[i]
         defer { deployments[i] = d }
-        guard [.installing, .monitoring, .passed, .promoted].contains(d.state) else {
+        guard [.installing, .monitoring, .passed, .promoted, .alerted].contains(d.state) else {
             throw Refusal("deployment \(d.id) is \(d.state.rawValue.replacingOccurrences(of: "_", with: " ")); \(silo)'s check is not judged")
         }
         guard let reference = d.references[silo] else { throw Refusal("\(silo) sent no reference for deployment \(d.id)") }
@@ -256,11 +270,18 @@ public struct Rollout: Sendable {
         let check = Check(silo: silo, version: version, at: at, rows: figures.rows, accuracy: figures.accuracy, drift: drift, reasons: reasons)
         d.checks.append(check)
         guard check.passed else {
-            d.state = .rollingBack
             d.alert = Alert(at: at, silo: silo, reasons: reasons)
-            // The silos running this deployment's version go back; one that moved on since stays.
-            let back = Dictionary(uniqueKeysWithValues: d.installed.filter { running[$0] == d.version }.map { ($0, d.previous[$0] ?? 0) })
-            d.returning = Set(back.filter { $0.value != d.version }.keys)
+            guard d.state != .alerted else { return Verdict(check: check, canaryPassed: false, rollback: [:]) }
+            // The silos running this deployment's version go back; one that moved on since stays. A
+            // live version goes back only where a version ran before it: none is no remedy there.
+            var back = Dictionary(uniqueKeysWithValues: d.installed.filter { running[$0] == d.version }.map { ($0, d.previous[$0] ?? 0) })
+            if d.stage == .all { back = back.filter { $0.value != 0 } }
+            if back.isEmpty, d.stage == .all {
+                d.state = .alerted
+                return Verdict(check: check, canaryPassed: false, rollback: [:])
+            }
+            d.state = .rollingBack
+            d.returning = Set(back.keys)
             if d.returning.isEmpty { (d.state, d.rollbackSeconds) = (.rolledBack, 0) }
             return Verdict(check: check, canaryPassed: false, rollback: back)
         }

@@ -126,20 +126,21 @@ extension BrokerCoordinator {
     public func deployed(_ answer: Fedgate_V1_DeploymentAnswer, from silo: String, token: UInt64) async {
         heartbeat(silo: silo, token: token)
         let problem = answer.error.isEmpty ? nil : PeerText.bounded(answer.error, limit: 400)
-        let rollback = rollout.deployments.last(where: { $0.silos.contains(silo) }).map { [.rollingBack, .rolledBack].contains($0.state) } ?? false
+        let rollback = rollout.deployments.first(where: { $0.id == Int(answer.deployment) }).map { [.rollingBack, .rolledBack].contains($0.state) } ?? false
         do {
             var reference: Rollout.Reference?
-            if !answer.reference.isEmpty, let d = rollout.deployments.last(where: { $0.version == Int(answer.version) && $0.silos.contains(silo) }) {
+            if !answer.reference.isEmpty, let d = rollout.deployments.first(where: { $0.id == Int(answer.deployment) }) {
                 let figures = try MonitorFigures(released: answer.reference, columns: d.gate.watch.count)
                 reference = Rollout.Reference(histograms: figures.histograms, sigma: try Self.sigma(answer.noiseMultiplier, watched: d.gate.watch.count))
             }
-            let outcome = try rollout.answered(silo: silo, version: Int(answer.version), reference: reference, problem: problem, at: now())
-            try await store.audit(.deploymentAnswered(.init(deployment: Int(answer.deployment), version: Int(answer.version), rollback: rollback,
+            let id = Int(answer.deployment)
+            let outcome = try rollout.answered(silo: silo, deployment: id, version: Int(answer.version), reference: reference, problem: problem, at: now())
+            try await store.audit(.deploymentAnswered(.init(deployment: id, version: Int(answer.version), rollback: rollback,
                                                             problem: problem, reference: reference?.histograms, sigma: reference?.sigma)),
                                   actor: silo, subject: silo, at: now())
-            if case .returned(let seconds?) = outcome, let d = rollout.deployments.last(where: { $0.silos.contains(silo) }) {
-                try await rolledBack(d, seconds: seconds)
-            }
+            let d = rollout.deployments.first(where: { $0.id == id })
+            if case .returned(let seconds?) = outcome, let d { try await rolledBack(d, seconds: seconds) }
+            if case .mustReturn(let previous) = outcome, let d { sendDeployTask(to: silo, version: previous, rollback: true, d) }
         } catch {
             await refuseMonitoring(silo, "deployment answer for version \(answer.version)", error)
         }
@@ -184,6 +185,9 @@ extension BrokerCoordinator {
         try await store.audit(.deploymentAlert(.init(deployment: d.id, version: d.version, reasons: check.reasons, back: back)),
                               actor: settings.brokerID, subject: check.silo, at: now())
         guard let current = rollout.deployments.first(where: { $0.id == d.id }) else { return }
+        if current.state == .alerted {
+            logger.error("a live version failed its gate and no version ran before it: it stays until a person acts", metadata: ["deployment": "\(d.id)"])
+        }
         if current.state == .rolledBack { try await rolledBack(current, seconds: current.rollbackSeconds ?? 0) }
         for silo in current.returning.sorted() { sendDeployTask(to: silo, version: back[silo] ?? 0, rollback: true, current) }
     }
@@ -216,7 +220,7 @@ extension BrokerCoordinator {
                 case .deploymentAnswered(let a)?:
                     var reference: Rollout.Reference?
                     if let histograms = a.reference, let sigma = a.sigma { reference = Rollout.Reference(histograms: histograms, sigma: sigma) }
-                    _ = try replayed.answered(silo: record.subject, version: a.version, reference: reference, problem: a.problem, at: record.at)
+                    _ = try replayed.answered(silo: record.subject, deployment: a.deployment, version: a.version, reference: reference, problem: a.problem, at: record.at)
                 case .monitorChecked(let c)?:
                     guard let d = replayed.deployments.last(where: { $0.version == c.version && $0.installed.contains(record.subject) }) else { continue }
                     let figures = try MonitorFigures(released: c.counts, columns: d.gate.watch.count)

@@ -30,7 +30,8 @@ extension Gateway {
             var message = Fedgate_V1_GatewayMessage()
             message.deployed = await self.install(task, broker: broker)
             reply.yield(message)
-            await self.checkDeployed()
+            // A fresh deployment is checked at once; a rollback's version waits for the schedule.
+            if !task.rollback { await self.checkDeployed() }
         }
     }
 

@@ -19,9 +19,9 @@ struct RolloutTests {
         var rollout = Rollout()
         let d = try rollout.deploy(version: 1, stage: .canary, silos: ["b", "a"], everyone: ["a", "b", "c"], gate: gate, by: "ada", at: t0)
         #expect(d.silos == ["a", "b"] && Rollout.toSend(d) == ["a", "b"] && d.state == .installing && d.previous == ["a": 0, "b": 0])
-        #expect(try rollout.answered(silo: "a", version: 1, reference: reference, problem: nil, at: t0) == .installed)
+        #expect(try rollout.answered(silo: "a", deployment: 1, version: 1, reference: reference, problem: nil, at: t0) == .installed)
         #expect(rollout.inProgress?.state == .installing)
-        #expect(try rollout.answered(silo: "b", version: 1, reference: reference, problem: nil, at: t0) == .installed)
+        #expect(try rollout.answered(silo: "b", deployment: 1, version: 1, reference: reference, problem: nil, at: t0) == .installed)
         #expect(rollout.inProgress?.state == .monitoring && rollout.running == ["a": 1, "b": 1])
         return rollout
     }
@@ -36,7 +36,7 @@ struct RolloutTests {
         #expect(second.canaryPassed && rollout.deployments[0].state == .passed && rollout.inProgress == nil)
         let all = try rollout.deploy(version: 1, stage: .all, silos: [], everyone: ["a", "b", "c"], gate: Self.gate, by: "ada", at: Self.t0)
         #expect(Rollout.toSend(all) == ["c"] && all.references["a"] == Self.reference && rollout.deployments[0].state == .promoted)
-        #expect(try rollout.answered(silo: "c", version: 1, reference: Self.reference, problem: nil, at: Self.t0) == .installed)
+        #expect(try rollout.answered(silo: "c", deployment: 2, version: 1, reference: Self.reference, problem: nil, at: Self.t0) == .installed)
         // Live at every silo: monitored, and not in the way of the next version's canary.
         #expect(rollout.running == ["a": 1, "b": 1, "c": 1] && rollout.deployments[1].state == .monitoring && rollout.inProgress == nil)
     }
@@ -47,10 +47,10 @@ struct RolloutTests {
         _ = try rollout.checked(silo: "a", version: 1, figures: try Self.figures(), sigma: 3, at: Self.t0)
         _ = try rollout.checked(silo: "b", version: 1, figures: try Self.figures(), sigma: 3, at: Self.t0)
         _ = try rollout.deploy(version: 1, stage: .all, silos: [], everyone: ["a", "b", "c"], gate: Self.gate, by: "ada", at: Self.t0)
-        _ = try rollout.answered(silo: "c", version: 1, reference: Self.reference, problem: nil, at: Self.t0)
+        _ = try rollout.answered(silo: "c", deployment: 2, version: 1, reference: Self.reference, problem: nil, at: Self.t0)
         // Version 2 as a canary at a and c; c's fresh rows have moved.
         _ = try rollout.deploy(version: 2, stage: .canary, silos: ["a", "c"], everyone: ["a", "b", "c"], gate: Self.gate, by: "ada", at: Self.t0)
-        for silo in ["a", "c"] { _ = try rollout.answered(silo: silo, version: 2, reference: Self.reference, problem: nil, at: Self.t0) }
+        for silo in ["a", "c"] { _ = try rollout.answered(silo: silo, deployment: 3, version: 2, reference: Self.reference, problem: nil, at: Self.t0) }
         let alertAt = Self.t0.addingTimeInterval(60)
         let verdict = try rollout.checked(silo: "c", version: 2, figures: try Self.figures(bins: [2, 8, 40, 70]), sigma: 3, at: alertAt)
         #expect(!verdict.check.passed && verdict.rollback == ["a": 1, "c": 1], "\(verdict)")
@@ -59,8 +59,9 @@ struct RolloutTests {
         // No new deployment while the rollback runs; a check of the version being rolled back is not judged.
         #expect(throws: Rollout.Refusal.self) { try rollout.deploy(version: 1, stage: .canary, silos: ["b"], everyone: [], gate: Self.gate, by: "ada", at: alertAt) }
         #expect(throws: Rollout.Refusal.self) { try rollout.checked(silo: "a", version: 2, figures: try Self.figures(), sigma: 3, at: alertAt) }
-        #expect(try rollout.answered(silo: "a", version: 1, reference: nil, problem: nil, at: alertAt.addingTimeInterval(0.5)) == .returned(seconds: nil))
-        #expect(try rollout.answered(silo: "c", version: 1, reference: nil, problem: nil, at: alertAt.addingTimeInterval(1.25)) == .returned(seconds: 1.25))
+        #expect(try rollout.answered(silo: "a", deployment: 3, version: 1, reference: nil, problem: nil, at: alertAt.addingTimeInterval(0.5)) == .returned(seconds: nil))
+        #expect(rollout.deployments.last?.state == .rollingBack, "c is not back yet")
+        #expect(try rollout.answered(silo: "c", deployment: 3, version: 1, reference: nil, problem: nil, at: alertAt.addingTimeInterval(1.25)) == .returned(seconds: 1.25))
         #expect(rollout.running == ["a": 1, "b": 1, "c": 1] && rollout.deployments.last?.state == .rolledBack && rollout.inProgress == nil)
         // The rolled-back version cannot be promoted.
         #expect { try rollout.deploy(version: 2, stage: .all, silos: [], everyone: ["a", "b", "c"], gate: Self.gate, by: "ada", at: alertAt) } throws: {
@@ -68,13 +69,37 @@ struct RolloutTests {
         }
     }
 
+    @Test("a canary silo that installs after another's check failed is sent back too, and the rollback ends when it is back")
+    func lateInstallGoesBack() throws {
+        var rollout = Rollout()
+        _ = try rollout.deploy(version: 4, stage: .canary, silos: ["a", "b"], everyone: [], gate: Self.gate, by: "ada", at: Self.t0)
+        _ = try rollout.answered(silo: "a", deployment: 1, version: 4, reference: Self.reference, problem: nil, at: Self.t0)
+        let verdict = try rollout.checked(silo: "a", version: 4, figures: try Self.figures(right: 10), sigma: 3, at: Self.t0)
+        #expect(verdict.rollback == ["a": 0])
+        #expect(try rollout.answered(silo: "b", deployment: 1, version: 4, reference: Self.reference, problem: nil, at: Self.t0) == .mustReturn(to: 0))
+        #expect(try rollout.answered(silo: "a", deployment: 1, version: 0, reference: nil, problem: nil, at: Self.t0.addingTimeInterval(1)) == .returned(seconds: nil))
+        #expect(try rollout.answered(silo: "b", deployment: 1, version: 0, reference: nil, problem: nil, at: Self.t0.addingTimeInterval(2)) == .returned(seconds: 2))
+        #expect(rollout.running.isEmpty && rollout.deployments[0].state == .rolledBack)
+    }
+
+    @Test("a live version whose check fails where nothing ran before it raises the alert and stays: no silo is left without a model; later checks are still judged")
+    func liveVersionAlertsOnly() throws {
+        var rollout = try Self.installedCanary()
+        for silo in ["a", "b"] { _ = try rollout.checked(silo: silo, version: 1, figures: try Self.figures(), sigma: 3, at: Self.t0) }
+        _ = try rollout.deploy(version: 1, stage: .all, silos: [], everyone: ["a", "b"], gate: Self.gate, by: "ada", at: Self.t0)
+        let verdict = try rollout.checked(silo: "b", version: 1, figures: try Self.figures(bins: [2, 8, 40, 70]), sigma: 3, at: Self.t0)
+        #expect(verdict.rollback == [:] && rollout.deployments[1].state == .alerted && rollout.running == ["a": 1, "b": 1])
+        #expect(rollout.inProgress == nil && rollout.deployments[1].alert?.silo == "b")
+        #expect(try rollout.checked(silo: "a", version: 1, figures: try Self.figures(), sigma: 3, at: Self.t0).check.passed)
+    }
+
     @Test("a check under the gate's accuracy fails for quality; a silo's first deployment rolls back to none (version 0)")
     func qualityRollsBackToNone() throws {
         var rollout = try Self.installedCanary()
         let verdict = try rollout.checked(silo: "b", version: 1, figures: try Self.figures(right: 60), sigma: 3, at: Self.t0)
         #expect(verdict.check.reasons == ["quality: accuracy 0.6000 < 0.8000 on 100 labelled rows"] && verdict.rollback == ["a": 0, "b": 0])
-        _ = try rollout.answered(silo: "a", version: 0, reference: nil, problem: nil, at: Self.t0)
-        _ = try rollout.answered(silo: "b", version: 0, reference: nil, problem: nil, at: Self.t0)
+        _ = try rollout.answered(silo: "a", deployment: 1, version: 0, reference: nil, problem: nil, at: Self.t0)
+        _ = try rollout.answered(silo: "b", deployment: 1, version: 0, reference: nil, problem: nil, at: Self.t0)
         #expect(rollout.running.isEmpty && rollout.deployments[0].state == .rolledBack && rollout.deployments[0].rollbackSeconds == 0)
     }
 
@@ -82,18 +107,18 @@ struct RolloutTests {
     func blockersAndStrangers() throws {
         var rollout = Rollout()
         _ = try rollout.deploy(version: 3, stage: .canary, silos: ["a", "b"], everyone: [], gate: Self.gate, by: "ada", at: Self.t0)
-        #expect(try rollout.answered(silo: "a", version: 3, reference: nil, problem: "the model's inputs are not this silo's columns", at: Self.t0) != .installed)
-        _ = try rollout.answered(silo: "b", version: 3, reference: nil, problem: nil, at: Self.t0)
+        #expect(try rollout.answered(silo: "a", deployment: 1, version: 3, reference: nil, problem: "the model's inputs are not this silo's columns", at: Self.t0) != .installed)
+        _ = try rollout.answered(silo: "b", deployment: 1, version: 3, reference: nil, problem: nil, at: Self.t0)
         let blockers = rollout.deployments[0].promotionBlockers
         #expect(blockers.count == 2 && blockers[0].contains("a: the model's inputs") && blockers[1].contains("does not monitor"), "\(blockers)")
         #expect(rollout.running == ["b": 3] && rollout.inProgress?.state == .monitoring)
-        #expect(throws: Rollout.Refusal.self) { try rollout.answered(silo: "z", version: 3, reference: nil, problem: nil, at: Self.t0) }
+        #expect(throws: Rollout.Refusal.self) { try rollout.answered(silo: "z", deployment: 1, version: 3, reference: nil, problem: nil, at: Self.t0) }
         #expect(throws: Rollout.Refusal.self) { try rollout.checked(silo: "a", version: 3, figures: try Self.figures(), sigma: 3, at: Self.t0) }
         #expect(throws: Rollout.Refusal.self) { try rollout.checked(silo: "b", version: 3, figures: try Self.figures(), sigma: 3, at: Self.t0) }
         let wrong = Rollout.Reference(histograms: [[1, 2, 3, 4]], sigma: 3)
         var other = Rollout()
         _ = try other.deploy(version: 1, stage: .canary, silos: ["a"], everyone: [], gate: Self.gate, by: "ada", at: Self.t0)
-        #expect(throws: Rollout.Refusal.self) { try other.answered(silo: "a", version: 1, reference: wrong, problem: nil, at: Self.t0) }
+        #expect(throws: Rollout.Refusal.self) { try other.answered(silo: "a", deployment: 1, version: 1, reference: wrong, problem: nil, at: Self.t0) }
         #expect(throws: Rollout.Refusal.self) { try other.deploy(version: 1, stage: .canary, silos: [], everyone: [], gate: Self.gate, by: "ada", at: Self.t0) }
     }
 }
