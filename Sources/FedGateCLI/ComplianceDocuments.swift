@@ -167,12 +167,41 @@ enum ComplianceHTML {
              $0.contentSHA256.isEmpty ? "" : code($0.contentSHA256), e($0.actor), e(AuditExport.timestamp($0.at))]
         }, empty: "No model versions.")
 
+        body += deployments(report)
         body += attacks(report)
 
         body += "<h2>Refusals</h2>\n"
         body += table(["At", "What", "Who", "Reason"], report.refusals.map {
             [e(AuditExport.timestamp($0.at)), e($0.action), e($0.subject), e($0.reason)]
         }, empty: "Nothing was refused.")
+        return body
+    }
+
+    /// Registry versions deployed to silos, their monitoring checks, the alerts and the rollbacks.
+    static func deployments(_ report: ComplianceReport) -> String {
+        var body = "<h2>Deployments</h2>\n<p class=meta>Registry versions sent to silos (a canary to named silos, then to all), each silo's answer, "
+            + "and its monitoring checks on fresh rows, released with DP: a watched column's population stability index (PSI) and the "
+            + "accuracy where rows carry labels. A failed check raises an alert and sends the silos back to the version they ran before; "
+            + "the rollback time runs from the alert to the last silo back.</p>\n"
+        body += table(["Deployment", "Version", "Stage", "Silos", "Gate", "By", "At", "Rollback"], report.deployments.map { d in
+            ["\(d.id)", "v\(d.version)", e(d.stage), e(d.silos.joined(separator: ", ")),
+             e("PSI ≤ \(fmt(d.maxPSI))" + (d.minAccuracy.map { ", accuracy ≥ \(fmt($0))" } ?? "") + " on \(d.watch.joined(separator: ", "))"),
+             e(d.by), e(AuditExport.timestamp(d.at)),
+             d.rollbackSeconds.map { "<span class=bad>rolled back</span> in \(String(format: "%.3f", $0)) s" } ?? "–"]
+        }, empty: "No version was deployed in this trail.")
+        if !report.deploymentAlerts.isEmpty {
+            body += report.deploymentAlerts.map { a in
+                "<p><span class=bad>alert</span> deployment \(a.deployment) (v\(a.version)) at \(e(a.silo)): \(e(a.reasons.joined(separator: "; "))); "
+                    + "back to \(e(a.back.sorted { $0.key < $1.key }.map { "\($0.key) v\($0.value)" }.joined(separator: ", "))) (\(e(AuditExport.timestamp(a.at))))</p>\n"
+            }.joined()
+        }
+        let checks = report.deployments.flatMap { d in d.checks.map { (d.id, $0) } }
+        body += table(["Deployment", "Silo", "Version", "Accuracy", "Largest PSI (p-value)", "Result", "At"], checks.map { id, c in
+            ["\(id)", e(c.silo), "v\(c.version)", c.accuracy.map(fmt) ?? "–",
+             c.worst.map { w in e("\(w.column) \(fmt(w.psi))") + (w.p.map { String(format: " (p %.2g)", $0) } ?? "") } ?? "–",
+             c.reasons.isEmpty ? "<span class=ok>passed</span>" : "<span class=bad>failed</span> \(e(c.reasons.joined(separator: "; ")))",
+             e(AuditExport.timestamp(c.at))]
+        }, empty: "No monitoring check arrived.")
         return body
     }
 

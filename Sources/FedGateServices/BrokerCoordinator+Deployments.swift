@@ -169,7 +169,7 @@ extension BrokerCoordinator {
             let check = verdict.check
             metrics.count("fedgate_monitor_checks_total", [("outcome", check.passed ? "passed" : "failed")])
             try await store.audit(.monitorChecked(.init(deployment: d.id, version: version, counts: report.counts, sigma: sigma, accuracy: check.accuracy,
-                                                        psi: check.drift.mapValues(\.psi), reasons: check.reasons)),
+                                                        psi: check.drift.mapValues(\.psi), reasons: check.reasons, pValues: check.drift.mapValues(\.pValue))),
                                   actor: silo, subject: silo, at: now())
             if verdict.canaryPassed { logger.notice("canary passed: it may be promoted", metadata: ["deployment": "\(d.id)", "version": "\(version)"]) }
             if let back = verdict.rollback { try await alert(d, check: check, back: back) }

@@ -21,6 +21,8 @@ extension FedGateMetrics {
             count("fedgate_replies_rejected_total", by: 0)
             for kind in AttackFlag.Kind.allCases { count("fedgate_attack_flags_total", [("kind", kind.rawValue)], by: 0) }
             count("fedgate_attack_alerts_total", by: 0)
+            for outcome in ["passed", "failed"] { count("fedgate_monitor_checks_total", [("outcome", outcome)], by: 0) }
+            for kind in ["drift", "quality"] { count("fedgate_deployment_alerts_total", [("kind", kind)], by: 0) }
             count("fedgate_store_retries_total", by: 0)
             set("fedgate_connected_gateways", 0)
         case .gateway:
@@ -51,6 +53,9 @@ extension FedGateMetrics {
         "fedgate_round_compression_ratio": "Float32 bytes over the bytes the last committed round's updates took (its plan's codec; about 1 without one) (broker).",
         "fedgate_attack_alerts_total": "Silos flagged in as many rounds of a plan as the alert threshold (broker).",
         "fedgate_store_retries_total": "Store calls retried while the database could not be reached (broker).",
+        "fedgate_monitor_checks_total": "Silos' monitoring checks of a deployed version, by the gate's verdict (broker).",
+        "fedgate_deployment_alerts_total": "Failed monitoring checks that raised a deployment alert, by kind: drift or quality (broker).",
+        "fedgate_rollback_seconds": "The last automatic rollback's time, from the alert to the last silo back on its previous version (broker).",
         "fedgate_connected_gateways": "Gateways with an open task stream (broker).",
         "fedgate_epsilon_spent": "ε committed on the data set, from the silo's own ledger (gateway).",
         "fedgate_epsilon_remaining": "ε left under the data set's cap named by the label: lifetime, or the rolling window (gateway).",

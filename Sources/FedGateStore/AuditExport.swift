@@ -142,6 +142,20 @@ public struct ComplianceReport: Sendable {
     public struct AttackFlag: Sendable, Equatable { public let plan: String, round: Int, silo: String, kind: String, reason: String, at: Date }
     /// A silo flagged round after round in a plan (`attack.alert`).
     public struct AttackAlert: Sendable, Equatable { public let plan: String, silo: String, rounds: [Int], at: Date }
+    /// A registry version sent to silos (`deploy.start`), with who answered and how it ended.
+    public struct Deployment: Sendable, Equatable {
+        public let id: Int, version: Int, stage: String, silos: [String], by: String, at: Date
+        public let maxPSI: Double, minAccuracy: Double?, watch: [String]
+        /// Each silo's answer: the version it runs now, or why it could not.
+        public var answers: [(silo: String, version: Int, problem: String?, at: Date)] = []
+        /// Each check with its watched column of largest PSI and that column's p-value.
+        public var checks: [(silo: String, version: Int, accuracy: Double?, worst: (column: String, psi: Double, p: Double?)?, reasons: [String], at: Date)] = []
+        public var rollbackSeconds: Double? = nil
+
+        public static func == (a: Deployment, b: Deployment) -> Bool { a.id == b.id && a.at == b.at && a.answers.count == b.answers.count && a.checks.count == b.checks.count }
+    }
+    /// A failed monitoring check (`deploy.alert`) and where each silo was sent back to.
+    public struct DeploymentAlert: Sendable, Equatable { public let deployment: Int, version: Int, silo: String, reasons: [String], back: [String: Int], at: Date }
 
     public var chains: [(source: String, verification: AuditVerification, records: Int)] = []
     public var plans: [Plan] = []
@@ -164,6 +178,9 @@ public struct ComplianceReport: Sendable {
     /// Poisoning flags per round, and the alerts of silos flagged round after round.
     public var attackFlags: [AttackFlag] = []
     public var attackAlerts: [AttackAlert] = []
+    /// Deployments with their answers, checks and rollback times, and the alerts that rolled them back.
+    public var deployments: [Deployment] = []
+    public var deploymentAlerts: [DeploymentAlert] = []
 
     public init(_ trails: [AuditTrail], filter: AuditFilter) {
         for t in trails {
@@ -229,6 +246,8 @@ public struct ComplianceReport: Sendable {
                 attackFlags.append(AttackFlag(plan: f.plan, round: f.round, silo: r.subject, kind: f.kind, reason: f.reason, at: r.at))
             case .attackAlert(let a):
                 attackAlerts.append(AttackAlert(plan: a.plan, silo: r.subject, rounds: a.rounds, at: r.at))
+            case .deploymentStarted, .deploymentAnswered, .monitorChecked, .deploymentAlert, .deploymentRolledBack:
+                noteDeployment(event, r)
             case .refused(let kind, let refusal) where Self.reportedRefusals.contains(kind):
                 refusals.append((r.at, r.action, r.subject, refusal.reason))
             default:
@@ -238,7 +257,27 @@ public struct ComplianceReport: Sendable {
     }
 
     /// The refusals the report lists (the others are answers to a party's own malformed call).
-    static let reportedRefusals: Set<AuditEvent.Refusal.Kind> = [.connection, .call, .upload, .update, .enrolment]
+    static let reportedRefusals: Set<AuditEvent.Refusal.Kind> = [.connection, .call, .upload, .update, .enrolment, .monitor]
+
+    private mutating func noteDeployment(_ event: AuditEvent, _ r: AuditRecord) {
+        func index(_ id: Int) -> Int? { deployments.lastIndex { $0.id == id } }
+        switch event {
+        case .deploymentStarted(let s):
+            deployments.append(Deployment(id: s.deployment, version: s.version, stage: s.stage, silos: s.silos, by: r.actor, at: r.at,
+                                          maxPSI: s.maxPSI, minAccuracy: s.minAccuracy, watch: s.watch))
+        case .deploymentAnswered(let a):
+            if let i = index(a.deployment) { deployments[i].answers.append((r.subject, a.version, a.problem, r.at)) }
+        case .monitorChecked(let c):
+            let worst = c.psi.max { $0.value < $1.value }.map { (column: $0.key, psi: $0.value, p: c.pValues?[$0.key]) }
+            if let i = index(c.deployment) { deployments[i].checks.append((r.subject, c.version, c.accuracy, worst, c.reasons, r.at)) }
+        case .deploymentAlert(let a):
+            deploymentAlerts.append(DeploymentAlert(deployment: a.deployment, version: a.version, silo: r.subject, reasons: a.reasons, back: a.back, at: r.at))
+        case .deploymentRolledBack(let b):
+            if let i = index(b.deployment) { deployments[i].rollbackSeconds = b.seconds }
+        default:
+            break
+        }
+    }
 
     /// Keeps the latest state of a round and who took part in it (an aborted round: nobody).
     private mutating func note(_ round: Round, _ index: inout [String: Int]) {

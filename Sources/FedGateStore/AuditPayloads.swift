@@ -310,8 +310,13 @@ extension AuditEvent {
     /// counts as released, and their noise) and what the gate made of it.
     public struct MonitorChecked: Codable, Sendable, Equatable {
         public var deployment: Int, version: Int, counts: [Double], sigma: Double, accuracy: Double?, psi: [String: Double], reasons: [String]
-        public init(deployment: Int, version: Int, counts: [Double], sigma: Double, accuracy: Double?, psi: [String: Double], reasons: [String]) {
+        /// Each watched column's p-value under "the same population" (drift needs a small one too).
+        public var pValues: [String: Double]?
+        enum CodingKeys: String, CodingKey { case deployment, version, counts, sigma, accuracy, psi, reasons, pValues = "p_values" }
+        public init(deployment: Int, version: Int, counts: [Double], sigma: Double, accuracy: Double?, psi: [String: Double], reasons: [String],
+                    pValues: [String: Double]? = nil) {
             (self.deployment, self.version, self.counts, self.sigma, self.accuracy, self.psi, self.reasons) = (deployment, version, counts, sigma, accuracy, psi, reasons)
+            self.pValues = pValues
         }
     }
 

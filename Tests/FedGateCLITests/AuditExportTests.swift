@@ -105,6 +105,36 @@ struct AuditExportTests {
         #expect(quiet.contains("No update was flagged."))
     }
 
+    @Test("the HTML report shows each deployment with its gate, every monitoring check, the alert and where the silos went back to, and the rollback's time")
+    func deployments() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fedgate-export-\(UUID().uuidString).sqlite").path
+        try await DBCommand.Migrate.parse(["--store", "sqlite:\(path)"]).execute()
+        let broker = try SQLiteLedger(path: path)
+        try await broker.audit(.deploymentStarted(.init(deployment: 1, version: 2, stage: "canary", silos: ["clinic-0", "clinic-1"], maxPSI: 0.25,
+                                                        significance: 0.001, minAccuracy: 0.9, watch: ["age", "bmi"], positions: [0, 1])),
+                               actor: "ada", subject: "deployment 1", at: Date())
+        for silo in ["clinic-0", "clinic-1"] {
+            try await broker.audit(.deploymentAnswered(.init(deployment: 1, version: 2, rollback: false, problem: nil, reference: [[1, 2, 3, 4], [4, 3, 2, 1]], sigma: 6)),
+                                   actor: silo, subject: silo, at: Date())
+        }
+        try await broker.audit(.monitorChecked(.init(deployment: 1, version: 2, counts: [], sigma: 6, accuracy: 0.95, psi: ["age": 0.02, "bmi": 0.04], reasons: [],
+                                                     pValues: ["age": 0.9, "bmi": 0.31])),
+                               actor: "clinic-0", subject: "clinic-0", at: Date())
+        try await broker.audit(.monitorChecked(.init(deployment: 1, version: 2, counts: [], sigma: 6, accuracy: 0.93, psi: ["age": 1.8, "bmi": 0.05],
+                                                     reasons: ["drift: age has PSI 1.800 > 0.250 (p 1.0e-09)"])), actor: "clinic-1", subject: "clinic-1", at: Date())
+        try await broker.audit(.deploymentAlert(.init(deployment: 1, version: 2, reasons: ["drift: age has PSI 1.800 > 0.250 (p 1.0e-09)"], back: ["clinic-0": 1, "clinic-1": 1])),
+                               actor: "broker", subject: "clinic-1", at: Date())
+        try await broker.audit(.deploymentRolledBack(.init(deployment: 1, version: 2, seconds: 0.031)), actor: "broker", subject: "deployment 1", at: Date())
+        let html = try await Self.export("sqlite:\(path)", "html")
+        #expect(html.contains("<h2>Deployments</h2>"))
+        #expect(html.contains("<td>1</td><td>v2</td><td>canary</td><td>clinic-0, clinic-1</td><td>PSI ≤ 0.2500, accuracy ≥ 0.9000 on age, bmi</td><td>ada</td>"), "\(html)")
+        #expect(html.contains("<span class=bad>rolled back</span> in 0.031 s"))
+        #expect(html.contains("<span class=bad>alert</span> deployment 1 (v2) at clinic-1: drift: age has PSI 1.800 &gt; 0.250 (p 1.0e-09); back to clinic-0 v1, clinic-1 v1"), "\(html)")
+        #expect(html.contains("<td>clinic-0</td><td>v2</td><td>0.9500</td><td>bmi 0.0400 (p 0.31)</td><td><span class=ok>passed</span></td>"), "\(html)")
+        let quiet = try await Self.export(try await Self.siloStore().store, "html")
+        #expect(quiet.contains("No version was deployed in this trail."))
+    }
+
     @Test("a tampered chain is exported all the same, and the export says where it broke and exits 2")
     func tampered() async throws {
         let (store, path, _) = try await Self.siloStore()

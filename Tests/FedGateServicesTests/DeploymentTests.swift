@@ -80,6 +80,24 @@ struct DeploymentTests {
             #expect(try await brokerStore.modelVersions().map(\.version) == [1, 2])
             func rollout() async -> Rollout { await broker.coordinator.deployments }
 
+            // Bad asks are refused, naming what is wrong; a data scientist may look but not deploy.
+            await #expect { _ = try await Self.deploy(9, "canary", silos: ["hospital-0"], consortium, port: broker.port) } throws: { "\($0)".contains("no model version 9") }
+            await #expect { _ = try await Self.deploy(1, "canary", silos: ["hospital-7"], consortium, port: broker.port) } throws: { "\($0)".contains("hospital-7 is not connected") }
+            await #expect {
+                _ = try await withGRPCClient(transport: try Self.admin(consortium, port: broker.port)) { grpc in
+                    var request = Fedgate_V1_DeployModelRequest()
+                    (request.version, request.stage, request.silos, request.watch) = (1, "canary", ["hospital-0"], ["blood_type"])
+                    return try await Fedgate_V1_Broker.Client(wrapping: grpc).deployModel(request)
+                }
+            } throws: { "\($0)".contains("'blood_type' is not an input of version 1") }
+            let scientist = try FedGateTransports.client(host: "127.0.0.1", port: broker.port, serverName: "broker", credentials: try consortium.credentials("dana", .dataScientist))
+            try await withGRPCClient(transport: scientist) { grpc in
+                let client = Fedgate_V1_Broker.Client(wrapping: grpc)
+                let none = try await client.deployments(Fedgate_V1_DeploymentsRequest())
+                #expect(none.deployments.isEmpty && none.running.isEmpty)
+                await #expect { _ = try await client.deployModel(Fedgate_V1_DeployModelRequest()) } throws: { "\($0)".contains("may not call DeployModel") }
+            }
+
             // Version 1: promotion is refused before a canary; the canary at hospital-0 passes its check.
             await #expect { _ = try await Self.deploy(1, "all", consortium, port: broker.port) } throws: { "\($0)".contains("had no canary") }
             _ = try await Self.deploy(1, "canary", silos: ["hospital-0"], consortium, port: broker.port)
@@ -134,5 +152,38 @@ struct DeploymentTests {
                 #expect(!released.isEmpty)
             }
         }
+    }
+
+    @Test("a restarted broker replays the rollout from its audit trail: which version each silo runs, each deployment's state, checks and rollback time")
+    func replayedAfterRestart() async throws {
+        let consortium = try Consortium()
+        let store = try await consortium.store("broker")
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        let reference: [[Double]] = [[20, 40, 40, 20], [20, 40, 40, 20]]
+        let clean: [Double] = [120, 100, 95] + [20, 40, 40, 20] + [20, 40, 40, 20]
+        let moved: [Double] = [120, 100, 95] + [2, 8, 40, 70] + [20, 40, 40, 20]
+        func audit(_ event: AuditEvent, _ actor: String, _ subject: String, _ seconds: Double) async throws {
+            try await store.audit(event, actor: actor, subject: subject, at: t0.addingTimeInterval(seconds))
+        }
+        try await audit(.deploymentStarted(.init(deployment: 1, version: 1, stage: "canary", silos: ["a"], maxPSI: 0.25, significance: 0.001,
+                                                  minAccuracy: nil, watch: ["x", "y"], positions: [0, 1])), "ada", "deployment 1", 0)
+        try await audit(.deploymentAnswered(.init(deployment: 1, version: 1, rollback: false, problem: nil, reference: reference, sigma: 3)), "a", "a", 1)
+        try await audit(.monitorChecked(.init(deployment: 1, version: 1, counts: clean, sigma: 3, accuracy: 0.95, psi: [:], reasons: [])), "a", "a", 2)
+        try await audit(.deploymentStarted(.init(deployment: 2, version: 1, stage: "all", silos: ["a", "b"], maxPSI: 0.25, significance: 0.001,
+                                                  minAccuracy: nil, watch: ["x", "y"], positions: [0, 1])), "ada", "deployment 2", 3)
+        try await audit(.deploymentAnswered(.init(deployment: 2, version: 1, rollback: false, problem: nil, reference: reference, sigma: 3)), "b", "b", 4)
+        try await audit(.deploymentStarted(.init(deployment: 3, version: 2, stage: "canary", silos: ["b"], maxPSI: 0.25, significance: 0.001,
+                                                  minAccuracy: nil, watch: ["x", "y"], positions: [0, 1])), "ada", "deployment 3", 5)
+        try await audit(.deploymentAnswered(.init(deployment: 3, version: 2, rollback: false, problem: nil, reference: reference, sigma: 3)), "b", "b", 6)
+        try await audit(.monitorChecked(.init(deployment: 3, version: 2, counts: moved, sigma: 3, accuracy: 0.95, psi: [:], reasons: ["drift"])), "b", "b", 7)
+        try await audit(.deploymentAnswered(.init(deployment: 3, version: 1, rollback: true, problem: nil, reference: nil, sigma: nil)), "b", "b", 7.5)
+
+        let coordinator = BrokerCoordinator(store: store, logger: consortium.logger)
+        _ = try await coordinator.recover()
+        let rollout = await coordinator.deployments
+        #expect(rollout.running == ["a": 1, "b": 1])
+        #expect(rollout.deployments.map(\.state) == [.promoted, .monitoring, .rolledBack])
+        #expect(rollout.deployments[2].rollbackSeconds == 0.5 && rollout.deployments[2].alert?.silo == "b")
+        #expect(rollout.inProgress == nil && rollout.owed(to: "a") == nil)
     }
 }

@@ -55,6 +55,7 @@ struct AuditEventTests {
         .deploymentAnswered(.init(deployment: 2, version: 3, rollback: false, problem: nil, reference: [[1, 2, 3, 4.5]], sigma: 4.4)),
         .deploymentAnswered(.init(deployment: 2, version: 0, rollback: true, problem: "download failed", reference: nil, sigma: nil)),
         .monitorChecked(.init(deployment: 2, version: 3, counts: [9, 8, 7, 1, 2, 3, 4], sigma: 4.4, accuracy: nil, psi: ["age": 0.3], reasons: ["drift"])),
+        .monitorChecked(.init(deployment: 2, version: 3, counts: [1], sigma: 4.4, accuracy: 0.9, psi: ["age": 0.3], reasons: [], pValues: ["age": 0.5])),
         .deploymentAlert(.init(deployment: 2, version: 3, reasons: ["drift: age"], back: ["a": 1, "b": 0])),
         .deploymentRolledBack(.init(deployment: 2, version: 3, seconds: 0.42)),
     ]
