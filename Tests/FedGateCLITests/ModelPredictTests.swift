@@ -1,3 +1,4 @@
+import Crypto
 import FedGateData
 import FedGateLearning
 import FedGateServices
@@ -48,6 +49,39 @@ struct ModelPredictTests {
         let p = network.forward([Float((39.1 - 44) / 5), -1, 1][...], &workspace)
         let best = ["Adelie", "Chinstrap", "Gentoo"][p.indices.max { p[$0] < p[$1] }!]
         #expect(lines[1].hasPrefix("1,\(best),\(String(format: "%.6f", Double(p[0])))"), "\(lines[1]) against \(p)")
+    }
+
+    @Test("with --config and no --model, the version deployed to the silo scores the rows; with none deployed the command says so, naming the folder")
+    func deployedVersion() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fedgate-predict-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let (model, _) = try modelFile(folder)
+        try "Culmen Length (mm),Sex\n39.1,MALE\n50.0,FEMALE\n".write(to: folder.appendingPathComponent("rows.csv"), atomically: true, encoding: .utf8)
+        try """
+            silo: dream
+            broker: { host: 127.0.0.1, port: 7443 }
+            tls: { certificate: c.pem, key: k.pem, ca: ca.pem }
+            store: sqlite:s.sqlite
+            policy: p.yaml
+            deployments: kept
+            dataset: { name: penguins, csv: rows.csv, columns: { bill_length_mm: "Culmen Length (mm)", sex: Sex } }
+            """.write(to: folder.appendingPathComponent("gateway.yaml"), atomically: true, encoding: .utf8)
+        let ask = ["--rows", folder.appendingPathComponent("rows.csv").path, "--config", folder.appendingPathComponent("gateway.yaml").path]
+        let out = folder.appendingPathComponent("deployed.csv"), direct = folder.appendingPathComponent("direct.csv")
+        await #expect { try await ModelCommand.Predict.parse(ask + ["--out", out.path]).execute() } throws: {
+            FedGateCommand.message(for: $0).contains("no version is deployed") && FedGateCommand.message(for: $0).contains("kept")
+        }
+        let bytes = Array(try Data(contentsOf: model))
+        let sha = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+        try DeployedModels(folder: folder.appendingPathComponent("kept")).install(3, sha256: sha, bytes: bytes, watch: ["bill_length_mm"])
+        try await ModelCommand.Predict.parse(ask + ["--out", out.path]).execute()
+        try await ModelCommand.Predict.parse(ask + ["--out", direct.path, "--model", model.path]).execute()
+        #expect(try String(contentsOf: out, encoding: .utf8) == String(contentsOf: direct, encoding: .utf8))
+        // A file changed on disk no longer hashes to the record: refused, not used.
+        try Data("tampered".utf8).write(to: folder.appendingPathComponent("kept/v3.safetensors"))
+        await #expect { try await ModelCommand.Predict.parse(ask + ["--out", out.path]).execute() } throws: {
+            FedGateCommand.message(for: $0).contains("does not hash to the recorded SHA-256")
+        }
     }
 
     @Test("a file that is not a FedGate model is refused, naming the file")

@@ -44,3 +44,30 @@ struct PlanViewTests {
         #expect(!PlanView.summary(s).contains("histogram"), "a histogram with one edge too few is not printed")
     }
 }
+
+/// What `fedgate model deployments` prints.
+@Suite("Deployment view")
+struct DeploymentViewTests {
+    @Test("the view says which version each silo runs, each deployment's gate and checks, the alert, the rollback's time, and why a canary is not yet promotable")
+    func view() {
+        var r = Fedgate_V1_DeploymentsResponse()
+        r.running = ["clinic-a": 1, "clinic-b": 1]
+        var canary = Fedgate_V1_DeploymentInfo()
+        (canary.id, canary.version, canary.stage, canary.silos, canary.state, canary.by) = (3, 2, "canary", ["clinic-a", "clinic-b"], "rolled_back", "ada")
+        (canary.maxPsi, canary.watch, canary.alertSilo, canary.alertReasons, canary.rollbackSeconds) = (0.25, ["age"], "clinic-b", ["drift: age has PSI 1.9"], 0.031)
+        var check = Fedgate_V1_MonitorCheck()
+        (check.silo, check.rows, check.accuracy, check.psi, check.pValue, check.reasons) = ("clinic-b", 140, -1, ["age": 1.9], ["age": 1e-9], ["drift: age has PSI 1.9"])
+        canary.checks = [check]
+        var waiting = Fedgate_V1_DeploymentInfo()
+        (waiting.id, waiting.version, waiting.stage, waiting.silos, waiting.state, waiting.promotionBlockers) = (4, 3, "canary", ["clinic-a"], "monitoring",
+                                                                                                                ["clinic-a has not passed a monitoring check yet"])
+        r.deployments = [canary, waiting]
+        let text = ModelCommand.Deployments.text(r)
+        #expect(text.contains("running: clinic-a v1, clinic-b v1\n"))
+        #expect(text.contains("deployment 3: v2 canary to clinic-a, clinic-b by ada at "), "\(text)")
+        #expect(text.contains(": rolled back\n  gate: PSI ≤ 0.250 on age\n"), "\(text)")
+        #expect(text.contains("  check clinic-b: 140 rows, worst PSI age 1.900 (p 1.0e-09): FAILED, drift: age has PSI 1.9\n"), "\(text)")
+        #expect(text.contains("  ALERT from clinic-b: drift: age has PSI 1.9\n  rolled back in 0.031 s"), "\(text)")
+        #expect(text.contains("  not yet promotable: clinic-a has not passed a monitoring check yet\n"), "\(text)")
+    }
+}

@@ -173,5 +173,23 @@ struct SamplingQuotaFieldTests {
         #expect { try SiloPolicy.parse(Files.hospitalText + "\nquota: { rounds_per_day: 0 }\n", file: "h.yaml") } throws: { "\($0)".contains("quota.rounds_per_day") }
         #expect(try SiloPolicy.parse(Files.hospitalText + "\nmax_concurrent_plans: 2\n", file: "h.yaml").maxConcurrentPlans == 2 && Files.hospital.maxConcurrentPlans == nil)
         #expect { try SiloPolicy.parse(Files.hospitalText + "\nmax_concurrent_plans: 0\n", file: "h.yaml") } throws: { "\($0)".contains("max_concurrent_plans") }
+        // Monitoring releases of a deployed version are no training rounds.
+        rounds.removeLast()
+        rounds.append((SiloPolicy.monitoringKey(version: 3), 5, now - hour))
+        #expect(policy.quotaRefusal(rounds: rounds, now: now) == nil)
+    }
+
+    @Test("monitoring: a noise multiplier, a schedule and a least window; defaults an hour and 50 rows; absent, the silo monitors nothing; a bad value names its field")
+    func monitoring() throws {
+        let policy = try SiloPolicy.parse(Files.hospitalText + "\nmonitoring: { noise_multiplier: 2.5, every_seconds: 600, min_rows: 40 }\n", file: "h.yaml")
+        #expect(policy.monitoring == SiloPolicy.Monitoring(noiseMultiplier: 2.5, everySeconds: 600, minRows: 40))
+        #expect(try SiloPolicy.parse(Files.hospitalText + "\nmonitoring: { noise_multiplier: 3 }\n", file: "h.yaml").monitoring
+                == SiloPolicy.Monitoring(noiseMultiplier: 3, everySeconds: 3600, minRows: 50))
+        #expect(Files.hospital.monitoring == nil)
+        for (text, field) in [("{ every_seconds: 60 }", "monitoring.noise_multiplier"), ("{ noise_multiplier: 0.1 }", "monitoring.noise_multiplier"),
+                              ("{ noise_multiplier: 2, min_rows: 3 }", "monitoring.min_rows"), ("{ noise_multiplier: 2, every_seconds: 0 }", "monitoring.every_seconds"),
+                              ("{ noise_multiplier: 2, window: 3 }", "window")] {
+            #expect { try SiloPolicy.parse(Files.hospitalText + "\nmonitoring: \(text)\n", file: "h.yaml") } throws: { "\($0)".contains(field) }
+        }
     }
 }

@@ -19,6 +19,17 @@ struct ServiceConfigTests {
         #expect(c.store == "sqlite:/etc/fedgate/hospital-a.sqlite")
         #expect(c.testFraction == 0.2 && c.renewBeforeDays == 2)
         #expect(c.standbyBrokers.isEmpty && c.connectTimeoutSeconds == 15)
+        #expect(c.deployments.path == "/etc/fedgate/deployed" && c.freshCSV == nil)
+        let fresh = try GatewayConfig.parse("""
+            silo: hospital-a
+            broker: { host: broker.example, port: 7443 }
+            tls: { certificate: c.pem, key: k.pem, ca: ca.pem }
+            store: sqlite:h.sqlite
+            policy: p.yaml
+            deployments: /var/lib/fedgate/models
+            dataset: { name: d, csv: d.csv, label: y, fresh_csv: incoming/this-week.csv }
+            """, file: "/etc/fedgate/gateway.yaml")
+        #expect(fresh.deployments.path == "/var/lib/fedgate/models" && fresh.freshCSV?.path == "/etc/fedgate/incoming/this-week.csv")
     }
 
     @Test("a gateway's standby brokers and connect timeout are read; a timeout out of range or a standby that is not host:port is refused with the field")
