@@ -15,9 +15,9 @@ extension ModelCommand {
         @Argument(help: "The registry version to deploy.") var version: Int
         @Option(help: "canary (to --silos) or all (every connected silo; needs a passed canary of the version).") var stage: String
         @Option(help: "A canary's silos, comma-separated.") var silos: String?
-        @Option(help: "The largest population stability index a watched column may show.") var maxPsi = 0.25
-        @Option(help: "The least accuracy on fresh labelled rows (default: the version's plan's evaluation.min_accuracy).") var minAccuracy: Double?
-        @Option(help: "The model inputs to watch, comma-separated (default: all, when there are at most 16).") var watch: String?
+        @Option(help: "A canary's largest population stability index for a watched input (default 0.25; --stage all keeps the canary's).") var maxPsi: Double?
+        @Option(help: "A canary's least accuracy on fresh labelled rows (default: the version's plan's evaluation.min_accuracy).") var minAccuracy: Double?
+        @Option(help: "A canary's watched inputs, comma-separated (default: all, when there are at most 16).") var watch: String?
         @Flag(help: "Print JSON.") var json = false
 
         func execute() async throws {
@@ -26,11 +26,14 @@ extension ModelCommand {
             let named = silos.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } } ?? []
             if stage == "canary", named.isEmpty { throw ValidationError("--silos: a canary names its silos, e.g. --silos hospital-a,hospital-b") }
             if stage == "all", !named.isEmpty { throw ValidationError("--silos: --stage all goes to every connected silo; leave --silos out") }
-            guard maxPsi > 0, maxPsi.isFinite else { throw ValidationError("--max-psi: \(maxPsi) is not a number > 0") }
+            if stage == "all", maxPsi != nil || minAccuracy != nil || watch != nil {
+                throw ValidationError("--stage all keeps the canary's gate: leave out --max-psi, --min-accuracy and --watch")
+            }
+            if let maxPsi, !(maxPsi > 0 && maxPsi.isFinite) { throw ValidationError("--max-psi: \(maxPsi) is not a number > 0") }
             if let minAccuracy, !(0...1).contains(minAccuracy) { throw ValidationError("--min-accuracy: \(minAccuracy) is not between 0 and 1") }
             let response = try await client.call { broker in
                 var request = Fedgate_V1_DeployModelRequest()
-                (request.version, request.stage, request.silos, request.maxPsi) = (UInt32(version), stage, named, maxPsi)
+                (request.version, request.stage, request.silos, request.maxPsi) = (UInt32(version), stage, named, maxPsi ?? 0)
                 if let minAccuracy { request.minAccuracy = minAccuracy }
                 request.watch = watch.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } } ?? []
                 return try await broker.deployModel(request)

@@ -91,6 +91,17 @@ public struct MonitorFigures: Sendable, Equatable {
         accuracy = labelled >= minLabelled ? min(max(values[2] / labelled, 0), 1) : nil
         histograms = (0..<columns).map { k in Array(values[(3 + k * MonitoringRelease.bins)..<(3 + (k + 1) * MonitoringRelease.bins)]) }
     }
+
+    /// How surprising this accuracy is if the model's true accuracy were `floor`: the one-sided
+    /// p-value of the shortfall, from the binomial spread of the labelled rows and the noise σ on the
+    /// right and labelled counts carried through their ratio (variance σ²(1 + a²)/n²). nil without
+    /// an accuracy. A quality failure needs the accuracy under the floor and this under the significance.
+    public func accuracyPValue(floor: Double, sigma: Double) -> Double? {
+        guard let accuracy, labelled > 0 else { return nil }
+        let variance = floor * (1 - floor) / labelled + sigma * sigma * (1 + floor * floor) / (labelled * labelled)
+        guard variance > 0 else { return accuracy < floor ? 0 : 1 }
+        return 0.5 * erfc((floor - accuracy) / (2 * variance).squareRoot())
+    }
 }
 
 /// A column's drift between a reference histogram and a current one, both noisy counts: the

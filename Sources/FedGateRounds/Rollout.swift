@@ -264,8 +264,9 @@ public struct Rollout: Sendable {
         var reasons = drift.filter { $0.value.drifted(maxPSI: d.gate.maxPSI, significance: d.gate.significance) }.sorted { $0.value.psi > $1.value.psi }.map {
             "drift: \($0.key) has PSI " + String(format: "%.3f > %.3f (p %.1e)", $0.value.psi, d.gate.maxPSI, $0.value.pValue)
         }
-        if let floor = d.gate.minAccuracy, let accuracy = figures.accuracy, accuracy < floor {
-            reasons.append(String(format: "quality: accuracy %.4f < %.4f on %.0f labelled rows", accuracy, floor, figures.labelled))
+        if let floor = d.gate.minAccuracy, let accuracy = figures.accuracy, accuracy < floor,
+           let p = figures.accuracyPValue(floor: floor, sigma: sigma), p < d.gate.significance {
+            reasons.append(String(format: "quality: accuracy %.4f < %.4f on %.0f labelled rows (p %.1e)", accuracy, floor, figures.labelled, p))
         }
         let check = Check(silo: silo, version: version, at: at, rows: figures.rows, accuracy: figures.accuracy, drift: drift, reasons: reasons)
         d.checks.append(check)

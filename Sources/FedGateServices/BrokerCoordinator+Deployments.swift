@@ -17,10 +17,12 @@ extension BrokerCoordinator {
         public var version: Int
         public var stage: Rollout.Stage
         public var silos: [String]
-        public var maxPSI: Double
+        /// The gate (nil, empty: 0.25, the plan's `evaluation.min_accuracy`, every input). A promotion
+        /// to all keeps its canary's gate and names none of these.
+        public var maxPSI: Double?
         public var minAccuracy: Double?
         public var watch: [String]
-        public init(version: Int, stage: Rollout.Stage, silos: [String], maxPSI: Double = 0.25, minAccuracy: Double? = nil, watch: [String] = []) {
+        public init(version: Int, stage: Rollout.Stage, silos: [String], maxPSI: Double? = nil, minAccuracy: Double? = nil, watch: [String] = []) {
             (self.version, self.stage, self.silos, self.maxPSI, self.minAccuracy, self.watch) = (version, stage, silos, maxPSI, minAccuracy, watch)
         }
     }
@@ -34,6 +36,54 @@ extension BrokerCoordinator {
         guard let version = try await store.modelVersions().first(where: { $0.version == request.version }) else {
             throw BrokerError.deployment("no model version \(request.version) in the registry")
         }
+        let gate = request.stage == .all ? try promotionGate(request) : try await canaryGate(request, version)
+        let size = try await fileSize(version)
+        // The rollout decides with no suspension, so two admins' deployments cannot both begin.
+        let before = rollout
+        let deployment: Rollout.Deployment
+        do {
+            deployment = try rollout.deploy(version: request.version, stage: request.stage, silos: request.silos, everyone: gateways.connected,
+                                            gate: gate, by: person, at: now())
+        } catch let refusal as Rollout.Refusal { throw BrokerError.deployment(refusal.description) }
+        deploymentFiles[request.version] = (version.contentSHA256, size)
+        do {
+            try await store.audit(.deploymentStarted(.init(deployment: deployment.id, version: deployment.version, stage: deployment.stage.rawValue,
+                                                           silos: deployment.silos, maxPSI: gate.maxPSI, significance: gate.significance,
+                                                           minAccuracy: gate.minAccuracy, watch: gate.watch, positions: gate.positions)),
+                                  actor: person, subject: "deployment \(deployment.id)", at: now())
+        } catch {
+            // Not recorded, so not begun (nothing was sent yet): taken back. What arrived for other
+            // deployments while the record was being written is lost with it, and arrives again.
+            if rollout.deployments.last?.id == deployment.id { rollout = before }
+            throw error
+        }
+        logger.notice("deployment started", metadata: ["deployment": "\(deployment.id)", "version": "\(deployment.version)",
+                                                        "stage": "\(deployment.stage.rawValue)", "silos": "\(deployment.silos)"])
+        for silo in Rollout.toSend(deployment) { sendDeployTask(to: silo, version: deployment.version, rollback: false, deployment) }
+        return deployment
+    }
+
+    /// A promotion keeps its canary's gate: the canary silos' references were released for its
+    /// watched inputs, and what passed there is what every silo is held to.
+    private func promotionGate(_ request: DeployRequest) throws -> Rollout.Gate {
+        guard request.maxPSI == nil, request.minAccuracy == nil, request.watch.isEmpty else {
+            throw BrokerError.deployment("--stage all keeps the canary's gate (watched inputs, PSI, accuracy); name them on the canary")
+        }
+        guard let canary = rollout.deployments.last(where: { $0.version == request.version && $0.stage == .canary }) else {
+            throw BrokerError.deployment("version \(request.version) had no canary: deploy it with --stage canary --silos … first")
+        }
+        return canary.gate
+    }
+
+    private func fileSize(_ version: ModelVersion) async throws -> Int {
+        guard let bytes = try await store.modelContent(sha256: version.contentSHA256) else {
+            throw BrokerError.deployment("version \(version.version)'s file is missing from the store")
+        }
+        return bytes.count
+    }
+
+    /// A canary's gate, from the request and the version's model (its inputs) and plan (its accuracy floor).
+    private func canaryGate(_ request: DeployRequest, _ version: ModelVersion) async throws -> Rollout.Gate {
         guard let bytes = try await store.modelContent(sha256: version.contentSHA256) else {
             throw BrokerError.deployment("version \(request.version)'s file is missing from the store")
         }
@@ -49,27 +99,14 @@ extension BrokerCoordinator {
             }
             return i
         }
-        guard request.maxPSI.isFinite, request.maxPSI > 0 else { throw BrokerError.deployment("--max-psi must be a number > 0 (0.25 is the usual 'significant shift')") }
-        if request.stage == .canary, let absent = request.silos.first(where: { !gateways.isConnected($0) }) {
+        let maxPSI = request.maxPSI ?? 0.25
+        guard maxPSI.isFinite, maxPSI > 0 else { throw BrokerError.deployment("--max-psi must be a number > 0 (0.25 is the usual 'significant shift')") }
+        if let absent = request.silos.first(where: { !gateways.isConnected($0) }) {
             throw BrokerError.deployment("canary silo \(PeerText.bounded(absent, limit: 64)) is not connected")
         }
         var minAccuracy = request.minAccuracy
         if minAccuracy == nil { minAccuracy = try await planGate(version.planHash) }
-        let gate = Rollout.Gate(maxPSI: request.maxPSI, minAccuracy: minAccuracy, watch: watch, positions: positions)
-        let deployment: Rollout.Deployment
-        do {
-            deployment = try rollout.deploy(version: request.version, stage: request.stage, silos: request.silos, everyone: gateways.connected,
-                                            gate: gate, by: person, at: now())
-        } catch let refusal as Rollout.Refusal { throw BrokerError.deployment(refusal.description) }
-        deploymentFiles[request.version] = (version.contentSHA256, bytes.count)
-        try await store.audit(.deploymentStarted(.init(deployment: deployment.id, version: deployment.version, stage: deployment.stage.rawValue,
-                                                       silos: deployment.silos, maxPSI: gate.maxPSI, significance: gate.significance,
-                                                       minAccuracy: gate.minAccuracy, watch: gate.watch, positions: gate.positions)),
-                              actor: person, subject: "deployment \(deployment.id)", at: now())
-        logger.notice("deployment started", metadata: ["deployment": "\(deployment.id)", "version": "\(deployment.version)",
-                                                        "stage": "\(deployment.stage.rawValue)", "silos": "\(deployment.silos)"])
-        for silo in Rollout.toSend(deployment) { sendDeployTask(to: silo, version: deployment.version, rollback: false, deployment) }
-        return deployment
+        return Rollout.Gate(maxPSI: maxPSI, minAccuracy: minAccuracy, watch: watch, positions: positions)
     }
 
     /// The version's plan's `evaluation.min_accuracy`, if the store still holds the plan.

@@ -16,7 +16,7 @@ extension BrokerService {
         }
         guard request.silos.count <= 10_000, request.watch.count <= 1_000 else { throw RPCError(code: .invalidArgument, message: "too many silos or watched columns") }
         let ask = BrokerCoordinator.DeployRequest(version: Int(request.version), stage: stage, silos: PeerText.bounded(request.silos, count: 10_000, limit: 128),
-                                                  maxPSI: request.maxPsi == 0 ? 0.25 : request.maxPsi,
+                                                  maxPSI: request.maxPsi == 0 ? nil : request.maxPsi,
                                                   minAccuracy: request.hasMinAccuracy ? request.minAccuracy : nil, watch: PeerText.bounded(request.watch, count: 1_000, limit: 128))
         _ = try await coordinator.deploy(ask, by: admin)
         return Self.deploymentsResponse(await coordinator.deployments)

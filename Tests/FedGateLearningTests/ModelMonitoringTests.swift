@@ -83,6 +83,18 @@ struct ModelMonitoringTests {
         #expect(empty.isFinite && empty > 1)
     }
 
+    @Test("an accuracy's shortfall p-value: a half at the floor, small far under it, larger with more noise or fewer rows, and none without an accuracy")
+    func accuracyShortfall() throws {
+        let f = { (right: Double, labelled: Double) in try MonitorFigures(released: [labelled, labelled, right, 1, 1, 1, 1], columns: 1) }
+        #expect(abs(try f(80, 100).accuracyPValue(floor: 0.8, sigma: 3)! - 0.5) < 1e-12)
+        // 70 of 100 under a floor of 0.8, no noise: z = 0.1 / √(0.16 / 100) = 2.5, p = 0.0062 (the normal tail).
+        #expect(abs(try f(70, 100).accuracyPValue(floor: 0.8, sigma: 0)! - 0.00620966532577613) < 1e-9)
+        let quiet = try f(70, 100).accuracyPValue(floor: 0.8, sigma: 1)!, noisy = try f(70, 100).accuracyPValue(floor: 0.8, sigma: 10)!
+        #expect(quiet < noisy && noisy > 0.05)
+        #expect(try f(700, 1000).accuracyPValue(floor: 0.8, sigma: 3)! < 1e-10)
+        #expect(try f(2, 5).accuracyPValue(floor: 0.8, sigma: 3) == nil, "too few labelled rows: no accuracy")
+    }
+
     @Test("χ² upper tails match SciPy's chi2.sf for 1 to 7 degrees of freedom")
     func chiSquare() {
         // scipy.stats.chi2.sf(x, k), SciPy 1.x.

@@ -93,11 +93,20 @@ struct RolloutTests {
         #expect(try rollout.checked(silo: "a", version: 1, figures: try Self.figures(), sigma: 3, at: Self.t0).check.passed)
     }
 
+    @Test("an accuracy a little under the gate that the noise explains passes; one far under fails")
+    func qualityNeedsSignificance() throws {
+        var rollout = try Self.installedCanary()
+        // 76 of 100 against a floor of 0.8, with σ = 3 on each count: p ≈ 0.2.
+        #expect(try rollout.checked(silo: "a", version: 1, figures: try Self.figures(right: 76), sigma: 3, at: Self.t0).check.passed)
+        #expect(try !rollout.checked(silo: "b", version: 1, figures: try Self.figures(right: 50), sigma: 3, at: Self.t0).check.passed)
+    }
+
     @Test("a check under the gate's accuracy fails for quality; a silo's first deployment rolls back to none (version 0)")
     func qualityRollsBackToNone() throws {
         var rollout = try Self.installedCanary()
         let verdict = try rollout.checked(silo: "b", version: 1, figures: try Self.figures(right: 60), sigma: 3, at: Self.t0)
-        #expect(verdict.check.reasons == ["quality: accuracy 0.6000 < 0.8000 on 100 labelled rows"] && verdict.rollback == ["a": 0, "b": 0])
+        #expect(verdict.check.reasons.count == 1 && verdict.check.reasons[0].hasPrefix("quality: accuracy 0.6000 < 0.8000 on 100 labelled rows (p ")
+                && verdict.rollback == ["a": 0, "b": 0], "\(verdict.check.reasons)")
         _ = try rollout.answered(silo: "a", deployment: 1, version: 0, reference: nil, problem: nil, at: Self.t0)
         _ = try rollout.answered(silo: "b", deployment: 1, version: 0, reference: nil, problem: nil, at: Self.t0)
         #expect(rollout.running.isEmpty && rollout.deployments[0].state == .rolledBack && rollout.deployments[0].rollbackSeconds == 0)

@@ -44,7 +44,8 @@ struct DeploymentTests {
     static func deploy(_ version: Int, _ stage: String, silos: [String] = [], _ consortium: Consortium, port: Int) async throws -> Fedgate_V1_DeploymentsResponse {
         try await withGRPCClient(transport: try admin(consortium, port: port)) { grpc in
             var request = Fedgate_V1_DeployModelRequest()
-            (request.version, request.stage, request.silos, request.watch) = (UInt32(version), stage, silos, Self.watch)
+            (request.version, request.stage, request.silos) = (UInt32(version), stage, silos)
+            if stage == "canary" { request.watch = Self.watch }
             return try await Fedgate_V1_Broker.Client(wrapping: grpc).deployModel(request)
         }
     }
@@ -104,6 +105,14 @@ struct DeploymentTests {
             let canaryPassed = await eventually { await rollout().deployments.first?.state == .passed }
             let canaryChecks = await rollout().deployments.first?.checks ?? []
             #expect(canaryPassed, "\(canaryChecks)")
+            // A promotion keeps the canary's gate: naming another is refused.
+            await #expect {
+                _ = try await withGRPCClient(transport: try Self.admin(consortium, port: broker.port)) { grpc in
+                    var request = Fedgate_V1_DeployModelRequest()
+                    (request.version, request.stage, request.watch) = (1, "all", ["mean_radius"])
+                    return try await Fedgate_V1_Broker.Client(wrapping: grpc).deployModel(request)
+                }
+            } throws: { "\($0)".contains("keeps the canary's gate") }
             _ = try await Self.deploy(1, "all", consortium, port: broker.port)
             let promoted = await eventually { await rollout().deployments.last.map { d in d.state == .monitoring && d.checks.count == 2 } == true }
             let runningAfterPromotion = await rollout().running

@@ -53,9 +53,14 @@ struct DeploymentWalkthroughTests {
         let summary = try #require(scores.split(separator: "\n").last.map(String.init))
         let accuracy = try #require((try JSONSerialization.jsonObject(with: Data(summary.utf8)) as? [String: Any])?["accuracy"] as? Double)
         #expect(accuracy >= 0.75, "\(summary)")
+        // Version 1 went to hospital-b as a canary, passed its check there, then to every silo; hospital-b scored rows with it.
+        #expect(output.contains("running: hospital-a v1, hospital-b v1, hospital-c v1"), "\(output.suffix(3000))")
+        #expect(output.contains("model: version 1 deployed to hospital-b") && output.contains("accuracy "), "\(output.suffix(2000))")
         // The officer's report, fetched over mTLS, holds the broker's trail and hospital-a's, both intact.
         #expect(output.contains("broker 127.0.0.1:") && output.contains("audit chain intact"))
         let report = try String(contentsOf: work.appendingPathComponent("olga/report.html"), encoding: .utf8)
         #expect(report.contains("admin:alice") && report.contains("hospital-a"), "the report names who approved the plan at hospital-a")
+        #expect(report.contains("<td>1</td><td>v1</td><td>canary</td><td>hospital-b</td>") && report.contains("<span class=ok>passed</span>"),
+                "the report shows the canary and its passed check")
     }
 }
