@@ -120,6 +120,11 @@ enum PlanView {
         let r = s.statistics
         var lines = [String(format: "  statistics of about %.0f rows at %@ (all with DP):", r.count, r.silos.joined(separator: ", ") as NSString)]
         for c in r.columns {
+            // A category's one-hot input (`sex=female`): its mean is the category's share of the rows.
+            if c.column.contains("=") {
+                lines.append(String(format: "    %-24@ share %.1f %% (about %.0f rows)", c.column as NSString, 100 * c.mean, c.mean * r.count))
+                continue
+            }
             lines.append(String(format: "    %-24@ mean %.4g  deviation %.4g", c.column as NSString, c.mean, c.deviation))
             // A histogram as the broker sent it; one whose parts do not line up is not printed (never indexed past its end).
             guard !c.edges.isEmpty, c.edges.count == c.counts.count + 1, c.withheld.count == c.counts.count else { continue }

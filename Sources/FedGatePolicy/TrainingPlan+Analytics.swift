@@ -1,3 +1,4 @@
+import FedGateData
 import FedGateLearning
 import FedGatePrivacy
 import Foundation
@@ -37,24 +38,28 @@ extension TrainingPlan {
     public var trainsNothing: Bool { isEvaluation || isStatistics }
 
     static func statisticsPlan(_ r: YAMLReader, _ root: YAMLReader.Map) throws -> TrainingPlan {
-        if let schema = root.optional("schema") {
-            throw r.error(schema, "schema", "a statistics plan reads numeric columns (with their bounds); statistics over a schema's categories are not built yet")
-        }
         try refuseTraining(r, root, kind: "a statistics plan (kind: statistics)",
-                           allowing: ["kind", "purpose", "datasets", "columns", "statistics", "histograms", "min_cell", "quorum", "broker", "deadlines"])
+                           allowing: ["kind", "purpose", "datasets", "columns", "schema", "statistics", "histograms", "min_cell", "quorum", "broker", "deadlines"])
         var plan = try trainingNothing(r, root, model: "none", does: "release statistics")
-        let statisticsNode = try root.require("statistics", "noise_multiplier and each column's bounds")
-        let statistics = try Self.statistics(r, statisticsNode, columns: plan.columns, schema: false)
-        if let missing = plan.columns.first(where: { statistics.bounds?[$0] == nil }) {
+        plan.schema = try root.optional("schema").map { try schema(r, $0, columns: plan.columns) }
+        let statisticsNode = try root.require("statistics", plan.schema == nil ? "noise_multiplier and each column's bounds" : "noise_multiplier")
+        let statistics = try Self.statistics(r, statisticsNode, columns: plan.columns, schema: plan.schema != nil)
+        if let schema = plan.schema {
+            try checkStatisticsSchema(r, root, schema)
+        } else if let missing = plan.columns.first(where: { statistics.bounds?[$0] == nil }) {
             throw r.error(statisticsNode, "statistics.bounds", "gives no [lower, upper] for column '\(missing)': the noise is sized by every column's range")
         }
         plan.statistics = statistics
+        let numeric = plan.schema.map { $0.columns.filter { if case .numeric = $0.kind { true } else { false } }.map(\.name) } ?? plan.columns
         var histograms: [String: [Double]] = [:]
         if let node = root.optional("histograms") {
             let hm = try r.map(node, "histograms")
             for entry in hm.entries {
                 let path = "histograms.\(entry.key)"
-                guard plan.columns.contains(entry.key) else { throw r.error(entry.keyNode, path, "names no column of the plan's columns") }
+                guard numeric.contains(entry.key) else {
+                    throw r.error(entry.keyNode, path, plan.schema == nil ? "names no column of the plan's columns"
+                                  : "names no numeric column of the schema (a categorical column's counts are its shares already)")
+                }
                 guard let items = entry.value.sequence, (2...1001).contains(items.count) else {
                     throw r.error(entry.value, path, "must list 2 to 1001 bin edges, increasing")
                 }
@@ -67,6 +72,27 @@ extension TrainingPlan {
         plan.analytics = Analytics(histograms: histograms, minCell: minCell)
         return plan
     }
+
+    /// A statistics plan's schema: every numeric column bounded (the noise is sized by the ranges),
+    /// missing cells dropped (there are no consortium fill values before the statistics exist), and a
+    /// classification target (the rows must carry it to be read; a regression target's release is not built).
+    private static func checkStatisticsSchema(_ r: YAMLReader, _ root: YAMLReader.Map, _ schema: DataSchema) throws {
+        let node = root.optional("schema")
+        if let c = schema.columns.first(where: { if case .numeric = $0.kind { $0.bounds == nil } else { false } }) {
+            throw r.error(node, "schema.columns.\(c.name).bounds", "a numeric column of a statistics plan needs bounds: the noise is sized by its range")
+        }
+        if let c = schema.columns.first(where: { $0.missing != .drop }) {
+            throw r.error(node, "schema.columns.\(c.name).missing", "a statistics plan drops rows with missing cells (missing: drop): there are no consortium fill values yet")
+        }
+        if schema.target.task == .regression {
+            throw r.error(node, "schema.target", "a statistics plan's target must be a classification one; give a numeric column under columns to describe it")
+        }
+    }
+
+    /// The model inputs a statistics plan releases, in order: the plan's columns, or with a schema
+    /// its encoded inputs (a categorical column's one-hot inputs, `sex=female`, whose means are the
+    /// categories' shares).
+    public var analyticsInputs: [String] { schema.map { SchemaEncoding(schema: $0).inputNames } ?? columns }
 
     /// The release a silo makes for a statistics plan over its columns `names` (in its order).
     public func analyticsRelease(features names: [String]) throws -> AnalyticsRelease {

@@ -67,12 +67,12 @@ extension BrokerCoordinator {
 extension BrokerCoordinator {
     func runStatistics(_ plan: TrainingPlan, text: String, hash: String) async throws {
         let admitted = try await admit(plan, text: text, hash: hash)
-        let release = try plan.analyticsRelease(features: plan.columns)
+        let release = try plan.analyticsRelease(features: plan.analyticsInputs)
         var parts: [ReleasedAnalytics] = [], silos: [String] = []
         let sizes = release.histograms.map(\.bins)
         for (silo, m) in admitted.releases.sorted(by: { $0.key < $1.key }) {
             let part = ReleasedAnalytics(m, histograms: sizes)
-            if let problem = part.problem(columns: plan.columns.count, bins: sizes) {
+            if let problem = part.problem(columns: plan.analyticsInputs.count, bins: sizes) {
                 // Left out of the pool, and said so: the silo's release does not fit the plan.
                 try await runStore.audit(.refused(.reply, .init(reason: "a statistics release that does not fit the plan: \(problem)", plan: hash, round: 0)),
                                          actor: settings.brokerID, subject: silo, at: now())
@@ -85,9 +85,9 @@ extension BrokerCoordinator {
             throw PlanUnsupported("only \(parts.count) silos released statistics that fit the plan; its quorum is \(plan.quorum)")
         }
         let result = try release.combine(parts, minCell: plan.analytics?.minCell ?? 10)
-        plans[hash]?.analytics = (silos, plan.columns, result)
+        plans[hash]?.analytics = (silos, plan.analyticsInputs, result)
         try await runStore.audit(.statisticsPooled(.init(silos: silos, count: result.count,
-                                                         means: Dictionary(uniqueKeysWithValues: zip(plan.columns, result.columns.map(\.mean))))),
+                                                         means: Dictionary(uniqueKeysWithValues: zip(plan.analyticsInputs, result.columns.map(\.mean))))),
                                  actor: settings.brokerID, subject: hash, at: now())
         logger.info("statistics pooled", metadata: ["plan": "\(hash.prefix(12))", "silos": "\(silos)", "count": "\(result.count)"])
     }

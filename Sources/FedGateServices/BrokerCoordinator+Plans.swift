@@ -21,7 +21,7 @@ extension BrokerCoordinator {
         let hash = plan.contentHash
         if let p = plans[hash], p.state == .running { throw BrokerError.planAlreadyRunning(plan: hash) }
         if plan.isStatistics {
-            do { _ = try plan.analyticsRelease(features: plan.columns) } catch { throw PlanUnsupported("\(error)") }
+            do { _ = try plan.analyticsRelease(features: plan.analyticsInputs) } catch { throw PlanUnsupported("\(error)") }
         } else if plan.isEvaluation {
             _ = try ModelKind(parsing: plan.model)
             _ = try await registryModel(plan)

@@ -273,6 +273,56 @@ struct IslandRoundTests {
         return Gateway(settings: settings, governor: governor, logger: consortium.logger)
     }
 
+    @Test("a statistics plan through the schema: each island's raw export pooled into means, the sexes' shares and a body-mass histogram within the DP noise of the true figures, each ledger holding the one release")
+    func schemaStatistics() async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        let text = try String(contentsOf: Consortium.root.appendingPathComponent("examples/plans/penguins-statistics.yaml"), encoding: .utf8)
+        let plan = try TrainingPlan.parse(text, file: "penguins-statistics.yaml")
+        let schema = try #require(plan.schema)
+        #expect(plan.analyticsInputs == ["bill_length_mm", "flipper_length_mm", "body_mass_g", "sex=female", "sex=male"])
+        let exports = try Self.exports()
+        // The true figures: every row each island reads through the schema (training and held-out).
+        let rows = try exports.flatMap { e in [try SiloData.dataset(e.train, schema, e.mapping), try SiloData.dataset(e.test, schema, e.mapping)] }
+            .flatMap { d in (0..<d.count).map { Array(d.row($0)).map(Double.init) } }
+        let n = Double(rows.count)
+        let means = (0..<5).map { j in rows.reduce(0) { $0 + $1[j] } / n }
+        @Sendable func mean(_ j: Int) -> Double { means[j] }
+        try await Self.run(text, on: exports, consortium, brokerStore) { status in
+            #expect(status.state == .finished, "\(status.reason ?? "")")
+            let (silos, columns, result) = try #require(status.analytics)
+            #expect(silos.count == 3 && columns == plan.analyticsInputs)
+            // One silo's σ on a sum scaled into [−½, ½] is z·√(1 + 5d/16 + h) with d = 5 inputs and one histogram; three add up.
+            let pooledSigma = 2 * (1 + 25.0 / 16 + 1).squareRoot() * 3.0.squareRoot()
+            for (j, width) in [(0, 50.0), (1, 100.0), (2, 5000.0), (3, 1.0), (4, 1.0)] {
+                let tolerance = 4 * pooledSigma / n * width
+                #expect(abs(result.columns[j].mean - mean(j)) < tolerance, "\(columns[j]): \(result.columns[j].mean) vs \(mean(j)) ± \(tolerance)")
+            }
+            let female = result.columns[3].mean, male = result.columns[4].mean
+            print(String(format: "penguin statistics through the schema: %.1f birds (true %.0f); female %.3f (true %.3f), male %.3f (true %.3f); body mass %.0f g (true %.0f)",
+                         result.count, n, female, mean(3), male, mean(4), result.columns[2].mean, mean(2)))
+            let histogram = try #require(result.histograms.first)
+            let edges: [Double] = [2500, 3500, 4500, 5500, 6500]
+            for b in 0..<4 {
+                let exact = Double(rows.filter { $0[2] >= edges[b] && $0[2] < edges[b + 1] }.count)
+                if let got = histogram.counts[b] { #expect(abs(got - exact) < 4 * pooledSigma, "bin \(b): \(got) vs \(exact)") }
+            }
+            for island in Self.islands {
+                let ledger = try await consortium.store(island.lowercased())
+                let entries = try await ledger.entries(dataset: "penguins").filter { $0.state == .committed }
+                #expect(entries.map(\.event) == [.gaussian(noiseMultiplier: 2)], "\(island): \(entries.map(\.event))")
+            }
+        }
+        // What a statistics plan's schema may not do is refused at parse, naming the field.
+        for (from, to, field) in [("sex: { type: categorical, categories: [female, male], missing: drop }",
+                                   "sex: { type: categorical, categories: [female, male], missing: indicator }", "schema.columns.sex.missing"),
+                                  ("body_mass_g: { type: numeric, missing: drop, bounds: [2000, 7000] }", "body_mass_g: { type: numeric, missing: drop }",
+                                   "schema.columns.body_mass_g.bounds"),
+                                  ("  body_mass_g: [2500", "  sex: [0, 1]\n  body_mass_g: [2500", "histograms.sex")] {
+            #expect { try TrainingPlan.parse(text.replacingOccurrences(of: from, with: to), file: "p.yaml") } throws: { "\($0)".contains(field) }
+        }
+    }
+
     @Test("what this FedGate cannot train from a schema is refused when the plan is submitted, with the field to change")
     func untrainableSchemas() throws {
         let base = try #require(try TrainingPlan.parse(try String(contentsOf: Consortium.root.appendingPathComponent("examples/plans/penguins-species.yaml"),
