@@ -71,3 +71,21 @@ struct DeploymentViewTests {
         #expect(text.contains("  not yet promotable: clinic-a has not passed a monitoring check yet\n"), "\(text)")
     }
 }
+
+@Suite("Statistics view")
+struct StatisticsViewTests {
+    @Test("a category's one-hot input is shown as its share of the rows, a numeric column as its mean and deviation")
+    func shares() {
+        var s = Fedgate_V1_PlanStatusResponse()
+        var stats = Fedgate_V1_StatisticsResult()
+        (stats.count, stats.silos) = (333, ["biscoe", "dream"])
+        var mass = Fedgate_V1_ColumnStatistics(), female = Fedgate_V1_ColumnStatistics()
+        (mass.column, mass.mean, mass.deviation) = ("body_mass_g", 4207, 802)
+        (female.column, female.mean) = ("sex=female", 0.495)
+        stats.columns = [mass, female]
+        s.statistics = stats
+        let lines = PlanView.statisticsLines(s)
+        #expect(lines.contains { $0.contains("body_mass_g") && $0.contains("mean 4207  deviation 802") }, "\(lines)")
+        #expect(lines.contains { $0.contains("sex=female") && $0.contains("share 49.5 % (about 165 rows)") }, "\(lines)")
+    }
+}
