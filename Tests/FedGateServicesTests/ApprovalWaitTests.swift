@@ -49,17 +49,22 @@ struct ApprovalWaitTests {
             #expect(status.state == .running && status.rounds.isEmpty)
             #expect(status.current?.accepted == ["hospital-0", "hospital-1"])
             #expect(status.refusals["hospital-2"]?.first?.hasPrefix("approval: ") == true, "\(status.refusals)")
-            // Several polls later: still waiting, no round opened, no budget reserved anywhere.
+            // The wait is announced in the audit (written just after the status says so: on a loaded
+            // machine, later); several polls after that, still waiting, no round opened, no budget
+            // reserved anywhere, and announced once.
+            let announced = try await eventually { try await brokerStore.auditRecords().contains { $0.action == "plan.await_approval" } }
+            try #require(announced, "the wait never reached the audit")
             try await Task.sleep(for: .milliseconds(500))
             #expect(await broker.coordinator.status(hash)?.current?.phase == "awaiting approval")
             #expect(try await brokerStore.rounds(planHash: hash).isEmpty)
             for silo in silos { #expect(try await silo.ledger.backend.entries(dataset: "breast-cancer-2024").isEmpty) }
             let awaited = try await brokerStore.auditRecords().filter { $0.action == "plan.await_approval" }
             #expect(awaited.count == 1, "announced once, not at every poll")
-            if case .success(.planAwaitingApproval(let p)) = AuditEvent.of(awaited[0]) {
+            let record = try #require(awaited.first)
+            if case .success(.planAwaitingApproval(let p)) = AuditEvent.of(record) {
                 #expect(p.silos == ["hospital-2"] && p.accepted == ["hospital-0", "hospital-1"] && p.until > Date().timeIntervalSince1970)
             } else {
-                Issue.record("plan.await_approval does not read back: \(awaited[0].payload)")
+                Issue.record("plan.await_approval does not read back: \(record.payload)")
             }
 
             // The silo's admin approves the plan in the silo's own store; the next poll sees it.
