@@ -61,6 +61,10 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     /// FedProx's proximal coefficient μ for each silo's local training (`fedprox:`); absent from the
     /// content hash when not given (plain local DP-SGD).
     public var fedprox: Double? = nil
+    /// SCAFFOLD (`scaffold: true`): the round's model file carries the server's control variate and
+    /// each silo corrects its local steps by it and its own; nil when not asked (absent from the
+    /// content hash then).
+    public var scaffold: Bool? = nil
     /// How updates travel (`compression: fp16 | q8 | topk:FRACTION`), encoded at the silo after its DP
     /// (post-processing: no privacy cost) and decoded by the broker; absent: float32. Absent from the
     /// content hash when not given.
@@ -147,7 +151,7 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     /// What a training plan may say.
     static let trainingKeys = ["kind", "purpose", "datasets", "columns", "model", "executor", "rounds", "local_steps", "strategy",
                                "dp", "secure_aggregation", "quorum", "broker", "deadlines", "evaluation", "personalisation", "schema", "statistics",
-                               "slices", "fedprox", "compression", "sampling"]
+                               "slices", "fedprox", "compression", "sampling", "scaffold"]
 
     public static func parse(_ text: String, file: String) throws -> TrainingPlan {
         let r = YAMLReader(file: file)
@@ -225,6 +229,16 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     private static func readShape(_ r: YAMLReader, _ root: YAMLReader.Map, into plan: inout TrainingPlan) throws {
         plan.sampling = try root.optional("sampling").map { try sampling(r, $0, quorum: plan.quorum) }
         plan.fedprox = try root.optional("fedprox").map { try r.double($0, "fedprox", 1e-6...100, "FedProx's μ, a number from 0.000001 to 100") }
+        if let node = root.optional("scaffold"), try r.bool(node, "scaffold") {
+            // The broker derives each silo's control-variate change from its update, which it sees
+            // only in the clear, and SCAFFOLD's server step is FedAvg's.
+            guard !plan.secureAggregation else {
+                throw r.error(node, "scaffold", "needs each silo's update in the clear (its control variate's change is derived from it); secure aggregation masks it")
+            }
+            guard plan.strategy.isFedAvg else { throw r.error(node, "scaffold", "SCAFFOLD's server step is FedAvg's: use strategy: fedavg") }
+            guard plan.executor == .builtin else { throw r.error(node, "scaffold", "the control variates are applied by the built-in trainer: use executor: builtin") }
+            plan.scaffold = true
+        }
         if let node = root.optional("compression") {
             let text = try r.string(node, "compression")
             do { _ = try makeCodec(text) } catch let e as AggregationError { throw r.error(node, "compression", e.reason) }

@@ -219,11 +219,21 @@ extension BrokerCoordinator {
         let validator = UpdateValidator(dimension: active[hash]!.dimension, maximumNorm: settings.maximumUpdateNorm)
         if let rejection = validator.check(silo: silo, examples: header.examples, delta: values) { throw UpdateRefused(rejection) }
         let metrics = UploadMetrics.checked(header.metrics)
+        let scaffold = active[hash]!.scaffoldSum != nil
+        if scaffold, !(header.scaffoldScale.isFinite && (1e-9...1e9).contains(header.scaffoldScale)) {
+            throw UpdateRefused(.unreadable, "a SCAFFOLD update needs the silo's local steps × learning rate (scaffold_scale), got \(header.scaffoldScale)")
+        }
         if active[hash]!.folded != nil {
             try active[hash]!.machine.upload(ClientUpdate(silo: silo, delta: [], examples: header.examples), metrics: metrics)
             active[hash]!.folded!.fold(values, weight: Double(header.examples))
         } else {
             try active[hash]!.machine.upload(ClientUpdate(silo: silo, delta: Array(values), examples: header.examples), metrics: metrics)
+        }
+        if scaffold {
+            // Its control variate's change is −c − Δy/(K·η): the broker keeps Σ Δy/(K·η) and the count.
+            let scale = Float(1 / header.scaffoldScale)
+            for j in 0..<values.count { active[hash]!.scaffoldSum![j] += scale * values[j] }
+            active[hash]!.scaffoldCount += 1
         }
         received(from: silo, header, bytes: bytes)
     }

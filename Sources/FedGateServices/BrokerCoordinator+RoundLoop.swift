@@ -30,6 +30,8 @@ extension BrokerCoordinator {
         var lastCommitted: Int?
         /// The file the last commit checkpointed: the next round's model, hashed once, not again.
         var prepared: ModelFile?
+        /// SCAFFOLD: the server's control variate (zero until the first round updates it).
+        var scaffoldControl: [Float]?
     }
 
     /// One round's fixed facts.
@@ -69,7 +71,7 @@ extension BrokerCoordinator {
     private func runRounds(_ plan: TrainingPlan, text: String, hash: String, from resume: Resume) async throws {
         let kind = try ModelKind(parsing: plan.model)
         var state = PlanRunState(global: resume.global, standardisation: resume.standardisation, strategy: try plan.strategy.make(),
-                                 participants: resume.participants, lastCommitted: resume.lastCommitted)
+                                 participants: resume.participants, lastCommitted: resume.lastCommitted, scaffoldControl: resume.scaffoldControl)
         if resume.lastCommitted == nil, resume.nextRound <= plan.rounds { try await admit(plan, text: text, hash: hash) }
         for number in stride(from: resume.nextRound, through: plan.rounds, by: 1) {
             try Task.checkCancellation()
@@ -86,7 +88,8 @@ extension BrokerCoordinator {
         if let round = state.lastCommitted, let model = state.global, let standardisation = state.standardisation {
             // Resumed with no round left to run: the participants are reconnecting to this broker.
             let resumed = resume.nextRound > plan.rounds
-            try await evaluateFinal(plan, hash: hash, round: round, model: model, file: state.prepared, standardisation: standardisation,
+            // A SCAFFOLD checkpoint carries the server's control; the registry's file is the model alone.
+            try await evaluateFinal(plan, hash: hash, round: round, model: model, file: plan.scaffold == true ? nil : state.prepared, standardisation: standardisation,
                                     participants: state.participants, resumed: resumed)
         }
     }
@@ -170,6 +173,7 @@ extension BrokerCoordinator {
             let inputs = Self.split(state.standardisation!, round.kind).features.means.count
             let classes = round.kind == .linear ? 1 : max(2, moments.map(\.classes).max() ?? 2)
             state.global = try Network(kind: round.kind, inputs: inputs, classes: classes, seed: settings.modelSeed)
+            if round.plan.scaffold == true { state.scaffoldControl = [Float](repeating: 0, count: state.global!.parameters.count) }
             plans[hash]?.layerSizes = state.global!.layerSizes
             return .modelMade
         case .prepare(let participants):
@@ -219,11 +223,14 @@ extension BrokerCoordinator {
         // Set in place, not through a local copy of the round: a copy alive at aggregation would
         // share the model file, and so the global model's storage, and make the in-place update
         // copy 100 MB (measured with heaptrack).
-        let file = try state.prepared ?? ModelPayload.modelFile(state.global!, chunkBytes: chunkBytes, inputs: Self.inputs(plan, state.standardisation))
+        if plan.scaffold == true, state.scaffoldControl?.count != dimension { state.scaffoldControl = [Float](repeating: 0, count: dimension) }
+        let file = try state.prepared ?? ModelPayload.modelFile(state.global!, chunkBytes: chunkBytes, inputs: Self.inputs(plan, state.standardisation),
+                                                                  control: state.scaffoldControl)
         state.prepared = nil
         active[hash]!.model = consume file
         active[hash]!.dimension = dimension
         active[hash]!.codec = plan.compression
+        if plan.scaffold == true { active[hash]!.scaffoldSum = [Float](repeating: 0, count: dimension) }
         guard plan.secureAggregation else {
             if plan.strategy.isFedAvg { active[hash]!.folded = WeightedAverage(dimension: dimension) }
             return .prepared(secure: nil)
@@ -269,13 +276,22 @@ extension BrokerCoordinator {
         try await flag(hash, round: number, AttackFlag.of(outcome, strategy: round.plan.strategy.text))
         state.global!.parameters = outcome.parameters
         plans[hash]?.parameters = outcome.parameters
+        if let sum = active[hash]!.scaffoldSum, var control = state.scaffoldControl {
+            // SCAFFOLD's server step: c ← c + (1/N)·Σ Δcᵢ over the silos that sent an update, with
+            // Δcᵢ = −c − Δyᵢ/(Kᵢ·ηᵢ) and N the silos the round offered.
+            let n = Float(active[hash]!.scaffoldCount), total = Float(max(round.eligible.count, active[hash]!.scaffoldCount, 1))
+            for j in control.indices { control[j] += (-n * control[j] - sum[j]) / total }
+            state.scaffoldControl = control
+            active[hash]!.scaffoldSum = nil
+        }
     }
 
     /// The round committed with the checkpoint a restarted broker (or the standby) resumes from.
     private func commit(_ round: RoundContext, survivors: [String], _ state: inout PlanRunState) async throws {
         let (hash, number) = (round.hash, round.number)
         let progress = active[hash]!.machine.progress
-        let next = try ModelPayload.modelFile(state.global!, chunkBytes: chunkBytes, inputs: Self.inputs(round.plan, state.standardisation))
+        let next = try ModelPayload.modelFile(state.global!, chunkBytes: chunkBytes, inputs: Self.inputs(round.plan, state.standardisation),
+                                              control: state.scaffoldControl)
         let checkpoint = PlanRun.Checkpoint(round: number, contentSHA256: next.sha256,
                                             standardisation: try Resume.encode(state.standardisation!, classes: state.global!.classCount))
         try await runStore.commitRound(planHash: hash, number: number, survivors: survivors, checkpoint: checkpoint,

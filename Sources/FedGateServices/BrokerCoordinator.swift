@@ -76,6 +76,9 @@ public actor BrokerCoordinator {
         /// Update bytes taken this round, and what they would have been as float32.
         var bytesIn = 0
         var rawBytes = 0
+        /// SCAFFOLD: Σ Δyᵢ/(Kᵢ·ηᵢ) over the updates taken, and how many.
+        var scaffoldSum: [Float]?
+        var scaffoldCount = 0
     }
 
     struct Waiter {

@@ -72,8 +72,17 @@ extension Gateway {
         // (`releases.without_dp: [round_accuracy]`); otherwise it is not worked out at all.
         let metrics = governor.policy.allows(.roundAccuracy) ? Self.heldOutFigures(global, test, task) : [:]
 
-        let trained = try await trainer(for: plan, task: task, layers: global.layerSizes, label: train.labelName)
-            .train(global, on: train, round: task.round, plan: plan)
+        var siloTrainer = try trainer(for: plan, task: task, layers: global.layerSizes, label: train.labelName)
+        if plan.scaffold == true, var builtIn = siloTrainer as? BuiltInTrainer {
+            // SCAFFOLD: the server's control from the round's file; this silo's own from its last round (zero at first).
+            guard let server = try ModelPayload.scaffoldControl(payload, dimension: dimension) else {
+                throw GatewayError.brokerRefused(what: "SCAFFOLD round", reason: "the round's model file carries no server control variate")
+            }
+            builtIn.scaffold = LocalTrainer.Scaffold(server: server, client: scaffoldClients[task.planHash] ?? [Float](repeating: 0, count: dimension))
+            siloTrainer = builtIn
+        }
+        let trained = try await siloTrainer.train(global, on: train, round: task.round, plan: plan)
+        if let scaffold = trained.scaffold { scaffoldClients[task.planHash] = scaffold.client }
         var delta = trained.delta
         if !localRanges.isEmpty {
             // The local layers stay here: kept for the next round, and nothing of them is sent.
@@ -98,8 +107,9 @@ extension Gateway {
             try await maskAndUploadIfReady(key, broker: broker)
             return
         }
-        let header = TransferHeader(planHash: task.planHash, round: Int(task.round), totalBytes: bytes.count, examples: examples,
+        var header = TransferHeader(planHash: task.planHash, round: Int(task.round), totalBytes: bytes.count, examples: examples,
                                     metrics: metrics)
+        header.scaffoldScale = trained.scaffold?.scale ?? 0
         try await send(bytes, header, key: key, what: "update", broker: broker)
         await crashPoint("uploaded")
     }

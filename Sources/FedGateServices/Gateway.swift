@@ -117,6 +117,8 @@ public actor Gateway {
     var personal: [String: [Float]] = [:]
     /// Each plan's update codec (`compression:`), kept across rounds: top-k's error feedback is this silo's own.
     var codecs: [String: any UpdateCodec] = [:]
+    /// SCAFFOLD: this silo's control variate per plan, kept across rounds (a restart starts it at zero).
+    var scaffoldClients: [String: [Float]] = [:]
     /// The plans this silo is in (accepted, not yet announced ended), with when the broker last asked
     /// about each: the policy's `max_concurrent_plans` counts them. A plan the broker has not asked
     /// about for a day (it stopped without saying) no longer counts.
@@ -292,6 +294,7 @@ public actor Gateway {
     func planEnded(_ ended: Fedgate_V1_PlanEnded) {
         guard activePlans.removeValue(forKey: ended.planHash) != nil else { return }
         codecs.removeValue(forKey: ended.planHash)
+        scaffoldClients.removeValue(forKey: ended.planHash)
         logger.info("plan ended", metadata: ["silo": "\(siloID)", "plan": "\(ended.planHash.prefix(12))", "state": "\(PeerText.bounded(ended.state, limit: 16))"])
     }
 

@@ -44,9 +44,23 @@ public enum ModelPayload {
 
     /// The model's file as transfer chunks made on demand from the parameters themselves, with its
     /// size and SHA-256: a large model exists once, as floats, however many silos download it.
-    public static func modelFile(_ net: Network, chunkBytes: Int, inputs: Inputs? = nil) throws -> ModelFile {
-        let head = try SafeTensors.float32Header(tensors: net.tensorLayout, metadata: metadata(net, inputs))
-        return ModelFile(head: head, parameters: net.parameters, chunkBytes: chunkBytes)
+    public static func modelFile(_ net: Network, chunkBytes: Int, inputs: Inputs? = nil, control: [Float]? = nil) throws -> ModelFile {
+        guard let control else {
+            let head = try SafeTensors.float32Header(tensors: net.tensorLayout, metadata: metadata(net, inputs))
+            return ModelFile(head: head, parameters: net.parameters, chunkBytes: chunkBytes)
+        }
+        precondition(control.count == net.parameters.count, "one control value per parameter")
+        let head = try SafeTensors.float32Header(tensors: net.tensorLayout + [(scaffoldControl, [control.count])], metadata: metadata(net, inputs))
+        return ModelFile(head: head, parameters: net.parameters + control, chunkBytes: chunkBytes)
+    }
+
+    /// The tensor of a SCAFFOLD round's model file that carries the server's control variate, after the layers.
+    public static let scaffoldControl = "scaffold.control"
+
+    /// A SCAFFOLD round's server control variate, from the model file (nil when the file has none).
+    public static func scaffoldControl(_ bytes: [UInt8], dimension: Int) throws -> [Float]? {
+        guard try SafeTensors(bytes: bytes).entries[scaffoldControl] != nil else { return nil }
+        return try parameters(bytes, tensor: scaffoldControl, dimension: dimension)
     }
 
     /// The metadata that lets a model be used without guessing (every value a string, as safetensors requires).
@@ -82,15 +96,19 @@ public enum ModelPayload {
     public static func modelParameters(_ bytes: [UInt8], dimension: Int) throws -> [Float] {
         let file = try SafeTensors(bytes: bytes)
         if file.entries["parameters"] != nil { return try parameters(bytes, tensor: "parameters", dimension: dimension) }
-        let values = file.entries.values.reduce(0) { $0 + $1.shape.reduce(1, *) }
-        guard !file.entries.isEmpty, file.entries.values.allSatisfy({ $0.dtype == .f32 }), values == dimension else {
-            throw WrongShape(description: "the model's tensors hold \(values) values (\(Set(file.entries.values.map(\.dtype.rawValue)).sorted())), expected \(dimension) float32")
+        let layers = file.entries.filter { $0.key != scaffoldControl }.values
+        let values = layers.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        guard !layers.isEmpty, layers.allSatisfy({ $0.dtype == .f32 }), values == dimension else {
+            throw WrongShape(description: "the model's tensors hold \(values) values (\(Set(layers.map(\.dtype.rawValue)).sorted())), expected \(dimension) float32")
         }
-        // The reader checked that the tensors tile the data with no hole or overlap: the data is
-        // the file's last 4 × dimension bytes, the tensors in file order.
+        // The reader checked that the tensors tile the data with no hole or overlap: the layers are
+        // the data's first 4 × dimension bytes (a SCAFFOLD control, when there is one, comes after),
+        // the tensors in file order.
+        let control = file.entries[scaffoldControl].map { 4 * $0.shape.reduce(1, *) } ?? 0
+        let start = bytes.count - control - 4 * dimension
         return [Float](unsafeUninitializedCapacity: dimension) { buffer, count in
             bytes.withUnsafeBytes { raw in
-                UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[(bytes.count - 4 * dimension)...]))
+                UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[start..<(start + 4 * dimension)]))
             }
             count = dimension
         }

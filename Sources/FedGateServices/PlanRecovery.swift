@@ -12,6 +12,8 @@ extension BrokerCoordinator {
         var participants = Set<String>()
         var lastCommitted: Int?
         var nextRound = 1
+        /// SCAFFOLD: the server's control variate, from the checkpoint's file.
+        var scaffoldControl: [Float]?
         static let start = Resume()
 
         static func encode(_ s: Standardisation, classes: Int) throws -> String {
@@ -87,6 +89,11 @@ struct PlanRecovery: Sendable {
             }
             let (global, standardisation) = try BrokerCoordinator.Resume.checkpoint(c, of: hash, content: content, kind: try ModelKind(parsing: plan.model))
             (resume.global, resume.standardisation, resume.lastCommitted) = (global, standardisation, c.round)
+            if plan.scaffold == true {
+                do { resume.scaffoldControl = try ModelPayload.scaffoldControl(content, dimension: global.parameters.count) } catch {
+                    throw BrokerError.checkpointUnusable(plan: hash, round: c.round, problem: "has an unreadable SCAFFOLD control variate: \(error)")
+                }
+            }
             status.parameters = global.parameters
             status.layerSizes = global.layerSizes
         }

@@ -9,6 +9,8 @@ struct TrainedUpdate: Sendable {
     var delta: [Float]
     let examples: Int
     let metrics: [String: Double]
+    /// SCAFFOLD: this silo's new control variate, and its local steps times its learning rate.
+    var scaffold: (client: [Float], scale: Double)? = nil
 }
 
 /// How a silo trains for a round. Every trainer applies its differential privacy before it returns,
@@ -24,6 +26,8 @@ struct BuiltInTrainer: Trainer {
     let learningRate: Float
     /// Tests only: noise from a known seed (run, silo), to compare with the simulator; no privacy.
     let repeatable: (run: UInt64, silo: Int)?
+    /// SCAFFOLD: the server's control variate and this silo's, which correct every local step.
+    var scaffold: LocalTrainer.Scaffold? = nil
 
     func train(_ global: Network, on rows: Dataset, round: UInt32, plan: TrainingPlan) async throws -> TrainedUpdate {
         var local = LocalTrainingSettings()
@@ -32,12 +36,14 @@ struct BuiltInTrainer: Trainer {
         local.dpSteps = plan.localSteps
         local.proxMu = Float(plan.fedprox ?? 0)
         if let repeatable { local.repeatableNoise = RepeatableNoise(run: repeatable.run, silo: repeatable.silo, round: Int(round)) }
-        var scaffold: LocalTrainer.Scaffold?
+        var scaffold = self.scaffold
         var shuffle = SimulationRandom(seed: UInt64(round))
         let update = try LocalTrainer(settings: local).train(global, on: rows, scaffold: &scaffold, shuffle: &shuffle)
         var delta = update.parameters
         for k in delta.indices { delta[k] -= global.parameters[k] }
-        return TrainedUpdate(delta: delta, examples: update.examples, metrics: ["train_loss": Double(update.meanLoss)])
+        var trained = TrainedUpdate(delta: delta, examples: update.examples, metrics: ["train_loss": Double(update.meanLoss)])
+        if let scaffold { trained.scaffold = (scaffold.client, Double(update.steps) * Double(learningRate)) }
+        return trained
     }
 }
 

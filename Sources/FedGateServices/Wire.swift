@@ -68,10 +68,13 @@ extension Fedgate_V1_TransferHeader {
         totalBytes = UInt64(header.totalBytes)
         examples = UInt64(header.examples)
         metrics = header.metrics
+        scaffoldScale = header.scaffoldScale
     }
 
     var transferHeader: TransferHeader {
-        TransferHeader(planHash: planHash, round: Int(round), totalBytes: Int(clamping: totalBytes), examples: Int(clamping: examples), metrics: metrics)
+        var header = TransferHeader(planHash: planHash, round: Int(round), totalBytes: Int(clamping: totalBytes), examples: Int(clamping: examples), metrics: metrics)
+        header.scaffoldScale = scaffoldScale
+        return header
     }
 }
 

@@ -10,6 +10,8 @@ public struct TransferHeader: Sendable, Equatable {
     public var totalBytes: Int
     public var examples: Int
     public var metrics: [String: Double]
+    /// SCAFFOLD plans: the silo's local steps times its learning rate (K·η); 0 otherwise.
+    public var scaffoldScale: Double = 0
 
     public init(planHash: String, round: Int, totalBytes: Int, examples: Int = 0, metrics: [String: Double] = [:]) {
         self.planHash = planHash

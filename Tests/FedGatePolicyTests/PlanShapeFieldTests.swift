@@ -25,10 +25,23 @@ struct PlanShapeFieldTests {
         (true, "compression: q8", "secure aggregation"),
         (false, "fedprox: 0", "fedprox"),
         (false, "fedprox: 1000", "fedprox"),
+        (true, "scaffold: true", "secure aggregation"),
+        (false, "scaffold: yes please", "scaffold"),
     ])
     func refusals(_ secure: Bool, _ line: String, _ words: String) {
         let text = (secure ? Files.planText : Self.clear) + "\n" + line + "\n"
         #expect { try TrainingPlan.parse(text, file: "p.yaml") } throws: { "\($0)".contains(words) && "\($0)".contains("p.yaml") }
+    }
+
+    @Test("scaffold: true is read and enters the plan's hash; false is as if absent; with another strategy or a silo's own program it is refused")
+    func scaffold() throws {
+        let base = try TrainingPlan.parse(Self.clear, file: "p.yaml")
+        let on = try TrainingPlan.parse(Self.clear + "\nscaffold: true\n", file: "p.yaml")
+        let off = try TrainingPlan.parse(Self.clear + "\nscaffold: false\n", file: "p.yaml")
+        #expect(base.scaffold == nil && on.scaffold == true && off.scaffold == nil)
+        #expect(on.contentHash != base.contentHash && off.contentHash == base.contentHash)
+        let median = Self.clear.replacingOccurrences(of: "strategy: fedavg", with: "strategy: median") + "\nscaffold: true\n"
+        #expect { try TrainingPlan.parse(median, file: "p.yaml") } throws: { "\($0)".contains("scaffold") && "\($0)".contains("fedavg") }
     }
 
     @Test("a policy's compression list requires a codec (no `none`) or forbids one (only `none`); a name it does not know is refused")

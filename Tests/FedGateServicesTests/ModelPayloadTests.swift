@@ -23,6 +23,21 @@ struct ModelPayloadTests {
         #expect(try ModelPayload.modelParameters(whole, dimension: net.parameters.count) == net.parameters)
     }
 
+    @Test("a SCAFFOLD round's file carries the server's control after the layers: the model reads back the same, the control beside it, and a file without one has none; a control of the wrong size is refused")
+    func scaffoldControl() throws {
+        var net = try Network(kind: .mlp(hidden: [4]), inputs: 3, classes: 2, seed: 5)
+        for k in net.parameters.indices { net.parameters[k] = Float(k) * 0.5 }
+        let control = net.parameters.indices.map { Float($0) * -0.01 }
+        let file = try ModelPayload.modelFile(net, chunkBytes: 16, control: control).contents
+        let p = net.parameters.count
+        #expect(try ModelPayload.modelParameters(file, dimension: p) == net.parameters)
+        #expect(try ModelPayload.scaffoldControl(file, dimension: p) == control)
+        #expect(try ModelPayload.scaffoldControl(try ModelPayload.model(net), dimension: p) == nil)
+        #expect(throws: (any Error).self) { try ModelPayload.scaffoldControl(file, dimension: p + 1) }
+        // The layers are checked against the model's size with the control left aside.
+        #expect(throws: (any Error).self) { try ModelPayload.modelParameters(file, dimension: p + 1) }
+    }
+
     @Test("a model file names each layer's weight and bias in PyTorch's shapes, holds the flat parameters' bytes in their order, and says its columns, standardisation and activations")
     func selfDescribing() throws {
         var net = try Network(kind: .mlp(hidden: [4]), inputs: 3, classes: 2, seed: 5)

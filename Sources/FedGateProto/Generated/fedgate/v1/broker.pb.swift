@@ -864,6 +864,11 @@ public nonisolated struct Fedgate_V1_TransferHeader: Sendable {
 
   public var metrics: Dictionary<String,Double> = [:]
 
+  /// SCAFFOLD plans: the silo's local steps times its learning rate (K·η), from which the broker
+  /// derives the silo's control-variate change from its update (Δc = −c − Δy / (K·η)). Released
+  /// without DP: the silo's configuration, not its data.
+  public var scaffoldScale: Double = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3132,7 +3137,7 @@ nonisolated extension Fedgate_V1_TransferChunk: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Fedgate_V1_TransferHeader: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TransferHeader"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{3}total_bytes\0\u{1}examples\0\u{1}metrics\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}plan_hash\0\u{1}round\0\u{3}total_bytes\0\u{1}examples\0\u{1}metrics\0\u{3}scaffold_scale\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3145,6 +3150,7 @@ nonisolated extension Fedgate_V1_TransferHeader: SwiftProtobuf.Message, SwiftPro
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.totalBytes) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.examples) }()
       case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: &self.metrics) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.scaffoldScale) }()
       default: break
       }
     }
@@ -3166,6 +3172,9 @@ nonisolated extension Fedgate_V1_TransferHeader: SwiftProtobuf.Message, SwiftPro
     if !self.metrics.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufDouble>.self, value: self.metrics, fieldNumber: 5)
     }
+    if self.scaffoldScale.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.scaffoldScale, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3175,6 +3184,7 @@ nonisolated extension Fedgate_V1_TransferHeader: SwiftProtobuf.Message, SwiftPro
     if lhs.totalBytes != rhs.totalBytes {return false}
     if lhs.examples != rhs.examples {return false}
     if lhs.metrics != rhs.metrics {return false}
+    if lhs.scaffoldScale != rhs.scaffoldScale {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
