@@ -193,4 +193,13 @@ extension BrokerCoordinator {
         gateways.closeAll()
         monitor?.cancel()
     }
+
+    /// Tells the silos serving the plan's data sets that it ended (a broker stopping leaves its plans
+    /// running for the next one, and says nothing). A silo counts the plans it is in by this.
+    func announceEnd(_ plan: TrainingPlan, hash: String) {
+        guard !stopping, let state = plans[hash]?.state, state != .running else { return }
+        var ended = Fedgate_V1_PlanEnded()
+        (ended.planHash, ended.state) = (hash, state.rawValue)
+        send(.planEnded(ended), to: gateways.serving(Set(plan.datasets)))
+    }
 }

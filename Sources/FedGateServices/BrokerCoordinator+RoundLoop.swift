@@ -88,7 +88,7 @@ extension BrokerCoordinator {
         if let round = state.lastCommitted, let model = state.global, let standardisation = state.standardisation {
             // Resumed with no round left to run: the participants are reconnecting to this broker.
             let resumed = resume.nextRound > plan.rounds
-            // A SCAFFOLD checkpoint carries the server's control; the registry's file is the model alone.
+            // (A SCAFFOLD checkpoint carries the server's control; the registry's file is the model alone.)
             try await evaluateFinal(plan, hash: hash, round: round, model: model, file: plan.scaffold == true ? nil : state.prepared, standardisation: standardisation,
                                     participants: state.participants, resumed: resumed)
         }
@@ -173,7 +173,6 @@ extension BrokerCoordinator {
             let inputs = Self.split(state.standardisation!, round.kind).features.means.count
             let classes = round.kind == .linear ? 1 : max(2, moments.map(\.classes).max() ?? 2)
             state.global = try Network(kind: round.kind, inputs: inputs, classes: classes, seed: settings.modelSeed)
-            if round.plan.scaffold == true { state.scaffoldControl = [Float](repeating: 0, count: state.global!.parameters.count) }
             plans[hash]?.layerSizes = state.global!.layerSizes
             return .modelMade
         case .prepare(let participants):
@@ -223,14 +222,13 @@ extension BrokerCoordinator {
         // Set in place, not through a local copy of the round: a copy alive at aggregation would
         // share the model file, and so the global model's storage, and make the in-place update
         // copy 100 MB (measured with heaptrack).
-        if plan.scaffold == true, state.scaffoldControl?.count != dimension { state.scaffoldControl = [Float](repeating: 0, count: dimension) }
+        scaffoldPrepare(plan, hash: hash, dimension: dimension, &state.scaffoldControl)
         let file = try state.prepared ?? ModelPayload.modelFile(state.global!, chunkBytes: chunkBytes, inputs: Self.inputs(plan, state.standardisation),
                                                                   control: state.scaffoldControl)
         state.prepared = nil
         active[hash]!.model = consume file
         active[hash]!.dimension = dimension
         active[hash]!.codec = plan.compression
-        if plan.scaffold == true { active[hash]!.scaffoldSum = [Float](repeating: 0, count: dimension) }
         guard plan.secureAggregation else {
             if plan.strategy.isFedAvg { active[hash]!.folded = WeightedAverage(dimension: dimension) }
             return .prepared(secure: nil)
@@ -276,14 +274,7 @@ extension BrokerCoordinator {
         try await flag(hash, round: number, AttackFlag.of(outcome, strategy: round.plan.strategy.text))
         state.global!.parameters = outcome.parameters
         plans[hash]?.parameters = outcome.parameters
-        if let sum = active[hash]!.scaffoldSum, var control = state.scaffoldControl {
-            // SCAFFOLD's server step: c ← c + (1/N)·Σ Δcᵢ over the silos that sent an update, with
-            // Δcᵢ = −c − Δyᵢ/(Kᵢ·ηᵢ) and N the silos the round offered.
-            let n = Float(active[hash]!.scaffoldCount), total = Float(max(round.eligible.count, active[hash]!.scaffoldCount, 1))
-            for j in control.indices { control[j] += (-n * control[j] - sum[j]) / total }
-            state.scaffoldControl = control
-            active[hash]!.scaffoldSum = nil
-        }
+        scaffoldStep(hash, offered: round.eligible.count, &state.scaffoldControl)
     }
 
     /// The round committed with the checkpoint a restarted broker (or the standby) resumes from.
@@ -337,15 +328,6 @@ extension BrokerCoordinator {
     }
 
     static func milliseconds(_ date: Date) -> Int64 { Int64(date.timeIntervalSince1970 * 1000) }
-
-    /// Tells the silos serving the plan's data sets that it ended (a broker stopping leaves its plans
-    /// running for the next one, and says nothing). A silo counts the plans it is in by this.
-    func announceEnd(_ plan: TrainingPlan, hash: String) {
-        guard !stopping, let state = plans[hash]?.state, state != .running else { return }
-        var ended = Fedgate_V1_PlanEnded()
-        (ended.planHash, ended.state) = (hash, state.rawValue)
-        send(.planEnded(ended), to: gateways.serving(Set(plan.datasets)))
-    }
 
     /// The silos a round offers: every eligible one, or the plan's sample of them (`RoundSampling`:
     /// drawn from the plan's hash and the round's number, so anyone can check it).

@@ -72,15 +72,8 @@ extension Gateway {
         // (`releases.without_dp: [round_accuracy]`); otherwise it is not worked out at all.
         let metrics = governor.policy.allows(.roundAccuracy) ? Self.heldOutFigures(global, test, task) : [:]
 
-        var siloTrainer = try trainer(for: plan, task: task, layers: global.layerSizes, label: train.labelName)
-        if plan.scaffold == true, var builtIn = siloTrainer as? BuiltInTrainer {
-            // SCAFFOLD: the server's control from the round's file; this silo's own from its last round (zero at first).
-            guard let server = try ModelPayload.scaffoldControl(payload, dimension: dimension) else {
-                throw GatewayError.brokerRefused(what: "SCAFFOLD round", reason: "the round's model file carries no server control variate")
-            }
-            builtIn.scaffold = LocalTrainer.Scaffold(server: server, client: scaffoldClients[task.planHash] ?? [Float](repeating: 0, count: dimension))
-            siloTrainer = builtIn
-        }
+        let siloTrainer = try scaffolded(try trainer(for: plan, task: task, layers: global.layerSizes, label: train.labelName),
+                                         plan: plan, payload: payload, hash: task.planHash, dimension: dimension)
         let trained = try await siloTrainer.train(global, on: train, round: task.round, plan: plan)
         if let scaffold = trained.scaffold { scaffoldClients[task.planHash] = scaffold.client }
         var delta = trained.delta
@@ -112,6 +105,17 @@ extension Gateway {
         header.scaffoldScale = trained.scaffold?.scale ?? 0
         try await send(bytes, header, key: key, what: "update", broker: broker)
         await crashPoint("uploaded")
+    }
+
+    /// SCAFFOLD: the built-in trainer given the server's control from the round's file and this
+    /// silo's own from its last round (zero at first); any other plan's trainer as it is.
+    func scaffolded(_ trainer: any Trainer, plan: TrainingPlan, payload: [UInt8], hash: String, dimension: Int) throws -> any Trainer {
+        guard plan.scaffold == true, var builtIn = trainer as? BuiltInTrainer else { return trainer }
+        guard let server = try ModelPayload.scaffoldControl(payload, dimension: dimension) else {
+            throw GatewayError.brokerRefused(what: "SCAFFOLD round", reason: "the round's model file carries no server control variate")
+        }
+        builtIn.scaffold = LocalTrainer.Scaffold(server: server, client: scaffoldClients[hash] ?? [Float](repeating: 0, count: dimension))
+        return builtIn
     }
 
     /// The update as it travels: the plan's codec's bytes (after the trainer's DP: post-processing),
