@@ -151,9 +151,9 @@ enum ComplianceHTML {
     static func outcomes(_ report: ComplianceReport) -> String {
         var body = ""
         body += "<h2>Participation per round</h2>\n"
-        body += table(["Plan", "Round", "State", "Participants", "Why aborted"], report.rounds.map {
+        body += table(["Plan", "Round", "State", "Participants", "Update bytes", "Why aborted"], report.rounds.map {
             [code($0.plan), $0.run > 1 ? "\($0.number) (run \($0.run))" : "\($0.number)", "<span class=\($0.state == "committed" ? "ok" : ($0.state == "aborted" ? "bad" : "mid"))>\(e($0.state))</span>",
-             e($0.participants.joined(separator: ", ")), e($0.reason ?? "")]
+             e($0.participants.joined(separator: ", ")), $0.traffic.map(traffic) ?? "–", e($0.reason ?? "")]
         }, empty: "No rounds in this trail.")
 
         body += "<h2>Model versions and their gates</h2>\n"
@@ -203,6 +203,12 @@ enum ComplianceHTML {
              e(AuditExport.timestamp(c.at))]
         }, empty: "No monitoring check arrived.")
         return body
+    }
+
+    /// A round's update bytes, with float32's and the ratio when a codec made them fewer.
+    static func traffic(_ t: (bytesIn: Int, rawBytes: Int)) -> String {
+        guard t.bytesIn > 0, t.rawBytes > t.bytesIn else { return "\(t.bytesIn)" }
+        return "\(t.bytesIn) (float32 \(t.rawBytes), " + String(format: "%.2f× fewer)", Double(t.rawBytes) / Double(t.bytesIn))
     }
 
     /// Poisoning flags per round and the alerts they raised.

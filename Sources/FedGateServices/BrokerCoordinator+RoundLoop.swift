@@ -295,6 +295,8 @@ extension BrokerCoordinator {
                                          bytesIn: active[hash]!.bytesIn, rawBytes: active[hash]!.rawBytes, sampled: progress.sampled.sorted()))
         if active[hash]!.bytesIn > 0 {
             metrics.set("fedgate_round_compression_ratio", Double(active[hash]!.rawBytes) / Double(active[hash]!.bytesIn))
+            try await runStore.audit(.roundTraffic(.init(round: number, bytesIn: active[hash]!.bytesIn, rawBytes: active[hash]!.rawBytes, codec: round.plan.compression)),
+                                     actor: settings.brokerID, subject: hash, at: now())
         }
         updateMirror(hash, for: survivors)
         sendOutcome(hash, number, "committed", survivors, "", to: progress.sampled.sorted())

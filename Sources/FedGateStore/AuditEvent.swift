@@ -39,6 +39,8 @@ public enum AuditEvent: Sendable, Equatable {
     case roundAdvanced(RoundRecord.State, RoundTransition)
     /// `round.abort`: why the broker gave a round up.
     case roundAbandoned(RoundAbandonment)
+    /// `round.traffic`: a committed round's update bytes against float32's.
+    case roundTraffic(RoundTraffic)
     case leaseTaken(Lease)
     // Models.
     case modelVersioned(Version)
@@ -88,6 +90,7 @@ public enum AuditEvent: Sendable, Equatable {
         case .roundPlanned: "round.planned"
         case .roundAdvanced(let state, _): "round.\(state.rawValue)"
         case .roundAbandoned: "round.abort"
+        case .roundTraffic: "round.traffic"
         case .leaseTaken: "broker.lease"
         case .modelVersioned: "model.version"
         case .modelGated: "model.gate"
@@ -130,6 +133,7 @@ public enum AuditEvent: Sendable, Equatable {
         case .roundPlanned(let p): Self.json(p)
         case .roundAdvanced(_, let p): Self.json(p)
         case .roundAbandoned(let p): Self.json(p)
+        case .roundTraffic(let p): Self.json(p)
         case .leaseTaken(let p): Self.json(p)
         case .modelVersioned(let p): Self.json(p)
         case .modelGated(let p): Self.json(p)
@@ -215,6 +219,7 @@ public enum AuditEvent: Sendable, Equatable {
         case "plan.await_approval": return .planAwaitingApproval(try read(ApprovalAwaited.self))
         case "round.planned": return .roundPlanned(try read(RoundOpening.self))
         case "round.abort": return .roundAbandoned(try read(RoundAbandonment.self))
+        case "round.traffic": return .roundTraffic(try read(RoundTraffic.self))
         case "model.version": return .modelVersioned(try read(Version.self))
         case "model.gate": return .modelGated(try read(Gate.self))
         case "model.pull": return .modelPulled(try read(Pull.self))

@@ -127,6 +127,13 @@ public struct ComplianceReport: Sendable {
         public let plan: String, run: Int, number: Int, state: String, participants: [String], at: Date
         /// Why the round was aborted, when it was.
         public var reason: String? = nil
+        /// A committed round's update bytes and what they would have been as float32 (`round.traffic`).
+        public var traffic: (bytesIn: Int, rawBytes: Int)? = nil
+
+        public static func == (a: Round, b: Round) -> Bool {
+            (a.plan, a.run, a.number, a.state, a.at, a.reason) == (b.plan, b.run, b.number, b.state, b.at, b.reason) && a.participants == b.participants
+                && a.traffic?.bytesIn == b.traffic?.bytesIn && a.traffic?.rawBytes == b.traffic?.rawBytes
+        }
     }
     public struct Gate: Sendable, Equatable {
         public let plan: String, round: Int, passed: Bool, reasons: [String], accuracy: Double?, at: Date
@@ -232,6 +239,8 @@ public struct ComplianceReport: Sendable {
                 note(Round(plan: r.subject, run: run(r.subject), number: o.round, state: "planned", participants: o.sampled, at: r.at), &roundIndex)
             case .roundAdvanced(let state, let t):
                 note(Round(plan: r.subject, run: run(r.subject), number: t.round, state: state.rawValue, participants: t.survivors, at: r.at), &roundIndex)
+            case .roundTraffic(let t):
+                if let i = roundIndex["\(r.subject)/\(run(r.subject))/\(t.round)"] { rounds[i].traffic = (t.bytesIn, t.rawBytes) }
             case .roundAbandoned(let a):
                 note(Round(plan: r.subject, run: run(r.subject), number: a.round, state: "aborted", participants: [], at: r.at, reason: a.reason), &roundIndex)
             case .modelGated(let g):
@@ -289,7 +298,7 @@ public struct ComplianceReport: Sendable {
         }
         let kept = round.state == "aborted" ? round.participants : (round.participants.isEmpty ? rounds[i].participants : round.participants)
         rounds[i] = Round(plan: round.plan, run: round.run, number: round.number, state: round.state, participants: kept, at: round.at,
-                          reason: round.reason ?? rounds[i].reason)
+                          reason: round.reason ?? rounds[i].reason, traffic: rounds[i].traffic)
     }
 
     /// Cumulative committed ε per data set at a silo, from its ledger's records: the reservation

@@ -128,6 +128,14 @@ extension AuditEvent {
         enum CodingKeys: String, CodingKey { case round, survivors, checkpointSHA256 = "checkpoint_sha256" }
     }
 
+    /// `round.traffic` (subject: the plan): the update bytes a committed round took, what they
+    /// would have been as float32, and the plan's codec (nil: float32).
+    public struct RoundTraffic: Codable, Sendable, Equatable {
+        public var round: Int, bytesIn: Int, rawBytes: Int, codec: String?
+        enum CodingKeys: String, CodingKey { case round, bytesIn = "bytes_in", rawBytes = "raw_bytes", codec }
+        public init(round: Int, bytesIn: Int, rawBytes: Int, codec: String?) { (self.round, self.bytesIn, self.rawBytes, self.codec) = (round, bytesIn, rawBytes, codec) }
+    }
+
     /// `round.abort`: why the broker gave a round up.
     public struct RoundAbandonment: Codable, Sendable, Equatable {
         public var round: Int, reason: String

@@ -105,6 +105,18 @@ struct AuditExportTests {
         #expect(quiet.contains("No update was flagged."))
     }
 
+    @Test("the HTML report shows a committed round's update bytes against float32's, and how many times fewer a codec made them")
+    func roundTraffic() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fedgate-export-\(UUID().uuidString).sqlite").path
+        try await DBCommand.Migrate.parse(["--store", "sqlite:\(path)"]).execute()
+        let broker = try SQLiteLedger(path: path)
+        let plan = String(repeating: "cd", count: 32)
+        try await broker.audit(.roundAdvanced(.committed, .init(round: 1, survivors: ["lab-0", "lab-1"], checkpointSHA256: "aa")), actor: "broker", subject: plan, at: Date())
+        try await broker.audit(.roundTraffic(.init(round: 1, bytesIn: 3290, rawBytes: 13000, codec: "q8")), actor: "broker", subject: plan, at: Date())
+        let html = try await Self.export("sqlite:\(path)", "html")
+        #expect(html.contains("<th>Update bytes</th>") && html.contains("<td>lab-0, lab-1</td><td>3290 (float32 13000, 3.95× fewer)</td>"), "\(html)")
+    }
+
     @Test("the HTML report shows each deployment with its gate, every monitoring check, the alert and where the silos went back to, and the rollback's time")
     func deployments() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("fedgate-export-\(UUID().uuidString).sqlite").path

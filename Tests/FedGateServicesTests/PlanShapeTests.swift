@@ -110,9 +110,22 @@ struct PlanShapeTests {
     @Test("an 8-bit plan moves at least 3.5× fewer update bytes per round than the same plan in float32, for under a point of accuracy; status says so round by round")
     func eightBitUpdates() async throws {
         let shards = try Self.simulation(seed: 3, rounds: 8, fedprox: nil).shards()
-        let statuses = try await Self.run([DigitsSilos.plan(rounds: 8, quorum: 5), DigitsSilos.plan(rounds: 8, quorum: 5, extra: "compression: q8")],
-                                          shards: shards, seed: 3)
+        let plans = [DigitsSilos.plan(rounds: 8, quorum: 5), DigitsSilos.plan(rounds: 8, quorum: 5, extra: "compression: q8")]
+        let (statuses, traffic) = try await Self.withLabs(shards, seed: 3) { consortium, store, broker, _ in
+            var statuses: [BrokerCoordinator.PlanStatus] = []
+            for plan in plans {
+                let hash = try await NetworkedRoundTests.submit(plan, consortium, port: broker.port)
+                statuses.append(try #require(await broker.coordinator.finished(hash)))
+            }
+            // What the compliance report reads: each committed round's bytes in the broker's trail.
+            let traffic = try await store.auditRecords().compactMap { r -> AuditEvent.RoundTraffic? in
+                if case .success(.roundTraffic(let t)) = AuditEvent.of(r) { return t } else { return nil }
+            }
+            return (statuses, traffic)
+        }
         let (float32, q8) = (statuses[0], statuses[1])
+        #expect(traffic.count == 16 && traffic.filter { $0.codec == "q8" }.map(\.bytesIn) == q8.rounds.map(\.bytesIn)
+                && traffic.filter { $0.codec == nil }.allSatisfy { $0.bytesIn >= $0.rawBytes }, "\(traffic)")  // float32 safetensors: values and a header
         for s in statuses {
             #expect(s.state == .finished && s.rounds.allSatisfy { $0.state == "committed" && $0.participants.count == 5 }, "\(s.reason ?? "")")
         }

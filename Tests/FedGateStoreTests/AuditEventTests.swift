@@ -36,6 +36,8 @@ struct AuditEventTests {
         .roundAdvanced(.training, .init(round: 1, survivors: ["a"], checkpointSHA256: nil)),
         .roundAdvanced(.committed, .init(round: 1, survivors: ["a", "b"], checkpointSHA256: "cc")),
         .roundAbandoned(.init(round: 2, reason: "2 accepted, quorum is 3")),
+        .roundTraffic(.init(round: 2, bytesIn: 3290, rawBytes: 13000, codec: "q8")),
+        .roundTraffic(.init(round: 3, bytesIn: 13000, rawBytes: 13000, codec: nil)),
         .leaseTaken(.init(BrokerLease(holder: "broker-1", term: 4, expiresAt: Date(timeIntervalSince1970: 1_700_000_003)))),
         .modelVersioned(.init(version: 2, round: 10, contentSHA256: "dd", epsilonPerSilo: ["a": 1.25])),
         .modelGated(.init(round: 10, passed: false, reasons: ["accuracy 0.7 < 0.9"], accuracy: 0.7, fairnessDelta: nil,
