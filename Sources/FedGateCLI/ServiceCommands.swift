@@ -76,6 +76,7 @@ struct BrokerCommand: AsyncParsableCommand {
             settings.silentAfter = .milliseconds(Int(c.silentAfterSeconds * 1000))
             settings.gatewayPins = VersionPins(versions: c.gatewayVersions, sha256: c.gatewaySHA256)
             settings.attackAlertRounds = c.attackAlertRounds
+            settings.maxConcurrentRounds = c.maxConcurrentRounds
             #if DEBUG
             // Tests of crash recovery only, and only in debug builds: where to stop mid-round.
             settings.crashPoints = CrashPoints(parsing: ProcessInfo.processInfo.environment["FEDGATE_TESTING_CRASH_AT"] ?? "")

@@ -45,6 +45,9 @@ public struct BrokerConfig: Sendable, Equatable {
     public var metrics: MetricsListen?
     /// `attack_alert_rounds`: a silo flagged as a likely attacker in this many rounds of a plan raises an alert.
     public var attackAlertRounds = 3
+    /// `max_concurrent_rounds`: the most rounds in flight across plans; plans wanting more take
+    /// turns (round-robin, `RoundSlots`). nil: no limit.
+    public var maxConcurrentRounds: Int?
 
     public static func load(_ url: URL) throws -> BrokerConfig { try parse(try readPolicyFile(url), file: url.path) }
 
@@ -52,7 +55,7 @@ public struct BrokerConfig: Sendable, Equatable {
         let r = YAMLReader(file: file)
         let root = try r.root(text)
         try root.only(["id", "listen", "tls", "store", "migrations", "heartbeat_seconds", "silent_after_seconds", "limits", "issuing", "enrolment_port",
-                       "high_availability", "metrics", "pins", "attack_alert_rounds"])
+                       "high_availability", "metrics", "pins", "attack_alert_rounds", "max_concurrent_rounds"])
         let listen = try r.map(try root.require("listen", "{host, port}"), "listen")
         try listen.only(["host", "port"])
         let folder = URL(fileURLWithPath: file).deletingLastPathComponent()
@@ -100,6 +103,9 @@ public struct BrokerConfig: Sendable, Equatable {
         config.leaseSeconds = leaseSeconds
         config.metrics = try MetricsListen.parse(r, root)
         (config.gatewayVersions, config.gatewaySHA256) = try pins(r, root)
+        config.maxConcurrentRounds = try root.optional("max_concurrent_rounds").map {
+            try r.int($0, "max_concurrent_rounds", 1...10_000, "a number of rounds ≥ 1 in flight at once across plans")
+        }
         config.attackAlertRounds = try root.optional("attack_alert_rounds").map {
             try r.int($0, "attack_alert_rounds", 1...1000, "a number of rounds from 1 to 1000 (a silo flagged in that many rounds of a plan raises an alert)")
         } ?? 3

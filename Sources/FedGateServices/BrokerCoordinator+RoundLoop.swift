@@ -75,7 +75,9 @@ extension BrokerCoordinator {
         if resume.lastCommitted == nil, resume.nextRound <= plan.rounds { try await admit(plan, text: text, hash: hash) }
         for number in stride(from: resume.nextRound, through: plan.rounds, by: 1) {
             try Task.checkCancellation()
-            // The deadline counts from before the wait for silos to connect.
+            try await takeRoundSlot(hash, round: number)
+            defer { releaseRoundSlot(hash) }
+            // The deadline counts from before the wait for silos to connect (after the wait for a slot).
             let deadline = ContinuousClock.now + .seconds(plan.roundDeadlineSeconds)
             let eligible = Self.sampled(await eligibleSilos(for: plan), plan, hash: hash, round: number)
             let round = RoundContext(plan: plan, text: text, hash: hash, number: number, kind: kind, eligible: eligible, deadline: deadline,

@@ -1,4 +1,5 @@
 import FedGatePolicy
+import FedGateRounds
 
 /// SCAFFOLD's server side (Karimireddy et al. 2020): the round's model file carries the control
 /// variate `c`; each update taken adds Δyᵢ/(Kᵢ·ηᵢ) to the round's sum (`+Intake`); after

@@ -80,6 +80,9 @@ extension BrokerCoordinator {
         } else if let r = active[hash] {
             let phase = switch r.machine.progress.phase { case .offering: "offering"; case .training: "training"; case .closed: "aggregating" }
             status.current = (r.number, phase, r.machine.progress.accepted.sorted(), r.machine.progress.refused)
+        } else if let wait = slotStatus(hash) {
+            let next = (status.rounds.last?.number ?? 0) + 1
+            status.current = (next, "waiting for a round slot (\(wait.position) in line; \(wait.limit) at once)", [], [:])
         }
         return status
     }

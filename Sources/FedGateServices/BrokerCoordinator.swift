@@ -43,6 +43,8 @@ public actor BrokerCoordinator {
         /// A silo flagged as a likely attacker (excluded by a robust aggregator, or its update refused
         /// by validation) in this many rounds of a plan raises an alert.
         public var attackAlertRounds = 3
+        /// The most rounds in flight across plans (nil: no limit); plans wanting more take turns.
+        public var maxConcurrentRounds: Int?
         public init() {}
     }
 
@@ -108,6 +110,9 @@ public actor BrokerCoordinator {
     var attackWatches: [String: AttackWatch] = [:]
     /// Deployments of registry versions to silos, and the files they send (SHA-256, size) by version.
     var rollout = Rollout()
+    /// The fair scheduler's slots (with `maxConcurrentRounds`) and the plans suspended waiting for one.
+    var slots: RoundSlots?
+    var slotWaiters: [String: CheckedContinuation<Void, Never>] = [:]
     var deploymentFiles: [Int: (sha256: String, bytes: Int)] = [:]
 
     static func mirrorPlan(_ plan: TrainingPlan) -> TrainingPlan? {

@@ -50,11 +50,12 @@ struct PlanShapeTests {
     /// The five labs' gateways on the shards (repeatable noise from `seed`, each with its policy's
     /// extra lines), connected to a broker on its own store, for `body`.
     static func withLabs<R: Sendable>(_ shards: [(train: Dataset, test: Dataset)], seed: UInt64, policyExtra: [String: String] = [:],
+                                      settings: BrokerCoordinator.Settings = .init(),
                                       _ body: @escaping @Sendable (Consortium, SQLiteLedger, BrokerHandle, [Gateway]) async throws -> R) async throws -> R {
         let consortium = try Consortium()
         let brokerStore = try await consortium.store("broker")
         return try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore,
-                                          logger: consortium.logger) { broker in
+                                          settings: settings, logger: consortium.logger) { broker in
             var gateways: [Gateway] = []
             for (i, shard) in shards.enumerated() {
                 gateways.append(try await DigitsSilos.gateway(silos[i], shard, consortium, brokerStore, port: broker.port, fixedNoise: (seed, i),
@@ -184,6 +185,39 @@ struct PlanShapeTests {
             for id in Self.silos {
                 let entries = try await consortium.store(id).entries(dataset: "digits").filter { $0.state == .committed }
                 for hash in hashes { #expect(entries.filter { $0.planHash == hash && $0.round >= 1 }.count == 4, "\(id): \(hash.prefix(8))") }
+            }
+        }
+    }
+
+    @Test("with one round at a time across plans, three plans submitted at once all finish, their rounds never overlap, and they take turns: round after round, each plan waits for the others' next round")
+    func fairScheduler() async throws {
+        let shards = try Self.simulation(seed: 9, rounds: 3, fedprox: nil).shards()
+        var settings = BrokerCoordinator.Settings()
+        settings.maxConcurrentRounds = 1
+        try await Self.withLabs(shards, seed: 9, settings: settings) { consortium, brokerStore, broker, _ in
+            let plans = ["fedavg", "median", "trimmed-mean:0.2"].map { DigitsSilos.plan(strategy: $0, rounds: 3, quorum: 5) }
+            let hashes = try await withThrowingTaskGroup(of: String.self) { group in
+                for plan in plans { group.addTask { try await NetworkedRoundTests.submit(plan, consortium, port: broker.port) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            for hash in hashes {
+                let status = try #require(await broker.coordinator.finished(hash))
+                #expect(status.state == .finished && status.rounds.count == 3 && status.rounds.allSatisfy { $0.state == "committed" },
+                        "\(status.reason ?? "") \(status.rounds.map { ($0.state, $0.reason) })")
+            }
+            // The trail, round by round: each round planned only after the one before it (of any plan) committed.
+            let events = try await brokerStore.auditRecords().filter { ["round.planned", "round.committed"].contains($0.action) }
+            let opened = events.filter { $0.action == "round.planned" }.count, closed = events.filter { $0.action == "round.committed" }.count
+            #expect(opened == 9 && closed == 9)
+            #expect(zip(events, events.dropFirst()).allSatisfy { $0.action != $1.action }, "rounds overlapped: \(events.map { "\($0.action) \($0.subject.prefix(6))" })")
+            // Turns: once all three plans have had a round, no plan has two rounds in a row while another still has rounds to run.
+            let order = events.filter { $0.action == "round.committed" }.map(\.subject)
+            let tags = Dictionary(uniqueKeysWithValues: hashes.enumerated().map { ($1, "ABC"[String.Index(utf16Offset: $0, in: "ABC")]) })
+            print("fair scheduler, one round at a time: \(String(order.compactMap { tags[$0] }))")
+            let start = (order.indices.first { Set(order[...$0]).count == 3 } ?? 0) + 1
+            for i in start..<order.count where i > 0 && order[i] == order[i - 1] {
+                let othersLeft = hashes.filter { h in h != order[i] && order[i...].contains(h) }
+                #expect(othersLeft.isEmpty, "\(tags[order[i]] ?? "?") ran twice in a row at \(i) while others had rounds left: \(String(order.compactMap { tags[$0] }))")
             }
         }
     }
