@@ -239,8 +239,7 @@ public struct ComplianceReport: Sendable {
                 note(Round(plan: r.subject, run: run(r.subject), number: o.round, state: "planned", participants: o.sampled, at: r.at), &roundIndex)
             case .roundAdvanced(let state, let t):
                 note(Round(plan: r.subject, run: run(r.subject), number: t.round, state: state.rawValue, participants: t.survivors, at: r.at), &roundIndex)
-            case .roundTraffic(let t):
-                if let i = roundIndex["\(r.subject)/\(run(r.subject))/\(t.round)"] { rounds[i].traffic = (t.bytesIn, t.rawBytes) }
+            case .roundTraffic(let t): if let i = roundIndex["\(r.subject)/\(run(r.subject))/\(t.round)"] { rounds[i].traffic = (t.bytesIn, t.rawBytes) }
             case .roundAbandoned(let a):
                 note(Round(plan: r.subject, run: run(r.subject), number: a.round, state: "aborted", participants: [], at: r.at, reason: a.reason), &roundIndex)
             case .modelGated(let g):
