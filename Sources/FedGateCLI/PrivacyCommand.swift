@@ -6,8 +6,8 @@ import Foundation
 struct PrivacyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "privacy",
-        abstract: "Compute ε for a DP-SGD run, or the noise multiplier for a target ε.",
-        subcommands: [Epsilon.self, Noise.self]
+        abstract: "Compute ε for a DP-SGD run or the noise multiplier for a target ε, or audit the trainer empirically.",
+        subcommands: [Epsilon.self, Noise.self, Audit.self]
     )
 
     struct RunOptions: ParsableArguments {

@@ -39,9 +39,28 @@ public struct LocalTrainingSettings: Sendable, Equatable {
     /// Draw the DP sampling and noise from keystreams keyed by a known seed, so a run can be
     /// repeated exactly (the networked round against the simulator): no privacy. Never set in production.
     public var repeatableNoise: RepeatableNoise?
+    /// A privacy audit's canaries (`PrivacyAudit`); never set by a gateway.
+    public var canaries: GradientCanaries?
+    /// Tests only: break the mechanism on purpose, so the audit can be seen to catch it.
+    @_spi(Testing) public var auditFault: AuditFault?
 
     public init() {}
 }
+
+/// White-box canaries for a privacy audit: each a parameter coordinate and a sign. In every DP-SGD
+/// step each canary is Poisson-sampled at the rows' rate and, when drawn, contributes the gradient
+/// sign · 10·C · e(coordinate), clipped like every row's (to C): an example the auditor controls.
+public struct GradientCanaries: Sendable, Equatable {
+    public let coordinates: [Int]
+    public let signs: [Float]
+    public init(coordinates: [Int], signs: [Float]) {
+        precondition(coordinates.count == signs.count, "one sign per canary")
+        (self.coordinates, self.signs) = (coordinates, signs)
+    }
+}
+
+/// A mechanism broken on purpose (tests only): no noise, or no clipping.
+public enum AuditFault: Sendable, Equatable { case noNoise, noClipping }
 
 /// What a silo sends back after local training.
 public struct LocalUpdate: Sendable {
@@ -143,14 +162,28 @@ private struct TrainingRun {
                 lossSum += net.lossAndGradient(data, row: i, &ws, into: &exampleGradient)
                 lossCount += 1
                 let norm = Float(VectorMath.l2Norm(exampleGradient))
-                let factor = norm > c ? c / norm : 1
+                let factor = norm > c && settings.auditFault != .noClipping ? c / norm : 1
                 VectorMath.axpy(factor, exampleGradient, &batchGradient)
             }
-            batchGradient.withUnsafeMutableBufferPointer {
-                noise.scaleAndAddNoise($0, scale: 1, noiseStandardDeviation: Float(dp.noiseMultiplier * dp.clipNorm))
+            if let canaries = settings.canaries { addCanaries(canaries, clip: c, rate: dp.samplingRate, sampler: &sampler) }
+            if settings.auditFault != .noNoise {
+                batchGradient.withUnsafeMutableBufferPointer {
+                    noise.scaleAndAddNoise($0, scale: 1, noiseStandardDeviation: Float(dp.noiseMultiplier * dp.clipNorm))
+                }
             }
             // Divide by the expected batch size, which is public (the actual size is not).
             applyStep(scale: 1 / Float(dp.samplingRate * Double(data.count)))
+        }
+    }
+
+    /// An audit's canaries drawn for this step (each at the rows' sampling rate, from the same CSPRNG)
+    /// and added to the batch: a one-hot gradient of norm 10·C, clipped to C like a row's.
+    mutating func addCanaries(_ canaries: GradientCanaries, clip c: Float, rate q: Double, sampler: inout ChaCha20Random) {
+        let magnitude = 10 * c
+        let factor = settings.auditFault == .noClipping ? 1 : c / magnitude
+        for (coordinate, sign) in zip(canaries.coordinates, canaries.signs) where coordinate < p {
+            let u = (Double(sampler.next() >> 11) + 0.5) * 0x1p-53
+            if u < q { batchGradient[coordinate] += factor * sign * magnitude }
         }
     }
 

@@ -9,6 +9,16 @@ struct PrivacyCommandTests {
         try #require(JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
     }
 
+    @Test("`privacy audit` runs the canary audit on the example rows and says the bound is below the claim; giving both or neither of --target-epsilon and --noise-multiplier is refused")
+    func audit() throws {
+        let data = "examples/data/breast_cancer_wisconsin.csv"   // the tests run from the repository root
+        let command = try PrivacyCommand.Audit.parse(["--data", data, "--target-epsilon", "2", "--steps", "60", "--canaries", "300", "--guesses", "120"])
+        try command.run()
+        #expect(throws: (any Error).self) { try PrivacyCommand.Audit.parse(["--data", data]) }
+        #expect(throws: (any Error).self) { try PrivacyCommand.Audit.parse(["--data", data, "--target-epsilon", "2", "--noise-multiplier", "1"]) }
+        #expect(throws: (any Error).self) { try PrivacyCommand.Audit.parse(["--target-epsilon", "2", "--guesses", "5000"]) }
+    }
+
     @Test("`privacy epsilon --json` prints one object with the inputs and ε")
     func epsilonJSON() throws {
         let command = try PrivacyCommand.Epsilon.parse([
