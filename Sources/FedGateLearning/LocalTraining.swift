@@ -39,6 +39,9 @@ public struct LocalTrainingSettings: Sendable, Equatable {
     /// Draw the DP sampling and noise from keystreams keyed by a known seed, so a run can be
     /// repeated exactly (the networked round against the simulator): no privacy. Never set in production.
     public var repeatableNoise: RepeatableNoise?
+    /// Release each step's noisy sum on a grid with the discrete Gaussian instead of floating-point
+    /// Gaussian noise (`DiscreteNoise`): the defence against floating-point attacks on the mechanism.
+    public var discreteNoise = false
     /// A privacy audit's canaries (`PrivacyAudit`); never set by a gateway.
     public var canaries: GradientCanaries?
     /// Tests only: break the mechanism on purpose, so the audit can be seen to catch it.
@@ -94,7 +97,9 @@ public struct LocalTrainer: Sendable {
         }
         var run = TrainingRun(global: global, settings: settings, scaffold: scaffold)
         if let dp = settings.dp {
-            run.dpSGD(dp, on: data)
+            let grid = settings.discreteNoise
+                ? try DiscreteNoise(clipNorm: dp.clipNorm, noiseMultiplier: dp.noiseMultiplier, dimension: global.parameters.count) : nil
+            run.dpSGD(dp, on: data, grid: grid)
         } else {
             run.minibatches(on: data, shuffle: &rng)
         }
@@ -138,13 +143,15 @@ private struct TrainingRun {
     var p: Int { batchGradient.count }
 
     /// DP-SGD: Poisson-sampled batches, each example's gradient clipped, Gaussian noise on their sum.
-    mutating func dpSGD(_ dp: DPSGDSettings, on data: Dataset) {
+    mutating func dpSGD(_ dp: DPSGDSettings, on data: Dataset, grid: DiscreteNoise?) {
         var sampler = ChaCha20Random()            // Poisson sampling must be secret: CSPRNG
         var noise = GaussianNoiseGenerator()
+        var integers = ChaCha20Random()
         if let repeatable = settings.repeatableNoise {
-            (sampler, noise) = (repeatable.sampler, repeatable.noise)
+            (sampler, noise, integers) = (repeatable.sampler, repeatable.noise, repeatable.integers)
         }
-        let c = Float(dp.clipNorm)
+        // On the grid each row is clipped a little tighter, so that the rounded sum moves by at most C.
+        let c = grid.map { Float($0.rowClip) } ?? Float(dp.clipNorm)
         // Poisson sampling by geometric gaps: the gap to the next sampled row is
         // ⌊ln U / ln(1 − q)⌋, so a step costs O(q·n) draws instead of n.
         let logKeep = log1p(-dp.samplingRate)
@@ -166,7 +173,9 @@ private struct TrainingRun {
                 VectorMath.axpy(factor, exampleGradient, &batchGradient)
             }
             if let canaries = settings.canaries { addCanaries(canaries, clip: c, rate: dp.samplingRate, sampler: &sampler) }
-            if settings.auditFault != .noNoise {
+            if let grid, settings.auditFault != .noNoise {
+                grid.release(&batchGradient, using: &integers)
+            } else if settings.auditFault != .noNoise {
                 batchGradient.withUnsafeMutableBufferPointer {
                     noise.scaleAndAddNoise($0, scale: 1, noiseStandardDeviation: Float(dp.noiseMultiplier * dp.clipNorm))
                 }

@@ -87,7 +87,7 @@ public enum PolicyEngine {
     public static let rules: [any PlanRule] = [
         KnownDatasets(), PurposeAllowed(), PurposeConsented(), ColumnsAllowed(), ResidencyAllowed(), NoiseAtLeast(), ClipAtMost(),
         DeltaAtMost(), EpsilonCaps(), SecureAggregationRequired(), QuorumAtLeast(), ModelAllowed(), LabelClassesReleased(),
-        ExecutorAllowed(), HoursAllowed(), CompressionAllowed(), StatisticsNoiseAtLeast(), EvaluationReleased(),
+        ExecutorAllowed(), HoursAllowed(), CompressionAllowed(), StatisticsNoiseAtLeast(), EvaluationReleased(), DiscreteNoiseRequired(),
     ]
 
     public static func decide(_ context: DecisionContext) -> PlanDecision {

@@ -129,6 +129,19 @@ struct SecureAggregationRequired: TrainingRule {
     }
 }
 
+/// `privacy.require_discrete_noise`: the plan's DP-SGD noise on a grid (`dp.noise: discrete`), the
+/// defence against floating-point attacks; the built-in trainer is the one that applies it.
+struct DiscreteNoiseRequired: TrainingRule {
+    let name = "discrete-noise"
+    func check(_ c: DecisionContext) -> [String] {
+        guard c.policy.requireDiscreteNoise else { return [] }
+        if c.plan.dp.discreteNoise != true {
+            return ["silo '\(c.policy.silo)' requires DP-SGD noise on a grid against floating-point attacks (dp.noise: discrete); the plan uses floating-point noise"]
+        }
+        return c.plan.executor == .builtin ? [] : ["dp.noise: discrete is applied by the built-in trainer; a silo's own program's update is noised once by the gateway, in floating point"]
+    }
+}
+
 struct QuorumAtLeast: PlanRule {
     let name = "quorum"
     func check(_ c: DecisionContext) -> [String] {

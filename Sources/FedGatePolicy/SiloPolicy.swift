@@ -50,6 +50,8 @@ public struct SiloPolicy: Sendable, Equatable {
     /// survivors whose sum this silo helps unmask (`privacy.min_secagg_threshold`, `min_secagg_survivors`); nil: the protocol's own.
     public var minSecureThreshold: Int?
     public var minSecureSurvivors: Int?
+    /// `privacy.require_discrete_noise`: plans must release DP-SGD noise on a grid (`dp.noise: discrete`).
+    public var requireDiscreteNoise = false
     /// `releases.without_dp`: what may leave this silo exactly, without a DP event; empty by default.
     public var releasedWithoutDP: Set<Release> = []
     /// `releases.evaluation_noise_multiplier`: the final evaluation leaves as noisy counts, a DP event
@@ -119,7 +121,7 @@ public struct SiloPolicy: Sendable, Equatable {
         try residency.only(["allowed_regions", "allowed_jurisdictions"])
         let privacy = try r.map(try root.require("privacy", "the least protection accepted"), "privacy")
         try privacy.only(["min_noise_multiplier", "max_clip_norm", "require_secure_aggregation", "min_silos_per_round",
-                          "min_secagg_threshold", "min_secagg_survivors"])
+                          "min_secagg_threshold", "min_secagg_survivors", "require_discrete_noise"])
         let hours = try root.optional("hours").map { try hoursRule(r, $0) }
         let approval = try root.optional("approval").flatMap { try approvalExpiry(r, $0) }
         let digest = SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
@@ -138,6 +140,7 @@ public struct SiloPolicy: Sendable, Equatable {
         policy.programs = programs
         policy.minSecureThreshold = try privacy.optional("min_secagg_threshold").map {
             try r.int($0, "privacy.min_secagg_threshold", 2...10_000, "a whole number ≥ 2 (shares needed to unmask a secure round's sum)") }
+        policy.requireDiscreteNoise = try privacy.optional("require_discrete_noise").map { try r.bool($0, "privacy.require_discrete_noise") } ?? false
         policy.minSecureSurvivors = try privacy.optional("min_secagg_survivors").map {
             try r.int($0, "privacy.min_secagg_survivors", 2...10_000, "a whole number ≥ 2 (silos whose sum this silo helps unmask)") }
         try readOptions(r, root, into: &policy)

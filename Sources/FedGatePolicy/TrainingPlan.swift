@@ -17,6 +17,9 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
         /// With secure aggregation: the discrete Gaussian noise the silos add together before
         /// masking, as a multiple of the update clip norm (default 1.0).
         public var distributedNoiseMultiplier: Double? = nil
+        /// `noise: discrete`: each DP-SGD step's noisy sum released on a grid with the discrete
+        /// Gaussian (the defence against floating-point attacks); nil: floating-point Gaussian noise.
+        public var discreteNoise: Bool? = nil
     }
 
     public var purpose: String
@@ -211,18 +214,27 @@ public struct TrainingPlan: Sendable, Equatable, Codable {
     /// `dp`: a noise multiplier or a target ε (exactly one), the clipping norm, the sampling rate, δ.
     private static func dpSettings(_ r: YAMLReader, _ root: YAMLReader.Map) throws -> DP {
         let dpMap = try r.map(try root.require("dp", "noise_multiplier or target_epsilon, clip_norm, sampling_rate, delta"), "dp")
-        try dpMap.only(["noise_multiplier", "target_epsilon", "clip_norm", "sampling_rate", "delta", "distributed_noise_multiplier"])
+        try dpMap.only(["noise_multiplier", "target_epsilon", "clip_norm", "sampling_rate", "delta", "distributed_noise_multiplier", "noise"])
         let z = try dpMap.optional("noise_multiplier").map { try r.double($0, "dp.noise_multiplier", 0.01...1000, "a noise multiplier between 0.01 and 1000") }
         let target = try dpMap.optional("target_epsilon").map { try r.double($0, "dp.target_epsilon", 0.001...1000, "a target ε between 0.001 and 1000") }
         guard (z == nil) != (target == nil) else {
             throw r.error(dpMap.node, "dp", "give exactly one of noise_multiplier and target_epsilon")
+        }
+        var noise: Bool?
+        if let node = dpMap.optional("noise") {
+            switch try r.string(node, "dp.noise") {
+            case "discrete": noise = true
+            case "continuous": noise = nil
+            case let other: throw r.error(node, "dp.noise", "must be discrete (on a grid, the defence against floating-point attacks) or continuous, not '\(other.prefix(40))'")
+            }
         }
         return DP(noiseMultiplier: z, targetEpsilon: target,
                   clipNorm: try r.double(try dpMap.require("clip_norm", "the per-example clipping norm"), "dp.clip_norm", 1e-9...1e9, "a number > 0"),
                   samplingRate: try r.double(try dpMap.require("sampling_rate", "the Poisson sampling rate q"), "dp.sampling_rate", 1e-9...1, "a rate in (0, 1]"),
                   delta: try r.double(try dpMap.require("delta", "δ, e.g. 1e-5"), "dp.delta", 1e-300...0.5, "a δ in (0, 0.5]"),
                   distributedNoiseMultiplier: try dpMap.optional("distributed_noise_multiplier").map {
-                      try r.double($0, "dp.distributed_noise_multiplier", 0.01...1000, "a noise multiplier between 0.01 and 1000") })
+                      try r.double($0, "dp.distributed_noise_multiplier", 0.01...1000, "a noise multiplier between 0.01 and 1000") },
+                  discreteNoise: noise)
     }
 
     /// The federation's shape beyond FedAvg of float32 updates: client sampling, FedProx, an update codec.

@@ -35,6 +35,7 @@ struct BuiltInTrainer: Trainer {
         local.dp = try DPSGDSettings(noiseMultiplier: try plan.noiseMultiplier(), clipNorm: plan.dp.clipNorm, samplingRate: plan.dp.samplingRate)
         local.dpSteps = plan.localSteps
         local.proxMu = Float(plan.fedprox ?? 0)
+        local.discreteNoise = plan.dp.discreteNoise == true
         if let repeatable { local.repeatableNoise = RepeatableNoise(run: repeatable.run, silo: repeatable.silo, round: Int(round)) }
         var scaffold = self.scaffold
         var shuffle = SimulationRandom(seed: UInt64(round))

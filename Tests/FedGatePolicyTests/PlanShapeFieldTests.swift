@@ -44,6 +44,21 @@ struct PlanShapeFieldTests {
         #expect { try TrainingPlan.parse(median, file: "p.yaml") } throws: { "\($0)".contains("scaffold") && "\($0)".contains("fedavg") }
     }
 
+    @Test("dp.noise: discrete is read (continuous is as if absent, anything else refused), and a policy that requires it refuses a plan without it by rule")
+    func discreteNoise() throws {
+        let withGrid = Self.clear.replacingOccurrences(of: "dp:", with: "dp:\n  noise: discrete")
+        let base = try TrainingPlan.parse(Self.clear, file: "p.yaml")
+        let discrete = try TrainingPlan.parse(withGrid, file: "p.yaml")
+        #expect(base.dp.discreteNoise == nil && discrete.dp.discreteNoise == true && discrete.contentHash != base.contentHash)
+        let continuous = try TrainingPlan.parse(Self.clear.replacingOccurrences(of: "dp:", with: "dp:\n  noise: continuous"), file: "p.yaml")
+        #expect(continuous.contentHash == base.contentHash)
+        #expect { try TrainingPlan.parse(Self.clear.replacingOccurrences(of: "dp:", with: "dp:\n  noise: snapping"), file: "p.yaml") } throws: { "\($0)".contains("dp.noise") }
+        let strict = try SiloPolicy.parse(Files.hospitalText.replacingOccurrences(of: "require_secure_aggregation: true", with: "require_secure_aggregation: false\n  require_discrete_noise: true"), file: "h.yaml")
+        #expect(strict.requireDiscreteNoise && !Files.hospital.requireDiscreteNoise)
+        func rules(_ plan: TrainingPlan) -> [String] { DiscreteNoiseRequired().check(DecisionContext(policy: strict, plan: plan, now: Self.noon)) }
+        #expect(rules(base).first?.contains("dp.noise: discrete") == true && rules(discrete).isEmpty)
+    }
+
     @Test("a policy's compression list requires a codec (no `none`) or forbids one (only `none`); a name it does not know is refused")
     func codecRule() throws {
         func policy(_ list: String) throws -> SiloPolicy { try SiloPolicy.parse(Files.hospitalText + "\ncompression: \(list)\n", file: "h.yaml") }

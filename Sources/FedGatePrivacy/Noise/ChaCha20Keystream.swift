@@ -192,4 +192,6 @@ public struct RepeatableNoise: Sendable, Hashable {
     public var sampler: ChaCha20Random { ChaCha20Random(stream: ChaCha20Keystream(key: key, nonce: (1, 0))) }
     /// The generator of the noise added to each step's clipped sum.
     public var noise: GaussianNoiseGenerator { GaussianNoiseGenerator(stream: ChaCha20Keystream(key: key, nonce: (2, 0))) }
+    /// The generator of discrete Gaussian noise on the grid (`DiscreteNoise`).
+    public var integers: ChaCha20Random { ChaCha20Random(stream: ChaCha20Keystream(key: key, nonce: (3, 0))) }
 }
