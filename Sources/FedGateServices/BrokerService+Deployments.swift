@@ -54,15 +54,6 @@ extension BrokerService {
         guard await coordinator.mayDownload(silo, version: Int(request.version)) else {
             throw await refuse(silo, .modelDownload, .permissionDenied, "no deployment sent version \(request.version) to \(silo)")
         }
-        guard let version = try await store.modelVersions().first(where: { $0.version == Int(request.version) }),
-              let content = try await pulled.content(version.contentSHA256, from: store) else {
-            throw RPCError(code: .notFound, message: "version \(request.version)'s file is not in the registry")
-        }
-        let range = try Self.requested(offset: request.offset, length: request.length, of: content.count, what: "the file")
-        let chunks = chunkRanges(total: range.count, chunkBytes: limits.chunkBytes).lazy.map {
-            Data(content[(range.lowerBound + $0.lowerBound)..<(range.lowerBound + $0.upperBound)])
-        }
-        try await Self.write(range, of: content.count, chunks: chunks, sha256: version.contentSHA256,
-                             header: TransferHeader(planHash: version.planHash, round: version.round, totalBytes: content.count), to: response)
+        _ = try await writeVersion(Int(request.version), offset: request.offset, length: request.length, to: response)
     }
 }

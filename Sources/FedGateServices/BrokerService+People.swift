@@ -105,20 +105,28 @@ extension BrokerService {
 
     public func pullModel(request: Fedgate_V1_PullModelRequest, response: RPCWriter<Fedgate_V1_TransferChunk>,
                           context: ServerContext) async throws {
-        guard let version = try await store.modelVersions().first(where: { $0.version == Int(request.version) }) else {
-            throw RPCError(code: .notFound, message: "no model version \(request.version) in the registry")
+        let (version, range) = try await writeVersion(Int(request.version), offset: request.offset, length: request.length, to: response)
+        try await store.audit(.modelPulled(.init(offset: range.lowerBound, bytes: range.count)), actor: try context.callerIdentity.id,
+                              subject: "\(version.version)", at: Date())
+    }
+
+    /// A registry version's file, or a byte range of it, as transfer chunks (the file read once per
+    /// version by `pulled`, each chunk cut from it as it is written).
+    func writeVersion(_ number: Int, offset: UInt64, length: UInt64, to response: RPCWriter<Fedgate_V1_TransferChunk>) async throws
+        -> (ModelVersion, Range<Int>) {
+        guard let version = try await store.modelVersions().first(where: { $0.version == number }) else {
+            throw RPCError(code: .notFound, message: "no model version \(number) in the registry")
         }
         guard let content = try await pulled.content(version.contentSHA256, from: store) else {
-            throw RPCError(code: .dataLoss, message: "version \(request.version)'s file (SHA-256 \(version.contentSHA256.prefix(12))…) is missing from the store")
+            throw RPCError(code: .dataLoss, message: "version \(number)'s file (SHA-256 \(version.contentSHA256.prefix(12))…) is missing from the store")
         }
-        let range = try Self.requested(offset: request.offset, length: request.length, of: content.count, what: "the file")
+        let range = try Self.requested(offset: offset, length: length, of: content.count, what: "the file")
         let chunks = chunkRanges(total: range.count, chunkBytes: limits.chunkBytes).lazy.map {
             Data(content[(range.lowerBound + $0.lowerBound)..<(range.lowerBound + $0.upperBound)])
         }
         try await Self.write(range, of: content.count, chunks: chunks, sha256: version.contentSHA256,
                              header: TransferHeader(planHash: version.planHash, round: version.round, totalBytes: content.count), to: response)
-        try await store.audit(.modelPulled(.init(offset: range.lowerBound, bytes: range.count)), actor: try context.callerIdentity.id,
-                              subject: "\(version.version)", at: Date())
+        return (version, range)
     }
 
     public func rollbackModel(request: Fedgate_V1_RollbackModelRequest, context: ServerContext) async throws -> Fedgate_V1_ModelVersionInfo {

@@ -24,20 +24,26 @@ struct ModelPredictTests {
         return (url, network)
     }
 
-    @Test("rows encoded by the file's schema (one-hot, the silo's names) are scored as the network scores them; a row it cannot read is counted, not scored")
-    func predicts() async throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fedgate-predict-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        let (model, network) = try modelFile(folder)
-        try "Culmen Length (mm),Sex,note\n39.1,MALE,\"a, b\"\n50.0,FEMALE,\nNA,MALE,\n".write(to: folder.appendingPathComponent("rows.csv"), atomically: true, encoding: .utf8)
-        try """
+    /// A silo's gateway config mapping its export's names onto the schema's, with `extra` lines.
+    static func gatewayConfig(in folder: URL, extra: String = "") throws {
+        try ("""
             silo: dream
             broker: { host: 127.0.0.1, port: 7443 }
             tls: { certificate: c.pem, key: k.pem, ca: ca.pem }
             store: sqlite:s.sqlite
             policy: p.yaml
             dataset: { name: penguins, csv: rows.csv, columns: { bill_length_mm: "Culmen Length (mm)", sex: Sex } }
-            """.write(to: folder.appendingPathComponent("gateway.yaml"), atomically: true, encoding: .utf8)
+
+            """ + extra).write(to: folder.appendingPathComponent("gateway.yaml"), atomically: true, encoding: .utf8)
+    }
+
+    @Test("rows encoded by the file's schema (one-hot, the silo's names) are scored as the network scores them; a row it cannot read is counted, not scored")
+    func predicts() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fedgate-predict-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let (model, network) = try modelFile(folder)
+        try "Culmen Length (mm),Sex,note\n39.1,MALE,\"a, b\"\n50.0,FEMALE,\nNA,MALE,\n".write(to: folder.appendingPathComponent("rows.csv"), atomically: true, encoding: .utf8)
+        try Self.gatewayConfig(in: folder)
         let out = folder.appendingPathComponent("predictions.csv")
         try await ModelCommand.Predict.parse(["--model", model.path, "--rows", folder.appendingPathComponent("rows.csv").path, "--out", out.path,
                                               "--config", folder.appendingPathComponent("gateway.yaml").path]).execute()
@@ -57,15 +63,7 @@ struct ModelPredictTests {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let (model, _) = try modelFile(folder)
         try "Culmen Length (mm),Sex\n39.1,MALE\n50.0,FEMALE\n".write(to: folder.appendingPathComponent("rows.csv"), atomically: true, encoding: .utf8)
-        try """
-            silo: dream
-            broker: { host: 127.0.0.1, port: 7443 }
-            tls: { certificate: c.pem, key: k.pem, ca: ca.pem }
-            store: sqlite:s.sqlite
-            policy: p.yaml
-            deployments: kept
-            dataset: { name: penguins, csv: rows.csv, columns: { bill_length_mm: "Culmen Length (mm)", sex: Sex } }
-            """.write(to: folder.appendingPathComponent("gateway.yaml"), atomically: true, encoding: .utf8)
+        try Self.gatewayConfig(in: folder, extra: "deployments: kept\n")
         let ask = ["--rows", folder.appendingPathComponent("rows.csv").path, "--config", folder.appendingPathComponent("gateway.yaml").path]
         let out = folder.appendingPathComponent("deployed.csv"), direct = folder.appendingPathComponent("direct.csv")
         await #expect { try await ModelCommand.Predict.parse(ask + ["--out", out.path]).execute() } throws: {

@@ -347,7 +347,9 @@ struct NetworkedRoundTests {
             let rounds = try await brokerStore.rounds(planHash: hash)
             #expect(rounds.count == 3 && rounds.allSatisfy { $0.state == .committed && $0.survivors.count == 3 })
             let records = try await brokerStore.auditRecords()
-            #expect(records.filter { $0.action.hasPrefix("round.") }.count == 18)
+            // Six transitions per round (planned … committed), and each committed round's traffic.
+            #expect(records.filter { $0.action.hasPrefix("round.") && $0.action != "round.traffic" }.count == 18)
+            #expect(records.filter { $0.action == "round.traffic" }.count == 3)
             #expect(AuditVerification.verify(records) == .intact(records: records.count))
         }
     }
