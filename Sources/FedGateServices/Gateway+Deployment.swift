@@ -28,12 +28,22 @@ extension Gateway {
                 reply: AsyncStream<Fedgate_V1_GatewayMessage>.Continuation) {
         Task {
             var message = Fedgate_V1_GatewayMessage()
+            // The same task again (the broker did not get the answer before a reconnect): the same
+            // answer, with the reference already released; nothing is spent twice.
+            if let answered = self.answeredDeployments[task.deployment], answered.version == task.version, answered.error.isEmpty {
+                message.deployed = answered
+                reply.yield(message)
+                return
+            }
             message.deployed = await self.install(task, broker: broker)
+            self.remember(message.deployed)
             reply.yield(message)
             // A fresh deployment is checked at once; a rollback's version waits for the schedule.
             if !task.rollback { await self.checkDeployed() }
         }
     }
+
+    func remember(_ answer: Fedgate_V1_DeploymentAnswer) { answeredDeployments[answer.deployment] = answer }
 
     /// Installs the task's version (or, version 0, none) and answers with what the silo runs now.
     func install(_ task: Fedgate_V1_DeployTask, broker: Fedgate_V1_Broker.Client<HTTP2ClientTransport.Posix>) async -> Fedgate_V1_DeploymentAnswer {
@@ -123,7 +133,8 @@ extension Gateway {
         let round = try await governor.ledger.backend.entries(dataset: settings.dataset).filter { $0.planHash == key }.count
         try await reservations.spend(release.event, plan: key, round: UInt32(round), datasets: [settings.dataset])
         await refreshBudgetMetrics()
-        var noise = GaussianNoiseGenerator()
+        // Tests only: repeatable noise, one stream per version and release (a gateway uses the CSPRNG).
+        var noise = settings.fixedNoise.map { RepeatableNoise(run: $0.run, silo: $0.silo, round: 1_000_000 * version + round).noise } ?? GaussianNoiseGenerator()
         return release.release(exact, noise: &noise)
     }
 

@@ -130,6 +130,8 @@ public actor Gateway {
     /// The registry version this silo runs, its monitoring loop, whether a check is under way, and
     /// the current session's stream to the broker (nil between sessions: nothing is released then).
     var deployed: Deployed?
+    /// Each deployment's answer as sent, by deployment: a task sent again gets it again.
+    var answeredDeployments: [UInt32: Fedgate_V1_DeploymentAnswer] = [:]
     var monitoringTask: Task<Void, Never>?
     var checking = false
     var brokerOutbox: AsyncStream<Fedgate_V1_GatewayMessage>.Continuation?
