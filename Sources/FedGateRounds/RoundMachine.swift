@@ -84,7 +84,9 @@ public struct RoundMachine<Binding: Sendable>: Sendable {
         case sendKeys([(silo: String, advertisements: [KeyAdvertisement])], bindings: [Binding])
         /// Relay to each silo the shares addressed to it (→ `sent`).
         case relayShares([(silo: String, shares: [EncryptedShare], sharers: [String])])
-        /// Ask the survivors to unmask (→ `sent`).
+        /// Tell the survivors who survived, for each to sign (→ `sent`).
+        case checkConsistency(ConsistencyCheck, to: [String])
+        /// Ask the survivors to unmask, with their signatures of the list (→ `sent`).
         case requestUnmasking(UnmaskingRequest, to: [String])
         /// Decode the unmasked sum of the survivors' encoded updates into their mean (→ `decoded`).
         case decode(sum: [UInt32], survivors: [String])
@@ -310,8 +312,12 @@ public struct RoundMachine<Binding: Sendable>: Sendable {
                 guard progress.closeTraining() != nil else {
                     return abort("\(progress.updates.count) masked inputs by the deadline, quorum is \(quorum)")
                 }
-                let unmasking = try secure!.closeMasking()
+                let consistency = try secure!.closeMasking()
                 state = .relaying(.masking)
+                return .checkConsistency(consistency.check, to: consistency.to)
+            case .consistency:
+                let unmasking = try secure!.closeConsistency()
+                state = .relaying(.consistency)
                 return .requestUnmasking(unmasking.request, to: unmasking.to)
             case .unmasking:
                 let (sum, survivors) = try secure!.unmask()

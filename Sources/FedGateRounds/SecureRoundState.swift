@@ -1,3 +1,4 @@
+import Foundation
 import FedGateSecureAggregation
 
 /// The broker's side of one secure-aggregation round as a value: where the protocol stands, what
@@ -6,11 +7,15 @@ import FedGateSecureAggregation
 /// here, and sends what the phase's close returns. Its phases, each ended by every live participant
 /// having sent its part or by the round's deadline:
 ///
-///     advertising ──closeAdvertising──▶ sharing ──closeSharing──▶ masking ──closeMasking──▶ unmasking ──unmask
+///     advertising ──closeAdvertising──▶ sharing ──closeSharing──▶ masking ──closeMasking──▶ consistency
+///         ──closeConsistency──▶ unmasking ──unmask
+///
+/// In the consistency phase each survivor signs the survivor list it was told; the unmasking
+/// request carries the signatures, and a silo unmasks only a list it signed and enough others did.
 ///
 /// `Binding` is what ties a silo's round key to its certificate (checked by the silos, not here).
 public struct SecureRoundState<Binding: Sendable>: Sendable {
-    public enum Phase: String, Sendable, CaseIterable { case advertising, sharing, masking, unmasking }
+    public enum Phase: String, Sendable, CaseIterable { case advertising, sharing, masking, consistency, unmasking }
 
     public let participants: [String]
     public private(set) var server: SecureAggregationServer
@@ -18,6 +23,9 @@ public struct SecureRoundState<Binding: Sendable>: Sendable {
     public private(set) var bindings: [String: Binding] = [:]
     public private(set) var shared: Set<String> = []
     public private(set) var request: UnmaskingRequest?
+    /// The survivor list being signed, and the signatures so far.
+    public private(set) var check: ConsistencyCheck?
+    public private(set) var signatures: [String: Data] = [:]
     public private(set) var responses: [String: UnmaskingResponse] = [:]
     public private(set) var gone: Set<String> = []
 
@@ -62,6 +70,16 @@ public struct SecureRoundState<Binding: Sendable>: Sendable {
         responses[silo] = response
     }
 
+    /// A survivor's signature of the survivor list; it must sign as itself. (Whether it signed the
+    /// list is for the other silos to check: the broker is the party the check is against.)
+    public mutating func sign(_ signature: ConsistencySignature, from silo: String) throws {
+        try expect(.consistency, "signed", from: silo)
+        guard signature.silo == silo, signature.round == round else { throw SecureAggregationError.malformed("\(silo) signed as '\(signature.silo)' or for another round") }
+        guard check?.survivors.contains(silo) == true else { throw SecureAggregationError.malformed("\(silo) is not a survivor") }
+        guard signatures[silo] == nil else { throw SecureAggregationError.replay(silo: silo, detail: "second signature of the survivor list") }
+        signatures[silo] = signature.signature
+    }
+
     /// A participant's stream ended: it is no longer waited for (what it sent stays).
     public mutating func drop(_ silo: String) {
         if participants.contains(silo) { gone.insert(silo) }
@@ -74,6 +92,7 @@ public struct SecureRoundState<Binding: Sendable>: Sendable {
         case .advertising: alive.isSubset(of: Set(bindings.keys))
         case .sharing: alive.intersection(bindings.keys).isSubset(of: shared)
         case .masking: everyoneUploaded
+        case .consistency: alive.intersection(check?.survivors ?? []).isSubset(of: Set(signatures.keys))
         case .unmasking: alive.intersection(request?.survivors ?? []).isSubset(of: Set(responses.keys))
         }
     }
@@ -100,14 +119,27 @@ public struct SecureRoundState<Binding: Sendable>: Sendable {
         return relays
     }
 
-    /// Ends masking: the unmasking request (the same survivor list for all) and the live survivors
-    /// to send it to. Throws below the threshold.
-    public mutating func closeMasking() throws -> (request: UnmaskingRequest, to: [String]) {
+    /// Ends masking: the survivor list to sign and the live survivors to send it to. Throws below the threshold.
+    public mutating func closeMasking() throws -> (check: ConsistencyCheck, to: [String]) {
         try expectPhase(.masking)
-        let request = try server.unmaskingRequest()
+        let survivors = try server.unmaskingRequest().survivors
+        let check = ConsistencyCheck(round: round, survivors: survivors)
+        self.check = check
+        phase = .consistency
+        return (check, check.survivors.filter(alive.contains))
+    }
+
+    /// Ends the consistency check: the unmasking request with the survivors' signatures, and the live
+    /// survivors to send it to. Throws when fewer than the threshold signed.
+    public mutating func closeConsistency() throws -> (request: UnmaskingRequest, to: [String]) {
+        try expectPhase(.consistency)
+        guard let check, signatures.count >= server.configuration.threshold else {
+            throw SecureAggregationError.belowThreshold(phase: "consistency check", survivors: signatures.count, threshold: server.configuration.threshold)
+        }
+        let request = UnmaskingRequest(round: round, survivors: check.survivors, signatures: signatures)
         self.request = request
         phase = .unmasking
-        return (request, request.survivors.filter(alive.contains))
+        return (request, check.survivors.filter { alive.contains($0) && signatures[$0] != nil })
     }
 
     /// The survivors' sum of encoded updates mod 2³², once enough answered the unmasking.

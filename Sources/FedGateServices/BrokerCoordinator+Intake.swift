@@ -102,6 +102,9 @@ extension BrokerCoordinator {
             case "shares":
                 let shares = try SecAggJSON.decode([EncryptedShare].self, step.body, step: step.step)
                 try active[hash]!.machine.secureStep { try $0.share(shares, from: silo) }
+            case "signed":
+                let signature = try SecAggJSON.decode(ConsistencySignature.self, step.body, step: step.step)
+                try active[hash]!.machine.secureStep { try $0.sign(signature, from: silo) }
             case "unmasked":
                 let response = try SecAggJSON.decode(UnmaskingResponse.self, step.body, step: step.step)
                 try active[hash]!.machine.secureStep { try $0.answer(response, from: silo) }

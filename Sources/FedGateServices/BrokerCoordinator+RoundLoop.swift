@@ -186,7 +186,7 @@ extension BrokerCoordinator {
         case .wait:
             await waitForRound(hash, until: round.deadline)
             return .waitEnded
-        case .sendKeys, .relayShares, .requestUnmasking, .decode:
+        case .sendKeys, .relayShares, .checkConsistency, .requestUnmasking, .decode:
             return try secureStep(action, hash: hash, number: number)
         case .aggregate(let updates):
             try await aggregate(round, updates: updates, &state)

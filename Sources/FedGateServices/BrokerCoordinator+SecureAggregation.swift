@@ -57,6 +57,12 @@ extension BrokerCoordinator {
                 send(step("relay", try SecAggJSON.encode(SecAggRelay(shares: relay.shares, sharers: relay.sharers))), to: [relay.silo])
             }
             crashPoint("masking", number)
+        case .checkConsistency(let check, let silos):
+            for silo in silos {
+                // Tests only: a broker that tells silos different survivor lists (the check must catch it).
+                let told = settings.tellSurvivors.map { ConsistencyCheck(round: check.round, survivors: $0(silo, check.survivors)) } ?? check
+                send(step("consistency", try SecAggJSON.encode(told)), to: [silo])
+            }
         case .requestUnmasking(let request, let silos):
             send(step("unmask", try SecAggJSON.encode(request)), to: silos)
             crashPoint("unmasking", number)

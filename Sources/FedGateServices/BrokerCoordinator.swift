@@ -45,6 +45,9 @@ public actor BrokerCoordinator {
         public var attackAlertRounds = 3
         /// The most rounds in flight across plans (nil: no limit); plans wanting more take turns.
         public var maxConcurrentRounds: Int?
+        /// Tests only: the survivor list the broker tells each silo in a secure round's consistency
+        /// check (silo, true list → list told), to show the silos catch a broker that lies.
+        @_spi(Testing) public var tellSurvivors: (@Sendable (String, [String]) -> [String])?
         public init() {}
     }
 

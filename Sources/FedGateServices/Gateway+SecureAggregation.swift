@@ -76,6 +76,10 @@ extension Gateway {
                 Task {
                     do { try await self.maskAndUploadIfReady(key, broker: broker) } catch { self.maskingFailed(key, error) }
                 }
+            case "consistency":
+                let check = try SecAggJSON.decode(ConsistencyCheck.self, step.body, step: step.step)
+                let signature = try secure[key]!.sign(check)
+                reply.yield(secureMessage(step.planHash, step.round, "signed", try SecAggJSON.encode(signature)))
             case "unmask":
                 let request = try SecAggJSON.decode(UnmaskingRequest.self, step.body, step: step.step)
                 await crashPoint("unmasking")

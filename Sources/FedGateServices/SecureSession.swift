@@ -17,6 +17,9 @@ struct SecureSession: Sendable {
     var update: (delta: [Float], header: TransferHeader)?
     private(set) var relay: SecAggRelay?
     private(set) var masked = false
+    /// The peers' identity keys the gateway verified against the CA, and the survivor list this silo signed.
+    private(set) var peers: [SiloID: Curve25519.Signing.PublicKey] = [:]
+    private(set) var signed: ConsistencyCheck?
 
     /// What this silo's policy asks of a secure round: the least threshold and the least number of
     /// survivors whose sum it helps unmask (nil: whatever the protocol allows).
@@ -57,6 +60,8 @@ struct SecureSession: Sendable {
             directory[silo] = Curve25519.Signing.PrivateKey().publicKey
         }
         try client.learnIdentities(directory)
+        peers = verified.filter { setup.participants.contains($0.key) }
+        peers[client.silo] = identityKey.publicKey
         return try client.shareKeys(advertisements)
     }
 
@@ -84,6 +89,18 @@ struct SecureSession: Sendable {
         if let least = minimums.survivors, request.survivors.count < least {
             throw BelowMinimum(description: "\(request.survivors.count) silos survived the round; this silo's policy helps unmask the sum of at least \(least)")
         }
+        // Only the list this silo signed, signed by enough survivors, every signature valid.
+        guard let signed else { throw SecureAggregationError.inconsistentView(silo: client.silo, detail: "asked to unmask before signing a survivor list") }
+        try signed.check(request, keys: peers, threshold: Int(setup.threshold), silo: client.silo)
         return try client.unmask(request)
+    }
+
+    /// The broker's survivor list: signed with this silo's identity key, once per round.
+    mutating func sign(_ check: ConsistencyCheck) throws -> ConsistencySignature {
+        guard check.round == setup.id, signed == nil, check.survivors.contains(client.silo) else {
+            throw SecureAggregationError.inconsistentView(silo: client.silo, detail: "a survivor list for another round, a second one, or one without this silo")
+        }
+        signed = check
+        return try check.sign(as: client.silo, with: identityKey)
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Crypto
 import FedGateAggregation
 import FedGateLearning
@@ -310,6 +311,12 @@ struct RoundMachineTests {
             try run.upload(relay.silo)
         }
         #expect(run.machine.isWaitOver)
+        guard case .checkConsistency(let check, let signers) = try run.handle(.waitEnded) else { Issue.record("no consistency check"); return }
+        #expect(signers == ["a", "b", "c"] && check.survivors == ["a", "b", "c"])
+        #expect(try run.handle(.sent).isWait)
+        for silo in signers {
+            try run.machine.secureStep { try $0.sign(ConsistencySignature(round: check.round, silo: silo, signature: Data(silo.utf8)), from: silo) }
+        }
         guard case .requestUnmasking(let request, let to) = try run.handle(.waitEnded) else { Issue.record("no unmasking"); return }
         #expect(to == ["a", "b", "c"])
         #expect(try run.handle(.sent).isWait)

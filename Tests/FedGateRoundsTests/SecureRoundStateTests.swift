@@ -1,3 +1,4 @@
+import Foundation
 import Crypto
 import FedGateRounds
 import FedGateSecureAggregation
@@ -56,7 +57,14 @@ struct SecureRoundStateTests {
                 let input = try clients[relay.silo]!.maskedInput(encoded: encoded[relay.silo]!, shares: relay.shares, sharedKeys: relay.sharers)
                 try state.receiveMasked(input.values, from: relay.silo)
             }
-            let unmasking = try state.closeMasking()
+            let consistency = try state.closeMasking()
+            #expect(state.phase == .consistency)
+            leave(.consistency)
+            for s in consistency.to where live(s, .consistency) {
+                try state.sign(ConsistencySignature(round: consistency.check.round, silo: s, signature: Data(s.utf8)), from: s)
+            }
+            let unmasking = try state.closeConsistency()
+            #expect(unmasking.request.signatures?.count == consistency.to.filter { live($0, .consistency) }.count)
             leave(.unmasking)
             for s in unmasking.to where live(s, .unmasking) {
                 try state.answer(try clients[s]!.unmask(unmasking.request), from: s)
@@ -80,10 +88,11 @@ struct SecureRoundStateTests {
         for phase in SecureRoundState<String>.Phase.allCases {
             var f = try Fixture(n: 4, threshold: 3)
             let (sum, survivors) = try f.run(dropping: ["silo-1": phase])
-            // Leaving at unmasking, after its masked input was folded, still counts it.
-            let counted = phase == .unmasking ? 1 + 2 + 3 + 4 : 1 + 3 + 4
+            // Leaving at the consistency check or at unmasking, after its masked input was folded, still counts it.
+            let folded = phase == .consistency || phase == .unmasking
+            let counted = folded ? 1 + 2 + 3 + 4 : 1 + 3 + 4
             #expect(sum == Array(repeating: UInt32(counted), count: 4), "left at \(phase)")
-            #expect(survivors.contains("silo-1") == (phase == .unmasking))
+            #expect(survivors.contains("silo-1") == folded)
         }
     }
 
@@ -132,8 +141,18 @@ struct SecureRoundStateTests {
             let input = try f.clients[relay.silo]!.maskedInput(encoded: f.encoded[relay.silo]!, shares: relay.shares, sharedKeys: relay.sharers)
             try f.state.receiveMasked(input.values, from: relay.silo)
         }
-        let unmasking = try f.state.closeMasking()
-        #expect(unmasking.request.survivors == ["silo-0", "silo-1"])
+        let consistency = try f.state.closeMasking()
+        #expect(consistency.check.survivors == ["silo-0", "silo-1"] && consistency.to == ["silo-0", "silo-1"])
+        let signature = ConsistencySignature(round: consistency.check.round, silo: "silo-0", signature: Data([1]))
+        #expect(throws: SecureAggregationError.self, "a signature in another's name") { try f.state.sign(signature, from: "silo-1") }
+        #expect(throws: SecureAggregationError.self, "silo-2 is no survivor") {
+            try f.state.sign(ConsistencySignature(round: consistency.check.round, silo: "silo-2", signature: Data([1])), from: "silo-2")
+        }
+        try f.state.sign(signature, from: "silo-0")
+        #expect(throws: SecureAggregationError.self, "signed twice") { try f.state.sign(signature, from: "silo-0") }
+        try f.state.sign(ConsistencySignature(round: consistency.check.round, silo: "silo-1", signature: Data([2])), from: "silo-1")
+        let unmasking = try f.state.closeConsistency()
+        #expect(unmasking.request.survivors == ["silo-0", "silo-1"] && unmasking.request.signatures == ["silo-0": Data([1]), "silo-1": Data([2])])
         let answer = try f.clients["silo-0"]!.unmask(unmasking.request)
         #expect(throws: SecureAggregationError.self) { try f.state.answer(answer, from: "silo-1") }
         #expect(throws: (any Error).self, "silo-2 sent no masked input and is not asked") {

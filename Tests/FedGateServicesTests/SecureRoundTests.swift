@@ -85,6 +85,36 @@ struct SecureRoundTests {
         }
     }
 
+    @Test("a broker that tells one silo a different survivor list is caught by the consistency check: no silo unmasks, the round aborts and the plan has no model")
+    func lyingBroker() async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        let shards = try Fixtures.simulation(seed: 3).shards()
+        var settings = BrokerCoordinator.Settings()
+        // hospital-2 is told hospital-1 dropped: the list a broker would need to get hospital-1's masking-key
+        // shares from hospital-2 while hospital-0 gives up hospital-1's self-mask share.
+        settings.tellSurvivors = { silo, survivors in silo == "hospital-2" ? survivors.filter { $0 != "hospital-1" } : survivors }
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, settings: settings,
+                                   logger: consortium.logger) { broker in
+            var silos: [NetworkedRoundTests.Silo] = []
+            for (i, shard) in shards.enumerated() {
+                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, broker: brokerStore, port: broker.port))
+            }
+            let running = silos.map { silo in Task { await silo.gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            await eventually { await broker.coordinator.connectedSilos.count >= 3 }
+            let plan = Fixtures.plan(rounds: 1, quorum: 3, deadline: 20)
+                .replacingOccurrences(of: "secure_aggregation: false", with: "secure_aggregation: true")
+                .replacingOccurrences(of: "delta: 1.0e-5 }", with: "delta: 1.0e-5, distributed_noise_multiplier: 0.01 }")
+            let hash = try await NetworkedRoundTests.submit(plan, consortium, port: broker.port)
+            let status = try #require(await broker.coordinator.finished(hash))
+            #expect(status.state == .failed && status.rounds.map(\.state) == ["aborted"] && status.modelVersion == nil,
+                    "\(status.rounds.map { ($0.state, $0.reason) }) \(status.reason ?? "")")
+            #expect(status.rounds.first?.reason?.contains("unmask") == true, "\(status.rounds.first?.reason ?? "")")
+            #expect(try await brokerStore.modelVersions().isEmpty)
+        }
+    }
+
     /// Three gateways (hospital-2 drops out after sharing its keys, each with `policy`), a secure
     /// one-round plan of quorum 2; `check` gets the broker's store, the silos and the plan's end.
     func dropOut(policy: @escaping @Sendable (String) -> String = { Fixtures.policy(silo: $0) },

@@ -1,3 +1,4 @@
+import Foundation
 import Crypto
 import FedGateProto
 import FedGateSecureAggregation
@@ -54,7 +55,12 @@ struct SecureSessionTests {
             #expect(try sessions[silo]!.maskIfReady() == nil, "masked twice")
             try server.receive(input)
         }
-        let request = try server.unmaskingRequest()
+        // The consistency check: each survivor signs the list; the request carries every signature.
+        let told = try server.unmaskingRequest().survivors
+        let check = ConsistencyCheck(round: setup.id, survivors: told)
+        var signatures: [SiloID: Data] = [:]
+        for silo in told { signatures[silo] = try sessions[silo]!.sign(check).signature }
+        let request = UnmaskingRequest(round: setup.id, survivors: told, signatures: signatures)
         let responses = try uploading.sorted().map { try sessions[$0]!.unmask(request) }
         let (sum, survivors) = try server.unmask(responses)
         let noise = try DistributedNoise(clipNorm: setup.clipNorm, silos: Self.silos.count, honestSilos: Int(setup.honestSilos),

@@ -327,8 +327,8 @@ struct ReleaseCensusTests {
                         case .offerReply(let r):
                             if r.hasMoments { account("statistics") } else { census["no rows: an answer to an offer", default: 0] += 1 }
                         case .secagg(let step):
-                            #expect(["advertise", "shares", "unmasked"].contains(step.step), "\(step.step)")
-                            census["no rows: the protocol's keys, encrypted shares, unmasking", default: 0] += 1
+                            #expect(["advertise", "shares", "signed", "unmasked"].contains(step.step), "\(step.step)")
+                            census["no rows: the protocol's keys, encrypted shares, signed survivor list, unmasking", default: 0] += 1
                         case .evaluation(let e):
                             #expect(e.error.isEmpty && e.loss == 0 && !e.personalised)
                             account("evaluation")
