@@ -33,19 +33,8 @@ final class RecordingLogHandler: LogHandler, @unchecked Sendable {
 struct SecureRoundTests {
     @Test("three gateways mask their updates: the broker unmasks only their sum (equal to the plain mean within the noise), and its store and logs hold no silo's update")
     func maskedRound() async throws {
-        let consortium = try Consortium()
-        let brokerStore = try await consortium.store("broker")
-        let shards = try Fixtures.simulation(seed: 3).shards()
         let logger = Logger(label: "fedgate.broker.secagg") { _ in RecordingLogHandler() }
-        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, logger: logger) { broker in
-            var silos: [NetworkedRoundTests.Silo] = []
-            for (i, shard) in shards.enumerated() {
-                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, broker: brokerStore, port: broker.port))
-            }
-            let running = silos.map { silo in Task { await silo.gateway.run() } }
-            defer { running.forEach { $0.cancel() } }
-            await eventually { await broker.coordinator.connectedSilos.count >= 3 }
-
+        try await Self.withThreeSilos(logger: logger) { consortium, _, broker, silos in
             // Almost no distributed noise, so the unmasked mean can be compared with the plain one.
             let plan = Fixtures.plan(rounds: 1, quorum: 3)
                 .replacingOccurrences(of: "secure_aggregation: false", with: "secure_aggregation: true")
@@ -87,22 +76,11 @@ struct SecureRoundTests {
 
     @Test("a broker that tells one silo a different survivor list is caught by the consistency check: no silo unmasks, the round aborts and the plan has no model")
     func lyingBroker() async throws {
-        let consortium = try Consortium()
-        let brokerStore = try await consortium.store("broker")
-        let shards = try Fixtures.simulation(seed: 3).shards()
         var settings = BrokerCoordinator.Settings()
         // hospital-2 is told hospital-1 dropped: the list a broker would need to get hospital-1's masking-key
         // shares from hospital-2 while hospital-0 gives up hospital-1's self-mask share.
         settings.tellSurvivors = { silo, survivors in silo == "hospital-2" ? survivors.filter { $0 != "hospital-1" } : survivors }
-        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, settings: settings,
-                                   logger: consortium.logger) { broker in
-            var silos: [NetworkedRoundTests.Silo] = []
-            for (i, shard) in shards.enumerated() {
-                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, broker: brokerStore, port: broker.port))
-            }
-            let running = silos.map { silo in Task { await silo.gateway.run() } }
-            defer { running.forEach { $0.cancel() } }
-            await eventually { await broker.coordinator.connectedSilos.count >= 3 }
+        try await Self.withThreeSilos(settings: settings) { consortium, brokerStore, broker, _ in
             let plan = Fixtures.plan(rounds: 1, quorum: 3, deadline: 20)
                 .replacingOccurrences(of: "secure_aggregation: false", with: "secure_aggregation: true")
                 .replacingOccurrences(of: "delta: 1.0e-5 }", with: "delta: 1.0e-5, distributed_noise_multiplier: 0.01 }")
@@ -112,6 +90,25 @@ struct SecureRoundTests {
                     "\(status.rounds.map { ($0.state, $0.reason) }) \(status.reason ?? "")")
             #expect(status.rounds.first?.reason?.contains("unmask") == true, "\(status.rounds.first?.reason ?? "")")
             #expect(try await brokerStore.modelVersions().isEmpty)
+        }
+    }
+
+    /// Three gateways on the breast-cancer shards of seed 3 and a broker with `settings` and `logger`, while `body` runs.
+    static func withThreeSilos(settings: BrokerCoordinator.Settings = .init(), logger: Logger? = nil,
+                               _ body: @escaping @Sendable (Consortium, SQLiteLedger, BrokerHandle, [NetworkedRoundTests.Silo]) async throws -> Void) async throws {
+        let consortium = try Consortium()
+        let brokerStore = try await consortium.store("broker")
+        let shards = try Fixtures.simulation(seed: 3).shards()
+        try await BrokerHost.serve(port: 0, credentials: try consortium.credentials("broker", .broker), store: brokerStore, settings: settings,
+                                   logger: logger ?? consortium.logger) { broker in
+            var silos: [NetworkedRoundTests.Silo] = []
+            for (i, shard) in shards.enumerated() {
+                silos.append(try await NetworkedRoundTests().makeSilo(consortium, "hospital-\(i)", train: shard.train, test: shard.test, broker: brokerStore, port: broker.port))
+            }
+            let running = silos.map { silo in Task { await silo.gateway.run() } }
+            defer { running.forEach { $0.cancel() } }
+            await eventually { await broker.coordinator.connectedSilos.count >= 3 }
+            try await body(consortium, brokerStore, broker, silos)
         }
     }
 
