@@ -1,4 +1,4 @@
-import Crypto
+import FedGateTransport
 import Foundation
 
 /// The registry versions deployed to a silo, kept in its own folder (`deployments:` in the gateway
@@ -50,8 +50,7 @@ public struct DeployedModels: Sendable {
     /// A kept version's bytes when its file hashes to `sha256`.
     public func kept(_ version: Int, sha256: String) throws -> [UInt8]? {
         guard let data = FileManager.default.contents(atPath: file(version).path) else { return nil }
-        let digest = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
-        return digest == sha256.lowercased() ? Array(data) : nil
+        return TransferDigest.hex(data) == sha256.lowercased() ? Array(data) : nil
     }
 
     /// Makes `version` the one the silo runs, the current one becoming the previous; files of

@@ -1,10 +1,10 @@
-import Crypto
 import FedGateData
 import FedGateLearning
 import FedGatePKI
 import FedGatePolicy
 import FedGatePrivacy
 import FedGateProto
+import FedGateTransport
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
@@ -174,7 +174,7 @@ extension Gateway {
         let store = DeployedModels(folder: folder)
         do {
             guard let data = FileManager.default.contents(atPath: fresh.path) else { return }
-            let window = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+            let window = TransferDigest.hex(data)
             guard window != (try store.current()?.lastWindow) else { return }
             let table = try Table.csv(String(decoding: data, as: UTF8.self), source: fresh.path)
             let rows = try deployed.scorer.outcomes(table, mapping: settings.data.export?.mapping ?? SiloMapping(), label: settings.freshLabel)
