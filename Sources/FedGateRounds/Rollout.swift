@@ -39,7 +39,6 @@ public struct Rollout: Sendable {
         /// Why the check failed (empty: passed).
         public let reasons: [String]
         public var passed: Bool { reasons.isEmpty }
-        public var worst: (column: String, drift: DriftFigure)? { drift.max { $0.value.psi < $1.value.psi }.map { ($0.key, $0.value) } }
     }
 
     public enum State: String, Sendable {

@@ -33,11 +33,8 @@ extension BrokerCoordinator {
     /// Starts a deployment (admins): checked against the registry, the version's model and the
     /// rollout's rules, audited, and sent to the silos that do not run the version yet.
     public func deploy(_ request: DeployRequest, by person: String) async throws -> Rollout.Deployment {
-        guard let version = try await store.modelVersions().first(where: { $0.version == request.version }) else {
-            throw BrokerError.deployment("no model version \(request.version) in the registry")
-        }
-        let gate = request.stage == .all ? try promotionGate(request) : try await canaryGate(request, version)
-        let size = try await fileSize(version)
+        let (version, bytes) = try await registryFile(request.version)
+        let gate = request.stage == .all ? try promotionGate(request) : try await canaryGate(request, version, bytes)
         // The rollout decides with no suspension, so two admins' deployments cannot both begin.
         let before = rollout
         let deployment: Rollout.Deployment
@@ -45,7 +42,7 @@ extension BrokerCoordinator {
             deployment = try rollout.deploy(version: request.version, stage: request.stage, silos: request.silos, everyone: gateways.connected,
                                             gate: gate, by: person, at: now())
         } catch let refusal as Rollout.Refusal { throw BrokerError.deployment(refusal.description) }
-        deploymentFiles[request.version] = (version.contentSHA256, size)
+        deploymentFiles[request.version] = (version.contentSHA256, bytes.count)
         do {
             try await store.audit(.deploymentStarted(.init(deployment: deployment.id, version: deployment.version, stage: deployment.stage.rawValue,
                                                            silos: deployment.silos, maxPSI: gate.maxPSI, significance: gate.significance,
@@ -75,18 +72,19 @@ extension BrokerCoordinator {
         return canary.gate
     }
 
-    private func fileSize(_ version: ModelVersion) async throws -> Int {
-        guard let bytes = try await store.modelContent(sha256: version.contentSHA256) else {
-            throw BrokerError.deployment("version \(version.version)'s file is missing from the store")
+    /// A registry version and its file, read once.
+    private func registryFile(_ number: Int) async throws -> (ModelVersion, [UInt8]) {
+        guard let version = try await store.modelVersions().first(where: { $0.version == number }) else {
+            throw BrokerError.deployment("no model version \(number) in the registry")
         }
-        return bytes.count
+        guard let bytes = try await store.modelContent(sha256: version.contentSHA256) else {
+            throw BrokerError.deployment("version \(number)'s file is missing from the store")
+        }
+        return (version, bytes)
     }
 
     /// A canary's gate, from the request and the version's model (its inputs) and plan (its accuracy floor).
-    private func canaryGate(_ request: DeployRequest, _ version: ModelVersion) async throws -> Rollout.Gate {
-        guard let bytes = try await store.modelContent(sha256: version.contentSHA256) else {
-            throw BrokerError.deployment("version \(request.version)'s file is missing from the store")
-        }
+    private func canaryGate(_ request: DeployRequest, _ version: ModelVersion, _ bytes: [UInt8]) async throws -> Rollout.Gate {
         let scorer: ModelScorer
         do { scorer = try ModelScorer(file: bytes) } catch { throw BrokerError.deployment("version \(request.version) cannot be deployed: \(error)") }
         let watch = request.watch.isEmpty ? scorer.inputNames : request.watch
@@ -135,15 +133,11 @@ extension BrokerCoordinator {
     /// A version sent back to whose file the broker has not read yet: looked up in the registry first.
     private func sendAfterLookingUp(_ silo: String, version: Int, rollback: Bool, _ deployment: Rollout.Deployment) async {
         do {
-            guard let v = try await store.modelVersions().first(where: { $0.version == version }),
-                  let bytes = try await store.modelContent(sha256: v.contentSHA256) else {
-                logger.error("a deployment names a version the registry no longer holds", metadata: ["version": "\(version)", "silo": "\(silo)"])
-                return
-            }
+            let (v, bytes) = try await registryFile(version)
             deploymentFiles[version] = (v.contentSHA256, bytes.count)
             sendDeployTask(to: silo, version: version, rollback: rollback, deployment)
         } catch {
-            logger.error("the registry could not be read for a deployment", metadata: ["version": "\(version)", "error": "\(error)"])
+            logger.error("a deployment's version cannot be read from the registry", metadata: ["version": "\(version)", "silo": "\(silo)", "error": "\(error)"])
         }
     }
 
@@ -163,21 +157,23 @@ extension BrokerCoordinator {
     public func deployed(_ answer: Fedgate_V1_DeploymentAnswer, from silo: String, token: UInt64) async {
         heartbeat(silo: silo, token: token)
         let problem = answer.error.isEmpty ? nil : PeerText.bounded(answer.error, limit: 400)
-        let rollback = rollout.deployments.first(where: { $0.id == Int(answer.deployment) }).map { [.rollingBack, .rolledBack].contains($0.state) } ?? false
+        let id = Int(answer.deployment)
         do {
+            guard let sent = rollout.deployments.first(where: { $0.id == id }) else { throw Rollout.Refusal("deployment \(id) sent nothing to \(silo)") }
+            let rollback = [.rollingBack, .rolledBack].contains(sent.state)
             var reference: Rollout.Reference?
-            if !answer.reference.isEmpty, let d = rollout.deployments.first(where: { $0.id == Int(answer.deployment) }) {
-                let figures = try MonitorFigures(released: answer.reference, columns: d.gate.watch.count)
-                reference = Rollout.Reference(histograms: figures.histograms, sigma: try Self.sigma(answer.noiseMultiplier, watched: d.gate.watch.count))
+            if !answer.reference.isEmpty {
+                let figures = try MonitorFigures(released: answer.reference, columns: sent.gate.watch.count)
+                reference = Rollout.Reference(histograms: figures.histograms, sigma: try Self.sigma(answer.noiseMultiplier, sent.gate))
             }
-            let id = Int(answer.deployment)
             let outcome = try rollout.answered(silo: silo, deployment: id, version: Int(answer.version), reference: reference, problem: problem, at: now())
             try await store.audit(.deploymentAnswered(.init(deployment: id, version: Int(answer.version), rollback: rollback,
                                                             problem: problem, reference: reference?.histograms, sigma: reference?.sigma)),
                                   actor: silo, subject: silo, at: now())
-            let d = rollout.deployments.first(where: { $0.id == id })
-            if case .returned(let seconds?) = outcome, let d { try await rolledBack(d, seconds: seconds) }
-            if case .mustReturn(let previous) = outcome, let d { sendDeployTask(to: silo, version: previous, rollback: true, d) }
+            // The deployment as the answer left it (a finished rollback carries its time).
+            guard let current = rollout.deployments.first(where: { $0.id == id }) else { return }
+            if case .returned(let seconds?) = outcome { try await rolledBack(current, seconds: seconds) }
+            if case .mustReturn(let previous) = outcome { sendDeployTask(to: silo, version: previous, rollback: true, current) }
         } catch {
             await refuseMonitoring(silo, "deployment answer for version \(answer.version)", error)
         }
@@ -201,7 +197,7 @@ extension BrokerCoordinator {
                 throw Rollout.Refusal("no deployment installed version \(version) at \(silo)")
             }
             let figures = try MonitorFigures(released: report.counts, columns: d.gate.watch.count)
-            let sigma = try Self.sigma(report.noiseMultiplier, watched: d.gate.watch.count)
+            let sigma = try Self.sigma(report.noiseMultiplier, d.gate)
             let verdict = try rollout.checked(silo: silo, version: version, figures: figures, sigma: sigma, at: now())
             let check = verdict.check
             metrics.count("fedgate_monitor_checks_total", [("outcome", check.passed ? "passed" : "failed")])
@@ -229,12 +225,13 @@ extension BrokerCoordinator {
         for silo in current.returning.sorted() { sendDeployTask(to: silo, version: back[silo] ?? 0, rollback: true, current) }
     }
 
-    /// σ of a silo's monitoring release: its noise multiplier times the release's sensitivity.
-    static func sigma(_ noiseMultiplier: Double, watched: Int) throws -> Double {
+    /// σ of a silo's monitoring release under `gate` (`MonitoringRelease.sigma`), for a noise
+    /// multiplier a policy could give.
+    static func sigma(_ noiseMultiplier: Double, _ gate: Rollout.Gate) throws -> Double {
         guard noiseMultiplier.isFinite, noiseMultiplier >= 0.5 else {
             throw Rollout.Refusal("the release's noise multiplier \(noiseMultiplier) is not one a policy allows (≥ 0.5)")
         }
-        return noiseMultiplier * (3 + Double(watched)).squareRoot()
+        return try MonitoringRelease(noiseMultiplier: noiseMultiplier, watched: gate.positions).sigma
     }
 
     private func refuseMonitoring(_ silo: String, _ what: String, _ error: any Error) async {
