@@ -69,7 +69,7 @@ public struct ModelScorer: Sendable {
         var predictions: [Prediction] = []
         predictions.reserveCapacity(inputs.count)
         for (i, row) in inputs.enumerated() {
-            let x = row.enumerated().map { j, v in (Float(v) - standardisation.means[j]) / standardisation.scales[j] }
+            let x = standardised(row.map(Float.init))
             let p = network.forward(x[...], &workspace).map(Double.init)
             let own = targets[i].isNaN ? nil : targets[i]
             if let target {
@@ -95,8 +95,8 @@ public struct ModelScorer: Sendable {
     /// right (nil: the row carries no label, or the model is a regression), for monitoring.
     public func outcomes(_ table: Table, mapping: SiloMapping = SiloMapping(), label: String? = nil) throws -> (inputs: [[Float]], right: [Bool?], refused: [String: Int]) {
         let (inputs, _, targets, refused) = try encode(table, mapping: mapping, label: label)
-        let rows = inputs.map { row in row.enumerated().map { j, v in (Float(v) - standardisation.means[j]) / standardisation.scales[j] } }
-        return (rows, zip(rows, targets).map { outcome($0, $1) }, refused)
+        let rows = inputs.map { standardised($0.map(Float.init)) }
+        return (rows, outcomes(rows, targets), refused)
     }
 
     /// A silo's numeric rows (raw features by name, integer labels) the same way.
@@ -104,15 +104,23 @@ public struct ModelScorer: Sendable {
         guard let columns else { throw Unusable(description: "the model reads its rows through a schema; these rows are numbers without one") }
         let selected: Dataset
         do { selected = try data.selecting(features: columns) } catch { throw Unusable(description: "\(error)") }
-        let rows = (0..<selected.count).map { i in selected.row(i).enumerated().map { j, v in (v - standardisation.means[j]) / standardisation.scales[j] } }
-        return (rows, rows.indices.map { outcome(rows[$0], Double(selected.labels[$0])) })
+        let rows = (0..<selected.count).map { standardised(Array(selected.row($0))) }
+        return (rows, outcomes(rows, selected.labels.map(Double.init)))
     }
 
-    private func outcome(_ x: [Float], _ target: Double) -> Bool? {
-        guard target.isFinite, self.target == nil else { return nil }
+    /// A row of raw inputs in the consortium's standard units.
+    private func standardised(_ row: [Float]) -> [Float] {
+        row.enumerated().map { j, v in (v - standardisation.means[j]) / standardisation.scales[j] }
+    }
+
+    /// Whether the model gets each standardised row right (nil: no label, or a regression), one workspace for all.
+    private func outcomes(_ rows: [[Float]], _ targets: [Double]) -> [Bool?] {
         var workspace = Network.Workspace(network)
-        let p = network.forward(x[...], &workspace)
-        return (p.indices.max { p[$0] < p[$1] } ?? 0) == Int(target)
+        return zip(rows, targets).map { x, target in
+            guard target.isFinite, self.target == nil else { return nil }
+            let p = network.forward(x[...], &workspace)
+            return (p.indices.max { p[$0] < p[$1] } ?? 0) == Int(target)
+        }
     }
 
     private func encode(_ table: Table, mapping: SiloMapping, label: String? = nil) throws -> ([[Double]], [Int], [Double], [String: Int]) {
