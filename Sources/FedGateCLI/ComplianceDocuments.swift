@@ -206,7 +206,7 @@ enum ComplianceHTML {
     }
 
     /// A round's update bytes, with float32's and the ratio when a codec made them fewer.
-    static func traffic(_ t: (bytesIn: Int, rawBytes: Int)) -> String {
+    static func traffic(_ t: ComplianceReport.Round.Traffic) -> String {
         guard t.bytesIn > 0, t.rawBytes > t.bytesIn else { return "\(t.bytesIn)" }
         return "\(t.bytesIn) (float32 \(t.rawBytes), " + String(format: "%.2f× fewer)", Double(t.rawBytes) / Double(t.bytesIn))
     }

@@ -128,12 +128,8 @@ public struct ComplianceReport: Sendable {
         /// Why the round was aborted, when it was.
         public var reason: String? = nil
         /// A committed round's update bytes and what they would have been as float32 (`round.traffic`).
-        public var traffic: (bytesIn: Int, rawBytes: Int)? = nil
-
-        public static func == (a: Round, b: Round) -> Bool {
-            (a.plan, a.run, a.number, a.state, a.at, a.reason) == (b.plan, b.run, b.number, b.state, b.at, b.reason) && a.participants == b.participants
-                && a.traffic?.bytesIn == b.traffic?.bytesIn && a.traffic?.rawBytes == b.traffic?.rawBytes
-        }
+        public var traffic: Traffic? = nil
+        public struct Traffic: Sendable, Equatable { public let bytesIn: Int, rawBytes: Int }
     }
     public struct Gate: Sendable, Equatable {
         public let plan: String, round: Int, passed: Bool, reasons: [String], accuracy: Double?, at: Date
@@ -153,13 +149,14 @@ public struct ComplianceReport: Sendable {
     public struct Deployment: Sendable, Equatable {
         public let id: Int, version: Int, stage: String, silos: [String], by: String, at: Date
         public let maxPSI: Double, minAccuracy: Double?, watch: [String]
-        /// Each silo's answer: the version it runs now, or why it could not.
-        public var answers: [(silo: String, version: Int, problem: String?, at: Date)] = []
         /// Each check with its watched column of largest PSI and that column's p-value.
-        public var checks: [(silo: String, version: Int, accuracy: Double?, worst: (column: String, psi: Double, p: Double?)?, reasons: [String], at: Date)] = []
+        public var checks: [Check] = []
         public var rollbackSeconds: Double? = nil
 
-        public static func == (a: Deployment, b: Deployment) -> Bool { a.id == b.id && a.at == b.at && a.answers.count == b.answers.count && a.checks.count == b.checks.count }
+        public struct Check: Sendable, Equatable {
+            public let silo: String, version: Int, accuracy: Double?, worst: Worst?, reasons: [String], at: Date
+        }
+        public struct Worst: Sendable, Equatable { public let column: String, psi: Double, p: Double? }
     }
     /// A failed monitoring check (`deploy.alert`) and where each silo was sent back to.
     public struct DeploymentAlert: Sendable, Equatable { public let deployment: Int, version: Int, silo: String, reasons: [String], back: [String: Int], at: Date }
@@ -239,7 +236,7 @@ public struct ComplianceReport: Sendable {
                 note(Round(plan: r.subject, run: run(r.subject), number: o.round, state: "planned", participants: o.sampled, at: r.at), &roundIndex)
             case .roundAdvanced(let state, let t):
                 note(Round(plan: r.subject, run: run(r.subject), number: t.round, state: state.rawValue, participants: t.survivors, at: r.at), &roundIndex)
-            case .roundTraffic(let t): if let i = roundIndex["\(r.subject)/\(run(r.subject))/\(t.round)"] { rounds[i].traffic = (t.bytesIn, t.rawBytes) }
+            case .roundTraffic(let t): if let i = roundIndex["\(r.subject)/\(run(r.subject))/\(t.round)"] { rounds[i].traffic = .init(bytesIn: t.bytesIn, rawBytes: t.rawBytes) }
             case .roundAbandoned(let a):
                 note(Round(plan: r.subject, run: run(r.subject), number: a.round, state: "aborted", participants: [], at: r.at, reason: a.reason), &roundIndex)
             case .modelGated(let g):
@@ -254,7 +251,7 @@ public struct ComplianceReport: Sendable {
                 attackFlags.append(AttackFlag(plan: f.plan, round: f.round, silo: r.subject, kind: f.kind, reason: f.reason, at: r.at))
             case .attackAlert(let a):
                 attackAlerts.append(AttackAlert(plan: a.plan, silo: r.subject, rounds: a.rounds, at: r.at))
-            case .deploymentStarted, .deploymentAnswered, .monitorChecked, .deploymentAlert, .deploymentRolledBack:
+            case .deploymentStarted, .monitorChecked, .deploymentAlert, .deploymentRolledBack:
                 noteDeployment(event, r)
             case .refused(let kind, let refusal) where Self.reportedRefusals.contains(kind):
                 refusals.append((r.at, r.action, r.subject, refusal.reason))
@@ -273,11 +270,11 @@ public struct ComplianceReport: Sendable {
         case .deploymentStarted(let s):
             deployments.append(Deployment(id: s.deployment, version: s.version, stage: s.stage, silos: s.silos, by: r.actor, at: r.at,
                                           maxPSI: s.maxPSI, minAccuracy: s.minAccuracy, watch: s.watch))
-        case .deploymentAnswered(let a):
-            if let i = index(a.deployment) { deployments[i].answers.append((r.subject, a.version, a.problem, r.at)) }
         case .monitorChecked(let c):
-            let worst = c.psi.max { $0.value < $1.value }.map { (column: $0.key, psi: $0.value, p: c.pValues?[$0.key]) }
-            if let i = index(c.deployment) { deployments[i].checks.append((r.subject, c.version, c.accuracy, worst, c.reasons, r.at)) }
+            let worst = c.psi.max { $0.value < $1.value }.map { Deployment.Worst(column: $0.key, psi: $0.value, p: c.pValues?[$0.key]) }
+            if let i = index(c.deployment) {
+                deployments[i].checks.append(.init(silo: r.subject, version: c.version, accuracy: c.accuracy, worst: worst, reasons: c.reasons, at: r.at))
+            }
         case .deploymentAlert(let a):
             deploymentAlerts.append(DeploymentAlert(deployment: a.deployment, version: a.version, silo: r.subject, reasons: a.reasons, back: a.back, at: r.at))
         case .deploymentRolledBack(let b):
