@@ -157,7 +157,7 @@ private struct TrainingRun {
         let logKeep = log1p(-dp.samplingRate)
         func nextGap() -> Int {
             if dp.samplingRate >= 1 { return 0 }
-            let u = (Double(sampler.next() >> 11) + 0.5) * 0x1p-53
+            let u = uniform(&sampler)
             return Int(min(log(u) / logKeep, Double(data.count)))
         }
         for _ in 0..<(settings.dpSteps ?? settings.epochs * dp.stepsPerEpoch) {
@@ -191,7 +191,7 @@ private struct TrainingRun {
         let magnitude = 10 * c
         let factor = settings.auditFault == .noClipping ? 1 : c / magnitude
         for (coordinate, sign) in zip(canaries.coordinates, canaries.signs) where coordinate < p {
-            let u = (Double(sampler.next() >> 11) + 0.5) * 0x1p-53
+            let u = uniform(&sampler)
             if u < q { batchGradient[coordinate] += factor * sign * magnitude }
         }
     }
@@ -259,3 +259,6 @@ private struct TrainingRun {
         return delta
     }
 }
+
+/// A uniform draw in (0, 1) from the CSPRNG's top 53 bits (never 0: the geometric gaps take its logarithm).
+private func uniform(_ sampler: inout ChaCha20Random) -> Double { (Double(sampler.next() >> 11) + 0.5) * 0x1p-53 }

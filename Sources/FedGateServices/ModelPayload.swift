@@ -59,8 +59,7 @@ public enum ModelPayload {
 
     /// A SCAFFOLD round's server control variate, from the model file (nil when the file has none).
     public static func scaffoldControl(_ bytes: [UInt8], dimension: Int) throws -> [Float]? {
-        guard try SafeTensors(bytes: bytes).entries[scaffoldControl] != nil else { return nil }
-        return try parameters(bytes, tensor: scaffoldControl, dimension: dimension)
+        do { return try entry(bytes, tensor: scaffoldControl, dimension: dimension).floats } catch is MissingTensor { return nil }
     }
 
     /// The metadata that lets a model be used without guessing (every value a string, as safetensors requires).
