@@ -133,8 +133,8 @@ extension Gateway {
         let round = try await governor.ledger.backend.entries(dataset: settings.dataset).filter { $0.planHash == key }.count
         try await reservations.spend(release.event, plan: key, round: UInt32(round), datasets: [settings.dataset])
         await refreshBudgetMetrics()
-        // Tests only: repeatable noise, one stream per version and release (a gateway uses the CSPRNG).
-        var noise = settings.fixedNoise.map { RepeatableNoise(run: $0.run, silo: $0.silo, round: 1_000_000 * version + round).noise } ?? GaussianNoiseGenerator()
+        // One stream per version and release when a test repeats its noise (a gateway uses the CSPRNG).
+        var noise = releaseNoise(stream: 1_000_000 * version + round)
         return release.release(exact, noise: &noise)
     }
 

@@ -94,9 +94,10 @@ extension Gateway {
         return m
     }
 
-    /// The noise a release draws: the CSPRNG's, or in tests the run's repeatable noise (no privacy).
-    private func releaseNoise() -> GaussianNoiseGenerator {
-        settings.fixedNoise.map { RepeatableNoise(run: $0.run, silo: $0.silo, round: 0).noise } ?? GaussianNoiseGenerator()
+    /// The noise a release draws: the CSPRNG's, or in tests the run's repeatable noise (no privacy), one
+    /// stream per `stream` (0: the plan's statistics release).
+    func releaseNoise(stream: Int = 0) -> GaussianNoiseGenerator {
+        settings.fixedNoise.map { RepeatableNoise(run: $0.run, silo: $0.silo, round: stream).noise } ?? GaussianNoiseGenerator()
     }
 
     /// What left, kept for the plan's later asks and in the silo's own trail (`statistics.release`:
