@@ -286,8 +286,7 @@ public struct Rollout: Sendable {
             return Verdict(check: check, canaryPassed: false, rollback: back)
         }
         var canaryPassed = false
-        if d.stage == .canary, d.state == .monitoring,
-           d.silos.allSatisfy({ s in d.problems[s] == nil && d.checks.contains { $0.silo == s && $0.passed } }) {
+        if d.stage == .canary, d.state == .monitoring, d.promotionBlockers.isEmpty {
             d.state = .passed
             canaryPassed = true
         }
