@@ -54,7 +54,8 @@ public struct DeployedModels: Sendable {
     }
 
     /// Makes `version` the one the silo runs, the current one becoming the previous; files of
-    /// other versions are removed. Version 0 runs nothing (the record is removed).
+    /// other versions are removed. Version 0 runs nothing: the record is removed and the file of the
+    /// version left is kept (deployed again, it needs no download).
     public func install(_ version: Int, sha256: String, bytes: [UInt8]?, watch: [String]) throws {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let now = try current()
